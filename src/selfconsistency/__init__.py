@@ -1,0 +1,18 @@
+"""selfconsistency: sample many chain-of-thought paths, majority-vote the answers, measure the gain.
+
+The pipeline, one module each: tasks -> prompts -> backends -> store -> vote -> analysis -> report.
+"""
+
+from .analysis import CurvePoint, accuracy_curve, exact_majority_accuracy
+from .experiment import RunConfig, plan_requests, run_experiment
+from .extract import NumberExtractor
+from .report import build_results, export_paths, write_report
+from .sampling import SamplingParams, path_seed
+from .store import SampleStore
+from .vote import majority_vote
+
+__all__ = [
+    "CurvePoint", "NumberExtractor", "RunConfig", "SampleStore", "SamplingParams", "accuracy_curve",
+    "build_results", "exact_majority_accuracy", "export_paths", "majority_vote", "path_seed",
+    "plan_requests", "run_experiment", "write_report",
+]

@@ -1,0 +1,73 @@
+"""Sampling settings and token sampling. Pure: no I/O, randomness only from the generator passed in.
+
+Each path's seed derives from (run seed, question id, temperature, path index) alone, so a path is
+reproducible by itself whatever order, batch or resumed session it is generated in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class SamplingParams(BaseModel):
+    """Everything that shapes one path's tokens. Frozen; validated when built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    temperature: float = Field(ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)  # 0: no top-k cut
+    max_tokens: int = Field(default=256, ge=1)
+    stop: tuple[str, ...] = ()
+    seed: int = Field(default=0, ge=0)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+    @model_validator(mode="after")
+    def _stops_not_empty(self) -> "SamplingParams":
+        if any(s == "" for s in self.stop):
+            raise ValueError("stop sequences must be non-empty")
+        return self
+
+
+def path_seed(run_seed: int, question_id: str, temperature: float, path_index: int) -> int:
+    """A 31-bit seed (fits every API's seed field) unique to one path of one run."""
+    key = f"{run_seed}\x1f{question_id}\x1f{temperature!r}\x1f{path_index}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") & 0x7FFF_FFFF
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
+    """Pick the next token: argmax when greedy, else temperature -> top-k -> top-p sampling.
+
+    Returns the token and its log-probability under the model's own (T=1, uncut) distribution,
+    the quantity weighted voting uses.
+    """
+    logprobs = log_softmax(logits)
+    if params.greedy:
+        token = int(np.argmax(logits))
+        return token, float(logprobs[token])
+    candidates = np.arange(logits.shape[0])
+    if 0 < params.top_k < logits.shape[0]:
+        candidates = np.argpartition(-logits, params.top_k - 1)[: params.top_k]
+    # Sort by logit, ties by token id, so the draw never depends on argpartition's internal order.
+    candidates = candidates[np.lexsort((candidates, -logits[candidates]))]
+    scaled = logits[candidates].astype(np.float64) / params.temperature
+    probs = np.exp(scaled - scaled.max())
+    probs /= probs.sum()
+    if params.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(probs), params.top_p)) + 1
+        probs = probs[:keep] / probs[:keep].sum()
+        candidates = candidates[:keep]
+    index = min(int(np.searchsorted(np.cumsum(probs), rng.random(), side="right")), len(probs) - 1)
+    token = int(candidates[index])
+    return token, float(logprobs[token])

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from selfconsistency.sampling import SamplingParams, path_seed, sample_token
+
+
+def test_path_seed_depends_on_each_part_only():
+    base = path_seed(0, "test-00001", 0.7, 3)
+    assert base == path_seed(0, "test-00001", 0.7, 3)
+    others = {path_seed(1, "test-00001", 0.7, 3), path_seed(0, "test-00002", 0.7, 3),
+              path_seed(0, "test-00001", 0.5, 3), path_seed(0, "test-00001", 0.7, 4)}
+    assert base not in others and len(others) == 4
+    assert 0 <= base < 2**31
+
+
+def test_greedy_is_argmax():
+    logits = np.array([0.1, 3.0, 2.9, -1.0], dtype=np.float32)
+    token, logprob = sample_token(logits, SamplingParams(temperature=0.0), np.random.default_rng(0))
+    assert token == 1
+    assert logprob == pytest.approx(np.log(np.exp(3.0) / np.exp(logits.astype(float)).sum()), rel=1e-6)
+
+
+def test_top_k_and_top_p_cut_the_tail():
+    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
+    rng = np.random.default_rng(0)
+    top2 = {sample_token(logits, SamplingParams(temperature=1.0, top_k=2), rng)[0] for _ in range(500)}
+    assert top2 == {0, 1}
+    nucleus = {sample_token(logits, SamplingParams(temperature=1.0, top_k=0, top_p=0.75), rng)[0]
+               for _ in range(500)}
+    assert nucleus == {0, 1}
+
+
+def test_temperature_follows_softmax():
+    logits = np.log(np.array([0.6, 0.3, 0.1]))
+    rng = np.random.default_rng(5)
+    draws = np.bincount([sample_token(logits, SamplingParams(temperature=1.0, top_k=0), rng)[0]
+                         for _ in range(6000)], minlength=3) / 6000
+    assert np.allclose(draws, [0.6, 0.3, 0.1], atol=0.03)
+
+
+def test_same_generator_same_tokens():
+    logits = np.random.default_rng(1).normal(size=1000)
+    params = SamplingParams(temperature=0.7)
+    a = [sample_token(logits, params, rng)[0] for rng in [np.random.default_rng(9)] for _ in range(20)]
+    b = [sample_token(logits, params, rng)[0] for rng in [np.random.default_rng(9)] for _ in range(20)]
+    assert a == b
+
+
+@pytest.mark.parametrize("bad", [{"temperature": -0.1}, {"temperature": 0.5, "top_p": 0.0},
+                                 {"temperature": 0.5, "max_tokens": 0}, {"temperature": 0.5, "stop": ("",)},
+                                 {"temperature": 0.5, "colour": 1}])
+def test_invalid_params_rejected(bad):
+    with pytest.raises(ValidationError):
+        SamplingParams(**bad)
