@@ -1,0 +1,63 @@
+"""Prompts: the task's exemplars as a few-shot completion prompt or as chat turns.
+
+Every prompt is `shared + question`: `shared` (the exemplar block) is the same for every question, so a
+backend that caches it evaluates it once; it always ends on a turn boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from .tasks.base import Exemplar
+
+ZERO_SHOT_TRIGGER = "Let's think step by step."
+
+
+class PromptFormat(str, Enum):
+    completion = "completion"  # "Q: ...\nA: ... The answer is N.\n\n" (Wei et al. 2022)
+    chat = "chat"  # the same exemplars as user/assistant turns
+
+
+@dataclass(frozen=True)
+class Prompt:
+    shared: str  # completion format: text every question's prompt starts with
+    question: str  # completion format: the rest
+    messages: tuple[tuple[str, str], ...]  # chat format: (role, content) turns
+    format: PromptFormat
+
+    @property
+    def text(self) -> str:
+        return self.shared + self.question
+
+    @property
+    def chat_messages(self) -> list[dict[str, str]]:
+        return [{"role": role, "content": content} for role, content in self.messages]
+
+
+def build_prompt(question: str, exemplars: tuple[Exemplar, ...], fmt: PromptFormat,
+                 zero_shot: bool = False) -> Prompt:
+    shots = () if zero_shot else exemplars
+    shared = "".join(f"Q: {e.question}\nA: {e.rationale}\n\n" for e in shots)
+    answer_prefix = f"A: {ZERO_SHOT_TRIGGER}" if zero_shot else "A:"
+    messages: list[tuple[str, str]] = []
+    for e in shots:
+        messages += [("user", e.question), ("assistant", e.rationale)]
+    user_turn = question
+    if zero_shot:
+        user_turn += f"\n\n{ZERO_SHOT_TRIGGER} End with \"The answer is N.\""
+    messages.append(("user", user_turn))
+    return Prompt(shared=shared, question=f"Q: {question}\n{answer_prefix}",
+                  messages=tuple(messages), format=fmt)
+
+
+def stop_sequences(fmt: PromptFormat, zero_shot: bool = False) -> tuple[str, ...]:
+    """Stops that end a path where the exemplars end theirs.
+
+    Completion format: each exemplar's rationale is one line, so a path ends at its first line break
+    (left alone, small models run on past "The answer is N." into the next "Q:" or into code).
+    Chat format: the model's end-of-turn token ends the path; the stops only catch a forged next turn.
+    """
+    if fmt is PromptFormat.completion and not zero_shot:
+        return ("\n",)
+    return ("\nQ:",)

@@ -1,0 +1,182 @@
+"""The sample store: one SQLite file per run directory; the only module that touches sqlite.
+
+Every path is committed the moment it exists (WAL journal, one transaction per path), keyed by
+(question id, temperature, path index), so a run killed at any instant loses at most the path being
+generated and a rerun skips what is stored. The run's generation settings are kept with the data: a
+rerun whose settings would produce different paths is refused instead of mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STORE_FILENAME = "samples.sqlite"
+
+# Append-only: each entry upgrades a store from the previous version.
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE questions (
+        id TEXT PRIMARY KEY, position INTEGER NOT NULL, question TEXT NOT NULL, gold TEXT NOT NULL
+    );
+    CREATE TABLE paths (
+        question_id TEXT NOT NULL REFERENCES questions(id),
+        temperature REAL NOT NULL,
+        path_index INTEGER NOT NULL,
+        seed INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        answer TEXT,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        latency_s REAL NOT NULL,
+        finish_reason TEXT NOT NULL,
+        logprob_sum REAL,
+        backend TEXT NOT NULL,
+        model TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (question_id, temperature, path_index)
+    );
+    """,
+)
+
+
+class StoreMismatch(Exception):
+    """The run directory holds a store made with other settings."""
+
+
+@dataclass(frozen=True)
+class StoredPath:
+    question_id: str
+    temperature: float
+    path_index: int
+    seed: int
+    text: str
+    answer: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    finish_reason: str
+    logprob_sum: float | None
+    backend: str
+    model: str
+
+
+@dataclass(frozen=True)
+class StoredQuestion:
+    id: str
+    position: int
+    question: str
+    gold: str
+
+
+class SampleStore:
+    def __init__(self, run_dir: Path, create: bool = True):
+        self.path = Path(run_dir) / STORE_FILENAME
+        if not create and not self.path.exists():
+            raise FileNotFoundError(f"no sample store at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves, one per write.
+        self._db = sqlite3.connect(self.path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
+        self._migrate()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            for statement in filter(str.strip, script.split(";")):
+                self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {number}")
+            self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "SampleStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- run settings ----------------------------------------------------------------------------
+
+    def bind_config(self, identity: dict[str, Any], config: dict[str, Any]) -> None:
+        """Record the run's settings, or check them against those already recorded.
+
+        `identity` holds what determines a path's text; a mismatch there is refused. `config` is the
+        latest full configuration (paths, temperatures, limits may grow between invocations).
+        """
+        stored = self.get_meta("identity")
+        if stored is not None and stored != identity:
+            changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
+            raise StoreMismatch(
+                f"{self.path.parent} holds a run made with different settings ({', '.join(changed)}); "
+                "use another --run-dir or the original settings")
+        self._db.execute("BEGIN IMMEDIATE")
+        self._put_meta("identity", identity)
+        self._put_meta("config", config)
+        self._db.execute("COMMIT")
+
+    def _put_meta(self, key: str, value: Any) -> None:
+        self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                         (key, json.dumps(value, sort_keys=True)))
+
+    def get_meta(self, key: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    # -- questions -------------------------------------------------------------------------------
+
+    def add_questions(self, questions: Iterable[StoredQuestion]) -> None:
+        """Insert new questions; a known id whose text or gold changed is refused."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for q in questions:
+                row = self._db.execute("SELECT question, gold FROM questions WHERE id = ?", (q.id,)).fetchone()
+                if row is None:
+                    self._db.execute("INSERT INTO questions VALUES (?, ?, ?, ?)",
+                                     (q.id, q.position, q.question, q.gold))
+                elif tuple(row) != (q.question, q.gold):
+                    raise StoreMismatch(f"question {q.id} in {self.path.parent} has other text or gold "
+                                        "than the data given now; use another --run-dir")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def set_selection(self, question_ids: list[str]) -> None:
+        """The questions the latest invocation asked for: what the report covers."""
+        self._put_meta("selection", question_ids)
+
+    def questions(self) -> list[StoredQuestion]:
+        rows = self._db.execute("SELECT id, position, question, gold FROM questions ORDER BY position, id")
+        return [StoredQuestion(*row) for row in rows]
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    def add_path(self, path: StoredPath) -> bool:
+        """Store one path in its own transaction; False if that key was already stored."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO paths VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (path.question_id, path.temperature, path.path_index, path.seed, path.text, path.answer,
+             path.prompt_tokens, path.completion_tokens, path.latency_s, path.finish_reason,
+             path.logprob_sum, path.backend, path.model, time.time()))
+        return cursor.rowcount == 1
+
+    def stored_keys(self) -> set[tuple[str, float, int]]:
+        return set(self._db.execute("SELECT question_id, temperature, path_index FROM paths"))
+
+    def paths(self) -> Iterator[StoredPath]:
+        rows = self._db.execute(
+            "SELECT question_id, temperature, path_index, seed, text, answer, prompt_tokens, "
+            "completion_tokens, latency_s, finish_reason, logprob_sum, backend, model "
+            "FROM paths ORDER BY question_id, temperature, path_index")
+        for row in rows:
+            yield StoredPath(*row)
