@@ -50,7 +50,7 @@ def test_exact_known_values():
 def test_exact_agrees_with_subset_mean_on_larger_case():
     rng = np.random.default_rng(7)
     golds, answers = [], []
-    for q in range(60):
+    for _ in range(60):
         p_right = rng.uniform(0.2, 0.8)
         row = [("right" if rng.random() < p_right else str(rng.integers(0, 3))) if rng.random() > 0.1 else None
                for _ in range(16)]

@@ -33,7 +33,7 @@ def encode(answers: Sequence[Sequence[str | None]], golds: Sequence[str]) -> tup
         raise ValueError(f"every question needs the same number of paths, got {sorted(widths)}")
     encoded = np.zeros((len(answers), widths.pop()), dtype=np.int64)
     gold_ids = np.full(len(answers), -1, dtype=np.int64)
-    for q, (row, gold) in enumerate(zip(answers, golds)):
+    for q, (row, gold) in enumerate(zip(answers, golds, strict=True)):
         ids: dict[str, int] = {}
         for j, answer in enumerate(row):
             if answer is not None:
@@ -74,7 +74,7 @@ def exact_curve(encoded: np.ndarray, gold_ids: np.ndarray) -> np.ndarray:
     n_questions, n = encoded.shape
     total = np.zeros(n)
     memo: dict[tuple[int, tuple[int, ...], int], np.ndarray] = {}
-    for row, gold in zip(encoded, gold_ids):
+    for row, gold in zip(encoded, gold_ids, strict=True):
         if gold < 0:
             continue  # gold never sampled: wrong for every k
         counts = Counter(int(a) for a in row)
@@ -116,4 +116,4 @@ def accuracy_curve(answers: Sequence[Sequence[str | None]], golds: Sequence[str]
 
 
 def accuracy(predictions: Sequence[str | None], golds: Sequence[str]) -> float:
-    return float(np.mean([p is not None and p == g for p, g in zip(predictions, golds)])) if golds else 0.0
+    return float(np.mean([p is not None and p == g for p, g in zip(predictions, golds, strict=True)])) if golds else 0.0

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .backends import BACKEND_NAMES, BackendError
 from .experiment import RunConfig, run_experiment
@@ -46,13 +45,13 @@ def _temperatures(value: str) -> tuple[float, ...]:
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(help=f"Task to run: {', '.join(TASKS)}.")] = "gsm8k",
-    data: Annotated[Optional[Path], typer.Option(
+    data: Annotated[Path | None, typer.Option(
         help="Local JSONL file of the task (GSM8K: 'question' and 'answer' ending in '#### N'). "
              "Without it the task's dataset is loaded from the Hugging Face hub.")] = None,
-    split: Annotated[Optional[str], typer.Option(
+    split: Annotated[str | None, typer.Option(
         help="Split name: the hub split to load, and the prefix of question ids. [default: test]")] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many questions first.")] = 0,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Use at most this many questions.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many questions.")] = None,
     backend: Annotated[str, typer.Option(help=f"Where paths are generated: {', '.join(BACKEND_NAMES)}.")] = "local",
     model: Annotated[str, typer.Option(
         help=f"Packaged model name ({', '.join(PACKAGED_MODELS)}) or a path to a GGUF file.")] = DEFAULT_MODEL,
@@ -61,7 +60,8 @@ def run(
         help="Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.")] = "0.7",
     greedy: Annotated[bool, typer.Option(help="Also run the greedy (T=0) baseline path.")] = True,
     prompt_format: Annotated[PromptFormat, typer.Option(
-        help="completion: 'Q: ...\\nA: ...' few-shot text; chat: the exemplars as chat turns.")] = PromptFormat.completion,
+        help="completion: 'Q: ...\\nA: ...' few-shot text; chat: the exemplars as chat turns."),
+    ] = PromptFormat.completion,
     zero_shot: Annotated[bool, typer.Option(
         help="No exemplars; zero-shot chain of thought (\"Let's think step by step.\").")] = False,
     top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (1 = off).")] = 1.0,
@@ -72,9 +72,9 @@ def run(
     flexible: Annotated[bool, typer.Option(
         help="When a path has no 'The answer is N', take its last number.")] = True,
     subset_runs: Annotated[int, typer.Option(min=1, help="Random subsets per k for mean ± std.")] = 100,
-    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU threads for the local model. "
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the local model. "
                                                                "[default: all cores]")] = None,
-    run_dir: Annotated[Optional[Path], typer.Option(
+    run_dir: Annotated[Path | None, typer.Option(
         help="Where the sample store and outputs go. [default: runs/<task>-<model>-<settings hash>] "
              "Running the same command again resumes there.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
@@ -130,7 +130,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="JSONL file to write. "
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write. "
                                                                          "[default: standard output]")] = None,
 ) -> None:
     """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""

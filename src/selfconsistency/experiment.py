@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .backends import create_backend
 from .backends.base import Generation, GenerationRequest
-from .models import DEFAULT_MODEL
+from .models import DEFAULT_MODEL, check_model_name
 from .prompts import PromptFormat, build_prompt, stop_sequences
 from .sampling import SamplingParams, path_seed
 from .store import SampleStore, StoredPath, StoredQuestion
@@ -120,6 +120,8 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
     task = get_task(config.task)
     questions = load_questions(task, Path(config.data) if config.data else None, config.split,
                                config.offset, config.limit)
+    if config.backend == "local":
+        check_model_name(config.model)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir()
     extract = task.make_extractor(config.flexible)
     with SampleStore(run_dir) as store:

@@ -142,6 +142,18 @@ def assemble(model: PackagedModel, target_dir: Path | None = None) -> Path:
     return target
 
 
+def check_model_name(name_or_path: str) -> None:
+    """Cheap check, before any work starts, that `resolve_model_path` has something to resolve."""
+    if name_or_path in PACKAGED_MODELS:
+        model = PACKAGED_MODELS[name_or_path]
+        if not model.installed() and not (cache_dir() / "models" / model.filename).exists():
+            raise ModelError(f"model {model.name!r} is not installed: "
+                             f"pip install 'selfconsistency[{model.extra}]'")
+    elif not Path(name_or_path).expanduser().is_file():
+        known = ", ".join(PACKAGED_MODELS)
+        raise ModelError(f"unknown model {name_or_path!r}: give a GGUF file path or one of {known}")
+
+
 def resolve_model_path(name_or_path: str) -> Path:
     """A packaged model's name, or a path to any local GGUF file."""
     if name_or_path in PACKAGED_MODELS:

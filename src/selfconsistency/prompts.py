@@ -7,14 +7,14 @@ backend that caches it evaluates it once; it always ends on a turn boundary.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from .tasks.base import Exemplar
 
 ZERO_SHOT_TRIGGER = "Let's think step by step."
 
 
-class PromptFormat(str, Enum):
+class PromptFormat(StrEnum):
     completion = "completion"  # "Q: ...\nA: ... The answer is N.\n\n" (Wei et al. 2022)
     chat = "chat"  # the same exemplars as user/assistant turns
 

@@ -96,7 +96,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                 p = curve[k]
                 rows.append(f"| T={setting['temperature']:g} SC@{k} | {k} | {p['exact']:.1%} | "
                             f"{p['mean']:.1%} ± {p['std']:.1%} |")
-    cost = ["", "", "| setting | paths | abstained | truncated | prompt tokens | completion tokens | seconds | tokens/s |",
+    cost = ["", "",
+            "| setting | paths | abstained | truncated | prompt tokens | completion tokens | seconds | tokens/s |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for setting in ([results["greedy"]] if results["greedy"] else []) + results["sampled"]:
         name = "greedy (T=0)" if setting["temperature"] == 0.0 else f"T={setting['temperature']:g}"
@@ -115,6 +116,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -130,6 +132,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
                         label=f"T={setting['temperature']:g} mean ± std ({results['config']['subset_runs']} runs)")
     if results["greedy"]:
         ax.axhline(results["greedy"]["accuracy"] * 100, color="black", linestyle="--", label="greedy")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("number of sampled reasoning paths (k)")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"Self-consistency on {results['task']}: {results['model']}, {results['questions']} questions")

@@ -29,7 +29,7 @@ class SamplingParams(BaseModel):
         return self.temperature == 0.0
 
     @model_validator(mode="after")
-    def _stops_not_empty(self) -> "SamplingParams":
+    def _stops_not_empty(self) -> SamplingParams:
         if any(s == "" for s in self.stop):
             raise ValueError("stop sequences must be non-empty")
         return self

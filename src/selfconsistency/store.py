@@ -99,7 +99,7 @@ class SampleStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "SampleStore":
+    def __enter__(self) -> SampleStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

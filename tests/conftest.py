@@ -1,0 +1,54 @@
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
+SMALL_MODEL = "qwen2.5-coder-0.5b"
+
+
+def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
+    """Run the installed CLI as a user would."""
+    return subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}, **kwargs)
+
+
+def small_run_args(run_dir: Path, *extra: str) -> list[str]:
+    return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--paths", "3",
+            "--temperatures", "0.7", "--model", SMALL_MODEL, "--run-dir", str(run_dir), "--quiet", *extra]
+
+
+def without_runtime(value):
+    """results.json minus measured times, which differ between identical runs."""
+    if isinstance(value, dict):
+        return {k: without_runtime(v) for k, v in value.items() if k != "runtime"}
+    if isinstance(value, list):
+        return [without_runtime(v) for v in value]
+    return value
+
+
+def stored_rows(run_dir: Path) -> list[tuple]:
+    db = sqlite3.connect(run_dir / "samples.sqlite")
+    try:
+        return db.execute("SELECT question_id, temperature, path_index, text, answer, created_at "
+                          "FROM paths ORDER BY question_id, temperature, path_index").fetchall()
+    finally:
+        db.close()
+
+
+def load_results(run_dir: Path) -> dict:
+    return json.loads((run_dir / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory) -> Path:
+    """One uninterrupted real run of the 0.5B model: 2 questions x (greedy + 3 paths at T=0.7)."""
+    run_dir = tmp_path_factory.mktemp("reference")
+    proc = cli(*small_run_args(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    return run_dir

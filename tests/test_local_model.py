@@ -1,0 +1,85 @@
+"""The embedded backend end to end with the real 0.5B model (installed by `scripts/install.sh test`)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import cli, load_results, small_run_args, stored_rows, without_runtime
+from selfconsistency.extract import NumberExtractor
+
+
+def test_end_to_end_outputs(reference_run):
+    results = load_results(reference_run)
+    assert results["questions"] == 2 and results["model"] == "qwen2.5-coder-0.5b"
+    assert 0.0 <= results["greedy"]["accuracy"] <= 1.0 and results["greedy"]["paths"] == 2
+    (sampled,) = results["sampled"]
+    assert sampled["temperature"] == 0.7 and sampled["paths"] == 6
+    assert [p["k"] for p in sampled["curve"]] == [1, 2, 3]
+    assert all(0 <= p["exact"] <= 1 and p["std"] >= 0 for p in sampled["curve"])
+    assert sampled["completion_tokens"] > 0 and sampled["prompt_tokens"] > 6 * 500  # 8-shot prompt
+    assert (reference_run / "accuracy_vs_paths.png").read_bytes()[:4] == b"\x89PNG"
+    assert "SC@3" in (reference_run / "results.md").read_text()
+
+    rows = stored_rows(reference_run)
+    assert len(rows) == 8  # 2 questions x (1 greedy + 3 sampled)
+    extract = NumberExtractor()
+    for _, _, _, text, answer, _ in rows:
+        assert answer == extract(text)
+        assert "\n" not in text  # the completion stops at the end of the rationale line
+
+
+def test_report_rebuilds_from_store_alone(reference_run):
+    before = load_results(reference_run)
+    (reference_run / "results.json").unlink()
+    proc = cli("report", str(reference_run))
+    assert proc.returncode == 0, proc.stderr
+    assert load_results(reference_run) == before
+
+
+def test_export_jsonl(reference_run, tmp_path):
+    out = tmp_path / "paths.jsonl"
+    proc = cli("export", str(reference_run), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 8
+    assert {"question_id", "temperature", "path_index", "answer", "gold", "text", "completion_tokens"} <= set(lines[0])
+    assert {line["gold"] for line in lines} == {"18", "3"}
+
+
+def test_same_seed_same_paths_and_rerun_generates_nothing(reference_run, tmp_path):
+    proc = cli(*small_run_args(tmp_path / "again"))
+    assert proc.returncode == 0, proc.stderr
+    assert [r[:5] for r in stored_rows(tmp_path / "again")] == [r[:5] for r in stored_rows(reference_run)]
+    before = stored_rows(reference_run)
+    proc = cli(*small_run_args(reference_run)[:-1])  # the same command again, not quiet
+    assert proc.returncode == 0 and "resuming: 8 paths already stored, 0 to generate" in proc.stderr
+    assert stored_rows(reference_run) == before
+
+
+def test_sigkill_mid_run_resumes_to_the_same_results(reference_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    args = [sys.executable, "-m", "selfconsistency", *small_run_args(run_dir)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    stored = []
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "samples.sqlite").exists():
+            stored = stored_rows(run_dir)
+            if len(stored) >= 3:
+                break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    survivors = stored_rows(run_dir)
+    assert 3 <= len(survivors) < 8, "the kill should land mid-run"
+
+    resumed = cli(*small_run_args(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    rows = stored_rows(run_dir)
+    assert len(rows) == 8 and len({r[:3] for r in rows}) == 8  # every path exactly once
+    assert set(survivors) <= set(rows)  # stored paths were kept, not generated again
+    assert [r[:5] for r in rows] == [r[:5] for r in stored_rows(reference_run)]
+    assert without_runtime(load_results(run_dir)) == without_runtime(load_results(reference_run))
