@@ -1,8 +1,10 @@
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,9 +20,10 @@ def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProce
                           text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}, **kwargs)
 
 
-def small_run_args(run_dir: Path, *extra: str) -> list[str]:
+def small_run_args(run_dir: Path, *extra: str, batch_size: int = 1) -> list[str]:
     return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--paths", "3",
-            "--temperatures", "0.7", "--model", SMALL_MODEL, "--run-dir", str(run_dir), "--quiet", *extra]
+            "--temperatures", "0.7", "--model", SMALL_MODEL, "--batch-size", str(batch_size),
+            "--run-dir", str(run_dir), "--quiet", *extra]
 
 
 def without_runtime(value):
@@ -30,6 +33,20 @@ def without_runtime(value):
     if isinstance(value, list):
         return [without_runtime(v) for v in value]
     return value
+
+
+def kill_when_stored(args: list[str], run_dir: Path, at_least: int, timeout: float = 300) -> list[tuple]:
+    """Start the CLI, SIGKILL it once `at_least` paths are stored; the rows that survived."""
+    proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "samples.sqlite").exists() and len(stored_rows(run_dir)) >= at_least:
+            break
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return stored_rows(run_dir)
 
 
 def stored_rows(run_dir: Path) -> list[tuple]:
@@ -47,7 +64,8 @@ def load_results(run_dir: Path) -> dict:
 
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory) -> Path:
-    """One uninterrupted real run of the 0.5B model: 2 questions x (greedy + 3 paths at T=0.7)."""
+    """One uninterrupted real run of the 0.5B model, one path at a time: 2 questions x (greedy + 3 paths
+    at T=0.7)."""
     run_dir = tmp_path_factory.mktemp("reference")
     proc = cli(*small_run_args(run_dir))
     assert proc.returncode == 0, proc.stderr

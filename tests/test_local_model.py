@@ -1,13 +1,8 @@
 """The embedded backend end to end with the real 0.5B model (installed by `scripts/install.sh test`)."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
-from conftest import cli, load_results, small_run_args, stored_rows, without_runtime
+from conftest import cli, kill_when_stored, load_results, small_run_args, stored_rows, without_runtime
 from selfconsistency.extract import NumberExtractor
 
 
@@ -61,19 +56,7 @@ def test_same_seed_same_paths_and_rerun_generates_nothing(reference_run, tmp_pat
 
 def test_sigkill_mid_run_resumes_to_the_same_results(reference_run, tmp_path):
     run_dir = tmp_path / "killed"
-    args = [sys.executable, "-m", "selfconsistency", *small_run_args(run_dir)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    stored = []
-    while time.time() < deadline and proc.poll() is None:
-        if (run_dir / "samples.sqlite").exists():
-            stored = stored_rows(run_dir)
-            if len(stored) >= 3:
-                break
-        time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    survivors = stored_rows(run_dir)
+    survivors = kill_when_stored(small_run_args(run_dir), run_dir, at_least=3)
     assert 3 <= len(survivors) < 8, "the kill should land mid-run"
 
     resumed = cli(*small_run_args(run_dir))
@@ -83,3 +66,27 @@ def test_sigkill_mid_run_resumes_to_the_same_results(reference_run, tmp_path):
     assert set(survivors) <= set(rows)  # stored paths were kept, not generated again
     assert [r[:5] for r in rows] == [r[:5] for r in stored_rows(reference_run)]
     assert without_runtime(load_results(run_dir)) == without_runtime(load_results(reference_run))
+
+
+def test_batched_same_batch_size_same_paths(reference_run, tmp_path):
+    """Batched decoding: the same seed and batch size reproduce the same texts; every path is there."""
+    first, second = tmp_path / "b1", tmp_path / "b2"
+    for run_dir in (first, second):
+        proc = cli(*small_run_args(run_dir, batch_size=4))
+        assert proc.returncode == 0, proc.stderr
+    rows = stored_rows(first)
+    assert [r[:5] for r in rows] == [r[:5] for r in stored_rows(second)]
+    assert [r[:3] for r in rows] == [r[:3] for r in stored_rows(reference_run)]
+    extract = NumberExtractor()
+    assert all(answer == extract(text) for _, _, _, text, answer, _ in rows)
+
+
+def test_batched_run_killed_mid_batch_resumes_without_regenerating(tmp_path):
+    run_dir = tmp_path / "killed"
+    survivors = kill_when_stored(small_run_args(run_dir, batch_size=4), run_dir, at_least=2)
+    assert 2 <= len(survivors) < 8, "the kill should land mid-run"
+    resumed = cli(*small_run_args(run_dir, batch_size=4))
+    assert resumed.returncode == 0, resumed.stderr
+    rows = stored_rows(run_dir)
+    assert len(rows) == 8 and len({r[:3] for r in rows}) == 8
+    assert set(survivors) <= set(rows)

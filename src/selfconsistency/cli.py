@@ -74,6 +74,10 @@ def run(
     subset_runs: Annotated[int, typer.Option(min=1, help="Random subsets per k for mean ± std.")] = 100,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the local model. "
                                                                "[default: all cores]")] = None,
+    batch_size: Annotated[int, typer.Option(
+        min=1, max=128, help="Paths the local model decodes together (continuous batching). 1 decodes one "
+                             "path at a time: slower, but a resumed run then reproduces an uninterrupted "
+                             "one bit for bit.")] = 8,
     run_dir: Annotated[Path | None, typer.Option(
         help="Where the sample store and outputs go. [default: runs/<task>-<model>-<settings hash>] "
              "Running the same command again resumes there.")] = None,
@@ -86,7 +90,7 @@ def run(
                            temperatures=_temperatures(temperatures), greedy=greedy,
                            prompt_format=prompt_format, zero_shot=zero_shot, top_p=top_p, top_k=top_k,
                            max_tokens=max_tokens, seed=seed, flexible=flexible, subset_runs=subset_runs,
-                           threads=threads)
+                           threads=threads, batch_size=batch_size)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),

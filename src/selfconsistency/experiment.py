@@ -49,6 +49,7 @@ class RunConfig(BaseModel):
     flexible: bool = True
     subset_runs: int = Field(default=100, ge=1)
     threads: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=8, ge=1, le=128)
 
     @field_validator("temperatures")
     @classmethod
@@ -135,7 +136,8 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
         if on_start:
             on_start(len(pending), len(requests) - len(pending))
         if pending:
-            backend = create_backend(config.backend, config.model, threads=config.threads)
+            backend = create_backend(config.backend, config.model, threads=config.threads,
+                                     batch_size=config.batch_size)
             try:
                 for generation in backend.generate(pending):
                     request = generation.request

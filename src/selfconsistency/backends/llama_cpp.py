@@ -1,17 +1,19 @@
 """The embedded backend: a GGUF model run in-process by llama.cpp (llama-cpp-python).
 
 Sampling is ours (numpy, one generator per path seeded from the path's seed), so a path's text depends
-only on its seed and the prompt's logits. Those logits are computed in one canonical way, whatever
-ran before: the shared exemplar block is evaluated from an empty cache, the question on top of it in
-one batch, and every path decodes one token at a time on top of that. So a resumed run reproduces the
-paths an uninterrupted run would have made.
+only on its seed and the logits it sees. With `batch_size=1` those logits are computed in one canonical
+way whatever ran before (the shared exemplar block from an empty cache, the question on top of it in
+one batch, then one token at a time in a single-sequence cache), so a resumed run reproduces bit for bit
+the paths an uninterrupted run makes. With `batch_size>1` many paths decode together in one llama.cpp
+batch (`llama_batched.py`): several times faster, reproducible for the same batch size and work list,
+but llama.cpp's batched kernels round differently, so a path's text can differ from the unbatched one.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -20,20 +22,69 @@ from ..prompts import Prompt, PromptFormat
 from ..sampling import sample_token
 from .base import BackendError, Generation, GenerationRequest
 
-_CONTEXT_ROUNDING = 256
+CONTEXT_ROUNDING = 256
+DEFAULT_BATCH_SIZE = 8  # on 2 cores, 8 sequences in flight gave most of the batched speed-up
+
+
+class PathDecoder:
+    """One path being generated: samples its tokens, watches for stops, and builds its Generation."""
+
+    def __init__(self, request: GenerationRequest, prompt_tokens: int,
+                 detokenize: Callable[[list[int]], bytes], is_end: Callable[[int], bool]):
+        self.request = request
+        self.prompt_tokens = prompt_tokens
+        self._detokenize = detokenize
+        self._is_end = is_end
+        self._rng = np.random.default_rng(request.params.seed)
+        self._longest_stop = max((len(s) for s in request.params.stop), default=0)
+        self.tokens: list[int] = []
+        self.text = ""
+        self.logprob_sum = 0.0
+        self.finish_reason: str | None = None
+        self.seconds = 0.0  # this path's share of the measured generation time
+
+    def push(self, logits: np.ndarray) -> int | None:
+        """Sample the next token from `logits`; the token to feed back, or None once the path ended."""
+        params = self.request.params
+        token, logprob = sample_token(logits, params, self._rng)
+        if self._is_end(token):
+            self.finish_reason = "stop"
+            return None
+        self.tokens.append(token)
+        self.logprob_sum += logprob
+        previous_length = len(self.text)
+        self.text = self._detokenize(self.tokens).decode("utf-8", errors="ignore")
+        start = max(0, previous_length - self._longest_stop)
+        hits = [p for p in (self.text.find(s, start) for s in params.stop) if p >= 0]
+        if hits:
+            self.text, self.finish_reason = self.text[: min(hits)], "stop"
+            return None
+        if len(self.tokens) >= params.max_tokens:
+            self.finish_reason = "length"
+            return None
+        return token
+
+    def result(self) -> Generation:
+        return Generation(request=self.request, text=self.text, prompt_tokens=self.prompt_tokens,
+                          completion_tokens=len(self.tokens), latency_s=self.seconds,
+                          finish_reason=self.finish_reason or "length", logprob_sum=self.logprob_sum)
 
 
 class LlamaCppBackend:
     name = "local"
 
-    def __init__(self, model: str = DEFAULT_MODEL, threads: int | None = None, n_ctx: int | None = None,
-                 verbose: bool = False):
+    def __init__(self, model: str = DEFAULT_MODEL, threads: int | None = None, batch_size: int = 1,
+                 n_ctx: int | None = None, verbose: bool = False):
+        if batch_size < 1:
+            raise BackendError("batch size must be at least 1")
         self.model = model
         self.model_path = resolve_model_path(model)
         self.threads = threads or os.cpu_count() or 1
+        self.batch_size = batch_size
         self._n_ctx_request = n_ctx
         self._verbose = verbose
-        self._llm = None
+        self.llm = None
+        self._batched = None
         self._shared_tokens: list[int] | None = None  # what positions 0.. of the cache hold
         self._prompt_tokens: list[int] | None = None
         self._prompt_logits: np.ndarray | None = None
@@ -43,13 +94,13 @@ class LlamaCppBackend:
     def _load(self, n_ctx: int) -> None:
         import llama_cpp
 
-        if self._llm is not None and self._llm.n_ctx() >= n_ctx:
+        if self.llm is not None and self.llm.n_ctx() >= n_ctx:
             return
         self.close()
         try:
-            self._llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_batch=512,
-                                        n_threads=self.threads, n_threads_batch=self.threads,
-                                        logits_all=False, verbose=self._verbose)
+            self.llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_batch=512,
+                                       n_threads=self.threads, n_threads_batch=self.threads,
+                                       logits_all=False, verbose=self._verbose)
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from None
 
@@ -57,14 +108,14 @@ class LlamaCppBackend:
         """(shared, rest) of the chat prompt rendered with the model's own template."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        template = self._llm.metadata.get("tokenizer.chat_template")
+        template = self.llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise BackendError(f"{self.model} has no chat template: use --prompt-format completion")
-        vocab = self._llm._model
+        vocab = self.llm._model
         formatter = Jinja2ChatFormatter(
             template=template,
-            eos_token=self._llm.detokenize([vocab.token_eos()], special=True).decode(errors="ignore"),
-            bos_token=self._llm.detokenize([vocab.token_bos()], special=True).decode(errors="ignore"),
+            eos_token=self.llm.detokenize([vocab.token_eos()], special=True).decode(errors="ignore"),
+            bos_token=self.llm.detokenize([vocab.token_bos()], special=True).decode(errors="ignore"),
         )
         messages = prompt.chat_messages
         full = formatter(messages=messages).prompt
@@ -76,22 +127,53 @@ class LlamaCppBackend:
             cut += 1
         return full[:cut], full[cut:]
 
-    def _tokens(self, prompt: Prompt) -> tuple[list[int], list[int]]:
+    def tokens(self, prompt: Prompt) -> tuple[list[int], list[int]]:
+        """(shared exemplar tokens, question tokens) of a prompt."""
         if prompt.format is PromptFormat.chat:
             shared, rest = self._render_chat(prompt)
             special = True
         else:
             shared, rest = prompt.shared, prompt.question
             special = False  # question text can never become a control token
-        shared_tokens = self._llm.tokenize(shared.encode(), add_bos=True, special=special)
-        rest_tokens = self._llm.tokenize(rest.encode(), add_bos=False, special=special)
+        shared_tokens = self.llm.tokenize(shared.encode(), add_bos=True, special=special)
+        rest_tokens = self.llm.tokenize(rest.encode(), add_bos=False, special=special)
         return shared_tokens, rest_tokens
+
+    def path_decoder(self, request: GenerationRequest, prompt_tokens: int) -> PathDecoder:
+        import llama_cpp
+
+        vocab = self.llm._model.vocab
+        return PathDecoder(request, prompt_tokens, self.llm.detokenize,
+                           lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)))
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
+        if not requests:
+            return
+        if self.llm is None:
+            self._load(self._n_ctx_request or 4096)
+        split = [self.tokens(r.prompt) for r in requests]
+        max_new = max(r.params.max_tokens for r in requests)
+        if self.batch_size > 1:
+            from .llama_batched import BatchedDecoder
+
+            if self._batched is None:
+                self._batched = BatchedDecoder(self, self.batch_size)
+            yield from self._batched.generate(requests, split)
+            return
+        longest = max(len(shared) + len(rest) for shared, rest in split)
+        needed = self._n_ctx_request or -(-(longest + max_new) // CONTEXT_ROUNDING) * CONTEXT_ROUNDING
+        if needed > self.llm.n_ctx():
+            self._load(needed)
+        for request, (shared, rest) in zip(requests, split, strict=True):
+            yield self._generate_one(request, shared, rest)
 
     def _logits(self) -> np.ndarray:
         import llama_cpp
 
-        pointer = llama_cpp.llama_get_logits_ith(self._llm.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self._llm.n_vocab(),)).copy()
+        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).copy()
 
     def _prepare(self, shared: list[int], rest: list[int]) -> None:
         """Leave the cache holding shared + rest, computed canonically, and keep the last logits."""
@@ -99,74 +181,31 @@ class LlamaCppBackend:
         if tokens == self._prompt_tokens:
             return
         if shared != self._shared_tokens:
-            self._llm.reset()
-            self._llm.eval(shared)
+            self.llm.reset()
+            self.llm.eval(shared)
             self._shared_tokens = shared
-        self._llm.n_tokens = len(shared)  # the next eval drops every cell past the shared block
-        self._llm.eval(rest)
+        self.llm.n_tokens = len(shared)  # the next eval drops every cell past the shared block
+        self.llm.eval(rest)
         self._prompt_tokens = tokens
         self._prompt_logits = self._logits()
 
-    # -- generation ------------------------------------------------------------------------------
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
-        if not requests:
-            return
-        max_new = max(r.params.max_tokens for r in requests)
-        if self._llm is None:
-            self._load(self._n_ctx_request or 4096)
-        longest = max(len(sum(self._tokens(r.prompt), [])) for r in requests)
-        needed = self._n_ctx_request or -(-(longest + max_new) // _CONTEXT_ROUNDING) * _CONTEXT_ROUNDING
-        if needed > self._llm.n_ctx():
-            self._load(needed)
-            self._shared_tokens = self._prompt_tokens = None
-        for request in requests:
-            yield self._generate_one(request)
-
-    def _generate_one(self, request: GenerationRequest) -> Generation:
-        import llama_cpp
-
+    def _generate_one(self, request: GenerationRequest, shared: list[int], rest: list[int]) -> Generation:
         started = time.perf_counter()
-        shared, rest = self._tokens(request.prompt)
         self._prepare(shared, rest)
-        n_prompt = len(shared) + len(rest)
-        params = request.params
-        rng = np.random.default_rng(params.seed)
-        vocab = self._llm._model.vocab
-        logits = self._prompt_logits
-        self._llm.n_tokens = n_prompt
-        tokens: list[int] = []
-        logprob_sum = 0.0
-        text, finish = "", "length"
-        longest_stop = max((len(s) for s in params.stop), default=0)
-        while len(tokens) < params.max_tokens:
-            token, logprob = sample_token(logits, params, rng)
-            if llama_cpp.llama_vocab_is_eog(vocab, token):
-                finish = "stop"
-                break
-            tokens.append(token)
-            logprob_sum += logprob
-            previous_length = len(text)
-            text = self._llm.detokenize(tokens).decode("utf-8", errors="ignore")
-            hit = _find_stop(text, params.stop, max(0, previous_length - longest_stop))
-            if hit is not None:
-                text, finish = text[:hit], "stop"
-                break
-            if len(tokens) == params.max_tokens:
-                break
-            self._llm.eval([token])
-            logits = self._logits()
-        return Generation(request=request, text=text, prompt_tokens=n_prompt,
-                          completion_tokens=len(tokens), latency_s=time.perf_counter() - started,
-                          finish_reason=finish, logprob_sum=logprob_sum)
+        self.llm.n_tokens = len(shared) + len(rest)
+        path = self.path_decoder(request, len(shared) + len(rest))
+        token = path.push(self._prompt_logits)
+        while token is not None:
+            self.llm.eval([token])
+            token = path.push(self._logits())
+        path.seconds = time.perf_counter() - started
+        return path.result()
 
     def close(self) -> None:
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        if self._batched is not None:
+            self._batched.close()
+            self._batched = None
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
         self._shared_tokens = self._prompt_tokens = None
-
-
-def _find_stop(text: str, stops: Sequence[str], start: int) -> int | None:
-    positions = [p for p in (text.find(s, start) for s in stops) if p >= 0]
-    return min(positions) if positions else None
