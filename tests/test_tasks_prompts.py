@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from selfconsistency.prompts import PromptFormat, build_prompt, stop_sequences
-from selfconsistency.tasks import GSM8K, DataError
-from selfconsistency.tasks.load import load_questions
+from selfconsistency.prompts import PromptFormat, build_prompt
+from selfconsistency.tasks import DataError, get_task
+
+GSM8K = get_task("gsm8k")
+EXEMPLARS = GSM8K.load(Path(__file__).resolve().parents[1] / "data/gsm8k/test.jsonl",
+                       limit=1).exemplars
+
+
+def load_questions(task, path, offset=0, limit=None):
+    return task.load(path, offset=offset, limit=limit).questions
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
@@ -31,20 +38,20 @@ def test_malformed_line_named(tmp_path):
 def test_missing_gold_named(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text("\n" + json.dumps({"question": "q", "answer": "no gold"}) + "\n")
-    with pytest.raises(DataError, match=r"bad.jsonl:2:.*####"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2:.*gsm8k record unusable"):
         load_questions(GSM8K, bad)
 
 
 def test_empty_and_unreadable_files(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(DataError, match="no gsm8k records"):
+    with pytest.raises(DataError, match="no records found"):
         load_questions(GSM8K, empty)
     with pytest.raises(DataError, match="cannot read"):
         load_questions(GSM8K, tmp_path / "missing.jsonl")
     latin = tmp_path / "latin.jsonl"
-    latin.write_bytes(b'{"question": "caf\xe9", "answer": "#### 1"}\n')
-    with pytest.raises(DataError, match="not UTF-8"):
+    latin.write_bytes(b'{"question": "a", "answer": "#### 1"}\n{"question": "caf\xe9", "answer": "#### 1"}\n')
+    with pytest.raises(DataError, match="latin.jsonl:2: not UTF-8"):
         load_questions(GSM8K, latin)
 
 
@@ -61,7 +68,7 @@ def test_hub_offline_gives_one_line_error(tmp_path):
 
 
 def test_completion_prompt_has_eight_exemplars():
-    prompt = build_prompt("How many apples?", GSM8K.exemplars, PromptFormat.completion)
+    prompt = build_prompt("How many apples?", EXEMPLARS, PromptFormat.completion)
     assert prompt.shared.count("Q: ") == 8 and prompt.shared.count("The answer is") == 8
     assert prompt.shared.startswith("Q: There are 15 trees in the grove.")
     assert prompt.shared.endswith("The answer is 8.\n\n")
@@ -70,7 +77,7 @@ def test_completion_prompt_has_eight_exemplars():
 
 
 def test_chat_prompt_turns():
-    prompt = build_prompt("How many apples?", GSM8K.exemplars, PromptFormat.chat)
+    prompt = build_prompt("How many apples?", EXEMPLARS, PromptFormat.chat)
     roles = [m["role"] for m in prompt.chat_messages]
     assert roles == ["user", "assistant"] * 8 + ["user"]
     assert prompt.chat_messages[1]["content"].endswith("The answer is 6.")
@@ -78,10 +85,11 @@ def test_chat_prompt_turns():
 
 
 def test_zero_shot_prompt():
-    prompt = build_prompt("How many apples?", GSM8K.exemplars, PromptFormat.completion, zero_shot=True)
+    prompt = build_prompt("How many apples?", EXEMPLARS, PromptFormat.completion, zero_shot=True)
     assert prompt.shared == "" and prompt.question.endswith("A: Let's think step by step.")
-    assert stop_sequences(PromptFormat.completion, zero_shot=True) == ("\nQ:",)
+    assert GSM8K.stop(zero_shot=True, chat=False) == ("\nQ:",)
+    assert build_prompt("How many?", (), PromptFormat.completion).shared == ""  # no exemplars: zero-shot
 
 
 def test_few_shot_completion_stops_at_end_of_rationale_line():
-    assert "\n" in stop_sequences(PromptFormat.completion)
+    assert GSM8K.stop(zero_shot=False, chat=False) == ("\n",)

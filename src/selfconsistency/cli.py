@@ -19,15 +19,17 @@ from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
 from .prompts import PromptFormat
 from .report import PLOT_FILE, RESULTS_FILE, TABLE_FILE, export_paths, markdown_table, write_report
 from .store import StoreMismatch
-from .tasks import TASKS, DataError
+from .tasks import DataError, builtin_task_files, get_task
 
 app = typer.Typer(help="Self-consistency for language models: sample many chain-of-thought paths, "
                        "majority-vote their answers, and measure accuracy against the number of paths.",
                   no_args_is_help=True, add_completion=False)
 models_app = typer.Typer(help="Embedded models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+tasks_app = typer.Typer(help="Built-in tasks and task config files.", no_args_is_help=True)
+app.add_typer(tasks_app, name="tasks")
 err = Console(stderr=True)
-out = Console()
+out = Console(soft_wrap=True)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -44,10 +46,15 @@ def _temperatures(value: str) -> tuple[float, ...]:
 
 @app.command()
 def run(
-    task: Annotated[str, typer.Argument(help=f"Task to run: {', '.join(TASKS)}.")] = "gsm8k",
+    task: Annotated[str, typer.Argument(
+        help=f"A built-in task ({', '.join(builtin_task_files())}) or a task config file (.yaml/.toml); "
+             "see 'selfconsistency tasks'.")] = "gsm8k",
     data: Annotated[Path | None, typer.Option(
         help="Local JSONL file of the task (GSM8K: 'question' and 'answer' ending in '#### N'). "
              "Without it the task's dataset is loaded from the Hugging Face hub.")] = None,
+    shots_from_data: Annotated[int | None, typer.Option(
+        min=1, help="Use the data's first K items as the exemplars (their explanations as rationales) and "
+                    "evaluate the rest; items without explanations make it zero-shot CoT.")] = None,
     split: Annotated[str | None, typer.Option(
         help="Split name: the hub split to load, and the prefix of question ids. [default: test]")] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many questions first.")] = 0,
@@ -85,7 +92,8 @@ def run(
 ) -> None:
     """Sample paths (resuming any stored ones), then write results.json, results.md and a plot."""
     try:
-        config = RunConfig(task=task, data=str(data) if data else None, split=split, offset=offset,
+        config = RunConfig(task=task, data=str(data) if data else None, shots_from_data=shots_from_data,
+                           split=split, offset=offset,
                            limit=limit, backend=backend, model=model, paths=paths,
                            temperatures=_temperatures(temperatures), greedy=greedy,
                            prompt_format=prompt_format, zero_shot=zero_shot, top_p=top_p, top_k=top_k,
@@ -147,6 +155,29 @@ def export(
             sys.stdout.writelines(lines)
     except FileNotFoundError as exc:
         raise _fail(str(exc)) from None
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """The built-in tasks."""
+    for name in builtin_task_files():
+        out.print(f"{name:15} {get_task(name).spec.description}", highlight=False)
+
+
+@tasks_app.command("show")
+def tasks_show(task: Annotated[str, typer.Argument(help="A built-in task's name or a task config file.")]) -> None:
+    """A task's full definition (the config file), and its exemplars as the prompt shows them."""
+    try:
+        loaded = get_task(task)
+        exemplars = loaded._configured_exemplars()
+    except DataError as exc:
+        raise _fail(str(exc)) from None
+    source = builtin_task_files().get(task, Path(task))
+    out.print(source.read_text(encoding="utf-8"), highlight=False, markup=False)
+    out.print(f"# {len(exemplars)} configured exemplars" + (":" if exemplars else
+              " (zero-shot, or --shots-from-data)"), highlight=False)
+    for exemplar in exemplars[:2]:
+        out.print(f"Q: {exemplar.question}\nA: {exemplar.rationale}\n", highlight=False, markup=False)
 
 
 @models_app.command("list")

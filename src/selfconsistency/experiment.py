@@ -16,11 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .backends import create_backend
 from .backends.base import Generation, GenerationRequest
 from .models import DEFAULT_MODEL, check_model_name
-from .prompts import PromptFormat, build_prompt, stop_sequences
+from .prompts import PromptFormat, build_prompt
 from .sampling import SamplingParams, path_seed
 from .store import SampleStore, StoredPath, StoredQuestion
-from .tasks import Question, get_task
-from .tasks.load import load_questions
+from .tasks import Task, TaskData, get_task
 
 GREEDY_TEMPERATURE = 0.0
 
@@ -30,8 +29,9 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    task: str = "gsm8k"
+    task: str = "gsm8k"  # a built-in task's name or a task config file
     data: str | None = None
+    shots_from_data: int | None = Field(default=None, ge=1)
     split: str | None = None
     offset: int = Field(default=0, ge=0)
     limit: int | None = Field(default=None, ge=1)
@@ -61,29 +61,27 @@ class RunConfig(BaseModel):
             raise ValueError("temperatures repeat")
         return tuple(value)
 
-    def stop(self) -> tuple[str, ...]:
-        return stop_sequences(self.prompt_format, self.zero_shot)
-
-    def identity(self) -> dict[str, object]:
+    def identity(self, task: Task) -> dict[str, object]:
         """The settings that decide each path's text and answer: a store made with others is refused."""
         return {
-            "task": self.task, "backend": self.backend, "model": self.model,
+            "task": task.name, "task_spec": task.fingerprint(), "shots_from_data": self.shots_from_data,
+            "backend": self.backend, "model": self.model,
             "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
             "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
-            "seed": self.seed, "flexible": self.flexible, "stop": list(self.stop()),
+            "seed": self.seed, "flexible": self.flexible,
         }
 
-    def identity_hash(self) -> str:
-        canonical = json.dumps(self.identity(), sort_keys=True).encode()
+    def identity_hash(self, task: Task) -> str:
+        canonical = json.dumps(self.identity(task), sort_keys=True).encode()
         return hashlib.sha256(canonical).hexdigest()[:10]
 
-    def default_run_dir(self) -> Path:
+    def default_run_dir(self, task: Task) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem if "/" in self.model else self.model)
-        return Path("runs") / f"{self.task}-{slug}-{self.identity_hash()}"
+        return Path("runs") / f"{task.name}-{slug}-{self.identity_hash(task)}"
 
-    def sampling_params(self, temperature: float, seed: int) -> SamplingParams:
-        return SamplingParams(temperature=temperature, top_p=self.top_p, top_k=self.top_k,
-                              max_tokens=self.max_tokens, stop=self.stop(), seed=seed)
+    def load(self, task: Task) -> TaskData:
+        return task.load(Path(self.data) if self.data else None, self.split, self.offset, self.limit,
+                         self.shots_from_data)
 
     def settings(self) -> tuple[float, ...]:
         """Temperatures in report order: greedy first."""
@@ -93,17 +91,20 @@ class RunConfig(BaseModel):
         return 1 if temperature == GREEDY_TEMPERATURE else self.paths
 
 
-def plan_requests(config: RunConfig, questions: list[Question]) -> list[GenerationRequest]:
+def plan_requests(config: RunConfig, task: Task, data: TaskData) -> list[GenerationRequest]:
     """Every path of the run, question by question (so a backend can reuse each question's prompt)."""
-    task = get_task(config.task)
+    zero_shot = config.zero_shot or not data.exemplars
+    stop = task.stop(zero_shot, chat=config.prompt_format is PromptFormat.chat)
     requests = []
-    for question in questions:
-        prompt = build_prompt(question.text, task.exemplars, config.prompt_format, config.zero_shot)
+    for question in data.questions:
+        prompt = build_prompt(question.text, data.exemplars, config.prompt_format, zero_shot,
+                              task.zero_shot_instruction())
         for temperature in config.settings():
             for index in range(config.paths_at(temperature)):
-                seed = path_seed(config.seed, question.id, temperature, index)
-                requests.append(GenerationRequest(question.id, temperature, index, prompt,
-                                                  config.sampling_params(temperature, seed)))
+                params = SamplingParams(temperature=temperature, top_p=config.top_p, top_k=config.top_k,
+                                        max_tokens=config.max_tokens, stop=stop,
+                                        seed=path_seed(config.seed, question.id, temperature, index))
+                requests.append(GenerationRequest(question.id, temperature, index, prompt, params))
     return requests
 
 
@@ -119,19 +120,18 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
     `on_start(pending, already_stored)` and `on_path(generation)` report progress.
     """
     task = get_task(config.task)
-    questions = load_questions(task, Path(config.data) if config.data else None, config.split,
-                               config.offset, config.limit)
+    data = config.load(task)
     if config.backend == "local":
         check_model_name(config.model)
-    run_dir = Path(run_dir) if run_dir else config.default_run_dir()
-    extract = task.make_extractor(config.flexible)
+    run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
+    extract = task.extractor(config.flexible)
+    questions = {q.id: q for q in data.questions}
     with SampleStore(run_dir) as store:
-        store.bind_config(config.identity(), config.model_dump(mode="json"))
-        store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold)
-                            for q in questions)
-        store.set_selection([q.id for q in questions])
+        store.bind_config(config.identity(task), config.model_dump(mode="json"))
+        store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
+        store.set_selection(list(questions))
         stored = store.stored_keys()
-        requests = plan_requests(config, questions)
+        requests = plan_requests(config, task, data)
         pending = [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
         if on_start:
             on_start(len(pending), len(requests) - len(pending))
@@ -144,7 +144,8 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                     store.add_path(StoredPath(
                         question_id=request.question_id, temperature=request.temperature,
                         path_index=request.path_index, seed=request.params.seed, text=generation.text,
-                        answer=extract(generation.text), prompt_tokens=generation.prompt_tokens,
+                        answer=extract(generation.text, questions[request.question_id]),
+                        prompt_tokens=generation.prompt_tokens,
                         completion_tokens=generation.completion_tokens, latency_s=generation.latency_s,
                         finish_reason=generation.finish_reason, logprob_sum=generation.logprob_sum,
                         backend=backend.name, model=backend.model))

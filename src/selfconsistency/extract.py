@@ -79,3 +79,112 @@ def parse_gsm8k_gold(answer_field: str) -> str:
     if value is None:
         raise ValueError(f"no '#### N' gold answer in {answer_field[-60:]!r}")
     return value
+
+
+# -- multiple choice -------------------------------------------------------------------------------
+
+# Where a path states its choice: "The answer is", "The correct answer is", "Answer:", "answer: ".
+_CHOICE_STATEMENT = re.compile(r"(?:answer\s+is|answer\s*:|answers\s+are|answers\s*:)[\s:]*", re.IGNORECASE)
+# A label as models write one: (C), C), **C**, C:, C. or a bare capital C; never a lowercase word.
+_LABEL = re.compile(r"(?<![A-Za-z])(?:\(([A-Za-z])\)|\*{0,2}([A-Z])\*{0,2}(?=[\s).,:;*]|$))")
+_CONNECTOR = re.compile(r"^[\s,;&*]*(?:and|&|,|or)?[\s,;&*]*$", re.IGNORECASE)
+
+
+def canonical_letters(letters: set[str]) -> str:
+    return ",".join(sorted(letters))
+
+
+def _labels_at(text: str, labels: set[str]) -> list[str]:
+    """Labels named at the start of `text`, joined by 'and' / ',' ('B and D'); stops at other words."""
+    found: list[str] = []
+    position = 0
+    for match in _LABEL.finditer(text):
+        gap = text[position: match.start()]
+        if (found and not _CONNECTOR.match(gap)) or (not found and gap.strip(" *\"'`")):
+            break
+        label = (match.group(1) or match.group(2)).upper()
+        if label not in labels:
+            break
+        found.append(label)
+        position = match.end()
+    return found
+
+
+def _option_named(text: str, choices: tuple[tuple[str, str], ...]) -> str | None:
+    """The one option whose text the statement begins with (longest match wins), if any."""
+    clean = text.strip(" *\"'`").lower()
+    hits = [(len(option), label) for label, option in choices if option and clean.startswith(option.lower())]
+    return max(hits)[1] if hits else None
+
+
+def choice_answer(text: str, choices: tuple[tuple[str, str], ...], n_answers: int = 1,
+                  flexible: bool = True) -> str | None:
+    """The option label(s) a path chose, canonical ("C" or "B,D"), or None.
+
+    The last answer statement decides. Naming several labels there answers a multi-answer question; for a
+    single-answer question it is ambiguous and abstains. Without a usable statement, `flexible` looks at
+    the path's last line for a formatted label ("(C)", "C)", "**C**") or an option's text.
+    """
+    labels = {label for label, _ in choices}
+    for match in reversed(list(_CHOICE_STATEMENT.finditer(text))):
+        rest = text[match.end():].split("\n", 1)[0]
+        found = set(_labels_at(rest, labels))
+        if not found:
+            named = _option_named(rest, choices)
+            found = {named} if named else set()
+        if found:
+            return canonical_letters(found) if len(found) == n_answers or n_answers > 1 else None
+    if not flexible:
+        return None
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    formatted = re.findall(r"\(([A-Z])\)|(?<![A-Za-z])([A-Z])\)|\*\*([A-Z])\*\*", last)
+    found = {"".join(groups) for groups in formatted} & labels
+    if found:
+        return canonical_letters(found) if len(found) == n_answers or n_answers > 1 else None
+    named = [label for label, option in choices if option and option.lower() in last.lower()]
+    return named[0] if len(named) == 1 else None
+
+
+# -- yes / no and free text ------------------------------------------------------------------------
+
+_YES_NO = re.compile(r"\b(yes|no)\b", re.IGNORECASE)
+
+
+def yes_no_answer(text: str, flexible: bool = True) -> str | None:
+    for match in reversed(list(_ANSWER_IS.finditer(text))):
+        found = _YES_NO.match(text[match.end():].lstrip(" *\"'("))
+        if found:
+            return found.group(1).lower()
+    if flexible:
+        words = _YES_NO.findall(text)
+        return words[-1].lower() if words else None
+    return None
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = re.compile(r"[^\w\s]")
+
+
+def normalize_text(answer: str, steps: tuple[str, ...]) -> str:
+    for step in steps:
+        if step == "lower":
+            answer = answer.lower()
+        elif step == "strip_punctuation":
+            answer = _PUNCTUATION.sub(" ", answer)
+        elif step == "strip_articles":
+            answer = _ARTICLES.sub(" ", answer)
+        else:
+            raise ValueError(f"unknown normaliser step {step!r}")
+    return " ".join(answer.split())
+
+
+def text_answer(text: str, pattern: re.Pattern[str], steps: tuple[str, ...]) -> str | None:
+    """The first group of the last match of `pattern`, normalised; None if it never matches."""
+    matches = list(pattern.finditer(text))
+    if not matches:
+        return None
+    value = normalize_text(matches[-1].group(1), steps)
+    return value or None

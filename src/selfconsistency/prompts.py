@@ -36,7 +36,9 @@ class Prompt:
 
 
 def build_prompt(question: str, exemplars: tuple[Exemplar, ...], fmt: PromptFormat,
-                 zero_shot: bool = False) -> Prompt:
+                 zero_shot: bool = False, answer_statement: str = "The answer is N.") -> Prompt:
+    """`question` is the task's rendered question; without exemplars the prompt is zero-shot CoT."""
+    zero_shot = zero_shot or not exemplars
     shots = () if zero_shot else exemplars
     shared = "".join(f"Q: {e.question}\nA: {e.rationale}\n\n" for e in shots)
     answer_prefix = f"A: {ZERO_SHOT_TRIGGER}" if zero_shot else "A:"
@@ -45,19 +47,7 @@ def build_prompt(question: str, exemplars: tuple[Exemplar, ...], fmt: PromptForm
         messages += [("user", e.question), ("assistant", e.rationale)]
     user_turn = question
     if zero_shot:
-        user_turn += f"\n\n{ZERO_SHOT_TRIGGER} End with \"The answer is N.\""
+        user_turn += f"\n\n{ZERO_SHOT_TRIGGER} End with \"{answer_statement}\""
     messages.append(("user", user_turn))
     return Prompt(shared=shared, question=f"Q: {question}\n{answer_prefix}",
                   messages=tuple(messages), format=fmt)
-
-
-def stop_sequences(fmt: PromptFormat, zero_shot: bool = False) -> tuple[str, ...]:
-    """Stops that end a path where the exemplars end theirs.
-
-    Completion format: each exemplar's rationale is one line, so a path ends at its first line break
-    (left alone, small models run on past "The answer is N." into the next "Q:" or into code).
-    Chat format: the model's end-of-turn token ends the path; the stops only catch a forged next turn.
-    """
-    if fmt is PromptFormat.completion and not zero_shot:
-        return ("\n",)
-    return ("\nQ:",)

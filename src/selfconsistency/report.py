@@ -52,8 +52,9 @@ def build_results(store: SampleStore) -> dict[str, Any]:
     wanted = {t: 1 if t == 0.0 else config["paths"] for t in settings}
     complete = [qid for qid in selection
                 if all(len(by_setting[t][qid]) >= n for t, n in wanted.items())]
+    identity = store.get_meta("identity") or {}
     results: dict[str, Any] = {
-        "task": config["task"], "backend": config["backend"], "model": config["model"],
+        "task": identity.get("task", config["task"]), "backend": config["backend"], "model": config["model"],
         "config": config, "questions": len(complete),
         "incomplete_questions": [qid for qid in selection if qid not in set(complete)],
         "greedy": None, "sampled": [],

@@ -41,9 +41,10 @@ def path_seed(run_seed: int, question_id: str, temperature: float, path_index: i
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") & 0x7FFF_FFFF
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.exp(shifted).sum())
+def log_normalizer(logits: np.ndarray) -> float:
+    """log(sum(exp(logits))), stably; float32 work on the full vocabulary keeps this cheap per token."""
+    peak = float(np.max(logits))
+    return peak + float(np.log(np.exp(logits - np.float32(peak)).sum(dtype=np.float64)))
 
 
 def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
@@ -52,10 +53,10 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     Returns the token and its log-probability under the model's own (T=1, uncut) distribution,
     the quantity weighted voting uses.
     """
-    logprobs = log_softmax(logits)
+    normalizer = log_normalizer(logits)
     if params.greedy:
         token = int(np.argmax(logits))
-        return token, float(logprobs[token])
+        return token, float(logits[token]) - normalizer
     candidates = np.arange(logits.shape[0])
     if 0 < params.top_k < logits.shape[0]:
         candidates = np.argpartition(-logits, params.top_k - 1)[: params.top_k]
@@ -70,4 +71,4 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
         candidates = candidates[:keep]
     index = min(int(np.searchsorted(np.cumsum(probs), rng.random(), side="right")), len(probs) - 1)
     token = int(candidates[index])
-    return token, float(logprobs[token])
+    return token, float(logits[token]) - normalizer

@@ -1,16 +1,35 @@
-"""Tasks: where questions and gold answers come from, and how a path's answer is read."""
+"""Tasks: where questions and gold answers come from, and how a path's answer is read.
 
-from .base import DataError, Question, Task
-from .gsm8k import GSM8K
+Every task, built-in or not, is a config file (YAML or TOML); the built-in ones are in
+`selfconsistency/data/tasks/`.
+"""
 
-TASKS: dict[str, Task] = {GSM8K.name: GSM8K}
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from .base import DataError, Exemplar, Question
+from .spec import TaskSpec, load_spec
+from .task import Task, TaskData
 
 
-def get_task(name: str) -> Task:
-    try:
-        return TASKS[name]
-    except KeyError:
-        raise DataError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+def builtin_task_files() -> dict[str, Path]:
+    folder = Path(str(files("selfconsistency").joinpath("data/tasks")))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
 
 
-__all__ = ["DataError", "GSM8K", "Question", "TASKS", "Task", "get_task"]
+def get_task(name_or_path: str) -> Task:
+    """A built-in task by name, or a task config file by path."""
+    builtin = builtin_task_files()
+    if name_or_path in builtin:
+        return Task(*load_spec(builtin[name_or_path]))
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml", ".toml") and path.is_file():
+        return Task(*load_spec(path))
+    raise DataError(f"unknown task {name_or_path!r}: give a task config file (.yaml/.toml) or one of "
+                    f"{', '.join(builtin)}")
+
+
+__all__ = ["DataError", "Exemplar", "Question", "Task", "TaskData", "TaskSpec", "builtin_task_files",
+           "get_task", "load_spec"]

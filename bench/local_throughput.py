@@ -1,0 +1,105 @@
+"""Embedded-model throughput: sequential high-level llama-cpp-python calls vs our engine.
+
+Same model, same prompts (GSM8K 8-shot, completion format), same per-path seeds, T=0.7, top-k 40:
+  - "high-level": one `Llama.create_completion` call per path (llama.cpp's own sampler, prefix reuse);
+  - "engine B":   our backend with B paths decoded together (B=1 is our one-at-a-time canonical mode).
+Prints generated tokens/s, prompt tokens evaluated, wall time and the speed-up over the high-level
+calls, side by side, and how many paths' texts equal the B=1 engine's (batched kernels round differently).
+
+    .venv/bin/python bench/local_throughput.py --model qwen2.5-coder-0.5b --questions 20 --paths 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import llama_cpp
+
+from selfconsistency.backends.llama_cpp import LlamaCppBackend
+from selfconsistency.experiment import RunConfig, plan_requests
+from selfconsistency.tasks import get_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def high_level(backend: LlamaCppBackend, requests) -> dict:
+    """One create_completion call per path, sampler set to plain temperature + top-k like ours."""
+    llm = backend.llm
+    llm.reset()  # nothing cached from loading: every prompt token counts
+    llama_cpp.llama_perf_context_reset(llm.ctx)
+    tokens, started = 0, time.perf_counter()
+    for request in requests:
+        p = request.params
+        out = llm.create_completion(request.prompt.text, max_tokens=p.max_tokens, temperature=p.temperature,
+                                    top_k=p.top_k, top_p=p.top_p, min_p=0.0, stop=list(p.stop), seed=p.seed)
+        tokens += out["usage"]["completion_tokens"]
+    wall = time.perf_counter() - started
+    perf = llama_cpp.llama_perf_context(llm.ctx)
+    return {"wall": wall, "tokens": tokens, "prompt_evaluated": perf.n_p_eval, "texts": None}
+
+
+def engine(backend: LlamaCppBackend, requests) -> dict:
+    started = time.perf_counter()
+    generations = list(backend.generate(requests))
+    wall = time.perf_counter() - started
+    if backend.batch_size > 1:
+        evaluated = backend._batched.prompt_tokens_evaluated
+    else:  # shared block once, then each question's own tokens once
+        evaluated = len(backend.tokens(requests[0].prompt)[0]) + sum(
+            len(backend.tokens(r.prompt)[1]) for r in {r.question_id: r for r in requests}.values())
+    texts = {(g.request.question_id, g.request.temperature, g.request.path_index): g.text for g in generations}
+    return {"wall": wall, "tokens": sum(g.completion_tokens for g in generations),
+            "prompt_evaluated": evaluated, "texts": texts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--questions", type=int, default=20)
+    parser.add_argument("--paths", type=int, default=8)
+    parser.add_argument("--batch-sizes", default="1,4,8,16")
+    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--skip-high-level", action="store_true")
+    args = parser.parse_args()
+
+    config = RunConfig(data=str(REPO / "data/gsm8k/test.jsonl"), limit=args.questions, paths=args.paths,
+                       temperatures=(0.7,), greedy=False, model=args.model, max_tokens=args.max_tokens)
+    task = get_task(config.task)
+    data = config.load(task)
+    requests = plan_requests(config, task, data)
+    print(f"{args.model}: {len(data.questions)} questions x {args.paths} paths = {len(requests)} paths, "
+          f"T=0.7, top-k 40, <= {args.max_tokens} new tokens", flush=True)
+
+    rows = []
+    if not args.skip_high_level:
+        backend = LlamaCppBackend(args.model, batch_size=1)
+        list(backend.generate(requests[:1]))  # load the model outside the timing
+        rows.append(("high-level calls", high_level(backend, requests)))
+        backend.close()
+        print(f"  done: {rows[-1][0]}", flush=True)
+    for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
+        backend = LlamaCppBackend(args.model, batch_size=batch_size)
+        backend._load(4096)
+        rows.append((f"engine batch {batch_size}", engine(backend, requests)))
+        backend.close()
+        print(f"  done: {rows[-1][0]}", flush=True)
+
+    base = rows[0][1]["tokens"] / rows[0][1]["wall"]
+    reference = next((r["texts"] for name, r in rows if name == "engine batch 1"), None)
+    print()
+    print("| decoding | generated tokens | tokens/s | speed-up | prompt tokens evaluated | wall s | "
+          "texts = batch 1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, r in rows:
+        rate = r["tokens"] / r["wall"]
+        same = "–"
+        if reference is not None and r["texts"] is not None:
+            same = f"{sum(r['texts'][k] == v for k, v in reference.items())}/{len(reference)}"
+        print(f"| {name} | {r['tokens']:,} | {rate:.1f} | {rate / base:.2f}x | {r['prompt_evaluated']:,} | "
+              f"{r['wall']:.1f} | {same} |")
+
+
+if __name__ == "__main__":
+    main()

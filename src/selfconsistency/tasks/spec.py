@@ -1,0 +1,124 @@
+"""A task defined by a config file (YAML or TOML): data, field mapping, prompt template, exemplars,
+answer type and extraction. The built-in tasks are such files too (`tasks/builtin/`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .base import DataError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSpec(_Strict):
+    path: str | None = None  # relative to the config file; --data overrides it
+    format: Literal["jsonl", "json", "csv"] | None = None  # default: from the file's extension
+    hub: tuple[str, str] | None = None  # (repo id, config) on the Hugging Face hub
+    split: str = "test"
+
+
+class FieldSpec(_Strict):
+    """Where each part of a question sits in a record; dotted paths reach into nested objects."""
+
+    question: str = "question"
+    gold: str = "answer"
+    id: str | None = None
+    # A list of texts (labelled A, B, ...), a label->text map, or a list of {label, text} objects;
+    # for CSV, a list of column names whose headers are the labels.
+    choices: str | list[str] | None = None
+    explanation: str | None = None
+
+
+class ExemplarSpec(_Strict):
+    question: str | dict[str, Any]  # the question text, or a record shaped like the data's
+    rationale: str
+    answer: str | None = None  # informative only: the rationale states it
+
+
+class PromptSpec(_Strict):
+    # Jinja2, rendering one question's body from `question`, `choices` [(label, text)] and `record`.
+    template: str = "{{ question }}"
+    exemplars: list[ExemplarSpec] | None = None
+    exemplars_file: str | None = None  # JSON: a list, or {"exemplars": [...]} of {question, rationale}
+    shots_from_data: int | None = Field(default=None, ge=1)  # the data's first K records are exemplars
+    answer_statement: str = "The answer is {answer}."  # ends rationales built from explanations
+    stop: list[str] = Field(default_factory=lambda: ["\nQ:", "\n\n"])  # few-shot completion format
+
+
+class AnswerSpec(_Strict):
+    type: Literal["number", "letter", "yes_no", "text"] = "number"
+    gold_pattern: str | None = None  # regex; its first group is the gold inside the gold field
+    pattern: str | None = None  # regex; its first group is a path's answer (text type; overrides default)
+    normalize: list[Literal["lower", "strip_punctuation", "strip_articles"]] = Field(
+        default_factory=lambda: ["lower", "strip_punctuation", "strip_articles"])
+
+    @field_validator("gold_pattern", "pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                if re.compile(value).groups < 1:
+                    raise ValueError(f"pattern {value!r} needs a capture group")
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {value!r}: {exc}") from None
+        return value
+
+
+class TaskSpec(_Strict):
+    name: str
+    description: str = ""
+    data: DataSpec = Field(default_factory=DataSpec)
+    fields: FieldSpec = Field(default_factory=FieldSpec)
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
+    answer: AnswerSpec = Field(default_factory=AnswerSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskSpec:
+        if self.answer.type == "letter" and self.fields.choices is None:
+            raise ValueError("answer type 'letter' needs fields.choices")
+        sources = [self.prompt.exemplars is not None, self.prompt.exemplars_file is not None,
+                   self.prompt.shots_from_data is not None]
+        if sum(sources) > 1:
+            raise ValueError("give exemplars inline, from a file, or from the data: one of them")
+        return self
+
+
+def load_spec(path: Path) -> tuple[TaskSpec, Path]:
+    """A TaskSpec from a YAML or TOML file, and the folder its relative paths start from."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read task config: {exc}") from None
+    try:
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise DataError(f"{path}: malformed task config: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: a task config is a mapping of settings")
+    try:
+        return TaskSpec.model_validate(raw), path.parent
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise DataError(f"{path}: {problems}") from None
+
+
+def load_exemplar_file(path: Path) -> list[ExemplarSpec]:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read exemplars: {exc}") from None
+    items = raw["exemplars"] if isinstance(raw, dict) and "exemplars" in raw else raw
+    try:
+        return [ExemplarSpec.model_validate(item) for item in items]
+    except (ValidationError, TypeError) as exc:
+        raise DataError(f"{path}: exemplars need 'question' and 'rationale': {exc}") from None

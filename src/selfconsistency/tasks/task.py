@@ -1,0 +1,244 @@
+"""A task made from its spec: read and validate the data, render questions, pick exemplars, and read
+a path's answer the way the spec's answer type says."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ..extract import (
+    NumberExtractor,
+    canonical_letters,
+    canonical_number,
+    choice_answer,
+    normalize_text,
+    text_answer,
+    yes_no_answer,
+)
+from .base import DataError, Exemplar, Question
+from .records import Located, read_records
+from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
+
+Extractor = Callable[[str, Question], "str | None"]
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_DEFAULT_TEXT_PATTERN = re.compile(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class TaskData:
+    questions: list[Question]  # the selected questions to evaluate
+    exemplars: tuple[Exemplar, ...]  # empty: zero-shot chain of thought
+
+
+def _get(record: dict[str, Any], dotted: str) -> Any:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise KeyError(f"missing field {dotted!r}")
+        value = value[part]
+    return value
+
+
+class Task:
+    def __init__(self, spec: TaskSpec, base_dir: Path):
+        self.spec = spec
+        self.base_dir = base_dir
+        try:
+            self._template = _ENV.from_string(spec.prompt.template)
+        except jinja2.TemplateSyntaxError as exc:
+            raise DataError(f"task {spec.name}: bad prompt template: {exc}") from None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def fingerprint(self) -> str:
+        """Changes whenever the spec would change prompts, golds or answers."""
+        return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()[:12]
+
+    def stop(self, zero_shot: bool, chat: bool) -> tuple[str, ...]:
+        """Few-shot completion prompts stop where the exemplars end their rationale; otherwise only a
+        forged next question stops a path (chat models end their turn themselves)."""
+        return ("\nQ:",) if zero_shot or chat else tuple(self.spec.prompt.stop)
+
+    def answer_statement(self, answer: str) -> str:
+        return self.spec.prompt.answer_statement.format(answer=answer)
+
+    def zero_shot_instruction(self) -> str:
+        return self.answer_statement("(X)" if self.spec.answer.type == "letter" else "N")
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _choices(self, record: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        mapping = self.spec.fields.choices
+        if mapping is None:
+            return ()
+        if isinstance(mapping, list):  # CSV-style: columns named by their labels
+            raw: Any = {column: _get(record, column) for column in mapping}
+        else:
+            raw = _get(record, mapping)
+        if isinstance(raw, dict):
+            pairs = [(str(label), str(text)) for label, text in raw.items()]
+        elif isinstance(raw, list) and raw and all(isinstance(c, dict) for c in raw):
+            pairs = [(str(c["label"]), str(c["text"])) for c in raw]
+        elif isinstance(raw, list):
+            pairs = [(string.ascii_uppercase[i], str(text)) for i, text in enumerate(raw)]
+        else:
+            raise ValueError(f"choices must be a list or a map, got {type(raw).__name__}")
+        pairs = [(label.strip().upper(), text.strip()) for label, text in pairs if text.strip()]
+        if not 2 <= len(pairs) <= 10:
+            raise ValueError(f"{len(pairs)} options; a question needs 2 to 10")
+        if len({label for label, _ in pairs}) != len(pairs):
+            raise ValueError("option labels repeat")
+        return tuple(pairs)
+
+    def _gold(self, record: dict[str, Any], choices: tuple[tuple[str, str], ...]) -> tuple[str, int]:
+        raw = str(_get(record, self.spec.fields.gold)).strip()
+        if self.spec.answer.gold_pattern:
+            match = re.search(self.spec.answer.gold_pattern, raw, re.DOTALL)
+            if not match:
+                raise ValueError(f"gold {raw[-40:]!r} does not match {self.spec.answer.gold_pattern!r}")
+            raw = match.group(1).strip()
+        kind = self.spec.answer.type
+        if kind == "number":
+            value = canonical_number(raw)
+            if value is None:
+                raise ValueError(f"gold {raw!r} is not a number")
+            return value, 1
+        if kind == "letter":
+            letters = set(re.findall(r"[A-Za-z]", re.sub(r"\band\b", " ", raw)))
+            letters = {letter.upper() for letter in letters}
+            labels = {label for label, _ in choices}
+            if not letters or not letters <= labels:
+                raise ValueError(f"gold label {raw!r} is not among the options {''.join(sorted(labels))}")
+            return canonical_letters(letters), len(letters)
+        if kind == "yes_no":
+            value = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}.get(raw.lower())
+            if value is None:
+                raise ValueError(f"gold {raw!r} is not yes or no")
+            return value, 1
+        value = normalize_text(raw, tuple(self.spec.answer.normalize))
+        if not value:
+            raise ValueError("empty gold answer")
+        return value, 1
+
+    def _render(self, question: str, choices: tuple[tuple[str, str], ...], record: dict[str, Any]) -> str:
+        try:
+            return self._template.render(question=question, choices=choices, record=record).strip()
+        except jinja2.TemplateError as exc:
+            raise ValueError(f"prompt template: {exc}") from None
+
+    def parse(self, where: str, record: dict[str, Any], position: int, split: str) -> tuple[Question, str | None]:
+        """A question (and its explanation, if any) from one record; DataError names the record."""
+        try:
+            text = _get(record, self.spec.fields.question)
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"empty {self.spec.fields.question!r}")
+            choices = self._choices(record)
+            gold, n_answers = self._gold(record, choices)
+            qid = str(_get(record, self.spec.fields.id)) if self.spec.fields.id else f"{split}-{position:05d}"
+            explanation = None
+            if self.spec.fields.explanation and self.spec.fields.explanation in record:
+                explanation = str(_get(record, self.spec.fields.explanation)).strip() or None
+            body = self._render(text.strip(), choices, record)
+        except (KeyError, TypeError, ValueError) as exc:
+            message = exc.args[0] if exc.args else str(exc)
+            raise DataError(f"{where}: {self.name} record unusable: {message}") from None
+        return Question(qid, position, body, gold, choices, n_answers), explanation
+
+    def load(self, data: Path | None, split: str | None = None, offset: int = 0, limit: int | None = None,
+             shots_from_data: int | None = None) -> TaskData:
+        """Validate every record before returning any; the first K records become exemplars when asked."""
+        split = split or self.spec.data.split
+        records: Any
+        source = Path(data) if data is not None else self._default_data()
+        if source is not None:
+            records = read_records(source, self.spec.data.format)
+        else:
+            records = self._hub_records(split)
+        parsed = [self.parse(where, record, position, split)
+                  for position, (where, record) in enumerate(records)]
+        if not parsed:
+            raise DataError(f"{source or self.name}: no records found")
+        seen: dict[str, int] = {}
+        for question, _ in parsed:
+            if question.id in seen:
+                raise DataError(f"{source or self.name}: duplicate id {question.id!r} "
+                                f"(records {seen[question.id]} and {question.position})")
+            seen[question.id] = question.position
+        shots = shots_from_data or self.spec.prompt.shots_from_data
+        if shots:
+            exemplars = self._exemplars_from(parsed[:shots])
+            parsed = parsed[shots:]
+        else:
+            exemplars = self._configured_exemplars()
+        end = None if limit is None else offset + limit
+        selected = [q for q, _ in parsed[offset:end]]
+        if not selected:
+            raise DataError(f"offset {offset} is past the {len(parsed)} questions of {self.name}")
+        return TaskData(selected, exemplars)
+
+    def _default_data(self) -> Path | None:
+        return self.base_dir / self.spec.data.path if self.spec.data.path else None
+
+    def _hub_records(self, split: str) -> list[Located]:
+        from .hub import hub_records
+
+        if self.spec.data.hub is None:
+            raise DataError(f"task {self.name} needs --data PATH (it has no default data or hub dataset)")
+        return hub_records(*self.spec.data.hub, split)
+
+    # -- exemplars -------------------------------------------------------------------------------
+
+    def _exemplars_from(self, items: list[tuple[Question, str | None]]) -> tuple[Exemplar, ...]:
+        """Data records as exemplars: explanation + answer statement. Without explanations: none."""
+        if any(explanation is None for _, explanation in items):
+            return ()
+        return tuple(Exemplar(q.text, f"{explanation} {self.answer_statement(self._display(q.gold))}")
+                     for q, explanation in items)
+
+    def _display(self, gold: str) -> str:
+        if self.spec.answer.type == "letter":
+            return " and ".join(f"({letter})" for letter in gold.split(","))
+        return gold
+
+    def _configured_exemplars(self) -> tuple[Exemplar, ...]:
+        specs: list[ExemplarSpec] = list(self.spec.prompt.exemplars or [])
+        if self.spec.prompt.exemplars_file:
+            specs = load_exemplar_file(self.base_dir / self.spec.prompt.exemplars_file)
+        out = []
+        for index, item in enumerate(specs):
+            try:
+                if isinstance(item.question, dict):  # a record shaped like the data's; needs no gold
+                    record = item.question
+                    body = self._render(str(_get(record, self.spec.fields.question)).strip(),
+                                        self._choices(record), record)
+                else:
+                    body = self._render(item.question, (), {})
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"task {self.name}, exemplar {index}: {exc}") from None
+            out.append(Exemplar(body, item.rationale))
+        return tuple(out)
+
+    # -- answers ---------------------------------------------------------------------------------
+
+    def extractor(self, flexible: bool = True) -> Extractor:
+        answer = self.spec.answer
+        if answer.type == "number":
+            numbers = NumberExtractor(flexible=flexible)
+            return lambda text, question: numbers(text)
+        if answer.type == "letter":
+            return lambda text, question: choice_answer(text, question.choices, question.n_answers, flexible)
+        if answer.type == "yes_no":
+            return lambda text, question: yes_no_answer(text, flexible)
+        pattern = re.compile(answer.pattern, re.IGNORECASE | re.MULTILINE) if answer.pattern \
+            else _DEFAULT_TEXT_PATTERN
+        steps = tuple(answer.normalize)
+        return lambda text, question: text_answer(text, pattern, steps)
