@@ -1,0 +1,92 @@
+from itertools import product
+
+import pytest
+
+from selfconsistency.stopping import (BetaRule, DirichletRule, EntropyRule, FixedN, WindowRule,
+                                      beta_leader_probability, parse_rule, replay)
+
+
+def test_beta_probability_matches_integration():
+    # P(X > 1/2) for X ~ Beta(a+1, b+1) by numeric integration of the density
+    for a, b in product(range(0, 7), range(0, 7)):
+        n = 20000
+        xs = [(i + 0.5) / n for i in range(n)]
+        density = [x**a * (1 - x) ** b for x in xs]
+        expected = sum(d for x, d in zip(xs, density, strict=True) if x > 0.5) / sum(density)
+        assert beta_leader_probability(a, b) == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("answers,stop", [
+    (["7"] * 4, False),  # 4-0: P = 1 - 1/32 = 0.96875, just under 0.97
+    (["7"] * 5, True),   # 5-0: P = 1 - 1/64 = 0.984
+    (["7", "7", "7", "7", "8"], False),
+    (["7"] * 7 + ["8"], True),
+    ([None] * 6, False),  # abstentions are not votes
+    (["7", None, "7", None, "7", "7", "7"], True),  # 5-0 among the votes
+])
+def test_beta_rule(answers, stop):
+    assert BetaRule(threshold=0.97, max_paths=40).should_stop(answers) is stop
+
+
+def test_beta_four_unanimous_meets_095():
+    assert beta_leader_probability(4, 0) == pytest.approx(1 - 1 / 32)
+    assert BetaRule(threshold=0.95).should_stop(["1"] * 4)
+    assert not BetaRule(threshold=0.95).should_stop(["1"] * 3)  # 0.9375
+
+
+def test_min_and_max_paths_bound_every_rule():
+    rule = BetaRule(threshold=0.95, min_paths=6, max_paths=10)
+    assert not rule.should_stop(["1"] * 5)
+    assert rule.should_stop(["1"] * 6)
+    assert rule.should_stop([str(i) for i in range(10)])  # max reached without agreement
+    assert not rule.should_stop([str(i) for i in range(9)])
+
+
+def test_dirichlet_rule_deterministic_and_sensible():
+    rule = DirichletRule(threshold=0.95)
+    assert rule.should_stop(["1"] * 8)
+    assert not rule.should_stop(["1", "2", "3", "1", "2"])
+    assert rule.should_stop(["1"] * 10 + ["2", "3"])
+    assert [rule.should_stop(["1"] * 5 + ["2"]) for _ in range(5)] == [rule.should_stop(["1"] * 5 + ["2"])] * 5
+
+
+def test_esc_windows():
+    rule = WindowRule(window=3)
+    assert not rule.should_stop(["1", "1"])  # not at a window boundary
+    assert rule.should_stop(["1", "1", "1"])
+    assert not rule.should_stop(["1", "2", "1"])
+    assert rule.should_stop(["1", "2", "1", "4", "4", "4"])
+    assert not rule.should_stop([None, None, None])  # an abstaining window is not agreement
+
+
+def test_entropy_rule():
+    rule = EntropyRule(threshold=0.3, min_paths=2)
+    assert rule.should_stop(["1", "1", "1"])
+    assert not rule.should_stop(["1", "2", "3"])
+    assert not rule.should_stop(["1"])  # below the minimum
+
+
+def test_fixed():
+    assert not FixedN(n=3).should_stop(["1", "1"]) and FixedN(n=3).should_stop(["1", "2", "3"])
+
+
+def test_parse_and_validate():
+    assert parse_rule("beta:0.9", max_paths=16) == BetaRule(threshold=0.9, max_paths=16)
+    assert parse_rule("esc:4").window == 4
+    assert parse_rule("fixed", max_paths=8).n == 8
+    for bad in ["beta:1.5", "esc:0", "beta:x", "magic:1"]:
+        with pytest.raises(ValueError):
+            parse_rule(bad)
+    with pytest.raises(ValueError):
+        BetaRule(min_paths=5, max_paths=4)
+
+
+def test_replay_is_seeded_and_saves_paths_on_easy_questions():
+    answers = [["5"] * 16, ["3"] * 12 + ["4"] * 4, [str(i % 5) for i in range(16)]]
+    golds = ["5", "3", "0"]
+    first = replay(BetaRule(threshold=0.95, max_paths=16), answers, golds, runs=50, seed=1)
+    assert first == replay(BetaRule(threshold=0.95, max_paths=16), answers, golds, runs=50, seed=1)
+    fixed = replay(FixedN(n=16, max_paths=16), answers, golds, runs=50, seed=1)
+    assert fixed.mean_paths == 16
+    assert first.mean_paths < 10  # the unanimous question stops after 4 paths
+    assert first.accuracy >= 0.6
