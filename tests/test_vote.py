@@ -30,3 +30,39 @@ def test_ties_are_uniform_and_seeded():
 
 def test_abstention_rate():
     assert abstention_rate(["1", None, None, "2"]) == 0.5
+
+
+def test_weighted_vote_lets_confident_paths_win():
+    from selfconsistency.vote import weighted_vote
+
+    rng = np.random.default_rng(0)
+    assert weighted_vote(["1", "1", "2"], [0.2, 0.2, 0.9], rng) == "2"
+    assert weighted_vote(["1", "1", "2"], [1, 1, 1], rng) == "1"
+    assert weighted_vote([None, "3"], [5.0, 0.1], rng) == "3"
+    assert weighted_vote([None], [1.0], rng) is None
+
+
+def test_path_weights():
+    import pytest
+
+    from selfconsistency.vote import path_weights
+
+    assert list(path_weights("majority", [None, None], [3, 4])) == [1.0, 1.0]
+    logprob = path_weights("logprob", [-2.0, -8.0], [4, 4])
+    assert np.allclose(logprob, np.exp([-0.5, -2.0]))
+    sharp = path_weights("cisc:0.1", [-2.0, -8.0], [4, 4])
+    assert sharp[0] / sharp[1] > logprob[0] / logprob[1]  # a lower temperature sharpens the preference
+    with pytest.raises(ValueError, match="log-probabilities"):
+        path_weights("logprob", [None], [3])
+    with pytest.raises(ValueError, match="unknown vote"):
+        path_weights("loudest", [-1.0], [3])
+
+
+def test_weighted_subset_curve_follows_weights():
+    from selfconsistency.analysis import encode, subset_curve
+
+    # one heavy wrong path against two light right ones: at k=3 weighting flips the result
+    encoded, gold_ids = encode([["right", "right", "wrong"]], ["right"])
+    majority, _ = subset_curve(encoded, gold_ids, 10, np.random.default_rng(0))
+    weighted, _ = subset_curve(encoded, gold_ids, 10, np.random.default_rng(0), np.array([[0.1, 0.1, 1.0]]))
+    assert majority[2] == 1.0 and weighted[2] == 0.0

@@ -85,24 +85,32 @@ def exact_curve(encoded: np.ndarray, gold_ids: np.ndarray) -> np.ndarray:
     return total / n_questions
 
 
-def subset_curve(encoded: np.ndarray, gold_ids: np.ndarray, runs: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) over `runs` random runs of majority-of-k accuracy, k = 1..N."""
+def subset_curve(encoded: np.ndarray, gold_ids: np.ndarray, runs: int, rng: np.random.Generator,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) over `runs` random runs of vote-of-k accuracy, k = 1..N.
+
+    `weights` (questions x paths) turn the majority vote into a weighted one; ties (exact) are broken
+    uniformly at random either way.
+    """
     n_questions, n = encoded.shape
     n_answers = int(encoded.max(initial=0)) + 1
+    weights = np.ones(encoded.shape) if weights is None else np.asarray(weights, dtype=float)
     order = np.argsort(rng.random((runs, n_questions, n)), axis=2)
     drawn = np.take_along_axis(np.broadcast_to(encoded, (runs, n_questions, n)), order, axis=2)
-    counts = np.zeros((runs, n_questions, n_answers))
+    drawn_weight = np.take_along_axis(np.broadcast_to(weights, (runs, n_questions, n)), order, axis=2)
+    totals = np.zeros((runs, n_questions, n_answers))
+    votes = np.zeros((runs, n_questions))
     run_index, question_index = np.meshgrid(np.arange(runs), np.arange(n_questions), indexing="ij")
     accuracy = np.zeros((runs, n))
     for k in range(1, n + 1):
-        counts[run_index, question_index, drawn[:, :, k - 1]] += 1
-        # Integer counts plus U[0,1) noise: argmax picks among the tied leaders uniformly.
-        noisy = counts + rng.random(counts.shape)
-        noisy[:, :, 0] = -1.0  # abstentions never win
-        winner = noisy.argmax(axis=2)
-        has_votes = counts[:, :, 1:].sum(axis=2) > 0
-        accuracy[:, k - 1] = ((winner == gold_ids[None, :]) & has_votes).mean(axis=1)
+        answer = drawn[:, :, k - 1]
+        totals[run_index, question_index, answer] += drawn_weight[:, :, k - 1]
+        votes += answer > 0
+        totals[:, :, 0] = -np.inf  # abstentions never win
+        leaders = totals >= totals.max(axis=2, keepdims=True)
+        # A random key among the leaders only: argmax picks one of the tied leaders uniformly.
+        winner = np.where(leaders, rng.random(totals.shape), -1.0).argmax(axis=2)
+        accuracy[:, k - 1] = ((winner == gold_ids[None, :]) & (votes > 0)).mean(axis=1)
     return accuracy.mean(axis=0), accuracy.std(axis=0)
 
 

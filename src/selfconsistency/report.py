@@ -11,9 +11,11 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import accuracy, accuracy_curve
+from .analysis import accuracy, accuracy_curve, encode, subset_curve
 from .store import SampleStore, StoredPath, StoredQuestion
-from .vote import abstention_rate
+from .vote import abstention_rate, path_weights
+
+WEIGHTED_VOTES = ("logprob", "cisc:0.5")
 
 RESULTS_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "accuracy_vs_paths.png"
 
@@ -73,8 +75,24 @@ def build_results(store: SampleStore) -> dict[str, Any]:
             curve = accuracy_curve(answers, golds, runs=config["subset_runs"], seed=config["seed"]) \
                 if complete else []
             summary["curve"] = [asdict(point) for point in curve]
+            summary["weighted_votes"] = _weighted_votes(paths, golds, config)
             results["sampled"].append(summary)
     return results
+
+
+def _weighted_votes(paths: list[list[StoredPath]], golds: list[str], config: dict[str, Any]) -> dict[str, Any]:
+    """Vote-of-k accuracy (mean ± std over random subsets) with each weighted vote, when log-probs exist."""
+    if not paths or any(p.logprob_sum is None for row in paths for p in row):
+        return {}
+    encoded, gold_ids = encode([[p.answer for p in row] for row in paths], golds)
+    out = {}
+    for method in WEIGHTED_VOTES:
+        weights = np.array([path_weights(method, [p.logprob_sum for p in row], [p.completion_tokens for p in row])
+                            for row in paths])
+        mean, std = subset_curve(encoded, gold_ids, config["subset_runs"], np.random.default_rng(config["seed"]),
+                                 weights)
+        out[method] = [{"k": k + 1, "mean": float(mean[k]), "std": float(std[k])} for k in range(len(mean))]
+    return out
 
 
 def _shown_ks(n: int) -> list[int]:
@@ -108,6 +126,16 @@ def markdown_table(results: dict[str, Any]) -> str:
                     f"{setting['truncated_paths']} | {setting['prompt_tokens']:,} | "
                     f"{setting['completion_tokens']:,} | {runtime['seconds']:.1f} | "
                     f"{rate if rate is not None else '–'} |")
+    votes = [s for s in results["sampled"] if s.get("weighted_votes")]
+    if votes:
+        methods = list(votes[0]["weighted_votes"])
+        cost += ["", "", "| setting | " + " | ".join(["majority", *methods]) + " |",
+                 "|---|" + "---:|" * (len(methods) + 1)]
+        for setting in votes:
+            k = setting["paths_per_question"]
+            cells = [setting["curve"][-1]] + [setting["weighted_votes"][m][-1] for m in methods]
+            cost.append(f"| T={setting['temperature']:g} SC@{k} | "
+                        + " | ".join(f"{c['mean']:.1%} ± {c['std']:.1%}" for c in cells) + " |")
     note = ""
     if results["incomplete_questions"]:
         note = (f"\n\n{len(results['incomplete_questions'])} selected questions lack some paths and are "

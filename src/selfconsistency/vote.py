@@ -22,5 +22,42 @@ def majority_vote(answers: Sequence[str | None], rng: np.random.Generator) -> st
     return leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
 
 
+def weighted_vote(answers: Sequence[str | None], weights: Sequence[float], rng: np.random.Generator) -> str | None:
+    """The answer with the largest summed weight; exact ties broken at random; `None` abstains."""
+    totals: dict[str, float] = {}
+    for answer, weight in zip(answers, weights, strict=True):
+        if answer is not None:
+            totals[answer] = totals.get(answer, 0.0) + weight
+    if not totals:
+        return None
+    top = max(totals.values())
+    leaders = sorted(answer for answer, total in totals.items() if total == top)
+    return leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
+
+
+def path_weights(method: str, logprob_sums: Sequence[float | None], lengths: Sequence[int]) -> np.ndarray:
+    """Per-path vote weights.
+
+    majority: 1 each. logprob: the path's length-normalised probability exp(mean token log-prob)
+    (Wang et al. 2022, Table 1). cisc:T: confidence-weighted like CISC (Taubenfeld et al. 2025), a softmax
+    of the mean log-prob at temperature T; the softmax's normaliser is common to a question's paths, so
+    exp(mean / T) ranks answers the same way.
+    """
+    if method == "majority":
+        return np.ones(len(lengths))
+    if any(lp is None for lp in logprob_sums):
+        raise ValueError(f"vote {method!r} needs log-probabilities, and this backend gave none")
+    mean = np.array([lp / max(n, 1) for lp, n in zip(logprob_sums, lengths, strict=True)], dtype=float)
+    if method == "logprob":
+        return np.exp(mean)
+    kind, _, temperature = method.partition(":")
+    if kind == "cisc":
+        t = float(temperature or 0.5)
+        if t <= 0:
+            raise ValueError("cisc temperature must be > 0")
+        return np.exp((mean - mean.max(initial=0.0)) / t)
+    raise ValueError(f"unknown vote {method!r}; use majority, logprob or cisc:T")
+
+
 def abstention_rate(answers: Sequence[str | None]) -> float:
     return sum(a is None for a in answers) / len(answers) if answers else 0.0
