@@ -2,8 +2,16 @@ from itertools import product
 
 import pytest
 
-from selfconsistency.stopping import (BetaRule, DirichletRule, EntropyRule, FixedN, WindowRule,
-                                      beta_leader_probability, parse_rule, replay)
+from selfconsistency.stopping import (
+    BetaRule,
+    DirichletRule,
+    EntropyRule,
+    FixedN,
+    WindowRule,
+    beta_leader_probability,
+    parse_rule,
+    replay,
+)
 
 
 def test_beta_probability_matches_integration():
@@ -90,3 +98,43 @@ def test_replay_is_seeded_and_saves_paths_on_easy_questions():
     assert fixed.mean_paths == 16
     assert first.mean_paths < 10  # the unanimous question stops after 4 paths
     assert first.accuracy >= 0.6
+
+
+def _synthetic_run(run_dir, questions=12, paths=8):
+    """A store as a run leaves it, written directly: easy questions agree, hard ones scatter."""
+    from selfconsistency.store import SampleStore, StoredPath, StoredQuestion
+
+    config = {"task": "gsm8k", "backend": "local", "model": "m", "greedy": False, "temperatures": [0.7],
+              "paths": paths, "subset_runs": 20, "seed": 0}
+    with SampleStore(run_dir) as store:
+        store.bind_config({"task": "gsm8k"}, config)
+        ids = [f"test-{i:05d}" for i in range(questions)]
+        store.add_questions(StoredQuestion(qid, i, f"q{i}", "1") for i, qid in enumerate(ids))
+        store.set_selection(ids)
+        for i, qid in enumerate(ids):
+            for j in range(paths):
+                answer = "1" if i % 2 == 0 else str(j % 3)
+                store.add_path(StoredPath(qid, 0.7, j, j, f"The answer is {answer}.", answer, 10, 5, 0.1,
+                                          "stop", -1.0, "local", "m"))
+
+
+def test_simulate_command_writes_the_frontier(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from selfconsistency.cli import app
+
+    _synthetic_run(tmp_path)
+    result = CliRunner().invoke(app, ["simulate", str(tmp_path), "--stop", "beta:0.95", "--stop", "fixed:8",
+                                      "--runs", "20"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    frontier = json.loads((tmp_path / "frontier.json").read_text())
+    beta, fixed = frontier["rules"]
+    assert frontier["questions"] == 12 and frontier["paths"] == 8 and len(frontier["fixed"]) == 8
+    assert fixed["mean_paths"] == 8 and abs(fixed["accuracy"] - frontier["fixed"][-1]["exact"]) < 0.1
+    assert frontier["fixed"][-1]["exact"] == 0.75  # 6 unanimous + 6 two-way ties at N=8
+    assert beta["mean_paths"] < 6.5  # the six unanimous questions stop after 4 paths
+    assert (tmp_path / "frontier.png").exists()
+    bad = CliRunner().invoke(app, ["simulate", str(tmp_path), "--stop", "beta:0.95", "--temperature", "1.0"])
+    assert bad.exit_code == 2 and "T=1" in bad.output

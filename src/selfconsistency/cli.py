@@ -13,11 +13,22 @@ from rich.console import Console
 from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .analysis import accuracy_curve
 from .backends import BACKEND_NAMES, BackendError
 from .experiment import RunConfig, run_experiment
 from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
 from .prompts import PromptFormat
-from .report import PLOT_FILE, RESULTS_FILE, TABLE_FILE, export_paths, markdown_table, write_report
+from .report import (
+    PLOT_FILE,
+    RESULTS_FILE,
+    TABLE_FILE,
+    export_paths,
+    frontier_plot,
+    markdown_table,
+    stored_answers,
+    write_report,
+)
+from .stopping import parse_rule, replay
 from .store import StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -155,6 +166,44 @@ def export(
             sys.stdout.writelines(lines)
     except FileNotFoundError as exc:
         raise _fail(str(exc)) from None
+
+
+@app.command()
+def simulate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
+    stop: Annotated[list[str], typer.Option(
+        help="Stopping rule to replay; repeat for several: fixed:N, beta:T, dirichlet:T, esc:W, entropy:T.")],
+    temperature: Annotated[float, typer.Option(help="Which sampled temperature's paths to replay.")] = 0.7,
+    min_paths: Annotated[int, typer.Option(min=1, help="No rule stops before this many paths.")] = 1,
+    runs: Annotated[int, typer.Option(min=1, help="Random path orders replayed per question.")] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the orders and tie-breaks.")] = 0,
+) -> None:
+    """Replay stopping rules on stored paths: accuracy against mean paths used, beside fixed N.
+
+    Each rule sees every question's paths in random orders and stops when it fires (at most the N stored
+    paths); writes frontier.json and frontier.png in the run directory.
+    """
+    try:
+        answers, golds, n = stored_answers(run_dir, temperature)
+        rules = [parse_rule(text, min_paths=min_paths, max_paths=n) for text in stop]
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    if not answers:
+        raise _fail(f"no complete questions at T={temperature:g} in {run_dir}")
+    fixed = [p.__dict__ for p in accuracy_curve(answers, golds, runs=runs, seed=seed)]
+    results = [replay(rule, answers, golds, runs=runs, seed=seed) for rule in rules]
+    table = [f"{len(golds)} questions, N = {n} stored paths at T={temperature:g}, {runs} random orders", "",
+             "| rule | mean paths | accuracy | fixed-N accuracy at N | paths saved |", "|---|---:|---:|---:|---:|"]
+    for result in results:
+        table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
+                     f"{result.accuracy_std:.1%} | {fixed[-1]['exact']:.1%} | {n / result.mean_paths:.2f}x |")
+    out.print(Markdown("\n".join(table)))
+    (run_dir / "frontier.json").write_text(json.dumps(
+        {"temperature": temperature, "paths": n, "questions": len(golds), "runs": runs, "fixed": fixed,
+         "rules": [r.__dict__ for r in results]}, indent=2) + "\n")
+    frontier_plot(fixed, results, f"Stopping rules vs fixed N, T={temperature:g}, {len(golds)} questions",
+                  run_dir / "frontier.png")
+    out.print(f"wrote {run_dir / 'frontier.json'} and {run_dir / 'frontier.png'}", highlight=False)
 
 
 @tasks_app.command("list")

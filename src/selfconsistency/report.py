@@ -42,6 +42,18 @@ def _usage(paths: list[StoredPath]) -> dict[str, Any]:
     }
 
 
+def _settings(config: dict[str, Any]) -> list[float]:
+    return ([0.0] if config["greedy"] else []) + list(config["temperatures"])
+
+
+def _complete_selection(store: SampleStore, config: dict[str, Any],
+                        by_setting: dict[float, dict[str, list[StoredPath]]]) -> list[str]:
+    """The selected questions that have every path the configuration asks for."""
+    wanted = {t: 1 if t == 0.0 else config["paths"] for t in _settings(config)}
+    return [qid for qid in store.get_meta("selection") or []
+            if all(len(by_setting[t][qid]) >= n for t, n in wanted.items())]
+
+
 def build_results(store: SampleStore) -> dict[str, Any]:
     """Everything the report shows, computed from the store's paths and settings."""
     config = store.get_meta("config")
@@ -50,10 +62,9 @@ def build_results(store: SampleStore) -> dict[str, Any]:
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
     by_setting = _rows_by_setting(store)
-    settings = ([0.0] if config["greedy"] else []) + list(config["temperatures"])
+    settings = _settings(config)
     wanted = {t: 1 if t == 0.0 else config["paths"] for t in settings}
-    complete = [qid for qid in selection
-                if all(len(by_setting[t][qid]) >= n for t, n in wanted.items())]
+    complete = _complete_selection(store, config, by_setting)
     identity = store.get_meta("identity") or {}
     results: dict[str, Any] = {
         "task": identity.get("task", config["task"]), "backend": config["backend"], "model": config["model"],
@@ -193,3 +204,44 @@ def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
                    "prompt_tokens": p.prompt_tokens, "completion_tokens": p.completion_tokens,
                    "finish_reason": p.finish_reason, "logprob_sum": p.logprob_sum,
                    "latency_s": p.latency_s, "backend": p.backend, "model": p.model}
+
+
+def stored_answers(run_dir: Path, temperature: float) -> tuple[list[list[str | None]], list[str], int]:
+    """The selected, complete questions' answers at one sampling temperature; their golds; N."""
+    with SampleStore(run_dir, create=False) as store:
+        config = store.get_meta("config")
+        if config is None:
+            raise ValueError(f"{store.path} holds no run")
+        by_setting = _rows_by_setting(store)
+        complete = _complete_selection(store, config, by_setting)
+        golds = {q.id: q.gold for q in store.questions()}
+    if temperature not in config["temperatures"]:
+        known = ", ".join(f"{t:g}" for t in config["temperatures"])
+        raise ValueError(f"no sampled paths at T={temperature:g} in {run_dir} (temperatures: {known})")
+    n = config["paths"]
+    answers = [[p.answer for p in sorted(by_setting[temperature][q], key=lambda p: p.path_index)[:n]]
+               for q in complete]
+    return answers, [golds[q] for q in complete], n
+
+
+def frontier_plot(fixed: list[dict[str, Any]], replays: list[Any], title: str, path: Path) -> None:
+    """Accuracy against mean paths used: the fixed-N curve and one point per stopping rule."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot([p["k"] for p in fixed], [p["exact"] * 100 for p in fixed], marker=".", color="black",
+            label="fixed N (exact)")
+    for result in replays:
+        ax.errorbar(result.mean_paths, result.accuracy * 100, yerr=result.accuracy_std * 100, marker="o",
+                    capsize=3, linestyle="none", label=result.rule)
+    ax.set_xlabel("mean sampled paths per question")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
