@@ -70,3 +70,44 @@ def reference_run(tmp_path_factory) -> Path:
     proc = cli(*small_run_args(run_dir))
     assert proc.returncode == 0, proc.stderr
     return run_dir
+
+
+class ScriptedBackend:
+    """A test double registered like a real backend: each path's answer is drawn from a per-question
+    distribution with the path's own seed, so runs are deterministic and instant."""
+
+    name = "scripted"
+
+    def __init__(self, model: str, **_: object):
+        self.model = model
+        self.generated: list[tuple[str, float, int]] = []
+
+    def generate(self, requests):
+        import numpy as np
+
+        from selfconsistency.backends.base import Generation
+
+        for request in requests:
+            self.generated.append((request.question_id, request.temperature, request.path_index))
+            rng = np.random.default_rng(request.params.seed)
+            position = int(request.question_id.rsplit("-", 1)[1])
+            # even questions: the model is sure (always 18); odd ones: a coin between 3 and 4
+            answer = "18" if position % 2 == 0 else str(3 + int(rng.integers(2)))
+            yield Generation(request, f"Some steps. The answer is {answer}.", 100, 8, 0.01, "stop", -2.0)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def scripted_backend():
+    from selfconsistency.backends import register_backend
+
+    made: list[ScriptedBackend] = []
+
+    def factory(model, **kwargs):
+        made.append(ScriptedBackend(model))
+        return made[-1]
+
+    register_backend("scripted", factory)
+    return made

@@ -73,7 +73,15 @@ def run(
     backend: Annotated[str, typer.Option(help=f"Where paths are generated: {', '.join(BACKEND_NAMES)}.")] = "local",
     model: Annotated[str, typer.Option(
         help=f"Packaged model name ({', '.join(PACKAGED_MODELS)}) or a path to a GGUF file.")] = DEFAULT_MODEL,
-    paths: Annotated[int, typer.Option(min=1, help="Sampled paths per question at each temperature.")] = 5,
+    paths: Annotated[int, typer.Option(
+        "--paths", "--max-paths", min=1,
+        help="Sampled paths per question at each temperature (the maximum, with --stop).")] = 5,
+    stop: Annotated[str | None, typer.Option(
+        help="Adaptive stopping: sample in rounds and stop a question once this rule fires: beta:T "
+             "(Adaptive-Consistency), dirichlet:T, esc:W (Early-Stopping SC), entropy:T, fixed:N.")] = None,
+    min_paths: Annotated[int, typer.Option(min=1, help="With --stop: never stop before this many paths.")] = 1,
+    round_size: Annotated[int, typer.Option(
+        min=1, help="With --stop: paths asked per undecided question per round.")] = 4,
     temperatures: Annotated[str, typer.Option(
         help="Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.")] = "0.7",
     greedy: Annotated[bool, typer.Option(help="Also run the greedy (T=0) baseline path.")] = True,
@@ -109,7 +117,8 @@ def run(
                            temperatures=_temperatures(temperatures), greedy=greedy,
                            prompt_format=prompt_format, zero_shot=zero_shot, top_p=top_p, top_k=top_k,
                            max_tokens=max_tokens, seed=seed, flexible=flexible, subset_runs=subset_runs,
-                           threads=threads, batch_size=batch_size)
+                           threads=threads, batch_size=batch_size, stop=stop, min_paths=min_paths,
+                           round_size=round_size)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
@@ -118,9 +127,14 @@ def run(
     state = {"tokens": 0, "seconds": 0.0}
 
     def on_start(pending: int, stored: int) -> None:
-        if stored and not quiet:
-            err.print(f"resuming: {stored} paths already stored, {pending} to generate")
-        progress.add_task("sampling", total=pending, rate="")
+        """Called once, or once per round under --stop: the bar's total grows with each round."""
+        if not progress.task_ids:
+            if stored and not quiet:
+                err.print(f"resuming: {stored} paths already stored, {pending} to generate")
+            progress.add_task("sampling", total=pending, rate="")
+        else:
+            bar = progress.tasks[0]
+            progress.update(bar.id, total=(bar.total or 0) + pending)
 
     def on_path(generation) -> None:
         state["tokens"] += generation.completion_tokens

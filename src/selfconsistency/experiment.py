@@ -18,6 +18,7 @@ from .backends.base import Generation, GenerationRequest
 from .models import DEFAULT_MODEL, check_model_name
 from .prompts import PromptFormat, build_prompt
 from .sampling import SamplingParams, path_seed
+from .stopping import StoppingRule, parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
 from .tasks import Task, TaskData, get_task
 
@@ -50,6 +51,19 @@ class RunConfig(BaseModel):
     subset_runs: int = Field(default=100, ge=1)
     threads: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=8, ge=1, le=128)
+    stop: str | None = None  # adaptive stopping rule, e.g. "beta:0.95"; `paths` is then the maximum
+    min_paths: int = Field(default=1, ge=1)
+    round_size: int = Field(default=4, ge=1)  # paths asked per undecided question per round
+
+    @field_validator("stop")
+    @classmethod
+    def _rule_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rule(value)
+        return value
+
+    def stopping_rule(self) -> StoppingRule | None:
+        return parse_rule(self.stop, self.min_paths, self.paths) if self.stop else None
 
     @field_validator("temperatures")
     @classmethod
@@ -91,8 +105,12 @@ class RunConfig(BaseModel):
         return 1 if temperature == GREEDY_TEMPERATURE else self.paths
 
 
-def plan_requests(config: RunConfig, task: Task, data: TaskData) -> list[GenerationRequest]:
-    """Every path of the run, question by question (so a backend can reuse each question's prompt)."""
+def plan_requests(config: RunConfig, task: Task, data: TaskData,
+                  wanted: dict[tuple[str, float], int] | None = None) -> list[GenerationRequest]:
+    """Every path of the run, question by question (so a backend can reuse each question's prompt).
+
+    `wanted` limits the plan to so many paths per (question id, temperature); absent keys get none.
+    """
     zero_shot = config.zero_shot or not data.exemplars
     stop = task.stop(zero_shot, chat=config.prompt_format is PromptFormat.chat)
     requests = []
@@ -100,7 +118,8 @@ def plan_requests(config: RunConfig, task: Task, data: TaskData) -> list[Generat
         prompt = build_prompt(question.text, data.exemplars, config.prompt_format, zero_shot,
                               task.zero_shot_instruction())
         for temperature in config.settings():
-            for index in range(config.paths_at(temperature)):
+            count = config.paths_at(temperature) if wanted is None else wanted.get((question.id, temperature), 0)
+            for index in range(count):
                 params = SamplingParams(temperature=temperature, top_p=config.top_p, top_k=config.top_k,
                                         max_tokens=config.max_tokens, stop=stop,
                                         seed=path_seed(config.seed, question.id, temperature, index))
@@ -130,27 +149,62 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
         store.bind_config(config.identity(task), config.model_dump(mode="json"))
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
         store.set_selection(list(questions))
-        stored = store.stored_keys()
-        requests = plan_requests(config, task, data)
-        pending = [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
-        if on_start:
-            on_start(len(pending), len(requests) - len(pending))
-        if pending:
-            backend = create_backend(config.backend, config.model, threads=config.threads,
-                                     batch_size=config.batch_size)
-            try:
-                for generation in backend.generate(pending):
-                    request = generation.request
-                    store.add_path(StoredPath(
-                        question_id=request.question_id, temperature=request.temperature,
-                        path_index=request.path_index, seed=request.params.seed, text=generation.text,
-                        answer=extract(generation.text, questions[request.question_id]),
-                        prompt_tokens=generation.prompt_tokens,
-                        completion_tokens=generation.completion_tokens, latency_s=generation.latency_s,
-                        finish_reason=generation.finish_reason, logprob_sum=generation.logprob_sum,
-                        backend=backend.name, model=backend.model))
-                    if on_path:
-                        on_path(generation)
-            finally:
+        backend = None
+
+        def generate(requests: list[GenerationRequest]) -> None:
+            nonlocal backend
+            stored = store.stored_keys()
+            pending = [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
+            if on_start:
+                on_start(len(pending), len(requests) - len(pending))
+            if not pending:
+                return
+            if backend is None:
+                backend = create_backend(config.backend, config.model, threads=config.threads,
+                                         batch_size=config.batch_size)
+            for generation in backend.generate(pending):
+                request = generation.request
+                store.add_path(StoredPath(
+                    question_id=request.question_id, temperature=request.temperature,
+                    path_index=request.path_index, seed=request.params.seed, text=generation.text,
+                    answer=extract(generation.text, questions[request.question_id]),
+                    prompt_tokens=generation.prompt_tokens,
+                    completion_tokens=generation.completion_tokens, latency_s=generation.latency_s,
+                    finish_reason=generation.finish_reason, logprob_sum=generation.logprob_sum,
+                    backend=backend.name, model=backend.model))
+                if on_path:
+                    on_path(generation)
+
+        try:
+            rule = config.stopping_rule()
+            if rule is None:
+                generate(plan_requests(config, task, data))
+            else:
+                if config.greedy:
+                    generate(plan_requests(config, task, data, {(q, GREEDY_TEMPERATURE): 1 for q in questions}))
+                while wanted := _next_round(config, rule, store, list(questions)):
+                    generate(plan_requests(config, task, data, wanted))
+        finally:
+            if backend is not None:
                 backend.close()
     return run_dir
+
+
+def _next_round(config: RunConfig, rule: StoppingRule, store: SampleStore,
+                question_ids: list[str]) -> dict[tuple[str, float], int]:
+    """Record the questions the rule has decided; how many paths each undecided one needs next."""
+    answers = store.answers_in_order()
+    decided = store.stops(rule.name)
+    wanted = {}
+    for qid in question_ids:
+        for temperature in config.temperatures:
+            if (qid, temperature) in decided:
+                continue
+            sofar = answers.get((qid, temperature), [])
+            used = next((k for k in range(1, len(sofar) + 1) if rule.should_stop(sofar[:k])), None)
+            if used is not None:
+                reason = "max paths" if used >= rule.max_paths and not rule.decides(sofar[:used]) else "rule"
+                store.record_stop(qid, temperature, rule.name, used, len(sofar), reason)
+            else:
+                wanted[(qid, temperature)] = min(len(sofar) + config.round_size, rule.max_paths)
+    return wanted

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 
 from .analysis import accuracy, accuracy_curve, encode, subset_curve
+from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
-from .vote import abstention_rate, path_weights
+from .vote import abstention_rate, majority_vote, path_weights
 
 WEIGHTED_VOTES = ("logprob", "cisc:0.5")
 
@@ -48,10 +49,38 @@ def _settings(config: dict[str, Any]) -> list[float]:
 
 def _complete_selection(store: SampleStore, config: dict[str, Any],
                         by_setting: dict[float, dict[str, list[StoredPath]]]) -> list[str]:
-    """The selected questions that have every path the configuration asks for."""
+    """The selected questions that have every path the configuration asks for; under a stopping rule,
+    the greedy path and a recorded stop at every sampling temperature."""
+    selection = store.get_meta("selection") or []
+    if config.get("stop"):
+        stops = store.stops(_rule_name(config))
+        return [qid for qid in selection
+                if (not config["greedy"] or by_setting[0.0][qid])
+                and all((qid, t) in stops for t in config["temperatures"])]
     wanted = {t: 1 if t == 0.0 else config["paths"] for t in _settings(config)}
-    return [qid for qid in store.get_meta("selection") or []
-            if all(len(by_setting[t][qid]) >= n for t, n in wanted.items())]
+    return [qid for qid in selection if all(len(by_setting[t][qid]) >= n for t, n in wanted.items())]
+
+
+def _rule_name(config: dict[str, Any]) -> str:
+    return parse_rule(config["stop"], config["min_paths"], config["paths"]).name
+
+
+def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, complete: list[str],
+              by_setting: dict[float, dict[str, list[StoredPath]]], golds: list[str]) -> dict[str, Any]:
+    """Accuracy of the vote over the paths each question used before its rule stopped it."""
+    stops = store.stops(_rule_name(config))
+    rng = np.random.default_rng(config["seed"])
+    used = [stops[(qid, temperature)][0] for qid in complete]
+    votes = [majority_vote([p.answer for p in sorted(by_setting[temperature][qid],
+                                                     key=lambda p: p.path_index)[:k]], rng)
+             for qid, k in zip(complete, used, strict=True)]
+    return {
+        "rule": _rule_name(config), "accuracy": accuracy(votes, golds),
+        "mean_paths_used": float(np.mean(used)) if used else 0.0,
+        "mean_paths_generated": float(np.mean([stops[(q, temperature)][1] for q in complete])) if used else 0.0,
+        "max_paths": config["paths"],
+        "stopped_by_rule": sum(stops[(q, temperature)][2] == "rule" for q in complete),
+    }
 
 
 def build_results(store: SampleStore) -> dict[str, Any]:
@@ -75,6 +104,8 @@ def build_results(store: SampleStore) -> dict[str, Any]:
     golds = [questions[qid].gold for qid in complete]
     for temperature in settings:
         n = wanted[temperature]
+        if config.get("stop") and temperature != 0.0:  # the curve over what every question has
+            n = min((len(by_setting[temperature][q]) for q in complete), default=0)
         paths = [sorted(by_setting[temperature][qid], key=lambda p: p.path_index)[:n] for qid in complete]
         flat = [p for row in paths for p in row]
         summary = {"temperature": temperature, "paths_per_question": n, **_usage(flat)}
@@ -87,6 +118,8 @@ def build_results(store: SampleStore) -> dict[str, Any]:
                 if complete else []
             summary["curve"] = [asdict(point) for point in curve]
             summary["weighted_votes"] = _weighted_votes(paths, golds, config)
+            if config.get("stop"):
+                summary["adaptive"] = _adaptive(store, config, temperature, complete, by_setting, golds)
             results["sampled"].append(summary)
     return results
 
@@ -137,6 +170,11 @@ def markdown_table(results: dict[str, Any]) -> str:
                     f"{setting['truncated_paths']} | {setting['prompt_tokens']:,} | "
                     f"{setting['completion_tokens']:,} | {runtime['seconds']:.1f} | "
                     f"{rate if rate is not None else '–'} |")
+    for setting in results["sampled"]:
+        if "adaptive" in setting:
+            a = setting["adaptive"]
+            rows.append(f"| T={setting['temperature']:g} {a['rule']} (adaptive) | {a['mean_paths_used']:.2f} "
+                        f"(max {a['max_paths']}) | {a['accuracy']:.1%} | – |")
     votes = [s for s in results["sampled"] if s.get("weighted_votes")]
     if votes:
         methods = list(votes[0]["weighted_votes"])

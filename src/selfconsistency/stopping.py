@@ -49,6 +49,10 @@ class StoppingRule:
     def _decide(self, answers: Sequence[str | None]) -> bool:
         raise NotImplementedError
 
+    def decides(self, answers: Sequence[str | None]) -> bool:
+        """Whether the rule itself (not the maximum) is satisfied by these answers."""
+        return len(answers) >= self.min_paths and self._decide(answers)
+
     @property
     def name(self) -> str:
         raise NotImplementedError
@@ -74,6 +78,9 @@ class FixedN(StoppingRule):
 
     def should_stop(self, answers: Sequence[str | None]) -> bool:
         return len(answers) >= min(self.n, self.max_paths)
+
+    def _decide(self, answers: Sequence[str | None]) -> bool:
+        return len(answers) >= self.n
 
     @property
     def name(self) -> str:

@@ -43,6 +43,18 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (question_id, temperature, path_index)
     );
     """,
+    """
+    CREATE TABLE stops (
+        question_id TEXT NOT NULL REFERENCES questions(id),
+        temperature REAL NOT NULL,
+        rule TEXT NOT NULL,
+        paths_used INTEGER NOT NULL,
+        paths_generated INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (question_id, temperature, rule)
+    );
+    """,
 )
 
 
@@ -169,6 +181,29 @@ class SampleStore:
              path.prompt_tokens, path.completion_tokens, path.latency_s, path.finish_reason,
              path.logprob_sum, path.backend, path.model, time.time()))
         return cursor.rowcount == 1
+
+    def record_stop(self, question_id: str, temperature: float, rule: str, paths_used: int,
+                    paths_generated: int, reason: str) -> None:
+        """Why and when a question stopped getting paths under an adaptive rule."""
+        self._db.execute("INSERT OR IGNORE INTO stops VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (question_id, temperature, rule, paths_used, paths_generated, reason, time.time()))
+
+    def stops(self, rule: str) -> dict[tuple[str, float], tuple[int, int, str]]:
+        """(question id, temperature) -> (paths used, paths generated, reason) under `rule`."""
+        rows = self._db.execute("SELECT question_id, temperature, paths_used, paths_generated, reason "
+                                "FROM stops WHERE rule = ?", (rule,))
+        return {(qid, t): (used, generated, reason) for qid, t, used, generated, reason in rows}
+
+    def answers_in_order(self) -> dict[tuple[str, float], list[str | None]]:
+        """(question id, temperature) -> answers of paths 0, 1, ... up to the first missing index."""
+        out: dict[tuple[str, float], list[str | None]] = {}
+        rows = self._db.execute("SELECT question_id, temperature, path_index, answer FROM paths "
+                                "ORDER BY question_id, temperature, path_index")
+        for qid, temperature, index, answer in rows:
+            answers = out.setdefault((qid, temperature), [])
+            if index == len(answers):
+                answers.append(answer)
+        return out
 
     def stored_keys(self) -> set[tuple[str, float, int]]:
         return set(self._db.execute("SELECT question_id, temperature, path_index FROM paths"))

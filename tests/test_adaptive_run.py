@@ -1,0 +1,53 @@
+"""Live adaptive stopping through the runner, with the scripted test backend."""
+
+import json
+
+import pytest
+from conftest import GSM8K_TEST
+
+from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.report import write_report
+from selfconsistency.stopping import BetaRule
+from selfconsistency.store import SampleStore
+
+
+def config(**overrides):
+    base = dict(data=str(GSM8K_TEST), limit=6, backend="scripted", model="scripted-model", paths=16,
+                temperatures=(0.7,), stop="beta:0.95", round_size=4, greedy=True)
+    return RunConfig(**{**base, **overrides})
+
+
+def test_rounds_stop_each_question_when_its_rule_fires(tmp_path, scripted_backend):
+    run_experiment(config(), tmp_path)
+    rule = BetaRule(threshold=0.95, max_paths=16)
+    with SampleStore(tmp_path, create=False) as store:
+        stops = store.stops(rule.name)
+        answers = store.answers_in_order()
+    assert len(stops) == 6
+    for (qid, temperature), (used, generated, reason) in stops.items():
+        sofar = answers[(qid, temperature)]
+        assert generated == len(sofar) and generated % 4 == 0 and used <= generated <= 16
+        assert rule.should_stop(sofar[:used]) and not any(rule.should_stop(sofar[:k]) for k in range(1, used))
+        if int(qid[-1]) % 2 == 0:  # sure questions stop after the first round
+            assert (used, generated, reason) == (4, 4, "rule")
+    results = write_report(tmp_path)
+    adaptive = results["sampled"][0]["adaptive"]
+    assert adaptive["rule"] == "beta:0.95" and adaptive["max_paths"] == 16
+    assert adaptive["mean_paths_used"] < 16 and adaptive["stopped_by_rule"] >= 3
+    assert results["sampled"][0]["curve"][0]["k"] == 1  # the curve over the paths every question has
+    assert "(adaptive)" in (tmp_path / "results.md").read_text()
+    json.dumps(results)
+
+
+def test_rerun_generates_nothing_more(tmp_path, scripted_backend):
+    run_experiment(config(), tmp_path)
+    first = len(scripted_backend[-1].generated)
+    run_experiment(config(), tmp_path)
+    assert len(scripted_backend) == 1 or scripted_backend[-1].generated == []
+    with SampleStore(tmp_path, create=False) as store:
+        assert len(store.stored_keys()) == first
+
+
+def test_bad_rule_rejected():
+    with pytest.raises(ValueError, match="stopping rule"):
+        config(stop="psychic:1")
