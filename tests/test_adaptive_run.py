@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import GSM8K_TEST
 
+from conftest import GSM8K_TEST
 from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.report import write_report
 from selfconsistency.stopping import BetaRule
