@@ -100,6 +100,11 @@ def run(
     subset_runs: Annotated[int, typer.Option(min=1, help="Random subsets per k for mean ± std.")] = 100,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the local model. "
                                                                "[default: all cores]")] = None,
+    strict_input: Annotated[bool, typer.Option(
+        help="Refuse questions whose text forges prompt structure (Q:/A: lines, 'The answer is', chat "
+             "tokens, control characters, over-long text) instead of neutralising them.")] = False,
+    max_question_chars: Annotated[int, typer.Option(
+        min=100, help="Longest question text accepted; longer text is cut (refused with --strict-input).")] = 8000,
     batch_size: Annotated[int, typer.Option(
         min=1, max=128, help="Paths the local model decodes together (continuous batching). 1 decodes one "
                              "path at a time: slower, but a resumed run then reproduces an uninterrupted "
@@ -118,7 +123,8 @@ def run(
                            prompt_format=prompt_format, zero_shot=zero_shot, top_p=top_p, top_k=top_k,
                            max_tokens=max_tokens, seed=seed, flexible=flexible, subset_runs=subset_runs,
                            threads=threads, batch_size=batch_size, stop=stop, min_paths=min_paths,
-                           round_size=round_size)
+                           round_size=round_size, strict_input=strict_input,
+                           max_question_chars=max_question_chars)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),

@@ -54,6 +54,8 @@ class RunConfig(BaseModel):
     stop: str | None = None  # adaptive stopping rule, e.g. "beta:0.95"; `paths` is then the maximum
     min_paths: int = Field(default=1, ge=1)
     round_size: int = Field(default=4, ge=1)  # paths asked per undecided question per round
+    strict_input: bool = False  # refuse, rather than neutralise, questions that forge prompt structure
+    max_question_chars: int = Field(default=8000, ge=100)
 
     @field_validator("stop")
     @classmethod
@@ -82,7 +84,7 @@ class RunConfig(BaseModel):
             "backend": self.backend, "model": self.model,
             "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
             "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
-            "seed": self.seed, "flexible": self.flexible,
+            "seed": self.seed, "flexible": self.flexible, "max_question_chars": self.max_question_chars,
         }
 
     def identity_hash(self, task: Task) -> str:
@@ -92,6 +94,9 @@ class RunConfig(BaseModel):
     def default_run_dir(self, task: Task) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem if "/" in self.model else self.model)
         return Path("runs") / f"{task.name}-{slug}-{self.identity_hash(task)}"
+
+    def get_task(self) -> Task:
+        return get_task(self.task, max_chars=self.max_question_chars, strict_input=self.strict_input)
 
     def load(self, task: Task) -> TaskData:
         return task.load(Path(self.data) if self.data else None, self.split, self.offset, self.limit,
@@ -138,7 +143,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
     Questions are loaded and validated, and the store checked, before the backend starts.
     `on_start(pending, already_stored)` and `on_path(generation)` report progress.
     """
-    task = get_task(config.task)
+    task = config.get_task()
     data = config.load(task)
     if config.backend == "local":
         check_model_name(config.model)
@@ -148,7 +153,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
     with SampleStore(run_dir) as store:
         store.bind_config(config.identity(task), config.model_dump(mode="json"))
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
-        store.set_selection(list(questions))
+        store.set_selection(list(questions), {k: list(v) for k, v in data.neutralised.items()})
         backend = None
 
         def generate(requests: list[GenerationRequest]) -> None:

@@ -99,6 +99,7 @@ def build_results(store: SampleStore) -> dict[str, Any]:
         "task": identity.get("task", config["task"]), "backend": config["backend"], "model": config["model"],
         "config": config, "questions": len(complete),
         "incomplete_questions": [qid for qid in selection if qid not in set(complete)],
+        "neutralised_inputs": store.get_meta("neutralised") or {},
         "greedy": None, "sampled": [],
     }
     golds = [questions[qid].gold for qid in complete]
@@ -186,8 +187,12 @@ def markdown_table(results: dict[str, Any]) -> str:
             cost.append(f"| T={setting['temperature']:g} SC@{k} | "
                         + " | ".join(f"{c['mean']:.1%} ± {c['std']:.1%}" for c in cells) + " |")
     note = ""
+    if results.get("neutralised_inputs"):
+        note += (f"\n\n{len(results['neutralised_inputs'])} input records had text that forged prompt "
+                 "structure neutralised (see `neutralised_inputs` in results.json; `--strict-input` refuses "
+                 "them instead).")
     if results["incomplete_questions"]:
-        note = (f"\n\n{len(results['incomplete_questions'])} selected questions lack some paths and are "
+        note += (f"\n\n{len(results['incomplete_questions'])} selected questions lack some paths and are "
                 "left out; run the same command again to finish them.")
     return head + "\n".join(rows) + "\n".join(cost) + note + "\n"
 

@@ -163,9 +163,13 @@ class SampleStore:
             raise
         self._db.execute("COMMIT")
 
-    def set_selection(self, question_ids: list[str]) -> None:
-        """The questions the latest invocation asked for: what the report covers."""
+    def set_selection(self, question_ids: list[str], neutralised: dict[str, list[str]] | None = None) -> None:
+        """The questions the latest invocation asked for (what the report covers), and which input records
+        had prompt-forging text neutralised."""
+        self._db.execute("BEGIN IMMEDIATE")
         self._put_meta("selection", question_ids)
+        self._put_meta("neutralised", neutralised or {})
+        self._db.execute("COMMIT")
 
     def questions(self) -> list[StoredQuestion]:
         rows = self._db.execute("SELECT id, position, question, gold FROM questions ORDER BY position, id")

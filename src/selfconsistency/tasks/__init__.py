@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 from .base import DataError, Exemplar, Question
 from .spec import TaskSpec, load_spec
@@ -19,14 +20,14 @@ def builtin_task_files() -> dict[str, Path]:
     return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
 
 
-def get_task(name_or_path: str) -> Task:
-    """A built-in task by name, or a task config file by path."""
+def get_task(name_or_path: str, **options: Any) -> Task:
+    """A built-in task by name, or a task config file by path; `options` go to Task (input limits)."""
     builtin = builtin_task_files()
     if name_or_path in builtin:
-        return Task(*load_spec(builtin[name_or_path]))
+        return Task(*load_spec(builtin[name_or_path]), **options)
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml", ".toml") and path.is_file():
-        return Task(*load_spec(path))
+        return Task(*load_spec(path), **options)
     raise DataError(f"unknown task {name_or_path!r}: give a task config file (.yaml/.toml) or one of "
                     f"{', '.join(builtin)}")
 

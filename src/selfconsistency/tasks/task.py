@@ -7,7 +7,7 @@ import hashlib
 import re
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from ..extract import (
     text_answer,
     yes_no_answer,
 )
+from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize
 from .base import DataError, Exemplar, Question
 from .records import Located, read_records
 from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
@@ -35,6 +36,7 @@ _DEFAULT_TEXT_PATTERN = re.compile(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$", re.IG
 class TaskData:
     questions: list[Question]  # the selected questions to evaluate
     exemplars: tuple[Exemplar, ...]  # empty: zero-shot chain of thought
+    neutralised: dict[str, tuple[str, ...]] = field(default_factory=dict)  # record -> what was defused
 
 
 def _get(record: dict[str, Any], dotted: str) -> Any:
@@ -47,9 +49,13 @@ def _get(record: dict[str, Any], dotted: str) -> Any:
 
 
 class Task:
-    def __init__(self, spec: TaskSpec, base_dir: Path):
+    def __init__(self, spec: TaskSpec, base_dir: Path, max_chars: int = DEFAULT_MAX_CHARS,
+                 strict_input: bool = False):
         self.spec = spec
         self.base_dir = base_dir
+        self.max_chars = max_chars
+        self.strict_input = strict_input
+        self._neutralised: dict[str, tuple[str, ...]] = {}
         try:
             self._template = _ENV.from_string(spec.prompt.template)
         except jinja2.TemplateSyntaxError as exc:
@@ -141,22 +147,32 @@ class Task:
             text = _get(record, self.spec.fields.question)
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty {self.spec.fields.question!r}")
-            choices = self._choices(record)
+            text = self._clean(where, text)
+            choices = tuple((label, self._clean(where, option)) for label, option in self._choices(record))
             gold, n_answers = self._gold(record, choices)
             qid = str(_get(record, self.spec.fields.id)) if self.spec.fields.id else f"{split}-{position:05d}"
             explanation = None
             if self.spec.fields.explanation and self.spec.fields.explanation in record:
-                explanation = str(_get(record, self.spec.fields.explanation)).strip() or None
+                explanation = self._clean(where, str(_get(record, self.spec.fields.explanation))) or None
             body = self._render(text.strip(), choices, record)
+        except UnsafeInput as exc:
+            raise DataError(f"{where}: refused by --strict-input: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             message = exc.args[0] if exc.args else str(exc)
             raise DataError(f"{where}: {self.name} record unusable: {message}") from None
         return Question(qid, position, body, gold, choices, n_answers), explanation
 
+    def _clean(self, where: str, text: str) -> str:
+        cleaned = sanitize(text, self.max_chars, self.strict_input)
+        if cleaned.issues:
+            self._neutralised[where] = tuple(sorted(set(self._neutralised.get(where, ()) + cleaned.issues)))
+        return cleaned.text
+
     def load(self, data: Path | None, split: str | None = None, offset: int = 0, limit: int | None = None,
              shots_from_data: int | None = None) -> TaskData:
         """Validate every record before returning any; the first K records become exemplars when asked."""
         split = split or self.spec.data.split
+        self._neutralised = {}
         records: Any
         source = Path(data) if data is not None else self._default_data()
         if source is not None:
@@ -183,7 +199,7 @@ class Task:
         selected = [q for q, _ in parsed[offset:end]]
         if not selected:
             raise DataError(f"offset {offset} is past the {len(parsed)} questions of {self.name}")
-        return TaskData(selected, exemplars)
+        return TaskData(selected, exemplars, dict(self._neutralised))
 
     def _default_data(self) -> Path | None:
         return self.base_dir / self.spec.data.path if self.spec.data.path else None
