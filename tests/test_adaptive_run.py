@@ -51,3 +51,23 @@ def test_rerun_generates_nothing_more(tmp_path, scripted_backend):
 def test_bad_rule_rejected():
     with pytest.raises(ValueError, match="stopping rule"):
         config(stop="psychic:1")
+
+
+def test_audit_log_lines_without_bodies_unless_asked(tmp_path, scripted_backend):
+    run_experiment(config(stop=None, paths=2, limit=2), tmp_path / "plain")
+    lines = [json.loads(line) for line in (tmp_path / "plain" / "audit.jsonl").read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["run_start"] + ["generation"] * 6 + ["run_end"]
+    generation = lines[1]
+    assert {"time", "run", "backend", "model", "request_id", "prompt_tokens", "completion_tokens",
+            "status"} <= set(generation)
+    assert "prompt" not in generation and "completion" not in generation
+    run_experiment(config(stop=None, paths=2, limit=2, log_prompts=True), tmp_path / "bodies")
+    lines = [json.loads(line) for line in (tmp_path / "bodies" / "audit.jsonl").read_text().splitlines()]
+    assert lines[1]["prompt"].startswith("Q: There are 15 trees") and "The answer is" in lines[1]["completion"]
+
+
+def test_scrub_masks_key_shaped_strings():
+    from selfconsistency.audit import scrub
+
+    assert scrub({"a": "key AKIAABCDEFGHIJKLMNOP here", "b": ["sk-abcdefghijklmnopqrstuv"]}) == \
+        {"a": "key [redacted] here", "b": ["[redacted]"]}

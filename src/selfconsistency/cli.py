@@ -100,6 +100,9 @@ def run(
     subset_runs: Annotated[int, typer.Option(min=1, help="Random subsets per k for mean ± std.")] = 100,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the local model. "
                                                                "[default: all cores]")] = None,
+    log_prompts: Annotated[bool, typer.Option(
+        help="Write prompt and completion text into the audit log (audit.jsonl) too.")] = False,
+    verbose: Annotated[bool, typer.Option(help="Print a line per generated path.")] = False,
     strict_input: Annotated[bool, typer.Option(
         help="Refuse questions whose text forges prompt structure (Q:/A: lines, 'The answer is', chat "
              "tokens, control characters, over-long text) instead of neutralising them.")] = False,
@@ -123,7 +126,7 @@ def run(
                            prompt_format=prompt_format, zero_shot=zero_shot, top_p=top_p, top_k=top_k,
                            max_tokens=max_tokens, seed=seed, flexible=flexible, subset_runs=subset_runs,
                            threads=threads, batch_size=batch_size, stop=stop, min_paths=min_paths,
-                           round_size=round_size, strict_input=strict_input,
+                           round_size=round_size, strict_input=strict_input, log_prompts=log_prompts,
                            max_question_chars=max_question_chars)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
@@ -147,6 +150,12 @@ def run(
         state["seconds"] += generation.latency_s
         rate = f"{state['tokens'] / state['seconds']:.1f} tok/s" if state["seconds"] else ""
         progress.update(progress.task_ids[0], advance=1, rate=rate)
+        if verbose:
+            request = generation.request
+            progress.console.print(
+                f"{request.question_id} T={request.temperature:g} #{request.path_index}: "
+                f"{generation.completion_tokens} tokens, {generation.latency_s:.1f}s, {generation.finish_reason}",
+                highlight=False)
 
     try:
         with progress:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .audit import AuditLog
 from .backends import create_backend
 from .backends.base import Generation, GenerationRequest
 from .models import DEFAULT_MODEL, check_model_name
@@ -54,6 +55,7 @@ class RunConfig(BaseModel):
     stop: str | None = None  # adaptive stopping rule, e.g. "beta:0.95"; `paths` is then the maximum
     min_paths: int = Field(default=1, ge=1)
     round_size: int = Field(default=4, ge=1)  # paths asked per undecided question per round
+    log_prompts: bool = False  # audit log carries prompt and completion text
     strict_input: bool = False  # refuse, rather than neutralise, questions that forge prompt structure
     max_question_chars: int = Field(default=8000, ge=100)
 
@@ -154,6 +156,9 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
         store.bind_config(config.identity(task), config.model_dump(mode="json"))
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
         store.set_selection(list(questions), {k: list(v) for k, v in data.neutralised.items()})
+        audit = AuditLog(run_dir, config.identity_hash(task), config.log_prompts)
+        audit.event("run_start", backend=config.backend, model=config.model, task=task.name,
+                    questions=len(data.questions), neutralised_records=len(data.neutralised))
         backend = None
 
         def generate(requests: list[GenerationRequest]) -> None:
@@ -177,6 +182,12 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                     completion_tokens=generation.completion_tokens, latency_s=generation.latency_s,
                     finish_reason=generation.finish_reason, logprob_sum=generation.logprob_sum,
                     backend=backend.name, model=backend.model))
+                audit.event("generation", backend=backend.name, model=backend.model,
+                            request_id=f"{request.question_id}/{request.temperature:g}/{request.path_index}",
+                            prompt_tokens=generation.prompt_tokens,
+                            completion_tokens=generation.completion_tokens,
+                            latency_s=round(generation.latency_s, 4), status=generation.finish_reason,
+                            prompt=request.prompt.text, completion=generation.text)
                 if on_path:
                     on_path(generation)
 
@@ -189,9 +200,15 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                     generate(plan_requests(config, task, data, {(q, GREEDY_TEMPERATURE): 1 for q in questions}))
                 while wanted := _next_round(config, rule, store, list(questions)):
                     generate(plan_requests(config, task, data, wanted))
+        except BaseException as exc:
+            audit.event("run_error", error=type(exc).__name__)
+            raise
+        else:
+            audit.event("run_end")
         finally:
             if backend is not None:
                 backend.close()
+            audit.close()
     return run_dir
 
 
