@@ -35,15 +35,18 @@ def without_runtime(value):
     return value
 
 
-def kill_when_stored(args: list[str], run_dir: Path, at_least: int, timeout: float = 300) -> list[tuple]:
-    """Start the CLI, SIGKILL it once `at_least` paths are stored; the rows that survived."""
+def kill_when_stored(args: list[str], run_dir: Path, at_least: int, timeout: float = 300,
+                     extra_delay: float = 0.0) -> list[tuple]:
+    """Start the CLI, SIGKILL it once `at_least` paths are stored (then `extra_delay` seconds more);
+    the rows that survived."""
     proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         if (run_dir / "samples.sqlite").exists() and len(stored_rows(run_dir)) >= at_least:
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
+    time.sleep(extra_delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return stored_rows(run_dir)
@@ -105,8 +108,8 @@ def scripted_backend():
 
     made: list[ScriptedBackend] = []
 
-    def factory(model, **kwargs):
-        made.append(ScriptedBackend(model))
+    def factory(config):
+        made.append(ScriptedBackend(config.model))
         return made[-1]
 
     register_backend("scripted", factory)

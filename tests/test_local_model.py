@@ -1,6 +1,7 @@
 """The embedded backend end to end with the real 0.5B model (installed by `scripts/install.sh test`)."""
 
 import json
+import random
 
 from conftest import cli, kill_when_stored, load_results, small_run_args, stored_rows, without_runtime
 from selfconsistency.extract import NumberExtractor
@@ -54,17 +55,28 @@ def test_same_seed_same_paths_and_rerun_generates_nothing(reference_run, tmp_pat
     assert stored_rows(reference_run) == before
 
 
-def test_sigkill_mid_run_resumes_to_the_same_results(reference_run, tmp_path):
+def test_sigkill_at_random_points_resumes_to_the_same_results(reference_run, tmp_path):
+    """Killed with SIGKILL several times at random moments (a random number of stored paths, plus a
+    random delay so the kill also lands mid-path and mid-commit), the run still ends with every path
+    exactly once and the same results as the uninterrupted run."""
+    rng = random.Random()
+    seed = rng.randrange(2**32)
+    rng.seed(seed)
     run_dir = tmp_path / "killed"
-    survivors = kill_when_stored(small_run_args(run_dir), run_dir, at_least=3)
-    assert 3 <= len(survivors) < 8, "the kill should land mid-run"
+    kept: set = set()
+    for target in sorted(rng.sample(range(0, 7), 3)):
+        survivors = kill_when_stored(small_run_args(run_dir), run_dir, at_least=target,
+                                     extra_delay=rng.uniform(0.0, 1.5))
+        assert kept <= set(survivors), f"seed {seed}: a stored path changed or vanished"
+        kept = set(survivors)
+    assert len(kept) < 8, f"seed {seed}: the kills should land before the end"
 
     resumed = cli(*small_run_args(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     rows = stored_rows(run_dir)
-    assert len(rows) == 8 and len({r[:3] for r in rows}) == 8  # every path exactly once
-    assert set(survivors) <= set(rows)  # stored paths were kept, not generated again
-    assert [r[:5] for r in rows] == [r[:5] for r in stored_rows(reference_run)]
+    assert len(rows) == 8 and len({r[:3] for r in rows}) == 8, f"seed {seed}"  # every path exactly once
+    assert kept <= set(rows)  # stored paths were kept, not generated again
+    assert [r[:5] for r in rows] == [r[:5] for r in stored_rows(reference_run)], f"seed {seed}"
     assert without_runtime(load_results(run_dir)) == without_runtime(load_results(reference_run))
 
 

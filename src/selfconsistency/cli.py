@@ -70,7 +70,16 @@ def run(
         help="Split name: the hub split to load, and the prefix of question ids. [default: test]")] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many questions first.")] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many questions.")] = None,
-    backend: Annotated[str, typer.Option(help=f"Where paths are generated: {', '.join(BACKEND_NAMES)}.")] = "local",
+    backend: Annotated[str, typer.Option(
+        help=f"Where paths are generated: {', '.join(BACKEND_NAMES)} (local: the embedded llama.cpp model; "
+             "openai: an OpenAI-compatible server, see --base-url).")] = "local",
+    base_url: Annotated[str | None, typer.Option(
+        help="openai backend: the server's API root, e.g. http://localhost:8000/v1 (vLLM), "
+             "http://localhost:11434/v1 (Ollama). [default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
+    api: Annotated[str, typer.Option(help="openai backend: 'chat' (chat completions) or 'completions'.")] = "chat",
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Remote backends: requests in flight.")] = 4,
+    requests_per_second: Annotated[float | None, typer.Option(
+        min=0.001, help="Remote backends: start at most this many requests per second.")] = None,
     model: Annotated[str, typer.Option(
         help=f"Packaged model name ({', '.join(PACKAGED_MODELS)}) or a path to a GGUF file.")] = DEFAULT_MODEL,
     paths: Annotated[int, typer.Option(
@@ -127,7 +136,8 @@ def run(
                            max_tokens=max_tokens, seed=seed, flexible=flexible, subset_runs=subset_runs,
                            threads=threads, batch_size=batch_size, stop=stop, min_paths=min_paths,
                            round_size=round_size, strict_input=strict_input, log_prompts=log_prompts,
-                           max_question_chars=max_question_chars)
+                           max_question_chars=max_question_chars, base_url=base_url, api=api,
+                           concurrency=concurrency, requests_per_second=requests_per_second)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),

@@ -10,12 +10,13 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .audit import AuditLog
 from .backends import create_backend
-from .backends.base import Generation, GenerationRequest
+from .backends.base import BackendConfig, Generation, GenerationRequest
 from .models import DEFAULT_MODEL, check_model_name
 from .prompts import PromptFormat, build_prompt
 from .sampling import SamplingParams, path_seed
@@ -52,6 +53,10 @@ class RunConfig(BaseModel):
     subset_runs: int = Field(default=100, ge=1)
     threads: int | None = Field(default=None, ge=1)
     batch_size: int = Field(default=8, ge=1, le=128)
+    base_url: str | None = None
+    api: Literal["chat", "completions"] = "chat"
+    concurrency: int = Field(default=4, ge=1, le=256)
+    requests_per_second: float | None = Field(default=None, gt=0)
     stop: str | None = None  # adaptive stopping rule, e.g. "beta:0.95"; `paths` is then the maximum
     min_paths: int = Field(default=1, ge=1)
     round_size: int = Field(default=4, ge=1)  # paths asked per undecided question per round
@@ -84,6 +89,7 @@ class RunConfig(BaseModel):
         return {
             "task": task.name, "task_spec": task.fingerprint(), "shots_from_data": self.shots_from_data,
             "backend": self.backend, "model": self.model,
+            **({"base_url": self.base_url, "api": self.api} if self.backend != "local" else {}),
             "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
             "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
             "seed": self.seed, "flexible": self.flexible, "max_question_chars": self.max_question_chars,
@@ -96,6 +102,11 @@ class RunConfig(BaseModel):
     def default_run_dir(self, task: Task) -> Path:
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem if "/" in self.model else self.model)
         return Path("runs") / f"{task.name}-{slug}-{self.identity_hash(task)}"
+
+    def backend_config(self) -> BackendConfig:
+        return BackendConfig(model=self.model, threads=self.threads, batch_size=self.batch_size,
+                             base_url=self.base_url, api=self.api, concurrency=self.concurrency,
+                             requests_per_second=self.requests_per_second)
 
     def get_task(self) -> Task:
         return get_task(self.task, max_chars=self.max_question_chars, strict_input=self.strict_input)
@@ -170,8 +181,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             if not pending:
                 return
             if backend is None:
-                backend = create_backend(config.backend, config.model, threads=config.threads,
-                                         batch_size=config.batch_size)
+                backend = create_backend(config.backend, config.backend_config())
             for generation in backend.generate(pending):
                 request = generation.request
                 store.add_path(StoredPath(

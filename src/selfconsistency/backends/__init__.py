@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .base import Backend, BackendError, Generation, GenerationRequest
+from .base import Backend, BackendConfig, BackendError, Generation, GenerationRequest
 
-# name -> factory(model, threads=..., batch_size=...); more backends register themselves here.
-BackendFactory = Callable[..., Backend]
+BackendFactory = Callable[[BackendConfig], Backend]
 
 
-def _local(model: str, threads: int | None = None, batch_size: int = 1) -> Backend:
+def _local(config: BackendConfig) -> Backend:
     from .llama_cpp import LlamaCppBackend  # imported here: llama.cpp loads only when used
 
-    return LlamaCppBackend(model, threads=threads, batch_size=batch_size)
+    return LlamaCppBackend(config.model, threads=config.threads, batch_size=config.batch_size)
 
 
-_REGISTRY: dict[str, BackendFactory] = {"local": _local}
-BACKEND_NAMES = ("local",)
+def _openai(config: BackendConfig) -> Backend:
+    from .openai_compat import OpenAIBackend
+
+    return OpenAIBackend(config)
+
+
+_REGISTRY: dict[str, BackendFactory] = {"local": _local, "openai": _openai}
+BACKEND_NAMES = tuple(_REGISTRY)
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
@@ -25,13 +30,13 @@ def register_backend(name: str, factory: BackendFactory) -> None:
     _REGISTRY[name] = factory
 
 
-def create_backend(name: str, model: str, threads: int | None = None, batch_size: int = 1) -> Backend:
+def create_backend(name: str, config: BackendConfig) -> Backend:
     try:
         factory = _REGISTRY[name]
     except KeyError:
         raise BackendError(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}") from None
-    return factory(model, threads=threads, batch_size=batch_size)
+    return factory(config)
 
 
-__all__ = ["BACKEND_NAMES", "Backend", "BackendError", "Generation", "GenerationRequest", "create_backend",
-           "register_backend"]
+__all__ = ["BACKEND_NAMES", "Backend", "BackendConfig", "BackendError", "Generation", "GenerationRequest",
+           "create_backend", "register_backend"]

@@ -1,0 +1,182 @@
+"""The OpenAI-compatible backend against real HTTP servers on loopback: llama-cpp-python's own server
+with the 0.5B model, and a small stub server for retries and for servers that ignore `n`."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import GSM8K_TEST, SMALL_MODEL, cli, kill_when_stored, load_results, stored_rows
+from selfconsistency.backends.base import BackendConfig
+from selfconsistency.backends.openai_compat import OpenAIBackend
+from selfconsistency.experiment import RunConfig, plan_requests
+from selfconsistency.extract import NumberExtractor
+from selfconsistency.models import resolve_model_path
+
+SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    """llama-cpp-python's OpenAI-compatible server with the 0.5B model, on loopback."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model",
+                             str(resolve_model_path(SMALL_MODEL)), "--model_alias", "qwen-0.5b",
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("llama_cpp.server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def openai_args(run_dir: Path, url: str, *extra: str) -> list[str]:
+    return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--paths", "3", "--temperatures", "0.7",
+            "--backend", "openai", "--base-url", url, "--model", "qwen-0.5b", "--concurrency", "2",
+            "--run-dir", str(run_dir), "--quiet", *extra]
+
+
+def test_run_through_llama_cpp_server(llama_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    run_dir = tmp_path / "run"
+    proc = cli(*openai_args(run_dir, llama_server, "--log-prompts"))
+    assert proc.returncode == 0, proc.stderr
+    rows = stored_rows(run_dir)
+    assert len(rows) == 8 and len({r[:3] for r in rows}) == 8
+    extract = NumberExtractor()
+    assert all(answer == extract(text) for _, _, _, text, answer, _ in rows)
+    results = load_results(run_dir)
+    assert results["backend"] == "openai" and results["questions"] == 2
+    assert results["sampled"][0]["completion_tokens"] > 0
+    # the key reached the server but nothing we wrote
+    for path in run_dir.iterdir():
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_server_run_resumes_after_sigkill(llama_server, tmp_path, monkeypatch):
+    run_dir = tmp_path / "killed"
+    args = openai_args(run_dir, llama_server, "--concurrency", "1")
+    survivors = kill_when_stored(args, run_dir, at_least=2)
+    assert 2 <= len(survivors) < 8
+    proc = cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    rows = stored_rows(run_dir)
+    assert len(rows) == 8 and len({r[:3] for r in rows}) == 8 and set(survivors) <= set(rows)
+
+
+class _Stub(BaseHTTPRequestHandler):
+    """Chat completions that fail with 429 a few times, then answer with at most `max_choices`."""
+
+    failures_left = 0
+    max_choices = 8
+    calls: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
+        if type(self).failures_left > 0:
+            type(self).failures_left -= 1
+            self._send(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "0"})
+            return
+        n = min(body.get("n", 1), type(self).max_choices)
+        choices = [{"index": i, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"5 + {i} = {5 + i}. The answer is {5 + i}."},
+                    "logprobs": {"content": [{"token": "x", "logprob": -0.5, "bytes": None, "top_logprobs": []}]}}
+                   for i in range(n)]
+        self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": choices, "usage": {"prompt_tokens": 50, "completion_tokens": 4 * n,
+                                                       "total_tokens": 50 + 4 * n}})
+
+    def _send(self, status, payload, headers=None):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub_server():
+    _Stub.failures_left, _Stub.max_choices, _Stub.calls = 0, 8, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def _requests(paths=3):
+    config = RunConfig(data=str(GSM8K_TEST), limit=1, paths=paths, backend="openai", model="stub")
+    task = config.get_task()
+    return plan_requests(config, task, config.load(task))
+
+
+def test_retries_429_then_groups_paths_into_n(stub_server, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    _Stub.failures_left = 2
+    backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server, max_retries=3))
+    generations = list(backend.generate(_requests(paths=3)))
+    assert sorted((g.request.temperature, g.request.path_index) for g in generations) == \
+        [(0.0, 0), (0.7, 0), (0.7, 1), (0.7, 2)]
+    bodies = [c["body"] for c in _Stub.calls]
+    assert len(bodies) == 2 + 2  # two 429s retried, then one greedy request and one n=3 request
+    assert sorted(b["n"] for b in bodies[2:]) == [1, 3]
+    sampled = next(b for b in bodies[2:] if b["n"] == 3)
+    assert sampled["temperature"] == 0.7 and sampled["top_k"] == 40 and sampled["stop"] == ["\n"]
+    assert all(g.logprob_sum == -0.5 for g in generations)
+
+
+def test_server_ignoring_n_gets_separate_requests(stub_server):
+    _Stub.max_choices = 1
+    backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server))
+    generations = list(backend.generate(_requests(paths=3)))
+    assert len(generations) == 4 and len({(g.request.temperature, g.request.path_index) for g in generations}) == 4
+    assert sorted(c["body"]["n"] for c in _Stub.calls) == [1, 1, 1, 3]  # greedy; 1 of 3 answered, 2 asked again
+
+
+def test_exhausted_retries_fail_clearly(stub_server):
+    from selfconsistency.backends.base import BackendError
+
+    _Stub.failures_left = 10
+    backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server, max_retries=1))
+    with pytest.raises(BackendError, match="RateLimitError"):
+        list(backend.generate(_requests(paths=1)))
+
+
+def test_missing_key_for_the_openai_api(monkeypatch):
+    from selfconsistency.backends.base import BackendError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(BackendError, match="OPENAI_API_KEY"):
+        OpenAIBackend(BackendConfig(model="gpt-4o-mini"))
+    assert os.environ.get("OPENAI_API_KEY") is None
