@@ -68,10 +68,11 @@ def test_esc_windows():
 
 
 def test_entropy_rule():
-    rule = EntropyRule(threshold=0.3, min_paths=2)
-    assert rule.should_stop(["1", "1", "1"])
-    assert not rule.should_stop(["1", "2", "3"])
-    assert not rule.should_stop(["1"])  # below the minimum
+    rule = EntropyRule(threshold=0.3)
+    assert rule.should_stop(["1", "1", "1", "1"])
+    assert not rule.should_stop(["1", "1", "1"])  # too few paths to judge
+    assert not rule.should_stop(["1", "2", "3", "1"])
+    assert rule.should_stop(["1"] * 9 + ["2"])  # entropy 0.33 nats / log 10 = 0.14
 
 
 def test_fixed():

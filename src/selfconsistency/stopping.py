@@ -10,7 +10,8 @@ vote). Every rule honours a minimum and a maximum number of paths.
                    Dirichlet(counts + 1), estimated with a fixed-seed Monte-Carlo (deterministic).
 - esc:W            Early-Stopping SC (Li et al. 2024): sample in windows of W; stop after a window whose W
                    answers are all the same.
-- entropy:T        stop when the normalised entropy of the answers so far is <= T.
+- entropy:T        stop when, after at least 4 paths, the normalised entropy of the answers so far is <= T
+                   (on fewer paths any agreement would look certain).
 """
 
 from __future__ import annotations
@@ -141,17 +142,18 @@ class WindowRule(StoppingRule):
 @dataclass(frozen=True)
 class EntropyRule(StoppingRule):
     threshold: float = 0.3
+    at_least: int = 4
 
     def _decide(self, answers: Sequence[str | None]) -> bool:
         counts = _counts(answers)
         total = sum(counts)
-        if total == 0:
+        if total == 0 or len(answers) < self.at_least:
             return False
         if len(counts) == 1:
             return True  # zero entropy
         probabilities = np.array(counts) / total
         entropy = float(-(probabilities * np.log(probabilities)).sum())
-        return entropy / math.log(len(answers)) <= self.threshold if len(answers) > 1 else False
+        return entropy / math.log(len(answers)) <= self.threshold
 
     @property
     def name(self) -> str:
