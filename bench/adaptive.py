@@ -39,12 +39,13 @@ def main() -> None:
     print(f"{args.run_dir}: {len(golds)} questions x {n} stored paths at T={args.temperature:g}; "
           f"{args.runs} random orders per question")
     print()
-    print("| rule | mean paths | accuracy | fixed-N accuracy (N=%d) | fewer paths | accuracy change |" % n)
+    print(f"| rule | mean paths | accuracy | fixed-N accuracy (N={n}) | fewer paths | accuracy change |")
     print("|---|---:|---:|---:|---:|---:|")
     for text in args.rules.split(","):
         result = replay(parse_rule(text, max_paths=n), answers, golds, runs=args.runs, seed=args.seed)
+        change = round(100 * (result.accuracy - at_max), 1) + 0.0  # + 0.0: no "-0.0"
         print(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± {result.accuracy_std:.1%} | "
-              f"{at_max:.1%} | {n / result.mean_paths:.2f}x | {round(100 * (result.accuracy - at_max), 1) + 0.0:+.1f} pp |")
+              f"{at_max:.1%} | {n / result.mean_paths:.2f}x | {change:+.1f} pp |")
     print()
     print("fixed-N curve (exact expectation over all k-subsets):")
     print("| k | " + " | ".join(str(p.k) for p in fixed) + " |")

@@ -257,7 +257,7 @@ def tasks_show(task: Annotated[str, typer.Argument(help="A built-in task's name 
     """A task's full definition (the config file), and its exemplars as the prompt shows them."""
     try:
         loaded = get_task(task)
-        exemplars = loaded._configured_exemplars()
+        exemplars = loaded.configured_exemplars()
     except DataError as exc:
         raise _fail(str(exc)) from None
     source = builtin_task_files().get(task, Path(task))

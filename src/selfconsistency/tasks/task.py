@@ -194,7 +194,7 @@ class Task:
             exemplars = self._exemplars_from(parsed[:shots])
             parsed = parsed[shots:]
         else:
-            exemplars = self._configured_exemplars()
+            exemplars = self.configured_exemplars()
         end = None if limit is None else offset + limit
         selected = [q for q, _ in parsed[offset:end]]
         if not selected:
@@ -225,7 +225,7 @@ class Task:
             return " and ".join(f"({letter})" for letter in gold.split(","))
         return gold
 
-    def _configured_exemplars(self) -> tuple[Exemplar, ...]:
+    def configured_exemplars(self) -> tuple[Exemplar, ...]:
         specs: list[ExemplarSpec] = list(self.spec.prompt.exemplars or [])
         if self.spec.prompt.exemplars_file:
             specs = load_exemplar_file(self.base_dir / self.spec.prompt.exemplars_file)
