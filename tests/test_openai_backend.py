@@ -180,3 +180,26 @@ def test_missing_key_for_the_openai_api(monkeypatch):
     with pytest.raises(BackendError, match="OPENAI_API_KEY"):
         OpenAIBackend(BackendConfig(model="gpt-4o-mini"))
     assert os.environ.get("OPENAI_API_KEY") is None
+
+
+def test_token_budget_stops_before_the_request_that_could_exceed_it(stub_server, tmp_path):
+    """Each stub answer costs 50 prompt + 4 completion tokens per choice. With room for the greedy
+    request only, the n=3 request is never sent, the greedy path is kept, and the run exits 2."""
+    run_dir = tmp_path / "run"
+    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--paths", "3", "--backend", "openai",
+            "--base-url", stub_server, "--model", "stub", "--concurrency", "1", "--max-tokens", "64",
+            "--run-dir", str(run_dir), "--quiet"]
+    # A request books its prompt at ~3 characters a token plus max_tokens per choice: the greedy one
+    # fits in P + 64, the sampled one (after the greedy answer's 54 tokens) needs 54 + P + 3 x 64.
+    prompt = _requests(paths=1)[0].prompt
+    estimate = sum(len(m["content"]) for m in prompt.chat_messages) // 3
+    proc = cli(*args, "--max-tokens-total", str(estimate + 64 + 100))
+    assert proc.returncode == 2 and "token budget reached" in proc.stderr
+    assert [c["body"]["n"] for c in _Stub.calls] == [1]
+    assert len(stored_rows(run_dir)) == 1 and (run_dir / "results.json").exists()
+    # a resumed run counts what is stored against the budget
+    proc = cli(*args, "--max-tokens-total", str(estimate + 64 + 150))
+    assert proc.returncode == 2 and len(_Stub.calls) == 1
+    proc = cli(*args, "--max-tokens-total", str(estimate + 54 + 192))
+    assert proc.returncode == 0, proc.stderr
+    assert len(stored_rows(run_dir)) == 4 and [c["body"]["n"] for c in _Stub.calls] == [1, 3]

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .analysis import accuracy_curve
 from .backends import BACKEND_NAMES, BackendError
+from .backends.base import BudgetExceeded
 from .experiment import RunConfig, run_experiment
 from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
 from .prompts import PromptFormat
@@ -80,6 +81,9 @@ def run(
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Remote backends: requests in flight.")] = 4,
     requests_per_second: Annotated[float | None, typer.Option(
         min=0.001, help="Remote backends: start at most this many requests per second.")] = None,
+    max_tokens_total: Annotated[int | None, typer.Option(
+        min=1, help="Paid backends: refuse any request that could take the run (stored paths included) past "
+                    "this many prompt + completion tokens.")] = None,
     model: Annotated[str, typer.Option(
         help=f"Packaged model name ({', '.join(PACKAGED_MODELS)}) or a path to a GGUF file.")] = DEFAULT_MODEL,
     paths: Annotated[int, typer.Option(
@@ -137,7 +141,8 @@ def run(
                            threads=threads, batch_size=batch_size, stop=stop, min_paths=min_paths,
                            round_size=round_size, strict_input=strict_input, log_prompts=log_prompts,
                            max_question_chars=max_question_chars, base_url=base_url, api=api,
-                           concurrency=concurrency, requests_per_second=requests_per_second)
+                           concurrency=concurrency, requests_per_second=requests_per_second,
+                           max_tokens_total=max_tokens_total)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
@@ -171,6 +176,10 @@ def run(
         with progress:
             directory = run_experiment(config, run_dir, on_start=on_start, on_path=on_path)
         results = write_report(directory)
+    except BudgetExceeded as exc:
+        directory = run_dir or config.default_run_dir(config.get_task())
+        write_report(directory)  # what the budget paid for is reported, complete questions only
+        raise _fail(f"{exc} (report of the stored paths in {directory})") from None
     except (DataError, ModelError, StoreMismatch, BackendError) as exc:
         raise _fail(str(exc)) from None
     if not quiet:

@@ -57,6 +57,7 @@ class RunConfig(BaseModel):
     api: Literal["chat", "completions"] = "chat"
     concurrency: int = Field(default=4, ge=1, le=256)
     requests_per_second: float | None = Field(default=None, gt=0)
+    max_tokens_total: int | None = Field(default=None, ge=1)  # paid backends: run-wide token budget
     stop: str | None = None  # adaptive stopping rule, e.g. "beta:0.95"; `paths` is then the maximum
     min_paths: int = Field(default=1, ge=1)
     round_size: int = Field(default=4, ge=1)  # paths asked per undecided question per round
@@ -103,10 +104,11 @@ class RunConfig(BaseModel):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem if "/" in self.model else self.model)
         return Path("runs") / f"{task.name}-{slug}-{self.identity_hash(task)}"
 
-    def backend_config(self) -> BackendConfig:
+    def backend_config(self, tokens_spent: int = 0) -> BackendConfig:
         return BackendConfig(model=self.model, threads=self.threads, batch_size=self.batch_size,
                              base_url=self.base_url, api=self.api, concurrency=self.concurrency,
-                             requests_per_second=self.requests_per_second)
+                             requests_per_second=self.requests_per_second,
+                             max_tokens_total=self.max_tokens_total, tokens_spent=tokens_spent)
 
     def get_task(self) -> Task:
         return get_task(self.task, max_chars=self.max_question_chars, strict_input=self.strict_input)
@@ -181,7 +183,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             if not pending:
                 return
             if backend is None:
-                backend = create_backend(config.backend, config.backend_config())
+                backend = create_backend(config.backend, config.backend_config(store.tokens_used()))
             for generation in backend.generate(pending):
                 request = generation.request
                 store.add_path(StoredPath(

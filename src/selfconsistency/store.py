@@ -209,6 +209,11 @@ class SampleStore:
                 answers.append(answer)
         return out
 
+    def tokens_used(self) -> int:
+        """Prompt + completion tokens of every stored path (what a budget has already spent)."""
+        return int(self._db.execute("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM paths")
+                   .fetchone()[0])
+
     def stored_keys(self) -> set[tuple[str, float, int]]:
         return set(self._db.execute("SELECT question_id, temperature, path_index FROM paths"))
 

@@ -16,6 +16,40 @@ class BackendError(Exception):
     """A backend that cannot start or cannot go on; the message says why."""
 
 
+class BudgetExceeded(BackendError):
+    """The next request would take the run past its token budget; nothing more was sent."""
+
+
+class TokenBudget:
+    """A run's token allowance for paid backends, checked before each request (thread-safe).
+
+    `reserve` books a request's worst case (prompt estimate + n x max_tokens) or refuses it; `settle`
+    replaces the booking with what the request really used.
+    """
+
+    def __init__(self, limit: int | None, spent: int = 0):
+        import threading
+
+        self.limit = limit
+        self.spent = spent
+        self._reserved = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, tokens: int) -> None:
+        with self._lock:
+            if self.limit is not None and self.spent + self._reserved + tokens > self.limit:
+                raise BudgetExceeded(
+                    f"token budget reached: {self.spent:,} used and {self._reserved:,} in flight of "
+                    f"--max-tokens-total {self.limit:,}; the next request could need {tokens:,} more. "
+                    "Stored paths are kept; raise the budget and run again to continue")
+            self._reserved += tokens
+
+    def settle(self, reserved: int, used: int) -> None:
+        with self._lock:
+            self._reserved -= reserved
+            self.spent += used
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     question_id: str
@@ -51,6 +85,8 @@ class BackendConfig(BaseModel):
     timeout_s: float = Field(default=600.0, gt=0)
     max_retries: int = Field(default=5, ge=0)  # remote: on 429/5xx, honouring Retry-After
     paths_per_request: int = Field(default=8, ge=1, le=128)  # remote: `n` choices per request
+    max_tokens_total: int | None = Field(default=None, ge=1)  # paid backends: prompt + completion budget
+    tokens_spent: int = Field(default=0, ge=0)  # what the run's stored paths already used
 
 
 @runtime_checkable

@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import groupby
 
-from .base import BackendConfig, BackendError, Generation, GenerationRequest
+from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget
 
 
 class _RateLimiter:
@@ -55,6 +55,7 @@ class OpenAIBackend:
                                      max_retries=config.max_retries)
         self._openai = openai
         self._limiter = _RateLimiter(config.requests_per_second)
+        self.budget = TokenBudget(config.max_tokens_total, config.tokens_spent)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         chunks = []
@@ -64,13 +65,25 @@ class OpenAIBackend:
             chunks += [group[i: i + size] for i in range(0, len(group), size)]
         with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
             running: set[Future] = {pool.submit(self._call, chunk) for chunk in chunks}
+            error: BackendError | None = None
             while running:
                 done, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
-                    generations, missing = future.result()
+                    try:
+                        generations, missing = future.result()
+                    except BackendError as exc:
+                        # Stop asking; requests already sent are paid for, so their answers are still kept.
+                        error = error or exc
+                        for waiting in running:
+                            waiting.cancel()
+                        continue
                     yield from generations
-                    # A server that ignored `n` returned fewer choices: ask for the rest one by one.
-                    running |= {pool.submit(self._call, [request]) for request in missing}
+                    if error is None:
+                        # A server that ignored `n` returned fewer choices: ask for the rest one by one.
+                        running |= {pool.submit(self._call, [request]) for request in missing}
+                running = {f for f in running if not f.cancelled()}
+            if error is not None:
+                raise error
 
     def _call(self, chunk: list[GenerationRequest]) -> tuple[list[Generation], list[GenerationRequest]]:
         first = chunk[0]
@@ -79,6 +92,11 @@ class OpenAIBackend:
                 "top_p": params.top_p, "max_tokens": params.max_tokens, "seed": params.seed,
                 "stop": list(params.stop)[:4] or None,
                 "extra_body": {"top_k": params.top_k} if params.top_k else None}
+        # Worst case before sending: ~3 characters per prompt token, every choice at max_tokens.
+        prompt_chars = sum(len(m["content"]) for m in first.prompt.chat_messages) \
+            if self.config.api == "chat" else len(first.prompt.text)
+        booked = prompt_chars // 3 + len(chunk) * params.max_tokens
+        self.budget.reserve(booked)
         self._limiter.wait()
         started = time.perf_counter()
         try:
@@ -88,6 +106,7 @@ class OpenAIBackend:
             else:
                 response = self._client.completions.create(prompt=first.prompt.text, logprobs=1, **body)
         except self._openai.APIError as exc:
+            self.budget.settle(booked, 0)
             raise BackendError(f"{self.config.base_url or 'OpenAI API'}: {type(exc).__name__}: "
                                f"{getattr(exc, 'message', exc)}") from None
         elapsed = time.perf_counter() - started
@@ -95,6 +114,7 @@ class OpenAIBackend:
         usage = response.usage
         prompt_tokens = usage.prompt_tokens if usage else 0
         total_completion = usage.completion_tokens if usage else 0
+        self.budget.settle(booked, prompt_tokens + total_completion if usage else booked)
         generations = []
         for request, choice in zip(chunk, choices, strict=False):
             text, token_logprobs = self._text_and_logprobs(choice)
