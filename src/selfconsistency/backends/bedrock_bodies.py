@@ -1,0 +1,194 @@
+"""Amazon Bedrock model bodies: one small adapter per model family, request and response. Pure.
+
+An adapter turns (prompt, sampling params, n paths) into the InvokeModel body of its family (the
+`modelInput` of a batch record) and reads that family's response back into texts and token counts.
+Completion-style families get the few-shot completion prompt; chat families get the exemplars as turns;
+Llama 3 gets its own chat template. Families that return several generations per request (Cohere
+Command, AI21 Jurassic-2) take up to `max_generations` paths in one record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..prompts import Prompt
+from ..sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class ParsedOutput:
+    text: str
+    finish_reason: str  # "stop" or "length"
+    input_tokens: int | None = None  # per record (the prompt is billed once per record)
+    output_tokens: int | None = None
+
+
+def _finish(reason: str | None, length_words: tuple[str, ...]) -> str:
+    return "length" if (reason or "").lower() in length_words else "stop"
+
+
+def _truncate_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """For families without a stop parameter: cut the text where the first stop sequence begins."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+def _llama3_chat(prompt: Prompt) -> str:
+    turns = "".join(f"<|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>"
+                    for role, content in prompt.messages)
+    return f"<|begin_of_text|>{turns}<|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def _content_blocks(prompt: Prompt) -> list[dict[str, Any]]:
+    return [{"role": role, "content": [{"text": content}]} for role, content in prompt.messages]
+
+
+@dataclass(frozen=True)
+class BodyAdapter:
+    family: str
+    chat: bool  # gets the exemplars as chat turns
+    max_generations: int  # paths one record can carry
+    build: Callable[[Prompt, SamplingParams, int], dict[str, Any]]
+    parse: Callable[[dict[str, Any], SamplingParams], list[ParsedOutput]]
+
+    def request(self, prompt: Prompt, params: SamplingParams, n: int = 1) -> dict[str, Any]:
+        if not 1 <= n <= self.max_generations:
+            raise ValueError(f"{self.family} takes 1 to {self.max_generations} generations per record, not {n}")
+        return self.build(prompt, params, n)
+
+    def response(self, body: dict[str, Any], params: SamplingParams) -> list[ParsedOutput]:
+        return self.parse(body, params)
+
+
+def _cohere_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    return {"prompt": prompt.text, "temperature": p.temperature, "p": p.top_p, "k": p.top_k,
+            "max_tokens": p.max_tokens, "num_generations": n, "stop_sequences": list(p.stop)}
+
+
+def _cohere_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
+    return [ParsedOutput(g["text"], _finish(g.get("finish_reason"), ("max_tokens",)))
+            for g in body["generations"]]
+
+
+def _j2_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    return {"prompt": prompt.text, "temperature": p.temperature, "topP": p.top_p, "maxTokens": p.max_tokens,
+            "numResults": n, "stopSequences": list(p.stop)}
+
+
+def _j2_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
+    prompt_tokens = len(body.get("prompt", {}).get("tokens", [])) or None
+    return [ParsedOutput(c["data"]["text"], _finish(c.get("finishReason", {}).get("reason"), ("length",)),
+                         prompt_tokens, len(c["data"].get("tokens", [])) or None)
+            for c in body["completions"]]
+
+
+def _claude_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": p.max_tokens,
+                            "messages": prompt.chat_messages, "temperature": p.temperature,
+                            "stop_sequences": [s for s in p.stop if s.strip()]}
+    if p.top_k:
+        body["top_k"] = p.top_k
+    if p.top_p < 1.0:
+        body["top_p"] = p.top_p
+    return body
+
+
+def _claude_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
+    text = "".join(block.get("text", "") for block in body["content"] if block.get("type") == "text")
+    usage = body.get("usage", {})
+    return [ParsedOutput(_truncate_at_stop(text, p.stop), _finish(body.get("stop_reason"), ("max_tokens",)),
+                         usage.get("input_tokens"), usage.get("output_tokens"))]
+
+
+def _llama3_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    return {"prompt": _llama3_chat(prompt), "temperature": p.temperature, "top_p": p.top_p,
+            "max_gen_len": p.max_tokens}
+
+
+def _llama3_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
+    return [ParsedOutput(_truncate_at_stop(body["generation"], p.stop), _finish(body.get("stop_reason"), ("length",)),
+                         body.get("prompt_token_count"), body.get("generation_token_count"))]
+
+
+def _mistral_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"prompt": prompt.text, "max_tokens": p.max_tokens, "temperature": p.temperature,
+                            "top_p": p.top_p, "stop": list(p.stop)}
+    if p.top_k:
+        body["top_k"] = p.top_k
+    return body
+
+
+def _mistral_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
+    return [ParsedOutput(o["text"], _finish(o.get("stop_reason"), ("length",))) for o in body["outputs"]]
+
+
+def _inference_config(p: SamplingParams, with_top_k: bool) -> dict[str, Any]:
+    config: dict[str, Any] = {"maxTokens": p.max_tokens, "temperature": p.temperature, "topP": p.top_p,
+                              "stopSequences": [s for s in p.stop if s.strip()]}
+    if with_top_k and p.top_k:
+        config["topK"] = p.top_k
+    return config
+
+
+def _nova_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    return {"schemaVersion": "messages-v1", "messages": _content_blocks(prompt),
+            "inferenceConfig": _inference_config(p, with_top_k=True)}
+
+
+def _converse_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    body: dict[str, Any] = {"messages": _content_blocks(prompt), "inferenceConfig": _inference_config(p, False)}
+    if p.top_k:
+        body["additionalModelRequestFields"] = {"top_k": p.top_k}
+    return body
+
+
+def _message_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
+    """Nova's InvokeModel response and the Converse response share this shape."""
+    text = "".join(block.get("text", "") for block in body["output"]["message"]["content"])
+    usage = body.get("usage", {})
+    return [ParsedOutput(_truncate_at_stop(text, p.stop), _finish(body.get("stopReason"), ("max_tokens",)),
+                         usage.get("inputTokens"), usage.get("outputTokens"))]
+
+
+def _titan_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    return {"inputText": prompt.text, "textGenerationConfig": {
+        "maxTokenCount": p.max_tokens, "temperature": p.temperature, "topP": p.top_p,
+        "stopSequences": list(p.stop)}}
+
+
+def _titan_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
+    return [ParsedOutput(_truncate_at_stop(r["outputText"], p.stop), _finish(r.get("completionReason"), ("length",)),
+                         body.get("inputTextTokenCount"), r.get("tokenCount"))
+            for r in body["results"]]
+
+
+ADAPTERS: dict[str, BodyAdapter] = {a.family: a for a in (
+    BodyAdapter("cohere-command", chat=False, max_generations=5, build=_cohere_request, parse=_cohere_response),
+    BodyAdapter("ai21-j2", chat=False, max_generations=16, build=_j2_request, parse=_j2_response),
+    BodyAdapter("anthropic-claude", chat=True, max_generations=1, build=_claude_request, parse=_claude_response),
+    BodyAdapter("meta-llama3", chat=True, max_generations=1, build=_llama3_request, parse=_llama3_response),
+    BodyAdapter("mistral", chat=False, max_generations=1, build=_mistral_request, parse=_mistral_response),
+    BodyAdapter("amazon-nova", chat=True, max_generations=1, build=_nova_request, parse=_message_response),
+    BodyAdapter("amazon-titan-text", chat=False, max_generations=1, build=_titan_request, parse=_titan_response),
+    BodyAdapter("converse", chat=True, max_generations=1, build=_converse_request, parse=_message_response),
+)}
+
+_PREFIXES = (("cohere.command", "cohere-command"), ("ai21.j2", "ai21-j2"), ("anthropic.claude", "anthropic-claude"),
+             ("meta.llama3", "meta-llama3"), ("mistral.", "mistral"), ("amazon.nova", "amazon-nova"),
+             ("amazon.titan-text", "amazon-titan-text"))
+
+
+def adapter_for(model_id: str, converse: bool = False) -> BodyAdapter:
+    """The adapter of a Bedrock model id (a cross-region profile's `us.`/`eu.`/`apac.` prefix is ignored)."""
+    if converse:
+        return ADAPTERS["converse"]
+    bare = model_id.split(":", 1)[0]
+    for region in ("us.", "eu.", "apac.", "global."):
+        if bare.startswith(region):
+            bare = bare[len(region):]
+    for prefix, family in _PREFIXES:
+        if bare.startswith(prefix):
+            return ADAPTERS[family]
+    raise ValueError(f"no request format known for Bedrock model {model_id!r}; use the Converse format")

@@ -1,0 +1,60 @@
+"""Dollar cost of tokens: a price table (per model, per 1k input / output tokens, on-demand and batch)
+and the arithmetic. Pure apart from reading a table file.
+
+The packaged table holds only prices we can cite; pass your own with a JSON file of the same shape
+(`{"model id": {"on_demand": [in_per_1k, out_per_1k], "batch": [in, out]}}`). Batch defaults to half
+of on-demand, as Bedrock and OpenAI price it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# Cohere Command on Bedrock, on-demand, as used in the AWS blog post on self-consistency with batch
+# inference: $0.0015 per 1k input tokens, $0.0020 per 1k output tokens.
+PACKAGED_PRICES: dict[str, dict[str, tuple[float, float]]] = {
+    "cohere.command-text-v14": {"on_demand": (0.0015, 0.0020)},
+}
+
+
+@dataclass(frozen=True)
+class Price:
+    input_per_1k: float
+    output_per_1k: float
+
+    def cost(self, input_tokens: float, output_tokens: float) -> float:
+        return input_tokens / 1000 * self.input_per_1k + output_tokens / 1000 * self.output_per_1k
+
+
+class PriceTable:
+    def __init__(self, table: dict[str, dict[str, tuple[float, float]]] | None = None):
+        self._table = {**PACKAGED_PRICES, **(table or {})}
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> PriceTable:
+        if path is None:
+            return cls()
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls({model: {mode: tuple(pair) for mode, pair in modes.items()} for model, modes in raw.items()})
+
+    def price(self, model: str, batch: bool = False) -> Price:
+        entry = self._table.get(model)
+        if entry is None:
+            raise KeyError(f"no price for {model!r}: give a price file")
+        if batch and "batch" in entry:
+            return Price(*entry["batch"])
+        input_price, output_price = entry["on_demand"]
+        return Price(input_price / 2, output_price / 2) if batch else Price(input_price, output_price)
+
+
+def sampling_cost(price: Price, prompt_tokens: float, output_tokens_per_path: float, paths: int,
+                  paths_per_record: int = 1) -> float:
+    """Cost of `paths` paths per question, for a whole data set's prompt and per-path output tokens.
+
+    A record carrying several generations bills its prompt once: `paths_per_record` paths share one
+    prompt charge.
+    """
+    records = -(-paths // paths_per_record)
+    return price.cost(prompt_tokens * records, output_tokens_per_path * paths)

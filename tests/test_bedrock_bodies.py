@@ -1,0 +1,115 @@
+"""Bedrock body adapters (request and response, per family) and the cost arithmetic: table tests."""
+
+import pytest
+
+from selfconsistency.backends.bedrock_bodies import ADAPTERS, adapter_for
+from selfconsistency.costs import PriceTable, sampling_cost
+from selfconsistency.prompts import PromptFormat, build_prompt
+from selfconsistency.sampling import SamplingParams
+from selfconsistency.tasks.base import Exemplar
+
+PROMPT = build_prompt("How many?", (Exemplar("What is 2+3?", "2 + 3 = 5. The answer is 5."),),
+                      PromptFormat.completion)
+PARAMS = SamplingParams(temperature=0.7, top_p=0.9, top_k=40, max_tokens=128, stop=("\nQ:",), seed=1)
+MESSAGES = [{"role": "user", "content": "What is 2+3?"},
+            {"role": "assistant", "content": "2 + 3 = 5. The answer is 5."},
+            {"role": "user", "content": "How many?"}]
+BLOCKS = [{"role": m["role"], "content": [{"text": m["content"]}]} for m in MESSAGES]
+
+
+@pytest.mark.parametrize("family,n,expected", [
+    ("cohere-command", 5, {"prompt": PROMPT.text, "temperature": 0.7, "p": 0.9, "k": 40, "max_tokens": 128,
+                           "num_generations": 5, "stop_sequences": ["\nQ:"]}),
+    ("ai21-j2", 3, {"prompt": PROMPT.text, "temperature": 0.7, "topP": 0.9, "maxTokens": 128, "numResults": 3,
+                    "stopSequences": ["\nQ:"]}),
+    ("anthropic-claude", 1, {"anthropic_version": "bedrock-2023-05-31", "max_tokens": 128, "messages": MESSAGES,
+                             "temperature": 0.7, "top_p": 0.9, "top_k": 40, "stop_sequences": ["\nQ:"]}),
+    ("meta-llama3", 1, {"prompt": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is 2+3?"
+                                  "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n2 + 3 = 5. The answer "
+                                  "is 5.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHow many?<|eot_id|>"
+                                  "<|start_header_id|>assistant<|end_header_id|>\n\n",
+                        "temperature": 0.7, "top_p": 0.9, "max_gen_len": 128}),
+    ("mistral", 1, {"prompt": PROMPT.text, "max_tokens": 128, "temperature": 0.7, "top_p": 0.9, "top_k": 40,
+                    "stop": ["\nQ:"]}),
+    ("amazon-nova", 1, {"schemaVersion": "messages-v1", "messages": BLOCKS, "inferenceConfig": {
+        "maxTokens": 128, "temperature": 0.7, "topP": 0.9, "stopSequences": ["\nQ:"], "topK": 40}}),
+    ("amazon-titan-text", 1, {"inputText": PROMPT.text, "textGenerationConfig": {
+        "maxTokenCount": 128, "temperature": 0.7, "topP": 0.9, "stopSequences": ["\nQ:"]}}),
+    ("converse", 1, {"messages": BLOCKS, "inferenceConfig": {"maxTokens": 128, "temperature": 0.7, "topP": 0.9,
+                                                              "stopSequences": ["\nQ:"]},
+                     "additionalModelRequestFields": {"top_k": 40}}),
+])
+def test_request_bodies(family, n, expected):
+    assert ADAPTERS[family].request(PROMPT, PARAMS, n) == expected
+
+
+@pytest.mark.parametrize("family,body,expected", [
+    ("cohere-command", {"generations": [{"text": " 5 + 1 = 6. The answer is 6.", "finish_reason": "COMPLETE"},
+                                        {"text": " 7", "finish_reason": "MAX_TOKENS"}]},
+     [(" 5 + 1 = 6. The answer is 6.", "stop", None, None), (" 7", "length", None, None)]),
+    ("ai21-j2", {"prompt": {"tokens": [{}, {}, {}]},
+                 "completions": [{"data": {"text": " The answer is 4.", "tokens": [{}, {}]},
+                                  "finishReason": {"reason": "endoftext"}}]},
+     [(" The answer is 4.", "stop", 3, 2)]),
+    ("anthropic-claude", {"content": [{"type": "text", "text": "2 + 2 = 4. The answer is 4.\nQ: next"}],
+                          "stop_reason": "end_turn", "usage": {"input_tokens": 50, "output_tokens": 12}},
+     [("2 + 2 = 4. The answer is 4.", "stop", 50, 12)]),
+    ("meta-llama3", {"generation": "The answer is 9.", "prompt_token_count": 40, "generation_token_count": 6,
+                     "stop_reason": "length"},
+     [("The answer is 9.", "length", 40, 6)]),
+    ("mistral", {"outputs": [{"text": " The answer is 1.", "stop_reason": "stop"}]},
+     [(" The answer is 1.", "stop", None, None)]),
+    ("amazon-nova", {"output": {"message": {"role": "assistant", "content": [{"text": "The answer is 2."}]}},
+                     "stopReason": "max_tokens", "usage": {"inputTokens": 30, "outputTokens": 128}},
+     [("The answer is 2.", "length", 30, 128)]),
+    ("amazon-titan-text", {"inputTextTokenCount": 33, "results": [
+        {"tokenCount": 7, "outputText": " The answer is 3.", "completionReason": "FINISH"}]},
+     [(" The answer is 3.", "stop", 33, 7)]),
+    ("converse", {"output": {"message": {"content": [{"text": "The answer is 8."}]}}, "stopReason": "end_turn",
+                  "usage": {"inputTokens": 20, "outputTokens": 5}},
+     [("The answer is 8.", "stop", 20, 5)]),
+])
+def test_response_bodies(family, body, expected):
+    parsed = ADAPTERS[family].response(body, PARAMS)
+    assert [(p.text, p.finish_reason, p.input_tokens, p.output_tokens) for p in parsed] == expected
+
+
+@pytest.mark.parametrize("model_id,family", [
+    ("cohere.command-text-v14", "cohere-command"), ("ai21.j2-ultra-v1", "ai21-j2"),
+    ("anthropic.claude-3-haiku-20240307-v1:0", "anthropic-claude"),
+    ("us.anthropic.claude-3-5-sonnet-20241022-v2:0", "anthropic-claude"),
+    ("meta.llama3-8b-instruct-v1:0", "meta-llama3"), ("mistral.mistral-7b-instruct-v0:2", "mistral"),
+    ("amazon.nova-lite-v1:0", "amazon-nova"), ("amazon.titan-text-express-v1", "amazon-titan-text"),
+])
+def test_family_from_model_id(model_id, family):
+    assert adapter_for(model_id).family == family
+    assert adapter_for(model_id, converse=True).family == "converse"
+
+
+def test_generations_per_record_bounded():
+    with pytest.raises(ValueError, match="1 to 5"):
+        ADAPTERS["cohere-command"].request(PROMPT, PARAMS, 6)
+    with pytest.raises(ValueError, match="1 to 1"):
+        ADAPTERS["anthropic-claude"].request(PROMPT, PARAMS, 2)
+    with pytest.raises(ValueError, match="Converse"):
+        adapter_for("acme.unknown-model")
+
+
+def test_whitespace_stops_dropped_where_the_api_refuses_them():
+    params = SamplingParams(temperature=0.7, stop=("\n",))
+    assert ADAPTERS["anthropic-claude"].request(PROMPT, params)["stop_sequences"] == []
+    body = {"content": [{"type": "text", "text": "The answer is 4.\nMore"}], "stop_reason": "end_turn"}
+    assert ADAPTERS["anthropic-claude"].response(body, params)[0].text == "The answer is 4."  # cut here instead
+
+
+def test_blog_cost_figures():
+    """The AWS blog's Cohere Command numbers: 5.5 M input and 0.625 M output tokens (0.63 M rounded) at
+    $0.0015 / $0.0020 per 1k on-demand give $9.50 greedy and $14.50 for 5 generations per record."""
+    price = PriceTable().price("cohere.command-text-v14")
+    assert sampling_cost(price, 5_500_000, 625_000, paths=1) == pytest.approx(9.50)
+    assert sampling_cost(price, 5_500_000, 625_000, paths=5, paths_per_record=5) == pytest.approx(14.50)
+    # one record per path would bill the prompt five times
+    assert sampling_cost(price, 5_500_000, 625_000, paths=5) == pytest.approx(47.50)
+    assert PriceTable().price("cohere.command-text-v14", batch=True).input_per_1k == pytest.approx(0.00075)
+    with pytest.raises(KeyError, match="price file"):
+        PriceTable().price("anthropic.claude-x")
