@@ -1,0 +1,298 @@
+"""A local emulator of Amazon Bedrock's batch inference control plane, for tests and dry runs.
+
+It speaks botocore's wire format for the four operations (CreateModelInvocationJob, GetModelInvocationJob,
+ListModelInvocationJobs, StopModelInvocationJob), moves each job through Submitted -> Validating ->
+Scheduled -> InProgress -> Completed on its own thread, reads the job's input JSONL from S3 and writes
+`<output uri>/<job id>/<input file name>.out` (records in shuffled order, as AWS does not keep order) and
+`manifest.json.out`, with outputs in each model family's response format from a deterministic generator.
+Faults can be injected: failed, partially completed or expired jobs, per-record errors, throttling.
+
+    python -m selfconsistency.bedrock_emulator --port 8123 --s3-endpoint-url http://127.0.0.1:5000
+    AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:8123 selfconsistency run ... --backend bedrock-batch
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .backends.bedrock_bodies import adapter_for
+
+ACCOUNT, REGION = "123456789012", "us-east-1"
+_FLOW = ("Submitted", "Validating", "Scheduled", "InProgress")
+_DONE = ("Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired")
+
+
+@dataclass
+class Faults:
+    """What to break. Job faults apply to the first matching jobs created, in order."""
+
+    fail_jobs: int = 0  # the next N jobs end Failed, no output
+    expire_jobs: int = 0  # the next N jobs end Expired while Scheduled
+    partial_jobs: int = 0  # the next N jobs end PartiallyCompleted with half their records processed
+    record_error_rate: float = 0.0  # fraction of records answered with an error object
+    throttle_every: int = 0  # every Nth API call gets a 429 ThrottlingException
+
+
+@dataclass
+class Emulator:
+    s3: Any  # a boto3 S3 client
+    step_seconds: float = 0.05  # time spent in each status before the next
+    faults: Faults = field(default_factory=Faults)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calls: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- operations --------------------------------------------------------------------------------
+
+    def create(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        missing = [k for k in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig") if k not in body]
+        if missing:
+            return 400, {"message": f"missing required fields: {', '.join(missing)}"}
+        with self.lock:
+            token = body.get("clientRequestToken")
+            for job in self.jobs.values():
+                if token and job["clientRequestToken"] == token:
+                    return 200, {"jobArn": job["jobArn"]}  # idempotent: the same request, the same job
+            job_id = hashlib.sha256(f"{body['jobName']}{token}{time.time_ns()}".encode()).hexdigest()[:12]
+            now = _now()
+            job = {"jobArn": f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-invocation-job/{job_id}",
+                   "jobName": body["jobName"], "modelId": body["modelId"], "roleArn": body["roleArn"],
+                   "clientRequestToken": token or job_id, "status": "Submitted", "submitTime": now,
+                   "lastModifiedTime": now, "inputDataConfig": body["inputDataConfig"],
+                   "outputDataConfig": body["outputDataConfig"],
+                   "timeoutDurationInHours": body.get("timeoutDurationInHours", 24),
+                   "modelInvocationType": body.get("modelInvocationType", "InvokeModel"), "_id": job_id,
+                   "_fate": self._take_fate()}
+            self.jobs[job_id] = job
+        threading.Thread(target=self._run, args=(job_id,), daemon=True).start()
+        return 200, {"jobArn": job["jobArn"]}
+
+    def _take_fate(self) -> str:
+        for name in ("fail_jobs", "expire_jobs", "partial_jobs"):
+            if getattr(self.faults, name) > 0:
+                setattr(self.faults, name, getattr(self.faults, name) - 1)
+                return name
+        return "complete"
+
+    def get(self, identifier: str) -> tuple[int, dict[str, Any]]:
+        job = self.jobs.get(identifier.rsplit("/", 1)[-1])
+        if job is None:
+            return 404, {"message": f"job {identifier} not found"}
+        return 200, {k: v for k, v in job.items() if not k.startswith("_")}
+
+    def list(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        jobs = sorted(self.jobs.values(), key=lambda j: j["submitTime"])
+        if "statusEquals" in query:
+            jobs = [j for j in jobs if j["status"] == query["statusEquals"]]
+        if "nameContains" in query:
+            jobs = [j for j in jobs if query["nameContains"] in j["jobName"]]
+        start = int(query.get("nextToken", 0))
+        size = int(query.get("maxResults", 1000))
+        page = [{k: v for k, v in j.items() if not k.startswith("_")} for j in jobs[start: start + size]]
+        out: dict[str, Any] = {"invocationJobSummaries": page}
+        if start + size < len(jobs):
+            out["nextToken"] = str(start + size)
+        return 200, out
+
+    def stop(self, identifier: str) -> tuple[int, dict[str, Any]]:
+        job = self.jobs.get(identifier.rsplit("/", 1)[-1])
+        if job is None:
+            return 404, {"message": f"job {identifier} not found"}
+        if job["status"] in _DONE:
+            return 400, {"message": f"job is already {job['status']}"}
+        self._set(job, "Stopping")
+        return 200, {}
+
+    # -- the job's life ----------------------------------------------------------------------------
+
+    def _set(self, job: dict[str, Any], status: str, **extra: Any) -> None:
+        with self.lock:
+            job.update(status=status, lastModifiedTime=_now(), **extra)
+            if status in _DONE:
+                job["endTime"] = job["lastModifiedTime"]
+
+    def _run(self, job_id: str) -> None:
+        job = self.jobs[job_id]
+        for status in _FLOW[1:]:
+            time.sleep(self.step_seconds)
+            if job["status"] == "Stopping":
+                self._set(job, "Stopped")
+                return
+            if status == "InProgress" and job["_fate"] == "expire_jobs":
+                self._set(job, "Expired", message="job timed out before it started")
+                return
+            self._set(job, status)
+        if job["_fate"] == "fail_jobs":
+            self._set(job, "Failed", message="emulated failure")
+            return
+        try:
+            self._process(job)
+        except Exception as exc:  # unreadable input, bad JSON: what AWS reports as a failed job
+            self._set(job, "Failed", message=f"{type(exc).__name__}: {exc}")
+
+    def _process(self, job: dict[str, Any]) -> None:
+        source = urllib.parse.urlparse(job["inputDataConfig"]["s3InputDataConfig"]["s3Uri"])
+        target = urllib.parse.urlparse(job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"])
+        name = source.path.rsplit("/", 1)[-1]
+        text = self.s3.get_object(Bucket=source.netloc, Key=source.path.lstrip("/"))["Body"].read().decode()
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        job["totalRecordCount"] = len(records)
+        adapter = adapter_for(job["modelId"], converse=job["modelInvocationType"] == "Converse")
+        rng = random.Random(job["_id"])
+        processed = records[: len(records) // 2] if job["_fate"] == "partial_jobs" else records
+        lines, counts = [], {"input": 0, "output": 0, "ok": 0, "error": 0}
+        for record in processed:
+            if job["status"] == "Stopping":
+                break
+            if rng.random() < self.faults.record_error_rate:
+                counts["error"] += 1
+                lines.append({"recordId": record.get("recordId"), "modelInput": record["modelInput"],
+                              "error": {"errorCode": 400, "errorMessage": "emulated record error"}})
+                continue
+            output, used_in, used_out = model_output(adapter.family, record["modelInput"], record.get("recordId", ""))
+            counts["ok"] += 1
+            counts["input"] += used_in
+            counts["output"] += used_out
+            lines.append({"recordId": record.get("recordId"), "modelInput": record["modelInput"],
+                          "modelOutput": output})
+            job["processedRecordCount"] = counts["ok"] + counts["error"]
+        rng.shuffle(lines)  # AWS does not keep input order
+        prefix = f"{target.path.strip('/')}/{job['_id']}/".lstrip("/")
+        self.s3.put_object(Bucket=target.netloc, Key=f"{prefix}{name}.out",
+                           Body="".join(json.dumps(line) + "\n" for line in lines).encode())
+        manifest = {"totalRecordCount": len(records), "processedRecordCount": len(lines),
+                    "successRecordCount": counts["ok"], "errorRecordCount": counts["error"],
+                    "inputTokenCount": counts["input"], "outputTokenCount": counts["output"]}
+        self.s3.put_object(Bucket=target.netloc, Key=f"{prefix}manifest.json.out", Body=json.dumps(manifest).encode())
+        final = "Stopped" if job["status"] == "Stopping" else \
+            "PartiallyCompleted" if job["_fate"] == "partial_jobs" else "Completed"
+        self._set(job, final, processedRecordCount=len(lines), successRecordCount=counts["ok"],
+                  errorRecordCount=counts["error"])
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9 // 10**6:03d}Z"
+
+
+def _generated_text(record_id: str, index: int) -> str:
+    """Deterministic reasoning text with a small-number answer, the same for the same record and index."""
+    rng = random.Random(f"{record_id}:{index}")
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    return f" {a} + {b} = {a + b}. The answer is {a + b}."
+
+
+def model_output(family: str, model_input: dict[str, Any], record_id: str) -> tuple[dict[str, Any], int, int]:
+    """(response body in the family's format, input tokens, output tokens) for one record."""
+    n = int(model_input.get("num_generations") or model_input.get("numResults") or 1)
+    texts = [_generated_text(record_id, i) for i in range(n)]
+    used_in = max(1, len(json.dumps(model_input)) // 4)
+    used_out = sum(max(1, len(t) // 4) for t in texts)
+    if family == "cohere-command":
+        body: dict[str, Any] = {"generations": [{"text": t, "finish_reason": "COMPLETE"} for t in texts]}
+    elif family == "ai21-j2":
+        body = {"prompt": {"tokens": [{}] * used_in}, "completions": [
+            {"data": {"text": t, "tokens": [{}] * max(1, len(t) // 4)}, "finishReason": {"reason": "endoftext"}}
+            for t in texts]}
+    elif family == "anthropic-claude":
+        body = {"content": [{"type": "text", "text": texts[0].strip()}], "stop_reason": "end_turn",
+                "usage": {"input_tokens": used_in, "output_tokens": used_out}}
+    elif family == "meta-llama3":
+        body = {"generation": texts[0], "prompt_token_count": used_in, "generation_token_count": used_out,
+                "stop_reason": "stop"}
+    elif family == "mistral":
+        body = {"outputs": [{"text": t, "stop_reason": "stop"} for t in texts]}
+    elif family == "amazon-titan-text":
+        body = {"inputTextTokenCount": used_in,
+                "results": [{"tokenCount": used_out, "outputText": texts[0], "completionReason": "FINISH"}]}
+    else:  # amazon-nova and converse share the message shape
+        body = {"output": {"message": {"role": "assistant", "content": [{"text": texts[0].strip()}]}},
+                "stopReason": "end_turn", "usage": {"inputTokens": used_in, "outputTokens": used_out}}
+    return body, used_in, used_out
+
+
+def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, status: int, payload: dict[str, Any], error: str | None = None) -> None:
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if error:
+                self.send_header("x-amzn-ErrorType", error)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _throttled(self) -> bool:
+            with emulator.lock:
+                emulator.calls += 1
+                every = emulator.faults.throttle_every
+                hit = bool(every) and emulator.calls % every == 0
+            if hit:
+                self._reply(429, {"message": "Rate exceeded"}, "ThrottlingException")
+            return hit
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            if self._throttled():
+                return
+            path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            if path == "/model-invocation-job":
+                status, payload = emulator.create(body)
+            elif path.startswith("/model-invocation-job/") and path.endswith("/stop"):
+                status, payload = emulator.stop(path[len("/model-invocation-job/"): -len("/stop")])
+            else:
+                status, payload = 404, {"message": f"no operation at {path}"}
+            self._reply(status, payload, _error_type(status))
+
+        def do_GET(self) -> None:  # noqa: N802
+            if self._throttled():
+                return
+            parsed = urllib.parse.urlparse(self.path)
+            path = urllib.parse.unquote(parsed.path)
+            if path == "/model-invocation-jobs":
+                status, payload = emulator.list(dict(urllib.parse.parse_qsl(parsed.query)))
+            elif path.startswith("/model-invocation-job/"):
+                status, payload = emulator.get(path[len("/model-invocation-job/"):])
+            else:
+                status, payload = 404, {"message": f"no operation at {path}"}
+            self._reply(status, payload, _error_type(status))
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+def _error_type(status: int) -> str | None:
+    return {400: "ValidationException", 404: "ResourceNotFoundException"}.get(status)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8123)
+    parser.add_argument("--s3-endpoint-url", help="S3 endpoint (a moto server for dry runs); default: AWS")
+    parser.add_argument("--step-seconds", type=float, default=1.0)
+    parser.add_argument("--record-error-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=args.s3_endpoint_url)
+    emulator = Emulator(s3, step_seconds=args.step_seconds, faults=Faults(record_error_rate=args.record_error_rate))
+    server = make_server(emulator, args.host, args.port)
+    print(f"Bedrock batch emulator on http://{args.host}:{server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
