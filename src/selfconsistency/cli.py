@@ -40,6 +40,8 @@ models_app = typer.Typer(help="Embedded models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 tasks_app = typer.Typer(help="Built-in tasks and task config files.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
+bedrock_app = typer.Typer(help="Amazon Bedrock helpers.", no_args_is_help=True)
+app.add_typer(bedrock_app, name="bedrock")
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
 
@@ -252,6 +254,23 @@ def simulate(
     frontier_plot(fixed, results, f"Stopping rules vs fixed N, T={temperature:g}, {len(golds)} questions",
                   run_dir / "frontier.png")
     out.print(f"wrote {run_dir / 'frontier.json'} and {run_dir / 'frontier.png'}", highlight=False)
+
+
+@bedrock_app.command("role-policy")
+def bedrock_role_policy(
+    bucket: Annotated[str, typer.Option(help="The S3 bucket batch input and output go to.")],
+    prefix: Annotated[str, typer.Option(help="Key prefix in the bucket: input under PREFIX/input/, output "
+                                             "under PREFIX/output/.")] = "selfconsistency",
+    account: Annotated[str, typer.Option(help="Your AWS account id (12 digits), for the conditions.")]
+    = "ACCOUNT_ID",
+    region: Annotated[str, typer.Option(help="Region of the batch jobs ('*' for any).")] = "*",
+) -> None:
+    """Print the trust policy and the least-privilege permissions policy of the batch job's service role."""
+    from .backends.bedrock_iam import permissions_policy, trust_policy
+
+    known_account = account if account != "ACCOUNT_ID" else None
+    out.print_json(json.dumps({"trust_policy": trust_policy(account, region),
+                               "permissions_policy": permissions_policy(bucket, prefix, known_account)}))
 
 
 @tasks_app.command("list")
