@@ -8,7 +8,7 @@ Scheduled -> InProgress -> Completed on its own thread, reads the job's input JS
 Faults can be injected: failed, partially completed or expired jobs, per-record errors, throttling.
 
     python -m selfconsistency.bedrock_emulator --port 8123 --s3-endpoint-url http://127.0.0.1:5000
-    AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:8123 selfconsistency run ... --backend bedrock-batch
+    AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:8123 aws bedrock list-model-invocation-jobs
 """
 
 from __future__ import annotations
