@@ -95,11 +95,19 @@ def test_duplicate_ids_refused(tmp_path):
         get_task(str(config)).load(data_file)
 
 
-def test_bad_data_exits_2_and_samples_nothing(tmp_path):
+@pytest.mark.parametrize("content,where", [
+    (mcq_lines(MCQ_ITEMS[:2]) + '{"question": "q", "choices": ["x", "y"], "answer": "Z"}\n', "exam.jsonl:3:"),
+    (mcq_lines(MCQ_ITEMS[:1]) + '{"question": "q", "choices": ["x", "y"]\n', "exam.jsonl:2: malformed JSON"),
+    (mcq_lines(MCQ_ITEMS[:1]) + '{"choices": ["x", "y"], "answer": "A"}\n', "exam.jsonl:2: mcq record unusable"),
+    ("", "exam.jsonl: no records found"),
+    (mcq_lines(MCQ_ITEMS[:1]) + '{"question": "caf\udce9", "choices": ["x", "y"], "answer": "A"}\n',
+     "exam.jsonl:2: not UTF-8"),
+])
+def test_bad_data_exits_2_and_samples_nothing(tmp_path, content, where):
     data_file = tmp_path / "exam.jsonl"
-    data_file.write_text(mcq_lines(MCQ_ITEMS[:2]) + '{"question": "q", "choices": ["x", "y"], "answer": "Z"}\n')
+    data_file.write_bytes(content.encode("utf-8", errors="surrogateescape"))
     proc = cli("run", "mcq", "--data", str(data_file), "--model", SMALL_MODEL, "--run-dir", str(tmp_path / "run"))
-    assert proc.returncode == 2 and "exam.jsonl:3:" in proc.stderr
+    assert proc.returncode == 2 and where in proc.stderr, proc.stderr
     assert not (tmp_path / "run" / "samples.sqlite").exists()
 
 
