@@ -75,7 +75,8 @@ def run(
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many questions.")] = None,
     backend: Annotated[str, typer.Option(
         help=f"Where paths are generated: {', '.join(BACKEND_NAMES)} (local: the embedded llama.cpp model; "
-             "openai: an OpenAI-compatible server, see --base-url).")] = "local",
+             "openai: an OpenAI-compatible server, see --base-url; bedrock-batch: Amazon Bedrock batch "
+             "inference, see --bucket and --role-arn).")] = "local",
     base_url: Annotated[str | None, typer.Option(
         help="openai backend: the server's API root, e.g. http://localhost:8000/v1 (vLLM), "
              "http://localhost:11434/v1 (Ollama). [default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
@@ -83,6 +84,15 @@ def run(
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Remote backends: requests in flight.")] = 4,
     requests_per_second: Annotated[float | None, typer.Option(
         min=0.001, help="Remote backends: start at most this many requests per second.")] = None,
+    region: Annotated[str | None, typer.Option(help="Bedrock: AWS region. [default: boto3's own]")] = None,
+    bucket: Annotated[str | None, typer.Option(help="Bedrock batch: S3 bucket for job input and output.")] = None,
+    s3_prefix: Annotated[str, typer.Option(help="Bedrock batch: key prefix in the bucket.")] = "selfconsistency",
+    role_arn: Annotated[str | None, typer.Option(
+        help="Bedrock batch: the service role jobs run as (see 'selfconsistency bedrock role-policy').")] = None,
+    create_bucket: Annotated[bool, typer.Option(help="Bedrock batch: create the bucket if missing.")] = False,
+    converse: Annotated[bool, typer.Option(help="Bedrock batch: records in the Converse format.")] = False,
+    poll_seconds: Annotated[float, typer.Option(min=0.01, help="Bedrock batch: seconds between status "
+                                                               "polls.")] = 30.0,
     max_tokens_total: Annotated[int | None, typer.Option(
         min=1, help="Paid backends: refuse any request that could take the run (stored paths included) past "
                     "this many prompt + completion tokens.")] = None,
@@ -144,7 +154,9 @@ def run(
                            round_size=round_size, strict_input=strict_input, log_prompts=log_prompts,
                            max_question_chars=max_question_chars, base_url=base_url, api=api,
                            concurrency=concurrency, requests_per_second=requests_per_second,
-                           max_tokens_total=max_tokens_total)
+                           max_tokens_total=max_tokens_total, region=region, bucket=bucket,
+                           s3_prefix=s3_prefix, role_arn=role_arn, create_bucket=create_bucket,
+                           converse=converse, poll_seconds=poll_seconds)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),

@@ -58,6 +58,13 @@ class RunConfig(BaseModel):
     concurrency: int = Field(default=4, ge=1, le=256)
     requests_per_second: float | None = Field(default=None, gt=0)
     max_tokens_total: int | None = Field(default=None, ge=1)  # paid backends: run-wide token budget
+    region: str | None = None  # Bedrock
+    bucket: str | None = None
+    s3_prefix: str = "selfconsistency"
+    role_arn: str | None = None
+    create_bucket: bool = False
+    converse: bool = False
+    poll_seconds: float = Field(default=30.0, gt=0)
     stop: str | None = None  # adaptive stopping rule, e.g. "beta:0.95"; `paths` is then the maximum
     min_paths: int = Field(default=1, ge=1)
     round_size: int = Field(default=4, ge=1)  # paths asked per undecided question per round
@@ -104,11 +111,15 @@ class RunConfig(BaseModel):
         slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem if "/" in self.model else self.model)
         return Path("runs") / f"{task.name}-{slug}-{self.identity_hash(task)}"
 
-    def backend_config(self, tokens_spent: int = 0) -> BackendConfig:
+    def backend_config(self, tokens_spent: int = 0, run_dir: Path | None = None, run_id: str = "run") -> BackendConfig:
         return BackendConfig(model=self.model, threads=self.threads, batch_size=self.batch_size,
                              base_url=self.base_url, api=self.api, concurrency=self.concurrency,
                              requests_per_second=self.requests_per_second,
-                             max_tokens_total=self.max_tokens_total, tokens_spent=tokens_spent)
+                             max_tokens_total=self.max_tokens_total, tokens_spent=tokens_spent,
+                             region=self.region, bucket=self.bucket, s3_prefix=self.s3_prefix,
+                             role_arn=self.role_arn, create_bucket=self.create_bucket, converse=self.converse,
+                             poll_seconds=self.poll_seconds, run_dir=str(run_dir) if run_dir else None,
+                             run_id=run_id)
 
     def get_task(self) -> Task:
         return get_task(self.task, max_chars=self.max_question_chars, strict_input=self.strict_input)
@@ -183,7 +194,8 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             if not pending:
                 return
             if backend is None:
-                backend = create_backend(config.backend, config.backend_config(store.tokens_used()))
+                backend = create_backend(config.backend, config.backend_config(
+                    store.tokens_used(), run_dir, config.identity_hash(task)))
             for generation in backend.generate(pending):
                 request = generation.request
                 store.add_path(StoredPath(

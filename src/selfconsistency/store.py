@@ -55,6 +55,24 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (question_id, temperature, rule)
     );
     """,
+    """
+    CREATE TABLE jobs (
+        job_key TEXT PRIMARY KEY,
+        backend TEXT NOT NULL,
+        model TEXT NOT NULL,
+        status TEXT NOT NULL,
+        arn TEXT,
+        input_uri TEXT NOT NULL,
+        output_uri TEXT NOT NULL,
+        records TEXT NOT NULL,
+        manifest TEXT,
+        message TEXT,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        submitted_at REAL,
+        ended_at REAL
+    );
+    """,
 )
 
 
@@ -213,6 +231,37 @@ class SampleStore:
         """Prompt + completion tokens of every stored path (what a budget has already spent)."""
         return int(self._db.execute("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM paths")
                    .fetchone()[0])
+
+    # -- batch jobs (state saved before and after every API call) -------------------------------
+
+    def put_job(self, job_key: str, backend: str, model: str, input_uri: str, output_uri: str,
+                records: dict[str, list[list]]) -> None:
+        now = time.time()
+        self._db.execute("INSERT OR IGNORE INTO jobs (job_key, backend, model, status, input_uri, output_uri, "
+                         "records, created_at, updated_at) VALUES (?, ?, ?, 'planned', ?, ?, ?, ?, ?)",
+                         (job_key, backend, model, input_uri, output_uri, json.dumps(records), now, now))
+
+    def update_job(self, job_key: str, **fields: Any) -> None:
+        allowed = {"status", "arn", "manifest", "message", "submitted_at", "ended_at"}
+        if not set(fields) <= allowed:
+            raise ValueError(f"unknown job fields {set(fields) - allowed}")
+        if "manifest" in fields and fields["manifest"] is not None:
+            fields["manifest"] = json.dumps(fields["manifest"])
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        self._db.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE job_key = ?",
+                         (*fields.values(), time.time(), job_key))
+
+    def jobs(self, backend: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM jobs" + (" WHERE backend = ?" if backend else "") + " ORDER BY created_at, job_key"
+        cursor = self._db.execute(query, (backend,) if backend else ())
+        names = [d[0] for d in cursor.description]
+        out = []
+        for row in cursor:
+            job = dict(zip(names, row, strict=True))
+            job["records"] = json.loads(job["records"])
+            job["manifest"] = json.loads(job["manifest"]) if job["manifest"] else None
+            out.append(job)
+        return out
 
     def stored_keys(self) -> set[tuple[str, float, int]]:
         return set(self._db.execute("SELECT question_id, temperature, path_index FROM paths"))

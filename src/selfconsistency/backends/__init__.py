@@ -21,7 +21,13 @@ def _openai(config: BackendConfig) -> Backend:
     return OpenAIBackend(config)
 
 
-_REGISTRY: dict[str, BackendFactory] = {"local": _local, "openai": _openai}
+def _bedrock_batch(config: BackendConfig) -> Backend:
+    from .bedrock_batch import BedrockBatchBackend
+
+    return BedrockBatchBackend(config)
+
+
+_REGISTRY: dict[str, BackendFactory] = {"local": _local, "openai": _openai, "bedrock-batch": _bedrock_batch}
 BACKEND_NAMES = tuple(_REGISTRY)
 
 

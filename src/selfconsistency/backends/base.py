@@ -87,6 +87,18 @@ class BackendConfig(BaseModel):
     paths_per_request: int = Field(default=8, ge=1, le=128)  # remote: `n` choices per request
     max_tokens_total: int | None = Field(default=None, ge=1)  # paid backends: prompt + completion budget
     tokens_spent: int = Field(default=0, ge=0)  # what the run's stored paths already used
+    # Bedrock: where, as whom, and where job state lives
+    region: str | None = None
+    bucket: str | None = None
+    s3_prefix: str = "selfconsistency"
+    role_arn: str | None = None
+    create_bucket: bool = False
+    converse: bool = False  # batch records in the Converse format instead of the model's own body
+    poll_seconds: float = Field(default=30.0, gt=0)
+    run_dir: str | None = None
+    run_id: str = "run"
+    min_records_per_job: int = Field(default=100, ge=1)
+    max_jobs_in_flight: int = Field(default=20, ge=1)
 
 
 @runtime_checkable

@@ -1,0 +1,108 @@
+"""The bedrock-batch backend end to end: boto3's real clients against the emulator (Bedrock control
+plane and runtime) and a moto server (S3), over loopback HTTP, with faults injected."""
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from conftest import GSM8K_TEST, cli, stored_rows
+from selfconsistency.bedrock_emulator import Emulator, Faults, make_server
+from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.extract import NumberExtractor
+from selfconsistency.store import SampleStore
+
+ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(s3_endpoint, monkeypatch):
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    emulator = Emulator(boto3.client("s3"), step_seconds=0.02)
+    server = make_server(emulator)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", url)
+    yield emulator
+    server.shutdown()
+
+
+def batch_config(model, bucket, **overrides):
+    return RunConfig(**{"data": str(GSM8K_TEST), "limit": 20, "paths": 6, "temperatures": (0.5, 0.7),
+                        "backend": "bedrock-batch", "model": model, "bucket": bucket, "role_arn": ROLE,
+                        "create_bucket": True, "poll_seconds": 0.02, **overrides})
+
+
+@pytest.mark.parametrize("model,records_per_question", [
+    ("cohere.command-text-v14", 5),  # greedy + 2 x (5 + 1) packed generations
+    ("anthropic.claude-3-haiku-20240307-v1:0", 13),  # one record per path
+])
+def test_every_path_stored_once_despite_faults(aws, tmp_path, model, records_per_question):
+    aws.faults = Faults(fail_jobs=1, record_error_rate=0.1, throttle_every=7)
+    run_dir = tmp_path / "run"
+    run_experiment(batch_config(model, f"bucket-{records_per_question}"), run_dir)
+    rows = stored_rows(run_dir)
+    assert len(rows) == 20 * 13 and len({r[:3] for r in rows}) == 260
+    extract = NumberExtractor()
+    assert all(answer == extract(text) and answer is not None for _, _, _, text, answer, _ in rows)
+    with SampleStore(run_dir, create=False) as store:
+        jobs = store.jobs("bedrock-batch")
+    first = jobs[0]
+    assert first["status"] == "collected" and len(first["records"]) == 20 * records_per_question
+    assert any(job["manifest"] and job["manifest"]["errorRecordCount"] > 0 for job in jobs)
+    assert len(aws.jobs) == len(jobs) >= 2  # the failed job was followed by another; nothing created twice
+    emulated = list(aws.jobs.values())
+    assert emulated[0]["status"] == "Failed"
+
+
+def test_small_plans_are_refused_with_advice(aws, tmp_path):
+    with pytest.raises(Exception, match="--backend bedrock"):
+        run_experiment(batch_config("cohere.command-text-v14", "bucket-small", limit=2), tmp_path / "run")
+
+
+def test_killed_cli_reattaches_instead_of_resubmitting(aws, tmp_path):
+    aws.step_seconds = 1.0  # jobs stay in flight long enough to be killed
+    run_dir = tmp_path / "run"
+    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "20", "--paths", "6", "--temperatures", "0.5,0.7",
+            "--backend", "bedrock-batch", "--model", "anthropic.claude-3-haiku-20240307-v1:0", "--bucket",
+            "bucket-kill", "--role-arn", ROLE, "--create-bucket", "--poll-seconds", "0.1", "--run-dir", str(run_dir),
+            "--quiet"]
+
+    def submitted():
+        db = sqlite3.connect(run_dir / "samples.sqlite")
+        try:
+            return db.execute("SELECT count(*) FROM jobs WHERE arn IS NOT NULL").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            db.close()
+
+    proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", *args])
+    deadline = time.time() + 60
+    while time.time() < deadline and not ((run_dir / "samples.sqlite").exists() and submitted()):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert len(aws.jobs) == 1 and stored_rows(run_dir) == []
+    aws.step_seconds = 0.02
+    resumed = cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(aws.jobs) == 1  # reattached: no second paid job
+    assert len(stored_rows(run_dir)) == 260
