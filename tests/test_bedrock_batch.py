@@ -106,3 +106,16 @@ def test_killed_cli_reattaches_instead_of_resubmitting(aws, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert len(aws.jobs) == 1  # reattached: no second paid job
     assert len(stored_rows(run_dir)) == 260
+
+
+def test_max_cost_below_the_estimate_submits_nothing(aws, tmp_path):
+    from selfconsistency.backends.base import BudgetExceeded
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(BudgetExceeded, match="nothing was submitted"):
+        run_experiment(batch_config("cohere.command-text-v14", "bucket-cost", max_cost=0.01), run_dir)
+    assert aws.jobs == {} and stored_rows(run_dir) == []
+    s3 = boto3.client("s3")
+    assert "bucket-cost" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]  # not even uploaded
+    run_experiment(batch_config("cohere.command-text-v14", "bucket-cost", max_cost=50.0), run_dir)
+    assert len(stored_rows(run_dir)) == 260

@@ -93,6 +93,12 @@ def run(
     converse: Annotated[bool, typer.Option(help="Bedrock batch: records in the Converse format.")] = False,
     poll_seconds: Annotated[float, typer.Option(min=0.01, help="Bedrock batch: seconds between status "
                                                                "polls.")] = 30.0,
+    max_cost: Annotated[float | None, typer.Option(
+        min=0.0001, help="Bedrock batch: refuse a plan whose estimated cost (USD, batch prices) is above "
+                         "this; nothing is submitted.")] = None,
+    prices: Annotated[Path | None, typer.Option(
+        help="JSON price table overriding the packaged one: {model: {on_demand: [in, out] per 1k tokens, "
+             "batch: [in, out]}}.")] = None,
     max_tokens_total: Annotated[int | None, typer.Option(
         min=1, help="Paid backends: refuse any request that could take the run (stored paths included) past "
                     "this many prompt + completion tokens.")] = None,
@@ -156,7 +162,8 @@ def run(
                            concurrency=concurrency, requests_per_second=requests_per_second,
                            max_tokens_total=max_tokens_total, region=region, bucket=bucket,
                            s3_prefix=s3_prefix, role_arn=role_arn, create_bucket=create_bucket,
-                           converse=converse, poll_seconds=poll_seconds)
+                           converse=converse, poll_seconds=poll_seconds, max_cost=max_cost,
+                           prices_file=str(prices) if prices else None)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),

@@ -65,6 +65,8 @@ class RunConfig(BaseModel):
     create_bucket: bool = False
     converse: bool = False
     poll_seconds: float = Field(default=30.0, gt=0)
+    max_cost: float | None = Field(default=None, gt=0)
+    prices_file: str | None = None
     stop: str | None = None  # adaptive stopping rule, e.g. "beta:0.95"; `paths` is then the maximum
     min_paths: int = Field(default=1, ge=1)
     round_size: int = Field(default=4, ge=1)  # paths asked per undecided question per round
@@ -118,7 +120,8 @@ class RunConfig(BaseModel):
                              max_tokens_total=self.max_tokens_total, tokens_spent=tokens_spent,
                              region=self.region, bucket=self.bucket, s3_prefix=self.s3_prefix,
                              role_arn=self.role_arn, create_bucket=self.create_bucket, converse=self.converse,
-                             poll_seconds=self.poll_seconds, run_dir=str(run_dir) if run_dir else None,
+                             poll_seconds=self.poll_seconds, max_cost=self.max_cost, prices_file=self.prices_file,
+                             run_dir=str(run_dir) if run_dir else None,
                              run_id=run_id)
 
     def get_task(self) -> Task:

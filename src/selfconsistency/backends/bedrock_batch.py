@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Iterator, Sequence
 
+from ..costs import PriceTable
 from ..store import SampleStore
-from .base import BackendConfig, BackendError, Generation, GenerationRequest
+from .base import BackendConfig, BackendError, BudgetExceeded, Generation, GenerationRequest
 from .bedrock_bodies import ParsedOutput, adapter_for
 from .bedrock_plan import PlanError, Quotas, Record, pack, split_jobs
 
@@ -64,12 +66,36 @@ class BedrockBatchBackend:
             if fresh and not attached and len(fresh) < self.quotas.min_records_per_job and continuing:
                 yield from self._on_demand(fresh, done)  # too few left for a job: the remainder of a run
                 continue
-            for chunk in self._split(fresh):
+            chunks = self._split(fresh)
+            if chunks:
+                self._check_cost(fresh)
+            for chunk in chunks:
                 attached.append(self._plan_job(chunk, round_number))
             yield from self._run_jobs(attached, remaining, done)
         missing = len(records) - len(done)
         if missing:
             raise BackendError(f"{missing} records still failed after {MAX_ROUNDS} rounds; run again to retry")
+
+    def _check_cost(self, records: list[Record]) -> None:
+        """Print the estimate of the jobs about to be planned; refuse them above --max-cost.
+
+        Prompt tokens are estimated at 4 characters each; output at max_tokens for every generation.
+        """
+        try:
+            price = PriceTable.from_file(self.config.prices_file).price(self.model, batch=True)
+        except KeyError as exc:
+            if self.config.max_cost is not None:
+                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
+            sys.stderr.write(f"no price known for {self.model}: no cost estimate (give a price file)\n")
+            return
+        prompt = sum(len(json.dumps(r.model_input)) // 4 for r in records)
+        output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
+        estimate = price.cost(prompt, output)
+        sys.stderr.write(f"batch estimate: {len(records)} records, ~{prompt:,} prompt tokens, at most "
+                         f"{output:,} output tokens: at most ${estimate:,.2f} at batch prices\n")
+        if self.config.max_cost is not None and estimate > self.config.max_cost:
+            raise BudgetExceeded(f"the batch estimate ${estimate:,.2f} is above --max-cost "
+                                 f"${self.config.max_cost:,.2f}; nothing was submitted")
 
     def _split(self, records: list[Record]) -> list[list[Record]]:
         if not records:
