@@ -119,3 +119,28 @@ def test_max_cost_below_the_estimate_submits_nothing(aws, tmp_path):
     assert "bucket-cost" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]  # not even uploaded
     run_experiment(batch_config("cohere.command-text-v14", "bucket-cost", max_cost=50.0), run_dir)
     assert len(stored_rows(run_dir)) == 260
+
+
+def test_jobs_commands(aws, tmp_path):
+    aws.step_seconds = 1.0
+    run_dir = tmp_path / "run"
+    config = batch_config("cohere.command-text-v14", "bucket-jobs", poll_seconds=0.05)
+    worker = threading.Thread(target=run_experiment, args=(config, run_dir))
+    worker.start()
+    deadline = time.time() + 30
+    while time.time() < deadline and not aws.jobs:
+        time.sleep(0.05)
+    listed = cli("jobs", "list")
+    assert listed.returncode == 0 and "sc-" in listed.stdout
+    status = cli("jobs", "status", str(run_dir))
+    assert status.returncode == 0 and "records" in status.stdout
+    stopped = cli("jobs", "stop", str(run_dir))
+    assert stopped.returncode == 0 and "stopping" in stopped.stdout
+    aws.step_seconds = 0.02
+    worker.join(timeout=60)
+    first, *follow_ups = aws.jobs.values()
+    assert first["status"] == "Stopped" and len(follow_ups) == 1  # the stopped job's records went round again
+    assert len(stored_rows(run_dir)) == 260
+    collected = cli("jobs", "collect", str(run_dir))  # nothing left: reattaches, creates nothing, reports
+    assert collected.returncode == 0 and "SC@6" in collected.stdout, collected.stderr
+    assert len(aws.jobs) == 2

@@ -30,7 +30,7 @@ from .report import (
     write_report,
 )
 from .stopping import parse_rule, replay
-from .store import StoreMismatch
+from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
 app = typer.Typer(help="Self-consistency for language models: sample many chain-of-thought paths, "
@@ -42,6 +42,8 @@ tasks_app = typer.Typer(help="Built-in tasks and task config files.", no_args_is
 app.add_typer(tasks_app, name="tasks")
 bedrock_app = typer.Typer(help="Amazon Bedrock helpers.", no_args_is_help=True)
 app.add_typer(bedrock_app, name="bedrock")
+jobs_app = typer.Typer(help="Bedrock batch inference jobs: list, monitor, stop, collect.", no_args_is_help=True)
+app.add_typer(jobs_app, name="jobs")
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
 
@@ -273,6 +275,78 @@ def simulate(
     frontier_plot(fixed, results, f"Stopping rules vs fixed N, T={temperature:g}, {len(golds)} questions",
                   run_dir / "frontier.png")
     out.print(f"wrote {run_dir / 'frontier.json'} and {run_dir / 'frontier.png'}", highlight=False)
+
+
+def _bedrock_client(region: str | None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("bedrock", region_name=region, config=Config(retries={"mode": "adaptive"}))
+
+
+def _run_jobs(run_dir: Path) -> list[dict]:
+    try:
+        with SampleStore(run_dir, create=False) as store:
+            return [j for j in store.jobs() if j.get("arn")]
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from None
+
+
+@jobs_app.command("list")
+def jobs_list(
+    status: Annotated[str | None, typer.Option(help="Only jobs in this status, e.g. InProgress.")] = None,
+    name_contains: Annotated[str | None, typer.Option(help="Only jobs whose name contains this.")] = "sc-",
+    region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
+) -> None:
+    """Batch inference jobs in the account (by default the ones this tool named), newest first."""
+    filters = {k: v for k, v in {"statusEquals": status, "nameContains": name_contains}.items() if v}
+    pages = _bedrock_client(region).get_paginator("list_model_invocation_jobs").paginate(**filters)
+    for page in pages:
+        for job in page["invocationJobSummaries"]:
+            counts = f"{job.get('processedRecordCount', '?')}/{job.get('totalRecordCount', '?')} records"
+            out.print(f"{job['jobName']:40} {job['status']:18} {counts:20} {job['jobArn']}", highlight=False)
+
+
+@jobs_app.command("status")
+def jobs_status(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")],
+    region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
+) -> None:
+    """Live status and record progress (processed / total) of a run's jobs."""
+    client = _bedrock_client(region)
+    for job in _run_jobs(run_dir):
+        live = client.get_model_invocation_job(jobIdentifier=job["arn"])
+        progress = f"{live.get('processedRecordCount', 0)}/{live.get('totalRecordCount', len(job['records']))}"
+        out.print(f"{job['job_key'][:12]}  {live['status']:18} {progress:>12} records  "
+                  f"(stored: {job['status']})  {job['arn']}", highlight=False)
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")],
+    region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
+) -> None:
+    """Stop a run's jobs that have not finished (what they processed stays collectable)."""
+    client = _bedrock_client(region)
+    for job in _run_jobs(run_dir):
+        live = client.get_model_invocation_job(jobIdentifier=job["arn"])
+        if live["status"] in ("Submitted", "Validating", "Scheduled", "InProgress"):
+            client.stop_model_invocation_job(jobIdentifier=job["arn"])
+            out.print(f"stopping {job['arn']}", highlight=False)
+
+
+@jobs_app.command("collect")
+def jobs_collect(run_dir: Annotated[Path, typer.Argument(help="A run directory to finish.")]) -> None:
+    """Wait for a run's jobs, collect their results into the store (re-runs the run's own settings,
+    reattaching to its jobs), and write the report."""
+    try:
+        with SampleStore(run_dir, create=False) as store:
+            config = RunConfig(**store.get_meta("config"))
+        run_experiment(config, run_dir)
+        results = write_report(run_dir)
+    except (FileNotFoundError, DataError, BackendError, StoreMismatch) as exc:
+        raise _fail(str(exc)) from None
+    out.print(Markdown(markdown_table(results)))
 
 
 @bedrock_app.command("role-policy")
