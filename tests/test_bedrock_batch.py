@@ -15,6 +15,7 @@ from conftest import GSM8K_TEST, cli, stored_rows
 from selfconsistency.bedrock_emulator import Emulator, Faults, make_server
 from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.extract import NumberExtractor
+from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
 
 ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
@@ -70,6 +71,17 @@ def test_every_path_stored_once_despite_faults(aws, tmp_path, model, records_per
     assert len(aws.jobs) == len(jobs) >= 2  # the failed job was followed by another; nothing created twice
     emulated = list(aws.jobs.values())
     assert emulated[0]["status"] == "Failed"
+    results = write_report(run_dir)
+    reported = results["batch_jobs"]
+    assert len(reported) == len(jobs) and reported[0]["records"] == 20 * records_per_question
+    assert all(job["runtime"]["seconds"] is not None and job["runtime"]["seconds"] >= 0 for job in reported)
+    assert sum(job["paths"] for job in reported) >= 260
+    if model.startswith("cohere"):  # priced in the packaged table: the manifest's tokens at batch prices
+        collected = [job for job in reported if job["input_tokens"]]
+        assert collected and all(job["cost_usd"] > 0 for job in collected)
+    assert "batch job" in (run_dir / "results.md").read_text()
+    for path in run_dir.iterdir():  # AWS secrets never reach the run directory
+        assert b"testing-secret-value" not in path.read_bytes(), path
 
 
 def test_small_plans_are_refused_with_advice(aws, tmp_path):

@@ -100,6 +100,7 @@ def build_results(store: SampleStore) -> dict[str, Any]:
         "config": config, "questions": len(complete),
         "incomplete_questions": [qid for qid in selection if qid not in set(complete)],
         "neutralised_inputs": store.get_meta("neutralised") or {},
+        "batch_jobs": _batch_jobs(store, config),
         "greedy": None, "sampled": [],
     }
     golds = [questions[qid].gold for qid in complete]
@@ -123,6 +124,29 @@ def build_results(store: SampleStore) -> dict[str, Any]:
                 summary["adaptive"] = _adaptive(store, config, temperature, complete, by_setting, golds)
             results["sampled"].append(summary)
     return results
+
+
+def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each batch job: records, status, measured wall time, and the manifest's tokens and their cost."""
+    from .costs import PriceTable
+
+    try:
+        price = PriceTable.from_file(config.get("prices_file")).price(config["model"], batch=True)
+    except KeyError:
+        price = None
+    out = []
+    for job in store.jobs():
+        manifest = job["manifest"] or {}
+        entry = {"job": job["job_key"][:12], "status": job["status"], "records": len(job["records"]),
+                 "paths": sum(len(paths) for paths in job["records"].values()),
+                 "input_tokens": manifest.get("inputTokenCount"), "output_tokens": manifest.get("outputTokenCount"),
+                 "runtime": {"seconds": round(job["ended_at"] - job["submitted_at"], 3)
+                             if job["ended_at"] and job["submitted_at"] else None}}
+        if price is not None and manifest:
+            entry["cost_usd"] = round(price.cost(manifest.get("inputTokenCount", 0),
+                                                 manifest.get("outputTokenCount", 0)), 6)
+        out.append(entry)
+    return out
 
 
 def _weighted_votes(paths: list[list[StoredPath]], golds: list[str], config: dict[str, Any]) -> dict[str, Any]:
@@ -186,6 +210,14 @@ def markdown_table(results: dict[str, Any]) -> str:
             cells = [setting["curve"][-1]] + [setting["weighted_votes"][m][-1] for m in methods]
             cost.append(f"| T={setting['temperature']:g} SC@{k} | "
                         + " | ".join(f"{c['mean']:.1%} ± {c['std']:.1%}" for c in cells) + " |")
+    if results.get("batch_jobs"):
+        cost += ["", "", "| batch job | status | records | paths | input tokens | output tokens | cost (USD) | "
+                 "seconds |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for job in results["batch_jobs"]:
+            cost.append(f"| {job['job']} | {job['status']} | {job['records']} | {job['paths']} | "
+                        f"{job['input_tokens'] if job['input_tokens'] is not None else '–'} | "
+                        f"{job['output_tokens'] if job['output_tokens'] is not None else '–'} | "
+                        f"{job.get('cost_usd', '–')} | {job['runtime']['seconds'] or '–'} |")
     note = ""
     if results.get("neutralised_inputs"):
         note += (f"\n\n{len(results['neutralised_inputs'])} input records had text that forged prompt "
