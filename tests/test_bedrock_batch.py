@@ -80,6 +80,7 @@ def test_every_path_stored_once_despite_faults(aws, tmp_path, model, records_per
         collected = [job for job in reported if job["input_tokens"]]
         assert collected and all(job["cost_usd"] > 0 for job in collected)
     assert "batch job" in (run_dir / "results.md").read_text()
+    assert (run_dir / "batch_runtime.png").read_bytes()[:4] == b"\x89PNG"
     for path in run_dir.iterdir():  # AWS secrets never reach the run directory
         assert b"testing-secret-value" not in path.read_bytes(), path
 

@@ -258,6 +258,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def runtime_plot(results: dict[str, Any], path: Path) -> None:
+    """Measured wall time of each batch job, and per path it produced."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    jobs = [j for j in results["batch_jobs"] if j["runtime"]["seconds"] is not None]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.8))
+    names = [j["job"][:8] for j in jobs]
+    left.bar(names, [j["runtime"]["seconds"] / 60 for j in jobs], color="tab:blue")
+    left.set_ylabel("wall time (minutes)")
+    left.set_title("per batch job")
+    right.bar(names, [j["runtime"]["seconds"] / max(j["paths"], 1) for j in jobs], color="tab:orange")
+    right.set_ylabel("seconds per sampled path")
+    right.set_title("per path")
+    for axis in (left, right):
+        axis.tick_params(axis="x", rotation=45)
+    fig.suptitle(f"Batch inference runtime: {results['model']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(run_dir: Path) -> dict[str, Any]:
     """Rebuild results.json, results.md and the plot from the run directory's store."""
     with SampleStore(run_dir, create=False) as store:
@@ -265,6 +289,8 @@ def write_report(run_dir: Path) -> dict[str, Any]:
     (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     (run_dir / TABLE_FILE).write_text(markdown_table(results))
     plot(results, run_dir / PLOT_FILE)
+    if any(j["runtime"]["seconds"] is not None for j in results["batch_jobs"]):
+        runtime_plot(results, run_dir / "batch_runtime.png")
     return results
 
 
