@@ -157,3 +157,21 @@ def test_jobs_commands(aws, tmp_path):
     collected = cli("jobs", "collect", str(run_dir))  # nothing left: reattaches, creates nothing, reports
     assert collected.returncode == 0 and "SC@6" in collected.stdout, collected.stderr
     assert len(aws.jobs) == 2
+
+
+def test_jobs_queue_under_the_in_flight_quota(aws, tmp_path):
+    from selfconsistency.backends.base import BackendConfig
+    from selfconsistency.backends.bedrock_batch import BedrockBatchBackend
+    from selfconsistency.experiment import plan_requests
+
+    aws.step_seconds = 0.05
+    config = batch_config("anthropic.claude-3-haiku-20240307-v1:0", "bucket-quota", limit=8)
+    task = config.get_task()
+    requests = plan_requests(config, task, config.load(task))  # 8 x 13 = 104 records
+    (tmp_path / "run").mkdir()
+    backend = BedrockBatchBackend(BackendConfig(
+        model=config.model, bucket="bucket-quota", role_arn=ROLE, create_bucket=True, poll_seconds=0.02,
+        run_dir=str(tmp_path / "run"), min_records_per_job=10, max_records_per_job=20, max_jobs_in_flight=2))
+    generations = list(backend.generate(requests))
+    assert len(generations) == 104 and len(aws.jobs) == 6  # 104 records in jobs of at most 20
+    assert aws.most_in_flight == 2

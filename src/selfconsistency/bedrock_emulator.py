@@ -50,6 +50,7 @@ class Emulator:
     faults: Faults = field(default_factory=Faults)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
+    most_in_flight: int = 0  # the most jobs ever not finished at once (quota checks)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- operations --------------------------------------------------------------------------------
@@ -74,6 +75,8 @@ class Emulator:
                    "modelInvocationType": body.get("modelInvocationType", "InvokeModel"), "_id": job_id,
                    "_fate": self._take_fate()}
             self.jobs[job_id] = job
+            self.most_in_flight = max(self.most_in_flight,
+                                      sum(j["status"] not in _DONE for j in self.jobs.values()))
         threading.Thread(target=self._run, args=(job_id,), daemon=True).start()
         return 200, {"jobArn": job["jobArn"]}
 

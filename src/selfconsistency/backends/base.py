@@ -98,6 +98,7 @@ class BackendConfig(BaseModel):
     run_dir: str | None = None
     run_id: str = "run"
     min_records_per_job: int = Field(default=100, ge=1)
+    max_records_per_job: int = Field(default=50_000, ge=1)
     max_jobs_in_flight: int = Field(default=20, ge=1)
     max_cost: float | None = Field(default=None, gt=0)  # USD; checked before anything is submitted
     prices_file: str | None = None  # a price table overriding the packaged one

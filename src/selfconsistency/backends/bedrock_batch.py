@@ -46,6 +46,7 @@ class BedrockBatchBackend:
         self.runtime = boto3.client("bedrock-runtime", region_name=config.region, config=retries)
         self.store = SampleStore(config.run_dir)
         self.quotas = Quotas(min_records_per_job=config.min_records_per_job,
+                             max_records_per_job=config.max_records_per_job,
                              max_jobs_in_flight=config.max_jobs_in_flight)
         self.created_jobs = 0  # create calls this process made (tests check reattachment with it)
 
