@@ -132,6 +132,11 @@ class BedrockBatchBackend:
             time.sleep(self.config.poll_seconds)
             for job in list(running):
                 status = self.bedrock.get_model_invocation_job(jobIdentifier=job["arn"])
+                progress = (status["status"], status.get("processedRecordCount"), status.get("totalRecordCount"))
+                if progress != job.get("_progress"):
+                    job["_progress"] = progress
+                    counted = f", {progress[1]}/{progress[2]} records" if progress[2] else ""
+                    sys.stderr.write(f"batch job {job['job_key'][:12]}: {status['status']}{counted}\n")
                 if status["status"] != job["status"]:
                     self.store.update_job(job["job_key"], status=status["status"], message=status.get("message"))
                     job["status"] = status["status"]
