@@ -1,6 +1,7 @@
 """The bedrock-batch backend end to end: boto3's real clients against the emulator (Bedrock control
 plane and runtime) and a moto server (S3), over loopback HTTP, with faults injected."""
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -12,8 +13,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from conftest import GSM8K_TEST, cli, stored_rows
+from selfconsistency.backends.bedrock_bodies import ADAPTERS
+from selfconsistency.backends.bedrock_plan import pack
 from selfconsistency.bedrock_emulator import Emulator, Faults, make_server
-from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.extract import NumberExtractor
 from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
@@ -175,3 +178,28 @@ def test_jobs_queue_under_the_in_flight_quota(aws, tmp_path):
     generations = list(backend.generate(requests))
     assert len(generations) == 104 and len(aws.jobs) == 6  # 104 records in jobs of at most 20
     assert aws.most_in_flight == 2
+
+
+def test_token_budget_and_cumulative_cost_checked_before_each_round_of_jobs(aws, tmp_path):
+    from selfconsistency.backends.base import BudgetExceeded
+
+    run_dir = tmp_path / "run"
+    with pytest.raises(BudgetExceeded, match="--max-tokens-total"):
+        run_experiment(batch_config("cohere.command-text-v14", "bucket-tok", max_tokens_total=1000), run_dir)
+    assert aws.jobs == {}
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"cohere.command-text-v14": {"on_demand": [1.5, 2.0]}}))  # x1000: visible sums
+    run_experiment(batch_config("cohere.command-text-v14", "bucket-tok", paths=10, prices_file=str(prices)), run_dir)
+    spent = sum(job["cost_usd"] for job in write_report(run_dir)["batch_jobs"])
+    assert spent > 0
+    # 5 more paths per temperature (40 records, on demand): their estimate alone fits, not with the spending
+    more = batch_config("cohere.command-text-v14", "bucket-tok", paths=15, prices_file=str(prices))
+    task = more.get_task()
+    new = [r for r in plan_requests(more, task, more.load(task)) if r.path_index >= 10]
+    estimate = sum(len(json.dumps(rec.model_input)) // 4 * 1.5 / 1000 + len(rec.requests) * 256 * 2.0 / 1000
+                   for rec in pack(new, ADAPTERS["cohere-command"]))
+    with pytest.raises(BudgetExceeded, match="spent"):
+        run_experiment(more.model_copy(update={"max_cost": estimate + spent / 2}), run_dir)
+    assert len(stored_rows(run_dir)) == 20 * 21
+    run_experiment(more.model_copy(update={"max_cost": estimate + spent + 1}), run_dir)
+    assert len(stored_rows(run_dir)) == 20 * 31

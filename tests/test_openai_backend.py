@@ -203,3 +203,18 @@ def test_token_budget_stops_before_the_request_that_could_exceed_it(stub_server,
     proc = cli(*args, "--max-tokens-total", str(estimate + 54 + 192))
     assert proc.returncode == 0, proc.stderr
     assert len(stored_rows(run_dir)) == 4 and [c["body"]["n"] for c in _Stub.calls] == [1, 3]
+
+
+def test_max_cost_needs_a_price_and_caps_spending(stub_server, tmp_path):
+    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--paths", "3", "--backend", "openai",
+            "--base-url", stub_server, "--model", "stub", "--concurrency", "1", "--max-tokens", "64",
+            "--run-dir", str(tmp_path / "run"), "--quiet"]
+    proc = cli(*args, "--max-cost", "1")
+    assert proc.returncode == 2 and "needs a price" in proc.stderr and _Stub.calls == []
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"stub": {"on_demand": [0.5, 1.0]}}))  # $ per 1k tokens: 1,000 tokens = $1
+    proc = cli(*args, "--prices", str(prices), "--max-cost", "0.05")  # 50 tokens: not even the greedy request
+    assert proc.returncode == 2 and "budget" in proc.stderr and _Stub.calls == []
+    proc = cli(*args, "--prices", str(prices), "--max-cost", "10")
+    assert proc.returncode == 0, proc.stderr
+    assert len(stored_rows(tmp_path / "run")) == 4

@@ -96,8 +96,10 @@ def run(
     poll_seconds: Annotated[float, typer.Option(min=0.01, help="Bedrock batch: seconds between status "
                                                                "polls.")] = 30.0,
     max_cost: Annotated[float | None, typer.Option(
-        min=0.0001, help="Bedrock batch: refuse a plan whose estimated cost (USD, batch prices) is above "
-                         "this; nothing is submitted.")] = None,
+        min=0.0001, help="Paid backends: a spending cap in USD, counting what the run already spent. Bedrock "
+                         "batch refuses jobs whose estimate (batch prices) could pass it; openai enforces it "
+                         "before each request as a token budget at the dearer of the model's two rates. Needs "
+                         "the model in the price table (--prices).")] = None,
     prices: Annotated[Path | None, typer.Option(
         help="JSON price table overriding the packaged one: {model: {on_demand: [in, out] per 1k tokens, "
              "batch: [in, out]}}.")] = None,

@@ -65,6 +65,7 @@ class BedrockBatchBackend:
             fresh = [r for rid, r in remaining.items() if rid not in covered]
             continuing = round_number > 0 or bool(self.store.jobs(self.name))
             if fresh and not attached and len(fresh) < self.quotas.min_records_per_job and continuing:
+                self._check_cost(fresh, batch=False)
                 yield from self._on_demand(fresh, done)  # too few left for a job: the remainder of a run
                 continue
             chunks = self._split(fresh)
@@ -77,26 +78,36 @@ class BedrockBatchBackend:
         if missing:
             raise BackendError(f"{missing} records still failed after {MAX_ROUNDS} rounds; run again to retry")
 
-    def _check_cost(self, records: list[Record]) -> None:
-        """Print the estimate of the jobs about to be planned; refuse them above --max-cost.
+    def _check_cost(self, records: list[Record], batch: bool = True) -> None:
+        """Print the estimate of the jobs about to be planned; refuse them if, with what the run already
+        spent, they could pass --max-cost or --max-tokens-total. Nothing is uploaded before this check.
 
         Prompt tokens are estimated at 4 characters each; output at max_tokens for every generation.
         """
+        prompt = sum(len(json.dumps(r.model_input)) // 4 for r in records)
+        output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
+        limit = self.config.max_tokens_total
+        if limit is not None and self.config.tokens_spent + prompt + output > limit:
+            raise BudgetExceeded(f"the next jobs could use {prompt + output:,} tokens on top of "
+                                 f"{self.config.tokens_spent:,} spent, past --max-tokens-total {limit:,}; "
+                                 "nothing was submitted")
         try:
-            price = PriceTable.from_file(self.config.prices_file).price(self.model, batch=True)
+            table = PriceTable.from_file(self.config.prices_file)
+            price, batch_price = table.price(self.model, batch=batch), table.price(self.model, batch=True)
         except KeyError as exc:
             if self.config.max_cost is not None:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
             sys.stderr.write(f"no price known for {self.model}: no cost estimate (give a price file)\n")
             return
-        prompt = sum(len(json.dumps(r.model_input)) // 4 for r in records)
-        output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
+        spent = sum(batch_price.cost(j["manifest"].get("inputTokenCount", 0), j["manifest"].get("outputTokenCount", 0))
+                    for j in self.store.jobs(self.name) if j["manifest"])
         estimate = price.cost(prompt, output)
-        sys.stderr.write(f"batch estimate: {len(records)} records, ~{prompt:,} prompt tokens, at most "
-                         f"{output:,} output tokens: at most ${estimate:,.2f} at batch prices\n")
-        if self.config.max_cost is not None and estimate > self.config.max_cost:
-            raise BudgetExceeded(f"the batch estimate ${estimate:,.2f} is above --max-cost "
-                                 f"${self.config.max_cost:,.2f}; nothing was submitted")
+        sys.stderr.write(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
+                         f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
+                         f"(${spent:,.2f} spent so far by batch jobs)\n")
+        if self.config.max_cost is not None and spent + estimate > self.config.max_cost:
+            raise BudgetExceeded(f"the estimate ${estimate:,.2f} on top of ${spent:,.2f} spent is above "
+                                 f"--max-cost ${self.config.max_cost:,.2f}; nothing was submitted")
 
     def _split(self, records: list[Record]) -> list[list[Record]]:
         if not records:

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from itertools import groupby
 
+from ..costs import PriceTable
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget
 
 
@@ -56,6 +57,16 @@ class OpenAIBackend:
         self._openai = openai
         self._limiter = _RateLimiter(config.requests_per_second)
         self.budget = TokenBudget(config.max_tokens_total, config.tokens_spent)
+        self.price = None
+        if config.max_cost is not None:
+            try:
+                self.price = PriceTable.from_file(config.prices_file).price(config.model)
+            except KeyError as exc:
+                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
+            # Cost is tracked as tokens: a budget in dollars becomes one in tokens at the dearer rate.
+            dearer = max(self.price.input_per_1k, self.price.output_per_1k) / 1000
+            cost_tokens = int(config.max_cost / dearer)
+            self.budget = TokenBudget(min(cost_tokens, config.max_tokens_total or cost_tokens), config.tokens_spent)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         chunks = []
