@@ -114,3 +114,38 @@ def scripted_backend():
 
     register_backend("scripted", factory)
     return made
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """S3 on a moto server on loopback."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws(s3_endpoint, monkeypatch):
+    """The Bedrock emulator (control plane and runtime) on loopback, S3 on moto, and the environment
+    boto3 reads to reach them; yields the emulator to inject faults and inspect jobs."""
+    import threading
+
+    import boto3
+
+    from selfconsistency.bedrock_emulator import Emulator, make_server
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():
+        monkeypatch.setenv(key, value)
+    emulator = Emulator(boto3.client("s3"), step_seconds=0.02)
+    server = make_server(emulator)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", url)
+    yield emulator
+    server.shutdown()

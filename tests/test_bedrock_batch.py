@@ -10,42 +10,17 @@ import time
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from conftest import GSM8K_TEST, cli, stored_rows
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
 from selfconsistency.backends.bedrock_plan import pack
-from selfconsistency.bedrock_emulator import Emulator, Faults, make_server
+from selfconsistency.bedrock_emulator import Faults
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.extract import NumberExtractor
 from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
 
 ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def aws(s3_endpoint, monkeypatch):
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():
-        monkeypatch.setenv(key, value)
-    emulator = Emulator(boto3.client("s3"), step_seconds=0.02)
-    server = make_server(emulator)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", url)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", url)
-    yield emulator
-    server.shutdown()
 
 
 def batch_config(model, bucket, **overrides):

@@ -6,7 +6,7 @@ Scheduled -> InProgress -> Completed on its own thread, reads the job's input JS
 `<output uri>/<job id>/<input file name>.out` (records in shuffled order, as AWS does not keep order) and
 `manifest.json.out`, with outputs in each model family's response format from a deterministic generator.
 Faults can be injected: failed, partially completed or expired jobs, per-record errors, throttling.
-It also answers bedrock-runtime's InvokeModel (`POST /model/{id}/invoke`) in the same formats.
+It also answers bedrock-runtime's InvokeModel and Converse (`POST /model/{id}/invoke|converse`).
 
     python -m selfconsistency.bedrock_emulator --port 8123 --s3-endpoint-url http://127.0.0.1:5000
     AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:8123 aws bedrock list-model-invocation-jobs
@@ -250,9 +250,9 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> T
             path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
-            if path.startswith("/model/") and path.endswith("/invoke"):  # bedrock-runtime InvokeModel
-                model_id = path[len("/model/"): -len("/invoke")]
-                family = adapter_for(model_id).family
+            if path.startswith("/model/") and path.endswith(("/invoke", "/converse")):  # bedrock-runtime
+                model_id, _, operation = path[len("/model/"):].rpartition("/")
+                family = adapter_for(model_id, converse=operation == "converse").family
                 record_id = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:11]
                 payload, _, _ = model_output(family, body, record_id)
                 self._reply(200, payload)

@@ -77,13 +77,14 @@ def run(
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many questions.")] = None,
     backend: Annotated[str, typer.Option(
         help=f"Where paths are generated: {', '.join(BACKEND_NAMES)} (local: the embedded llama.cpp model; "
-             "openai: an OpenAI-compatible server, see --base-url; bedrock-batch: Amazon Bedrock batch "
-             "inference, see --bucket and --role-arn).")] = "local",
+             "openai: an OpenAI-compatible server, see --base-url; bedrock: Amazon Bedrock on demand; "
+             "bedrock-batch: Amazon Bedrock batch inference, see --bucket and --role-arn).")] = "local",
     base_url: Annotated[str | None, typer.Option(
         help="openai backend: the server's API root, e.g. http://localhost:8000/v1 (vLLM), "
              "http://localhost:11434/v1 (Ollama). [default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
     api: Annotated[str, typer.Option(help="openai backend: 'chat' (chat completions) or 'completions'.")] = "chat",
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Remote backends: requests in flight.")] = 4,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="openai and bedrock backends: requests in "
+                                                                  "flight.")] = 4,
     requests_per_second: Annotated[float | None, typer.Option(
         min=0.001, help="Remote backends: start at most this many requests per second.")] = None,
     region: Annotated[str | None, typer.Option(help="Bedrock: AWS region. [default: boto3's own]")] = None,

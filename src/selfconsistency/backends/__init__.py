@@ -27,7 +27,14 @@ def _bedrock_batch(config: BackendConfig) -> Backend:
     return BedrockBatchBackend(config)
 
 
-_REGISTRY: dict[str, BackendFactory] = {"local": _local, "openai": _openai, "bedrock-batch": _bedrock_batch}
+def _bedrock(config: BackendConfig) -> Backend:
+    from .bedrock_ondemand import BedrockOnDemandBackend
+
+    return BedrockOnDemandBackend(config)
+
+
+_REGISTRY: dict[str, BackendFactory] = {"local": _local, "openai": _openai, "bedrock-batch": _bedrock_batch,
+                                        "bedrock": _bedrock}
 BACKEND_NAMES = tuple(_REGISTRY)
 
 
