@@ -56,7 +56,10 @@ class BatchedDecoder:
         params.n_seq_max = self.n_slots + 2
         params.kv_unified = True  # a copied prefix is shared by tagging cells, not duplicated
         params.n_threads = params.n_threads_batch = self.backend.threads
-        self._ctx = llama_cpp.llama_init_from_model(self.backend.llm.model, params)
+        from llama_cpp._utils import suppress_stdout_stderr
+
+        with suppress_stdout_stderr(disable=self.backend.verbose):  # llama.cpp logs to stderr while it sets up
+            self._ctx = llama_cpp.llama_init_from_model(self.backend.llm.model, params)
         if self._ctx is None:
             raise BackendError(f"llama.cpp could not create a {n_ctx}-token context for "
                                f"{self.n_slots} sequences")

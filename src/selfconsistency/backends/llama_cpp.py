@@ -82,7 +82,7 @@ class LlamaCppBackend:
         self.threads = threads or os.cpu_count() or 1
         self.batch_size = batch_size
         self._n_ctx_request = n_ctx
-        self._verbose = verbose
+        self.verbose = verbose
         self.llm = None
         self._batched = None
         self._shared_tokens: list[int] | None = None  # what positions 0.. of the cache hold
@@ -100,7 +100,7 @@ class LlamaCppBackend:
         try:
             self.llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_batch=512,
                                        n_threads=self.threads, n_threads_batch=self.threads,
-                                       logits_all=False, verbose=self._verbose)
+                                       logits_all=False, verbose=self.verbose)
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from None
 
