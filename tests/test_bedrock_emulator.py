@@ -7,7 +7,6 @@ import time
 import boto3
 import pytest
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
 from selfconsistency.bedrock_emulator import Emulator, Faults, make_server
@@ -15,15 +14,6 @@ from selfconsistency.prompts import PromptFormat, build_prompt
 from selfconsistency.sampling import SamplingParams
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,6 +48,51 @@ class TokenBudget:
         with self._lock:
             self._reserved -= reserved
             self.spent += used
+
+    @classmethod
+    def for_config(cls, config: BackendConfig) -> TokenBudget:
+        """--max-tokens-total, and --max-cost turned into tokens at the dearer of the model's two rates
+        (conservative: no token can cost more), counting what the run already spent."""
+        limit = config.max_tokens_total
+        if config.max_cost is not None:
+            from ..costs import PriceTable
+
+            try:
+                price = PriceTable.from_file(config.prices_file).price(config.model)
+            except KeyError as exc:
+                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
+            cost_tokens = int(config.max_cost / (max(price.input_per_1k, price.output_per_1k) / 1000))
+            limit = min(cost_tokens, limit or cost_tokens)
+        return cls(limit, config.tokens_spent)
+
+
+def run_concurrently(calls: Iterable[Callable[[], Any]], workers: int,
+                     on_result: Callable[[Any], tuple[Iterable[Generation], Iterable[Callable[[], Any]]]]
+                     ) -> Iterator[Generation]:
+    """Run calls in `workers` threads, yielding each result's generations as it lands; `on_result` may
+    add follow-up calls. On a BackendError nothing more is started, the calls already in flight (paid
+    for) still deliver, and the error is raised at the end."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        running = {pool.submit(call) for call in calls}
+        error: BackendError | None = None
+        while running:
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                try:
+                    generations, more = on_result(future.result())
+                except BackendError as exc:
+                    error = error or exc
+                    for waiting in running:
+                        waiting.cancel()
+                    continue
+                yield from generations
+                if error is None:
+                    running |= {pool.submit(call) for call in more}
+            running = {f for f in running if not f.cancelled()}
+        if error is not None:
+            raise error
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 
-from ..costs import PriceTable
-from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget
+from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget, run_concurrently
 from .bedrock_batch import _generations
 from .bedrock_bodies import ADAPTERS, adapter_for
 from .bedrock_plan import Record, pack
@@ -34,33 +33,12 @@ class BedrockOnDemandBackend:
         self.adapter = ADAPTERS["converse"] if self.converse else native
         self.runtime = boto3.client("bedrock-runtime", region_name=config.region, config=Config(
             retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=config.concurrency))
-        limit = config.max_tokens_total
-        if config.max_cost is not None:
-            try:
-                price = PriceTable.from_file(config.prices_file).price(config.model)
-            except KeyError as exc:
-                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
-            cost_tokens = int(config.max_cost / (max(price.input_per_1k, price.output_per_1k) / 1000))
-            limit = min(cost_tokens, limit or cost_tokens)
-        self.budget = TokenBudget(limit, config.tokens_spent)
+        self.budget = TokenBudget.for_config(config)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         records = pack(list(requests), self.adapter)
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            running: set[Future] = {pool.submit(self._call, record) for record in records}
-            error: BackendError | None = None
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        yield from future.result()
-                    except BackendError as exc:  # stop asking; keep what was already paid for
-                        error = error or exc
-                        for waiting in running:
-                            waiting.cancel()
-                running = {f for f in running if not f.cancelled()}
-            if error is not None:
-                raise error
+        yield from run_concurrently([partial(self._call, record) for record in records], self.config.concurrency,
+                                    lambda generations: (generations, []))
 
     def _call(self, record: Record) -> list[Generation]:
         import botocore.exceptions

@@ -14,11 +14,10 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from itertools import groupby
 
-from ..costs import PriceTable
-from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget
+from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget, run_concurrently
 
 
 class _RateLimiter:
@@ -56,17 +55,7 @@ class OpenAIBackend:
                                      max_retries=config.max_retries)
         self._openai = openai
         self._limiter = _RateLimiter(config.requests_per_second)
-        self.budget = TokenBudget(config.max_tokens_total, config.tokens_spent)
-        self.price = None
-        if config.max_cost is not None:
-            try:
-                self.price = PriceTable.from_file(config.prices_file).price(config.model)
-            except KeyError as exc:
-                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
-            # Cost is tracked as tokens: a budget in dollars becomes one in tokens at the dearer rate.
-            dearer = max(self.price.input_per_1k, self.price.output_per_1k) / 1000
-            cost_tokens = int(config.max_cost / dearer)
-            self.budget = TokenBudget(min(cost_tokens, config.max_tokens_total or cost_tokens), config.tokens_spent)
+        self.budget = TokenBudget.for_config(config)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         chunks = []
@@ -74,27 +63,13 @@ class OpenAIBackend:
             group = list(group)
             size = 1 if group[0].params.greedy else self.config.paths_per_request
             chunks += [group[i: i + size] for i in range(0, len(group), size)]
-        with ThreadPoolExecutor(max_workers=self.config.concurrency) as pool:
-            running: set[Future] = {pool.submit(self._call, chunk) for chunk in chunks}
-            error: BackendError | None = None
-            while running:
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    try:
-                        generations, missing = future.result()
-                    except BackendError as exc:
-                        # Stop asking; requests already sent are paid for, so their answers are still kept.
-                        error = error or exc
-                        for waiting in running:
-                            waiting.cancel()
-                        continue
-                    yield from generations
-                    if error is None:
-                        # A server that ignored `n` returned fewer choices: ask for the rest one by one.
-                        running |= {pool.submit(self._call, [request]) for request in missing}
-                running = {f for f in running if not f.cancelled()}
-            if error is not None:
-                raise error
+        def delivered(result: tuple[list[Generation], list[GenerationRequest]]):
+            generations, missing = result
+            # A server that ignored `n` returned fewer choices: ask for the rest one by one.
+            return generations, [partial(self._call, [request]) for request in missing]
+
+        yield from run_concurrently([partial(self._call, chunk) for chunk in chunks], self.config.concurrency,
+                                    delivered)
 
     def _call(self, chunk: list[GenerationRequest]) -> tuple[list[Generation], list[GenerationRequest]]:
         first = chunk[0]
