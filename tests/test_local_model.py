@@ -64,7 +64,7 @@ def test_sigkill_at_random_points_resumes_to_the_same_results(reference_run, tmp
     rng.seed(seed)
     run_dir = tmp_path / "killed"
     kept: set = set()
-    for target in sorted(rng.sample(range(0, 7), 3)):
+    for target in sorted(rng.sample(range(0, 6), 3)):  # at least 3 of 8 paths left to kill into
         survivors = kill_when_stored(small_run_args(run_dir), run_dir, at_least=target,
                                      extra_delay=rng.uniform(0.0, 1.5))
         assert kept <= set(survivors), f"seed {seed}: a stored path changed or vanished"
