@@ -47,6 +47,11 @@ def _settings(config: dict[str, Any]) -> list[float]:
     return ([0.0] if config["greedy"] else []) + list(config["temperatures"])
 
 
+def _wanted(config: dict[str, Any]) -> dict[float, int]:
+    """Paths per question each setting asks for: one greedy path, `paths` at each temperature."""
+    return {t: 1 if t == 0.0 else config["paths"] for t in _settings(config)}
+
+
 def _complete_selection(store: SampleStore, config: dict[str, Any],
                         by_setting: dict[float, dict[str, list[StoredPath]]]) -> list[str]:
     """The selected questions that have every path the configuration asks for; under a stopping rule,
@@ -57,8 +62,7 @@ def _complete_selection(store: SampleStore, config: dict[str, Any],
         return [qid for qid in selection
                 if (not config["greedy"] or by_setting[0.0][qid])
                 and all((qid, t) in stops for t in config["temperatures"])]
-    wanted = {t: 1 if t == 0.0 else config["paths"] for t in _settings(config)}
-    return [qid for qid in selection if all(len(by_setting[t][qid]) >= n for t, n in wanted.items())]
+    return [qid for qid in selection if all(len(by_setting[t][qid]) >= n for t, n in _wanted(config).items())]
 
 
 def _rule_name(config: dict[str, Any]) -> str:
@@ -92,13 +96,14 @@ def build_results(store: SampleStore) -> dict[str, Any]:
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
     by_setting = _rows_by_setting(store)
     settings = _settings(config)
-    wanted = {t: 1 if t == 0.0 else config["paths"] for t in settings}
+    wanted = _wanted(config)
     complete = _complete_selection(store, config, by_setting)
+    complete_ids = set(complete)
     identity = store.get_meta("identity") or {}
     results: dict[str, Any] = {
         "task": identity.get("task", config["task"]), "backend": config["backend"], "model": config["model"],
         "config": config, "questions": len(complete),
-        "incomplete_questions": [qid for qid in selection if qid not in set(complete)],
+        "incomplete_questions": [qid for qid in selection if qid not in complete_ids],
         "neutralised_inputs": store.get_meta("neutralised") or {},
         "batch_jobs": _batch_jobs(store, config),
         "greedy": None, "sampled": [],
