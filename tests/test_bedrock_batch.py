@@ -12,8 +12,9 @@ import boto3
 import pytest
 
 from conftest import GSM8K_TEST, cli, stored_rows
+from selfconsistency.backends.batch_plan import pack
+from selfconsistency.backends.bedrock_batch import bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
-from selfconsistency.backends.bedrock_plan import pack
 from selfconsistency.bedrock_emulator import Faults
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.extract import NumberExtractor
@@ -171,8 +172,8 @@ def test_token_budget_and_cumulative_cost_checked_before_each_round_of_jobs(aws,
     more = batch_config("cohere.command-text-v14", "bucket-tok", paths=15, prices_file=str(prices))
     task = more.get_task()
     new = [r for r in plan_requests(more, task, more.load(task)) if r.path_index >= 10]
-    estimate = sum(len(json.dumps(rec.model_input)) // 4 * 1.5 / 1000 + len(rec.requests) * 256 * 2.0 / 1000
-                   for rec in pack(new, ADAPTERS["cohere-command"]))
+    estimate = sum(len(json.dumps(rec.body)) // 4 * 1.5 / 1000 + len(rec.requests) * 256 * 2.0 / 1000
+                   for rec in pack(new, 5, ADAPTERS["cohere-command"].request, bedrock_line))
     with pytest.raises(BudgetExceeded, match="spent"):
         run_experiment(more.model_copy(update={"max_cost": estimate + spent / 2}), run_dir)
     assert len(stored_rows(run_dir)) == 20 * 21

@@ -115,6 +115,17 @@ class Generation:
     logprob_sum: float | None = None  # sum of the sampled tokens' log-probabilities, when known
 
 
+@dataclass(frozen=True)
+class ParsedOutput:
+    """One generation as a provider's response body gives it, before it is matched to its path."""
+
+    text: str
+    finish_reason: str  # "stop" or "length"
+    input_tokens: int | None = None  # per record (the prompt is billed once per record)
+    output_tokens: int | None = None
+    logprob_sum: float | None = None
+
+
 class BackendConfig(BaseModel):
     """Where and how paths are generated: transport settings, kept apart from sampling settings."""
 

@@ -15,14 +15,7 @@ from typing import Any
 
 from ..prompts import Prompt
 from ..sampling import SamplingParams
-
-
-@dataclass(frozen=True)
-class ParsedOutput:
-    text: str
-    finish_reason: str  # "stop" or "length"
-    input_tokens: int | None = None  # per record (the prompt is billed once per record)
-    output_tokens: int | None = None
+from .base import ParsedOutput
 
 
 def _finish(reason: str | None, length_words: tuple[str, ...]) -> str:

@@ -13,9 +13,9 @@ from collections.abc import Iterator, Sequence
 from functools import partial
 
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget, run_concurrently
-from .bedrock_batch import _generations
+from .batch_plan import Record, pack, record_generations
+from .bedrock_batch import bedrock_line
 from .bedrock_bodies import ADAPTERS, adapter_for
-from .bedrock_plan import Record, pack
 
 
 class BedrockOnDemandBackend:
@@ -36,7 +36,7 @@ class BedrockOnDemandBackend:
         self.budget = TokenBudget.for_config(config)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
-        records = pack(list(requests), self.adapter)
+        records = pack(list(requests), self.adapter.max_generations, self.adapter.request, bedrock_line)
         yield from run_concurrently([partial(self._call, record) for record in records], self.config.concurrency,
                                     lambda generations: (generations, []))
 
@@ -44,14 +44,14 @@ class BedrockOnDemandBackend:
         import botocore.exceptions
 
         params = record.requests[0].params
-        booked = len(json.dumps(record.model_input)) // 3 + len(record.requests) * params.max_tokens
+        booked = len(json.dumps(record.body)) // 3 + len(record.requests) * params.max_tokens
         self.budget.reserve(booked)
         started = time.perf_counter()
         try:
             if self.converse:
-                body = self.runtime.converse(modelId=self.model, **record.model_input)
+                body = self.runtime.converse(modelId=self.model, **record.body)
             else:
-                response = self.runtime.invoke_model(modelId=self.model, body=json.dumps(record.model_input),
+                response = self.runtime.invoke_model(modelId=self.model, body=json.dumps(record.body),
                                                      contentType="application/json", accept="application/json")
                 body = json.loads(response["body"].read())
         except botocore.exceptions.BotoCoreError as exc:
@@ -62,7 +62,7 @@ class BedrockOnDemandBackend:
             raise BackendError(f"bedrock-runtime: {exc.response['Error'].get('Code')}: "
                                f"{exc.response['Error'].get('Message')}") from None
         outputs = self.adapter.response(body, params)
-        generations = list(_generations(record, outputs, (time.perf_counter() - started) / len(record.requests)))
+        generations = list(record_generations(record, outputs, (time.perf_counter() - started) / len(record.requests)))
         self.budget.settle(booked, sum(g.prompt_tokens + g.completion_tokens for g in generations))
         return generations
 

@@ -16,8 +16,19 @@ import time
 from collections.abc import Iterator, Sequence
 from functools import partial
 from itertools import groupby
+from typing import Any
 
-from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget, run_concurrently
+from ..prompts import Prompt
+from ..sampling import SamplingParams
+from .base import (
+    BackendConfig,
+    BackendError,
+    Generation,
+    GenerationRequest,
+    ParsedOutput,
+    TokenBudget,
+    run_concurrently,
+)
 
 
 class _RateLimiter:
@@ -73,50 +84,71 @@ class OpenAIBackend:
 
     def _call(self, chunk: list[GenerationRequest]) -> tuple[list[Generation], list[GenerationRequest]]:
         first = chunk[0]
-        params = first.params
-        body = {"model": self.model, "n": len(chunk), "temperature": params.temperature,
-                "top_p": params.top_p, "max_tokens": params.max_tokens, "seed": params.seed,
-                "stop": list(params.stop)[:4] or None,
-                "extra_body": {"top_k": params.top_k} if params.top_k else None}
+        body = request_body(self.model, first.prompt, first.params, len(chunk), self.config.api,
+                            top_k=self.config.base_url is not None)
         # Worst case before sending: ~3 characters per prompt token, every choice at max_tokens.
-        prompt_chars = sum(len(m["content"]) for m in first.prompt.chat_messages) \
-            if self.config.api == "chat" else len(first.prompt.text)
-        booked = prompt_chars // 3 + len(chunk) * params.max_tokens
+        prompt_chars = sum(len(m["content"]) for m in body["messages"]) if "messages" in body else len(body["prompt"])
+        booked = prompt_chars // 3 + len(chunk) * first.params.max_tokens
         self.budget.reserve(booked)
         self._limiter.wait()
         started = time.perf_counter()
+        endpoint = self._client.chat.completions if self.config.api == "chat" else self._client.completions
+        standard = {k: v for k, v in body.items() if k != "top_k"}
         try:
-            if self.config.api == "chat":
-                response = self._client.chat.completions.create(messages=first.prompt.chat_messages,
-                                                                logprobs=True, **body)
-            else:
-                response = self._client.completions.create(prompt=first.prompt.text, logprobs=1, **body)
+            response = endpoint.create(**standard, extra_body={"top_k": body["top_k"]} if "top_k" in body else None)
         except self._openai.APIError as exc:
             self.budget.settle(booked, 0)
             raise BackendError(f"{self.config.base_url or 'OpenAI API'}: {type(exc).__name__}: "
                                f"{getattr(exc, 'message', exc)}") from None
         elapsed = time.perf_counter() - started
-        choices = sorted(response.choices, key=lambda c: c.index)[: len(chunk)]
+        outputs = parse_response(response.model_dump(), self.config.api)[: len(chunk)]
         usage = response.usage
-        prompt_tokens = usage.prompt_tokens if usage else 0
-        total_completion = usage.completion_tokens if usage else 0
-        self.budget.settle(booked, prompt_tokens + total_completion if usage else booked)
-        generations = []
-        for request, choice in zip(chunk, choices, strict=False):
-            text, token_logprobs = self._text_and_logprobs(choice)
-            tokens = len(token_logprobs) if token_logprobs else total_completion // max(len(choices), 1)
-            generations.append(Generation(
-                request=request, text=text, prompt_tokens=prompt_tokens, completion_tokens=tokens,
-                latency_s=elapsed / len(choices), finish_reason="length" if choice.finish_reason == "length"
-                else "stop", logprob_sum=float(sum(token_logprobs)) if token_logprobs else None))
-        return generations, chunk[len(choices):]
-
-    def _text_and_logprobs(self, choice) -> tuple[str, list[float]]:
-        if self.config.api == "chat":
-            content = choice.logprobs.content if choice.logprobs and choice.logprobs.content else []
-            return choice.message.content or "", [t.logprob for t in content]
-        logprobs = choice.logprobs.token_logprobs if choice.logprobs else None
-        return choice.text or "", [lp for lp in (logprobs or []) if lp is not None]
+        self.budget.settle(booked, usage.prompt_tokens + usage.completion_tokens if usage else booked)
+        generations = [
+            Generation(request=request, text=output.text, prompt_tokens=output.input_tokens or 0,
+                       completion_tokens=output.output_tokens or 0, latency_s=elapsed / len(outputs),
+                       finish_reason=output.finish_reason, logprob_sum=output.logprob_sum)
+            for request, output in zip(chunk, outputs, strict=False)]
+        return generations, chunk[len(outputs):]
 
     def close(self) -> None:
         self._client.close()
+
+
+def request_body(model: str, prompt: Prompt, params: SamplingParams, n: int, api: str, top_k: bool) -> dict[str, Any]:
+    """The JSON body of /v1/chat/completions (api "chat") or /v1/completions for `n` paths of one prompt,
+    asking for log-probabilities. `top_k` only for servers that take it (vLLM, llama.cpp; OpenAI refuses it)."""
+    body: dict[str, Any] = {"model": model, "n": n, "temperature": params.temperature, "top_p": params.top_p,
+                            "max_tokens": params.max_tokens, "seed": params.seed}
+    if params.stop:
+        body["stop"] = list(params.stop)[:4]  # OpenAI takes at most 4
+    if api == "chat":
+        body.update(messages=prompt.chat_messages, logprobs=True)
+    else:
+        body.update(prompt=prompt.text, logprobs=1)
+    if top_k and params.top_k:
+        body["top_k"] = params.top_k
+    return body
+
+
+def parse_response(response: dict[str, Any], api: str) -> list[ParsedOutput]:
+    """The choices of a (chat) completion response, in index order. The prompt's tokens go to the first
+    choice (billed once); each choice's own tokens are its log-probability count, or an even share."""
+    choices = sorted(response.get("choices") or [], key=lambda c: c.get("index", 0))
+    usage = response.get("usage") or {}
+    outputs = []
+    for position, choice in enumerate(choices):
+        logprobs = choice.get("logprobs") or {}
+        if api == "chat":
+            text = (choice.get("message") or {}).get("content") or ""
+            token_logprobs = [t["logprob"] for t in logprobs.get("content") or []]
+        else:
+            text = choice.get("text") or ""
+            token_logprobs = [lp for lp in logprobs.get("token_logprobs") or [] if lp is not None]
+        share = (usage.get("completion_tokens") or 0) // max(len(choices), 1)
+        outputs.append(ParsedOutput(
+            text=text, finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            input_tokens=usage.get("prompt_tokens", 0) if position == 0 else 0,
+            output_tokens=len(token_logprobs) or share,
+            logprob_sum=float(sum(token_logprobs)) if token_logprobs else None))
+    return outputs

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from selfconsistency.backends.base import GenerationRequest
+from selfconsistency.backends.batch_plan import PlanError, Quotas, pack, record_id, split_jobs
+from selfconsistency.backends.bedrock_batch import BEDROCK_TOO_SMALL, bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
-from selfconsistency.backends.bedrock_plan import PlanError, Quotas, pack, record_id, split_jobs
 from selfconsistency.prompts import PromptFormat, build_prompt
 from selfconsistency.sampling import SamplingParams
 
@@ -22,45 +23,50 @@ def requests(questions=2, paths=12):
     return out
 
 
+def bedrock_pack(requests, family):
+    adapter = ADAPTERS[family]
+    return pack(requests, adapter.max_generations, adapter.request, bedrock_line)
+
+
 def test_packed_generations_for_cohere():
-    records = pack(requests(), ADAPTERS["cohere-command"])
+    records = bedrock_pack(requests(), "cohere-command")
     # per question: greedy alone, then 12 paths as 5 + 5 + 2
     assert [len(r.requests) for r in records] == [1, 5, 5, 2] * 2
-    assert [r.model_input["num_generations"] for r in records[:4]] == [1, 5, 5, 2]
-    assert records[1].model_input["temperature"] == 0.7 and records[0].model_input["temperature"] == 0.0
+    assert [r.body["num_generations"] for r in records[:4]] == [1, 5, 5, 2]
+    assert records[1].body["temperature"] == 0.7 and records[0].body["temperature"] == 0.0
     covered = [(r.question_id, r.temperature, r.path_index) for rec in records for r in rec.requests]
     assert covered == [(r.question_id, r.temperature, r.path_index) for r in requests()]
 
 
 def test_one_record_per_path_for_claude():
-    records = pack(requests(), ADAPTERS["anthropic-claude"])
+    records = bedrock_pack(requests(), "anthropic-claude")
     assert len(records) == 26 and all(len(r.requests) == 1 for r in records)
     assert len({r.record_id for r in records}) == 26
 
 
 def test_record_ids_are_eleven_alphanumerics_and_stable():
-    records = pack(requests(), ADAPTERS["anthropic-claude"])
+    records = bedrock_pack(requests(), "anthropic-claude")
     assert all(len(r.record_id) == 11 and r.record_id.isalnum() for r in records)
     assert record_id(records[3].requests) == records[3].record_id
-    line = json.loads(records[0].line())
+    line = json.loads(records[0].line)
     assert set(line) == {"recordId", "modelInput"}
 
 
 def test_small_plans_refused_with_advice():
-    records = pack(requests(questions=2, paths=12), ADAPTERS["cohere-command"])
+    records = bedrock_pack(requests(questions=2, paths=12), "cohere-command")
     with pytest.raises(PlanError, match="--backend bedrock"):
-        split_jobs(records)
+        split_jobs(records, too_small=BEDROCK_TOO_SMALL)
 
 
 def test_jobs_respect_record_and_byte_quotas():
-    records = pack(requests(questions=50, paths=3), ADAPTERS["anthropic-claude"])  # 200 records
+    records = bedrock_pack(requests(questions=50, paths=3), "anthropic-claude")  # 200 records
     assert [len(j) for j in split_jobs(records)] == [200]
     quotas = Quotas(min_records_per_job=10, max_records_per_job=60)
     jobs = split_jobs(records, quotas)
     assert [len(j) for j in jobs] == [50, 50, 50, 50]  # even, not 60 + 60 + 60 + 20
     assert [r for job in jobs for r in job] == records
-    line_bytes = len(records[0].line().encode()) + 1
+    line_bytes = len(records[0].line.encode()) + 1
     by_bytes = split_jobs(records, Quotas(min_records_per_job=10, max_file_bytes=line_bytes * 70))
-    assert all(sum(len(r.line().encode()) + 1 for r in job) <= line_bytes * 70 for job in by_bytes)
+    assert all(sum(len(r.line.encode()) + 1 for r in job) <= line_bytes * 70 for job in by_bytes)
     with pytest.raises(PlanError, match="cannot split"):
         split_jobs(records, Quotas(min_records_per_job=150, max_records_per_job=160))
