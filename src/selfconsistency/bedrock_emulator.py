@@ -187,7 +187,7 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9 // 10**6:03d}Z"
 
 
-def _generated_text(record_id: str, index: int) -> str:
+def generated_text(record_id: str, index: int) -> str:
     """Deterministic reasoning text with a small-number answer, the same for the same record and index."""
     rng = random.Random(f"{record_id}:{index}")
     a, b = rng.randint(1, 9), rng.randint(1, 9)
@@ -197,7 +197,7 @@ def _generated_text(record_id: str, index: int) -> str:
 def model_output(family: str, model_input: dict[str, Any], record_id: str) -> tuple[dict[str, Any], int, int]:
     """(response body in the family's format, input tokens, output tokens) for one record."""
     n = int(model_input.get("num_generations") or model_input.get("numResults") or 1)
-    texts = [_generated_text(record_id, i) for i in range(n)]
+    texts = [generated_text(record_id, i) for i in range(n)]
     used_in = max(1, len(json.dumps(model_input)) // 4)
     used_out = sum(max(1, len(t) // 4) for t in texts)
     if family == "cohere-command":

@@ -42,7 +42,8 @@ tasks_app = typer.Typer(help="Built-in tasks and task config files.", no_args_is
 app.add_typer(tasks_app, name="tasks")
 bedrock_app = typer.Typer(help="Amazon Bedrock helpers.", no_args_is_help=True)
 app.add_typer(bedrock_app, name="bedrock")
-jobs_app = typer.Typer(help="Bedrock batch inference jobs: list, monitor, stop, collect.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch API): list, monitor, stop, "
+                            "collect.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -77,12 +78,13 @@ def run(
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many questions.")] = None,
     backend: Annotated[str, typer.Option(
         help=f"Where paths are generated: {', '.join(BACKEND_NAMES)} (local: the embedded llama.cpp model; "
-             "openai: an OpenAI-compatible server, see --base-url; bedrock: Amazon Bedrock on demand; "
-             "bedrock-batch: Amazon Bedrock batch inference, see --bucket and --role-arn).")] = "local",
+             "openai: an OpenAI-compatible server, see --base-url; openai-batch: the OpenAI Batch API; "
+             "bedrock: Amazon Bedrock on demand; bedrock-batch: Amazon Bedrock batch inference, see --bucket "
+             "and --role-arn).")] = "local",
     base_url: Annotated[str | None, typer.Option(
-        help="openai backend: the server's API root, e.g. http://localhost:8000/v1 (vLLM), "
+        help="openai backends: the server's API root, e.g. http://localhost:8000/v1 (vLLM), "
              "http://localhost:11434/v1 (Ollama). [default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
-    api: Annotated[str, typer.Option(help="openai backend: 'chat' (chat completions) or 'completions'.")] = "chat",
+    api: Annotated[str, typer.Option(help="openai backends: 'chat' (chat completions) or 'completions'.")] = "chat",
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="openai and bedrock backends: requests in "
                                                                   "flight.")] = 4,
     requests_per_second: Annotated[float | None, typer.Option(
@@ -94,11 +96,11 @@ def run(
         help="Bedrock batch: the service role jobs run as (see 'selfconsistency bedrock role-policy').")] = None,
     create_bucket: Annotated[bool, typer.Option(help="Bedrock batch: create the bucket if missing.")] = False,
     converse: Annotated[bool, typer.Option(help="Bedrock batch: records in the Converse format.")] = False,
-    poll_seconds: Annotated[float, typer.Option(min=0.01, help="Bedrock batch: seconds between status "
+    poll_seconds: Annotated[float, typer.Option(min=0.01, help="Batch backends: seconds between status "
                                                                "polls.")] = 30.0,
     max_cost: Annotated[float | None, typer.Option(
-        min=0.0001, help="Paid backends: a spending cap in USD, counting what the run already spent. Bedrock "
-                         "batch refuses jobs whose estimate (batch prices) could pass it; openai enforces it "
+        min=0.0001, help="Paid backends: a spending cap in USD, counting what the run already spent. Batch "
+                         "backends refuse jobs whose estimate (batch prices) could pass it; openai enforces it "
                          "before each request as a token budget at the dearer of the model's two rates. Needs "
                          "the model in the price table (--prices).")] = None,
     prices: Annotated[Path | None, typer.Option(
@@ -287,11 +289,16 @@ def _bedrock_client(region: str | None):
     return boto3.client("bedrock", region_name=region, config=Config(retries={"mode": "adaptive"}))
 
 
-def _run_jobs(run_dir: Path) -> list[dict]:
+def _run_jobs(run_dir: Path):
+    """The run's submitted batch jobs and its batch provider's client (from the run's own settings)."""
+    from .backends import create_job_service
+
     try:
         with SampleStore(run_dir, create=False) as store:
-            return [j for j in store.jobs() if j.get("arn")]
-    except FileNotFoundError as exc:
+            config = RunConfig(**store.get_meta("config"))
+            jobs = [j for j in store.jobs() if j.get("arn")]
+        return jobs, create_job_service(config.backend, config.backend_config(run_dir=run_dir))
+    except (FileNotFoundError, BackendError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -311,30 +318,24 @@ def jobs_list(
 
 
 @jobs_app.command("status")
-def jobs_status(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")],
-    region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
-) -> None:
-    """Live status and record progress (processed / total) of a run's jobs."""
-    client = _bedrock_client(region)
-    for job in _run_jobs(run_dir):
-        live = client.get_model_invocation_job(jobIdentifier=job["arn"])
-        progress = f"{live.get('processedRecordCount', 0)}/{live.get('totalRecordCount', len(job['records']))}"
-        out.print(f"{job['job_key'][:12]}  {live['status']:18} {progress:>12} records  "
+def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")]) -> None:
+    """Live status and record progress (processed / total) of a run's batch jobs."""
+    jobs, service = _run_jobs(run_dir)
+    for job in jobs:
+        live = service.poll(job)
+        progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
+        out.print(f"{job['job_key'][:12]}  {live.status:18} {progress:>12} records  "
                   f"(stored: {job['status']})  {job['arn']}", highlight=False)
 
 
 @jobs_app.command("stop")
-def jobs_stop(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")],
-    region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
-) -> None:
-    """Stop a run's jobs that have not finished (what they processed stays collectable)."""
-    client = _bedrock_client(region)
-    for job in _run_jobs(run_dir):
-        live = client.get_model_invocation_job(jobIdentifier=job["arn"])
-        if live["status"] in ("Submitted", "Validating", "Scheduled", "InProgress"):
-            client.stop_model_invocation_job(jobIdentifier=job["arn"])
+def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")]) -> None:
+    """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
+    jobs, service = _run_jobs(run_dir)
+    for job in jobs:
+        status = service.poll(job).status
+        if status in service.in_flight and status not in ("Stopping", "cancelling"):  # not already on its way
+            service.cancel(job)
             out.print(f"stopping {job['arn']}", highlight=False)
 
 

@@ -14,8 +14,11 @@ from pathlib import Path
 
 # Cohere Command on Bedrock, on-demand, as used in the AWS blog post on self-consistency with batch
 # inference: $0.0015 per 1k input tokens, $0.0020 per 1k output tokens.
+# GPT-4o mini on the OpenAI API (openai.com/api/pricing): $0.15 per 1M input tokens, $0.60 per 1M output;
+# the Batch API at half of that.
 PACKAGED_PRICES: dict[str, dict[str, tuple[float, float]]] = {
     "cohere.command-text-v14": {"on_demand": (0.0015, 0.0020)},
+    "gpt-4o-mini": {"on_demand": (0.00015, 0.0006)},
 }
 
 

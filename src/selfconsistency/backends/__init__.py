@@ -27,20 +27,39 @@ def _bedrock_batch(config: BackendConfig) -> Backend:
     return BedrockBatchBackend(config)
 
 
+def _openai_batch(config: BackendConfig) -> Backend:
+    from .openai_batch import OpenAIBatchBackend
+
+    return OpenAIBatchBackend(config)
+
+
 def _bedrock(config: BackendConfig) -> Backend:
     from .bedrock_ondemand import BedrockOnDemandBackend
 
     return BedrockOnDemandBackend(config)
 
 
-_REGISTRY: dict[str, BackendFactory] = {"local": _local, "openai": _openai, "bedrock-batch": _bedrock_batch,
-                                        "bedrock": _bedrock}
+_REGISTRY: dict[str, BackendFactory] = {"local": _local, "openai": _openai, "openai-batch": _openai_batch,
+                                        "bedrock": _bedrock, "bedrock-batch": _bedrock_batch}
 BACKEND_NAMES = tuple(_REGISTRY)
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
     """Make a backend available by name to RunConfig(backend=name) (plugins, test doubles)."""
     _REGISTRY[name] = factory
+
+
+def create_job_service(name: str, config: BackendConfig):
+    """The batch provider behind a batch backend, for job commands (status, stop) outside a run."""
+    if name == "bedrock-batch":
+        from .bedrock_batch import BedrockJobs
+
+        return BedrockJobs(config)
+    if name == "openai-batch":
+        from .openai_batch import OpenAIBatchJobs
+
+        return OpenAIBatchJobs(config)
+    raise BackendError(f"the {name} backend runs no batch jobs")
 
 
 def create_backend(name: str, config: BackendConfig) -> Backend:

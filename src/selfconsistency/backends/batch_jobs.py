@@ -69,7 +69,8 @@ class JobService(Protocol):
     def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults: ...
 
     def remainder(self, records: list[Record]) -> Iterator[tuple[Record, list[ParsedOutput], float]]:
-        """Records too few for a job, generated another way: (record, outputs, seconds per path)."""
+        """Records too few for a job, generated another way: (record, outputs, seconds per path). Only
+        called when the provider's jobs have a minimum size (quotas.min_records_per_job > 1)."""
         ...
 
     def cancel(self, job: dict[str, Any]) -> None: ...
@@ -109,7 +110,7 @@ class BatchJobRunner:
             chunks = self._split(fresh)
             if chunks:
                 self._check_cost(fresh)
-            attached += [self._plan_job(chunk, round_number) for chunk in chunks]
+            attached += [self._plan_job(chunk) for chunk in chunks]
             yield from self._run_jobs(attached, remaining, done)
         missing = len(records) - len(done)
         if missing:
@@ -157,13 +158,15 @@ class BatchJobRunner:
         except PlanError as exc:
             raise BackendError(str(exc)) from None
 
-    def _plan_job(self, records: list[Record], round_number: int) -> dict[str, Any]:
+    def _plan_job(self, records: list[Record]) -> dict[str, Any]:
+        """Store a new job before anything is sent. Its key (the provider's idempotency token) is unique
+        to the run, the records and how many jobs came before, so a run started again after its jobs
+        failed plans fresh ones, while a job already planned is found in the store, never planned twice."""
         ids = sorted(r.record_id for r in records)
         name = self.service.name
-        key = hashlib.sha256(f"{self.config.run_id}|{self.service.model}|{round_number}|{','.join(ids)}"
+        earlier = len(self.jobs())
+        key = hashlib.sha256(f"{name}|{self.config.run_id}|{self.service.model}|{earlier}|{','.join(ids)}"
                              .encode()).hexdigest()[:40]
-        if name != "bedrock-batch":  # Bedrock's keys stay as they were, so older runs still reattach
-            key = hashlib.sha256(f"{name}|{key}".encode()).hexdigest()[:40]
         input_uri, output_uri = self.service.locations(key)
         self.store.put_job(key, name, self.service.model, input_uri, output_uri,
                            {r.record_id: [[q.question_id, q.temperature, q.path_index] for q in r.requests]

@@ -1,0 +1,196 @@
+"""The openai-batch backend end to end: the real `openai` client against the Files + Batch API emulator
+over loopback HTTP, with failures injected (failed request lines, expired and failed batches, throttling)."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+
+import openai
+import pytest
+
+from conftest import GSM8K_TEST, cli, stored_rows
+from selfconsistency.backends.base import BackendConfig, BackendError
+from selfconsistency.backends.batch_jobs import MAX_ROUNDS, BatchJobRunner
+from selfconsistency.backends.openai_batch import OpenAIBatchJobs
+from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
+from selfconsistency.extract import NumberExtractor
+from selfconsistency.openai_batch_emulator import Emulator, Faults, make_server
+from selfconsistency.report import write_report
+from selfconsistency.store import SampleStore
+
+SECRET = "sk-batch-DO-NOT-LEAK-0123456789abcdef"
+
+
+@pytest.fixture
+def batch_api(monkeypatch):
+    """The emulator on loopback and the key the client sends; yields (emulator, base URL)."""
+    emulator = Emulator(step_seconds=0.02)
+    server = make_server(emulator)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    yield emulator, f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def batch_config(url, **overrides):
+    return RunConfig(**{"data": str(GSM8K_TEST), "limit": 6, "paths": 10, "temperatures": (0.5, 0.7),
+                        "backend": "openai-batch", "base_url": url, "model": "gpt-4o-mini", "prompt_format": "chat",
+                        "poll_seconds": 0.02, **overrides})
+
+
+def test_every_path_stored_once_despite_failed_lines_expiry_and_throttling(batch_api, tmp_path):
+    emulator, url = batch_api
+    emulator.faults = Faults(failed_lines=3, expire_batches=1, throttle_every=5)
+    run_dir = tmp_path / "run"
+    run_experiment(batch_config(url), run_dir)
+    rows = stored_rows(run_dir)
+    assert len(rows) == 6 * 21 and len({r[:3] for r in rows}) == 6 * 21
+    extract = NumberExtractor()
+    assert all(answer == extract(text) and answer is not None for _, _, _, text, answer, _ in rows)
+    batches = sorted(emulator.batches.values(), key=lambda b: b["_order"])
+    # 6 greedy requests + 6 x 2 temperatures x (8 + 2) paths as n-choice requests = 30 lines in the first
+    assert batches[0]["status"] == "expired" and batches[0]["request_counts"]["total"] == 30
+    assert len(batches) >= 2 and all(b["status"] in ("expired", "completed") for b in batches)
+    first_lines = emulator.contents[batches[0]["input_file_id"]].decode().splitlines()
+    line = json.loads(first_lines[1])
+    assert set(line) == {"custom_id", "method", "url", "body"} and line["url"] == "/v1/chat/completions"
+    assert line["body"]["n"] == 8 and "top_k" not in line["body"] and line["body"]["logprobs"] is True
+    with SampleStore(run_dir, create=False) as store:
+        jobs = store.jobs("openai-batch")
+        logprobs = [p.logprob_sum for p in store.paths()]
+    assert len(jobs) == len(batches) and all(j["status"] == "collected" for j in jobs)
+    assert sum(j["manifest"]["errorRecordCount"] for j in jobs) == 3
+    assert all(lp is not None and lp < 0 for lp in logprobs)  # the Batch API's log-probs reach the store
+    results = write_report(run_dir)
+    assert [j["status"] for j in results["batch_jobs"]] == ["collected"] * len(jobs)
+    for job, reported in zip(jobs, results["batch_jobs"], strict=True):  # tokens at the batch price (half)
+        tokens = job["manifest"]["inputTokenCount"] * 0.075 + job["manifest"]["outputTokenCount"] * 0.3
+        assert reported["cost_usd"] == pytest.approx(tokens / 1e6, abs=1e-6)
+    assert sum(j["paths"] for j in results["batch_jobs"]) >= 6 * 21
+    for path in run_dir.iterdir():  # the key reached the server, never the run directory
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_a_batch_failing_every_round_is_reported_then_resumed(batch_api, tmp_path):
+    emulator, url = batch_api
+    emulator.faults = Faults(fail_batches=MAX_ROUNDS)
+    run_dir = tmp_path / "run"
+    with pytest.raises(BackendError, match="emulated validation failure"):
+        run_experiment(batch_config(url, limit=2, paths=3), run_dir)
+    assert len(emulator.batches) == MAX_ROUNDS and stored_rows(run_dir) == []
+    run_experiment(batch_config(url, limit=2, paths=3), run_dir)  # the same command again finishes the run
+    assert len(stored_rows(run_dir)) == 2 * 7
+
+
+def test_a_create_retried_after_a_crash_finds_the_batch_it_made(batch_api, tmp_path):
+    """The crash window between batches.create and storing the batch id: the job is left 'creating'."""
+    emulator, url = batch_api
+    config = batch_config(url, limit=2, paths=3)
+    task = config.get_task()
+    requests = plan_requests(config, task, config.load(task))
+    backend_config = BackendConfig(model="gpt-4o-mini", base_url=url, poll_seconds=0.02, run_dir=str(tmp_path))
+    crashed = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config)
+    records = crashed.service.pack(requests)
+    job = crashed._plan_job(records)
+    crashed.store.update_job(job["job_key"], status="creating")
+    crashed.service.submit(job, [r.line for r in records], retried=False)  # made, but its id never stored
+    crashed.close()
+    assert len(emulator.batches) == 1
+    restarted = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config)
+    generations = list(restarted.generate(requests))
+    assert len(generations) == len(requests) == 2 * 7
+    assert len(emulator.batches) == 1  # reattached through the batch's metadata, nothing paid twice
+    restarted.close()
+
+
+def cli_args(url, run_dir, limit):
+    return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", str(limit), "--paths", "3", "--temperatures",
+            "0.7", "--backend", "openai-batch", "--base-url", url, "--model", "gpt-4o-mini", "--poll-seconds", "0.1",
+            "--run-dir", str(run_dir), "--quiet"]
+
+
+def kill_once_submitted(args, run_dir):
+    """Start the CLI and SIGKILL it as soon as its first batch's id is stored."""
+    proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if (run_dir / "samples.sqlite").exists():
+            db = sqlite3.connect(run_dir / "samples.sqlite")
+            try:
+                if db.execute("SELECT count(*) FROM jobs WHERE arn IS NOT NULL").fetchone()[0]:
+                    break
+            except sqlite3.OperationalError:
+                pass  # tables not made yet
+            finally:
+                db.close()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_cli_reattaches_instead_of_resubmitting(batch_api, tmp_path):
+    emulator, url = batch_api
+    emulator.step_seconds = 1.0  # the batch stays in flight long enough to be killed and inspected
+    run_dir = tmp_path / "run"
+    kill_once_submitted(cli_args(url, run_dir, 4), run_dir)
+    assert len(emulator.batches) == 1
+    status = cli("jobs", "status", str(run_dir))
+    assert status.returncode == 0 and next(iter(emulator.batches)) in status.stdout, status.stderr
+    assert any(word in status.stdout for word in ("validating", "in_progress", "finalizing", "completed"))
+    emulator.step_seconds = 0.02
+    finished = cli(*cli_args(url, run_dir, 4))  # reattaches to the batch in flight
+    assert finished.returncode == 0, finished.stderr
+    assert len(emulator.batches) == 1 and len(stored_rows(run_dir)) == 4 * 4
+    for path in run_dir.iterdir():
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_stop_cancels_and_collect_finishes_with_a_follow_up(batch_api, tmp_path):
+    emulator, url = batch_api
+    emulator.step_seconds = 2.0
+    run_dir = tmp_path / "run"
+    kill_once_submitted(cli_args(url, run_dir, 3), run_dir)
+    stopped = cli("jobs", "stop", str(run_dir))
+    assert stopped.returncode == 0 and "stopping" in stopped.stdout, stopped.stderr
+    batch = next(iter(emulator.batches.values()))
+    deadline = time.time() + 30
+    while batch["status"] != "cancelled" and time.time() < deadline:
+        time.sleep(0.05)
+    assert batch["status"] == "cancelled" and batch["request_counts"]["completed"] == 0
+    emulator.step_seconds = 0.02
+    collected = cli("jobs", "collect", str(run_dir))
+    assert collected.returncode == 0 and "SC@3" in collected.stdout, collected.stderr
+    assert len(stored_rows(run_dir)) == 3 * 4 and len(emulator.batches) == 2
+
+
+def test_emulator_validates_lines_like_the_batch_api(batch_api):
+    emulator, url = batch_api
+    client = openai.OpenAI(base_url=url)
+    lines = [{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}},
+             {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}},
+             {"custom_id": "b", "method": "GET", "url": "/v1/chat/completions", "body": {"model": "m"}},
+             {"custom_id": "c", "method": "POST", "url": "/v1/completions", "body": {"model": "m"}}]
+    data = ("\n".join(json.dumps(line) for line in lines) + "\nnot json\n").encode()
+    uploaded = client.files.create(file=("in.jsonl", data), purpose="batch")
+    assert client.files.content(uploaded.id).content == data
+    batch = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h")
+    while batch.status not in ("failed", "completed"):
+        time.sleep(0.02)
+        batch = client.batches.retrieve(batch.id)
+    assert batch.status == "failed"
+    assert [(e.code, e.line) for e in batch.errors.data] == [
+        ("duplicate_custom_id", 2), ("invalid_method", 3), ("mismatched_endpoint", 4), ("invalid_json_line", 5)]
+    with pytest.raises(openai.BadRequestError):
+        client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="1h")
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=url, api_key="x", default_headers={"Authorization": ""}).batches.retrieve("b")
+    valid = client.files.create(file=("ok.jsonl", (json.dumps(lines[0]) + "\n").encode()), purpose="batch")
+    second = client.batches.create(input_file_id=valid.id, endpoint="/v1/chat/completions", completion_window="24h")
+    listed = [b.id for b in client.batches.list(limit=1)]  # cursor pages of one, newest first
+    assert listed == [second.id, batch.id]
