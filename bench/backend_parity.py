@@ -40,7 +40,8 @@ def free_port() -> int:
 def start_server(model: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(resolve_model_path(model)),
-                             "--model_alias", model, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
+                             "--model_alias", model, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+                             "--n_threads", str(os.cpu_count())],  # its default is half the cores
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     for _ in range(240):

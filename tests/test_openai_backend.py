@@ -153,6 +153,7 @@ def test_retries_429_then_groups_paths_into_n(stub_server, monkeypatch):
     assert sorted(b["n"] for b in bodies[2:]) == [1, 3]
     sampled = next(b for b in bodies[2:] if b["n"] == 3)
     assert sampled["temperature"] == 0.7 and sampled["top_k"] == 40 and sampled["stop"] == ["\n"]
+    assert sampled["repeat_penalty"] == 1.0 and sampled["min_p"] == 0.0  # not the server's own defaults
     assert all(g.logprob_sum == -0.5 for g in generations)
 
 

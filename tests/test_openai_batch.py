@@ -71,6 +71,10 @@ def test_every_path_stored_once_despite_failed_lines_expiry_and_throttling(batch
         tokens = job["manifest"]["inputTokenCount"] * 0.075 + job["manifest"]["outputTokenCount"] * 0.3
         assert reported["cost_usd"] == pytest.approx(tokens / 1e6, abs=1e-6)
     assert sum(j["paths"] for j in results["batch_jobs"]) >= 6 * 21
+    for setting in results["sampled"]:  # and each setting's stored tokens at batch prices
+        dollars = (setting["prompt_tokens"] * 0.075 + setting["completion_tokens"] * 0.3) / 1e6
+        assert setting["cost_usd"] == pytest.approx(dollars, abs=1e-6) and dollars > 0
+    assert "cost (USD)" in (run_dir / "results.md").read_text()
     for path in run_dir.iterdir():  # the key reached the server, never the run directory
         assert SECRET.encode() not in path.read_bytes(), path
 

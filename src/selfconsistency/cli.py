@@ -308,7 +308,7 @@ def jobs_list(
     name_contains: Annotated[str | None, typer.Option(help="Only jobs whose name contains this.")] = "sc-",
     region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
 ) -> None:
-    """Batch inference jobs in the account (by default the ones this tool named), newest first."""
+    """Bedrock batch inference jobs in the account (by default the ones this tool named), newest first."""
     filters = {k: v for k, v in {"statusEquals": status, "nameContains": name_contains}.items() if v}
     pages = _bedrock_client(region).get_paginator("list_model_invocation_jobs").paginate(**filters)
     for page in pages:

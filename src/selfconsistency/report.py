@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import accuracy, accuracy_curve, encode, subset_curve
+from .costs import Price, PriceTable
 from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
 from .vote import abstention_rate, majority_vote, path_weights
@@ -28,15 +29,25 @@ def _rows_by_setting(store: SampleStore) -> dict[float, dict[str, list[StoredPat
     return rows
 
 
-def _usage(paths: list[StoredPath]) -> dict[str, Any]:
+def _price(config: dict[str, Any], batch: bool) -> Price | None:
+    """The model's price in the run's price table; None when it has none (the local models)."""
+    try:
+        return PriceTable.from_file(config.get("prices_file")).price(config["model"], batch=batch)
+    except KeyError:
+        return None
+
+
+def _usage(paths: list[StoredPath], price: Price | None) -> dict[str, Any]:
     seconds = sum(p.latency_s for p in paths)
     completion = sum(p.completion_tokens for p in paths)
+    prompt = sum(p.prompt_tokens for p in paths)
     return {
         "paths": len(paths),
         "abstention_rate": abstention_rate([p.answer for p in paths]),
         "truncated_paths": sum(p.finish_reason == "length" for p in paths),
-        "prompt_tokens": sum(p.prompt_tokens for p in paths),
+        "prompt_tokens": prompt,
         "completion_tokens": completion,
+        "cost_usd": round(price.cost(prompt, completion), 6) if price else None,
         # Measured generation time (sum of per-path latencies); differs between identical runs.
         "runtime": {"seconds": round(seconds, 3),
                     "completion_tokens_per_second": round(completion / seconds, 2) if seconds else None},
@@ -109,13 +120,14 @@ def build_results(store: SampleStore) -> dict[str, Any]:
         "greedy": None, "sampled": [],
     }
     golds = [questions[qid].gold for qid in complete]
+    price = _price(config, batch=config["backend"].endswith("-batch"))
     for temperature in settings:
         n = wanted[temperature]
         if config.get("stop") and temperature != 0.0:  # the curve over what every question has
             n = min((len(by_setting[temperature][q]) for q in complete), default=0)
         paths = [sorted(by_setting[temperature][qid], key=lambda p: p.path_index)[:n] for qid in complete]
         flat = [p for row in paths for p in row]
-        summary = {"temperature": temperature, "paths_per_question": n, **_usage(flat)}
+        summary = {"temperature": temperature, "paths_per_question": n, **_usage(flat, price)}
         answers = [[p.answer for p in row] for row in paths]
         if temperature == 0.0:
             summary["accuracy"] = accuracy([row[0] for row in answers], golds)
@@ -133,12 +145,7 @@ def build_results(store: SampleStore) -> dict[str, Any]:
 
 def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, Any]]:
     """Each batch job: records, status, measured wall time, and the manifest's tokens and their cost."""
-    from .costs import PriceTable
-
-    try:
-        price = PriceTable.from_file(config.get("prices_file")).price(config["model"], batch=True)
-    except KeyError:
-        price = None
+    price = _price(config, batch=True)
     out = []
     for job in store.jobs():
         manifest = job["manifest"] or {}
@@ -190,15 +197,19 @@ def markdown_table(results: dict[str, Any]) -> str:
                 rows.append(f"| T={setting['temperature']:g} SC@{k} | {k} | {p['exact']:.1%} | "
                             f"{p['mean']:.1%} ± {p['std']:.1%} |")
     cost = ["", "",
-            "| setting | paths | abstained | truncated | prompt tokens | completion tokens | seconds | tokens/s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+            "| setting | paths | abstained | truncated | prompt tokens | completion tokens | cost (USD) | seconds "
+            "| tokens/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for setting in ([results["greedy"]] if results["greedy"] else []) + results["sampled"]:
         name = "greedy (T=0)" if setting["temperature"] == 0.0 else f"T={setting['temperature']:g}"
         runtime = setting["runtime"]
         rate = runtime["completion_tokens_per_second"]
+        dollars = setting["cost_usd"]
         cost.append(f"| {name} | {setting['paths']} | {setting['abstention_rate']:.1%} | "
                     f"{setting['truncated_paths']} | {setting['prompt_tokens']:,} | "
-                    f"{setting['completion_tokens']:,} | {runtime['seconds']:.1f} | "
+                    f"{setting['completion_tokens']:,} | "
+                    f"{'–' if dollars is None else f'{dollars:.4f}'} | "
+                    f"{runtime['seconds']:.1f} | "
                     f"{rate if rate is not None else '–'} |")
     for setting in results["sampled"]:
         if "adaptive" in setting:

@@ -226,3 +226,24 @@ class BatchJobRunner:
 
     def close(self) -> None:
         self.store.close()
+
+
+class BatchBackend:
+    """A batch provider as a Backend: its JobService run by the durable runner."""
+
+    def __init__(self, service: JobService, config: BackendConfig):
+        if not config.run_dir:
+            raise BackendError(f"{service.name} keeps its jobs in the run's store: give it a run directory")
+        self.name = service.name
+        self.model = service.model
+        self.service = service
+        self.runner = BatchJobRunner(service, config)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
+        return self.runner.generate(requests)
+
+    def close(self) -> None:
+        self.runner.close()
+        closing = getattr(self.service, "close", None)
+        if closing is not None:
+            closing()

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-from .base import BackendConfig, BackendError, Generation, GenerationRequest, ParsedOutput
-from .batch_jobs import BatchJobRunner, JobResults, JobState
+from .base import BackendConfig, BackendError, GenerationRequest, ParsedOutput
+from .batch_jobs import BatchBackend, JobResults, JobState
 from .batch_plan import Quotas, Record, pack
 from .bedrock_bodies import adapter_for
 
@@ -123,22 +123,12 @@ class BedrockJobs:
             yield record, outputs, (time.perf_counter() - started) / len(record.requests)
 
 
-class BedrockBatchBackend:
-    name = "bedrock-batch"
-
+class BedrockBatchBackend(BatchBackend):
     def __init__(self, config: BackendConfig):
-        if not (config.bucket and config.role_arn and config.run_dir):
+        if not (config.bucket and config.role_arn):
             raise BackendError("bedrock-batch needs --bucket and --role-arn (the batch job's service role; "
                                "see 'selfconsistency bedrock role-policy')")
-        self.model = config.model
-        self.service = BedrockJobs(config)
-        self.runner = BatchJobRunner(self.service, config)
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
-        return self.runner.generate(requests)
-
-    def close(self) -> None:
-        self.runner.close()
+        super().__init__(BedrockJobs(config), config)
 
 
 def _split_uri(uri: str) -> tuple[str, str]:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from .base import BackendConfig, BackendError, Generation, GenerationRequest
-from .batch_jobs import BatchJobRunner, JobResults, JobState
+from .base import BackendConfig, BackendError, GenerationRequest
+from .batch_jobs import BatchBackend, JobResults, JobState
 from .batch_plan import Quotas, Record, pack
 from .openai_compat import parse_response, request_body
 
@@ -145,22 +144,9 @@ class OpenAIBatchJobs:
 
 
 def _body(model: str, api: str, prompt, params, n: int) -> dict[str, Any]:
-    return request_body(model, prompt, params, n, api, top_k=False)  # the Batch API is OpenAI's own: no top_k
+    return request_body(model, prompt, params, n, api, server_fields=False)  # the Batch API is OpenAI's own
 
 
-class OpenAIBatchBackend:
-    name = "openai-batch"
-
+class OpenAIBatchBackend(BatchBackend):
     def __init__(self, config: BackendConfig):
-        if not config.run_dir:
-            raise BackendError("openai-batch keeps its batches in the run's store: give it a run directory")
-        self.model = config.model
-        self.service = OpenAIBatchJobs(config)
-        self.runner = BatchJobRunner(self.service, config)
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
-        return self.runner.generate(requests)
-
-    def close(self) -> None:
-        self.runner.close()
-        self.service.close()
+        super().__init__(OpenAIBatchJobs(config), config)

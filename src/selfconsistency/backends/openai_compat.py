@@ -85,7 +85,7 @@ class OpenAIBackend:
     def _call(self, chunk: list[GenerationRequest]) -> tuple[list[Generation], list[GenerationRequest]]:
         first = chunk[0]
         body = request_body(self.model, first.prompt, first.params, len(chunk), self.config.api,
-                            top_k=self.config.base_url is not None)
+                            server_fields=self.config.base_url is not None)
         # Worst case before sending: ~3 characters per prompt token, every choice at max_tokens.
         prompt_chars = sum(len(m["content"]) for m in body["messages"]) if "messages" in body else len(body["prompt"])
         booked = prompt_chars // 3 + len(chunk) * first.params.max_tokens
@@ -93,9 +93,10 @@ class OpenAIBackend:
         self._limiter.wait()
         started = time.perf_counter()
         endpoint = self._client.chat.completions if self.config.api == "chat" else self._client.completions
-        standard = {k: v for k, v in body.items() if k != "top_k"}
+        standard = {k: v for k, v in body.items() if k not in SERVER_FIELDS}
+        extra = {k: v for k, v in body.items() if k in SERVER_FIELDS}
         try:
-            response = endpoint.create(**standard, extra_body={"top_k": body["top_k"]} if "top_k" in body else None)
+            response = endpoint.create(**standard, extra_body=extra or None)
         except self._openai.APIError as exc:
             self.budget.settle(booked, 0)
             raise BackendError(f"{self.config.base_url or 'OpenAI API'}: {type(exc).__name__}: "
@@ -115,9 +116,17 @@ class OpenAIBackend:
         self._client.close()
 
 
-def request_body(model: str, prompt: Prompt, params: SamplingParams, n: int, api: str, top_k: bool) -> dict[str, Any]:
+# Sampling fields outside the OpenAI API that self-hosted servers take (vLLM, llama.cpp's server; Ollama
+# ignores them). Sent explicitly because llama-cpp-python's server otherwise applies its own defaults
+# (repeat_penalty 1.1, min_p 0.05), which change even greedy paths; OpenAI refuses unknown fields.
+SERVER_FIELDS = ("top_k", "min_p", "repeat_penalty")
+
+
+def request_body(model: str, prompt: Prompt, params: SamplingParams, n: int, api: str,
+                 server_fields: bool) -> dict[str, Any]:
     """The JSON body of /v1/chat/completions (api "chat") or /v1/completions for `n` paths of one prompt,
-    asking for log-probabilities. `top_k` only for servers that take it (vLLM, llama.cpp; OpenAI refuses it)."""
+    asking for log-probabilities; with `server_fields`, the SERVER_FIELDS that make a self-hosted server
+    sample exactly as asked (top-k, and no min-p cut or repetition penalty, as the embedded backend)."""
     body: dict[str, Any] = {"model": model, "n": n, "temperature": params.temperature, "top_p": params.top_p,
                             "max_tokens": params.max_tokens, "seed": params.seed}
     if params.stop:
@@ -126,8 +135,10 @@ def request_body(model: str, prompt: Prompt, params: SamplingParams, n: int, api
         body.update(messages=prompt.chat_messages, logprobs=True)
     else:
         body.update(prompt=prompt.text, logprobs=1)
-    if top_k and params.top_k:
-        body["top_k"] = params.top_k
+    if server_fields:
+        body.update(min_p=0.0, repeat_penalty=1.0)
+        if params.top_k:  # 0 (no cut) is left out: vLLM takes -1 for that, llama.cpp anything <= 0
+            body["top_k"] = params.top_k
     return body
 
 
