@@ -102,3 +102,17 @@ def test_batched_run_killed_mid_batch_resumes_without_regenerating(tmp_path):
     rows = stored_rows(run_dir)
     assert len(rows) == 8 and len({r[:3] for r in rows}) == 8
     assert set(survivors) <= set(rows)
+
+
+def test_a_damaged_model_file_fails_in_one_line(tmp_path):
+    from conftest import GSM8K_TEST, SMALL_MODEL
+    from selfconsistency.models import resolve_model_path
+
+    truncated = tmp_path / "truncated.gguf"
+    with open(resolve_model_path(SMALL_MODEL), "rb") as whole:
+        truncated.write_bytes(whole.read(2_000_000))  # a valid GGUF header, the tensors cut off
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--paths", "1", "--model",
+               str(truncated), "--run-dir", str(tmp_path / "run"), "--quiet")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: llama.cpp could not load {truncated}: Failed to load model from file: " \
+                                  f"{truncated}"  # one line, no traceback

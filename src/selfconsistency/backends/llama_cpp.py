@@ -96,11 +96,16 @@ class LlamaCppBackend:
 
         if self.llm is not None and self.llm.n_ctx() >= n_ctx:
             return
+        from llama_cpp._utils import suppress_stdout_stderr
+
         self.close()
         try:
-            self.llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_batch=512,
-                                       n_threads=self.threads, n_threads_batch=self.threads,
-                                       logits_all=False, verbose=self.verbose)
+            # llama.cpp logs warnings past verbose=False while it sets up (Gemma 3's SWA cache); failures
+            # still surface as the exception below.
+            with suppress_stdout_stderr(disable=self.verbose):
+                self.llm = llama_cpp.Llama(model_path=str(self.model_path), n_ctx=n_ctx, n_batch=512,
+                                           n_threads=self.threads, n_threads_batch=self.threads,
+                                           logits_all=False, verbose=self.verbose)
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from None
 
