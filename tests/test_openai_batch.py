@@ -198,3 +198,17 @@ def test_emulator_validates_lines_like_the_batch_api(batch_api):
     second = client.batches.create(input_file_id=valid.id, endpoint="/v1/chat/completions", completion_window="24h")
     listed = [b.id for b in client.batches.list(limit=1)]  # cursor pages of one, newest first
     assert listed == [second.id, batch.id]
+
+
+def test_a_batch_holds_at_most_50000_requests(monkeypatch):
+    from selfconsistency.backends.base import GenerationRequest
+    from selfconsistency.backends.batch_plan import split_jobs
+    from selfconsistency.prompts import PromptFormat, build_prompt
+    from selfconsistency.sampling import SamplingParams
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    service = OpenAIBatchJobs(BackendConfig(model="gpt-4o-mini", base_url="http://127.0.0.1:9/v1"))
+    prompt = build_prompt("How many?", (), PromptFormat.chat)
+    requests = [GenerationRequest(f"q{i}", 0.0, 0, prompt, SamplingParams(temperature=0.0)) for i in range(50_001)]
+    jobs = split_jobs(service.pack(requests), service.quotas)
+    assert [len(job) for job in jobs] == [25_001, 25_000]  # two even batches, not 50,000 + 1
