@@ -126,6 +126,19 @@ class ParsedOutput:
     logprob_sum: float | None = None
 
 
+def generations_from(requests: Sequence[GenerationRequest], outputs: Sequence[ParsedOutput], seconds_each: float,
+                     prompt_estimate: Callable[[], int] = lambda: 0) -> Iterator[Generation]:
+    """One Generation per request from a response's outputs, in order (requests beyond the outputs get
+    none). The prompt is billed once: its tokens go to the first path, from `prompt_estimate` when the
+    response gave no count; a path without its own count gets a characters/4 estimate."""
+    for position, (request, output) in enumerate(zip(requests, outputs, strict=False)):
+        prompt_tokens = (output.input_tokens or prompt_estimate()) if position == 0 else 0
+        completion = output.output_tokens if output.output_tokens is not None else max(1, len(output.text) // 4)
+        yield Generation(request=request, text=output.text, prompt_tokens=prompt_tokens,
+                         completion_tokens=completion, latency_s=seconds_each, finish_reason=output.finish_reason,
+                         logprob_sum=output.logprob_sum)
+
+
 class BackendConfig(BaseModel):
     """Where and how paths are generated: transport settings, kept apart from sampling settings."""
 

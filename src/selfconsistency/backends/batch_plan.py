@@ -19,7 +19,7 @@ from typing import Any
 
 from ..prompts import Prompt
 from ..sampling import SamplingParams
-from .base import Generation, GenerationRequest, ParsedOutput
+from .base import Generation, GenerationRequest, ParsedOutput, generations_from
 
 _ALPHABET = string.digits + string.ascii_uppercase
 
@@ -102,11 +102,5 @@ def split_jobs(records: list[Record], quotas: Quotas = Quotas(), too_small: str 
 
 
 def record_generations(record: Record, outputs: list[ParsedOutput], seconds_each: float) -> Iterator[Generation]:
-    """One Generation per path of a record. The prompt is billed once per record: its input tokens go to
-    the record's first path; paths without counts get a characters/4 estimate."""
-    for position, (request, output) in enumerate(zip(record.requests, outputs, strict=False)):
-        prompt_tokens = (output.input_tokens or len(json.dumps(record.body)) // 4) if position == 0 else 0
-        completion = output.output_tokens if output.output_tokens is not None else max(1, len(output.text) // 4)
-        yield Generation(request=request, text=output.text, prompt_tokens=prompt_tokens,
-                         completion_tokens=completion, latency_s=seconds_each, finish_reason=output.finish_reason,
-                         logprob_sum=output.logprob_sum)
+    """One Generation per path of a record; a prompt without a count is estimated from the record's body."""
+    return generations_from(record.requests, outputs, seconds_each, lambda: len(json.dumps(record.body)) // 4)

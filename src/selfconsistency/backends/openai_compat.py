@@ -27,6 +27,7 @@ from .base import (
     GenerationRequest,
     ParsedOutput,
     TokenBudget,
+    generations_from,
     run_concurrently,
 )
 
@@ -105,11 +106,7 @@ class OpenAIBackend:
         outputs = parse_response(response.model_dump(), self.config.api)[: len(chunk)]
         usage = response.usage
         self.budget.settle(booked, usage.prompt_tokens + usage.completion_tokens if usage else booked)
-        generations = [
-            Generation(request=request, text=output.text, prompt_tokens=output.input_tokens or 0,
-                       completion_tokens=output.output_tokens or 0, latency_s=elapsed / len(outputs),
-                       finish_reason=output.finish_reason, logprob_sum=output.logprob_sum)
-            for request, output in zip(chunk, outputs, strict=False)]
+        generations = list(generations_from(chunk, outputs, elapsed / max(len(outputs), 1)))
         return generations, chunk[len(outputs):]
 
     def close(self) -> None:
