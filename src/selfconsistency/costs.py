@@ -52,6 +52,12 @@ class PriceTable:
         return Price(input_price / 2, output_price / 2) if batch else Price(input_price, output_price)
 
 
+def job_cost(price: Price, manifest: dict[str, int]) -> float:
+    """A batch job's cost from the token counts of its manifest (Bedrock's keys, which the OpenAI batch
+    backend writes too)."""
+    return price.cost(manifest.get("inputTokenCount", 0), manifest.get("outputTokenCount", 0))
+
+
 def sampling_cost(price: Price, prompt_tokens: float, output_tokens_per_path: float, paths: int,
                   paths_per_record: int = 1) -> float:
     """Cost of `paths` paths per question, for a whole data set's prompt and per-path output tokens.

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import accuracy, accuracy_curve, encode, subset_curve
-from .costs import Price, PriceTable
+from .costs import Price, PriceTable, job_cost
 from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
 from .vote import abstention_rate, majority_vote, path_weights
@@ -155,8 +155,7 @@ def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, An
                  "runtime": {"seconds": round(job["ended_at"] - job["submitted_at"], 3)
                              if job["ended_at"] and job["submitted_at"] else None}}
         if price is not None and manifest:
-            entry["cost_usd"] = round(price.cost(manifest.get("inputTokenCount", 0),
-                                                 manifest.get("outputTokenCount", 0)), 6)
+            entry["cost_usd"] = round(job_cost(price, manifest), 6)
         out.append(entry)
     return out
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..costs import PriceTable
+from ..costs import PriceTable, job_cost
 from ..store import SampleStore
 from .base import BackendConfig, BackendError, BudgetExceeded, Generation, GenerationRequest, ParsedOutput
 from .batch_plan import PlanError, Quotas, Record, record_generations, split_jobs
@@ -82,7 +82,6 @@ class BatchJobRunner:
         self.config = config
         self.store = SampleStore(config.run_dir)
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
-        self.created_jobs = 0  # submit calls this process made (tests check reattachment with it)
 
     def jobs(self) -> list[dict[str, Any]]:
         return self.store.jobs(self.service.name)
@@ -140,8 +139,7 @@ class BatchJobRunner:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
             sys.stderr.write(f"no price known for {model}: no cost estimate (give a price file)\n")
             return
-        spent = sum(batch_price.cost(j["manifest"].get("inputTokenCount", 0), j["manifest"].get("outputTokenCount", 0))
-                    for j in self.jobs() if j["manifest"])
+        spent = sum(job_cost(batch_price, j["manifest"]) for j in self.jobs() if j["manifest"])
         estimate = price.cost(prompt, output)
         sys.stderr.write(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
                          f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
@@ -205,7 +203,6 @@ class BatchJobRunner:
         self.store.update_job(job["job_key"], status="creating")
         lines = [records[rid].line for rid in job["records"] if rid in records]
         job_id = self.service.submit(job, lines, retried)
-        self.created_jobs += 1
         job.update(arn=job_id, status=SUBMITTED, submitted_at=time.time())
         self.store.update_job(job["job_key"], arn=job_id, status=SUBMITTED, submitted_at=job["submitted_at"])
 
