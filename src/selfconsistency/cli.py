@@ -333,8 +333,7 @@ def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whos
     """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
     jobs, service = _run_jobs(run_dir)
     for job in jobs:
-        status = service.poll(job).status
-        if status in service.in_flight and status not in ("Stopping", "cancelling"):  # not already on its way
+        if service.poll(job).status in service.cancellable:
             service.cancel(job)
             out.print(f"stopping {job['arn']}", highlight=False)
 

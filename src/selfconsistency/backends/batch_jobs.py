@@ -51,6 +51,7 @@ class JobService(Protocol):
     quotas: Quotas
     in_flight: tuple[str, ...]  # provider statuses of a job that has not ended
     finished: tuple[str, ...]  # provider statuses of a job that has ended (results may be partial)
+    cancellable: tuple[str, ...]  # provider statuses a job can be stopped from (not ended, not already stopping)
     too_small: str  # advice when a run has fewer records than one job's minimum
 
     def pack(self, requests: list[GenerationRequest]) -> list[Record]: ...

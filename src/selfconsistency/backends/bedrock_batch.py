@@ -32,7 +32,8 @@ class BedrockJobs:
     """Bedrock's side of the batch workflow (`batch_jobs.JobService`)."""
 
     name = "bedrock-batch"
-    in_flight = ("Submitted", "Validating", "Scheduled", "InProgress", "Stopping")
+    cancellable = ("Submitted", "Validating", "Scheduled", "InProgress")
+    in_flight = (*cancellable, "Stopping")
     finished = ("Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired")
     too_small = BEDROCK_TOO_SMALL
 

@@ -31,7 +31,8 @@ class OpenAIBatchJobs:
     """OpenAI's side of the batch workflow (`batch_jobs.JobService`)."""
 
     name = "openai-batch"
-    in_flight = ("validating", "in_progress", "finalizing", "cancelling")
+    cancellable = ("validating", "in_progress", "finalizing")
+    in_flight = (*cancellable, "cancelling")
     finished = ("completed", "failed", "expired", "cancelled")
     too_small = ""  # a batch may hold a single request
 
