@@ -47,7 +47,7 @@ def test_one_record_per_path_for_claude():
 def test_record_ids_are_eleven_alphanumerics_and_stable():
     records = bedrock_pack(requests(), "anthropic-claude")
     assert all(len(r.record_id) == 11 and r.record_id.isalnum() for r in records)
-    assert record_id(records[3].requests) == records[3].record_id
+    assert record_id(records[3].requests, records[3].body) == records[3].record_id
     line = json.loads(records[0].line)
     assert set(line) == {"recordId", "modelInput"}
 

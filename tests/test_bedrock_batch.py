@@ -15,6 +15,7 @@ from conftest import GSM8K_TEST, cli, stored_rows
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
+from selfconsistency.backends.base import BackendError
 from selfconsistency.bedrock_emulator import Faults
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.extract import NumberExtractor
@@ -113,14 +114,33 @@ def test_max_cost_below_the_estimate_submits_nothing(aws, tmp_path):
     assert len(stored_rows(run_dir)) == 260
 
 
-def test_jobs_commands(aws, tmp_path):
-    aws.step_seconds = 1.0
+def submitted_jobs(run_dir):
+    """How many of the run's jobs have a provider id stored (0 before the store exists)."""
+    if not (run_dir / "samples.sqlite").exists():
+        return 0
+    db = sqlite3.connect(run_dir / "samples.sqlite")
+    try:
+        return db.execute("SELECT count(*) FROM jobs WHERE arn IS NOT NULL").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
+def run_args(run_dir, model, bucket, *extra):
+    return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "20", "--paths", "6", "--temperatures", "0.5,0.7",
+            "--backend", "bedrock-batch", "--model", model, "--bucket", bucket, "--role-arn", ROLE,
+            "--create-bucket", "--poll-seconds", "0.05", "--run-dir", str(run_dir), "--quiet", *extra]
+
+
+def test_jobs_stop_is_respected_by_the_live_run_and_collect_resubmits_only_when_asked(aws, tmp_path):
+    aws.step_seconds = 3.0
     run_dir = tmp_path / "run"
-    config = batch_config("cohere.command-text-v14", "bucket-jobs", poll_seconds=0.05)
-    worker = threading.Thread(target=run_experiment, args=(config, run_dir))
-    worker.start()
+    live = subprocess.Popen([sys.executable, "-m", "selfconsistency",
+                             *run_args(run_dir, "cohere.command-text-v14", "bucket-jobs")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
-    while time.time() < deadline and not aws.jobs:
+    while time.time() < deadline and not submitted_jobs(run_dir):
         time.sleep(0.05)
     listed = cli("jobs", "list")
     assert listed.returncode == 0 and "sc-" in listed.stdout
@@ -129,17 +149,23 @@ def test_jobs_commands(aws, tmp_path):
     stopped = cli("jobs", "stop", str(run_dir))
     assert stopped.returncode == 0 and "stopping" in stopped.stdout
     aws.step_seconds = 0.02
-    worker.join(timeout=60)
-    first, *follow_ups = aws.jobs.values()
-    assert first["status"] == "Stopped" and len(follow_ups) == 1  # the stopped job's records went round again
-    assert len(stored_rows(run_dir)) == 260
-    collected = cli("jobs", "collect", str(run_dir))  # nothing left: reattaches, creates nothing, reports
-    assert collected.returncode == 0 and "SC@6" in collected.stdout, collected.stderr
-    assert len(aws.jobs) == 2
+    _, stderr = live.communicate(timeout=60)
+    last = stderr.strip().splitlines()[-1]
+    assert live.returncode == 2 and "stopped" in last and "--resubmit" in last and "Traceback" not in stderr
+    (first,) = aws.jobs.values()  # the live run submitted no replacement
+    assert first["status"] == "Stopped"
+    with SampleStore(run_dir, create=False) as store:
+        unwanted = [e for e in store.record_errors() if e["code"] == "stopped"]
+    assert len(unwanted) == 20 * 5  # every record of the stopped job, kept as not wanted
+    collected = cli("jobs", "collect", str(run_dir))  # collects, resubmits nothing
+    assert collected.returncode == 2 and "--resubmit" in collected.stderr and len(aws.jobs) == 1
+    resubmitted = cli("jobs", "collect", "--resubmit", str(run_dir))
+    assert resubmitted.returncode == 0 and "SC@6" in resubmitted.stdout, resubmitted.stderr
+    assert len(aws.jobs) == 2 and len(stored_rows(run_dir)) == 260
 
 
 def test_jobs_queue_under_the_in_flight_quota(aws, tmp_path):
-    from selfconsistency.backends.base import BackendConfig
+    from selfconsistency.backends.base import BackendConfig, flatten
     from selfconsistency.backends.bedrock_batch import BedrockBatchBackend
     from selfconsistency.experiment import plan_requests
 
@@ -151,7 +177,7 @@ def test_jobs_queue_under_the_in_flight_quota(aws, tmp_path):
     backend = BedrockBatchBackend(BackendConfig(
         model=config.model, bucket="bucket-quota", role_arn=ROLE, create_bucket=True, poll_seconds=0.02,
         run_dir=str(tmp_path / "run"), min_records_per_job=10, max_records_per_job=20, max_jobs_in_flight=2))
-    generations = list(backend.generate(requests))
+    generations = list(flatten(backend.generate(requests)))
     assert len(generations) == 104 and len(aws.jobs) == 6  # 104 records in jobs of at most 20
     assert aws.most_in_flight == 2
 
@@ -178,4 +204,149 @@ def test_token_budget_and_cumulative_cost_checked_before_each_round_of_jobs(aws,
         run_experiment(more.model_copy(update={"max_cost": estimate + spent / 2}), run_dir)
     assert len(stored_rows(run_dir)) == 20 * 21
     run_experiment(more.model_copy(update={"max_cost": estimate + spent + 1}), run_dir)
+    assert len(stored_rows(run_dir)) == 20 * 31
+
+
+CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def other_questions(tmp_path, start=100):
+    """Another GSM8K data file: the same task and settings, other questions at the same positions."""
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(GSM8K_TEST.read_text().splitlines()[start: start + 20]) + "\n")
+    return other
+
+
+def expected_texts(config):
+    """Each path's text as the emulator answers the run's own request body."""
+    from selfconsistency.bedrock_emulator import generated_text, output_seed
+
+    task = config.get_task()
+    adapter = ADAPTERS["anthropic-claude"]
+    records = pack(plan_requests(config, task, config.load(task)), adapter.max_generations, adapter.request,
+                   bedrock_line)
+    return {(q.question_id, q.temperature, q.path_index): generated_text(output_seed(r.record_id, r.body), i).strip()
+            for r in records for i, q in enumerate(r.requests)}
+
+
+def test_another_data_file_in_another_run_dir_gets_its_own_answers(aws, tmp_path):
+    run_experiment(batch_config(CLAUDE, "bucket-two"), tmp_path / "first")
+    second = batch_config(CLAUDE, "bucket-two", data=str(other_questions(tmp_path)))
+    run_experiment(second, tmp_path / "second")
+    assert len(aws.jobs) == 2  # the second run's records made their own job, not the first run's
+    expected = expected_texts(second)
+    rows = stored_rows(tmp_path / "second")
+    assert len(rows) == 260 and all(text.strip() == expected[(qid, t, i)] for qid, t, i, text, _, _ in rows)
+
+
+def test_answers_echoing_another_request_are_refused(aws, tmp_path):
+    import dataclasses
+
+    from selfconsistency.backends.base import BackendConfig
+    from selfconsistency.backends.bedrock_batch import BedrockJobs
+
+    config = batch_config(CLAUDE, "bucket-echo")
+    run_experiment(config, tmp_path / "run")
+    with SampleStore(tmp_path / "run", create=False) as store:
+        (job,) = store.jobs()
+    task = config.get_task()
+    service = BedrockJobs(BackendConfig(model=CLAUDE, bucket="bucket-echo", role_arn=ROLE))
+    records = service.pack(plan_requests(config, task, config.load(task)))
+    same = service.results(job, {r.record_id: r for r in records})
+    assert len(same.outputs) == 260 and not same.mismatched
+    # the same ids, other bodies: what an id derived from positions alone allowed
+    tampered = {r.record_id: dataclasses.replace(r, body={**r.body, "max_tokens": 7}) for r in records}
+    refused = service.results(job, tampered)
+    assert refused.outputs == {} and len(refused.mismatched) == 260
+
+
+def test_a_kill_between_the_paths_of_a_record_leaves_whole_records_and_a_rerun_pays_nothing_twice(aws, tmp_path):
+    run_dir = tmp_path / "run"
+    config = batch_config("cohere.command-text-v14", "bucket-atomic")
+    script = ("import os, signal, sys\n"
+              "from selfconsistency.experiment import RunConfig, run_experiment\n"
+              "def on_path(g):\n"
+              "    if g.request.temperature > 0 and g.request.path_index == 1:\n"  # the 2nd path of a 5-path record
+              "        os.kill(os.getpid(), signal.SIGKILL)\n"
+              "run_experiment(RunConfig.model_validate_json(sys.argv[1]), sys.argv[2], on_path=on_path)\n")
+    killed = subprocess.run([sys.executable, "-c", script, config.model_dump_json(), str(run_dir)],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    kept = {}
+    for qid, temperature, index, *_ in stored_rows(run_dir):
+        kept.setdefault((qid, temperature), []).append(index)
+    assert kept and all(indexes in ([0], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5], [5]) for indexes in kept.values())
+    resumed = cli(*run_args(run_dir, "cohere.command-text-v14", "bucket-atomic", "--limit", "20", "--paths", "6"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(aws.jobs) == 1 and aws.runtime_calls == 0  # the job's output was collected: nothing paid twice
+    assert len(stored_rows(run_dir)) == 260
+
+
+def test_records_refused_for_bad_input_are_stored_with_their_error_and_never_resubmitted(aws, tmp_path):
+    aws.faults = Faults(bad_input="James decides to run 3 sprints")  # question 3's text
+    run_dir = tmp_path / "run"
+    config = batch_config(CLAUDE, "bucket-bad")
+    for _ in range(2):  # a rerun does not start more rounds for them either
+        with pytest.raises(BackendError, match=r"13 records were refused .*400 \(bad request"):
+            run_experiment(config, run_dir)
+        assert len(aws.jobs) == 1 and aws.runtime_calls == 0
+    assert len(stored_rows(run_dir)) == 260 - 13
+    with SampleStore(run_dir, create=False) as store:
+        errors = store.record_errors()
+    assert len(errors) == 13 and {(e["code"], e["retryable"]) for e in errors} == {("400", 0)}
+    status = cli("jobs", "status", str(run_dir))
+    assert status.returncode == 0 and "not resubmitted, by code: 400" in status.stdout, status.stdout
+
+
+def test_a_token_cap_counts_the_job_a_crashed_run_left_in_flight(aws, tmp_path):
+    from selfconsistency.backends.base import BackendConfig, BudgetExceeded
+    from selfconsistency.backends.batch_jobs import BatchJobRunner
+    from selfconsistency.backends.bedrock_batch import BedrockJobs
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    first = batch_config(CLAUDE, "bucket-cap", greedy=False, temperatures=(0.5,), max_tokens=8)
+    task = first.get_task()
+    backend_config = BackendConfig(model=CLAUDE, bucket="bucket-cap", role_arn=ROLE, create_bucket=True,
+                                   poll_seconds=0.02, run_dir=str(run_dir))
+    crashed = BatchJobRunner(BedrockJobs(backend_config), backend_config)
+    records = crashed.service.pack(plan_requests(first, task, first.load(task)))
+    crashed._submit(crashed._plan_job(records), {r.record_id: r for r in records})  # then the process died
+    crashed.close()
+    estimate = sum(len(json.dumps(r.body)) // 4 + 8 for r in records)
+    cap = int(1.5 * estimate)  # room for one temperature's records, not two
+    more = first.model_copy(update={"temperatures": (0.5, 0.7), "max_tokens_total": cap})
+    with pytest.raises(BudgetExceeded, match="--max-tokens-total"):
+        run_experiment(more, run_dir)
+    with SampleStore(run_dir, create=False) as store:
+        billed = sum(j["manifest"]["inputTokenCount"] + j["manifest"]["outputTokenCount"]
+                     for j in store.jobs() if j["manifest"])
+    assert len(aws.jobs) == 1 and len(stored_rows(run_dir)) == 120  # the paid job was collected first
+    assert 0 < billed <= cap
+
+
+def test_a_cost_cap_counts_on_demand_spend(aws, tmp_path):
+    from selfconsistency.backends.base import BudgetExceeded
+
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"cohere.command-text-v14": {"on_demand": [1.5, 2.0]}}))  # x1000: visible sums
+    run_dir = tmp_path / "run"
+
+    def config(paths, **extra):
+        return batch_config("cohere.command-text-v14", "bucket-spend", paths=paths, max_tokens=8,
+                            prices_file=str(prices), **extra)
+
+    run_experiment(config(10), run_dir)  # 100 records: one batch job
+    run_experiment(config(15), run_dir)  # 40 more records: on demand
+    spent = write_report(run_dir)["spend"]
+    assert spent["batch_usd"] > 0 and spent["on_demand_usd"] > 0 and spent["on_demand_paths"] == 200
+    more = config(20)
+    task = more.get_task()
+    new = [r for r in plan_requests(more, task, more.load(task)) if r.path_index >= 15]
+    estimate = sum(len(json.dumps(rec.body)) // 4 * 1.5 / 1000 + len(rec.requests) * 8 * 2.0 / 1000
+                   for rec in pack(new, 5, ADAPTERS["cohere-command"].request, bedrock_line))
+    cap = spent["batch_usd"] + estimate + spent["on_demand_usd"] / 2  # fits the batch spend, not the on-demand too
+    with pytest.raises(BudgetExceeded, match="--max-cost"):
+        run_experiment(more.model_copy(update={"max_cost": cap}), run_dir)
+    assert write_report(run_dir)["spend"]["total_usd"] <= cap
     assert len(stored_rows(run_dir)) == 20 * 31

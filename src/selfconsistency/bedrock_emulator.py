@@ -39,7 +39,8 @@ class Faults:
     fail_jobs: int = 0  # the next N jobs end Failed, no output
     expire_jobs: int = 0  # the next N jobs end Expired while Scheduled
     partial_jobs: int = 0  # the next N jobs end PartiallyCompleted with half their records processed
-    record_error_rate: float = 0.0  # fraction of records answered with an error object
+    record_error_rate: float = 0.0  # fraction of records answered with an error object (errorCode 500: retryable)
+    bad_input: str | None = None  # records whose modelInput contains this text fail with errorCode 400 (bad request)
     throttle_every: int = 0  # every Nth API call gets a 429 ThrottlingException
 
 
@@ -50,6 +51,7 @@ class Emulator:
     faults: Faults = field(default_factory=Faults)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
+    runtime_calls: int = 0  # InvokeModel / Converse calls answered (paid on-demand work)
     most_in_flight: int = 0  # the most jobs ever not finished at once (quota checks)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -157,12 +159,17 @@ class Emulator:
         for record in processed:
             if job["status"] == "Stopping":
                 break
-            if rng.random() < self.faults.record_error_rate:
+            error = None
+            if self.faults.bad_input and self.faults.bad_input in json.dumps(record["modelInput"]):
+                error = {"errorCode": 400, "errorMessage": "bad request: emulated malformed input"}
+            elif rng.random() < self.faults.record_error_rate:
+                error = {"errorCode": 500, "errorMessage": "emulated internal error"}
+            if error is not None:  # the documented shape: an error object replaces modelOutput
                 counts["error"] += 1
-                lines.append({"recordId": record.get("recordId"), "modelInput": record["modelInput"],
-                              "error": {"errorCode": 400, "errorMessage": "emulated record error"}})
+                lines.append({"recordId": record.get("recordId"), "modelInput": record["modelInput"], "error": error})
                 continue
-            output, used_in, used_out = model_output(adapter.family, record["modelInput"], record.get("recordId", ""))
+            output, used_in, used_out = model_output(adapter.family, record["modelInput"],
+                                                     output_seed(record.get("recordId", ""), record["modelInput"]))
             counts["ok"] += 1
             counts["input"] += used_in
             counts["output"] += used_out
@@ -185,6 +192,12 @@ class Emulator:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9 // 10**6:03d}Z"
+
+
+def output_seed(record_id: str, model_input: dict[str, Any]) -> str:
+    """What a record's generated text depends on: its id and its request body (another question, another text)."""
+    digest = hashlib.sha256(json.dumps(model_input, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{record_id}:{digest}"
 
 
 def generated_text(record_id: str, index: int) -> str:
@@ -253,6 +266,12 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> T
             if path.startswith("/model/") and path.endswith(("/invoke", "/converse")):  # bedrock-runtime
                 model_id, _, operation = path[len("/model/"):].rpartition("/")
                 family = adapter_for(model_id, converse=operation == "converse").family
+                if emulator.faults.bad_input and emulator.faults.bad_input in json.dumps(body):
+                    self._reply(400, {"message": "Malformed input request: emulated bad input"},
+                                "ValidationException")
+                    return
+                with emulator.lock:
+                    emulator.runtime_calls += 1
                 record_id = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:11]
                 payload, _, _ = model_output(family, body, record_id)
                 self._reply(200, payload)

@@ -320,12 +320,20 @@ def jobs_list(
 @jobs_app.command("status")
 def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")]) -> None:
     """Live status and record progress (processed / total) of a run's batch jobs."""
+    from .backends.batch_jobs import error_summary
+
     jobs, service = _run_jobs(run_dir)
     for job in jobs:
         live = service.poll(job)
         progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
         out.print(f"{job['job_key'][:12]}  {live.status:18} {progress:>12} records  "
                   f"(stored: {job['status']})  {job['arn']}", highlight=False)
+    with SampleStore(run_dir, create=False) as store:
+        errors = store.record_errors()
+    for retryable, label in ((False, "not resubmitted"), (True, "retried")):
+        chosen = [(e["code"], e["message"]) for e in errors if bool(e["retryable"]) == retryable]
+        if chosen:
+            out.print(f"record errors, {label}, by code: {error_summary(chosen)}", highlight=False)
 
 
 @jobs_app.command("stop")
@@ -339,12 +347,20 @@ def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whos
 
 
 @jobs_app.command("collect")
-def jobs_collect(run_dir: Annotated[Path, typer.Argument(help="A run directory to finish.")]) -> None:
+def jobs_collect(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory to finish.")],
+    resubmit: Annotated[bool, typer.Option(
+        help="Submit again the records a stopped job left unprocessed (by default they stay unwanted).")] = False,
+) -> None:
     """Wait for a run's jobs, collect their results into the store (re-runs the run's own settings,
     reattaching to its jobs), and write the report."""
+    from .backends.batch_jobs import STOPPED_CODE
+
     try:
         with SampleStore(run_dir, create=False) as store:
             config = RunConfig(**store.get_meta("config"))
+            if resubmit:
+                store.clear_record_errors(STOPPED_CODE)
         run_experiment(config, run_dir)
         results = write_report(run_dir)
     except (FileNotFoundError, DataError, BackendError, StoreMismatch) as exc:

@@ -100,6 +100,7 @@ class RunConfig(BaseModel):
             "task": task.name, "task_spec": task.fingerprint(), "shots_from_data": self.shots_from_data,
             "backend": self.backend, "model": self.model,
             **({"base_url": self.base_url, "api": self.api} if self.backend != "local" else {}),
+            **({"converse": True} if self.converse else {}),  # another request body (absent: older stores match)
             "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
             "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
             "seed": self.seed, "flexible": self.flexible, "max_question_chars": self.max_question_chars,
@@ -199,24 +200,25 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             if backend is None:
                 backend = create_backend(config.backend, config.backend_config(
                     store.tokens_used(), run_dir, config.identity_hash(task)))
-            for generation in backend.generate(pending):
-                request = generation.request
-                store.add_path(StoredPath(
-                    question_id=request.question_id, temperature=request.temperature,
-                    path_index=request.path_index, seed=request.params.seed, text=generation.text,
-                    answer=extract(generation.text, questions[request.question_id]),
-                    prompt_tokens=generation.prompt_tokens,
-                    completion_tokens=generation.completion_tokens, latency_s=generation.latency_s,
-                    finish_reason=generation.finish_reason, logprob_sum=generation.logprob_sum,
-                    backend=backend.name, model=backend.model))
-                audit.event("generation", backend=backend.name, model=backend.model,
-                            request_id=f"{request.question_id}/{request.temperature:g}/{request.path_index}",
-                            prompt_tokens=generation.prompt_tokens,
-                            completion_tokens=generation.completion_tokens,
-                            latency_s=round(generation.latency_s, 4), status=generation.finish_reason,
-                            prompt=request.prompt.text, completion=generation.text)
-                if on_path:
-                    on_path(generation)
+            for item in backend.generate(pending):
+                group = item if isinstance(item, tuple) else (item,)  # a record's paths: stored together
+                store.add_paths(StoredPath(
+                    question_id=g.request.question_id, temperature=g.request.temperature,
+                    path_index=g.request.path_index, seed=g.request.params.seed, text=g.text,
+                    answer=extract(g.text, questions[g.request.question_id]),
+                    prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens, latency_s=g.latency_s,
+                    finish_reason=g.finish_reason, logprob_sum=g.logprob_sum,
+                    backend=backend.name, model=backend.model) for g in group)
+                for generation in group:
+                    request = generation.request
+                    audit.event("generation", backend=backend.name, model=backend.model,
+                                request_id=f"{request.question_id}/{request.temperature:g}/{request.path_index}",
+                                prompt_tokens=generation.prompt_tokens,
+                                completion_tokens=generation.completion_tokens,
+                                latency_s=round(generation.latency_s, 4), status=generation.finish_reason,
+                                prompt=request.prompt.text, completion=generation.text)
+                    if on_path:
+                        on_path(generation)
 
         try:
             rule = config.stopping_rule()

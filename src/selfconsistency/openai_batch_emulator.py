@@ -28,7 +28,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .bedrock_emulator import generated_text
+from .bedrock_emulator import generated_text, output_seed
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 _ENDED = ("completed", "failed", "expired", "cancelled")
@@ -42,6 +42,7 @@ class Faults:
     expire_batches: int = 0  # the next N batches expire after answering half of their lines
     fail_batches: int = 0  # the next N batches fail validation
     throttle_every: int = 0  # every Nth API call gets a 429 with Retry-After
+    bad_input: str | None = None  # request lines whose body contains this text are answered 400 (error file)
 
 
 def completion(body: dict[str, Any], endpoint: str, seed: str) -> dict[str, Any]:
@@ -202,6 +203,13 @@ class Emulator:
                 failing = self.faults.failed_lines > 0
                 self.faults.failed_lines -= failing
             request_id = f"req_{uuid.uuid4().hex[:16]}"
+            if self.faults.bad_input and self.faults.bad_input in json.dumps(line["body"]):
+                failures.append({"id": f"batch_req_{uuid.uuid4().hex[:16]}", "custom_id": line["custom_id"],
+                                 "response": {"status_code": 400, "request_id": request_id,
+                                              "body": _error("emulated invalid prompt", code="invalid_prompt")},
+                                 "error": None})
+                batch["request_counts"]["failed"] += 1
+                continue
             if failing:
                 failures.append({"id": f"batch_req_{uuid.uuid4().hex[:16]}", "custom_id": line["custom_id"],
                                  "response": {"status_code": 500, "request_id": request_id,
@@ -212,7 +220,8 @@ class Emulator:
                 continue
             outputs.append({"id": f"batch_req_{uuid.uuid4().hex[:16]}", "custom_id": line["custom_id"],
                             "response": {"status_code": 200, "request_id": request_id,
-                                         "body": completion(line["body"], batch["endpoint"], line["custom_id"])},
+                                         "body": completion(line["body"], batch["endpoint"],
+                                                          output_seed(line["custom_id"], line["body"]))},
                             "error": None})
             batch["request_counts"]["completed"] += 1
         if batch["status"] != "cancelling" and batch["_fate"] != "expire_batches":

@@ -117,8 +117,10 @@ def build_results(store: SampleStore) -> dict[str, Any]:
         "incomplete_questions": [qid for qid in selection if qid not in complete_ids],
         "neutralised_inputs": store.get_meta("neutralised") or {},
         "batch_jobs": _batch_jobs(store, config),
+        "on_demand_calls": _on_demand_calls(store, config),
         "greedy": None, "sampled": [],
     }
+    results["spend"] = _spend(results["batch_jobs"], results["on_demand_calls"])
     golds = [questions[qid].gold for qid in complete]
     price = _price(config, batch=config["backend"].endswith("-batch"))
     for temperature in settings:
@@ -151,6 +153,7 @@ def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, An
         manifest = job["manifest"] or {}
         entry = {"job": job["job_key"][:12], "status": job["status"], "records": len(job["records"]),
                  "paths": sum(len(paths) for paths in job["records"].values()),
+                 "records_answered": manifest.get("successRecordCount"),
                  "input_tokens": manifest.get("inputTokenCount"), "output_tokens": manifest.get("outputTokenCount"),
                  "runtime": {"seconds": round(job["ended_at"] - job["submitted_at"], 3)
                              if job["ended_at"] and job["submitted_at"] else None}}
@@ -158,6 +161,32 @@ def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, An
             entry["cost_usd"] = round(job_cost(price, manifest), 6)
         out.append(entry)
     return out
+
+
+def _on_demand_calls(store: SampleStore, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each group of on-demand calls a batch run made for its remainder: the providers' token counts, billed
+    at on-demand prices."""
+    price = _price(config, batch=False)
+    out = []
+    for group in store.spend():
+        entry = {key: group[key] for key in ("group", "records", "paths", "input_tokens", "output_tokens")}
+        if price is not None:
+            entry["cost_usd"] = round(price.cost(group["input_tokens"], group["output_tokens"]), 6)
+        out.append(entry)
+    return out
+
+
+def _spend(jobs: list[dict[str, Any]], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's spend ledger as billed: batch jobs and on-demand calls, tokens and dollars (None unpriced)."""
+    def dollars(entries):
+        costs = [e.get("cost_usd") for e in entries if e.get("input_tokens") is not None]
+        return None if any(c is None for c in costs) else round(sum(costs), 6)
+
+    batch_usd, on_demand_usd = dollars(jobs), dollars(calls)
+    return {"batch_usd": batch_usd, "on_demand_usd": on_demand_usd,
+            "total_usd": None if batch_usd is None or on_demand_usd is None else round(batch_usd + on_demand_usd, 6),
+            "tokens": sum((e.get("input_tokens") or 0) + (e.get("output_tokens") or 0) for e in jobs + calls),
+            "on_demand_paths": sum(c["paths"] for c in calls)}
 
 
 def _weighted_votes(paths: list[list[StoredPath]], golds: list[str], config: dict[str, Any]) -> dict[str, Any]:
@@ -233,6 +262,12 @@ def markdown_table(results: dict[str, Any]) -> str:
                         f"{job['input_tokens'] if job['input_tokens'] is not None else '–'} | "
                         f"{job['output_tokens'] if job['output_tokens'] is not None else '–'} | "
                         f"{job.get('cost_usd', '–')} | {job['runtime']['seconds'] or '–'} |")
+    if results.get("on_demand_calls"):
+        cost += ["", "", "| on-demand calls | records | paths | input tokens | output tokens | cost (USD) |",
+                 "|---|---:|---:|---:|---:|---:|"]
+        for group in results["on_demand_calls"]:
+            cost.append(f"| {group['group']} | {group['records']} | {group['paths']} | {group['input_tokens']} | "
+                        f"{group['output_tokens']} | {group.get('cost_usd', '–')} |")
     note = ""
     if results.get("neutralised_inputs"):
         note += (f"\n\n{len(results['neutralised_inputs'])} input records had text that forged prompt "

@@ -1,6 +1,7 @@
 """The sample store: one SQLite file per run directory; the only module that touches sqlite.
 
-Every path is committed the moment it exists (WAL journal, one transaction per path), keyed by
+Every path is committed the moment it exists (WAL journal, one transaction per path, or per record for
+the paths of one multi-path record, `add_paths`), keyed by
 (question id, temperature, path index), so a run killed at any instant loses at most the path being
 generated and a rerun skips what is stored. The run's generation settings are kept with the data: a
 rerun whose settings would produce different paths is refused instead of mixed in.
@@ -71,6 +72,27 @@ _MIGRATIONS: tuple[str, ...] = (
         updated_at REAL NOT NULL,
         submitted_at REAL,
         ended_at REAL
+    );
+    """,
+    """
+    CREATE TABLE record_errors (
+        backend TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        job_key TEXT NOT NULL,
+        code TEXT NOT NULL,
+        message TEXT NOT NULL,
+        retryable INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (backend, record_id, job_key)
+    );
+    CREATE TABLE spend (
+        backend TEXT NOT NULL,
+        call_group TEXT NOT NULL,
+        record_id TEXT NOT NULL,
+        paths INTEGER NOT NULL,
+        input_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        created_at REAL NOT NULL
     );
     """,
 )
@@ -204,6 +226,17 @@ class SampleStore:
              path.logprob_sum, path.backend, path.model, time.time()))
         return cursor.rowcount == 1
 
+    def add_paths(self, paths: Iterable[StoredPath]) -> int:
+        """Store paths in one transaction (a record's paths: all or none survive a kill); how many were new."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            added = sum(self.add_path(path) for path in paths)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return added
+
     def record_stop(self, question_id: str, temperature: float, rule: str, paths_used: int,
                     paths_generated: int, reason: str) -> None:
         """Why and when a question stopped getting paths under an adaptive rule."""
@@ -262,6 +295,43 @@ class SampleStore:
             job["manifest"] = json.loads(job["manifest"]) if job["manifest"] else None
             out.append(job)
         return out
+
+    # -- per-record errors and the spend ledger of batch runs ---------------------------------------
+
+    def add_record_errors(self, backend: str, job_key: str, errors: dict[str, tuple[str, str, bool]]) -> None:
+        """record id -> (code, message, retryable), as a job reported them."""
+        now = time.time()
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT OR REPLACE INTO record_errors VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             [(backend, rid, job_key, code, message, int(retryable), now)
+                              for rid, (code, message, retryable) in errors.items()])
+        self._db.execute("COMMIT")
+
+    def record_errors(self, backend: str | None = None) -> list[dict[str, Any]]:
+        query = "SELECT * FROM record_errors" + (" WHERE backend = ?" if backend else "") + " ORDER BY created_at"
+        cursor = self._db.execute(query, (backend,) if backend else ())
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def clear_record_errors(self, code: str) -> int:
+        """Forget errors of one code (e.g. the records a stop left unwanted, when the user resubmits)."""
+        return self._db.execute("DELETE FROM record_errors WHERE code = ?", (code,)).rowcount
+
+    def add_spend(self, backend: str, call_group: str, record_id: str, paths: int, input_tokens: int,
+                  output_tokens: int) -> None:
+        """What one on-demand call was billed (the provider's counts where it gave them)."""
+        self._db.execute("INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (backend, call_group, record_id, paths, input_tokens, output_tokens, time.time()))
+
+    def spend(self, backend: str | None = None) -> list[dict[str, Any]]:
+        """On-demand spend per call group: records, paths and tokens."""
+        where = " WHERE backend = ?" if backend else ""
+        cursor = self._db.execute(
+            "SELECT backend, call_group, count(*), sum(paths), sum(input_tokens), sum(output_tokens), "
+            f"min(created_at) FROM spend{where} GROUP BY backend, call_group ORDER BY min(created_at)",
+            (backend,) if backend else ())
+        return [dict(zip(("backend", "group", "records", "paths", "input_tokens", "output_tokens", "started_at"),
+                         row, strict=True)) for row in cursor]
 
     def stored_keys(self) -> set[tuple[str, float, int]]:
         return set(self._db.execute("SELECT question_id, temperature, path_index FROM paths"))

@@ -95,6 +95,12 @@ def run_concurrently(calls: Iterable[Callable[[], Any]], workers: int,
             raise error
 
 
+def flatten(items: Iterable[Generation | tuple[Generation, ...]]) -> Iterator[Generation]:
+    """Backend.generate's output one Generation at a time (for callers that do not store)."""
+    for item in items:
+        yield from item if isinstance(item, tuple) else (item,)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     question_id: str
@@ -178,8 +184,10 @@ class Backend(Protocol):
     name: str
     model: str
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
-        """Yield one Generation per request, each as soon as it exists (order may differ)."""
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation | tuple[Generation, ...]]:
+        """Yield one Generation per request, each as soon as it exists (order may differ). A backend whose
+        one call answers several paths (a multi-path batch record) yields them as a tuple: the caller
+        stores a tuple in one transaction, so a kill never leaves part of a paid record stored."""
         ...
 
     def close(self) -> None: ...

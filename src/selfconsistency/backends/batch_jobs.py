@@ -2,9 +2,16 @@
 
 The workflow: pack paths into records, split them into jobs within the provider's quotas, save each job
 in the run's store before and after every API call, submit up to the in-flight limit, poll, and collect
-results joined on record id. Records a job never answered (errors, failed / expired / stopped jobs) go
-into follow-up jobs, up to MAX_ROUNDS. A crashed run, started again, reattaches to its jobs instead of
-paying for new ones; the provider makes a create call retried after a crash start no second job.
+results joined on record id. A crashed run, started again, first finishes and collects the jobs it had
+made (the provider makes a create call retried after a crash start no second job), then plans the rest.
+
+Trust: a record's id hashes what it asks (prompt, temperature, path, seed, body) and a job's key hashes its
+records' bodies, so another run's job is never reattached; an answer whose echoed request differs from the
+body sent is refused. Records a job never answered (failed / expired jobs, retryable record errors) go into
+follow-up jobs, up to MAX_ROUNDS, or on demand when too few for a job; records refused for bad input are
+stored with their error and not resubmitted; a job the user stopped leaves its unprocessed records
+unwanted until `jobs collect --resubmit`. Every job and on-demand call is checked first against the run's
+spend ledger (manifests + on-demand usage, both the provider's counts) and --max-cost / --max-tokens-total.
 
 A provider supplies only what differs (`JobService`): its record format, its statuses and its API calls.
 """
@@ -22,7 +29,7 @@ from typing import Any, Protocol
 from ..costs import PriceTable, job_cost
 from ..store import SampleStore
 from .base import BackendConfig, BackendError, BudgetExceeded, Generation, GenerationRequest, ParsedOutput
-from .batch_plan import PlanError, Quotas, Record, record_generations, split_jobs
+from .batch_plan import PlanError, Quotas, Record, body_digest, record_generations, split_jobs
 
 MAX_ROUNDS = 4  # follow-up rounds for records that keep failing
 PENDING = ("planned", "creating")  # our own statuses before the provider knows the job
@@ -41,6 +48,35 @@ class JobState:
 class JobResults:
     outputs: dict[str, list[ParsedOutput]] = field(default_factory=dict)  # record id -> its generations
     manifest: dict[str, Any] | None = None  # counts and tokens, keys as in Bedrock's manifest.json.out
+    errors: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # record id -> (code, message, retryable)
+    mismatched: list[str] = field(default_factory=list)  # record ids answered for a request we did not send
+
+
+STOPPED_CODE = "stopped"  # the record error a user's stop leaves on records its job never processed
+MISMATCH_CODE = "mismatch"
+
+
+class JobsStopped(BackendError):
+    """A job was stopped by the user: the run collected what it processed and submits nothing more."""
+
+
+def retryable_status(status: int | str | None) -> bool:
+    """An HTTP-style status worth sending again: throttling, timeouts, server errors. Other 4xx are the
+    request's own fault (validation, bad input) and would fail the same way again."""
+    try:
+        code = int(status)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return True
+    return code in (408, 409, 429) or code >= 500
+
+
+def error_summary(errors: list[tuple[str, str]]) -> str:
+    """'400 (message): 3, 500 (message): 1' from (code, message) pairs, most frequent first."""
+    counts: dict[str, list[str]] = {}
+    for code, message in errors:
+        counts.setdefault(code, []).append(message)
+    return ", ".join(f"{code} ({messages[0][:80]}): {len(messages)}"
+                     for code, messages in sorted(counts.items(), key=lambda kv: -len(kv[1])))
 
 
 class JobService(Protocol):
@@ -52,6 +88,7 @@ class JobService(Protocol):
     in_flight: tuple[str, ...]  # provider statuses of a job that has not ended
     finished: tuple[str, ...]  # provider statuses of a job that has ended (results may be partial)
     cancellable: tuple[str, ...]  # provider statuses a job can be stopped from (not ended, not already stopping)
+    stopped: tuple[str, ...]  # provider statuses of a job a user stopped (its unprocessed records are unwanted)
     too_small: str  # advice when a run has fewer records than one job's minimum
 
     def pack(self, requests: list[GenerationRequest]) -> list[Record]: ...
@@ -67,7 +104,10 @@ class JobService(Protocol):
 
     def poll(self, job: dict[str, Any]) -> JobState: ...
 
-    def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults: ...
+    def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults:
+        """The job's answers to `records` (checked against the bodies sent: mismatches are listed, never
+        returned), its per-record errors and its manifest."""
+        ...
 
     def remainder(self, records: list[Record]) -> Iterator[tuple[Record, list[ParsedOutput], float]]:
         """Records too few for a job, generated another way: (record, outputs, seconds per path). Only
@@ -83,88 +123,142 @@ class BatchJobRunner:
         self.config = config
         self.store = SampleStore(config.run_dir)
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
+        self._on_demand_group: str | None = None
 
     def jobs(self) -> list[dict[str, Any]]:
         return self.store.jobs(self.service.name)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
+        """Each record's generations as one tuple (stored together by the caller)."""
         records = {r.record_id: r for r in self.service.pack(list(requests))}
         done: set[str] = set()
         quotas = self.service.quotas
+        earlier = [j for j in self.jobs() if j["status"] in self.in_flight + self.service.finished
+                   and set(j["records"]) & records.keys()]
+        yield from self._run_jobs(earlier, records, done)  # what was paid for is collected before anything new
         for round_number in range(MAX_ROUNDS):
-            remaining = {rid: r for rid, r in records.items() if rid not in done}
-            if not remaining:
-                return
-            attached = [j for j in self.jobs() if j["status"] in self.in_flight + self.service.finished
-                        and set(j["records"]) & remaining.keys()]
-            covered = {rid for j in attached for rid in j["records"]}
-            fresh = [r for rid, r in remaining.items() if rid not in covered]
+            unwanted = self._unwanted()
+            remaining = {rid: r for rid, r in records.items() if rid not in done and rid not in unwanted}
+            if not remaining or any(unwanted[rid]["code"] == STOPPED_CODE for rid in records.keys() & unwanted):
+                break  # done, or the user stopped a job: nothing new is submitted
+            fresh = list(remaining.values())
             continuing = round_number > 0 or bool(self.jobs())
-            if fresh and not attached and len(fresh) < quotas.min_records_per_job and continuing:
-                self._check_cost(fresh, batch=False)  # too few left for a job: the remainder of a run
-                for record, outputs, seconds in self.service.remainder(fresh):
-                    if len(outputs) >= len(record.requests):
-                        done.add(record.record_id)
-                        yield from record_generations(record, outputs, seconds)
+            if len(fresh) < quotas.min_records_per_job and continuing:
+                yield from self._on_demand(fresh, done)  # too few left for a job: the remainder of a run
                 continue
             chunks = self._split(fresh)
-            if chunks:
-                self._check_cost(fresh)
-            attached += [self._plan_job(chunk) for chunk in chunks]
-            yield from self._run_jobs(attached, remaining, done)
-        missing = len(records) - len(done)
-        if missing:
+            self._check_cost(fresh)
+            yield from self._run_jobs([self._plan_job(chunk) for chunk in chunks], records, done)
+        self._finish(records, done)
+
+    def _unwanted(self) -> dict[str, dict[str, Any]]:
+        """Records not to send again: refused for their own fault, or left by a job the user stopped."""
+        return {e["record_id"]: e for e in self.store.record_errors(self.service.name) if not e["retryable"]}
+
+    def _finish(self, records: dict[str, Record], done: set[str]) -> None:
+        """Say why records are missing, in one line: stopped, refused (by error code), or still failing."""
+        unwanted = self._unwanted()
+        left = [rid for rid in records if rid not in done]
+        stopped = [rid for rid in left if rid in unwanted and unwanted[rid]["code"] == STOPPED_CODE]
+        refused = [unwanted[rid] for rid in left if rid in unwanted and rid not in stopped]
+        failing = len(left) - len(stopped) - len(refused)
+        if stopped:
+            raise JobsStopped(f"a batch job was stopped: what it processed is stored, {len(stopped)} records were "
+                              f"not sent again; 'selfconsistency jobs collect --resubmit {self.config.run_dir}' "
+                              "submits them")
+        if refused:
+            raise BackendError(f"{len(refused)} records were refused and will not be resubmitted (by error code: "
+                               f"{error_summary([(e['code'], e['message']) for e in refused])}); "
+                               f"'selfconsistency jobs status {self.config.run_dir}' lists them")
+        if failing:
             last = next((j for j in reversed(self.jobs()) if j.get("message")), None)
             said = f" (last job message: {last['message']})" if last else ""
-            raise BackendError(f"{missing} records still failed after {MAX_ROUNDS} rounds{said}; run again to retry")
+            raise BackendError(f"{failing} records still failed after {MAX_ROUNDS} rounds{said}; run again to retry")
 
-    def _check_cost(self, records: list[Record], batch: bool = True) -> None:
-        """Print the estimate of the jobs about to be planned; refuse them if, with what the run already
-        spent, they could pass --max-cost or --max-tokens-total. Nothing is uploaded before this check.
+    # -- the spend ledger ------------------------------------------------------------------------
+
+    def _prices(self, batch: bool):
+        try:
+            return PriceTable.from_file(self.config.prices_file).price(self.service.model, batch=batch)
+        except KeyError as exc:
+            if self.config.max_cost is not None:
+                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
+            return None
+
+    def spent(self) -> tuple[int, float | None]:
+        """(tokens, dollars) this run was billed: every job's manifest and every on-demand call, in the
+        providers' own counts. Tokens are at least what the stored paths used (runs older than the ledger)."""
+        manifests = [j["manifest"] for j in self.jobs() if j["manifest"]]
+        calls = self.store.spend(self.service.name)
+        tokens = sum(m.get("inputTokenCount", 0) + m.get("outputTokenCount", 0) for m in manifests) + \
+            sum(c["input_tokens"] + c["output_tokens"] for c in calls)
+        batch_price, on_demand_price = self._prices(batch=True), self._prices(batch=False)
+        dollars = None
+        if batch_price is not None and on_demand_price is not None:
+            dollars = sum(job_cost(batch_price, m) for m in manifests) + \
+                sum(on_demand_price.cost(c["input_tokens"], c["output_tokens"]) for c in calls)
+        return max(tokens, self.config.tokens_spent), dollars
+
+    def _check_cost(self, records: list[Record], batch: bool = True, quiet: bool = False) -> None:
+        """Refuse `records` if, with what the run's ledger says it spent, they could pass --max-cost or
+        --max-tokens-total; otherwise print their estimate. Nothing is sent before this check.
 
         Prompt tokens are estimated at 4 characters each; output at max_tokens for every generation.
         """
         prompt = sum(len(json.dumps(r.body)) // 4 for r in records)
         output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
+        tokens, dollars = self.spent()
+        what = "jobs" if batch else "on-demand calls"
+        stop = "nothing was submitted" if batch else "no more calls were made; the paths they made are stored"
         limit = self.config.max_tokens_total
-        if limit is not None and self.config.tokens_spent + prompt + output > limit:
-            raise BudgetExceeded(f"the next jobs could use {prompt + output:,} tokens on top of "
-                                 f"{self.config.tokens_spent:,} spent, past --max-tokens-total {limit:,}; "
-                                 "nothing was submitted")
-        model = self.service.model
-        try:
-            table = PriceTable.from_file(self.config.prices_file)
-            price, batch_price = table.price(model, batch=batch), table.price(model, batch=True)
-        except KeyError as exc:
-            if self.config.max_cost is not None:
-                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
-            sys.stderr.write(f"no price known for {model}: no cost estimate (give a price file)\n")
+        if limit is not None and tokens + prompt + output > limit:
+            raise BudgetExceeded(f"the next {what} could use {prompt + output:,} tokens on top of {tokens:,} spent, "
+                                 f"past --max-tokens-total {limit:,}; {stop}")
+        price = self._prices(batch)
+        if price is None or dollars is None:
+            if not quiet:
+                sys.stderr.write(f"no price known for {self.service.model}: no cost estimate (give a price file)\n")
             return
-        spent = sum(job_cost(batch_price, j["manifest"]) for j in self.jobs() if j["manifest"])
         estimate = price.cost(prompt, output)
-        sys.stderr.write(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
-                         f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
-                         f"(${spent:,.2f} spent so far by batch jobs)\n")
-        if self.config.max_cost is not None and spent + estimate > self.config.max_cost:
-            raise BudgetExceeded(f"the estimate ${estimate:,.2f} on top of ${spent:,.2f} spent is above "
-                                 f"--max-cost ${self.config.max_cost:,.2f}; nothing was submitted")
+        if not quiet:
+            sys.stderr.write(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
+                             f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
+                             f"(${dollars:,.2f} spent so far)\n")
+        if self.config.max_cost is not None and dollars + estimate > self.config.max_cost:
+            raise BudgetExceeded(f"the estimate ${estimate:,.2f} of the next {what} on top of ${dollars:,.2f} "
+                                 f"spent is above --max-cost ${self.config.max_cost:,.2f}; {stop}")
+
+    def _on_demand(self, records: list[Record], done: set[str]) -> Iterator[tuple[Generation, ...]]:
+        """Records too few for a job, one provider call each, each checked against the ledger first and
+        entered in it after (as one call group per round, for the report)."""
+        self._check_cost(records, batch=False)
+        group = f"on-demand-{len(self.store.spend(self.service.name)) + 1}"
+        for record in records:
+            self._check_cost([record], batch=False, quiet=True)
+            for answered, outputs, seconds in self.service.remainder([record]):
+                generations = tuple(record_generations(answered, outputs, seconds))
+                self.store.add_spend(self.service.name, group, answered.record_id, len(generations),
+                                     sum(g.prompt_tokens for g in generations),
+                                     sum(g.completion_tokens for g in generations))
+                if len(outputs) >= len(answered.requests):
+                    done.add(answered.record_id)
+                    yield generations
 
     def _split(self, records: list[Record]) -> list[list[Record]]:
-        if not records:
-            return []
         try:
             return split_jobs(records, self.service.quotas, self.service.too_small)
         except PlanError as exc:
             raise BackendError(str(exc)) from None
 
     def _plan_job(self, records: list[Record]) -> dict[str, Any]:
-        """Store a new job before anything is sent. Its key (the provider's idempotency token) is unique
-        to the run, the records and how many jobs came before, so a run started again after its jobs
-        failed plans fresh ones, while a job already planned is found in the store, never planned twice."""
-        ids = sorted(r.record_id for r in records)
+        """Store a new job before anything is sent. Its key (the provider's idempotency token, and where
+        its input and output live) hashes the run, the model, how many jobs came before, and every
+        record's id and body: other data or settings make another key, never another run's job, while a
+        job already planned is found in the store, never planned twice."""
         name = self.service.name
         earlier = len(self.jobs())
-        key = hashlib.sha256(f"{name}|{self.config.run_id}|{self.service.model}|{earlier}|{','.join(ids)}"
+        content = ",".join(sorted(f"{r.record_id}:{body_digest(r.body)}" for r in records))
+        key = hashlib.sha256(f"{name}|{self.config.run_id}|{self.service.model}|{earlier}|{content}"
                              .encode()).hexdigest()[:40]
         input_uri, output_uri = self.service.locations(key)
         self.store.put_job(key, name, self.service.model, input_uri, output_uri,
@@ -172,7 +266,8 @@ class BatchJobRunner:
                             for r in records})
         return next(j for j in self.jobs() if j["job_key"] == key)
 
-    def _run_jobs(self, jobs: list[dict], records: dict[str, Record], done: set[str]) -> Iterator[Generation]:
+    def _run_jobs(self, jobs: list[dict], records: dict[str, Record], done: set[str]
+                  ) -> Iterator[tuple[Generation, ...]]:
         waiting = [j for j in jobs if j["status"] in PENDING]
         running = [j for j in jobs if j["status"] in self.in_flight and j not in waiting]
         for job in [j for j in jobs if j["status"] in self.service.finished]:  # ended before a crash
@@ -207,18 +302,33 @@ class BatchJobRunner:
         job.update(arn=job_id, status=SUBMITTED, submitted_at=time.time())
         self.store.update_job(job["job_key"], arn=job_id, status=SUBMITTED, submitted_at=job["submitted_at"])
 
-    def _collect(self, job: dict[str, Any], records: dict[str, Record], done: set[str]) -> Iterator[Generation]:
+    def _collect(self, job: dict[str, Any], records: dict[str, Record], done: set[str]
+                 ) -> Iterator[tuple[Generation, ...]]:
         if not job.get("arn"):
             return
-        results = self.service.results(job, records)
+        ours = {rid: records[rid] for rid in job["records"] if rid in records}
+        results = self.service.results(job, ours)
+        errors = dict(results.errors)
+        for rid in results.mismatched:
+            errors[rid] = (MISMATCH_CODE, "the answer echoes another request than the one sent: not stored", True)
+        if results.mismatched:
+            sys.stderr.write(f"batch job {job['job_key'][:12]}: {len(results.mismatched)} answers were for other "
+                             "requests than the ones sent: refused, counted as failed records\n")
+        if job["status"] in self.service.stopped:  # the user's decision: what the job did not process is unwanted
+            errors.update({rid: (STOPPED_CODE, "the job was stopped before this record was processed", False)
+                           for rid in ours if rid not in results.outputs and rid not in errors})
+        if errors:
+            self.store.add_record_errors(self.service.name, job["job_key"], errors)
+            sys.stderr.write(f"batch job {job['job_key'][:12]}: {len(errors)} records failed, by error code: "
+                             f"{error_summary([(c, m) for c, m, _ in errors.values()])}\n")
         wall = max(time.time() - (job.get("submitted_at") or job["created_at"]), 0.0)
-        paths = sum(len(records[rid].requests) for rid in results.outputs if rid in records)
+        paths = sum(len(ours[rid].requests) for rid in results.outputs if rid in ours)
         for rid, outputs in results.outputs.items():
-            record = records.get(rid)
-            if record is None or rid in done or len(outputs) < len(record.requests):
-                continue  # not ours, already stored, or fewer generations than asked: it goes round again
+            record = ours.get(rid)
+            if record is None or rid in done or rid in errors or len(outputs) < len(record.requests):
+                continue  # not ours, already stored, refused, or fewer generations than asked: not stored
             done.add(rid)
-            yield from record_generations(record, outputs, wall / max(paths, 1))
+            yield tuple(record_generations(record, outputs, wall / max(paths, 1)))
         self.store.update_job(job["job_key"], status="collected", manifest=results.manifest)
         job["status"] = "collected"
 
@@ -237,7 +347,7 @@ class BatchBackend:
         self.service = service
         self.runner = BatchJobRunner(service, config)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
         return self.runner.generate(requests)
 
     def close(self) -> None:

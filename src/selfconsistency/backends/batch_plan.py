@@ -47,8 +47,13 @@ class Record:
     line: str  # the record as a line of the provider's input file
 
 
-def record_id(requests: tuple[GenerationRequest, ...]) -> str:
-    key = "\x1f".join(f"{r.question_id}\x1e{r.temperature!r}\x1e{r.path_index}" for r in requests)
+def record_id(requests: tuple[GenerationRequest, ...], body: dict[str, Any] | None = None) -> str:
+    """From what the record asks, not only where its question sits: each path's question id, prompt,
+    temperature, index and seed, and the request body (sampling settings, model), so records of other data
+    or settings never share an id (nor, through the ids, a job), and duplicate questions still differ."""
+    key = "\x1f".join(f"{r.question_id}\x1e{r.prompt.text}\x1e{r.prompt.messages!r}\x1e{r.temperature!r}\x1e{r.path_index}"
+                       f"\x1e{r.params.seed}" for r in requests)
+    key += "\x1d" + json.dumps(body, sort_keys=True, ensure_ascii=False)
     number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
     digits = []
     for _ in range(11):
@@ -70,8 +75,8 @@ def pack(requests: list[GenerationRequest], per_record: int, build: BodyBuilder,
         size = 1 if group[0].params.greedy else per_record
         for start in range(0, len(group), size):
             chunk = tuple(group[start: start + size])
-            rid = record_id(chunk)
             body = build(chunk[0].prompt, chunk[0].params, len(chunk))
+            rid = record_id(chunk, body)
             records.append(Record(rid, chunk, body, line(rid, body)))
     return records
 
@@ -104,3 +109,8 @@ def split_jobs(records: list[Record], quotas: Quotas = Quotas(), too_small: str 
 def record_generations(record: Record, outputs: list[ParsedOutput], seconds_each: float) -> Iterator[Generation]:
     """One Generation per path of a record; a prompt without a count is estimated from the record's body."""
     return generations_from(record.requests, outputs, seconds_each, lambda: len(json.dumps(record.body)) // 4)
+
+
+def body_digest(body: dict[str, Any]) -> str:
+    """A record body's fingerprint: a job's key hashes its records' bodies, so other bodies mean another job."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode()).hexdigest()

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import BackendConfig, BackendError, GenerationRequest, ParsedOutput
-from .batch_jobs import BatchBackend, JobResults, JobState
+from .batch_jobs import BatchBackend, JobResults, JobState, retryable_status
 from .batch_plan import Quotas, Record, pack
 from .bedrock_bodies import adapter_for
 
@@ -35,6 +35,7 @@ class BedrockJobs:
     cancellable = ("Submitted", "Validating", "Scheduled", "InProgress")
     in_flight = (*cancellable, "Stopping")
     finished = ("Completed", "PartiallyCompleted", "Failed", "Stopped", "Expired")
+    stopped = ("Stopped",)
     too_small = BEDROCK_TOO_SMALL
 
     def __init__(self, config: BackendConfig):
@@ -96,9 +97,17 @@ class BedrockJobs:
         results = JobResults(manifest=self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out"))
         for line in self._read_lines(bucket, f"{prefix}{job_id}/records.jsonl.out"):
             record = records.get(line.get("recordId"))
-            if record is not None and "modelOutput" in line:
+            if record is None:
+                continue
+            if line.get("modelInput") != record.body:  # the output echoes its input: it must be what we sent
+                results.mismatched.append(record.record_id)
+            elif "modelOutput" in line:
                 params = record.requests[0].params
                 results.outputs[record.record_id] = self.adapter.response(line["modelOutput"], params)
+            elif isinstance(line.get("error"), dict):
+                code = line["error"].get("errorCode")
+                results.errors[record.record_id] = (str(code), str(line["error"].get("errorMessage", "")),
+                                                    retryable_status(code))
         return results
 
     def _read_lines(self, bucket: str, key: str) -> list[dict]:

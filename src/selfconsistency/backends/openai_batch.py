@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from .base import BackendConfig, BackendError, GenerationRequest
-from .batch_jobs import BatchBackend, JobResults, JobState
+from .batch_jobs import BatchBackend, JobResults, JobState, retryable_status
 from .batch_plan import Quotas, Record, pack
 from .openai_compat import parse_response, request_body
 
@@ -34,6 +34,7 @@ class OpenAIBatchJobs:
     cancellable = ("validating", "in_progress", "finalizing")
     in_flight = (*cancellable, "cancelling")
     finished = ("completed", "failed", "expired", "cancelled")
+    stopped = ("cancelled",)
     too_small = ""  # a batch may hold a single request
 
     def __init__(self, config: BackendConfig):
@@ -116,18 +117,23 @@ class OpenAIBatchJobs:
         results = JobResults()
         tokens = {"input": 0, "output": 0}
         ok = errors = 0
-        for line in self._file_lines(batch.output_file_id):
+        lines = self._file_lines(batch.output_file_id) + self._file_lines(batch.error_file_id)
+        for line in lines:
             response = line.get("response") or {}
+            custom_id = line.get("custom_id")
             if line.get("error") or response.get("status_code") != 200:
                 errors += 1
+                if custom_id in records:
+                    results.errors[custom_id] = _line_error(line)
                 continue
             ok += 1
             usage = response["body"].get("usage") or {}
             tokens["input"] += usage.get("prompt_tokens", 0)
             tokens["output"] += usage.get("completion_tokens", 0)
-            if line.get("custom_id") in records:
-                results.outputs[line["custom_id"]] = parse_response(response["body"], self.config.api)
-        errors += len(self._file_lines(batch.error_file_id))
+            if custom_id not in job["records"]:  # an answer to a request this batch was never sent
+                results.mismatched.append(str(custom_id))
+            elif custom_id in records:
+                results.outputs[custom_id] = parse_response(response["body"], self.config.api)
         results.manifest = {"totalRecordCount": len(job["records"]), "processedRecordCount": ok + errors,
                             "successRecordCount": ok, "errorRecordCount": errors,
                             "inputTokenCount": tokens["input"], "outputTokenCount": tokens["output"]}
@@ -142,6 +148,17 @@ class OpenAIBatchJobs:
 
     def close(self) -> None:
         self.client.close()
+
+
+def _line_error(line: dict[str, Any]) -> tuple[str, str, bool]:
+    """(code, message, retryable) of an output or error file line that failed: the request's HTTP status
+    and the API's error object, or the line's own error object when the request was never made."""
+    response = line.get("response") or {}
+    status = response.get("status_code")
+    error = line.get("error") or (response.get("body") or {}).get("error") or {}
+    name = error.get("code") or error.get("type") or ""
+    code = " ".join(str(part) for part in (status, name) if part) or "error"
+    return code, str(error.get("message", "")), retryable_status(status) if status else True
 
 
 def _body(model: str, api: str, prompt, params, n: int) -> dict[str, Any]:
