@@ -217,3 +217,45 @@ def test_a_batch_holds_at_most_50000_requests(monkeypatch):
     requests = [GenerationRequest(f"q{i}", 0.0, 0, prompt, SamplingParams(temperature=0.0)) for i in range(50_001)]
     jobs = split_jobs(service.pack(requests), service.quotas)
     assert [len(job) for job in jobs] == [25_001, 25_000]  # two even batches, not 50,000 + 1
+
+
+def test_another_data_file_never_reattaches_to_another_runs_batch(batch_api, tmp_path):
+    """The second run crashed around its create call (job left 'creating'): the batch search by job key must
+    not find the first run's batch, made for other questions at the same positions."""
+    from selfconsistency.bedrock_emulator import generated_text, output_seed
+
+    emulator, url = batch_api
+    run_experiment(batch_config(url), tmp_path / "first")
+    other = tmp_path / "other.jsonl"
+    other.write_text("\n".join(GSM8K_TEST.read_text().splitlines()[100:106]) + "\n")
+    second = batch_config(url, data=str(other))
+    task = second.get_task()
+    requests = plan_requests(second, task, second.load(task))
+    run_id = second.identity_hash(task)
+    backend_config = BackendConfig(model="gpt-4o-mini", base_url=url, poll_seconds=0.02, run_dir=str(tmp_path / "second"),
+                                   run_id=run_id)
+    runner = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config)
+    records = runner.service.pack(requests)
+    runner.store.update_job(runner._plan_job(records)["job_key"], status="creating")
+    generations = list(flatten(runner.generate(requests)))
+    runner.close()
+    assert len(emulator.batches) == 2 and len(generations) == len(requests)
+    expected = {(q.question_id, q.temperature, q.path_index): generated_text(output_seed(r.record_id, r.body), i).strip()
+                for r in records for i, q in enumerate(r.requests)}
+    assert all(g.text == expected[(g.request.question_id, g.request.temperature, g.request.path_index)]
+               for g in generations)
+
+
+def test_lines_refused_with_a_4xx_are_stored_and_never_resubmitted(batch_api, tmp_path):
+    emulator, url = batch_api
+    emulator.faults = Faults(bad_input="James decides to run 3 sprints")  # question 3's text
+    run_dir = tmp_path / "run"
+    for _ in range(2):  # neither this run nor a rerun sends them again (greedy + 2 x (8 + 2) paths: 5 records)
+        with pytest.raises(BackendError, match=r"5 records were refused .*400 invalid_prompt"):
+            run_experiment(batch_config(url), run_dir)
+        assert len(emulator.batches) == 1
+    assert len(stored_rows(run_dir)) == 6 * 21 - 21
+    with SampleStore(run_dir, create=False) as store:
+        errors = store.record_errors()
+    assert {(e["code"], e["message"], e["retryable"]) for e in errors} == {("400 invalid_prompt",
+                                                                            "emulated invalid prompt", 0)}
