@@ -5,17 +5,16 @@ import json
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import boto3
 import pytest
 
 from conftest import GSM8K_TEST, cli, stored_rows
+from selfconsistency.backends.base import BackendError
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
-from selfconsistency.backends.base import BackendError
 from selfconsistency.bedrock_emulator import Faults
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.extract import NumberExtractor

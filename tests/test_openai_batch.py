@@ -232,15 +232,16 @@ def test_another_data_file_never_reattaches_to_another_runs_batch(batch_api, tmp
     task = second.get_task()
     requests = plan_requests(second, task, second.load(task))
     run_id = second.identity_hash(task)
-    backend_config = BackendConfig(model="gpt-4o-mini", base_url=url, poll_seconds=0.02, run_dir=str(tmp_path / "second"),
-                                   run_id=run_id)
+    backend_config = BackendConfig(model="gpt-4o-mini", base_url=url, poll_seconds=0.02,
+                                   run_dir=str(tmp_path / "second"), run_id=run_id)
     runner = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config)
     records = runner.service.pack(requests)
     runner.store.update_job(runner._plan_job(records)["job_key"], status="creating")
     generations = list(flatten(runner.generate(requests)))
     runner.close()
     assert len(emulator.batches) == 2 and len(generations) == len(requests)
-    expected = {(q.question_id, q.temperature, q.path_index): generated_text(output_seed(r.record_id, r.body), i).strip()
+    expected = {(q.question_id, q.temperature, q.path_index):
+                generated_text(output_seed(r.record_id, r.body), i).strip()
                 for r in records for i, q in enumerate(r.requests)}
     assert all(g.text == expected[(g.request.question_id, g.request.temperature, g.request.path_index)]
                for g in generations)

@@ -51,3 +51,33 @@ def test_changed_question_refused(tmp_path):
 def test_missing_store_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         SampleStore(tmp_path / "nope", create=False)
+
+
+def test_a_records_paths_are_stored_all_or_none(tmp_path):
+    def paths_then_failure():
+        yield _path(i=0)
+        yield _path(i=1)
+        raise KeyboardInterrupt  # the process dies between two paths of one record
+
+    with SampleStore(tmp_path) as store:
+        store.add_questions([StoredQuestion("test-00000", 0, "q?", "5")])
+        assert store.add_paths([_path(i=5), _path(i=6)]) == 2
+        with pytest.raises(KeyboardInterrupt):
+            store.add_paths(paths_then_failure())
+        assert store.add_paths([_path(i=6), _path(i=7)]) == 1  # a stored key is skipped, the rest stored
+    with SampleStore(tmp_path, create=False) as store:
+        assert store.stored_keys() == {("test-00000", 0.7, i) for i in (5, 6, 7)}
+
+
+def test_record_errors_and_spend_ledger_persist(tmp_path):
+    with SampleStore(tmp_path) as store:
+        store.add_record_errors("bedrock-batch", "job1", {"A": ("400", "bad request", False),
+                                                          "B": ("500", "internal", True)})
+        store.add_spend("bedrock-batch", "on-demand-1", "C", 5, 100, 40)
+        store.add_spend("bedrock-batch", "on-demand-1", "D", 1, 90, 8)
+    with SampleStore(tmp_path, create=False) as store:
+        assert {(e["record_id"], e["code"], e["retryable"]) for e in store.record_errors()} == \
+            {("A", "400", 0), ("B", "500", 1)}
+        (group,) = store.spend("bedrock-batch")
+        assert (group["records"], group["paths"], group["input_tokens"], group["output_tokens"]) == (2, 6, 190, 48)
+        assert store.clear_record_errors("400") == 1

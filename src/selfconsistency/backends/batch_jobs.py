@@ -123,7 +123,6 @@ class BatchJobRunner:
         self.config = config
         self.store = SampleStore(config.run_dir)
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
-        self._on_demand_group: str | None = None
 
     def jobs(self) -> list[dict[str, Any]]:
         return self.store.jobs(self.service.name)

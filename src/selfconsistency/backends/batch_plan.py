@@ -51,8 +51,8 @@ def record_id(requests: tuple[GenerationRequest, ...], body: dict[str, Any] | No
     """From what the record asks, not only where its question sits: each path's question id, prompt,
     temperature, index and seed, and the request body (sampling settings, model), so records of other data
     or settings never share an id (nor, through the ids, a job), and duplicate questions still differ."""
-    key = "\x1f".join(f"{r.question_id}\x1e{r.prompt.text}\x1e{r.prompt.messages!r}\x1e{r.temperature!r}\x1e{r.path_index}"
-                       f"\x1e{r.params.seed}" for r in requests)
+    key = "\x1f".join(f"{r.question_id}\x1e{r.prompt.text}\x1e{r.prompt.messages!r}\x1e{r.temperature!r}"
+                       f"\x1e{r.path_index}\x1e{r.params.seed}" for r in requests)
     key += "\x1d" + json.dumps(body, sort_keys=True, ensure_ascii=False)
     number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
     digits = []
