@@ -295,6 +295,8 @@ def test_records_refused_for_bad_input_are_stored_with_their_error_and_never_res
     assert len(errors) == 13 and {(e["code"], e["retryable"]) for e in errors} == {("400", 0)}
     status = cli("jobs", "status", str(run_dir))
     assert status.returncode == 0 and "not resubmitted, by code: 400" in status.stdout, status.stdout
+    (job,) = write_report(run_dir)["batch_jobs"]
+    assert job["paths"] == 260 and job["paths_collected"] == 260 - 13 and job["records_answered"] == 260 - 13
 
 
 def test_a_token_cap_counts_the_job_a_crashed_run_left_in_flight(aws, tmp_path):
@@ -339,6 +341,7 @@ def test_a_cost_cap_counts_on_demand_spend(aws, tmp_path):
     run_experiment(config(15), run_dir)  # 40 more records: on demand
     spent = write_report(run_dir)["spend"]
     assert spent["batch_usd"] > 0 and spent["on_demand_usd"] > 0 and spent["on_demand_paths"] == 200
+    assert [job["paths_collected"] for job in write_report(run_dir)["batch_jobs"]] == [20 * 21]
     more = config(20)
     task = more.get_task()
     new = [r for r in plan_requests(more, task, more.load(task)) if r.path_index >= 15]

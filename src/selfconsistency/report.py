@@ -154,6 +154,7 @@ def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, An
         entry = {"job": job["job_key"][:12], "status": job["status"], "records": len(job["records"]),
                  "paths": sum(len(paths) for paths in job["records"].values()),
                  "records_answered": manifest.get("successRecordCount"),
+                 "paths_collected": job.get("collected_paths"),  # the paths this job's answers stored
                  "input_tokens": manifest.get("inputTokenCount"), "output_tokens": manifest.get("outputTokenCount"),
                  "runtime": {"seconds": round(job["ended_at"] - job["submitted_at"], 3)
                              if job["ended_at"] and job["submitted_at"] else None}}
@@ -255,10 +256,12 @@ def markdown_table(results: dict[str, Any]) -> str:
             cost.append(f"| T={setting['temperature']:g} SC@{k} | "
                         + " | ".join(f"{c['mean']:.1%} ± {c['std']:.1%}" for c in cells) + " |")
     if results.get("batch_jobs"):
-        cost += ["", "", "| batch job | status | records | paths | input tokens | output tokens | cost (USD) | "
-                 "seconds |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+        cost += ["", "", "| batch job | status | records | paths | paths stored | input tokens | output tokens | "
+                 "cost (USD) | seconds |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for job in results["batch_jobs"]:
+            stored = job.get("paths_collected")
             cost.append(f"| {job['job']} | {job['status']} | {job['records']} | {job['paths']} | "
+                        f"{stored if stored is not None else '–'} | "
                         f"{job['input_tokens'] if job['input_tokens'] is not None else '–'} | "
                         f"{job['output_tokens'] if job['output_tokens'] is not None else '–'} | "
                         f"{job.get('cost_usd', '–')} | {job['runtime']['seconds'] or '–'} |")

@@ -94,6 +94,7 @@ _MIGRATIONS: tuple[str, ...] = (
         output_tokens INTEGER NOT NULL,
         created_at REAL NOT NULL
     );
+    ALTER TABLE jobs ADD COLUMN collected_paths INTEGER;
     """,
 )
 
@@ -275,7 +276,7 @@ class SampleStore:
                          (job_key, backend, model, input_uri, output_uri, json.dumps(records), now, now))
 
     def update_job(self, job_key: str, **fields: Any) -> None:
-        allowed = {"status", "arn", "manifest", "message", "submitted_at", "ended_at"}
+        allowed = {"status", "arn", "manifest", "message", "submitted_at", "ended_at", "collected_paths"}
         if not set(fields) <= allowed:
             raise ValueError(f"unknown job fields {set(fields) - allowed}")
         if "manifest" in fields and fields["manifest"] is not None:

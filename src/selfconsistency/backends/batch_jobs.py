@@ -322,13 +322,16 @@ class BatchJobRunner:
                              f"{error_summary([(c, m) for c, m, _ in errors.values()])}\n")
         wall = max(time.time() - (job.get("submitted_at") or job["created_at"]), 0.0)
         paths = sum(len(ours[rid].requests) for rid in results.outputs if rid in ours)
+        collected = 0
         for rid, outputs in results.outputs.items():
             record = ours.get(rid)
             if record is None or rid in done or rid in errors or len(outputs) < len(record.requests):
                 continue  # not ours, already stored, refused, or fewer generations than asked: not stored
             done.add(rid)
+            collected += len(record.requests)
             yield tuple(record_generations(record, outputs, wall / max(paths, 1)))
-        self.store.update_job(job["job_key"], status="collected", manifest=results.manifest)
+        self.store.update_job(job["job_key"], status="collected", manifest=results.manifest,
+                              collected_paths=collected + (job.get("collected_paths") or 0))
         job["status"] = "collected"
 
     def close(self) -> None:
