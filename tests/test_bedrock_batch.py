@@ -342,6 +342,16 @@ def test_a_cost_cap_counts_on_demand_spend(aws, tmp_path):
     spent = write_report(run_dir)["spend"]
     assert spent["batch_usd"] > 0 and spent["on_demand_usd"] > 0 and spent["on_demand_paths"] == 200
     assert [job["paths_collected"] for job in write_report(run_dir)["batch_jobs"]] == [20 * 21]
+    with SampleStore(run_dir, create=False) as store:  # each setting's cost: batch paths at batch prices,
+        tokens = {False: [0, 0], True: [0, 0]}         # the on-demand remainder at on-demand prices
+        keys = store.on_demand_keys()
+        for p in store.paths():
+            tokens[(p.question_id, p.temperature, p.path_index) in keys][0] += p.prompt_tokens
+            tokens[(p.question_id, p.temperature, p.path_index) in keys][1] += p.completion_tokens
+    results = write_report(run_dir)
+    settings = [results["greedy"], *results["sampled"]]
+    assert len(keys) == 200 and sum(s["cost_usd"] for s in settings) == pytest.approx(
+        (tokens[False][0] * 0.75 + tokens[False][1] * 1.0 + tokens[True][0] * 1.5 + tokens[True][1] * 2.0) / 1000)
     more = config(20)
     task = more.get_task()
     new = [r for r in plan_requests(more, task, more.load(task)) if r.path_index >= 15]

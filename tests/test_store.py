@@ -73,11 +73,12 @@ def test_record_errors_and_spend_ledger_persist(tmp_path):
     with SampleStore(tmp_path) as store:
         store.add_record_errors("bedrock-batch", "job1", {"A": ("400", "bad request", False),
                                                           "B": ("500", "internal", True)})
-        store.add_spend("bedrock-batch", "on-demand-1", "C", 5, 100, 40)
-        store.add_spend("bedrock-batch", "on-demand-1", "D", 1, 90, 8)
+        store.add_spend("bedrock-batch", "on-demand-1", "C", [("q", 0.7, i) for i in range(5)], 100, 40)
+        store.add_spend("bedrock-batch", "on-demand-1", "D", [("q", 0.7, 5)], 90, 8)
     with SampleStore(tmp_path, create=False) as store:
         assert {(e["record_id"], e["code"], e["retryable"]) for e in store.record_errors()} == \
             {("A", "400", 0), ("B", "500", 1)}
         (group,) = store.spend("bedrock-batch")
         assert (group["records"], group["paths"], group["input_tokens"], group["output_tokens"]) == (2, 6, 190, 48)
+        assert store.on_demand_keys() == {("q", 0.7, i) for i in range(6)}
         assert store.clear_record_errors("400") == 1

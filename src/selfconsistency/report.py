@@ -37,17 +37,28 @@ def _price(config: dict[str, Any], batch: bool) -> Price | None:
         return None
 
 
-def _usage(paths: list[StoredPath], price: Price | None) -> dict[str, Any]:
+def _usage(paths: list[StoredPath], price: Price | None, on_demand: tuple[Price | None, set] = (None, set())
+           ) -> dict[str, Any]:
+    """A setting's paths and their cost; paths a batch run made on demand (`on_demand`: their price and
+    keys) at that price."""
     seconds = sum(p.latency_s for p in paths)
     completion = sum(p.completion_tokens for p in paths)
     prompt = sum(p.prompt_tokens for p in paths)
+    on_demand_price, keys = on_demand
+    cost = None
+    if price:
+        extra = [p for p in paths if (p.question_id, p.temperature, p.path_index) in keys] if on_demand_price else []
+        extra_in, extra_out = sum(p.prompt_tokens for p in extra), sum(p.completion_tokens for p in extra)
+        cost = price.cost(prompt - extra_in, completion - extra_out)
+        if extra:
+            cost += on_demand_price.cost(extra_in, extra_out)
     return {
         "paths": len(paths),
         "abstention_rate": abstention_rate([p.answer for p in paths]),
         "truncated_paths": sum(p.finish_reason == "length" for p in paths),
         "prompt_tokens": prompt,
         "completion_tokens": completion,
-        "cost_usd": round(price.cost(prompt, completion), 6) if price else None,
+        "cost_usd": round(cost, 6) if cost is not None else None,
         # Measured generation time (sum of per-path latencies); differs between identical runs.
         "runtime": {"seconds": round(seconds, 3),
                     "completion_tokens_per_second": round(completion / seconds, 2) if seconds else None},
@@ -123,13 +134,14 @@ def build_results(store: SampleStore) -> dict[str, Any]:
     results["spend"] = _spend(results["batch_jobs"], results["on_demand_calls"])
     golds = [questions[qid].gold for qid in complete]
     price = _price(config, batch=config["backend"].endswith("-batch"))
+    on_demand = (_price(config, batch=False), store.on_demand_keys())  # a batch run's remainder, at its own price
     for temperature in settings:
         n = wanted[temperature]
         if config.get("stop") and temperature != 0.0:  # the curve over what every question has
             n = min((len(by_setting[temperature][q]) for q in complete), default=0)
         paths = [sorted(by_setting[temperature][qid], key=lambda p: p.path_index)[:n] for qid in complete]
         flat = [p for row in paths for p in row]
-        summary = {"temperature": temperature, "paths_per_question": n, **_usage(flat, price)}
+        summary = {"temperature": temperature, "paths_per_question": n, **_usage(flat, price, on_demand)}
         answers = [[p.answer for p in row] for row in paths]
         if temperature == 0.0:
             summary["accuracy"] = accuracy([row[0] for row in answers], golds)

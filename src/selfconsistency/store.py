@@ -92,6 +92,7 @@ _MIGRATIONS: tuple[str, ...] = (
         paths INTEGER NOT NULL,
         input_tokens INTEGER NOT NULL,
         output_tokens INTEGER NOT NULL,
+        path_keys TEXT NOT NULL,
         created_at REAL NOT NULL
     );
     ALTER TABLE jobs ADD COLUMN collected_paths INTEGER;
@@ -318,11 +319,17 @@ class SampleStore:
         """Forget errors of one code (e.g. the records a stop left unwanted, when the user resubmits)."""
         return self._db.execute("DELETE FROM record_errors WHERE code = ?", (code,)).rowcount
 
-    def add_spend(self, backend: str, call_group: str, record_id: str, paths: int, input_tokens: int,
-                  output_tokens: int) -> None:
-        """What one on-demand call was billed (the provider's counts where it gave them)."""
-        self._db.execute("INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (backend, call_group, record_id, paths, input_tokens, output_tokens, time.time()))
+    def add_spend(self, backend: str, call_group: str, record_id: str, path_keys: list[tuple[str, float, int]],
+                  input_tokens: int, output_tokens: int) -> None:
+        """What one on-demand call was billed (the provider's counts where it gave them), and for which paths."""
+        self._db.execute("INSERT INTO spend VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (backend, call_group, record_id, len(path_keys), input_tokens, output_tokens,
+                          json.dumps(path_keys), time.time()))
+
+    def on_demand_keys(self) -> set[tuple[str, float, int]]:
+        """(question id, temperature, path index) of the paths a batch run made on demand."""
+        return {tuple(key) for (keys,) in self._db.execute("SELECT path_keys FROM spend")
+                for key in json.loads(keys)}
 
     def spend(self, backend: str | None = None) -> list[dict[str, Any]]:
         """On-demand spend per call group: records, paths and tokens."""

@@ -236,7 +236,8 @@ class BatchJobRunner:
             self._check_cost([record], batch=False, quiet=True)
             for answered, outputs, seconds in self.service.remainder([record]):
                 generations = tuple(record_generations(answered, outputs, seconds))
-                self.store.add_spend(self.service.name, group, answered.record_id, len(generations),
+                keys = [(g.request.question_id, g.request.temperature, g.request.path_index) for g in generations]
+                self.store.add_spend(self.service.name, group, answered.record_id, keys,
                                      sum(g.prompt_tokens for g in generations),
                                      sum(g.completion_tokens for g in generations))
                 if len(outputs) >= len(answered.requests):
