@@ -362,3 +362,15 @@ def test_a_cost_cap_counts_on_demand_spend(aws, tmp_path):
         run_experiment(more.model_copy(update={"max_cost": cap}), run_dir)
     assert write_report(run_dir)["spend"]["total_usd"] <= cap
     assert len(stored_rows(run_dir)) == 20 * 31
+
+
+def test_converse_is_part_of_the_runs_identity(tmp_path):
+    from selfconsistency.store import StoreMismatch
+
+    plain = batch_config(CLAUDE, "bucket-id")
+    task = plain.get_task()
+    with SampleStore(tmp_path) as store:
+        store.bind_config(plain.identity(task), plain.model_dump(mode="json"))
+        converse = plain.model_copy(update={"converse": True})  # another request body: another run
+        with pytest.raises(StoreMismatch, match="converse"):
+            store.bind_config(converse.identity(task), converse.model_dump(mode="json"))
