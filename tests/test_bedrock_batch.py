@@ -374,3 +374,26 @@ def test_converse_is_part_of_the_runs_identity(tmp_path):
         converse = plain.model_copy(update={"converse": True})  # another request body: another run
         with pytest.raises(StoreMismatch, match="converse"):
             store.bind_config(converse.identity(task), converse.model_dump(mode="json"))
+
+
+def test_a_job_made_under_older_record_ids_is_collected_not_bought_again(aws, tmp_path):
+    """A run upgraded while its job was in flight: the job's records carry ids of another scheme."""
+    import dataclasses
+
+    from selfconsistency.backends.base import BackendConfig
+    from selfconsistency.backends.batch_jobs import BatchJobRunner
+    from selfconsistency.backends.bedrock_batch import BedrockJobs
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = batch_config(CLAUDE, "bucket-legacy")
+    task = config.get_task()
+    backend_config = BackendConfig(model=CLAUDE, bucket="bucket-legacy", role_arn=ROLE, create_bucket=True,
+                                   poll_seconds=0.02, run_dir=str(run_dir))
+    older = BatchJobRunner(BedrockJobs(backend_config), backend_config)
+    records = [dataclasses.replace(r, record_id=f"OLD{i:08d}", line=bedrock_line(f"OLD{i:08d}", r.body))
+               for i, r in enumerate(older.service.pack(plan_requests(config, task, config.load(task))))]
+    older._submit(older._plan_job(records), {r.record_id: r for r in records})
+    older.close()
+    run_experiment(config, run_dir)
+    assert len(aws.jobs) == 1 and aws.runtime_calls == 0 and len(stored_rows(run_dir)) == 260

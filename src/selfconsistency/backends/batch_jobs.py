@@ -23,7 +23,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ..costs import PriceTable, job_cost
@@ -123,6 +123,7 @@ class BatchJobRunner:
         self.config = config
         self.store = SampleStore(config.run_dir)
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
+        self._aliases: dict[str, str] = {}  # a job's record id -> today's id of the same paths (see _same_paths)
 
     def jobs(self) -> list[dict[str, Any]]:
         return self.store.jobs(self.service.name)
@@ -132,8 +133,9 @@ class BatchJobRunner:
         records = {r.record_id: r for r in self.service.pack(list(requests))}
         done: set[str] = set()
         quotas = self.service.quotas
-        earlier = [j for j in self.jobs() if j["status"] in self.in_flight + self.service.finished
-                   and set(j["records"]) & records.keys()]
+        unfinished = [j for j in self.jobs() if j["status"] in self.in_flight + self.service.finished]
+        self._aliases = _same_paths([j for j in unfinished if j.get("arn")], records)
+        earlier = [j for j in unfinished if set(j["records"]) & (records.keys() | self._aliases.keys())]
         yield from self._run_jobs(earlier, records, done)  # what was paid for is collected before anything new
         for round_number in range(MAX_ROUNDS):
             unwanted = self._unwanted()
@@ -306,7 +308,8 @@ class BatchJobRunner:
                  ) -> Iterator[tuple[Generation, ...]]:
         if not job.get("arn"):
             return
-        ours = {rid: records[rid] for rid in job["records"] if rid in records}
+        ours = {rid: records[rid] if rid in records else replace(records[self._aliases[rid]], record_id=rid)
+                for rid in job["records"] if rid in records or rid in self._aliases}
         results = self.service.results(job, ours)
         errors = dict(results.errors)
         for rid in results.mismatched:
@@ -318,7 +321,8 @@ class BatchJobRunner:
             errors.update({rid: (STOPPED_CODE, "the job was stopped before this record was processed", False)
                            for rid in ours if rid not in results.outputs and rid not in errors})
         if errors:
-            self.store.add_record_errors(self.service.name, job["job_key"], errors)
+            self.store.add_record_errors(self.service.name, job["job_key"],
+                                         {self._aliases.get(rid, rid): error for rid, error in errors.items()})
             sys.stderr.write(f"batch job {job['job_key'][:12]}: {len(errors)} records failed, by error code: "
                              f"{error_summary([(c, m) for c, m, _ in errors.values()])}\n")
         wall = max(time.time() - (job.get("submitted_at") or job["created_at"]), 0.0)
@@ -326,9 +330,10 @@ class BatchJobRunner:
         collected = 0
         for rid, outputs in results.outputs.items():
             record = ours.get(rid)
-            if record is None or rid in done or rid in errors or len(outputs) < len(record.requests):
+            current = self._aliases.get(rid, rid)
+            if record is None or current in done or rid in errors or len(outputs) < len(record.requests):
                 continue  # not ours, already stored, refused, or fewer generations than asked: not stored
-            done.add(rid)
+            done.add(current)
             collected += len(record.requests)
             yield tuple(record_generations(record, outputs, wall / max(paths, 1)))
         self.store.update_job(job["job_key"], status="collected", manifest=results.manifest,
@@ -337,6 +342,16 @@ class BatchJobRunner:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _same_paths(jobs: list[dict[str, Any]], records: dict[str, Record]) -> dict[str, str]:
+    """Job record id -> today's id of the record asking for exactly the same paths, for jobs planned under
+    another id scheme (an earlier version): their paid-for answers are collected, not bought again. The
+    body check at collection still refuses any answer to another request."""
+    by_paths = {tuple((q.question_id, q.temperature, q.path_index) for q in r.requests): rid
+                for rid, r in records.items()}
+    return {old: by_paths[key] for job in jobs for old, paths in job["records"].items()
+            if old not in records and (key := tuple(tuple(p) for p in paths)) in by_paths}
 
 
 class BatchBackend:
