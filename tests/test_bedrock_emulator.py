@@ -125,5 +125,20 @@ def test_faults(aws):
     assert statuses == ["Failed", "Expired", "PartiallyCompleted", "Completed"]  # throttling retried by botocore
     lines, manifest = _outputs(s3, bucket, arn)
     errors = [x for x in lines if "error" in x]
-    assert errors and errors[0]["error"]["errorCode"] == 400 and manifest["errorRecordCount"] == len(errors)
+    assert errors and {x["error"]["errorCode"] for x in errors} == {500}  # server errors: worth retrying
+    assert manifest["errorRecordCount"] == len(errors)
     assert manifest["successRecordCount"] + manifest["errorRecordCount"] == 20
+
+
+def test_bad_input_is_answered_with_errorcode_400_in_batch_and_validationexception_on_demand(aws):
+    s3, bedrock, emulator, bucket = aws
+    emulator.faults = Faults(bad_input="How many?")
+    _upload(s3, bucket, "cohere-command", "cohere.command-text-v14", records=3)
+    job, _ = _wait(bedrock, _create(bedrock, bucket, "cohere.command-text-v14", token="bad"))
+    lines, manifest = _outputs(s3, bucket, job["jobArn"])
+    assert job["status"] == "Completed" and manifest["errorRecordCount"] == 3
+    assert all(line["error"] == {"errorCode": 400, "errorMessage": "bad request: emulated malformed input"}
+               and "modelOutput" not in line and line["modelInput"] for line in lines)
+    runtime = boto3.client("bedrock-runtime", endpoint_url=bedrock.meta.endpoint_url, **CREDENTIALS)
+    with pytest.raises(runtime.exceptions.ValidationException):
+        runtime.invoke_model(modelId="cohere.command-text-v14", body=json.dumps({"prompt": "How many?"}))
