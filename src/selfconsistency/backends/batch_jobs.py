@@ -19,16 +19,15 @@ A provider supplies only what differs (`JobService`): its record format, its sta
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from ..costs import PriceTable, job_cost
 from ..store import SampleStore
-from .base import BackendConfig, BackendError, BudgetExceeded, Generation, GenerationRequest, ParsedOutput
+from .base import BackendConfig, BackendError, Generation, GenerationRequest, ParsedOutput
+from .batch_ledger import SpendLedger
 from .batch_plan import PlanError, Quotas, Record, body_digest, record_generations, split_jobs
 
 MAX_ROUNDS = 4  # follow-up rounds for records that keep failing
@@ -123,6 +122,7 @@ class BatchJobRunner:
         self.config = config
         self.store = SampleStore(config.run_dir)
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
+        self.ledger = SpendLedger(self.store, service.name, service.model, config)
         self._aliases: dict[str, str] = {}  # a job's record id -> today's id of the same paths (see _same_paths)
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -148,7 +148,7 @@ class BatchJobRunner:
                 yield from self._on_demand(fresh, done)  # too few left for a job: the remainder of a run
                 continue
             chunks = self._split(fresh)
-            self._check_cost(fresh)
+            self.ledger.check(fresh)
             yield from self._run_jobs([self._plan_job(chunk) for chunk in chunks], records, done)
         self._finish(records, done)
 
@@ -176,66 +176,13 @@ class BatchJobRunner:
             said = f" (last job message: {last['message']})" if last else ""
             raise BackendError(f"{failing} records still failed after {MAX_ROUNDS} rounds{said}; run again to retry")
 
-    # -- the spend ledger ------------------------------------------------------------------------
-
-    def _prices(self, batch: bool):
-        try:
-            return PriceTable.from_file(self.config.prices_file).price(self.service.model, batch=batch)
-        except KeyError as exc:
-            if self.config.max_cost is not None:
-                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
-            return None
-
-    def spent(self) -> tuple[int, float | None]:
-        """(tokens, dollars) this run was billed: every job's manifest and every on-demand call, in the
-        providers' own counts. Tokens are at least what the stored paths used (runs older than the ledger)."""
-        manifests = [j["manifest"] for j in self.jobs() if j["manifest"]]
-        calls = self.store.spend(self.service.name)
-        tokens = sum(m.get("inputTokenCount", 0) + m.get("outputTokenCount", 0) for m in manifests) + \
-            sum(c["input_tokens"] + c["output_tokens"] for c in calls)
-        batch_price, on_demand_price = self._prices(batch=True), self._prices(batch=False)
-        dollars = None
-        if batch_price is not None and on_demand_price is not None:
-            dollars = sum(job_cost(batch_price, m) for m in manifests) + \
-                sum(on_demand_price.cost(c["input_tokens"], c["output_tokens"]) for c in calls)
-        return max(tokens, self.config.tokens_spent), dollars
-
-    def _check_cost(self, records: list[Record], batch: bool = True, quiet: bool = False) -> None:
-        """Refuse `records` if, with what the run's ledger says it spent, they could pass --max-cost or
-        --max-tokens-total; otherwise print their estimate. Nothing is sent before this check.
-
-        Prompt tokens are estimated at 4 characters each; output at max_tokens for every generation.
-        """
-        prompt = sum(len(json.dumps(r.body)) // 4 for r in records)
-        output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
-        tokens, dollars = self.spent()
-        what = "jobs" if batch else "on-demand calls"
-        stop = "nothing was submitted" if batch else "no more calls were made; the paths they made are stored"
-        limit = self.config.max_tokens_total
-        if limit is not None and tokens + prompt + output > limit:
-            raise BudgetExceeded(f"the next {what} could use {prompt + output:,} tokens on top of {tokens:,} spent, "
-                                 f"past --max-tokens-total {limit:,}; {stop}")
-        price = self._prices(batch)
-        if price is None or dollars is None:
-            if not quiet:
-                sys.stderr.write(f"no price known for {self.service.model}: no cost estimate (give a price file)\n")
-            return
-        estimate = price.cost(prompt, output)
-        if not quiet:
-            sys.stderr.write(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
-                             f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
-                             f"(${dollars:,.2f} spent so far)\n")
-        if self.config.max_cost is not None and dollars + estimate > self.config.max_cost:
-            raise BudgetExceeded(f"the estimate ${estimate:,.2f} of the next {what} on top of ${dollars:,.2f} "
-                                 f"spent is above --max-cost ${self.config.max_cost:,.2f}; {stop}")
-
     def _on_demand(self, records: list[Record], done: set[str]) -> Iterator[tuple[Generation, ...]]:
         """Records too few for a job, one provider call each, each checked against the ledger first and
         entered in it after (as one call group per round, for the report)."""
-        self._check_cost(records, batch=False)
+        self.ledger.check(records, batch=False)
         group = f"on-demand-{len(self.store.spend(self.service.name)) + 1}"
         for record in records:
-            self._check_cost([record], batch=False, quiet=True)
+            self.ledger.check([record], batch=False, quiet=True)
             for answered, outputs, seconds in self.service.remainder([record]):
                 generations = tuple(record_generations(answered, outputs, seconds))
                 keys = [(g.request.question_id, g.request.temperature, g.request.path_index) for g in generations]

@@ -1,0 +1,72 @@
+"""A batch run's spend ledger: what the run was billed (every job's manifest and every on-demand call, in
+the providers' own counts, kept in the run's store), checked before every job and every on-demand call
+against --max-cost and --max-tokens-total."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..costs import Price, PriceTable, job_cost
+from ..store import SampleStore
+from .base import BackendConfig, BackendError, BudgetExceeded
+from .batch_plan import Record
+
+
+class SpendLedger:
+    def __init__(self, store: SampleStore, backend: str, model: str, config: BackendConfig):
+        self.store = store
+        self.backend = backend
+        self.model = model
+        self.config = config
+
+    def _price(self, batch: bool) -> Price | None:
+        try:
+            return PriceTable.from_file(self.config.prices_file).price(self.model, batch=batch)
+        except KeyError as exc:
+            if self.config.max_cost is not None:
+                raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
+            return None
+
+    def spent(self) -> tuple[int, float | None]:
+        """(tokens, dollars) this run was billed: every job's manifest and every on-demand call. Tokens are
+        at least what the stored paths used (runs older than the ledger); dollars None without a price."""
+        manifests = [j["manifest"] for j in self.store.jobs(self.backend) if j["manifest"]]
+        calls = self.store.spend(self.backend)
+        tokens = sum(m.get("inputTokenCount", 0) + m.get("outputTokenCount", 0) for m in manifests) + \
+            sum(c["input_tokens"] + c["output_tokens"] for c in calls)
+        batch_price, on_demand_price = self._price(batch=True), self._price(batch=False)
+        dollars = None
+        if batch_price is not None and on_demand_price is not None:
+            dollars = sum(job_cost(batch_price, m) for m in manifests) + \
+                sum(on_demand_price.cost(c["input_tokens"], c["output_tokens"]) for c in calls)
+        return max(tokens, self.config.tokens_spent), dollars
+
+    def check(self, records: list[Record], batch: bool = True, quiet: bool = False) -> None:
+        """Refuse `records` if, with what the ledger says the run spent, they could pass --max-cost or
+        --max-tokens-total; otherwise print their estimate (unless `quiet`). Nothing is sent before this.
+
+        Prompt tokens are estimated at 4 characters each; output at max_tokens for every generation.
+        """
+        prompt = sum(len(json.dumps(r.body)) // 4 for r in records)
+        output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
+        tokens, dollars = self.spent()
+        what = "jobs" if batch else "on-demand calls"
+        stop = "nothing was submitted" if batch else "no more calls were made; the paths they made are stored"
+        limit = self.config.max_tokens_total
+        if limit is not None and tokens + prompt + output > limit:
+            raise BudgetExceeded(f"the next {what} could use {prompt + output:,} tokens on top of {tokens:,} spent, "
+                                 f"past --max-tokens-total {limit:,}; {stop}")
+        price = self._price(batch)
+        if price is None or dollars is None:
+            if not quiet:
+                sys.stderr.write(f"no price known for {self.model}: no cost estimate (give a price file)\n")
+            return
+        estimate = price.cost(prompt, output)
+        if not quiet:
+            sys.stderr.write(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
+                             f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
+                             f"(${dollars:,.2f} spent so far)\n")
+        if self.config.max_cost is not None and dollars + estimate > self.config.max_cost:
+            raise BudgetExceeded(f"the estimate ${estimate:,.2f} of the next {what} on top of ${dollars:,.2f} "
+                                 f"spent is above --max-cost ${self.config.max_cost:,.2f}; {stop}")
