@@ -10,7 +10,7 @@ import time
 import boto3
 import pytest
 
-from conftest import GSM8K_TEST, cli, stored_rows
+from conftest import GSM8K_TEST, cli, load_results, stored_rows
 from selfconsistency.backends.base import BackendError
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
@@ -285,10 +285,12 @@ def test_records_refused_for_bad_input_are_stored_with_their_error_and_never_res
     aws.faults = Faults(bad_input="James decides to run 3 sprints")  # question 3's text
     run_dir = tmp_path / "run"
     config = batch_config(CLAUDE, "bucket-bad")
-    for _ in range(2):  # a rerun does not start more rounds for them either
-        with pytest.raises(BackendError, match=r"13 records were refused .*400 \(bad request"):
-            run_experiment(config, run_dir)
-        assert len(aws.jobs) == 1 and aws.runtime_calls == 0
+    with pytest.raises(BackendError, match=r"13 records were refused .*400 \(bad request"):
+        run_experiment(config, run_dir)
+    rerun = cli(*run_args(run_dir, CLAUDE, "bucket-bad"))  # a rerun does not start more rounds for them either
+    assert rerun.returncode == 2 and rerun.stderr.count("\n") == 1 and "13 records were refused" in rerun.stderr
+    assert len(aws.jobs) == 1 and aws.runtime_calls == 0
+    assert load_results(run_dir)["questions"] == 19  # the report covers the questions that are complete
     assert len(stored_rows(run_dir)) == 260 - 13
     with SampleStore(run_dir, create=False) as store:
         errors = store.record_errors()

@@ -59,6 +59,10 @@ class JobsStopped(BackendError):
     """A job was stopped by the user: the run collected what it processed and submits nothing more."""
 
 
+class RecordsRefused(BackendError):
+    """Records the provider refused for their own fault (bad input): stored with their errors, not resent."""
+
+
 def retryable_status(status: int | str | None) -> bool:
     """An HTTP-style status worth sending again: throttling, timeouts, server errors. Other 4xx are the
     request's own fault (validation, bad input) and would fail the same way again."""
@@ -168,7 +172,7 @@ class BatchJobRunner:
                               f"not sent again; 'selfconsistency jobs collect --resubmit {self.config.run_dir}' "
                               "submits them")
         if refused:
-            raise BackendError(f"{len(refused)} records were refused and will not be resubmitted (by error code: "
+            raise RecordsRefused(f"{len(refused)} records were refused and will not be resubmitted (by error code: "
                                f"{error_summary([(e['code'], e['message']) for e in refused])}); "
                                f"'selfconsistency jobs status {self.config.run_dir}' lists them")
         if failing:
