@@ -63,10 +63,15 @@ class SpendLedger:
                 sys.stderr.write(f"no price known for {self.model}: no cost estimate (give a price file)\n")
             return
         estimate = price.cost(prompt, output)
-        if not quiet:
+        if not quiet:  # calls are checked one by one: the cap holds to within the largest call's worst case
+            largest = "" if batch else f"; one call at most ${max(_worst(r, price) for r in records):,.4f}"
             sys.stderr.write(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
                              f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
-                             f"(${dollars:,.2f} spent so far)\n")
+                             f"(${dollars:,.2f} spent so far{largest})\n")
         if self.config.max_cost is not None and dollars + estimate > self.config.max_cost:
             raise BudgetExceeded(f"the estimate ${estimate:,.2f} of the next {what} on top of ${dollars:,.2f} "
                                  f"spent is above --max-cost ${self.config.max_cost:,.2f}; {stop}")
+
+
+def _worst(record: Record, price: Price) -> float:
+    return price.cost(len(json.dumps(record.body)) // 4, len(record.requests) * record.requests[0].params.max_tokens)
