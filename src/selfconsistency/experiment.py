@@ -64,6 +64,9 @@ class RunConfig(BaseModel):
     role_arn: str | None = None
     create_bucket: bool = False
     converse: bool = False
+    base_model: str | None = None  # Bedrock: the model behind an application inference profile ARN
+    timeout_hours: int = Field(default=24, ge=24, le=168)  # Bedrock batch: a job's timeout (not the text)
+    tags: tuple[tuple[str, str], ...] = ()  # Bedrock batch: job tags
     poll_seconds: float = Field(default=30.0, gt=0)
     max_cost: float | None = Field(default=None, gt=0)
     prices_file: str | None = None
@@ -99,6 +102,7 @@ class RunConfig(BaseModel):
         return {
             "task": task.name, "task_spec": task.fingerprint(), "shots_from_data": self.shots_from_data,
             "backend": self.backend, "model": self.model,
+            **({"base_model": self.base_model} if self.base_model else {}),
             **({"base_url": self.base_url, "api": self.api} if self.backend != "local" else {}),
             "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
             "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
@@ -120,6 +124,7 @@ class RunConfig(BaseModel):
                              max_tokens_total=self.max_tokens_total, tokens_spent=tokens_spent,
                              region=self.region, bucket=self.bucket, s3_prefix=self.s3_prefix,
                              role_arn=self.role_arn, create_bucket=self.create_bucket, converse=self.converse,
+                             base_model=self.base_model, timeout_hours=self.timeout_hours, tags=self.tags,
                              poll_seconds=self.poll_seconds, max_cost=self.max_cost, prices_file=self.prices_file,
                              run_dir=str(run_dir) if run_dir else None,
                              run_id=run_id)
