@@ -237,3 +237,45 @@ def test_two_runs_of_one_model_queue_on_the_quota(aws, tmp_path, capfd):
     for i in range(2):
         with SampleStore(tmp_path / f"run{i}", create=False) as store:
             assert [j["status"] for j in store.jobs()] == ["collected"]
+
+
+def test_converse_leftovers_use_the_converse_api(aws, tmp_path):
+    aws.faults = Faults(record_error_rate=0.1)  # failed records come back as a remainder too small for a job
+    run_dir = tmp_path / "run"
+    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
+                             backend="bedrock-batch", model=CLAUDE, converse=True, bucket="conv-bucket",
+                             role_arn=ROLE, create_bucket=True, poll_seconds=0.02), run_dir)
+    assert len(stored_rows(run_dir)) == 130
+    assert aws.runtime_calls and set(aws.runtime_calls) == {("converse", CLAUDE)}
+    assert next(iter(aws.jobs.values()))["modelInvocationType"] == "Converse"
+
+
+def test_cross_region_profile_with_timeout_and_tags(aws, tmp_path):
+    profile = "us.anthropic.claude-3-5-haiku-20241022-v1:0"
+    aws.faults = Faults(record_error_rate=0.1)
+    run_dir = tmp_path / "run"
+    proc = cli(*run_args(run_dir, "profile-bucket", "--create-bucket", "--timeout-hours", "72", "--tag",
+                         "project=selfconsistency", "--tag", "team=research", model=profile))
+    assert proc.returncode == 0, proc.stderr
+    assert len(stored_rows(run_dir)) == 130
+    job = next(iter(aws.jobs.values()))
+    assert job["modelId"] == profile and job["timeoutDurationInHours"] == 72
+    assert job["_tags"] == [{"key": "project", "value": "selfconsistency"}, {"key": "team", "value": "research"}]
+    assert aws.runtime_calls and {model for _, model in aws.runtime_calls} == {profile}  # leftovers: same id
+    assert "batch estimate" in proc.stderr and "no price known" not in proc.stderr  # priced as its base model
+    too_long = cli(*run_args(tmp_path / "other", "profile-bucket", "--timeout-hours", "200", model=profile))
+    assert too_long.returncode == 2 and "timeout-hours" in too_long.stderr
+
+
+def test_application_inference_profile(aws, tmp_path):
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
+    aws.profiles[arn] = "anthropic.claude-3-5-haiku-20241022-v1:0"
+    aws.faults = Faults(record_error_rate=0.1)
+    run_dir = tmp_path / "run"
+    one_line_error(cli(*run_args(run_dir, "app-profile", "--create-bucket", model=arn)), "--base-model")
+    proc = cli(*run_args(run_dir, "app-profile", "--create-bucket", "--base-model",
+                         "anthropic.claude-3-5-haiku-20241022-v1:0", model=arn))
+    assert proc.returncode == 0, proc.stderr
+    assert len(stored_rows(run_dir)) == 130
+    assert next(iter(aws.jobs.values()))["modelId"] == arn
+    assert aws.runtime_calls and {model for _, model in aws.runtime_calls} == {arn}

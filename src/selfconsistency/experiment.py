@@ -64,7 +64,7 @@ class RunConfig(BaseModel):
     role_arn: str | None = None
     create_bucket: bool = False
     converse: bool = False
-    base_model: str | None = None  # Bedrock: the model behind an application inference profile ARN
+    base_model: str | None = None  # Bedrock: the model behind an application profile ARN (fixed by the ARN)
     timeout_hours: int = Field(default=24, ge=24, le=168)  # Bedrock batch: a job's timeout (not the text)
     tags: tuple[tuple[str, str], ...] = ()  # Bedrock batch: job tags
     poll_seconds: float = Field(default=30.0, gt=0)
@@ -102,7 +102,6 @@ class RunConfig(BaseModel):
         return {
             "task": task.name, "task_spec": task.fingerprint(), "shots_from_data": self.shots_from_data,
             "backend": self.backend, "model": self.model,
-            **({"base_model": self.base_model} if self.base_model else {}),
             **({"base_url": self.base_url, "api": self.api} if self.backend != "local" else {}),
             "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
             "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
