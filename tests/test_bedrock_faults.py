@@ -279,3 +279,20 @@ def test_application_inference_profile(aws, tmp_path):
     assert len(stored_rows(run_dir)) == 130
     assert next(iter(aws.jobs.values()))["modelId"] == arn
     assert aws.runtime_calls and {model for _, model in aws.runtime_calls} == {arn}
+
+
+def test_adaptive_stopping_waves_reach_the_batch_minimum(aws, tmp_path):
+    """30 questions: the greedy round alone (30 records) would be refused; with the first sampled round,
+    grown to 100 records, it is one job; later rounds are grown while that costs no more than on demand."""
+    run_dir = tmp_path / "run"
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "30", "--paths", "8", "--round-size", "2",
+               "--stop", "beta:0.95", "--backend", "bedrock-batch", "--model", CLAUDE, "--bucket", "waves",
+               "--role-arn", ROLE, "--create-bucket", "--poll-seconds", "0.02", "--run-dir", str(run_dir), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rows = stored_rows(run_dir)
+    assert sum(1 for r in rows if r[1] == 0.0) == 30
+    sampled = [r for r in rows if r[1] == 0.7]
+    first_job = next(iter(aws.jobs.values()))
+    assert first_job["totalRecordCount"] >= 100  # greedy and the first sampled round together
+    assert len(aws.jobs) >= 2 and "wave grown" in proc.stderr
+    assert len(aws.runtime_calls) <= len(sampled) // 4  # at most the last, small wave went on demand

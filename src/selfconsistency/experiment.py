@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -192,18 +193,24 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                     questions=len(data.questions), neutralised_records=len(data.neutralised))
         backend = None
 
-        def generate(requests: list[GenerationRequest]) -> None:
+        def started_backend():
             nonlocal backend
+            if backend is None:
+                backend = create_backend(config.backend, config.backend_config(
+                    store.tokens_used(), run_dir, config.identity_hash(task)))
+            return backend
+
+        def pending_of(requests: list[GenerationRequest]) -> list[GenerationRequest]:
             stored = store.stored_keys()
-            pending = [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
+            return [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
+
+        def generate(requests: list[GenerationRequest]) -> None:
+            pending = pending_of(requests)
             if on_start:
                 on_start(len(pending), len(requests) - len(pending))
             if not pending:
                 return
-            if backend is None:
-                backend = create_backend(config.backend, config.backend_config(
-                    store.tokens_used(), run_dir, config.identity_hash(task)))
-            for generation in backend.generate(pending):
+            for generation in started_backend().generate(pending):
                 request = generation.request
                 store.add_path(StoredPath(
                     question_id=request.question_id, temperature=request.temperature,
@@ -227,10 +234,19 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             if rule is None:
                 generate(plan_requests(config, task, data))
             else:
-                if config.greedy:
-                    generate(plan_requests(config, task, data, {(q, GREEDY_TEMPERATURE): 1 for q in questions}))
-                while wanted := _next_round(config, rule, store, list(questions)):
-                    generate(plan_requests(config, task, data, wanted))
+                # Each round goes in one wave (all temperatures together); the greedy path goes with the first.
+                wanted = {**({(q, GREEDY_TEMPERATURE): 1 for q in questions} if config.greedy else {}),
+                          **_next_round(config, rule, store, list(questions))}
+
+                def wave(counts: dict[tuple[str, float], int]) -> list[GenerationRequest]:
+                    return pending_of(plan_requests(config, task, data, counts))
+
+                first = True
+                while wanted:
+                    generate(plan_requests(config, task, data, _fill_wave(wanted, wave, started_backend,
+                                                                          rule.max_paths, first)))
+                    first = False
+                    wanted = _next_round(config, rule, store, list(questions))
         except BaseException as exc:
             audit.event("run_error", error=type(exc).__name__)
             raise
@@ -241,6 +257,39 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                 backend.close()
             audit.close()
     return run_dir
+
+
+def _fill_wave(wanted: dict[tuple[str, float], int],
+               plan: Callable[[dict[tuple[str, float], int]], list[GenerationRequest]],
+               backend: Callable[[], object], max_paths: int, first: bool) -> dict[tuple[str, float], int]:
+    """A wave below a batch job's minimum of records, grown by one path per undecided question at a time
+    (up to the maximum) until it reaches the minimum: always for the first wave (a run too small for a job
+    is refused), for later ones only while the paths at batch price cost no more than the wave would on
+    demand (twice the batch price). Otherwise the wave is left as it is and goes on demand."""
+    asked = plan(wanted)
+    if not asked:
+        return wanted
+    minimum = getattr(backend(), "min_records_per_job", 1)
+    count = getattr(backend(), "count_records", len)
+    if count(asked) >= minimum:
+        return wanted
+    grown = wanted
+    while True:
+        bigger = {key: n if key[1] == GREEDY_TEMPERATURE else min(n + 1, max_paths) for key, n in grown.items()}
+        if bigger == grown:
+            break
+        grown = bigger
+        requests = plan(grown)
+        if not first and len(requests) > 2 * len(asked):
+            break
+        if count(requests) >= minimum:
+            sys.stderr.write(f"adaptive stopping: wave grown from {len(asked)} to {len(requests)} paths to reach "
+                             f"a batch job's minimum of {minimum} records\n")
+            return grown
+    if not first:
+        sys.stderr.write(f"adaptive stopping: a wave of {len(asked)} paths ({count(asked)} records) is below a "
+                         f"batch job's minimum of {minimum} records: it goes on demand, at twice the batch price\n")
+    return wanted
 
 
 def _next_round(config: RunConfig, rule: StoppingRule, store: SampleStore,

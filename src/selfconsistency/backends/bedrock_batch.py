@@ -265,6 +265,11 @@ class BedrockBatchBackend(BatchBackend):
             raise BackendError("bedrock-batch needs --bucket and --role-arn (the batch job's service role; "
                                "see 'selfconsistency bedrock role-policy')")
         super().__init__(BedrockJobs(config), config)
+        self.min_records_per_job = config.min_records_per_job
+
+    def count_records(self, requests: list[GenerationRequest]) -> int:
+        """How many batch records these paths make (adaptive stopping grows its waves to a job's minimum)."""
+        return len(self.service.pack(list(requests)))
 
 
 def _split_uri(uri: str) -> tuple[str, str]:
