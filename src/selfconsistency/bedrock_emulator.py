@@ -415,11 +415,13 @@ def main() -> None:
     parser.add_argument("--s3-endpoint-url", help="S3 endpoint (a moto server for dry runs); default: AWS")
     parser.add_argument("--step-seconds", type=float, default=1.0)
     parser.add_argument("--record-error-rate", type=float, default=0.0)
+    parser.add_argument("--in-flight-quota", type=int, help="jobs in flight per model before create is refused")
     args = parser.parse_args()
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=args.s3_endpoint_url)
-    emulator = Emulator(s3, step_seconds=args.step_seconds, faults=Faults(record_error_rate=args.record_error_rate))
+    emulator = Emulator(s3, step_seconds=args.step_seconds, faults=Faults(record_error_rate=args.record_error_rate,
+                                                                         in_flight_quota=args.in_flight_quota))
     server = make_server(emulator, args.host, args.port)
     print(f"Bedrock batch emulator on http://{args.host}:{server.server_address[1]}", flush=True)
     server.serve_forever()

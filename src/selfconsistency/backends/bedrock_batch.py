@@ -87,7 +87,7 @@ def bucket_name(given: str) -> str:
     if "/" in name:
         bucket, _, prefix = name.partition("/")
         raise BackendError(f"--bucket takes a bucket name, not a path: give --bucket {bucket} --s3-prefix {prefix}")
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", name):
+    if not re.fullmatch(r"[A-Za-z0-9._-]{3,255}", name):  # loose: old us-east-1 buckets allow capitals and _
         raise BackendError(f"--bucket {given!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots, "
                            "hyphens)")
     return name
