@@ -142,7 +142,8 @@ def test_profiles_priced_as_their_base_model():
     base = PriceTable().price("anthropic.claude-3-5-haiku-20241022-v1:0", batch=True)
     assert base.input_per_1k == pytest.approx(0.0004)
     for profile in ("us.anthropic.claude-3-5-haiku-20241022-v1:0",
-                    "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-3-5-haiku-20241022-v1:0"):
+                    "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/"
+                    "eu.anthropic.claude-3-5-haiku-20241022-v1:0"):
         assert PriceTable().price(profile, batch=True) == base
     with pytest.raises(KeyError, match="price file"):
         PriceTable().price("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6")

@@ -119,7 +119,8 @@ def test_access_denied_keeps_the_run(aws, tmp_path):
 def test_s3_unreachable(aws, tmp_path):
     run_dir = tmp_path / "run"
     port = closed_port()
-    down = cli_with({"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"}, *run_args(run_dir, "s3-down", "--create-bucket"))
+    down = cli_with({"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"},
+                    *run_args(run_dir, "s3-down", "--create-bucket"))
     one_line_error(down, f"cannot reach http://127.0.0.1:{port}", "run the same command again")
     assert aws.jobs == {}
     finished = cli(*run_args(run_dir, "s3-down", "--create-bucket"))
@@ -128,7 +129,7 @@ def test_s3_unreachable(aws, tmp_path):
 
 
 def test_control_plane_down_mid_run_then_back(aws, tmp_path):
-    aws.step_seconds = 0.5
+    aws.step_seconds = 1.0
     run_dir = tmp_path / "run"
     args = run_args(run_dir, "cp-down", "--create-bucket")
     outcome = {}
@@ -146,7 +147,7 @@ def test_control_plane_down_mid_run_then_back(aws, tmp_path):
 
 
 def test_job_unknown_to_the_region_or_gone(aws, tmp_path):
-    aws.step_seconds = 0.5
+    aws.step_seconds = 2.0  # the job stays in flight while another CLI looks at it
     run_dir = tmp_path / "run"
     args = run_args(run_dir, "gone-bucket", "--create-bucket")
     outcome = {}
@@ -155,11 +156,13 @@ def test_job_unknown_to_the_region_or_gone(aws, tmp_path):
     wait_for(lambda: (run_dir / "samples.sqlite").exists() and submitted_jobs(run_dir) == 1)
     other_region = cli_with({"AWS_DEFAULT_REGION": "eu-west-1"}, *args)
     one_line_error(other_region, "was made in us-east-1", "--region us-east-1")
+    aws.step_seconds = 0.02
     worker.join(timeout=60)
     assert outcome["proc"].returncode == 0, outcome["proc"].stderr
     # a second run of more paths: its job vanishes from Bedrock
     more = [*args[:args.index("--paths") + 1], "12", *args[args.index("--paths") + 2:]]  # 120 records more
     outcome.clear()
+    aws.step_seconds = 2.0
     worker = threading.Thread(target=lambda: outcome.update(proc=cli(*more)))
     worker.start()
     wait_for(lambda: submitted_jobs(run_dir) == 2)

@@ -304,7 +304,7 @@ def simulate(
 def _bedrock_client(region: str | None):
     import boto3
 
-    from .backends.bedrock_batch import aws_retries
+    from .backends.bedrock_aws import aws_retries
 
     return boto3.client("bedrock", region_name=region, config=aws_retries())  # retries throttling like a run
 
@@ -329,7 +329,7 @@ def jobs_list(
     region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
 ) -> None:
     """Bedrock batch inference jobs in the account (by default the ones this tool named), newest first."""
-    from .backends.bedrock_batch import aws_errors
+    from .backends.bedrock_aws import aws_errors
 
     filters = {k: v for k, v in {"statusEquals": status, "nameContains": name_contains}.items() if v}
     try:

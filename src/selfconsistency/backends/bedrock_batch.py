@@ -16,81 +16,19 @@ run of the model holds it) is waited out.
 from __future__ import annotations
 
 import json
-import os
-import re
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from .base import BackendConfig, BackendError, GenerationRequest, ParsedOutput
 from .batch_jobs import BatchBackend, JobResults, JobState
 from .batch_plan import Quotas, Record, pack
+from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import UnknownModel, adapter_for
 
 BEDROCK_TOO_SMALL = ("use the on-demand backend (--backend bedrock) for a run this small, or ask for more "
                      "questions or paths")
-
-
-KEPT = "stored paths and jobs are kept: run the same command again to continue"
-
-
-def aws_retries(**extra: Any):
-    """botocore's adaptive retries (throttling, 5xx, dropped connections); AWS_MAX_ATTEMPTS overrides the count."""
-    from botocore.config import Config
-
-    return Config(retries={"mode": "adaptive", "max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS", 10))}, **extra)
-
-
-def explain_aws_error(exc: Exception, action: str) -> str:
-    """One line for an AWS error: what failed and what to do."""
-    import botocore.exceptions as bx
-
-    if isinstance(exc, bx.ClientError):
-        error = exc.response.get("Error", {})
-        code, message = error.get("Code", "?"), (error.get("Message") or "").rstrip(".")
-        if code == "NoSuchBucket":
-            bucket = error.get("BucketName") or "the bucket"
-            return (f"S3 bucket {bucket} does not exist ({action}): create it, pass --create-bucket, or fix "
-                    f"--bucket; {KEPT}")
-        if code in ("AccessDenied", "AccessDeniedException", "Forbidden", "403"):
-            return (f"AWS denied access ({action}): {message or code}; grant these credentials the permission "
-                    f"(the batch job's role: 'selfconsistency bedrock role-policy'), then run again; {KEPT}")
-        if code in ("ExpiredToken", "ExpiredTokenException", "UnrecognizedClientException",
-                    "InvalidClientTokenId", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return f"AWS refused the credentials ({action}): {code}: {message}; renew them and run again; {KEPT}"
-        return f"AWS answered {code} ({action}): {message}; {KEPT}"
-    if isinstance(exc, bx.NoCredentialsError):
-        return "no AWS credentials found: configure them (aws configure, AWS_PROFILE, or AWS_ACCESS_KEY_ID) and run again"
-    if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ConnectionClosedError,
-                        bx.ReadTimeoutError)):
-        where = getattr(exc, "kwargs", {}).get("endpoint_url", "the endpoint")
-        return (f"cannot reach {where} ({action}): check the network, --region and AWS_ENDPOINT_URL*; {KEPT}")
-    return f"AWS call failed ({action}): {exc}; {KEPT}"
-
-
-@contextmanager
-def aws_errors(action: str) -> Iterator[None]:
-    """Turn botocore's errors into one-line BackendErrors."""
-    import botocore.exceptions as bx
-
-    try:
-        yield
-    except (bx.ClientError, bx.BotoCoreError) as exc:
-        raise BackendError(explain_aws_error(exc, action)) from None
-
-
-def bucket_name(given: str) -> str:
-    """A bucket name from --bucket, which may be given as s3://name; a path in it is refused."""
-    name = given.removeprefix("s3://").rstrip("/")
-    if "/" in name:
-        bucket, _, prefix = name.partition("/")
-        raise BackendError(f"--bucket takes a bucket name, not a path: give --bucket {bucket} --s3-prefix {prefix}")
-    if not re.fullmatch(r"[A-Za-z0-9._-]{3,255}", name):  # loose: old us-east-1 buckets allow capitals and _
-        raise BackendError(f"--bucket {given!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots, "
-                           "hyphens)")
-    return name
 
 
 def bedrock_line(record_id: str, body: dict[str, Any]) -> str:

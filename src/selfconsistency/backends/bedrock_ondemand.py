@@ -14,7 +14,8 @@ from functools import partial
 
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget, run_concurrently
 from .batch_plan import Record, pack, record_generations
-from .bedrock_batch import aws_retries, bedrock_line, explain_aws_error
+from .bedrock_aws import aws_retries, explain_aws_error
+from .bedrock_batch import bedrock_line
 from .bedrock_bodies import ADAPTERS, UnknownModel, adapter_for
 
 
@@ -27,7 +28,8 @@ class BedrockOnDemandBackend:
         self.config = config
         self.model = config.model
         try:
-            native = ADAPTERS["converse"] if config.converse else adapter_for(config.model, base_model=config.base_model)
+            native = ADAPTERS["converse"] if config.converse else \
+                adapter_for(config.model, base_model=config.base_model)
         except UnknownModel as exc:
             raise BackendError(str(exc)) from None
         # Chat families go through Converse (one API for all of them); completion families keep their body.
