@@ -216,7 +216,7 @@ def test_jobs_list_retries_throttling_and_explains_denial(aws, tmp_path):
 
 def test_two_runs_of_one_model_queue_on_the_quota(aws, tmp_path, capfd):
     aws.faults = Faults(in_flight_quota=1)
-    aws.step_seconds = 0.1
+    aws.step_seconds = 0.5  # a job is in flight for 2 s: the other run's create meets it
     configs = [RunConfig(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
                          backend="bedrock-batch", model=CLAUDE, bucket="quota-bucket", role_arn=ROLE,
                          create_bucket=True, poll_seconds=0.02, seed=seed) for seed in (1, 2)]
