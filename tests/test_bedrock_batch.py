@@ -277,7 +277,7 @@ def test_a_kill_between_the_paths_of_a_record_leaves_whole_records_and_a_rerun_p
     assert kept and all(indexes in ([0], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5], [5]) for indexes in kept.values())
     resumed = cli(*run_args(run_dir, "cohere.command-text-v14", "bucket-atomic", "--limit", "20", "--paths", "6"))
     assert resumed.returncode == 0, resumed.stderr
-    assert len(aws.jobs) == 1 and aws.runtime_calls == 0  # the job's output was collected: nothing paid twice
+    assert len(aws.jobs) == 1 and not aws.runtime_calls  # the job's output was collected: nothing paid twice
     assert len(stored_rows(run_dir)) == 260
 
 
@@ -289,7 +289,7 @@ def test_records_refused_for_bad_input_are_stored_with_their_error_and_never_res
         run_experiment(config, run_dir)
     rerun = cli(*run_args(run_dir, CLAUDE, "bucket-bad"))  # a rerun does not start more rounds for them either
     assert rerun.returncode == 2 and rerun.stderr.count("\n") == 1 and "13 records were refused" in rerun.stderr
-    assert len(aws.jobs) == 1 and aws.runtime_calls == 0
+    assert len(aws.jobs) == 1 and not aws.runtime_calls
     assert load_results(run_dir)["questions"] == 19  # the report covers the questions that are complete
     assert len(stored_rows(run_dir)) == 260 - 13
     with SampleStore(run_dir, create=False) as store:
@@ -398,4 +398,4 @@ def test_a_job_made_under_older_record_ids_is_collected_not_bought_again(aws, tm
     older._submit(older._plan_job(records), {r.record_id: r for r in records})
     older.close()
     run_experiment(config, run_dir)
-    assert len(aws.jobs) == 1 and aws.runtime_calls == 0 and len(stored_rows(run_dir)) == 260
+    assert len(aws.jobs) == 1 and not aws.runtime_calls and len(stored_rows(run_dir)) == 260

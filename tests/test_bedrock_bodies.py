@@ -2,7 +2,7 @@
 
 import pytest
 
-from selfconsistency.backends.bedrock_bodies import ADAPTERS, adapter_for
+from selfconsistency.backends.bedrock_bodies import ADAPTERS, UnknownModel, adapter_for, base_model_id
 from selfconsistency.costs import PriceTable, sampling_cost
 from selfconsistency.prompts import PromptFormat, build_prompt
 from selfconsistency.sampling import SamplingParams
@@ -113,3 +113,37 @@ def test_blog_cost_figures():
     assert PriceTable().price("cohere.command-text-v14", batch=True).input_per_1k == pytest.approx(0.00075)
     with pytest.raises(KeyError, match="price file"):
         PriceTable().price("anthropic.claude-x")
+
+
+@pytest.mark.parametrize("model_id,base", [
+    ("us.anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1:0"),
+    ("eu.meta.llama3-2-3b-instruct-v1:0", "meta.llama3-2-3b-instruct-v1:0"),
+    ("apac.amazon.nova-lite-v1:0", "amazon.nova-lite-v1:0"),
+    ("global.anthropic.claude-3-5-haiku-20241022-v1:0", "anthropic.claude-3-5-haiku-20241022-v1:0"),
+    ("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-5-haiku-20241022-v1:0",
+     "anthropic.claude-3-5-haiku-20241022-v1:0"),
+    ("arn:aws:bedrock:us-east-1::foundation-model/cohere.command-text-v14", "cohere.command-text-v14"),
+    ("mistral.mistral-7b-instruct-v0:2", "mistral.mistral-7b-instruct-v0:2"),
+])
+def test_inference_profiles_name_their_base_model(model_id, base):
+    assert base_model_id(model_id) == base
+    assert adapter_for(model_id) is adapter_for(base)
+
+
+def test_application_inference_profile_needs_its_base_model():
+    arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
+    with pytest.raises(UnknownModel, match="--base-model"):
+        adapter_for(arn)
+    assert adapter_for(arn, base_model="us.meta.llama3-1-8b-instruct-v1:0").family == "meta-llama3"
+    assert adapter_for(arn, converse=True).family == "converse"  # Converse needs no family
+
+
+def test_profiles_priced_as_their_base_model():
+    base = PriceTable().price("anthropic.claude-3-5-haiku-20241022-v1:0", batch=True)
+    assert base.input_per_1k == pytest.approx(0.0004)
+    for profile in ("us.anthropic.claude-3-5-haiku-20241022-v1:0",
+                    "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/"
+                    "eu.anthropic.claude-3-5-haiku-20241022-v1:0"):
+        assert PriceTable().price(profile, batch=True) == base
+    with pytest.raises(KeyError, match="price file"):
+        PriceTable().price("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6")

@@ -142,3 +142,56 @@ def test_bad_input_is_answered_with_errorcode_400_in_batch_and_validationexcepti
     runtime = boto3.client("bedrock-runtime", endpoint_url=bedrock.meta.endpoint_url, **CREDENTIALS)
     with pytest.raises(runtime.exceptions.ValidationException):
         runtime.invoke_model(modelId="cohere.command-text-v14", body=json.dumps({"prompt": "How many?"}))
+
+
+def test_errors_have_the_service_models_shapes(aws):
+    """boto3 raises the modeled exception classes (code from x-amzn-ErrorType, status from the model)."""
+    s3, bedrock, emulator, bucket = aws
+    _upload(s3, bucket, "cohere-command", "cohere.command-text-v14")
+    emulator.faults = Faults(in_flight_quota=1)
+    emulator.step_seconds = 0.3
+    arn = _create(bedrock, bucket, "cohere.command-text-v14", token="q1")
+    with pytest.raises(bedrock.exceptions.ServiceQuotaExceededException) as quota:
+        _create(bedrock, bucket, "cohere.command-text-v14", token="q2")
+    assert quota.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    with pytest.raises(bedrock.exceptions.ResourceNotFoundException):
+        bedrock.get_model_invocation_job(jobIdentifier=arn.replace(arn.rsplit("/", 1)[1], "000000000000"))
+    with pytest.raises(bedrock.exceptions.ValidationException, match="timeoutDurationInHours"):
+        bedrock.create_model_invocation_job(
+            jobName="j", roleArn="arn:aws:iam::123456789012:role/batch", modelId="cohere.command-text-v14",
+            inputDataConfig={"s3InputDataConfig": {"s3Uri": f"s3://{bucket}/in/batch.jsonl"}},
+            outputDataConfig={"s3OutputDataConfig": {"s3Uri": f"s3://{bucket}/out/"}}, timeoutDurationInHours=200)
+    emulator.faults = Faults(access_denied=True)
+    with pytest.raises(bedrock.exceptions.AccessDeniedException) as denied:
+        bedrock.get_model_invocation_job(jobIdentifier=arn)
+    assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+
+
+def test_jobs_belong_to_their_region(aws):
+    s3, bedrock, _, bucket = aws
+    _upload(s3, bucket, "cohere-command", "cohere.command-text-v14")
+    arn = _create(bedrock, bucket, "cohere.command-text-v14")
+    elsewhere = boto3.client("bedrock", endpoint_url=bedrock.meta.endpoint_url,
+                             **{**CREDENTIALS, "region_name": "eu-west-1"})
+    with pytest.raises(elsewhere.exceptions.ResourceNotFoundException):
+        elsewhere.get_model_invocation_job(jobIdentifier=arn)
+
+
+def test_runtime_refuses_a_body_not_in_the_models_format(aws):
+    _, bedrock, emulator, _ = aws
+    runtime = boto3.client("bedrock-runtime", endpoint_url=bedrock.meta.endpoint_url, **CREDENTIALS)
+    prompt = build_prompt("How many?", (), PromptFormat.chat)
+    params = SamplingParams(temperature=0.7, max_tokens=64)
+    converse_body = ADAPTERS["converse"].request(prompt, params)
+    for model in ("anthropic.claude-3-haiku-20240307-v1:0", "meta.llama3-8b-instruct-v1:0",
+                  "mistral.mistral-7b-instruct-v0:2"):
+        with pytest.raises(runtime.exceptions.ValidationException, match="Malformed input request"):
+            runtime.invoke_model(modelId=model, body=json.dumps(converse_body))
+    answer = runtime.converse(modelId="us.anthropic.claude-3-haiku-20240307-v1:0", **converse_body)
+    assert "The answer is" in answer["output"]["message"]["content"][0]["text"]
+    native = ADAPTERS["anthropic-claude"].request(prompt, params)
+    body = json.loads(runtime.invoke_model(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                                           body=json.dumps(native))["body"].read())
+    assert body["content"][0]["type"] == "text"
+    assert emulator.runtime_calls == [("converse", "us.anthropic.claude-3-haiku-20240307-v1:0"),
+                                      ("invoke", "anthropic.claude-3-haiku-20240307-v1:0")]

@@ -5,8 +5,14 @@ ListModelInvocationJobs, StopModelInvocationJob), moves each job through Submitt
 Scheduled -> InProgress -> Completed on its own thread, reads the job's input JSONL from S3 and writes
 `<output uri>/<job id>/<input file name>.out` (records in shuffled order, as AWS does not keep order) and
 `manifest.json.out`, with outputs in each model family's response format from a deterministic generator.
-Faults can be injected: failed, partially completed or expired jobs, per-record errors, throttling.
-It also answers bedrock-runtime's InvokeModel and Converse (`POST /model/{id}/invoke|converse`).
+Faults can be injected: failed, partially completed or expired jobs, per-record errors, malformed output
+lines, throttling, access denied, the per-model quota of jobs in flight (ServiceQuotaExceededException),
+and the whole service down (`EmulatorServer.down()` / `.up()`: connections refused on the same port).
+Errors have botocore's shapes: the HTTP code of the service model and the code in `x-amzn-ErrorType`.
+It also answers bedrock-runtime's InvokeModel and Converse (`POST /model/{id}/invoke|converse`), and,
+like the real service, refuses an InvokeModel body that is not the model family's own (ValidationException).
+Model ids may be cross-region inference profiles (`us.`...), their ARNs, or application inference profile
+ARNs registered in `Emulator.profiles`.
 
     python -m selfconsistency.bedrock_emulator --port 8123 --s3-endpoint-url http://127.0.0.1:5000
     AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:8123 aws bedrock list-model-invocation-jobs
@@ -18,6 +24,7 @@ import argparse
 import hashlib
 import json
 import random
+import re
 import threading
 import time
 import urllib.parse
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .backends.bedrock_bodies import adapter_for
+from .backends.bedrock_bodies import UnknownModel, adapter_for
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 _FLOW = ("Submitted", "Validating", "Scheduled", "InProgress")
@@ -42,6 +49,47 @@ class Faults:
     record_error_rate: float = 0.0  # fraction of records answered with an error object (errorCode 500: retryable)
     bad_input: str | None = None  # records whose modelInput contains this text fail with errorCode 400 (bad request)
     throttle_every: int = 0  # every Nth API call gets a 429 ThrottlingException
+    throttle_next: int = 0  # the next N API calls get a 429 ThrottlingException
+    malformed_lines: int = 0  # per job, so many output lines are broken (half not JSON, half an odd shape)
+    access_denied: bool = False  # every control-plane call gets a 403 AccessDeniedException
+    in_flight_quota: int | None = None  # jobs not finished per model, past which create is refused
+
+
+class ApiError(Exception):
+    """An error answer with the service model's shape: HTTP status, error code, message."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _validation(message: str) -> ApiError:
+    return ApiError(400, "ValidationException", message)
+
+
+# InvokeModel bodies per family: (required keys, allowed keys), as the real service validates them
+_BODY_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "anthropic-claude": ({"anthropic_version", "max_tokens", "messages"},
+                         {"anthropic_version", "max_tokens", "messages", "system", "temperature", "top_p", "top_k",
+                          "stop_sequences"}),
+    "meta-llama3": ({"prompt"}, {"prompt", "temperature", "top_p", "max_gen_len"}),
+    "mistral": ({"prompt"}, {"prompt", "max_tokens", "temperature", "top_p", "top_k", "stop"}),
+    "cohere-command": ({"prompt"}, {"prompt", "temperature", "p", "k", "max_tokens", "num_generations",
+                                    "stop_sequences", "return_likelihoods", "stream", "truncate"}),
+    "ai21-j2": ({"prompt"}, {"prompt", "temperature", "topP", "maxTokens", "numResults", "stopSequences"}),
+    "amazon-titan-text": ({"inputText"}, {"inputText", "textGenerationConfig"}),
+    "amazon-nova": ({"messages"}, {"schemaVersion", "messages", "system", "inferenceConfig", "toolConfig"}),
+    "converse": ({"messages"}, {"messages", "system", "inferenceConfig", "additionalModelRequestFields"}),
+}
+
+
+def check_body(family: str, body: dict[str, Any]) -> None:
+    """Refuse a body that is not the family's format, with the real service's wording."""
+    required, allowed = _BODY_KEYS[family]
+    problems = [f"#: required key [{k}] not found" for k in sorted(required - body.keys())]
+    problems += [f"#: extraneous key [{k}] is not permitted" for k in sorted(body.keys() - allowed)]
+    if problems:
+        raise _validation(f"Malformed input request: {''.join(problems)}, please reformat your input and try again.")
 
 
 @dataclass
@@ -51,30 +99,49 @@ class Emulator:
     faults: Faults = field(default_factory=Faults)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
-    runtime_calls: int = 0  # InvokeModel / Converse calls answered (paid on-demand work)
     most_in_flight: int = 0  # the most jobs ever not finished at once (quota checks)
+    profiles: dict[str, str] = field(default_factory=dict)  # application inference profile ARN -> base model
+    runtime_calls: list[tuple[str, str]] = field(default_factory=list)  # (invoke | converse, model id)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def adapter(self, model_id: str, converse: bool = False):
+        """The body format of a model id, inference profile id or ARN (unknown ones are refused as AWS does)."""
+        try:
+            return adapter_for(model_id, converse=converse, base_model=self.profiles.get(model_id))
+        except UnknownModel:
+            raise _validation("The provided model identifier is invalid.") from None
 
     # -- operations --------------------------------------------------------------------------------
 
-    def create(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def create(self, body: dict[str, Any], region: str = REGION) -> tuple[int, dict[str, Any]]:
         missing = [k for k in ("jobName", "roleArn", "modelId", "inputDataConfig", "outputDataConfig") if k not in body]
         if missing:
-            return 400, {"message": f"missing required fields: {', '.join(missing)}"}
+            raise _validation(f"missing required fields: {', '.join(missing)}")
+        hours = body.get("timeoutDurationInHours", 24)
+        if not 24 <= hours <= 168:
+            raise _validation("timeoutDurationInHours must be between 24 and 168")
+        invocation = body.get("modelInvocationType", "InvokeModel")
+        self.adapter(body["modelId"], converse=invocation == "Converse")
         with self.lock:
             token = body.get("clientRequestToken")
             for job in self.jobs.values():
                 if token and job["clientRequestToken"] == token:
                     return 200, {"jobArn": job["jobArn"]}  # idempotent: the same request, the same job
+            quota = self.faults.in_flight_quota
+            if quota is not None and sum(j["modelId"] == body["modelId"] and j["status"] not in _DONE
+                                         for j in self.jobs.values()) >= quota:
+                raise ApiError(400, "ServiceQuotaExceededException",
+                               f"You have reached the maximum number ({quota}) of in-progress and submitted batch "
+                               f"inference jobs for model {body['modelId']}.")
             job_id = hashlib.sha256(f"{body['jobName']}{token}{time.time_ns()}".encode()).hexdigest()[:12]
             now = _now()
-            job = {"jobArn": f"arn:aws:bedrock:{REGION}:{ACCOUNT}:model-invocation-job/{job_id}",
+            job = {"jobArn": f"arn:aws:bedrock:{region}:{ACCOUNT}:model-invocation-job/{job_id}",
                    "jobName": body["jobName"], "modelId": body["modelId"], "roleArn": body["roleArn"],
                    "clientRequestToken": token or job_id, "status": "Submitted", "submitTime": now,
                    "lastModifiedTime": now, "inputDataConfig": body["inputDataConfig"],
                    "outputDataConfig": body["outputDataConfig"],
-                   "timeoutDurationInHours": body.get("timeoutDurationInHours", 24),
-                   "modelInvocationType": body.get("modelInvocationType", "InvokeModel"), "_id": job_id,
+                   "timeoutDurationInHours": hours, "modelInvocationType": invocation, "_id": job_id,
+                   "_tags": body.get("tags", []),
                    "_fate": self._take_fate()}
             self.jobs[job_id] = job
             self.most_in_flight = max(self.most_in_flight,
@@ -89,10 +156,8 @@ class Emulator:
                 return name
         return "complete"
 
-    def get(self, identifier: str) -> tuple[int, dict[str, Any]]:
-        job = self.jobs.get(identifier.rsplit("/", 1)[-1])
-        if job is None:
-            return 404, {"message": f"job {identifier} not found"}
+    def get(self, identifier: str, region: str = REGION) -> tuple[int, dict[str, Any]]:
+        job = self._job(identifier, region)
         return 200, {k: v for k, v in job.items() if not k.startswith("_")}
 
     def list(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -109,14 +174,19 @@ class Emulator:
             out["nextToken"] = str(start + size)
         return 200, out
 
-    def stop(self, identifier: str) -> tuple[int, dict[str, Any]]:
-        job = self.jobs.get(identifier.rsplit("/", 1)[-1])
-        if job is None:
-            return 404, {"message": f"job {identifier} not found"}
+    def stop(self, identifier: str, region: str = REGION) -> tuple[int, dict[str, Any]]:
+        job = self._job(identifier, region)
         if job["status"] in _DONE:
-            return 400, {"message": f"job is already {job['status']}"}
+            raise _validation(f"job is already {job['status']}")
         self._set(job, "Stopping")
         return 200, {}
+
+    def _job(self, identifier: str, region: str) -> dict[str, Any]:
+        """A job of this region (each region has its own jobs, as on AWS)."""
+        job = self.jobs.get(identifier.rsplit("/", 1)[-1])
+        if job is None or job["jobArn"].split(":")[3] != region:
+            raise ApiError(404, "ResourceNotFoundException", f"The specified job {identifier} was not found.")
+        return job
 
     # -- the job's life ----------------------------------------------------------------------------
 
@@ -152,7 +222,7 @@ class Emulator:
         text = self.s3.get_object(Bucket=source.netloc, Key=source.path.lstrip("/"))["Body"].read().decode()
         records = [json.loads(line) for line in text.splitlines() if line.strip()]
         job["totalRecordCount"] = len(records)
-        adapter = adapter_for(job["modelId"], converse=job["modelInvocationType"] == "Converse")
+        adapter = self.adapter(job["modelId"], converse=job["modelInvocationType"] == "Converse")
         rng = random.Random(job["_id"])
         processed = records[: len(records) // 2] if job["_fate"] == "partial_jobs" else records
         lines, counts = [], {"input": 0, "output": 0, "ok": 0, "error": 0}
@@ -168,6 +238,13 @@ class Emulator:
                 counts["error"] += 1
                 lines.append({"recordId": record.get("recordId"), "modelInput": record["modelInput"], "error": error})
                 continue
+            try:
+                check_body(adapter.family, record["modelInput"])
+            except ApiError as exc:  # a record the model cannot take fails alone, as on AWS
+                counts["error"] += 1
+                lines.append({"recordId": record.get("recordId"), "modelInput": record["modelInput"],
+                              "error": {"errorCode": 400, "errorMessage": exc.message}})
+                continue
             output, used_in, used_out = model_output(adapter.family, record["modelInput"],
                                                      output_seed(record.get("recordId", ""), record["modelInput"]))
             counts["ok"] += 1
@@ -177,9 +254,13 @@ class Emulator:
                           "modelOutput": output})
             job["processedRecordCount"] = counts["ok"] + counts["error"]
         rng.shuffle(lines)  # AWS does not keep input order
+        texts = [json.dumps(line) for line in lines]
+        for index in range(min(self.faults.malformed_lines, len(texts))):  # the first lines after shuffling
+            texts[index] = texts[index][: len(texts[index]) // 2] if index % 2 == 0 else \
+                json.dumps({"recordId": lines[index]["recordId"], "modelOutput": {"unexpected": True}})
         prefix = f"{target.path.strip('/')}/{job['_id']}/".lstrip("/")
         self.s3.put_object(Bucket=target.netloc, Key=f"{prefix}{name}.out",
-                           Body="".join(json.dumps(line) + "\n" for line in lines).encode())
+                           Body="".join(text + "\n" for text in texts).encode())
         manifest = {"totalRecordCount": len(records), "processedRecordCount": len(lines),
                     "successRecordCount": counts["ok"], "errorRecordCount": counts["error"],
                     "inputTokenCount": counts["input"], "outputTokenCount": counts["output"]}
@@ -248,54 +329,69 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> T
             self.end_headers()
             self.wfile.write(data)
 
-        def _throttled(self) -> bool:
+        def _answer(self, operation: Any) -> None:
+            """Run an operation; faults and ApiErrors become the service model's error answers."""
             with emulator.lock:
                 emulator.calls += 1
-                every = emulator.faults.throttle_every
-                hit = bool(every) and emulator.calls % every == 0
-            if hit:
-                self._reply(429, {"message": "Rate exceeded"}, "ThrottlingException")
-            return hit
+                every, faults = emulator.faults.throttle_every, emulator.faults
+                throttled = (bool(every) and emulator.calls % every == 0) or faults.throttle_next > 0
+                faults.throttle_next = max(0, faults.throttle_next - 1)
+            try:
+                if throttled:
+                    raise ApiError(429, "ThrottlingException", "Rate exceeded")
+                status, payload = operation()
+            except ApiError as exc:
+                self._reply(exc.status, {"message": exc.message}, exc.code)
+                return
+            self._reply(status, payload)
+
+        def _region(self) -> str:
+            """The region the client signed for (SigV4 credential scope), as AWS routes by region."""
+            scope = re.search(r"Credential=[^/]+/[^/]+/([^/]+)/", self.headers.get("Authorization", ""))
+            return scope.group(1) if scope else REGION
+
+        def _control(self, operation: Any) -> Any:
+            if emulator.faults.access_denied:
+                raise ApiError(403, "AccessDeniedException", "User: arn:aws:iam::123456789012:user/test is not "
+                                                             "authorized to perform this action")
+            return operation()
+
+        def _runtime(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            model_id, _, operation = path[len("/model/"):].rpartition("/")
+            adapter = emulator.adapter(model_id, converse=operation == "converse")
+            check_body(adapter.family, body)
+            if emulator.faults.bad_input and emulator.faults.bad_input in json.dumps(body):
+                raise _validation("Malformed input request: emulated bad input")
+            with emulator.lock:  # answered calls: paid on-demand work
+                emulator.runtime_calls.append((operation, model_id))
+            record_id = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:11]
+            return 200, model_output(adapter.family, body, record_id)[0]
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            if self._throttled():
-                return
             path = urllib.parse.unquote(urllib.parse.urlparse(self.path).path)
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             if path.startswith("/model/") and path.endswith(("/invoke", "/converse")):  # bedrock-runtime
-                model_id, _, operation = path[len("/model/"):].rpartition("/")
-                family = adapter_for(model_id, converse=operation == "converse").family
-                if emulator.faults.bad_input and emulator.faults.bad_input in json.dumps(body):
-                    self._reply(400, {"message": "Malformed input request: emulated bad input"},
-                                "ValidationException")
-                    return
-                with emulator.lock:
-                    emulator.runtime_calls += 1
-                record_id = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:11]
-                payload, _, _ = model_output(family, body, record_id)
-                self._reply(200, payload)
-                return
-            if path == "/model-invocation-job":
-                status, payload = emulator.create(body)
+                self._answer(lambda: self._runtime(path, body))
+            elif path == "/model-invocation-job":
+                self._answer(lambda: self._control(lambda: emulator.create(body, self._region())))
             elif path.startswith("/model-invocation-job/") and path.endswith("/stop"):
-                status, payload = emulator.stop(path[len("/model-invocation-job/"): -len("/stop")])
+                job = path[len("/model-invocation-job/"): -len("/stop")]
+                self._answer(lambda: self._control(lambda: emulator.stop(job, self._region())))
             else:
-                status, payload = 404, {"message": f"no operation at {path}"}
-            self._reply(status, payload, _error_type(status))
+                self._reply(404, {"message": f"no operation at {path}"}, "UnknownOperationException")
 
         def do_GET(self) -> None:  # noqa: N802
-            if self._throttled():
-                return
             parsed = urllib.parse.urlparse(self.path)
             path = urllib.parse.unquote(parsed.path)
             if path == "/model-invocation-jobs":
-                status, payload = emulator.list(dict(urllib.parse.parse_qsl(parsed.query)))
+                query = dict(urllib.parse.parse_qsl(parsed.query))
+                self._answer(lambda: self._control(lambda: emulator.list(query)))
             elif path.startswith("/model-invocation-job/"):
-                status, payload = emulator.get(path[len("/model-invocation-job/"):])
+                job = path[len("/model-invocation-job/"):]
+                self._answer(lambda: self._control(lambda: emulator.get(job, self._region())))
             else:
-                status, payload = 404, {"message": f"no operation at {path}"}
-            self._reply(status, payload, _error_type(status))
+                self._reply(404, {"message": f"no operation at {path}"}, "UnknownOperationException")
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -303,8 +399,27 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> T
     return ThreadingHTTPServer((host, port), Handler)
 
 
-def _error_type(status: int) -> str | None:
-    return {400: "ValidationException", 404: "ResourceNotFoundException"}.get(status)
+class EmulatorServer:
+    """The emulator served on one port that can be taken down (connections refused, as with an unreachable
+    endpoint) and brought back on the same port; jobs go on running meanwhile."""
+
+    def __init__(self, emulator: Emulator, host: str = "127.0.0.1", port: int = 0):
+        self.emulator, self.host = emulator, host
+        self._server = make_server(emulator, host, port)
+        self.port = self._server.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self._start()
+
+    def _start(self) -> None:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def down(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()  # the port no longer listens: clients get "connection refused"
+
+    def up(self) -> None:
+        self._server = make_server(self.emulator, self.host, self.port)
+        self._start()
 
 
 def main() -> None:
@@ -314,11 +429,13 @@ def main() -> None:
     parser.add_argument("--s3-endpoint-url", help="S3 endpoint (a moto server for dry runs); default: AWS")
     parser.add_argument("--step-seconds", type=float, default=1.0)
     parser.add_argument("--record-error-rate", type=float, default=0.0)
+    parser.add_argument("--in-flight-quota", type=int, help="jobs in flight per model before create is refused")
     args = parser.parse_args()
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=args.s3_endpoint_url)
-    emulator = Emulator(s3, step_seconds=args.step_seconds, faults=Faults(record_error_rate=args.record_error_rate))
+    emulator = Emulator(s3, step_seconds=args.step_seconds, faults=Faults(record_error_rate=args.record_error_rate,
+                                                                         in_flight_quota=args.in_flight_quota))
     server = make_server(emulator, args.host, args.port)
     print(f"Bedrock batch emulator on http://{args.host}:{server.server_address[1]}", flush=True)
     server.serve_forever()

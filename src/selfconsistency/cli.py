@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -62,6 +63,16 @@ def _temperatures(value: str) -> tuple[float, ...]:
         raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
 
 
+def _tags(values: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        key, sep, tag_value = value.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint="--tag")
+        pairs.append((key, tag_value))
+    return tuple(pairs)
+
+
 @app.command()
 def run(
     task: Annotated[str, typer.Argument(
@@ -97,6 +108,13 @@ def run(
         help="Bedrock batch: the service role jobs run as (see 'selfconsistency bedrock role-policy').")] = None,
     create_bucket: Annotated[bool, typer.Option(help="Bedrock batch: create the bucket if missing.")] = False,
     converse: Annotated[bool, typer.Option(help="Bedrock batch: records in the Converse format.")] = False,
+    base_model: Annotated[str | None, typer.Option(
+        help="Bedrock: the foundation model behind an application inference profile ARN given as --model "
+             "(its request format and price); cross-region profile ids and ARNs name it themselves.")] = None,
+    timeout_hours: Annotated[int, typer.Option(
+        min=24, max=168, help="Bedrock batch: hours after which a job times out (timeoutDurationInHours).")] = 24,
+    tag: Annotated[list[str] | None, typer.Option(
+        help="Bedrock batch: KEY=VALUE tag for each job (cost allocation); repeat for several.")] = None,
     poll_seconds: Annotated[float, typer.Option(min=0.01, help="Batch backends: seconds between status "
                                                                "polls.")] = 30.0,
     max_cost: Annotated[float | None, typer.Option(
@@ -170,7 +188,8 @@ def run(
                            concurrency=concurrency, requests_per_second=requests_per_second,
                            max_tokens_total=max_tokens_total, region=region, bucket=bucket,
                            s3_prefix=s3_prefix, role_arn=role_arn, create_bucket=create_bucket,
-                           converse=converse, poll_seconds=poll_seconds, max_cost=max_cost,
+                           converse=converse, base_model=base_model, timeout_hours=timeout_hours,
+                           tags=_tags(tag or []), poll_seconds=poll_seconds, max_cost=max_cost,
                            prices_file=str(prices) if prices else None)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
@@ -285,9 +304,10 @@ def simulate(
 
 def _bedrock_client(region: str | None):
     import boto3
-    from botocore.config import Config
 
-    return boto3.client("bedrock", region_name=region, config=Config(retries={"mode": "adaptive"}))
+    from .backends.bedrock_aws import aws_retries
+
+    return boto3.client("bedrock", region_name=region, config=aws_retries())  # retries throttling like a run
 
 
 def _run_jobs(run_dir: Path):
@@ -310,12 +330,18 @@ def jobs_list(
     region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
 ) -> None:
     """Bedrock batch inference jobs in the account (by default the ones this tool named), newest first."""
+    from .backends.bedrock_aws import aws_errors
+
     filters = {k: v for k, v in {"statusEquals": status, "nameContains": name_contains}.items() if v}
-    pages = _bedrock_client(region).get_paginator("list_model_invocation_jobs").paginate(**filters)
-    for page in pages:
-        for job in page["invocationJobSummaries"]:
-            counts = f"{job.get('processedRecordCount', '?')}/{job.get('totalRecordCount', '?')} records"
-            out.print(f"{job['jobName']:40} {job['status']:18} {counts:20} {job['jobArn']}", highlight=False)
+    try:
+        with aws_errors("listing Bedrock batch jobs"):
+            pages = _bedrock_client(region).get_paginator("list_model_invocation_jobs").paginate(**filters)
+            for page in pages:
+                for job in page["invocationJobSummaries"]:
+                    counts = f"{job.get('processedRecordCount', '?')}/{job.get('totalRecordCount', '?')} records"
+                    out.print(f"{job['jobName']:40} {job['status']:18} {counts:20} {job['jobArn']}", highlight=False)
+    except BackendError as exc:
+        raise _fail(str(exc)) from None
 
 
 @jobs_app.command("status")
@@ -325,7 +351,10 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
 
     jobs, service = _run_jobs(run_dir)
     for job in jobs:
-        live = service.poll(job)
+        try:
+            live = service.poll(job)
+        except BackendError as exc:
+            raise _fail(str(exc)) from None
         progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
         out.print(f"{job['job_key'][:12]}  {live.status:18} {progress:>12} records  "
                   f"(stored: {job['status']})  {job['arn']}", highlight=False)
@@ -341,10 +370,33 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
 def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")]) -> None:
     """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
     jobs, service = _run_jobs(run_dir)
-    for job in jobs:
-        if service.poll(job).status in service.cancellable:
-            service.cancel(job)
-            out.print(f"stopping {job['arn']}", highlight=False)
+    try:
+        for job in jobs:
+            if service.poll(job).status in service.cancellable:
+                service.cancel(job)
+                out.print(f"stopping {job['arn']}", highlight=False)
+    except BackendError as exc:
+        raise _fail(str(exc)) from None
+
+
+@jobs_app.command("forget")
+def jobs_forget(
+    run_dir: Annotated[Path, typer.Argument(help="The run directory holding the job.")],
+    job: Annotated[str, typer.Argument(help="The job's key (or its first characters, as 'jobs status' shows it).")],
+) -> None:
+    """Give up a job the provider no longer knows (deleted, or gone with its account): the next run
+    collects whatever output it left in S3 and resubmits its other records."""
+    _, service = _run_jobs(run_dir)
+    failed = next(status for status in service.finished if status.lower() == "failed")
+    with SampleStore(run_dir, create=False) as store:
+        matches = [j for j in store.jobs() if j["job_key"].startswith(job)]
+        if len(matches) != 1:
+            raise _fail(f"{len(matches)} jobs of {run_dir} have a key starting with {job!r}: give one "
+                        "('selfconsistency jobs status' lists them)")
+        store.update_job(matches[0]["job_key"], status=failed, message="forgotten: unknown to the provider",
+                         ended_at=time.time())
+    out.print(f"forgot {matches[0]['arn'] or matches[0]['job_key']}: run again to resubmit its records",
+              highlight=False)
 
 
 @jobs_app.command("collect")

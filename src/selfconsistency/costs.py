@@ -16,8 +16,13 @@ from pathlib import Path
 # inference: $0.0015 per 1k input tokens, $0.0020 per 1k output tokens.
 # GPT-4o mini on the OpenAI API (openai.com/api/pricing): $0.15 per 1M input tokens, $0.60 per 1M output;
 # the Batch API at half of that.
+# Claude 3 Haiku and Claude 3.5 Haiku on Bedrock (aws.amazon.com/bedrock/pricing, Anthropic, on-demand):
+# $0.00025 / $0.00125 and $0.0008 / $0.004 per 1k input / output tokens; batch at half.
+# A cross-region inference profile (`us.anthropic...`, or its ARN) is priced as its base model.
 PACKAGED_PRICES: dict[str, dict[str, tuple[float, float]]] = {
     "cohere.command-text-v14": {"on_demand": (0.0015, 0.0020)},
+    "anthropic.claude-3-haiku-20240307-v1:0": {"on_demand": (0.00025, 0.00125)},
+    "anthropic.claude-3-5-haiku-20241022-v1:0": {"on_demand": (0.0008, 0.004)},
     "gpt-4o-mini": {"on_demand": (0.00015, 0.0006)},
 }
 
@@ -43,7 +48,7 @@ class PriceTable:
         return cls({model: {mode: tuple(pair) for mode, pair in modes.items()} for model, modes in raw.items()})
 
     def price(self, model: str, batch: bool = False) -> Price:
-        entry = self._table.get(model)
+        entry = self._table.get(model) or self._table.get(_base_model(model))
         if entry is None:
             raise KeyError(f"no price for {model!r}: give a price file")
         if batch and "batch" in entry:
@@ -67,3 +72,13 @@ def sampling_cost(price: Price, prompt_tokens: float, output_tokens_per_path: fl
     """
     records = -(-paths // paths_per_record)
     return price.cost(prompt_tokens * records, output_tokens_per_path * paths)
+
+
+def _base_model(model: str) -> str | None:
+    """The foundation model a Bedrock inference profile id or ARN stands for (priced as it), if it says."""
+    from .backends.bedrock_bodies import UnknownModel, base_model_id
+
+    try:
+        return base_model_id(model)
+    except UnknownModel:
+        return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -64,6 +65,9 @@ class RunConfig(BaseModel):
     role_arn: str | None = None
     create_bucket: bool = False
     converse: bool = False
+    base_model: str | None = None  # Bedrock: the model behind an application profile ARN (fixed by the ARN)
+    timeout_hours: int = Field(default=24, ge=24, le=168)  # Bedrock batch: a job's timeout (not the text)
+    tags: tuple[tuple[str, str], ...] = ()  # Bedrock batch: job tags
     poll_seconds: float = Field(default=30.0, gt=0)
     max_cost: float | None = Field(default=None, gt=0)
     prices_file: str | None = None
@@ -121,6 +125,7 @@ class RunConfig(BaseModel):
                              max_tokens_total=self.max_tokens_total, tokens_spent=tokens_spent,
                              region=self.region, bucket=self.bucket, s3_prefix=self.s3_prefix,
                              role_arn=self.role_arn, create_bucket=self.create_bucket, converse=self.converse,
+                             base_model=self.base_model, timeout_hours=self.timeout_hours, tags=self.tags,
                              poll_seconds=self.poll_seconds, max_cost=self.max_cost, prices_file=self.prices_file,
                              run_dir=str(run_dir) if run_dir else None,
                              run_id=run_id)
@@ -189,18 +194,24 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                     questions=len(data.questions), neutralised_records=len(data.neutralised))
         backend = None
 
-        def generate(requests: list[GenerationRequest]) -> None:
+        def started_backend():
             nonlocal backend
+            if backend is None:
+                backend = create_backend(config.backend, config.backend_config(
+                    store.tokens_used(), run_dir, config.identity_hash(task)))
+            return backend
+
+        def pending_of(requests: list[GenerationRequest]) -> list[GenerationRequest]:
             stored = store.stored_keys()
-            pending = [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
+            return [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
+
+        def generate(requests: list[GenerationRequest]) -> None:
+            pending = pending_of(requests)
             if on_start:
                 on_start(len(pending), len(requests) - len(pending))
             if not pending:
                 return
-            if backend is None:
-                backend = create_backend(config.backend, config.backend_config(
-                    store.tokens_used(), run_dir, config.identity_hash(task)))
-            for item in backend.generate(pending):
+            for item in started_backend().generate(pending):
                 group = item if isinstance(item, tuple) else (item,)  # a record's paths: stored together
                 store.add_paths(StoredPath(
                     question_id=g.request.question_id, temperature=g.request.temperature,
@@ -225,10 +236,19 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             if rule is None:
                 generate(plan_requests(config, task, data))
             else:
-                if config.greedy:
-                    generate(plan_requests(config, task, data, {(q, GREEDY_TEMPERATURE): 1 for q in questions}))
-                while wanted := _next_round(config, rule, store, list(questions)):
-                    generate(plan_requests(config, task, data, wanted))
+                # Each round goes in one wave (all temperatures together); the greedy path goes with the first.
+                wanted = {**({(q, GREEDY_TEMPERATURE): 1 for q in questions} if config.greedy else {}),
+                          **_next_round(config, rule, store, list(questions))}
+
+                def wave(counts: dict[tuple[str, float], int]) -> list[GenerationRequest]:
+                    return pending_of(plan_requests(config, task, data, counts))
+
+                first = True
+                while wanted:
+                    generate(plan_requests(config, task, data, _fill_wave(wanted, wave, started_backend,
+                                                                          rule.max_paths, first)))
+                    first = False
+                    wanted = _next_round(config, rule, store, list(questions))
         except BaseException as exc:
             audit.event("run_error", error=type(exc).__name__)
             raise
@@ -239,6 +259,39 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                 backend.close()
             audit.close()
     return run_dir
+
+
+def _fill_wave(wanted: dict[tuple[str, float], int],
+               plan: Callable[[dict[tuple[str, float], int]], list[GenerationRequest]],
+               backend: Callable[[], object], max_paths: int, first: bool) -> dict[tuple[str, float], int]:
+    """A wave below a batch job's minimum of records, grown by one path per undecided question at a time
+    (up to the maximum) until it reaches the minimum: always for the first wave (a run too small for a job
+    is refused), for later ones only while the paths at batch price cost no more than the wave would on
+    demand (twice the batch price). Otherwise the wave is left as it is and goes on demand."""
+    asked = plan(wanted)
+    if not asked:
+        return wanted
+    minimum = getattr(backend(), "min_records_per_job", 1)
+    count = getattr(backend(), "count_records", len)
+    if count(asked) >= minimum:
+        return wanted
+    grown = wanted
+    while True:
+        bigger = {key: n if key[1] == GREEDY_TEMPERATURE else min(n + 1, max_paths) for key, n in grown.items()}
+        if bigger == grown:
+            break
+        grown = bigger
+        requests = plan(grown)
+        if not first and len(requests) > 2 * len(asked):
+            break
+        if count(requests) >= minimum:
+            sys.stderr.write(f"adaptive stopping: wave grown from {len(asked)} to {len(requests)} paths to reach "
+                             f"a batch job's minimum of {minimum} records\n")
+            return grown
+    if not first:
+        sys.stderr.write(f"adaptive stopping: a wave of {len(asked)} paths ({count(asked)} records) is below a "
+                         f"batch job's minimum of {minimum} records: it goes on demand, at twice the batch price\n")
+    return wanted
 
 
 def _next_round(config: RunConfig, rule: StoppingRule, store: SampleStore,

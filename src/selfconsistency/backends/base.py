@@ -169,6 +169,9 @@ class BackendConfig(BaseModel):
     role_arn: str | None = None
     create_bucket: bool = False
     converse: bool = False  # batch records in the Converse format instead of the model's own body
+    base_model: str | None = None  # the model behind an application inference profile ARN (body format, price)
+    timeout_hours: int = Field(default=24, ge=24, le=168)  # a batch job's timeoutDurationInHours
+    tags: tuple[tuple[str, str], ...] = ()  # tags of each batch job
     poll_seconds: float = Field(default=30.0, gt=0)
     run_dir: str | None = None
     run_id: str = "run"

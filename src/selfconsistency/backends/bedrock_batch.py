@@ -6,11 +6,17 @@ derived from the run and the job's records, so a create call retried after a cra
 Records that come back with an error, or that a Failed / Expired / Stopped / PartiallyCompleted job never
 processed, go into a follow-up job, or, when fewer than a job's minimum remain, to on-demand InvokeModel
 calls. boto3 finds credentials and endpoints itself (profiles, environment, AWS_ENDPOINT_URL_*).
+
+Every AWS error a user can cause or meet (a missing bucket, denied access, an unreachable endpoint, a job
+the region does not know) becomes a one-line BackendError saying what to do; the run's state is saved
+around every call, so running the same command again continues. A full quota of jobs in flight (another
+run of the model holds it) is waited out.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +24,8 @@ from typing import Any
 from .base import BackendConfig, BackendError, GenerationRequest, ParsedOutput
 from .batch_jobs import BatchBackend, JobResults, JobState, retryable_status
 from .batch_plan import Quotas, Record, pack
-from .bedrock_bodies import adapter_for
+from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
+from .bedrock_bodies import UnknownModel, adapter_for
 
 BEDROCK_TOO_SMALL = ("use the on-demand backend (--backend bedrock) for a run this small, or ask for more "
                      "questions or paths")
@@ -40,12 +47,15 @@ class BedrockJobs:
 
     def __init__(self, config: BackendConfig):
         import boto3
-        from botocore.config import Config
 
         self.config = config
         self.model = config.model
-        self.adapter = adapter_for(config.model, converse=config.converse)
-        retries = Config(retries={"mode": "adaptive", "max_attempts": 10})
+        try:
+            self.adapter = adapter_for(config.model, converse=config.converse, base_model=config.base_model)
+        except UnknownModel as exc:
+            raise BackendError(str(exc)) from None
+        self.bucket = bucket_name(config.bucket) if config.bucket else None
+        retries = aws_retries()
         self.s3 = boto3.client("s3", region_name=config.region, config=retries)
         self.bedrock = boto3.client("bedrock", region_name=config.region, config=retries)
         self.runtime = boto3.client("bedrock-runtime", region_name=config.region, config=retries)
@@ -57,22 +67,42 @@ class BedrockJobs:
         return pack(requests, self.adapter.max_generations, self.adapter.request, bedrock_line)
 
     def locations(self, job_key: str) -> tuple[str, str]:
-        base = f"s3://{self.config.bucket}/{self.config.s3_prefix.strip('/')}"
+        base = f"s3://{self.bucket}/{self.config.s3_prefix.strip('/')}"
         return f"{base}/input/{job_key}/records.jsonl", f"{base}/output/{job_key}/"
 
     def submit(self, job: dict[str, Any], lines: list[str], retried: bool) -> str:
         bucket, key = _split_uri(job["input_uri"])
-        if self.config.create_bucket:
-            self._ensure_bucket(bucket)
-        self.s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
-        response = self.bedrock.create_model_invocation_job(  # the token makes a retried create idempotent
-            jobName=f"sc-{self.config.run_id[:20]}-{job['job_key'][:12]}", roleArn=self.config.role_arn,
-            modelId=self.model, clientRequestToken=job["job_key"],
-            inputDataConfig={"s3InputDataConfig": {"s3Uri": job["input_uri"]}},
-            outputDataConfig={"s3OutputDataConfig": {"s3Uri": job["output_uri"]}},
-            timeoutDurationInHours=24,
-            **({"modelInvocationType": "Converse"} if self.config.converse else {}))
-        return response["jobArn"]
+        with aws_errors(f"uploading the job input to {job['input_uri']}"):
+            if self.config.create_bucket:
+                self._ensure_bucket(bucket)
+            self.s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
+        request = dict(jobName=f"sc-{self.config.run_id[:20]}-{job['job_key'][:12]}", roleArn=self.config.role_arn,
+                       modelId=self.model, clientRequestToken=job["job_key"],  # makes a retried create idempotent
+                       inputDataConfig={"s3InputDataConfig": {"s3Uri": job["input_uri"]}},
+                       outputDataConfig={"s3OutputDataConfig": {"s3Uri": job["output_uri"]}},
+                       timeoutDurationInHours=self.config.timeout_hours,
+                       **({"modelInvocationType": "Converse"} if self.config.converse else {}),
+                       **({"tags": [{"key": k, "value": v} for k, v in self.config.tags]} if self.config.tags else {}))
+        return self._create(request)
+
+    def _create(self, request: dict[str, Any]) -> str:
+        """Create the job; while the account's quota of jobs in flight for the model is full (another run
+        holds it), wait with backoff and try again."""
+        import botocore.exceptions as bx
+
+        wait = self.config.poll_seconds
+        while True:
+            try:
+                return self.bedrock.create_model_invocation_job(**request)["jobArn"]
+            except bx.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ServiceQuotaExceededException":
+                    raise BackendError(explain_aws_error(exc, "creating the batch job")) from None
+            except bx.BotoCoreError as exc:
+                raise BackendError(explain_aws_error(exc, "creating the batch job")) from None
+            sys.stderr.write(f"the quota of batch jobs in flight for {self.model} is full (other runs' jobs?): "
+                             f"waiting {wait:g}s before trying again\n")
+            time.sleep(wait)
+            wait = min(wait * 2, 10 * self.config.poll_seconds)
 
     def _ensure_bucket(self, bucket: str) -> None:
         try:
@@ -84,52 +114,97 @@ class BedrockJobs:
             self.s3.create_bucket(Bucket=bucket, **extra)
 
     def poll(self, job: dict[str, Any]) -> JobState:
-        status = self.bedrock.get_model_invocation_job(jobIdentifier=job["arn"])
+        import botocore.exceptions as bx
+
+        action = f"checking batch job {job['arn']}"
+        try:
+            status = self.bedrock.get_model_invocation_job(jobIdentifier=job["arn"])
+        except bx.ClientError as exc:
+            gone = exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
+            raise BackendError(self._job_not_found(job) if gone else explain_aws_error(exc, action)) from None
+        except bx.BotoCoreError as exc:
+            raise BackendError(explain_aws_error(exc, action)) from None
         return JobState(status["status"], status.get("message"), status.get("processedRecordCount"),
                         status.get("totalRecordCount"))
 
+    def _job_not_found(self, job: dict[str, Any]) -> str:
+        job_region = job["arn"].split(":")[3]
+        here = self.bedrock.meta.region_name
+        if job_region != here:
+            return (f"batch job {job['arn']} was made in {job_region}, but this run talks to Bedrock in {here}: "
+                    f"run again with --region {job_region} (or AWS_DEFAULT_REGION={job_region})")
+        return (f"Bedrock in {here} does not know batch job {job['arn']}: if it was made with other AWS "
+                "credentials (another account), use those and run again; if the job is gone, run "
+                f"'selfconsistency jobs forget {self.config.run_dir} {job['job_key'][:12]}' and run again to "
+                "resubmit its records")
+
     def cancel(self, job: dict[str, Any]) -> None:
-        self.bedrock.stop_model_invocation_job(jobIdentifier=job["arn"])
+        with aws_errors(f"stopping batch job {job['arn']}"):
+            self.bedrock.stop_model_invocation_job(jobIdentifier=job["arn"])
 
     def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults:
+        """The job's outputs by record id. A line that is not JSON, names no record of ours, or whose
+        modelOutput is not the model's format is a failed record (it goes round again), never an abort."""
         job_id = job["arn"].rsplit("/", 1)[-1]
         bucket, prefix = _split_uri(job["output_uri"])
-        results = JobResults(manifest=self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out"))
-        for line in self._read_lines(bucket, f"{prefix}{job_id}/records.jsonl.out"):
-            record = records.get(line.get("recordId"))
-            if record is None:
+        with aws_errors(f"reading the output of batch job {job['arn']} from {job['output_uri']}"):
+            results = JobResults(manifest=self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out"))
+            text = self._read_text(bucket, f"{prefix}{job_id}/records.jsonl.out")
+        unreadable = 0
+        for raw in text.splitlines():
+            if not raw.strip():
                 continue
-            if line.get("modelInput") != record.body:  # the output echoes its input: it must be what we sent
-                results.mismatched.append(record.record_id)
-            elif "modelOutput" in line:
-                params = record.requests[0].params
-                results.outputs[record.record_id] = self.adapter.response(line["modelOutput"], params)
-            elif isinstance(line.get("error"), dict):
-                code = line["error"].get("errorCode")
-                results.errors[record.record_id] = (str(code), str(line["error"].get("errorMessage", "")),
-                                                    retryable_status(code))
+            try:
+                line = json.loads(raw)
+                record = records.get(line.get("recordId"))
+                if record is None:
+                    continue
+                if line.get("modelInput") != record.body:  # the output echoes its input: it must be what we sent
+                    results.mismatched.append(record.record_id)
+                elif "modelOutput" in line:
+                    params = record.requests[0].params
+                    results.outputs[record.record_id] = self.adapter.response(line["modelOutput"], params)
+                elif isinstance(line.get("error"), dict):
+                    code = line["error"].get("errorCode")
+                    results.errors[record.record_id] = (str(code), str(line["error"].get("errorMessage", "")),
+                                                        retryable_status(code))
+                else:
+                    unreadable += 1
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+                unreadable += 1
+        if unreadable:
+            sys.stderr.write(f"batch job {job['job_key'][:12]}: {unreadable} output lines unreadable or not in "
+                             f"{self.adapter.family}'s format: counted as failed records\n")
         return results
 
-    def _read_lines(self, bucket: str, key: str) -> list[dict]:
+    def _read_text(self, bucket: str, key: str) -> str:
         try:
-            body = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", errors="replace")
         except self.s3.exceptions.NoSuchKey:
-            return []
-        return [json.loads(line) for line in body.splitlines() if line.strip()]
+            return ""
 
     def _read_json(self, bucket: str, key: str) -> dict | None:
         try:
-            return json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            manifest = json.loads(self.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         except self.s3.exceptions.NoSuchKey:
             return None
+        except ValueError:  # an unreadable manifest: the job's counts are unknown, its records are not lost
+            return None
+        return manifest if isinstance(manifest, dict) else None
 
     def remainder(self, records: list[Record]) -> Iterator[tuple[Record, list[ParsedOutput], float]]:
-        """Too few records left for a job: on-demand InvokeModel, one call per record."""
+        """Too few records left for a job: on demand, one call per record, with the same model id (an
+        inference profile stays one) and API as the job would have used: Converse for Converse records."""
         for record in records:
             started = time.perf_counter()
-            response = self.runtime.invoke_model(modelId=self.model, body=json.dumps(record.body),
-                                                 contentType="application/json", accept="application/json")
-            outputs = self.adapter.response(json.loads(response["body"].read()), record.requests[0].params)
+            with aws_errors(f"calling {self.model} on demand"):
+                if self.config.converse:
+                    body = self.runtime.converse(modelId=self.model, **record.body)
+                else:
+                    response = self.runtime.invoke_model(modelId=self.model, body=json.dumps(record.body),
+                                                         contentType="application/json", accept="application/json")
+                    body = json.loads(response["body"].read())
+            outputs = self.adapter.response(body, record.requests[0].params)
             yield record, outputs, (time.perf_counter() - started) / len(record.requests)
 
 
@@ -139,6 +214,11 @@ class BedrockBatchBackend(BatchBackend):
             raise BackendError("bedrock-batch needs --bucket and --role-arn (the batch job's service role; "
                                "see 'selfconsistency bedrock role-policy')")
         super().__init__(BedrockJobs(config), config)
+        self.min_records_per_job = config.min_records_per_job
+
+    def count_records(self, requests: list[GenerationRequest]) -> int:
+        """How many batch records these paths make (adaptive stopping grows its waves to a job's minimum)."""
+        return len(self.service.pack(list(requests)))
 
 
 def _split_uri(uri: str) -> tuple[str, str]:

@@ -171,17 +171,37 @@ ADAPTERS: dict[str, BodyAdapter] = {a.family: a for a in (
 _PREFIXES = (("cohere.command", "cohere-command"), ("ai21.j2", "ai21-j2"), ("anthropic.claude", "anthropic-claude"),
              ("meta.llama3", "meta-llama3"), ("mistral.", "mistral"), ("amazon.nova", "amazon-nova"),
              ("amazon.titan-text", "amazon-titan-text"))
+# Geographies of cross-region (system-defined) inference profile ids: `us.anthropic.claude-...`
+PROFILE_GEOGRAPHIES = ("us", "us-gov", "eu", "apac", "jp", "au", "ca", "global")
 
 
-def adapter_for(model_id: str, converse: bool = False) -> BodyAdapter:
-    """The adapter of a Bedrock model id (a cross-region profile's `us.`/`eu.`/`apac.` prefix is ignored)."""
+class UnknownModel(ValueError):
+    """A model id whose base model, or that model's request format, is not known; the message says what to do."""
+
+
+def base_model_id(model_id: str, base_model: str | None = None) -> str:
+    """The foundation model behind a Bedrock model id, inference profile id or ARN (the body format and the
+    price are the base model's). An application inference profile's ARN does not name its model: give it
+    as `base_model`."""
+    if base_model:
+        return base_model_id(base_model)
+    bare = model_id
+    if model_id.startswith("arn:"):
+        kind, _, bare = model_id.split(":", 5)[-1].partition("/")
+        if kind not in ("inference-profile", "foundation-model"):
+            raise UnknownModel(f"the base model of {model_id!r} cannot be read from its ARN: give it with "
+                               "--base-model (e.g. --base-model anthropic.claude-3-5-haiku-20241022-v1:0)")
+    geography, _, rest = bare.partition(".")
+    return rest if geography in PROFILE_GEOGRAPHIES and "." in rest else bare
+
+
+def adapter_for(model_id: str, converse: bool = False, base_model: str | None = None) -> BodyAdapter:
+    """The adapter of a Bedrock model id, inference profile id or ARN (the body format is the base model's)."""
     if converse:
         return ADAPTERS["converse"]
-    bare = model_id.split(":", 1)[0]
-    for region in ("us.", "eu.", "apac.", "global."):
-        if bare.startswith(region):
-            bare = bare[len(region):]
+    bare = base_model_id(model_id, base_model).split(":", 1)[0]
     for prefix, family in _PREFIXES:
         if bare.startswith(prefix):
             return ADAPTERS[family]
-    raise ValueError(f"no request format known for Bedrock model {model_id!r}; use the Converse format")
+    raise UnknownModel(f"no request format known for Bedrock model {model_id!r}: use --converse (the Converse "
+                       "format works for every chat model)")

@@ -14,8 +14,9 @@ from functools import partial
 
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget, run_concurrently
 from .batch_plan import Record, pack, record_generations
+from .bedrock_aws import aws_retries, explain_aws_error
 from .bedrock_batch import bedrock_line
-from .bedrock_bodies import ADAPTERS, adapter_for
+from .bedrock_bodies import ADAPTERS, UnknownModel, adapter_for
 
 
 class BedrockOnDemandBackend:
@@ -23,16 +24,19 @@ class BedrockOnDemandBackend:
 
     def __init__(self, config: BackendConfig):
         import boto3
-        from botocore.config import Config
 
         self.config = config
         self.model = config.model
-        native = adapter_for(config.model)
+        try:
+            native = ADAPTERS["converse"] if config.converse else \
+                adapter_for(config.model, base_model=config.base_model)
+        except UnknownModel as exc:
+            raise BackendError(str(exc)) from None
         # Chat families go through Converse (one API for all of them); completion families keep their body.
         self.converse = config.converse or native.chat
         self.adapter = ADAPTERS["converse"] if self.converse else native
-        self.runtime = boto3.client("bedrock-runtime", region_name=config.region, config=Config(
-            retries={"mode": "adaptive", "max_attempts": 10}, max_pool_connections=config.concurrency))
+        self.runtime = boto3.client("bedrock-runtime", region_name=config.region,
+                                    config=aws_retries(max_pool_connections=config.concurrency))
         self.budget = TokenBudget.for_config(config)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
@@ -54,13 +58,9 @@ class BedrockOnDemandBackend:
                 response = self.runtime.invoke_model(modelId=self.model, body=json.dumps(record.body),
                                                      contentType="application/json", accept="application/json")
                 body = json.loads(response["body"].read())
-        except botocore.exceptions.BotoCoreError as exc:
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
             self.budget.settle(booked, 0)
-            raise BackendError(f"bedrock-runtime: {exc}") from None
-        except botocore.exceptions.ClientError as exc:
-            self.budget.settle(booked, 0)
-            raise BackendError(f"bedrock-runtime: {exc.response['Error'].get('Code')}: "
-                               f"{exc.response['Error'].get('Message')}") from None
+            raise BackendError(explain_aws_error(exc, f"calling {self.model} on demand")) from None
         outputs = self.adapter.response(body, params)
         generations = list(record_generations(record, outputs, (time.perf_counter() - started) / len(record.requests)))
         self.budget.settle(booked, sum(g.prompt_tokens + g.completion_tokens for g in generations))
