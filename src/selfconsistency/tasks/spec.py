@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,19 @@ class PromptSpec(_Strict):
     shots_from_data: int | None = Field(default=None, ge=1)  # the data's first K records are exemplars
     answer_statement: str = "The answer is {answer}."  # ends rationales built from explanations
     stop: list[str] = Field(default_factory=lambda: ["\nQ:", "\n\n"])  # few-shot completion format
+
+    @field_validator("answer_statement")
+    @classmethod
+    def _only_answer_field(cls, value: str) -> str:
+        # str.format reaches attributes ("{answer.__class__}"): allow the bare {answer} field only.
+        try:
+            fields = [(name, spec or "", conv) for _, name, spec, conv in string.Formatter().parse(value)
+                      if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"bad answer_statement {value!r}: {exc}") from None
+        if fields != [("answer", "", None)]:
+            raise ValueError(f"answer_statement {value!r} must hold {{answer}} once and no other field")
+        return value
 
 
 class AnswerSpec(_Strict):

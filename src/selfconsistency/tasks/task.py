@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from ..extract import (
     NumberExtractor,
@@ -28,7 +29,30 @@ from .records import Located, read_records
 from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
 
 Extractor = Callable[[str, Question], "str | None"]
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+# Longer repeated text or larger numbers in a template only serve to exhaust memory or time.
+_MAX_TEMPLATE_LENGTH = 10**6
+_MAX_TEMPLATE_BITS = 10**5
+
+
+class _TemplateSandbox(ImmutableSandboxedEnvironment):
+    """Task configs are shared like data: their templates may read values, never run code or mutate.
+    `**` and `*` are bounded so that `{{ 9**(9**9) }}` or `{{ 'x' * 10**12 }}` cannot hang the loader."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 \
+                and abs(left).bit_length() * right > _MAX_TEMPLATE_BITS:
+            raise SecurityError(f"power {left}**{right} is too large")
+        if operator == "*":
+            sized = [side for side in (left, right) if isinstance(side, str | list | tuple)]
+            count = [side for side in (left, right) if isinstance(side, int)]
+            if sized and count and len(sized[0]) * count[0] > _MAX_TEMPLATE_LENGTH:
+                raise SecurityError("repeated text is too long")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 _DEFAULT_TEXT_PATTERN = re.compile(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$", re.IGNORECASE | re.MULTILINE)
 
 
@@ -58,7 +82,7 @@ class Task:
         self._neutralised: dict[str, tuple[str, ...]] = {}
         try:
             self._template = _ENV.from_string(spec.prompt.template)
-        except jinja2.TemplateSyntaxError as exc:
+        except (jinja2.TemplateError, RecursionError) as exc:
             raise DataError(f"task {spec.name}: bad prompt template: {exc}") from None
 
     @property
@@ -138,8 +162,12 @@ class Task:
     def _render(self, question: str, choices: tuple[tuple[str, str], ...], record: dict[str, Any]) -> str:
         try:
             return self._template.render(question=question, choices=choices, record=record).strip()
-        except jinja2.TemplateError as exc:
-            raise ValueError(f"prompt template: {exc}") from None
+        except UnsafeInput:
+            raise
+        except SecurityError as exc:
+            raise ValueError(f"prompt template refused by the sandbox: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a template can raise anything ({{ 1/0 }}); the user fixes it
+            raise ValueError(f"prompt template failed: {type(exc).__name__}: {exc}") from None
 
     def parse(self, where: str, record: dict[str, Any], position: int, split: str) -> tuple[Question, str | None]:
         """A question (and its explanation, if any) from one record; DataError names the record."""
