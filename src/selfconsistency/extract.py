@@ -19,6 +19,8 @@ _NUMBER = re.compile(
     r"(?P<frac>\.\d+)?"
     r"(?:\s?/\s?(?P<den>\d+))?"
 )
+# Longer digit strings are no answer anyone means (and Python refuses to convert past 4,300 digits).
+MAX_DIGITS = 1000
 # "The answer is N", as in the exemplars; the last statement wins when a path restates it.
 _ANSWER_IS = re.compile(r"answer\s+is\b[\s:]*", re.IGNORECASE)
 
@@ -30,6 +32,8 @@ def canonical_number(text: str) -> str | None:
 
 
 def _canonical_from_match(match: re.Match[str]) -> str | None:
+    if len(match["int"]) + len(match["frac"] or "") + len(match["den"] or "") > MAX_DIGITS:
+        return None
     value = Fraction(match["int"].replace(",", "") + (match["frac"] or ""))
     if match["den"] is not None:
         denominator = int(match["den"])
@@ -39,6 +43,14 @@ def _canonical_from_match(match: re.Match[str]) -> str | None:
     if match["sign"] or match["sign2"]:
         value = -value
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def whole_number(text: str) -> str | None:
+    """The canonical form of `text` if all of it is one number (a final full stop allowed), else None:
+    `1e999` or `2-3` are not numbers whose first digits could stand for them."""
+    stripped = text.strip()
+    match = _NUMBER.fullmatch(stripped[:-1] if stripped.endswith(".") else stripped)
+    return _canonical_from_match(match) if match else None
 
 
 def last_number(text: str) -> str | None:
@@ -75,7 +87,7 @@ class NumberExtractor:
 def parse_gsm8k_gold(answer_field: str) -> str:
     """Gold answer of a GSM8K record: the number after `####`."""
     _, sep, tail = answer_field.rpartition("####")
-    value = canonical_number(tail) if sep else None
+    value = whole_number(tail) if sep else None
     if value is None:
         raise ValueError(f"no '#### N' gold answer in {answer_field[-60:]!r}")
     return value
