@@ -300,3 +300,86 @@ def test_neutralised_inputs_list_only_records_that_reach_a_prompt(tmp_path):
     assert list(task.load(data, offset=1, limit=2).neutralised) == [f"{data}:2"]
     # exemplars taken from the data reach every prompt: theirs count too
     assert list(task.load(data, limit=1, shots_from_data=2).neutralised) == [f"{data}:2"]
+
+
+# -- 3. user regexes run with a time limit ---------------------------------------------------------
+
+class FixedTextBackend:
+    """Every path is the same text: what a model might write to trip a task's answer pattern."""
+
+    name = "fixed-text"
+
+    def __init__(self, text: str):
+        self.text = text
+        self.model = "fixed"
+
+    def generate(self, requests):
+        from selfconsistency.backends.base import Generation
+
+        for request in requests:
+            yield Generation(request, self.text, 10, 5, 0.01, "stop", -1.0)
+
+    def close(self):
+        pass
+
+
+def text_task(tmp_path: Path, pattern: str) -> tuple[Path, Path]:
+    config = write(tmp_path / "text.yaml", f"""
+        name: text
+        answer: {{type: text, pattern: {json.dumps(pattern)}}}
+    """)
+    data = tmp_path / "words.jsonl"
+    data.write_text("".join(json.dumps({"question": f"Say word {i}", "answer": "aaa"}) + "\n" for i in range(2)))
+    return config, data
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pattern, text, stored_answer", [
+    (r"((?:.|\s)+)+QQQ", "The answer is 42 and then some more words here " * 4, None),  # hangs Python's re
+    (r"answer is (\w+)", "The answer is aaa.", "aaa"),
+])
+def test_answer_patterns_end_and_paths_are_stored(tmp_path, pattern, text, stored_answer):
+    from selfconsistency.backends import register_backend
+    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.store import SampleStore
+
+    config_file, data = text_task(tmp_path, pattern)
+    register_backend("fixed-text", lambda config: FixedTextBackend(text))
+    run_experiment(RunConfig(task=str(config_file), data=str(data), backend="fixed-text", paths=2), tmp_path / "run")
+    with SampleStore(tmp_path / "run") as store:
+        assert [path.answer for path in store.paths()] == [stored_answer] * 6
+
+
+@pytest.mark.timeout(60)
+def test_a_timed_out_answer_pattern_keeps_every_path_and_names_the_pattern(tmp_path):
+    from selfconsistency.backends import register_backend
+    from selfconsistency.experiment import ExtractionFailed, RunConfig, run_experiment
+    from selfconsistency.store import SampleStore
+
+    config_file, data = text_task(tmp_path, r"(a|aa)+$")
+    register_backend("fixed-text", lambda config: FixedTextBackend("a" * 40 + "!"))
+    with pytest.raises(ExtractionFailed, match=r"answer.pattern '\(a\|aa\)\+\$' ran longer than 1s") as caught:
+        run_experiment(RunConfig(task=str(config_file), data=str(data), backend="fixed-text", paths=2),
+                       tmp_path / "run")
+    assert "\n" not in str(caught.value)
+    with SampleStore(tmp_path / "run") as store:
+        paths = list(store.paths())
+    assert len(paths) == 6 and all(p.text == "a" * 40 + "!" and p.answer is None for p in paths)
+    audit = (tmp_path / "run" / "audit.jsonl").read_text()
+    assert '"extraction_timeout"' in audit and audit.count('"generation"') == 6
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pattern, gold, message", [
+    (r"^((?:a+)+)$", "a" * 40 + "b", "does not match"),  # hangs Python's re
+    (r"(a|aa)+$", "a" * 40 + "!", r"gold_pattern '\(a\|aa\)\+\$' ran longer than 1s"),
+])
+def test_gold_patterns_end_in_bounded_time(tmp_path, pattern, gold, message):
+    config = write(tmp_path / "g.yaml", f"""
+        name: golds
+        answer: {{type: text, gold_pattern: {json.dumps(pattern)}}}
+    """)
+    data = tmp_path / "g.jsonl"
+    data.write_text(json.dumps({"question": "q", "answer": gold}) + "\n")
+    with pytest.raises(DataError, match=f"g.jsonl:1: .*{message}"):
+        get_task(str(config)).load(data)

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from .analysis import accuracy_curve
 from .backends import BACKEND_NAMES, BackendError
 from .backends.base import BudgetExceeded
-from .experiment import RunConfig, run_experiment
+from .experiment import ExtractionFailed, RunConfig, run_experiment
 from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
 from .prompts import PromptFormat
 from .report import (
@@ -204,9 +204,9 @@ def run(
         with progress:
             directory = run_experiment(config, run_dir, on_start=on_start, on_path=on_path)
         results = write_report(directory)
-    except BudgetExceeded as exc:
+    except (BudgetExceeded, ExtractionFailed) as exc:
         directory = run_dir or config.default_run_dir(config.get_task())
-        write_report(directory)  # what the budget paid for is reported, complete questions only
+        write_report(directory)  # what was paid for is reported, complete questions only
         raise _fail(f"{exc} (report of the stored paths in {directory})") from None
     except (DataError, ModelError, StoreMismatch, BackendError) as exc:
         raise _fail(str(exc)) from None

@@ -22,9 +22,14 @@ from .prompts import PromptFormat, build_prompt
 from .sampling import SamplingParams, path_seed
 from .stopping import StoppingRule, parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
-from .tasks import Task, TaskData, get_task
+from .extract import PatternTimeout
+from .tasks import DataError, Task, TaskData, get_task
 
 GREEDY_TEMPERATURE = 0.0
+
+
+class ExtractionFailed(DataError):
+    """Paths were generated and stored, but the task's answer pattern could not read them."""
 
 
 class RunConfig(BaseModel):
@@ -179,6 +184,20 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
     extract = task.extractor(config.flexible)
     questions = {q.id: q for q in data.questions}
+    timeouts: list[PatternTimeout] = []
+
+    def answer_of(text: str, question) -> str | None:
+        """The path's answer; a pattern past its time limit gives none (the path is stored all the same:
+        it was paid for), and is not tried again this run."""
+        if timeouts:
+            return None
+        try:
+            return extract(text, question)
+        except PatternTimeout as exc:
+            timeouts.append(exc)
+            audit.event("extraction_timeout", pattern=exc.pattern)
+            return None
+
     with SampleStore(run_dir) as store:
         store.bind_config(config.identity(task), config.model_dump(mode="json"))
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
@@ -204,7 +223,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                 store.add_path(StoredPath(
                     question_id=request.question_id, temperature=request.temperature,
                     path_index=request.path_index, seed=request.params.seed, text=generation.text,
-                    answer=extract(generation.text, questions[request.question_id]),
+                    answer=answer_of(generation.text, questions[request.question_id]),
                     prompt_tokens=generation.prompt_tokens,
                     completion_tokens=generation.completion_tokens, latency_s=generation.latency_s,
                     finish_reason=generation.finish_reason, logprob_sum=generation.logprob_sum,
@@ -232,6 +251,9 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             raise
         else:
             audit.event("run_end")
+            if timeouts:
+                raise ExtractionFailed(f"{timeouts[0]}: paths from then on are stored without an answer "
+                                       f"(they abstain) in {run_dir}")
         finally:
             if backend is not None:
                 backend.close()

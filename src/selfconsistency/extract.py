@@ -11,6 +11,34 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+import regex
+
+# A task config's own pattern runs at most this long on one text: a pattern such as `(a|aa)+$`
+# backtracks for ages on some inputs.
+USER_PATTERN_SECONDS = 1.0
+
+
+class PatternTimeout(ValueError):
+    """A task config's regular expression ran past its time limit; the message names the pattern."""
+
+    def __init__(self, pattern: str, role: str):
+        super().__init__(f"{role} {pattern!r} ran longer than {USER_PATTERN_SECONDS:g}s (catastrophic "
+                         "backtracking?); simplify it")
+        self.pattern = pattern
+        self.role = role
+
+
+def compile_user_pattern(pattern: str, flags: int = 0) -> regex.Pattern[str]:
+    """A task config's pattern, compiled by the `regex` engine (it supports the time limit)."""
+    return regex.compile(pattern, flags)
+
+
+def search_user_pattern(pattern: regex.Pattern[str], text: str, role: str) -> regex.Match[str] | None:
+    try:
+        return pattern.search(text, timeout=USER_PATTERN_SECONDS)
+    except TimeoutError:
+        raise PatternTimeout(pattern.pattern, role) from None
+
 # A number as models write it: optional sign and `$`, thousands separators, decimals, or a fraction.
 _NUMBER = re.compile(
     r"(?<![\w.])"                      # not the tail of a word or of another number
@@ -193,9 +221,14 @@ def normalize_text(answer: str, steps: tuple[str, ...]) -> str:
     return " ".join(answer.split())
 
 
-def text_answer(text: str, pattern: re.Pattern[str], steps: tuple[str, ...]) -> str | None:
-    """The first group of the last match of `pattern`, normalised; None if it never matches."""
-    matches = list(pattern.finditer(text))
+def text_answer(text: str, pattern: regex.Pattern[str], steps: tuple[str, ...],
+                role: str = "answer.pattern") -> str | None:
+    """The first group of the last match of `pattern`, normalised; None if it never matches.
+    PatternTimeout if the pattern runs past its time limit."""
+    try:
+        matches = list(pattern.finditer(text, timeout=USER_PATTERN_SECONDS))
+    except TimeoutError:
+        raise PatternTimeout(pattern.pattern, role) from None
     if not matches:
         return None
     value = normalize_text(matches[-1].group(1), steps)

@@ -4,12 +4,12 @@ answer type and extraction. The built-in tasks are such files too (`tasks/builti
 from __future__ import annotations
 
 import json
-import re
 import string
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -80,9 +80,9 @@ class AnswerSpec(_Strict):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                if re.compile(value).groups < 1:
+                if regex.compile(value).groups < 1:
                     raise ValueError(f"pattern {value!r} needs a capture group")
-            except re.error as exc:
+            except regex.error as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         return value
 

@@ -12,14 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import regex
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from ..extract import (
     MAX_DIGITS,
     NumberExtractor,
     canonical_letters,
+    compile_user_pattern,
     choice_answer,
     normalize_text,
+    search_user_pattern,
     text_answer,
     whole_number,
     yes_no_answer,
@@ -54,7 +57,8 @@ class _TemplateSandbox(ImmutableSandboxedEnvironment):
 
 
 _ENV = _TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
-_DEFAULT_TEXT_PATTERN = re.compile(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$", re.IGNORECASE | re.MULTILINE)
+_DEFAULT_TEXT_PATTERN = compile_user_pattern(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$",
+                                             regex.IGNORECASE | regex.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ class Task:
         self.max_chars = max_chars
         self.strict_input = strict_input
         self._neutralised: dict[str, tuple[str, ...]] = {}
+        gold_pattern = spec.answer.gold_pattern
+        self._gold_pattern = compile_user_pattern(gold_pattern, regex.DOTALL) if gold_pattern else None
         try:
             self._template = _ENV.from_string(spec.prompt.template)
         except (jinja2.TemplateError, RecursionError) as exc:
@@ -170,8 +176,8 @@ class Task:
 
     def _gold(self, record: dict[str, Any], choices: tuple[tuple[str, str], ...]) -> tuple[str, int]:
         raw = str(_get(record, self.spec.fields.gold)).strip()
-        if self.spec.answer.gold_pattern:
-            match = re.search(self.spec.answer.gold_pattern, raw, re.DOTALL)
+        if self._gold_pattern is not None:
+            match = search_user_pattern(self._gold_pattern, raw, "gold_pattern")
             if not match:
                 raise ValueError(f"gold {raw[-40:]!r} does not match {self.spec.answer.gold_pattern!r}")
             raw = match.group(1).strip()
@@ -344,7 +350,7 @@ class Task:
             return lambda text, question: choice_answer(text, question.choices, question.n_answers, flexible)
         if answer.type == "yes_no":
             return lambda text, question: yes_no_answer(text, flexible)
-        pattern = re.compile(answer.pattern, re.IGNORECASE | re.MULTILINE) if answer.pattern \
+        pattern = compile_user_pattern(answer.pattern, regex.IGNORECASE | regex.MULTILINE) if answer.pattern \
             else _DEFAULT_TEXT_PATTERN
         steps = tuple(answer.normalize)
         return lambda text, question: text_answer(text, pattern, steps)
