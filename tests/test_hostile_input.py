@@ -383,3 +383,55 @@ def test_gold_patterns_end_in_bounded_time(tmp_path, pattern, gold, message):
     data.write_text(json.dumps({"question": "q", "answer": gold}) + "\n")
     with pytest.raises(DataError, match=f"g.jsonl:1: .*{message}"):
         get_task(str(config)).load(data)
+
+
+# -- 4. credentials in --base-url ------------------------------------------------------------------
+
+@pytest.mark.parametrize("url, kept, hidden", [
+    ("https://user:sk-key123@host.example/v1", "https://[redacted]@host.example/v1", "sk-key123"),
+    ("https://u:p@ss@host/v1", "https://[redacted]@host/v1", "ss@"),
+    ("http://host:8000/v1?api_key=abc123&model=x", "http://host:8000/v1?api_key=[redacted]&model=x", "abc123"),
+    ("http://host/v1?X-Amz-Signature=f00d&token=t0k", "http://host/v1?X-Amz-Signature=[redacted]&token=[redacted]",
+     "f00d"),
+    ("http://localhost:11434/v1", "http://localhost:11434/v1", None),
+])
+def test_urls_lose_their_credentials(url, kept, hidden):
+    from selfconsistency.audit import redact_urls, scrub
+
+    assert redact_urls(url) == kept
+    assert scrub({"message": f"could not reach {url} (refused)"}) == {"message": f"could not reach {kept} (refused)"}
+    if hidden:
+        assert hidden not in redact_urls(url)
+
+
+def test_base_url_credentials_are_not_stored(tmp_path, scripted_backend, monkeypatch):
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import RunConfig, run_experiment
+
+    secret_url = "https://alice:sk-verysecretkey0123@llm.example/v1?api_key=hunter2hunter2"
+    config = RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2,
+                       base_url=secret_url, log_prompts=True)
+    monkeypatch.chdir(tmp_path)
+    run_dir = run_experiment(config)
+    assert run_dir.is_relative_to("runs")
+    for name in ("samples.sqlite", "samples.sqlite-wal", "audit.jsonl"):
+        if (tmp_path / run_dir / name).exists():
+            content = (tmp_path / run_dir / name).read_bytes()
+            assert b"verysecret" not in content and b"hunter2" not in content and b"alice" not in content, name
+    # the same command again (same real URL) resumes: the stored identity is the redacted one
+    run_experiment(config)
+    assert len(scripted_backend) == 1
+
+
+# -- 5. the task name cannot place the run outside runs/ -------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs", "..", "a/../../b", "x" * 300, "名前 [/x]"])
+def test_task_name_is_slugified_for_the_default_run_dir(tmp_path, name):
+    from selfconsistency.experiment import RunConfig
+
+    config_file = tmp_path / "t.yaml"
+    config_file.write_text(f"name: {json.dumps(name)}\n")
+    config = RunConfig(task=str(config_file))
+    run_dir = config.default_run_dir(config.get_task())
+    assert run_dir.parent == Path("runs") and run_dir.name not in ("", ".", "..")
+    assert "/" not in run_dir.name and len(run_dir.name) < 120 and not run_dir.name.startswith(".")

@@ -11,9 +11,11 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .analysis import accuracy_curve
+from .audit import redact_urls
 from .backends import BACKEND_NAMES, BackendError
 from .backends.base import BudgetExceeded
 from .experiment import ExtractionFailed, RunConfig, run_experiment
@@ -50,7 +52,8 @@ out = Console(soft_wrap=True)
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # User text (patterns like [a-z], file names like [/x]) is never rich markup; URLs lose credentials.
+    err.print(f"[bold red]error:[/] {escape(redact_urls(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .audit import AuditLog
+from .audit import AuditLog, redact_urls
 from .backends import create_backend
 from .backends.base import BackendConfig, Generation, GenerationRequest
 from .models import DEFAULT_MODEL, check_model_name
@@ -26,6 +26,11 @@ from .extract import PatternTimeout
 from .tasks import DataError, Task, TaskData, get_task
 
 GREEDY_TEMPERATURE = 0.0
+
+
+def _slug(text: str) -> str:
+    """One safe path component from a name a config chose (`../../x` must not leave runs/)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "task"
 
 
 class ExtractionFailed(DataError):
@@ -104,19 +109,27 @@ class RunConfig(BaseModel):
         return {
             "task": task.name, "task_spec": task.fingerprint(), "shots_from_data": self.shots_from_data,
             "backend": self.backend, "model": self.model,
-            **({"base_url": self.base_url, "api": self.api} if self.backend != "local" else {}),
+            **({"base_url": self.stored_base_url(), "api": self.api} if self.backend != "local" else {}),
             "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
             "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
             "seed": self.seed, "flexible": self.flexible, "max_question_chars": self.max_question_chars,
         }
+
+    def stored_base_url(self) -> str | None:
+        """--base-url as kept in the store and shown anywhere: without credentials."""
+        return redact_urls(self.base_url) if self.base_url else None
+
+    def stored_settings(self) -> dict[str, object]:
+        """The full configuration as the store keeps it: credentials in --base-url masked."""
+        return {**self.model_dump(mode="json"), "base_url": self.stored_base_url()}
 
     def identity_hash(self, task: Task) -> str:
         canonical = json.dumps(self.identity(task), sort_keys=True).encode()
         return hashlib.sha256(canonical).hexdigest()[:10]
 
     def default_run_dir(self, task: Task) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem if "/" in self.model else self.model)
-        return Path("runs") / f"{task.name}-{slug}-{self.identity_hash(task)}"
+        model = Path(self.model).stem if "/" in self.model else self.model
+        return Path("runs") / f"{_slug(task.name)}-{_slug(model)}-{self.identity_hash(task)}"
 
     def backend_config(self, tokens_spent: int = 0, run_dir: Path | None = None, run_id: str = "run") -> BackendConfig:
         return BackendConfig(model=self.model, threads=self.threads, batch_size=self.batch_size,
@@ -199,7 +212,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             return None
 
     with SampleStore(run_dir) as store:
-        store.bind_config(config.identity(task), config.model_dump(mode="json"))
+        store.bind_config(config.identity(task), config.stored_settings())
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
         store.set_selection(list(questions), {k: list(v) for k, v in data.neutralised.items()})
         audit = AuditLog(run_dir, config.identity_hash(task), config.log_prompts)

@@ -18,6 +18,7 @@ from functools import partial
 from itertools import groupby
 from typing import Any
 
+from ..audit import redact_urls
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 from .base import (
@@ -100,7 +101,7 @@ class OpenAIBackend:
             response = endpoint.create(**standard, extra_body=extra or None)
         except self._openai.APIError as exc:
             self.budget.settle(booked, 0)
-            raise BackendError(f"{self.config.base_url or 'OpenAI API'}: {type(exc).__name__}: "
+            raise BackendError(f"{redact_urls(self.config.base_url or 'OpenAI API')}: {type(exc).__name__}: "
                                f"{getattr(exc, 'message', exc)}") from None
         elapsed = time.perf_counter() - started
         outputs = parse_response(response.model_dump(), self.config.api)[: len(chunk)]
