@@ -435,3 +435,83 @@ def test_task_name_is_slugified_for_the_default_run_dir(tmp_path, name):
     run_dir = config.default_run_dir(config.get_task())
     assert run_dir.parent == Path("runs") and run_dir.name not in ("", ".", "..")
     assert "/" not in run_dir.name and len(run_dir.name) < 120 and not run_dir.name.startswith(".")
+
+
+# -- 9. one run per run directory ------------------------------------------------------------------
+
+def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backend):
+    import os
+    import socket
+
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.runlock import RunLocked, run_lock
+
+    config = RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with run_lock(run_dir):
+        with pytest.raises(RunLocked, match=f"in use by pid {os.getpid()} on {socket.gethostname()} since "):
+            run_experiment(config, run_dir)
+        assert scripted_backend == []  # nothing generated twice
+        proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
+                   "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--run-dir", str(run_dir), "--quiet",
+                   timeout=120)
+        one_line_error(proc, f"in use by pid {os.getpid()}")
+    run_experiment(config, run_dir)  # the lock ends with its holder
+    assert len(scripted_backend) == 1
+
+
+# -- 10. a typo does not lock the run directory into its settings ----------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "nope"], "unknown backend 'nope'"),
+    (["--model", "{gguf}"], "unknown version or cut short"),
+    (["--model", "{text}"], "is not a GGUF file"),
+])
+def test_bad_backend_or_model_is_refused_before_the_run_directory_exists(tmp_path, args, message):
+    from conftest import GSM8K_TEST
+
+    (tmp_path / "cut.gguf").write_bytes(b"GGUF")
+    (tmp_path / "notes.gguf").write_text("hello")
+    args = [a.format(gguf=tmp_path / "cut.gguf", text=tmp_path / "notes.gguf") for a in args]
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", *args,
+               "--run-dir", str(tmp_path / "run"), "--quiet", timeout=120)
+    one_line_error(proc, message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_settings_of_a_run_that_generated_nothing_can_be_corrected(tmp_path, scripted_backend):
+    from conftest import GSM8K_TEST
+    from selfconsistency.backends import BackendError, register_backend
+    from selfconsistency.experiment import RunConfig, run_experiment
+
+    def unreachable(config):
+        raise BackendError(f"cannot reach {config.base_url}")
+
+    register_backend("unreachable", unreachable)
+    run_dir = tmp_path / "run"
+    with pytest.raises(BackendError):
+        run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="unreachable", model="m",
+                                 base_url="http://typo.invalid/v1"), run_dir)
+    assert (run_dir / "samples.sqlite").exists()
+    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m"), run_dir)
+    assert len(scripted_backend) == 1
+    # once paths are stored, other settings are refused as before
+    from selfconsistency.store import StoreMismatch
+
+    with pytest.raises(StoreMismatch, match="backend"):
+        run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="unreachable", model="m"), run_dir)
+
+
+# -- 12. operator mistakes are one-line errors -----------------------------------------------------
+
+def test_run_dir_that_is_a_file(tmp_path):
+    from conftest import GSM8K_TEST
+
+    target = tmp_path / "results.txt"
+    target.write_text("keep me")
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
+               "--model", "m", "--run-dir", str(target), "--quiet", timeout=120)
+    one_line_error(proc, "is a file, not a directory")
+    assert target.read_text() == "keep me"

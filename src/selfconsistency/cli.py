@@ -31,6 +31,7 @@ from .report import (
     stored_answers,
     write_report,
 )
+from .runlock import RunDirError
 from .stopping import parse_rule, replay
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
@@ -211,7 +212,7 @@ def run(
         directory = run_dir or config.default_run_dir(config.get_task())
         write_report(directory)  # what was paid for is reported, complete questions only
         raise _fail(f"{exc} (report of the stored paths in {directory})") from None
-    except (DataError, ModelError, StoreMismatch, BackendError) as exc:
+    except (DataError, ModelError, StoreMismatch, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
     if not quiet:
         out.print(Markdown(markdown_table(results)))
@@ -350,7 +351,7 @@ def jobs_collect(run_dir: Annotated[Path, typer.Argument(help="A run directory t
             config = RunConfig(**store.get_meta("config"))
         run_experiment(config, run_dir)
         results = write_report(run_dir)
-    except (FileNotFoundError, DataError, BackendError, StoreMismatch) as exc:
+    except (FileNotFoundError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
 

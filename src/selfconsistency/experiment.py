@@ -15,10 +15,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .audit import AuditLog, redact_urls
-from .backends import create_backend
+from .backends import check_backend_name, create_backend
 from .backends.base import BackendConfig, Generation, GenerationRequest
 from .models import DEFAULT_MODEL, check_model_name
 from .prompts import PromptFormat, build_prompt
+from .runlock import prepare_run_dir, run_lock
 from .sampling import SamplingParams, path_seed
 from .stopping import StoppingRule, parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
@@ -192,9 +193,12 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
     """
     task = config.get_task()
     data = config.load(task)
+    # Everything a typo could break is checked before the run directory records any setting.
+    check_backend_name(config.backend)
     if config.backend == "local":
         check_model_name(config.model)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
+    prepare_run_dir(run_dir)
     extract = task.extractor(config.flexible)
     questions = {q.id: q for q in data.questions}
     timeouts: list[PatternTimeout] = []
@@ -211,7 +215,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             audit.event("extraction_timeout", pattern=exc.pattern)
             return None
 
-    with SampleStore(run_dir) as store:
+    with run_lock(run_dir), SampleStore(run_dir) as store:
         store.bind_config(config.identity(task), config.stored_settings())
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
         store.set_selection(list(questions), {k: list(v) for k, v in data.neutralised.items()})

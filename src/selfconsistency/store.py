@@ -144,6 +144,13 @@ class SampleStore:
         latest full configuration (paths, temperatures, limits may grow between invocations).
         """
         stored = self.get_meta("identity")
+        if stored is not None and stored != identity and self._holds_nothing_generated():
+            # Settings recorded by a run that generated nothing (a typo stopped it): nothing to mix up.
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM stops")
+            self._db.execute("DELETE FROM questions")
+            self._db.execute("COMMIT")
+            stored = None
         if stored is not None and stored != identity:
             changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
             raise StoreMismatch(
@@ -153,6 +160,9 @@ class SampleStore:
         self._put_meta("identity", identity)
         self._put_meta("config", config)
         self._db.execute("COMMIT")
+
+    def _holds_nothing_generated(self) -> bool:
+        return not any(self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("paths", "jobs"))
 
     def _put_meta(self, key: str, value: Any) -> None:
         self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
