@@ -515,3 +515,60 @@ def test_run_dir_that_is_a_file(tmp_path):
                "--model", "m", "--run-dir", str(target), "--quiet", timeout=120)
     one_line_error(proc, "is a file, not a directory")
     assert target.read_text() == "keep me"
+
+
+# -- 11. a run directory the user cannot write is read as it is ------------------------------------
+
+def read_only_cli(run_dir: Path, *args: str):
+    """The CLI with `run_dir` mounted read-only (a private mount namespace): what an archived or shared
+    directory looks like even to root, who ignores file modes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    mount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+    if os.geteuid() == 0:
+        if not shutil.which("unshare") or subprocess.run(
+                ["unshare", "-m", "sh", "-c", mount, str(run_dir), "true"], capture_output=True).returncode:
+            pytest.skip("needs a private mount namespace (unshare -m) to make a read-only directory")
+        command = ["unshare", "-m", "sh", "-c", mount, str(run_dir), sys.executable, "-m", "selfconsistency", *args]
+    else:
+        run_dir.chmod(0o555)
+        command = [sys.executable, "-m", "selfconsistency", *args]
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "COLUMNS": "200"})
+    finally:
+        run_dir.chmod(0o755)
+
+
+def test_report_export_and_simulate_read_a_read_only_run(tmp_path, scripted_backend):
+    import subprocess
+    import sys
+
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import RunConfig, run_experiment
+
+    run_dir = tmp_path / "run"
+    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=3, backend="scripted", model="m", paths=4), run_dir)
+    proc = read_only_cli(run_dir, "report", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "read-only" in proc.stderr and "3 questions" in proc.stdout and "SC@4" in proc.stdout
+    assert not (run_dir / "results.json").exists()
+    proc = read_only_cli(run_dir, "simulate", str(run_dir), "--stop", "beta:0.9", "--runs", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert not (run_dir / "frontier.json").exists()
+    # a run killed with paths still in its WAL file: none of them is missed
+    subprocess.run([sys.executable, "-c", f"""
+import os
+from selfconsistency.store import SampleStore, StoredPath
+store = SampleStore({str(run_dir)!r})
+store.add_path(StoredPath("test-00000", 0.7, 99, 1, "late path", "18", 1, 1, 0.1, "stop", None, "scripted", "m"))
+os._exit(0)
+"""], check=True)
+    assert (run_dir / "samples.sqlite-wal").stat().st_size > 0
+    proc = read_only_cli(run_dir, "export", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 3 * 5 + 1 and any(row["text"] == "late path" for row in rows)

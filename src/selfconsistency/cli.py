@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +26,7 @@ from .report import (
     PLOT_FILE,
     RESULTS_FILE,
     TABLE_FILE,
+    build_results,
     export_paths,
     frontier_plot,
     markdown_table,
@@ -224,10 +226,19 @@ def run(
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")]) -> None:
     """Rebuild results.json, results.md and the plot from a run's sample store alone."""
     try:
-        results = write_report(run_dir)
+        if _writable_dir(run_dir):
+            results = write_report(run_dir)
+        else:
+            with SampleStore(run_dir, create=False) as store:
+                results = build_results(store)
+            err.print(f"{escape(str(run_dir))} is read-only: the report is shown, not written", highlight=False)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
+
+
+def _writable_dir(path: Path) -> bool:
+    return not path.is_dir() or os.access(path, os.W_OK | os.X_OK)
 
 
 @app.command()
@@ -278,6 +289,10 @@ def simulate(
         table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
                      f"{result.accuracy_std:.1%} | {fixed[-1]['exact']:.1%} | {n / result.mean_paths:.2f}x |")
     out.print(Markdown("\n".join(table)))
+    if not _writable_dir(run_dir):
+        err.print(f"{escape(str(run_dir))} is read-only: frontier.json and frontier.png not written",
+                  highlight=False)
+        return
     (run_dir / "frontier.json").write_text(json.dumps(
         {"temperature": temperature, "paths": n, "questions": len(golds), "runs": runs, "fixed": fixed,
          "rules": [r.__dict__ for r in results]}, indent=2) + "\n")
