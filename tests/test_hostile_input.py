@@ -572,3 +572,25 @@ os._exit(0)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(rows) == 3 * 5 + 1 and any(row["text"] == "late path" for row in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stop", "beta:0.9", "--min-paths", "10", "--paths", "2"], "--min-paths 10 is more than --paths 2"),
+    (["--temperatures", ","], "--temperatures: no temperature in ','"),
+    (["--temperatures", ",", "--no-greedy"], "--temperatures: no temperature"),
+    (["--prices", "{missing}"], "cannot read"),
+    (["--prices", "{not_json}"], "malformed JSON"),
+    (["--prices", "{bad_shape}"], "on_demand must be [in, out]"),
+])
+def test_operator_mistakes_blame_the_right_option(tmp_path, args, message):
+    from conftest import GSM8K_TEST
+
+    (tmp_path / "not.json").write_text("{prices")
+    (tmp_path / "shape.json").write_text('{"m": {"on_demand": [1]}}')
+    args = [a.format(missing=tmp_path / "none.json", not_json=tmp_path / "not.json",
+                     bad_shape=tmp_path / "shape.json") for a in args]
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai", "--model", "m",
+               *args, "--run-dir", str(tmp_path / "run"), "--quiet", timeout=120)
+    line = one_line_error(proc, message)
+    assert "stopping rule" not in line
+    assert not (tmp_path / "run").exists()

@@ -62,9 +62,19 @@ def _fail(message: str) -> typer.Exit:
 
 def _temperatures(value: str) -> tuple[float, ...]:
     try:
-        return tuple(float(t) for t in value.split(",") if t.strip())
+        temperatures = tuple(float(t) for t in value.split(",") if t.strip())
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+        raise _fail(f"--temperatures: expected comma-separated numbers, got {value!r}") from None
+    if not temperatures:
+        raise _fail(f"--temperatures: no temperature in {value!r}; give at least one, e.g. 0.7")
+    return temperatures
+
+
+def _problem(error: dict) -> str:
+    """One validation problem as a user reads it: the setting (if one) and the reason."""
+    where = ".".join(map(str, error["loc"]))
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 @app.command()
@@ -178,7 +188,7 @@ def run(
                            converse=converse, poll_seconds=poll_seconds, max_cost=max_cost,
                            prices_file=str(prices) if prices else None)
     except ValidationError as exc:
-        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=err, disable=quiet)

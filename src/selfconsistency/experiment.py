@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .audit import AuditLog, redact_urls
+from .costs import PriceTable
 from .backends import check_backend_name, create_backend
 from .backends.base import BackendConfig, Generation, GenerationRequest
 from .models import DEFAULT_MODEL, check_model_name
@@ -91,6 +92,22 @@ class RunConfig(BaseModel):
         if value is not None:
             parse_rule(value)
         return value
+
+    @field_validator("prices_file")
+    @classmethod
+    def _prices_readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            PriceTable.from_file(Path(value))  # a missing or malformed table fails here, not mid-run
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.stop and self.min_paths > self.paths:
+            raise ValueError(f"--min-paths {self.min_paths} is more than --paths {self.paths}: no question "
+                             "could ever stop; lower --min-paths or raise --paths")
+        if not self.temperatures and not self.greedy:
+            raise ValueError("no temperatures and no greedy path: nothing to run")
+        return self
 
     def stopping_rule(self) -> StoppingRule | None:
         return parse_rule(self.stop, self.min_paths, self.paths) if self.stop else None
