@@ -594,3 +594,44 @@ def test_operator_mistakes_blame_the_right_option(tmp_path, args, message):
     line = one_line_error(proc, message)
     assert "stopping rule" not in line
     assert not (tmp_path / "run").exists()
+
+
+# -- 13. user text is never rich markup ------------------------------------------------------------
+
+def test_bracketed_literals_survive_in_help_and_listings():
+    proc = cli("run", "--help")
+    assert "[in, out]" in proc.stdout and "[default: test]" in proc.stdout
+    assert "[default: runs/<task>-<model>-<settings hash>]" in proc.stdout
+    listing = cli("models", "list").stdout
+    assert all("[installed]" in line or "[pip install 'selfconsistency[model-" in line
+               for line in listing.strip().splitlines()), listing
+
+
+def test_patterns_in_errors_keep_their_brackets(tmp_path):
+    config = write(tmp_path / "words.yaml", """
+        name: words
+        answer: {type: text, gold_pattern: 'gold: ([a-z]+)'}
+    """)
+    data = tmp_path / "w.jsonl"
+    data.write_text(json.dumps({"question": "q", "answer": "no gold here"}) + "\n")
+    proc = cli("run", str(config), "--data", str(data), "--run-dir", str(tmp_path / "run"), "--quiet", timeout=60)
+    one_line_error(proc, "'gold: ([a-z]+)'")
+
+
+def test_ids_and_paths_with_markup_print_as_they_are(tmp_path, scripted_backend):
+    from typer.testing import CliRunner
+
+    from selfconsistency.cli import app
+
+    config = write(tmp_path / "ids.yaml", "name: ids\nfields: {id: key}\n")
+    data = tmp_path / "ids.jsonl"
+    data.write_text("".join(json.dumps({"key": f"[/x][bold]q-{i}", "question": f"What is {i}+1?", "answer": i + 1})
+                            + "\n" for i in range(2)))
+    run_dir = tmp_path / "out[" / "x]"
+    args = ["run", str(config), "--data", str(data), "--backend", "scripted", "--model", "m", "--paths", "2",
+            "--run-dir", str(run_dir), "--verbose"]
+    for _ in range(2):  # and again, resuming
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "250"})
+        assert result.exit_code == 0, (result.output, result.exception)
+        assert f"wrote {run_dir / 'results.json'}" in result.output
+    assert "[/x][bold]q-0 T=0.7 #2: 8 tokens" in CliRunner().invoke(app, [*args, "--paths", "3"]).output

@@ -50,13 +50,15 @@ app.add_typer(bedrock_app, name="bedrock")
 jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch API): list, monitor, stop, "
                             "collect.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
-err = Console(stderr=True)
-out = Console(soft_wrap=True)
+# markup=False: file names, ids, patterns and descriptions hold brackets ("[a-z]", "[/x]") that rich would
+# read as its markup; only _fail's own prefix is markup.
+err = Console(stderr=True, markup=False)
+out = Console(soft_wrap=True, markup=False)
 
 
 def _fail(message: str) -> typer.Exit:
     # User text (patterns like [a-z], file names like [/x]) is never rich markup; URLs lose credentials.
-    err.print(f"[bold red]error:[/] {escape(redact_urls(message))}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(redact_urls(message))}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(code=2)
 
 
@@ -89,7 +91,7 @@ def run(
         min=1, help="Use the data's first K items as the exemplars (their explanations as rationales) and "
                     "evaluate the rest; items without explanations make it zero-shot CoT.")] = None,
     split: Annotated[str | None, typer.Option(
-        help="Split name: the hub split to load, and the prefix of question ids. [default: test]")] = None,
+        help="Split name: the hub split to load, and the prefix of question ids. \\[default: test]")] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many questions first.")] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many questions.")] = None,
     backend: Annotated[str, typer.Option(
@@ -99,13 +101,13 @@ def run(
              "and --role-arn).")] = "local",
     base_url: Annotated[str | None, typer.Option(
         help="openai backends: the server's API root, e.g. http://localhost:8000/v1 (vLLM), "
-             "http://localhost:11434/v1 (Ollama). [default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
+             "http://localhost:11434/v1 (Ollama). \\[default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
     api: Annotated[str, typer.Option(help="openai backends: 'chat' (chat completions) or 'completions'.")] = "chat",
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="openai and bedrock backends: requests in "
                                                                   "flight.")] = 4,
     requests_per_second: Annotated[float | None, typer.Option(
         min=0.001, help="Remote backends: start at most this many requests per second.")] = None,
-    region: Annotated[str | None, typer.Option(help="Bedrock: AWS region. [default: boto3's own]")] = None,
+    region: Annotated[str | None, typer.Option(help="Bedrock: AWS region. \\[default: boto3's own]")] = None,
     bucket: Annotated[str | None, typer.Option(help="Bedrock batch: S3 bucket for job input and output.")] = None,
     s3_prefix: Annotated[str, typer.Option(help="Bedrock batch: key prefix in the bucket.")] = "selfconsistency",
     role_arn: Annotated[str | None, typer.Option(
@@ -120,8 +122,8 @@ def run(
                          "before each request as a token budget at the dearer of the model's two rates. Needs "
                          "the model in the price table (--prices).")] = None,
     prices: Annotated[Path | None, typer.Option(
-        help="JSON price table overriding the packaged one: {model: {on_demand: [in, out] per 1k tokens, "
-             "batch: [in, out]}}.")] = None,
+        help="JSON price table overriding the packaged one: {model: {on_demand: \\[in, out] per 1k tokens, "
+             "batch: \\[in, out]}}.")] = None,
     max_tokens_total: Annotated[int | None, typer.Option(
         min=1, help="Paid backends: refuse any request that could take the run (stored paths included) past "
                     "this many prompt + completion tokens.")] = None,
@@ -153,7 +155,7 @@ def run(
         help="When a path has no 'The answer is N', take its last number.")] = True,
     subset_runs: Annotated[int, typer.Option(min=1, help="Random subsets per k for mean ± std.")] = 100,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the local model. "
-                                                               "[default: all cores]")] = None,
+                                                               "\\[default: all cores]")] = None,
     log_prompts: Annotated[bool, typer.Option(
         help="Write prompt and completion text into the audit log (audit.jsonl) too.")] = False,
     verbose: Annotated[bool, typer.Option(help="Print a line per generated path.")] = False,
@@ -167,7 +169,7 @@ def run(
                              "path at a time: slower, but a resumed run then reproduces an uninterrupted "
                              "one bit for bit.")] = 8,
     run_dir: Annotated[Path | None, typer.Option(
-        help="Where the sample store and outputs go. [default: runs/<task>-<model>-<settings hash>] "
+        help="Where the sample store and outputs go. \\[default: runs/<task>-<model>-<settings hash>] "
              "Running the same command again resumes there.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
 ) -> None:
@@ -241,7 +243,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
         else:
             with SampleStore(run_dir, create=False) as store:
                 results = build_results(store)
-            err.print(f"{escape(str(run_dir))} is read-only: the report is shown, not written", highlight=False)
+            err.print(f"{run_dir} is read-only: the report is shown, not written", highlight=False)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
@@ -255,7 +257,7 @@ def _writable_dir(path: Path) -> bool:
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write. "
-                                                                         "[default: standard output]")] = None,
+                                                                         "\\[default: standard output]")] = None,
 ) -> None:
     """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""
     try:
@@ -300,7 +302,7 @@ def simulate(
                      f"{result.accuracy_std:.1%} | {fixed[-1]['exact']:.1%} | {n / result.mean_paths:.2f}x |")
     out.print(Markdown("\n".join(table)))
     if not _writable_dir(run_dir):
-        err.print(f"{escape(str(run_dir))} is read-only: frontier.json and frontier.png not written",
+        err.print(f"{run_dir} is read-only: frontier.json and frontier.png not written",
                   highlight=False)
         return
     (run_dir / "frontier.json").write_text(json.dumps(
@@ -335,7 +337,7 @@ def _run_jobs(run_dir: Path):
 def jobs_list(
     status: Annotated[str | None, typer.Option(help="Only jobs in this status, e.g. InProgress.")] = None,
     name_contains: Annotated[str | None, typer.Option(help="Only jobs whose name contains this.")] = "sc-",
-    region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
+    region: Annotated[str | None, typer.Option(help="AWS region. \\[default: boto3's own]")] = None,
 ) -> None:
     """Bedrock batch inference jobs in the account (by default the ones this tool named), newest first."""
     filters = {k: v for k, v in {"statusEquals": status, "nameContains": name_contains}.items() if v}
