@@ -635,3 +635,28 @@ def test_ids_and_paths_with_markup_print_as_they_are(tmp_path, scripted_backend)
         assert result.exit_code == 0, (result.output, result.exception)
         assert f"wrote {run_dir / 'results.json'}" in result.output
     assert "[/x][bold]q-0 T=0.7 #2: 8 tokens" in CliRunner().invoke(app, [*args, "--paths", "3"]).output
+
+
+# -- 14. the audit log shows the prompt the model received -----------------------------------------
+
+def test_log_prompts_in_chat_runs_logs_the_chat_prompt(tmp_path, scripted_backend):
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import RunConfig, run_experiment
+
+    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=1, backend="scripted", model="m", paths=1,
+                             prompt_format="chat", log_prompts=True), tmp_path)
+    events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    prompts = [e["prompt"] for e in events if e["event"] == "generation"]
+    assert len(prompts) == 2
+    for prompt in prompts:  # chat turns, not the completion-format "Q: ...\nA:" text
+        assert [m["role"] for m in prompt] == ["user", "assistant"] * 8 + ["user"]
+        assert prompt[-1]["content"].startswith("Janet")
+
+
+def test_local_backend_logs_its_chat_template():
+    from selfconsistency.prompts import PromptFormat, build_prompt
+
+    backend = _vocab_only_backend()
+    prompt = build_prompt("What is 2+3?", get_task("gsm8k").configured_exemplars(), PromptFormat.chat)
+    text = backend.rendered_prompt(prompt)
+    assert text.count("<|im_start|>user\n") == 9 and text.endswith("What is 2+3?<|im_end|>\n<|im_start|>assistant\n")

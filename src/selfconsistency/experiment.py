@@ -19,7 +19,7 @@ from .costs import PriceTable
 from .backends import check_backend_name, create_backend
 from .backends.base import BackendConfig, Generation, GenerationRequest
 from .models import DEFAULT_MODEL, check_model_name
-from .prompts import PromptFormat, build_prompt
+from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir, run_lock
 from .sampling import SamplingParams, path_seed
 from .stopping import StoppingRule, parse_rule
@@ -219,6 +219,16 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
     extract = task.extractor(config.flexible)
     questions = {q.id: q for q in data.questions}
     timeouts: list[PatternTimeout] = []
+    rendered: dict[Prompt, object] = {}
+
+    def logged_prompt(prompt: Prompt) -> object:
+        """The prompt as the model received it: a backend that templates it says how; otherwise chat
+        turns as messages, completion prompts as text."""
+        if prompt not in rendered:
+            render = getattr(backend, "rendered_prompt", None)
+            rendered[prompt] = render(prompt) if render else (
+                prompt.chat_messages if prompt.format is PromptFormat.chat else prompt.text)
+        return rendered[prompt]
 
     def answer_of(text: str, question) -> str | None:
         """The path's answer; a pattern past its time limit gives none (the path is stored all the same:
@@ -267,7 +277,8 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                             prompt_tokens=generation.prompt_tokens,
                             completion_tokens=generation.completion_tokens,
                             latency_s=round(generation.latency_s, 4), status=generation.finish_reason,
-                            prompt=request.prompt.text, completion=generation.text)
+                            prompt=logged_prompt(request.prompt) if config.log_prompts else None,
+                            completion=generation.text)
                 if on_path:
                     on_path(generation)
 

@@ -146,6 +146,13 @@ class LlamaCppBackend:
         # The shared part ends where the last user turn's content begins.
         return pieces[:-2], pieces[-2:]
 
+    def rendered_prompt(self, prompt: Prompt) -> str:
+        """The text the model reads (chat prompts in the model's template), for --log-prompts."""
+        if prompt.format is PromptFormat.chat:
+            shared, rest = self._render_chat(prompt)
+            return "".join(text for text, _ in shared + rest)
+        return prompt.text
+
     def _tokenize_pieces(self, pieces: list[tuple[str, bool]], add_bos: bool) -> list[int]:
         tokens: list[int] = []
         for text, is_data in pieces:

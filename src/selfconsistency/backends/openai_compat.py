@@ -70,6 +70,11 @@ class OpenAIBackend:
         self._limiter = _RateLimiter(config.requests_per_second)
         self.budget = TokenBudget.for_config(config)
 
+    def rendered_prompt(self, prompt: Prompt) -> str | list[dict[str, str]]:
+        """What the server is sent, for --log-prompts: chat messages (the server applies its template) or
+        the completion text."""
+        return prompt.chat_messages if self.config.api == "chat" else prompt.text
+
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         chunks = []
         for _, group in groupby(requests, key=lambda r: (r.question_id, r.temperature)):
