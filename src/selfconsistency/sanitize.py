@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_CHARS = 8000
 _BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"))
-_MARKER_LINE = re.compile(r"(?im)^(\s*)(Q|A|Question|Answer|Human|Assistant|System|User)\s*:")
-_ANSWER_PHRASE = re.compile(r"(?i)\b(the\s+)?answer\s+is\b")
+# Zero-width joiners are kept (scripts need them) but must not hide a marker at a line's start.
+_MARKER_LINE = re.compile(r"(?im)^([\s\u200c\u200d]*)(Q|A|Question|Answer|Human|Assistant|System|User)\s*:")
+_ANSWER_PHRASE = re.compile(r"(?i)(the\s+)?answer\s+is\b")  # no \b before: extraction needs none
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{0,40}\|>|\[/?INST\]|<<\s*/?SYS\s*>>|</?s>|<(?:start|end)_of_turn>",
                             re.IGNORECASE)
 _BLANK_LINES = re.compile(r"\n\s*\n+")
