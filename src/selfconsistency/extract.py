@@ -221,10 +221,12 @@ def normalize_text(answer: str, steps: tuple[str, ...]) -> str:
     return " ".join(answer.split())
 
 
-def text_answer(text: str, pattern: regex.Pattern[str], steps: tuple[str, ...],
+def text_answer(text: str, pattern: regex.Pattern[str] | re.Pattern[str], steps: tuple[str, ...],
                 role: str = "answer.pattern") -> str | None:
     """The first group of the last match of `pattern`, normalised; None if it never matches.
     PatternTimeout if the pattern runs past its time limit."""
+    if isinstance(pattern, re.Pattern):  # a caller's stdlib pattern: same syntax and flags, with the limit
+        pattern = regex.compile(pattern.pattern, pattern.flags)
     try:
         matches = list(pattern.finditer(text, timeout=USER_PATTERN_SECONDS))
     except TimeoutError:

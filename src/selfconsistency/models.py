@@ -165,7 +165,7 @@ def _check_gguf_header(path: Path) -> None:
         raise ModelError(f"cannot read {path}: {exc.strerror}") from None
     if header[:4] != b"GGUF":
         raise ModelError(f"{path} is not a GGUF file")
-    if len(header) < 8 or int.from_bytes(header[4:8], "little") not in (2, 3):
+    if int.from_bytes(header[4:8], "little") not in (2, 3):
         raise ModelError(f"{path} is a GGUF file of an unknown version or cut short")
 
 
