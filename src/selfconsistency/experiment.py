@@ -15,16 +15,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .audit import AuditLog, redact_urls
-from .costs import PriceTable
 from .backends import check_backend_name, create_backend
 from .backends.base import BackendConfig, Generation, GenerationRequest
+from .costs import PriceTable
+from .extract import PatternTimeout
 from .models import DEFAULT_MODEL, check_model_name
 from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir, run_lock
 from .sampling import SamplingParams, path_seed
 from .stopping import StoppingRule, parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
-from .extract import PatternTimeout
 from .tasks import DataError, Task, TaskData, get_task
 
 GREEDY_TEMPERATURE = 0.0
