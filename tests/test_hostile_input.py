@@ -660,3 +660,22 @@ def test_local_backend_logs_its_chat_template():
     prompt = build_prompt("What is 2+3?", get_task("gsm8k").configured_exemplars(), PromptFormat.chat)
     text = backend.rendered_prompt(prompt)
     assert text.count("<|im_start|>user\n") == 9 and text.endswith("What is 2+3?<|im_end|>\n<|im_start|>assistant\n")
+
+
+@pytest.mark.timeout(60)
+def test_cli_reports_the_stored_paths_then_names_the_timed_out_pattern(tmp_path):
+    from typer.testing import CliRunner
+
+    from selfconsistency.backends import register_backend
+    from selfconsistency.cli import app
+
+    config_file, data = text_task(tmp_path, r"([a-z]|aa)+$")
+    register_backend("fixed-text", lambda config: FixedTextBackend("a" * 40 + "!"))
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(config_file), "--data", str(data), "--backend", "fixed-text",
+                                      "--model", "m", "--paths", "2", "--run-dir", str(run_dir), "--quiet"],
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "answer.pattern '([a-z]|aa)+$' ran longer than 1s" in errors[0]
+    assert json.loads((run_dir / "results.json").read_text())  # the paid paths are reported
