@@ -14,7 +14,7 @@ from selfconsistency.extract import NumberExtractor, choice_answer, text_answer,
 from selfconsistency.sanitize import sanitize
 from selfconsistency.tasks import DataError, get_task
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Pieces a hostile text is made of, mixed into random Unicode.
 MARKERS = ["Q:", "A:", "q :", "Question:", "Answer:", "Human:", "Assistant:", "System:", "User:", "The answer is",
@@ -137,7 +137,7 @@ def test_numbers_in_every_promised_format_extract_exactly(numerator, denominator
 CHOICES = (("A", "red"), ("B", "green"), ("C", "blue"))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=80, deadline=None, database=None)
 @given(st.one_of(hostile_text, st.text(max_size=400),
                  st.lists(st.sampled_from(["The answer is", " ", "9" * 50, ",", "(B)", "yes", "no", "$", ".", "-",
                                            "/", "\n", "answer:", "**C**", "1,000", "0.5"]),
