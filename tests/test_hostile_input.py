@@ -679,3 +679,20 @@ def test_cli_reports_the_stored_paths_then_names_the_timed_out_pattern(tmp_path)
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "answer.pattern '([a-z]|aa)+$' ran longer than 1s" in errors[0]
     assert json.loads((run_dir / "results.json").read_text())  # the paid paths are reported
+
+
+def test_jobs_collect_with_stored_settings_that_no_longer_hold(tmp_path, scripted_backend):
+    from typer.testing import CliRunner
+
+    from conftest import GSM8K_TEST
+    from selfconsistency.cli import app
+    from selfconsistency.experiment import RunConfig, run_experiment
+
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"m": {"on_demand": [0.001, 0.002]}}')
+    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=1, backend="scripted", model="m", paths=1,
+                             prices_file=str(prices)), tmp_path / "run")
+    prices.unlink()
+    result = CliRunner().invoke(app, ["jobs", "collect", str(tmp_path / "run")], env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and result.exception is None or isinstance(result.exception, SystemExit)
+    assert "stored settings: prices_file: price table" in result.output and "cannot read" in result.output

@@ -331,6 +331,8 @@ def _run_jobs(run_dir: Path):
         return jobs, create_job_service(config.backend, config.backend_config(run_dir=run_dir))
     except (FileNotFoundError, BackendError) as exc:
         raise _fail(str(exc)) from None
+    except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
+        raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
 
 
 @jobs_app.command("list")
@@ -380,6 +382,8 @@ def jobs_collect(run_dir: Annotated[Path, typer.Argument(help="A run directory t
         results = write_report(run_dir)
     except (FileNotFoundError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
+    except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
+        raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     out.print(Markdown(markdown_table(results)))
 
 
