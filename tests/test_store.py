@@ -32,6 +32,7 @@ def test_wal_journal(tmp_path):
 def test_other_settings_refused(tmp_path):
     with SampleStore(tmp_path) as store:
         store.bind_config({"seed": 0, "model": "a"}, {})
+        store.add_path(_path())  # a store that holds nothing generated may be rebound (test_hostile_input)
     with SampleStore(tmp_path) as store:
         with pytest.raises(StoreMismatch, match="model"):
             store.bind_config({"seed": 0, "model": "b"}, {})

@@ -13,11 +13,25 @@ from typing import Any
 AUDIT_FILE = "audit.jsonl"
 # AWS access key ids, OpenAI-style keys, and bearer tokens.
 _SECRET = re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{16,}|(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}=*")
+# In a URL: the user:password@ part, and query parameters that carry keys or signatures.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+_URL_SECRET_PARAM = re.compile(
+    r"(?i)([?&;](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|pwd|auth|sig|signature|credential)"
+    r"[a-z0-9_.-]*)=)[^&#\s]*")
+REDACTED = "[redacted]"
+
+
+def redact_urls(text: str) -> str:
+    """`text` with every URL's credentials masked: `https://user:key@host/v1?api_key=k` becomes
+    `https://[redacted]@host/v1?api_key=[redacted]`. What a URL is kept for (stores, logs, messages)
+    never needs them; the client is given the real one."""
+    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
+    return _URL_SECRET_PARAM.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
 
 
 def scrub(value: Any) -> Any:
     if isinstance(value, str):
-        return _SECRET.sub("[redacted]", value)
+        return _SECRET.sub(REDACTED, redact_urls(value))
     if isinstance(value, dict):
         return {k: scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,25 +13,29 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .analysis import accuracy_curve
+from .audit import redact_urls
 from .backends import BACKEND_NAMES, BackendError
 from .backends.base import BudgetExceeded
 from .backends.batch_jobs import JobsStopped, RecordsRefused
-from .experiment import RunConfig, run_experiment
+from .experiment import ExtractionFailed, RunConfig, run_experiment
 from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
 from .prompts import PromptFormat
 from .report import (
     PLOT_FILE,
     RESULTS_FILE,
     TABLE_FILE,
+    build_results,
     export_paths,
     frontier_plot,
     markdown_table,
     stored_answers,
     write_report,
 )
+from .runlock import RunDirError
 from .stopping import parse_rule, replay
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
@@ -47,20 +52,33 @@ app.add_typer(bedrock_app, name="bedrock")
 jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch API): list, monitor, stop, "
                             "collect.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
-err = Console(stderr=True)
-out = Console(soft_wrap=True)
+# markup=False: file names, ids, patterns and descriptions hold brackets ("[a-z]", "[/x]") that rich would
+# read as its markup; only _fail's own prefix is markup.
+err = Console(stderr=True, markup=False)
+out = Console(soft_wrap=True, markup=False)
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # User text (patterns like [a-z], file names like [/x]) is never rich markup; URLs lose credentials.
+    err.print(f"[bold red]error:[/] {escape(redact_urls(message))}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(code=2)
 
 
 def _temperatures(value: str) -> tuple[float, ...]:
     try:
-        return tuple(float(t) for t in value.split(",") if t.strip())
+        temperatures = tuple(float(t) for t in value.split(",") if t.strip())
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+        raise _fail(f"--temperatures: expected comma-separated numbers, got {value!r}") from None
+    if not temperatures:
+        raise _fail(f"--temperatures: no temperature in {value!r}; give at least one, e.g. 0.7")
+    return temperatures
+
+
+def _problem(error: dict) -> str:
+    """One validation problem as a user reads it: the setting (if one) and the reason."""
+    where = ".".join(map(str, error["loc"]))
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def _tags(values: list[str]) -> tuple[tuple[str, str], ...]:
@@ -85,7 +103,7 @@ def run(
         min=1, help="Use the data's first K items as the exemplars (their explanations as rationales) and "
                     "evaluate the rest; items without explanations make it zero-shot CoT.")] = None,
     split: Annotated[str | None, typer.Option(
-        help="Split name: the hub split to load, and the prefix of question ids. [default: test]")] = None,
+        help="Split name: the hub split to load, and the prefix of question ids. \\[default: test]")] = None,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many questions first.")] = 0,
     limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many questions.")] = None,
     backend: Annotated[str, typer.Option(
@@ -95,13 +113,13 @@ def run(
              "and --role-arn).")] = "local",
     base_url: Annotated[str | None, typer.Option(
         help="openai backends: the server's API root, e.g. http://localhost:8000/v1 (vLLM), "
-             "http://localhost:11434/v1 (Ollama). [default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
+             "http://localhost:11434/v1 (Ollama). \\[default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
     api: Annotated[str, typer.Option(help="openai backends: 'chat' (chat completions) or 'completions'.")] = "chat",
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="openai and bedrock backends: requests in "
                                                                   "flight.")] = 4,
     requests_per_second: Annotated[float | None, typer.Option(
         min=0.001, help="Remote backends: start at most this many requests per second.")] = None,
-    region: Annotated[str | None, typer.Option(help="Bedrock: AWS region. [default: boto3's own]")] = None,
+    region: Annotated[str | None, typer.Option(help="Bedrock: AWS region. \\[default: boto3's own]")] = None,
     bucket: Annotated[str | None, typer.Option(help="Bedrock batch: S3 bucket for job input and output.")] = None,
     s3_prefix: Annotated[str, typer.Option(help="Bedrock batch: key prefix in the bucket.")] = "selfconsistency",
     role_arn: Annotated[str | None, typer.Option(
@@ -123,8 +141,8 @@ def run(
                          "before each request as a token budget at the dearer of the model's two rates. Needs "
                          "the model in the price table (--prices).")] = None,
     prices: Annotated[Path | None, typer.Option(
-        help="JSON price table overriding the packaged one: {model: {on_demand: [in, out] per 1k tokens, "
-             "batch: [in, out]}}.")] = None,
+        help="JSON price table overriding the packaged one: {model: {on_demand: \\[in, out] per 1k tokens, "
+             "batch: \\[in, out]}}.")] = None,
     max_tokens_total: Annotated[int | None, typer.Option(
         min=1, help="Paid backends: refuse any request that could take the run (stored paths included) past "
                     "this many prompt + completion tokens.")] = None,
@@ -156,7 +174,7 @@ def run(
         help="When a path has no 'The answer is N', take its last number.")] = True,
     subset_runs: Annotated[int, typer.Option(min=1, help="Random subsets per k for mean ± std.")] = 100,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the local model. "
-                                                               "[default: all cores]")] = None,
+                                                               "\\[default: all cores]")] = None,
     log_prompts: Annotated[bool, typer.Option(
         help="Write prompt and completion text into the audit log (audit.jsonl) too.")] = False,
     verbose: Annotated[bool, typer.Option(help="Print a line per generated path.")] = False,
@@ -170,7 +188,7 @@ def run(
                              "path at a time: slower, but a resumed run then reproduces an uninterrupted "
                              "one bit for bit.")] = 8,
     run_dir: Annotated[Path | None, typer.Option(
-        help="Where the sample store and outputs go. [default: runs/<task>-<model>-<settings hash>] "
+        help="Where the sample store and outputs go. \\[default: runs/<task>-<model>-<settings hash>] "
              "Running the same command again resumes there.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
 ) -> None:
@@ -192,7 +210,7 @@ def run(
                            tags=_tags(tag or []), poll_seconds=poll_seconds, max_cost=max_cost,
                            prices_file=str(prices) if prices else None)
     except ValidationError as exc:
-        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+        raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=err, disable=quiet)
@@ -224,11 +242,11 @@ def run(
         with progress:
             directory = run_experiment(config, run_dir, on_start=on_start, on_path=on_path)
         results = write_report(directory)
-    except (BudgetExceeded, JobsStopped, RecordsRefused) as exc:
+    except (BudgetExceeded, JobsStopped, RecordsRefused, ExtractionFailed) as exc:
         directory = run_dir or config.default_run_dir(config.get_task())
         write_report(directory)  # what was paid for is reported, complete questions only
         raise _fail(f"{exc} (report of the stored paths in {directory})") from None
-    except (DataError, ModelError, StoreMismatch, BackendError) as exc:
+    except (DataError, ModelError, StoreMismatch, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
     if not quiet:
         out.print(Markdown(markdown_table(results)))
@@ -240,17 +258,26 @@ def run(
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")]) -> None:
     """Rebuild results.json, results.md and the plot from a run's sample store alone."""
     try:
-        results = write_report(run_dir)
+        if _writable_dir(run_dir):
+            results = write_report(run_dir)
+        else:
+            with SampleStore(run_dir, create=False) as store:
+                results = build_results(store)
+            err.print(f"{run_dir} is read-only: the report is shown, not written", highlight=False)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
+
+
+def _writable_dir(path: Path) -> bool:
+    return not path.is_dir() or os.access(path, os.W_OK | os.X_OK)
 
 
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write. "
-                                                                         "[default: standard output]")] = None,
+                                                                         "\\[default: standard output]")] = None,
 ) -> None:
     """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""
     try:
@@ -294,6 +321,10 @@ def simulate(
         table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
                      f"{result.accuracy_std:.1%} | {fixed[-1]['exact']:.1%} | {n / result.mean_paths:.2f}x |")
     out.print(Markdown("\n".join(table)))
+    if not _writable_dir(run_dir):
+        err.print(f"{run_dir} is read-only: frontier.json and frontier.png not written",
+                  highlight=False)
+        return
     (run_dir / "frontier.json").write_text(json.dumps(
         {"temperature": temperature, "paths": n, "questions": len(golds), "runs": runs, "fixed": fixed,
          "rules": [r.__dict__ for r in results]}, indent=2) + "\n")
@@ -321,13 +352,15 @@ def _run_jobs(run_dir: Path):
         return jobs, create_job_service(config.backend, config.backend_config(run_dir=run_dir))
     except (FileNotFoundError, BackendError) as exc:
         raise _fail(str(exc)) from None
+    except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
+        raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
 
 
 @jobs_app.command("list")
 def jobs_list(
     status: Annotated[str | None, typer.Option(help="Only jobs in this status, e.g. InProgress.")] = None,
     name_contains: Annotated[str | None, typer.Option(help="Only jobs whose name contains this.")] = "sc-",
-    region: Annotated[str | None, typer.Option(help="AWS region. [default: boto3's own]")] = None,
+    region: Annotated[str | None, typer.Option(help="AWS region. \\[default: boto3's own]")] = None,
 ) -> None:
     """Bedrock batch inference jobs in the account (by default the ones this tool named), newest first."""
     from .backends.bedrock_aws import aws_errors
@@ -416,8 +449,10 @@ def jobs_collect(
                 store.clear_record_errors(STOPPED_CODE)
         run_experiment(config, run_dir)
         results = write_report(run_dir)
-    except (FileNotFoundError, DataError, BackendError, StoreMismatch) as exc:
+    except (FileNotFoundError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
+    except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
+        raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     out.print(Markdown(markdown_table(results)))
 
 

@@ -44,8 +44,13 @@ class PriceTable:
     def from_file(cls, path: Path | None) -> PriceTable:
         if path is None:
             return cls()
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls({model: {mode: tuple(pair) for mode, pair in modes.items()} for model, modes in raw.items()})
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ValueError(f"price table {path}: cannot read: {exc.strerror}") from None
+        except ValueError as exc:
+            raise ValueError(f"price table {path}: malformed JSON: {exc}") from None
+        return cls(_checked_table(path, raw))
 
     def price(self, model: str, batch: bool = False) -> Price:
         entry = self._table.get(model) or self._table.get(_base_model(model))
@@ -55,6 +60,22 @@ class PriceTable:
             return Price(*entry["batch"])
         input_price, output_price = entry["on_demand"]
         return Price(input_price / 2, output_price / 2) if batch else Price(input_price, output_price)
+
+
+def _checked_table(path: Path, raw: object) -> dict[str, dict[str, tuple[float, float]]]:
+    shape = '{"model": {"on_demand": [in, out], "batch": [in, out]}} (USD per 1k tokens)'
+    if not isinstance(raw, dict):
+        raise ValueError(f"price table {path}: expected {shape}")
+    table = {}
+    for model, modes in raw.items():
+        if not isinstance(modes, dict) or "on_demand" not in modes or not set(modes) <= {"on_demand", "batch"}:
+            raise ValueError(f"price table {path}: {model!r} needs on_demand (and optionally batch): {shape}")
+        for mode, pair in modes.items():
+            if (not isinstance(pair, list) or len(pair) != 2
+                    or not all(isinstance(x, int | float) and not isinstance(x, bool) and 0 <= x < 1e6 for x in pair)):
+                raise ValueError(f"price table {path}: {model!r} {mode} must be [in, out], two prices >= 0")
+        table[model] = {mode: (float(pair[0]), float(pair[1])) for mode, pair in modes.items()}
+    return table
 
 
 def job_cost(price: Price, manifest: dict[str, int]) -> float:

@@ -13,19 +13,31 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .audit import AuditLog
-from .backends import create_backend
+from .audit import AuditLog, redact_urls
+from .backends import check_backend_name, create_backend
 from .backends.base import BackendConfig, Generation, GenerationRequest
+from .costs import PriceTable
+from .extract import PatternTimeout
 from .models import DEFAULT_MODEL, check_model_name
-from .prompts import PromptFormat, build_prompt
+from .prompts import Prompt, PromptFormat, build_prompt
+from .runlock import prepare_run_dir, run_lock
 from .sampling import SamplingParams, path_seed
 from .stopping import StoppingRule, parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
-from .tasks import Task, TaskData, get_task
+from .tasks import DataError, Task, TaskData, get_task
 
 GREEDY_TEMPERATURE = 0.0
+
+
+def _slug(text: str) -> str:
+    """One safe path component from a name a config chose (`../../x` must not leave runs/)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "task"
+
+
+class ExtractionFailed(DataError):
+    """Paths were generated and stored, but the task's answer pattern could not read them."""
 
 
 class RunConfig(BaseModel):
@@ -85,6 +97,22 @@ class RunConfig(BaseModel):
             parse_rule(value)
         return value
 
+    @field_validator("prices_file")
+    @classmethod
+    def _prices_readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            PriceTable.from_file(Path(value))  # a missing or malformed table fails here, not mid-run
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.stop and self.min_paths > self.paths:
+            raise ValueError(f"--min-paths {self.min_paths} is more than --paths {self.paths}: no question "
+                             "could ever stop; lower --min-paths or raise --paths")
+        if not self.temperatures and not self.greedy:
+            raise ValueError("no temperatures and no greedy path: nothing to run")
+        return self
+
     def stopping_rule(self) -> StoppingRule | None:
         return parse_rule(self.stop, self.min_paths, self.paths) if self.stop else None
 
@@ -103,20 +131,28 @@ class RunConfig(BaseModel):
         return {
             "task": task.name, "task_spec": task.fingerprint(), "shots_from_data": self.shots_from_data,
             "backend": self.backend, "model": self.model,
-            **({"base_url": self.base_url, "api": self.api} if self.backend != "local" else {}),
+            **({"base_url": self.stored_base_url(), "api": self.api} if self.backend != "local" else {}),
             **({"converse": True} if self.converse else {}),  # another request body (absent: older stores match)
             "prompt_format": self.prompt_format.value, "zero_shot": self.zero_shot,
             "top_p": self.top_p, "top_k": self.top_k, "max_tokens": self.max_tokens,
             "seed": self.seed, "flexible": self.flexible, "max_question_chars": self.max_question_chars,
         }
 
+    def stored_base_url(self) -> str | None:
+        """--base-url as kept in the store and shown anywhere: without credentials."""
+        return redact_urls(self.base_url) if self.base_url else None
+
+    def stored_settings(self) -> dict[str, object]:
+        """The full configuration as the store keeps it: credentials in --base-url masked."""
+        return {**self.model_dump(mode="json"), "base_url": self.stored_base_url()}
+
     def identity_hash(self, task: Task) -> str:
         canonical = json.dumps(self.identity(task), sort_keys=True).encode()
         return hashlib.sha256(canonical).hexdigest()[:10]
 
     def default_run_dir(self, task: Task) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem if "/" in self.model else self.model)
-        return Path("runs") / f"{task.name}-{slug}-{self.identity_hash(task)}"
+        model = Path(self.model).stem if "/" in self.model else self.model
+        return Path("runs") / f"{_slug(task.name)}-{_slug(model)}-{self.identity_hash(task)}"
 
     def backend_config(self, tokens_spent: int = 0, run_dir: Path | None = None, run_id: str = "run") -> BackendConfig:
         return BackendConfig(model=self.model, threads=self.threads, batch_size=self.batch_size,
@@ -180,13 +216,40 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
     """
     task = config.get_task()
     data = config.load(task)
+    # Everything a typo could break is checked before the run directory records any setting.
+    check_backend_name(config.backend)
     if config.backend == "local":
         check_model_name(config.model)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
+    prepare_run_dir(run_dir)
     extract = task.extractor(config.flexible)
     questions = {q.id: q for q in data.questions}
-    with SampleStore(run_dir) as store:
-        store.bind_config(config.identity(task), config.model_dump(mode="json"))
+    timeouts: list[PatternTimeout] = []
+    rendered: dict[Prompt, object] = {}
+
+    def logged_prompt(prompt: Prompt) -> object:
+        """The prompt as the model received it: a backend that templates it says how; otherwise chat
+        turns as messages, completion prompts as text."""
+        if prompt not in rendered:
+            render = getattr(backend, "rendered_prompt", None)
+            rendered[prompt] = render(prompt) if render else (
+                prompt.chat_messages if prompt.format is PromptFormat.chat else prompt.text)
+        return rendered[prompt]
+
+    def answer_of(text: str, question) -> str | None:
+        """The path's answer; a pattern past its time limit gives none (the path is stored all the same:
+        it was paid for), and is not tried again this run."""
+        if timeouts:
+            return None
+        try:
+            return extract(text, question)
+        except PatternTimeout as exc:
+            timeouts.append(exc)
+            audit.event("extraction_timeout", pattern=exc.pattern)
+            return None
+
+    with run_lock(run_dir), SampleStore(run_dir) as store:
+        store.bind_config(config.identity(task), config.stored_settings())
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
         store.set_selection(list(questions), {k: list(v) for k, v in data.neutralised.items()})
         audit = AuditLog(run_dir, config.identity_hash(task), config.log_prompts)
@@ -216,7 +279,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                 store.add_paths(StoredPath(
                     question_id=g.request.question_id, temperature=g.request.temperature,
                     path_index=g.request.path_index, seed=g.request.params.seed, text=g.text,
-                    answer=extract(g.text, questions[g.request.question_id]),
+                    answer=answer_of(g.text, questions[g.request.question_id]),
                     prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens, latency_s=g.latency_s,
                     finish_reason=g.finish_reason, logprob_sum=g.logprob_sum,
                     backend=backend.name, model=backend.model) for g in group)
@@ -227,7 +290,8 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                                 prompt_tokens=generation.prompt_tokens,
                                 completion_tokens=generation.completion_tokens,
                                 latency_s=round(generation.latency_s, 4), status=generation.finish_reason,
-                                prompt=request.prompt.text, completion=generation.text)
+                                prompt=logged_prompt(request.prompt) if config.log_prompts else None,
+                                completion=generation.text)
                     if on_path:
                         on_path(generation)
 
@@ -254,6 +318,9 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             raise
         else:
             audit.event("run_end")
+            if timeouts:
+                raise ExtractionFailed(f"{timeouts[0]}: paths from then on are stored without an answer "
+                                       f"(they abstain) in {run_dir}")
         finally:
             if backend is not None:
                 backend.close()

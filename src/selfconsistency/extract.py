@@ -11,6 +11,34 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
+import regex
+
+# A task config's own pattern runs at most this long on one text: a pattern such as `(a|aa)+$`
+# backtracks for ages on some inputs.
+USER_PATTERN_SECONDS = 1.0
+
+
+class PatternTimeout(ValueError):
+    """A task config's regular expression ran past its time limit; the message names the pattern."""
+
+    def __init__(self, pattern: str, role: str):
+        super().__init__(f"{role} {pattern!r} ran longer than {USER_PATTERN_SECONDS:g}s (catastrophic "
+                         "backtracking?); simplify it")
+        self.pattern = pattern
+        self.role = role
+
+
+def compile_user_pattern(pattern: str, flags: int = 0) -> regex.Pattern[str]:
+    """A task config's pattern, compiled by the `regex` engine (it supports the time limit)."""
+    return regex.compile(pattern, flags)
+
+
+def search_user_pattern(pattern: regex.Pattern[str], text: str, role: str) -> regex.Match[str] | None:
+    try:
+        return pattern.search(text, timeout=USER_PATTERN_SECONDS)
+    except TimeoutError:
+        raise PatternTimeout(pattern.pattern, role) from None
+
 # A number as models write it: optional sign and `$`, thousands separators, decimals, or a fraction.
 _NUMBER = re.compile(
     r"(?<![\w.])"                      # not the tail of a word or of another number
@@ -19,6 +47,8 @@ _NUMBER = re.compile(
     r"(?P<frac>\.\d+)?"
     r"(?:\s?/\s?(?P<den>\d+))?"
 )
+# Longer digit strings are no answer anyone means (and Python refuses to convert past 4,300 digits).
+MAX_DIGITS = 1000
 # "The answer is N", as in the exemplars; the last statement wins when a path restates it.
 _ANSWER_IS = re.compile(r"answer\s+is\b[\s:]*", re.IGNORECASE)
 
@@ -30,6 +60,8 @@ def canonical_number(text: str) -> str | None:
 
 
 def _canonical_from_match(match: re.Match[str]) -> str | None:
+    if len(match["int"]) + len(match["frac"] or "") + len(match["den"] or "") > MAX_DIGITS:
+        return None
     value = Fraction(match["int"].replace(",", "") + (match["frac"] or ""))
     if match["den"] is not None:
         denominator = int(match["den"])
@@ -39,6 +71,14 @@ def _canonical_from_match(match: re.Match[str]) -> str | None:
     if match["sign"] or match["sign2"]:
         value = -value
     return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def whole_number(text: str) -> str | None:
+    """The canonical form of `text` if all of it is one number (a final full stop allowed), else None:
+    `1e999` or `2-3` are not numbers whose first digits could stand for them."""
+    stripped = text.strip()
+    match = _NUMBER.fullmatch(stripped[:-1] if stripped.endswith(".") else stripped)
+    return _canonical_from_match(match) if match else None
 
 
 def last_number(text: str) -> str | None:
@@ -75,7 +115,7 @@ class NumberExtractor:
 def parse_gsm8k_gold(answer_field: str) -> str:
     """Gold answer of a GSM8K record: the number after `####`."""
     _, sep, tail = answer_field.rpartition("####")
-    value = canonical_number(tail) if sep else None
+    value = whole_number(tail) if sep else None
     if value is None:
         raise ValueError(f"no '#### N' gold answer in {answer_field[-60:]!r}")
     return value
@@ -181,9 +221,16 @@ def normalize_text(answer: str, steps: tuple[str, ...]) -> str:
     return " ".join(answer.split())
 
 
-def text_answer(text: str, pattern: re.Pattern[str], steps: tuple[str, ...]) -> str | None:
-    """The first group of the last match of `pattern`, normalised; None if it never matches."""
-    matches = list(pattern.finditer(text))
+def text_answer(text: str, pattern: regex.Pattern[str] | re.Pattern[str], steps: tuple[str, ...],
+                role: str = "answer.pattern") -> str | None:
+    """The first group of the last match of `pattern`, normalised; None if it never matches.
+    PatternTimeout if the pattern runs past its time limit."""
+    if isinstance(pattern, re.Pattern):  # a caller's stdlib pattern: same syntax and flags, with the limit
+        pattern = regex.compile(pattern.pattern, pattern.flags)
+    try:
+        matches = list(pattern.finditer(text, timeout=USER_PATTERN_SECONDS))
+    except TimeoutError:
+        raise PatternTimeout(pattern.pattern, role) from None
     if not matches:
         return None
     value = normalize_text(matches[-1].group(1), steps)

@@ -152,6 +152,21 @@ def check_model_name(name_or_path: str) -> None:
     elif not Path(name_or_path).expanduser().is_file():
         known = ", ".join(PACKAGED_MODELS)
         raise ModelError(f"unknown model {name_or_path!r}: give a GGUF file path or one of {known}")
+    else:
+        _check_gguf_header(Path(name_or_path).expanduser())
+
+
+def _check_gguf_header(path: Path) -> None:
+    """The magic and a known format version (2 or 3): what a truncated download or a wrong file lacks."""
+    try:
+        with path.open("rb") as fh:
+            header = fh.read(8)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}") from None
+    if header[:4] != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file")
+    if int.from_bytes(header[4:8], "little") not in (2, 3):
+        raise ModelError(f"{path} is a GGUF file of an unknown version or cut short")
 
 
 def resolve_model_path(name_or_path: str) -> Path:
@@ -160,9 +175,7 @@ def resolve_model_path(name_or_path: str) -> Path:
         return assemble(PACKAGED_MODELS[name_or_path])
     path = Path(name_or_path).expanduser()
     if path.is_file():
-        with path.open("rb") as fh:
-            if fh.read(4) != b"GGUF":
-                raise ModelError(f"{path} is not a GGUF file")
+        _check_gguf_header(path)
         return path
     known = ", ".join(PACKAGED_MODELS)
     raise ModelError(f"unknown model {name_or_path!r}: give a GGUF file path or one of {known}")

@@ -6,6 +6,7 @@ What a hostile (or careless) question could do to a few-shot prompt, and what is
   collapse into one line break;
 - forge chat structure: special tokens (<|im_start|>, <|endoftext|>, [INST], <start_of_turn>, </s>) and
   role prefixes (Human:, Assistant:, System:, User:) -> broken up so no tokenizer reads them as such;
+- break lines unseen: U+2028/U+2029, NEL, vertical tab, form feed -> plain line breaks, then as above;
 - hide text: control characters, NUL, and bidirectional overrides (RTL tricks) -> removed;
 - flood the context: text over the length limit -> cut, with a marker.
 `--strict-input` rejects such text instead. What this does not do: stop a model from being persuaded by
@@ -20,11 +21,14 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_CHARS = 8000
 _BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"))
-_MARKER_LINE = re.compile(r"(?im)^(\s*)(Q|A|Question|Answer|Human|Assistant|System|User)\s*:")
-_ANSWER_PHRASE = re.compile(r"(?i)\b(the\s+)?answer\s+is\b")
+# Zero-width joiners are kept (scripts need them) but must not hide a marker at a line's start.
+_MARKER_LINE = re.compile(r"(?im)^([\s\u200c\u200d]*)(Q|A|Question|Answer|Human|Assistant|System|User)\s*:")
+_ANSWER_PHRASE = re.compile(r"(?i)(the\s+)?answer\s+is\b")  # no \b before: extraction needs none
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{0,40}\|>|\[/?INST\]|<<\s*/?SYS\s*>>|</?s>|<(?:start|end)_of_turn>",
                             re.IGNORECASE)
 _BLANK_LINES = re.compile(r"\n\s*\n+")
+# What str.splitlines() and many tokenizers read as a line break besides \n and \r.
+_LINE_SEPARATORS = dict.fromkeys(map(ord, "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"), "\n")
 
 
 class UnsafeInput(ValueError):
@@ -51,6 +55,10 @@ def sanitize(text: str, max_chars: int = DEFAULT_MAX_CHARS, strict: bool = False
     if without_bidi != text:
         issues.append("bidirectional override")
     text = without_bidi.replace("\r\n", "\n").replace("\r", "\n")
+    one_break = text.translate(_LINE_SEPARATORS)
+    if one_break != text:
+        issues.append("unicode line separators")
+    text = one_break
     cleaned = "".join(ch for ch in text if not _control(ch))
     if cleaned != text:
         issues.append("control characters")

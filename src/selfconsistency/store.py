@@ -10,7 +10,10 @@ rerun whose settings would produce different paths is refused instead of mixed i
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -100,6 +103,12 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
+def _writable(path: Path) -> bool:
+    """Whether a store at `path` can be opened for writing (its directory too: WAL files live there)."""
+    directory = path.parent
+    return os.access(directory, os.W_OK | os.X_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
 class StoreMismatch(Exception):
     """The run directory holds a store made with other settings."""
 
@@ -134,12 +143,42 @@ class SampleStore:
         self.path = Path(run_dir) / STORE_FILENAME
         if not create and not self.path.exists():
             raise FileNotFoundError(f"no sample store at {self.path}")
+        self._snapshot: tempfile.TemporaryDirectory | None = None
+        self.read_only = not create and not _writable(self.path)
+        if self.read_only:
+            self._db = self._connect_read_only()
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, one per write.
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
         self._migrate()
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A store the user may not write (archived, shared, read-only mount): read as it is.
+
+        SQLite reads a WAL database only if it can use the -shm file beside it. In a writable directory
+        `mode=ro` does that; in a read-only one, a store closed cleanly has no WAL content and opens as
+        `immutable`, while one left with WAL content (a killed run) is read from a private copy, so that
+        no stored path is missed."""
+        wal = self.path.with_name(self.path.name + "-wal")
+        source = self.path
+        options = "mode=ro"
+        if not os.access(self.path.parent, os.W_OK):
+            if wal.exists() and wal.stat().st_size > 0:
+                self._snapshot = tempfile.TemporaryDirectory(prefix="selfconsistency-store-")
+                source = Path(self._snapshot.name) / self.path.name
+                shutil.copyfile(self.path, source)
+                shutil.copyfile(wal, source.with_name(source.name + "-wal"))
+            else:
+                options = "immutable=1"
+        db = sqlite3.connect(f"{source.resolve().as_uri()}?{options}", uri=True, isolation_level=None)
+        if db.execute("PRAGMA user_version").fetchone()[0] < len(_MIGRATIONS):
+            db.close()
+            raise ValueError(f"{self.path} was written by an older version and cannot be upgraded here "
+                             "(read-only); open it once where it can be written")
+        return db
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -152,6 +191,8 @@ class SampleStore:
 
     def close(self) -> None:
         self._db.close()
+        if self._snapshot is not None:
+            self._snapshot.cleanup()
 
     def __enter__(self) -> SampleStore:
         return self
@@ -168,6 +209,13 @@ class SampleStore:
         latest full configuration (paths, temperatures, limits may grow between invocations).
         """
         stored = self.get_meta("identity")
+        if stored is not None and stored != identity and self._holds_nothing_generated():
+            # Settings recorded by a run that generated nothing (a typo stopped it): nothing to mix up.
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM stops")
+            self._db.execute("DELETE FROM questions")
+            self._db.execute("COMMIT")
+            stored = None
         if stored is not None and stored != identity:
             changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
             raise StoreMismatch(
@@ -177,6 +225,9 @@ class SampleStore:
         self._put_meta("identity", identity)
         self._put_meta("config", config)
         self._db.execute("COMMIT")
+
+    def _holds_nothing_generated(self) -> bool:
+        return not any(self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("paths", "jobs"))
 
     def _put_meta(self, key: str, value: Any) -> None:
         self._db.execute("INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",

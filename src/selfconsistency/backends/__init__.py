@@ -62,6 +62,12 @@ def create_job_service(name: str, config: BackendConfig):
     raise BackendError(f"the {name} backend runs no batch jobs")
 
 
+def check_backend_name(name: str) -> None:
+    """Before a run touches its directory: a mistyped backend must not be recorded as the run's."""
+    if name not in _REGISTRY:
+        raise BackendError(f"unknown backend {name!r}; known: {', '.join(_REGISTRY)}")
+
+
 def create_backend(name: str, config: BackendConfig) -> Backend:
     try:
         factory = _REGISTRY[name]
@@ -71,4 +77,4 @@ def create_backend(name: str, config: BackendConfig) -> Backend:
 
 
 __all__ = ["BACKEND_NAMES", "Backend", "BackendConfig", "BackendError", "Generation", "GenerationRequest",
-           "create_backend", "register_backend"]
+           "check_backend_name", "create_backend", "register_backend"]

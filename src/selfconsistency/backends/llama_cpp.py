@@ -12,6 +12,7 @@ but llama.cpp's batched kernels round differently, so a path's text can differ f
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -109,8 +110,9 @@ class LlamaCppBackend:
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"llama.cpp could not load {self.model_path}: {exc}") from None
 
-    def _render_chat(self, prompt: Prompt) -> tuple[str, str]:
-        """(shared, rest) of the chat prompt rendered with the model's own template."""
+    def _render_chat(self, prompt: Prompt) -> tuple[list[tuple[str, bool]], list[tuple[str, bool]]]:
+        """(shared, rest) of the chat prompt rendered with the model's own template, each a list of
+        (text, is_data) pieces: message contents are data, everything else is the template's."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = self.llm.metadata.get("tokenizer.chat_template")
@@ -123,25 +125,49 @@ class LlamaCppBackend:
             bos_token=self.llm.detokenize([vocab.token_bos()], special=True).decode(errors="ignore"),
         )
         messages = prompt.chat_messages
+        # Render once with a numbered slot for each message's content: what lies between the slots is
+        # the template's own text (special tokens allowed), what fills them is data (never special).
+        slots = [{"role": m["role"], "content": f"\x00{i}\x00"} for i, m in enumerate(messages)]
+        parts = re.split(r"\x00(\d+)\x00", formatter(messages=slots).prompt)
+        if [int(i) for i in parts[1::2]] != list(range(len(messages))):
+            raise BackendError(f"{self.model}'s chat template repeats or drops message text: use "
+                               "--prompt-format completion")
         full = formatter(messages=messages).prompt
-        # The shared part ends where the last user turn's content begins: render once more with other
-        # content there and keep the common prefix.
-        probe = formatter(messages=messages[:-1] + [{"role": "user", "content": "\x00"}]).prompt
-        cut = 0
-        while cut < min(len(full), len(probe)) and full[cut] == probe[cut]:
-            cut += 1
-        return full[:cut], full[cut:]
+        for fill in (lambda text: text, str.strip):  # templates that trim contents
+            contents = [fill(m["content"]) for m in messages]
+            pieces = [(parts[0], False)]
+            for content, after in zip(contents, parts[2::2], strict=True):
+                pieces += [(content, True), (after, False)]
+            if "".join(text for text, _ in pieces) == full:
+                break
+        else:
+            raise BackendError(f"{self.model}'s chat template rewrites message text: use "
+                               "--prompt-format completion")
+        # The shared part ends where the last user turn's content begins.
+        return pieces[:-2], pieces[-2:]
 
-    def tokens(self, prompt: Prompt) -> tuple[list[int], list[int]]:
-        """(shared exemplar tokens, question tokens) of a prompt."""
+    def rendered_prompt(self, prompt: Prompt) -> str:
+        """The text the model reads (chat prompts in the model's template), for --log-prompts."""
         if prompt.format is PromptFormat.chat:
             shared, rest = self._render_chat(prompt)
-            special = True
-        else:
-            shared, rest = prompt.shared, prompt.question
-            special = False  # question text can never become a control token
-        shared_tokens = self.llm.tokenize(shared.encode(), add_bos=True, special=special)
-        rest_tokens = self.llm.tokenize(rest.encode(), add_bos=False, special=special)
+            return "".join(text for text, _ in shared + rest)
+        return prompt.text
+
+    def _tokenize_pieces(self, pieces: list[tuple[str, bool]], add_bos: bool) -> list[int]:
+        tokens: list[int] = []
+        for text, is_data in pieces:
+            if text:
+                tokens += self.llm.tokenize(text.encode(), add_bos=add_bos and not tokens, special=not is_data)
+        return tokens
+
+    def tokens(self, prompt: Prompt) -> tuple[list[int], list[int]]:
+        """(shared exemplar tokens, question tokens) of a prompt. Question and exemplar text is always
+        tokenised as plain text: `<|im_start|>` in data is never the control token."""
+        if prompt.format is PromptFormat.chat:
+            shared, rest = self._render_chat(prompt)
+            return self._tokenize_pieces(shared, add_bos=True), self._tokenize_pieces(rest, add_bos=False)
+        shared_tokens = self.llm.tokenize(prompt.shared.encode(), add_bos=True, special=False)
+        rest_tokens = self.llm.tokenize(prompt.question.encode(), add_bos=False, special=False)
         return shared_tokens, rest_tokens
 
     def path_decoder(self, request: GenerationRequest, prompt_tokens: int) -> PathDecoder:

@@ -18,6 +18,7 @@ from functools import partial
 from itertools import groupby
 from typing import Any
 
+from ..audit import redact_urls
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 from .base import (
@@ -69,6 +70,11 @@ class OpenAIBackend:
         self._limiter = _RateLimiter(config.requests_per_second)
         self.budget = TokenBudget.for_config(config)
 
+    def rendered_prompt(self, prompt: Prompt) -> str | list[dict[str, str]]:
+        """What the server is sent, for --log-prompts: chat messages (the server applies its template) or
+        the completion text."""
+        return prompt.chat_messages if self.config.api == "chat" else prompt.text
+
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         chunks = []
         for _, group in groupby(requests, key=lambda r: (r.question_id, r.temperature)):
@@ -100,7 +106,7 @@ class OpenAIBackend:
             response = endpoint.create(**standard, extra_body=extra or None)
         except self._openai.APIError as exc:
             self.budget.settle(booked, 0)
-            raise BackendError(f"{self.config.base_url or 'OpenAI API'}: {type(exc).__name__}: "
+            raise BackendError(f"{redact_urls(self.config.base_url or 'OpenAI API')}: {type(exc).__name__}: "
                                f"{getattr(exc, 'message', exc)}") from None
         elapsed = time.perf_counter() - started
         outputs = parse_response(response.model_dump(), self.config.api)[: len(chunk)]

@@ -18,7 +18,9 @@ def read_records(path: Path, fmt: str | None = None) -> Iterator[Located]:
     path = Path(path)
     fmt = fmt or {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(path.suffix.lower(), "jsonl")
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # a byte order mark (Excel, Notepad) is no data
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, not a data file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
@@ -33,20 +35,14 @@ def _jsonl(path: Path, text: str) -> Iterator[Located]:
         if not line.strip():
             continue
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{where}: malformed JSON: {exc.msg}") from None
+        record = _parse_json(where, line)
         if not isinstance(record, dict):
             raise DataError(f"{where}: expected a JSON object")
         yield where, record
 
 
 def _json_list(path: Path, text: str) -> Iterator[Located]:
-    try:
-        items = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    items = _parse_json(str(path), text)
     if not isinstance(items, list):
         raise DataError(f"{path}: expected a JSON list of objects")
     for index, record in enumerate(items):
@@ -55,10 +51,28 @@ def _json_list(path: Path, text: str) -> Iterator[Located]:
         yield f"{path} item {index}", record
 
 
+def _parse_json(where: str, text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        line = f":{exc.lineno}" if "\n" in text.strip() else ""
+        raise DataError(f"{where}{line}: malformed JSON: {exc.msg}") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply") from None
+    except ValueError as exc:  # a number of more than 4,300 digits
+        raise DataError(f"{where}: unusable JSON value: {str(exc).split(';')[0]}") from None
+
+
 def _csv(path: Path, text: str) -> Iterator[Located]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    for record in reader:
-        where = f"{path}:{reader.line_num}"
-        if None in record:
-            raise DataError(f"{where}: more cells than the header has columns")
-        yield where, dict(record)
+    try:
+        for record in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in record:
+                raise DataError(f"{where}: more cells than the header has columns")
+            if None in record.values():
+                raise DataError(f"{where}: fewer cells ({sum(v is not None for v in record.values())}) than "
+                                f"the header has columns ({len(record)})")
+            yield where, dict(record)
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None

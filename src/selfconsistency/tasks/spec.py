@@ -4,11 +4,12 @@ answer type and extraction. The built-in tasks are such files too (`tasks/builti
 from __future__ import annotations
 
 import json
-import re
+import string
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -53,6 +54,19 @@ class PromptSpec(_Strict):
     answer_statement: str = "The answer is {answer}."  # ends rationales built from explanations
     stop: list[str] = Field(default_factory=lambda: ["\nQ:", "\n\n"])  # few-shot completion format
 
+    @field_validator("answer_statement")
+    @classmethod
+    def _only_answer_field(cls, value: str) -> str:
+        # str.format reaches attributes ("{answer.__class__}"): allow the bare {answer} field only.
+        try:
+            fields = [(name, spec or "", conv) for _, name, spec, conv in string.Formatter().parse(value)
+                      if name is not None]
+        except ValueError as exc:
+            raise ValueError(f"bad answer_statement {value!r}: {exc}") from None
+        if fields != [("answer", "", None)]:
+            raise ValueError(f"answer_statement {value!r} must hold {{answer}} once and no other field")
+        return value
+
 
 class AnswerSpec(_Strict):
     type: Literal["number", "letter", "yes_no", "text"] = "number"
@@ -66,9 +80,9 @@ class AnswerSpec(_Strict):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                if re.compile(value).groups < 1:
+                if regex.compile(value).groups < 1:
                     raise ValueError(f"pattern {value!r} needs a capture group")
-            except re.error as exc:
+            except regex.error as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         return value
 

@@ -6,20 +6,25 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import regex
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from ..extract import (
+    MAX_DIGITS,
     NumberExtractor,
     canonical_letters,
-    canonical_number,
     choice_answer,
+    compile_user_pattern,
     normalize_text,
+    search_user_pattern,
     text_answer,
+    whole_number,
     yes_no_answer,
 )
 from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize
@@ -28,8 +33,32 @@ from .records import Located, read_records
 from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
 
 Extractor = Callable[[str, Question], "str | None"]
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
-_DEFAULT_TEXT_PATTERN = re.compile(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$", re.IGNORECASE | re.MULTILINE)
+# Longer repeated text or larger numbers in a template only serve to exhaust memory or time.
+_MAX_TEMPLATE_LENGTH = 10**6
+_MAX_TEMPLATE_BITS = 10**5
+
+
+class _TemplateSandbox(ImmutableSandboxedEnvironment):
+    """Task configs are shared like data: their templates may read values, never run code or mutate.
+    `**` and `*` are bounded so that `{{ 9**(9**9) }}` or `{{ 'x' * 10**12 }}` cannot hang the loader."""
+
+    intercepted_binops = frozenset({"**", "*"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 \
+                and abs(left).bit_length() * right > _MAX_TEMPLATE_BITS:
+            raise SecurityError(f"power {left}**{right} is too large")
+        if operator == "*":
+            sized = [side for side in (left, right) if isinstance(side, str | list | tuple)]
+            count = [side for side in (left, right) if isinstance(side, int)]
+            if sized and count and len(sized[0]) * count[0] > _MAX_TEMPLATE_LENGTH:
+                raise SecurityError("repeated text is too long")
+        return super().call_binop(context, operator, left, right)
+
+
+_ENV = _TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_DEFAULT_TEXT_PATTERN = compile_user_pattern(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$",
+                                             regex.IGNORECASE | regex.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -37,6 +66,39 @@ class TaskData:
     questions: list[Question]  # the selected questions to evaluate
     exemplars: tuple[Exemplar, ...]  # empty: zero-shot chain of thought
     neutralised: dict[str, tuple[str, ...]] = field(default_factory=dict)  # record -> what was defused
+
+
+class _CleanRecord(Mapping):
+    """A record as a template reads it: every string is neutralised when read (`{{ record.hint }}` is
+    data like the question), nested objects and lists too. Read-only, and the raw values stay hidden."""
+
+    __slots__ = ("_values", "_clean")
+
+    def __init__(self, values: dict[str, Any], clean: Callable[[str], str]):
+        self._values = values
+        self._clean = clean
+
+    def __getitem__(self, key: str) -> Any:
+        return _clean_value(self._values[key], self._clean)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return repr(dict(self.items()))
+
+
+def _clean_value(value: Any, clean: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return clean(value)
+    if isinstance(value, dict):
+        return _CleanRecord(value, clean)
+    if isinstance(value, list | tuple):
+        return tuple(_clean_value(item, clean) for item in value)
+    return value
 
 
 def _get(record: dict[str, Any], dotted: str) -> Any:
@@ -56,9 +118,11 @@ class Task:
         self.max_chars = max_chars
         self.strict_input = strict_input
         self._neutralised: dict[str, tuple[str, ...]] = {}
+        gold_pattern = spec.answer.gold_pattern
+        self._gold_pattern = compile_user_pattern(gold_pattern, regex.DOTALL) if gold_pattern else None
         try:
             self._template = _ENV.from_string(spec.prompt.template)
-        except jinja2.TemplateSyntaxError as exc:
+        except (jinja2.TemplateError, RecursionError) as exc:
             raise DataError(f"task {spec.name}: bad prompt template: {exc}") from None
 
     @property
@@ -94,8 +158,10 @@ class Task:
             pairs = [(str(label), str(text)) for label, text in raw.items()]
         elif isinstance(raw, list) and raw and all(isinstance(c, dict) for c in raw):
             pairs = [(str(c["label"]), str(c["text"])) for c in raw]
-        elif isinstance(raw, list):
+        elif isinstance(raw, list) and len(raw) <= len(string.ascii_uppercase):
             pairs = [(string.ascii_uppercase[i], str(text)) for i, text in enumerate(raw)]
+        elif isinstance(raw, list):
+            raise ValueError(f"{len(raw)} options; a question needs 2 to 10")
         else:
             raise ValueError(f"choices must be a list or a map, got {type(raw).__name__}")
         pairs = [(label.strip().upper(), text.strip()) for label, text in pairs if text.strip()]
@@ -103,20 +169,26 @@ class Task:
             raise ValueError(f"{len(pairs)} options; a question needs 2 to 10")
         if len({label for label, _ in pairs}) != len(pairs):
             raise ValueError("option labels repeat")
+        for label, _ in pairs:  # labels stand in the prompt and are what paths answer with
+            if len(label) != 1 or label not in string.ascii_uppercase:
+                raise ValueError(f"option label {label[:20]!r} is not a single letter A-Z")
         return tuple(pairs)
 
     def _gold(self, record: dict[str, Any], choices: tuple[tuple[str, str], ...]) -> tuple[str, int]:
         raw = str(_get(record, self.spec.fields.gold)).strip()
-        if self.spec.answer.gold_pattern:
-            match = re.search(self.spec.answer.gold_pattern, raw, re.DOTALL)
+        if self._gold_pattern is not None:
+            match = search_user_pattern(self._gold_pattern, raw, "gold_pattern")
             if not match:
                 raise ValueError(f"gold {raw[-40:]!r} does not match {self.spec.answer.gold_pattern!r}")
             raw = match.group(1).strip()
         kind = self.spec.answer.type
         if kind == "number":
-            value = canonical_number(raw)
+            value = whole_number(raw)
             if value is None:
-                raise ValueError(f"gold {raw!r} is not a number")
+                digits = sum(ch.isdigit() for ch in raw)
+                shown = raw if len(raw) <= 40 else raw[:20] + "…" + raw[-10:]
+                raise ValueError(f"gold {shown!r} has {digits} digits, more than {MAX_DIGITS}"
+                                 if digits > MAX_DIGITS else f"gold {shown!r} is not a number")
             return value, 1
         if kind == "letter":
             letters = set(re.findall(r"[A-Za-z]", re.sub(r"\band\b", " ", raw)))
@@ -135,26 +207,35 @@ class Task:
             raise ValueError("empty gold answer")
         return value, 1
 
-    def _render(self, question: str, choices: tuple[tuple[str, str], ...], record: dict[str, Any]) -> str:
+    def _render(self, question: str, choices: tuple[tuple[str, str], ...], record: Mapping[str, Any]) -> str:
         try:
             return self._template.render(question=question, choices=choices, record=record).strip()
-        except jinja2.TemplateError as exc:
-            raise ValueError(f"prompt template: {exc}") from None
+        except UnsafeInput:
+            raise
+        except SecurityError as exc:
+            raise ValueError(f"prompt template refused by the sandbox: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a template can raise anything ({{ 1/0 }}); the user fixes it
+            raise ValueError(f"prompt template failed: {type(exc).__name__}: {exc}") from None
 
     def parse(self, where: str, record: dict[str, Any], position: int, split: str) -> tuple[Question, str | None]:
         """A question (and its explanation, if any) from one record; DataError names the record."""
         try:
             text = _get(record, self.spec.fields.question)
+            if isinstance(text, int | float) and not isinstance(text, bool):
+                text = str(text)  # a question such as 1234 read from JSON is still text
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty {self.spec.fields.question!r}")
             text = self._clean(where, text)
+            if not text:
+                raise ValueError(f"{self.spec.fields.question!r} is empty once neutralised (it held only "
+                                 "control characters, separators or other hidden text)")
             choices = tuple((label, self._clean(where, option)) for label, option in self._choices(record))
             gold, n_answers = self._gold(record, choices)
             qid = str(_get(record, self.spec.fields.id)) if self.spec.fields.id else f"{split}-{position:05d}"
             explanation = None
             if self.spec.fields.explanation and self.spec.fields.explanation in record:
                 explanation = self._clean(where, str(_get(record, self.spec.fields.explanation))) or None
-            body = self._render(text.strip(), choices, record)
+            body = self._render(text, choices, _CleanRecord(record, lambda value: self._clean(where, value)))
         except UnsafeInput as exc:
             raise DataError(f"{where}: refused by --strict-input: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -176,30 +257,45 @@ class Task:
         records: Any
         source = Path(data) if data is not None else self._default_data()
         if source is not None:
-            records = read_records(source, self.spec.data.format)
+            records = read_records(source, self._format_of(data))
         else:
             records = self._hub_records(split)
+        located = list(records)
         parsed = [self.parse(where, record, position, split)
-                  for position, (where, record) in enumerate(records)]
+                  for position, (where, record) in enumerate(located)]
+        wheres = [where for where, _ in located]
         if not parsed:
             raise DataError(f"{source or self.name}: no records found")
-        seen: dict[str, int] = {}
-        for question, _ in parsed:
+        seen: dict[str, str] = {}
+        for (question, _), where in zip(parsed, wheres, strict=True):
             if question.id in seen:
-                raise DataError(f"{source or self.name}: duplicate id {question.id!r} "
-                                f"(records {seen[question.id]} and {question.position})")
-            seen[question.id] = question.position
+                raise DataError(f"{where}: duplicate id {question.id!r} (first at {seen[question.id]})")
+            seen[question.id] = where
         shots = shots_from_data or self.spec.prompt.shots_from_data
+        if shots and shots >= len(parsed):
+            raise DataError(f"{source or self.name}: {shots} exemplars from the data leave nothing to "
+                            f"evaluate ({len(parsed)} records); lower --shots-from-data")
         if shots:
             exemplars = self._exemplars_from(parsed[:shots])
-            parsed = parsed[shots:]
+            used = wheres[:shots]
+            parsed, wheres = parsed[shots:], wheres[shots:]
         else:
             exemplars = self.configured_exemplars()
+            used = []
         end = None if limit is None else offset + limit
         selected = [q for q, _ in parsed[offset:end]]
         if not selected:
             raise DataError(f"offset {offset} is past the {len(parsed)} questions of {self.name}")
-        return TaskData(selected, exemplars, dict(self._neutralised))
+        used += wheres[offset:end]  # only what reaches a prompt is reported as neutralised
+        neutralised = {where: self._neutralised[where] for where in used if where in self._neutralised}
+        return TaskData(selected, exemplars, neutralised)
+
+    def _format_of(self, data: Path | None) -> str | None:
+        """A file given on the command line is read by its extension; the task's format is for its own
+        default data (and files of unknown extension)."""
+        if data is not None and Path(data).suffix.lower() in (".csv", ".json", ".jsonl"):
+            return None
+        return self.spec.data.format
 
     def _default_data(self) -> Path | None:
         return self.base_dir / self.spec.data.path if self.spec.data.path else None
@@ -254,7 +350,7 @@ class Task:
             return lambda text, question: choice_answer(text, question.choices, question.n_answers, flexible)
         if answer.type == "yes_no":
             return lambda text, question: yes_no_answer(text, flexible)
-        pattern = re.compile(answer.pattern, re.IGNORECASE | re.MULTILINE) if answer.pattern \
+        pattern = compile_user_pattern(answer.pattern, regex.IGNORECASE | regex.MULTILINE) if answer.pattern \
             else _DEFAULT_TEXT_PATTERN
         steps = tuple(answer.normalize)
         return lambda text, question: text_answer(text, pattern, steps)

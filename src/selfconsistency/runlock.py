@@ -1,0 +1,72 @@
+"""One run at a time per run directory: an exclusive lock held for the length of a run.
+
+Two processes on one directory would both generate every missing path (billed twice on a paid backend,
+and neither's --max-cost sees the other's spend). The lock is `flock` on `run.lock` in the directory: the
+kernel releases it when the holder exits, however it exits, so a killed run never leaves it stuck. The
+file says who holds it, for the refusal message.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK_FILE = "run.lock"
+
+
+class RunDirError(Exception):
+    """The run directory cannot be used: not a directory, not writable, or in use."""
+
+
+class RunLocked(RunDirError):
+    """Another process is running in this run directory."""
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"run directory {run_dir} is not writable; 'report' and 'export' read it as it is")
+
+
+def _holder(handle) -> str:
+    try:
+        handle.seek(0)
+        info = json.loads(handle.read() or "{}")
+        since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(info["started"]))
+        return f"pid {info['pid']} on {info['host']} since {since}"
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
+        return "another process"
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise RunDirError(f"cannot lock {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLocked(f"{run_dir} is in use by {_holder(handle)}: wait for that run to end, or use "
+                            "another --run-dir") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}))
+        handle.flush()
+        yield
+    finally:
+        handle.close()  # closing releases the lock
