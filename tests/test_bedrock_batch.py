@@ -371,8 +371,12 @@ def test_converse_is_part_of_the_runs_identity(tmp_path):
 
     plain = batch_config(CLAUDE, "bucket-id")
     task = plain.get_task()
+    from selfconsistency.store import StoredPath
+
     with SampleStore(tmp_path) as store:
         store.bind_config(plain.identity(task), plain.model_dump(mode="json"))
+        store.add_path(StoredPath("test-00000", 0.7, 0, 1, "The answer is 5.", "5", 10, 5, 0.1, "stop", None,
+                                  "bedrock-batch", CLAUDE))  # a store holding paths is no longer rebound
         converse = plain.model_copy(update={"converse": True})  # another request body: another run
         with pytest.raises(StoreMismatch, match="converse"):
             store.bind_config(converse.identity(task), converse.model_dump(mode="json"))

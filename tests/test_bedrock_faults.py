@@ -154,7 +154,8 @@ def test_job_unknown_to_the_region_or_gone(aws, tmp_path):
     worker = threading.Thread(target=lambda: outcome.update(proc=cli(*args)))
     worker.start()
     wait_for(lambda: (run_dir / "samples.sqlite").exists() and submitted_jobs(run_dir) == 1)
-    other_region = cli_with({"AWS_DEFAULT_REGION": "eu-west-1"}, *args)
+    # the run holds its directory's lock: another region is tried through the jobs command
+    other_region = cli_with({"AWS_DEFAULT_REGION": "eu-west-1"}, "jobs", "status", str(run_dir))
     one_line_error(other_region, "was made in us-east-1", "--region us-east-1")
     aws.step_seconds = 0.02
     worker.join(timeout=60)
