@@ -16,6 +16,7 @@ vote). Every rule honours a minimum and a maximum number of paths.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -112,16 +113,23 @@ class DirichletRule(StoppingRule):
         counts = _counts(answers)
         if not counts:
             return False
-        if len(counts) == 1:
-            counts = counts + [0]  # an unseen alternative keeps one answer from being certain at once
-        # Seeded by the counts alone: the same answers always get the same decision.
-        rng = np.random.default_rng([len(counts), *counts])
-        shares = rng.dirichlet(np.array(counts, dtype=float) + 1.0, size=self.draws)
-        return float(np.mean(shares.argmax(axis=1) == 0)) >= self.threshold
+        return _dirichlet_leader_share(tuple(counts), self.draws) >= self.threshold
 
     @property
     def name(self) -> str:
         return f"dirichlet:{self.threshold:g}"
+
+
+@functools.lru_cache(maxsize=1 << 16)  # replays ask about the same counts again and again
+def _dirichlet_leader_share(counts: tuple[int, ...], draws: int) -> float:
+    """Share of `draws` Dirichlet(counts + 1) samples whose largest share is the leader's (counts sorted
+    descending)."""
+    if len(counts) == 1:
+        counts = counts + (0,)  # an unseen alternative keeps one answer from being certain at once
+    # Seeded by the counts alone: the same answers always get the same decision.
+    rng = np.random.default_rng([len(counts), *counts])
+    shares = rng.dirichlet(np.array(counts, dtype=float) + 1.0, size=draws)
+    return float(np.mean(shares.argmax(axis=1) == 0))
 
 
 @dataclass(frozen=True)
