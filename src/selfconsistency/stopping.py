@@ -304,9 +304,14 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
                 table = np.array([rule.should_stop([None] * (length - r) + ["a"] * r) for r in range(length + 1)])
                 stop = table[runs_at_end]
             else:
-                if unique_states is None:
-                    unique_states, first, inverse = np.unique(state, return_index=True, return_inverse=True)
-                    inverse = inverse.ravel()
+                if unique_states is None:  # over the rows some counts rule has not stopped yet
+                    undecided = np.flatnonzero(np.logical_or.reduce(
+                        [active[j] for j, r in enumerate(rules) if _state_kind(r) == "counts"]))
+                    unique_states, first, where = np.unique(state[undecided], return_index=True,
+                                                            return_inverse=True)
+                    first = undecided[first]
+                    inverse = np.zeros(rows, dtype=np.intp)
+                    inverse[undecided] = where.ravel()
                 which = inverse[rows_left]
                 table = np.zeros(len(unique_states), dtype=bool)
                 for s in np.unique(which).tolist():  # only the states some undecided row is in
