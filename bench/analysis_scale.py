@@ -107,17 +107,17 @@ def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None) -> l
     answers = synthetic_answers(rng, questions, paths)
     golds = ["gold"] * questions
     print(f"accuracy_curve, {questions:,} questions x {paths} paths x 100 runs")
-    with timed("accuracy_curve (today)", rows):
+    with timed("accuracy_curve (this branch)", rows):
         curve = accuracy_curve(answers, golds, runs=100, seed=0)
     if not skip_old:
-        with timed("accuracy_curve (before issue 16)", rows):
+        with timed("accuracy_curve (main before issue 16)", rows):
             mean, std, exact = reference_accuracy_curve(answers, golds, runs=100, seed=0)
         new_exact = np.array([p.exact for p in curve])
-        print(f"    ratio (before / today, wall): {rows[-1][1] / rows[-2][1]:.1f}x; CPU: {rows[-1][2] / rows[-2][2]:.1f}x")
-        print(f"    exact curve bit-identical: {np.array_equal(new_exact, exact)}")
+        print(f"    ratio (before / after, wall): {rows[-1][1] / rows[-2][1]:.1f}x; CPU: {rows[-1][2] / rows[-2][2]:.1f}x")
+        print(f"    exact curve bit-identical to before: {np.array_equal(new_exact, exact)}")
         gap = np.abs(np.array([p.mean for p in curve]) - mean)
         se = np.sqrt((std**2 + np.array([p.std for p in curve]) ** 2) / 100)
-        print(f"    Monte-Carlo means: largest |today - before| = {gap.max():.4f} "
+        print(f"    Monte-Carlo means: largest |after - before| = {gap.max():.4f} "
               f"({(gap / np.maximum(se, 1e-12)).max():.1f} standard errors)")
     with contextlib.ExitStack() as stack:
         run_dir = keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
