@@ -113,7 +113,8 @@ def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None) -> l
         with timed("accuracy_curve (main before issue 16)", rows):
             mean, std, exact = reference_accuracy_curve(answers, golds, runs=100, seed=0)
         new_exact = np.array([p.exact for p in curve])
-        print(f"    ratio (before / after, wall): {rows[-1][1] / rows[-2][1]:.1f}x; CPU: {rows[-1][2] / rows[-2][2]:.1f}x")
+        before, after = rows[-1], rows[-2]
+        print(f"    ratio (before / after, wall): {before[1] / after[1]:.1f}x; CPU: {before[2] / after[2]:.1f}x")
         print(f"    exact curve bit-identical to before: {np.array_equal(new_exact, exact)}")
         gap = np.abs(np.array([p.mean for p in curve]) - mean)
         se = np.sqrt((std**2 + np.array([p.std for p in curve]) ** 2) / 100)
@@ -134,10 +135,9 @@ def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None) -> l
 
 def batch_io(questions: int, paths: int) -> list:
     from selfconsistency.backends.base import GenerationRequest
-    from selfconsistency.backends.batch_plan import record_generations, split_jobs
+    from selfconsistency.backends.batch_plan import Quotas, pack, record_generations, split_jobs
     from selfconsistency.backends.bedrock_batch import BedrockJobs, bedrock_line
     from selfconsistency.backends.bedrock_bodies import adapter_for
-    from selfconsistency.backends.batch_plan import Quotas, pack
     from selfconsistency.prompts import Prompt, PromptFormat
     from selfconsistency.sampling import SamplingParams
 

@@ -232,7 +232,6 @@ def replay_many(rules: Sequence[StoppingRule], answers: Sequence[Sequence[str | 
     if not golds:
         return [ReplayResult(rule.name, 0.0, 0.0, 0.0) for rule in rules]
     encoded, gold_ids = encode(answers, golds)
-    n_questions, n = encoded.shape
     rng = np.random.default_rng(seed)
     order_rng, tie_rng = rng.spawn(2)
     fast = [rule for rule in rules if _state_kind(rule) is not None]
