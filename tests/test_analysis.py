@@ -78,3 +78,124 @@ def test_gold_never_sampled_is_always_wrong():
 def test_ragged_paths_refused():
     with pytest.raises(ValueError):
         encode([["1"], ["1", "2"]], ["1", "1"])
+
+
+# --- the fast implementation against the one it replaced (tests/analysis_reference.py) ---------------------
+
+from analysis_reference import (  # noqa: E402
+    reference_encode, reference_exact_curve, reference_exact_majority_accuracy, reference_subset_curve)
+
+from selfconsistency.analysis import subset_curve  # noqa: E402
+
+
+def synthetic_answers(rng, questions, paths, gold_share, abstain_share, others):
+    """Answers like a real run's: gold, abstentions and a few other answers; some questions never get gold."""
+    answers = []
+    for _ in range(questions):
+        share = rng.uniform(0, gold_share)
+        row = []
+        for u in rng.random(paths):
+            if u < share:
+                row.append("gold")
+            elif u < share + abstain_share:
+                row.append(None)
+            else:
+                row.append(f"a{rng.integers(0, others)}")
+        answers.append(row)
+    return answers, ["gold"] * questions
+
+
+SHAPES = [  # (questions, paths, gold share, abstain share, other answers)
+    (50, 1, 0.6, 0.1, 2), (80, 2, 0.6, 0.2, 2), (200, 5, 0.5, 0.3, 3), (300, 8, 0.4, 0.05, 2),
+    (150, 16, 0.8, 0.1, 8), (400, 30, 1.0, 0.05, 8), (60, 40, 0.5, 0.5, 12),
+]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_exact_curve_is_bit_identical_to_the_reference(shape):
+    rng = np.random.default_rng(sum(shape[:2]))
+    answers, golds = synthetic_answers(rng, *shape)
+    answers[0] = [None] * shape[1]  # a question where every path abstained
+    answers[1] = ["x"] * shape[1]  # gold never sampled
+    encoded, gold_ids = encode(answers, golds)
+    reference = reference_encode(answers, golds)
+    assert np.array_equal(encoded, reference[0]) and np.array_equal(gold_ids, reference[1])
+    assert np.array_equal(exact_curve(encoded, gold_ids), reference_exact_curve(encoded, gold_ids))
+
+
+def test_exact_majority_accuracy_is_bit_identical_for_every_small_signature():
+    for n in range(1, 13):
+        for gold in range(1, n + 1):
+            rng = np.random.default_rng(n * 100 + gold)
+            for _ in range(6):
+                rest = n - gold
+                cuts = np.sort(rng.integers(0, rest + 1, size=int(rng.integers(0, 5))))
+                parts = np.diff(np.concatenate([[0], cuts, [rest]]))
+                others, abstentions = [int(p) for p in parts[1:] if p > 0], int(parts[0])
+                expected = reference_exact_majority_accuracy(gold, sorted(others), abstentions)
+                assert np.array_equal(exact_majority_accuracy(gold, others, abstentions), expected), \
+                    (gold, others, abstentions)
+
+
+def test_exact_curve_when_no_question_has_gold():
+    encoded, gold_ids = encode([["a", None], [None, None]], ["g", "g"])
+    assert np.array_equal(exact_curve(encoded, gold_ids), reference_exact_curve(encoded, gold_ids))
+
+
+def assert_same_distribution(new, reference, runs):
+    """Means within 5 standard errors of each other; run-to-run spreads within what 5 standard errors of a
+    standard deviation allow."""
+    (mean, std), (ref_mean, ref_std) = new, reference
+    tolerance = 5 * np.sqrt((std**2 + ref_std**2) / runs) + 1e-9
+    assert (np.abs(mean - ref_mean) <= tolerance).all(), (mean, ref_mean, tolerance)
+    spread = 5 * np.maximum(std, ref_std) / np.sqrt(2 * runs) + 2e-3
+    assert (np.abs(std - ref_std) <= spread).all(), (std, ref_std, spread)
+
+
+@pytest.mark.parametrize("shape", [(120, 4, 0.6, 0.2, 2), (100, 9, 0.5, 0.1, 4), (60, 20, 0.6, 0.05, 6)])
+def test_subset_curve_matches_the_reference_in_distribution(shape):
+    rng = np.random.default_rng(shape[1])
+    answers, golds = synthetic_answers(rng, *shape)
+    answers[0] = [None] * shape[1]
+    encoded, gold_ids = encode(answers, golds)
+    runs = 600
+    new = subset_curve(encoded, gold_ids, runs, np.random.default_rng(1))
+    reference = reference_subset_curve(encoded, gold_ids, runs, np.random.default_rng(2))
+    assert_same_distribution(new, reference, runs)
+    exact = exact_curve(encoded, gold_ids)
+    assert (np.abs(new[0] - exact) <= 5 * new[1] / np.sqrt(runs) + 1e-9).all()
+
+
+@pytest.mark.parametrize("kind", ["continuous", "tied"])
+def test_weighted_subset_curve_matches_the_reference_in_distribution(kind):
+    rng = np.random.default_rng(5)
+    answers, golds = synthetic_answers(rng, 80, 10, 0.6, 0.1, 3)
+    encoded, gold_ids = encode(answers, golds)
+    # Tied: weights from three values, so weighted totals tie as often as counts do.
+    weights = rng.random(encoded.shape) if kind == "continuous" else rng.integers(1, 4, encoded.shape) / 2
+    runs = 600
+    new = subset_curve(encoded, gold_ids, runs, np.random.default_rng(1), weights)
+    reference = reference_subset_curve(encoded, gold_ids, runs, np.random.default_rng(2), weights)
+    assert_same_distribution(new, reference, runs)
+
+
+def test_equal_weights_give_the_majority_curve_exactly():
+    rng = np.random.default_rng(9)
+    answers, golds = synthetic_answers(rng, 70, 12, 0.5, 0.1, 3)
+    encoded, gold_ids = encode(answers, golds)
+    majority = subset_curve(encoded, gold_ids, 50, np.random.default_rng(4))
+    weighted = subset_curve(encoded, gold_ids, 50, np.random.default_rng(4), np.full(encoded.shape, 0.25))
+    assert np.array_equal(majority[0], weighted[0]) and np.array_equal(majority[1], weighted[1])
+
+
+def test_a_tiny_weight_still_votes():
+    # One path says gold with weight 0 (an underflowed confidence), the other abstains: gold must still win.
+    encoded, gold_ids = encode([["g", None]], ["g"])
+    mean, _ = subset_curve(encoded, gold_ids, 200, np.random.default_rng(0), np.array([[0.0, 1.0]]))
+    assert mean[1] == 1.0
+
+
+def test_negative_weights_refused():
+    encoded, gold_ids = encode([["g", "x"]], ["g"])
+    with pytest.raises(ValueError, match="weights"):
+        subset_curve(encoded, gold_ids, 5, np.random.default_rng(0), np.array([[-1.0, 1.0]]))

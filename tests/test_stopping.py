@@ -139,3 +139,52 @@ def test_simulate_command_writes_the_frontier(tmp_path):
     assert (tmp_path / "frontier.png").exists()
     bad = CliRunner().invoke(app, ["simulate", str(tmp_path), "--stop", "beta:0.95", "--temperature", "1.0"])
     assert bad.exit_code == 2 and "T=1" in bad.output
+
+
+def reference_replay(rule, answers, golds, runs=100, seed=0):
+    """replay as it was before issue 16: path by path, one generator for orders and tie-breaks."""
+    import numpy as np
+
+    from selfconsistency.stopping import ReplayResult
+    from selfconsistency.vote import majority_vote
+
+    rng = np.random.default_rng(seed)
+    accuracy, used = np.zeros(runs), np.zeros(runs)
+    for run in range(runs):
+        correct = spent = 0
+        for row, gold in zip(answers, golds, strict=True):
+            order = [row[i] for i in rng.permutation(len(row))]
+            k = next((k for k in range(1, len(order) + 1) if rule.should_stop(order[:k])), len(order))
+            correct += majority_vote(order[:k], rng) == gold
+            spent += k
+        accuracy[run], used[run] = correct / len(golds), spent / len(golds)
+    return ReplayResult(rule.name, float(accuracy.mean()), float(accuracy.std()), float(used.mean()))
+
+
+@pytest.mark.parametrize("text", ["beta:0.95", "dirichlet:0.9", "esc:3", "entropy:0.4", "fixed:6"])
+def test_replay_matches_the_path_by_path_reference_in_distribution(text):
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    pool = ["1", "2", "3", None]
+    answers = [[pool[i] for i in rng.choice(4, size=10, p=rng.dirichlet([3, 1, 1, 0.3]))] for _ in range(40)]
+    golds = ["1"] * 40
+    rule = parse_rule(text, min_paths=2, max_paths=10)
+    runs = 300
+    fast = replay(rule, answers, golds, runs=runs, seed=1)
+    slow = reference_replay(rule, answers, golds, runs=runs, seed=2)
+    # Per-run means over 40 questions: their spread over runs gives the standard error of each mean.
+    assert abs(fast.accuracy - slow.accuracy) <= 5 * np.hypot(fast.accuracy_std, slow.accuracy_std) / np.sqrt(runs)
+    assert abs(fast.mean_paths - slow.mean_paths) <= 0.05 * slow.mean_paths + 0.05
+    assert abs(fast.accuracy_std - slow.accuracy_std) <= 0.3 * slow.accuracy_std + 0.01
+
+
+def test_replay_many_equals_one_rule_at_a_time_for_the_orders():
+    answers = [["5"] * 6 + ["4"] * 2, ["3", "4"] * 4, [None] * 8]
+    golds = ["5", "3", "1"]
+    rules = [FixedN(n=8, max_paths=8), BetaRule(threshold=0.95, max_paths=8)]
+    from selfconsistency.stopping import replay_many
+
+    together = replay_many(rules, answers, golds, runs=30, seed=4)
+    assert together[0].mean_paths == 8 and together[0].accuracy <= 2 / 3
+    assert together[1].mean_paths == replay(rules[1], answers, golds, runs=30, seed=4).mean_paths

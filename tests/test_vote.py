@@ -2,7 +2,7 @@ from collections import Counter
 
 import numpy as np
 
-from selfconsistency.vote import abstention_rate, majority_vote
+from selfconsistency.vote import abstention_rate, majority_vote, path_weights
 
 
 def test_plain_majority():
@@ -66,3 +66,11 @@ def test_weighted_subset_curve_follows_weights():
     majority, _ = subset_curve(encoded, gold_ids, 10, np.random.default_rng(0))
     weighted, _ = subset_curve(encoded, gold_ids, 10, np.random.default_rng(0), np.array([[0.1, 0.1, 1.0]]))
     assert majority[2] == 1.0 and weighted[2] == 0.0
+
+
+def test_path_weights_of_a_matrix_are_each_rows_weights():
+    rng = np.random.default_rng(0)
+    sums, lengths = -rng.random((20, 6)) * 80, rng.integers(0, 90, (20, 6))
+    for method in ("majority", "logprob", "cisc:0.5"):
+        rows = np.array([path_weights(method, list(s), list(n)) for s, n in zip(sums, lengths, strict=True)])
+        assert np.array_equal(path_weights(method, sums, lengths), rows), method

@@ -36,7 +36,7 @@ from .report import (
     write_report,
 )
 from .runlock import RunDirError
-from .stopping import parse_rule, replay
+from .stopping import parse_rule, replay_many
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -314,7 +314,7 @@ def simulate(
     if not answers:
         raise _fail(f"no complete questions at T={temperature:g} in {run_dir}")
     fixed = [p.__dict__ for p in accuracy_curve(answers, golds, runs=runs, seed=seed)]
-    results = [replay(rule, answers, golds, runs=runs, seed=seed) for rule in rules]
+    results = replay_many(rules, answers, golds, runs=runs, seed=seed)
     table = [f"{len(golds)} questions, N = {n} stored paths at T={temperature:g}, {runs} random orders", "",
              "| rule | mean paths | accuracy | fixed-N accuracy at N | paths saved |", "|---|---:|---:|---:|---:|"]
     for result in results:

@@ -24,7 +24,7 @@ RESULTS_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "accuracy_vs
 
 def _rows_by_setting(store: SampleStore) -> dict[float, dict[str, list[StoredPath]]]:
     rows: dict[float, dict[str, list[StoredPath]]] = defaultdict(lambda: defaultdict(list))
-    for path in store.paths():
+    for path in store.paths(text=False):
         rows[path.temperature][path.question_id].append(path)
     return rows
 
@@ -208,9 +208,10 @@ def _weighted_votes(paths: list[list[StoredPath]], golds: list[str], config: dic
         return {}
     encoded, gold_ids = encode([[p.answer for p in row] for row in paths], golds)
     out = {}
+    logprob_sums = np.array([[p.logprob_sum for p in row] for row in paths], dtype=float)
+    lengths = np.array([[p.completion_tokens for p in row] for row in paths])
     for method in WEIGHTED_VOTES:
-        weights = np.array([path_weights(method, [p.logprob_sum for p in row], [p.completion_tokens for p in row])
-                            for row in paths])
+        weights = path_weights(method, logprob_sums, lengths)
         mean, std = subset_curve(encoded, gold_ids, config["subset_runs"], np.random.default_rng(config["seed"]),
                                  weights)
         out[method] = [{"k": k + 1, "mean": float(mean[k]), "std": float(std[k])} for k in range(len(mean))]

@@ -16,6 +16,7 @@ vote). Every rule honours a minimum and a maximum number of paths.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -112,16 +113,23 @@ class DirichletRule(StoppingRule):
         counts = _counts(answers)
         if not counts:
             return False
-        if len(counts) == 1:
-            counts = counts + [0]  # an unseen alternative keeps one answer from being certain at once
-        # Seeded by the counts alone: the same answers always get the same decision.
-        rng = np.random.default_rng([len(counts), *counts])
-        shares = rng.dirichlet(np.array(counts, dtype=float) + 1.0, size=self.draws)
-        return float(np.mean(shares.argmax(axis=1) == 0)) >= self.threshold
+        return _dirichlet_leader_share(tuple(counts), self.draws) >= self.threshold
 
     @property
     def name(self) -> str:
         return f"dirichlet:{self.threshold:g}"
+
+
+@functools.lru_cache(maxsize=1 << 16)  # replays ask about the same counts again and again
+def _dirichlet_leader_share(counts: tuple[int, ...], draws: int) -> float:
+    """Share of `draws` Dirichlet(counts + 1) samples whose largest share is the leader's (counts sorted
+    descending)."""
+    if len(counts) == 1:
+        counts = counts + (0,)  # an unseen alternative keeps one answer from being certain at once
+    # Seeded by the counts alone: the same answers always get the same decision.
+    rng = np.random.default_rng([len(counts), *counts])
+    shares = rng.dirichlet(np.array(counts, dtype=float) + 1.0, size=draws)
+    return float(np.mean(shares.argmax(axis=1) == 0))
 
 
 @dataclass(frozen=True)
@@ -192,11 +200,152 @@ def replay(rule: StoppingRule, answers: Sequence[Sequence[str | None]], golds: S
     """Apply `rule` to stored paths taken in `runs` random orders; majority vote on what it used.
 
     Each run draws one permutation per question; the rule sees the answers in that order and the vote
-    (ties broken by the same seeded generator) uses the prefix it stopped at.
+    (ties broken at random) uses the prefix it stopped at. See `replay_many`.
     """
+    return replay_many([rule], answers, golds, runs, seed)[0]
+
+
+def _state_kind(rule: StoppingRule) -> str | None:
+    """What a rule's decision depends on besides the number of paths: the multiset of answer counts
+    (beta, dirichlet, entropy), the run of equal answers at the end (esc), nothing (fixed)."""
+    if type(rule) is FixedN:
+        return "length"
+    if type(rule) is WindowRule:
+        return "trailing"
+    if type(rule) in (BetaRule, DirichletRule, EntropyRule):
+        return "counts"
+    return None
+
+
+def replay_many(rules: Sequence[StoppingRule], answers: Sequence[Sequence[str | None]], golds: Sequence[str],
+                runs: int = 100, seed: int = 0) -> list[ReplayResult]:
+    """`replay` for several rules over the same random orders, all (run, question) pairs at once.
+
+    Each pair draws its paths one at a time (a Fisher-Yates shuffle taken step by step) and keeps what the
+    rules look at: the multiset of answer counts and the run of equal answers at the end. A rule decides
+    once per distinct state, by its own `should_stop` on a prefix with that state, so the decisions are
+    the rule's; the vote at the stop is majority with uniform tie-breaks. Rules of other types are
+    replayed path by path.
+    """
+    from .analysis import encode
+
+    if not golds:
+        return [ReplayResult(rule.name, 0.0, 0.0, 0.0) for rule in rules]
+    encoded, gold_ids = encode(answers, golds)
+    rng = np.random.default_rng(seed)
+    order_rng, tie_rng = rng.spawn(2)
+    fast = [rule for rule in rules if _state_kind(rule) is not None]
+    results = dict(zip([id(r) for r in fast], _replay_states(fast, encoded, gold_ids, runs, order_rng, tie_rng),
+                       strict=True))
+    out = []
+    for rule in rules:
+        out.append(results[id(rule)] if id(rule) in results
+                   else _replay_paths(rule, answers, golds, runs, tie_rng))
+    return out
+
+
+def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.ndarray, runs: int,
+                   order_rng: np.random.Generator, tie_rng: np.random.Generator) -> list[ReplayResult]:
+    if not rules:
+        return []
+    n_questions, n = encoded.shape
+    rows = runs * n_questions
+    row = np.arange(rows)
+    question = np.tile(np.arange(n_questions), runs)
+    label = np.where(encoded == gold_ids[:, None], 1, np.where(encoded > 0, encoded + 1, 0)).ravel()
+    width = int(label.max(initial=1)) + 1
+    left = np.repeat(np.arange(n)[:, None], rows, axis=1)
+    left_flat = left.reshape(-1)
+    counts = np.zeros(rows * width, dtype=np.int64)
+    # The multiset of counts as a sum of random 64-bit codes, one per count value (collisions: ~2**-64).
+    code = np.random.default_rng(0x5EED).integers(0, 2**63, n + 2, dtype=np.uint64)
+    code[0] = 0
+    state = np.zeros(rows, dtype=np.uint64)
+    trailing = np.zeros(rows, dtype=np.int64)
+    previous = np.full(rows, -1)
+    gold = np.zeros(rows, dtype=np.int64)
+    best_other = np.zeros(rows, dtype=np.int64)
+    tied_others = np.zeros(rows, dtype=np.int64)
+    used = [np.full(rows, n) for _ in rules]
+    correct = [np.zeros(rows, dtype=bool) for _ in rules]
+    active = [np.ones(rows, dtype=bool) for _ in rules]
+    for k in range(n):
+        pick = (order_rng.random(rows) * (n - k)).astype(np.intp) + k
+        cell = pick * rows + row
+        path = left_flat[cell]
+        left_flat[cell] = left[k]
+        drawn = label[question * n + path]
+        slot = row * width + drawn
+        before = counts[slot]
+        counts[slot] = before + 1
+        voted = drawn > 0
+        with np.errstate(over="ignore"):
+            state += np.where(voted, code[before + 1] - code[before], np.uint64(0))
+        trailing = np.where(voted & (drawn == previous), trailing + 1, voted.astype(np.int64))
+        previous = drawn
+        gold += drawn == 1
+        other = np.where(drawn > 1, before + 1, -1)
+        tied_others = np.where(other > best_other, 1, tied_others + (other == best_other))
+        np.maximum(best_other, other, out=best_other)
+        length = k + 1
+        unique_states = first = inverse = None
+        for i, rule in enumerate(rules):
+            rows_left = np.flatnonzero(active[i])
+            if rows_left.size == 0:
+                continue
+            kind = _state_kind(rule)
+            if length == n:
+                stop = np.ones(rows_left.size, dtype=bool)
+            elif kind == "length":
+                stop = np.full(rows_left.size, rule.should_stop([None] * length))
+            elif kind == "trailing":
+                runs_at_end = np.minimum(trailing[rows_left], length)
+                table = np.array([rule.should_stop([None] * (length - r) + ["a"] * r) for r in range(length + 1)])
+                stop = table[runs_at_end]
+            else:
+                if unique_states is None:  # over the rows some counts rule has not stopped yet
+                    undecided = np.flatnonzero(np.logical_or.reduce(
+                        [active[j] for j, r in enumerate(rules) if _state_kind(r) == "counts"]))
+                    unique_states, first, where = np.unique(state[undecided], return_index=True,
+                                                            return_inverse=True)
+                    first = undecided[first]
+                    inverse = np.zeros(rows, dtype=np.intp)
+                    inverse[undecided] = where.ravel()
+                which = inverse[rows_left]
+                table = np.zeros(len(unique_states), dtype=bool)
+                for s in np.unique(which).tolist():  # only the states some undecided row is in
+                    r = int(first[s])
+                    table[s] = rule.should_stop(_prefix_with_counts(counts[r * width: (r + 1) * width], length))
+                stop = table[which]
+            stopped = rows_left[stop]
+            if stopped.size:
+                used[i][stopped] = length
+                wins = gold[stopped] > best_other[stopped]
+                tie = (gold[stopped] == best_other[stopped]) & (gold[stopped] > 0)
+                wins |= tie & (tie_rng.random(stopped.size) * (1 + tied_others[stopped]) < 1)
+                correct[i][stopped] = wins
+                active[i][stopped] = False
+    results = []
+    for i, rule in enumerate(rules):
+        accuracy = correct[i].reshape(runs, n_questions).mean(axis=1)
+        mean_paths = used[i].reshape(runs, n_questions).mean(axis=1)
+        results.append(ReplayResult(rule.name, float(accuracy.mean()), float(accuracy.std()), float(mean_paths.mean())))
+    return results
+
+
+def _prefix_with_counts(counts: np.ndarray, length: int) -> list[str | None]:
+    """Some answers with these vote counts (index 0: abstentions, padded to `length`)."""
+    prefix: list[str | None] = []
+    for answer, count in enumerate(counts[1:].tolist()):
+        prefix += [f"a{answer}"] * count
+    return prefix + [None] * (length - len(prefix))
+
+
+def _replay_paths(rule: StoppingRule, answers: Sequence[Sequence[str | None]], golds: Sequence[str], runs: int,
+                  rng: np.random.Generator) -> ReplayResult:
+    """A rule of a type replay_many does not know: path by path."""
     from .vote import majority_vote
 
-    rng = np.random.default_rng(seed)
     accuracy = np.zeros(runs)
     used = np.zeros(runs)
     for run in range(runs):

@@ -15,8 +15,9 @@ import shutil
 import sqlite3
 import tempfile
 import time
+from collections import namedtuple
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,9 @@ class StoredPath:
     logprob_sum: float | None
     backend: str
     model: str
+
+
+PathFields = namedtuple("PathFields", [f.name for f in fields(StoredPath)])  # StoredPath as a tuple
 
 
 @dataclass(frozen=True)
@@ -395,10 +399,13 @@ class SampleStore:
     def stored_keys(self) -> set[tuple[str, float, int]]:
         return set(self._db.execute("SELECT question_id, temperature, path_index FROM paths"))
 
-    def paths(self) -> Iterator[StoredPath]:
+    def paths(self, text: bool = True) -> Iterator[StoredPath]:
+        """Every stored path in key order; `text=False` leaves the texts unread ("" each), which is most of
+        the bytes of a large store and what the analyses do not need."""
         rows = self._db.execute(
-            "SELECT question_id, temperature, path_index, seed, text, answer, prompt_tokens, "
-            "completion_tokens, latency_s, finish_reason, logprob_sum, backend, model "
+            f"SELECT question_id, temperature, path_index, seed, {'text' if text else chr(39) * 2}, answer, "
+            "prompt_tokens, completion_tokens, latency_s, finish_reason, logprob_sum, backend, model "
             "FROM paths ORDER BY question_id, temperature, path_index")
-        for row in rows:
-            yield StoredPath(*row)
+        # Without text, plain tuples with StoredPath's fields: building 680,000 frozen dataclasses is
+        # most of a large report's reading time.
+        return (StoredPath(*row) for row in rows) if text else map(PathFields._make, rows)

@@ -44,10 +44,14 @@ def path_weights(method: str, logprob_sums: Sequence[float | None], lengths: Seq
     exp(mean / T) ranks answers the same way.
     """
     if method == "majority":
-        return np.ones(len(lengths))
-    if any(lp is None for lp in logprob_sums):
+        return np.ones(np.shape(lengths))
+    if any(lp is None for lp in np.ravel(np.asarray(logprob_sums, dtype=object))):
         raise ValueError(f"vote {method!r} needs log-probabilities, and this backend gave none")
-    mean = np.array([lp / max(n, 1) for lp, n in zip(logprob_sums, lengths, strict=True)], dtype=float)
+    # Also row by row for a (questions x paths) matrix of each: the softmax's max is per question.
+    sums, counts = np.asarray(logprob_sums, dtype=float), np.asarray(lengths)
+    if sums.shape != counts.shape:
+        raise ValueError("one length per log-probability sum")
+    mean = sums / np.maximum(counts, 1)
     if method == "logprob":
         return np.exp(mean)
     kind, _, temperature = method.partition(":")
@@ -55,7 +59,7 @@ def path_weights(method: str, logprob_sums: Sequence[float | None], lengths: Seq
         t = float(temperature or 0.5)
         if t <= 0:
             raise ValueError("cisc temperature must be > 0")
-        return np.exp((mean - mean.max(initial=0.0)) / t)
+        return np.exp((mean - mean.max(axis=-1, keepdims=True, initial=0.0)) / t)
     raise ValueError(f"unknown vote {method!r}; use majority, logprob or cisc:T")
 
 

@@ -1,0 +1,201 @@
+"""Analysis and batch I/O at the seed's scale (issue 16): 7,473 questions x 30 paths x 3 temperatures.
+
+Seeded synthetic data of that shape (50 % gold, 5 % abstain, 8 other answers; log-probs so the weighted
+votes run), then wall and CPU seconds of:
+
+1. `accuracy_curve` (100 runs), the implementation before issue 16 (tests/analysis_reference.py) and
+   today's side by side in this run, with the ratio and whether the exact curves are bit-identical;
+   `report` (write_report) on a stored run of that size; `simulate` with 5 rules x 100 orders.
+2. Batch I/O for one temperature (225,000 paths, one per record, Bedrock Llama 3 bodies): planning
+   (pack + split_jobs), writing the JSONL input files, parsing an output file of 225,000 records, and
+   storing the 225,000 paths.
+
+Prints measured numbers; it asserts nothing about time. The machine may be shared: CPU seconds next to
+wall seconds show how much of a wall time was waiting for the CPU.
+
+    PYTHONPATH=src .venv/bin/python bench/analysis_scale.py [--questions 7473] [--keep DIR] [--skip-old]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference implementation
+
+from analysis_reference import reference_accuracy_curve  # noqa: E402
+
+from selfconsistency.analysis import accuracy_curve  # noqa: E402
+from selfconsistency.store import SampleStore, StoredPath, StoredQuestion  # noqa: E402
+
+TEMPERATURES = (0.5, 0.7, 1.0)
+RULES = ["beta:0.95", "dirichlet:0.95", "esc:4", "esc:8", "entropy:0.3"]
+MODEL = "meta.llama3-1-8b-instruct-v1:0"
+TEXT = ("Natalia sold 48 clips in April and half as many in May, so she sold 48 / 2 = 24 clips in May. "
+        "Altogether she sold 48 + 24 = 72 clips in April and May. The answer is {answer}.")
+
+
+@contextlib.contextmanager
+def timed(label: str, rows: list):
+    wall, cpu = time.perf_counter(), time.process_time()
+    yield
+    rows.append((label, time.perf_counter() - wall, time.process_time() - cpu))
+    print(f"  {label:58s} {rows[-1][1]:7.2f} s wall {rows[-1][2]:7.2f} s CPU", flush=True)
+
+
+def synthetic_answers(rng: np.random.Generator, questions: int, paths: int) -> list[list[str | None]]:
+    draw = rng.random((questions, paths))
+    other = rng.integers(0, 8, (questions, paths))
+    return [["gold" if u < 0.5 else None if u < 0.55 else f"other{o}" for u, o in zip(us, os, strict=True)]
+            for us, os in zip(draw, other, strict=True)]
+
+
+def stored_paths(rng: np.random.Generator, qids: list[str], temperature: float,
+                 answers: list[list[str | None]]) -> list[StoredPath]:
+    lengths = rng.integers(60, 200, (len(qids), len(answers[0])))
+    logprobs = -lengths * rng.uniform(0.05, 0.6, lengths.shape)
+    return [StoredPath(qid, temperature, j, j, TEXT.format(answer=answer), answer, 900, int(lengths[q, j]), 0.5,
+                       "stop", float(logprobs[q, j]), "bedrock-batch", MODEL)
+            for q, (qid, row) in enumerate(zip(qids, answers, strict=True)) for j, answer in enumerate(row)]
+
+
+def store_paths(store: SampleStore, paths: list[StoredPath]) -> str:
+    if hasattr(store, "add_paths"):
+        store.add_paths(paths)
+        return "store.add_paths"
+    store._db.execute("BEGIN IMMEDIATE")
+    for path in paths:
+        store.add_path(path)
+    store._db.execute("COMMIT")
+    return "add_path calls in one BEGIN/COMMIT transaction"
+
+
+def build_run(run_dir: Path, questions: int, paths: int, rng: np.random.Generator, rows: list) -> dict:
+    qids = [f"q{i:05d}" for i in range(questions)]
+    config = {"task": "gsm8k", "backend": "bedrock-batch", "model": MODEL, "greedy": True, "paths": paths,
+              "temperatures": list(TEMPERATURES), "seed": 0, "subset_runs": 100, "stop": None, "min_paths": 1,
+              "prices_file": None}
+    by_temperature = {t: synthetic_answers(rng, questions, paths) for t in TEMPERATURES}
+    greedy = synthetic_answers(rng, questions, 1)
+    with SampleStore(run_dir) as store:
+        store.bind_config({"task": "gsm8k", "model": MODEL}, config)
+        store.add_questions(StoredQuestion(qid, i, f"question {i}", "gold") for i, qid in enumerate(qids))
+        store.set_selection(qids)
+        first = stored_paths(rng, qids, TEMPERATURES[0], by_temperature[TEMPERATURES[0]])
+        with timed(f"store {len(first):,} paths", rows):
+            how = store_paths(store, first)
+        print(f"    (stored with {how})")
+        for t in TEMPERATURES[1:]:
+            store_paths(store, stored_paths(rng, qids, t, by_temperature[t]))
+        store_paths(store, stored_paths(rng, qids, 0.0, greedy))
+    return by_temperature
+
+
+def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None) -> list:
+    from selfconsistency.cli import simulate
+    from selfconsistency.report import write_report
+
+    rows: list = []
+    rng = np.random.default_rng(16)
+    answers = synthetic_answers(rng, questions, paths)
+    golds = ["gold"] * questions
+    print(f"accuracy_curve, {questions:,} questions x {paths} paths x 100 runs")
+    with timed("accuracy_curve (this branch)", rows):
+        curve = accuracy_curve(answers, golds, runs=100, seed=0)
+    if not skip_old:
+        with timed("accuracy_curve (main before issue 16)", rows):
+            mean, std, exact = reference_accuracy_curve(answers, golds, runs=100, seed=0)
+        new_exact = np.array([p.exact for p in curve])
+        before, after = rows[-1], rows[-2]
+        print(f"    ratio (before / after, wall): {before[1] / after[1]:.1f}x; CPU: {before[2] / after[2]:.1f}x")
+        print(f"    exact curve bit-identical to before: {np.array_equal(new_exact, exact)}")
+        gap = np.abs(np.array([p.mean for p in curve]) - mean)
+        se = np.sqrt((std**2 + np.array([p.std for p in curve]) ** 2) / 100)
+        print(f"    Monte-Carlo means: largest |after - before| = {gap.max():.4f} "
+              f"({(gap / np.maximum(se, 1e-12)).max():.1f} standard errors)")
+    with contextlib.ExitStack() as stack:
+        run_dir = keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        print(f"\nstored run: {questions:,} questions x {paths} paths x {len(TEMPERATURES)} temperatures + greedy "
+              f"in {run_dir}")
+        build_run(run_dir, questions, paths, rng, rows)
+        with timed("report (write_report: 3 temperatures, weighted votes, plots)", rows):
+            write_report(run_dir)
+        with timed(f"simulate ({len(RULES)} rules x 100 orders, T=0.7)", rows), \
+                contextlib.redirect_stdout(open("/dev/null", "w")):
+            simulate(run_dir, stop=RULES, temperature=0.7, min_paths=1, runs=100, seed=0)
+    return rows
+
+
+def batch_io(questions: int, paths: int) -> list:
+    from selfconsistency.backends.base import GenerationRequest
+    from selfconsistency.backends.batch_plan import Quotas, pack, record_generations, split_jobs
+    from selfconsistency.backends.bedrock_batch import BedrockJobs, bedrock_line
+    from selfconsistency.backends.bedrock_bodies import adapter_for
+    from selfconsistency.prompts import Prompt, PromptFormat
+    from selfconsistency.sampling import SamplingParams
+
+    rows: list = []
+    print(f"\nbatch I/O, {questions:,} questions x {paths} paths at one temperature (one path per record)")
+    adapter = adapter_for(MODEL)
+    shared = "".join(f"Q: exemplar question {i} about clips and apples, worded at the length of GSM8K's?\n"
+                     f"A: {TEXT.format(answer=i)}\n\n" for i in range(8))
+    with timed("build the GenerationRequests (not part of the plan)", rows):
+        prompts = [Prompt(shared, f"Q: question {q}?\nA:", (("user", f"{shared}Q: question {q}?"),),
+                          PromptFormat.chat) for q in range(questions)]
+        requests = [GenerationRequest(f"q{q:05d}", 0.7, j, prompts[q],
+                                      SamplingParams(temperature=0.7, max_tokens=256, stop=("\n\n",), seed=j))
+                    for q in range(questions) for j in range(paths)]
+    with timed("plan: pack into records", rows):
+        records = pack(requests, adapter.max_generations, adapter.request, bedrock_line)
+    with timed("plan: split_jobs", rows):
+        jobs = split_jobs(records, Quotas(), BedrockJobs.too_small)
+    print(f"    {len(records):,} records in {len(jobs)} jobs")
+    with tempfile.TemporaryDirectory() as tmp:
+        with timed("write the JSONL input files", rows):
+            for number, job in enumerate(jobs):
+                Path(tmp, f"input-{number}.jsonl").write_bytes(("\n".join(r.line for r in job) + "\n").encode())
+        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        print(f"    {size / 1e6:,.0f} MB written")
+        output = Path(tmp, "records.jsonl.out")
+        with output.open("w") as out:  # what Bedrock writes back: the input line plus modelOutput
+            for r in records:
+                body = {"generation": TEXT.format(answer=7), "prompt_token_count": 900, "generation_token_count": 80,
+                        "stop_reason": "stop"}
+                out.write(json.dumps({"recordId": r.record_id, "modelInput": r.body, "modelOutput": body}) + "\n")
+        by_id = {r.record_id: r for r in records}
+        with timed(f"parse the output file ({len(records):,} records) into Generations", rows):
+            generations = []
+            for line in output.read_text().splitlines():
+                item = json.loads(line)
+                record = by_id[item["recordId"]]
+                outputs = adapter.response(item["modelOutput"], record.requests[0].params)
+                generations.extend(record_generations(record, outputs, 0.0))
+        print(f"    {len(generations):,} generations")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--questions", type=int, default=7473)
+    parser.add_argument("--paths", type=int, default=30)
+    parser.add_argument("--skip-old", action="store_true", help="do not time the implementation before issue 16")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--keep", type=Path, help="build the stored run here and keep it")
+    args = parser.parse_args()
+    rows = analysis(args.questions, args.paths, args.skip_old, args.keep)
+    if not args.skip_batch:
+        rows += batch_io(args.questions, args.paths)
+    print("\n| step | wall s | CPU s |\n|---|---:|---:|")
+    for label, wall, cpu in rows:
+        print(f"| {label} | {wall:.2f} | {cpu:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
