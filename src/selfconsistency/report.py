@@ -13,6 +13,7 @@ import numpy as np
 
 from .analysis import accuracy, accuracy_curve, encode, subset_curve
 from .costs import Price, PriceTable, job_cost
+from .report_html import write_html
 from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
 from .vote import abstention_rate, majority_vote, path_weights
@@ -298,12 +299,13 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
 
 
 def write_report(run_dir: Path) -> dict[str, Any]:
-    """Rebuild results.json, results.md and the plot from the run directory's store."""
+    """Rebuild results.json, results.md, the plot and report.html from the run directory's store."""
     with SampleStore(run_dir, create=False) as store:
         results = build_results(store)
     (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     (run_dir / TABLE_FILE).write_text(markdown_table(results))
     plot(results, run_dir / PLOT_FILE)
+    write_html(run_dir, results, run_dir / PLOT_FILE)
     if any(j["runtime"]["seconds"] is not None for j in results["batch_jobs"]):
         runtime_plot(results, run_dir / "batch_runtime.png")
     return results
