@@ -1,0 +1,222 @@
+"""report.html: built from a run's store, self-contained, and safe with model output that looks like HTML.
+
+The browser tests drive Debian's chromium through Selenium and skip, saying why, where it is missing.
+"""
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from conftest import GSM8K_TEST, ScriptedBackend
+from selfconsistency.backends import register_backend
+from selfconsistency.backends.base import Generation
+from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.report import write_report
+from selfconsistency.report_html import script_json
+
+HOSTILE = ("Let me see. <script>window.pwned = 1;</script> and </script><!--<script> "
+           "<img src=x onerror=\"window.pwned = 2\"> & done.")
+
+
+class HostileBackend(ScriptedBackend):
+    """The scripted answers, with path text that would run script if a page put it in as HTML."""
+
+    def generate(self, requests):
+        for generation in super().generate(requests):
+            yield Generation(generation.request, f"{HOSTILE} {generation.text}", 100, 8, 0.01, "stop", -2.5)
+
+
+def make_run(run_dir: Path, questions: int, paths: int = 5) -> Path:
+    register_backend("hostile", lambda config: HostileBackend(config.model))
+    config = RunConfig(data=str(GSM8K_TEST), limit=questions, backend="hostile", model="scripted-model",
+                       paths=paths, temperatures=(0.7,), subset_runs=5)
+    run_experiment(config, run_dir)
+    write_report(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("html-run"), questions=12)
+
+
+def expected_votes(run_dir: Path) -> dict[str, tuple[str, str, str]]:
+    """question id -> (gold, greedy answer, majority answer), read from the store with SQL alone."""
+    db = sqlite3.connect(run_dir / "samples.sqlite")
+    try:
+        golds = dict(db.execute("SELECT id, gold FROM questions"))
+        out = {}
+        for qid, gold in golds.items():
+            greedy = db.execute("SELECT answer FROM paths WHERE question_id = ? AND temperature = 0",
+                                (qid,)).fetchone()[0]
+            sampled = [a for (a,) in db.execute("SELECT answer FROM paths WHERE question_id = ? AND temperature > 0",
+                                                (qid,))]
+            (top, count), *rest = Counter(sampled).most_common()
+            assert not rest or rest[0][1] < count  # 5 paths, two answers: never a tie
+            out[qid] = (gold, greedy, top)
+        return out
+    finally:
+        db.close()
+
+
+class PageParser(HTMLParser):
+    """The page's scripts, their attributes, and any attribute that could load something."""
+
+    def __init__(self):
+        super().__init__()
+        self.scripts: list[tuple[dict, str]] = []
+        self.loads: list[tuple[str, str, str]] = []
+        self._in_script: dict | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        for name in ("src", "href"):
+            if name in attributes:
+                self.loads.append((tag, name, attributes[name]))
+        if tag == "script":
+            self._in_script = attributes
+            self.scripts.append((attributes, ""))
+
+    def handle_data(self, data):
+        if self._in_script is not None:
+            attributes, text = self.scripts[-1]
+            self.scripts[-1] = (attributes, text + data)
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = None
+
+
+def page_data(html: str) -> tuple[PageParser, dict]:
+    parser = PageParser()
+    parser.feed(html)
+    blobs = [text for attributes, text in parser.scripts if attributes.get("type") == "application/json"]
+    assert len(blobs) == 1
+    return parser, json.loads(blobs[0])
+
+
+def test_script_json_cannot_close_or_comment_out_its_element():
+    value = {"text": "</script><!--<script>a && b > c</SCRIPT >"}
+    encoded = script_json(value)
+    assert "<" not in encoded and ">" not in encoded and "&" not in encoded
+    assert json.loads(encoded) == value
+
+
+def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
+    html = (small_run / "report.html").read_text(encoding="utf-8")
+    parser, data = page_data(html)
+    # exactly the two scripts of the template: the data blob and the page's code; no path text became one
+    assert [attributes.get("type") for attributes, _ in parser.scripts] == ["application/json", None]
+    assert "<script>window.pwned" not in html and "<img src=x" not in html
+    # nothing is fetched: the only loadable attribute is the inlined plot
+    assert [(tag, name) for tag, name, _ in parser.loads] == [("img", "src")]
+    assert parser.loads[0][2].startswith("data:image/png;base64,")
+    expected = expected_votes(small_run)
+    assert [q["id"] for q in data["questions"]] == sorted(expected)
+    for question in data["questions"]:
+        gold, greedy, top = expected[question["id"]]
+        vote = question["votes"][0]
+        assert (question["gold"], question["greedy"]["answer"], vote["answer"]) == (gold, greedy, top)
+        assert vote["correct"] == (top == gold) and vote["paths_used"] == 5
+        assert len(question["paths"]) == 6 and all(p[6].startswith(HOSTILE) for p in question["paths"])
+
+
+def test_report_html_of_a_real_run_lists_its_questions(reference_run):
+    """The 0.5B reference run: the page's question table holds the stored questions and path texts."""
+    _, data = page_data((reference_run / "report.html").read_text(encoding="utf-8"))
+    db = sqlite3.connect(reference_run / "samples.sqlite")
+    try:
+        questions = db.execute("SELECT id, question, gold FROM questions ORDER BY position").fetchall()
+        texts = {(qid, t, i): text for qid, t, i, text in
+                 db.execute("SELECT question_id, temperature, path_index, text FROM paths")}
+    finally:
+        db.close()
+    assert [(q["id"], q["question"], q["gold"]) for q in data["questions"]] == questions
+    assert {(q["id"], p[0], p[1]): p[6] for q in data["questions"] for p in q["paths"]} == texts
+    assert all(q["complete"] and q["votes"][0]["paths_used"] == 3 for q in data["questions"])
+
+
+# -- in a real browser ---------------------------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromedriver: apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download a driver
+    profile = tempfile.mkdtemp(prefix="sc-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(browser, run_dir: Path):
+    from selenium.webdriver.common.by import By
+
+    browser.get((run_dir / "report.html").resolve().as_uri())
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
+    return lambda css: browser.find_elements(By.CSS_SELECTOR, css)
+
+
+def shown_ids(find) -> list[str]:
+    return [row.get_attribute("data-id") for row in find("#questions tbody tr")]
+
+
+def test_browser_table_filter_and_paths(browser, small_run):
+    from selenium.webdriver.support.ui import Select
+
+    find = open_page(browser, small_run)
+    expected = expected_votes(small_run)
+    assert shown_ids(find) == sorted(expected)
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+    Select(find("#filter")[0]).select_by_value("wrong")
+    wrong = sorted(qid for qid, (gold, _, top) in expected.items() if top != gold)
+    assert 0 < len(wrong) < len(expected)
+    assert shown_ids(find) == wrong
+    Select(find("#filter")[0]).select_by_value("greedy-wrong-vote-right")
+    assert shown_ids(find) == sorted(qid for qid, (gold, greedy, top) in expected.items()
+                                     if greedy != gold and top == gold)
+
+    Select(find("#filter")[0]).select_by_value("all")
+    find("#questions tbody tr")[1].click()
+    assert find("#detail-title")[0].text == f"Question {sorted(expected)[1]}"
+    paths = find("#detail-paths pre")
+    assert len(paths) == 6
+    assert all(HOSTILE in pre.text for pre in paths)  # shown as text, markup and all
+    headings = [h.text for h in find("#detail-paths h4")]
+    assert headings[0].startswith("greedy (T=0): answer ") and "log-prob -2.50" in headings[0]
+    assert browser.execute_script("return window.pwned") is None  # nothing in a path ran
+    assert browser.execute_script("return document.scripts.length") == 2
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_browser_pages_through_more_than_a_page(browser, tmp_path):
+    find = open_page(browser, make_run(tmp_path / "run", questions=130, paths=3))
+    first = shown_ids(find)
+    assert len(first) == 100 and "1–100 of 130" in find("#summary")[0].text
+    find("#next")[0].click()
+    second = shown_ids(find)
+    assert len(second) == 30 and not set(first) & set(second)
+    assert find("#next")[0].get_attribute("disabled") is not None
