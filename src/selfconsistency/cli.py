@@ -18,6 +18,8 @@ from .backends import BACKEND_NAMES, BackendError
 from .backends.base import BudgetExceeded
 from .experiment import RunConfig, run_experiment
 from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
+from .per_question import question_records
+from .prompt_preview import rendered_prompt
 from .prompts import PromptFormat
 from .report import (
     PLOT_FILE,
@@ -29,6 +31,7 @@ from .report import (
     stored_answers,
     write_report,
 )
+from .report_html import HTML_FILE
 from .stopping import parse_rule, replay
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
@@ -45,6 +48,7 @@ app.add_typer(bedrock_app, name="bedrock")
 jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch API): list, monitor, stop, "
                             "collect.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+BATCH_BACKENDS = ("bedrock-batch", "openai-batch")  # the backends whose runs submit jobs
 err = Console(stderr=True)
 out = Console(soft_wrap=True)
 
@@ -52,6 +56,10 @@ out = Console(soft_wrap=True)
 def _fail(message: str) -> typer.Exit:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _temperatures(value: str) -> tuple[float, ...]:
@@ -154,6 +162,10 @@ def run(
         help="Where the sample store and outputs go. [default: runs/<task>-<model>-<settings hash>] "
              "Running the same command again resumes there.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
+    show_prompt: Annotated[bool, typer.Option(
+        "--show-prompt", help="Print the first selected question's prompt exactly as the backend receives it "
+                              "(chat template applied; remote backends: the request body) and exit without "
+                              "generating.")] = False,
 ) -> None:
     """Sample paths (resuming any stored ones), then write results.json, results.md and a plot."""
     try:
@@ -173,6 +185,12 @@ def run(
                            prices_file=str(prices) if prices else None)
     except ValidationError as exc:
         raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
+    if show_prompt:
+        try:
+            sys.stdout.write(rendered_prompt(config) + "\n")  # verbatim: no markup, emoji codes or wrapping
+        except (DataError, ModelError, BackendError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        return
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=err, disable=quiet)
@@ -210,20 +228,24 @@ def run(
         raise _fail(f"{exc} (report of the stored paths in {directory})") from None
     except (DataError, ModelError, StoreMismatch, BackendError) as exc:
         raise _fail(str(exc)) from None
+    except KeyboardInterrupt:  # every finished path is stored already
+        err.print("interrupted: run the same command to resume", highlight=False)
+        raise typer.Exit(code=130) from None
     if not quiet:
         out.print(Markdown(markdown_table(results)))
-        out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}",
-                  highlight=False)
+        out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}, "
+                  f"{directory / HTML_FILE}", highlight=False)
 
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")]) -> None:
-    """Rebuild results.json, results.md and the plot from a run's sample store alone."""
+    """Rebuild results.json, results.md, the plot and report.html from a run's sample store alone."""
     try:
         results = write_report(run_dir)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
+    out.print(f"wrote {run_dir / HTML_FILE}: every question with its vote and paths, for a browser", highlight=False)
 
 
 @app.command()
@@ -231,16 +253,20 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write. "
                                                                          "[default: standard output]")] = None,
+    questions: Annotated[bool, typer.Option(
+        "--questions", help="One line per selected question instead: its text, gold, greedy answer, the "
+                            "vote at each temperature (answer, counts, agreement) and its paths.")] = False,
 ) -> None:
     """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""
     try:
-        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in export_paths(run_dir))
+        rows = question_records(run_dir) if questions else export_paths(run_dir)
+        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if output:
             with output.open("w", encoding="utf-8") as fh:
                 fh.writelines(lines)
         else:
             sys.stdout.writelines(lines)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -256,8 +282,9 @@ def simulate(
 ) -> None:
     """Replay stopping rules on stored paths: accuracy against mean paths used, beside fixed N.
 
-    Each rule sees every question's paths in random orders and stops when it fires (at most the N stored
-    paths); writes frontier.json and frontier.png in the run directory.
+    Each rule sees every question's paths in random orders and stops when it fires (at most N paths).
+
+    Writes frontier.json and frontier.png in the run directory.
     """
     try:
         answers, golds, n = stored_answers(run_dir, temperature)
@@ -268,7 +295,7 @@ def simulate(
         raise _fail(f"no complete questions at T={temperature:g} in {run_dir}")
     fixed = [p.__dict__ for p in accuracy_curve(answers, golds, runs=runs, seed=seed)]
     results = [replay(rule, answers, golds, runs=runs, seed=seed) for rule in rules]
-    table = [f"{len(golds)} questions, N = {n} stored paths at T={temperature:g}, {runs} random orders", "",
+    table = [f"{_count(len(golds), 'question')}, N = {n} stored paths at T={temperature:g}, {runs} random orders", "",
              "| rule | mean paths | accuracy | fixed-N accuracy at N | paths saved |", "|---|---:|---:|---:|---:|"]
     for result in results:
         table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
@@ -340,11 +367,16 @@ def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whos
 
 @jobs_app.command("collect")
 def jobs_collect(run_dir: Annotated[Path, typer.Argument(help="A run directory to finish.")]) -> None:
-    """Wait for a run's jobs, collect their results into the store (re-runs the run's own settings,
-    reattaching to its jobs), and write the report."""
+    """Wait for a batch run's jobs, collect their results into the store, and write the report.
+
+    Reattaches to the jobs the run submitted, with the run's own settings.
+    """
     try:
         with SampleStore(run_dir, create=False) as store:
             config = RunConfig(**store.get_meta("config"))
+        if config.backend not in BATCH_BACKENDS:  # collecting would quietly run it instead
+            raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
+                        "'selfconsistency run' command again to resume it")
         run_experiment(config, run_dir)
         results = write_report(run_dir)
     except (FileNotFoundError, DataError, BackendError, StoreMismatch) as exc:
@@ -388,7 +420,7 @@ def tasks_show(task: Annotated[str, typer.Argument(help="A built-in task's name 
     out.print(source.read_text(encoding="utf-8"), highlight=False, markup=False)
     out.print(f"# {len(exemplars)} configured exemplars" + (":" if exemplars else
               " (zero-shot, or --shots-from-data)"), highlight=False)
-    for exemplar in exemplars[:2]:
+    for exemplar in exemplars:
         out.print(f"Q: {exemplar.question}\nA: {exemplar.rationale}\n", highlight=False, markup=False)
 
 

@@ -132,6 +132,11 @@ class LlamaCppBackend:
             cut += 1
         return full[:cut], full[cut:]
 
+    def chat_prompt_text(self, prompt: Prompt) -> str:
+        """A chat-format prompt as the model reads it, its chat template applied (for --show-prompt)."""
+        self._load(512)
+        return "".join(self._render_chat(prompt))
+
     def tokens(self, prompt: Prompt) -> tuple[list[int], list[int]]:
         """(shared exemplar tokens, question tokens) of a prompt."""
         if prompt.format is PromptFormat.chat:
