@@ -128,6 +128,7 @@ def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
         assert len(question["paths"]) == 6 and all(p[6].startswith(HOSTILE) for p in question["paths"])
 
 
+@pytest.mark.model
 def test_report_html_of_a_real_run_lists_its_questions(reference_run):
     """The 0.5B reference run: the page's question table holds the stored questions and path texts."""
     _, data = page_data((reference_run / "report.html").read_text(encoding="utf-8"))
