@@ -19,7 +19,7 @@ from selfconsistency.backends import register_backend
 from selfconsistency.backends.base import Generation
 from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.report import write_report
-from selfconsistency.report_html import script_json
+from selfconsistency.report_html import render_page, script_json
 
 HOSTILE = ("Let me see. <script>window.pwned = 1;</script> and </script><!--<script> "
            "<img src=x onerror=\"window.pwned = 2\"> & done.")
@@ -126,6 +126,18 @@ def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
         assert (question["gold"], question["greedy"]["answer"], vote["answer"]) == (gold, greedy, top)
         assert vote["correct"] == (top == gold) and vote["paths_used"] == 5
         assert len(question["paths"]) == 6 and all(p[6].startswith(HOSTILE) for p in question["paths"])
+
+
+def test_names_from_settings_and_jobs_are_escaped(small_run):
+    results = json.loads((small_run / "results.json").read_text())
+    results["model"] = results["config"]["model"] = "<script>window.pwned = 3</script>"
+    results["batch_jobs"] = [{"job": "<b>job</b>", "status": "Completed", "records": 1, "paths": 5,
+                              "input_tokens": None, "output_tokens": 10, "runtime": {"seconds": None}}]
+    html = render_page(results, [], None)
+    parser, data = page_data(html)
+    assert len(parser.scripts) == 2 and data["questions"] == []
+    assert "<script>window.pwned" not in html and "&lt;script&gt;window.pwned = 3&lt;/script&gt;" in html
+    assert "&lt;b&gt;job&lt;/b&gt;" in html
 
 
 @pytest.mark.model
