@@ -25,12 +25,18 @@ HOSTILE = ("Let me see. <script>window.pwned = 1;</script> and </script><!--<scr
            "<img src=x onerror=\"window.pwned = 2\"> & done.")
 
 
+ABSTAINS = ("test-00002", 0.7, 0)  # this path gives no answer (its question's other paths all say 18)
+
+
 class HostileBackend(ScriptedBackend):
     """The scripted answers, with path text that would run script if a page put it in as HTML."""
 
     def generate(self, requests):
         for generation in super().generate(requests):
-            yield Generation(generation.request, f"{HOSTILE} {generation.text}", 100, 8, 0.01, "stop", -2.5)
+            request = generation.request
+            text = "No idea." if (request.question_id, request.temperature, request.path_index) == ABSTAINS \
+                else f"{HOSTILE} {generation.text}"
+            yield Generation(request, text, 100, 8, 0.01, "stop", -2.5)
 
 
 def make_run(run_dir: Path, questions: int, paths: int = 5) -> Path:
@@ -47,8 +53,8 @@ def small_run(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("html-run"), questions=12)
 
 
-def expected_votes(run_dir: Path) -> dict[str, tuple[str, str, str]]:
-    """question id -> (gold, greedy answer, majority answer), read from the store with SQL alone."""
+def expected_votes(run_dir: Path) -> dict[str, tuple[str, str, str, float]]:
+    """question id -> (gold, greedy answer, majority answer, its share of the paths), from SQL alone."""
     db = sqlite3.connect(run_dir / "samples.sqlite")
     try:
         golds = dict(db.execute("SELECT id, gold FROM questions"))
@@ -58,9 +64,9 @@ def expected_votes(run_dir: Path) -> dict[str, tuple[str, str, str]]:
                                 (qid,)).fetchone()[0]
             sampled = [a for (a,) in db.execute("SELECT answer FROM paths WHERE question_id = ? AND temperature > 0",
                                                 (qid,))]
-            (top, count), *rest = Counter(sampled).most_common()
+            (top, count), *rest = Counter(a for a in sampled if a is not None).most_common()
             assert not rest or rest[0][1] < count  # 5 paths, two answers: never a tie
-            out[qid] = (gold, greedy, top)
+            out[qid] = (gold, greedy, top, count / len(sampled))
         return out
     finally:
         db.close()
@@ -121,11 +127,12 @@ def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
     expected = expected_votes(small_run)
     assert [q["id"] for q in data["questions"]] == sorted(expected)
     for question in data["questions"]:
-        gold, greedy, top = expected[question["id"]]
+        gold, greedy, top, _ = expected[question["id"]]
         vote = question["votes"][0]
         assert (question["gold"], question["greedy"]["answer"], vote["answer"]) == (gold, greedy, top)
         assert vote["correct"] == (top == gold) and vote["paths_used"] == 5
-        assert len(question["paths"]) == 6 and all(p[6].startswith(HOSTILE) for p in question["paths"])
+        texts = [p[6] for p in question["paths"]]
+        assert len(texts) == 6 and sum(not t.startswith(HOSTILE) for t in texts) == (question["id"] == ABSTAINS[0])
 
 
 def test_names_from_settings_and_jobs_are_escaped(small_run):
@@ -205,19 +212,26 @@ def test_browser_table_filter_and_paths(browser, small_run):
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
 
     Select(find("#filter")[0]).select_by_value("wrong")
-    wrong = sorted(qid for qid, (gold, _, top) in expected.items() if top != gold)
+    wrong = sorted(qid for qid, (gold, _, top, _) in expected.items() if top != gold)
     assert 0 < len(wrong) < len(expected)
     assert shown_ids(find) == wrong
     Select(find("#filter")[0]).select_by_value("greedy-wrong-vote-right")
-    assert shown_ids(find) == sorted(qid for qid, (gold, greedy, top) in expected.items()
+    assert shown_ids(find) == sorted(qid for qid, (gold, greedy, top, _) in expected.items()
                                      if greedy != gold and top == gold)
+    Select(find("#filter")[0]).select_by_value("abstained")
+    assert shown_ids(find) == [ABSTAINS[0]]
+    Select(find("#filter")[0]).select_by_value("low")
+    find("#low")[0].clear()
+    find("#low")[0].send_keys("0.7")
+    low = sorted(qid for qid, (_, _, _, share) in expected.items() if share < 0.7)
+    assert 0 < len(low) < len(expected) and shown_ids(find) == low
 
     Select(find("#filter")[0]).select_by_value("all")
     find("#questions tbody tr")[1].click()
     assert find("#detail-title")[0].text == f"Question {sorted(expected)[1]}"
     paths = find("#detail-paths pre")
     assert len(paths) == 6
-    assert all(HOSTILE in pre.text for pre in paths)  # shown as text, markup and all
+    assert all(pre.text.startswith(HOSTILE) for pre in paths)  # shown as text, markup and all
     headings = [h.text for h in find("#detail-paths h4")]
     assert headings[0].startswith("greedy (T=0): answer ") and "log-prob -2.50" in headings[0]
     assert browser.execute_script("return window.pwned") is None  # nothing in a path ran
