@@ -247,3 +247,37 @@ def test_browser_pages_through_more_than_a_page(browser, tmp_path):
     second = shown_ids(find)
     assert len(second) == 30 and not set(first) & set(second)
     assert find("#next")[0].get_attribute("disabled") is not None
+
+
+@pytest.mark.model
+def test_browser_opens_the_real_runs_report(browser, reference_run):
+    """The acceptance check on the 0.5B reference run: its table, the 'vote wrong' filter, a path's text."""
+    from selenium.webdriver.support.ui import Select
+
+    db = sqlite3.connect(reference_run / "samples.sqlite")
+    try:
+        golds = dict(db.execute("SELECT id, gold FROM questions"))
+        rows = db.execute("SELECT question_id, temperature, path_index, text, answer FROM paths "
+                          "ORDER BY question_id, temperature, path_index").fetchall()
+    finally:
+        db.close()
+    find = open_page(browser, reference_run)
+    assert shown_ids(find) == sorted(golds)
+
+    wrong, undecided = set(), set()  # undecided: gold tied for the lead, the seeded tie-break decides
+    for qid, gold in golds.items():
+        counts = Counter(answer for q, t, _, _, answer in rows if q == qid and t > 0 and answer is not None)
+        top = max(counts.values(), default=0)
+        if counts.get(gold, 0) < top or top == 0:
+            wrong.add(qid)
+        elif sum(c == top for c in counts.values()) > 1:
+            undecided.add(qid)
+    Select(find("#filter")[0]).select_by_value("wrong")
+    assert set(shown_ids(find)) - undecided == wrong
+
+    Select(find("#filter")[0]).select_by_value("all")
+    find("#questions tbody tr")[0].click()
+    first = sorted(golds)[0]
+    shown = [pre.get_attribute("textContent") for pre in find("#detail-paths pre")]
+    assert shown == [text for q, _, _, text, _ in rows if q == first]
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
