@@ -32,4 +32,9 @@ if ! ls "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl >/dev/null 2>&1; th
 fi
 .venv/bin/python -m pip install --quiet --force-reinstall --no-deps "$wheel_dir"/llama_cpp_python-"$LLAMA_VERSION"-*.whl
 .venv/bin/python -m pip install --quiet "llama-cpp-python==$LLAMA_VERSION" -e ".[$extras]"
+# The report.html browser test drives Debian's chromium through its chromedriver (never a downloaded browser).
+if [ "$profile" != demo ] && ! command -v chromedriver >/dev/null && command -v apt-get >/dev/null \
+    && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
 echo "installed selfconsistency[$extras] into .venv" >&2

@@ -23,6 +23,8 @@ from .backends.base import BudgetExceeded
 from .backends.batch_jobs import JobsStopped, RecordsRefused
 from .experiment import ExtractionFailed, RunConfig, run_experiment
 from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
+from .per_question import question_records
+from .prompt_preview import rendered_prompt
 from .prompts import PromptFormat
 from .report import (
     PLOT_FILE,
@@ -35,6 +37,7 @@ from .report import (
     stored_answers,
     write_report,
 )
+from .report_html import HTML_FILE
 from .runlock import RunDirError
 from .stopping import parse_rule, replay_many
 from .store import SampleStore, StoreMismatch
@@ -52,6 +55,7 @@ app.add_typer(bedrock_app, name="bedrock")
 jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch API): list, monitor, stop, "
                             "collect.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
+BATCH_BACKENDS = ("bedrock-batch", "openai-batch")  # the backends whose runs submit jobs
 # markup=False: file names, ids, patterns and descriptions hold brackets ("[a-z]", "[/x]") that rich would
 # read as its markup; only _fail's own prefix is markup.
 err = Console(stderr=True, markup=False)
@@ -62,6 +66,10 @@ def _fail(message: str) -> typer.Exit:
     # User text (patterns like [a-z], file names like [/x]) is never rich markup; URLs lose credentials.
     err.print(f"[bold red]error:[/] {escape(redact_urls(message))}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(code=2)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _temperatures(value: str) -> tuple[float, ...]:
@@ -191,6 +199,10 @@ def run(
         help="Where the sample store and outputs go. \\[default: runs/<task>-<model>-<settings hash>] "
              "Running the same command again resumes there.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
+    show_prompt: Annotated[bool, typer.Option(
+        "--show-prompt", help="Print the first selected question's prompt exactly as the backend receives it "
+                              "(chat template applied; remote backends: the request body) and exit without "
+                              "generating.")] = False,
 ) -> None:
     """Sample paths (resuming any stored ones), then write results.json, results.md and a plot."""
     try:
@@ -211,6 +223,12 @@ def run(
                            prices_file=str(prices) if prices else None)
     except ValidationError as exc:
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
+    if show_prompt:
+        try:
+            sys.stdout.write(rendered_prompt(config) + "\n")  # verbatim: no markup, emoji codes or wrapping
+        except (DataError, ModelError, BackendError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        return
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=err, disable=quiet)
@@ -248,15 +266,18 @@ def run(
         raise _fail(f"{exc} (report of the stored paths in {directory})") from None
     except (DataError, ModelError, StoreMismatch, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
+    except KeyboardInterrupt:  # every finished path is stored already
+        err.print("interrupted: run the same command to resume", highlight=False)
+        raise typer.Exit(code=130) from None
     if not quiet:
         out.print(Markdown(markdown_table(results)))
-        out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}",
-                  highlight=False)
+        out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}, "
+                  f"{directory / HTML_FILE}", highlight=False)
 
 
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")]) -> None:
-    """Rebuild results.json, results.md and the plot from a run's sample store alone."""
+    """Rebuild results.json, results.md, the plot and report.html from a run's sample store alone."""
     try:
         if _writable_dir(run_dir):
             results = write_report(run_dir)
@@ -267,6 +288,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
+    out.print(f"wrote {run_dir / HTML_FILE}: every question with its vote and paths, for a browser", highlight=False)
 
 
 def _writable_dir(path: Path) -> bool:
@@ -278,16 +300,20 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSONL file to write. "
                                                                          "\\[default: standard output]")] = None,
+    questions: Annotated[bool, typer.Option(
+        "--questions", help="One line per selected question instead: its text, gold, greedy answer, the "
+                            "vote at each temperature (answer, counts, agreement) and its paths.")] = False,
 ) -> None:
     """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""
     try:
-        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in export_paths(run_dir))
+        rows = question_records(run_dir) if questions else export_paths(run_dir)
+        lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if output:
             with output.open("w", encoding="utf-8") as fh:
                 fh.writelines(lines)
         else:
             sys.stdout.writelines(lines)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -303,8 +329,9 @@ def simulate(
 ) -> None:
     """Replay stopping rules on stored paths: accuracy against mean paths used, beside fixed N.
 
-    Each rule sees every question's paths in random orders and stops when it fires (at most the N stored
-    paths); writes frontier.json and frontier.png in the run directory.
+    Each rule sees every question's paths in random orders and stops when it fires (at most N paths).
+
+    Writes frontier.json and frontier.png in the run directory.
     """
     try:
         answers, golds, n = stored_answers(run_dir, temperature)
@@ -315,7 +342,7 @@ def simulate(
         raise _fail(f"no complete questions at T={temperature:g} in {run_dir}")
     fixed = [p.__dict__ for p in accuracy_curve(answers, golds, runs=runs, seed=seed)]
     results = replay_many(rules, answers, golds, runs=runs, seed=seed)
-    table = [f"{len(golds)} questions, N = {n} stored paths at T={temperature:g}, {runs} random orders", "",
+    table = [f"{_count(len(golds), 'question')}, N = {n} stored paths at T={temperature:g}, {runs} random orders", "",
              "| rule | mean paths | accuracy | fixed-N accuracy at N | paths saved |", "|---|---:|---:|---:|---:|"]
     for result in results:
         table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
@@ -438,13 +465,18 @@ def jobs_collect(
     resubmit: Annotated[bool, typer.Option(
         help="Submit again the records a stopped job left unprocessed (by default they stay unwanted).")] = False,
 ) -> None:
-    """Wait for a run's jobs, collect their results into the store (re-runs the run's own settings,
-    reattaching to its jobs), and write the report."""
+    """Wait for a batch run's jobs, collect their results into the store, and write the report.
+
+    Reattaches to the jobs the run submitted, with the run's own settings.
+    """
     from .backends.batch_jobs import STOPPED_CODE
 
     try:
         with SampleStore(run_dir, create=False) as store:
             config = RunConfig(**store.get_meta("config"))
+            if config.backend not in BATCH_BACKENDS:  # collecting would quietly run it instead
+                raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
+                            "'selfconsistency run' command again to resume it")
             if resubmit:
                 store.clear_record_errors(STOPPED_CODE)
         run_experiment(config, run_dir)
@@ -492,7 +524,7 @@ def tasks_show(task: Annotated[str, typer.Argument(help="A built-in task's name 
     out.print(source.read_text(encoding="utf-8"), highlight=False, markup=False)
     out.print(f"# {len(exemplars)} configured exemplars" + (":" if exemplars else
               " (zero-shot, or --shots-from-data)"), highlight=False)
-    for exemplar in exemplars[:2]:
+    for exemplar in exemplars:
         out.print(f"Q: {exemplar.question}\nA: {exemplar.rationale}\n", highlight=False, markup=False)
 
 

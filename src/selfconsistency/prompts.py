@@ -48,6 +48,8 @@ def build_prompt(question: str, exemplars: tuple[Exemplar, ...], fmt: PromptForm
     user_turn = question
     if zero_shot:
         user_turn += f"\n\n{ZERO_SHOT_TRIGGER} End with \"{answer_statement}\""
+        # Without exemplars nothing shows the completion model where a path ends or how it states the answer.
+        question += f"\nEnd with \"{answer_statement}\""
     messages.append(("user", user_turn))
     return Prompt(shared=shared, question=f"Q: {question}\n{answer_prefix}",
                   messages=tuple(messages), format=fmt)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .analysis import accuracy, accuracy_curve, encode, subset_curve
 from .costs import Price, PriceTable, job_cost
+from .report_html import write_html
 from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
 from .vote import abstention_rate, majority_vote, path_weights
@@ -226,11 +227,12 @@ def _shown_ks(n: int) -> list[int]:
 
 def markdown_table(results: dict[str, Any]) -> str:
     head = (f"**{results['task']}** on `{results['model']}` ({results['backend']}), "
-            f"{results['questions']} questions\n\n"
+            f"{results['questions']} question{'' if results['questions'] == 1 else 's'}\n\n"
             "| setting | paths | accuracy (exact) | mean ± std over subsets |\n|---|---:|---:|---:|\n")
     rows = []
     if results["greedy"]:
-        rows.append(f"| greedy (T=0) | 1 | {results['greedy']['accuracy']:.1%} | – |")
+        greedy = f"{results['greedy']['accuracy']:.1%}" if results["questions"] else "–"  # none to score
+        rows.append(f"| greedy (T=0) | 1 | {greedy} | – |")
     for setting in results["sampled"]:
         curve = {point["k"]: point for point in setting["curve"]}
         for k in _shown_ks(setting["paths_per_question"]):
@@ -238,10 +240,10 @@ def markdown_table(results: dict[str, Any]) -> str:
                 p = curve[k]
                 rows.append(f"| T={setting['temperature']:g} SC@{k} | {k} | {p['exact']:.1%} | "
                             f"{p['mean']:.1%} ± {p['std']:.1%} |")
-    cost = ["", "",
-            "| setting | paths | abstained | truncated | prompt tokens | completion tokens | cost (USD) | seconds "
-            "| tokens/s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    # two narrow tables rather than one of nine columns: each fits an 80-column terminal
+    cost = ["", "", "| setting | paths | abstained | truncated | prompt tokens | completion tokens |",
+            "|---|---:|---:|---:|---:|---:|"]
+    spend = ["", "", "| setting | cost (USD) | seconds | tokens/s |", "|---|---:|---:|---:|"]
     for setting in ([results["greedy"]] if results["greedy"] else []) + results["sampled"]:
         name = "greedy (T=0)" if setting["temperature"] == 0.0 else f"T={setting['temperature']:g}"
         runtime = setting["runtime"]
@@ -249,10 +251,10 @@ def markdown_table(results: dict[str, Any]) -> str:
         dollars = setting["cost_usd"]
         cost.append(f"| {name} | {setting['paths']} | {setting['abstention_rate']:.1%} | "
                     f"{setting['truncated_paths']} | {setting['prompt_tokens']:,} | "
-                    f"{setting['completion_tokens']:,} | "
-                    f"{'–' if dollars is None else f'{dollars:.4f}'} | "
-                    f"{runtime['seconds']:.1f} | "
-                    f"{rate if rate is not None else '–'} |")
+                    f"{setting['completion_tokens']:,} |")
+        spend.append(f"| {name} | {'–' if dollars is None else f'{dollars:.4f}'} | {runtime['seconds']:.1f} | "
+                     f"{rate if rate is not None else '–'} |")
+    cost += spend
     for setting in results["sampled"]:
         if "adaptive" in setting:
             a = setting["adaptive"]
@@ -269,15 +271,17 @@ def markdown_table(results: dict[str, Any]) -> str:
             cost.append(f"| T={setting['temperature']:g} SC@{k} | "
                         + " | ".join(f"{c['mean']:.1%} ± {c['std']:.1%}" for c in cells) + " |")
     if results.get("batch_jobs"):
-        cost += ["", "", "| batch job | status | records | paths | paths stored | input tokens | output tokens | "
-                 "cost (USD) | seconds |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        cost += ["", "", "| batch job | status | records | paths | paths stored | seconds |",
+                 "|---|---|---:|---:|---:|---:|"]
+        tokens = ["", "", "| batch job | input tokens | output tokens | cost (USD) |", "|---|---:|---:|---:|"]
         for job in results["batch_jobs"]:
             stored = job.get("paths_collected")
             cost.append(f"| {job['job']} | {job['status']} | {job['records']} | {job['paths']} | "
-                        f"{stored if stored is not None else '–'} | "
-                        f"{job['input_tokens'] if job['input_tokens'] is not None else '–'} | "
-                        f"{job['output_tokens'] if job['output_tokens'] is not None else '–'} | "
-                        f"{job.get('cost_usd', '–')} | {job['runtime']['seconds'] or '–'} |")
+                        f"{stored if stored is not None else '–'} | {job['runtime']['seconds'] or '–'} |")
+            tokens.append(f"| {job['job']} | {job['input_tokens'] if job['input_tokens'] is not None else '–'} | "
+                          f"{job['output_tokens'] if job['output_tokens'] is not None else '–'} | "
+                          f"{job.get('cost_usd', '–')} |")
+        cost += tokens
     if results.get("on_demand_calls"):
         cost += ["", "", "| on-demand calls | records | paths | input tokens | output tokens | cost (USD) |",
                  "|---|---:|---:|---:|---:|---:|"]
@@ -290,8 +294,9 @@ def markdown_table(results: dict[str, Any]) -> str:
                  "structure neutralised (see `neutralised_inputs` in results.json; `--strict-input` refuses "
                  "them instead).")
     if results["incomplete_questions"]:
-        note += (f"\n\n{len(results['incomplete_questions'])} selected questions lack some paths and are "
-                "left out; run the same command again to finish them.")
+        missing = len(results["incomplete_questions"])
+        note += (f"\n\n{missing} selected question{' lacks' if missing == 1 else 's lack'} some paths and "
+                 f"{'is' if missing == 1 else 'are'} left out; run the same command again to finish them.")
     return head + "\n".join(rows) + "\n".join(cost) + note + "\n"
 
 
@@ -349,12 +354,13 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
 
 
 def write_report(run_dir: Path) -> dict[str, Any]:
-    """Rebuild results.json, results.md and the plot from the run directory's store."""
+    """Rebuild results.json, results.md, the plot and report.html from the run directory's store."""
     with SampleStore(run_dir, create=False) as store:
         results = build_results(store)
     (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     (run_dir / TABLE_FILE).write_text(markdown_table(results))
     plot(results, run_dir / PLOT_FILE)
+    write_html(run_dir, results, run_dir / PLOT_FILE)
     if any(j["runtime"]["seconds"] is not None for j in results["batch_jobs"]):
         runtime_plot(results, run_dir / "batch_runtime.png")
     return results

@@ -147,7 +147,10 @@ class LlamaCppBackend:
         return pieces[:-2], pieces[-2:]
 
     def rendered_prompt(self, prompt: Prompt) -> str:
-        """The text the model reads (chat prompts in the model's template), for --log-prompts."""
+        """The text the model reads (chat prompts in the model's template), for --log-prompts and
+        --show-prompt; loads the model's vocabulary and template if nothing has yet."""
+        if self.llm is None:
+            self._load(512)
         if prompt.format is PromptFormat.chat:
             shared, rest = self._render_chat(prompt)
             return "".join(text for text, _ in shared + rest)

@@ -26,7 +26,9 @@ def get_task(name_or_path: str, **options: Any) -> Task:
     if name_or_path in builtin:
         return Task(*load_spec(builtin[name_or_path]), **options)
     path = Path(name_or_path).expanduser()
-    if path.suffix in (".yaml", ".yml", ".toml") and path.is_file():
+    if path.suffix in (".yaml", ".yml", ".toml"):
+        if not path.is_file():
+            raise DataError(f"task config file {name_or_path} not found")
         return Task(*load_spec(path), **options)
     raise DataError(f"unknown task {name_or_path!r}: give a task config file (.yaml/.toml) or one of "
                     f"{', '.join(builtin)}")

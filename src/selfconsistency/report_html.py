@@ -1,0 +1,98 @@
+"""report.html: one self-contained page of a run (settings, accuracy, cost, and every question with its
+vote and paths), for a browser from file:// or a CI artifact.
+
+The questions travel as one JSON blob in a non-executed <script type="application/json"> that the page's
+own script renders with textContent; the Content-Security-Policy lets only that script run and fetch
+nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from markupsafe import Markup
+
+from .per_question import question_records
+
+HTML_FILE = "report.html"
+
+
+def _resource(name: str) -> str:
+    return files("selfconsistency").joinpath(f"data/{name}").read_text(encoding="utf-8")
+
+
+def script_json(value: Any) -> str:
+    """JSON that can sit inside a <script> element: no '<', '>' or '&' survives, so no text can close the
+    element or open a comment there (each becomes a \\u escape, which JSON.parse turns back)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _compact(record: dict[str, Any]) -> dict[str, Any]:
+    """A question as the page needs it: paths as short arrays (most of the file's size is paths)."""
+    return {
+        "id": record["id"], "question": record["question"], "gold": record["gold"],
+        "complete": record["complete"], "greedy": record["greedy"],
+        # answer counts as pairs: a JS object would reorder numeric keys
+        "votes": [{**vote, "counts": list(vote["counts"].items())} for vote in record["votes"]],
+        "paths": [[p["temperature"], p["index"], p["answer"],
+                   None if p["logprob"] is None else round(p["logprob"], 3),
+                   p["finish_reason"], p["completion_tokens"], p["text"]] for p in record["paths"]],
+    }
+
+
+def _accuracy_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    rows = []
+    if results["greedy"]:
+        rows.append(("greedy (T=0)", "1", f"{results['greedy']['accuracy']:.1%}" if results["questions"] else "–",
+                     "–"))
+    for setting in results["sampled"]:
+        for point in setting["curve"]:
+            rows.append((f"T={setting['temperature']:g} SC@{point['k']}", str(point["k"]), f"{point['exact']:.1%}",
+                         f"{point['mean']:.1%} ± {point['std']:.1%}"))
+        if "adaptive" in setting:
+            a = setting["adaptive"]
+            rows.append((f"T={setting['temperature']:g} {a['rule']} (adaptive)",
+                         f"{a['mean_paths_used']:.2f} (max {a['max_paths']})", f"{a['accuracy']:.1%}", "–"))
+    return rows
+
+
+def _cost_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    rows = []
+    for setting in ([results["greedy"]] if results["greedy"] else []) + results["sampled"]:
+        runtime, dollars = setting["runtime"], setting["cost_usd"]
+        rate = runtime["completion_tokens_per_second"]
+        rows.append(("greedy (T=0)" if setting["temperature"] == 0.0 else f"T={setting['temperature']:g}",
+                     str(setting["paths"]), f"{setting['abstention_rate']:.1%}", str(setting["truncated_paths"]),
+                     f"{setting['prompt_tokens']:,}", f"{setting['completion_tokens']:,}",
+                     "–" if dollars is None else f"{dollars:.4f}", f"{runtime['seconds']:.1f}",
+                     "–" if rate is None else str(rate)))
+    return rows
+
+
+def render_page(results: dict[str, Any], records: list[dict[str, Any]], plot_png: bytes | None) -> str:
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    script = _resource("report.js")
+    script_hash = "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    data = {"temperatures": list(results["config"]["temperatures"]), "questions": [_compact(r) for r in records]}
+    settings = [(key, value if isinstance(value, str) else json.dumps(value))
+                for key, value in sorted(results["config"].items())]
+    return env.from_string(_resource("report.html.j2")).render(
+        results=results, settings=settings, accuracy_rows=_accuracy_rows(results), cost_rows=_cost_rows(results),
+        plot_png=base64.b64encode(plot_png).decode() if plot_png else None,
+        data_json=Markup(script_json(data)), script=Markup(script), script_hash=script_hash)
+
+
+def write_html(run_dir: Path, results: dict[str, Any], plot: Path | None = None) -> Path:
+    """Write report.html into the run directory, with `plot` (a PNG) inlined."""
+    page = render_page(results, list(question_records(run_dir)),
+                       plot.read_bytes() if plot is not None and plot.exists() else None)
+    target = Path(run_dir) / HTML_FILE
+    target.write_text(page, encoding="utf-8")
+    return target

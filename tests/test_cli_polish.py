@@ -1,0 +1,238 @@
+"""The CLI as a newcomer meets it: export --questions, run --show-prompt, and the small things (plurals,
+tables at 80 columns, help text, refusals with one line, Ctrl-C)."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from rich.markdown import Markdown
+
+from conftest import GSM8K_TEST, SMALL_MODEL, cli, stored_rows
+from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.models import PACKAGED_MODELS
+from selfconsistency.report import markdown_table, write_report
+from selfconsistency.store import SampleStore, StoredQuestion
+
+TESTS = Path(__file__).resolve().parent
+EXEMPLARS = json.loads((TESTS.parent / "src/selfconsistency/data/gsm8k_cot_8shot.json").read_text())["exemplars"]
+FIRST_QUESTION = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
+
+
+def scripted_run(run_dir: Path, **overrides) -> Path:
+    base = dict(data=str(GSM8K_TEST), limit=4, backend="scripted", model="scripted-model", paths=5,
+                temperatures=(0.7,), subset_runs=5)
+    run_experiment(RunConfig(**{**base, **overrides}), run_dir)
+    write_report(run_dir)
+    return run_dir
+
+
+def at_columns(columns: int, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "COLUMNS": str(columns)}, **kwargs)
+
+
+def unfinished_store(run_dir: Path, **overrides) -> None:
+    """A run's store with its settings and 2 selected questions, and no path yet."""
+    config = RunConfig(**{"data": str(GSM8K_TEST), "limit": 2, **overrides})
+    task = config.get_task()
+    data = config.load(task)
+    with SampleStore(run_dir) as store:
+        store.bind_config(config.identity(task), config.model_dump(mode="json"))
+        store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
+        store.set_selection([q.id for q in data.questions])
+
+
+# -- export --questions -------------------------------------------------------------------------------
+
+def test_export_questions_one_line_each_with_text_gold_vote_and_paths(tmp_path, scripted_backend):
+    run_dir = scripted_run(tmp_path / "run")
+    proc = cli("export", str(run_dir), "--questions")
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    records = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:4]]
+    assert [line["question"] for line in lines] == [r["question"] for r in records]
+    assert [line["gold"] for line in lines] == [r["answer"].rsplit("#### ", 1)[1] for r in records]
+    rows = stored_rows(run_dir)
+    for line in lines:
+        sampled = [answer for qid, t, _, _, answer, _ in rows if qid == line["id"] and t == 0.7]
+        counts = Counter(sampled)
+        vote = line["votes"][0]
+        assert vote["counts"] == dict(counts) and vote["answer"] == counts.most_common(1)[0][0]
+        assert vote["agreement"] == counts.most_common(1)[0][1] / 5
+        assert line["greedy"]["answer"] == next(a for qid, t, _, _, a, _ in rows if qid == line["id"] and t == 0)
+        assert [(p["temperature"], p["index"], p["text"], p["answer"]) for p in line["paths"]] == \
+            [(t, i, text, a) for qid, t, i, text, a, _ in rows if qid == line["id"]]
+        assert all(p["logprob"] == -2.0 for p in line["paths"])
+
+
+# -- run --show-prompt ----------------------------------------------------------------------------------
+
+def test_show_prompt_prints_the_completion_prompt_and_makes_no_store(tmp_path):
+    run_dir = tmp_path / "never"
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--run-dir", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    shots = "".join(f"Q: {e['question']}\nA: {e['rationale']}\n\n" for e in EXEMPLARS)
+    assert proc.stdout == f"{shots}Q: {FIRST_QUESTION}\nA:\n"
+    assert not run_dir.exists()
+
+
+def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
+    # nothing listens on port 9: the body is printed without a request
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "openai",
+               "--base-url", "http://127.0.0.1:9/v1", "--prompt-format", "chat", "--run-dir", str(tmp_path / "x"))
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout)
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant"] * 8 + ["user"]
+    assert body["messages"][-1]["content"] == FIRST_QUESTION
+    assert body["messages"][1]["content"] == EXEMPLARS[0]["rationale"]
+    assert body["temperature"] == 0.0 and body["max_tokens"] == 256
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.model
+@pytest.mark.skipif(not PACKAGED_MODELS[SMALL_MODEL].installed(), reason=f"{SMALL_MODEL} is not installed")
+def test_show_prompt_applies_the_local_models_chat_template(tmp_path):
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--prompt-format", "chat",
+               "--model", SMALL_MODEL, "--run-dir", str(tmp_path / "x"))
+    assert proc.returncode == 0, proc.stderr
+    # Qwen's template: each turn between <|im_start|>role and <|im_end|>, ending on the assistant's turn
+    assert proc.stdout.endswith(f"<|im_start|>user\n{FIRST_QUESTION}<|im_end|>\n<|im_start|>assistant\n\n")
+    assert proc.stdout.count("<|im_start|>assistant\n") == 9
+    assert not (tmp_path / "x").exists()
+
+
+def test_zero_shot_completion_prompt_asks_for_the_answer_statement():
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--zero-shot")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"Q: {FIRST_QUESTION}\nEnd with \"The answer is N.\"\nA: Let's think step by step.\n"
+
+
+# -- small things -----------------------------------------------------------------------------------
+
+def test_report_without_paths_shows_a_dash_not_zero_percent(tmp_path):
+    unfinished_store(tmp_path, backend="scripted", model="scripted-model")
+    proc = at_columns(80, "report", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    greedy = next(line for line in proc.stdout.splitlines() if "greedy (T=0)" in line)
+    assert "–" in greedy and "%" not in greedy
+    assert "0 questions" in proc.stdout and "2 selected questions lack some paths" in proc.stdout
+
+
+def test_one_question_is_singular(tmp_path, scripted_backend):
+    run_dir = scripted_run(tmp_path, limit=1)
+    proc = at_columns(80, "report", str(run_dir))
+    assert "1 question\n" in proc.stdout and "1 questions" not in proc.stdout
+    proc = at_columns(80, "simulate", str(run_dir), "--stop", "beta:0.95", "--runs", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 question," in proc.stdout and "1 questions" not in proc.stdout
+
+
+def test_results_tables_fit_80_columns(tmp_path, scripted_backend):
+    run_dir = scripted_run(tmp_path, stop="beta:0.95", paths=16, round_size=4)
+    proc = at_columns(80, "report", str(run_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "(adaptive)" in proc.stdout and "completion" in proc.stdout
+    tables = [line for line in proc.stdout.splitlines() if not line.startswith("wrote ")]  # a path may not fit
+    assert "…" not in proc.stdout and max(len(line) for line in tables) <= 80
+    # the widest cells a seed-sized batch run gives
+    results = write_report(run_dir)
+    for setting in [results["greedy"], *results["sampled"]]:
+        setting.update(paths=224190, prompt_tokens=40_354_200, completion_tokens=24_660_900, cost_usd=123.4567)
+    results["batch_jobs"] = [{"job": "0123456789ab", "status": "PartiallyCompleted", "records": 50000,
+                              "paths": 224190, "input_tokens": 40354200, "output_tokens": 24660900,
+                              "cost_usd": 123.456789, "runtime": {"seconds": 86400.123}}]
+    console = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(Markdown(markdown_table(results)))
+    text = console.export_text()
+    assert "PartiallyCompleted" in text and "40,354,200" in text and "86400.123" in text
+    assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
+
+
+def test_tasks_show_prints_every_exemplar_it_counts():
+    proc = cli("tasks", "show", "gsm8k")
+    assert proc.returncode == 0, proc.stderr
+    assert f"# {len(EXEMPLARS)} configured exemplars:" in proc.stdout and len(EXEMPLARS) == 8
+    shown = proc.stdout.split(f"# {len(EXEMPLARS)} configured exemplars:", 1)[1]
+    assert shown.count("\nQ: ") == 8
+    assert all(f"Q: {e['question']}\nA: {e['rationale']}" in shown for e in EXEMPLARS)
+
+
+def test_missing_task_file_is_named_not_found(tmp_path):
+    proc = cli("tasks", "show", str(tmp_path / "missing.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: task config file {tmp_path / 'missing.yaml'} not found"
+
+
+def test_help_paragraphs_are_never_broken_mid_sentence():
+    """Typer keeps a help paragraph's single line breaks: every paragraph must be one line."""
+    import typer.main
+
+    from selfconsistency.cli import app
+
+    def commands(group, prefix=()):
+        for name, command in group.commands.items():
+            yield (*prefix, name), command
+            if hasattr(command, "commands"):
+                yield from commands(command, (*prefix, name))
+
+    for path, command in commands(typer.main.get_command(app)):
+        for paragraph in (command.help or "").strip().split("\n\n"):
+            assert "\n" not in paragraph.strip(), (path, paragraph)
+    proc = at_columns(200, "jobs", "--help")
+    assert any("collect" in line and line.rstrip(" │").endswith("and write the report.")
+               for line in proc.stdout.splitlines())
+
+
+def test_jobs_collect_refuses_a_local_run(tmp_path):
+    unfinished_store(tmp_path, backend="local", model=SMALL_MODEL, paths=1)
+    before = (tmp_path / "samples.sqlite").read_bytes()
+    proc = cli("jobs", "collect", str(tmp_path), timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "local run, which has no batch jobs" in proc.stderr
+    assert stored_rows(tmp_path) == [] and (tmp_path / "samples.sqlite").read_bytes() == before
+
+
+SLOW_RUN = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from conftest import ScriptedBackend
+from selfconsistency.backends import register_backend
+
+class Slow(ScriptedBackend):
+    def generate(self, requests):
+        for generation in super().generate(requests):
+            time.sleep(0.3)
+            yield generation
+
+register_backend("slow", lambda config: Slow(config.model))
+from selfconsistency.cli import app
+app(sys.argv[1:], prog_name="selfconsistency")
+"""
+
+
+def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
+    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "3", "--paths", "5", "--backend", "slow",
+            "--model", "scripted-model", "--run-dir", str(tmp_path)]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN.format(tests=str(TESTS)), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not ((tmp_path / "samples.sqlite").exists() and stored_rows(tmp_path)):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted: run the same command to resume"
+    assert "Traceback" not in stderr and "Aborted" not in stderr
+    kept = stored_rows(tmp_path)
+    assert 0 < len(kept) < 18
+    db = sqlite3.connect(tmp_path / "samples.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    db.close()

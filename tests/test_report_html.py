@@ -1,0 +1,283 @@
+"""report.html: built from a run's store, self-contained, and safe with model output that looks like HTML.
+
+The browser tests drive Debian's chromium through Selenium and skip, saying why, where it is missing.
+"""
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from conftest import GSM8K_TEST, ScriptedBackend
+from selfconsistency.backends import register_backend
+from selfconsistency.backends.base import Generation
+from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.report import write_report
+from selfconsistency.report_html import render_page, script_json
+
+HOSTILE = ("Let me see. <script>window.pwned = 1;</script> and </script><!--<script> "
+           "<img src=x onerror=\"window.pwned = 2\"> & done.")
+
+
+ABSTAINS = ("test-00002", 0.7, 0)  # this path gives no answer (its question's other paths all say 18)
+
+
+class HostileBackend(ScriptedBackend):
+    """The scripted answers, with path text that would run script if a page put it in as HTML."""
+
+    def generate(self, requests):
+        for generation in super().generate(requests):
+            request = generation.request
+            text = "No idea." if (request.question_id, request.temperature, request.path_index) == ABSTAINS \
+                else f"{HOSTILE} {generation.text}"
+            yield Generation(request, text, 100, 8, 0.01, "stop", -2.5)
+
+
+def make_run(run_dir: Path, questions: int, paths: int = 5) -> Path:
+    register_backend("hostile", lambda config: HostileBackend(config.model))
+    config = RunConfig(data=str(GSM8K_TEST), limit=questions, backend="hostile", model="scripted-model",
+                       paths=paths, temperatures=(0.7,), subset_runs=5)
+    run_experiment(config, run_dir)
+    write_report(run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("html-run"), questions=12)
+
+
+def expected_votes(run_dir: Path) -> dict[str, tuple[str, str, str, float]]:
+    """question id -> (gold, greedy answer, majority answer, its share of the paths), from SQL alone."""
+    db = sqlite3.connect(run_dir / "samples.sqlite")
+    try:
+        golds = dict(db.execute("SELECT id, gold FROM questions"))
+        out = {}
+        for qid, gold in golds.items():
+            greedy = db.execute("SELECT answer FROM paths WHERE question_id = ? AND temperature = 0",
+                                (qid,)).fetchone()[0]
+            sampled = [a for (a,) in db.execute("SELECT answer FROM paths WHERE question_id = ? AND temperature > 0",
+                                                (qid,))]
+            (top, count), *rest = Counter(a for a in sampled if a is not None).most_common()
+            assert not rest or rest[0][1] < count  # 5 paths, two answers: never a tie
+            out[qid] = (gold, greedy, top, count / len(sampled))
+        return out
+    finally:
+        db.close()
+
+
+class PageParser(HTMLParser):
+    """The page's scripts, their attributes, and any attribute that could load something."""
+
+    def __init__(self):
+        super().__init__()
+        self.scripts: list[tuple[dict, str]] = []
+        self.loads: list[tuple[str, str, str]] = []
+        self._in_script: dict | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        for name in ("src", "href"):
+            if name in attributes:
+                self.loads.append((tag, name, attributes[name]))
+        if tag == "script":
+            self._in_script = attributes
+            self.scripts.append((attributes, ""))
+
+    def handle_data(self, data):
+        if self._in_script is not None:
+            attributes, text = self.scripts[-1]
+            self.scripts[-1] = (attributes, text + data)
+
+    def handle_endtag(self, tag):
+        if tag == "script":
+            self._in_script = None
+
+
+def page_data(html: str) -> tuple[PageParser, dict]:
+    parser = PageParser()
+    parser.feed(html)
+    blobs = [text for attributes, text in parser.scripts if attributes.get("type") == "application/json"]
+    assert len(blobs) == 1
+    return parser, json.loads(blobs[0])
+
+
+def test_script_json_cannot_close_or_comment_out_its_element():
+    value = {"text": "</script><!--<script>a && b > c</SCRIPT >"}
+    encoded = script_json(value)
+    assert "<" not in encoded and ">" not in encoded and "&" not in encoded
+    assert json.loads(encoded) == value
+
+
+def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
+    html = (small_run / "report.html").read_text(encoding="utf-8")
+    parser, data = page_data(html)
+    # exactly the two scripts of the template: the data blob and the page's code; no path text became one
+    assert [attributes.get("type") for attributes, _ in parser.scripts] == ["application/json", None]
+    assert "<script>window.pwned" not in html and "<img src=x" not in html
+    # nothing is fetched: the only loadable attribute is the inlined plot
+    assert [(tag, name) for tag, name, _ in parser.loads] == [("img", "src")]
+    assert parser.loads[0][2].startswith("data:image/png;base64,")
+    expected = expected_votes(small_run)
+    assert [q["id"] for q in data["questions"]] == sorted(expected)
+    for question in data["questions"]:
+        gold, greedy, top, _ = expected[question["id"]]
+        vote = question["votes"][0]
+        assert (question["gold"], question["greedy"]["answer"], vote["answer"]) == (gold, greedy, top)
+        assert vote["correct"] == (top == gold) and vote["paths_used"] == 5
+        texts = [p[6] for p in question["paths"]]
+        assert len(texts) == 6 and sum(not t.startswith(HOSTILE) for t in texts) == (question["id"] == ABSTAINS[0])
+
+
+def test_names_from_settings_and_jobs_are_escaped(small_run):
+    results = json.loads((small_run / "results.json").read_text())
+    results["model"] = results["config"]["model"] = "<script>window.pwned = 3</script>"
+    results["batch_jobs"] = [{"job": "<b>job</b>", "status": "Completed", "records": 1, "paths": 5,
+                              "input_tokens": None, "output_tokens": 10, "runtime": {"seconds": None}}]
+    html = render_page(results, [], None)
+    parser, data = page_data(html)
+    assert len(parser.scripts) == 2 and data["questions"] == []
+    assert "<script>window.pwned" not in html and "&lt;script&gt;window.pwned = 3&lt;/script&gt;" in html
+    assert "&lt;b&gt;job&lt;/b&gt;" in html
+
+
+@pytest.mark.model
+def test_report_html_of_a_real_run_lists_its_questions(reference_run):
+    """The 0.5B reference run: the page's question table holds the stored questions and path texts."""
+    _, data = page_data((reference_run / "report.html").read_text(encoding="utf-8"))
+    db = sqlite3.connect(reference_run / "samples.sqlite")
+    try:
+        questions = db.execute("SELECT id, question, gold FROM questions ORDER BY position").fetchall()
+        texts = {(qid, t, i): text for qid, t, i, text in
+                 db.execute("SELECT question_id, temperature, path_index, text FROM paths")}
+    finally:
+        db.close()
+    assert [(q["id"], q["question"], q["gold"]) for q in data["questions"]] == questions
+    assert {(q["id"], p[0], p[1]): p[6] for q in data["questions"] for p in q["paths"]} == texts
+    assert all(q["complete"] and q["votes"][0]["paths_used"] == 3 for q in data["questions"])
+
+
+# -- in a real browser ---------------------------------------------------------------------------------
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromedriver: apt-get install -y chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (the test extra)")
+    from selenium.webdriver.chrome.service import Service
+
+    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download a driver
+    profile = tempfile.mkdtemp(prefix="sc-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    yield driver
+    driver.quit()
+    shutil.rmtree(profile, ignore_errors=True)
+
+
+def open_page(browser, run_dir: Path):
+    from selenium.webdriver.common.by import By
+
+    browser.get((run_dir / "report.html").resolve().as_uri())
+    errors = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert errors == []
+    return lambda css: browser.find_elements(By.CSS_SELECTOR, css)
+
+
+def shown_ids(find) -> list[str]:
+    return [row.get_attribute("data-id") for row in find("#questions tbody tr")]
+
+
+def test_browser_table_filter_and_paths(browser, small_run):
+    from selenium.webdriver.support.ui import Select
+
+    find = open_page(browser, small_run)
+    expected = expected_votes(small_run)
+    assert shown_ids(find) == sorted(expected)
+    assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
+
+    Select(find("#filter")[0]).select_by_value("wrong")
+    wrong = sorted(qid for qid, (gold, _, top, _) in expected.items() if top != gold)
+    assert 0 < len(wrong) < len(expected)
+    assert shown_ids(find) == wrong
+    Select(find("#filter")[0]).select_by_value("greedy-wrong-vote-right")
+    assert shown_ids(find) == sorted(qid for qid, (gold, greedy, top, _) in expected.items()
+                                     if greedy != gold and top == gold)
+    Select(find("#filter")[0]).select_by_value("abstained")
+    assert shown_ids(find) == [ABSTAINS[0]]
+    Select(find("#filter")[0]).select_by_value("low")
+    find("#low")[0].clear()
+    find("#low")[0].send_keys("0.7")
+    low = sorted(qid for qid, (_, _, _, share) in expected.items() if share < 0.7)
+    assert 0 < len(low) < len(expected) and shown_ids(find) == low
+
+    Select(find("#filter")[0]).select_by_value("all")
+    find("#questions tbody tr")[1].click()
+    assert find("#detail-title")[0].text == f"Question {sorted(expected)[1]}"
+    paths = find("#detail-paths pre")
+    assert len(paths) == 6
+    assert all(pre.text.startswith(HOSTILE) for pre in paths)  # shown as text, markup and all
+    headings = [h.text for h in find("#detail-paths h4")]
+    assert headings[0].startswith("greedy (T=0): answer ") and "log-prob -2.50" in headings[0]
+    assert browser.execute_script("return window.pwned") is None  # nothing in a path ran
+    assert browser.execute_script("return document.scripts.length") == 2
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
+
+
+def test_browser_pages_through_more_than_a_page(browser, tmp_path):
+    find = open_page(browser, make_run(tmp_path / "run", questions=130, paths=3))
+    first = shown_ids(find)
+    assert len(first) == 100 and "1–100 of 130" in find("#summary")[0].text
+    find("#next")[0].click()
+    second = shown_ids(find)
+    assert len(second) == 30 and not set(first) & set(second)
+    assert find("#next")[0].get_attribute("disabled") is not None
+
+
+@pytest.mark.model
+def test_browser_opens_the_real_runs_report(browser, reference_run):
+    """The acceptance check on the 0.5B reference run: its table, the 'vote wrong' filter, a path's text."""
+    from selenium.webdriver.support.ui import Select
+
+    db = sqlite3.connect(reference_run / "samples.sqlite")
+    try:
+        golds = dict(db.execute("SELECT id, gold FROM questions"))
+        rows = db.execute("SELECT question_id, temperature, path_index, text, answer FROM paths "
+                          "ORDER BY question_id, temperature, path_index").fetchall()
+    finally:
+        db.close()
+    find = open_page(browser, reference_run)
+    assert shown_ids(find) == sorted(golds)
+
+    wrong, undecided = set(), set()  # undecided: gold tied for the lead, the seeded tie-break decides
+    for qid, gold in golds.items():
+        counts = Counter(answer for q, t, _, _, answer in rows if q == qid and t > 0 and answer is not None)
+        top = max(counts.values(), default=0)
+        if counts.get(gold, 0) < top or top == 0:
+            wrong.add(qid)
+        elif sum(c == top for c in counts.values()) > 1:
+            undecided.add(qid)
+    Select(find("#filter")[0]).select_by_value("wrong")
+    assert set(shown_ids(find)) - undecided == wrong
+
+    Select(find("#filter")[0]).select_by_value("all")
+    find("#questions tbody tr")[0].click()
+    first = sorted(golds)[0]
+    shown = [pre.get_attribute("textContent") for pre in find("#detail-paths pre")]
+    assert shown == [text for q, _, _, text, _ in rows if q == first]
+    assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
