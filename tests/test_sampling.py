@@ -76,3 +76,25 @@ def test_same_generator_same_tokens():
 def test_invalid_params_rejected(bad):
     with pytest.raises(ValidationError):
         SamplingParams(**bad)
+
+
+def test_path_decoder_text_is_the_whole_paths_decoding():
+    """Pieces are appended one per step; a character split across tokens appears once both arrive, and
+    the text is cut at the first stop sequence even when it spans two tokens."""
+    from selfconsistency.backends.base import GenerationRequest
+    from selfconsistency.backends.llama_cpp import PathDecoder
+    from selfconsistency.prompts import Prompt, PromptFormat
+
+    pieces = {1: b"caf", 2: b"\xc3", 3: b"\xa9 is", 4: b" 5.\n", 5: b"Q", 6: b": next"}
+    request = GenerationRequest("q", 0.0, 0, Prompt("", "x", (), PromptFormat.completion),
+                                SamplingParams(temperature=0.0, stop=("\nQ:",), max_tokens=50))
+    decoder = PathDecoder(request, 3, lambda tokens: b"".join(pieces[t] for t in tokens), lambda t: False)
+    seen = []
+    for token in pieces:
+        logits = np.full(10, -10.0, dtype=np.float32)
+        logits[token] = 10.0
+        if decoder.push(logits) is None:
+            break
+        seen.append(decoder.text)
+    assert seen[:3] == ["caf", "caf", "café is"]
+    assert decoder.result().text == "café is 5." and decoder.finish_reason == "stop"
