@@ -6,6 +6,11 @@ Same model, same prompts (GSM8K 8-shot, completion format), same per-path seeds,
 Prints generated tokens/s, prompt tokens evaluated, wall time and the speed-up over the high-level
 calls, side by side, and how many paths' texts equal the B=1 engine's (batched kernels round differently).
 
+Beside each engine row, the ceiling: "raw decode B" runs `llama_decode` on B sequences that share the
+first question's prompt, feeding a fixed token for the engine's mean path length, with logits computed
+but never read: no sampling, no Python per token, the most this machine and llama.cpp can do at that
+batch size. "share of raw" is the engine's tokens/s as a fraction of it.
+
     .venv/bin/python bench/local_throughput.py --model qwen2.5-coder-0.5b --questions 20 --paths 8
 """
 
@@ -54,6 +59,28 @@ def engine(backend: LlamaCppBackend, requests) -> dict:
             "prompt_evaluated": evaluated, "texts": texts}
 
 
+def raw_decode(backend: LlamaCppBackend, requests, batch_size: int, steps: int) -> dict:
+    """B sequences on one prompt, `steps` llama_decode calls of B fixed tokens each; logits computed
+    (the output layer is part of every real step) but not read."""
+    from selfconsistency.backends.llama_batched import BatchedDecoder
+
+    decoder = BatchedDecoder(backend, batch_size)
+    shared, rest = backend.tokens(requests[0].prompt)
+    n_prompt = len(shared) + len(rest)
+    decoder._ensure_context(-(-(n_prompt + batch_size * (steps + 1)) // 256) * 256)
+    decoder._open_question(shared, rest)
+    memory = decoder._memory
+    for seq in range(1, batch_size + 1):
+        llama_cpp.llama_memory_seq_cp(memory, decoder.question_seq, seq, 0, n_prompt)
+    token = rest[-1]
+    started = time.perf_counter()
+    for step in range(steps):
+        decoder._decode([(token, n_prompt + step, seq, True) for seq in range(1, batch_size + 1)])
+    wall = time.perf_counter() - started
+    decoder.close()
+    return {"wall": wall, "tokens": steps * batch_size, "prompt_evaluated": n_prompt, "texts": None}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
@@ -79,26 +106,33 @@ def main() -> None:
         rows.append(("high-level calls", high_level(backend, requests)))
         backend.close()
         print(f"  done: {rows[-1][0]}", flush=True)
+    ceilings = {}
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         backend = LlamaCppBackend(args.model, batch_size=batch_size)
         backend._load(4096)
         rows.append((f"engine batch {batch_size}", engine(backend, requests)))
+        print(f"  done: {rows[-1][0]}", flush=True)
+        mean_length = max(1, round(rows[-1][1]["tokens"] / len(requests)))
+        raw = raw_decode(backend, requests, batch_size, mean_length)
+        ceilings[rows[-1][0]] = raw["tokens"] / raw["wall"]
+        rows.append((f"raw decode {batch_size}", raw))
         backend.close()
         print(f"  done: {rows[-1][0]}", flush=True)
 
     base = rows[0][1]["tokens"] / rows[0][1]["wall"]
     reference = next((r["texts"] for name, r in rows if name == "engine batch 1"), None)
     print()
-    print("| decoding | generated tokens | tokens/s | speed-up | prompt tokens evaluated | wall s | "
-          "texts = batch 1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| decoding | generated tokens | tokens/s | speed-up | share of raw | prompt tokens evaluated | "
+          "wall s | texts = batch 1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         rate = r["tokens"] / r["wall"]
         same = "–"
         if reference is not None and r["texts"] is not None:
             same = f"{sum(r['texts'][k] == v for k, v in reference.items())}/{len(reference)}"
-        print(f"| {name} | {r['tokens']:,} | {rate:.1f} | {rate / base:.2f}x | {r['prompt_evaluated']:,} | "
-              f"{r['wall']:.1f} | {same} |")
+        share = f"{rate / ceilings[name]:.0%}" if name in ceilings else "–"
+        print(f"| {name} | {r['tokens']:,} | {rate:.1f} | {rate / base:.2f}x | {share} | "
+              f"{r['prompt_evaluated']:,} | {r['wall']:.1f} | {same} |")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from selfconsistency.sampling import SamplingParams, path_seed, sample_token
+from selfconsistency.sampling import SamplingParams, path_seed, sample_token, top_candidates
 
 
 def test_path_seed_depends_on_each_part_only():
@@ -31,12 +31,35 @@ def test_top_k_and_top_p_cut_the_tail():
     assert nucleus == {0, 1}
 
 
-def test_temperature_follows_softmax():
-    logits = np.log(np.array([0.6, 0.3, 0.1]))
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 1.7])
+def test_temperature_follows_softmax(temperature):
+    p = np.array([0.6, 0.3, 0.1])
     rng = np.random.default_rng(5)
-    draws = np.bincount([sample_token(logits, SamplingParams(temperature=1.0, top_k=0), rng)[0]
+    draws = np.bincount([sample_token(np.log(p), SamplingParams(temperature=temperature, top_k=0), rng)[0]
                          for _ in range(6000)], minlength=3) / 6000
-    assert np.allclose(draws, [0.6, 0.3, 0.1], atol=0.03)
+    expected = p ** (1 / temperature) / (p ** (1 / temperature)).sum()
+    assert np.allclose(draws, expected, atol=0.03)
+
+
+def full_sort_top_k(logits: np.ndarray, top_k: int) -> np.ndarray:
+    """The definition: every token ordered by (logit descending, id ascending), the first k."""
+    ids = np.arange(logits.shape[0])
+    ordered = ids[np.lexsort((ids, -logits))]
+    return ordered[:top_k] if top_k else ordered
+
+
+@pytest.mark.parametrize("vocabulary,top_k", [(151_936, 40), (151_936, 1), (5_000, 40), (100, 40),
+                                              (64 * 40 - 1, 40), (1000, 999), (1000, 0)])
+def test_top_candidates_equal_a_full_sort(vocabulary, top_k):
+    rng = np.random.default_rng(vocabulary + top_k)
+    for trial in range(5):
+        logits = (rng.standard_normal(vocabulary) * 3).astype(np.float32)
+        if trial % 2:  # coarse values: many ties, some at the k-th place
+            logits = np.round(logits).astype(np.float32)
+        if trial == 4:  # a peaked distribution: one clear winner, a flat tail
+            logits[:] = -5.0
+            logits[rng.integers(vocabulary)] = 20.0
+        assert np.array_equal(top_candidates(logits, top_k), full_sort_top_k(logits, top_k))
 
 
 def test_same_generator_same_tokens():
@@ -53,3 +76,25 @@ def test_same_generator_same_tokens():
 def test_invalid_params_rejected(bad):
     with pytest.raises(ValidationError):
         SamplingParams(**bad)
+
+
+def test_path_decoder_text_is_the_whole_paths_decoding():
+    """Pieces are appended one per step; a character split across tokens appears once both arrive, and
+    the text is cut at the first stop sequence even when it spans two tokens."""
+    from selfconsistency.backends.base import GenerationRequest
+    from selfconsistency.backends.llama_cpp import PathDecoder
+    from selfconsistency.prompts import Prompt, PromptFormat
+
+    pieces = {1: b"caf", 2: b"\xc3", 3: b"\xa9 is", 4: b" 5.\n", 5: b"Q", 6: b": next"}
+    request = GenerationRequest("q", 0.0, 0, Prompt("", "x", (), PromptFormat.completion),
+                                SamplingParams(temperature=0.0, stop=("\nQ:",), max_tokens=50))
+    decoder = PathDecoder(request, 3, lambda tokens: b"".join(pieces[t] for t in tokens), lambda t: False)
+    seen = []
+    for token in pieces:
+        logits = np.full(10, -10.0, dtype=np.float32)
+        logits[token] = 10.0
+        if decoder.push(logits) is None:
+            break
+        seen.append(decoder.text)
+    assert seen[:3] == ["caf", "caf", "café is"]
+    assert decoder.result().text == "café is 5." and decoder.finish_reason == "stop"

@@ -47,6 +47,32 @@ def log_normalizer(logits: np.ndarray) -> float:
     return peak + float(np.log(np.exp(logits - np.float32(peak)).sum(dtype=np.float64)))
 
 
+_SUBSAMPLE_STRIDE = 64  # top-k threshold from every 64th logit: ~k x 64 survivors, a tiny sort
+
+
+def top_candidates(logits: np.ndarray, top_k: int) -> np.ndarray:
+    """Token ids of the `top_k` highest logits (all of them when top_k is 0), highest first, ties by
+    token id, so the set and its order are defined whatever the vocabulary's layout.
+
+    A full-vocabulary argpartition costs ~1.5 ms per token (151,936 logits), which is a quarter of a
+    batched decode step on 2 cores. The k-th largest of a strided subsample is a threshold that at
+    least k logits reach (the subsample's own top k do), so one comparison over the vocabulary leaves
+    a few thousand candidates to sort exactly.
+    """
+    vocabulary = logits.shape[0]
+    if 0 < top_k < vocabulary:
+        sample = logits[::_SUBSAMPLE_STRIDE]
+        if top_k <= sample.shape[0]:
+            threshold = np.partition(sample, sample.shape[0] - top_k)[sample.shape[0] - top_k]
+            candidates = np.flatnonzero(logits >= threshold)
+        else:
+            candidates = np.arange(vocabulary)
+        order = np.lexsort((candidates, -logits[candidates]))[:top_k]
+        return candidates[order]
+    candidates = np.arange(vocabulary)
+    return candidates[np.lexsort((candidates, -logits))]
+
+
 def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
     """Pick the next token: argmax when greedy, else temperature -> top-k -> top-p sampling.
 
@@ -57,11 +83,7 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     if params.greedy:
         token = int(np.argmax(logits))
         return token, float(logits[token]) - normalizer
-    candidates = np.arange(logits.shape[0])
-    if 0 < params.top_k < logits.shape[0]:
-        candidates = np.argpartition(-logits, params.top_k - 1)[: params.top_k]
-    # Sort by logit, ties by token id, so the draw never depends on argpartition's internal order.
-    candidates = candidates[np.lexsort((candidates, -logits[candidates]))]
+    candidates = top_candidates(logits, params.top_k)
     scaled = logits[candidates].astype(np.float64) / params.temperature
     probs = np.exp(scaled - scaled.max())
     probs /= probs.sum()

@@ -39,6 +39,7 @@ class PathDecoder:
         self._rng = np.random.default_rng(request.params.seed)
         self._longest_stop = max((len(s) for s in request.params.stop), default=0)
         self.tokens: list[int] = []
+        self._bytes = b""  # the tokens' pieces so far: one piece per step, not the whole path again
         self.text = ""
         self.logprob_sum = 0.0
         self.finish_reason: str | None = None
@@ -54,7 +55,8 @@ class PathDecoder:
         self.tokens.append(token)
         self.logprob_sum += logprob
         previous_length = len(self.text)
-        self.text = self._detokenize(self.tokens).decode("utf-8", errors="ignore")
+        self._bytes += self._detokenize([token])
+        self.text = self._bytes.decode("utf-8", errors="ignore")
         start = max(0, previous_length - self._longest_stop)
         hits = [p for p in (self.text.find(s, start) for s in params.stop) if p >= 0]
         if hits:
