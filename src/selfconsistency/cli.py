@@ -444,8 +444,9 @@ def jobs_forget(
     run_dir: Annotated[Path, typer.Argument(help="The run directory holding the job.")],
     job: Annotated[str, typer.Argument(help="The job's key (or its first characters, as 'jobs status' shows it).")],
 ) -> None:
-    """Give up a job the provider no longer knows (deleted, or gone with its account): the next run
-    collects whatever output it left in S3 and resubmits its other records."""
+    """Give up a job the provider no longer knows (deleted, or its account gone).
+
+    The next run collects whatever output the job left in S3 and resubmits its other records."""
     _, service = _run_jobs(run_dir)
     failed = next(status for status in service.finished if status.lower() == "failed")
     with SampleStore(run_dir, create=False) as store:
