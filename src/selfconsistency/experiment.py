@@ -9,15 +9,15 @@ import hashlib
 import json
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .audit import AuditLog, redact_urls
 from .backends import check_backend_name, create_backend
-from .backends.base import BackendConfig, Generation, GenerationRequest
+from .backends.base import Backend, BackendConfig, Generation, GenerationRequest
 from .costs import PriceTable
 from .extract import PatternTimeout
 from .models import DEFAULT_MODEL, check_model_name
@@ -208,14 +208,20 @@ ProgressHook = Callable[[Generation], None]
 
 def run_experiment(config: RunConfig, run_dir: Path | None = None,
                    on_start: Callable[[int, int], None] | None = None,
-                   on_path: ProgressHook | None = None) -> Path:
+                   on_path: ProgressHook | None = None, *, task: Task | None = None,
+                   records: Sequence[dict[str, Any]] | None = None, record_ids: Sequence[str] | None = None,
+                   backend: Backend | None = None) -> Path:
     """Generate every path the store lacks. Returns the run directory.
 
     Questions are loaded and validated, and the store checked, before the backend starts.
-    `on_start(pending, already_stored)` and `on_path(generation)` report progress.
+    `on_start(pending, already_stored)` and `on_path(generation)` report progress. `task` (a Task object)
+    replaces config.task; `records` (in-memory records, named by `record_ids` if given) replace the data
+    file; `backend`, a backend already started, is used and left open (the caller owns it).
     """
-    task = config.get_task()
-    data = config.load(task)
+    task = task or config.get_task()
+    data = config.load(task) if records is None else task.load(
+        None, config.split, config.offset, config.limit, config.shots_from_data, records=records, ids=record_ids)
+    given_backend = backend
     # Everything a typo could break is checked before the run directory records any setting.
     check_backend_name(config.backend)
     if config.backend == "local":
@@ -255,7 +261,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
         audit = AuditLog(run_dir, config.identity_hash(task), config.log_prompts)
         audit.event("run_start", backend=config.backend, model=config.model, task=task.name,
                     questions=len(data.questions), neutralised_records=len(data.neutralised))
-        backend = None
+        backend = given_backend
 
         def started_backend():
             nonlocal backend
@@ -322,7 +328,7 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
                 raise ExtractionFailed(f"{timeouts[0]}: paths from then on are stored without an answer "
                                        f"(they abstain) in {run_dir}")
         finally:
-            if backend is not None:
+            if backend is not None and backend is not given_backend:
                 backend.close()
             audit.close()
     return run_dir

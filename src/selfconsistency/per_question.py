@@ -15,7 +15,22 @@ from .store import SampleStore, StoredPath
 from .vote import majority_vote
 
 
-def _vote(used: list[StoredPath], gold: str, rng: np.random.Generator) -> dict[str, Any]:
+def _correct(answer: str | None, gold: str | None) -> bool | None:
+    """Whether an answer is the gold; None for an unlabelled question (nothing to score)."""
+    return None if gold is None else answer is not None and answer == gold
+
+
+def paths_used(config: dict[str, Any], stops: dict[tuple[str, float], tuple[int, int, str]], qid: str,
+               temperature: float, stored: int) -> tuple[int, str, bool]:
+    """How many of a question's stored paths (in index order) its vote uses at one temperature, why
+    (the stop reason, "undecided", or "fixed N"), and whether it has all it needs."""
+    if config.get("stop"):
+        used, _, reason = stops.get((qid, temperature), (stored, stored, "undecided"))
+        return used, reason, reason != "undecided"
+    return min(stored, config["paths"]), "fixed N", stored >= config["paths"]
+
+
+def _vote(used: list[StoredPath], gold: str | None, rng: np.random.Generator) -> dict[str, Any]:
     """The majority vote over the paths a question used: each answer's count, most frequent first."""
     answers = [p.answer for p in used]
     counts = Counter(a for a in answers if a is not None)
@@ -26,7 +41,7 @@ def _vote(used: list[StoredPath], gold: str, rng: np.random.Generator) -> dict[s
             # share of the used paths (abstentions included) that gave the winning answer
             "agreement": round(top / len(answers), 4) if answers else None,
             "tie": sum(count == top for _, count in ranked) > 1,
-            "correct": winner is not None and winner == gold}
+            "correct": _correct(winner, gold)}
 
 
 def _path(p: StoredPath) -> dict[str, Any]:
@@ -57,15 +72,11 @@ def question_records(run_dir: Path) -> Iterator[dict[str, Any]]:
         votes, complete = [], greedy is not None or not config["greedy"]
         for temperature in config["temperatures"]:
             stored = [p for p in paths if p.temperature == temperature]  # in path-index order
-            if config.get("stop"):
-                used, _, reason = stops.get((qid, temperature), (len(stored), len(stored), "undecided"))
-                complete = complete and reason != "undecided"
-            else:
-                used, reason = min(len(stored), config["paths"]), "fixed N"
-                complete = complete and len(stored) >= config["paths"]
+            used, reason, has_all = paths_used(config, stops, qid, temperature, len(stored))
+            complete = complete and has_all
             votes.append({"temperature": temperature, **_vote(stored[:used], question.gold, rng),
                           "paths_used": used, "paths_stored": len(stored), "stopped": reason})
         yield {"id": qid, "question": question.question, "gold": question.gold, "complete": complete,
                "greedy": None if greedy is None else {
-                   "answer": greedy.answer, "correct": greedy.answer is not None and greedy.answer == question.gold},
+                   "answer": greedy.answer, "correct": _correct(greedy.answer, question.gold)},
                "votes": votes, "paths": [_path(p) for p in paths]}

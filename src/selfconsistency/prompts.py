@@ -46,7 +46,7 @@ def build_prompt(question: str, exemplars: tuple[Exemplar, ...], fmt: PromptForm
     for e in shots:
         messages += [("user", e.question), ("assistant", e.rationale)]
     user_turn = question
-    if zero_shot:
+    if zero_shot and answer_statement:  # "": a free-form answer (the chat turn is the question alone)
         user_turn += f"\n\n{ZERO_SHOT_TRIGGER} End with \"{answer_statement}\""
         # Without exemplars nothing shows the completion model where a path ends or how it states the answer.
         question += f"\nEnd with \"{answer_statement}\""

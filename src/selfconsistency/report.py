@@ -133,7 +133,11 @@ def build_results(store: SampleStore) -> dict[str, Any]:
         "greedy": None, "sampled": [],
     }
     results["spend"] = _spend(results["batch_jobs"], results["on_demand_calls"])
-    golds = [questions[qid].gold for qid in complete]
+    # Accuracy is over the labelled questions only; usage and cost over every complete one.
+    labelled = [qid for qid in complete if questions[qid].gold is not None]
+    results["labelled_questions"] = len(labelled)
+    golds = [questions[qid].gold for qid in labelled]
+    is_labelled = [questions[qid].gold is not None for qid in complete]
     price = _price(config, batch=config["backend"].endswith("-batch"))
     on_demand = (_price(config, batch=False), store.on_demand_keys())  # a batch run's remainder, at its own price
     for temperature in settings:
@@ -143,17 +147,18 @@ def build_results(store: SampleStore) -> dict[str, Any]:
         paths = [sorted(by_setting[temperature][qid], key=lambda p: p.path_index)[:n] for qid in complete]
         flat = [p for row in paths for p in row]
         summary = {"temperature": temperature, "paths_per_question": n, **_usage(flat, price, on_demand)}
-        answers = [[p.answer for p in row] for row in paths]
+        scored = [row for row, keep in zip(paths, is_labelled, strict=True) if keep]
+        answers = [[p.answer for p in row] for row in scored]
         if temperature == 0.0:
-            summary["accuracy"] = accuracy([row[0] for row in answers], golds)
+            summary["accuracy"] = accuracy([row[0] for row in answers], golds) if golds else None
             results["greedy"] = summary
         else:
             curve = accuracy_curve(answers, golds, runs=config["subset_runs"], seed=config["seed"]) \
-                if complete else []
+                if golds else []
             summary["curve"] = [asdict(point) for point in curve]
-            summary["weighted_votes"] = _weighted_votes(paths, golds, config)
+            summary["weighted_votes"] = _weighted_votes(scored, golds, config)
             if config.get("stop"):
-                summary["adaptive"] = _adaptive(store, config, temperature, complete, by_setting, golds)
+                summary["adaptive"] = _adaptive(store, config, temperature, labelled, by_setting, golds)
             results["sampled"].append(summary)
     return results
 
@@ -226,12 +231,14 @@ def _shown_ks(n: int) -> list[int]:
 
 
 def markdown_table(results: dict[str, Any]) -> str:
+    labelled = results.get("labelled_questions", results["questions"])
+    scope = f" ({labelled} labelled: accuracy is over those)" if labelled < results["questions"] else ""
     head = (f"**{results['task']}** on `{results['model']}` ({results['backend']}), "
-            f"{results['questions']} question{'' if results['questions'] == 1 else 's'}\n\n"
+            f"{results['questions']} question{'' if results['questions'] == 1 else 's'}{scope}\n\n"
             "| setting | paths | accuracy (exact) | mean ± std over subsets |\n|---|---:|---:|---:|\n")
     rows = []
     if results["greedy"]:
-        greedy = f"{results['greedy']['accuracy']:.1%}" if results["questions"] else "–"  # none to score
+        greedy = f"{results['greedy']['accuracy']:.1%}" if labelled else "–"  # none to score
         rows.append(f"| greedy (T=0) | 1 | {greedy} | – |")
     for setting in results["sampled"]:
         curve = {point["k"]: point for point in setting["curve"]}
@@ -316,7 +323,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         line, = ax.plot(ks, exact, marker="o", label=f"T={setting['temperature']:g} (exact)")
         ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.2,
                         label=f"T={setting['temperature']:g} mean ± std ({results['config']['subset_runs']} runs)")
-    if results["greedy"]:
+    if results["greedy"] and results["greedy"]["accuracy"] is not None:
         ax.axhline(results["greedy"]["accuracy"] * 100, color="black", linestyle="--", label="greedy")
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("number of sampled reasoning paths (k)")
@@ -371,16 +378,17 @@ def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
     with SampleStore(run_dir, create=False) as store:
         golds = {q.id: q.gold for q in store.questions()}
         for p in store.paths():
+            gold = golds[p.question_id]
             yield {"question_id": p.question_id, "temperature": p.temperature, "path_index": p.path_index,
-                   "seed": p.seed, "answer": p.answer, "gold": golds[p.question_id],
-                   "correct": p.answer is not None and p.answer == golds[p.question_id], "text": p.text,
+                   "seed": p.seed, "answer": p.answer, "gold": gold,
+                   "correct": None if gold is None else p.answer is not None and p.answer == gold, "text": p.text,
                    "prompt_tokens": p.prompt_tokens, "completion_tokens": p.completion_tokens,
                    "finish_reason": p.finish_reason, "logprob_sum": p.logprob_sum,
                    "latency_s": p.latency_s, "backend": p.backend, "model": p.model}
 
 
 def stored_answers(run_dir: Path, temperature: float) -> tuple[list[list[str | None]], list[str], int]:
-    """The selected, complete questions' answers at one sampling temperature; their golds; N."""
+    """The selected, complete, labelled questions' answers at one sampling temperature; their golds; N."""
     with SampleStore(run_dir, create=False) as store:
         config = store.get_meta("config")
         if config is None:
@@ -388,6 +396,7 @@ def stored_answers(run_dir: Path, temperature: float) -> tuple[list[list[str | N
         by_setting = _rows_by_setting(store)
         complete = _complete_selection(store, config, by_setting)
         golds = {q.id: q.gold for q in store.questions()}
+    complete = [q for q in complete if golds[q] is not None]  # only a labelled question can be scored
     if temperature not in config["temperatures"]:
         known = ", ".join(f"{t:g}" for t in config["temperatures"])
         raise ValueError(f"no sampled paths at T={temperature:g} in {run_dir} (temperatures: {known})")

@@ -50,8 +50,8 @@ def _compact(record: dict[str, Any]) -> dict[str, Any]:
 def _accuracy_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     if results["greedy"]:
-        rows.append(("greedy (T=0)", "1", f"{results['greedy']['accuracy']:.1%}" if results["questions"] else "–",
-                     "–"))
+        greedy = results["greedy"]["accuracy"]
+        rows.append(("greedy (T=0)", "1", "–" if greedy is None else f"{greedy:.1%}", "–"))  # None: no labels
     for setting in results["sampled"]:
         for point in setting["curve"]:
             rows.append((f"T={setting['temperature']:g} SC@{point['k']}", str(point["k"]), f"{point['exact']:.1%}",

@@ -101,6 +101,28 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE jobs ADD COLUMN collected_paths INTEGER;
     """,
+    # Gold becomes optional (a question without one is answered, not scored): SQLite cannot drop NOT NULL,
+    # so the table is rebuilt. Selections: the Universal Self-Consistency pick among a question's paths.
+    """
+    CREATE TABLE questions_nullable_gold (
+        id TEXT PRIMARY KEY, position INTEGER NOT NULL, question TEXT NOT NULL, gold TEXT
+    );
+    INSERT INTO questions_nullable_gold SELECT id, position, question, gold FROM questions;
+    DROP TABLE questions;
+    ALTER TABLE questions_nullable_gold RENAME TO questions;
+    CREATE TABLE selections (
+        question_id TEXT NOT NULL,
+        temperature REAL NOT NULL,
+        paths_used INTEGER NOT NULL,
+        chosen INTEGER,
+        parsed INTEGER NOT NULL,
+        text TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (question_id, temperature, paths_used)
+    );
+    """,
 )
 
 
@@ -139,7 +161,22 @@ class StoredQuestion:
     id: str
     position: int
     question: str
-    gold: str
+    gold: str | None  # None: unlabelled
+
+
+@dataclass(frozen=True)
+class StoredSelection:
+    """A Universal Self-Consistency pick: which of the first `paths_used` paths the model chose (`chosen`,
+    a path index; None when its reply named none usable), and the reply with its tokens."""
+
+    question_id: str
+    temperature: float
+    paths_used: int
+    chosen: int | None
+    parsed: bool  # False: the reply named no candidate; `chosen` is the documented fallback
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
 
 
 class SampleStore:
@@ -317,10 +354,23 @@ class SampleStore:
                 answers.append(answer)
         return out
 
+    def record_selection(self, selection: StoredSelection) -> None:
+        self._db.execute("INSERT OR REPLACE INTO selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (selection.question_id, selection.temperature, selection.paths_used, selection.chosen,
+                          int(selection.parsed), selection.text, selection.prompt_tokens,
+                          selection.completion_tokens, time.time()))
+
+    def selections(self) -> dict[tuple[str, float, int], StoredSelection]:
+        """(question id, temperature, paths used) -> the USC pick made over those paths."""
+        rows = self._db.execute("SELECT question_id, temperature, paths_used, chosen, parsed, text, prompt_tokens, "
+                                "completion_tokens FROM selections")
+        return {(row[0], row[1], row[2]): StoredSelection(*row[:4], bool(row[4]), *row[5:]) for row in rows}
+
     def tokens_used(self) -> int:
-        """Prompt + completion tokens of every stored path (what a budget has already spent)."""
-        return int(self._db.execute("SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM paths")
-                   .fetchone()[0])
+        """Prompt + completion tokens of every stored path and USC request (what a budget has already spent)."""
+        return int(self._db.execute(
+            "SELECT (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM paths)"
+            " + (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM selections)").fetchone()[0])
 
     # -- batch jobs (state saved before and after every API call) -------------------------------
 

@@ -25,10 +25,10 @@ function matches(q) {
     if (!q.id.toLowerCase().includes(needle) && !q.question.toLowerCase().includes(needle)) return false;
   }
   switch (state.filter) {
-    case "wrong": return vote !== null && !vote.correct;
+    case "wrong": return vote !== null && vote.correct === false;  // null: unlabelled
     case "low": return vote !== null && vote.agreement !== null && vote.agreement < state.low;
-    case "greedy-wrong-vote-right": return greedy !== null && !greedy.correct && vote !== null && vote.correct;
-    case "vote-wrong-greedy-right": return greedy !== null && greedy.correct && vote !== null && !vote.correct;
+    case "greedy-wrong-vote-right": return greedy !== null && greedy.correct === false && vote !== null && vote.correct;
+    case "vote-wrong-greedy-right": return greedy !== null && greedy.correct && vote !== null && vote.correct === false;
     case "abstained":
       return (vote !== null && vote.abstained > 0) || (greedy !== null && greedy.answer === null);
     case "incomplete": return !q.complete;
@@ -50,10 +50,12 @@ function row(q, position) {
   tr.dataset.id = q.id;
   const question = el("td", q.question, "question");
   question.title = q.question;
-  const correct = vote === null ? el("td", "–") : el("td", vote.correct ? "✓" : "✗", vote.correct ? "ok" : "bad");
+  // correct is null for an unlabelled question: nothing to mark
+  const correct = vote === null || vote.correct === null ? el("td", "–")
+    : el("td", vote.correct ? "✓" : "✗", vote.correct ? "ok" : "bad");
   const greedy = q.greedy === null ? el("td", "–")
-    : el("td", answerText(q.greedy.answer), q.greedy.correct ? "ok" : "bad");
-  tr.append(el("td", q.id), question, el("td", q.gold), greedy, el("td", voteCell(vote)),
+    : el("td", answerText(q.greedy.answer), q.greedy.correct === null ? "" : q.greedy.correct ? "ok" : "bad");
+  tr.append(el("td", q.id), question, el("td", q.gold ?? "–"), greedy, el("td", voteCell(vote)),
     el("td", vote === null ? "–" : percent(vote.agreement), "num"), correct,
     el("td", vote === null ? "–" : vote.paths_used + " / " + vote.paths_stored, "num"),
     el("td", q.complete ? (vote === null ? "–" : vote.stopped) : "incomplete"));
@@ -95,7 +97,7 @@ function showQuestion(position, tr) {
   tr.classList.add("selected");
   $("detail-title").textContent = "Question " + q.id;
   $("detail-question").textContent = q.question;
-  $("detail-gold").textContent = "gold: " + q.gold;
+  $("detail-gold").textContent = "gold: " + (q.gold ?? "none (unlabelled)");
   const usedAt = new Map(q.votes.map((v) => [v.temperature, v.paths_used]));
   const blocks = q.paths.map((p) => pathBlock(p, p[0] === 0 || p[1] < (usedAt.get(p[0]) ?? Infinity)));
   $("detail-paths").replaceChildren(...(blocks.length ? blocks : [el("p", "no stored paths")]));

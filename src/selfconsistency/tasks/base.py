@@ -14,7 +14,7 @@ class Question:
     id: str
     position: int  # in the full data file; ids stay the same whatever --offset/--limit select
     text: str  # the question as the prompt shows it (the task's template rendered)
-    gold: str  # canonical, comparable with extracted answers
+    gold: str | None  # canonical, comparable with extracted answers; None: unlabelled, a question to answer
     choices: tuple[tuple[str, str], ...] = ()  # (label, text) for multiple choice
     n_answers: int = 1  # how many labels the gold has ("choose two": 2)
 

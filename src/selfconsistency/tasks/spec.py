@@ -69,7 +69,8 @@ class PromptSpec(_Strict):
 
 
 class AnswerSpec(_Strict):
-    type: Literal["number", "letter", "yes_no", "text"] = "number"
+    # free: no extractor applies (summaries, open questions, code); Universal Self-Consistency picks the answer
+    type: Literal["number", "letter", "yes_no", "text", "free"] = "number"
     gold_pattern: str | None = None  # regex; its first group is the gold inside the gold field
     pattern: str | None = None  # regex; its first group is a path's answer (text type; overrides default)
     normalize: list[Literal["lower", "strip_punctuation", "strip_articles"]] = Field(

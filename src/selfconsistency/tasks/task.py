@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import re
 import string
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,12 @@ class TaskData:
     questions: list[Question]  # the selected questions to evaluate
     exemplars: tuple[Exemplar, ...]  # empty: zero-shot chain of thought
     neutralised: dict[str, tuple[str, ...]] = field(default_factory=dict)  # record -> what was defused
+
+
+def _as_record(index: int, record: Any) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise DataError(f"record {index}: expected a mapping of fields, got {type(record).__name__}")
+    return record
 
 
 class _CleanRecord(Mapping):
@@ -142,6 +148,9 @@ class Task:
         return self.spec.prompt.answer_statement.format(answer=answer)
 
     def zero_shot_instruction(self) -> str:
+        """How a zero-shot path must end; "" for free answers, which have no answer statement."""
+        if self.spec.answer.type == "free":
+            return ""
         return self.answer_statement("(X)" if self.spec.answer.type == "letter" else "N")
 
     # -- reading ---------------------------------------------------------------------------------
@@ -174,8 +183,16 @@ class Task:
                 raise ValueError(f"option label {label[:20]!r} is not a single letter A-Z")
         return tuple(pairs)
 
-    def _gold(self, record: dict[str, Any], choices: tuple[tuple[str, str], ...]) -> tuple[str, int]:
-        raw = str(_get(record, self.spec.fields.gold)).strip()
+    def _gold(self, record: dict[str, Any], choices: tuple[tuple[str, str], ...]) -> tuple[str | None, int]:
+        """The canonical gold and how many labels it has; (None, 1) for a record without one (absent,
+        null or empty): a question to answer, not to score."""
+        try:
+            value = _get(record, self.spec.fields.gold)
+        except KeyError:
+            return None, 1
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None, 1
+        raw = str(value).strip()
         if self._gold_pattern is not None:
             match = search_user_pattern(self._gold_pattern, raw, "gold_pattern")
             if not match:
@@ -250,22 +267,33 @@ class Task:
         return cleaned.text
 
     def load(self, data: Path | None, split: str | None = None, offset: int = 0, limit: int | None = None,
-             shots_from_data: int | None = None) -> TaskData:
-        """Validate every record before returning any; the first K records become exemplars when asked."""
+             shots_from_data: int | None = None, records: Sequence[dict[str, Any]] | None = None,
+             ids: Sequence[str] | None = None) -> TaskData:
+        """Validate every record before returning any; the first K records become exemplars when asked.
+
+        `records` are in-memory records read instead of any file (`ids`, if given, name them instead of
+        the task's id field or their position)."""
         split = split or self.spec.data.split
         self._neutralised = {}
-        records: Any
         source = Path(data) if data is not None else self._default_data()
-        if source is not None:
-            records = read_records(source, self._format_of(data))
+        located: list[Located]
+        if records is not None:
+            source = None
+            located = [(f"record {index}", _as_record(index, record)) for index, record in enumerate(records)]
+        elif source is not None:
+            located = list(read_records(source, self._format_of(data)))
         else:
-            records = self._hub_records(split)
-        located = list(records)
+            located = list(self._hub_records(split))
         parsed = [self.parse(where, record, position, split)
                   for position, (where, record) in enumerate(located)]
+        if ids is not None:
+            if len(ids) != len(parsed):
+                raise ValueError("one id per record")
+            parsed = [(replace(question, id=qid), explanation)
+                      for (question, explanation), qid in zip(parsed, ids, strict=True)]
         wheres = [where for where, _ in located]
         if not parsed:
-            raise DataError(f"{source or self.name}: no records found")
+            raise DataError(f"{source or self.name}: no records {'given' if records is not None else 'found'}")
         seen: dict[str, str] = {}
         for (question, _), where in zip(parsed, wheres, strict=True):
             if question.id in seen:
@@ -313,6 +341,10 @@ class Task:
         """Data records as exemplars: explanation + answer statement. Without explanations: none."""
         if any(explanation is None for _, explanation in items):
             return ()
+        unlabelled = [q.id for q, _ in items if q.gold is None]
+        if unlabelled:  # an exemplar's rationale ends with its gold answer
+            raise DataError(f"{self.name}: exemplar record {unlabelled[0]} from the data has no gold answer; "
+                            "put labelled records first or lower --shots-from-data")
         return tuple(Exemplar(q.text, f"{explanation} {self.answer_statement(self._display(q.gold))}")
                      for q, explanation in items)
 
@@ -350,6 +382,9 @@ class Task:
             return lambda text, question: choice_answer(text, question.choices, question.n_answers, flexible)
         if answer.type == "yes_no":
             return lambda text, question: yes_no_answer(text, flexible)
+        if answer.type == "free":  # the whole response, normalised: identical responses vote together
+            steps = tuple(answer.normalize)
+            return lambda text, question: normalize_text(text, steps) or None
         pattern = compile_user_pattern(answer.pattern, regex.IGNORECASE | regex.MULTILINE) if answer.pattern \
             else _DEFAULT_TEXT_PATTERN
         steps = tuple(answer.normalize)
