@@ -4,6 +4,8 @@ The pipeline, one module each: tasks -> prompts -> backends -> store -> vote -> 
 """
 
 from .analysis import CurvePoint, accuracy_curve, exact_majority_accuracy
+from .answers import Answer, answers_from_store, build_answer
+from .api import SelfConsistency
 from .experiment import RunConfig, plan_requests, run_experiment
 from .extract import NumberExtractor
 from .report import build_results, export_paths, write_report
@@ -12,7 +14,7 @@ from .store import SampleStore
 from .vote import majority_vote
 
 __all__ = [
-    "CurvePoint", "NumberExtractor", "RunConfig", "SampleStore", "SamplingParams", "accuracy_curve",
-    "build_results", "exact_majority_accuracy", "export_paths", "majority_vote", "path_seed",
-    "plan_requests", "run_experiment", "write_report",
+    "Answer", "CurvePoint", "NumberExtractor", "RunConfig", "SampleStore", "SamplingParams", "SelfConsistency",
+    "accuracy_curve", "answers_from_store", "build_answer", "build_results", "exact_majority_accuracy",
+    "export_paths", "majority_vote", "path_seed", "plan_requests", "run_experiment", "write_report",
 ]

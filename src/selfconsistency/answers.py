@@ -1,0 +1,206 @@
+"""One answer per question from its stored paths: the vote (or the Universal Self-Consistency pick), how
+much the paths agree, and the evidence. `build_answer` is pure; `answers_from_store` reads a run.
+
+Ties are broken with a generator seeded from the run's seed and the question's id, so a question gets the
+same answer whichever other questions were asked with it (one call or many, CLI, API or server).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .costs import Price, PriceTable
+from .per_question import paths_used
+from .sampling import path_seed
+from .stopping import parse_rule
+from .store import SampleStore, StoredPath, StoredQuestion, StoredSelection
+from .vote import majority_vote, path_weights, weighted_vote
+
+METHODS = ("majority", "logprob", "cisc:T", "usc")
+_TIE_BREAK_INDEX = -1  # path_seed's index for a question's tie-break stream (paths use 0, 1, ...)
+
+
+@dataclass(frozen=True)
+class AnswerPath:
+    """One path a question's answer used."""
+
+    index: int
+    answer: str | None  # None: the path abstained (no answer could be read)
+    text: str
+    completion_tokens: int
+    logprob_sum: float | None
+    finish_reason: str  # "stop" or "length" (cut at max_tokens)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The answer to one question.
+
+    `answer` is the vote's winner (None when every path abstained). `agreement` is the winner's share of
+    the non-abstaining votes (of their weight, for a weighted vote): the signal to act on; below
+    `min_agreement` the answer is `low_confidence`. `votes` counts each answer's paths. `selection` is the
+    path index Universal Self-Consistency chose (method "usc"), with `selection_parsed` False when the
+    model's reply named no candidate and the majority vote's path stood in. `gold`/`correct` are None for
+    an unlabelled question.
+    """
+
+    id: str
+    question: str
+    answer: str | None
+    agreement: float
+    votes: dict[str, int]
+    paths_used: int
+    abstained: int
+    stopped_by: str | None
+    rationale: str | None  # the text of one path that gave the winning answer
+    tokens: int  # prompt + completion tokens of every path generated for the question (and the USC request)
+    cost_usd: float | None  # None: no price known for the model
+    prompt_tokens: int = 0  # `tokens`, split
+    completion_tokens: int = 0
+    method: str = "majority"
+    gold: str | None = None
+    correct: bool | None = None
+    low_confidence: bool | None = None  # None: no min_agreement was given
+    selection: int | None = None
+    selection_parsed: bool | None = None
+    weights: dict[str, float] | None = None  # each answer's summed weight, for a weighted vote
+    paths: tuple[AnswerPath, ...] = field(default=(), repr=False)
+
+    def to_record(self) -> dict[str, Any]:
+        """The answer as one JSON line: gold/correct only when labelled, low_confidence only when asked
+        for, the USC selection only under USC; paths' texts left out (the rationale is one of them)."""
+        record = {key: value for key, value in asdict(self).items()
+                  if key not in ("paths", "question", "gold", "correct", "low_confidence", "selection",
+                                 "selection_parsed", "weights", "prompt_tokens", "completion_tokens")}
+        if self.gold is not None:
+            record.update(gold=self.gold, correct=self.correct)
+        if self.low_confidence is not None:
+            record["low_confidence"] = self.low_confidence
+        if self.method == "usc":
+            record["selection"] = {"path": self.selection, "parsed": self.selection_parsed}
+        if self.weights is not None:
+            record["weights"] = self.weights
+        return record
+
+
+def check_method(method: str) -> str:
+    """majority, logprob, cisc or cisc:T, or usc; anything else is refused before a run starts."""
+    kind, _, temperature = method.partition(":")
+    if method in ("majority", "logprob", "usc") or (kind == "cisc" and not temperature):
+        return "cisc:0.5" if method == "cisc" else method
+    if kind == "cisc":
+        try:
+            if float(temperature) > 0:
+                return method
+        except ValueError:
+            pass
+    raise ValueError(f"unknown answer method {method!r}; use majority, logprob, cisc[:T] (T > 0) or usc")
+
+
+def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated: Sequence[StoredPath], *,
+                 seed: int, method: str = "majority", stopped_by: str | None = None,
+                 selection: StoredSelection | None = None, price: Price | None = None,
+                 min_agreement: float | None = None) -> Answer:
+    """The answer to `question` from the paths its vote `used` (in path-index order), the cost of all it
+    `generated`, and under method "usc" the stored `selection` (required then)."""
+    method = check_method(method)
+    used = sorted(used, key=lambda p: p.path_index)
+    answers = [p.answer for p in used]
+    temperature = used[0].temperature if used else 0.0
+    rng = np.random.default_rng(path_seed(seed, question.id, temperature, _TIE_BREAK_INDEX))
+    counts = Counter(a for a in answers if a is not None)
+    votes = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    weights = None
+    if method in ("majority", "usc"):
+        winner = majority_vote(answers, rng)
+        share = counts[winner] / sum(counts.values()) if winner is not None else 0.0
+    else:
+        per_path = path_weights(method, [p.logprob_sum for p in used], [p.completion_tokens for p in used])
+        winner = weighted_vote(answers, per_path, rng)
+        totals: dict[str, float] = defaultdict(float)
+        for answer, weight in zip(answers, per_path, strict=True):
+            if answer is not None:
+                totals[answer] += float(weight)
+        weights = {answer: round(totals[answer], 6) for answer in votes}
+        share = totals[winner] / sum(totals.values()) if winner is not None else 0.0
+    rationale_path = next((p for p in used if winner is not None and p.answer == winner), None)
+    chosen = parsed = None
+    extra_prompt = extra_completion = 0
+    if method == "usc":
+        if selection is None:
+            raise ValueError(f"question {question.id}: no Universal Self-Consistency selection is stored")
+        by_index = {p.path_index: p for p in used}
+        parsed = selection.parsed and selection.chosen in by_index
+        # Fallback (a reply naming no candidate): the majority vote's path, else the first path.
+        picked = by_index[selection.chosen] if parsed else rationale_path or (used[0] if used else None)
+        chosen = picked.path_index if picked else None
+        rationale_path = picked
+        winner = picked.answer if picked else None
+        share = counts[winner] / sum(counts.values()) if winner is not None else 0.0
+        extra_prompt, extra_completion = selection.prompt_tokens, selection.completion_tokens
+    prompt_tokens = sum(p.prompt_tokens for p in generated) + extra_prompt
+    completion_tokens = sum(p.completion_tokens for p in generated) + extra_completion
+    agreement = round(share, 4)
+    return Answer(
+        id=question.id, question=question.question, answer=winner, agreement=agreement, votes=votes,
+        paths_used=len(used), abstained=answers.count(None), stopped_by=stopped_by,
+        rationale=rationale_path.text if rationale_path else None, tokens=prompt_tokens + completion_tokens,
+        cost_usd=round(price.cost(prompt_tokens, completion_tokens), 6) if price else None,
+        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, method=method,
+        gold=question.gold, correct=None if question.gold is None else winner is not None and winner == question.gold,
+        low_confidence=None if min_agreement is None else agreement < min_agreement,
+        selection=chosen, selection_parsed=parsed, weights=weights,
+        paths=tuple(AnswerPath(p.path_index, p.answer, p.text, p.completion_tokens, p.logprob_sum, p.finish_reason)
+                    for p in used))
+
+
+def run_price(config: dict[str, Any]) -> Price | None:
+    """The run's model price from its price table (batch price for a batch backend); None if unpriced."""
+    try:
+        return PriceTable.from_file(config.get("prices_file")).price(
+            config["model"], batch=config["backend"].endswith("-batch"))
+    except KeyError:
+        return None
+
+
+def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement: float | None = None,
+                       temperature: float | None = None, ids: Sequence[str] | None = None) -> list[Answer]:
+    """One Answer per question (`ids`, default the latest selection), in that order, voting over the
+    paths at `temperature` (default: the run's first sampling temperature) that the run used."""
+    method = check_method(method)
+    with SampleStore(run_dir, create=False) as store:
+        config = store.get_meta("config")
+        if config is None:
+            raise ValueError(f"{store.path} holds no run")
+        temperatures = list(config["temperatures"]) or ([0.0] if config["greedy"] else [])
+        temperature = temperatures[0] if temperature is None else temperature
+        if temperature not in temperatures and not (temperature == 0.0 and config["greedy"]):
+            raise ValueError(f"no paths at T={temperature:g} in {run_dir}")
+        wanted = list(ids) if ids is not None else store.get_meta("selection") or []
+        questions = {q.id: q for q in store.questions()}
+        rule = parse_rule(config["stop"], config["min_paths"], config["paths"]) if config.get("stop") else None
+        stops = store.stops(rule.name) if rule else {}
+        selections = store.selections() if method == "usc" else {}
+        by_question: dict[str, list[StoredPath]] = defaultdict(list)
+        for path in store.paths():
+            if path.temperature == temperature and path.question_id in questions:
+                by_question[path.question_id].append(path)
+    price = run_price(config)
+    out = []
+    for qid in wanted:
+        generated = by_question.get(qid, [])  # in path-index order
+        if temperature == 0.0:
+            used, reason = len(generated[:1]), "fixed N"
+        else:
+            used, reason, _ = paths_used(config, stops, qid, temperature, len(generated))
+        stopped_by = {"rule": rule.name if rule else None, "max paths": "max_paths"}.get(reason)
+        out.append(build_answer(questions[qid], generated[:used], generated, seed=config["seed"], method=method,
+                                stopped_by=stopped_by, selection=selections.get((qid, temperature, used)),
+                                price=price, min_agreement=min_agreement))
+    return out

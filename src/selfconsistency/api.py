@@ -1,0 +1,249 @@
+"""The Python API: answer one question or many with self-consistency, on any backend.
+
+    from selfconsistency import SelfConsistency
+    sc = SelfConsistency(model="qwen2.5-coder-1.5b", paths=10, temperature=0.7, stop="beta:0.95")
+    result = sc.answer("Natalia sold clips to 48 of her friends in April, ...", task="gsm8k")
+    result.answer, result.agreement, result.votes, result.paths
+
+It is the run pipeline (`run_experiment` over in-memory records, then `answers_from_store`), not a copy
+of it. Without `run_dir` each call works in a temporary directory that is removed afterwards; with one,
+calls are resumable like the CLI (a question already answered there costs nothing again: a question's
+id is a hash of its record).
+
+One instance may be used from several threads: calls on a run directory run one at a time; the
+embedded model decodes for one call at a time (the others wait); remote backends serve calls in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .answers import Answer, answers_from_store, check_method
+from .backends import check_backend_name, create_backend
+from .backends.base import Backend, Generation, GenerationRequest
+from .experiment import RunConfig, run_experiment
+from .models import DEFAULT_MODEL
+from .tasks import DataError, Task, TaskSpec, get_task
+
+Question = str | Mapping[str, Any]  # a question's text, or a record shaped like the task's data
+ANSWER_TYPES = ("number", "letter", "yes_no", "text", "free")
+
+
+def run_config(task_name: str, options: Mapping[str, Any]) -> RunConfig:
+    """The one place API and server options become run settings. `options` holds RunConfig fields, plus
+    `temperature` (one sampling temperature). No greedy path: answers vote over sampled paths only."""
+    fields = dict(options)
+    temperature = fields.pop("temperature", 0.7)
+    fields.setdefault("temperatures", (temperature,))
+    fields.setdefault("greedy", False)
+    try:
+        return RunConfig(task=task_name, **fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid self-consistency options: {problems}") from None
+
+
+class _Shared:
+    """What an instance and its `with_options` siblings share: started backends and the locks."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # guards `backends`; held for a whole call on a run directory
+        self.decoder_lock = threading.Lock()  # the embedded model decodes for one call at a time
+        self.backends: dict[str, Backend] = {}
+
+
+class _SharedBackend:
+    """A started backend lent to one call: not closed by it, and locked while it decodes when the backend
+    is not thread-safe (the embedded model)."""
+
+    def __init__(self, inner: Backend, lock: threading.Lock | None):
+        self.inner, self.lock = inner, lock
+        self.name, self.model = inner.name, inner.model
+        if hasattr(inner, "rendered_prompt"):
+            self.rendered_prompt = inner.rendered_prompt
+
+    def generate(self, requests: list[GenerationRequest]):
+        if self.lock is None:
+            yield from self.inner.generate(requests)
+            return
+        with self.lock:
+            yield from self.inner.generate(requests)
+
+    def close(self) -> None:
+        pass  # the instance closes it (SelfConsistency.close)
+
+
+class SelfConsistency:
+    """Self-consistency as a function: sample `paths` reasoning paths per question at `temperature`, read
+    each path's answer, and vote (or let the model pick, Universal Self-Consistency, for free-form answers).
+
+    `model`/`backend` choose where paths come from (the embedded model by default; `backend="openai",
+    base_url=..., model=...` for any OpenAI-compatible server; Bedrock and the batch APIs too). `stop` is
+    an adaptive stopping rule ("beta:0.95"): `paths` is then the maximum. `task` is a built-in task's
+    name, a task config file or a TaskSpec; `answer_type` overrides its answer type. `method` is
+    "majority", "logprob", "cisc[:T]" (weighted votes) or "usc" (the default for answer type "free").
+    `min_agreement` marks answers below it `low_confidence`. Any other keyword is a run setting
+    (`max_tokens`, `seed`, `prompt_format`, `top_p`, `base_url`, `api`, `concurrency`, `region`, ...).
+    """
+
+    def __init__(self, model: str = DEFAULT_MODEL, *, paths: int = 10, temperature: float = 0.7,
+                 stop: str | None = None, backend: str = "local", task: str | TaskSpec | Task = "gsm8k",
+                 answer_type: str | None = None, method: str | None = None, min_agreement: float | None = None,
+                 run_dir: str | Path | None = None, **options: Any):
+        self._options = {"model": model, "paths": paths, "temperature": temperature, "stop": stop,
+                         "backend": backend, **options}
+        self.task, self.answer_type, self.method = task, answer_type, method
+        self.min_agreement = min_agreement
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._shared = _Shared()
+        check_backend_name(backend)
+        self._task_of(task)  # a bad task, answer type or option fails here, not at the first question
+        run_config(self._task_of(task).name, self._options)
+        if method is not None:
+            check_method(method)
+
+    def with_options(self, **changes: Any) -> SelfConsistency:
+        """A sibling with some settings changed (e.g. `paths=20`) that shares this instance's started
+        backends; the server makes one per request that overrides settings."""
+        sibling = object.__new__(SelfConsistency)
+        sibling.__dict__.update(self.__dict__)
+        sibling._options = dict(self._options)
+        for key in ("task", "answer_type", "method", "min_agreement"):
+            if key in changes:
+                setattr(sibling, key, changes.pop(key))
+        if "run_dir" in changes:
+            value = changes.pop("run_dir")
+            sibling.run_dir = Path(value) if value is not None else None
+        sibling._options.update(changes)
+        sibling._task_of(sibling.task)
+        run_config(sibling._task_of(sibling.task).name, sibling._options)
+        if sibling.method is not None:
+            check_method(sibling.method)
+        return sibling
+
+    # -- answering -------------------------------------------------------------------------------
+
+    def answer(self, question: Question, task: str | TaskSpec | Task | None = None) -> Answer:
+        """The answer to one question (its text, or a record with the task's fields, e.g. choices)."""
+        return self.answer_many([question], task)[0]
+
+    def answer_many(self, questions: Iterable[Question], task: str | TaskSpec | Task | None = None,
+                    on_path: Callable[[Generation], None] | None = None) -> list[Answer]:
+        """One Answer per question, in order, all sampled together (a backend batches them).
+        `on_path(generation)` is called as each path arrives (progress)."""
+        task_obj = self._task_of(self.task if task is None else task)
+        records = [self._record(question, task_obj) for question in questions]
+        if not records:
+            return []
+        ids = [self._id_of(record, task_obj) for record in records]
+        unique = dict(zip(ids, records, strict=True))  # a question asked twice is answered once
+        config = run_config(task_obj.name, self._options)
+        method = check_method(self.method or ("usc" if task_obj.spec.answer.type == "free" else "majority"))
+        if self.run_dir is not None:
+            with self._shared.lock:  # one call at a time holds a run directory
+                answers = self._run(config, task_obj, self.run_dir, unique, method, on_path)
+        else:
+            with tempfile.TemporaryDirectory(prefix="selfconsistency-") as scratch:
+                answers = self._run(config, task_obj, Path(scratch), unique, method, on_path)
+        by_id = {a.id: a for a in answers}
+        return [by_id[qid] for qid in ids]
+
+    def _run(self, config: RunConfig, task: Task, run_dir: Path, records: dict[str, dict[str, Any]],
+             method: str, on_path: Callable[[Generation], None] | None) -> list[Answer]:
+        from .usc import select_with_usc  # usc imports the run pipeline too
+
+        backend = self._backend(config)
+        run_experiment(config, run_dir, on_path=on_path, task=task, records=list(records.values()),
+                       record_ids=list(records), backend=backend)
+        if method == "usc":
+            select_with_usc(config, run_dir, backend=backend)
+        return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records))
+
+    # -- settings --------------------------------------------------------------------------------
+
+    def _task_of(self, task: str | TaskSpec | Task) -> Task:
+        if isinstance(task, Task):
+            spec, base_dir = task.spec, task.base_dir
+        elif isinstance(task, TaskSpec):
+            spec, base_dir = task, Path.cwd()
+        else:
+            loaded = get_task(str(task))
+            spec, base_dir = loaded.spec, loaded.base_dir
+        if self.answer_type is not None and self.answer_type != spec.answer.type:
+            if self.answer_type not in ANSWER_TYPES:
+                raise ValueError(f"unknown answer type {self.answer_type!r}; use {', '.join(ANSWER_TYPES)}")
+            try:
+                spec = TaskSpec.model_validate({**spec.model_dump(),
+                                                "answer": {**spec.answer.model_dump(), "type": self.answer_type}})
+            except ValidationError as exc:
+                raise DataError(f"task {spec.name} cannot take answer type {self.answer_type!r}: "
+                                f"{exc.errors()[0]['msg']}") from None
+        limits = RunConfig.model_fields
+        return Task(spec, base_dir,
+                    max_chars=self._options.get("max_question_chars", limits["max_question_chars"].default),
+                    strict_input=self._options.get("strict_input", limits["strict_input"].default))
+
+    @staticmethod
+    def _record(question: Question, task: Task) -> dict[str, Any]:
+        if isinstance(question, str):
+            return {task.spec.fields.question: question}
+        if isinstance(question, Mapping):
+            return dict(question)
+        raise DataError(f"a question is its text or a record (a mapping), not {type(question).__name__}")
+
+    @staticmethod
+    def _id_of(record: dict[str, Any], task: Task) -> str:
+        """The record's id field if the task names one and the record has it; else a hash of the record,
+        so the same question is the same stored question in every call."""
+        id_field = task.spec.fields.id
+        if id_field and id_field in record:
+            return str(record[id_field])
+        canonical = json.dumps(record, sort_keys=True, ensure_ascii=False, default=str)
+        return "q-" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    # -- backends --------------------------------------------------------------------------------
+
+    def _backend(self, config: RunConfig) -> Backend | None:
+        """A started backend shared by calls with the same transport settings. Batch backends keep their
+        job state in the run directory, so each call starts its own (None: run_experiment does)."""
+        if config.backend.endswith("-batch"):
+            return None
+        key = config.backend_config(0, None, "api").model_dump_json()
+        with self._shared.lock if self.run_dir is None else _NoLock():
+            backend = self._shared.backends.get(key)
+            if backend is None:
+                backend = create_backend(config.backend, config.backend_config(0, None, "api"))
+                self._shared.backends[key] = backend
+        thread_safe = config.backend != "local"
+        return _SharedBackend(backend, None if thread_safe else self._shared.decoder_lock)
+
+    def close(self) -> None:
+        """Close the started backends (an embedded model's memory, HTTP connections)."""
+        with self._shared.lock:
+            backends, self._shared.backends = list(self._shared.backends.values()), {}
+        for backend in backends:
+            backend.close()
+
+    def __enter__(self) -> SelfConsistency:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _NoLock:
+    """The call already holds the instance lock (a run directory's calls run one at a time)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

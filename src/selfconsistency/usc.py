@@ -1,0 +1,116 @@
+"""Universal Self-Consistency (Chen et al. 2023, arXiv:2311.17311): after sampling, one more request shows
+the model its candidate responses, numbered, and asks which is most consistent with the others; the one it
+names is the answer. It needs no answer extractor, so it serves free-form answers (summaries, code).
+
+`usc_prompt` and `parse_choice` are pure; `select_with_usc` makes the requests through the run's backend
+and stores each pick, so a rerun asks only for the questions still without one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from .backends import create_backend
+from .backends.base import Backend, GenerationRequest, flatten
+from .experiment import RunConfig
+from .per_question import paths_used
+from .prompts import Prompt, PromptFormat
+from .runlock import run_lock
+from .sampling import SamplingParams, path_seed
+from .stopping import parse_rule
+from .store import SampleStore, StoredPath, StoredSelection
+
+# The paper's prompt (its Figure 2), responses numbered from 1.
+_INSTRUCTION = ("Evaluate these responses.\nSelect the most consistent response based on majority consensus.\n"
+                'Start your answer with "The most consistent response is Response X" (without quotes).')
+ANSWER_PREFIX = "The most consistent response is Response"
+USC_MAX_TOKENS = 32  # the reply's first line names the pick; the rest is not needed
+_USC_SEED_INDEX = -2  # path_seed's index for the selection request (paths use 0, 1, ...)
+
+_STATED = re.compile(r"most\s+consistent\s+response\s+is\s*:?\s*[*_\"'(\[]*\s*(?:response\s*)?#?\s*(\d+)", re.I)
+_NAMED = re.compile(r"\bresponse\s*#?\s*(\d+)", re.I)
+_LEADING = re.compile(r"^\s*[*_\"'(\[]*\s*#?(\d+)\b")
+
+
+def usc_prompt(question: str, responses: Sequence[str], fmt: PromptFormat) -> Prompt:
+    """The selection prompt over `responses` (numbered 1..k). In completion format the prompt ends with the
+    answer's opening words, so the model's next token is the number."""
+    listed = "\n\n".join(f"Response {number}: {text.strip()}" for number, text in enumerate(responses, start=1))
+    body = f"I have generated the following responses to the question: {question.strip()}\n\n{listed}\n\n{_INSTRUCTION}"
+    return Prompt(shared="", question=f"{body}\n\n{ANSWER_PREFIX}", messages=(("user", body),), format=fmt)
+
+
+def parse_choice(reply: str, candidates: int, fmt: PromptFormat = PromptFormat.chat) -> int | None:
+    """The 0-based candidate the reply names, or None when it names none of 1..`candidates`.
+
+    Read in order: "the most consistent response is (Response) N", then the first "Response N", then a
+    number the reply starts with (a completion prompt already ends with "...is Response"). A number out
+    of range counts as none; the caller then falls back to the majority vote's path."""
+    text = f"{ANSWER_PREFIX}{reply}" if fmt is PromptFormat.completion else reply
+    for pattern in (_STATED, _NAMED, _LEADING):
+        match = pattern.search(text)
+        if match:
+            number = int(match.group(1))
+            return number - 1 if 1 <= number <= candidates else None
+    return None
+
+
+def _candidates(used: Sequence[StoredPath]) -> list[StoredPath]:
+    """The paths shown to the model: those that gave an answer (an abstaining path is not a candidate)."""
+    return [p for p in used if p.answer is not None]
+
+
+def select_with_usc(config: RunConfig, run_dir: Path, backend: Backend | None = None,
+                    temperature: float | None = None) -> int:
+    """Store a USC pick for every selected question of the run that lacks one over the paths it used;
+    returns how many requests were made (through `backend`, left open, or one started for them).
+
+    No request is made when the candidates cannot disagree: one candidate, or every candidate with the
+    same answer (the first is the pick), or none (no pick; the answer is None)."""
+    temperature = config.temperatures[0] if temperature is None else temperature
+    with run_lock(run_dir), SampleStore(run_dir) as store:
+        stored_config = store.get_meta("config")
+        rule = parse_rule(config.stop, config.min_paths, config.paths) if config.stop else None
+        stops = store.stops(rule.name) if rule else {}
+        done = store.selections()
+        question_texts = {q.id: q.question for q in store.questions()}  # as the sampling prompts showed them
+        by_question: dict[str, list[StoredPath]] = {}
+        for path in store.paths():
+            if path.temperature == temperature:
+                by_question.setdefault(path.question_id, []).append(path)
+        pending: list[tuple[GenerationRequest, list[StoredPath], int]] = []
+        for qid in store.get_meta("selection") or []:
+            stored = by_question.get(qid, [])
+            used, _, _ = paths_used(stored_config, stops, qid, temperature, len(stored))
+            if (qid, temperature, used) in done:
+                continue
+            shown = _candidates(stored[:used])
+            if len({p.answer for p in shown}) <= 1:
+                store.record_selection(StoredSelection(qid, temperature, used, shown[0].path_index if shown else None,
+                                                       True, "", 0, 0))
+                continue
+            prompt = usc_prompt(question_texts[qid], [p.text for p in shown], config.prompt_format)
+            stop = ("\n",) if config.prompt_format is PromptFormat.completion else ("\n\n",)
+            params = SamplingParams(temperature=0.0, top_p=config.top_p, top_k=config.top_k,
+                                    max_tokens=USC_MAX_TOKENS, stop=stop,
+                                    seed=path_seed(config.seed, qid, temperature, _USC_SEED_INDEX))
+            pending.append((GenerationRequest(qid, 0.0, _USC_SEED_INDEX, prompt, params), shown, used))
+        if not pending:
+            return 0
+        own = backend is None
+        backend = backend or create_backend(config.backend, config.backend_config(store.tokens_used(), run_dir))
+        try:
+            by_key = {request.question_id: (shown, used) for request, shown, used in pending}
+            for generation in flatten(backend.generate([request for request, _, _ in pending])):
+                qid = generation.request.question_id
+                shown, used = by_key[qid]
+                picked = parse_choice(generation.text, len(shown), config.prompt_format)
+                store.record_selection(StoredSelection(
+                    qid, temperature, used, None if picked is None else shown[picked].path_index, picked is not None,
+                    generation.text, generation.prompt_tokens, generation.completion_tokens))
+        finally:
+            if own:
+                backend.close()
+    return len(pending)
