@@ -1,0 +1,289 @@
+"""Answers for unlabelled questions: optional gold, the per-question answer builder, Universal
+Self-Consistency, and the SelfConsistency Python API (on a fake backend; one test on the 0.5B model)."""
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from answer_fakes import FAKE_BACKEND, USC_REPLY, register
+from conftest import GSM8K_TEST, SMALL_MODEL
+
+from selfconsistency import RunConfig, SelfConsistency, answers_from_store, build_answer, run_experiment
+from selfconsistency.per_question import question_records
+from selfconsistency.prompts import PromptFormat
+from selfconsistency.report import build_results, export_paths, markdown_table, write_report
+from selfconsistency.store import _MIGRATIONS, SampleStore, StoredPath, StoredQuestion, StoredSelection
+from selfconsistency.tasks import DataError, get_task
+from selfconsistency.usc import parse_choice, usc_prompt
+
+
+@pytest.fixture
+def bots():
+    return register()
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+# -- gold optional -------------------------------------------------------------------------------
+
+
+def test_records_without_gold_are_questions_to_answer(tmp_path):
+    data = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"question": "labelled", "answer": "work #### 7"}, {"question": "no answer field"},
+        {"question": "null answer", "answer": None}, {"question": "empty answer", "answer": "  "}])
+    questions = get_task("gsm8k").load(data).questions
+    assert [q.gold for q in questions] == ["7", None, None, None]
+    mcq = write_jsonl(tmp_path / "mcq.jsonl", [{"question": "pick", "choices": ["x", "y"]}])
+    assert get_task("mcq").load(mcq).questions[0].gold is None
+    # a gold that is there but unreadable is still an error, named by its line
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"question": "q"}, {"question": "q2", "answer": "#### seven"}])
+    with pytest.raises(DataError, match="bad.jsonl:2:"):
+        get_task("gsm8k").load(bad)
+
+
+def test_exemplars_from_data_need_gold(tmp_path):
+    data = write_jsonl(tmp_path / "exam.jsonl", [
+        {"question": "q1", "choices": ["x", "y"], "explanation": "because"},
+        {"question": "q2", "choices": ["x", "y"], "answer": "A"}])
+    with pytest.raises(DataError, match="exemplar record .* no gold answer"):
+        get_task("mcq").load(data, shots_from_data=1)
+
+
+def test_report_scores_only_labelled_questions(tmp_path, bots):
+    data = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"question": "I am sure", "answer": "#### 18"}, {"question": "also sure, unlabelled"}])
+    run_dir = run_experiment(RunConfig(task="gsm8k", data=str(data), backend=FAKE_BACKEND, model="m", paths=3),
+                             tmp_path / "run")
+    with SampleStore(run_dir, create=False) as store:
+        results = build_results(store)
+    assert results["questions"] == 2 and results["labelled_questions"] == 1
+    assert results["greedy"]["accuracy"] == 1.0  # the labelled question, right; the other is not scored
+    assert results["sampled"][0]["curve"][-1]["exact"] == 1.0
+    assert results["sampled"][0]["paths"] == 6  # usage counts both questions
+    assert "2 questions (1 labelled" in markdown_table(results)
+    records = list(question_records(run_dir))
+    assert [r["votes"][0]["correct"] for r in records] == [True, None]
+    assert records[1]["gold"] is None and records[1]["greedy"]["correct"] is None
+    assert {p["correct"] for p in export_paths(run_dir) if p["gold"] is None} == {None}
+    write_report(run_dir)  # every file of the report, report.html too
+    assert "unlabelled" in (run_dir / "report.html").read_text()
+
+
+def test_run_with_no_labels_reports_no_accuracy(tmp_path, bots):
+    data = write_jsonl(tmp_path / "questions.jsonl", [{"question": "sure thing"}])
+    run_dir = run_experiment(RunConfig(task="gsm8k", data=str(data), backend=FAKE_BACKEND, model="m", paths=2),
+                             tmp_path / "run")
+    results = write_report(run_dir)
+    assert results["labelled_questions"] == 0 and results["greedy"]["accuracy"] is None
+    assert results["sampled"][0]["curve"] == []
+    assert "| greedy (T=0) | 1 | – | – |" in (run_dir / "results.md").read_text()
+
+
+def test_older_store_upgrades_to_optional_gold(tmp_path):
+    """A store written before gold was optional (schema version 4) keeps its questions and takes new
+    unlabelled ones."""
+    db = sqlite3.connect(tmp_path / "samples.sqlite", isolation_level=None)
+    for script in _MIGRATIONS[:4]:
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 4")
+    db.execute("INSERT INTO questions VALUES ('q1', 0, 'old question', '5')")
+    db.close()
+    with SampleStore(tmp_path) as store:
+        store.add_questions([StoredQuestion("q2", 1, "new question", None)])
+        assert store.questions() == [StoredQuestion("q1", 0, "old question", "5"),
+                                     StoredQuestion("q2", 1, "new question", None)]
+        store.record_selection(StoredSelection("q2", 0.7, 3, 1, True, "reply", 40, 5))
+        assert store.selections()[("q2", 0.7, 3)].chosen == 1
+        assert store.tokens_used() == 45
+
+
+# -- the answer builder --------------------------------------------------------------------------
+
+
+def path(index, answer, text=None, logprob=-1.0, tokens=10, qid="q"):
+    return StoredPath(qid, 0.7, index, index, text or f"path {index} says {answer}", answer, 100 if index == 0 else 0,
+                      tokens, 0.1, "stop", logprob, "fake", "m")
+
+
+QUESTION = StoredQuestion("q", 0, "How many?", None)
+
+
+def test_answer_is_the_majority_with_agreement_over_voting_paths():
+    used = [path(0, "4"), path(1, None), path(2, "3"), path(3, "4"), path(4, "4")]
+    answer = build_answer(QUESTION, used, used, seed=0)
+    assert answer.answer == "4" and answer.votes == {"4": 3, "3": 1} and answer.abstained == 1
+    assert answer.agreement == 0.75  # 3 of the 4 paths that answered; the abstention does not count
+    assert answer.rationale == "path 0 says 4" and answer.paths_used == 5
+    assert answer.tokens == 100 + 50 and answer.cost_usd is None
+    record = answer.to_record()
+    assert "gold" not in record and "correct" not in record and "low_confidence" not in record
+    assert set(record) >= {"id", "answer", "agreement", "votes", "paths_used", "abstained", "stopped_by",
+                           "rationale", "tokens", "cost_usd"}
+
+
+def test_gold_and_low_confidence_when_asked():
+    labelled = StoredQuestion("q", 0, "How many?", "3")
+    used = [path(0, "4"), path(1, "3"), path(2, "4")]
+    answer = build_answer(labelled, used, used, seed=0, min_agreement=0.7)
+    assert (answer.answer, answer.correct, answer.low_confidence) == ("4", False, True)
+    assert answer.to_record()["gold"] == "3" and answer.to_record()["low_confidence"] is True
+    assert build_answer(labelled, used, used, seed=0, min_agreement=0.6).low_confidence is False
+
+
+def test_ties_are_seeded_per_question():
+    """A tie is broken the same way for the same run seed and question, whatever was answered before."""
+    used = [path(0, "3"), path(1, "4")]
+    winners = {build_answer(QUESTION, used, used, seed=seed).answer for seed in range(20)}
+    assert winners == {"3", "4"}  # the seed decides
+    assert len({build_answer(QUESTION, used, used, seed=5).answer for _ in range(5)}) == 1
+
+
+def test_weighted_vote_can_overrule_the_count():
+    # two confident paths for 4 against three unsure ones for 3
+    used = [path(0, "3", logprob=-50), path(1, "3", logprob=-50), path(2, "3", logprob=-50),
+            path(3, "4", logprob=-1), path(4, "4", logprob=-1)]
+    assert build_answer(QUESTION, used, used, seed=0).answer == "3"
+    weighted = build_answer(QUESTION, used, used, seed=0, method="logprob")
+    assert weighted.answer == "4" and weighted.votes == {"3": 3, "4": 2}
+    assert weighted.agreement > 0.9 and weighted.weights["4"] > weighted.weights["3"]
+    assert build_answer(QUESTION, used, used, seed=0, method="cisc:0.5").answer == "4"
+    with pytest.raises(ValueError, match="unknown answer method"):
+        build_answer(QUESTION, used, used, seed=0, method="cisc:-1")
+
+
+def test_usc_selection_is_the_answer_and_falls_back_to_the_vote():
+    used = [path(0, "a"), path(1, "b"), path(2, "b")]
+    picked = build_answer(QUESTION, used, used, seed=0, method="usc",
+                          selection=StoredSelection("q", 0.7, 3, 0, True, "Response 1", 200, 6))
+    assert (picked.answer, picked.selection, picked.selection_parsed) == ("a", 0, True)
+    assert picked.rationale == "path 0 says a" and picked.agreement == 0.3333  # 1 of 3 paths said "a"
+    assert picked.tokens == 100 + 30 + 206  # the selection request is paid for too
+    assert picked.to_record()["selection"] == {"path": 0, "parsed": True}
+    unreadable = build_answer(QUESTION, used, used, seed=0, method="usc",
+                              selection=StoredSelection("q", 0.7, 3, None, False, "no idea", 200, 6))
+    assert (unreadable.answer, unreadable.selection, unreadable.selection_parsed) == ("b", 1, False)
+    with pytest.raises(ValueError, match="no Universal Self-Consistency selection"):
+        build_answer(QUESTION, used, used, seed=0, method="usc")
+
+
+# -- Universal Self-Consistency: prompt and parsing ---------------------------------------------
+
+
+def test_usc_prompt_numbers_the_responses():
+    prompt = usc_prompt("What is 2+2?", ["It is 4.", "It is 5."], PromptFormat.chat)
+    content = prompt.chat_messages[0]["content"]
+    assert "question: What is 2+2?" in content and "Response 1: It is 4.\n\nResponse 2: It is 5." in content
+    assert "most consistent response based on majority consensus" in content
+    assert usc_prompt("q", ["x"], PromptFormat.completion).text.endswith("The most consistent response is Response")
+
+
+@pytest.mark.parametrize("reply,fmt,expected", [
+    ("The most consistent response is Response 2.", PromptFormat.chat, 1),
+    ("**The most consistent response is Response #3**", PromptFormat.chat, 2),
+    ("the most consistent response is: 1", PromptFormat.chat, 0),
+    ("Looking at them, Response 3 agrees with Response 1.", PromptFormat.chat, 2),
+    ("3", PromptFormat.chat, 2),
+    (" 2, since both others", PromptFormat.completion, 1),
+    ("The most consistent response is Response 7", PromptFormat.chat, None),  # out of range
+    ("Response 0 is best", PromptFormat.chat, None),
+    ("I cannot decide.", PromptFormat.chat, None),
+])
+def test_usc_reply_parsing(reply, fmt, expected):
+    assert parse_choice(reply, 3, fmt) == expected
+
+
+# -- the Python API ------------------------------------------------------------------------------
+
+
+def test_api_answers_unlabelled_questions(bots):
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=5, temperature=0.7)
+    sure = sc.answer("I am sure about this one", task="gsm8k")
+    assert sure.answer == "18" and sure.agreement == 1.0 and sure.votes == {"18": 5}
+    assert sure.paths_used == 5 and len(sure.paths) == 5 and sure.gold is None and sure.correct is None
+    assert sure.rationale == "Some steps. The answer is 18."
+    assert all(t == 0.7 for _, t, _ in bots[0].calls)  # no greedy path: answers vote over samples only
+    answers = sc.answer_many(["a coin toss", "mute question", "a coin toss"], task="gsm8k")
+    assert answers[0] == answers[2] and answers[0].answer in {"3", "4"}
+    assert sum(answers[0].votes.values()) == 5 and answers[0].agreement == max(answers[0].votes.values()) / 5
+    assert answers[1].answer is None and answers[1].abstained == 5 and answers[1].agreement == 0.0
+    assert len(bots) == 1  # one backend started for every call
+    sc.close()
+    assert bots[0].closed
+
+
+def test_api_record_with_gold_and_weighted_method(bots):
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=6, method="logprob", min_agreement=0.99)
+    result = sc.answer({"question": "a coin toss", "answer": "#### 4"}, task="gsm8k")
+    assert result.answer == "4" and result.correct is True and result.method == "logprob"
+    assert result.low_confidence is (result.agreement < 0.99)
+
+
+def test_api_run_dir_resumes(tmp_path, bots):
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=4, run_dir=tmp_path / "run")
+    first = sc.answer("a coin toss", task="gsm8k")
+    generated = len(bots[0].calls)
+    again = sc.answer_many(["a coin toss", "I am sure"], task="gsm8k")
+    assert again[0] == first
+    assert len(bots[0].calls) == generated + 4  # only the new question's paths
+    assert [a.id for a in answers_from_store(tmp_path / "run")] == [again[0].id, again[1].id]
+
+
+def test_api_adaptive_stop_reports_the_rule(bots):
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=12, stop="beta:0.9", round_size=2)
+    result = sc.answer("I am sure", task="gsm8k")
+    assert result.stopped_by == "beta:0.9" and result.paths_used < 12
+
+
+def test_api_free_answers_use_usc(bots):
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=4, answer_type="free", prompt_format="chat")
+    result = sc.answer("Write an essay", task="gsm8k")
+    assert result.method == "usc" and result.selection_parsed is True
+    # the fake names "Response 2": the second distinct candidate shown, in path order
+    assert result.rationale == result.paths[1].text and result.selection == result.paths[1].index
+    assert len(bots[0].usc_prompts) == 1 and "Response 1: " in bots[0].usc_prompts[0]
+    assert result.tokens == 4 * (100 + 8) + 50 + 12  # four paths and the selection request
+
+
+def test_api_one_instance_from_many_threads(bots):
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=3)
+    results, errors = {}, []
+
+    def ask(n):
+        try:
+            results[n] = sc.answer(f"I am sure, number {n}", task="gsm8k")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(results) == 8 and {r.answer for r in results.values()} == {"18"}
+
+
+def test_api_refuses_bad_settings_at_once(bots):
+    with pytest.raises(ValueError, match="paths"):
+        SelfConsistency(model="m", backend=FAKE_BACKEND, paths=0)
+    with pytest.raises(ValueError, match="unknown answer type"):
+        SelfConsistency(model="m", backend=FAKE_BACKEND, answer_type="poem")
+    with pytest.raises(DataError, match="unknown task"):
+        SelfConsistency(model="m", backend=FAKE_BACKEND, task="no-such-task")
+
+
+@pytest.mark.model
+def test_api_on_the_embedded_model():
+    question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
+    with SelfConsistency(model=SMALL_MODEL, paths=3, temperature=0.7, max_tokens=64, batch_size=3) as sc:
+        result = sc.answer(question, task="gsm8k")
+    assert result.paths_used == 3 and sum(result.votes.values()) + result.abstained == 3
+    if result.answer is not None:
+        assert result.agreement == result.votes[result.answer] / sum(result.votes.values())
+        assert f"The answer is {result.answer}" in result.rationale
+    assert result.tokens > 0 and result.cost_usd is None
