@@ -110,6 +110,10 @@ class SelfConsistency:
         if method is not None:
             check_method(method)
 
+    @property
+    def model(self) -> str:
+        return str(self._options["model"])
+
     def with_options(self, **changes: Any) -> SelfConsistency:
         """A sibling with some settings changed (e.g. `paths=20`) that shares this instance's started
         backends; the server makes one per request that overrides settings."""

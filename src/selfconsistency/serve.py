@@ -1,0 +1,248 @@
+"""An OpenAI-compatible endpoint that answers with self-consistency.
+
+POST /v1/chat/completions and /v1/completions sample paths through the configured backend, vote (or pick
+with Universal Self-Consistency for free-form answers) and return a normal completion: the content is
+the winning path, `usage` sums every path (and the USC request), and a `self_consistency` object holds
+the answer, agreement, votes, paths used and the stopping rule. GET /v1/models and GET /health too.
+
+The question is the last user message (or the prompt); a task's exemplars, not earlier turns, precede it.
+Per request: `n` is the number of paths (unless `self_consistency.paths` is given), `temperature`,
+`max_tokens` and `seed` are honoured, and the body's `self_consistency` object overrides `paths`, `stop`,
+`answer_type`, `method` and `min_agreement`. The body's `model` is not used to choose a model: the
+server answers with the one it was started with and names it in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .answers import Answer
+from .api import SelfConsistency
+from .backends.base import BackendError
+from .runlock import RunDirError
+from .store import StoreMismatch
+from .tasks import DataError
+
+
+class OpenAIError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": {"message": self.message, "type": self.kind, "param": self.param,
+                                       "code": self.code}}, status_code=self.status)
+
+
+class Overrides(BaseModel):
+    """The body's `self_consistency` object."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    paths: int | None = Field(default=None, ge=1, le=256)
+    stop: str | None = None
+    answer_type: Literal["number", "letter", "yes_no", "text", "free"] | None = None
+    method: str | None = None
+    min_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class _Sampling(BaseModel):
+    model_config = ConfigDict(extra="allow")  # other OpenAI fields (user, logit_bias, ...) are accepted
+
+    model: str | None = None
+    n: int | None = Field(default=None, ge=1, le=256)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=0)
+    stream: bool = False
+    self_consistency: Overrides | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatBody(_Sampling):
+    messages: list[ChatMessage] = Field(min_length=1)
+
+
+class CompletionBody(_Sampling):
+    prompt: str | list[str]
+
+
+def _question(messages: list[ChatMessage]) -> str:
+    """The last user message's text (text parts joined)."""
+    for message in reversed(messages):
+        if message.role == "user":
+            content = message.content
+            if isinstance(content, list):
+                content = "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
+            if content and content.strip():
+                return content
+            break
+    raise OpenAIError(400, "the last user message must hold text: it is the question answered", param="messages")
+
+
+def _engine(base: SelfConsistency, body: _Sampling) -> SelfConsistency:
+    """The instance for this request: the server's, with the body's settings applied."""
+    changes: dict[str, Any] = {}
+    overrides = body.self_consistency or Overrides()
+    if overrides.paths is not None or body.n is not None:
+        changes["paths"] = overrides.paths or body.n
+    if body.temperature is not None:
+        if body.temperature == 0:
+            raise OpenAIError(400, "temperature 0 gives one path: self-consistency samples at temperature > 0",
+                              param="temperature")
+        changes["temperature"] = body.temperature
+    if body.max_tokens or body.max_completion_tokens:
+        changes["max_tokens"] = body.max_completion_tokens or body.max_tokens
+    if body.seed is not None:
+        changes["seed"] = body.seed
+    changes.update({k: v for k, v in overrides.model_dump(exclude={"paths"}).items() if v is not None})
+    if not changes:
+        return base
+    try:
+        return base.with_options(**changes)
+    except (ValueError, DataError) as exc:
+        raise OpenAIError(400, str(exc), param="self_consistency") from None
+
+
+def _summary(answer: Answer) -> dict[str, Any]:
+    summary = {"answer": answer.answer, "agreement": answer.agreement, "votes": answer.votes,
+               "paths_used": answer.paths_used, "abstained": answer.abstained, "stopped_by": answer.stopped_by,
+               "method": answer.method,
+               "paths": [{"index": p.index, "answer": p.answer, "completion_tokens": p.completion_tokens,
+                          "finish_reason": p.finish_reason} for p in answer.paths]}
+    if answer.low_confidence is not None:
+        summary["low_confidence"] = answer.low_confidence
+    if answer.method == "usc":
+        summary["selection"] = {"path": answer.selection, "parsed": answer.selection_parsed}
+    return summary
+
+
+def _winner(answer: Answer) -> tuple[str, str]:
+    """The content and finish reason to return: the chosen (USC) or first winning path's; the first
+    path's when every path abstained."""
+    chosen = next((p for p in answer.paths if p.index == answer.selection), None) if answer.method == "usc" else \
+        next((p for p in answer.paths if answer.answer is not None and p.answer == answer.answer), None)
+    chosen = chosen or (answer.paths[0] if answer.paths else None)
+    return (chosen.text, chosen.finish_reason) if chosen else ("", "stop")
+
+
+def _usage(answers: list[Answer]) -> dict[str, int]:
+    prompt = sum(a.prompt_tokens for a in answers)
+    completion = sum(a.completion_tokens for a in answers)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _stream(chunk: dict[str, Any]) -> StreamingResponse:
+    """The whole answer as one server-sent event, then [DONE]."""
+    async def events():
+        yield f"data: {json.dumps(chunk)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concurrent: int = 4,
+               model_name: str | None = None) -> FastAPI:
+    """The ASGI app answering with `engine`. `api_key`: requests must carry `Authorization: Bearer KEY`
+    (compared in constant time; never logged). At most `max_concurrent` requests are answered at once;
+    the others wait their turn."""
+    served = model_name or engine.model
+    slots = asyncio.Semaphore(max_concurrent)
+    app = FastAPI(title="selfconsistency", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(OpenAIError)
+    async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid body"}
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        return OpenAIError(400, f"{where + ': ' if where else ''}{first['msg']}", param=where or None).response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return OpenAIError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None
+                           ).response()
+
+    def authorized(request: Request) -> None:
+        if api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise OpenAIError(401, "missing or incorrect API key (Authorization: Bearer KEY)",
+                              code="invalid_api_key")
+
+    async def answered(request_engine: SelfConsistency, questions: list[str]) -> list[Answer]:
+        async with slots:
+            try:
+                return await run_in_threadpool(request_engine.answer_many, questions)
+            except BackendError as exc:
+                raise OpenAIError(502, f"upstream failure: {exc}", kind="upstream_error") from None
+            except (DataError, ValueError) as exc:
+                raise OpenAIError(400, str(exc)) from None
+            except (StoreMismatch, RunDirError) as exc:
+                raise OpenAIError(500, str(exc), kind="server_error") from None
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [{"id": served, "object": "model", "created": 0,
+                                            "owned_by": "selfconsistency"}]}
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    async def chat(body: ChatBody):
+        question = _question(body.messages)
+        answer = (await answered(_engine(engine, body), [question]))[0]
+        content, finish = _winner(answer)
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served,
+                "self_consistency": _summary(answer)}
+        if body.stream:
+            return _stream({**base, "object": "chat.completion.chunk", "usage": _usage([answer]), "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": content}, "finish_reason": finish}]})
+        return {**base, "object": "chat.completion", "usage": _usage([answer]), "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish,
+             "logprobs": None}]}
+
+    @app.post("/v1/completions", dependencies=[Depends(authorized)])
+    async def completions(body: CompletionBody):
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts or not all(p.strip() for p in prompts):
+            raise OpenAIError(400, "prompt must be non-empty text (or a list of texts)", param="prompt")
+        answers = await answered(_engine(engine, body), prompts)
+        choices = []
+        for index, answer in enumerate(answers):
+            text, finish = _winner(answer)
+            choices.append({"index": index, "text": text, "finish_reason": finish, "logprobs": None})
+        summaries = [_summary(a) for a in answers]
+        response = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                    "model": served, "choices": choices, "usage": _usage(answers),
+                    "self_consistency": summaries[0] if isinstance(body.prompt, str) else summaries}
+        return _stream(response) if body.stream else response
+
+    return app
