@@ -1,0 +1,215 @@
+"""The OpenAI-compatible self-consistency server, driven by the official openai client over loopback HTTP
+(uvicorn on a free port): on a fake backend, and on the embedded 0.5B model."""
+
+import json
+import logging
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import openai
+import pytest
+import uvicorn
+from answer_fakes import FAKE_BACKEND, register
+from conftest import GSM8K_TEST, SMALL_MODEL
+
+from selfconsistency import SelfConsistency
+from selfconsistency.backends import register_backend
+from selfconsistency.backends.base import BackendError
+from selfconsistency.serve import create_app
+
+API_KEY = "sk-test-9f8e7d6c5b4a"
+
+
+@contextmanager
+def serving(app):
+    """The app under uvicorn on a free loopback port; yields the /v1 base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="info"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@pytest.fixture
+def fake_server():
+    made = register()
+    engine = SelfConsistency(model="fake-model", backend=FAKE_BACKEND, paths=5, task="gsm8k")
+    with serving(create_app(engine, api_key=API_KEY, max_concurrent=4)) as url:
+        yield url, made
+    engine.close()
+
+
+def client(url, key=API_KEY):
+    return openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=60)
+
+
+def post(url, body: bytes, key=API_KEY):
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def ask(question):
+    return [{"role": "system", "content": "You are careful."}, {"role": "user", "content": question}]
+
+
+def test_chat_completion_votes_and_sums_usage(fake_server):
+    url, bots = fake_server
+    response = client(url).chat.completions.create(model="anything", messages=ask("a coin toss"))
+    sc = response.self_consistency
+    answers = [p["answer"] for p in sc["paths"]]
+    assert len(answers) == sc["paths_used"] == 5
+    counts = Counter(answers)
+    assert sc["votes"] == dict(counts) and sc["answer"] == counts.most_common(1)[0][0]
+    assert sc["agreement"] == round(counts[sc["answer"]] / 5, 4)
+    assert response.choices[0].message.content == f"Some steps. The answer is {sc['answer']}."
+    assert response.model == "fake-model"
+    # every path's tokens: the fake bills 100 prompt and 8 completion tokens per path
+    assert (response.usage.prompt_tokens, response.usage.completion_tokens, response.usage.total_tokens) == \
+        (500, 40, 540)
+    assert len(bots[0].calls) == 5
+
+
+def test_request_overrides(fake_server):
+    url, _ = fake_server
+    chat = client(url).chat.completions
+    by_n = chat.create(model="m", messages=ask("I am sure"), n=3, temperature=0.9, max_tokens=32, seed=7)
+    assert by_n.self_consistency["paths_used"] == 3 and by_n.self_consistency["answer"] == "18"
+    body = {"self_consistency": {"paths": 12, "stop": "beta:0.9"}}
+    adaptive = chat.create(model="m", messages=ask("I am sure"), extra_body=body).self_consistency
+    assert adaptive["stopped_by"] == "beta:0.9" and adaptive["paths_used"] < 12
+    free = chat.create(model="m", messages=ask("Write an essay"),
+                       extra_body={"self_consistency": {"answer_type": "free", "paths": 3}}).self_consistency
+    assert free["method"] == "usc" and free["selection"]["parsed"] is True
+
+
+def test_completions_endpoint_answers_each_prompt(fake_server):
+    url, _ = fake_server
+    response = client(url).completions.create(model="m", prompt=["I am sure", "mute question"])
+    assert [c.index for c in response.choices] == [0, 1]
+    first, second = response.self_consistency
+    assert first["answer"] == "18" and response.choices[0].text == "Some steps. The answer is 18."
+    assert second["answer"] is None and second["abstained"] == 5
+    assert response.usage.total_tokens == 2 * 5 * 108
+
+
+def test_auth_is_enforced_and_the_key_never_logged(fake_server, caplog):
+    url, _ = fake_server
+    caplog.set_level(logging.INFO)
+    for key in ("wrong-key", ""):
+        with pytest.raises(openai.AuthenticationError) as refused:
+            client(url, key=key or "x").chat.completions.create(model="m", messages=ask("I am sure"))
+        assert refused.value.status_code == 401 and refused.value.body["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        client(url, key="wrong").models.list()
+    assert [m.id for m in client(url).models.list()] == ["fake-model"]
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=10) as health:  # no key needed
+        assert json.loads(health.read()) == {"status": "ok"}
+    assert "POST /v1/chat/completions" in caplog.text and API_KEY not in caplog.text
+
+
+@pytest.mark.parametrize("body,param", [
+    (b'{"model": "m", "messages": [', None),  # not JSON
+    (b'{"model": "m"}', "messages"),
+    (b'{"model": "m", "messages": []}', "messages"),
+    (b'{"model": "m", "messages": [{"role": "assistant", "content": "hi"}]}', "messages"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "q"}], "n": 0}', "n"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "q"}], "temperature": 0}', "temperature"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "q"}], "self_consistency": {"stop": "nope"}}',
+     "self_consistency"),
+    (b'{"model": "m", "messages": [{"role": "user", "content": "q"}], "self_consistency": {"votes": 3}}',
+     "self_consistency.votes"),
+])
+def test_malformed_bodies_get_openai_errors(fake_server, body, param):
+    url, bots = fake_server
+    status, error = post(url + "/chat/completions", body)
+    assert status == 400 and error["error"]["type"] == "invalid_request_error" and error["error"]["message"]
+    if param:
+        assert error["error"]["param"] == param
+    assert not bots or not bots[0].calls  # nothing was sampled
+
+
+def test_openai_client_sees_a_bad_request(fake_server):
+    url, _ = fake_server
+    with pytest.raises(openai.BadRequestError) as refused:
+        client(url).chat.completions.create(model="m", messages=ask("q"), temperature=0)
+    assert "temperature" in refused.value.message
+
+
+def test_stream_sends_one_chunk_then_done(fake_server):
+    url, _ = fake_server
+    chunks = list(client(url).chat.completions.create(model="m", messages=ask("I am sure"), stream=True))
+    assert len(chunks) == 1 and chunks[0].choices[0].delta.content == "Some steps. The answer is 18."
+    assert chunks[0].self_consistency["answer"] == "18"
+
+
+def test_concurrent_requests_all_complete(fake_server):
+    url, _ = fake_server
+    openai_client = client(url)
+
+    def one(n):
+        return openai_client.chat.completions.create(model="m", messages=ask(f"I am sure, number {n}"))
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(one, range(20)))
+    assert [r.self_consistency["answer"] for r in responses] == ["18"] * 20
+
+
+def test_upstream_failure_is_a_502_with_the_cause():
+    class Broken:
+        name, model = "broken", "m"
+
+        def generate(self, requests):
+            raise BackendError("upstream said 503: overloaded")
+            yield
+
+        def close(self):
+            pass
+
+    register_backend("broken", lambda config: Broken())
+    engine = SelfConsistency(model="m", backend="broken", paths=2)
+    with serving(create_app(engine)) as url:
+        with pytest.raises(openai.InternalServerError) as failed:
+            client(url).chat.completions.create(model="m", messages=ask("q"))
+    assert failed.value.status_code == 502 and "503: overloaded" in failed.value.message
+
+
+@pytest.mark.model
+def test_server_on_the_embedded_model():
+    question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
+    engine = SelfConsistency(model=SMALL_MODEL, paths=3, temperature=0.7, max_tokens=48, batch_size=3)
+    with serving(create_app(engine, api_key=API_KEY, max_concurrent=2)) as url:
+        chat = client(url).chat.completions
+        with ThreadPoolExecutor(3) as pool:
+            responses = list(pool.map(lambda n: chat.create(model="m", messages=ask(question), seed=n), range(3)))
+        with pytest.raises(openai.AuthenticationError):
+            client(url, key="nope").chat.completions.create(model="m", messages=ask(question))
+    engine.close()
+    for response in responses:
+        sc = response.self_consistency
+        answers = [p["answer"] for p in sc["paths"]]
+        assert sc["paths_used"] == 3 and sc["votes"] == dict(Counter(a for a in answers if a is not None))
+        assert response.usage.completion_tokens == sum(p["completion_tokens"] for p in sc["paths"])
+        assert response.usage.prompt_tokens > 0
+        if sc["answer"] is not None:
+            assert f"The answer is {sc['answer']}" in response.choices[0].message.content
