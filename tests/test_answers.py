@@ -285,5 +285,5 @@ def test_api_on_the_embedded_model():
     assert result.paths_used == 3 and sum(result.votes.values()) + result.abstained == 3
     if result.answer is not None:
         assert result.agreement == round(result.votes[result.answer] / sum(result.votes.values()), 4)
-        assert f"The answer is {result.answer}" in result.rationale
+        assert result.rationale == next(p.text for p in result.paths if p.answer == result.answer)
     assert result.tokens > 0 and result.cost_usd is None
