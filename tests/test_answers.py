@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from answer_fakes import FAKE_BACKEND, USC_REPLY, register
-from conftest import GSM8K_TEST, SMALL_MODEL
 
 from selfconsistency import RunConfig, SelfConsistency, answers_from_store, build_answer, run_experiment
 from selfconsistency.per_question import question_records
@@ -278,12 +277,15 @@ def test_api_refuses_bad_settings_at_once(bots):
 
 
 @pytest.mark.model
-def test_api_on_the_embedded_model():
-    question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
-    with SelfConsistency(model=SMALL_MODEL, paths=3, temperature=0.7, max_tokens=64, batch_size=3) as sc:
-        result = sc.answer(question, task="gsm8k")
+def test_readme_python_example_runs_verbatim(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("### Answering from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    result = namespace["result"]
     assert result.paths_used == 3 and sum(result.votes.values()) + result.abstained == 3
     if result.answer is not None:
         assert result.agreement == round(result.votes[result.answer] / sum(result.votes.values()), 4)
         assert result.rationale == next(p.text for p in result.paths if p.answer == result.answer)
-    assert result.tokens > 0 and result.cost_usd is None
+    assert result.tokens > 0 and result.cost_usd is None and result.gold is None
+    assert str(result.answer) in capsys.readouterr().out

@@ -28,6 +28,7 @@ _INSTRUCTION = ("Evaluate these responses.\nSelect the most consistent response 
 ANSWER_PREFIX = "The most consistent response is Response"
 USC_MAX_TOKENS = 32  # the reply's first line names the pick; the rest is not needed
 _USC_SEED_INDEX = -2  # path_seed's index for the selection request (paths use 0, 1, ...)
+ON_DEMAND_TWIN = {"bedrock-batch": "bedrock", "openai-batch": "openai"}
 
 _STATED = re.compile(r"most\s+consistent\s+response\s+is\s*:?\s*[*_\"'(\[]*\s*(?:response\s*)?#?\s*(\d+)", re.I)
 _NAMED = re.compile(r"\bresponse\s*#?\s*(\d+)", re.I)
@@ -100,7 +101,9 @@ def select_with_usc(config: RunConfig, run_dir: Path, backend: Backend | None = 
         if not pending:
             return 0
         own = backend is None
-        backend = backend or create_backend(config.backend, config.backend_config(store.tokens_used(), run_dir))
+        if own:  # a batch backend's on-demand twin: one short request per question needs no job
+            name = ON_DEMAND_TWIN.get(config.backend, config.backend)
+            backend = create_backend(name, config.backend_config(store.tokens_used(), run_dir))
         try:
             by_key = {request.question_id: (shown, used) for request, shown, used in pending}
             for generation in flatten(backend.generate([request for request, _, _ in pending])):
