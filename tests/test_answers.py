@@ -289,3 +289,47 @@ def test_readme_python_example_runs_verbatim(capsys):
         assert result.rationale == next(p.text for p in result.paths if p.answer == result.answer)
     assert result.tokens > 0 and result.cost_usd is None and result.gold is None
     assert str(result.answer) in capsys.readouterr().out
+
+
+# -- the answer command's pipeline ---------------------------------------------------------------
+
+
+def test_answer_data_writes_one_line_per_question_in_input_order(tmp_path, bots):
+    import io
+
+    from selfconsistency.api import answer_data, write_answers
+
+    data = write_jsonl(tmp_path / "questions.jsonl", [
+        {"question": "a coin toss"}, {"question": "I am sure", "answer": "#### 18"}, {"question": "mute question"}])
+    config = RunConfig(task="gsm8k", data=str(data), backend=FAKE_BACKEND, model="m", paths=5, greedy=False,
+                       stop="beta:0.9", round_size=2)
+    run_dir, answers = answer_data(config, tmp_path / "run", min_agreement=0.8)
+    out = io.StringIO()
+    assert write_answers(answers, out) == 3
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["id"] for line in lines] == ["test-00000", "test-00001", "test-00002"]
+    coin, sure, mute = lines
+    assert "gold" not in coin and sure["gold"] == "18" and sure["correct"] is True
+    assert sure["stopped_by"] == "beta:0.9" and sure["low_confidence"] is False
+    assert mute["answer"] is None and mute["low_confidence"] is True and mute["stopped_by"] == "max_paths"
+    assert coin["votes"] and sum(coin["votes"].values()) + coin["abstained"] == coin["paths_used"]
+    calls = len(bots[0].calls)
+    _, again = answer_data(config, run_dir, min_agreement=0.8)  # resumed: nothing new to sample
+    assert len(bots) == 1 and len(bots[0].calls) == calls and again == answers
+
+
+def test_answer_data_free_task_picks_with_usc(tmp_path, bots):
+    from selfconsistency.api import answer_data
+
+    spec = tmp_path / "essays.yaml"
+    spec.write_text("name: essays\nanswer: {type: free}\n")
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"question": "Write an essay"}])
+    config = RunConfig(task=str(spec), data=str(data), backend=FAKE_BACKEND, model="m", paths=4, greedy=False,
+                       prompt_format="chat")
+    _, (answer,) = answer_data(config, tmp_path / "run")
+    assert answer.method == "usc" and answer.selection == 1 and answer.rationale == answer.paths[1].text
+    usc_prompt_text = bots[-1].usc_prompts[0]
+    assert "Response 1: " + answer.paths[0].text in usc_prompt_text
+    started = len(bots)
+    _, (again,) = answer_data(config, tmp_path / "run")  # the pick is stored: no second request
+    assert again == answer and len(bots) == started and len(bots[-1].usc_prompts) == 1

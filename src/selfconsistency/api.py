@@ -51,6 +51,36 @@ def run_config(task_name: str, options: Mapping[str, Any]) -> RunConfig:
         raise ValueError(f"invalid self-consistency options: {problems}") from None
 
 
+def default_method(task: Task) -> str:
+    """Universal Self-Consistency for free-form answers (no extractor to vote with), else the majority."""
+    return "usc" if task.spec.answer.type == "free" else "majority"
+
+
+def answer_data(config: RunConfig, run_dir: Path | None = None, *, method: str | None = None,
+                min_agreement: float | None = None, on_start: Callable[[int, int], None] | None = None,
+                on_path: Callable[[Generation], None] | None = None) -> tuple[Path, list[Answer]]:
+    """What `selfconsistency answer` does: the run pipeline over the configured data (resumable in
+    `run_dir`), the USC step when the method is "usc", then one Answer per selected question in input
+    order. `method`: None for the task's default, "majority", "logprob", "cisc[:T]" or "usc"."""
+    from .usc import select_with_usc  # usc imports the run pipeline too
+
+    task = config.get_task()
+    method = check_method(method or default_method(task))
+    run_dir = run_experiment(config, run_dir, on_start=on_start, on_path=on_path, task=task)
+    if method == "usc":
+        select_with_usc(config, run_dir)
+    return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement)
+
+
+def write_answers(answers: Iterable[Answer], out: Any) -> int:
+    """One JSON line per answer (Answer.to_record) to a text stream; how many were written."""
+    count = 0
+    for answer in answers:
+        out.write(json.dumps(answer.to_record(), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
 class _Shared:
     """What an instance and its `with_options` siblings share: started backends and the locks."""
 
@@ -150,7 +180,7 @@ class SelfConsistency:
         ids = [self._id_of(record, task_obj) for record in records]
         unique = dict(zip(ids, records, strict=True))  # a question asked twice is answered once
         config = run_config(task_obj.name, self._options)
-        method = check_method(self.method or ("usc" if task_obj.spec.answer.type == "free" else "majority"))
+        method = check_method(self.method or default_method(task_obj))
         if self.run_dir is not None:
             with self._shared.lock:  # one call at a time holds a run directory
                 answers = self._run(config, task_obj, self.run_dir, unique, method, on_path)

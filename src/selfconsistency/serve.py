@@ -246,3 +246,16 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
         return _stream(response) if body.stream else response
 
     return app
+
+
+def serve(engine: SelfConsistency, host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None,
+          max_concurrent: int = 4, model_name: str | None = None) -> None:
+    """Run the endpoint with uvicorn until interrupted (what `selfconsistency serve` does). uvicorn's
+    access log names method, path and status, never headers: the API key is not logged."""
+    import uvicorn
+
+    try:
+        uvicorn.run(create_app(engine, api_key=api_key, max_concurrent=max_concurrent, model_name=model_name),
+                    host=host, port=port, log_level="info")
+    finally:
+        engine.close()
