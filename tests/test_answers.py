@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from answer_fakes import FAKE_BACKEND, USC_REPLY, register
+from answer_fakes import FAKE_BACKEND, register
 
 from selfconsistency import RunConfig, SelfConsistency, answers_from_store, build_answer, run_experiment
 from selfconsistency.per_question import question_records
