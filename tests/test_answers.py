@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from answer_fakes import FAKE_BACKEND, register
+from test_report_html import browser  # noqa: F401 - the fixture, shared
 
 from selfconsistency import RunConfig, SelfConsistency, answers_from_store, build_answer, run_experiment
 from selfconsistency.per_question import question_records
@@ -333,3 +334,25 @@ def test_answer_data_free_task_picks_with_usc(tmp_path, bots):
     started = len(bots)
     _, (again,) = answer_data(config, tmp_path / "run")  # the pick is stored: no second request
     assert again == answer and len(bots) == started and len(bots[-1].usc_prompts) == 1
+
+
+def test_report_page_marks_nothing_for_unlabelled_questions(tmp_path, bots, browser):
+    from selenium.webdriver.support.ui import Select
+    from test_report_html import open_page, shown_ids
+
+    data = write_jsonl(tmp_path / "mixed.jsonl", [
+        {"question": "I am sure, unlabelled"}, {"question": "I am sure", "answer": "#### 18"},
+        {"question": "I am sure, labelled wrong", "answer": "#### 5"}])
+    run_dir = run_experiment(RunConfig(task="gsm8k", data=str(data), backend=FAKE_BACKEND, model="m", paths=3),
+                             tmp_path / "run")
+    write_report(run_dir)
+    find = open_page(browser, run_dir)
+    rows = {row.get_attribute("data-id"): [cell.text for cell in row.find_elements("css selector", "td")]
+            for row in find("#questions tbody tr")}
+    assert rows["test-00000"][2] == "–" and rows["test-00000"][6] == "–"  # gold, correct
+    assert rows["test-00001"][6] == "✓" and rows["test-00002"][6] == "✗"
+    Select(find("#filter")[0]).select_by_value("wrong")
+    assert shown_ids(find) == ["test-00002"]  # an unlabelled question is not wrong
+    Select(find("#filter")[0]).select_by_value("all")
+    find("#questions tbody tr")[0].click()
+    assert find("#detail-gold")[0].text == "gold: none (unlabelled)"
