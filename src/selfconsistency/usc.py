@@ -26,7 +26,9 @@ from .store import SampleStore, StoredPath, StoredSelection
 _INSTRUCTION = ("Evaluate these responses.\nSelect the most consistent response based on majority consensus.\n"
                 'Start your answer with "The most consistent response is Response X" (without quotes).')
 ANSWER_PREFIX = "The most consistent response is Response"
-USC_MAX_TOKENS = 32  # the reply's first line names the pick; the rest is not needed
+# The reply's first words name the pick; the rest is not needed. A completion prompt ends with
+# "...is Response", so its reply opens with the number.
+USC_MAX_TOKENS = {PromptFormat.chat: 32, PromptFormat.completion: 4}
 _USC_SEED_INDEX = -2  # path_seed's index for the selection request (paths use 0, 1, ...)
 ON_DEMAND_TWIN = {"bedrock-batch": "bedrock", "openai-batch": "openai"}
 
@@ -95,7 +97,7 @@ def select_with_usc(config: RunConfig, run_dir: Path, backend: Backend | None = 
             prompt = usc_prompt(question_texts[qid], [p.text for p in shown], config.prompt_format)
             stop = ("\n",) if config.prompt_format is PromptFormat.completion else ("\n\n",)
             params = SamplingParams(temperature=0.0, top_p=config.top_p, top_k=config.top_k,
-                                    max_tokens=USC_MAX_TOKENS, stop=stop,
+                                    max_tokens=USC_MAX_TOKENS[config.prompt_format], stop=stop,
                                     seed=path_seed(config.seed, qid, temperature, _USC_SEED_INDEX))
             pending.append((GenerationRequest(qid, 0.0, _USC_SEED_INDEX, prompt, params), shown, used))
         if not pending:
