@@ -62,3 +62,40 @@ def register() -> list[AnswerBot]:
 
     register_backend(FAKE_BACKEND, factory)
     return made
+
+
+class BatchingBot(AnswerBot):
+    """AnswerBot as a decoder that must never be entered by two threads (like llama.cpp), and is slow
+    enough per batch for concurrent calls to queue up behind it."""
+
+    name = "batchbot"
+    decodes_in_batches = True
+
+    def __init__(self, model: str):
+        super().__init__(model)
+        self.batches: list[set[str]] = []  # the questions of each generate call
+        self.inside = 0
+        self.overlapped = False
+
+    def generate(self, requests):
+        import time
+
+        self.inside += 1
+        self.overlapped |= self.inside > 1
+        try:
+            time.sleep(0.2)
+            self.batches.append({r.question_id for r in requests})
+            yield from super().generate(requests)
+        finally:
+            self.inside -= 1
+
+
+def register_batching() -> list[BatchingBot]:
+    made: list[BatchingBot] = []
+
+    def factory(config):
+        made.append(BatchingBot(config.model))
+        return made[-1]
+
+    register_backend(BatchingBot.name, factory)
+    return made

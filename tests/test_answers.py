@@ -4,6 +4,7 @@ Self-Consistency, and the SelfConsistency Python API (on a fake backend; one tes
 import json
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -266,6 +267,22 @@ def test_api_one_instance_from_many_threads(bots):
     for thread in threads:
         thread.join()
     assert not errors and len(results) == 8 and {r.answer for r in results.values()} == {"18"}
+
+
+def test_concurrent_calls_share_the_decoders_batches():
+    """On a decoder that is not thread-safe, concurrent calls' paths go to it together, from one thread."""
+    from answer_fakes import register_batching
+
+    made = register_batching()
+    sc = SelfConsistency(model="m", backend="batchbot", paths=3)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda n: sc.answer(f"I am sure, number {n}", task="gsm8k"), range(8)))
+    assert [r.answer for r in results] == ["18"] * 8 and all(r.paths_used == 3 for r in results)
+    (decoder,) = made
+    assert not decoder.overlapped
+    assert sum(len(batch) for batch in decoder.batches) == 8 and max(len(batch) for batch in decoder.batches) > 1
+    sc.close()
+    assert decoder.closed
 
 
 def test_api_refuses_bad_settings_at_once(bots):

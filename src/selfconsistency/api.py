@@ -10,17 +10,19 @@ of it. Without `run_dir` each call works in a temporary directory that is remove
 calls are resumable like the CLI (a question already answered there costs nothing again: a question's
 id is a hash of its record).
 
-One instance may be used from several threads: calls on a run directory run one at a time; the
-embedded model decodes for one call at a time (the others wait); remote backends serve calls in parallel.
+One instance may be used from several threads: calls on a run directory run one at a time; on the
+embedded model the paths of concurrent calls are decoded together, in shared batches; remote backends
+serve calls in parallel.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from pydantic import ValidationError
 
 from .answers import Answer, answers_from_store, check_method
 from .backends import check_backend_name, create_backend
-from .backends.base import Backend, Generation, GenerationRequest
+from .backends.base import Backend, BackendError, Generation, GenerationRequest
 from .experiment import RunConfig, run_experiment
 from .models import DEFAULT_MODEL
 from .tasks import DataError, Task, TaskSpec, get_task
@@ -82,33 +84,89 @@ def write_answers(answers: Iterable[Answer], out: Any) -> int:
 
 
 class _Shared:
-    """What an instance and its `with_options` siblings share: started backends and the locks."""
+    """What an instance and its `with_options` siblings share: started backends and the lock."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # guards `backends`; held for a whole call on a run directory
-        self.decoder_lock = threading.Lock()  # the embedded model decodes for one call at a time
         self.backends: dict[str, Backend] = {}
 
 
-class _SharedBackend:
-    """A started backend lent to one call: not closed by it, and locked while it decodes when the backend
-    is not thread-safe (the embedded model)."""
+_DONE = object()
 
-    def __init__(self, inner: Backend, lock: threading.Lock | None):
-        self.inner, self.lock = inner, lock
+
+class _BatchingDecoder:
+    """One decoder (the embedded model) shared by concurrent calls: each call queues its paths, and one
+    worker thread hands everything queued to the backend as one batch, so the paths of concurrent calls
+    are decoded together, and routes each path back to its call. Only the worker touches the backend
+    (llama.cpp is not thread-safe). A call that arrives during a batch goes in the next one."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+        self.name, self.model = backend.name, backend.model
+        if hasattr(backend, "rendered_prompt"):
+            self.rendered_prompt = backend.rendered_prompt
+        self._pending: list[tuple[list[GenerationRequest], queue.SimpleQueue]] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._worker = threading.Thread(target=self._decode, name="selfconsistency-decoder", daemon=True)
+        self._worker.start()
+
+    def generate(self, requests: list[GenerationRequest]) -> Iterator[Generation]:
+        if not requests:
+            return
+        delivered: queue.SimpleQueue = queue.SimpleQueue()
+        with self._wake:
+            if self._closed:
+                raise BackendError("the model was closed")
+            self._pending.append((list(requests), delivered))
+            self._wake.notify()
+        while (item := delivered.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _decode(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                if not self._pending:
+                    return
+                calls, self._pending = self._pending, []
+            owner = {id(request): delivered for requests, delivered in calls for request in requests}
+            try:
+                for item in self.backend.generate([r for requests, _ in calls for r in requests]):
+                    for generation in item if isinstance(item, tuple) else (item,):
+                        owner[id(generation.request)].put(generation)
+            except BaseException as exc:  # noqa: BLE001 - every call of the batch gets the failure
+                for _, delivered in calls:
+                    delivered.put(exc)
+                continue
+            for _, delivered in calls:
+                delivered.put(_DONE)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._worker.join()
+        self.backend.close()
+
+
+class _Lent:
+    """A started backend lent to one call, which must not close it (the instance does)."""
+
+    def __init__(self, inner: Backend | _BatchingDecoder):
+        self.inner = inner
         self.name, self.model = inner.name, inner.model
         if hasattr(inner, "rendered_prompt"):
             self.rendered_prompt = inner.rendered_prompt
 
-    def generate(self, requests: list[GenerationRequest]):
-        if self.lock is None:
-            yield from self.inner.generate(requests)
-            return
-        with self.lock:
-            yield from self.inner.generate(requests)
+    def generate(self, requests: list[GenerationRequest]) -> Iterator[Generation]:
+        return self.inner.generate(requests)
 
     def close(self) -> None:
-        pass  # the instance closes it (SelfConsistency.close)
+        pass
 
 
 class SelfConsistency:
@@ -135,7 +193,7 @@ class SelfConsistency:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._shared = _Shared()
         check_backend_name(backend)
-        self._task_of(task)  # a bad task, answer type or option fails here, not at the first question
+        # a bad task, answer type or option fails here, not at the first question
         run_config(self._task_of(task).name, self._options)
         if method is not None:
             check_method(method)
@@ -157,7 +215,6 @@ class SelfConsistency:
             value = changes.pop("run_dir")
             sibling.run_dir = Path(value) if value is not None else None
         sibling._options.update(changes)
-        sibling._task_of(sibling.task)
         run_config(sibling._task_of(sibling.task).name, sibling._options)
         if sibling.method is not None:
             check_method(sibling.method)
@@ -255,9 +312,11 @@ class SelfConsistency:
             backend = self._shared.backends.get(key)
             if backend is None:
                 backend = create_backend(config.backend, config.backend_config(0, None, "api"))
+                # The embedded model decodes for one thread at a time: concurrent calls share its batches.
+                if config.backend == "local" or getattr(backend, "decodes_in_batches", False):
+                    backend = _BatchingDecoder(backend)
                 self._shared.backends[key] = backend
-        thread_safe = config.backend != "local"
-        return _SharedBackend(backend, None if thread_safe else self._shared.decoder_lock)
+        return _Lent(backend)
 
     def close(self) -> None:
         """Close the started backends (an embedded model's memory, HTTP connections)."""
