@@ -99,3 +99,30 @@ def register_batching() -> list[BatchingBot]:
 
     register_backend(BatchingBot.name, factory)
     return made
+
+
+class SlowBot(AnswerBot):
+    """AnswerBot taking `seconds` per path, one path at a time: long enough for a client to give up."""
+
+    name = "slowbot"
+    seconds = 0.25
+
+    def generate(self, requests):
+        import time
+
+        for request in requests:
+            time.sleep(self.seconds)
+            yield from super().generate([request])
+
+
+class SlowBatchingBot(SlowBot):
+    name = "slowbatchbot"
+    decodes_in_batches = True
+
+
+def register_slow() -> dict[str, list[AnswerBot]]:
+    made: dict[str, list[AnswerBot]] = {SlowBot.name: [], SlowBatchingBot.name: []}
+    for kind in (SlowBot, SlowBatchingBot):
+        register_backend(kind.name, lambda config, kind=kind: made[kind.name].append(kind(config.model))
+                         or made[kind.name][-1])
+    return made

@@ -194,6 +194,26 @@ def test_upstream_failure_is_a_502_with_the_cause():
     assert failed.value.status_code == 502 and "503: overloaded" in failed.value.message
 
 
+@pytest.mark.parametrize("backend", ["slowbot", "slowbatchbot"])
+def test_a_client_that_disconnects_stops_its_paths(backend):
+    from answer_fakes import register_slow
+
+    made = register_slow()
+    engine = SelfConsistency(model="m", backend=backend, paths=40)
+    with serving(create_app(engine)) as url:
+        with pytest.raises(openai.APITimeoutError):  # the client gives up and closes its connection
+            client(url, timeout=1.0).chat.completions.create(model="m", messages=ask("a coin toss"))
+        time.sleep(1.5)  # the server notices within a poll and stops at the next path
+        (bot,) = made[backend]
+        stopped_at = len(bot.calls)
+        time.sleep(1.0)
+        assert len(bot.calls) == stopped_at < 15  # 40 paths at 0.25 s would go on for 10 s
+        # the server still answers the next client (the decoder is free again)
+        answer = client(url).chat.completions.create(model="m", messages=ask("I am sure"), n=2)
+        assert answer.self_consistency["answer"] == "18"
+    engine.close()
+
+
 @pytest.mark.model
 def test_server_on_the_embedded_model():
     question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]

@@ -83,6 +83,21 @@ def write_answers(answers: Iterable[Answer], out: Any) -> int:
     return count
 
 
+class Cancelled(Exception):
+    """The caller set the call's cancel event: no more paths were asked for."""
+
+
+def _cancellable(on_path: Callable[[Generation], None] | None,
+                 cancel: threading.Event) -> Callable[[Generation], None]:
+    def checked(generation: Generation) -> None:
+        if cancel.is_set():
+            raise Cancelled("cancelled by the caller")
+        if on_path is not None:
+            on_path(generation)
+
+    return checked
+
+
 class _Shared:
     """What an instance and its `with_options` siblings share: started backends and the lock."""
 
@@ -105,7 +120,8 @@ class _BatchingDecoder:
         self.name, self.model = backend.name, backend.model
         if hasattr(backend, "rendered_prompt"):
             self.rendered_prompt = backend.rendered_prompt
-        self._pending: list[tuple[list[GenerationRequest], queue.SimpleQueue]] = []
+        # each call: its paths, where they go, and whether the call has stopped listening
+        self._pending: list[tuple[list[GenerationRequest], queue.SimpleQueue, threading.Event]] = []
         self._wake = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._decode, name="selfconsistency-decoder", daemon=True)
@@ -115,15 +131,19 @@ class _BatchingDecoder:
         if not requests:
             return
         delivered: queue.SimpleQueue = queue.SimpleQueue()
+        gone = threading.Event()
         with self._wake:
             if self._closed:
                 raise BackendError("the model was closed")
-            self._pending.append((list(requests), delivered))
+            self._pending.append((list(requests), delivered, gone))
             self._wake.notify()
-        while (item := delivered.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        try:
+            while (item := delivered.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            gone.set()  # finished, failed or abandoned (a cancelled call): the worker may stop for it
 
     def _decode(self) -> None:
         while True:
@@ -133,16 +153,21 @@ class _BatchingDecoder:
                 if not self._pending:
                     return
                 calls, self._pending = self._pending, []
-            owner = {id(request): delivered for requests, delivered in calls for request in requests}
+            owner = {id(request): delivered for requests, delivered, _ in calls for request in requests}
+            stream = self.backend.generate([r for requests, _, _ in calls for r in requests])
             try:
-                for item in self.backend.generate([r for requests, _ in calls for r in requests]):
+                for item in stream:
                     for generation in item if isinstance(item, tuple) else (item,):
                         owner[id(generation.request)].put(generation)
+                    if all(gone.is_set() for _, _, gone in calls):
+                        break  # nobody listens any more: stop decoding this batch
             except BaseException as exc:  # noqa: BLE001 - every call of the batch gets the failure
-                for _, delivered in calls:
+                for _, delivered, _ in calls:
                     delivered.put(exc)
                 continue
-            for _, delivered in calls:
+            finally:
+                stream.close()
+            for _, delivered, _ in calls:
                 delivered.put(_DONE)
 
     def close(self) -> None:
@@ -227,9 +252,13 @@ class SelfConsistency:
         return self.answer_many([question], task)[0]
 
     def answer_many(self, questions: Iterable[Question], task: str | TaskSpec | Task | None = None,
-                    on_path: Callable[[Generation], None] | None = None) -> list[Answer]:
+                    on_path: Callable[[Generation], None] | None = None,
+                    cancel: threading.Event | None = None) -> list[Answer]:
         """One Answer per question, in order, all sampled together (a backend batches them).
-        `on_path(generation)` is called as each path arrives (progress)."""
+        `on_path(generation)` is called as each path arrives (progress). Setting `cancel` stops the
+        call at its next path with Cancelled (the server does so when its client disconnects)."""
+        if cancel is not None:
+            on_path = _cancellable(on_path, cancel)
         task_obj = self._task_of(self.task if task is None else task)
         records = [self._record(question, task_obj) for question in questions]
         if not records:

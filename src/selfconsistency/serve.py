@@ -6,6 +6,8 @@ the winning path, `usage` sums every path (and the USC request), and a `self_con
 the answer, agreement, votes, paths used and the stopping rule. GET /v1/models and GET /health too.
 
 The question is the last user message (or the prompt); a task's exemplars, not earlier turns, precede it.
+A client that disconnects stops its paths (at the next path; on the embedded model, its batch stops
+once no caller in it is still listening).
 Per request: `n` is the number of paths (unless `self_consistency.paths` is given), `temperature`,
 `max_tokens` and `seed` are honoured, and the body's `self_consistency` object overrides `paths`, `stop`,
 `answer_type`, `method` and `min_agreement`. The body's `model` is not used to choose a model: the
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 import uuid
 from typing import Any, Literal
@@ -29,11 +32,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .answers import Answer
-from .api import SelfConsistency
+from .api import Cancelled, SelfConsistency
 from .backends.base import BackendError
 from .runlock import RunDirError
 from .store import StoreMismatch
 from .tasks import DataError
+
+
+DISCONNECT_POLL_SECONDS = 0.25  # how often a request being answered checks that its client is still there
 
 
 class OpenAIError(Exception):
@@ -195,10 +201,18 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
             raise OpenAIError(401, "missing or incorrect API key (Authorization: Bearer KEY)",
                               code="invalid_api_key")
 
-    async def answered(request_engine: SelfConsistency, questions: list[str]) -> list[Answer]:
+    async def answered(request: Request, request_engine: SelfConsistency, questions: list[str]) -> list[Answer]:
+        """The answers, computed in a worker thread; a client that disconnects meanwhile stops its paths."""
         async with slots:
+            cancel = threading.Event()
+            work = asyncio.ensure_future(run_in_threadpool(request_engine.answer_many, questions, None, None, cancel))
             try:
-                return await run_in_threadpool(request_engine.answer_many, questions)
+                while not (await asyncio.wait({work}, timeout=DISCONNECT_POLL_SECONDS))[0]:
+                    if await request.is_disconnected():
+                        cancel.set()
+                return await work
+            except Cancelled:
+                raise OpenAIError(499, "the client disconnected", code="client_closed_request") from None
             except BackendError as exc:
                 raise OpenAIError(502, f"upstream failure: {exc}", kind="upstream_error") from None
             except (DataError, ValueError) as exc:
@@ -216,9 +230,9 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
                                             "owned_by": "selfconsistency"}]}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
-    async def chat(body: ChatBody):
+    async def chat(body: ChatBody, request: Request):
         question = _question(body.messages)
-        answer = (await answered(_engine(engine, body), [question]))[0]
+        answer = (await answered(request, _engine(engine, body), [question]))[0]
         content, finish = _winner(answer)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served,
                 "self_consistency": _summary(answer)}
@@ -230,11 +244,11 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
              "logprobs": None}]}
 
     @app.post("/v1/completions", dependencies=[Depends(authorized)])
-    async def completions(body: CompletionBody):
+    async def completions(body: CompletionBody, request: Request):
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts or not all(p.strip() for p in prompts):
             raise OpenAIError(400, "prompt must be non-empty text (or a list of texts)", param="prompt")
-        answers = await answered(_engine(engine, body), prompts)
+        answers = await answered(request, _engine(engine, body), prompts)
         choices = []
         for index, answer in enumerate(answers):
             text, finish = _winner(answer)
