@@ -278,8 +278,9 @@ def test_application_inference_profile(aws, tmp_path):
     run_dir = tmp_path / "run"
     one_line_error(cli(*run_args(run_dir, "app-profile", "--create-bucket", model=arn)), "--base-model")
     proc = cli(*run_args(run_dir, "app-profile", "--create-bucket", "--base-model",
-                         "anthropic.claude-3-5-haiku-20241022-v1:0", model=arn))
+                         "anthropic.claude-3-5-haiku-20241022-v1:0", "--max-cost", "5", model=arn))
     assert proc.returncode == 0, proc.stderr
+    assert "batch estimate" in proc.stderr  # priced as its base model: --max-cost holds
     assert len(stored_rows(run_dir)) == 130
     assert next(iter(aws.jobs.values()))["modelId"] == arn
     assert aws.runtime_calls and {model for _, model in aws.runtime_calls} == {arn}

@@ -216,6 +216,7 @@ def test_max_cost_needs_a_price_and_caps_spending(stub_server, tmp_path):
     prices.write_text(json.dumps({"stub": {"on_demand": [0.5, 1.0]}}))  # $ per 1k tokens: 1,000 tokens = $1
     proc = cli(*args, "--prices", str(prices), "--max-cost", "0.05")  # 50 tokens: not even the greedy request
     assert proc.returncode == 2 and "budget" in proc.stderr and _Stub.calls == []
+    assert "--max-cost $0.05" in proc.stderr and "--max-tokens-total" not in proc.stderr  # the cap the user gave
     proc = cli(*args, "--prices", str(prices), "--max-cost", "10")
     assert proc.returncode == 0, proc.stderr
     assert len(stored_rows(tmp_path / "run")) == 4

@@ -33,7 +33,8 @@ def _rows_by_setting(store: SampleStore) -> dict[float, dict[str, list[StoredPat
 def _price(config: dict[str, Any], batch: bool) -> Price | None:
     """The model's price in the run's price table; None when it has none (the local models)."""
     try:
-        return PriceTable.from_file(config.get("prices_file")).price(config["model"], batch=batch)
+        return PriceTable.from_file(config.get("prices_file")).price(config["model"], batch=batch,
+                                                                   base_model=config.get("base_model"))
     except KeyError:
         return None
 
