@@ -63,7 +63,8 @@ def test_every_path_stored_once_despite_failed_lines_expiry_and_throttling(batch
         jobs = store.jobs("openai-batch")
         logprobs = [p.logprob_sum for p in store.paths()]
     assert len(jobs) == len(batches) and all(j["status"] == "collected" for j in jobs)
-    assert sum(j["manifest"]["errorRecordCount"] for j in jobs) == 3
+    # 3 failed lines, and the 15 requests the expired batch never ran (documented batch_expired lines)
+    assert sum(j["manifest"]["errorRecordCount"] for j in jobs) == 3 + 15
     assert all(lp is not None and lp < 0 for lp in logprobs)  # the Batch API's log-probs reach the store
     results = write_report(run_dir)
     assert [j["status"] for j in results["batch_jobs"]] == ["collected"] * len(jobs)
@@ -168,6 +169,9 @@ def test_stop_cancels_and_collect_resubmits_only_when_asked(batch_api, tmp_path)
     assert batch["status"] == "cancelled"
     answered = batch["request_counts"]["completed"]  # a cancel can land after some lines were answered
     assert answered < 3 * 2
+    # as documented: the requests a cancel kept from running are error-file lines with code batch_cancelled
+    never_ran = [json.loads(line) for line in emulator.contents[batch["error_file_id"]].decode().splitlines()]
+    assert never_ran and {(line["response"], line["error"]["code"]) for line in never_ran} == {(None, "batch_cancelled")}
     emulator.step_seconds = 0.02
     collected = cli("jobs", "collect", str(run_dir))  # the stop is respected: what was answered, nothing resubmitted
     assert collected.returncode == 2 and "--resubmit" in collected.stderr and len(emulator.batches) == 1
@@ -260,3 +264,26 @@ def test_lines_refused_with_a_4xx_are_stored_and_never_resubmitted(batch_api, tm
         errors = store.record_errors()
     assert {(e["code"], e["message"], e["retryable"]) for e in errors} == {("400 invalid_prompt",
                                                                             "emulated invalid prompt", 0)}
+
+
+def test_unreadable_output_lines_are_failed_records_and_a_provider_speaking_another_format_is_not_paid_twice(
+        batch_api, tmp_path):
+    emulator, url = batch_api
+    emulator.faults = Faults(malformed_lines=2)  # a few broken lines (one not JSON, one without a body): sent again
+    proc = cli(*cli_args(url, tmp_path / "few", 6))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(stored_rows(tmp_path / "few")) == 6 * 4 and len(emulator.batches) == 2
+    assert "2 output lines unreadable" in proc.stderr
+
+    emulator.batches.clear()
+    emulator.faults = Faults(malformed_lines=10_000)  # every line: the same records would come back the same
+    run_dir = tmp_path / "all"
+    proc = cli(*cli_args(url, run_dir, 6))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "malformed" in errors[0] and "--resubmit" in errors[0]
+    assert len(emulator.batches) == 1 and stored_rows(run_dir) == []
+    emulator.faults = Faults()
+    collected = cli("jobs", "collect", "--resubmit", str(run_dir))
+    assert collected.returncode == 0, collected.stderr
+    assert len(stored_rows(run_dir)) == 6 * 4 and len(emulator.batches) == 2

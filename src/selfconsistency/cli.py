@@ -464,13 +464,14 @@ def jobs_forget(
 def jobs_collect(
     run_dir: Annotated[Path, typer.Argument(help="A run directory to finish.")],
     resubmit: Annotated[bool, typer.Option(
-        help="Submit again the records a stopped job left unprocessed (by default they stay unwanted).")] = False,
+        help="Submit again the records a stopped job left unprocessed, and those whose answers could not be "
+        "matched or read (by default they stay unwanted).")] = False,
 ) -> None:
     """Wait for a batch run's jobs, collect their results into the store, and write the report.
 
     Reattaches to the jobs the run submitted, with the run's own settings.
     """
-    from .backends.batch_jobs import STOPPED_CODE
+    from .backends.batch_jobs import RESENDABLE_CODES
 
     try:
         with SampleStore(run_dir, create=False) as store:
@@ -479,7 +480,8 @@ def jobs_collect(
                 raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
                             "'selfconsistency run' command again to resume it")
             if resubmit:
-                store.clear_record_errors(STOPPED_CODE)
+                for code in RESENDABLE_CODES:
+                    store.clear_record_errors(code)
         run_experiment(config, run_dir)
         results = write_report(run_dir)
     except (FileNotFoundError, DataError, BackendError, StoreMismatch, RunDirError) as exc:

@@ -49,10 +49,13 @@ class JobResults:
     manifest: dict[str, Any] | None = None  # counts and tokens, keys as in Bedrock's manifest.json.out
     errors: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # record id -> (code, message, retryable)
     mismatched: list[str] = field(default_factory=list)  # record ids answered for a request we did not send
+    unreadable: int = 0  # output lines naming no record we can tell (not JSON, no id)
 
 
 STOPPED_CODE = "stopped"  # the record error a user's stop leaves on records its job never processed
-MISMATCH_CODE = "mismatch"
+MISMATCH_CODE = "mismatch"  # answered for another request than the one sent
+MALFORMED_CODE = "malformed"  # an output line not in the provider's documented format
+RESENDABLE_CODES = (STOPPED_CODE, MISMATCH_CODE, MALFORMED_CODE)  # unwanted until `jobs collect --resubmit`
 
 
 class JobsStopped(BackendError):
@@ -172,9 +175,11 @@ class BatchJobRunner:
                               f"not sent again; 'selfconsistency jobs collect --resubmit {self.config.run_dir}' "
                               "submits them")
         if refused:
+            resendable = " ('jobs collect --resubmit' sends those refused for the provider's output again)" \
+                if any(e["code"] in RESENDABLE_CODES for e in refused) else ""
             raise RecordsRefused(f"{len(refused)} records were refused and will not be resubmitted (by error code: "
                                f"{error_summary([(e['code'], e['message']) for e in refused])}); "
-                               f"'selfconsistency jobs status {self.config.run_dir}' lists them")
+                               f"'selfconsistency jobs status {self.config.run_dir}' lists them{resendable}")
         if failing:
             last = next((j for j in reversed(self.jobs()) if j.get("message")), None)
             said = f" (last job message: {last['message']})" if last else ""
@@ -263,11 +268,26 @@ class BatchJobRunner:
                 for rid in job["records"] if rid in records or rid in self._aliases}
         results = self.service.results(job, ours)
         errors = dict(results.errors)
+        # A few unreadable or foreign answers go round again; when they are most of a job, the provider's
+        # output is not what we can read (a format change, a normalised echo): sending the same records
+        # again would buy the same answers, so they wait for `jobs collect --resubmit`.
+        malformed = [rid for rid, (code, _, _) in errors.items() if code == MALFORMED_CODE]
+        suspect = len(results.mismatched) + len(malformed) + results.unreadable
+        systematic = suspect > 0 and 2 * suspect >= len(ours)
         for rid in results.mismatched:
-            errors[rid] = (MISMATCH_CODE, "the answer echoes another request than the one sent: not stored", True)
-        if results.mismatched:
-            sys.stderr.write(f"batch job {job['job_key'][:12]}: {len(results.mismatched)} answers were for other "
-                             "requests than the ones sent: refused, counted as failed records\n")
+            errors[rid] = (MISMATCH_CODE, "the answer echoes another request than the one sent: not stored",
+                           not systematic)
+        for rid in malformed:
+            errors[rid] = (*errors[rid][:2], not systematic)
+        if systematic and results.unreadable:  # which records the unreadable lines answered is unknown
+            errors.update({rid: (MALFORMED_CODE, "no readable answer in the job's output", False)
+                           for rid in ours if rid not in results.outputs and rid not in errors})
+        if suspect:
+            action = "not resent ('jobs collect --resubmit' sends them again)" if systematic else "sent again"
+            found = [f"{count} {what}" for count, what in (
+                (len(results.mismatched), "answers for other requests than the ones sent"),
+                (len(malformed) + results.unreadable, "output lines unreadable")) if count]
+            sys.stderr.write(f"batch job {job['job_key'][:12]}: {', '.join(found)}: refused, {action}\n")
         if job["status"] in self.service.stopped:  # the user's decision: what the job did not process is unwanted
             errors.update({rid: (STOPPED_CODE, "the job was stopped before this record was processed", False)
                            for rid in ours if rid not in results.outputs and rid not in errors})
