@@ -388,6 +388,7 @@ def test_a_job_made_under_older_record_ids_is_collected_not_bought_again(aws, tm
 
     from selfconsistency.backends.base import BackendConfig
     from selfconsistency.backends.batch_jobs import BatchJobRunner
+    from selfconsistency.backends.batch_plan import legacy_record_id
     from selfconsistency.backends.bedrock_batch import BedrockJobs
 
     run_dir = tmp_path / "run"
@@ -397,8 +398,9 @@ def test_a_job_made_under_older_record_ids_is_collected_not_bought_again(aws, tm
     backend_config = BackendConfig(model=CLAUDE, bucket="bucket-legacy", role_arn=ROLE, create_bucket=True,
                                    poll_seconds=0.02, run_dir=str(run_dir))
     older = BatchJobRunner(BedrockJobs(backend_config), backend_config)
-    records = [dataclasses.replace(r, record_id=f"OLD{i:08d}", line=bedrock_line(f"OLD{i:08d}", r.body))
-               for i, r in enumerate(older.service.pack(plan_requests(config, task, config.load(task))))]
+    records = [dataclasses.replace(r, record_id=legacy_record_id(r.requests),
+                                   line=bedrock_line(legacy_record_id(r.requests), r.body))
+               for r in older.service.pack(plan_requests(config, task, config.load(task)))]
     older._submit(older._plan_job(records), {r.record_id: r for r in records})
     older.close()
     run_experiment(config, run_dir)

@@ -110,6 +110,9 @@ def _writable(path: Path) -> bool:
     return os.access(directory, os.W_OK | os.X_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
+IDENTITY_ADDED_LATER = ("prompt",)  # identity keys older stores lack (taken as unchanged)
+
+
 class StoreMismatch(Exception):
     """The run directory holds a store made with other settings."""
 
@@ -213,6 +216,9 @@ class SampleStore:
         latest full configuration (paths, temperatures, limits may grow between invocations).
         """
         stored = self.get_meta("identity")
+        if stored is not None:  # a setting an older version did not record: that store's own is unknown
+            stored = {**{k: identity[k] for k in IDENTITY_ADDED_LATER if k in identity and k not in stored},
+                      **stored}
         if stored is not None and stored != identity and self._holds_nothing_generated():
             # Settings recorded by a run that generated nothing (a typo stopped it): nothing to mix up.
             self._db.execute("BEGIN IMMEDIATE")

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from ..store import SampleStore
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, ParsedOutput
 from .batch_ledger import SpendLedger
-from .batch_plan import PlanError, Quotas, Record, body_digest, record_generations, split_jobs
+from .batch_plan import PlanError, Quotas, Record, body_digest, legacy_record_id, record_generations, split_jobs
 
 MAX_ROUNDS = 4  # follow-up rounds for records that keep failing
 PENDING = ("planned", "creating")  # our own statuses before the provider knows the job
@@ -316,13 +316,13 @@ class BatchJobRunner:
 
 
 def _same_paths(jobs: list[dict[str, Any]], records: dict[str, Record]) -> dict[str, str]:
-    """Job record id -> today's id of the record asking for exactly the same paths, for jobs planned under
-    another id scheme (an earlier version): their paid-for answers are collected, not bought again. The
-    body check at collection still refuses any answer to another request."""
-    by_paths = {tuple((q.question_id, q.temperature, q.path_index) for q in r.requests): rid
-                for rid, r in records.items()}
-    return {old: by_paths[key] for job in jobs for old, paths in job["records"].items()
-            if old not in records and (key := tuple(tuple(p) for p in paths)) in by_paths}
+    """Job record id -> today's id of the record asking for the same paths, for jobs an earlier version
+    planned under its positional ids: their paid-for answers are collected, not bought again. Only ids of
+    that scheme: a job of today's scheme whose ids differ asked another prompt or body (an edited
+    exemplar, another option), and an OpenAI answer carries no echo to catch that at collection."""
+    by_legacy = {legacy_record_id(r.requests): rid for rid, r in records.items()}
+    return {old: by_legacy[old] for job in jobs for old in job["records"]
+            if old not in records and old in by_legacy}
 
 
 class BatchBackend:
