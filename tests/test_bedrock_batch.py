@@ -161,6 +161,21 @@ def test_jobs_stop_is_respected_by_the_live_run_and_collect_resubmits_only_when_
     resubmitted = cli("jobs", "collect", "--resubmit", str(run_dir))
     assert resubmitted.returncode == 0 and "SC@6" in resubmitted.stdout, resubmitted.stderr
     assert len(aws.jobs) == 2 and len(stored_rows(run_dir)) == 260
+    nothing = cli("jobs", "stop", str(run_dir))
+    assert nothing.returncode == 0 and "nothing to stop" in nothing.stdout, nothing.stderr
+
+
+def test_two_run_directories_with_the_same_settings_never_share_a_job(aws, tmp_path):
+    """Stopping one must not stop the other: each run directory's jobs are its own (another idempotency
+    token, another S3 location), while a rerun in the same directory still reattaches."""
+    config = batch_config(CLAUDE, "bucket-twins")
+    run_experiment(config, tmp_path / "a")
+    run_experiment(config, tmp_path / "b")
+    assert len(aws.jobs) == 2
+    assert len({job["clientRequestToken"] for job in aws.jobs.values()}) == 2
+    assert len({job["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"] for job in aws.jobs.values()}) == 2
+    run_experiment(config.model_copy(update={"paths": 6}), tmp_path / "a")
+    assert len(aws.jobs) == 2 and len(stored_rows(tmp_path / "a")) == len(stored_rows(tmp_path / "b")) == 260
 
 
 def test_jobs_queue_under_the_in_flight_quota(aws, tmp_path):

@@ -430,13 +430,17 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
 def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")]) -> None:
     """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
     jobs, service = _run_jobs(run_dir)
+    stopping = 0
     try:
         for job in jobs:
             if service.poll(job).status in service.cancellable:
                 service.cancel(job)
+                stopping += 1
                 out.print(f"stopping {job['arn']}", highlight=False)
     except BackendError as exc:
         raise _fail(str(exc)) from None
+    if not stopping:
+        out.print(f"nothing to stop: {run_dir} has no batch job in flight", highlight=False)
 
 
 @jobs_app.command("forget")

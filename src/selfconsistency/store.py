@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -234,7 +235,14 @@ class SampleStore:
         self._db.execute("BEGIN IMMEDIATE")
         self._put_meta("identity", identity)
         self._put_meta("config", config)
+        if self.get_meta("run_nonce") is None:
+            self._put_meta("run_nonce", secrets.token_hex(8))
         self._db.execute("COMMIT")
+
+    def run_nonce(self) -> str:
+        """Random, fixed for this store's life: what tells two run directories with the same settings apart
+        (their batch jobs must never be one and the same)."""
+        return self.get_meta("run_nonce") or ""
 
     def _holds_nothing_generated(self) -> bool:
         return not any(self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("paths", "jobs"))

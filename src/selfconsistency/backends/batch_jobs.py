@@ -210,14 +210,14 @@ class BatchJobRunner:
 
     def _plan_job(self, records: list[Record]) -> dict[str, Any]:
         """Store a new job before anything is sent. Its key (the provider's idempotency token, and where
-        its input and output live) hashes the run, the model, how many jobs came before, and every
-        record's id and body: other data or settings make another key, never another run's job, while a
-        job already planned is found in the store, never planned twice."""
+        its input and output live) hashes the run (its settings and its store's nonce), the model, how many
+        jobs came before, and every record's id and body: other data, settings or run directories make
+        another key, never another run's job, while a job already planned is found in the store."""
         name = self.service.name
         earlier = len(self.jobs())
         content = ",".join(sorted(f"{r.record_id}:{body_digest(r.body)}" for r in records))
-        key = hashlib.sha256(f"{name}|{self.config.run_id}|{self.service.model}|{earlier}|{content}"
-                             .encode()).hexdigest()[:40]
+        run = f"{self.config.run_id}|{self.store.run_nonce()}"  # this run directory, not only its settings
+        key = hashlib.sha256(f"{name}|{run}|{self.service.model}|{earlier}|{content}".encode()).hexdigest()[:40]
         input_uri, output_uri = self.service.locations(key)
         self.store.put_job(key, name, self.service.model, input_uri, output_uri,
                            {r.record_id: [[q.question_id, q.temperature, q.path_index] for q in r.requests]
