@@ -167,7 +167,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     fixed = sum(vote([p.answer for p in ps], [1.0] * len(ps), rng) == golds[q] for q, ps in by_question.items())
     n = len(by_question)
-    print(f"| setting | accuracy | weighted | tokens | saved | paths stopped |\n|---|---:|---:|---:|---:|---:|")
+    print("| setting | accuracy | weighted | tokens | saved | paths stopped |\n|---|---:|---:|---:|---:|---:|")
     print(f"| fixed N={len(next(iter(by_question.values())))} (self-consistency) | {fixed / n:.1%} | – | {total:,} "
           f"| – | 0 |")
     for window in (int(w) for w in args.windows.split(",")):

@@ -171,7 +171,8 @@ def test_stop_cancels_and_collect_resubmits_only_when_asked(batch_api, tmp_path)
     assert answered < 3 * 2
     # as documented: the requests a cancel kept from running are error-file lines with code batch_cancelled
     never_ran = [json.loads(line) for line in emulator.contents[batch["error_file_id"]].decode().splitlines()]
-    assert never_ran and {(line["response"], line["error"]["code"]) for line in never_ran} == {(None, "batch_cancelled")}
+    assert never_ran
+    assert {(line["response"], line["error"]["code"]) for line in never_ran} == {(None, "batch_cancelled")}
     emulator.step_seconds = 0.02
     collected = cli("jobs", "collect", str(run_dir))  # the stop is respected: what was answered, nothing resubmitted
     assert collected.returncode == 2 and "--resubmit" in collected.stderr and len(emulator.batches) == 1
