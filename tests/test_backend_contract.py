@@ -13,7 +13,7 @@ Adding a backend: a `<name>_case` fixture returning a `Case`, and its name in CA
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -35,7 +35,6 @@ class Case:
     secret: str | None = None  # a credential the backend is given (from the environment)
     paid: bool = True  # holds to --max-tokens-total and --max-cost
     provider_calls: Callable[[], int] | None = None  # requests or jobs the provider has received so far
-    extra: dict = field(default_factory=dict)
 
     def config(self, **overrides) -> RunConfig:
         return RunConfig(**{"data": str(GSM8K_TEST), "limit": 2, "paths": 3, "temperatures": (0.7,),
