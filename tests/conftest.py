@@ -55,10 +55,15 @@ def kill_when_stored(args: list[str], run_dir: Path, at_least: int, timeout: flo
 
 
 def stored_rows(run_dir: Path) -> list[tuple]:
+    """The stored paths; none while a starting run has made the file but not yet its tables."""
     db = sqlite3.connect(run_dir / "samples.sqlite")
     try:
         return db.execute("SELECT question_id, temperature, path_index, text, answer, created_at "
                           "FROM paths ORDER BY question_id, temperature, path_index").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
     finally:
         db.close()
 
