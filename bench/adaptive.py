@@ -17,11 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from selfconsistency.analysis import accuracy_curve
-from selfconsistency.report import stored_answers
-from selfconsistency.stopping import parse_rule, replay
+from selfconsistency.frontier import stored_frontier
 
 RULES = ("beta:0.95", "dirichlet:0.95", "esc:4", "esc:8", "entropy:0.3")
 
@@ -35,20 +31,18 @@ def main() -> None:
     parser.add_argument("--rules", default=",".join(RULES))
     args = parser.parse_args()
 
-    answers, golds, n = stored_answers(args.run_dir, args.temperature)
-    fixed = accuracy_curve(answers, golds, runs=args.runs, seed=args.seed)
+    frontier = stored_frontier(args.run_dir, args.temperature, args.rules.split(","), runs=args.runs, seed=args.seed)
+    fixed, n = frontier.fixed, frontier.paths
     at_max = fixed[-1].exact
-    print(f"{args.run_dir}: {len(golds)} questions x {n} stored paths at T={args.temperature:g}; "
+    print(f"{args.run_dir}: {frontier.questions} questions x {n} stored paths at T={args.temperature:g}; "
           f"{args.runs} random orders per question")
     print()
     print(f"| rule | mean paths | accuracy | fixed-N accuracy (N={n}) | fewer paths | accuracy change "
           "| fixed N at the same mean paths |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for text in args.rules.split(","):
-        result = replay(parse_rule(text, max_paths=n), answers, golds, runs=args.runs, seed=args.seed)
+    for result in frontier.rules:
         change = round(100 * (result.accuracy - at_max), 1) + 0.0  # + 0.0: no "-0.0"
-        # The fixed-N curve read at the rule's mean spend (linear between the two nearest k): the frontier.
-        same_spend = float(np.interp(result.mean_paths, [p.k for p in fixed], [p.exact for p in fixed]))
+        same_spend = frontier.fixed_at(result.mean_paths)  # fixed N at the rule's mean spend
         print(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± {result.accuracy_std:.1%} | "
               f"{at_max:.1%} | {n / result.mean_paths:.2f}x | {change:+.1f} pp | {same_spend:.1%} |")
     print()

@@ -31,7 +31,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference implementation
 
 from analysis_reference import reference_accuracy_curve  # noqa: E402
-
 from selfconsistency.analysis import accuracy_curve  # noqa: E402
 from selfconsistency.store import SampleStore, StoredPath, StoredQuestion  # noqa: E402
 

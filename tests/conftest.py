@@ -4,7 +4,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -53,10 +55,15 @@ def kill_when_stored(args: list[str], run_dir: Path, at_least: int, timeout: flo
 
 
 def stored_rows(run_dir: Path) -> list[tuple]:
+    """The stored paths; none while a starting run has made the file but not yet its tables."""
     db = sqlite3.connect(run_dir / "samples.sqlite")
     try:
         return db.execute("SELECT question_id, temperature, path_index, text, answer, created_at "
                           "FROM paths ORDER BY question_id, temperature, path_index").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
     finally:
         db.close()
 
@@ -128,17 +135,18 @@ def s3_endpoint():
     server.stop()
 
 
+AWS_SECRET = "testing-secret-value"  # the AWS secret access key the aws fixture sets
+
+
 @pytest.fixture
 def aws(s3_endpoint, monkeypatch):
     """The Bedrock emulator (control plane and runtime) on loopback, S3 on moto, and the environment
     boto3 reads to reach them; yields the emulator to inject faults and inspect jobs."""
-    import threading
-
     import boto3
 
     from selfconsistency.bedrock_emulator import Emulator, make_server
 
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():
         monkeypatch.setenv(key, value)
     emulator = Emulator(boto3.client("s3"), step_seconds=0.02)
@@ -148,4 +156,70 @@ def aws(s3_endpoint, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", url)
     yield emulator
+    server.shutdown()
+
+
+class OpenAIStub(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server on loopback: chat completions that fail with 429 a few times, then
+    answer with at most `max_choices`."""
+
+    failures_left = 0
+    max_choices = 8
+    calls: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
+        if type(self).failures_left > 0:
+            type(self).failures_left -= 1
+            self._send(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "0"})
+            return
+        n = min(body.get("n", 1), type(self).max_choices)
+        choices = [{"index": i, "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"5 + {i} = {5 + i}. The answer is {5 + i}."},
+                    "logprobs": {"content": [{"token": "x", "logprob": -0.5, "bytes": None, "top_logprobs": []}]}}
+                   for i in range(n)]
+        self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
+                         "choices": choices, "usage": {"prompt_tokens": 50, "completion_tokens": 4 * n,
+                                                       "total_tokens": 50 + 4 * n}})
+
+    def _send(self, status, payload, headers=None):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub_server():
+    """OpenAIStub on loopback, reset; yields its /v1 URL."""
+    OpenAIStub.failures_left, OpenAIStub.max_choices, OpenAIStub.calls = 0, 8, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), OpenAIStub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+OPENAI_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"  # the OpenAI key the servers' fixtures set
+
+
+@pytest.fixture
+def batch_api(monkeypatch):
+    """The OpenAI Files + Batch API emulator on loopback and the key the client sends; yields
+    (emulator, base URL)."""
+    from selfconsistency.openai_batch_emulator import Emulator, make_server
+
+    emulator = Emulator(step_seconds=0.02)
+    server = make_server(emulator)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    yield emulator, f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()

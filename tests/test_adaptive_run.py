@@ -71,3 +71,30 @@ def test_scrub_masks_key_shaped_strings():
 
     assert scrub({"a": "key AKIAABCDEFGHIJKLMNOP here", "b": ["sk-abcdefghijklmnopqrstuv"]}) == \
         {"a": "key [redacted] here", "b": ["[redacted]"]}
+
+
+def test_a_changed_prompt_is_another_run_and_older_stores_still_resume(tmp_path, scripted_backend):
+    """Exemplars read from the data (--shots-from-data) change every prompt while the task spec and the
+    options stay the same: the store refuses to mix the two; a store from before the prompt was part of
+    the identity resumes as it did."""
+    from selfconsistency.store import StoreMismatch
+
+    data = tmp_path / "data.jsonl"
+    lines = [{"question": f"Which number is {n}?", "choices": [str(n), str(n + 1)], "answer": "A",
+              "explanation": f"It says {n}."} for n in range(8)]
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    shots = dict(data=str(data), limit=4, stop=None, paths=2, shots_from_data=2, task="mcq")
+    run_dir = tmp_path / "run"
+    run_experiment(config(**shots), run_dir)
+    lines[0]["explanation"] = "Edited by hand."  # an exemplar's rationale: every prompt changes
+    data.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(StoreMismatch, match="prompt"):
+        run_experiment(config(**{**shots, "paths": 3}), run_dir)
+
+    with SampleStore(run_dir, create=False) as store:  # as an older version recorded it
+        identity = store.get_meta("identity")
+        del identity["prompt"]
+        store._put_meta("identity", identity)
+    run_experiment(config(**{**shots, "paths": 3}), run_dir)  # taken as unchanged: resumes
+    with SampleStore(run_dir, create=False) as store:
+        assert store.get_meta("identity")["prompt"] and len(list(store.paths())) == 4 * 4

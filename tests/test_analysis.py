@@ -83,8 +83,11 @@ def test_ragged_paths_refused():
 # --- the fast implementation against the one it replaced (tests/analysis_reference.py) ---------------------
 
 from analysis_reference import (  # noqa: E402
-    reference_encode, reference_exact_curve, reference_exact_majority_accuracy, reference_subset_curve)
-
+    reference_encode,
+    reference_exact_curve,
+    reference_exact_majority_accuracy,
+    reference_subset_curve,
+)
 from selfconsistency.analysis import subset_curve  # noqa: E402
 
 

@@ -14,7 +14,9 @@ from test_report_html import browser  # noqa: F401 - the fixture, shared
 from selfconsistency import RunConfig, SelfConsistency, answers_from_store, build_answer, run_experiment
 from selfconsistency.per_question import question_records
 from selfconsistency.prompts import PromptFormat
-from selfconsistency.report import build_results, export_paths, markdown_table, write_report
+from selfconsistency.export import export_paths
+from selfconsistency.report import markdown_table, write_report
+from selfconsistency.results import build_results
 from selfconsistency.store import _MIGRATIONS, SampleStore, StoredPath, StoredQuestion, StoredSelection
 from selfconsistency.tasks import DataError, get_task
 from selfconsistency.usc import parse_choice, usc_prompt

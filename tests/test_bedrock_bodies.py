@@ -145,5 +145,10 @@ def test_profiles_priced_as_their_base_model():
                     "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/"
                     "eu.anthropic.claude-3-5-haiku-20241022-v1:0"):
         assert PriceTable().price(profile, batch=True) == base
+    application = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
     with pytest.raises(KeyError, match="price file"):
-        PriceTable().price("arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6")
+        PriceTable().price(application)
+    # --base-model names what an application profile stands for: it prices it as well as its body format
+    assert PriceTable().price(application, batch=True, base_model="anthropic.claude-3-5-haiku-20241022-v1:0") == base
+    assert PriceTable().price(application, batch=True, base_model="us.anthropic.claude-3-5-haiku-20241022-v1:0") \
+        == base

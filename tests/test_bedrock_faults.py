@@ -278,8 +278,9 @@ def test_application_inference_profile(aws, tmp_path):
     run_dir = tmp_path / "run"
     one_line_error(cli(*run_args(run_dir, "app-profile", "--create-bucket", model=arn)), "--base-model")
     proc = cli(*run_args(run_dir, "app-profile", "--create-bucket", "--base-model",
-                         "anthropic.claude-3-5-haiku-20241022-v1:0", model=arn))
+                         "anthropic.claude-3-5-haiku-20241022-v1:0", "--max-cost", "5", model=arn))
     assert proc.returncode == 0, proc.stderr
+    assert "batch estimate" in proc.stderr  # priced as its base model: --max-cost holds
     assert len(stored_rows(run_dir)) == 130
     assert next(iter(aws.jobs.values()))["modelId"] == arn
     assert aws.runtime_calls and {model for _, model in aws.runtime_calls} == {arn}
@@ -300,3 +301,17 @@ def test_adaptive_stopping_waves_reach_the_batch_minimum(aws, tmp_path):
     assert first_job["totalRecordCount"] >= 100  # greedy and the first sampled round together
     assert len(aws.jobs) >= 2 and "wave grown" in proc.stderr
     assert len(aws.runtime_calls) <= len(sampled) // 4  # at most the last, small wave went on demand
+
+
+def test_an_echo_that_never_matches_buys_the_job_once(aws, tmp_path):
+    """A provider that normalises the echoed modelInput makes every answer look foreign: refused, and the
+    records wait for the user instead of being bought again round after round."""
+    aws.faults = Faults(altered_echo=True)
+    run_dir = tmp_path / "run"
+    line = one_line_error(cli(*run_args(run_dir, "echo-bucket", "--create-bucket")), "mismatch", "--resubmit")
+    assert "130 records were refused" in line
+    assert len(aws.jobs) == 1 and not aws.runtime_calls and stored_rows(run_dir) == []
+    aws.faults = Faults()
+    collected = cli("jobs", "collect", "--resubmit", str(run_dir))
+    assert collected.returncode == 0, collected.stderr
+    assert len(stored_rows(run_dir)) == 130 and len(aws.jobs) == 2

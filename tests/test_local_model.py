@@ -4,7 +4,6 @@ import json
 import random
 
 from conftest import cli, kill_when_stored, load_results, small_run_args, stored_rows, without_runtime
-from selfconsistency.extract import NumberExtractor
 
 
 def test_end_to_end_outputs(reference_run):
@@ -19,12 +18,9 @@ def test_end_to_end_outputs(reference_run):
     assert (reference_run / "accuracy_vs_paths.png").read_bytes()[:4] == b"\x89PNG"
     assert "SC@3" in (reference_run / "results.md").read_text()
 
-    rows = stored_rows(reference_run)
+    rows = stored_rows(reference_run)  # each stored once with its extracted answer: test_backend_contract.py
     assert len(rows) == 8  # 2 questions x (1 greedy + 3 sampled)
-    extract = NumberExtractor()
-    for _, _, _, text, answer, _ in rows:
-        assert answer == extract(text)
-        assert "\n" not in text  # the completion stops at the end of the rationale line
+    assert all("\n" not in text for _, _, _, text, _, _ in rows)  # the completion stops at the end of the rationale
 
 
 def test_report_rebuilds_from_store_alone(reference_run):
@@ -89,8 +85,6 @@ def test_batched_same_batch_size_same_paths(reference_run, tmp_path):
     rows = stored_rows(first)
     assert [r[:5] for r in rows] == [r[:5] for r in stored_rows(second)]
     assert [r[:3] for r in rows] == [r[:3] for r in stored_rows(reference_run)]
-    extract = NumberExtractor()
-    assert all(answer == extract(text) for _, _, _, text, answer, _ in rows)
 
 
 def test_batched_run_killed_mid_batch_resumes_without_regenerating(tmp_path):

@@ -6,22 +6,17 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import GSM8K_TEST, SMALL_MODEL, cli, kill_when_stored, load_results, stored_rows
+from conftest import GSM8K_TEST, SMALL_MODEL, OpenAIStub, cli, kill_when_stored, load_results, stored_rows
 from selfconsistency.backends.base import BackendConfig
 from selfconsistency.backends.openai_compat import OpenAIBackend
 from selfconsistency.experiment import RunConfig, plan_requests
-from selfconsistency.extract import NumberExtractor
 from selfconsistency.models import resolve_model_path
-
-SECRET = "sk-test-DO-NOT-LEAK-0123456789abcdef"
 
 
 def free_port() -> int:
@@ -60,21 +55,15 @@ def openai_args(run_dir: Path, url: str, *extra: str) -> list[str]:
             "--run-dir", str(run_dir), "--quiet", *extra]
 
 
-def test_run_through_llama_cpp_server(llama_server, tmp_path, monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+def test_run_through_llama_cpp_server(llama_server, tmp_path):
+    # stored once each, answers extracted, the key kept out: tests/test_backend_contract.py
     run_dir = tmp_path / "run"
     proc = cli(*openai_args(run_dir, llama_server, "--log-prompts"))
     assert proc.returncode == 0, proc.stderr
-    rows = stored_rows(run_dir)
-    assert len(rows) == 8 and len({r[:3] for r in rows}) == 8
-    extract = NumberExtractor()
-    assert all(answer == extract(text) for _, _, _, text, answer, _ in rows)
+    assert len(stored_rows(run_dir)) == 8
     results = load_results(run_dir)
     assert results["backend"] == "openai" and results["questions"] == 2
     assert results["sampled"][0]["completion_tokens"] > 0
-    # the key reached the server but nothing we wrote
-    for path in run_dir.iterdir():
-        assert SECRET.encode() not in path.read_bytes(), path
 
 
 def test_server_run_resumes_after_sigkill(llama_server, tmp_path, monkeypatch):
@@ -88,53 +77,6 @@ def test_server_run_resumes_after_sigkill(llama_server, tmp_path, monkeypatch):
     assert len(rows) == 8 and len({r[:3] for r in rows}) == 8 and set(survivors) <= set(rows)
 
 
-class _Stub(BaseHTTPRequestHandler):
-    """Chat completions that fail with 429 a few times, then answer with at most `max_choices`."""
-
-    failures_left = 0
-    max_choices = 8
-    calls: list = []
-
-    def do_POST(self):  # noqa: N802 - http.server's naming
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
-        if type(self).failures_left > 0:
-            type(self).failures_left -= 1
-            self._send(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "0"})
-            return
-        n = min(body.get("n", 1), type(self).max_choices)
-        choices = [{"index": i, "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": f"5 + {i} = {5 + i}. The answer is {5 + i}."},
-                    "logprobs": {"content": [{"token": "x", "logprob": -0.5, "bytes": None, "top_logprobs": []}]}}
-                   for i in range(n)]
-        self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
-                         "choices": choices, "usage": {"prompt_tokens": 50, "completion_tokens": 4 * n,
-                                                       "total_tokens": 50 + 4 * n}})
-
-    def _send(self, status, payload, headers=None):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def stub_server():
-    _Stub.failures_left, _Stub.max_choices, _Stub.calls = 0, 8, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-
-
 def _requests(paths=3):
     config = RunConfig(data=str(GSM8K_TEST), limit=1, paths=paths, backend="openai", model="stub")
     task = config.get_task()
@@ -143,12 +85,12 @@ def _requests(paths=3):
 
 def test_retries_429_then_groups_paths_into_n(stub_server, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    _Stub.failures_left = 2
+    OpenAIStub.failures_left = 2
     backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server, max_retries=3))
     generations = list(backend.generate(_requests(paths=3)))
     assert sorted((g.request.temperature, g.request.path_index) for g in generations) == \
         [(0.0, 0), (0.7, 0), (0.7, 1), (0.7, 2)]
-    bodies = [c["body"] for c in _Stub.calls]
+    bodies = [c["body"] for c in OpenAIStub.calls]
     assert len(bodies) == 2 + 2  # two 429s retried, then one greedy request and one n=3 request
     assert sorted(b["n"] for b in bodies[2:]) == [1, 3]
     sampled = next(b for b in bodies[2:] if b["n"] == 3)
@@ -158,17 +100,17 @@ def test_retries_429_then_groups_paths_into_n(stub_server, monkeypatch):
 
 
 def test_server_ignoring_n_gets_separate_requests(stub_server):
-    _Stub.max_choices = 1
+    OpenAIStub.max_choices = 1
     backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server))
     generations = list(backend.generate(_requests(paths=3)))
     assert len(generations) == 4 and len({(g.request.temperature, g.request.path_index) for g in generations}) == 4
-    assert sorted(c["body"]["n"] for c in _Stub.calls) == [1, 1, 1, 3]  # greedy; 1 of 3 answered, 2 asked again
+    assert sorted(c["body"]["n"] for c in OpenAIStub.calls) == [1, 1, 1, 3]  # greedy; 1 of 3 answered, 2 asked again
 
 
 def test_exhausted_retries_fail_clearly(stub_server):
     from selfconsistency.backends.base import BackendError
 
-    _Stub.failures_left = 10
+    OpenAIStub.failures_left = 10
     backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server, max_retries=1))
     with pytest.raises(BackendError, match="RateLimitError"):
         list(backend.generate(_requests(paths=1)))
@@ -196,14 +138,14 @@ def test_token_budget_stops_before_the_request_that_could_exceed_it(stub_server,
     estimate = sum(len(m["content"]) for m in prompt.chat_messages) // 3
     proc = cli(*args, "--max-tokens-total", str(estimate + 64 + 100))
     assert proc.returncode == 2 and "token budget reached" in proc.stderr
-    assert [c["body"]["n"] for c in _Stub.calls] == [1]
+    assert [c["body"]["n"] for c in OpenAIStub.calls] == [1]
     assert len(stored_rows(run_dir)) == 1 and (run_dir / "results.json").exists()
     # a resumed run counts what is stored against the budget
     proc = cli(*args, "--max-tokens-total", str(estimate + 64 + 150))
-    assert proc.returncode == 2 and len(_Stub.calls) == 1
+    assert proc.returncode == 2 and len(OpenAIStub.calls) == 1
     proc = cli(*args, "--max-tokens-total", str(estimate + 54 + 192))
     assert proc.returncode == 0, proc.stderr
-    assert len(stored_rows(run_dir)) == 4 and [c["body"]["n"] for c in _Stub.calls] == [1, 3]
+    assert len(stored_rows(run_dir)) == 4 and [c["body"]["n"] for c in OpenAIStub.calls] == [1, 3]
 
 
 def test_max_cost_needs_a_price_and_caps_spending(stub_server, tmp_path):
@@ -211,11 +153,12 @@ def test_max_cost_needs_a_price_and_caps_spending(stub_server, tmp_path):
             "--base-url", stub_server, "--model", "stub", "--concurrency", "1", "--max-tokens", "64",
             "--run-dir", str(tmp_path / "run"), "--quiet"]
     proc = cli(*args, "--max-cost", "1")
-    assert proc.returncode == 2 and "needs a price" in proc.stderr and _Stub.calls == []
+    assert proc.returncode == 2 and "needs a price" in proc.stderr and OpenAIStub.calls == []
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"stub": {"on_demand": [0.5, 1.0]}}))  # $ per 1k tokens: 1,000 tokens = $1
     proc = cli(*args, "--prices", str(prices), "--max-cost", "0.05")  # 50 tokens: not even the greedy request
-    assert proc.returncode == 2 and "budget" in proc.stderr and _Stub.calls == []
+    assert proc.returncode == 2 and "budget" in proc.stderr and OpenAIStub.calls == []
+    assert "--max-cost $0.05" in proc.stderr and "--max-tokens-total" not in proc.stderr  # the cap the user gave
     proc = cli(*args, "--prices", str(prices), "--max-cost", "10")
     assert proc.returncode == 0, proc.stderr
     assert len(stored_rows(tmp_path / "run")) == 4

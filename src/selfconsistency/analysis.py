@@ -112,7 +112,7 @@ def _tie_shares(keys: np.ndarray, n: int) -> np.ndarray:
     out = np.zeros((len(keys), n + 1))
     g_col, t_col, free_col, big = keys[:, 0], keys[:, 1], keys[:, 2], keys[:, 3:]
     h_col = (big > 0).sum(axis=1)
-    for g, h in sorted(set(zip(g_col.tolist(), h_col.tolist()))):
+    for g, h in sorted(set(zip(g_col.tolist(), h_col.tolist(), strict=True))):
         rows = np.flatnonzero((g_col == g) & (h_col == h))
         poly = np.zeros((len(rows), n + 1, h + 1))
         poly[:, :, 0] = binomial[free_col[rows]]  # (1+z)^free

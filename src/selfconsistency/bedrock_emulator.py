@@ -51,6 +51,7 @@ class Faults:
     throttle_every: int = 0  # every Nth API call gets a 429 ThrottlingException
     throttle_next: int = 0  # the next N API calls get a 429 ThrottlingException
     malformed_lines: int = 0  # per job, so many output lines are broken (half not JSON, half an odd shape)
+    altered_echo: bool = False  # every output line echoes its modelInput with one more field (a normalised echo)
     access_denied: bool = False  # every control-plane call gets a 403 AccessDeniedException
     in_flight_quota: int | None = None  # jobs not finished per model, past which create is refused
 
@@ -253,6 +254,9 @@ class Emulator:
             lines.append({"recordId": record.get("recordId"), "modelInput": record["modelInput"],
                           "modelOutput": output})
             job["processedRecordCount"] = counts["ok"] + counts["error"]
+        if self.faults.altered_echo:
+            for line in lines:
+                line["modelInput"] = {**line["modelInput"], "normalised": True}
         rng.shuffle(lines)  # AWS does not keep input order
         texts = [json.dumps(line) for line in lines]
         for index in range(min(self.faults.malformed_lines, len(texts))):  # the first lines after shuffling

@@ -16,30 +16,31 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .analysis import accuracy_curve
 from .audit import redact_urls
 from .backends import BACKEND_NAMES, BackendError
 from .backends.base import BudgetExceeded
 from .backends.batch_jobs import JobsStopped, RecordsRefused
 from .experiment import ExtractionFailed, RunConfig, run_experiment
+from .export import export_paths
+from .frontier import stored_frontier
 from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
 from .per_question import question_records
 from .prompt_preview import rendered_prompt
 from .prompts import PromptFormat
 from .report import (
+    FRONTIER_FILE,
+    FRONTIER_PLOT_FILE,
     PLOT_FILE,
     RESULTS_FILE,
     TABLE_FILE,
-    build_results,
-    export_paths,
-    frontier_plot,
+    frontier_markdown,
     markdown_table,
-    stored_answers,
+    write_frontier,
     write_report,
 )
 from .report_html import HTML_FILE
+from .results import build_results
 from .runlock import RunDirError
-from .stopping import parse_rule, replay_many
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -66,10 +67,6 @@ def _fail(message: str) -> typer.Exit:
     # User text (patterns like [a-z], file names like [/x]) is never rich markup; URLs lose credentials.
     err.print(f"[bold red]error:[/] {escape(redact_urls(message))}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(code=2)
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _temperatures(value: str) -> tuple[float, ...]:
@@ -334,30 +331,15 @@ def simulate(
     Writes frontier.json and frontier.png in the run directory.
     """
     try:
-        answers, golds, n = stored_answers(run_dir, temperature)
-        rules = [parse_rule(text, min_paths=min_paths, max_paths=n) for text in stop]
+        frontier = stored_frontier(run_dir, temperature, stop, min_paths=min_paths, runs=runs, seed=seed)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    if not answers:
-        raise _fail(f"no complete questions at T={temperature:g} in {run_dir}")
-    fixed = [p.__dict__ for p in accuracy_curve(answers, golds, runs=runs, seed=seed)]
-    results = replay_many(rules, answers, golds, runs=runs, seed=seed)
-    table = [f"{_count(len(golds), 'question')}, N = {n} stored paths at T={temperature:g}, {runs} random orders", "",
-             "| rule | mean paths | accuracy | fixed-N accuracy at N | paths saved |", "|---|---:|---:|---:|---:|"]
-    for result in results:
-        table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
-                     f"{result.accuracy_std:.1%} | {fixed[-1]['exact']:.1%} | {n / result.mean_paths:.2f}x |")
-    out.print(Markdown("\n".join(table)))
+    out.print(Markdown(frontier_markdown(frontier)))
     if not _writable_dir(run_dir):
-        err.print(f"{run_dir} is read-only: frontier.json and frontier.png not written",
-                  highlight=False)
+        err.print(f"{run_dir} is read-only: {FRONTIER_FILE} and {FRONTIER_PLOT_FILE} not written", highlight=False)
         return
-    (run_dir / "frontier.json").write_text(json.dumps(
-        {"temperature": temperature, "paths": n, "questions": len(golds), "runs": runs, "fixed": fixed,
-         "rules": [r.__dict__ for r in results]}, indent=2) + "\n")
-    frontier_plot(fixed, results, f"Stopping rules vs fixed N, T={temperature:g}, {len(golds)} questions",
-                  run_dir / "frontier.png")
-    out.print(f"wrote {run_dir / 'frontier.json'} and {run_dir / 'frontier.png'}", highlight=False)
+    write_frontier(run_dir, frontier)
+    out.print(f"wrote {run_dir / FRONTIER_FILE} and {run_dir / FRONTIER_PLOT_FILE}", highlight=False)
 
 
 def _bedrock_client(region: str | None):
@@ -430,13 +412,17 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
 def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")]) -> None:
     """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
     jobs, service = _run_jobs(run_dir)
+    stopping = 0
     try:
         for job in jobs:
             if service.poll(job).status in service.cancellable:
                 service.cancel(job)
+                stopping += 1
                 out.print(f"stopping {job['arn']}", highlight=False)
     except BackendError as exc:
         raise _fail(str(exc)) from None
+    if not stopping:
+        out.print(f"nothing to stop: {run_dir} has no batch job in flight", highlight=False)
 
 
 @jobs_app.command("forget")
@@ -464,13 +450,14 @@ def jobs_forget(
 def jobs_collect(
     run_dir: Annotated[Path, typer.Argument(help="A run directory to finish.")],
     resubmit: Annotated[bool, typer.Option(
-        help="Submit again the records a stopped job left unprocessed (by default they stay unwanted).")] = False,
+        help="Submit again the records a stopped job left unprocessed, and those whose answers could not be "
+        "matched or read (by default they stay unwanted).")] = False,
 ) -> None:
     """Wait for a batch run's jobs, collect their results into the store, and write the report.
 
     Reattaches to the jobs the run submitted, with the run's own settings.
     """
-    from .backends.batch_jobs import STOPPED_CODE
+    from .backends.batch_jobs import RESENDABLE_CODES
 
     try:
         with SampleStore(run_dir, create=False) as store:
@@ -479,7 +466,8 @@ def jobs_collect(
                 raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
                             "'selfconsistency run' command again to resume it")
             if resubmit:
-                store.clear_record_errors(STOPPED_CODE)
+                for code in RESENDABLE_CODES:
+                    store.clear_record_errors(code)
         run_experiment(config, run_dir)
         results = write_report(run_dir)
     except (FileNotFoundError, DataError, BackendError, StoreMismatch, RunDirError) as exc:

@@ -52,10 +52,14 @@ class PriceTable:
             raise ValueError(f"price table {path}: malformed JSON: {exc}") from None
         return cls(_checked_table(path, raw))
 
-    def price(self, model: str, batch: bool = False) -> Price:
-        entry = self._table.get(model) or self._table.get(_base_model(model))
+    def price(self, model: str, batch: bool = False, base_model: str | None = None) -> Price:
+        """`base_model`: the foundation model an application inference profile ARN stands for (--base-model),
+        priced as it when the table has no entry for the ARN itself."""
+        entry = (self._table.get(model) or (base_model and self._table.get(base_model))
+                 or self._table.get(_base_model(base_model or model)))
         if entry is None:
-            raise KeyError(f"no price for {model!r}: give a price file")
+            raise KeyError(f"no price for {model!r}" + (f" (base model {base_model!r})" if base_model else "")
+                           + ": give a price file")
         if batch and "batch" in entry:
             return Price(*entry["batch"])
         input_price, output_price = entry["on_demand"]

@@ -181,6 +181,15 @@ class RunConfig(BaseModel):
         return 1 if temperature == GREEDY_TEMPERATURE else self.paths
 
 
+def prompt_digest(config: RunConfig, task: Task, data: TaskData) -> str:
+    """What every prompt of the run shares (exemplars, instruction, format), hashed: part of the store's
+    identity, since an edited exemplars file or other first K records change every path's prompt while
+    the task spec and the options stay the same."""
+    zero_shot = config.zero_shot or not data.exemplars
+    prompt = build_prompt("\x00", data.exemplars, config.prompt_format, zero_shot, task.zero_shot_instruction())
+    return hashlib.sha256(json.dumps([prompt.text, prompt.messages]).encode()).hexdigest()[:12]
+
+
 def plan_requests(config: RunConfig, task: Task, data: TaskData,
                   wanted: dict[tuple[str, float], int] | None = None) -> list[GenerationRequest]:
     """Every path of the run, question by question (so a backend can reuse each question's prompt).
@@ -255,7 +264,8 @@ def run_experiment(config: RunConfig, run_dir: Path | None = None,
             return None
 
     with run_lock(run_dir), SampleStore(run_dir) as store:
-        store.bind_config(config.identity(task), config.stored_settings())
+        store.bind_config({**config.identity(task), "prompt": prompt_digest(config, task, data)},
+                          config.stored_settings())
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
         store.set_selection(list(questions), {k: list(v) for k, v in data.neutralised.items()})
         audit = AuditLog(run_dir, config.identity_hash(task), config.log_prompts)

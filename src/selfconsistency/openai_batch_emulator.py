@@ -43,6 +43,7 @@ class Faults:
     fail_batches: int = 0  # the next N batches fail validation
     throttle_every: int = 0  # every Nth API call gets a 429 with Retry-After
     bad_input: str | None = None  # request lines whose body contains this text are answered 400 (error file)
+    malformed_lines: int = 0  # the next N output lines written are broken (half not JSON, half without a body)
 
 
 def completion(body: dict[str, Any], endpoint: str, seed: str) -> dict[str, Any]:
@@ -181,10 +182,15 @@ class Emulator:
 
     def _run(self, batch: dict[str, Any]) -> None:
         time.sleep(self.step_seconds)
-        if batch["status"] == "cancelling":  # cancelled while validating
-            self._set(batch, "cancelled")
-            return
         lines, errors = self._validate(batch)
+        if batch["status"] == "cancelling" and not errors:  # cancelled while validating: no request ran
+            failures = [{"id": f"batch_req_{uuid.uuid4().hex[:16]}", "custom_id": line["custom_id"], "response": None,
+                         "error": {"code": "batch_cancelled", "message": "emulated batch cancelled"}}
+                        for line in lines]
+            extra = {"error_file_id": self.add_file(f"{batch['id']}_error.jsonl", _jsonl(failures),
+                                                    "batch_output")["id"]} if failures else {}
+            self._set(batch, "cancelled", **extra)
+            return
         if batch["_fate"] == "fail_batches":
             errors = errors or [{"code": "invalid_request", "message": "emulated validation failure",
                                  "param": None, "line": 1}]
@@ -227,9 +233,26 @@ class Emulator:
         if batch["status"] != "cancelling" and batch["_fate"] != "expire_batches":
             self._set(batch, "finalizing")
             time.sleep(self.step_seconds)
+        # Requests a cancelled or expired batch never ran are documented lines of the error file
+        # (BatchRequestOutputError codes batch_cancelled and batch_expired), with no response.
+        never_ran = "batch_cancelled" if batch["status"] == "cancelling" else \
+            "batch_expired" if batch["_fate"] == "expire_batches" else None
+        answered_ids = {row["custom_id"] for row in outputs + failures}
+        if never_ran:
+            failures += [{"id": f"batch_req_{uuid.uuid4().hex[:16]}", "custom_id": line["custom_id"], "response": None,
+                          "error": {"code": never_ran, "message": f"emulated {never_ran.replace('_', ' ')}"}}
+                         for line in lines if line["custom_id"] not in answered_ids]
         random.Random(batch["id"]).shuffle(outputs)  # output order is not input order
-        files = {f"{kind}_file_id": self.add_file(f"{batch['id']}_{kind}.jsonl", _jsonl(rows), "batch_output")["id"]
-                 for kind, rows in (("output", outputs), ("error", failures)) if rows}
+        texts = [json.dumps(row) for row in outputs]
+        with self.lock:
+            broken = min(self.faults.malformed_lines, len(texts))
+            self.faults.malformed_lines -= broken
+        for index in range(broken):
+            texts[index] = texts[index][: len(texts[index]) // 2] if index % 2 == 0 else \
+                json.dumps({**outputs[index], "response": {"status_code": 200, "request_id": "req_broken"}})
+        files = {f"{kind}_file_id": self.add_file(f"{batch['id']}_{kind}.jsonl", body, "batch_output")["id"]
+                 for kind, body in (("output", "".join(t + "\n" for t in texts).encode()), ("error", _jsonl(failures)))
+                 if body}
         final = "cancelled" if batch["status"] == "cancelling" else \
             "expired" if batch["_fate"] == "expire_batches" else "completed"
         self._set(batch, final, **files)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import sqlite3
 import tempfile
@@ -132,6 +133,9 @@ def _writable(path: Path) -> bool:
     return os.access(directory, os.W_OK | os.X_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
+IDENTITY_ADDED_LATER = ("prompt",)  # identity keys older stores lack (taken as unchanged)
+
+
 class StoreMismatch(Exception):
     """The run directory holds a store made with other settings."""
 
@@ -250,6 +254,9 @@ class SampleStore:
         latest full configuration (paths, temperatures, limits may grow between invocations).
         """
         stored = self.get_meta("identity")
+        if stored is not None:  # a setting an older version did not record: that store's own is unknown
+            stored = {**{k: identity[k] for k in IDENTITY_ADDED_LATER if k in identity and k not in stored},
+                      **stored}
         if stored is not None and stored != identity and self._holds_nothing_generated():
             # Settings recorded by a run that generated nothing (a typo stopped it): nothing to mix up.
             self._db.execute("BEGIN IMMEDIATE")
@@ -265,7 +272,14 @@ class SampleStore:
         self._db.execute("BEGIN IMMEDIATE")
         self._put_meta("identity", identity)
         self._put_meta("config", config)
+        if self.get_meta("run_nonce") is None:
+            self._put_meta("run_nonce", secrets.token_hex(8))
         self._db.execute("COMMIT")
+
+    def run_nonce(self) -> str:
+        """Random, fixed for this store's life: what tells two run directories with the same settings apart
+        (their batch jobs must never be one and the same)."""
+        return self.get_meta("run_nonce") or ""
 
     def _holds_nothing_generated(self) -> bool:
         return not any(self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("paths", "jobs"))

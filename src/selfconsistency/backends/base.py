@@ -27,10 +27,11 @@ class TokenBudget:
     replaces the booking with what the request really used.
     """
 
-    def __init__(self, limit: int | None, spent: int = 0):
+    def __init__(self, limit: int | None, spent: int = 0, cap: str = ""):
         import threading
 
         self.limit = limit
+        self.cap = cap or (f"--max-tokens-total {limit:,}" if limit is not None else "")  # named in the error
         self.spent = spent
         self._reserved = 0
         self._lock = threading.Lock()
@@ -40,7 +41,7 @@ class TokenBudget:
             if self.limit is not None and self.spent + self._reserved + tokens > self.limit:
                 raise BudgetExceeded(
                     f"token budget reached: {self.spent:,} used and {self._reserved:,} in flight of "
-                    f"--max-tokens-total {self.limit:,}; the next request could need {tokens:,} more. "
+                    f"{self.cap}; the next request could need {tokens:,} more. "
                     "Stored paths are kept; raise the budget and run again to continue")
             self._reserved += tokens
 
@@ -54,16 +55,19 @@ class TokenBudget:
         """--max-tokens-total, and --max-cost turned into tokens at the dearer of the model's two rates
         (conservative: no token can cost more), counting what the run already spent."""
         limit = config.max_tokens_total
+        cap = f"--max-tokens-total {limit:,}" if limit is not None else ""
         if config.max_cost is not None:
             from ..costs import PriceTable
 
             try:
-                price = PriceTable.from_file(config.prices_file).price(config.model)
+                price = PriceTable.from_file(config.prices_file).price(config.model, base_model=config.base_model)
             except KeyError as exc:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
             cost_tokens = int(config.max_cost / (max(price.input_per_1k, price.output_per_1k) / 1000))
-            limit = min(cost_tokens, limit or cost_tokens)
-        return cls(limit, config.tokens_spent)
+            if limit is None or cost_tokens < limit:
+                limit = cost_tokens
+                cap = f"--max-cost ${config.max_cost:,.2f} ({cost_tokens:,} tokens at the model's dearer rate)"
+        return cls(limit, config.tokens_spent, cap)
 
 
 def run_concurrently(calls: Iterable[Callable[[], Any]], workers: int,

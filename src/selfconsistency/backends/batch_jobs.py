@@ -28,7 +28,7 @@ from typing import Any, Protocol
 from ..store import SampleStore
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, ParsedOutput
 from .batch_ledger import SpendLedger
-from .batch_plan import PlanError, Quotas, Record, body_digest, record_generations, split_jobs
+from .batch_plan import PlanError, Quotas, Record, body_digest, legacy_record_id, record_generations, split_jobs
 
 MAX_ROUNDS = 4  # follow-up rounds for records that keep failing
 PENDING = ("planned", "creating")  # our own statuses before the provider knows the job
@@ -49,10 +49,13 @@ class JobResults:
     manifest: dict[str, Any] | None = None  # counts and tokens, keys as in Bedrock's manifest.json.out
     errors: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # record id -> (code, message, retryable)
     mismatched: list[str] = field(default_factory=list)  # record ids answered for a request we did not send
+    unreadable: int = 0  # output lines naming no record we can tell (not JSON, no id)
 
 
 STOPPED_CODE = "stopped"  # the record error a user's stop leaves on records its job never processed
-MISMATCH_CODE = "mismatch"
+MISMATCH_CODE = "mismatch"  # answered for another request than the one sent
+MALFORMED_CODE = "malformed"  # an output line not in the provider's documented format
+RESENDABLE_CODES = (STOPPED_CODE, MISMATCH_CODE, MALFORMED_CODE)  # unwanted until `jobs collect --resubmit`
 
 
 class JobsStopped(BackendError):
@@ -172,9 +175,11 @@ class BatchJobRunner:
                               f"not sent again; 'selfconsistency jobs collect --resubmit {self.config.run_dir}' "
                               "submits them")
         if refused:
+            resendable = " ('jobs collect --resubmit' sends those refused for the provider's output again)" \
+                if any(e["code"] in RESENDABLE_CODES for e in refused) else ""
             raise RecordsRefused(f"{len(refused)} records were refused and will not be resubmitted (by error code: "
                                f"{error_summary([(e['code'], e['message']) for e in refused])}); "
-                               f"'selfconsistency jobs status {self.config.run_dir}' lists them")
+                               f"'selfconsistency jobs status {self.config.run_dir}' lists them{resendable}")
         if failing:
             last = next((j for j in reversed(self.jobs()) if j.get("message")), None)
             said = f" (last job message: {last['message']})" if last else ""
@@ -205,14 +210,14 @@ class BatchJobRunner:
 
     def _plan_job(self, records: list[Record]) -> dict[str, Any]:
         """Store a new job before anything is sent. Its key (the provider's idempotency token, and where
-        its input and output live) hashes the run, the model, how many jobs came before, and every
-        record's id and body: other data or settings make another key, never another run's job, while a
-        job already planned is found in the store, never planned twice."""
+        its input and output live) hashes the run (its settings and its store's nonce), the model, how many
+        jobs came before, and every record's id and body: other data, settings or run directories make
+        another key, never another run's job, while a job already planned is found in the store."""
         name = self.service.name
         earlier = len(self.jobs())
         content = ",".join(sorted(f"{r.record_id}:{body_digest(r.body)}" for r in records))
-        key = hashlib.sha256(f"{name}|{self.config.run_id}|{self.service.model}|{earlier}|{content}"
-                             .encode()).hexdigest()[:40]
+        run = f"{self.config.run_id}|{self.store.run_nonce()}"  # this run directory, not only its settings
+        key = hashlib.sha256(f"{name}|{run}|{self.service.model}|{earlier}|{content}".encode()).hexdigest()[:40]
         input_uri, output_uri = self.service.locations(key)
         self.store.put_job(key, name, self.service.model, input_uri, output_uri,
                            {r.record_id: [[q.question_id, q.temperature, q.path_index] for q in r.requests]
@@ -263,11 +268,26 @@ class BatchJobRunner:
                 for rid in job["records"] if rid in records or rid in self._aliases}
         results = self.service.results(job, ours)
         errors = dict(results.errors)
+        # A few unreadable or foreign answers go round again; when they are most of a job, the provider's
+        # output is not what we can read (a format change, a normalised echo): sending the same records
+        # again would buy the same answers, so they wait for `jobs collect --resubmit`.
+        malformed = [rid for rid, (code, _, _) in errors.items() if code == MALFORMED_CODE]
+        suspect = len(results.mismatched) + len(malformed) + results.unreadable
+        systematic = suspect > 0 and 2 * suspect >= len(ours)
         for rid in results.mismatched:
-            errors[rid] = (MISMATCH_CODE, "the answer echoes another request than the one sent: not stored", True)
-        if results.mismatched:
-            sys.stderr.write(f"batch job {job['job_key'][:12]}: {len(results.mismatched)} answers were for other "
-                             "requests than the ones sent: refused, counted as failed records\n")
+            errors[rid] = (MISMATCH_CODE, "the answer echoes another request than the one sent: not stored",
+                           not systematic)
+        for rid in malformed:
+            errors[rid] = (*errors[rid][:2], not systematic)
+        if systematic and results.unreadable:  # which records the unreadable lines answered is unknown
+            errors.update({rid: (MALFORMED_CODE, "no readable answer in the job's output", False)
+                           for rid in ours if rid not in results.outputs and rid not in errors})
+        if suspect:
+            action = "not resent ('jobs collect --resubmit' sends them again)" if systematic else "sent again"
+            found = [f"{count} {what}" for count, what in (
+                (len(results.mismatched), "answers for other requests than the ones sent"),
+                (len(malformed) + results.unreadable, "output lines unreadable")) if count]
+            sys.stderr.write(f"batch job {job['job_key'][:12]}: {', '.join(found)}: refused, {action}\n")
         if job["status"] in self.service.stopped:  # the user's decision: what the job did not process is unwanted
             errors.update({rid: (STOPPED_CODE, "the job was stopped before this record was processed", False)
                            for rid in ours if rid not in results.outputs and rid not in errors})
@@ -296,13 +316,13 @@ class BatchJobRunner:
 
 
 def _same_paths(jobs: list[dict[str, Any]], records: dict[str, Record]) -> dict[str, str]:
-    """Job record id -> today's id of the record asking for exactly the same paths, for jobs planned under
-    another id scheme (an earlier version): their paid-for answers are collected, not bought again. The
-    body check at collection still refuses any answer to another request."""
-    by_paths = {tuple((q.question_id, q.temperature, q.path_index) for q in r.requests): rid
-                for rid, r in records.items()}
-    return {old: by_paths[key] for job in jobs for old, paths in job["records"].items()
-            if old not in records and (key := tuple(tuple(p) for p in paths)) in by_paths}
+    """Job record id -> today's id of the record asking for the same paths, for jobs an earlier version
+    planned under its positional ids: their paid-for answers are collected, not bought again. Only ids of
+    that scheme: a job of today's scheme whose ids differ asked another prompt or body (an edited
+    exemplar, another option), and an OpenAI answer carries no echo to catch that at collection."""
+    by_legacy = {legacy_record_id(r.requests): rid for rid, r in records.items()}
+    return {old: by_legacy[old] for job in jobs for old in job["records"]
+            if old not in records and old in by_legacy}
 
 
 class BatchBackend:

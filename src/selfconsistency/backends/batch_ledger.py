@@ -22,7 +22,8 @@ class SpendLedger:
 
     def _price(self, batch: bool) -> Price | None:
         try:
-            return PriceTable.from_file(self.config.prices_file).price(self.model, batch=batch)
+            return PriceTable.from_file(self.config.prices_file).price(self.model, batch=batch,
+                                                                      base_model=self.config.base_model)
         except KeyError as exc:
             if self.config.max_cost is not None:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None

@@ -62,6 +62,18 @@ def record_id(requests: tuple[GenerationRequest, ...], body: dict[str, Any] | No
     return "".join(reversed(digits))
 
 
+def legacy_record_id(requests: tuple[GenerationRequest, ...]) -> str:
+    """The id versions before 0.2 gave a record: from its paths' positions alone. Only to collect a job
+    such a version left in flight; never trusted to say what the record asked."""
+    key = "\x1f".join(f"{r.question_id}\x1e{r.temperature!r}\x1e{r.path_index}" for r in requests)
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    digits = []
+    for _ in range(11):
+        number, digit = divmod(number, 36)
+        digits.append(_ALPHABET[digit])
+    return "".join(reversed(digits))
+
+
 BodyBuilder = Callable[[Prompt, SamplingParams, int], dict[str, Any]]  # (prompt, params, n paths) -> body
 LineFormat = Callable[[str, dict[str, Any]], str]  # (record id, body) -> input file line
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .base import BackendConfig, BackendError, GenerationRequest, ParsedOutput
-from .batch_jobs import BatchBackend, JobResults, JobState, retryable_status
+from .batch_jobs import MALFORMED_CODE, BatchBackend, JobResults, JobState, retryable_status
 from .batch_plan import Quotas, Record, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import UnknownModel, adapter_for
@@ -143,22 +143,25 @@ class BedrockJobs:
             self.bedrock.stop_model_invocation_job(jobIdentifier=job["arn"])
 
     def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults:
-        """The job's outputs by record id. A line that is not JSON, names no record of ours, or whose
-        modelOutput is not the model's format is a failed record (it goes round again), never an abort."""
+        """The job's outputs by record id. A line that is not JSON or whose modelOutput is not the model's
+        format is a failed record (the runner decides whether it goes round again), never an abort."""
         job_id = job["arn"].rsplit("/", 1)[-1]
         bucket, prefix = _split_uri(job["output_uri"])
         with aws_errors(f"reading the output of batch job {job['arn']} from {job['output_uri']}"):
             results = JobResults(manifest=self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out"))
             text = self._read_text(bucket, f"{prefix}{job_id}/records.jsonl.out")
-        unreadable = 0
         for raw in text.splitlines():
             if not raw.strip():
                 continue
             try:
                 line = json.loads(raw)
                 record = records.get(line.get("recordId"))
-                if record is None:
-                    continue
+            except (ValueError, AttributeError):
+                results.unreadable += 1
+                continue
+            if record is None:
+                continue
+            try:
                 if line.get("modelInput") != record.body:  # the output echoes its input: it must be what we sent
                     results.mismatched.append(record.record_id)
                 elif "modelOutput" in line:
@@ -169,12 +172,10 @@ class BedrockJobs:
                     results.errors[record.record_id] = (str(code), str(line["error"].get("errorMessage", "")),
                                                         retryable_status(code))
                 else:
-                    unreadable += 1
+                    raise ValueError("neither modelOutput nor error")
             except (ValueError, KeyError, TypeError, AttributeError, IndexError):
-                unreadable += 1
-        if unreadable:
-            sys.stderr.write(f"batch job {job['job_key'][:12]}: {unreadable} output lines unreadable or not in "
-                             f"{self.adapter.family}'s format: counted as failed records\n")
+                results.errors[record.record_id] = (MALFORMED_CODE, f"not in {self.adapter.family}'s output format",
+                                                    True)
         return results
 
     def _read_text(self, bucket: str, key: str) -> str:

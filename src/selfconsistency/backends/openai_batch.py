@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
 from .base import BackendConfig, BackendError, GenerationRequest
-from .batch_jobs import BatchBackend, JobResults, JobState, retryable_status
+from .batch_jobs import MALFORMED_CODE, STOPPED_CODE, BatchBackend, JobResults, JobState, retryable_status
 from .batch_plan import Quotas, Record, pack
 from .openai_compat import parse_response, request_body
 
@@ -117,23 +118,31 @@ class OpenAIBatchJobs:
         results = JobResults()
         tokens = {"input": 0, "output": 0}
         ok = errors = 0
-        lines = self._file_lines(batch.output_file_id) + self._file_lines(batch.error_file_id)
-        for line in lines:
-            response = line.get("response") or {}
-            custom_id = line.get("custom_id")
-            if line.get("error") or response.get("status_code") != 200:
+        for line in self._file_lines(batch.output_file_id) + self._file_lines(batch.error_file_id):
+            custom_id = line.get("custom_id") if isinstance(line.get("custom_id"), str) else None
+            try:
+                if line.get("_unreadable"):
+                    raise ValueError("not JSON")
+                response = line.get("response") or {}
+                if line.get("error") or response.get("status_code") != 200:
+                    errors += 1
+                    if custom_id in records:
+                        results.errors[custom_id] = _line_error(line)
+                    continue
+                usage = response["body"].get("usage") or {}
+                if custom_id not in job["records"]:  # an answer to a request this batch was never sent
+                    results.mismatched.append(str(custom_id))
+                elif custom_id in records:
+                    results.outputs[custom_id] = parse_response(response["body"], self.config.api)
+                ok += 1
+                tokens["input"] += usage.get("prompt_tokens", 0)
+                tokens["output"] += usage.get("completion_tokens", 0)
+            except (ValueError, KeyError, TypeError, AttributeError, IndexError):  # not the documented format
                 errors += 1
                 if custom_id in records:
-                    results.errors[custom_id] = _line_error(line)
-                continue
-            ok += 1
-            usage = response["body"].get("usage") or {}
-            tokens["input"] += usage.get("prompt_tokens", 0)
-            tokens["output"] += usage.get("completion_tokens", 0)
-            if custom_id not in job["records"]:  # an answer to a request this batch was never sent
-                results.mismatched.append(str(custom_id))
-            elif custom_id in records:
-                results.outputs[custom_id] = parse_response(response["body"], self.config.api)
+                    results.errors[custom_id] = (MALFORMED_CODE, "not in the Batch API's output format", True)
+                else:
+                    results.unreadable += 1
         results.manifest = {"totalRecordCount": len(job["records"]), "processedRecordCount": ok + errors,
                             "successRecordCount": ok, "errorRecordCount": errors,
                             "inputTokenCount": tokens["input"], "outputTokenCount": tokens["output"]}
@@ -144,18 +153,37 @@ class OpenAIBatchJobs:
             return []
         with self._calling("download results"):
             text = self.client.files.content(file_id).text
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [_parsed(line) for line in text.splitlines() if line.strip()]
 
     def close(self) -> None:
         self.client.close()
 
 
+_CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _parsed(raw: str) -> dict[str, Any]:
+    """A result line; one that is not JSON keeps what can be read of its custom_id, to be counted as that
+    record's failure rather than abort the collection."""
+    try:
+        line = json.loads(raw)
+    except ValueError:
+        line = None
+    if isinstance(line, dict):
+        return line
+    found = _CUSTOM_ID.search(raw)
+    return {"_unreadable": True, "custom_id": found.group(1) if found else None}
+
+
 def _line_error(line: dict[str, Any]) -> tuple[str, str, bool]:
     """(code, message, retryable) of an output or error file line that failed: the request's HTTP status
-    and the API's error object, or the line's own error object when the request was never made."""
+    and the API's error object, or the line's own error object when the request was never made
+    (documented codes: batch_cancelled, a user's stop; batch_expired and request_timeout, worth again)."""
     response = line.get("response") or {}
     status = response.get("status_code")
     error = line.get("error") or (response.get("body") or {}).get("error") or {}
+    if error.get("code") == "batch_cancelled":
+        return STOPPED_CODE, str(error.get("message", "the batch was cancelled before this request ran")), False
     name = error.get("code") or error.get("type") or ""
     code = " ".join(str(part) for part in (status, name) if part) or "error"
     return code, str(error.get("message", "")), retryable_status(status) if status else True

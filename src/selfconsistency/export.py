@@ -1,0 +1,23 @@
+"""Every stored path of a run as JSON lines, with its question's gold, for other tools."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .store import SampleStore
+
+
+def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
+    """Every stored path with its question's gold, for other tools."""
+    with SampleStore(run_dir, create=False) as store:
+        golds = {q.id: q.gold for q in store.questions()}
+        for p in store.paths():
+            gold = golds[p.question_id]
+            yield {"question_id": p.question_id, "temperature": p.temperature, "path_index": p.path_index,
+                   "seed": p.seed, "answer": p.answer, "gold": gold,
+                   "correct": None if gold is None else p.answer is not None and p.answer == gold, "text": p.text,
+                   "prompt_tokens": p.prompt_tokens, "completion_tokens": p.completion_tokens,
+                   "finish_reason": p.finish_reason, "logprob_sum": p.logprob_sum,
+                   "latency_s": p.latency_s, "backend": p.backend, "model": p.model}
