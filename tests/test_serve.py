@@ -194,6 +194,29 @@ def test_upstream_failure_is_a_502_with_the_cause():
     assert failed.value.status_code == 502 and "503: overloaded" in failed.value.message
 
 
+def test_over_an_openai_compatible_upstream(stub_server):
+    """Paths from an upstream OpenAI-compatible server (the stub answers 5, 6, 7, ... one per choice)."""
+    from conftest import OpenAIStub
+
+    engine = SelfConsistency(model="upstream-model", backend="openai", base_url=stub_server, paths=4,
+                             prompt_format="chat")
+    with serving(create_app(engine)) as url:
+        response = client(url).chat.completions.create(model="m", messages=ask("What is 5 plus a bit?"))
+        sc = response.self_consistency
+        assert sc["votes"] == {"5": 1, "6": 1, "7": 1, "8": 1} and sc["agreement"] == 0.25
+        assert response.choices[0].message.content == f"5 + {int(sc['answer']) - 5} = {sc['answer']}. " \
+                                                      f"The answer is {sc['answer']}."
+        assert OpenAIStub.calls[-1]["body"]["model"] == "upstream-model" and OpenAIStub.calls[-1]["body"]["n"] == 4
+        # one upstream request: its 50 prompt tokens once, and each path's tokens (the stub's log-probs
+        # count one per choice)
+        assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (50, 4)
+        OpenAIStub.failures_left = 100  # the upstream keeps refusing: past the backend's retries, a 502
+        with pytest.raises(openai.InternalServerError) as failed:
+            client(url).chat.completions.create(model="m", messages=ask("Another question?"))
+        assert failed.value.status_code == 502 and "RateLimitError" in failed.value.message
+    engine.close()
+
+
 @pytest.mark.parametrize("backend", ["slowbot", "slowbatchbot"])
 def test_a_client_that_disconnects_stops_its_paths(backend):
     from answer_fakes import register_slow
