@@ -83,6 +83,11 @@ def write_answers(answers: Iterable[Answer], out: Any) -> int:
     return count
 
 
+def task_options(config: RunConfig) -> dict[str, Any]:
+    """The input limits a Task takes from the run settings (as RunConfig.get_task applies them)."""
+    return {"max_chars": config.max_question_chars, "strict_input": config.strict_input}
+
+
 class Cancelled(Exception):
     """The caller set the call's cancel event: no more paths were asked for."""
 
@@ -218,8 +223,7 @@ class SelfConsistency:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._shared = _Shared()
         check_backend_name(backend)
-        # a bad task, answer type or option fails here, not at the first question
-        run_config(self._task_of(task).name, self._options)
+        self._task_of(task)  # a bad task, answer type or option fails here, not at the first question
         if method is not None:
             check_method(method)
 
@@ -240,7 +244,7 @@ class SelfConsistency:
             value = changes.pop("run_dir")
             sibling.run_dir = Path(value) if value is not None else None
         sibling._options.update(changes)
-        run_config(sibling._task_of(sibling.task).name, sibling._options)
+        sibling._task_of(sibling.task)  # checks the options too
         if sibling.method is not None:
             check_method(sibling.method)
         return sibling
@@ -306,10 +310,7 @@ class SelfConsistency:
             except ValidationError as exc:
                 raise DataError(f"task {spec.name} cannot take answer type {self.answer_type!r}: "
                                 f"{exc.errors()[0]['msg']}") from None
-        limits = RunConfig.model_fields
-        return Task(spec, base_dir,
-                    max_chars=self._options.get("max_question_chars", limits["max_question_chars"].default),
-                    strict_input=self._options.get("strict_input", limits["strict_input"].default))
+        return Task(spec, base_dir, **task_options(run_config(spec.name, self._options)))
 
     @staticmethod
     def _record(question: Question, task: Task) -> dict[str, Any]:
