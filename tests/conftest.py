@@ -136,7 +136,7 @@ def aws(s3_endpoint, monkeypatch):
 
     import boto3
 
-    from selfconsistency.bedrock_emulator import Emulator, make_server
+    from selfconsistency.testing.bedrock_emulator import Emulator, make_server
 
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret-value",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():

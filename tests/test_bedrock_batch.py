@@ -15,11 +15,11 @@ from selfconsistency.backends.base import BackendError
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
-from selfconsistency.bedrock_emulator import Faults
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.extract import NumberExtractor
 from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
+from selfconsistency.testing.bedrock_emulator import Faults
 
 ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
 
@@ -218,7 +218,7 @@ def other_questions(tmp_path, start=100):
 
 def expected_texts(config):
     """Each path's text as the emulator answers the run's own request body."""
-    from selfconsistency.bedrock_emulator import generated_text, output_seed
+    from selfconsistency.testing.bedrock_emulator import generated_text, output_seed
 
     task = config.get_task()
     adapter = ADAPTERS["anthropic-claude"]

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from conftest import GSM8K_TEST, cli, stored_rows
-from selfconsistency.bedrock_emulator import Emulator, EmulatorServer, Faults
 from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.store import SampleStore
+from selfconsistency.testing.bedrock_emulator import Emulator, EmulatorServer, Faults
 
 ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"

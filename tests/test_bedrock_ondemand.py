@@ -4,7 +4,7 @@ against the emulator."""
 import pytest
 
 from conftest import GSM8K_TEST, stored_rows
-from selfconsistency.bedrock_emulator import Faults
+from selfconsistency.testing.bedrock_emulator import Faults
 from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.extract import NumberExtractor
 

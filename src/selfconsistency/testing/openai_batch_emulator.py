@@ -9,7 +9,7 @@ output file and failed ones to the error file, in the documented line formats. C
 come from a deterministic generator (reasoning text ending "The answer is N", with log-probabilities and
 usage). Faults can be injected: failed request lines, expired, failed or cancelled batches, throttling.
 
-    python -m selfconsistency.openai_batch_emulator --port 8124
+    python -m selfconsistency.testing.openai_batch_emulator --port 8124
     OPENAI_BASE_URL=http://127.0.0.1:8124/v1 OPENAI_API_KEY=any selfconsistency run gsm8k --backend openai-batch ...
 """
 

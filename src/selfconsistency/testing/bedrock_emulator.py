@@ -14,7 +14,7 @@ like the real service, refuses an InvokeModel body that is not the model family'
 Model ids may be cross-region inference profiles (`us.`...), their ARNs, or application inference profile
 ARNs registered in `Emulator.profiles`.
 
-    python -m selfconsistency.bedrock_emulator --port 8123 --s3-endpoint-url http://127.0.0.1:5000
+    python -m selfconsistency.testing.bedrock_emulator --port 8123 --s3-endpoint-url http://127.0.0.1:5000
     AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:8123 aws bedrock list-model-invocation-jobs
 """
 
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .backends.bedrock_bodies import UnknownModel, adapter_for
+from ..backends.bedrock_bodies import UnknownModel, adapter_for
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 _FLOW = ("Submitted", "Validating", "Scheduled", "InProgress")
