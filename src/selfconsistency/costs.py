@@ -84,17 +84,6 @@ def job_cost(price: Price, manifest: dict[str, int]) -> float:
     return price.cost(manifest.get("inputTokenCount", 0), manifest.get("outputTokenCount", 0))
 
 
-def sampling_cost(price: Price, prompt_tokens: float, output_tokens_per_path: float, paths: int,
-                  paths_per_record: int = 1) -> float:
-    """Cost of `paths` paths per question, for a whole data set's prompt and per-path output tokens.
-
-    A record carrying several generations bills its prompt once: `paths_per_record` paths share one
-    prompt charge.
-    """
-    records = -(-paths // paths_per_record)
-    return price.cost(prompt_tokens * records, output_tokens_per_path * paths)
-
-
 def _base_model(model: str) -> str | None:
     """The foundation model a Bedrock inference profile id or ARN stands for (priced as it), if it says."""
     from .backends.bedrock_bodies import UnknownModel, base_model_id
