@@ -12,6 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+# Token counts from text, where no tokenizer is at hand. An estimate (a price check, a count the provider
+# did not report): English text averages about 4 characters per token with BPE tokenizers.
+CHARS_PER_TOKEN = 4
+# A token-budget reservation made before a call is sent must not undercount, or concurrent calls overrun
+# --max-tokens-total: it counts the prompt at a denser 3 characters per token.
+RESERVED_CHARS_PER_TOKEN = 3
+
 # Cohere Command on Bedrock, on-demand, as used in the AWS blog post on self-consistency with batch
 # inference: $0.0015 per 1k input tokens, $0.0020 per 1k output tokens.
 # GPT-4o mini on the OpenAI API (openai.com/api/pricing): $0.15 per 1M input tokens, $0.60 per 1M output;

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from ..costs import Price, PriceTable, job_cost
+from ..costs import CHARS_PER_TOKEN, Price, PriceTable, job_cost
 from ..store import SampleStore
 from .base import BackendConfig, BackendError, BudgetExceeded
 from .batch_plan import Record
@@ -46,9 +46,9 @@ class SpendLedger:
         """Refuse `records` if, with what the ledger says the run spent, they could pass --max-cost or
         --max-tokens-total; otherwise print their estimate (unless `quiet`). Nothing is sent before this.
 
-        Prompt tokens are estimated at 4 characters each; output at max_tokens for every generation.
+        Prompt tokens are estimated at CHARS_PER_TOKEN characters each; output at max_tokens for every generation.
         """
-        prompt = sum(len(json.dumps(r.body)) // 4 for r in records)
+        prompt = sum(len(json.dumps(r.body)) // CHARS_PER_TOKEN for r in records)
         output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
         tokens, dollars = self.spent()
         what = "jobs" if batch else "on-demand calls"
@@ -74,4 +74,4 @@ class SpendLedger:
 
 
 def _worst(record: Record, price: Price) -> float:
-    return price.cost(len(json.dumps(record.body)) // 4, len(record.requests) * record.requests[0].params.max_tokens)
+    return price.cost(len(json.dumps(record.body)) // CHARS_PER_TOKEN, len(record.requests) * record.requests[0].params.max_tokens)

@@ -28,6 +28,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..costs import CHARS_PER_TOKEN
 from .bedrock_emulator import generated_text, output_seed
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
@@ -65,8 +66,8 @@ def completion(body: dict[str, Any], endpoint: str, seed: str) -> dict[str, Any]
                             "logprobs": {"tokens": tokens, "token_logprobs": logprobs}})
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "created": int(time.time()), "model": body.get("model"),
             "object": "chat.completion" if endpoint == "/v1/chat/completions" else "text_completion",
-            "choices": choices, "usage": {"prompt_tokens": max(1, len(prompt) // 4), "completion_tokens": used,
-                                          "total_tokens": max(1, len(prompt) // 4) + used}}
+            "choices": choices, "usage": {"prompt_tokens": max(1, len(prompt) // CHARS_PER_TOKEN), "completion_tokens": used,
+                                          "total_tokens": max(1, len(prompt) // CHARS_PER_TOKEN) + used}}
 
 
 def _error(message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
