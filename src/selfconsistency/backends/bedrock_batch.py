@@ -16,7 +16,7 @@ run of the model holds it) is waited out.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +26,8 @@ from .batch_jobs import BatchBackend, JobResults, JobState, retryable_status
 from .batch_plan import Quotas, Record, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import UnknownModel, adapter_for
+
+log = logging.getLogger(__name__)
 
 BEDROCK_TOO_SMALL = ("use the on-demand backend (--backend bedrock) for a run this small, or ask for more "
                      "questions or paths")
@@ -99,8 +101,8 @@ class BedrockJobs:
                     raise BackendError(explain_aws_error(exc, "creating the batch job")) from None
             except bx.BotoCoreError as exc:
                 raise BackendError(explain_aws_error(exc, "creating the batch job")) from None
-            sys.stderr.write(f"the quota of batch jobs in flight for {self.model} is full (other runs' jobs?): "
-                             f"waiting {wait:g}s before trying again\n")
+            log.warning(f"the quota of batch jobs in flight for {self.model} is full (other runs' jobs?): "
+                        f"waiting {wait:g}s before trying again")
             time.sleep(wait)
             wait = min(wait * 2, 10 * self.config.poll_seconds)
 
@@ -173,8 +175,8 @@ class BedrockJobs:
             except (ValueError, KeyError, TypeError, AttributeError, IndexError):
                 unreadable += 1
         if unreadable:
-            sys.stderr.write(f"batch job {job['job_key'][:12]}: {unreadable} output lines unreadable or not in "
-                             f"{self.adapter.family}'s format: counted as failed records\n")
+            log.warning(f"batch job {job['job_key'][:12]}: {unreadable} output lines unreadable or not in "
+                        f"{self.adapter.family}'s format: counted as failed records")
         return results
 
     def _read_text(self, bucket: str, key: str) -> str:
