@@ -97,3 +97,43 @@ def test_scrub_masks_key_shaped_strings():
 
     assert scrub({"a": "key AKIAABCDEFGHIJKLMNOP here", "b": ["sk-abcdefghijklmnopqrstuv"]}) == \
         {"a": "key [redacted] here", "b": ["[redacted]"]}
+
+
+class _ConfidenceScript:
+    """Each path's answer and mean token log-prob by (question position, path index), 10 tokens a path."""
+
+    name = "confidence-script"
+    PATHS = {0: [("18", -0.5), ("7", -1.0), ("7", -1.0)],  # gold 18: the confident path is alone
+             1: [("3", -0.1), ("5", -1.5), ("5", -1.5)]}  # gold 3: alone too, and far more confident
+
+    def __init__(self, model):
+        self.model = model
+
+    def generate(self, requests):
+        from selfconsistency.backends.base import Generation
+
+        for request in requests:
+            answer, mean = self.PATHS[int(request.question_id.rsplit("-", 1)[1])][request.path_index]
+            yield Generation(request, f"Some steps. The answer is {answer}.", 100, 10, 0.01, "stop", mean * 10)
+
+    def close(self):
+        pass
+
+
+def test_weighted_votes_match_a_hand_computation(tmp_path):
+    """With all 3 paths every ordering votes on the same set, so vote-of-3 accuracy is exact:
+    majority: 7 and 5 win, 0/2. logprob, weight exp(mean): question 0 has e^-0.5 = 0.61 for 18 against
+    2 e^-1 = 0.74 for 7 (wrong), question 1 e^-0.1 = 0.90 against 2 e^-1.5 = 0.45 (right): 1/2.
+    cisc:0.5, weight exp(mean / 0.5): e^-1 = 0.37 against 2 e^-2 = 0.27, and e^-0.2 against 2 e^-3: 2/2."""
+    from selfconsistency.backends import register_backend
+
+    register_backend("confidence-script", lambda backend_config: _ConfidenceScript(backend_config.model))
+    run_experiment(config(backend="confidence-script", limit=2, paths=3, stop=None, greedy=False), tmp_path)
+    with SampleStore(tmp_path, create=False) as store:
+        assert [q.gold for q in store.questions()] == ["18", "3"]
+    (setting,) = write_report(tmp_path)["sampled"]
+    assert setting["curve"][-1]["k"] == 3 and setting["curve"][-1]["mean"] == 0.0
+    votes = setting["weighted_votes"]
+    assert set(votes) == {"logprob", "cisc:0.5"}
+    assert (votes["logprob"][-1]["k"], votes["logprob"][-1]["mean"], votes["logprob"][-1]["std"]) == (3, 0.5, 0.0)
+    assert (votes["cisc:0.5"][-1]["k"], votes["cisc:0.5"][-1]["mean"], votes["cisc:0.5"][-1]["std"]) == (3, 1.0, 0.0)
