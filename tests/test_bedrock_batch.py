@@ -65,7 +65,7 @@ def test_every_path_stored_once_despite_faults(aws, tmp_path, model, records_per
 
 
 def test_small_plans_are_refused_with_advice(aws, tmp_path):
-    with pytest.raises(Exception, match="--backend bedrock"):
+    with pytest.raises(BackendError, match="--backend bedrock"):
         run_experiment(batch_config("cohere.command-text-v14", "bucket-small", limit=2), tmp_path / "run")
 
 
