@@ -12,12 +12,37 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
 SMALL_MODEL = "qwen2.5-coder-0.5b"
+NO_MODEL_GUARD = Path(__file__).resolve().parent / "no_model"  # a sitecustomize refusing llama.cpp
+NO_MODEL_EXIT = 97  # its exit code
+MODEL_FIXTURES = {"reference_run", "llama_server"}  # set up once per session or module, before any guard
+
+
+@pytest.fixture(autouse=True)
+def model_marker_guard(request, monkeypatch):
+    """`pytest -m "not model"` is the fast suite: a test not marked `model` must not load an embedded model,
+    neither in this process (the model loader fails the test) nor in the CLI processes it starts (see
+    no_model/sitecustomize.py)."""
+    if request.node.get_closest_marker("model"):
+        return
+    if MODEL_FIXTURES & set(request.fixturenames):
+        pytest.fail(f"uses {', '.join(sorted(MODEL_FIXTURES & set(request.fixturenames)))}: mark it @pytest.mark.model")
+    from selfconsistency.backends.llama_cpp import LlamaCppBackend
+
+    def refuse(*_, **__):
+        pytest.fail("loads an embedded model: mark it @pytest.mark.model")
+
+    monkeypatch.setattr(LlamaCppBackend, "_load", refuse)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(NO_MODEL_GUARD), os.environ.get("PYTHONPATH"))
+                                                      if p))
 
 
 def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would."""
-    return subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}, **kwargs)
+    if proc.returncode == NO_MODEL_EXIT:  # fail loudly even where a test expects the command to fail
+        pytest.fail(proc.stderr.strip())
+    return proc
 
 
 def small_run_args(run_dir: Path, *extra: str, batch_size: int = 1) -> list[str]:

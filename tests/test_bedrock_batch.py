@@ -21,6 +21,8 @@ from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
 from selfconsistency.testing.bedrock_emulator import Faults
 
+pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
+
 ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
 
 

@@ -13,6 +13,8 @@ from selfconsistency.prompts import PromptFormat, build_prompt
 from selfconsistency.sampling import SamplingParams
 from selfconsistency.testing.bedrock_emulator import Emulator, Faults, make_server
 
+pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
+
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 
 

@@ -17,6 +17,8 @@ from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.store import SampleStore
 from selfconsistency.testing.bedrock_emulator import Emulator, EmulatorServer, Faults
 
+pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
+
 ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 

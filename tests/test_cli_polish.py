@@ -218,13 +218,20 @@ app(sys.argv[1:], prog_name="selfconsistency")
 """
 
 
+def _stored_any(run_dir) -> bool:
+    try:
+        return (run_dir / "samples.sqlite").exists() and bool(stored_rows(run_dir))
+    except sqlite3.OperationalError:  # the file is there, its tables not yet
+        return False
+
+
 def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
     args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "3", "--paths", "5", "--backend", "slow",
             "--model", "scripted-model", "--run-dir", str(tmp_path)]
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN.format(tests=str(TESTS)), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not ((tmp_path / "samples.sqlite").exists() and stored_rows(tmp_path)):
+    while time.time() < deadline and not _stored_any(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)

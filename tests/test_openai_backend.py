@@ -183,6 +183,7 @@ def test_missing_key_for_the_openai_api(monkeypatch):
         OpenAIBackend(BackendConfig(model="gpt-4o-mini"))
 
 
+@pytest.mark.slow
 def test_token_budget_stops_before_the_request_that_could_exceed_it(stub_server, tmp_path):
     """Each stub answer costs 50 prompt + 4 completion tokens per choice. With room for the greedy
     request only, the n=3 request is never sent, the greedy path is kept, and the run exits 2."""
@@ -206,6 +207,7 @@ def test_token_budget_stops_before_the_request_that_could_exceed_it(stub_server,
     assert len(stored_rows(run_dir)) == 4 and [c["body"]["n"] for c in _Stub.calls] == [1, 3]
 
 
+@pytest.mark.slow
 def test_max_cost_needs_a_price_and_caps_spending(stub_server, tmp_path):
     args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--paths", "3", "--backend", "openai",
             "--base-url", stub_server, "--model", "stub", "--concurrency", "1", "--max-tokens", "64",

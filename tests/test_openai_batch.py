@@ -22,6 +22,8 @@ from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
 from selfconsistency.testing.openai_batch_emulator import Emulator, Faults, make_server
 
+pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
+
 SECRET = "sk-batch-DO-NOT-LEAK-0123456789abcdef"
 
 

@@ -203,6 +203,7 @@ YES_NO_TASK = """
 """
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("task_name,config_name,config_text,data_name,records", [
     ("arithmetic", "arithmetic.yaml", NUMERIC_TASK, "arithmetic.jsonl",
      [{"problem": "What is 7 plus 8?", "result": 15}, {"problem": "What is 9 minus 2?", "result": "7"}]),
