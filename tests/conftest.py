@@ -14,7 +14,14 @@ GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
 SMALL_MODEL = "qwen2.5-coder-0.5b"
 NO_MODEL_GUARD = Path(__file__).resolve().parent / "no_model"  # a sitecustomize refusing llama.cpp
 NO_MODEL_EXIT = 97  # its exit code
-MODEL_FIXTURES = {"reference_run", "llama_server"}  # set up once per session or module, before any guard
+MODEL_FIXTURES = {"reference_run", "llama_server"}  # fixtures that load the 0.5B model
+
+
+def pytest_runtest_setup(item):
+    """Before any fixture is made: a test using a model fixture must be marked `model`."""
+    used = MODEL_FIXTURES & set(item.fixturenames)
+    if used and not item.get_closest_marker("model"):
+        pytest.fail(f"uses {', '.join(sorted(used))}: mark it @pytest.mark.model", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -24,8 +31,6 @@ def model_marker_guard(request, monkeypatch):
     no_model/sitecustomize.py)."""
     if request.node.get_closest_marker("model"):
         return
-    if MODEL_FIXTURES & set(request.fixturenames):
-        pytest.fail(f"uses {', '.join(sorted(MODEL_FIXTURES & set(request.fixturenames)))}: mark it @pytest.mark.model")
     from selfconsistency.backends.llama_cpp import LlamaCppBackend
 
     def refuse(*_, **__):

@@ -132,21 +132,20 @@ def test_a_damaged_model_file_fails_in_one_line(tmp_path):
                                   f"{truncated}"  # one line, no traceback
 
 
-def test_chat_prompt_format_on_the_local_model(reference_run, tmp_path):
+def test_chat_prompt_format_on_the_local_model(tmp_path):
     """--prompt-format chat: the 8 exemplars as chat turns in the model's own template (more prompt tokens
-    than the plain completion prompt for the same question), answers extracted as usual."""
-    run_dir = tmp_path / "chat"
-    proc = cli(*small_run_args(run_dir), "--limit", "1", "--paths", "2", "--prompt-format", "chat")
-    assert proc.returncode == 0, proc.stderr
-    results = load_results(run_dir)
-    assert results["questions"] == 1 and results["sampled"][0]["paths"] == 2
-    rows = stored_rows(run_dir)
-    assert len(rows) == 3 and all(answer == NumberExtractor()(text) for _, _, _, text, answer, _ in rows)
-    db = sqlite3.connect(run_dir / "samples.sqlite")
-    (chat_prompt,) = db.execute("SELECT prompt_tokens FROM paths WHERE temperature = 0").fetchone()
-    db.close()
-    db = sqlite3.connect(reference_run / "samples.sqlite")
-    (plain_prompt,) = db.execute("SELECT prompt_tokens FROM paths WHERE temperature = 0 AND question_id = "
-                                 "'test-00000'").fetchone()
-    db.close()
-    assert chat_prompt > plain_prompt
+    than the plain completion prompt of the same question), answers extracted as usual."""
+    prompt_tokens = {}
+    for prompt_format in ("completion", "chat"):
+        run_dir = tmp_path / prompt_format
+        proc = cli(*small_run_args(run_dir), "--limit", "1", "--paths", "1", "--max-tokens", "24",
+                   "--prompt-format", prompt_format)
+        assert proc.returncode == 0, proc.stderr
+        assert load_results(run_dir)["sampled"][0]["paths"] == 1
+        rows = stored_rows(run_dir)
+        assert len(rows) == 2 and all(answer == NumberExtractor()(text) for _, _, _, text, answer, _ in rows)
+        db = sqlite3.connect(run_dir / "samples.sqlite")
+        (prompt_tokens[prompt_format],) = db.execute("SELECT prompt_tokens FROM paths WHERE temperature = 0"
+                                                     ).fetchone()
+        db.close()
+    assert prompt_tokens["chat"] > prompt_tokens["completion"]

@@ -140,7 +140,9 @@ def generations_from(requests: Sequence[GenerationRequest], outputs: Sequence[Pa
     response gave no count; a path without its own count gets an estimate from its characters."""
     for position, (request, output) in enumerate(zip(requests, outputs, strict=False)):
         prompt_tokens = (output.input_tokens or prompt_estimate()) if position == 0 else 0
-        completion = output.output_tokens if output.output_tokens is not None else max(1, len(output.text) // CHARS_PER_TOKEN)
+        completion = output.output_tokens
+        if completion is None:
+            completion = max(1, len(output.text) // CHARS_PER_TOKEN)
         yield Generation(request=request, text=output.text, prompt_tokens=prompt_tokens,
                          completion_tokens=completion, latency_s=seconds_each, finish_reason=output.finish_reason,
                          logprob_sum=output.logprob_sum)

@@ -76,4 +76,5 @@ class SpendLedger:
 
 
 def _worst(record: Record, price: Price) -> float:
-    return price.cost(len(json.dumps(record.body)) // CHARS_PER_TOKEN, len(record.requests) * record.requests[0].params.max_tokens)
+    return price.cost(len(json.dumps(record.body)) // CHARS_PER_TOKEN,
+                      len(record.requests) * record.requests[0].params.max_tokens)

@@ -299,7 +299,8 @@ def model_output(family: str, model_input: dict[str, Any], record_id: str) -> tu
         body: dict[str, Any] = {"generations": [{"text": t, "finish_reason": "COMPLETE"} for t in texts]}
     elif family == "ai21-j2":
         body = {"prompt": {"tokens": [{}] * used_in}, "completions": [
-            {"data": {"text": t, "tokens": [{}] * max(1, len(t) // CHARS_PER_TOKEN)}, "finishReason": {"reason": "endoftext"}}
+            {"data": {"text": t, "tokens": [{}] * max(1, len(t) // CHARS_PER_TOKEN)},
+             "finishReason": {"reason": "endoftext"}}
             for t in texts]}
     elif family == "anthropic-claude":
         body = {"content": [{"type": "text", "text": texts[0].strip()}], "stop_reason": "end_turn",

@@ -50,6 +50,7 @@ def completion(body: dict[str, Any], endpoint: str, seed: str) -> dict[str, Any]
     """A (chat) completion response for a request body: `n` deterministic choices with log-probabilities."""
     n = int(body.get("n") or 1)
     prompt = json.dumps(body.get("messages") or body.get("prompt") or "")
+    prompt_tokens = max(1, len(prompt) // CHARS_PER_TOKEN)
     choices, used = [], 0
     for index in range(n):
         text = generated_text(seed, index).strip()
@@ -66,8 +67,8 @@ def completion(body: dict[str, Any], endpoint: str, seed: str) -> dict[str, Any]
                             "logprobs": {"tokens": tokens, "token_logprobs": logprobs}})
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "created": int(time.time()), "model": body.get("model"),
             "object": "chat.completion" if endpoint == "/v1/chat/completions" else "text_completion",
-            "choices": choices, "usage": {"prompt_tokens": max(1, len(prompt) // CHARS_PER_TOKEN), "completion_tokens": used,
-                                          "total_tokens": max(1, len(prompt) // CHARS_PER_TOKEN) + used}}
+            "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used,
+                                          "total_tokens": prompt_tokens + used}}
 
 
 def _error(message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
