@@ -95,6 +95,7 @@ def test_duplicate_ids_refused(tmp_path):
         get_task(str(config)).load(data_file)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content,where", [
     (mcq_lines(MCQ_ITEMS[:2]) + '{"question": "q", "choices": ["x", "y"], "answer": "Z"}\n', "exam.jsonl:3:"),
     (mcq_lines(MCQ_ITEMS[:1]) + '{"question": "q", "choices": ["x", "y"]\n', "exam.jsonl:2: malformed JSON"),
