@@ -112,15 +112,6 @@ class NumberExtractor:
         return answer
 
 
-def parse_gsm8k_gold(answer_field: str) -> str:
-    """Gold answer of a GSM8K record: the number after `####`."""
-    _, sep, tail = answer_field.rpartition("####")
-    value = whole_number(tail) if sep else None
-    if value is None:
-        raise ValueError(f"no '#### N' gold answer in {answer_field[-60:]!r}")
-    return value
-
-
 # -- multiple choice -------------------------------------------------------------------------------
 
 # Where a path states its choice: "The answer is", "The correct answer is", "Answer:", "answer: ".

@@ -22,19 +22,6 @@ def majority_vote(answers: Sequence[str | None], rng: np.random.Generator) -> st
     return leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
 
 
-def weighted_vote(answers: Sequence[str | None], weights: Sequence[float], rng: np.random.Generator) -> str | None:
-    """The answer with the largest summed weight; exact ties broken at random; `None` abstains."""
-    totals: dict[str, float] = {}
-    for answer, weight in zip(answers, weights, strict=True):
-        if answer is not None:
-            totals[answer] = totals.get(answer, 0.0) + weight
-    if not totals:
-        return None
-    top = max(totals.values())
-    leaders = sorted(answer for answer, total in totals.items() if total == top)
-    return leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
-
-
 def path_weights(method: str, logprob_sums: Sequence[float | None], lengths: Sequence[int]) -> np.ndarray:
     """Per-path vote weights.
 

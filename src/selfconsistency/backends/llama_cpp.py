@@ -24,7 +24,6 @@ from ..sampling import sample_token
 from .base import BackendError, Generation, GenerationRequest
 
 CONTEXT_ROUNDING = 256
-DEFAULT_BATCH_SIZE = 8  # on 2 cores, 8 sequences in flight gave most of the batched speed-up
 
 
 class PathDecoder:
