@@ -13,6 +13,7 @@ import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..extract import compile_user_pattern
 from .base import DataError
 
 
@@ -80,7 +81,7 @@ class AnswerSpec(_Strict):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                if regex.compile(value).groups < 1:
+                if compile_user_pattern(value).groups < 1:
                     raise ValueError(f"pattern {value!r} needs a capture group")
             except regex.error as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
