@@ -67,3 +67,39 @@ def test_ordinary_counted_repeats_still_compile(pattern):
     from selfconsistency.extract import compile_user_pattern
 
     assert compile_user_pattern(pattern).groups >= 1
+
+
+# -- YAML alias bombs and huge configs --------------------------------------------------------------
+
+LOL_LEVELS = "\n".join(
+    f"      a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9 if level else ['lol'] * 9)}]" for level in range(9))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", ["tasks show", "run"])
+def test_yaml_alias_bombs_are_refused_with_the_line(tmp_path, command):
+    config = tmp_path / "lol.yaml"
+    config.write_text("name: lol\nprompt:\n  exemplars:\n    - rationale: r\n      question:\n"
+                      "        question: q\n        bomb:\n" + textwrap.indent(LOL_LEVELS, "    ") + "\n")
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"question": "What is 2+3?", "answer": "5"}) + "\n")
+    args = ["tasks", "show", str(config)] if command == "tasks show" else \
+        ["run", str(config), "--data", str(data), "--run-dir", str(tmp_path / "run"), "--quiet"]
+    one_line_error(cli(*args, timeout=50), f"{config}:8:", "aliases")
+
+
+def test_a_single_harmless_alias_is_refused_too(tmp_path):
+    config = write(tmp_path / "alias.yaml", """
+        name: alias
+        answer: &shared {type: number}
+        description: *shared
+    """)
+    with pytest.raises(DataError, match=r"alias.yaml:2: YAML anchors and aliases \(&shared"):
+        get_task(str(config))
+
+
+def test_a_huge_task_config_is_refused(tmp_path):
+    config = tmp_path / "big.yaml"
+    config.write_text("name: big\ndescription: " + "x" * 2_000_000 + "\n")
+    with pytest.raises(DataError, match="big.yaml: task config larger than 1,000,000 bytes"):
+        get_task(str(config))
