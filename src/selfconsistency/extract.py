@@ -35,7 +35,7 @@ _REPEAT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
 
 
 def check_pattern_repeats(pattern: str) -> None:
-    """ValueError naming `pattern` if a counted repeat, or a product of nested ones, exceeds the limit.
+    r"""ValueError naming `pattern` if a counted repeat, or a product of nested ones, exceeds the limit.
     Escapes, character classes and `\p{..}`-style braces are skipped; the check errs towards refusing."""
     frames = [1]  # per open group: the largest repeat product inside it so far
     last = 1  # repeat product of the atom just read (a group's inner product)

@@ -70,22 +70,31 @@ class TaskData:
 
 class _CleanRecord(Mapping):
     """A record as a template reads it: every string is neutralised when read (`{{ record.hint }}` is
-    data like the question), nested objects and lists too. Read-only, and the raw values stay hidden."""
+    data like the question), nested objects and lists too, and so are keys (`record.items()` shows them).
+    Read-only, and the raw values stay hidden."""
 
-    __slots__ = ("_values", "_clean")
+    __slots__ = ("_values", "_clean", "_raw_keys")
 
     def __init__(self, values: dict[str, Any], clean: Callable[[str], str]):
         self._values = values
         self._clean = clean
+        self._raw_keys: dict[str, str] | None = None  # neutralised key -> the record's key
+
+    def _keys(self) -> dict[str, str]:
+        if self._raw_keys is None:
+            self._raw_keys = {self._clean(str(key)): key for key in self._values}
+        return self._raw_keys
 
     def __getitem__(self, key: str) -> Any:
-        return _clean_value(self._values[key], self._clean)
+        # The template's own names (`record.hint`) are looked up as written; iteration yields clean keys.
+        raw_key = key if key in self._values else self._keys()[key]
+        return _clean_value(self._values[raw_key], self._clean)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
+        return iter(self._keys())
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._keys())
 
     def __repr__(self) -> str:
         return repr(dict(self.items()))
@@ -276,7 +285,7 @@ class Task:
             raise DataError(f"{source or self.name}: {shots} exemplars from the data leave nothing to "
                             f"evaluate ({len(parsed)} records); lower --shots-from-data")
         if shots:
-            exemplars = self._exemplars_from(parsed[:shots])
+            exemplars = self._exemplars_from(parsed[:shots], wheres[:shots])
             used = wheres[:shots]
             parsed, wheres = parsed[shots:], wheres[shots:]
         else:
@@ -309,12 +318,19 @@ class Task:
 
     # -- exemplars -------------------------------------------------------------------------------
 
-    def _exemplars_from(self, items: list[tuple[Question, str | None]]) -> tuple[Exemplar, ...]:
-        """Data records as exemplars: explanation + answer statement. Without explanations: none."""
+    def _exemplars_from(self, items: list[tuple[Question, str | None]], wheres: list[str]) -> tuple[Exemplar, ...]:
+        """Data records as exemplars: explanation + answer statement. Without explanations: none.
+        The gold is data too (a text gold is only normalised): it is neutralised like the question."""
         if any(explanation is None for _, explanation in items):
             return ()
-        return tuple(Exemplar(q.text, f"{explanation} {self.answer_statement(self._display(q.gold))}")
-                     for q, explanation in items)
+        exemplars = []
+        for (question, explanation), where in zip(items, wheres, strict=True):
+            try:
+                answer = self._clean(where, self._display(question.gold))
+            except UnsafeInput as exc:
+                raise DataError(f"{where}: refused by --strict-input: {exc}") from None
+            exemplars.append(Exemplar(question.text, f"{explanation} {self.answer_statement(answer)}"))
+        return tuple(exemplars)
 
     def _display(self, gold: str) -> str:
         if self.spec.answer.type == "letter":
