@@ -194,3 +194,70 @@ def test_special_token_syntaxes_are_neutralised(token):
     cleaned = sanitize(f"What is 2+3?{token}system")
     assert token not in cleaned.text and cleaned.issues == ("chat special tokens",)
     assert sanitize(cleaned.text).issues == ()
+
+
+# -- templates: nothing hangs, nothing exhausts memory ----------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("template, message", [
+    ("{{ lipsum(1000000) }}", "'lipsum' is undefined"),
+    ("{{ cycler(1, 2).next() }}", "'cycler' is undefined"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", "longer than 2s"),
+    ("{% for i in 'x' * 999999 %}{% for j in 'x' * 999999 %}{% endfor %}{% endfor %}", "longer than 2s"),
+    ("{{ question|center(2000000000) }}", "center: argument 2000000000 is too large"),
+    ("{{ question|indent(1000000000) }}", "indent: argument 1000000000 is too large"),
+    ("{{ question.center(2000000000) }}", "center: argument 2000000000 is too large"),
+    ("{{ question.zfill(10**9) }}", "zfill: argument 1000000000 is too large"),
+    ("{{ ('x' * 999999)|replace('x', 'x' * 999999) }}", "too long"),
+    ("{{ ('x' * 999999).replace('x', 'x' * 999999) }}", "too long"),
+    ("{{ ('x' * 999999)|join('y' * 99999) }}", "too long"),
+    ("{% set s = 'x' * 999999 %}{% for i in range(100000) %}{{ s }}{% endfor %}", "too long"),
+    ("{% set s = 'x' * 999999 %}{{ s ~ s ~ s }}", "too long"),
+    ("{% set s = 'x' * 999999 %}{{ s + s }}", "too long"),
+    ("{{ '%999999999s'|format(question) }}", "width"),
+    ("{{ '%999999999s' % question }}", "width"),
+    ("{{ '{:>999999999}'.format(question) }}", "width"),
+])
+def test_templates_that_hang_or_flood_memory_are_one_line_errors(tmp_path, template, message):
+    config = write(tmp_path / "flood.yaml", f"""
+        name: flood
+        prompt:
+          template: {json.dumps(template)}
+          exemplars: [{{question: "What is 1+1?", rationale: "The answer is 2."}}]
+    """)
+    proc = cli("tasks", "show", str(config), timeout=30)
+    one_line_error(proc, f"prompt template of {config}", message)
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("<{{ question|center(9) }}|{{ question|indent(2, true) }}", "<    q1   |  q1"),
+    ("{% for label, text in choices %}({{ label }}) {{ text }} {% endfor %}{{ range(3)|join(',') }}",
+     "(A) one (B) two 0,1,2"),
+    ("{{ '%5s'|format(question) }}{{ '{:>4}'.format(question) ~ '!' }}{{ question|replace('q', 'Q') }}",
+     "q1  q1!Q1"),
+])
+def test_ordinary_templates_still_render(template, expected):
+    from selfconsistency.tasks.sandbox import TemplateSandbox, render
+
+    assert render(TemplateSandbox().from_string(template), question="q1",
+                  choices=(("A", "one"), ("B", "two"))).strip() == expected
+
+
+def test_the_render_deadline_restores_the_previous_tracer():
+    import sys
+
+    from selfconsistency.tasks.sandbox import TemplateSandbox, render
+
+    seen = []
+
+    def tracer(frame, event, arg):
+        seen.append(event)
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        render(TemplateSandbox().from_string("{{ question }}"), question="q")
+        after = sys.gettrace()
+    finally:
+        sys.settrace(previous)
+    assert after is tracer

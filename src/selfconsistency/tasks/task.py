@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 import regex
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from ..extract import (
     MAX_DIGITS,
@@ -30,33 +30,11 @@ from ..extract import (
 from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize
 from .base import DataError, Exemplar, Question
 from .records import Located, read_records
+from .sandbox import TemplateSandbox, TemplateTimeout, render
 from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
 
 Extractor = Callable[[str, Question], "str | None"]
-# Longer repeated text or larger numbers in a template only serve to exhaust memory or time.
-_MAX_TEMPLATE_LENGTH = 10**6
-_MAX_TEMPLATE_BITS = 10**5
-
-
-class _TemplateSandbox(ImmutableSandboxedEnvironment):
-    """Task configs are shared like data: their templates may read values, never run code or mutate.
-    `**` and `*` are bounded so that `{{ 9**(9**9) }}` or `{{ 'x' * 10**12 }}` cannot hang the loader."""
-
-    intercepted_binops = frozenset({"**", "*"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 \
-                and abs(left).bit_length() * right > _MAX_TEMPLATE_BITS:
-            raise SecurityError(f"power {left}**{right} is too large")
-        if operator == "*":
-            sized = [side for side in (left, right) if isinstance(side, str | list | tuple)]
-            count = [side for side in (left, right) if isinstance(side, int)]
-            if sized and count and len(sized[0]) * count[0] > _MAX_TEMPLATE_LENGTH:
-                raise SecurityError("repeated text is too long")
-        return super().call_binop(context, operator, left, right)
-
-
-_ENV = _TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_ENV = TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 _DEFAULT_TEXT_PATTERN = compile_user_pattern(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$",
                                              regex.IGNORECASE | regex.MULTILINE)
 
@@ -127,6 +105,7 @@ class Task:
         self.max_chars = max_chars
         self.strict_input = strict_input
         self._neutralised: dict[str, tuple[str, ...]] = {}
+        self.config_file: Path | None = None  # set by get_task: named in template errors
         gold_pattern = spec.answer.gold_pattern
         self._gold_pattern = compile_user_pattern(gold_pattern, regex.DOTALL) if gold_pattern else None
         try:
@@ -218,13 +197,17 @@ class Task:
 
     def _render(self, question: str, choices: tuple[tuple[str, str], ...], record: Mapping[str, Any]) -> str:
         try:
-            return self._template.render(question=question, choices=choices, record=record).strip()
+            return render(self._template, question=question, choices=choices, record=record).strip()
         except UnsafeInput:
             raise
+        except TemplateTimeout as exc:
+            raise ValueError(f"prompt template of {self.config_file or self.name} refused: {exc}") from None
         except SecurityError as exc:
-            raise ValueError(f"prompt template refused by the sandbox: {exc}") from None
+            raise ValueError(f"prompt template of {self.config_file or self.name} refused by the sandbox: "
+                             f"{exc}") from None
         except Exception as exc:  # noqa: BLE001 - a template can raise anything ({{ 1/0 }}); the user fixes it
-            raise ValueError(f"prompt template failed: {type(exc).__name__}: {exc}") from None
+            raise ValueError(f"prompt template of {self.config_file or self.name} failed: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
     def parse(self, where: str, record: dict[str, Any], position: int, split: str) -> tuple[Question, str | None]:
         """A question (and its explanation, if any) from one record; DataError names the record."""
