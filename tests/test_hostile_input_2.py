@@ -261,3 +261,39 @@ def test_the_render_deadline_restores_the_previous_tracer():
     finally:
         sys.settrace(previous)
     assert after is tracer
+
+
+# -- URLs keep scheme, host, port and path only -----------------------------------------------------
+
+@pytest.mark.parametrize("url, kept", [
+    ("https://llm.example/v1#api_key=S3cretS3cret", "https://llm.example/v1"),
+    ("https://llm.example/v1?api%5Fkey=S3cretS3cret", "https://llm.example/v1"),
+    ("https://llm.example/v1?code=S3cretS3cret", "https://llm.example/v1"),
+    ("https://llm.example/v1;jsessionid=S3cretS3cret", "https://llm.example/v1"),
+    ("https://llm.example/key/S3cretS3cretS3cret42/v1", "https://llm.example/key/[redacted]/v1"),
+    ("https://llm.example/key/sk-abc123xyz/v1", "https://llm.example/key/[redacted]/v1"),
+    ("https://llm.example/s/123e4567-e89b-12d3-a456-426614174000/v1", "https://llm.example/s/[redacted]/v1"),
+    ("http://alice:S3cretS3cret@[::1]:8000/v1/?x=S3cretS3cret", "http://[::1]:8000/v1/"),
+    ("https://h.example/openai/deployments/gpt-4o-2024-08-06", "https://h.example/openai/deployments/gpt-4o-2024-08-06"),
+    ("http://localhost:11434/v1", "http://localhost:11434/v1"),
+])
+def test_urls_keep_only_scheme_host_port_and_path(url, kept):
+    from selfconsistency.audit import redact_urls
+
+    assert redact_urls(url) == kept
+    assert redact_urls(f"could not reach {url}: refused.") == f"could not reach {kept}: refused."
+
+
+def test_an_openai_compatible_run_with_a_secret_in_its_url_resumes(tmp_path, scripted_backend):
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import RunConfig, run_experiment
+
+    secret_url = "https://llm.example/key/S3cretS3cretS3cret42/v1;jsessionid=J5E5S5I5O5N5#api_key=FRAGMENT5ecret"
+    config = RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2, base_url=secret_url)
+    run_dir = run_experiment(config, tmp_path / "run")
+    for name in ("samples.sqlite", "samples.sqlite-wal", "audit.jsonl"):
+        if (run_dir / name).exists():
+            content = (run_dir / name).read_bytes()
+            assert b"S3cret" not in content and b"J5E5" not in content and b"FRAGMENT" not in content, name
+    run_experiment(config, tmp_path / "run")  # the same command resumes: the stored URL is the redacted one both times
+    assert len(scripted_backend) == 1
