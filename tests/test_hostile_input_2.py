@@ -297,3 +297,47 @@ def test_an_openai_compatible_run_with_a_secret_in_its_url_resumes(tmp_path, scr
             assert b"S3cret" not in content and b"J5E5" not in content and b"FRAGMENT" not in content, name
     run_experiment(config, tmp_path / "run")  # the same command resumes: the stored URL is the redacted one both times
     assert len(scripted_backend) == 1
+
+
+# -- files in a run directory are never written through symlinks ------------------------------------
+
+def _scripted_run(tmp_path, run_dir):
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import RunConfig, run_experiment
+
+    return run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2), run_dir)
+
+
+@pytest.mark.parametrize("name", ["results.md", "results.json", "accuracy_vs_paths.png", "report.html"])
+def test_report_does_not_write_through_a_symlink(tmp_path, scripted_backend, name):
+    run_dir = _scripted_run(tmp_path, tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run_dir / name).unlink(missing_ok=True)
+    (run_dir / name).symlink_to(victim)
+    one_line_error(cli("report", str(run_dir), timeout=120), f"{run_dir / name} is a symlink")
+    assert victim.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize("name", ["run.lock", "audit.jsonl", "samples.sqlite", "samples.sqlite-wal"])
+def test_run_does_not_write_through_a_symlink(tmp_path, scripted_backend, name):
+    from selfconsistency.safe_files import UnsafeRunFile
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run_dir / name).symlink_to(victim)
+    with pytest.raises(UnsafeRunFile, match=f"{run_dir / name} is a symlink"):
+        _scripted_run(tmp_path, run_dir)
+    assert victim.read_text() == "precious\n"
+
+
+def test_frontier_does_not_write_through_a_symlink(tmp_path, scripted_backend):
+    run_dir = _scripted_run(tmp_path, tmp_path / "run")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (run_dir / "frontier.png").symlink_to(victim)
+    proc = cli("simulate", str(run_dir), "--stop", "beta:0.9", "--runs", "2", timeout=120)
+    one_line_error(proc, "frontier.png is a symlink")
+    assert victim.read_text() == "precious\n"

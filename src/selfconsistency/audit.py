@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import re
 import time
-from urllib.parse import unquote
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
+
+from .safe_files import open_no_follow
 
 AUDIT_FILE = "audit.jsonl"
 # AWS access key ids, OpenAI-style keys, and bearer tokens.
@@ -59,7 +61,7 @@ class AuditLog:
         self.path = Path(run_dir) / AUDIT_FILE
         self.run_id = run_id
         self.log_prompts = log_prompts
-        self._handle = self.path.open("a", encoding="utf-8", buffering=1)  # a line reaches disk whole
+        self._handle = open_no_follow(self.path, "a", encoding="utf-8", buffering=1)  # a line reaches disk whole
 
     def event(self, event: str, **fields: Any) -> None:
         if not self.log_prompts:

@@ -39,6 +39,7 @@ from .report import (
 )
 from .report_html import HTML_FILE
 from .runlock import RunDirError
+from .safe_files import UnsafeRunFile, write_text
 from .stopping import parse_rule, replay_many
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
@@ -352,11 +353,14 @@ def simulate(
         err.print(f"{run_dir} is read-only: frontier.json and frontier.png not written",
                   highlight=False)
         return
-    (run_dir / "frontier.json").write_text(json.dumps(
-        {"temperature": temperature, "paths": n, "questions": len(golds), "runs": runs, "fixed": fixed,
-         "rules": [r.__dict__ for r in results]}, indent=2) + "\n")
-    frontier_plot(fixed, results, f"Stopping rules vs fixed N, T={temperature:g}, {len(golds)} questions",
-                  run_dir / "frontier.png")
+    try:
+        write_text(run_dir / "frontier.json", json.dumps(
+            {"temperature": temperature, "paths": n, "questions": len(golds), "runs": runs, "fixed": fixed,
+             "rules": [r.__dict__ for r in results]}, indent=2) + "\n")
+        frontier_plot(fixed, results, f"Stopping rules vs fixed N, T={temperature:g}, {len(golds)} questions",
+                      run_dir / "frontier.png")
+    except UnsafeRunFile as exc:
+        raise _fail(str(exc)) from None
     out.print(f"wrote {run_dir / 'frontier.json'} and {run_dir / 'frontier.png'}", highlight=False)
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from .analysis import accuracy, accuracy_curve, encode, subset_curve
 from .costs import Price, PriceTable, job_cost
 from .report_html import write_html
+from .safe_files import save_figure, write_text
 from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
 from .vote import abstention_rate, majority_vote, path_weights
@@ -325,7 +326,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -349,7 +350,7 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
         axis.tick_params(axis="x", rotation=45)
     fig.suptitle(f"Batch inference runtime: {results['model']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -357,8 +358,8 @@ def write_report(run_dir: Path) -> dict[str, Any]:
     """Rebuild results.json, results.md, the plot and report.html from the run directory's store."""
     with SampleStore(run_dir, create=False) as store:
         results = build_results(store)
-    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    (run_dir / TABLE_FILE).write_text(markdown_table(results))
+    write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+    write_text(run_dir / TABLE_FILE, markdown_table(results))
     plot(results, run_dir / PLOT_FILE)
     write_html(run_dir, results, run_dir / PLOT_FILE)
     if any(j["runtime"]["seconds"] is not None for j in results["batch_jobs"]):
@@ -416,5 +417,5 @@ def frontier_plot(fixed: list[dict[str, Any]], replays: list[Any], title: str, p
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
