@@ -211,6 +211,8 @@ def test_special_token_syntaxes_are_neutralised(token):
     ("{{ ('x' * 999999)|replace('x', 'x' * 999999) }}", "too long"),
     ("{{ ('x' * 999999).replace('x', 'x' * 999999) }}", "too long"),
     ("{{ ('x' * 999999)|join('y' * 99999) }}", "too long"),
+    ("{{ range(100000)|map('center', 100000)|join }}", "too long"),
+    ("{{ range(100000)|map('center', 100000)|list|length }}", "too long"),
     ("{% set s = 'x' * 999999 %}{% for i in range(100000) %}{{ s }}{% endfor %}", "too long"),
     ("{% set s = 'x' * 999999 %}{{ s ~ s ~ s }}", "too long"),
     ("{% set s = 'x' * 999999 %}{{ s + s }}", "too long"),

@@ -69,11 +69,25 @@ def _check_result_size(name: str, args: tuple[Any, ...]) -> None:
             _too_long(len(items) if isinstance(items, str) else sum(map(_sized, items)))
 
 
+def _bounded(value: Any) -> Any:
+    """An iterator (`map`, `select` output) as a list, refused once its items hold too much text: a
+    lazy `range(100000)|map('center', 100000)` would otherwise become gigabytes inside `join` or `list`."""
+    if not isinstance(value, Iterator):
+        return value
+    items, total = [], 0
+    for item in value:
+        total += _sized(item)
+        _too_long(total)
+        items.append(item)
+    return items
+
+
 def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
     passes_first = getattr(function, "jinja_pass_arg", None) is not None  # env/context/eval ctx first
 
     @functools.wraps(function)
     def guarded(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(map(_bounded, args))
         own = args[1:] if passes_first else args
         _check_arguments(name, own, kwargs)
         if name == "format" and own:
@@ -129,6 +143,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         if isinstance(__obj, jinja2.Undefined):  # `lipsum(10**6)` once lipsum is gone: say it is undefined
             return __obj(*args, **kwargs)
         name = getattr(__obj, "__name__", type(__obj).__name__)
+        args = tuple(map(_bounded, args))
         _check_arguments(name, args, kwargs)
         receiver = getattr(__obj, "__self__", None)
         if isinstance(receiver, str | list | tuple):
