@@ -394,11 +394,10 @@ def test_gold_patterns_end_in_bounded_time(tmp_path, pattern, gold, message):
 # -- 4. credentials in --base-url ------------------------------------------------------------------
 
 @pytest.mark.parametrize("url, kept, hidden", [
-    ("https://user:sk-key123@host.example/v1", "https://[redacted]@host.example/v1", "sk-key123"),
-    ("https://u:p@ss@host/v1", "https://[redacted]@host/v1", "ss@"),
-    ("http://host:8000/v1?api_key=abc123&model=x", "http://host:8000/v1?api_key=[redacted]&model=x", "abc123"),
-    ("http://host/v1?X-Amz-Signature=f00d&token=t0k", "http://host/v1?X-Amz-Signature=[redacted]&token=[redacted]",
-     "f00d"),
+    ("https://user:sk-key123@host.example/v1", "https://host.example/v1", "sk-key123"),
+    ("https://u:p@ss@host/v1", "https://host/v1", "ss@"),
+    ("http://host:8000/v1?api_key=abc123&model=x", "http://host:8000/v1", "abc123"),
+    ("http://host/v1?X-Amz-Signature=f00d&token=t0k", "http://host/v1", "f00d"),
     ("http://localhost:11434/v1", "http://localhost:11434/v1", None),
 ])
 def test_urls_lose_their_credentials(url, kept, hidden):

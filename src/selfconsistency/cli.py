@@ -42,6 +42,7 @@ from .report import (
 from .report_html import HTML_FILE
 from .results import build_results
 from .runlock import RunDirError
+from .safe_files import UnsafeRunFile
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -358,7 +359,10 @@ def simulate(
     if not _writable_dir(run_dir):
         err.print(f"{run_dir} is read-only: {FRONTIER_FILE} and {FRONTIER_PLOT_FILE} not written", highlight=False)
         return
-    write_frontier(run_dir, frontier)
+    try:
+        write_frontier(run_dir, frontier)
+    except UnsafeRunFile as exc:
+        raise _fail(str(exc)) from None
     out.print(f"wrote {run_dir / FRONTIER_FILE} and {run_dir / FRONTIER_PLOT_FILE}", highlight=False)
 
 
