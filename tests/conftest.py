@@ -14,12 +14,42 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
 SMALL_MODEL = "qwen2.5-coder-0.5b"
+NO_MODEL_GUARD = Path(__file__).resolve().parent / "no_model"  # a sitecustomize refusing llama.cpp
+NO_MODEL_EXIT = 97  # its exit code
+MODEL_FIXTURES = {"reference_run", "llama_server"}  # fixtures that load the 0.5B model
+
+
+def pytest_runtest_setup(item):
+    """Before any fixture is made: a test using a model fixture must be marked `model`."""
+    used = MODEL_FIXTURES & set(item.fixturenames)
+    if used and not item.get_closest_marker("model"):
+        pytest.fail(f"uses {', '.join(sorted(used))}: mark it @pytest.mark.model", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def model_marker_guard(request, monkeypatch):
+    """`pytest -m "not model"` is the fast suite: a test not marked `model` must not load an embedded model,
+    neither in this process (the model loader fails the test) nor in the CLI processes it starts (see
+    no_model/sitecustomize.py)."""
+    if request.node.get_closest_marker("model"):
+        return
+    from selfconsistency.backends.llama_cpp import LlamaCppBackend
+
+    def refuse(*_, **__):
+        pytest.fail("loads an embedded model: mark it @pytest.mark.model")
+
+    monkeypatch.setattr(LlamaCppBackend, "_load", refuse)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(NO_MODEL_GUARD), os.environ.get("PYTHONPATH"))
+                                                      if p))
 
 
 def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     """Run the installed CLI as a user would."""
-    return subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}, **kwargs)
+    if proc.returncode == NO_MODEL_EXIT:  # fail loudly even where a test expects the command to fail
+        pytest.fail(proc.stderr.strip())
+    return proc
 
 
 def small_run_args(run_dir: Path, *extra: str, batch_size: int = 1) -> list[str]:
@@ -144,7 +174,7 @@ def aws(s3_endpoint, monkeypatch):
     boto3 reads to reach them; yields the emulator to inject faults and inspect jobs."""
     import boto3
 
-    from selfconsistency.bedrock_emulator import Emulator, make_server
+    from selfconsistency.testing.bedrock_emulator import Emulator, make_server
 
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": s3_endpoint}.items():
@@ -215,7 +245,7 @@ OPENAI_KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"  # the OpenAI key the server
 def batch_api(monkeypatch):
     """The OpenAI Files + Batch API emulator on loopback and the key the client sends; yields
     (emulator, base URL)."""
-    from selfconsistency.openai_batch_emulator import Emulator, make_server
+    from selfconsistency.testing.openai_batch_emulator import Emulator, make_server
 
     emulator = Emulator(step_seconds=0.02)
     server = make_server(emulator)

@@ -15,10 +15,12 @@ from selfconsistency.backends.base import BackendError
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
-from selfconsistency.bedrock_emulator import Faults
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
+from selfconsistency.testing.bedrock_emulator import Faults
+
+pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
 
 ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
 
@@ -60,7 +62,7 @@ def test_every_path_stored_once_despite_faults(aws, tmp_path, model, records_per
 
 
 def test_small_plans_are_refused_with_advice(aws, tmp_path):
-    with pytest.raises(Exception, match="--backend bedrock"):
+    with pytest.raises(BackendError, match="--backend bedrock"):
         run_experiment(batch_config("cohere.command-text-v14", "bucket-small", limit=2), tmp_path / "run")
 
 
@@ -228,7 +230,7 @@ def other_questions(tmp_path, start=100):
 
 def expected_texts(config):
     """Each path's text as the emulator answers the run's own request body."""
-    from selfconsistency.bedrock_emulator import generated_text, output_seed
+    from selfconsistency.testing.bedrock_emulator import generated_text, output_seed
 
     task = config.get_task()
     adapter = ADAPTERS["anthropic-claude"]

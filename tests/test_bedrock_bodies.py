@@ -3,7 +3,7 @@
 import pytest
 
 from selfconsistency.backends.bedrock_bodies import ADAPTERS, UnknownModel, adapter_for, base_model_id
-from selfconsistency.costs import PriceTable, sampling_cost
+from selfconsistency.costs import PriceTable
 from selfconsistency.prompts import PromptFormat, build_prompt
 from selfconsistency.sampling import SamplingParams
 from selfconsistency.tasks.base import Exemplar
@@ -106,10 +106,10 @@ def test_blog_cost_figures():
     """The AWS blog's Cohere Command numbers: 5.5 M input and 0.625 M output tokens (0.63 M rounded) at
     $0.0015 / $0.0020 per 1k on-demand give $9.50 greedy and $14.50 for 5 generations per record."""
     price = PriceTable().price("cohere.command-text-v14")
-    assert sampling_cost(price, 5_500_000, 625_000, paths=1) == pytest.approx(9.50)
-    assert sampling_cost(price, 5_500_000, 625_000, paths=5, paths_per_record=5) == pytest.approx(14.50)
+    assert price.cost(5_500_000, 625_000) == pytest.approx(9.50)
+    assert price.cost(5_500_000, 5 * 625_000) == pytest.approx(14.50)  # one record: the prompt billed once
     # one record per path would bill the prompt five times
-    assert sampling_cost(price, 5_500_000, 625_000, paths=5) == pytest.approx(47.50)
+    assert price.cost(5 * 5_500_000, 5 * 625_000) == pytest.approx(47.50)
     assert PriceTable().price("cohere.command-text-v14", batch=True).input_per_1k == pytest.approx(0.00075)
     with pytest.raises(KeyError, match="price file"):
         PriceTable().price("anthropic.claude-x")

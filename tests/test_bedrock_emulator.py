@@ -9,9 +9,11 @@ import pytest
 from botocore.config import Config
 
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
-from selfconsistency.bedrock_emulator import Emulator, Faults, make_server
 from selfconsistency.prompts import PromptFormat, build_prompt
 from selfconsistency.sampling import SamplingParams
+from selfconsistency.testing.bedrock_emulator import Emulator, Faults, make_server
+
+pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
 
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
 

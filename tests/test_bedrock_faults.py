@@ -13,9 +13,11 @@ import time
 import pytest
 
 from conftest import GSM8K_TEST, cli, stored_rows
-from selfconsistency.bedrock_emulator import Emulator, EmulatorServer, Faults
 from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.store import SampleStore
+from selfconsistency.testing.bedrock_emulator import Emulator, EmulatorServer, Faults
+
+pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
 
 ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
@@ -215,7 +217,7 @@ def test_jobs_list_retries_throttling_and_explains_denial(aws, tmp_path):
     one_line_error(cli("jobs", "status", str(tmp_path / "run")), "AWS denied access (checking batch job")
 
 
-def test_two_runs_of_one_model_queue_on_the_quota(aws, tmp_path, capfd):
+def test_two_runs_of_one_model_queue_on_the_quota(aws, tmp_path, caplog):
     aws.faults = Faults(in_flight_quota=1)
     aws.step_seconds = 0.5  # a job is in flight for 2 s: the other run's create meets it
     configs = [RunConfig(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
@@ -237,7 +239,7 @@ def test_two_runs_of_one_model_queue_on_the_quota(aws, tmp_path, capfd):
     assert errors == []
     assert all(len(stored_rows(tmp_path / f"run{i}")) == 130 for i in range(2))
     assert len(aws.jobs) == 2 and aws.most_in_flight == 1  # one at a time: the second waited for the first
-    assert "quota of batch jobs in flight" in capfd.readouterr().err
+    assert any("quota of batch jobs in flight" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     for i in range(2):
         with SampleStore(tmp_path / f"run{i}", create=False) as store:
             assert [j["status"] for j in store.jobs()] == ["collected"]

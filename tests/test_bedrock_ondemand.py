@@ -4,8 +4,10 @@ against the emulator."""
 import pytest
 
 from conftest import GSM8K_TEST, stored_rows
-from selfconsistency.bedrock_emulator import Faults
 from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.testing.bedrock_emulator import Faults
+
+pytestmark = pytest.mark.slow  # whole runs against the emulator over HTTP
 
 
 @pytest.mark.parametrize("model", ["anthropic.claude-3-haiku-20240307-v1:0", "cohere.command-text-v14"])

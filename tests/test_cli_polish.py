@@ -52,6 +52,7 @@ def unfinished_store(run_dir: Path, **overrides) -> None:
 
 # -- export --questions -------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_questions_one_line_each_with_text_gold_vote_and_paths(tmp_path, scripted_backend):
     run_dir = scripted_run(tmp_path / "run")
     proc = cli("export", str(run_dir), "--questions")
@@ -75,6 +76,7 @@ def test_export_questions_one_line_each_with_text_gold_vote_and_paths(tmp_path, 
 
 # -- run --show-prompt ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_show_prompt_prints_the_completion_prompt_and_makes_no_store(tmp_path):
     run_dir = tmp_path / "never"
     proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--run-dir", str(run_dir))
@@ -84,6 +86,7 @@ def test_show_prompt_prints_the_completion_prompt_and_makes_no_store(tmp_path):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow
 def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
     # nothing listens on port 9: the body is printed without a request
     proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "openai",
@@ -109,6 +112,7 @@ def test_show_prompt_applies_the_local_models_chat_template(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_zero_shot_completion_prompt_asks_for_the_answer_statement():
     proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--zero-shot")
     assert proc.returncode == 0, proc.stderr
@@ -117,6 +121,7 @@ def test_zero_shot_completion_prompt_asks_for_the_answer_statement():
 
 # -- small things -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_report_without_paths_shows_a_dash_not_zero_percent(tmp_path):
     unfinished_store(tmp_path, backend="scripted", model="scripted-model")
     proc = at_columns(80, "report", str(tmp_path))
@@ -126,6 +131,7 @@ def test_report_without_paths_shows_a_dash_not_zero_percent(tmp_path):
     assert "0 questions" in proc.stdout and "2 selected questions lack some paths" in proc.stdout
 
 
+@pytest.mark.slow
 def test_one_question_is_singular(tmp_path, scripted_backend):
     run_dir = scripted_run(tmp_path, limit=1)
     proc = at_columns(80, "report", str(run_dir))
@@ -135,6 +141,7 @@ def test_one_question_is_singular(tmp_path, scripted_backend):
     assert "1 question," in proc.stdout and "1 questions" not in proc.stdout
 
 
+@pytest.mark.slow
 def test_results_tables_fit_80_columns(tmp_path, scripted_backend):
     run_dir = scripted_run(tmp_path, stop="beta:0.95", paths=16, round_size=4)
     proc = at_columns(80, "report", str(run_dir))
@@ -156,6 +163,7 @@ def test_results_tables_fit_80_columns(tmp_path, scripted_backend):
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
 
 
+@pytest.mark.slow
 def test_tasks_show_prints_every_exemplar_it_counts():
     proc = cli("tasks", "show", "gsm8k")
     assert proc.returncode == 0, proc.stderr
@@ -165,12 +173,14 @@ def test_tasks_show_prints_every_exemplar_it_counts():
     assert all(f"Q: {e['question']}\nA: {e['rationale']}" in shown for e in EXEMPLARS)
 
 
+@pytest.mark.slow
 def test_missing_task_file_is_named_not_found(tmp_path):
     proc = cli("tasks", "show", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: task config file {tmp_path / 'missing.yaml'} not found"
 
 
+@pytest.mark.slow
 def test_help_paragraphs_are_never_broken_mid_sentence():
     """Typer keeps a help paragraph's single line breaks: every paragraph must be one line."""
     import typer.main
@@ -191,6 +201,7 @@ def test_help_paragraphs_are_never_broken_mid_sentence():
                for line in proc.stdout.splitlines())
 
 
+@pytest.mark.slow
 def test_jobs_collect_refuses_a_local_run(tmp_path):
     unfinished_store(tmp_path, backend="local", model=SMALL_MODEL, paths=1)
     before = (tmp_path / "samples.sqlite").read_bytes()
@@ -218,13 +229,21 @@ app(sys.argv[1:], prog_name="selfconsistency")
 """
 
 
+def _stored_any(run_dir) -> bool:
+    try:
+        return (run_dir / "samples.sqlite").exists() and bool(stored_rows(run_dir))
+    except sqlite3.OperationalError:  # the file is there, its tables not yet
+        return False
+
+
+@pytest.mark.slow
 def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
     args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "3", "--paths", "5", "--backend", "slow",
             "--model", "scripted-model", "--run-dir", str(tmp_path)]
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN.format(tests=str(TESTS)), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while time.time() < deadline and not ((tmp_path / "samples.sqlite").exists() and stored_rows(tmp_path)):
+    while time.time() < deadline and not _stored_any(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)

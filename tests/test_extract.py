@@ -1,6 +1,6 @@
 import pytest
 
-from selfconsistency.extract import NumberExtractor, canonical_number, parse_gsm8k_gold
+from selfconsistency.extract import NumberExtractor, canonical_number
 
 # Completions as the embedded Qwen models wrote them (trimmed), and forms seen from other models.
 REAL_COMPLETIONS = [
@@ -50,10 +50,3 @@ def test_equal_values_share_canonical_form(a, b):
 
 def test_division_by_zero_is_no_number():
     assert canonical_number("3/0") is None
-
-
-def test_gold_from_gsm8k_answer():
-    assert parse_gsm8k_gold("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18") == "18"
-    assert parse_gsm8k_gold("...\n#### 1,600") == "1600"
-    with pytest.raises(ValueError):
-        parse_gsm8k_gold("no marker here 18")

@@ -35,6 +35,7 @@ PLAIN_LINE = json.dumps({"question": "What is 2+3?", "answer": "5"}) + "\n"  # f
 ESCAPE = "{{ cycler.__init__.__globals__.os.system('touch pwned') }}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["tasks show", "run"])
 def test_a_template_cannot_run_code(tmp_path, command):
     config = write(tmp_path / "evil.yaml", f"""
@@ -53,6 +54,7 @@ def test_a_template_cannot_run_code(tmp_path, command):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("template, message", [
     ("{{ 1/0 }}", "ZeroDivisionError"),
     ("{{ 9**(9**9) }}", "too large"),
@@ -163,6 +165,7 @@ def _vocab_only_backend():
     return backend
 
 
+@pytest.mark.model  # reads the 0.5B model's vocabulary and template with llama.cpp
 def test_chat_data_is_tokenised_as_plain_text():
     """Even unneutralised text (as a library caller may pass it) never becomes a control token."""
     from selfconsistency.prompts import PromptFormat, build_prompt
@@ -182,6 +185,7 @@ def test_chat_data_is_tokenised_as_plain_text():
     assert hostile in text  # the data is all there, as text
 
 
+@pytest.mark.model  # reads the 0.5B model's vocabulary and template with llama.cpp
 def test_chat_tokens_of_clean_prompts_are_unchanged():
     """Tokenising data apart from the template's markers gives the same tokens for ordinary text."""
     from selfconsistency.prompts import PromptFormat, build_prompt
@@ -350,6 +354,7 @@ def test_answer_patterns_end_and_paths_are_stored(tmp_path, pattern, text, store
         assert [path.answer for path in store.paths()] == [stored_answer] * 6
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_a_timed_out_answer_pattern_keeps_every_path_and_names_the_pattern(tmp_path):
     from selfconsistency.backends import register_backend
@@ -369,6 +374,7 @@ def test_a_timed_out_answer_pattern_keeps_every_path_and_names_the_pattern(tmp_p
     assert '"extraction_timeout"' in audit and audit.count('"generation"') == 6
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("pattern, gold, message", [
     (r"^((?:a+)+)$", "a" * 40 + "b", "does not match"),  # hangs Python's re
@@ -388,11 +394,10 @@ def test_gold_patterns_end_in_bounded_time(tmp_path, pattern, gold, message):
 # -- 4. credentials in --base-url ------------------------------------------------------------------
 
 @pytest.mark.parametrize("url, kept, hidden", [
-    ("https://user:sk-key123@host.example/v1", "https://[redacted]@host.example/v1", "sk-key123"),
-    ("https://u:p@ss@host/v1", "https://[redacted]@host/v1", "ss@"),
-    ("http://host:8000/v1?api_key=abc123&model=x", "http://host:8000/v1?api_key=[redacted]&model=x", "abc123"),
-    ("http://host/v1?X-Amz-Signature=f00d&token=t0k", "http://host/v1?X-Amz-Signature=[redacted]&token=[redacted]",
-     "f00d"),
+    ("https://user:sk-key123@host.example/v1", "https://host.example/v1", "sk-key123"),
+    ("https://u:p@ss@host/v1", "https://host/v1", "ss@"),
+    ("http://host:8000/v1?api_key=abc123&model=x", "http://host:8000/v1", "abc123"),
+    ("http://host/v1?X-Amz-Signature=f00d&token=t0k", "http://host/v1", "f00d"),
     ("http://localhost:11434/v1", "http://localhost:11434/v1", None),
 ])
 def test_urls_lose_their_credentials(url, kept, hidden):
@@ -404,6 +409,7 @@ def test_urls_lose_their_credentials(url, kept, hidden):
         assert hidden not in redact_urls(url)
 
 
+@pytest.mark.slow
 def test_base_url_credentials_are_not_stored(tmp_path, scripted_backend, monkeypatch):
     from conftest import GSM8K_TEST
     from selfconsistency.experiment import RunConfig, run_experiment
@@ -439,6 +445,7 @@ def test_task_name_is_slugified_for_the_default_run_dir(tmp_path, name):
 
 # -- 9. one run per run directory ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backend):
     import os
     import socket
@@ -464,6 +471,7 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backen
 
 # -- 10. a typo does not lock the run directory into its settings ----------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--backend", "nope"], "unknown backend 'nope'"),
     (["--model", "{gguf}"], "unknown version or cut short"),
@@ -481,6 +489,7 @@ def test_bad_backend_or_model_is_refused_before_the_run_directory_exists(tmp_pat
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_settings_of_a_run_that_generated_nothing_can_be_corrected(tmp_path, scripted_backend):
     from conftest import GSM8K_TEST
     from selfconsistency.backends import BackendError, register_backend
@@ -506,6 +515,7 @@ def test_settings_of_a_run_that_generated_nothing_can_be_corrected(tmp_path, scr
 
 # -- 12. operator mistakes are one-line errors -----------------------------------------------------
 
+@pytest.mark.slow
 def test_run_dir_that_is_a_file(tmp_path):
     from conftest import GSM8K_TEST
 
@@ -543,6 +553,7 @@ def read_only_cli(run_dir: Path, *args: str):
         run_dir.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_report_export_and_simulate_read_a_read_only_run(tmp_path, scripted_backend):
     import subprocess
     import sys
@@ -574,6 +585,7 @@ os._exit(0)
     assert len(rows) == 3 * 5 + 1 and any(row["text"] == "late path" for row in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--stop", "beta:0.9", "--min-paths", "10", "--paths", "2"], "--min-paths 10 is more than --paths 2"),
     (["--temperatures", ","], "--temperatures: no temperature in ','"),
@@ -598,6 +610,7 @@ def test_operator_mistakes_blame_the_right_option(tmp_path, args, message):
 
 # -- 13. user text is never rich markup ------------------------------------------------------------
 
+@pytest.mark.slow
 def test_bracketed_literals_survive_in_help_and_listings():
     proc = cli("run", "--help")
     assert "[in, out]" in proc.stdout and "[default: test]" in proc.stdout
@@ -607,6 +620,7 @@ def test_bracketed_literals_survive_in_help_and_listings():
                for line in listing.strip().splitlines()), listing
 
 
+@pytest.mark.slow
 def test_patterns_in_errors_keep_their_brackets(tmp_path):
     config = write(tmp_path / "words.yaml", """
         name: words
@@ -618,6 +632,7 @@ def test_patterns_in_errors_keep_their_brackets(tmp_path):
     one_line_error(proc, "'gold: ([a-z]+)'")
 
 
+@pytest.mark.slow
 def test_ids_and_paths_with_markup_print_as_they_are(tmp_path, scripted_backend):
     from typer.testing import CliRunner
 
@@ -653,6 +668,7 @@ def test_log_prompts_in_chat_runs_logs_the_chat_prompt(tmp_path, scripted_backen
         assert prompt[-1]["content"].startswith("Janet")
 
 
+@pytest.mark.model  # reads the 0.5B model's vocabulary and template with llama.cpp
 def test_local_backend_logs_its_chat_template():
     from selfconsistency.prompts import PromptFormat, build_prompt
 
@@ -662,6 +678,7 @@ def test_local_backend_logs_its_chat_template():
     assert text.count("<|im_start|>user\n") == 9 and text.endswith("What is 2+3?<|im_end|>\n<|im_start|>assistant\n")
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_cli_reports_the_stored_paths_then_names_the_timed_out_pattern(tmp_path):
     from typer.testing import CliRunner

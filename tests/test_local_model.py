@@ -2,18 +2,33 @@
 
 import json
 import random
+import sqlite3
+
+import pytest
 
 from conftest import cli, kill_when_stored, load_results, small_run_args, stored_rows, without_runtime
+from selfconsistency.extract import NumberExtractor
+
+pytestmark = pytest.mark.model
 
 
 def test_end_to_end_outputs(reference_run):
     results = load_results(reference_run)
     assert results["questions"] == 2 and results["model"] == "qwen2.5-coder-0.5b"
-    assert 0.0 <= results["greedy"]["accuracy"] <= 1.0 and results["greedy"]["paths"] == 2
+    assert results["greedy"]["paths"] == 2
     (sampled,) = results["sampled"]
     assert sampled["temperature"] == 0.7 and sampled["paths"] == 6
     assert [p["k"] for p in sampled["curve"]] == [1, 2, 3]
-    assert all(0 <= p["exact"] <= 1 and p["std"] >= 0 for p in sampled["curve"])
+    # by hand from the stored answers: greedy is right where its answer is the gold; SC@1 (exact) is the
+    # mean share of right sampled paths
+    db = sqlite3.connect(reference_run / "samples.sqlite")
+    gold = dict(db.execute("SELECT id, gold FROM questions").fetchall())
+    db.close()
+    right = {(qid, t, i): answer == gold[qid] for qid, t, i, _, answer, _ in stored_rows(reference_run)}
+    assert results["greedy"]["accuracy"] == sum(ok for (_, t, _), ok in right.items() if t == 0.0) / 2
+    shares = [sum(right[(qid, 0.7, i)] for i in range(3)) / 3 for qid in gold]
+    assert sampled["curve"][0]["exact"] == pytest.approx(sum(shares) / 2)
+    assert all(p["std"] >= 0 for p in sampled["curve"])
     assert sampled["completion_tokens"] > 0 and sampled["prompt_tokens"] > 6 * 500  # 8-shot prompt
     assert (reference_run / "accuracy_vs_paths.png").read_bytes()[:4] == b"\x89PNG"
     assert "SC@3" in (reference_run / "results.md").read_text()
@@ -110,3 +125,22 @@ def test_a_damaged_model_file_fails_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: llama.cpp could not load {truncated}: Failed to load model from file: " \
                                   f"{truncated}"  # one line, no traceback
+
+
+def test_chat_prompt_format_on_the_local_model(tmp_path):
+    """--prompt-format chat: the 8 exemplars as chat turns in the model's own template (more prompt tokens
+    than the plain completion prompt of the same question), answers extracted as usual."""
+    prompt_tokens = {}
+    for prompt_format in ("completion", "chat"):
+        run_dir = tmp_path / prompt_format
+        proc = cli(*small_run_args(run_dir), "--limit", "1", "--paths", "1", "--max-tokens", "24",
+                   "--prompt-format", prompt_format)
+        assert proc.returncode == 0, proc.stderr
+        assert load_results(run_dir)["sampled"][0]["paths"] == 1
+        rows = stored_rows(run_dir)
+        assert len(rows) == 2 and all(answer == NumberExtractor()(text) for _, _, _, text, answer, _ in rows)
+        db = sqlite3.connect(run_dir / "samples.sqlite")
+        (prompt_tokens[prompt_format],) = db.execute("SELECT prompt_tokens FROM paths WHERE temperature = 0"
+                                                     ).fetchone()
+        db.close()
+    assert prompt_tokens["chat"] > prompt_tokens["completion"]

@@ -16,9 +16,11 @@ from selfconsistency.backends.base import BackendConfig, BackendError, flatten
 from selfconsistency.backends.batch_jobs import MAX_ROUNDS, BatchJobRunner
 from selfconsistency.backends.openai_batch import OpenAIBatchJobs
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
-from selfconsistency.openai_batch_emulator import Faults
 from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
+from selfconsistency.testing.openai_batch_emulator import Faults
+
+pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
 
 
 def batch_config(url, **overrides):
@@ -206,7 +208,7 @@ def test_a_batch_holds_at_most_50000_requests(monkeypatch):
 def test_another_data_file_never_reattaches_to_another_runs_batch(batch_api, tmp_path):
     """The second run crashed around its create call (job left 'creating'): the batch search by job key must
     not find the first run's batch, made for other questions at the same positions."""
-    from selfconsistency.bedrock_emulator import generated_text, output_seed
+    from selfconsistency.testing.bedrock_emulator import generated_text, output_seed
 
     emulator, url = batch_api
     run_experiment(batch_config(url), tmp_path / "first")

@@ -203,6 +203,7 @@ def shown_ids(find) -> list[str]:
     return [row.get_attribute("data-id") for row in find("#questions tbody tr")]
 
 
+@pytest.mark.slow
 def test_browser_table_filter_and_paths(browser, small_run):
     from selenium.webdriver.support.ui import Select
 
@@ -239,6 +240,7 @@ def test_browser_table_filter_and_paths(browser, small_run):
     assert [e for e in browser.get_log("browser") if e["level"] == "SEVERE"] == []
 
 
+@pytest.mark.slow
 def test_browser_pages_through_more_than_a_page(browser, tmp_path):
     find = open_page(browser, make_run(tmp_path / "run", questions=130, paths=3))
     first = shown_ids(find)

@@ -2,6 +2,7 @@ import sqlite3
 
 import pytest
 
+from selfconsistency import store as store_module
 from selfconsistency.store import SampleStore, StoredPath, StoredQuestion, StoreMismatch
 
 
@@ -83,3 +84,55 @@ def test_record_errors_and_spend_ledger_persist(tmp_path):
         assert (group["records"], group["paths"], group["input_tokens"], group["output_tokens"]) == (2, 6, 190, 48)
         assert store.on_demand_keys() == {("q", 0.7, i) for i in range(6)}
         assert store.clear_record_errors("400") == 1
+
+
+def test_store_of_an_older_schema_is_upgraded_in_place_and_keeps_its_data(tmp_path):
+    """A store as version 3 wrote it (questions, paths, stops and jobs, without the record errors, the
+    spend ledger and jobs.collected_paths), built by hand: opening it adds what is missing, loses nothing."""
+    db = sqlite3.connect(tmp_path / "samples.sqlite")
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE questions (id TEXT PRIMARY KEY, position INTEGER NOT NULL, question TEXT NOT NULL,
+                                gold TEXT NOT NULL);
+        CREATE TABLE paths (question_id TEXT NOT NULL REFERENCES questions(id), temperature REAL NOT NULL,
+            path_index INTEGER NOT NULL, seed INTEGER NOT NULL, text TEXT NOT NULL, answer TEXT,
+            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, latency_s REAL NOT NULL,
+            finish_reason TEXT NOT NULL, logprob_sum REAL, backend TEXT NOT NULL, model TEXT NOT NULL,
+            created_at REAL NOT NULL, PRIMARY KEY (question_id, temperature, path_index));
+        CREATE TABLE stops (question_id TEXT NOT NULL REFERENCES questions(id), temperature REAL NOT NULL,
+            rule TEXT NOT NULL, paths_used INTEGER NOT NULL, paths_generated INTEGER NOT NULL,
+            reason TEXT NOT NULL, created_at REAL NOT NULL, PRIMARY KEY (question_id, temperature, rule));
+        CREATE TABLE jobs (job_key TEXT PRIMARY KEY, backend TEXT NOT NULL, model TEXT NOT NULL,
+            status TEXT NOT NULL, arn TEXT, input_uri TEXT NOT NULL, output_uri TEXT NOT NULL,
+            records TEXT NOT NULL, manifest TEXT, message TEXT, created_at REAL NOT NULL,
+            updated_at REAL NOT NULL, submitted_at REAL, ended_at REAL);
+        INSERT INTO meta VALUES ('config', '{"seed": 4}');
+        INSERT INTO questions VALUES ('test-00000', 0, 'q?', '5');
+        INSERT INTO paths VALUES ('test-00000', 0.7, 0, 11, 'The answer is 5.', '5', 10, 5, 0.1, 'stop', -1.5,
+                                  'bedrock-batch', 'm', 1700000000.0);
+        INSERT INTO paths VALUES ('test-00000', 0.7, 1, 12, 'No idea.', NULL, 0, 7, 0.1, 'length', NULL,
+                                  'bedrock-batch', 'm', 1700000001.0);
+        INSERT INTO stops VALUES ('test-00000', 0.7, 'beta:0.95', 2, 2, 'rule', 1700000002.0);
+        INSERT INTO jobs VALUES ('k1', 'bedrock-batch', 'm', 'collected', 'job-1', 's3://b/in', 's3://b/out',
+                                 '{"r1": [["test-00000", 0.7, 0]]}', '{"inputTokenCount": 10}', NULL,
+                                 1700000000.0, 1700000003.0, 1700000000.5, 1700000003.0);
+        PRAGMA user_version = 3;
+    """)
+    db.close()
+    with SampleStore(tmp_path) as store:
+        assert store.get_meta("config") == {"seed": 4}
+        assert [(p.path_index, p.answer, p.logprob_sum, p.finish_reason) for p in store.paths()] == \
+            [(0, "5", -1.5, "stop"), (1, None, None, "length")]
+        assert store.answers_in_order() == {("test-00000", 0.7): ["5", None]}
+        assert store.stops("beta:0.95") == {("test-00000", 0.7): (2, 2, "rule")}
+        (job,) = store.jobs()
+        assert (job["status"], job["records"], job["manifest"]) == \
+            ("collected", {"r1": [["test-00000", 0.7, 0]]}, {"inputTokenCount": 10})
+        assert job["collected_paths"] is None  # the column added by the upgrade
+        store.update_job("k1", collected_paths=1)
+        store.add_record_errors("bedrock-batch", "k1", {"r2": ("ModelError", "failed", True)})
+        assert [e["code"] for e in store.record_errors()] == ["ModelError"]
+    db = sqlite3.connect(tmp_path / "samples.sqlite")
+    assert db.execute("PRAGMA user_version").fetchone()[0] == len(store_module._MIGRATIONS)  # the latest
+    assert db.execute("SELECT collected_paths FROM jobs").fetchone() == (1,)
+    db.close()

@@ -95,6 +95,7 @@ def test_duplicate_ids_refused(tmp_path):
         get_task(str(config)).load(data_file)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content,where", [
     (mcq_lines(MCQ_ITEMS[:2]) + '{"question": "q", "choices": ["x", "y"], "answer": "Z"}\n', "exam.jsonl:3:"),
     (mcq_lines(MCQ_ITEMS[:1]) + '{"question": "q", "choices": ["x", "y"]\n', "exam.jsonl:2: malformed JSON"),
@@ -203,6 +204,7 @@ YES_NO_TASK = """
 """
 
 
+@pytest.mark.model
 @pytest.mark.parametrize("task_name,config_name,config_text,data_name,records", [
     ("arithmetic", "arithmetic.yaml", NUMERIC_TASK, "arithmetic.jsonl",
      [{"problem": "What is 7 plus 8?", "result": 15}, {"problem": "What is 9 minus 2?", "result": "7"}]),

@@ -55,6 +55,7 @@ def test_empty_and_unreadable_files(tmp_path):
         load_questions(GSM8K, latin)
 
 
+@pytest.mark.slow
 def test_hub_offline_gives_one_line_error(tmp_path):
     """Without --data the hub is tried; offline, the CLI says to pass --data, in one line, exit 2."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}

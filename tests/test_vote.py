@@ -32,16 +32,6 @@ def test_abstention_rate():
     assert abstention_rate(["1", None, None, "2"]) == 0.5
 
 
-def test_weighted_vote_lets_confident_paths_win():
-    from selfconsistency.vote import weighted_vote
-
-    rng = np.random.default_rng(0)
-    assert weighted_vote(["1", "1", "2"], [0.2, 0.2, 0.9], rng) == "2"
-    assert weighted_vote(["1", "1", "2"], [1, 1, 1], rng) == "1"
-    assert weighted_vote([None, "3"], [5.0, 0.1], rng) == "3"
-    assert weighted_vote([None], [1.0], rng) is None
-
-
 def test_path_weights():
     import pytest
 

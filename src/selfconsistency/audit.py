@@ -9,24 +9,41 @@ import re
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
+
+from .safe_files import open_no_follow
 
 AUDIT_FILE = "audit.jsonl"
 # AWS access key ids, OpenAI-style keys, and bearer tokens.
 _SECRET = re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{16,}|(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}=*")
-# In a URL: the user:password@ part, and query parameters that carry keys or signatures.
-_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
-_URL_SECRET_PARAM = re.compile(
-    r"(?i)([?&;](?:[a-z0-9_.-]*(?:key|token|secret|password|passwd|pwd|auth|sig|signature|credential)"
-    r"[a-z0-9_.-]*)=)[^&#\s]*")
+# A URL in free text; what follows its host (path, query, fragment) is parsed from the match.
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>`]+")
+# A path segment that looks like a key: a known key prefix, a long unbroken run mixing letters and
+# digits, or a long hex id (a UUID). Names such as `gpt-4o-2024-08-06` have dashes and stay.
+_SECRET_SEGMENT = re.compile(r"(?i)^(?:sk-|pk-|rk-|key-|ghp_|gho_|github_pat_|xox[abp]-|AKIA|ASIA|AIza|hf_).{6,}$"
+                             r"|^(?=.*[a-z])(?=.*\d)[A-Za-z0-9_+=]{16,}$|^(?=.*\d)(?=(?:-*[0-9a-f]){16})[0-9a-f-]{16,}$")
 REDACTED = "[redacted]"
 
 
+def _redact_url(url: str) -> str:
+    trailing = len(url) - len(url.rstrip(".,;:)]}!?"))  # sentence punctuation after a URL is not the URL's
+    url, tail = (url[:-trailing], url[-trailing:]) if trailing else (url, "")
+    scheme, rest = url.split("://", 1)
+    authority, slash, path = rest.partition("/")
+    authority = authority.split("?")[0].split("#")[0].split(";")[0]
+    host = authority.rpartition("@")[2]  # no user:password@
+    path = path.split("?")[0].split("#")[0]  # no query, no fragment
+    segments = [segment.split(";")[0] for segment in path.split("/")]  # no ;params (jsessionid)
+    path = "/".join(REDACTED if _SECRET_SEGMENT.match(unquote(segment)) else segment for segment in segments)
+    return f"{scheme}://{host}{slash}{path}{tail}"
+
+
 def redact_urls(text: str) -> str:
-    """`text` with every URL's credentials masked: `https://user:key@host/v1?api_key=k` becomes
-    `https://[redacted]@host/v1?api_key=[redacted]`. What a URL is kept for (stores, logs, messages)
-    never needs them; the client is given the real one."""
-    text = _URL_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)
-    return _URL_SECRET_PARAM.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    """`text` with every URL cut to scheme, host, port and path: user:password@, ;params, the query and
+    the fragment are dropped (`https://u:k@host/v1?api_key=k#t` becomes `https://host/v1`), and path
+    segments that look like keys are masked. What a URL is kept for (stores, logs, messages) never needs
+    more; the client is given the real one."""
+    return _URL.sub(lambda m: _redact_url(m.group(0)), text)
 
 
 def scrub(value: Any) -> Any:
@@ -44,7 +61,7 @@ class AuditLog:
         self.path = Path(run_dir) / AUDIT_FILE
         self.run_id = run_id
         self.log_prompts = log_prompts
-        self._handle = self.path.open("a", encoding="utf-8", buffering=1)  # a line reaches disk whole
+        self._handle = open_no_follow(self.path, "a", encoding="utf-8", buffering=1)  # a line reaches disk whole
 
     def event(self, event: str, **fields: Any) -> None:
         if not self.log_prompts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
@@ -41,6 +42,7 @@ from .report import (
 from .report_html import HTML_FILE
 from .results import build_results
 from .runlock import RunDirError
+from .safe_files import UnsafeRunFile
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -61,6 +63,25 @@ BATCH_BACKENDS = ("bedrock-batch", "openai-batch")  # the backends whose runs su
 # read as its markup; only _fail's own prefix is markup.
 err = Console(stderr=True, markup=False)
 out = Console(soft_wrap=True, markup=False)
+
+
+class _PlainLines(logging.Handler):
+    """The library's log messages as plain lines on whatever sys.stderr is when they come: a live progress
+    bar redirects it and keeps them above itself."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(record.getMessage() + "\n")
+        except Exception:  # logging's contract: a failed emit must not break the run
+            self.handleError(record)
+
+
+@app.callback()
+def _show_library_messages() -> None:
+    library = logging.getLogger("selfconsistency")
+    if not any(isinstance(h, _PlainLines) for h in library.handlers):  # in-process test runners call app again
+        library.addHandler(_PlainLines())
+    library.setLevel(logging.INFO)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -338,7 +359,10 @@ def simulate(
     if not _writable_dir(run_dir):
         err.print(f"{run_dir} is read-only: {FRONTIER_FILE} and {FRONTIER_PLOT_FILE} not written", highlight=False)
         return
-    write_frontier(run_dir, frontier)
+    try:
+        write_frontier(run_dir, frontier)
+    except UnsafeRunFile as exc:
+        raise _fail(str(exc)) from None
     out.print(f"wrote {run_dir / FRONTIER_FILE} and {run_dir / FRONTIER_PLOT_FILE}", highlight=False)
 
 

@@ -12,6 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+# Token counts from text, where no tokenizer is at hand. An estimate (a price check, a count the provider
+# did not report): English text averages about 4 characters per token with BPE tokenizers.
+CHARS_PER_TOKEN = 4
+# A token-budget reservation made before a call is sent must not undercount, or concurrent calls overrun
+# --max-tokens-total: it counts the prompt at a denser 3 characters per token.
+RESERVED_CHARS_PER_TOKEN = 3
+
 # Cohere Command on Bedrock, on-demand, as used in the AWS blog post on self-consistency with batch
 # inference: $0.0015 per 1k input tokens, $0.0020 per 1k output tokens.
 # GPT-4o mini on the OpenAI API (openai.com/api/pricing): $0.15 per 1M input tokens, $0.60 per 1M output;
@@ -86,17 +93,6 @@ def job_cost(price: Price, manifest: dict[str, int]) -> float:
     """A batch job's cost from the token counts of its manifest (Bedrock's keys, which the OpenAI batch
     backend writes too)."""
     return price.cost(manifest.get("inputTokenCount", 0), manifest.get("outputTokenCount", 0))
-
-
-def sampling_cost(price: Price, prompt_tokens: float, output_tokens_per_path: float, paths: int,
-                  paths_per_record: int = 1) -> float:
-    """Cost of `paths` paths per question, for a whole data set's prompt and per-path output tokens.
-
-    A record carrying several generations bills its prompt once: `paths_per_record` paths share one
-    prompt charge.
-    """
-    records = -(-paths // paths_per_record)
-    return price.cost(prompt_tokens * records, output_tokens_per_path * paths)
 
 
 def _base_model(model: str) -> str | None:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +27,8 @@ from .sampling import SamplingParams, path_seed
 from .stopping import StoppingRule, parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion
 from .tasks import DataError, Task, TaskData, get_task
+
+log = logging.getLogger(__name__)
 
 GREEDY_TEMPERATURE = 0.0
 
@@ -368,12 +370,12 @@ def _fill_wave(wanted: dict[tuple[str, float], int],
         if not first and len(requests) > 2 * len(asked):
             break
         if count(requests) >= minimum:
-            sys.stderr.write(f"adaptive stopping: wave grown from {len(asked)} to {len(requests)} paths to reach "
-                             f"a batch job's minimum of {minimum} records\n")
+            log.info(f"adaptive stopping: wave grown from {len(asked)} to {len(requests)} paths to reach "
+                     f"a batch job's minimum of {minimum} records")
             return grown
     if not first:
-        sys.stderr.write(f"adaptive stopping: a wave of {len(asked)} paths ({count(asked)} records) is below a "
-                         f"batch job's minimum of {minimum} records: it goes on demand, at twice the batch price\n")
+        log.warning(f"adaptive stopping: a wave of {len(asked)} paths ({count(asked)} records) is below a "
+                    f"batch job's minimum of {minimum} records: it goes on demand, at twice the batch price")
     return wanted
 
 

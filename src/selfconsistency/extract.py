@@ -28,8 +28,60 @@ class PatternTimeout(ValueError):
         self.role = role
 
 
+# Compiling unrolls counted repeats, with no time limit: `(a{60000}){60000}` never finishes. Counts, nested
+# ones multiplied, stay below this.
+MAX_PATTERN_REPEAT = 1000
+_REPEAT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
+
+
+def check_pattern_repeats(pattern: str) -> None:
+    r"""ValueError naming `pattern` if a counted repeat, or a product of nested ones, exceeds the limit.
+    Escapes, character classes and `\p{..}`-style braces are skipped; the check errs towards refusing."""
+    frames = [1]  # per open group: the largest repeat product inside it so far
+    last = 1  # repeat product of the atom just read (a group's inner product)
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            if pattern[i - 1:i] in ("p", "P", "N", "x", "u", "U", "g") and pattern[i:i + 1] == "{":
+                i = pattern.find("}", i) + 1 or len(pattern)
+            last = 1
+            continue
+        if ch == "[":  # a character class: braces inside are literal
+            i += 2 if pattern[i + 1:i + 2] == "^" else 1
+            i += pattern[i:i + 1] == "]"  # a leading ] is literal
+            while i < len(pattern) and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            i += 1
+            last = 1
+            continue
+        if ch == "(":
+            frames.append(1)
+            i += 1
+            continue
+        if ch == ")" and len(frames) > 1:
+            last = frames.pop()
+            frames[-1] = max(frames[-1], last)
+            i += 1
+            continue
+        repeat = _REPEAT.match(pattern, i) if ch == "{" else None
+        if repeat and (repeat[1] or repeat[2]):
+            counts = [int(n) if len(n) < 10 else 10**10 for n in repeat.groups() if n]
+            last *= max(counts)
+            if last > MAX_PATTERN_REPEAT:
+                raise ValueError(f"pattern {pattern[:80]!r} repeats more than {MAX_PATTERN_REPEAT:,} times "
+                                 "({n} counts, nested ones multiplied); use + or * instead")
+            frames[-1] = max(frames[-1], last)
+            i = repeat.end()
+            continue
+        last = 1
+        i += 1
+
+
 def compile_user_pattern(pattern: str, flags: int = 0) -> regex.Pattern[str]:
     """A task config's pattern, compiled by the `regex` engine (it supports the time limit)."""
+    check_pattern_repeats(pattern)
     return regex.compile(pattern, flags)
 
 
@@ -77,6 +129,8 @@ def whole_number(text: str) -> str | None:
     """The canonical form of `text` if all of it is one number (a final full stop allowed), else None:
     `1e999` or `2-3` are not numbers whose first digits could stand for them."""
     stripped = text.strip()
+    if stripped.startswith("+") and stripped[1:2] not in ("+", "-", "\u2212"):  # "+5" is 5; "+-5" is no number
+        stripped = stripped[1:].lstrip()
     match = _NUMBER.fullmatch(stripped[:-1] if stripped.endswith(".") else stripped)
     return _canonical_from_match(match) if match else None
 
@@ -110,15 +164,6 @@ class NumberExtractor:
         if answer is None and self.flexible:
             answer = last_number(text)
         return answer
-
-
-def parse_gsm8k_gold(answer_field: str) -> str:
-    """Gold answer of a GSM8K record: the number after `####`."""
-    _, sep, tail = answer_field.rpartition("####")
-    value = whole_number(tail) if sep else None
-    if value is None:
-        raise ValueError(f"no '#### N' gold answer in {answer_field[-60:]!r}")
-    return value
 
 
 # -- multiple choice -------------------------------------------------------------------------------

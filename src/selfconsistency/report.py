@@ -12,6 +12,7 @@ import numpy as np
 from .frontier import Frontier
 from .report_html import write_html
 from .results import build_results
+from .safe_files import save_figure, write_text
 from .store import SampleStore
 
 RESULTS_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "accuracy_vs_paths.png"
@@ -126,7 +127,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -150,7 +151,7 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
         axis.tick_params(axis="x", rotation=45)
     fig.suptitle(f"Batch inference runtime: {results['model']}")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -158,8 +159,8 @@ def write_report(run_dir: Path) -> dict[str, Any]:
     """Rebuild results.json, results.md, the plot and report.html from the run directory's store."""
     with SampleStore(run_dir, create=False) as store:
         results = build_results(store)
-    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
-    (run_dir / TABLE_FILE).write_text(markdown_table(results))
+    write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+    write_text(run_dir / TABLE_FILE, markdown_table(results))
     plot(results, run_dir / PLOT_FILE)
     write_html(run_dir, results, run_dir / PLOT_FILE)
     if any(j["runtime"]["seconds"] is not None for j in results["batch_jobs"]):
@@ -182,7 +183,7 @@ def frontier_markdown(frontier: Frontier) -> str:
 
 def write_frontier(run_dir: Path, frontier: Frontier) -> None:
     """frontier.json and frontier.png in the run directory."""
-    (run_dir / FRONTIER_FILE).write_text(json.dumps(frontier.to_json(), indent=2) + "\n")
+    write_text(run_dir / FRONTIER_FILE, json.dumps(frontier.to_json(), indent=2) + "\n")
     frontier_plot(frontier, f"Stopping rules vs fixed N, T={frontier.temperature:g}, {frontier.questions} questions",
                   run_dir / FRONTIER_PLOT_FILE)
 
@@ -206,5 +207,5 @@ def frontier_plot(frontier: Frontier, title: str, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)

@@ -19,6 +19,7 @@ import jinja2
 from markupsafe import Markup
 
 from .per_question import question_records
+from .safe_files import write_text
 
 HTML_FILE = "report.html"
 
@@ -94,5 +95,5 @@ def write_html(run_dir: Path, results: dict[str, Any], plot: Path | None = None)
     page = render_page(results, list(question_records(run_dir)),
                        plot.read_bytes() if plot is not None and plot.exists() else None)
     target = Path(run_dir) / HTML_FILE
-    target.write_text(page, encoding="utf-8")
+    write_text(target, page)
     return target

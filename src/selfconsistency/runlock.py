@@ -54,7 +54,9 @@ def _holder(handle) -> str:
 def run_lock(run_dir: Path) -> Iterator[None]:
     path = Path(run_dir) / LOCK_FILE
     try:
-        handle = path.open("a+", encoding="utf-8")
+        from .safe_files import open_no_follow  # safe_files builds on this module's RunDirError
+
+        handle = open_no_follow(path, "a+", encoding="utf-8")
     except OSError as exc:
         raise RunDirError(f"cannot lock {path}: {exc.strerror}") from None
     try:

@@ -4,10 +4,13 @@ What a hostile (or careless) question could do to a few-shot prompt, and what is
 - forge the prompt's own markers: a line starting "Q:" or "A:", "The answer is ...", blank lines that end
   an exemplar block -> the colon becomes a full-width colon, the answer phrase is reworded, blank lines
   collapse into one line break;
-- forge chat structure: special tokens (<|im_start|>, <|endoftext|>, [INST], <start_of_turn>, </s>) and
+- forge chat structure: special tokens (<|im_start|>, <｜begin▁of▁sentence｜>, [INST], <start_of_turn>, </s>,
+  <bos>, <tool_call>, <think>) and
   role prefixes (Human:, Assistant:, System:, User:) -> broken up so no tokenizer reads them as such;
 - break lines unseen: U+2028/U+2029, NEL, vertical tab, form feed -> plain line breaks, then as above;
-- hide text: control characters, NUL, and bidirectional overrides (RTL tricks) -> removed;
+- hide text: control and format characters (NUL, zero-width spaces, soft hyphens, bidirectional overrides;
+  zero-width joiners next to ASCII) -> removed, before the checks below, so "Q\u200d:" is a marker too;
+- look-alike markers: "Ｑ:" (full-width) or "А:" (Cyrillic) -> treated as the markers they look like;
 - flood the context: text over the length limit -> cut, with a marker.
 `--strict-input` rejects such text instead. What this does not do: stop a model from being persuaded by
 what a question says; it only keeps the prompt's structure where the builder put it.
@@ -21,11 +24,23 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_CHARS = 8000
 _BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"))
-# Zero-width joiners are kept (scripts need them) but must not hide a marker at a line's start.
-_MARKER_LINE = re.compile(r"(?im)^([\s\u200c\u200d]*)(Q|A|Question|Answer|Human|Assistant|System|User)\s*:")
+# A word then a colon at a line's start; the word is a marker if it reads as one (see _MARKER_WORDS).
+_LINE_START_WORD = re.compile(r"(?m)^(\s*)([^\W\d_]{1,9})(\s*)[:\ufe55\ufe13]")
+_MARKER_WORDS = frozenset({"q", "a", "question", "answer", "human", "assistant", "system", "user"})
+# Cyrillic and Greek letters drawn like the Latin ones of the marker words ("А:" with a Cyrillic A).
+_LOOKALIKES = str.maketrans(dict(zip("АаΑαЕеΕОоΟοЅѕТΤНΗМΜΙІіУуΥрРΡсСхХԚԛωԝԜΝոՍսυ",
+                                       "aaaaeeeoooosstthhmmiiiyyypppccxxqqwwwnnuuu", strict=True)))
+# Zero-width (non-)joiners are kept inside words of the scripts that need them (Persian, Indic, emoji),
+# and dropped next to ASCII, where they only hide a marker ("Q\u200d:").
+_ZERO_WIDTH_NEAR_ASCII = re.compile(r"[\u200c\u200d]+(?=[\x00-\x7f])|(?<=[\x00-\x7f])[\u200c\u200d]+")
 _ANSWER_PHRASE = re.compile(r"(?i)(the\s+)?answer\s+is\b")  # no \b before: extraction needs none
-_SPECIAL_TOKEN = re.compile(r"<\|[^|<>]{0,40}\|>|\[/?INST\]|<<\s*/?SYS\s*>>|</?s>|<(?:start|end)_of_turn>",
-                            re.IGNORECASE)
+# Special-token syntaxes of common chat templates: <|...|> (OpenAI, Qwen, Llama 3), DeepSeek's full-width
+# <｜...｜>, Gemma's <bos>/<start_of_turn>, Mistral's <s>/[INST], Qwen's <tool_call>/<think>.
+_SPECIAL_TOKEN = re.compile(
+    r"<\|[^|<>]{0,40}\|>|<\uff5c[^\uff5c<>]{0,40}\uff5c>|\[/?(?:INST|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS"
+    r"|SYSTEM_PROMPT)\]|<<\s*/?SYS\s*>>|</?(?:s|bos|eos|pad|unk|start_of_turn|end_of_turn|tool_call|tool_response"
+    r"|tools|think|im_start|im_end)>",
+    re.IGNORECASE)
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 # What str.splitlines() and many tokenizers read as a line break besides \n and \r.
 _LINE_SEPARATORS = dict.fromkeys(map(ord, "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"), "\n")
@@ -46,6 +61,13 @@ def _control(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Cf") and ch not in "\n\t\u200c\u200d"
 
 
+def _defuse_marker(match: re.Match[str]) -> str:
+    word = unicodedata.normalize("NFKC", match.group(2)).translate(_LOOKALIKES).lower()
+    if word not in _MARKER_WORDS:
+        return match.group(0)
+    return f"{match.group(1)}{match.group(2)}{match.group(3)}\uff1a"
+
+
 def sanitize(text: str, max_chars: int = DEFAULT_MAX_CHARS, strict: bool = False) -> Cleaned:
     issues = []
     if len(text) > max_chars:
@@ -59,7 +81,7 @@ def sanitize(text: str, max_chars: int = DEFAULT_MAX_CHARS, strict: bool = False
     if one_break != text:
         issues.append("unicode line separators")
     text = one_break
-    cleaned = "".join(ch for ch in text if not _control(ch))
+    cleaned = _ZERO_WIDTH_NEAR_ASCII.sub("", "".join(ch for ch in text if not _control(ch)))
     if cleaned != text:
         issues.append("control characters")
     text = cleaned
@@ -67,9 +89,10 @@ def sanitize(text: str, max_chars: int = DEFAULT_MAX_CHARS, strict: bool = False
         issues.append("chat special tokens")
         text = _SPECIAL_TOKEN.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›")
                                   .replace("[", "⟦").replace("]", "⟧"), text)
-    if _MARKER_LINE.search(text):
+    defused = _LINE_START_WORD.sub(_defuse_marker, text)
+    if defused != text:
         issues.append("prompt markers at line start")
-        text = _MARKER_LINE.sub(lambda m: f"{m.group(1)}{m.group(2)}\uff1a", text)
+        text = defused
     if _ANSWER_PHRASE.search(text):
         issues.append("answer statement")
         text = _ANSWER_PHRASE.sub(lambda m: f"{m.group(1) or ''}answer reads", text)

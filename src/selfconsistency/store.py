@@ -22,6 +22,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .safe_files import refuse_symlink
+
 STORE_FILENAME = "samples.sqlite"
 
 # Append-only: each entry upgrades a store from the previous version.
@@ -194,6 +196,8 @@ class SampleStore:
             self._db = self._connect_read_only()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for name in (STORE_FILENAME, f"{STORE_FILENAME}-wal", f"{STORE_FILENAME}-shm"):  # SQLite follows links
+            refuse_symlink(self.path.with_name(name))
         # isolation_level=None: we open transactions ourselves, one per write.
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

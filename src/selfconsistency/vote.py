@@ -23,7 +23,8 @@ def majority_vote(answers: Sequence[str | None], rng: np.random.Generator) -> st
 
 
 def weighted_vote(answers: Sequence[str | None], weights: Sequence[float], rng: np.random.Generator) -> str | None:
-    """The answer with the largest summed weight; exact ties broken at random; `None` abstains."""
+    """The answer with the largest summed weight; exact ties broken at random; `None` abstains (the answer
+    builder's log-prob and CISC votes)."""
     totals: dict[str, float] = {}
     for answer, weight in zip(answers, weights, strict=True):
         if answer is not None:

@@ -8,6 +8,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..costs import CHARS_PER_TOKEN
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 
@@ -140,10 +141,12 @@ def generations_from(requests: Sequence[GenerationRequest], outputs: Sequence[Pa
                      prompt_estimate: Callable[[], int] = lambda: 0) -> Iterator[Generation]:
     """One Generation per request from a response's outputs, in order (requests beyond the outputs get
     none). The prompt is billed once: its tokens go to the first path, from `prompt_estimate` when the
-    response gave no count; a path without its own count gets a characters/4 estimate."""
+    response gave no count; a path without its own count gets an estimate from its characters."""
     for position, (request, output) in enumerate(zip(requests, outputs, strict=False)):
         prompt_tokens = (output.input_tokens or prompt_estimate()) if position == 0 else 0
-        completion = output.output_tokens if output.output_tokens is not None else max(1, len(output.text) // 4)
+        completion = output.output_tokens
+        if completion is None:
+            completion = max(1, len(output.text) // CHARS_PER_TOKEN)
         yield Generation(request=request, text=output.text, prompt_tokens=prompt_tokens,
                          completion_tokens=completion, latency_s=seconds_each, finish_reason=output.finish_reason,
                          logprob_sum=output.logprob_sum)

@@ -19,7 +19,7 @@ A provider supplies only what differs (`JobService`): its record format, its sta
 from __future__ import annotations
 
 import hashlib
-import sys
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +29,8 @@ from ..store import SampleStore
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, ParsedOutput
 from .batch_ledger import SpendLedger
 from .batch_plan import PlanError, Quotas, Record, body_digest, legacy_record_id, record_generations, split_jobs
+
+log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 4  # follow-up rounds for records that keep failing
 PENDING = ("planned", "creating")  # our own statuses before the provider knows the job
@@ -243,7 +245,7 @@ class BatchJobRunner:
                 if progress != job.get("_progress"):
                     job["_progress"] = progress
                     counted = f", {state.processed}/{state.total} records" if state.total else ""
-                    sys.stderr.write(f"batch job {job['job_key'][:12]}: {state.status}{counted}\n")
+                    log.info(f"batch job {job['job_key'][:12]}: {state.status}{counted}")
                 if state.status != job["status"]:
                     self.store.update_job(job["job_key"], status=state.status, message=state.message)
                     job.update(status=state.status, message=state.message)
@@ -287,15 +289,15 @@ class BatchJobRunner:
             found = [f"{count} {what}" for count, what in (
                 (len(results.mismatched), "answers for other requests than the ones sent"),
                 (len(malformed) + results.unreadable, "output lines unreadable")) if count]
-            sys.stderr.write(f"batch job {job['job_key'][:12]}: {', '.join(found)}: refused, {action}\n")
+            log.warning(f"batch job {job['job_key'][:12]}: {', '.join(found)}: refused, {action}")
         if job["status"] in self.service.stopped:  # the user's decision: what the job did not process is unwanted
             errors.update({rid: (STOPPED_CODE, "the job was stopped before this record was processed", False)
                            for rid in ours if rid not in results.outputs and rid not in errors})
         if errors:
             self.store.add_record_errors(self.service.name, job["job_key"],
                                          {self._aliases.get(rid, rid): error for rid, error in errors.items()})
-            sys.stderr.write(f"batch job {job['job_key'][:12]}: {len(errors)} records failed, by error code: "
-                             f"{error_summary([(c, m) for c, m, _ in errors.values()])}\n")
+            log.warning(f"batch job {job['job_key'][:12]}: {len(errors)} records failed, by error code: "
+                        f"{error_summary([(c, m) for c, m, _ in errors.values()])}")
         wall = max(time.time() - (job.get("submitted_at") or job["created_at"]), 0.0)
         paths = sum(len(ours[rid].requests) for rid in results.outputs if rid in ours)
         collected = 0

@@ -5,12 +5,14 @@ against --max-cost and --max-tokens-total."""
 from __future__ import annotations
 
 import json
-import sys
+import logging
 
-from ..costs import Price, PriceTable, job_cost
+from ..costs import CHARS_PER_TOKEN, Price, PriceTable, job_cost
 from ..store import SampleStore
 from .base import BackendConfig, BackendError, BudgetExceeded
 from .batch_plan import Record
+
+log = logging.getLogger(__name__)
 
 
 class SpendLedger:
@@ -47,9 +49,9 @@ class SpendLedger:
         """Refuse `records` if, with what the ledger says the run spent, they could pass --max-cost or
         --max-tokens-total; otherwise print their estimate (unless `quiet`). Nothing is sent before this.
 
-        Prompt tokens are estimated at 4 characters each; output at max_tokens for every generation.
+        Prompt tokens are estimated at CHARS_PER_TOKEN characters each; output at max_tokens for every generation.
         """
-        prompt = sum(len(json.dumps(r.body)) // 4 for r in records)
+        prompt = sum(len(json.dumps(r.body)) // CHARS_PER_TOKEN for r in records)
         output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
         tokens, dollars = self.spent()
         what = "jobs" if batch else "on-demand calls"
@@ -61,18 +63,19 @@ class SpendLedger:
         price = self._price(batch)
         if price is None or dollars is None:
             if not quiet:
-                sys.stderr.write(f"no price known for {self.model}: no cost estimate (give a price file)\n")
+                log.warning(f"no price known for {self.model}: no cost estimate (give a price file)")
             return
         estimate = price.cost(prompt, output)
         if not quiet:  # calls are checked one by one: the cap holds to within the largest call's worst case
             largest = "" if batch else f"; one call at most ${max(_worst(r, price) for r in records):,.4f}"
-            sys.stderr.write(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
-                             f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
-                             f"(${dollars:,.2f} spent so far{largest})\n")
+            log.info(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
+                     f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
+                     f"(${dollars:,.2f} spent so far{largest})")
         if self.config.max_cost is not None and dollars + estimate > self.config.max_cost:
             raise BudgetExceeded(f"the estimate ${estimate:,.2f} of the next {what} on top of ${dollars:,.2f} "
                                  f"spent is above --max-cost ${self.config.max_cost:,.2f}; {stop}")
 
 
 def _worst(record: Record, price: Price) -> float:
-    return price.cost(len(json.dumps(record.body)) // 4, len(record.requests) * record.requests[0].params.max_tokens)
+    return price.cost(len(json.dumps(record.body)) // CHARS_PER_TOKEN,
+                      len(record.requests) * record.requests[0].params.max_tokens)

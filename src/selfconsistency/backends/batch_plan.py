@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
+from ..costs import CHARS_PER_TOKEN
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 from .base import Generation, GenerationRequest, ParsedOutput, generations_from
@@ -120,7 +121,8 @@ def split_jobs(records: list[Record], quotas: Quotas = Quotas(), too_small: str 
 
 def record_generations(record: Record, outputs: list[ParsedOutput], seconds_each: float) -> Iterator[Generation]:
     """One Generation per path of a record; a prompt without a count is estimated from the record's body."""
-    return generations_from(record.requests, outputs, seconds_each, lambda: len(json.dumps(record.body)) // 4)
+    return generations_from(record.requests, outputs, seconds_each,
+                            lambda: len(json.dumps(record.body)) // CHARS_PER_TOKEN)
 
 
 def body_digest(body: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ run of the model holds it) is waited out.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -26,6 +26,8 @@ from .batch_jobs import MALFORMED_CODE, BatchBackend, JobResults, JobState, retr
 from .batch_plan import Quotas, Record, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import UnknownModel, adapter_for
+
+log = logging.getLogger(__name__)
 
 BEDROCK_TOO_SMALL = ("use the on-demand backend (--backend bedrock) for a run this small, or ask for more "
                      "questions or paths")
@@ -99,8 +101,8 @@ class BedrockJobs:
                     raise BackendError(explain_aws_error(exc, "creating the batch job")) from None
             except bx.BotoCoreError as exc:
                 raise BackendError(explain_aws_error(exc, "creating the batch job")) from None
-            sys.stderr.write(f"the quota of batch jobs in flight for {self.model} is full (other runs' jobs?): "
-                             f"waiting {wait:g}s before trying again\n")
+            log.warning(f"the quota of batch jobs in flight for {self.model} is full (other runs' jobs?): "
+                        f"waiting {wait:g}s before trying again")
             time.sleep(wait)
             wait = min(wait * 2, 10 * self.config.poll_seconds)
 

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from functools import partial
 
+from ..costs import RESERVED_CHARS_PER_TOKEN
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget, run_concurrently
 from .batch_plan import Record, pack, record_generations
 from .bedrock_aws import aws_retries, explain_aws_error
@@ -48,7 +49,7 @@ class BedrockOnDemandBackend:
         import botocore.exceptions
 
         params = record.requests[0].params
-        booked = len(json.dumps(record.body)) // 3 + len(record.requests) * params.max_tokens
+        booked = len(json.dumps(record.body)) // RESERVED_CHARS_PER_TOKEN + len(record.requests) * params.max_tokens
         self.budget.reserve(booked)
         started = time.perf_counter()
         try:

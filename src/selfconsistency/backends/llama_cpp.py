@@ -24,7 +24,22 @@ from ..sampling import sample_token
 from .base import BackendError, Generation, GenerationRequest
 
 CONTEXT_ROUNDING = 256
-DEFAULT_BATCH_SIZE = 8  # on 2 cores, 8 sequences in flight gave most of the batched speed-up
+_PLAIN_TOKEN_ROUNDS = 4  # a cut text that still forms a special token (one inside another) is cut again
+
+
+def _cut_inside(data: bytes, markers: set[bytes]) -> list[bytes]:
+    """`data` cut after the first character of every occurrence of each marker text."""
+    cuts = set()
+    for marker in markers:
+        if not marker:
+            continue
+        first = len(marker.decode("utf-8", errors="ignore")[:1].encode()) or 1  # whole UTF-8 character
+        start = data.find(marker)
+        while start >= 0:
+            cuts.add(start + first)
+            start = data.find(marker, start + 1)
+    bounds = [0, *sorted(cuts), len(data)]
+    return [data[begin:end] for begin, end in zip(bounds, bounds[1:], strict=False) if end > begin]
 
 
 class PathDecoder:
@@ -161,9 +176,32 @@ class LlamaCppBackend:
     def _tokenize_pieces(self, pieces: list[tuple[str, bool]], add_bos: bool) -> list[int]:
         tokens: list[int] = []
         for text, is_data in pieces:
-            if text:
-                tokens += self.llm.tokenize(text.encode(), add_bos=add_bos and not tokens, special=not is_data)
+            if text and is_data:
+                tokens += self._plain_tokens(text.encode(), add_bos=add_bos and not tokens)
+            elif text:
+                tokens += self.llm.tokenize(text.encode(), add_bos=add_bos and not tokens, special=True)
         return tokens
+
+    def _is_marker_token(self, token: int) -> bool:
+        import llama_cpp
+
+        attributes = llama_cpp.llama_vocab_get_attr(self.llm._model.vocab, token)
+        return bool(attributes & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED))
+
+    def _plain_tokens(self, data: bytes, add_bos: bool) -> list[int]:
+        """Data as ordinary tokens only. `special=False` still matches "user-defined" added tokens whole
+        (Qwen's `<tool_call>`, `<think>`): the text is cut inside each such token's text, after its first
+        character, so that the pieces tokenise as ordinary text."""
+        bos = self.llm.tokenize(b"", add_bos=True, special=False) if add_bos else []
+        segments = [data]
+        for _ in range(_PLAIN_TOKEN_ROUNDS):
+            tokens = [token for segment in segments if segment
+                      for token in self.llm.tokenize(segment, add_bos=False, special=False)]
+            markers = {self.llm.detokenize([token], special=True) for token in tokens if self._is_marker_token(token)}
+            if not markers:
+                return bos + tokens
+            segments = [part for segment in segments for part in _cut_inside(segment, markers)]
+        raise BackendError("data text keeps tokenising into the model's special tokens; neutralise it first")
 
     def tokens(self, prompt: Prompt) -> tuple[list[int], list[int]]:
         """(shared exemplar tokens, question tokens) of a prompt. Question and exemplar text is always
@@ -171,8 +209,8 @@ class LlamaCppBackend:
         if prompt.format is PromptFormat.chat:
             shared, rest = self._render_chat(prompt)
             return self._tokenize_pieces(shared, add_bos=True), self._tokenize_pieces(rest, add_bos=False)
-        shared_tokens = self.llm.tokenize(prompt.shared.encode(), add_bos=True, special=False)
-        rest_tokens = self.llm.tokenize(prompt.question.encode(), add_bos=False, special=False)
+        shared_tokens = self._plain_tokens(prompt.shared.encode(), add_bos=True)
+        rest_tokens = self._plain_tokens(prompt.question.encode(), add_bos=False)
         return shared_tokens, rest_tokens
 
     def path_decoder(self, request: GenerationRequest, prompt_tokens: int) -> PathDecoder:

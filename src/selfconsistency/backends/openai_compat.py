@@ -19,6 +19,7 @@ from itertools import groupby
 from typing import Any
 
 from ..audit import redact_urls
+from ..costs import RESERVED_CHARS_PER_TOKEN
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 from .base import (
@@ -93,9 +94,9 @@ class OpenAIBackend:
         first = chunk[0]
         body = request_body(self.model, first.prompt, first.params, len(chunk), self.config.api,
                             server_fields=self.config.base_url is not None)
-        # Worst case before sending: ~3 characters per prompt token, every choice at max_tokens.
+        # Worst case before sending: the prompt counted densely, every choice at max_tokens.
         prompt_chars = sum(len(m["content"]) for m in body["messages"]) if "messages" in body else len(body["prompt"])
-        booked = prompt_chars // 3 + len(chunk) * first.params.max_tokens
+        booked = prompt_chars // RESERVED_CHARS_PER_TOKEN + len(chunk) * first.params.max_tokens
         self.budget.reserve(booked)
         self._limiter.wait()
         started = time.perf_counter()

@@ -29,7 +29,9 @@ def get_task(name_or_path: str, **options: Any) -> Task:
     if path.suffix in (".yaml", ".yml", ".toml"):
         if not path.is_file():
             raise DataError(f"task config file {name_or_path} not found")
-        return Task(*load_spec(path), **options)
+        task = Task(*load_spec(path), **options)
+        task.config_file = path
+        return task
     raise DataError(f"unknown task {name_or_path!r}: give a task config file (.yaml/.toml) or one of "
                     f"{', '.join(builtin)}")
 

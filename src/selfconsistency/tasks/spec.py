@@ -13,6 +13,7 @@ import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..extract import compile_user_pattern
 from .base import DataError
 
 
@@ -81,7 +82,7 @@ class AnswerSpec(_Strict):
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                if regex.compile(value).groups < 1:
+                if compile_user_pattern(value).groups < 1:
                     raise ValueError(f"pattern {value!r} needs a capture group")
             except regex.error as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
@@ -107,15 +108,49 @@ class TaskSpec(_Strict):
         return self
 
 
+# A task config is a page of settings and a few exemplars; anything far larger is a mistake or an attack.
+MAX_CONFIG_BYTES = 1_000_000
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without anchors or aliases: nine levels of nine aliases make a billion-item "lol" bomb from
+    a few lines, and a task config never needs them."""
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _AliasRefused(event.start_mark.line + 1, event.anchor)
+        return super().compose_node(parent, index)
+
+
+class _AliasRefused(Exception):
+    def __init__(self, line: int, anchor: str):
+        super().__init__(line, anchor)
+        self.line = line
+        self.anchor = anchor
+
+
+def _read_config(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise DataError(f"{path}: task config larger than {MAX_CONFIG_BYTES:,} bytes; put data and "
+                            "exemplars in their own files")
+        return data.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read task config: {exc}") from None
+
+
 def load_spec(path: Path) -> tuple[TaskSpec, Path]:
     """A TaskSpec from a YAML or TOML file, and the folder its relative paths start from."""
     path = Path(path)
+    text = _read_config(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot read task config: {exc}") from None
-    try:
-        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+        raw = tomllib.loads(text) if path.suffix == ".toml" else yaml.load(text, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader
+    except _AliasRefused as exc:
+        raise DataError(f"{path}:{exc.line}: YAML anchors and aliases (&{exc.anchor} / *{exc.anchor}) are not "
+                        "allowed in task configs; write the values out") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: malformed task config: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):

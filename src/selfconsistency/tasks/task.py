@@ -13,7 +13,7 @@ from typing import Any
 
 import jinja2
 import regex
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from ..extract import (
     MAX_DIGITS,
@@ -30,33 +30,11 @@ from ..extract import (
 from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize
 from .base import DataError, Exemplar, Question
 from .records import Located, read_records
+from .sandbox import TemplateSandbox, TemplateTimeout, render
 from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
 
 Extractor = Callable[[str, Question], "str | None"]
-# Longer repeated text or larger numbers in a template only serve to exhaust memory or time.
-_MAX_TEMPLATE_LENGTH = 10**6
-_MAX_TEMPLATE_BITS = 10**5
-
-
-class _TemplateSandbox(ImmutableSandboxedEnvironment):
-    """Task configs are shared like data: their templates may read values, never run code or mutate.
-    `**` and `*` are bounded so that `{{ 9**(9**9) }}` or `{{ 'x' * 10**12 }}` cannot hang the loader."""
-
-    intercepted_binops = frozenset({"**", "*"})
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 \
-                and abs(left).bit_length() * right > _MAX_TEMPLATE_BITS:
-            raise SecurityError(f"power {left}**{right} is too large")
-        if operator == "*":
-            sized = [side for side in (left, right) if isinstance(side, str | list | tuple)]
-            count = [side for side in (left, right) if isinstance(side, int)]
-            if sized and count and len(sized[0]) * count[0] > _MAX_TEMPLATE_LENGTH:
-                raise SecurityError("repeated text is too long")
-        return super().call_binop(context, operator, left, right)
-
-
-_ENV = _TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+_ENV = TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 _DEFAULT_TEXT_PATTERN = compile_user_pattern(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$",
                                              regex.IGNORECASE | regex.MULTILINE)
 
@@ -76,22 +54,31 @@ def _as_record(index: int, record: Any) -> dict[str, Any]:
 
 class _CleanRecord(Mapping):
     """A record as a template reads it: every string is neutralised when read (`{{ record.hint }}` is
-    data like the question), nested objects and lists too. Read-only, and the raw values stay hidden."""
+    data like the question), nested objects and lists too, and so are keys (`record.items()` shows them).
+    Read-only, and the raw values stay hidden."""
 
-    __slots__ = ("_values", "_clean")
+    __slots__ = ("_values", "_clean", "_raw_keys")
 
     def __init__(self, values: dict[str, Any], clean: Callable[[str], str]):
         self._values = values
         self._clean = clean
+        self._raw_keys: dict[str, str] | None = None  # neutralised key -> the record's key
+
+    def _keys(self) -> dict[str, str]:
+        if self._raw_keys is None:
+            self._raw_keys = {self._clean(str(key)): key for key in self._values}
+        return self._raw_keys
 
     def __getitem__(self, key: str) -> Any:
-        return _clean_value(self._values[key], self._clean)
+        # The template's own names (`record.hint`) are looked up as written; iteration yields clean keys.
+        raw_key = key if key in self._values else self._keys()[key]
+        return _clean_value(self._values[raw_key], self._clean)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
+        return iter(self._keys())
 
     def __len__(self) -> int:
-        return len(self._values)
+        return len(self._keys())
 
     def __repr__(self) -> str:
         return repr(dict(self.items()))
@@ -124,6 +111,7 @@ class Task:
         self.max_chars = max_chars
         self.strict_input = strict_input
         self._neutralised: dict[str, tuple[str, ...]] = {}
+        self.config_file: Path | None = None  # set by get_task: named in template errors
         gold_pattern = spec.answer.gold_pattern
         self._gold_pattern = compile_user_pattern(gold_pattern, regex.DOTALL) if gold_pattern else None
         try:
@@ -226,13 +214,17 @@ class Task:
 
     def _render(self, question: str, choices: tuple[tuple[str, str], ...], record: Mapping[str, Any]) -> str:
         try:
-            return self._template.render(question=question, choices=choices, record=record).strip()
+            return render(self._template, question=question, choices=choices, record=record).strip()
         except UnsafeInput:
             raise
+        except TemplateTimeout as exc:
+            raise ValueError(f"prompt template of {self.config_file or self.name} refused: {exc}") from None
         except SecurityError as exc:
-            raise ValueError(f"prompt template refused by the sandbox: {exc}") from None
+            raise ValueError(f"prompt template of {self.config_file or self.name} refused by the sandbox: "
+                             f"{exc}") from None
         except Exception as exc:  # noqa: BLE001 - a template can raise anything ({{ 1/0 }}); the user fixes it
-            raise ValueError(f"prompt template failed: {type(exc).__name__}: {exc}") from None
+            raise ValueError(f"prompt template of {self.config_file or self.name} failed: "
+                             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
     def parse(self, where: str, record: dict[str, Any], position: int, split: str) -> tuple[Question, str | None]:
         """A question (and its explanation, if any) from one record; DataError names the record."""
@@ -304,7 +296,7 @@ class Task:
             raise DataError(f"{source or self.name}: {shots} exemplars from the data leave nothing to "
                             f"evaluate ({len(parsed)} records); lower --shots-from-data")
         if shots:
-            exemplars = self._exemplars_from(parsed[:shots])
+            exemplars = self._exemplars_from(parsed[:shots], wheres[:shots])
             used = wheres[:shots]
             parsed, wheres = parsed[shots:], wheres[shots:]
         else:
@@ -337,16 +329,23 @@ class Task:
 
     # -- exemplars -------------------------------------------------------------------------------
 
-    def _exemplars_from(self, items: list[tuple[Question, str | None]]) -> tuple[Exemplar, ...]:
-        """Data records as exemplars: explanation + answer statement. Without explanations: none."""
+    def _exemplars_from(self, items: list[tuple[Question, str | None]], wheres: list[str]) -> tuple[Exemplar, ...]:
+        """Data records as exemplars: explanation + answer statement. Without explanations: none.
+        The gold is data too (a text gold is only normalised): it is neutralised like the question."""
         if any(explanation is None for _, explanation in items):
             return ()
         unlabelled = [q.id for q, _ in items if q.gold is None]
         if unlabelled:  # an exemplar's rationale ends with its gold answer
             raise DataError(f"{self.name}: exemplar record {unlabelled[0]} from the data has no gold answer; "
                             "put labelled records first or lower --shots-from-data")
-        return tuple(Exemplar(q.text, f"{explanation} {self.answer_statement(self._display(q.gold))}")
-                     for q, explanation in items)
+        exemplars = []
+        for (question, explanation), where in zip(items, wheres, strict=True):
+            try:
+                answer = self._clean(where, self._display(question.gold))
+            except UnsafeInput as exc:
+                raise DataError(f"{where}: refused by --strict-input: {exc}") from None
+            exemplars.append(Exemplar(question.text, f"{explanation} {self.answer_statement(answer)}"))
+        return tuple(exemplars)
 
     def _display(self, gold: str) -> str:
         if self.spec.answer.type == "letter":

@@ -9,7 +9,7 @@ output file and failed ones to the error file, in the documented line formats. C
 come from a deterministic generator (reasoning text ending "The answer is N", with log-probabilities and
 usage). Faults can be injected: failed request lines, expired, failed or cancelled batches, throttling.
 
-    python -m selfconsistency.openai_batch_emulator --port 8124
+    python -m selfconsistency.testing.openai_batch_emulator --port 8124
     OPENAI_BASE_URL=http://127.0.0.1:8124/v1 OPENAI_API_KEY=any selfconsistency run gsm8k --backend openai-batch ...
 """
 
@@ -28,6 +28,7 @@ from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ..costs import CHARS_PER_TOKEN
 from .bedrock_emulator import generated_text, output_seed
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
@@ -50,6 +51,7 @@ def completion(body: dict[str, Any], endpoint: str, seed: str) -> dict[str, Any]
     """A (chat) completion response for a request body: `n` deterministic choices with log-probabilities."""
     n = int(body.get("n") or 1)
     prompt = json.dumps(body.get("messages") or body.get("prompt") or "")
+    prompt_tokens = max(1, len(prompt) // CHARS_PER_TOKEN)
     choices, used = [], 0
     for index in range(n):
         text = generated_text(seed, index).strip()
@@ -66,8 +68,8 @@ def completion(body: dict[str, Any], endpoint: str, seed: str) -> dict[str, Any]
                             "logprobs": {"tokens": tokens, "token_logprobs": logprobs}})
     return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "created": int(time.time()), "model": body.get("model"),
             "object": "chat.completion" if endpoint == "/v1/chat/completions" else "text_completion",
-            "choices": choices, "usage": {"prompt_tokens": max(1, len(prompt) // 4), "completion_tokens": used,
-                                          "total_tokens": max(1, len(prompt) // 4) + used}}
+            "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": used,
+                                          "total_tokens": prompt_tokens + used}}
 
 
 def _error(message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:

@@ -14,7 +14,7 @@ like the real service, refuses an InvokeModel body that is not the model family'
 Model ids may be cross-region inference profiles (`us.`...), their ARNs, or application inference profile
 ARNs registered in `Emulator.profiles`.
 
-    python -m selfconsistency.bedrock_emulator --port 8123 --s3-endpoint-url http://127.0.0.1:5000
+    python -m selfconsistency.testing.bedrock_emulator --port 8123 --s3-endpoint-url http://127.0.0.1:5000
     AWS_ENDPOINT_URL_BEDROCK=http://127.0.0.1:8123 aws bedrock list-model-invocation-jobs
 """
 
@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .backends.bedrock_bodies import UnknownModel, adapter_for
+from ..backends.bedrock_bodies import UnknownModel, adapter_for
+from ..costs import CHARS_PER_TOKEN  # the emulated tokenizer counts as the estimates do
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 _FLOW = ("Submitted", "Validating", "Scheduled", "InProgress")
@@ -296,13 +297,14 @@ def model_output(family: str, model_input: dict[str, Any], record_id: str) -> tu
     """(response body in the family's format, input tokens, output tokens) for one record."""
     n = int(model_input.get("num_generations") or model_input.get("numResults") or 1)
     texts = [generated_text(record_id, i) for i in range(n)]
-    used_in = max(1, len(json.dumps(model_input)) // 4)
-    used_out = sum(max(1, len(t) // 4) for t in texts)
+    used_in = max(1, len(json.dumps(model_input)) // CHARS_PER_TOKEN)
+    used_out = sum(max(1, len(t) // CHARS_PER_TOKEN) for t in texts)
     if family == "cohere-command":
         body: dict[str, Any] = {"generations": [{"text": t, "finish_reason": "COMPLETE"} for t in texts]}
     elif family == "ai21-j2":
         body = {"prompt": {"tokens": [{}] * used_in}, "completions": [
-            {"data": {"text": t, "tokens": [{}] * max(1, len(t) // 4)}, "finishReason": {"reason": "endoftext"}}
+            {"data": {"text": t, "tokens": [{}] * max(1, len(t) // CHARS_PER_TOKEN)},
+             "finishReason": {"reason": "endoftext"}}
             for t in texts]}
     elif family == "anthropic-claude":
         body = {"content": [{"type": "text", "text": texts[0].strip()}], "stop_reason": "end_turn",

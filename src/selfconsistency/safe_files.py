@@ -1,0 +1,57 @@
+"""Writing files inside a run directory without following symlinks.
+
+A run directory may be shared or unpacked from someone else's archive: a `results.md` that is a symlink to
+`~/.bashrc` must not make `report` overwrite it. Every file the tool writes there is opened with
+O_NOFOLLOW, so a symlink in its place is an error, never a redirect.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from .runlock import RunDirError
+
+
+class UnsafeRunFile(RunDirError, ValueError):
+    """A file the tool would write in a run directory is a symlink."""
+
+
+def refuse_symlink(path: Path) -> None:
+    if Path(path).is_symlink():
+        raise UnsafeRunFile(f"{path} is a symlink; the tool does not write through links in a run directory "
+                            "(remove it)")
+
+
+def open_no_follow(path: Path, mode: str = "w", **options: Any) -> IO[Any]:
+    """`open(path, mode)` for "w", "a", "a+" (text or binary) that refuses a symlink at `path`."""
+    flags = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+             "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode.replace("b", "")]
+    try:
+        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeRunFile(f"{path} is a symlink; the tool does not write through links in a run "
+                                "directory (remove it)") from None
+        raise
+    return os.fdopen(descriptor, mode, **options)
+
+
+def write_text(path: Path, text: str) -> None:
+    with open_no_follow(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with open_no_follow(path, "wb") as handle:
+        handle.write(data)
+
+
+def save_figure(figure: Any, path: Path, dpi: int = 120) -> None:
+    """A matplotlib figure as PNG at `path`: drawn in memory first, since savefig follows links."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    write_bytes(path, buffer.getvalue())
