@@ -8,18 +8,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from answer_fakes import FAKE_BACKEND, register
-from test_report_html import browser  # noqa: F401 - the fixture, shared
 
+import test_report_html
+from answer_fakes import FAKE_BACKEND, register
 from selfconsistency import RunConfig, SelfConsistency, answers_from_store, build_answer, run_experiment
+from selfconsistency.export import export_paths
 from selfconsistency.per_question import question_records
 from selfconsistency.prompts import PromptFormat
-from selfconsistency.export import export_paths
 from selfconsistency.report import markdown_table, write_report
 from selfconsistency.results import build_results
 from selfconsistency.store import _MIGRATIONS, SampleStore, StoredPath, StoredQuestion, StoredSelection
 from selfconsistency.tasks import DataError, get_task
 from selfconsistency.usc import parse_choice, usc_prompt
+
+browser = test_report_html.browser  # the Chromium fixture, shared
 
 
 @pytest.fixture
@@ -357,6 +359,7 @@ def test_answer_data_free_task_picks_with_usc(tmp_path, bots):
 
 def test_report_page_marks_nothing_for_unlabelled_questions(tmp_path, bots, browser):
     from selenium.webdriver.support.ui import Select
+
     from test_report_html import open_page, shown_ids
 
     data = write_jsonl(tmp_path / "mixed.jsonl", [

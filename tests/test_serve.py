@@ -15,9 +15,9 @@ from contextlib import contextmanager
 import openai
 import pytest
 import uvicorn
+
 from answer_fakes import FAKE_BACKEND, register
 from conftest import GSM8K_TEST, SMALL_MODEL
-
 from selfconsistency import SelfConsistency
 from selfconsistency.backends import register_backend
 from selfconsistency.backends.base import BackendError

@@ -38,7 +38,6 @@ from .runlock import RunDirError
 from .store import StoreMismatch
 from .tasks import DataError
 
-
 DISCONNECT_POLL_SECONDS = 0.25  # how often a request being answered checks that its client is still there
 
 
