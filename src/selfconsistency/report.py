@@ -112,9 +112,7 @@ def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, co
 
 def build_results(store: SampleStore) -> dict[str, Any]:
     """Everything the report shows, computed from the store's paths and settings."""
-    config = store.get_meta("config")
-    if config is None:
-        raise ValueError(f"{store.path} holds no run")
+    config = store.settings().stored_settings()
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
     by_setting = _rows_by_setting(store)
@@ -355,7 +353,7 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
 
 def write_report(run_dir: Path) -> dict[str, Any]:
     """Rebuild results.json, results.md, the plot and report.html from the run directory's store."""
-    with SampleStore(run_dir, create=False) as store:
+    with SampleStore.open_readonly(run_dir) as store:
         results = build_results(store)
     (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2) + "\n")
     (run_dir / TABLE_FILE).write_text(markdown_table(results))
@@ -368,7 +366,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
 
 def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
     """Every stored path with its question's gold, for other tools."""
-    with SampleStore(run_dir, create=False) as store:
+    with SampleStore.open_readonly(run_dir) as store:
         golds = {q.id: q.gold for q in store.questions()}
         for p in store.paths():
             yield {"question_id": p.question_id, "temperature": p.temperature, "path_index": p.path_index,
@@ -381,10 +379,8 @@ def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
 
 def stored_answers(run_dir: Path, temperature: float) -> tuple[list[list[str | None]], list[str], int]:
     """The selected, complete questions' answers at one sampling temperature; their golds; N."""
-    with SampleStore(run_dir, create=False) as store:
-        config = store.get_meta("config")
-        if config is None:
-            raise ValueError(f"{store.path} holds no run")
+    with SampleStore.open_readonly(run_dir) as store:
+        config = store.settings().stored_settings()
         by_setting = _rows_by_setting(store)
         complete = _complete_selection(store, config, by_setting)
         golds = {q.id: q.gold for q in store.questions()}
