@@ -5,7 +5,9 @@ backend's option appears here because its module declares it."""
 from __future__ import annotations
 
 import inspect
+import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import annotated_types
@@ -14,7 +16,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .backends import backend_specs
-from .options import Cli, cli_fields
+from .options import BACKEND_PANEL, PANELS, Cli, cli_fields
 from .settings import GROUPS, RunSettings
 
 
@@ -43,6 +45,15 @@ def _limits(field: FieldInfo) -> dict[str, Any]:
     return limits
 
 
+_METAVARS = {int: "N", float: "X", str: "TEXT", Path: "PATH"}  # short: the help stays readable at 80 columns
+
+
+def _plain(annotation: Any) -> Any:
+    """`int | None` -> int."""
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return args[0] if len(args) == 1 and isinstance(annotation, types.UnionType) else annotation
+
+
 def _parameter(name: str, field: FieldInfo, mark: Cli, backend_help: str) -> inspect.Parameter:
     help_text = mark.help + (backend_help if name == "backend" else "")
     if mark.default_shown:
@@ -55,10 +66,11 @@ def _parameter(name: str, field: FieldInfo, mark: Cli, backend_help: str) -> ins
     flags = mark.flags
     if cli_type is bool and default is False and not flags:
         flags = (f"--{name.replace('_', '-')}",)  # an off switch: no --no-X beside it (keeps the help narrow)
+    metavar = mark.metavar or _METAVARS.get(mark.cli_type or _plain(field.annotation))
     if mark.argument:
-        info = typer.Argument(help=help_text, rich_help_panel=mark.panel, metavar=name.upper())
+        info = typer.Argument(help=help_text, metavar=name.upper())
     else:
-        info = typer.Option(*flags, help=help_text, rich_help_panel=mark.panel, metavar=mark.metavar,
+        info = typer.Option(*flags, help=help_text, rich_help_panel=mark.panel, metavar=metavar,
                             **_limits(field))
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[cli_type, info])
@@ -72,8 +84,10 @@ def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
     declared = declared_options()
     specs = backend_specs()
     backend_help = " " + "; ".join(f"{name}: {spec.summary}" for name, spec in specs.items() if spec.summary) + "."
-    parameters = [_parameter(name, field, mark, backend_help) for name, (field, mark) in declared.items()]
-    parameters.sort(key=lambda p: p.kind != inspect.Parameter.KEYWORD_ONLY)  # stable: keeps declared order
+    order = {panel: rank for rank, panel in enumerate(PANELS)}
+    backends_rank = order[BACKEND_PANEL] + 0.5  # each backend's own panel follows the backend's choice
+    ranked = sorted(declared.items(), key=lambda item: order.get(item[1][1].panel, backends_rank))  # stable
+    parameters = [_parameter(name, field, mark, backend_help) for name, (field, mark) in ranked]
 
     def command(**values: Any) -> None:
         settings_values = {}

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.fields import FieldInfo
 
 # Help panels of `run --help`, by concern.
-EXPERIMENT, SAMPLING, STOPPING, BUDGET, BACKEND_PANEL, OUTPUT = (
-    "Experiment", "Sampling", "Adaptive stopping", "Budget (paid backends)", "Backend", "Output")
+EXPERIMENT, INPUT, SAMPLING, STOPPING, BUDGET, BACKEND_PANEL, OUTPUT = (
+    "Experiment", "Untrusted input", "Sampling", "Adaptive stopping", "Budget (paid backends)", "Backend", "Output")
+PANELS = (EXPERIMENT, INPUT, SAMPLING, STOPPING, BACKEND_PANEL, BUDGET, OUTPUT)  # their order in the help
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInf
 from .backends import backend_spec, backend_specs
 from .backends.base import BackendConfig, BackendError, BudgetSettings
 from .models import DEFAULT_MODEL, PACKAGED_MODELS
-from .options import BACKEND_PANEL, EXPERIMENT, OUTPUT, SAMPLING, STOPPING, BackendOptions, Cli, Identity, identity_of
+from .options import BACKEND_PANEL, EXPERIMENT, INPUT, OUTPUT, SAMPLING, STOPPING, BackendOptions, Cli, Identity, identity_of
 from .prompts import PromptFormat
 from .stopping import StoppingRule, parse_rule
 from .tasks import Task, TaskData, builtin_task_files, get_task
@@ -74,9 +74,9 @@ class ExperimentSettings(_Group):
                                               EXPERIMENT)] = True
     strict_input: Annotated[bool, Cli(
         "Refuse questions whose text forges prompt structure (Q:/A: lines, 'The answer is', chat tokens, "
-        "control characters, over-long text) instead of neutralising them.", EXPERIMENT)] = False
+        "control characters, over-long text) instead of neutralising them.", INPUT)] = False
     max_question_chars: Annotated[int, Field(ge=100), Identity(), Cli(
-        "Longest question text accepted; longer text is cut (refused with --strict-input).", EXPERIMENT)] = 8000
+        "Longest question text accepted; longer text is cut (refused with --strict-input).", INPUT)] = 8000
     subset_runs: Annotated[int, Field(ge=1), Cli("Random subsets per k for mean ± std.", OUTPUT)] = 100
     log_prompts: Annotated[bool, Cli("Write prompt and completion text into the audit log (audit.jsonl) too.",
                                      OUTPUT)] = False
@@ -130,6 +130,12 @@ class StoppingSettings(_Group):
         return value
 
 
+class UnknownBackendOptions(BackendOptions):
+    """The options a stored run recorded for a backend this process has not registered (a plugin)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
 GROUPS: dict[str, type[BaseModel]] = {"experiment": ExperimentSettings, "sampling": SamplingSettings,
                                       "stopping": StoppingSettings, "budget": BudgetSettings}
 
@@ -169,7 +175,9 @@ class RunSettings(BaseModel):
         except BackendError as exc:
             if not stored:
                 raise ValueError(str(exc)) from None
-            options = BackendOptions  # a plugin this process does not know: its settings are still readable
+            options = UnknownBackendOptions  # a plugin this process does not know: its run is still readable
+            out["options"].update(flat)
+            flat = {}
         out["options"].update({key: flat.pop(key) for key in list(flat) if key in options.model_fields})
         out["options"] = options(**out["options"])
         # Another backend's options (an older store recorded every backend's) do not apply to this one.
