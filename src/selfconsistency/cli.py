@@ -75,8 +75,8 @@ def _count(n: int, noun: str) -> str:
 
 
 def _problem(error: dict) -> str:
-    """One validation problem as a user reads it: the setting (if one) and the reason."""
-    where = ".".join(map(str, error["loc"]))
+    """One validation problem as a user reads it: the setting (if one, by its own name) and the reason."""
+    where = next((str(part) for part in reversed(error["loc"]) if isinstance(part, str)), "")
     message = error["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 
@@ -88,7 +88,8 @@ def _option(name: str, annotation: object, default: object) -> inspect.Parameter
 _RUN_SWITCHES = [  # the command's own switches; every setting's option comes from its declaration
     _option("run_dir", Annotated[Path | None, typer.Option(
         help="Where the sample store and outputs go (by default a directory under runs/ named after the "
-             "task, the model and the settings hash). Running the same command again resumes there.", rich_help_panel=OUTPUT)], None),
+             "task, the model and the settings hash). Running the same command again resumes there.",
+        rich_help_panel=OUTPUT)], None),
     _option("verbose", Annotated[bool, typer.Option(help="Print a line per generated path.",
                                                     rich_help_panel=OUTPUT)], False),
     _option("quiet", Annotated[bool, typer.Option(help="No progress bar or table.", rich_help_panel=OUTPUT)], False),
@@ -262,10 +263,10 @@ def _run_jobs(run_dir: Path):
             config = _checked(store.settings())
             jobs = [j for j in store.jobs() if j.get("job_id")]
             return jobs, create_job_service(config.backend, config.backend_config(job_state=store))
-    except (FileNotFoundError, ValueError, BackendError) as exc:
-        raise _fail(str(exc)) from None
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
+    except (FileNotFoundError, ValueError, BackendError) as exc:
+        raise _fail(str(exc)) from None
 
 
 def _checked(settings: RunSettings) -> RunSettings:
@@ -365,7 +366,7 @@ def jobs_collect(
     try:
         with SampleStore.open_readonly(run_dir) as store:
             config = _checked(store.settings())
-        if backend_spec(config.backend).job_service is None:  # collecting would quietly run it instead  # collecting would quietly run it instead
+        if backend_spec(config.backend).job_service is None:  # collecting would quietly run it instead
             raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
                         "'selfconsistency run' command again to resume it")
         if resubmit:
@@ -373,10 +374,10 @@ def jobs_collect(
                 store.clear_record_errors(STOPPED_CODE)
         run_experiment(config, run_dir)
         results = write_report(run_dir)
-    except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
-        raise _fail(str(exc)) from None
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
+    except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
+        raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
 
 

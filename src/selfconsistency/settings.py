@@ -22,7 +22,18 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInf
 from .backends import backend_spec, backend_specs
 from .backends.base import BackendConfig, BackendError, BudgetSettings
 from .models import DEFAULT_MODEL, PACKAGED_MODELS
-from .options import BACKEND_PANEL, EXPERIMENT, INPUT, OUTPUT, SAMPLING, STOPPING, BackendOptions, Cli, Identity, identity_of
+from .options import (
+    BACKEND_PANEL,
+    EXPERIMENT,
+    INPUT,
+    OUTPUT,
+    SAMPLING,
+    STOPPING,
+    BackendOptions,
+    Cli,
+    Identity,
+    identity_of,
+)
 from .prompts import PromptFormat
 from .stopping import StoppingRule, parse_rule
 from .tasks import Task, TaskData, builtin_task_files, get_task

@@ -110,7 +110,8 @@ class BedrockJobs:
                        outputDataConfig={"s3OutputDataConfig": {"s3Uri": job["output_uri"]}},
                        timeoutDurationInHours=self.options.timeout_hours,
                        **({"modelInvocationType": "Converse"} if self.options.converse else {}),
-                       **({"tags": [{"key": k, "value": v} for k, v in self.options.tags]} if self.options.tags else {}))
+                       **({"tags": [{"key": k, "value": v} for k, v in self.options.tags]}
+                          if self.options.tags else {}))
         return self._create(request)
 
     def _create(self, request: dict[str, Any]) -> str:
