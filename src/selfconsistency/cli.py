@@ -87,8 +87,8 @@ def _option(name: str, annotation: object, default: object) -> inspect.Parameter
 
 _RUN_SWITCHES = [  # the command's own switches; every setting's option comes from its declaration
     _option("run_dir", Annotated[Path | None, typer.Option(
-        help="Where the sample store and outputs go (by default a directory under runs/ named after the "
-             "task, the model and the settings hash). Running the same command again resumes there.",
+        help="Where the sample store and outputs go. \\[default: runs/<task>-<model>-<settings hash>] "
+             "Running the same command again resumes there.",
         rich_help_panel=OUTPUT)], None),
     _option("verbose", Annotated[bool, typer.Option(help="Print a line per generated path.",
                                                     rich_help_panel=OUTPUT)], False),
