@@ -93,7 +93,7 @@ def main() -> None:
 
     config = RunConfig(data=str(REPO / "data/gsm8k/test.jsonl"), limit=args.questions, paths=args.paths,
                        temperatures=(0.7,), greedy=False, model=args.model, max_tokens=args.max_tokens)
-    task = get_task(config.task)
+    task = get_task(config.experiment.task)
     data = config.load(task)
     requests = plan_requests(config, task, data)
     print(f"{args.model}: {len(data.questions)} questions x {args.paths} paths = {len(requests)} paths, "

@@ -29,11 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from selfconsistency.experiment import RunConfig
 from selfconsistency.models import resolve_model_path
 from selfconsistency.prompts import build_prompt
 from selfconsistency.store import SampleStore
-from selfconsistency.tasks import get_task
 
 TOP_TOKENS = 20  # DeepConf's token confidence averages the log-probs of the top-k candidates
 ANSWER_STATEMENT = re.compile(r"[Tt]he answer is[^\n]*?\d[^\n]*?(\.|$)")
@@ -105,11 +103,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    with SampleStore(args.run_dir, create=False) as store:
-        config = RunConfig(**store.get_meta("config"))
+    with SampleStore.open_readonly(args.run_dir) as store:
+        config = store.settings()
         questions = {q.id: q for q in store.questions()}
         sampled = [p for p in store.paths() if p.temperature > 0]
-    if config.backend != "local" or config.prompt_format.value != "completion":
+    if config.backend != "local" or config.experiment.prompt_format.value != "completion":
         raise SystemExit("teacher forcing needs the embedded model the run used, with completion prompts")
     by_question: dict[str, list] = defaultdict(list)
     for path in sorted(sampled, key=lambda p: (p.question_id, p.temperature, p.path_index)):
@@ -129,7 +127,7 @@ def main() -> None:
         if match and match.end() < len(p.text.rstrip()):
             after_answer += len(llm.tokenize(p.text[match.end():].encode(), add_bos=False, special=False))
     print(f"{args.run_dir}: {len(by_question)} questions, {len(sampled)} sampled paths, {total:,} completion "
-          f"tokens (T={sorted({p.temperature for p in sampled})}, <= {config.max_tokens} tokens)\n")
+          f"tokens (T={sorted({p.temperature for p in sampled})}, <= {config.sampling.max_tokens} tokens)\n")
     print("| where the tokens went | paths | tokens | share of tokens |\n|---|---:|---:|---:|")
     rows = [("paths that ended on their own", len(sampled) - len(cut), total - sum(p.completion_tokens for p in cut)),
             ("paths cut by the token limit", len(cut), sum(p.completion_tokens for p in cut)),
@@ -139,9 +137,10 @@ def main() -> None:
         print(f"| {name} | {count} | {tokens:,} | {tokens / total:.1%} |")
 
     # 2. DeepConf replay.
-    task = get_task(config.task)
+    task = config.get_task()
     data = config.load(task)
-    prompts = {q.id: build_prompt(q.text, data.exemplars, config.prompt_format, config.zero_shot or not data.exemplars,
+    zero_shot = config.experiment.zero_shot or not data.exemplars
+    prompts = {q.id: build_prompt(q.text, data.exemplars, config.experiment.prompt_format, zero_shot,
                                   task.zero_shot_instruction()) for q in data.questions}
     confidences: dict[str, list[np.ndarray]] = {}
     mismatched, logprob_gaps = 0, []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from selfconsistency.answers import answers_from_store
 from selfconsistency.api import answer_data
-from selfconsistency.experiment import RunConfig
+from selfconsistency.settings import RunSettings
 from selfconsistency.usc import select_with_usc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--run-dir", type=Path, default=REPO / "runs" / "bench-usc")
     args = parser.parse_args()
-    config = RunConfig(task="gsm8k", data=str(REPO / "data/gsm8k/test.jsonl"), limit=args.questions,
+    config = RunSettings(task="gsm8k", data=str(REPO / "data/gsm8k/test.jsonl"), limit=args.questions,
                        model=args.model, paths=args.paths, temperatures=(args.temperature,), greedy=False,
                        max_tokens=args.max_tokens, batch_size=args.batch_size)
     started = time.perf_counter()

@@ -77,7 +77,7 @@ def test_killed_cli_reattaches_instead_of_resubmitting(aws, tmp_path):
     def submitted():
         db = sqlite3.connect(run_dir / "samples.sqlite")
         try:
-            return db.execute("SELECT count(*) FROM jobs WHERE arn IS NOT NULL").fetchone()[0]
+            return db.execute("SELECT count(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()[0]
         except sqlite3.OperationalError:
             return 0
         finally:
@@ -116,7 +116,7 @@ def submitted_jobs(run_dir):
         return 0
     db = sqlite3.connect(run_dir / "samples.sqlite")
     try:
-        return db.execute("SELECT count(*) FROM jobs WHERE arn IS NOT NULL").fetchone()[0]
+        return db.execute("SELECT count(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
     finally:
@@ -177,18 +177,18 @@ def test_two_run_directories_with_the_same_settings_never_share_a_job(aws, tmp_p
 
 def test_jobs_queue_under_the_in_flight_quota(aws, tmp_path):
     from selfconsistency.backends.base import BackendConfig, flatten
-    from selfconsistency.backends.bedrock_batch import BedrockBatchBackend
+    from selfconsistency.backends.bedrock_batch import BedrockBatchBackend, BedrockBatchOptions
     from selfconsistency.experiment import plan_requests
 
     aws.step_seconds = 0.05
     config = batch_config("anthropic.claude-3-haiku-20240307-v1:0", "bucket-quota", limit=8)
     task = config.get_task()
     requests = plan_requests(config, task, config.load(task))  # 8 x 13 = 104 records
-    (tmp_path / "run").mkdir()
-    backend = BedrockBatchBackend(BackendConfig(
-        model=config.model, bucket="bucket-quota", role_arn=ROLE, create_bucket=True, poll_seconds=0.02,
-        run_dir=str(tmp_path / "run"), min_records_per_job=10, max_records_per_job=20, max_jobs_in_flight=2))
-    generations = list(flatten(backend.generate(requests)))
+    with SampleStore(tmp_path / "run") as store:
+        backend = BedrockBatchBackend(BackendConfig(model=config.model, job_state=store, options=BedrockBatchOptions(
+            bucket="bucket-quota", role_arn=ROLE, create_bucket=True, poll_seconds=0.02, min_records_per_job=10,
+            max_records_per_job=20, max_jobs_in_flight=2)))
+        generations = list(flatten(backend.generate(requests)))
     assert len(generations) == 104 and len(aws.jobs) == 6  # 104 records in jobs of at most 20
     assert aws.most_in_flight == 2
 
@@ -254,14 +254,14 @@ def test_answers_echoing_another_request_are_refused(aws, tmp_path):
     import dataclasses
 
     from selfconsistency.backends.base import BackendConfig
-    from selfconsistency.backends.bedrock_batch import BedrockJobs
+    from selfconsistency.backends.bedrock_batch import BedrockBatchOptions, BedrockJobs
 
     config = batch_config(CLAUDE, "bucket-echo")
     run_experiment(config, tmp_path / "run")
     with SampleStore(tmp_path / "run", create=False) as store:
         (job,) = store.jobs()
     task = config.get_task()
-    service = BedrockJobs(BackendConfig(model=CLAUDE, bucket="bucket-echo", role_arn=ROLE))
+    service = BedrockJobs(BackendConfig(model=CLAUDE, options=BedrockBatchOptions(bucket="bucket-echo", role_arn=ROLE)))
     records = service.pack(plan_requests(config, task, config.load(task)))
     same = service.results(job, {r.record_id: r for r in records})
     assert len(same.outputs) == 260 and not same.mismatched
@@ -316,18 +316,18 @@ def test_records_refused_for_bad_input_are_stored_with_their_error_and_never_res
 def test_a_token_cap_counts_the_job_a_crashed_run_left_in_flight(aws, tmp_path):
     from selfconsistency.backends.base import BackendConfig, BudgetExceeded
     from selfconsistency.backends.batch_jobs import BatchJobRunner
-    from selfconsistency.backends.bedrock_batch import BedrockJobs
+    from selfconsistency.backends.bedrock_batch import BedrockBatchOptions, BedrockJobs
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     first = batch_config(CLAUDE, "bucket-cap", greedy=False, temperatures=(0.5,), max_tokens=8)
     task = first.get_task()
-    backend_config = BackendConfig(model=CLAUDE, bucket="bucket-cap", role_arn=ROLE, create_bucket=True,
-                                   poll_seconds=0.02, run_dir=str(run_dir))
-    crashed = BatchJobRunner(BedrockJobs(backend_config), backend_config)
-    records = crashed.service.pack(plan_requests(first, task, first.load(task)))
-    crashed._submit(crashed._plan_job(records), {r.record_id: r for r in records})  # then the process died
-    crashed.close()
+    with SampleStore(run_dir) as store:
+        backend_config = BackendConfig(model=CLAUDE, job_state=store, options=BedrockBatchOptions(
+            bucket="bucket-cap", role_arn=ROLE, create_bucket=True, poll_seconds=0.02))
+        crashed = BatchJobRunner(BedrockJobs(backend_config), backend_config, store)
+        records = crashed.service.pack(plan_requests(first, task, first.load(task)))
+        crashed._submit(crashed._plan_job(records), {r.record_id: r for r in records})  # then the process died
     estimate = sum(len(json.dumps(r.body)) // 4 + 8 for r in records)
     cap = int(1.5 * estimate)  # room for one temperature's records, not two
     more = first.model_copy(update={"temperatures": (0.5, 0.7), "max_tokens_total": cap})
@@ -401,19 +401,19 @@ def test_a_job_made_under_older_record_ids_is_collected_not_bought_again(aws, tm
     from selfconsistency.backends.base import BackendConfig
     from selfconsistency.backends.batch_jobs import BatchJobRunner
     from selfconsistency.backends.batch_plan import legacy_record_id
-    from selfconsistency.backends.bedrock_batch import BedrockJobs
+    from selfconsistency.backends.bedrock_batch import BedrockBatchOptions, BedrockJobs
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     config = batch_config(CLAUDE, "bucket-legacy")
     task = config.get_task()
-    backend_config = BackendConfig(model=CLAUDE, bucket="bucket-legacy", role_arn=ROLE, create_bucket=True,
-                                   poll_seconds=0.02, run_dir=str(run_dir))
-    older = BatchJobRunner(BedrockJobs(backend_config), backend_config)
-    records = [dataclasses.replace(r, record_id=legacy_record_id(r.requests),
-                                   line=bedrock_line(legacy_record_id(r.requests), r.body))
-               for r in older.service.pack(plan_requests(config, task, config.load(task)))]
-    older._submit(older._plan_job(records), {r.record_id: r for r in records})
-    older.close()
+    with SampleStore(run_dir) as store:
+        backend_config = BackendConfig(model=CLAUDE, job_state=store, options=BedrockBatchOptions(
+            bucket="bucket-legacy", role_arn=ROLE, create_bucket=True, poll_seconds=0.02))
+        older = BatchJobRunner(BedrockJobs(backend_config), backend_config, store)
+        records = [dataclasses.replace(r, record_id=legacy_record_id(r.requests),
+                                       line=bedrock_line(legacy_record_id(r.requests), r.body))
+                   for r in older.service.pack(plan_requests(config, task, config.load(task)))]
+        older._submit(older._plan_job(records), {r.record_id: r for r in records})
     run_experiment(config, run_dir)
     assert len(aws.jobs) == 1 and not aws.runtime_calls and len(stored_rows(run_dir)) == 260

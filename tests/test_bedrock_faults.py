@@ -67,7 +67,7 @@ def one_line_error(proc, *needles):
 def submitted_jobs(run_dir):
     db = sqlite3.connect(run_dir / "samples.sqlite")
     try:
-        return db.execute("SELECT count(*) FROM jobs WHERE arn IS NOT NULL").fetchone()[0]
+        return db.execute("SELECT count(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()[0]
     except sqlite3.OperationalError:
         return 0
     finally:

@@ -493,12 +493,13 @@ def test_bad_backend_or_model_is_refused_before_the_run_directory_exists(tmp_pat
 def test_settings_of_a_run_that_generated_nothing_can_be_corrected(tmp_path, scripted_backend):
     from conftest import GSM8K_TEST
     from selfconsistency.backends import BackendError, register_backend
+    from selfconsistency.backends.openai_compat import OpenAIOptions
     from selfconsistency.experiment import RunConfig, run_experiment
 
     def unreachable(config):
-        raise BackendError(f"cannot reach {config.base_url}")
+        raise BackendError(f"cannot reach {config.options.base_url}")
 
-    register_backend("unreachable", unreachable)
+    register_backend("unreachable", unreachable, OpenAIOptions)
     run_dir = tmp_path / "run"
     with pytest.raises(BackendError):
         run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="unreachable", model="m",

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import GSM8K_TEST, SMALL_MODEL, OpenAIStub, cli, kill_when_stored, load_results, stored_rows
 from selfconsistency.backends.base import BackendConfig
-from selfconsistency.backends.openai_compat import OpenAIBackend
+from selfconsistency.backends.openai_compat import OpenAIBackend, OpenAIOptions
 from selfconsistency.experiment import RunConfig, plan_requests
 from selfconsistency.models import resolve_model_path
 
@@ -87,7 +87,7 @@ def _requests(paths=3):
 def test_retries_429_then_groups_paths_into_n(stub_server, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     OpenAIStub.failures_left = 2
-    backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server, max_retries=3))
+    backend = OpenAIBackend(BackendConfig(model="stub", options=OpenAIOptions(base_url=stub_server, max_retries=3)))
     generations = list(backend.generate(_requests(paths=3)))
     assert sorted((g.request.temperature, g.request.path_index) for g in generations) == \
         [(0.0, 0), (0.7, 0), (0.7, 1), (0.7, 2)]
@@ -102,7 +102,7 @@ def test_retries_429_then_groups_paths_into_n(stub_server, monkeypatch):
 
 def test_server_ignoring_n_gets_separate_requests(stub_server):
     OpenAIStub.max_choices = 1
-    backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server))
+    backend = OpenAIBackend(BackendConfig(model="stub", options=OpenAIOptions(base_url=stub_server)))
     generations = list(backend.generate(_requests(paths=3)))
     assert len(generations) == 4 and len({(g.request.temperature, g.request.path_index) for g in generations}) == 4
     assert sorted(c["body"]["n"] for c in OpenAIStub.calls) == [1, 1, 1, 3]  # greedy; 1 of 3 answered, 2 asked again
@@ -112,7 +112,7 @@ def test_exhausted_retries_fail_clearly(stub_server):
     from selfconsistency.backends.base import BackendError
 
     OpenAIStub.failures_left = 10
-    backend = OpenAIBackend(BackendConfig(model="stub", base_url=stub_server, max_retries=1))
+    backend = OpenAIBackend(BackendConfig(model="stub", options=OpenAIOptions(base_url=stub_server, max_retries=1)))
     with pytest.raises(BackendError, match="RateLimitError"):
         list(backend.generate(_requests(paths=1)))
 

@@ -14,7 +14,7 @@ import pytest
 from conftest import GSM8K_TEST, OPENAI_KEY, cli, stored_rows
 from selfconsistency.backends.base import BackendConfig, BackendError, flatten
 from selfconsistency.backends.batch_jobs import MAX_ROUNDS, BatchJobRunner
-from selfconsistency.backends.openai_batch import OpenAIBatchJobs
+from selfconsistency.backends.openai_batch import OpenAIBatchJobs, OpenAIBatchOptions
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
@@ -80,19 +80,20 @@ def test_a_create_retried_after_a_crash_finds_the_batch_it_made(batch_api, tmp_p
     config = batch_config(url, limit=2, paths=3)
     task = config.get_task()
     requests = plan_requests(config, task, config.load(task))
-    backend_config = BackendConfig(model="gpt-4o-mini", base_url=url, poll_seconds=0.02, run_dir=str(tmp_path))
-    crashed = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config)
-    records = crashed.service.pack(requests)
-    job = crashed._plan_job(records)
-    crashed.store.update_job(job["job_key"], status="creating")
-    crashed.service.submit(job, [r.line for r in records], retried=False)  # made, but its id never stored
-    crashed.close()
+    with SampleStore(tmp_path) as store:
+        backend_config = BackendConfig(model="gpt-4o-mini", job_state=store,
+                                       options=OpenAIBatchOptions(base_url=url, poll_seconds=0.02))
+        crashed = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config, store)
+        records = crashed.service.pack(requests)
+        job = crashed._plan_job(records)
+        store.update_job(job["job_key"], status="creating")
+        crashed.service.submit(job, [r.line for r in records], retried=False)  # made, but its id never stored
     assert len(emulator.batches) == 1
-    restarted = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config)
-    generations = list(flatten(restarted.generate(requests)))
+    with SampleStore(tmp_path) as store:
+        restarted = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config, store)
+        generations = list(flatten(restarted.generate(requests)))
     assert len(generations) == len(requests) == 2 * 7
     assert len(emulator.batches) == 1  # reattached through the batch's metadata, nothing paid twice
-    restarted.close()
 
 
 def cli_args(url, run_dir, limit):
@@ -110,7 +111,7 @@ def kill_once_submitted(args, run_dir):
         if (run_dir / "samples.sqlite").exists():
             db = sqlite3.connect(run_dir / "samples.sqlite")
             try:
-                if db.execute("SELECT count(*) FROM jobs WHERE arn IS NOT NULL").fetchone()[0]:
+                if db.execute("SELECT count(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()[0]:
                     break
             except sqlite3.OperationalError:
                 pass  # tables not made yet
@@ -198,7 +199,8 @@ def test_a_batch_holds_at_most_50000_requests(monkeypatch):
     from selfconsistency.sampling import SamplingParams
 
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
-    service = OpenAIBatchJobs(BackendConfig(model="gpt-4o-mini", base_url="http://127.0.0.1:9/v1"))
+    service = OpenAIBatchJobs(BackendConfig(model="gpt-4o-mini",
+                                            options=OpenAIBatchOptions(base_url="http://127.0.0.1:9/v1")))
     prompt = build_prompt("How many?", (), PromptFormat.chat)
     requests = [GenerationRequest(f"q{i}", 0.0, 0, prompt, SamplingParams(temperature=0.0)) for i in range(50_001)]
     jobs = split_jobs(service.pack(requests), service.quotas)
@@ -217,14 +219,13 @@ def test_another_data_file_never_reattaches_to_another_runs_batch(batch_api, tmp
     second = batch_config(url, data=str(other))
     task = second.get_task()
     requests = plan_requests(second, task, second.load(task))
-    run_id = second.identity_hash(task)
-    backend_config = BackendConfig(model="gpt-4o-mini", base_url=url, poll_seconds=0.02,
-                                   run_dir=str(tmp_path / "second"), run_id=run_id)
-    runner = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config)
-    records = runner.service.pack(requests)
-    runner.store.update_job(runner._plan_job(records)["job_key"], status="creating")
-    generations = list(flatten(runner.generate(requests)))
-    runner.close()
+    with SampleStore(tmp_path / "second") as store:
+        backend_config = BackendConfig(model="gpt-4o-mini", job_state=store, settings_hash=second.settings_hash(task),
+                                       options=OpenAIBatchOptions(base_url=url, poll_seconds=0.02))
+        runner = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config, store)
+        records = runner.service.pack(requests)
+        store.update_job(runner._plan_job(records)["job_key"], status="creating")
+        generations = list(flatten(runner.generate(requests)))
     assert len(emulator.batches) == 2 and len(generations) == len(requests)
     expected = {(q.question_id, q.temperature, q.path_index):
                 generated_text(output_seed(r.record_id, r.body), i).strip()

@@ -3,20 +3,22 @@
 The pipeline, one module each: tasks -> prompts -> backends -> store -> vote -> analysis -> results -> report.
 """
 
-from .analysis import CurvePoint, accuracy_curve, exact_majority_accuracy
-from .answers import Answer, answers_from_store, build_answer
-from .api import SelfConsistency
-from .experiment import RunConfig, plan_requests, run_experiment
-from .export import export_paths
-from .extract import NumberExtractor
-from .report import write_report
-from .results import build_results
-from .sampling import SamplingParams, path_seed
-from .store import SampleStore
-from .vote import majority_vote
+from importlib import import_module
 
-__all__ = [
-    "Answer", "CurvePoint", "NumberExtractor", "RunConfig", "SampleStore", "SamplingParams", "SelfConsistency",
-    "accuracy_curve", "answers_from_store", "build_answer", "build_results", "exact_majority_accuracy",
-    "export_paths", "majority_vote", "path_seed", "plan_requests", "run_experiment", "write_report",
-]
+# Imported on first use, so that importing one module (a backend) does not import the whole package.
+_EXPORTS = {
+    "CurvePoint": ".analysis", "accuracy_curve": ".analysis", "exact_majority_accuracy": ".analysis",
+    "RunConfig": ".experiment", "plan_requests": ".experiment", "run_experiment": ".experiment",
+    "NumberExtractor": ".extract", "build_results": ".results", "export_paths": ".export",
+    "write_report": ".report", "SamplingParams": ".sampling", "path_seed": ".sampling",
+    "RunSettings": ".settings", "SampleStore": ".store", "majority_vote": ".vote",
+    "Answer": ".answers", "answers_from_store": ".answers", "build_answer": ".answers",
+    "SelfConsistency": ".api",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'selfconsistency' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name], __name__), name)

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from .costs import Price, PriceTable
+from .costs import Price
 from .per_question import paths_used
+from .results import _price as results_price
 from .sampling import path_seed
 from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion, StoredSelection
@@ -162,11 +163,7 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
 
 def run_price(config: dict[str, Any]) -> Price | None:
     """The run's model price from its price table (batch price for a batch backend); None if unpriced."""
-    try:
-        return PriceTable.from_file(config.get("prices_file")).price(
-            config["model"], batch=config["backend"].endswith("-batch"))
-    except KeyError:
-        return None
+    return results_price(config, batch=config["backend"].endswith("-batch"))
 
 
 def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement: float | None = None,

@@ -29,25 +29,26 @@ from typing import Any
 from pydantic import ValidationError
 
 from .answers import Answer, answers_from_store, check_method
-from .backends import check_backend_name, create_backend
+from .backends import backend_spec, check_backend_name, create_backend
 from .backends.base import Backend, BackendError, Generation, GenerationRequest
-from .experiment import RunConfig, run_experiment
+from .experiment import run_experiment
 from .models import DEFAULT_MODEL
+from .settings import RunSettings
 from .tasks import DataError, Task, TaskSpec, get_task
 
 Question = str | Mapping[str, Any]  # a question's text, or a record shaped like the task's data
 ANSWER_TYPES = ("number", "letter", "yes_no", "text", "free")
 
 
-def run_config(task_name: str, options: Mapping[str, Any]) -> RunConfig:
-    """The one place API and server options become run settings. `options` holds RunConfig fields, plus
+def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
+    """The one place API and server options become run settings. `options` holds RunSettings fields, plus
     `temperature` (one sampling temperature). No greedy path: answers vote over sampled paths only."""
     fields = dict(options)
     temperature = fields.pop("temperature", 0.7)
     fields.setdefault("temperatures", (temperature,))
     fields.setdefault("greedy", False)
     try:
-        return RunConfig(task=task_name, **fields)
+        return RunSettings(task=task_name, **fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
         raise ValueError(f"invalid self-consistency options: {problems}") from None
@@ -58,7 +59,7 @@ def default_method(task: Task) -> str:
     return "usc" if task.spec.answer.type == "free" else "majority"
 
 
-def answer_data(config: RunConfig, run_dir: Path | None = None, *, method: str | None = None,
+def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str | None = None,
                 min_agreement: float | None = None, on_start: Callable[[int, int], None] | None = None,
                 on_path: Callable[[Generation], None] | None = None) -> tuple[Path, list[Answer]]:
     """What `selfconsistency answer` does: the run pipeline over the configured data (resumable in
@@ -83,9 +84,9 @@ def write_answers(answers: Iterable[Answer], out: Any) -> int:
     return count
 
 
-def task_options(config: RunConfig) -> dict[str, Any]:
-    """The input limits a Task takes from the run settings (as RunConfig.get_task applies them)."""
-    return {"max_chars": config.max_question_chars, "strict_input": config.strict_input}
+def task_options(config: RunSettings) -> dict[str, Any]:
+    """The input limits a Task takes from the run settings (as RunSettings.get_task applies them)."""
+    return {"max_chars": config.experiment.max_question_chars, "strict_input": config.experiment.strict_input}
 
 
 class Cancelled(Exception):
@@ -280,7 +281,7 @@ class SelfConsistency:
         by_id = {a.id: a for a in answers}
         return [by_id[qid] for qid in ids]
 
-    def _run(self, config: RunConfig, task: Task, run_dir: Path, records: dict[str, dict[str, Any]],
+    def _run(self, config: RunSettings, task: Task, run_dir: Path, records: dict[str, dict[str, Any]],
              method: str, on_path: Callable[[Generation], None] | None) -> list[Answer]:
         from .usc import select_with_usc  # usc imports the run pipeline too
 
@@ -332,16 +333,18 @@ class SelfConsistency:
 
     # -- backends --------------------------------------------------------------------------------
 
-    def _backend(self, config: RunConfig) -> Backend | None:
+    def _backend(self, config: RunSettings) -> Backend | None:
         """A started backend shared by calls with the same transport settings. Batch backends keep their
         job state in the run directory, so each call starts its own (None: run_experiment does)."""
-        if config.backend.endswith("-batch"):
+        if backend_spec(config.backend).job_service is not None:
             return None
-        key = config.backend_config(0, None, "api").model_dump_json()
+        key = json.dumps({"backend": config.backend, "model": config.model,
+                          "options": config.options.model_dump(mode="json"),
+                          "budget": config.budget.model_dump(mode="json")}, sort_keys=True)
         with self._shared.lock if self.run_dir is None else _NoLock():
             backend = self._shared.backends.get(key)
             if backend is None:
-                backend = create_backend(config.backend, config.backend_config(0, None, "api"))
+                backend = create_backend(config.backend, config.backend_config())
                 # The embedded model decodes for one thread at a time: concurrent calls share its batches.
                 if config.backend == "local" or getattr(backend, "decodes_in_batches", False):
                     backend = _BatchingDecoder(backend)

@@ -57,9 +57,9 @@ def scrub(value: Any) -> Any:
 
 
 class AuditLog:
-    def __init__(self, run_dir: Path, run_id: str, log_prompts: bool = False):
+    def __init__(self, run_dir: Path, settings_hash: str, log_prompts: bool = False):
         self.path = Path(run_dir) / AUDIT_FILE
-        self.run_id = run_id
+        self.settings_hash = settings_hash
         self.log_prompts = log_prompts
         self._handle = open_no_follow(self.path, "a", encoding="utf-8", buffering=1)  # a line reaches disk whole
 
@@ -67,7 +67,7 @@ class AuditLog:
         if not self.log_prompts:
             fields.pop("prompt", None)
             fields.pop("completion", None)
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run": self.run_id,
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run": self.settings_hash,
                   "event": event, **fields}
         self._handle.write(json.dumps(scrub(record), ensure_ascii=False) + "\n")
 

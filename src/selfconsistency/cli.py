@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -18,16 +19,17 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .audit import redact_urls
-from .backends import BACKEND_NAMES, BackendError
+from .backends import BackendError, backend_spec
 from .backends.base import BudgetExceeded
 from .backends.batch_jobs import JobsStopped, RecordsRefused
-from .experiment import ExtractionFailed, RunConfig, run_experiment
+from .cli_options import settings_command
+from .experiment import ExtractionFailed, run_experiment
 from .export import export_paths
 from .frontier import stored_frontier
-from .models import DEFAULT_MODEL, PACKAGED_MODELS, ModelError
+from .models import PACKAGED_MODELS, ModelError
+from .options import OUTPUT
 from .per_question import question_records
 from .prompt_preview import rendered_prompt
-from .prompts import PromptFormat
 from .report import (
     FRONTIER_FILE,
     FRONTIER_PLOT_FILE,
@@ -41,8 +43,9 @@ from .report import (
 )
 from .report_html import HTML_FILE
 from .results import build_results
-from .runlock import RunDirError
+from .runlock import RunDirError, run_lock
 from .safe_files import UnsafeRunFile
+from .settings import RunSettings
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -58,7 +61,6 @@ app.add_typer(bedrock_app, name="bedrock")
 jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch API): list, monitor, stop, "
                             "collect.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
-BATCH_BACKENDS = ("bedrock-batch", "openai-batch")  # the backends whose runs submit jobs
 # markup=False: file names, ids, patterns and descriptions hold brackets ("[a-z]", "[/x]") that rich would
 # read as its markup; only _fail's own prefix is markup.
 err = Console(stderr=True, markup=False)
@@ -90,155 +92,36 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _temperatures(value: str) -> tuple[float, ...]:
-    try:
-        temperatures = tuple(float(t) for t in value.split(",") if t.strip())
-    except ValueError:
-        raise _fail(f"--temperatures: expected comma-separated numbers, got {value!r}") from None
-    if not temperatures:
-        raise _fail(f"--temperatures: no temperature in {value!r}; give at least one, e.g. 0.7")
-    return temperatures
-
-
 def _problem(error: dict) -> str:
-    """One validation problem as a user reads it: the setting (if one) and the reason."""
-    where = ".".join(map(str, error["loc"]))
+    """One validation problem as a user reads it: the setting (if one, by its own name) and the reason."""
+    where = next((str(part) for part in reversed(error["loc"]) if isinstance(part, str)), "")
     message = error["msg"].removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
 
 
-def _tags(values: list[str]) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for value in values:
-        key, sep, tag_value = value.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {value!r}", param_hint="--tag")
-        pairs.append((key, tag_value))
-    return tuple(pairs)
+def _option(name: str, annotation: object, default: object) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-@app.command()
-def run(
-    task: Annotated[str, typer.Argument(
-        help=f"A built-in task ({', '.join(builtin_task_files())}) or a task config file (.yaml/.toml); "
-             "see 'selfconsistency tasks'.")] = "gsm8k",
-    data: Annotated[Path | None, typer.Option(
-        help="Local JSONL file of the task (GSM8K: 'question' and 'answer' ending in '#### N'). "
-             "Without it the task's dataset is loaded from the Hugging Face hub.")] = None,
-    shots_from_data: Annotated[int | None, typer.Option(
-        min=1, help="Use the data's first K items as the exemplars (their explanations as rationales) and "
-                    "evaluate the rest; items without explanations make it zero-shot CoT.")] = None,
-    split: Annotated[str | None, typer.Option(
-        help="Split name: the hub split to load, and the prefix of question ids. \\[default: test]")] = None,
-    offset: Annotated[int, typer.Option(min=0, help="Skip this many questions first.")] = 0,
-    limit: Annotated[int | None, typer.Option(min=1, help="Use at most this many questions.")] = None,
-    backend: Annotated[str, typer.Option(
-        help=f"Where paths are generated: {', '.join(BACKEND_NAMES)} (local: the embedded llama.cpp model; "
-             "openai: an OpenAI-compatible server, see --base-url; openai-batch: the OpenAI Batch API; "
-             "bedrock: Amazon Bedrock on demand; bedrock-batch: Amazon Bedrock batch inference, see --bucket "
-             "and --role-arn).")] = "local",
-    base_url: Annotated[str | None, typer.Option(
-        help="openai backends: the server's API root, e.g. http://localhost:8000/v1 (vLLM), "
-             "http://localhost:11434/v1 (Ollama). \\[default: the OpenAI API; key from OPENAI_API_KEY]")] = None,
-    api: Annotated[str, typer.Option(help="openai backends: 'chat' (chat completions) or 'completions'.")] = "chat",
-    concurrency: Annotated[int, typer.Option(min=1, max=256, help="openai and bedrock backends: requests in "
-                                                                  "flight.")] = 4,
-    requests_per_second: Annotated[float | None, typer.Option(
-        min=0.001, help="Remote backends: start at most this many requests per second.")] = None,
-    region: Annotated[str | None, typer.Option(help="Bedrock: AWS region. \\[default: boto3's own]")] = None,
-    bucket: Annotated[str | None, typer.Option(help="Bedrock batch: S3 bucket for job input and output.")] = None,
-    s3_prefix: Annotated[str, typer.Option(help="Bedrock batch: key prefix in the bucket.")] = "selfconsistency",
-    role_arn: Annotated[str | None, typer.Option(
-        help="Bedrock batch: the service role jobs run as (see 'selfconsistency bedrock role-policy').")] = None,
-    create_bucket: Annotated[bool, typer.Option(help="Bedrock batch: create the bucket if missing.")] = False,
-    converse: Annotated[bool, typer.Option(help="Bedrock batch: records in the Converse format.")] = False,
-    base_model: Annotated[str | None, typer.Option(
-        help="Bedrock: the foundation model behind an application inference profile ARN given as --model "
-             "(its request format and price); cross-region profile ids and ARNs name it themselves.")] = None,
-    timeout_hours: Annotated[int, typer.Option(
-        min=24, max=168, help="Bedrock batch: hours after which a job times out (timeoutDurationInHours).")] = 24,
-    tag: Annotated[list[str] | None, typer.Option(
-        help="Bedrock batch: KEY=VALUE tag for each job (cost allocation); repeat for several.")] = None,
-    poll_seconds: Annotated[float, typer.Option(min=0.01, help="Batch backends: seconds between status "
-                                                               "polls.")] = 30.0,
-    max_cost: Annotated[float | None, typer.Option(
-        min=0.0001, help="Paid backends: a spending cap in USD, counting what the run already spent. Batch "
-                         "backends refuse jobs whose estimate (batch prices) could pass it; openai enforces it "
-                         "before each request as a token budget at the dearer of the model's two rates. Needs "
-                         "the model in the price table (--prices).")] = None,
-    prices: Annotated[Path | None, typer.Option(
-        help="JSON price table overriding the packaged one: {model: {on_demand: \\[in, out] per 1k tokens, "
-             "batch: \\[in, out]}}.")] = None,
-    max_tokens_total: Annotated[int | None, typer.Option(
-        min=1, help="Paid backends: refuse any request that could take the run (stored paths included) past "
-                    "this many prompt + completion tokens.")] = None,
-    model: Annotated[str, typer.Option(
-        help=f"Packaged model name ({', '.join(PACKAGED_MODELS)}) or a path to a GGUF file.")] = DEFAULT_MODEL,
-    paths: Annotated[int, typer.Option(
-        "--paths", "--max-paths", min=1,
-        help="Sampled paths per question at each temperature (the maximum, with --stop).")] = 5,
-    stop: Annotated[str | None, typer.Option(
-        help="Adaptive stopping: sample in rounds and stop a question once this rule fires: beta:T "
-             "(Adaptive-Consistency), dirichlet:T, esc:W (Early-Stopping SC), entropy:T, fixed:N.")] = None,
-    min_paths: Annotated[int, typer.Option(min=1, help="With --stop: never stop before this many paths.")] = 1,
-    round_size: Annotated[int, typer.Option(
-        min=1, help="With --stop: paths asked per undecided question per round.")] = 4,
-    temperatures: Annotated[str, typer.Option(
-        help="Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.")] = "0.7",
-    greedy: Annotated[bool, typer.Option(help="Also run the greedy (T=0) baseline path.")] = True,
-    prompt_format: Annotated[PromptFormat, typer.Option(
-        help="completion: 'Q: ...\\nA: ...' few-shot text; chat: the exemplars as chat turns."),
-    ] = PromptFormat.completion,
-    zero_shot: Annotated[bool, typer.Option(
-        help="No exemplars; zero-shot chain of thought (\"Let's think step by step.\").")] = False,
-    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Nucleus sampling mass (1 = off).")] = 1.0,
-    top_k: Annotated[int, typer.Option(min=0, help="Sample among the k most likely tokens (0 = off).")] = 40,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Most tokens generated per path.")] = 256,
-    seed: Annotated[int, typer.Option(min=0, help="Run seed: each path's seed derives from it and "
-                                                  "the path's (question, temperature, index).")] = 0,
-    flexible: Annotated[bool, typer.Option(
-        help="When a path has no 'The answer is N', take its last number.")] = True,
-    subset_runs: Annotated[int, typer.Option(min=1, help="Random subsets per k for mean ± std.")] = 100,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for the local model. "
-                                                               "\\[default: all cores]")] = None,
-    log_prompts: Annotated[bool, typer.Option(
-        help="Write prompt and completion text into the audit log (audit.jsonl) too.")] = False,
-    verbose: Annotated[bool, typer.Option(help="Print a line per generated path.")] = False,
-    strict_input: Annotated[bool, typer.Option(
-        help="Refuse questions whose text forges prompt structure (Q:/A: lines, 'The answer is', chat "
-             "tokens, control characters, over-long text) instead of neutralising them.")] = False,
-    max_question_chars: Annotated[int, typer.Option(
-        min=100, help="Longest question text accepted; longer text is cut (refused with --strict-input).")] = 8000,
-    batch_size: Annotated[int, typer.Option(
-        min=1, max=128, help="Paths the local model decodes together (continuous batching). 1 decodes one "
-                             "path at a time: slower, but a resumed run then reproduces an uninterrupted "
-                             "one bit for bit.")] = 8,
-    run_dir: Annotated[Path | None, typer.Option(
+_RUN_SWITCHES = [  # the command's own switches; every setting's option comes from its declaration
+    _option("run_dir", Annotated[Path | None, typer.Option(
         help="Where the sample store and outputs go. \\[default: runs/<task>-<model>-<settings hash>] "
-             "Running the same command again resumes there.")] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar or table.")] = False,
-    show_prompt: Annotated[bool, typer.Option(
+             "Running the same command again resumes there.",
+        rich_help_panel=OUTPUT)], None),
+    _option("verbose", Annotated[bool, typer.Option(help="Print a line per generated path.",
+                                                    rich_help_panel=OUTPUT)], False),
+    _option("quiet", Annotated[bool, typer.Option(help="No progress bar or table.", rich_help_panel=OUTPUT)], False),
+    _option("show_prompt", Annotated[bool, typer.Option(
         "--show-prompt", help="Print the first selected question's prompt exactly as the backend receives it "
                               "(chat template applied; remote backends: the request body) and exit without "
-                              "generating.")] = False,
-) -> None:
+                              "generating.", rich_help_panel=OUTPUT)], False),
+]
+
+
+def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_prompt: bool) -> None:
     """Sample paths (resuming any stored ones), then write results.json, results.md and a plot."""
     try:
-        config = RunConfig(task=task, data=str(data) if data else None, shots_from_data=shots_from_data,
-                           split=split, offset=offset,
-                           limit=limit, backend=backend, model=model, paths=paths,
-                           temperatures=_temperatures(temperatures), greedy=greedy,
-                           prompt_format=prompt_format, zero_shot=zero_shot, top_p=top_p, top_k=top_k,
-                           max_tokens=max_tokens, seed=seed, flexible=flexible, subset_runs=subset_runs,
-                           threads=threads, batch_size=batch_size, stop=stop, min_paths=min_paths,
-                           round_size=round_size, strict_input=strict_input, log_prompts=log_prompts,
-                           max_question_chars=max_question_chars, base_url=base_url, api=api,
-                           concurrency=concurrency, requests_per_second=requests_per_second,
-                           max_tokens_total=max_tokens_total, region=region, bucket=bucket,
-                           s3_prefix=s3_prefix, role_arn=role_arn, create_bucket=create_bucket,
-                           converse=converse, base_model=base_model, timeout_hours=timeout_hours,
-                           tags=_tags(tag or []), poll_seconds=poll_seconds, max_cost=max_cost,
-                           prices_file=str(prices) if prices else None)
+        config = RunSettings(**settings)
     except ValidationError as exc:
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     if show_prompt:
@@ -293,6 +176,9 @@ def run(
                   f"{directory / HTML_FILE}", highlight=False)
 
 
+app.command("run")(settings_command(_run, _RUN_SWITCHES, _fail))
+
+
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")]) -> None:
     """Rebuild results.json, results.md, the plot and report.html from a run's sample store alone."""
@@ -300,7 +186,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
         if _writable_dir(run_dir):
             results = write_report(run_dir)
         else:
-            with SampleStore(run_dir, create=False) as store:
+            with SampleStore.open_readonly(run_dir) as store:
                 results = build_results(store)
             err.print(f"{run_dir} is read-only: the report is shown, not written", highlight=False)
     except (FileNotFoundError, ValueError) as exc:
@@ -379,14 +265,19 @@ def _run_jobs(run_dir: Path):
     from .backends import create_job_service
 
     try:
-        with SampleStore(run_dir, create=False) as store:
-            config = RunConfig(**store.get_meta("config"))
-            jobs = [j for j in store.jobs() if j.get("arn")]
-        return jobs, create_job_service(config.backend, config.backend_config(run_dir=run_dir))
-    except (FileNotFoundError, BackendError) as exc:
-        raise _fail(str(exc)) from None
+        with SampleStore.open_readonly(run_dir) as store:
+            config = _checked(store.settings())
+            jobs = [j for j in store.jobs() if j.get("job_id")]
+            return jobs, create_job_service(config.backend, config.backend_config(job_state=store))
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
+    except (FileNotFoundError, ValueError, BackendError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _checked(settings: RunSettings) -> RunSettings:
+    """Stored settings checked as a new run's are (a price file still readable): for commands that act."""
+    return RunSettings(**settings.flat())
 
 
 @jobs_app.command("list")
@@ -423,8 +314,8 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
             raise _fail(str(exc)) from None
         progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
         out.print(f"{job['job_key'][:12]}  {live.status:18} {progress:>12} records  "
-                  f"(stored: {job['status']})  {job['arn']}", highlight=False)
-    with SampleStore(run_dir, create=False) as store:
+                  f"(stored: {job['status']})  {job['job_id']}", highlight=False)
+    with SampleStore.open_readonly(run_dir) as store:
         errors = store.record_errors()
     for retryable, label in ((False, "not resubmitted"), (True, "retried")):
         chosen = [(e["code"], e["message"]) for e in errors if bool(e["retryable"]) == retryable]
@@ -442,7 +333,7 @@ def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whos
             if service.poll(job).status in service.cancellable:
                 service.cancel(job)
                 stopping += 1
-                out.print(f"stopping {job['arn']}", highlight=False)
+                out.print(f"stopping {job['job_id']}", highlight=False)
     except BackendError as exc:
         raise _fail(str(exc)) from None
     if not stopping:
@@ -459,14 +350,14 @@ def jobs_forget(
     The next run collects whatever output the job left in S3 and resubmits its other records."""
     _, service = _run_jobs(run_dir)
     failed = next(status for status in service.finished if status.lower() == "failed")
-    with SampleStore(run_dir, create=False) as store:
+    with run_lock(run_dir), SampleStore.open_existing(run_dir) as store:
         matches = [j for j in store.jobs() if j["job_key"].startswith(job)]
         if len(matches) != 1:
             raise _fail(f"{len(matches)} jobs of {run_dir} have a key starting with {job!r}: give one "
                         "('selfconsistency jobs status' lists them)")
         store.update_job(matches[0]["job_key"], status=failed, message="forgotten: unknown to the provider",
                          ended_at=time.time())
-    out.print(f"forgot {matches[0]['arn'] or matches[0]['job_key']}: run again to resubmit its records",
+    out.print(f"forgot {matches[0]['job_id'] or matches[0]['job_key']}: run again to resubmit its records",
               highlight=False)
 
 
@@ -484,20 +375,21 @@ def jobs_collect(
     from .backends.batch_jobs import RESENDABLE_CODES
 
     try:
-        with SampleStore(run_dir, create=False) as store:
-            config = RunConfig(**store.get_meta("config"))
-            if config.backend not in BATCH_BACKENDS:  # collecting would quietly run it instead
-                raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
-                            "'selfconsistency run' command again to resume it")
-            if resubmit:
+        with SampleStore.open_readonly(run_dir) as store:
+            config = _checked(store.settings())
+        if backend_spec(config.backend).job_service is None:  # collecting would quietly run it instead
+            raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
+                        "'selfconsistency run' command again to resume it")
+        if resubmit:
+            with run_lock(run_dir), SampleStore.open_existing(run_dir) as store:
                 for code in RESENDABLE_CODES:
                     store.clear_record_errors(code)
         run_experiment(config, run_dir)
         results = write_report(run_dir)
-    except (FileNotFoundError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
-        raise _fail(str(exc)) from None
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
+    except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
+        raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
 
 

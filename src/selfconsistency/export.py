@@ -11,7 +11,7 @@ from .store import SampleStore
 
 def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
     """Every stored path with its question's gold, for other tools."""
-    with SampleStore(run_dir, create=False) as store:
+    with SampleStore.open_readonly(run_dir) as store:
         golds = {q.id: q.gold for q in store.questions()}
         for p in store.paths():
             gold = golds[p.question_id]

@@ -52,7 +52,7 @@ def stored_frontier(run_dir: Path, temperature: float, rules: Sequence[str], min
                     runs: int = 100, seed: int = 0) -> Frontier:
     """The frontier of a run directory's complete questions at one sampling temperature; rules as text
     (beta:0.95, esc:4, ...). ValueError on an unknown temperature or rule, or no complete question."""
-    with SampleStore(run_dir, create=False) as store:
+    with SampleStore.open_readonly(run_dir) as store:
         answers, golds, n = sampled_answers(store, temperature)
     parsed = [parse_rule(text, min_paths=min_paths, max_paths=n) for text in rules]
     if not answers:

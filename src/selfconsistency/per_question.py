@@ -53,10 +53,8 @@ def _path(p: StoredPath) -> dict[str, Any]:
 def question_records(run_dir: Path) -> Iterator[dict[str, Any]]:
     """One record per selected question, in the selection's order; questions still missing paths are
     included with `complete` false (the report's accuracy leaves them out)."""
-    with SampleStore(run_dir, create=False) as store:
-        config = store.get_meta("config")
-        if config is None:
-            raise ValueError(f"{store.path} holds no run")
+    with SampleStore.open_readonly(run_dir) as store:
+        config = store.settings().stored_settings()
         selection = store.get_meta("selection") or []
         questions = {q.id: q for q in store.questions()}
         stops = store.stops(parse_rule(config["stop"], config["min_paths"], config["paths"]).name) \

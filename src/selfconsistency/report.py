@@ -157,7 +157,7 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
 
 def write_report(run_dir: Path) -> dict[str, Any]:
     """Rebuild results.json, results.md, the plot and report.html from the run directory's store."""
-    with SampleStore(run_dir, create=False) as store:
+    with SampleStore.open_readonly(run_dir) as store:
         results = build_results(store)
     write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     write_text(run_dir / TABLE_FILE, markdown_table(results))

@@ -113,9 +113,7 @@ def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, co
 
 def build_results(store: SampleStore) -> dict[str, Any]:
     """Everything the report shows, computed from the store's paths and settings."""
-    config = store.get_meta("config")
-    if config is None:
-        raise ValueError(f"{store.path} holds no run")
+    config = store.settings().stored_settings()
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
     by_setting = _rows_by_setting(store)
@@ -227,9 +225,7 @@ def _weighted_votes(paths: list[list[StoredPath]], golds: list[str], config: dic
 
 def sampled_answers(store: SampleStore, temperature: float) -> tuple[list[list[str | None]], list[str], int]:
     """The selected, complete, labelled questions' answers at one sampling temperature; their golds; N."""
-    config = store.get_meta("config")
-    if config is None:
-        raise ValueError(f"{store.path} holds no run")
+    config = store.settings().stored_settings()
     by_setting = _rows_by_setting(store)
     complete = _complete_selection(store, config, by_setting)
     golds = {q.id: q.gold for q in store.questions()}

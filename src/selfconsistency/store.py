@@ -104,6 +104,10 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     ALTER TABLE jobs ADD COLUMN collected_paths INTEGER;
     """,
+    # The provider's job id (a Bedrock job ARN, an OpenAI batch id) under a name that fits both.
+    """
+    ALTER TABLE jobs RENAME COLUMN arn TO job_id;
+    """,
     # Gold becomes optional (a question without one is answered, not scored): SQLite cannot drop NOT NULL,
     # so the table is rebuilt. Selections: the Universal Self-Consistency pick among a question's paths.
     """
@@ -186,13 +190,19 @@ class StoredSelection:
 
 
 class SampleStore:
-    def __init__(self, run_dir: Path, create: bool = True):
+    """A run's store. The run opens it for writing (`SampleStore(run_dir)`, in `experiment.run_experiment`);
+    reports, exports and job commands read it through `open_readonly`; the job commands that change a
+    job's state (`jobs forget`, `jobs collect --resubmit`) through `open_existing`."""
+
+    def __init__(self, run_dir: Path, create: bool = True, read_only: bool = False):
         self.path = Path(run_dir) / STORE_FILENAME
         if not create and not self.path.exists():
             raise FileNotFoundError(f"no sample store at {self.path}")
         self._snapshot: tempfile.TemporaryDirectory | None = None
-        self.read_only = not create and not _writable(self.path)
+        self.read_only = read_only or (not create and not _writable(self.path))
         if self.read_only:
+            if _writable(self.path):
+                self._upgrade()
             self._db = self._connect_read_only()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +213,30 @@ class SampleStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
         self._migrate()
+
+    @classmethod
+    def open_readonly(cls, run_dir: Path) -> SampleStore:
+        """An existing store, for reading only (reports, exports, job status)."""
+        return cls(run_dir, create=False, read_only=True)
+
+    @classmethod
+    def open_existing(cls, run_dir: Path) -> SampleStore:
+        """An existing store, for the job commands that change a job's state outside a run."""
+        return cls(run_dir, create=False)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+    def _upgrade(self) -> None:
+        """A store of an older schema, opened for reading where it can be written: upgraded first."""
+        db = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            if db.execute("PRAGMA user_version").fetchone()[0] < len(_MIGRATIONS):
+                self._db = db
+                self._migrate()
+        finally:
+            db.close()
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """A store the user may not write (archived, shared, read-only mount): read as it is.
@@ -284,6 +318,14 @@ class SampleStore:
         """Random, fixed for this store's life: what tells two run directories with the same settings apart
         (their batch jobs must never be one and the same)."""
         return self.get_meta("run_nonce") or ""
+    def settings(self):
+        """The run's settings as it recorded them (`settings.RunSettings`)."""
+        from .settings import RunSettings
+
+        stored = self.get_meta("config")
+        if stored is None:
+            raise ValueError(f"{self.path} holds no run")
+        return RunSettings.from_stored(stored)
 
     def _holds_nothing_generated(self) -> bool:
         return not any(self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() for table in ("paths", "jobs"))
@@ -400,7 +442,7 @@ class SampleStore:
                          (job_key, backend, model, input_uri, output_uri, json.dumps(records), now, now))
 
     def update_job(self, job_key: str, **fields: Any) -> None:
-        allowed = {"status", "arn", "manifest", "message", "submitted_at", "ended_at", "collected_paths"}
+        allowed = {"status", "job_id", "manifest", "message", "submitted_at", "ended_at", "collected_paths"}
         if not set(fields) <= allowed:
             raise ValueError(f"unknown job fields {set(fields) - allowed}")
         if "manifest" in fields and fields["manifest"] is not None:

@@ -14,12 +14,11 @@ from pathlib import Path
 
 from .backends import create_backend
 from .backends.base import Backend, GenerationRequest, flatten
-from .experiment import RunConfig
 from .per_question import paths_used
 from .prompts import Prompt, PromptFormat
 from .runlock import run_lock
 from .sampling import SamplingParams, path_seed
-from .stopping import parse_rule
+from .settings import RunSettings
 from .store import SampleStore, StoredPath, StoredSelection
 
 # The paper's prompt (its Figure 2), responses numbered from 1.
@@ -65,17 +64,18 @@ def _candidates(used: Sequence[StoredPath]) -> list[StoredPath]:
     return [p for p in used if p.answer is not None]
 
 
-def select_with_usc(config: RunConfig, run_dir: Path, backend: Backend | None = None,
+def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None = None,
                     temperature: float | None = None) -> int:
     """Store a USC pick for every selected question of the run that lacks one over the paths it used;
     returns how many requests were made (through `backend`, left open, or one started for them).
 
     No request is made when the candidates cannot disagree: one candidate, or every candidate with the
     same answer (the first is the pick), or none (no pick; the answer is None)."""
-    temperature = config.temperatures[0] if temperature is None else temperature
+    sampling, fmt = config.sampling, config.experiment.prompt_format
+    temperature = sampling.temperatures[0] if temperature is None else temperature
     with run_lock(run_dir), SampleStore(run_dir) as store:
         stored_config = store.get_meta("config")
-        rule = parse_rule(config.stop, config.min_paths, config.paths) if config.stop else None
+        rule = config.stopping_rule()
         stops = store.stops(rule.name) if rule else {}
         done = store.selections()
         question_texts = {q.id: q.question for q in store.questions()}  # as the sampling prompts showed them
@@ -94,24 +94,26 @@ def select_with_usc(config: RunConfig, run_dir: Path, backend: Backend | None = 
                 store.record_selection(StoredSelection(qid, temperature, used, shown[0].path_index if shown else None,
                                                        True, "", 0, 0))
                 continue
-            prompt = usc_prompt(question_texts[qid], [p.text for p in shown], config.prompt_format)
-            stop = ("\n",) if config.prompt_format is PromptFormat.completion else ("\n\n",)
-            params = SamplingParams(temperature=0.0, top_p=config.top_p, top_k=config.top_k,
-                                    max_tokens=USC_MAX_TOKENS[config.prompt_format], stop=stop,
-                                    seed=path_seed(config.seed, qid, temperature, _USC_SEED_INDEX))
+            prompt = usc_prompt(question_texts[qid], [p.text for p in shown], fmt)
+            stop = ("\n",) if fmt is PromptFormat.completion else ("\n\n",)
+            params = SamplingParams(temperature=0.0, top_p=sampling.top_p, top_k=sampling.top_k,
+                                    max_tokens=USC_MAX_TOKENS[fmt], stop=stop,
+                                    seed=path_seed(sampling.seed, qid, temperature, _USC_SEED_INDEX))
             pending.append((GenerationRequest(qid, 0.0, _USC_SEED_INDEX, prompt, params), shown, used))
         if not pending:
             return 0
         own = backend is None
         if own:  # a batch backend's on-demand twin: one short request per question needs no job
-            name = ON_DEMAND_TWIN.get(config.backend, config.backend)
-            backend = create_backend(name, config.backend_config(store.tokens_used(), run_dir))
+            twin = config
+            if config.backend in ON_DEMAND_TWIN:  # the batch-only options (bucket, role) do not apply to it
+                twin = RunSettings.from_stored({**config.flat(), "backend": ON_DEMAND_TWIN[config.backend]})
+            backend = create_backend(twin.backend, twin.backend_config(store.tokens_used(), job_state=store))
         try:
             by_key = {request.question_id: (shown, used) for request, shown, used in pending}
             for generation in flatten(backend.generate([request for request, _, _ in pending])):
                 qid = generation.request.question_id
                 shown, used = by_key[qid]
-                picked = parse_choice(generation.text, len(shown), config.prompt_format)
+                picked = parse_choice(generation.text, len(shown), fmt)
                 store.record_selection(StoredSelection(
                     qid, temperature, used, None if picked is None else shown[picked].path_index, picked is not None,
                     generation.text, generation.prompt_tokens, generation.completion_tokens))

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, runtime_checkable
+from pathlib import Path
+from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
 
 from ..costs import CHARS_PER_TOKEN
+from ..options import BUDGET, BackendOptions, Cli
 from ..prompts import Prompt
 from ..sampling import SamplingParams
+
+REMOTE = "Remote backends"
+OptionsT = TypeVar("OptionsT", bound=BackendOptions)
 
 
 class BackendError(Exception):
@@ -19,6 +24,33 @@ class BackendError(Exception):
 
 class BudgetExceeded(BackendError):
     """The next request would take the run past its token budget; nothing more was sent."""
+
+
+class BudgetSettings(BaseModel):
+    """What a run may spend on a paid backend; enforced by the backends, counting what was already spent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens_total: Annotated[int | None, Field(ge=1), Cli(
+        "Paid backends: refuse any request that could take the run (stored paths included) past this many "
+        "prompt + completion tokens.", BUDGET)] = None
+    max_cost: Annotated[float | None, Field(gt=0), Cli(
+        "Paid backends: a spending cap in USD, counting what the run already spent. Batch backends refuse "
+        "jobs whose estimate (batch prices) could pass it; openai enforces it before each request as a token "
+        "budget at the dearer of the model's two rates. Needs the model in the price table (--prices).",
+        BUDGET)] = None
+    prices_file: Annotated[str | None, Cli(
+        "JSON price table overriding the packaged one: {model: {on_demand: \\[in, out] per 1k tokens, "
+        "batch: \\[in, out]}}.", BUDGET, flags=("--prices",), cli_type=Path, parse=str)] = None
+
+    @field_validator("prices_file")
+    @classmethod
+    def _prices_readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not (info.context or {}).get("stored"):
+            from ..costs import PriceTable
+
+            PriceTable.from_file(Path(value))  # a missing or malformed table fails here, not mid-run
+        return value
 
 
 class TokenBudget:
@@ -55,19 +87,21 @@ class TokenBudget:
     def for_config(cls, config: BackendConfig) -> TokenBudget:
         """--max-tokens-total, and --max-cost turned into tokens at the dearer of the model's two rates
         (conservative: no token can cost more), counting what the run already spent."""
-        limit = config.max_tokens_total
+        budget = config.budget
+        limit = budget.max_tokens_total
         cap = f"--max-tokens-total {limit:,}" if limit is not None else ""
-        if config.max_cost is not None:
+        if budget.max_cost is not None:
             from ..costs import PriceTable
 
             try:
-                price = PriceTable.from_file(config.prices_file).price(config.model, base_model=config.base_model)
+                price = PriceTable.from_file(budget.prices_file).price(
+                    config.model, base_model=getattr(config.options, "base_model", None))
             except KeyError as exc:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
-            cost_tokens = int(config.max_cost / (max(price.input_per_1k, price.output_per_1k) / 1000))
+            cost_tokens = int(budget.max_cost / (max(price.input_per_1k, price.output_per_1k) / 1000))
             if limit is None or cost_tokens < limit:
                 limit = cost_tokens
-                cap = f"--max-cost ${config.max_cost:,.2f} ({cost_tokens:,} tokens at the model's dearer rate)"
+                cap = f"--max-cost ${budget.max_cost:,.2f} ({cost_tokens:,} tokens at the model's dearer rate)"
         return cls(limit, config.tokens_spent, cap)
 
 
@@ -152,41 +186,39 @@ def generations_from(requests: Sequence[GenerationRequest], outputs: Sequence[Pa
                          logprob_sum=output.logprob_sum)
 
 
-class BackendConfig(BaseModel):
-    """Where and how paths are generated: transport settings, kept apart from sampling settings."""
+class ConcurrencyOptions(BackendOptions):
+    """Backends that send requests from several threads."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    concurrency: Annotated[int, Field(ge=1, le=256), Cli("Remote backends: requests in flight.", REMOTE)] = 4
+
+
+class BackendConfig(BaseModel):
+    """What a backend is started with: the model, its own options, the run's budget and, for batch
+    backends, the run's job state."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     model: str
-    threads: int | None = Field(default=None, ge=1)  # local: CPU threads
-    batch_size: int = Field(default=8, ge=1, le=128)  # local: sequences decoded together
-    base_url: str | None = None  # openai: the server's /v1 URL (default: the OpenAI API)
-    api: Literal["chat", "completions"] = "chat"  # openai: which endpoint
-    concurrency: int = Field(default=4, ge=1, le=256)  # remote: requests in flight
-    requests_per_second: float | None = Field(default=None, gt=0)  # remote: start rate limit
-    timeout_s: float = Field(default=600.0, gt=0)
-    max_retries: int = Field(default=5, ge=0)  # remote: on 429/5xx, honouring Retry-After
-    paths_per_request: int = Field(default=8, ge=1, le=128)  # remote: `n` choices per request
-    max_tokens_total: int | None = Field(default=None, ge=1)  # paid backends: prompt + completion budget
+    options: SerializeAsAny[BackendOptions] = BackendOptions()  # the backend's own options model
+    budget: BudgetSettings = BudgetSettings()
     tokens_spent: int = Field(default=0, ge=0)  # what the run's stored paths already used
-    # Bedrock: where, as whom, and where job state lives
-    region: str | None = None
-    bucket: str | None = None
-    s3_prefix: str = "selfconsistency"
-    role_arn: str | None = None
-    create_bucket: bool = False
-    converse: bool = False  # batch records in the Converse format instead of the model's own body
-    base_model: str | None = None  # the model behind an application inference profile ARN (body format, price)
-    timeout_hours: int = Field(default=24, ge=24, le=168)  # a batch job's timeoutDurationInHours
-    tags: tuple[tuple[str, str], ...] = ()  # tags of each batch job
-    poll_seconds: float = Field(default=30.0, gt=0)
-    run_dir: str | None = None
-    run_id: str = "run"
-    min_records_per_job: int = Field(default=100, ge=1)
-    max_records_per_job: int = Field(default=50_000, ge=1)
-    max_jobs_in_flight: int = Field(default=20, ge=1)
-    max_cost: float | None = Field(default=None, gt=0)  # USD; checked before anything is submitted
-    prices_file: str | None = None  # a price table overriding the packaged one
+    settings_hash: str = "run"  # names the run's batch jobs
+    job_state: Any = None  # batch backends: the run's `batch_jobs.JobStore` (the run's sample store)
+
+    def options_as(self, kind: type[OptionsT]) -> OptionsT:
+        """The options as the backend's own model (its defaults when none were given)."""
+        return self.options if isinstance(self.options, kind) else kind(**self.options.model_dump())
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend module declares about itself (its `BACKEND`): how to start it, its options model,
+    and for batch backends the provider's job service (job commands outside a run use it)."""
+
+    factory: Callable[[BackendConfig], Backend]
+    options: type[BackendOptions] = BackendOptions
+    job_service: Callable[[BackendConfig], Any] | None = None
+    summary: str = ""  # for --backend's help
 
 
 @runtime_checkable

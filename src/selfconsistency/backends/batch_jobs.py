@@ -23,9 +23,12 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Annotated, Any, Protocol
 
-from ..store import SampleStore
+from pydantic import Field
+
+from ..options import BackendOptions, Cli
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, ParsedOutput
 from .batch_ledger import SpendLedger
 from .batch_plan import PlanError, Quotas, Record, body_digest, legacy_record_id, record_generations, split_jobs
@@ -35,6 +38,36 @@ log = logging.getLogger(__name__)
 MAX_ROUNDS = 4  # follow-up rounds for records that keep failing
 PENDING = ("planned", "creating")  # our own statuses before the provider knows the job
 SUBMITTED = "submitted"  # created, not yet polled
+
+
+class BatchOptions(BackendOptions):
+    """Settings every batch backend shares."""
+
+    poll_seconds: Annotated[float, Field(gt=0), Cli("Batch backends: seconds between status polls.",
+                                                    "Batch backends")] = 30.0
+    min_records_per_job: int = Field(default=100, ge=1)
+    max_records_per_job: int = Field(default=50_000, ge=1)
+    max_jobs_in_flight: int = Field(default=20, ge=1)
+
+
+class JobStore(Protocol):
+    """The part of a run's store a batch backend uses: its jobs, their records' errors, on-demand spend.
+    The run's sample store is one; a batch backend never opens a store itself."""
+
+    run_dir: Path  # for messages that name a command to run on it
+
+    def jobs(self, backend: str | None = None) -> list[dict[str, Any]]: ...
+    def put_job(self, job_key: str, backend: str, model: str, input_uri: str, output_uri: str,
+                records: dict[str, list[list]]) -> None: ...
+    def update_job(self, job_key: str, **fields: Any) -> None: ...
+    def record_errors(self, backend: str | None = None) -> list[dict[str, Any]]: ...
+    def add_record_errors(self, backend: str, job_key: str, errors: dict[str, tuple[str, str, bool]]) -> None: ...
+    def spend(self, backend: str | None = None) -> list[dict[str, Any]]: ...
+    def add_spend(self, backend: str, call_group: str, record_id: str, path_keys: list[tuple[str, float, int]],
+                  input_tokens: int, output_tokens: int) -> None: ...
+    def run_nonce(self) -> str:
+        """Fixed for the store's life: two run directories with the same settings never share a job."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -126,10 +159,11 @@ class JobService(Protocol):
 
 
 class BatchJobRunner:
-    def __init__(self, service: JobService, config: BackendConfig):
+    def __init__(self, service: JobService, config: BackendConfig, store: JobStore):
         self.service = service
         self.config = config
-        self.store = SampleStore(config.run_dir)
+        self.poll_seconds = config.options_as(BatchOptions).poll_seconds
+        self.store = store
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
         self.ledger = SpendLedger(self.store, service.name, service.model, config)
         self._aliases: dict[str, str] = {}  # a job's record id -> today's id of the same paths (see _same_paths)
@@ -143,7 +177,7 @@ class BatchJobRunner:
         done: set[str] = set()
         quotas = self.service.quotas
         unfinished = [j for j in self.jobs() if j["status"] in self.in_flight + self.service.finished]
-        self._aliases = _same_paths([j for j in unfinished if j.get("arn")], records)
+        self._aliases = _same_paths([j for j in unfinished if j.get("job_id")], records)
         earlier = [j for j in unfinished if set(j["records"]) & (records.keys() | self._aliases.keys())]
         yield from self._run_jobs(earlier, records, done)  # what was paid for is collected before anything new
         for round_number in range(MAX_ROUNDS):
@@ -174,14 +208,14 @@ class BatchJobRunner:
         failing = len(left) - len(stopped) - len(refused)
         if stopped:
             raise JobsStopped(f"a batch job was stopped: what it processed is stored, {len(stopped)} records were "
-                              f"not sent again; 'selfconsistency jobs collect --resubmit {self.config.run_dir}' "
+                              f"not sent again; 'selfconsistency jobs collect --resubmit {self.store.run_dir}' "
                               "submits them")
         if refused:
             resendable = " ('jobs collect --resubmit' sends those refused for the provider's output again)" \
                 if any(e["code"] in RESENDABLE_CODES for e in refused) else ""
             raise RecordsRefused(f"{len(refused)} records were refused and will not be resubmitted (by error code: "
                                f"{error_summary([(e['code'], e['message']) for e in refused])}); "
-                               f"'selfconsistency jobs status {self.config.run_dir}' lists them{resendable}")
+                               f"'selfconsistency jobs status {self.store.run_dir}' lists them{resendable}")
         if failing:
             last = next((j for j in reversed(self.jobs()) if j.get("message")), None)
             said = f" (last job message: {last['message']})" if last else ""
@@ -218,7 +252,7 @@ class BatchJobRunner:
         name = self.service.name
         earlier = len(self.jobs())
         content = ",".join(sorted(f"{r.record_id}:{body_digest(r.body)}" for r in records))
-        run = f"{self.config.run_id}|{self.store.run_nonce()}"  # this run directory, not only its settings
+        run = f"{self.config.settings_hash}|{self.store.run_nonce()}"  # this run directory, not only its settings
         key = hashlib.sha256(f"{name}|{run}|{self.service.model}|{earlier}|{content}".encode()).hexdigest()[:40]
         input_uri, output_uri = self.service.locations(key)
         self.store.put_job(key, name, self.service.model, input_uri, output_uri,
@@ -238,7 +272,7 @@ class BatchJobRunner:
                 job = waiting.pop(0)
                 self._submit(job, records)
                 running.append(job)
-            time.sleep(self.config.poll_seconds)
+            time.sleep(self.poll_seconds)
             for job in list(running):
                 state = self.service.poll(job)
                 progress = (state.status, state.processed, state.total)
@@ -259,12 +293,12 @@ class BatchJobRunner:
         self.store.update_job(job["job_key"], status="creating")
         lines = [records[rid].line for rid in job["records"] if rid in records]
         job_id = self.service.submit(job, lines, retried)
-        job.update(arn=job_id, status=SUBMITTED, submitted_at=time.time())
-        self.store.update_job(job["job_key"], arn=job_id, status=SUBMITTED, submitted_at=job["submitted_at"])
+        job.update(job_id=job_id, status=SUBMITTED, submitted_at=time.time())
+        self.store.update_job(job["job_key"], job_id=job_id, status=SUBMITTED, submitted_at=job["submitted_at"])
 
     def _collect(self, job: dict[str, Any], records: dict[str, Record], done: set[str]
                  ) -> Iterator[tuple[Generation, ...]]:
-        if not job.get("arn"):
+        if not job.get("job_id"):
             return
         ours = {rid: records[rid] if rid in records else replace(records[self._aliases[rid]], record_id=rid)
                 for rid in job["records"] if rid in records or rid in self._aliases}
@@ -313,10 +347,6 @@ class BatchJobRunner:
                               collected_paths=collected + (job.get("collected_paths") or 0))
         job["status"] = "collected"
 
-    def close(self) -> None:
-        self.store.close()
-
-
 def _same_paths(jobs: list[dict[str, Any]], records: dict[str, Record]) -> dict[str, str]:
     """Job record id -> today's id of the record asking for the same paths, for jobs an earlier version
     planned under its positional ids: their paid-for answers are collected, not bought again. Only ids of
@@ -331,18 +361,17 @@ class BatchBackend:
     """A batch provider as a Backend: its JobService run by the durable runner."""
 
     def __init__(self, service: JobService, config: BackendConfig):
-        if not config.run_dir:
-            raise BackendError(f"{service.name} keeps its jobs in the run's store: give it a run directory")
+        if config.job_state is None:
+            raise BackendError(f"{service.name} keeps its jobs in the run's store: start it with the run's job state")
         self.name = service.name
         self.model = service.model
         self.service = service
-        self.runner = BatchJobRunner(service, config)
+        self.runner = BatchJobRunner(service, config, config.job_state)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
         return self.runner.generate(requests)
 
     def close(self) -> None:
-        self.runner.close()
         closing = getattr(self.service, "close", None)
         if closing is not None:
             closing()

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 from ..costs import CHARS_PER_TOKEN, Price, PriceTable, job_cost
-from ..store import SampleStore
 from .base import BackendConfig, BackendError, BudgetExceeded
 from .batch_plan import Record
+
+if TYPE_CHECKING:
+    from .batch_jobs import JobStore
 
 log = logging.getLogger(__name__)
 
 
 class SpendLedger:
-    def __init__(self, store: SampleStore, backend: str, model: str, config: BackendConfig):
+    def __init__(self, store: JobStore, backend: str, model: str, config: BackendConfig):
         self.store = store
         self.backend = backend
         self.model = model
@@ -24,10 +27,10 @@ class SpendLedger:
 
     def _price(self, batch: bool) -> Price | None:
         try:
-            return PriceTable.from_file(self.config.prices_file).price(self.model, batch=batch,
-                                                                      base_model=self.config.base_model)
+            return PriceTable.from_file(self.config.budget.prices_file).price(
+                self.model, batch=batch, base_model=getattr(self.config.options, "base_model", None))
         except KeyError as exc:
-            if self.config.max_cost is not None:
+            if self.config.budget.max_cost is not None:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
             return None
 
@@ -56,7 +59,7 @@ class SpendLedger:
         tokens, dollars = self.spent()
         what = "jobs" if batch else "on-demand calls"
         stop = "nothing was submitted" if batch else "no more calls were made; the paths they made are stored"
-        limit = self.config.max_tokens_total
+        limit = self.config.budget.max_tokens_total
         if limit is not None and tokens + prompt + output > limit:
             raise BudgetExceeded(f"the next {what} could use {prompt + output:,} tokens on top of {tokens:,} spent, "
                                  f"past --max-tokens-total {limit:,}; {stop}")
@@ -71,9 +74,9 @@ class SpendLedger:
             log.info(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
                      f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
                      f"(${dollars:,.2f} spent so far{largest})")
-        if self.config.max_cost is not None and dollars + estimate > self.config.max_cost:
+        if self.config.budget.max_cost is not None and dollars + estimate > self.config.budget.max_cost:
             raise BudgetExceeded(f"the estimate ${estimate:,.2f} of the next {what} on top of ${dollars:,.2f} "
-                                 f"spent is above --max-cost ${self.config.max_cost:,.2f}; {stop}")
+                                 f"spent is above --max-cost ${self.config.budget.max_cost:,.2f}; {stop}")
 
 
 def _worst(record: Record, price: Price) -> float:

@@ -19,13 +19,17 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
-from .base import BackendConfig, BackendError, GenerationRequest, ParsedOutput
-from .batch_jobs import MALFORMED_CODE, BatchBackend, JobResults, JobState, retryable_status
+from pydantic import Field
+
+from ..options import Cli
+from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput
+from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
 from .batch_plan import Quotas, Record, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
-from .bedrock_bodies import UnknownModel, adapter_for
+from .bedrock_bodies import UnknownModel, adapter_for, bedrock_line
+from .bedrock_ondemand import BedrockOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,30 @@ BEDROCK_TOO_SMALL = ("use the on-demand backend (--backend bedrock) for a run th
                      "questions or paths")
 
 
-def bedrock_line(record_id: str, body: dict[str, Any]) -> str:
-    return json.dumps({"recordId": record_id, "modelInput": body}, ensure_ascii=False)
+BATCH = "Amazon Bedrock batch inference (--backend bedrock-batch)"
+
+
+def _tags(values: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        key, sep, tag_value = value.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--tag: expected KEY=VALUE, got {value!r}")
+        pairs.append((key, tag_value))
+    return tuple(pairs)
+
+
+class BedrockBatchOptions(BedrockOptions, BatchOptions):
+    bucket: Annotated[str | None, Cli("S3 bucket for job input and output.", BATCH)] = None
+    s3_prefix: Annotated[str, Cli("Key prefix in the bucket.", BATCH)] = "selfconsistency"
+    role_arn: Annotated[str | None, Cli(
+        "The service role jobs run as (see 'selfconsistency bedrock role-policy').", BATCH)] = None
+    create_bucket: Annotated[bool, Cli("Create the bucket if missing.", BATCH)] = False
+    timeout_hours: Annotated[int, Field(ge=24, le=168), Cli(
+        "Hours after which a job times out (timeoutDurationInHours).", BATCH)] = 24
+    tags: Annotated[tuple[tuple[str, str], ...], Cli(
+        "KEY=VALUE tag for each job (cost allocation); repeat for several.", BATCH, flags=("--tag",),
+        cli_type=list[str], parse=_tags, metavar="KEY=VALUE")] = ()
 
 
 class BedrockJobs:
@@ -50,41 +76,44 @@ class BedrockJobs:
     def __init__(self, config: BackendConfig):
         import boto3
 
-        self.config = config
+        self.options = options = config.options_as(BedrockBatchOptions)
+        self.settings_hash = config.settings_hash
+        self.run_dir = config.job_state.run_dir if config.job_state is not None else "RUN_DIR"  # for advice
         self.model = config.model
         try:
-            self.adapter = adapter_for(config.model, converse=config.converse, base_model=config.base_model)
+            self.adapter = adapter_for(config.model, converse=options.converse, base_model=options.base_model)
         except UnknownModel as exc:
             raise BackendError(str(exc)) from None
-        self.bucket = bucket_name(config.bucket) if config.bucket else None
+        self.bucket = bucket_name(options.bucket) if options.bucket else None
         retries = aws_retries()
-        self.s3 = boto3.client("s3", region_name=config.region, config=retries)
-        self.bedrock = boto3.client("bedrock", region_name=config.region, config=retries)
-        self.runtime = boto3.client("bedrock-runtime", region_name=config.region, config=retries)
-        self.quotas = Quotas(min_records_per_job=config.min_records_per_job,
-                             max_records_per_job=config.max_records_per_job,
-                             max_jobs_in_flight=config.max_jobs_in_flight)
+        self.s3 = boto3.client("s3", region_name=options.region, config=retries)
+        self.bedrock = boto3.client("bedrock", region_name=options.region, config=retries)
+        self.runtime = boto3.client("bedrock-runtime", region_name=options.region, config=retries)
+        self.quotas = Quotas(min_records_per_job=options.min_records_per_job,
+                             max_records_per_job=options.max_records_per_job,
+                             max_jobs_in_flight=options.max_jobs_in_flight)
 
     def pack(self, requests: list[GenerationRequest]) -> list[Record]:
         return pack(requests, self.adapter.max_generations, self.adapter.request, bedrock_line)
 
     def locations(self, job_key: str) -> tuple[str, str]:
-        base = f"s3://{self.bucket}/{self.config.s3_prefix.strip('/')}"
+        base = f"s3://{self.bucket}/{self.options.s3_prefix.strip('/')}"
         return f"{base}/input/{job_key}/records.jsonl", f"{base}/output/{job_key}/"
 
     def submit(self, job: dict[str, Any], lines: list[str], retried: bool) -> str:
         bucket, key = _split_uri(job["input_uri"])
         with aws_errors(f"uploading the job input to {job['input_uri']}"):
-            if self.config.create_bucket:
+            if self.options.create_bucket:
                 self._ensure_bucket(bucket)
             self.s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
-        request = dict(jobName=f"sc-{self.config.run_id[:20]}-{job['job_key'][:12]}", roleArn=self.config.role_arn,
+        request = dict(jobName=f"sc-{self.settings_hash[:20]}-{job['job_key'][:12]}", roleArn=self.options.role_arn,
                        modelId=self.model, clientRequestToken=job["job_key"],  # makes a retried create idempotent
                        inputDataConfig={"s3InputDataConfig": {"s3Uri": job["input_uri"]}},
                        outputDataConfig={"s3OutputDataConfig": {"s3Uri": job["output_uri"]}},
-                       timeoutDurationInHours=self.config.timeout_hours,
-                       **({"modelInvocationType": "Converse"} if self.config.converse else {}),
-                       **({"tags": [{"key": k, "value": v} for k, v in self.config.tags]} if self.config.tags else {}))
+                       timeoutDurationInHours=self.options.timeout_hours,
+                       **({"modelInvocationType": "Converse"} if self.options.converse else {}),
+                       **({"tags": [{"key": k, "value": v} for k, v in self.options.tags]}
+                          if self.options.tags else {}))
         return self._create(request)
 
     def _create(self, request: dict[str, Any]) -> str:
@@ -92,7 +121,7 @@ class BedrockJobs:
         holds it), wait with backoff and try again."""
         import botocore.exceptions as bx
 
-        wait = self.config.poll_seconds
+        wait = self.options.poll_seconds
         while True:
             try:
                 return self.bedrock.create_model_invocation_job(**request)["jobArn"]
@@ -104,7 +133,7 @@ class BedrockJobs:
             log.warning(f"the quota of batch jobs in flight for {self.model} is full (other runs' jobs?): "
                         f"waiting {wait:g}s before trying again")
             time.sleep(wait)
-            wait = min(wait * 2, 10 * self.config.poll_seconds)
+            wait = min(wait * 2, 10 * self.options.poll_seconds)
 
     def _ensure_bucket(self, bucket: str) -> None:
         try:
@@ -118,9 +147,9 @@ class BedrockJobs:
     def poll(self, job: dict[str, Any]) -> JobState:
         import botocore.exceptions as bx
 
-        action = f"checking batch job {job['arn']}"
+        action = f"checking batch job {job['job_id']}"
         try:
-            status = self.bedrock.get_model_invocation_job(jobIdentifier=job["arn"])
+            status = self.bedrock.get_model_invocation_job(jobIdentifier=job["job_id"])
         except bx.ClientError as exc:
             gone = exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
             raise BackendError(self._job_not_found(job) if gone else explain_aws_error(exc, action)) from None
@@ -130,26 +159,26 @@ class BedrockJobs:
                         status.get("totalRecordCount"))
 
     def _job_not_found(self, job: dict[str, Any]) -> str:
-        job_region = job["arn"].split(":")[3]
+        job_region = job["job_id"].split(":")[3]
         here = self.bedrock.meta.region_name
         if job_region != here:
-            return (f"batch job {job['arn']} was made in {job_region}, but this run talks to Bedrock in {here}: "
+            return (f"batch job {job['job_id']} was made in {job_region}, but this run talks to Bedrock in {here}: "
                     f"run again with --region {job_region} (or AWS_DEFAULT_REGION={job_region})")
-        return (f"Bedrock in {here} does not know batch job {job['arn']}: if it was made with other AWS "
+        return (f"Bedrock in {here} does not know batch job {job['job_id']}: if it was made with other AWS "
                 "credentials (another account), use those and run again; if the job is gone, run "
-                f"'selfconsistency jobs forget {self.config.run_dir} {job['job_key'][:12]}' and run again to "
+                f"'selfconsistency jobs forget {self.run_dir} {job['job_key'][:12]}' and run again to "
                 "resubmit its records")
 
     def cancel(self, job: dict[str, Any]) -> None:
-        with aws_errors(f"stopping batch job {job['arn']}"):
-            self.bedrock.stop_model_invocation_job(jobIdentifier=job["arn"])
+        with aws_errors(f"stopping batch job {job['job_id']}"):
+            self.bedrock.stop_model_invocation_job(jobIdentifier=job["job_id"])
 
     def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults:
         """The job's outputs by record id. A line that is not JSON or whose modelOutput is not the model's
         format is a failed record (the runner decides whether it goes round again), never an abort."""
-        job_id = job["arn"].rsplit("/", 1)[-1]
+        job_id = job["job_id"].rsplit("/", 1)[-1]
         bucket, prefix = _split_uri(job["output_uri"])
-        with aws_errors(f"reading the output of batch job {job['arn']} from {job['output_uri']}"):
+        with aws_errors(f"reading the output of batch job {job['job_id']} from {job['output_uri']}"):
             results = JobResults(manifest=self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out"))
             text = self._read_text(bucket, f"{prefix}{job_id}/records.jsonl.out")
         for raw in text.splitlines():
@@ -201,7 +230,7 @@ class BedrockJobs:
         for record in records:
             started = time.perf_counter()
             with aws_errors(f"calling {self.model} on demand"):
-                if self.config.converse:
+                if self.options.converse:
                     body = self.runtime.converse(modelId=self.model, **record.body)
                 else:
                     response = self.runtime.invoke_model(modelId=self.model, body=json.dumps(record.body),
@@ -213,11 +242,12 @@ class BedrockJobs:
 
 class BedrockBatchBackend(BatchBackend):
     def __init__(self, config: BackendConfig):
-        if not (config.bucket and config.role_arn):
+        options = config.options_as(BedrockBatchOptions)
+        if not (options.bucket and options.role_arn):
             raise BackendError("bedrock-batch needs --bucket and --role-arn (the batch job's service role; "
                                "see 'selfconsistency bedrock role-policy')")
         super().__init__(BedrockJobs(config), config)
-        self.min_records_per_job = config.min_records_per_job
+        self.min_records_per_job = options.min_records_per_job
 
     def count_records(self, requests: list[GenerationRequest]) -> int:
         """How many batch records these paths make (adaptive stopping grows its waves to a job's minimum)."""
@@ -227,3 +257,7 @@ class BedrockBatchBackend(BatchBackend):
 def _split_uri(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
+
+
+BACKEND = BackendSpec(BedrockBatchBackend, BedrockBatchOptions, BedrockJobs,
+                      summary="Amazon Bedrock batch inference, see --bucket and --role-arn")

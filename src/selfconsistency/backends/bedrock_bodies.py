@@ -9,6 +9,7 @@ Command, AI21 Jurassic-2) take up to `max_generations` paths in one record.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,11 @@ from typing import Any
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 from .base import ParsedOutput
+
+
+def bedrock_line(record_id: str, body: dict[str, Any]) -> str:
+    """A batch record, as Bedrock's batch input and the on-demand backend's record packing write it."""
+    return json.dumps({"recordId": record_id, "modelInput": body}, ensure_ascii=False)
 
 
 def _finish(reason: str | None, length_words: tuple[str, ...]) -> str:

@@ -11,13 +11,41 @@ import json
 import time
 from collections.abc import Iterator, Sequence
 from functools import partial
+from typing import Annotated
 
 from ..costs import RESERVED_CHARS_PER_TOKEN
-from .base import BackendConfig, BackendError, Generation, GenerationRequest, TokenBudget, run_concurrently
+from ..options import BackendOptions, Cli, Identity
+from .base import (
+    BackendConfig,
+    BackendError,
+    BackendSpec,
+    ConcurrencyOptions,
+    Generation,
+    GenerationRequest,
+    TokenBudget,
+    run_concurrently,
+)
 from .batch_plan import Record, pack, record_generations
 from .bedrock_aws import aws_retries, explain_aws_error
-from .bedrock_batch import bedrock_line
-from .bedrock_bodies import ADAPTERS, UnknownModel, adapter_for
+from .bedrock_bodies import ADAPTERS, UnknownModel, adapter_for, bedrock_line
+
+BEDROCK = "Amazon Bedrock (--backend bedrock, bedrock-batch)"
+
+
+class BedrockOptions(BackendOptions):
+    """What both Bedrock backends need: where, and which request format."""
+
+    region: Annotated[str | None, Cli("Bedrock: AWS region.", BEDROCK, default_shown="boto3's own")] = None
+    # Another request body; recorded only when on, so stores made before the option match.
+    converse: Annotated[bool, Cli("Bedrock: requests in the Converse format.", BEDROCK),
+                        Identity(only_if_set=True)] = False
+    base_model: Annotated[str | None, Cli(
+        "Bedrock: the foundation model behind an application inference profile ARN given as --model (its "
+        "request format and price); cross-region profile ids and ARNs name it themselves.", BEDROCK)] = None
+
+
+class BedrockOnDemandOptions(BedrockOptions, ConcurrencyOptions):
+    pass
 
 
 class BedrockOnDemandBackend:
@@ -26,23 +54,23 @@ class BedrockOnDemandBackend:
     def __init__(self, config: BackendConfig):
         import boto3
 
-        self.config = config
+        self.options = options = config.options_as(BedrockOnDemandOptions)
         self.model = config.model
         try:
-            native = ADAPTERS["converse"] if config.converse else \
-                adapter_for(config.model, base_model=config.base_model)
+            native = ADAPTERS["converse"] if options.converse else \
+                adapter_for(config.model, base_model=options.base_model)
         except UnknownModel as exc:
             raise BackendError(str(exc)) from None
         # Chat families go through Converse (one API for all of them); completion families keep their body.
-        self.converse = config.converse or native.chat
+        self.converse = options.converse or native.chat
         self.adapter = ADAPTERS["converse"] if self.converse else native
-        self.runtime = boto3.client("bedrock-runtime", region_name=config.region,
-                                    config=aws_retries(max_pool_connections=config.concurrency))
+        self.runtime = boto3.client("bedrock-runtime", region_name=options.region,
+                                    config=aws_retries(max_pool_connections=options.concurrency))
         self.budget = TokenBudget.for_config(config)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         records = pack(list(requests), self.adapter.max_generations, self.adapter.request, bedrock_line)
-        yield from run_concurrently([partial(self._call, record) for record in records], self.config.concurrency,
+        yield from run_concurrently([partial(self._call, record) for record in records], self.options.concurrency,
                                     lambda generations: (generations, []))
 
     def _call(self, record: Record) -> list[Generation]:
@@ -69,3 +97,6 @@ class BedrockOnDemandBackend:
 
     def close(self) -> None:
         self.runtime.close()
+
+
+BACKEND = BackendSpec(BedrockOnDemandBackend, BedrockOnDemandOptions, summary="Amazon Bedrock on demand")

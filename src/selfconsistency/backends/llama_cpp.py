@@ -15,13 +15,16 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from ..models import DEFAULT_MODEL, resolve_model_path
+from ..options import BackendOptions, Cli
 from ..prompts import Prompt, PromptFormat
 from ..sampling import sample_token
-from .base import BackendError, Generation, GenerationRequest
+from .base import BackendConfig, BackendError, BackendSpec, Generation, GenerationRequest
 
 CONTEXT_ROUNDING = 256
 _PLAIN_TOKEN_ROUNDS = 4  # a cut text that still forms a special token (one inside another) is cut again
@@ -283,3 +286,24 @@ class LlamaCppBackend:
             self.llm.close()
             self.llm = None
         self._shared_tokens = self._prompt_tokens = None
+
+
+LOCAL = "Local model (--backend local)"
+
+
+class LocalOptions(BackendOptions):
+    identity_defaults = {}  # the local backend never recorded a server
+
+    threads: Annotated[int | None, Field(ge=1), Cli("CPU threads for the local model.", LOCAL,
+                                                    default_shown="all cores")] = None
+    batch_size: Annotated[int, Field(ge=1, le=128), Cli(
+        "Paths the local model decodes together (continuous batching). 1 decodes one path at a time: "
+        "slower, but a resumed run then reproduces an uninterrupted one bit for bit.", LOCAL)] = 8
+
+
+def _start(config: BackendConfig) -> LlamaCppBackend:
+    options = config.options_as(LocalOptions)
+    return LlamaCppBackend(config.model, threads=options.threads, batch_size=options.batch_size)
+
+
+BACKEND = BackendSpec(_start, LocalOptions, summary="the embedded llama.cpp model")

@@ -18,14 +18,26 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
-from .base import BackendConfig, BackendError, GenerationRequest
-from .batch_jobs import MALFORMED_CODE, STOPPED_CODE, BatchBackend, JobResults, JobState, retryable_status
+from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest
+from .batch_jobs import (
+    MALFORMED_CODE,
+    STOPPED_CODE,
+    BatchBackend,
+    BatchOptions,
+    JobResults,
+    JobState,
+    retryable_status,
+)
 from .batch_plan import Quotas, Record, pack
-from .openai_compat import parse_response, request_body
+from .openai_compat import OpenAIServerOptions, parse_response, request_body
 
 MAX_REQUESTS_PER_BATCH = 50_000
 MAX_FILE_BYTES = 200_000_000
 JOB_KEY = "selfconsistency_job"  # the metadata field that names a batch's job
+
+
+class OpenAIBatchOptions(OpenAIServerOptions, BatchOptions):
+    pass
 
 
 class OpenAIBatchJobs:
@@ -44,23 +56,23 @@ class OpenAIBatchJobs:
         api_key = os.environ.get("OPENAI_API_KEY")
         if not api_key:
             raise BackendError("set OPENAI_API_KEY for the OpenAI Batch API")
-        self.config = config
+        self.options = options = config.options_as(OpenAIBatchOptions)
         self.model = config.model
-        self.endpoint = "/v1/chat/completions" if config.api == "chat" else "/v1/completions"
-        self.client = openai.OpenAI(api_key=api_key, base_url=config.base_url, timeout=config.timeout_s,
-                                    max_retries=config.max_retries)
+        self.endpoint = "/v1/chat/completions" if options.api == "chat" else "/v1/completions"
+        self.client = openai.OpenAI(api_key=api_key, base_url=options.base_url, timeout=options.timeout_s,
+                                    max_retries=options.max_retries)
         self._api_error = openai.APIError
         self.quotas = Quotas(min_records_per_job=1,
-                             max_records_per_job=min(config.max_records_per_job, MAX_REQUESTS_PER_BATCH),
+                             max_records_per_job=min(options.max_records_per_job, MAX_REQUESTS_PER_BATCH),
                              max_file_bytes=MAX_FILE_BYTES, max_job_bytes=MAX_FILE_BYTES,
-                             max_jobs_in_flight=config.max_jobs_in_flight)
+                             max_jobs_in_flight=options.max_jobs_in_flight)
 
     @contextmanager
     def _calling(self, what: str):
         try:
             yield
         except self._api_error as exc:
-            raise BackendError(f"{self.config.base_url or 'OpenAI API'}: {what}: {type(exc).__name__}: "
+            raise BackendError(f"{self.options.base_url or 'OpenAI API'}: {what}: {type(exc).__name__}: "
                                f"{getattr(exc, 'message', exc)}") from None
 
     def _line(self, record_id: str, body: dict[str, Any]) -> str:
@@ -68,8 +80,8 @@ class OpenAIBatchJobs:
                           ensure_ascii=False)
 
     def pack(self, requests: list[GenerationRequest]) -> list[Record]:
-        build = partial(_body, self.model, self.config.api)
-        return pack(requests, self.config.paths_per_request, build, self._line)
+        build = partial(_body, self.model, self.options.api)
+        return pack(requests, self.options.paths_per_request, build, self._line)
 
     def locations(self, job_key: str) -> tuple[str, str]:
         return f"sc-{job_key}.jsonl", ""  # the input file's name; the output file's id comes with the batch
@@ -101,7 +113,7 @@ class OpenAIBatchJobs:
 
     def poll(self, job: dict[str, Any]) -> JobState:
         with self._calling("retrieve batch"):
-            batch = self.client.batches.retrieve(job["arn"])
+            batch = self.client.batches.retrieve(job["job_id"])
         counts = batch.request_counts
         errors = batch.errors.data if batch.errors and batch.errors.data else []
         message = "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in errors)
@@ -110,11 +122,11 @@ class OpenAIBatchJobs:
 
     def cancel(self, job: dict[str, Any]) -> None:
         with self._calling("cancel batch"):
-            self.client.batches.cancel(job["arn"])
+            self.client.batches.cancel(job["job_id"])
 
     def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults:
         with self._calling("retrieve batch"):
-            batch = self.client.batches.retrieve(job["arn"])
+            batch = self.client.batches.retrieve(job["job_id"])
         results = JobResults()
         tokens = {"input": 0, "output": 0}
         ok = errors = 0
@@ -133,7 +145,7 @@ class OpenAIBatchJobs:
                 if custom_id not in job["records"]:  # an answer to a request this batch was never sent
                     results.mismatched.append(str(custom_id))
                 elif custom_id in records:
-                    results.outputs[custom_id] = parse_response(response["body"], self.config.api)
+                    results.outputs[custom_id] = parse_response(response["body"], self.options.api)
                 ok += 1
                 tokens["input"] += usage.get("prompt_tokens", 0)
                 tokens["output"] += usage.get("completion_tokens", 0)
@@ -196,3 +208,6 @@ def _body(model: str, api: str, prompt, params, n: int) -> dict[str, Any]:
 class OpenAIBatchBackend(BatchBackend):
     def __init__(self, config: BackendConfig):
         super().__init__(OpenAIBatchJobs(config), config)
+
+
+BACKEND = BackendSpec(OpenAIBatchBackend, OpenAIBatchOptions, OpenAIBatchJobs, summary="the OpenAI Batch API")

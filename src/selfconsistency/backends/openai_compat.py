@@ -16,15 +16,21 @@ import time
 from collections.abc import Iterator, Sequence
 from functools import partial
 from itertools import groupby
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from ..audit import redact_urls
 from ..costs import RESERVED_CHARS_PER_TOKEN
+from ..options import BackendOptions, Cli, Identity
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 from .base import (
+    REMOTE,
     BackendConfig,
     BackendError,
+    BackendSpec,
+    ConcurrencyOptions,
     Generation,
     GenerationRequest,
     ParsedOutput,
@@ -32,6 +38,26 @@ from .base import (
     generations_from,
     run_concurrently,
 )
+
+OPENAI = "OpenAI-compatible servers (--backend openai, openai-batch)"
+
+
+class OpenAIServerOptions(BackendOptions):
+    """Where an OpenAI-compatible API is, and which endpoint (shared with the Batch API)."""
+
+    base_url: Annotated[str | None, Cli(
+        "The server's API root, e.g. http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama).",
+        OPENAI, default_shown="the OpenAI API; key from OPENAI_API_KEY"), Identity(stored=redact_urls)] = None
+    api: Annotated[Literal["chat", "completions"], Cli(
+        "'chat' (chat completions) or 'completions'.", OPENAI, cli_type=str), Identity()] = "chat"
+    timeout_s: float = Field(default=600.0, gt=0)
+    max_retries: int = Field(default=5, ge=0)  # on 429/5xx, honouring Retry-After
+    paths_per_request: int = Field(default=8, ge=1, le=128)  # `n` choices per request
+
+
+class OpenAIOptions(OpenAIServerOptions, ConcurrencyOptions):
+    requests_per_second: Annotated[float | None, Field(gt=0), Cli(
+        "Remote backends: start at most this many requests per second.", REMOTE)] = None
 
 
 class _RateLimiter:
@@ -58,59 +84,59 @@ class OpenAIBackend:
     def __init__(self, config: BackendConfig):
         import openai
 
-        self.config = config
+        self.options = config.options_as(OpenAIOptions)
         self.model = config.model
         api_key = os.environ.get("OPENAI_API_KEY")
         if not api_key:
-            if config.base_url is None:
+            if self.options.base_url is None:
                 raise BackendError("set OPENAI_API_KEY, or --base-url for a server that needs no key")
             api_key = "unused"  # local servers ignore it; the client insists on one
-        self._client = openai.OpenAI(api_key=api_key, base_url=config.base_url, timeout=config.timeout_s,
-                                     max_retries=config.max_retries)
+        self._client = openai.OpenAI(api_key=api_key, base_url=self.options.base_url, timeout=self.options.timeout_s,
+                                     max_retries=self.options.max_retries)
         self._openai = openai
-        self._limiter = _RateLimiter(config.requests_per_second)
+        self._limiter = _RateLimiter(self.options.requests_per_second)
         self.budget = TokenBudget.for_config(config)
 
     def rendered_prompt(self, prompt: Prompt) -> str | list[dict[str, str]]:
         """What the server is sent, for --log-prompts: chat messages (the server applies its template) or
         the completion text."""
-        return prompt.chat_messages if self.config.api == "chat" else prompt.text
+        return prompt.chat_messages if self.options.api == "chat" else prompt.text
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         chunks = []
         for _, group in groupby(requests, key=lambda r: (r.question_id, r.temperature)):
             group = list(group)
-            size = 1 if group[0].params.greedy else self.config.paths_per_request
+            size = 1 if group[0].params.greedy else self.options.paths_per_request
             chunks += [group[i: i + size] for i in range(0, len(group), size)]
         def delivered(result: tuple[list[Generation], list[GenerationRequest]]):
             generations, missing = result
             # A server that ignored `n` returned fewer choices: ask for the rest one by one.
             return generations, [partial(self._call, [request]) for request in missing]
 
-        yield from run_concurrently([partial(self._call, chunk) for chunk in chunks], self.config.concurrency,
+        yield from run_concurrently([partial(self._call, chunk) for chunk in chunks], self.options.concurrency,
                                     delivered)
 
     def _call(self, chunk: list[GenerationRequest]) -> tuple[list[Generation], list[GenerationRequest]]:
         first = chunk[0]
-        body = request_body(self.model, first.prompt, first.params, len(chunk), self.config.api,
-                            server_fields=self.config.base_url is not None)
+        body = request_body(self.model, first.prompt, first.params, len(chunk), self.options.api,
+                            server_fields=self.options.base_url is not None)
         # Worst case before sending: the prompt counted densely, every choice at max_tokens.
         prompt_chars = sum(len(m["content"]) for m in body["messages"]) if "messages" in body else len(body["prompt"])
         booked = prompt_chars // RESERVED_CHARS_PER_TOKEN + len(chunk) * first.params.max_tokens
         self.budget.reserve(booked)
         self._limiter.wait()
         started = time.perf_counter()
-        endpoint = self._client.chat.completions if self.config.api == "chat" else self._client.completions
+        endpoint = self._client.chat.completions if self.options.api == "chat" else self._client.completions
         standard = {k: v for k, v in body.items() if k not in SERVER_FIELDS}
         extra = {k: v for k, v in body.items() if k in SERVER_FIELDS}
         try:
             response = endpoint.create(**standard, extra_body=extra or None)
         except self._openai.APIError as exc:
             self.budget.settle(booked, 0)
-            raise BackendError(f"{redact_urls(self.config.base_url or 'OpenAI API')}: {type(exc).__name__}: "
+            raise BackendError(f"{redact_urls(self.options.base_url or 'OpenAI API')}: {type(exc).__name__}: "
                                f"{getattr(exc, 'message', exc)}") from None
         elapsed = time.perf_counter() - started
-        outputs = parse_response(response.model_dump(), self.config.api)[: len(chunk)]
+        outputs = parse_response(response.model_dump(), self.options.api)[: len(chunk)]
         usage = response.usage
         self.budget.settle(booked, usage.prompt_tokens + usage.completion_tokens if usage else booked)
         generations = list(generations_from(chunk, outputs, elapsed / max(len(outputs), 1)))
@@ -167,3 +193,10 @@ def parse_response(response: dict[str, Any], api: str) -> list[ParsedOutput]:
             output_tokens=len(token_logprobs) or share,
             logprob_sum=float(sum(token_logprobs)) if token_logprobs else None))
     return outputs
+
+
+def _start(config: BackendConfig) -> OpenAIBackend:
+    return OpenAIBackend(config)
+
+
+BACKEND = BackendSpec(_start, OpenAIOptions, summary="an OpenAI-compatible server, see --base-url")

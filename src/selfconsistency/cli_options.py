@@ -1,0 +1,107 @@
+"""The `run` command's options, made from the settings' declarations (`options.Cli` on each field of the
+settings groups and of every registered backend's options model): each setting is declared once, and a
+backend's option appears here because its module declares it."""
+
+from __future__ import annotations
+
+import inspect
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import annotated_types
+import typer
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from .backends import backend_specs
+from .options import BACKEND_PANEL, PANELS, Cli, cli_fields
+from .settings import GROUPS, RunSettings
+
+
+def declared_options() -> dict[str, tuple[FieldInfo, Cli]]:
+    """Every setting the command line offers: the run's groups', then each backend's own. Backends that
+    share an option (inherited from one declaration) share it on the command line too."""
+    models: list[type[BaseModel]] = [RunSettings, *GROUPS.values()]
+    models += [spec.options for spec in backend_specs().values()]
+    declared: dict[str, tuple[FieldInfo, Cli]] = {}
+    for model in models:
+        for name, (field, mark) in cli_fields(model).items():
+            if name in declared and (declared[name][1] != mark or declared[name][0].default != field.default):
+                raise TypeError(f"option --{name.replace('_', '-')} is declared twice, differently ({model.__name__})")
+            declared[name] = (field, mark)
+    return declared
+
+
+def _limits(field: FieldInfo) -> dict[str, Any]:
+    """Inclusive bounds the command line checks itself (exclusive ones are left to the settings)."""
+    limits = {}
+    for constraint in field.metadata:
+        if isinstance(constraint, annotated_types.Ge):
+            limits["min"] = constraint.ge
+        elif isinstance(constraint, annotated_types.Le):
+            limits["max"] = constraint.le
+    return limits
+
+
+_METAVARS = {int: "N", float: "X", str: "TEXT", Path: "PATH"}  # short: the help stays readable at 80 columns
+
+
+def _plain(annotation: Any) -> Any:
+    """`int | None` -> int."""
+    args = [a for a in getattr(annotation, "__args__", ()) if a is not type(None)]
+    return args[0] if len(args) == 1 and isinstance(annotation, types.UnionType) else annotation
+
+
+def _parameter(name: str, field: FieldInfo, mark: Cli, backend_help: str) -> inspect.Parameter:
+    help_text = mark.help + (backend_help if name == "backend" else "")
+    if mark.default_shown:
+        help_text += f" \\[default: {mark.default_shown}]"
+    # A parsed setting is read as typed, and left out when not given: the settings' default holds.
+    default = None if mark.parse else field.get_default(call_default_factory=True)
+    cli_type = mark.cli_type or field.annotation
+    if mark.parse or (default is None and mark.cli_type is not None):
+        cli_type = cli_type | None
+    flags = mark.flags
+    if cli_type is bool and default is False and not flags:
+        flags = (f"--{name.replace('_', '-')}",)  # an off switch: no --no-X beside it (keeps the help narrow)
+    metavar = mark.metavar or _METAVARS.get(mark.cli_type or _plain(field.annotation))
+    if mark.argument:
+        info = typer.Argument(help=help_text, metavar=name.upper())
+    else:
+        info = typer.Option(*flags, help=help_text, rich_help_panel=mark.panel, metavar=metavar,
+                            **_limits(field))
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=Annotated[cli_type, info])
+
+
+def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
+                     fail: Callable[[str], Exception]) -> Callable[..., None]:
+    """`body(settings_values, **extra)` as a typer command whose options are the declared settings plus
+    `extra` (command-only switches). `settings_values` holds the settings given, parsed; a value its
+    parser refuses raises `fail(message)`."""
+    declared = declared_options()
+    specs = backend_specs()
+    backend_help = " " + "; ".join(f"{name}: {spec.summary}" for name, spec in specs.items() if spec.summary) + "."
+    order = {panel: rank for rank, panel in enumerate(PANELS)}
+    backends_rank = order[BACKEND_PANEL] + 0.5  # each backend's own panel follows the backend's choice
+    ranked = sorted(declared.items(), key=lambda item: order.get(item[1][1].panel, backends_rank))  # stable
+    parameters = [_parameter(name, field, mark, backend_help) for name, (field, mark) in ranked]
+
+    def command(**values: Any) -> None:
+        settings_values = {}
+        for name, (_, mark) in declared.items():
+            value = values.pop(name)
+            if value is None:
+                continue
+            try:
+                settings_values[name] = mark.parse(value) if mark.parse else value
+            except ValueError as exc:
+                raise fail(str(exc)) from None
+        body(settings_values, **values)
+
+    command.__signature__ = inspect.Signature(parameters + extra)
+    command.__doc__ = body.__doc__
+    command.__name__ = body.__name__
+    return command

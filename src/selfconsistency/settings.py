@@ -1,0 +1,271 @@
+"""A run's settings, declared once and grouped by concern: what is asked (experiment), how paths are
+sampled (sampling), when a question stops getting paths (stopping), what may be spent (budget), and the
+chosen backend's own options (declared in that backend's module, see `backends`).
+
+    RunSettings(model="qwen2.5-0.5b-instruct", paths=10, temperatures=[0.7], stop="beta:0.95")
+
+Settings may be given flat (each name belongs to exactly one group) or as the groups themselves. The
+`run` command's options, validation and the run's identity (what a store is bound to) all follow from
+the fields' declarations (`options.Cli`, `options.Identity`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+
+from .backends import backend_spec, backend_specs
+from .backends.base import BackendConfig, BackendError, BudgetSettings
+from .models import DEFAULT_MODEL, PACKAGED_MODELS
+from .options import (
+    BACKEND_PANEL,
+    EXPERIMENT,
+    INPUT,
+    OUTPUT,
+    SAMPLING,
+    STOPPING,
+    BackendOptions,
+    Cli,
+    Identity,
+    identity_of,
+)
+from .prompts import PromptFormat
+from .stopping import StoppingRule, parse_rule
+from .tasks import Task, TaskData, builtin_task_files, get_task
+
+GREEDY_TEMPERATURE = 0.0
+
+
+def _slug(text: str) -> str:
+    """One safe path component from a name a config chose (`../../x` must not leave runs/)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-")[:60] or "task"
+
+
+def parse_temperatures(value: str) -> tuple[float, ...]:
+    """--temperatures as typed: comma-separated numbers."""
+    try:
+        temperatures = tuple(float(t) for t in value.split(",") if t.strip())
+    except ValueError:
+        raise ValueError(f"--temperatures: expected comma-separated numbers, got {value!r}") from None
+    if not temperatures:
+        raise ValueError(f"--temperatures: no temperature in {value!r}; give at least one, e.g. 0.7")
+    return temperatures
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ExperimentSettings(_Group):
+    """Which questions, and how they are put to the model."""
+
+    task: Annotated[str, Cli(f"A built-in task ({', '.join(builtin_task_files())}) or a task config file "
+                             "(.yaml/.toml); see 'selfconsistency tasks'.", EXPERIMENT, argument=True)] = "gsm8k"
+    data: Annotated[str | None, Cli(
+        "Local JSONL file of the task (GSM8K: 'question' and 'answer' ending in '#### N'). Without it the "
+        "task's dataset is loaded from the Hugging Face hub.", EXPERIMENT, cli_type=Path, parse=str)] = None
+    shots_from_data: Annotated[int | None, Field(ge=1), Identity(), Cli(
+        "Use the data's first K items as the exemplars (their explanations as rationales) and evaluate the "
+        "rest; items without explanations make it zero-shot CoT.", EXPERIMENT)] = None
+    split: Annotated[str | None, Cli("Split name: the hub split to load, and the prefix of question ids.",
+                                     EXPERIMENT, default_shown="test")] = None
+    offset: Annotated[int, Field(ge=0), Cli("Skip this many questions first.", EXPERIMENT)] = 0
+    limit: Annotated[int | None, Field(ge=1), Cli("Use at most this many questions.", EXPERIMENT)] = None
+    prompt_format: Annotated[PromptFormat, Identity(stored=lambda f: f.value), Cli(
+        "completion: 'Q: ...\\nA: ...' few-shot text; chat: the exemplars as chat turns.", EXPERIMENT)
+    ] = PromptFormat.completion
+    zero_shot: Annotated[bool, Identity(), Cli(
+        "No exemplars; zero-shot chain of thought (\"Let's think step by step.\").", EXPERIMENT)] = False
+    flexible: Annotated[bool, Identity(), Cli("When a path has no 'The answer is N', take its last number.",
+                                              EXPERIMENT)] = True
+    strict_input: Annotated[bool, Cli(
+        "Refuse questions whose text forges prompt structure (Q:/A: lines, 'The answer is', chat tokens, "
+        "control characters, over-long text) instead of neutralising them.", INPUT)] = False
+    max_question_chars: Annotated[int, Field(ge=100), Identity(), Cli(
+        "Longest question text accepted; longer text is cut (refused with --strict-input).", INPUT)] = 8000
+    subset_runs: Annotated[int, Field(ge=1), Cli("Random subsets per k for mean ± std.", OUTPUT)] = 100
+    log_prompts: Annotated[bool, Cli("Write prompt and completion text into the audit log (audit.jsonl) too.",
+                                     OUTPUT)] = False
+
+
+class SamplingSettings(_Group):
+    """How each path is sampled."""
+
+    paths: Annotated[int, Field(ge=1), Cli(
+        "Sampled paths per question at each temperature (the maximum, with --stop).", SAMPLING,
+        flags=("--paths", "--max-paths"))] = 5
+    temperatures: Annotated[tuple[float, ...], Cli(
+        "Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.", SAMPLING, cli_type=str,
+        parse=parse_temperatures, default_shown="0.7")] = (0.7,)
+    greedy: Annotated[bool, Cli("Also run the greedy (T=0) baseline path.", SAMPLING)] = True
+    top_p: Annotated[float, Field(gt=0.0, le=1.0), Identity(), Cli("Nucleus sampling mass (1 = off).",
+                                                                   SAMPLING)] = 1.0
+    top_k: Annotated[int, Field(ge=0), Identity(), Cli("Sample among the k most likely tokens (0 = off).",
+                                                       SAMPLING)] = 40
+    max_tokens: Annotated[int, Field(ge=1), Identity(), Cli("Most tokens generated per path.", SAMPLING)] = 256
+    seed: Annotated[int, Field(ge=0), Identity(), Cli(
+        "Run seed: each path's seed derives from it and the path's (question, temperature, index).",
+        SAMPLING)] = 0
+
+    @field_validator("temperatures")
+    @classmethod
+    def _sampling_temperatures(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        for t in value:
+            if not 0.0 < t <= 2.0:
+                raise ValueError(f"sampling temperature {t} is outside (0, 2]; greedy (T=0) is always run")
+        if len(set(value)) != len(value):
+            raise ValueError("temperatures repeat")
+        return tuple(value)
+
+
+class StoppingSettings(_Group):
+    """Adaptive stopping: sample in rounds, stop a question once its rule fires."""
+
+    stop: Annotated[str | None, Cli(
+        "Sample in rounds and stop a question once this rule fires: beta:T (Adaptive-Consistency), "
+        "dirichlet:T, esc:W (Early-Stopping SC), entropy:T, fixed:N.", STOPPING)] = None
+    min_paths: Annotated[int, Field(ge=1), Cli("With --stop: never stop before this many paths.", STOPPING)] = 1
+    round_size: Annotated[int, Field(ge=1), Cli("With --stop: paths asked per undecided question per round.",
+                                                STOPPING)] = 4
+
+    @field_validator("stop")
+    @classmethod
+    def _rule_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rule(value)
+        return value
+
+
+class UnknownBackendOptions(BackendOptions):
+    """The options a stored run recorded for a backend this process has not registered (a plugin)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+GROUPS: dict[str, type[BaseModel]] = {"experiment": ExperimentSettings, "sampling": SamplingSettings,
+                                      "stopping": StoppingSettings, "budget": BudgetSettings}
+
+
+class RunSettings(BaseModel):
+    """Everything a run is made of. Frozen; validated when built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: Annotated[str, Identity(), Cli("Where paths are generated.", BACKEND_PANEL)] = "local"
+    model: Annotated[str, Identity(), Cli(
+        f"Packaged model name ({', '.join(PACKAGED_MODELS)}), a path to a GGUF file, or the backend's model id.",
+        BACKEND_PANEL)] = DEFAULT_MODEL
+    experiment: ExperimentSettings = ExperimentSettings()
+    sampling: SamplingSettings = SamplingSettings()
+    stopping: StoppingSettings = StoppingSettings()
+    budget: BudgetSettings = BudgetSettings()
+    options: SerializeAsAny[BackendOptions] = BackendOptions()  # the backend's own options model
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grouped(cls, data: Any, info: ValidationInfo) -> Any:
+        """Flat settings into their groups; the backend's options into its own options model."""
+        if not isinstance(data, dict):
+            return data
+        flat = dict(data)
+        out: dict[str, Any] = {key: flat.pop(key) for key in ("backend", "model") if key in flat}
+        for group in (*GROUPS, "options"):
+            given = flat.pop(group, None)
+            out[group] = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
+        for group, model in GROUPS.items():
+            out[group].update({key: flat.pop(key) for key in list(flat) if key in model.model_fields})
+        name = out.get("backend", "local")
+        stored = (info.context or {}).get("stored", False)
+        try:
+            options = backend_spec(name).options
+        except BackendError as exc:
+            if not stored:
+                raise ValueError(str(exc)) from None
+            options = UnknownBackendOptions  # a plugin this process does not know: its run is still readable
+            out["options"].update(flat)
+            flat = {}
+        out["options"].update({key: flat.pop(key) for key in list(flat) if key in options.model_fields})
+        out["options"] = options(**out["options"])
+        # Another backend's options (an older store recorded every backend's) do not apply to this one.
+        others = {key for spec in backend_specs().values() for key in spec.options.model_fields} if flat else set()
+        out.update({key: value for key, value in flat.items() if key not in others})  # unknown: refused
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunSettings:
+        stopping, sampling = self.stopping, self.sampling
+        if stopping.stop and stopping.min_paths > sampling.paths:
+            raise ValueError(f"--min-paths {stopping.min_paths} is more than --paths {sampling.paths}: no "
+                             "question could ever stop; lower --min-paths or raise --paths")
+        if not sampling.temperatures and not sampling.greedy:
+            raise ValueError("no temperatures and no greedy path: nothing to run")
+        return self
+
+    # -- identity: what decides each path's text ----------------------------------------------------
+
+    def identity(self, task: Task) -> dict[str, object]:
+        """The settings that decide each path's text and answer: a store made with others is refused."""
+        return {"task": task.name, "task_spec": task.fingerprint(), **identity_of(self),
+                **identity_of(self.experiment), **identity_of(self.sampling), **self.options.identity()}
+
+    def settings_hash(self, task: Task) -> str:
+        canonical = json.dumps(self.identity(task), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:10]
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its own name (as `RunSettings(**flat)` takes them back)."""
+        dumped = self.model_dump(mode="json")
+        return {"backend": self.backend, "model": self.model,
+                **{key: value for group in (*GROUPS, "options") for key, value in dumped[group].items()}}
+
+    def stored_settings(self) -> dict[str, object]:
+        """The settings as the store keeps them: flat, each identity field as recorded (a --base-url
+        without credentials)."""
+        flat = self.flat()
+        return {**flat, **{key: value for key, value in self.options.identity().items() if key in flat}}
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> RunSettings:
+        """A copy with some settings changed, by their own names (`paths`, `converse`...), validated again."""
+        if not update:
+            return super().model_copy(deep=deep)
+        return type(self)(**{**self.flat(), **update})
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> RunSettings:
+        """Settings as a store kept them, for reading the run (a price file since moved is not checked)."""
+        return cls.model_validate(stored, context={"stored": True})
+
+    # -- what a run does with them --------------------------------------------------------------------
+
+    def backend_config(self, tokens_spent: int = 0, job_state: Any = None, settings_hash: str = "run"
+                       ) -> BackendConfig:
+        return BackendConfig(model=self.model, options=self.options, budget=self.budget,
+                             tokens_spent=tokens_spent, settings_hash=settings_hash, job_state=job_state)
+
+    def default_run_dir(self, task: Task) -> Path:
+        model = Path(self.model).stem if "/" in self.model else self.model
+        return Path("runs") / f"{_slug(task.name)}-{_slug(model)}-{self.settings_hash(task)}"
+
+    def get_task(self) -> Task:
+        return get_task(self.experiment.task, max_chars=self.experiment.max_question_chars,
+                        strict_input=self.experiment.strict_input)
+
+    def load(self, task: Task) -> TaskData:
+        e = self.experiment
+        return task.load(Path(e.data) if e.data else None, e.split, e.offset, e.limit, e.shots_from_data)
+
+    def stopping_rule(self) -> StoppingRule | None:
+        s = self.stopping
+        return parse_rule(s.stop, s.min_paths, self.sampling.paths) if s.stop else None
+
+    def settings(self) -> tuple[float, ...]:
+        """Temperatures in report order: greedy first."""
+        return ((GREEDY_TEMPERATURE,) if self.sampling.greedy else ()) + self.sampling.temperatures
+
+    def paths_at(self, temperature: float) -> int:
+        return 1 if temperature == GREEDY_TEMPERATURE else self.sampling.paths

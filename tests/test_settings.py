@@ -1,0 +1,188 @@
+"""Settings declared once: the run's groups and each backend's own options model, from which the CLI's
+options, validation and the run's identity follow; the store returns them typed; backends registered."""
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from conftest import GSM8K_TEST
+from selfconsistency.settings import RunSettings
+from selfconsistency.store import SampleStore
+
+TESTS = Path(__file__).parent
+
+# A backend as a plugin writes it: one module, its options model beside it, one registration. Nothing
+# else in the package names `--style` or `--retries`.
+PLUGIN = '''
+import sys
+from typing import Annotated
+from selfconsistency.backends import register_backend
+from selfconsistency.backends.base import Generation
+from selfconsistency.options import BackendOptions, Cli, Identity
+
+class EchoOptions(BackendOptions):
+    style: Annotated[str, Cli("How the echo answers.", "Echo backend"), Identity()] = "plain"
+    retries: Annotated[int, Cli("Times to retry (does not change the text).", "Echo backend")] = 0
+
+class Echo:
+    name = "echo"
+    def __init__(self, config):
+        self.model, self.style = config.model, config.options.style
+    def generate(self, requests):
+        for r in requests:
+            yield Generation(r, f"{self.style}: the answer is 5.", 10, 5, 0.0, "stop")
+    def close(self):
+        pass
+
+register_backend("echo", Echo, EchoOptions)
+'''
+
+
+def plugin_cli(*args: str) -> subprocess.CompletedProcess:
+    script = PLUGIN + "from selfconsistency.cli import app\napp(sys.argv[1:], prog_name='selfconsistency')\n"
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", **_pythonpath()})
+
+
+def _pythonpath() -> dict[str, str]:
+    import os
+
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
+def test_a_backends_own_option_reaches_the_cli_and_the_identity(tmp_path):
+    helped = plugin_cli("run", "--help")
+    assert helped.returncode == 0, helped.stderr
+    assert "--style" in helped.stdout and "--retries" in helped.stdout and "Echo backend" in helped.stdout
+    run = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--paths", "2", "--backend", "echo",
+           "--model", "m", "--run-dir", str(tmp_path / "run"), "--quiet"]
+    first = plugin_cli(*run, "--style", "loud")
+    assert first.returncode == 0, first.stderr
+    with SampleStore.open_readonly(tmp_path / "run") as store:
+        assert store.get_meta("identity")["style"] == "loud"
+        assert "loud: the answer is 5." in {p.text for p in store.paths()}
+        assert store.settings().options.style == "loud"  # readable where the plugin is not registered
+        exec(PLUGIN, {})  # and where it is, as its own options model
+        assert type(store.settings().options).__name__ == "EchoOptions"
+    assert plugin_cli(*run, "--style", "loud", "--retries", "3").returncode == 0  # not in the identity
+    refused = plugin_cli(*run, "--style", "quiet")  # another text: another run
+    assert refused.returncode == 2 and "different settings (style)" in refused.stderr
+
+
+def test_identity_is_what_older_versions_recorded(tmp_path):
+    """Stores made before the settings were regrouped keep their settings hash (their identity dicts, as
+    the earlier RunConfig.identity wrote them)."""
+    local = RunSettings(data=str(GSM8K_TEST), limit=2, model="gemma-3-270m", top_k=7)
+    task = local.get_task()
+    common = {"task": "gsm8k", "task_spec": task.fingerprint(), "shots_from_data": None, "model": "gemma-3-270m",
+              "prompt_format": "completion", "zero_shot": False, "top_p": 1.0, "top_k": 7, "max_tokens": 256,
+              "seed": 0, "flexible": True, "max_question_chars": 8000}
+    assert local.identity(task) == {**common, "backend": "local"}
+    server = RunSettings(data=str(GSM8K_TEST), backend="openai", model="gemma-3-270m", top_k=7, api="completions",
+                         base_url="http://user:secret@host:8000/v1", concurrency=9)
+    # credentials leave the URL entirely (scheme, host, port and path are kept)
+    assert server.identity(task) == {**common, "backend": "openai", "api": "completions",
+                                     "base_url": "http://host:8000/v1"}
+    bedrock = RunSettings(data=str(GSM8K_TEST), backend="bedrock-batch", model="gemma-3-270m", top_k=7,
+                          bucket="b", role_arn="r")
+    old = {**common, "backend": "bedrock-batch", "base_url": None, "api": "chat"}
+    assert bedrock.identity(task) == old
+    assert bedrock.model_copy(update={"converse": True}).identity(task) == {**old, "converse": True}
+    assert json.dumps(server.stored_settings()).count("secret") == 0
+
+
+def test_flat_and_grouped_settings_are_the_same_and_typos_are_refused():
+    flat = RunSettings(model="m", backend="openai", paths=10, temperatures=[0.7], stop="beta:0.95", base_url="u")
+    grouped = RunSettings(model="m", backend="openai", sampling={"paths": 10, "temperatures": (0.7,)},
+                          stopping={"stop": "beta:0.95"}, options={"base_url": "u"})
+    assert flat == grouped and flat.sampling.paths == 10 and flat.options.base_url == "u"
+    assert RunSettings(**flat.flat()) == flat
+    with pytest.raises(ValidationError, match="pathz"):
+        RunSettings(pathz=3)
+    with pytest.raises(ValidationError, match="unknown backend 'nope'"):
+        RunSettings(backend="nope")
+
+
+def test_the_store_returns_the_runs_settings_typed(tmp_path, scripted_backend):
+    from selfconsistency.experiment import run_experiment
+
+    config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=3,
+                         temperatures=(0.5, 0.7), max_cost=2.5)
+    run_experiment(config, tmp_path)
+    with SampleStore.open_readonly(tmp_path) as store:
+        assert store.settings() == config
+
+
+def test_an_older_store_keeps_its_job_ids(tmp_path):
+    """Job rows written when the provider's id was kept as `arn`: read back as `job_id`, read-only too."""
+    from selfconsistency import store as store_module
+
+    db = sqlite3.connect(tmp_path / "samples.sqlite")
+    for script in store_module._MIGRATIONS[:4]:
+        db.executescript(script)
+    db.execute("PRAGMA user_version = 4")
+    db.execute("INSERT INTO jobs (job_key, backend, model, status, arn, input_uri, output_uri, records, created_at, "
+               "updated_at) VALUES ('k', 'openai-batch', 'm', 'submitted', 'batch_123', 'in', '', '{}', 0, 0)")
+    db.commit()
+    db.close()
+    with SampleStore.open_readonly(tmp_path) as store:  # upgraded first: the directory is writable
+        assert [job["job_id"] for job in store.jobs()] == ["batch_123"]
+        assert store.read_only
+
+
+def test_importing_the_on_demand_bedrock_backend_leaves_store_and_batch_runner_out():
+    code = ("import sys, selfconsistency.backends.bedrock_ondemand\n"
+            "print(sorted(m for m in sys.modules if m in ('selfconsistency.store', "
+            "'selfconsistency.backends.batch_jobs', 'selfconsistency.backends.bedrock_batch')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_job_services_come_from_the_registry():
+    from selfconsistency.backends import BackendError, backend_spec, create_job_service, register_backend
+    from selfconsistency.backends.base import BackendConfig
+
+    made = []
+    register_backend("fake-batch", lambda config: None, job_service=lambda config: made.append(config) or "svc")
+    assert create_job_service("fake-batch", BackendConfig(model="m")) == "svc" and made[0].model == "m"
+    with pytest.raises(BackendError, match="runs no batch jobs"):
+        create_job_service("local", BackendConfig(model="m"))
+    assert backend_spec("openai-batch").job_service is not None
+
+
+def test_one_option_declared_differently_by_two_backends_is_refused():
+    from typing import Annotated
+
+    from selfconsistency.backends import _REGISTRY, register_backend
+    from selfconsistency.cli_options import declared_options
+    from selfconsistency.options import BackendOptions, Cli
+
+    class Clashing(BackendOptions):
+        concurrency: Annotated[int, Cli("Something else.", "Clash")] = 1
+
+    register_backend("clash", lambda config: None, Clashing)
+    try:
+        with pytest.raises(TypeError, match="--concurrency is declared twice"):
+            declared_options()
+    finally:
+        del _REGISTRY["clash"]
+
+
+def test_run_help_is_grouped_by_concern_and_uncut_at_80_columns():
+    from typer.testing import CliRunner
+
+    from selfconsistency.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert "…" not in result.output  # no option name, type or default cut short
+    panels = [line[3:].rstrip("─╮ ") for line in result.output.splitlines() if line.startswith("╭─")]
+    for panel in ("Experiment", "Sampling", "Adaptive stopping", "Backend", "Budget (paid backends)", "Output"):
+        assert any(title.startswith(panel) for title in panels), panels
+    assert max(map(len, result.output.splitlines())) <= 80
