@@ -256,3 +256,59 @@ def test_server_on_the_embedded_model():
         assert response.usage.prompt_tokens > 0
         if sc["answer"] is not None:  # the content is a path that gave the answer (perhaps cut at max_tokens)
             assert sc["answer"] in response.choices[0].message.content
+
+
+# -- the commands -------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_answer_command_over_an_upstream(tmp_path, stub_server):
+    from conftest import cli
+
+    data = tmp_path / "questions.jsonl"
+    data.write_text(json.dumps({"question": "What is 5 and a bit?"}) + "\n"
+                    + json.dumps({"question": "Labelled", "answer": "#### 6"}) + "\n")
+    out = tmp_path / "answers.jsonl"
+    proc = cli("answer", "gsm8k", "--data", str(data), "--backend", "openai", "--base-url", stub_server,
+               "--model", "m", "--paths", "2", "--prompt-format", "chat", "--min-agreement", "0.9",
+               "--run-dir", str(tmp_path / "run"), "-o", str(out), "--quiet", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    first, second = [json.loads(line) for line in out.read_text().splitlines()]
+    assert first["id"] == "test-00000" and first["votes"] == {"5": 1, "6": 1} and "gold" not in first
+    assert first["low_confidence"] is True and first["answer"] in {"5", "6"}
+    assert second["gold"] == "6" and second["correct"] == (second["answer"] == "6")
+    refused = cli("answer", "gsm8k", "--data", str(data), "--weighted", "logprob", "--usc")
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "give one" in refused.stderr
+
+
+def test_serve_command_over_an_upstream(stub_server):
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "selfconsistency", "serve", "--backend", "openai",
+                               "--base-url", stub_server, "--model", "m", "--paths", "3", "--prompt-format", "chat",
+                               "--port", str(port), "--api-key", API_KEY],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        response = client(url + "/v1").chat.completions.create(model="m", messages=ask("What is 5 and a bit?"))
+        assert response.self_consistency["votes"] == {"5": 1, "6": 1, "7": 1}
+        with pytest.raises(openai.AuthenticationError):
+            client(url + "/v1", key="wrong").models.list()
+    finally:
+        server.terminate()
+        logged, _ = server.communicate(timeout=30)
+    assert "POST /v1/chat/completions" in logged and API_KEY not in logged

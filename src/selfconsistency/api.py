@@ -244,6 +244,8 @@ class SelfConsistency:
         if "run_dir" in changes:
             value = changes.pop("run_dir")
             sibling.run_dir = Path(value) if value is not None else None
+        if "temperature" in changes:  # one temperature given replaces the list (e.g. from the command line)
+            sibling._options.pop("temperatures", None)
         sibling._options.update(changes)
         sibling._task_of(sibling.task)  # checks the options too
         if sibling.method is not None:

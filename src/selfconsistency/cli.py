@@ -130,6 +130,28 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         except (DataError, ModelError, BackendError, ValueError) as exc:
             raise _fail(str(exc)) from None
         return
+    progress, on_start, on_path = _sampling_progress(quiet, verbose)
+    try:
+        with progress:
+            directory = run_experiment(config, run_dir, on_start=on_start, on_path=on_path)
+        results = write_report(directory)
+    except (BudgetExceeded, JobsStopped, RecordsRefused, ExtractionFailed) as exc:
+        directory = run_dir or config.default_run_dir(config.get_task())
+        write_report(directory)  # what was paid for is reported, complete questions only
+        raise _fail(f"{exc} (report of the stored paths in {directory})") from None
+    except (DataError, ModelError, StoreMismatch, BackendError, RunDirError) as exc:
+        raise _fail(str(exc)) from None
+    except KeyboardInterrupt:  # every finished path is stored already
+        err.print("interrupted: run the same command to resume", highlight=False)
+        raise typer.Exit(code=130) from None
+    if not quiet:
+        out.print(Markdown(markdown_table(results)))
+        out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}, "
+                  f"{directory / HTML_FILE}", highlight=False)
+
+
+def _sampling_progress(quiet: bool, verbose: bool):
+    """A progress bar on stderr and the run's on_start / on_path hooks that drive it."""
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=err, disable=quiet)
@@ -157,26 +179,101 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
                 f"{generation.completion_tokens} tokens, {generation.latency_s:.1f}s, {generation.finish_reason}",
                 highlight=False)
 
+    return progress, on_start, on_path
+
+
+app.command("run")(settings_command(_run, _RUN_SWITCHES, _fail))
+
+_ANSWER_SWITCHES = [
+    _option("output", Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the answers here (JSON lines) instead of to stdout.",
+        rich_help_panel=OUTPUT)], None),
+    _option("weighted", Annotated[str | None, typer.Option(
+        help="Weight each path's vote: logprob (its length-normalised probability) or cisc[:T] "
+             "(confidence-weighted, CISC). \\[default: a plain majority vote]", metavar="METHOD",
+        rich_help_panel=OUTPUT)], None),
+    _option("usc", Annotated[bool, typer.Option(
+        "--usc", help="Pick with Universal Self-Consistency (one more request per question: the model names "
+                      "the most consistent path) instead of the vote; always so for answer type free.",
+        rich_help_panel=OUTPUT)], False),
+    _option("min_agreement", Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Mark answers whose agreement is below this \"low_confidence\": true.",
+        metavar="X", rich_help_panel=OUTPUT)], None),
+    *_RUN_SWITCHES[:3],
+]
+
+
+def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool, min_agreement: float | None,
+            run_dir: Path | None, verbose: bool, quiet: bool) -> None:
+    """Answer each question of a data file (gold optional): one JSON line per question, in input order:
+    the vote, its agreement and votes, the paths used, a rationale, tokens and cost (gold and correct when
+    the record had a gold). Resumes like run. No greedy path: answers vote over sampled paths only."""
+    from .api import answer_data, write_answers
+
+    if weighted and usc:
+        raise _fail("--weighted and --usc choose the answer differently: give one")
+    try:
+        config = RunSettings(**{**settings, "greedy": False})
+    except ValidationError as exc:
+        raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
+    progress, on_start, on_path = _sampling_progress(quiet, verbose)
     try:
         with progress:
-            directory = run_experiment(config, run_dir, on_start=on_start, on_path=on_path)
-        results = write_report(directory)
-    except (BudgetExceeded, JobsStopped, RecordsRefused, ExtractionFailed) as exc:
-        directory = run_dir or config.default_run_dir(config.get_task())
-        write_report(directory)  # what was paid for is reported, complete questions only
-        raise _fail(f"{exc} (report of the stored paths in {directory})") from None
-    except (DataError, ModelError, StoreMismatch, BackendError, RunDirError) as exc:
+            directory, answers = answer_data(config, run_dir, method="usc" if usc else weighted,
+                                             min_agreement=min_agreement, on_start=on_start, on_path=on_path)
+        if output is None:
+            write_answers(answers, sys.stdout)
+        else:
+            with output.open("w", encoding="utf-8") as stream:
+                write_answers(answers, stream)
+    except (DataError, ModelError, StoreMismatch, BackendError, RunDirError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:  # every finished path is stored already
         err.print("interrupted: run the same command to resume", highlight=False)
         raise typer.Exit(code=130) from None
     if not quiet:
-        out.print(Markdown(markdown_table(results)))
-        out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}, "
-                  f"{directory / HTML_FILE}", highlight=False)
+        labelled = [a for a in answers if a.correct is not None]
+        scored = f"; {sum(a.correct for a in labelled)} of {len(labelled)} labelled right" if labelled else ""
+        err.print(f"{len(answers)} answers{scored}{f' to {output}' if output else ''}; paths in {directory}",
+                  highlight=False)
 
 
-app.command("run")(settings_command(_run, _RUN_SWITCHES, _fail))
+app.command("answer")(settings_command(_answer, _ANSWER_SWITCHES, _fail))
+
+_SERVE_SWITCHES = [
+    _option("host", Annotated[str, typer.Option(help="Address to listen on.", rich_help_panel=OUTPUT)],
+            "127.0.0.1"),
+    _option("port", Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.",
+                                                rich_help_panel=OUTPUT)], 8000),
+    _option("api_key", Annotated[str | None, typer.Option(
+        envvar="SELFCONSISTENCY_API_KEY", help="Require 'Authorization: Bearer KEY' (compared in constant time; "
+                                               "never logged).", rich_help_panel=OUTPUT, show_default=False)],
+            None),
+    _option("max_concurrent", Annotated[int, typer.Option(
+        min=1, help="Requests answered at once; more wait their turn.", rich_help_panel=OUTPUT)], 4),
+    _option("run_dir", Annotated[Path | None, typer.Option(
+        help="Keep every request's paths here (a question asked again is answered from them). "
+             "\\[default: none: each request works in a temporary directory]", rich_help_panel=OUTPUT)], None),
+]
+
+
+def _serve(settings: dict, host: str, port: int, api_key: str | None, max_concurrent: int,
+           run_dir: Path | None) -> None:
+    """Serve an OpenAI-compatible endpoint (POST /v1/chat/completions, /v1/completions) that answers each
+    request with self-consistency over the backend: the content is the winning path, usage sums every
+    path, and a self_consistency object holds the answer, agreement and votes."""
+    from .api import SelfConsistency
+    from .serve import serve
+
+    options = {key: value for key, value in settings.items() if key != "greedy"}
+    try:
+        engine = SelfConsistency(run_dir=run_dir, **options)
+    except (DataError, ModelError, BackendError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    serve(engine, host, port, api_key=api_key, max_concurrent=max_concurrent)
+
+
+app.command("serve")(settings_command(_serve, _SERVE_SWITCHES, _fail))
 
 
 @app.command()
