@@ -205,9 +205,12 @@ _ANSWER_SWITCHES = [
 
 def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool, min_agreement: float | None,
             run_dir: Path | None, verbose: bool, quiet: bool) -> None:
-    """Answer each question of a data file (gold optional): one JSON line per question, in input order:
-    the vote, its agreement and votes, the paths used, a rationale, tokens and cost (gold and correct when
-    the record had a gold). Resumes like run. No greedy path: answers vote over sampled paths only."""
+    """Answer each question of a data file (gold optional), resuming like run.
+
+    One JSON line per question, in input order: answer, agreement, votes, paths used, rationale, cost.
+
+    A record with a gold also gets gold and correct. No greedy path: answers vote over sampled paths.
+    """
     from .api import answer_data, write_answers
 
     if weighted and usc:
@@ -259,9 +262,12 @@ _SERVE_SWITCHES = [
 
 def _serve(settings: dict, host: str, port: int, api_key: str | None, max_concurrent: int,
            run_dir: Path | None) -> None:
-    """Serve an OpenAI-compatible endpoint (POST /v1/chat/completions, /v1/completions) that answers each
-    request with self-consistency over the backend: the content is the winning path, usage sums every
-    path, and a self_consistency object holds the answer, agreement and votes."""
+    """Serve an OpenAI-compatible endpoint that answers with self-consistency.
+
+    POST /v1/chat/completions and /v1/completions: the content is the winning path, usage sums every path.
+
+    A self_consistency object holds answer, agreement and votes; GET /v1/models and /health too.
+    """
     from .api import SelfConsistency
     from .serve import serve
 
