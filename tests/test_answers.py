@@ -378,3 +378,10 @@ def test_report_page_marks_nothing_for_unlabelled_questions(tmp_path, bots, brow
     Select(find("#filter")[0]).select_by_value("all")
     find("#questions tbody tr")[0].click()
     assert find("#detail-gold")[0].text == "gold: none (unlabelled)"
+
+
+def test_a_request_temperature_replaces_the_configured_ones(bots):
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, temperatures=(0.5,))  # as `serve` passes them
+    sc.answer("I am sure", task="gsm8k")
+    sc.with_options(temperature=0.9).answer("I am sure", task="gsm8k")
+    assert sorted({t for _, t, _ in bots[0].calls}) == [0.5, 0.9]
