@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,23 +168,30 @@ class EntropyRule(StoppingRule):
         return f"entropy:{self.threshold:g}"
 
 
+RuleFactory = Callable[[str, int, int], StoppingRule]  # (value after the colon, min paths, max paths)
+RULES: dict[str, RuleFactory] = {
+    "fixed": lambda value, lo, hi: FixedN(min_paths=lo, max_paths=hi, n=int(value or hi)),
+    "beta": lambda value, lo, hi: BetaRule(min_paths=lo, max_paths=hi, threshold=float(value or 0.95)),
+    "dirichlet": lambda value, lo, hi: DirichletRule(min_paths=lo, max_paths=hi, threshold=float(value or 0.95)),
+    "esc": lambda value, lo, hi: WindowRule(min_paths=lo, max_paths=hi, window=int(value or 5)),
+    "entropy": lambda value, lo, hi: EntropyRule(min_paths=lo, max_paths=hi, threshold=float(value or 0.3)),
+}
+
+
+def register_rule(kind: str, factory: RuleFactory) -> None:
+    """Make `kind:VALUE` a stopping rule everywhere a rule is named (--stop, simulate, the Python API)."""
+    RULES[kind] = factory
+
+
 def parse_rule(text: str, min_paths: int = 1, max_paths: int = 40) -> StoppingRule:
-    """`beta:0.95`, `dirichlet:0.95`, `esc:5`, `entropy:0.3`, `fixed:16`."""
+    """`beta:0.95`, `dirichlet:0.95`, `esc:5`, `entropy:0.3`, `fixed:16`, or a registered kind."""
     kind, _, value = text.partition(":")
+    if kind not in RULES:
+        raise ValueError(f"unknown stopping rule {text!r}; use " + ", ".join(f"{k}:…" for k in RULES))
     try:
-        if kind == "fixed":
-            return FixedN(min_paths=min_paths, max_paths=max_paths, n=int(value or max_paths))
-        if kind == "beta":
-            return BetaRule(min_paths=min_paths, max_paths=max_paths, threshold=float(value or 0.95))
-        if kind == "dirichlet":
-            return DirichletRule(min_paths=min_paths, max_paths=max_paths, threshold=float(value or 0.95))
-        if kind == "esc":
-            return WindowRule(min_paths=min_paths, max_paths=max_paths, window=int(value or 5))
-        if kind == "entropy":
-            return EntropyRule(min_paths=min_paths, max_paths=max_paths, threshold=float(value or 0.3))
+        return RULES[kind](value, min_paths, max_paths)
     except ValueError:
         raise ValueError(f"bad value in stopping rule {text!r}") from None
-    raise ValueError(f"unknown stopping rule {text!r}; use fixed:N, beta:T, dirichlet:T, esc:W or entropy:T")
 
 
 @dataclass(frozen=True)
