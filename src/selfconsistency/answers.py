@@ -171,7 +171,7 @@ def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement
     """One Answer per question (`ids`, default the latest selection), in that order, voting over the
     paths at `temperature` (default: the run's first sampling temperature) that the run used."""
     method = check_method(method)
-    with SampleStore(run_dir, create=False) as store:
+    with SampleStore.open_readonly(run_dir) as store:
         config = store.get_meta("config")
         if config is None:
             raise ValueError(f"{store.path} holds no run")
