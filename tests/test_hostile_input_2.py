@@ -61,6 +61,28 @@ def test_huge_repeat_counts_are_refused_before_compiling(tmp_path, role, pattern
     one_line_error(proc, f"answer.{role}", pattern[:40], "repeats more than 1,000 times")
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pattern", ["(?x)((a{1000}) {1000}) {1000}", "(?x)((a{1000})#c\n{1000}){1000}",
+                                     "((?x:(a{1000}) {1000})){1000}", "(?xi)(a{1000} {1000})"])
+def test_verbose_whitespace_and_comments_do_not_hide_nested_repeats(tmp_path, pattern):
+    config = write(tmp_path / "rx.yaml", f"""
+        name: rx
+        answer: {{type: text, pattern: {json.dumps(pattern)}}}
+    """)
+    line = one_line_error(cli("tasks", "show", str(config), timeout=30), "repeats more than 1,000 times")
+    assert "{n}" not in line and "counted" in line
+
+
+def test_the_verbose_flag_argument_is_honoured_too():
+    import regex
+
+    from selfconsistency.extract import compile_user_pattern
+
+    with pytest.raises(ValueError, match=r"1,000,000 counted"):
+        compile_user_pattern("(a{1000} {1000})", regex.VERBOSE)
+    assert compile_user_pattern("(a{1000} {1000})").groups == 1  # without x the space is the repeated atom
+
+
 @pytest.mark.parametrize("pattern", [r"(\d{4}-\d{2}-\d{2})", r"([{60000}]+)", r"(\{60000\})", r"(\p{L}{3})",
                                      r"((?:ab){10}){100}"])
 def test_ordinary_counted_repeats_still_compile(pattern):
