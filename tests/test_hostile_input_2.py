@@ -409,3 +409,16 @@ def test_user_defined_tokens_in_data_become_ordinary_tokens(prompt_format):
     count = lambda tokens: sum(map(is_marker, tokens))  # noqa: E731
     assert (count(shared), count(rest)) == (count(template_markers[0]), count(template_markers[1]))
     assert HOSTILE_TAGS in backend.llm.detokenize(shared + rest, special=True).decode()  # all there, as text
+
+
+# -- configs nested deeper than any parser's recursion ----------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("suffix, levels", [(".yaml", 50_000), (".toml", 50_000), (".yaml", 500)])
+def test_deeply_nested_configs_are_one_line_errors(tmp_path, suffix, levels):
+    nested = "[" * levels + "]" * levels
+    text = f"name: deep\nprompt: {{template: {nested}}}\n" if suffix == ".yaml" else \
+        f'name = "deep"\n[prompt]\ntemplate = {nested}\n'
+    config = tmp_path / f"deep{suffix}"
+    config.write_text(text)
+    one_line_error(cli("tasks", "show", str(config), timeout=50), str(config), "nested")
