@@ -301,6 +301,16 @@ def test_the_render_deadline_restores_the_previous_tracer():
     ("http://alice:S3cretS3cret@[::1]:8000/v1/?x=S3cretS3cret", "http://[::1]:8000/v1/"),
     ("https://h.example/openai/deployments/gpt-4o-2024-08-06", "https://h.example/openai/deployments/gpt-4o-2024-08-06"),
     ("http://localhost:11434/v1", "http://localhost:11434/v1"),
+    ("https://h.example/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fw/v1",
+     "https://h.example/t/[redacted]/v1"),
+    ("https://h.example/nvapi-AbCdEfGh1234IjKl5678/v1", "https://h.example/[redacted]/v1"),
+    ("https://h.example/pplx-abcd1234efgh5678/v1", "https://h.example/[redacted]/v1"),
+    ("https://h.example/v1%3Fapi_key%3DS3cretS3cret", "https://h.example/v1"),
+    ("https://h.example/v1%23S3cretS3cret", "https://h.example/v1"),
+    ("https://h.example/v1\u00a0?api_key=S3cretS3cret", "https://h.example/v1"),
+    ("https://h.example/v1\u3000#api_key=S3cretS3cret", "https://h.example/v1"),
+    ("https://bedrock.example/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke",
+     "https://bedrock.example/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke"),
 ])
 def test_urls_keep_only_scheme_host_port_and_path(url, kept):
     from selfconsistency.audit import redact_urls
@@ -322,6 +332,40 @@ def test_an_openai_compatible_run_with_a_secret_in_its_url_resumes(tmp_path, scr
             assert b"S3cret" not in content and b"J5E5" not in content and b"FRAGMENT" not in content, name
     run_experiment(config, tmp_path / "run")  # the same command resumes: the stored URL is the redacted one both times
     assert len(scripted_backend) == 1
+
+
+def test_a_server_error_echoing_the_secret_path_is_masked(tmp_path):
+    """An OpenAI-compatible server's 404 text quotes the path it was sent, key segment and all."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import GSM8K_TEST
+
+    class EchoesPath(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            error = {"message": f"Invalid URL (POST {self.path})", "type": "invalid_request_error"}
+            data = json.dumps({"error": error})
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoesPath)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/t/abcdefghijklmnop1XYZ/v1"
+        proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--paths", "1", "--backend", "openai",
+                   "--base-url", url, "--model", "m", "--run-dir", str(tmp_path / "run"),
+                   "--quiet", timeout=120)
+    finally:
+        server.shutdown()
+    one_line_error(proc, "Invalid URL (POST /t/[redacted]/v1")
+    assert "abcdefghijklmnop1XYZ" not in proc.stderr + proc.stdout
 
 
 # -- files in a run directory are never written through symlinks ------------------------------------

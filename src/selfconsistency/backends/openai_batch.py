@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from ..audit import redact_message, redact_urls
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest
 from .batch_jobs import (
     MALFORMED_CODE,
@@ -72,8 +73,9 @@ class OpenAIBatchJobs:
         try:
             yield
         except self._api_error as exc:
-            raise BackendError(f"{self.options.base_url or 'OpenAI API'}: {what}: {type(exc).__name__}: "
-                               f"{getattr(exc, 'message', exc)}") from None
+            raise BackendError(f"{redact_urls(self.options.base_url or 'OpenAI API')}: {what}: {type(exc).__name__}: "
+                               f"{redact_message(str(getattr(exc, 'message', exc)), self.options.base_url)}"
+                               ) from None
 
     def _line(self, record_id: str, body: dict[str, Any]) -> str:
         return json.dumps({"custom_id": record_id, "method": "POST", "url": self.endpoint, "body": body},
