@@ -254,12 +254,44 @@ def test_templates_that_hang_or_flood_memory_are_one_line_errors(tmp_path, templ
     one_line_error(proc, f"prompt template of {config}", message)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("template, message", [
+    ("{{ ([('x'|center(99999))]*1000000)|string|length }}", "print too long"),
+    ("{{ ([('x'|center(99999))]*1000000)|tojson|length }}", "print too long"),
+    ("{{ ('%*s' % (2000000000, 'x'))|length }}", "width taken from the operands"),
+    ("{{ ('%-*.*s' % (5, 2000000000, 'x'))|length }}", "width taken from the operands"),
+    ("{{ ('\\t' * 20000).expandtabs(99999)|length }}", "too long"),
+    ("{{ dict.fromkeys(range(99999), 'x'|center(99999))|string|length }}", "string: the value would print"),
+    ("{{ dict.fromkeys(range(99999), 'x'|center(99999)) }}", "output: the value would print"),
+    ("{{ ('%s' * 99999) % ((('x'|center(99999)),) * 99999) }}", "too long"),
+    ("{% set t = ('x'|center(99999), 'y'|center(99999)) %}{% set u = t + t + t + t + t + t %}"
+     "{{ ('%s' * 24) % (u + u) }}", "too long"),
+    ("{% set t = range(99)|map('string')|list %}{{ ('%s' * 99) % t|map('center', 99999)|list }}", "too long"),
+    ("{% set L = [1] * 99999 %}{{ ([L] * 99999)|sum(start=[])|length }}", "print too long"),
+    ("{% set L = range(99999)|list %}{{ [L, L, L, L, L, L, L, L, L, L, L]|sum(start=[])|length }}",
+     "sum: the value would print"),
+    ("{% set a = 2**50000 %}{% set b = a*a %}{% set c = b*b %}{{ (c*c) > 1 }}", "product of 100,000 bits"),
+])
+def test_c_level_work_the_size_checks_missed_is_refused(tmp_path, template, message):
+    config = write(tmp_path / "flood.yaml", f"""
+        name: flood
+        prompt:
+          template: {json.dumps(template)}
+          exemplars: [{{question: "What is 1+1?", rationale: "The answer is 2."}}]
+    """)
+    one_line_error(cli("tasks", "show", str(config), timeout=50), f"prompt template of {config}", message)
+
+
 @pytest.mark.parametrize("template, expected", [
     ("<{{ question|center(9) }}|{{ question|indent(2, true) }}", "<    q1   |  q1"),
     ("{% for label, text in choices %}({{ label }}) {{ text }} {% endfor %}{{ range(3)|join(',') }}",
      "(A) one (B) two 0,1,2"),
     ("{{ '%5s'|format(question) }}{{ '{:>4}'.format(question) ~ '!' }}{{ question|replace('q', 'Q') }}",
      "q1  q1!Q1"),
+    ("{{ '%s-%5s-%d' % (question, question, 2**40) }}{{ [question] * 3 }}{{ [[1], [2]]|sum(start=[]) }}",
+     "q1-   q1-1099511627776['q1', 'q1', 'q1'][1, 2]"),
+    ("{{ ('a\\tb').expandtabs(4) }}{{ {'k': question}|tojson }}{{ (2**1000 * 2**1000) > 1 }}",
+     'a   b{"k": "q1"}True'),
 ])
 def test_ordinary_templates_still_render(template, expected):
     from selfconsistency.tasks.sandbox import TemplateSandbox, render
