@@ -420,7 +420,18 @@ def test_report_does_not_write_through_a_symlink(tmp_path, scripted_backend, nam
     assert victim.read_text() == "precious\n"
 
 
-@pytest.mark.parametrize("name", ["run.lock", "audit.jsonl", "samples.sqlite", "samples.sqlite-wal"])
+@pytest.mark.timeout(120)
+def test_report_refuses_a_fifo_in_place_of_a_results_file(tmp_path, scripted_backend):
+    import os
+
+    run_dir = _scripted_run(tmp_path, tmp_path / "run")
+    (run_dir / "results.md").unlink(missing_ok=True)
+    os.mkfifo(run_dir / "results.md")  # opening it for writing would wait for a reader for ever
+    one_line_error(cli("report", str(run_dir), timeout=60), f"{run_dir / 'results.md'} is not a regular file")
+
+
+@pytest.mark.parametrize("name", ["run.lock", "audit.jsonl", "samples.sqlite", "samples.sqlite-wal",
+                                  "samples.sqlite-journal"])
 def test_run_does_not_write_through_a_symlink(tmp_path, scripted_backend, name):
     from selfconsistency.safe_files import UnsafeRunFile
 
