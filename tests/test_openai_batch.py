@@ -289,3 +289,12 @@ def test_output_in_another_shape_is_never_bought_again_nor_filed_under_foreign_i
     with sqlite3.connect(run_dir / "samples.sqlite") as db:
         filed = {row[0] for row in db.execute("SELECT record_id FROM record_errors")}
     assert filed <= sent and filed  # every failure under an id we sent, none under "None" or "...x"
+
+
+def test_a_cap_under_a_cent_is_shown_as_given(batch_api, tmp_path):
+    emulator, url = batch_api
+    proc = cli(*cli_args(url, tmp_path / "run", 2), "--max-cost", "0.0001")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "above --max-cost $0.0001;" in errors[0] and not emulator.batches
+    assert "the estimate $0.000" in errors[0] and "the estimate $0.00 " not in errors[0]  # digits a cent hides
