@@ -171,7 +171,8 @@ def test_format_characters_do_not_hide_markers(hidden):
 
 
 @pytest.mark.parametrize("marker", ["\uff31:", "\u0410:", "\u0391:", "Q\ufe55",
-                                    "\uff21\uff4e\uff53\uff57\uff45\uff52:"])
+                                    "\uff21\uff4e\uff53\uff57\uff45\uff52:", "Q\u0301:", "A\u0308\u0301:",
+                                    "Qu\u0335estion:", "\u00c1:"])
 def test_look_alike_markers_are_markers(marker):
     from selfconsistency.sanitize import sanitize
 
@@ -181,7 +182,8 @@ def test_look_alike_markers_are_markers(marker):
 
 
 @pytest.mark.parametrize("text", ["\u0633\u0644\u0627\u0645\u200c\u062f\u0646\u06cc\u0627",  # Persian needs ZWNJ
-                                  "\U0001f468\u200d\U0001f469\u200d\U0001f467", "Note: fine\nTime: 5 minutes"])
+                                  "\U0001f468\u200d\U0001f469\u200d\U0001f467", "Note: fine\nTime: 5 minutes",
+                                  "Caf\u00e9: open\nCafe\u0301: open"])
 def test_joiners_in_scripts_and_ordinary_labels_are_kept(text):
     from selfconsistency.sanitize import sanitize
 
@@ -210,7 +212,7 @@ def test_a_text_gold_used_as_an_exemplar_answer_is_neutralised(tmp_path):
 
 @pytest.mark.parametrize("token", ["<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<bos>", "<eos>", "<start_of_turn>",
                                    "<end_of_turn>", "<tool_call>", "</tool_call>", "<think>", "</think>", "[INST]",
-                                   "[/INST]", "<s>", "</s>", "<|im_start|>"])
+                                   "[/INST]", "<s>", "</s>", "<|im_start|>", "<mask>", "<cls>", "<sep>"])
 def test_special_token_syntaxes_are_neutralised(token):
     from selfconsistency.sanitize import sanitize
 
