@@ -294,6 +294,7 @@ def test_c_level_work_the_size_checks_missed_is_refused(tmp_path, template, mess
      "q1-   q1-1099511627776['q1', 'q1', 'q1'][1, 2]"),
     ("{{ ('a\\tb').expandtabs(4) }}{{ {'k': question}|tojson }}{{ (2**1000 * 2**1000) > 1 }}",
      'a   b{"k": "q1"}True'),
+    ("{{ '100%%* %s' % question }}", "100%* q1"),
 ])
 def test_ordinary_templates_still_render(template, expected):
     from selfconsistency.tasks.sandbox import TemplateSandbox, render

@@ -189,7 +189,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
             _too_long(len(left) + len(right))
         if operator == "%" and isinstance(left, str):
             _check_format(left)
-            if _STAR_WIDTH.search(left):
+            if _STAR_WIDTH.search(left.replace("%%", "")):  # `%%` is a literal percent sign
                 raise SecurityError(f"format string {left[:40]!r}: a width taken from the operands (*)")
             _too_long(len(left) + _weight(right))
         return super().call_binop(context, operator, left, right)
