@@ -317,3 +317,13 @@ def test_an_echo_that_never_matches_buys_the_job_once(aws, tmp_path):
     collected = cli("jobs", "collect", "--resubmit", str(run_dir))
     assert collected.returncode == 0, collected.stderr
     assert len(stored_rows(run_dir)) == 130 and len(aws.jobs) == 2
+
+
+@pytest.mark.parametrize("foreign", ["suffix", "list"])
+def test_output_naming_no_record_of_ours_buys_the_job_once(aws, tmp_path, foreign):
+    """recordIds that are lists or name no record of the job are unreadable lines, not a traceback nor a
+    silent loss: when they are the whole output the records wait for `jobs collect --resubmit`."""
+    aws.faults = Faults(foreign_ids=foreign)
+    run_dir = tmp_path / "run"
+    one_line_error(cli(*run_args(run_dir, "foreign-bucket", "--create-bucket")), "malformed", "--resubmit")
+    assert len(aws.jobs) == 1 and not aws.runtime_calls and stored_rows(run_dir) == []

@@ -61,6 +61,28 @@ def test_huge_repeat_counts_are_refused_before_compiling(tmp_path, role, pattern
     one_line_error(proc, f"answer.{role}", pattern[:40], "repeats more than 1,000 times")
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pattern", ["(?x)((a{1000}) {1000}) {1000}", "(?x)((a{1000})#c\n{1000}){1000}",
+                                     "((?x:(a{1000}) {1000})){1000}", "(?xi)(a{1000} {1000})"])
+def test_verbose_whitespace_and_comments_do_not_hide_nested_repeats(tmp_path, pattern):
+    config = write(tmp_path / "rx.yaml", f"""
+        name: rx
+        answer: {{type: text, pattern: {json.dumps(pattern)}}}
+    """)
+    line = one_line_error(cli("tasks", "show", str(config), timeout=30), "repeats more than 1,000 times")
+    assert "{n}" not in line and "counted" in line
+
+
+def test_the_verbose_flag_argument_is_honoured_too():
+    import regex
+
+    from selfconsistency.extract import compile_user_pattern
+
+    with pytest.raises(ValueError, match=r"1,000,000 counted"):
+        compile_user_pattern("(a{1000} {1000})", regex.VERBOSE)
+    assert compile_user_pattern("(a{1000} {1000})").groups == 1  # without x the space is the repeated atom
+
+
 @pytest.mark.parametrize("pattern", [r"(\d{4}-\d{2}-\d{2})", r"([{60000}]+)", r"(\{60000\})", r"(\p{L}{3})",
                                      r"((?:ab){10}){100}"])
 def test_ordinary_counted_repeats_still_compile(pattern):
@@ -149,7 +171,8 @@ def test_format_characters_do_not_hide_markers(hidden):
 
 
 @pytest.mark.parametrize("marker", ["\uff31:", "\u0410:", "\u0391:", "Q\ufe55",
-                                    "\uff21\uff4e\uff53\uff57\uff45\uff52:"])
+                                    "\uff21\uff4e\uff53\uff57\uff45\uff52:", "Q\u0301:", "A\u0308\u0301:",
+                                    "Qu\u0335estion:", "\u00c1:"])
 def test_look_alike_markers_are_markers(marker):
     from selfconsistency.sanitize import sanitize
 
@@ -159,7 +182,8 @@ def test_look_alike_markers_are_markers(marker):
 
 
 @pytest.mark.parametrize("text", ["\u0633\u0644\u0627\u0645\u200c\u062f\u0646\u06cc\u0627",  # Persian needs ZWNJ
-                                  "\U0001f468\u200d\U0001f469\u200d\U0001f467", "Note: fine\nTime: 5 minutes"])
+                                  "\U0001f468\u200d\U0001f469\u200d\U0001f467", "Note: fine\nTime: 5 minutes",
+                                  "Caf\u00e9: open\nCafe\u0301: open"])
 def test_joiners_in_scripts_and_ordinary_labels_are_kept(text):
     from selfconsistency.sanitize import sanitize
 
@@ -188,7 +212,7 @@ def test_a_text_gold_used_as_an_exemplar_answer_is_neutralised(tmp_path):
 
 @pytest.mark.parametrize("token", ["<\uff5cbegin\u2581of\u2581sentence\uff5c>", "<bos>", "<eos>", "<start_of_turn>",
                                    "<end_of_turn>", "<tool_call>", "</tool_call>", "<think>", "</think>", "[INST]",
-                                   "[/INST]", "<s>", "</s>", "<|im_start|>"])
+                                   "[/INST]", "<s>", "</s>", "<|im_start|>", "<mask>", "<cls>", "<sep>"])
 def test_special_token_syntaxes_are_neutralised(token):
     from selfconsistency.sanitize import sanitize
 
@@ -232,12 +256,45 @@ def test_templates_that_hang_or_flood_memory_are_one_line_errors(tmp_path, templ
     one_line_error(proc, f"prompt template of {config}", message)
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("template, message", [
+    ("{{ ([('x'|center(99999))]*1000000)|string|length }}", "print too long"),
+    ("{{ ([('x'|center(99999))]*1000000)|tojson|length }}", "print too long"),
+    ("{{ ('%*s' % (2000000000, 'x'))|length }}", "width taken from the operands"),
+    ("{{ ('%-*.*s' % (5, 2000000000, 'x'))|length }}", "width taken from the operands"),
+    ("{{ ('\\t' * 20000).expandtabs(99999)|length }}", "too long"),
+    ("{{ dict.fromkeys(range(99999), 'x'|center(99999))|string|length }}", "string: the value would print"),
+    ("{{ dict.fromkeys(range(99999), 'x'|center(99999)) }}", "output: the value would print"),
+    ("{{ ('%s' * 99999) % ((('x'|center(99999)),) * 99999) }}", "too long"),
+    ("{% set t = ('x'|center(99999), 'y'|center(99999)) %}{% set u = t + t + t + t + t + t %}"
+     "{{ ('%s' * 24) % (u + u) }}", "too long"),
+    ("{% set t = range(99)|map('string')|list %}{{ ('%s' * 99) % t|map('center', 99999)|list }}", "too long"),
+    ("{% set L = [1] * 99999 %}{{ ([L] * 99999)|sum(start=[])|length }}", "print too long"),
+    ("{% set L = range(99999)|list %}{{ [L, L, L, L, L, L, L, L, L, L, L]|sum(start=[])|length }}",
+     "sum: the value would print"),
+    ("{% set a = 2**50000 %}{% set b = a*a %}{% set c = b*b %}{{ (c*c) > 1 }}", "product of 100,000 bits"),
+])
+def test_c_level_work_the_size_checks_missed_is_refused(tmp_path, template, message):
+    config = write(tmp_path / "flood.yaml", f"""
+        name: flood
+        prompt:
+          template: {json.dumps(template)}
+          exemplars: [{{question: "What is 1+1?", rationale: "The answer is 2."}}]
+    """)
+    one_line_error(cli("tasks", "show", str(config), timeout=50), f"prompt template of {config}", message)
+
+
 @pytest.mark.parametrize("template, expected", [
     ("<{{ question|center(9) }}|{{ question|indent(2, true) }}", "<    q1   |  q1"),
     ("{% for label, text in choices %}({{ label }}) {{ text }} {% endfor %}{{ range(3)|join(',') }}",
      "(A) one (B) two 0,1,2"),
     ("{{ '%5s'|format(question) }}{{ '{:>4}'.format(question) ~ '!' }}{{ question|replace('q', 'Q') }}",
      "q1  q1!Q1"),
+    ("{{ '%s-%5s-%d' % (question, question, 2**40) }}{{ [question] * 3 }}{{ [[1], [2]]|sum(start=[]) }}",
+     "q1-   q1-1099511627776['q1', 'q1', 'q1'][1, 2]"),
+    ("{{ ('a\\tb').expandtabs(4) }}{{ {'k': question}|tojson }}{{ (2**1000 * 2**1000) > 1 }}",
+     'a   b{"k": "q1"}True'),
+    ("{{ '100%%* %s' % question }}", "100%* q1"),
 ])
 def test_ordinary_templates_still_render(template, expected):
     from selfconsistency.tasks.sandbox import TemplateSandbox, render
@@ -279,6 +336,16 @@ def test_the_render_deadline_restores_the_previous_tracer():
     ("http://alice:S3cretS3cret@[::1]:8000/v1/?x=S3cretS3cret", "http://[::1]:8000/v1/"),
     ("https://h.example/openai/deployments/gpt-4o-2024-08-06", "https://h.example/openai/deployments/gpt-4o-2024-08-06"),
     ("http://localhost:11434/v1", "http://localhost:11434/v1"),
+    ("https://h.example/t/eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fw/v1",
+     "https://h.example/t/[redacted]/v1"),
+    ("https://h.example/nvapi-AbCdEfGh1234IjKl5678/v1", "https://h.example/[redacted]/v1"),
+    ("https://h.example/pplx-abcd1234efgh5678/v1", "https://h.example/[redacted]/v1"),
+    ("https://h.example/v1%3Fapi_key%3DS3cretS3cret", "https://h.example/v1"),
+    ("https://h.example/v1%23S3cretS3cret", "https://h.example/v1"),
+    ("https://h.example/v1\u00a0?api_key=S3cretS3cret", "https://h.example/v1"),
+    ("https://h.example/v1\u3000#api_key=S3cretS3cret", "https://h.example/v1"),
+    ("https://bedrock.example/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke",
+     "https://bedrock.example/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke"),
 ])
 def test_urls_keep_only_scheme_host_port_and_path(url, kept):
     from selfconsistency.audit import redact_urls
@@ -302,6 +369,40 @@ def test_an_openai_compatible_run_with_a_secret_in_its_url_resumes(tmp_path, scr
     assert len(scripted_backend) == 1
 
 
+def test_a_server_error_echoing_the_secret_path_is_masked(tmp_path):
+    """An OpenAI-compatible server's 404 text quotes the path it was sent, key segment and all."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import GSM8K_TEST
+
+    class EchoesPath(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            self.rfile.read(int(self.headers["Content-Length"]))
+            error = {"message": f"Invalid URL (POST {self.path})", "type": "invalid_request_error"}
+            data = json.dumps({"error": error})
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoesPath)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/t/abcdefghijklmnop1XYZ/v1"
+        proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--paths", "1", "--backend", "openai",
+                   "--base-url", url, "--model", "m", "--run-dir", str(tmp_path / "run"),
+                   "--quiet", timeout=120)
+    finally:
+        server.shutdown()
+    one_line_error(proc, "Invalid URL (POST /t/[redacted]/v1")
+    assert "abcdefghijklmnop1XYZ" not in proc.stderr + proc.stdout
+
+
 # -- files in a run directory are never written through symlinks ------------------------------------
 
 def _scripted_run(tmp_path, run_dir):
@@ -322,7 +423,18 @@ def test_report_does_not_write_through_a_symlink(tmp_path, scripted_backend, nam
     assert victim.read_text() == "precious\n"
 
 
-@pytest.mark.parametrize("name", ["run.lock", "audit.jsonl", "samples.sqlite", "samples.sqlite-wal"])
+@pytest.mark.timeout(120)
+def test_report_refuses_a_fifo_in_place_of_a_results_file(tmp_path, scripted_backend):
+    import os
+
+    run_dir = _scripted_run(tmp_path, tmp_path / "run")
+    (run_dir / "results.md").unlink(missing_ok=True)
+    os.mkfifo(run_dir / "results.md")  # opening it for writing would wait for a reader for ever
+    one_line_error(cli("report", str(run_dir), timeout=60), f"{run_dir / 'results.md'} is not a regular file")
+
+
+@pytest.mark.parametrize("name", ["run.lock", "audit.jsonl", "samples.sqlite", "samples.sqlite-wal",
+                                  "samples.sqlite-journal"])
 def test_run_does_not_write_through_a_symlink(tmp_path, scripted_backend, name):
     from selfconsistency.safe_files import UnsafeRunFile
 
@@ -387,3 +499,16 @@ def test_user_defined_tokens_in_data_become_ordinary_tokens(prompt_format):
     count = lambda tokens: sum(map(is_marker, tokens))  # noqa: E731
     assert (count(shared), count(rest)) == (count(template_markers[0]), count(template_markers[1]))
     assert HOSTILE_TAGS in backend.llm.detokenize(shared + rest, special=True).decode()  # all there, as text
+
+
+# -- configs nested deeper than any parser's recursion ----------------------------------------------
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("suffix, levels", [(".yaml", 50_000), (".toml", 50_000), (".yaml", 500)])
+def test_deeply_nested_configs_are_one_line_errors(tmp_path, suffix, levels):
+    nested = "[" * levels + "]" * levels
+    text = f"name: deep\nprompt: {{template: {nested}}}\n" if suffix == ".yaml" else \
+        f'name = "deep"\n[prompt]\ntemplate = {nested}\n'
+    config = tmp_path / f"deep{suffix}"
+    config.write_text(text)
+    one_line_error(cli("tasks", "show", str(config), timeout=50), str(config), "nested")

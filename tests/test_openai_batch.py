@@ -18,7 +18,7 @@ from selfconsistency.backends.openai_batch import OpenAIBatchJobs, OpenAIBatchOp
 from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
 from selfconsistency.report import write_report
 from selfconsistency.store import SampleStore
-from selfconsistency.testing.openai_batch_emulator import Faults
+from selfconsistency.testing.openai_batch_emulator import GARBLES, Faults
 
 pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seconds each
 
@@ -270,3 +270,31 @@ def test_unreadable_output_lines_are_failed_records_and_a_provider_speaking_anot
     collected = cli("jobs", "collect", "--resubmit", str(run_dir))
     assert collected.returncode == 0, collected.stderr
     assert len(stored_rows(run_dir)) == 6 * 4 and len(emulator.batches) == 2
+
+
+@pytest.mark.parametrize("garble", GARBLES)
+def test_output_in_another_shape_is_never_bought_again_nor_filed_under_foreign_ids(batch_api, tmp_path, garble):
+    """Foreign or non-string custom_ids, too few choices, list contents, a file as one JSON array: most of
+    the job is unreadable, so its records wait for `jobs collect --resubmit` (one batch bought, not four)."""
+    emulator, url = batch_api
+    emulator.faults = Faults(garble=garble)
+    run_dir = tmp_path / "run"
+    proc = cli(*cli_args(url, run_dir, 4))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "--resubmit" in errors[0] and len(emulator.batches) == 1
+    assert len(stored_rows(run_dir)) == (4 if garble == "fewer_choices" else 0)  # greedy asks one choice: it came
+    sent = {json.loads(line)["custom_id"] for batch in emulator.batches.values()
+            for line in emulator.contents[batch["input_file_id"]].decode().splitlines()}
+    with sqlite3.connect(run_dir / "samples.sqlite") as db:
+        filed = {row[0] for row in db.execute("SELECT record_id FROM record_errors")}
+    assert filed <= sent and filed  # every failure under an id we sent, none under "None" or "...x"
+
+
+def test_a_cap_under_a_cent_is_shown_as_given(batch_api, tmp_path):
+    emulator, url = batch_api
+    proc = cli(*cli_args(url, tmp_path / "run", 2), "--max-cost", "0.0001")
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr
+    assert "above --max-cost $0.0001;" in errors[0] and not emulator.batches
+    assert "the estimate $0.000" in errors[0] and "the estimate $0.00 " not in errors[0]  # digits a cent hides

@@ -16,25 +16,43 @@ from .safe_files import open_no_follow
 AUDIT_FILE = "audit.jsonl"
 # AWS access key ids, OpenAI-style keys, and bearer tokens.
 _SECRET = re.compile(r"(AKIA|ASIA)[0-9A-Z]{16}|sk-[A-Za-z0-9_-]{16,}|(?i:bearer)\s+[A-Za-z0-9._~+/-]{16,}=*")
-# A URL in free text; what follows its host (path, query, fragment) is parsed from the match.
-_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>`]+")
+# A URL in free text; what follows its host (path, query, fragment) is parsed from the match. A query or
+# fragment after a no-break or ideographic space still belongs to it (it is dropped with the query).
+_URL = re.compile(r"(?i)\b[a-z][a-z0-9+.-]*://[^\s'\"<>`]+(?:[\u00a0\u2000-\u200b\u202f\u205f\u3000\ufeff]+[?#][^\s'\"<>`]*)?")
+_ODD_SPACE = re.compile(r"[\u00a0\u2000-\u200b\u202f\u205f\u3000\ufeff]")
+_ENCODED_QUERY = re.compile(r"(?i)%3F|%23")  # an escaped ? or #: a server may decode it to a query
 # A path segment that looks like a key: a known key prefix, a long unbroken run mixing letters and
 # digits, or a long hex id (a UUID). Names such as `gpt-4o-2024-08-06` have dashes and stay.
-_SECRET_SEGMENT = re.compile(r"(?i)^(?:sk-|pk-|rk-|key-|ghp_|gho_|github_pat_|xox[abp]-|AKIA|ASIA|AIza|hf_).{6,}$"
+_SECRET_SEGMENT = re.compile(r"(?i)^(?:sk-|pk-|rk-|key-|ghp_|gho_|github_pat_|xox[abp]-|AKIA|ASIA|AIza|hf_|nvapi-"
+                             r"|pplx-|gsk_|r8_|eyJ).{6,}$"
                              r"|^(?=.*[a-z])(?=.*\d)[A-Za-z0-9_+=]{16,}$|^(?=.*\d)(?=(?:-*[0-9a-f]){16})[0-9a-f-]{16,}$")
+_SEGMENT_PARTS = re.compile(r"[.~-]")  # a key may sit in a dotted (JWT) or dashed (`nvapi-...`) segment
 REDACTED = "[redacted]"
 
 
-def _redact_url(url: str) -> str:
+def _is_secret(segment: str) -> bool:
+    segment = unquote(segment)
+    return bool(_SECRET_SEGMENT.match(segment)) or any(
+        _SECRET_SEGMENT.match(part) for part in _SEGMENT_PARTS.split(segment))
+
+
+def _parts(url: str) -> tuple[str, str, str, list[str], str]:
+    """(scheme, host, slash, path segments, trailing punctuation) of a URL found in text."""
     trailing = len(url) - len(url.rstrip(".,;:)]}!?"))  # sentence punctuation after a URL is not the URL's
     url, tail = (url[:-trailing], url[-trailing:]) if trailing else (url, "")
     scheme, rest = url.split("://", 1)
+    rest = _ENCODED_QUERY.sub(lambda m: "?" if m.group(0) in ("%3F", "%3f") else "#", rest)
+    rest = _ODD_SPACE.split(rest)[0]
     authority, slash, path = rest.partition("/")
     authority = authority.split("?")[0].split("#")[0].split(";")[0]
     host = authority.rpartition("@")[2]  # no user:password@
     path = path.split("?")[0].split("#")[0]  # no query, no fragment
-    segments = [segment.split(";")[0] for segment in path.split("/")]  # no ;params (jsessionid)
-    path = "/".join(REDACTED if _SECRET_SEGMENT.match(unquote(segment)) else segment for segment in segments)
+    return scheme, host, slash, [segment.split(";")[0] for segment in path.split("/")], tail  # no ;params
+
+
+def _redact_url(url: str) -> str:
+    scheme, host, slash, segments, tail = _parts(url)
+    path = "/".join(REDACTED if _is_secret(segment) else segment for segment in segments)
     return f"{scheme}://{host}{slash}{path}{tail}"
 
 
@@ -44,6 +62,17 @@ def redact_urls(text: str) -> str:
     segments that look like keys are masked. What a URL is kept for (stores, logs, messages) never needs
     more; the client is given the real one."""
     return _URL.sub(lambda m: _redact_url(m.group(0)), text)
+
+
+def redact_message(message: str, url: str | None) -> str:
+    """A server's error `message` about `url`, safe to show: its URLs redacted, and the text of each of
+    `url`'s masked path segments masked wherever the server echoed it (`Invalid URL (POST /t/<key>/v1)`)."""
+    message = redact_urls(message)
+    for segment in _parts(url)[3] if url and "://" in url else ():
+        if _is_secret(segment):
+            for text in {segment, unquote(segment)}:
+                message = message.replace(text, REDACTED)
+    return message
 
 
 def scrub(value: Any) -> Any:

@@ -34,9 +34,44 @@ MAX_PATTERN_REPEAT = 1000
 _REPEAT = re.compile(r"\{(\d*)(?:,(\d*))?\}")
 
 
-def check_pattern_repeats(pattern: str) -> None:
+# An x (verbose) flag anywhere, global `(?x)` or scoped `(?x:...)`: whitespace and #-comments are not atoms.
+_VERBOSE_FLAG = re.compile(r"\(\?[a-zA-Z^-]*x")
+
+
+def _without_verbose_filler(pattern: str) -> str:
+    """`pattern` less the whitespace and #-comments that verbose mode ignores outside character classes."""
+    kept: list[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            kept.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch.isspace():
+            i += 1
+            continue
+        elif ch == "#":
+            i = pattern.find("\n", i) + 1 or len(pattern)
+            continue
+        kept.append(ch)
+        i += 1
+    return "".join(kept)
+
+
+def check_pattern_repeats(pattern: str, flags: int = 0) -> None:
     r"""ValueError naming `pattern` if a counted repeat, or a product of nested ones, exceeds the limit.
     Escapes, character classes and `\p{..}`-style braces are skipped; the check errs towards refusing."""
+    _check_repeats(pattern, pattern)
+    if flags & regex.VERBOSE or _VERBOSE_FLAG.search(pattern):
+        _check_repeats(_without_verbose_filler(pattern), pattern)
+
+
+def _check_repeats(pattern: str, shown: str) -> None:
     frames = [1]  # per open group: the largest repeat product inside it so far
     last = 1  # repeat product of the atom just read (a group's inner product)
     i = 0
@@ -70,8 +105,8 @@ def check_pattern_repeats(pattern: str) -> None:
             counts = [int(n) if len(n) < 10 else 10**10 for n in repeat.groups() if n]
             last *= max(counts)
             if last > MAX_PATTERN_REPEAT:
-                raise ValueError(f"pattern {pattern[:80]!r} repeats more than {MAX_PATTERN_REPEAT:,} times "
-                                 "({n} counts, nested ones multiplied); use + or * instead")
+                raise ValueError(f"pattern {shown[:80]!r} repeats more than {MAX_PATTERN_REPEAT:,} times "
+                                 f"({last:,} counted, nested ones multiplied); use + or * instead")
             frames[-1] = max(frames[-1], last)
             i = repeat.end()
             continue
@@ -81,7 +116,7 @@ def check_pattern_repeats(pattern: str) -> None:
 
 def compile_user_pattern(pattern: str, flags: int = 0) -> regex.Pattern[str]:
     """A task config's pattern, compiled by the `regex` engine (it supports the time limit)."""
-    check_pattern_repeats(pattern)
+    check_pattern_repeats(pattern, flags)
     return regex.compile(pattern, flags)
 
 

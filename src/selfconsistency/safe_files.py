@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,14 +31,25 @@ def open_no_follow(path: Path, mode: str = "w", **options: Any) -> IO[Any]:
     """`open(path, mode)` for "w", "a", "a+" (text or binary) that refuses a symlink at `path`."""
     flags = {"w": os.O_WRONLY | os.O_CREAT | os.O_TRUNC, "a": os.O_WRONLY | os.O_CREAT | os.O_APPEND,
              "a+": os.O_RDWR | os.O_CREAT | os.O_APPEND}[mode.replace("b", "")]
-    try:
-        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:  # O_NONBLOCK: a FIFO in the file's place must not hang the open until some reader comes
+        descriptor = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UnsafeRunFile(f"{path} is a symlink; the tool does not write through links in a run "
                                 "directory (remove it)") from None
+        if exc.errno == errno.ENXIO:  # a FIFO nobody reads
+            raise _not_regular(path) from None
         raise
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):  # a FIFO, a device: writes would block or go elsewhere
+        os.close(descriptor)
+        raise _not_regular(path)
+    os.set_blocking(descriptor, True)
     return os.fdopen(descriptor, mode, **options)
+
+
+def _not_regular(path: Path) -> UnsafeRunFile:
+    return UnsafeRunFile(f"{path} is not a regular file; the tool writes only regular files in a run directory "
+                         "(remove it)")
 
 
 def write_text(path: Path, text: str) -> None:

@@ -5,12 +5,13 @@ What a hostile (or careless) question could do to a few-shot prompt, and what is
   an exemplar block -> the colon becomes a full-width colon, the answer phrase is reworded, blank lines
   collapse into one line break;
 - forge chat structure: special tokens (<|im_start|>, <｜begin▁of▁sentence｜>, [INST], <start_of_turn>, </s>,
-  <bos>, <tool_call>, <think>) and
+  <bos>, <tool_call>, <think>, BERT's <mask>/<cls>/<sep>) and
   role prefixes (Human:, Assistant:, System:, User:) -> broken up so no tokenizer reads them as such;
 - break lines unseen: U+2028/U+2029, NEL, vertical tab, form feed -> plain line breaks, then as above;
 - hide text: control and format characters (NUL, zero-width spaces, soft hyphens, bidirectional overrides;
   zero-width joiners next to ASCII) -> removed, before the checks below, so "Q\u200d:" is a marker too;
-- look-alike markers: "Ｑ:" (full-width) or "А:" (Cyrillic) -> treated as the markers they look like;
+- look-alike markers: "Ｑ:" (full-width), "А:" (Cyrillic) or "Q\u0301:" (a combining mark) -> treated as
+  the markers they look like;
 - flood the context: text over the length limit -> cut, with a marker.
 `--strict-input` rejects such text instead. What this does not do: stop a model from being persuaded by
 what a question says; it only keeps the prompt's structure where the builder put it.
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 DEFAULT_MAX_CHARS = 8000
 _BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c"))
 # A word then a colon at a line's start; the word is a marker if it reads as one (see _MARKER_WORDS).
-_LINE_START_WORD = re.compile(r"(?m)^(\s*)([^\W\d_]{1,9})(\s*)[:\ufe55\ufe13]")
+# Combining marks (category Mn, the main blocks) count as part of the word: "Q\u0301:" is a marker too.
+_MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
+_LINE_START_WORD = re.compile(rf"(?m)^(\s*)([{_MARKS}]*(?:[^\W\d_][{_MARKS}]*){{1,9}})(\s*)[:\ufe55\ufe13]")
 _MARKER_WORDS = frozenset({"q", "a", "question", "answer", "human", "assistant", "system", "user"})
 # Cyrillic and Greek letters drawn like the Latin ones of the marker words ("А:" with a Cyrillic A).
 _LOOKALIKES = str.maketrans(dict(zip("АаΑαЕеΕОоΟοЅѕТΤНΗМΜΙІіУуΥрРΡсСхХԚԛωԝԜΝոՍսυ",
@@ -39,7 +42,7 @@ _ANSWER_PHRASE = re.compile(r"(?i)(the\s+)?answer\s+is\b")  # no \b before: extr
 _SPECIAL_TOKEN = re.compile(
     r"<\|[^|<>]{0,40}\|>|<\uff5c[^\uff5c<>]{0,40}\uff5c>|\[/?(?:INST|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS"
     r"|SYSTEM_PROMPT)\]|<<\s*/?SYS\s*>>|</?(?:s|bos|eos|pad|unk|start_of_turn|end_of_turn|tool_call|tool_response"
-    r"|tools|think|im_start|im_end)>",
+    r"|tools|think|im_start|im_end|mask|cls|sep|eot|sop|eop)>",
     re.IGNORECASE)
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 # What str.splitlines() and many tokenizers read as a line break besides \n and \r.
@@ -62,7 +65,8 @@ def _control(ch: str) -> bool:
 
 
 def _defuse_marker(match: re.Match[str]) -> str:
-    word = unicodedata.normalize("NFKC", match.group(2)).translate(_LOOKALIKES).lower()
+    word = "".join(ch for ch in unicodedata.normalize("NFKD", match.group(2)) if unicodedata.category(ch) != "Mn")
+    word = word.translate(_LOOKALIKES).lower()
     if word not in _MARKER_WORDS:
         return match.group(0)
     return f"{match.group(1)}{match.group(2)}{match.group(3)}\uff1a"

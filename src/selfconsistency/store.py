@@ -206,7 +206,8 @@ class SampleStore:
             self._db = self._connect_read_only()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for name in (STORE_FILENAME, f"{STORE_FILENAME}-wal", f"{STORE_FILENAME}-shm"):  # SQLite follows links
+        sidecars = (f"{STORE_FILENAME}-{end}" for end in ("wal", "shm", "journal"))
+        for name in (STORE_FILENAME, *sidecars):  # SQLite follows links
             refuse_symlink(self.path.with_name(name))
         # isolation_level=None: we open transactions ourselves, one per write.
         self._db = sqlite3.connect(self.path, isolation_level=None)

@@ -101,8 +101,13 @@ class TokenBudget:
             cost_tokens = int(budget.max_cost / (max(price.input_per_1k, price.output_per_1k) / 1000))
             if limit is None or cost_tokens < limit:
                 limit = cost_tokens
-                cap = f"--max-cost ${budget.max_cost:,.2f} ({cost_tokens:,} tokens at the model's dearer rate)"
+                cap = f"--max-cost {dollars(budget.max_cost)} ({cost_tokens:,} tokens at the model's dearer rate)"
         return cls(limit, config.tokens_spent, cap)
+
+
+def dollars(amount: float) -> str:
+    """`$1,234.50`, or enough digits for a sum under a dollar (`$0.0001`, never `$0.00`)."""
+    return f"${amount:,.2f}" if amount >= 1 or amount == 0 else f"${amount:.3g}"
 
 
 def run_concurrently(calls: Iterable[Callable[[], Any]], workers: int,

@@ -9,7 +9,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..costs import CHARS_PER_TOKEN, Price, PriceTable, job_cost
-from .base import BackendConfig, BackendError, BudgetExceeded
+from .base import BackendConfig, BackendError, BudgetExceeded, dollars
 from .batch_plan import Record
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ class SpendLedger:
         """
         prompt = sum(len(json.dumps(r.body)) // CHARS_PER_TOKEN for r in records)
         output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
-        tokens, dollars = self.spent()
+        tokens, spent = self.spent()
         what = "jobs" if batch else "on-demand calls"
         stop = "nothing was submitted" if batch else "no more calls were made; the paths they made are stored"
         limit = self.config.budget.max_tokens_total
@@ -64,7 +64,7 @@ class SpendLedger:
             raise BudgetExceeded(f"the next {what} could use {prompt + output:,} tokens on top of {tokens:,} spent, "
                                  f"past --max-tokens-total {limit:,}; {stop}")
         price = self._price(batch)
-        if price is None or dollars is None:
+        if price is None or spent is None:
             if not quiet:
                 log.warning(f"no price known for {self.model}: no cost estimate (give a price file)")
             return
@@ -72,11 +72,11 @@ class SpendLedger:
         if not quiet:  # calls are checked one by one: the cap holds to within the largest call's worst case
             largest = "" if batch else f"; one call at most ${max(_worst(r, price) for r in records):,.4f}"
             log.info(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
-                     f"prompt tokens, at most {output:,} output tokens: at most ${estimate:,.2f} "
-                     f"(${dollars:,.2f} spent so far{largest})")
-        if self.config.budget.max_cost is not None and dollars + estimate > self.config.budget.max_cost:
-            raise BudgetExceeded(f"the estimate ${estimate:,.2f} of the next {what} on top of ${dollars:,.2f} "
-                                 f"spent is above --max-cost ${self.config.budget.max_cost:,.2f}; {stop}")
+                     f"prompt tokens, at most {output:,} output tokens: at most {dollars(estimate)} "
+                     f"({dollars(spent)} spent so far{largest})")
+        if self.config.budget.max_cost is not None and spent + estimate > self.config.budget.max_cost:
+            raise BudgetExceeded(f"the estimate {dollars(estimate)} of the next {what} on top of {dollars(spent)} "
+                                 f"spent is above --max-cost {dollars(self.config.budget.max_cost)}; {stop}")
 
 
 def _worst(record: Record, price: Price) -> float:

@@ -186,10 +186,14 @@ class BedrockJobs:
                 continue
             try:
                 line = json.loads(raw)
-                record = records.get(line.get("recordId"))
+                record_id = line.get("recordId")
             except (ValueError, AttributeError):
                 results.unreadable += 1
                 continue
+            if not isinstance(record_id, str) or record_id not in job["records"]:
+                results.unreadable += 1  # names no record of this job: many such lines make the job suspect
+                continue
+            record = records.get(record_id)
             if record is None:
                 continue
             try:

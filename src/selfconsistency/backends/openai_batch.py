@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from ..audit import redact_message, redact_urls
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest
 from .batch_jobs import (
     MALFORMED_CODE,
@@ -72,8 +73,9 @@ class OpenAIBatchJobs:
         try:
             yield
         except self._api_error as exc:
-            raise BackendError(f"{self.options.base_url or 'OpenAI API'}: {what}: {type(exc).__name__}: "
-                               f"{getattr(exc, 'message', exc)}") from None
+            raise BackendError(f"{redact_urls(self.options.base_url or 'OpenAI API')}: {what}: {type(exc).__name__}: "
+                               f"{redact_message(str(getattr(exc, 'message', exc)), self.options.base_url)}"
+                               ) from None
 
     def _line(self, record_id: str, body: dict[str, Any]) -> str:
         return json.dumps({"custom_id": record_id, "method": "POST", "url": self.endpoint, "body": body},
@@ -131,10 +133,20 @@ class OpenAIBatchJobs:
         tokens = {"input": 0, "output": 0}
         ok = errors = 0
         for line in self._file_lines(batch.output_file_id) + self._file_lines(batch.error_file_id):
-            custom_id = line.get("custom_id") if isinstance(line.get("custom_id"), str) else None
+            if line.get("_unreadable"):  # not a JSON object: what it names gets its failure
+                named = [rid for rid in line["_ids"] if rid in records]
+                results.errors.update({rid: (MALFORMED_CODE, "not in the Batch API's output format", True)
+                                       for rid in named})
+                results.unreadable += not named
+                errors += max(len(named), 1)
+                continue
+            custom_id = line.get("custom_id")
+            if not isinstance(custom_id, str) or custom_id not in job["records"]:
+                # a request this batch was never sent: filing it under that id would invent a record
+                results.unreadable += 1
+                errors += 1
+                continue
             try:
-                if line.get("_unreadable"):
-                    raise ValueError("not JSON")
                 response = line.get("response") or {}
                 if line.get("error") or response.get("status_code") != 200:
                     errors += 1
@@ -142,19 +154,21 @@ class OpenAIBatchJobs:
                         results.errors[custom_id] = _line_error(line)
                     continue
                 usage = response["body"].get("usage") or {}
-                if custom_id not in job["records"]:  # an answer to a request this batch was never sent
-                    results.mismatched.append(str(custom_id))
-                elif custom_id in records:
-                    results.outputs[custom_id] = parse_response(response["body"], self.options.api)
+                used = (int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+                outputs = parse_response(response["body"], self.options.api)
+                if any(not isinstance(output.text, str) for output in outputs):
+                    raise TypeError("an answer that is not text")
+                if custom_id in records:
+                    if len(outputs) < len(records[custom_id].requests):  # fewer choices than the n asked
+                        raise ValueError("fewer choices than asked")
+                    results.outputs[custom_id] = outputs
                 ok += 1
-                tokens["input"] += usage.get("prompt_tokens", 0)
-                tokens["output"] += usage.get("completion_tokens", 0)
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError):  # not the documented format
+                tokens["input"] += used[0]
+                tokens["output"] += used[1]
+            except Exception:  # whatever one line's body breaks is that record's failure, not the collection's
                 errors += 1
                 if custom_id in records:
                     results.errors[custom_id] = (MALFORMED_CODE, "not in the Batch API's output format", True)
-                else:
-                    results.unreadable += 1
         results.manifest = {"totalRecordCount": len(job["records"]), "processedRecordCount": ok + errors,
                             "successRecordCount": ok, "errorRecordCount": errors,
                             "inputTokenCount": tokens["input"], "outputTokenCount": tokens["output"]}
@@ -175,16 +189,16 @@ _CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
 def _parsed(raw: str) -> dict[str, Any]:
-    """A result line; one that is not JSON keeps what can be read of its custom_id, to be counted as that
-    record's failure rather than abort the collection."""
+    """A result line; one that is not a JSON object keeps what can be read of its custom_ids (a whole file
+    as one JSON array names them all), to be counted as those records' failures rather than abort the
+    collection."""
     try:
         line = json.loads(raw)
     except ValueError:
         line = None
     if isinstance(line, dict):
         return line
-    found = _CUSTOM_ID.search(raw)
-    return {"_unreadable": True, "custom_id": found.group(1) if found else None}
+    return {"_unreadable": True, "_ids": [found.group(1) for found in _CUSTOM_ID.finditer(raw)]}
 
 
 def _line_error(line: dict[str, Any]) -> tuple[str, str, bool]:

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from ..audit import redact_urls
+from ..audit import redact_message, redact_urls
 from ..costs import RESERVED_CHARS_PER_TOKEN
 from ..options import BackendOptions, Cli, Identity
 from ..prompts import Prompt
@@ -134,7 +134,8 @@ class OpenAIBackend:
         except self._openai.APIError as exc:
             self.budget.settle(booked, 0)
             raise BackendError(f"{redact_urls(self.options.base_url or 'OpenAI API')}: {type(exc).__name__}: "
-                               f"{getattr(exc, 'message', exc)}") from None
+                               f"{redact_message(str(getattr(exc, 'message', exc)), self.options.base_url)}"
+                               ) from None
         elapsed = time.perf_counter() - started
         outputs = parse_response(response.model_dump(), self.options.api)[: len(chunk)]
         usage = response.usage

@@ -4,8 +4,10 @@ and lay them out, never run code, mutate anything, exhaust memory or run for eve
 - Jinja's immutable sandbox: no attribute tricks, no mutation;
 - globals: only `range` (bounded by the sandbox) and `dict`; no lipsum, cycler, joiner or namespace;
 - sizes: every filter and method call refuses an integer argument over MAX_WIDTH (`center(10**9)`), a
-  format string with a width over it, and `replace`/`join`/`+`/`~`/`*`/`**` whose result would be over
-  MAX_LENGTH; the rendered text stops past MAX_LENGTH;
+  format string with a width over it (or a `*` width), and `replace`/`join`/`expandtabs`/`+`/`~`/`*`/`%`
+  whose result would be over MAX_LENGTH; numbers stop at MAX_BITS; `string`/`tojson`/`pprint`/`sum`
+  and `{{ }}` refuse values that would print longer than MAX_LENGTH (a list of a million references to
+  one long text is small in memory until printed); the rendered text stops past MAX_LENGTH;
 - time: a render runs at most RENDER_SECONDS (a line tracer, so loops with empty bodies stop too).
 """
 
@@ -29,6 +31,8 @@ RENDER_SECONDS = 2.0
 _TRACE_CHECK_EVERY = 1000  # line events between two looks at the clock
 _TEMPLATE_FILE = "<template>"  # what Jinja names the code of a template made from a string
 _FORMAT_WIDTH = re.compile(r"\d{6,}")  # a width or precision of 100,000 or more in a format string
+_STAR_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(?:\*|\d*\.\*)")  # `%*s`: the width comes from the operands
+_PRINTING_FILTERS = ("string", "tojson", "pprint", "list", "unique", "sort")  # sized by what they print or copy
 
 
 class TemplateTimeout(SecurityError):
@@ -55,6 +59,33 @@ def _sized(value: Any) -> int:
     return len(value) if isinstance(value, str | list | tuple) else len(str(value))
 
 
+def _weight(value: Any) -> int:
+    """Roughly how many characters `value` prints as, counted only until past MAX_LENGTH (without
+    recursion, and without printing it: a list holding one long text a million times is cheap to hold)."""
+    total, pending = 0, [value]
+    while pending and total <= MAX_LENGTH:
+        item = pending.pop()
+        if isinstance(item, str):
+            total += len(item) + 2
+        elif isinstance(item, int) and not isinstance(item, bool):
+            total += item.bit_length() // 3 + 1
+        elif isinstance(item, dict):
+            total += 2 + 2 * len(item)
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2 + 2 * len(item)
+            pending.extend(item)
+        else:
+            total += 8
+    return total
+
+
+def _check_printed(name: str, value: Any) -> None:
+    if _weight(value) > MAX_LENGTH:
+        raise SecurityError(f"{name}: the value would print longer than {MAX_LENGTH:,} characters")
+
+
 def _check_result_size(name: str, args: tuple[Any, ...]) -> None:
     """Filters and methods whose result can be far larger than their inputs."""
     if name == "replace" and len(args) >= 3 and all(isinstance(a, str) for a in args[:3]):
@@ -67,6 +98,11 @@ def _check_result_size(name: str, args: tuple[Any, ...]) -> None:
         if isinstance(items, str | list | tuple | range) and isinstance(separator, str):
             _too_long(len(separator) * len(items))
             _too_long(len(items) if isinstance(items, str) else sum(map(_sized, items)))
+    elif name == "expandtabs" and args and isinstance(args[0], str):
+        tabsize = args[1] if len(args) > 1 and isinstance(args[1], int) else 8
+        _too_long(len(args[0]) + args[0].count("\t") * max(tabsize, 0))
+    elif name in _PRINTING_FILTERS and args:
+        _check_printed(name, args[0])
 
 
 def _bounded(value: Any) -> Any:
@@ -93,9 +129,19 @@ def _guarded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
         if name == "format" and own:
             _check_format(own[0])
         _check_result_size(name, own)
+        start = kwargs.get("start", own[2] if len(own) > 2 else 0)
+        if name == "sum" and own and not isinstance(start, int | float):  # a list `start` concatenates
+            _check_printed(name, own[0])
         return function(*args, **kwargs)
 
     return guarded
+
+
+def _printable(value: Any) -> Any:
+    """What `{{ }}` prints, refused before str() builds it when it would be too long."""
+    if not isinstance(value, str):
+        _check_printed("output", value)
+    return value
 
 
 class _GuardedCodeGenerator(CodeGenerator):
@@ -114,6 +160,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
     code_generator_class = _GuardedCodeGenerator
 
     def __init__(self, **options: Any):
+        options.setdefault("finalize", _printable)
         super().__init__(**options)
         self.globals = {"range": self.globals["range"], "dict": dict}
         self.filters = {name: _guarded_filter(name, function) for name, function in self.filters.items()}
@@ -125,18 +172,26 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         return "".join(texts)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "**" and isinstance(left, int) and isinstance(right, int) and right > 0 \
-                and abs(left).bit_length() * right > MAX_BITS:
+        numbers = isinstance(left, int) and isinstance(right, int)
+        if operator == "**" and numbers and right > 0 and abs(left).bit_length() * right > MAX_BITS:
             raise SecurityError(f"power {left}**{right} is too large")
+        if operator == "*" and numbers and abs(left).bit_length() + abs(right).bit_length() > MAX_BITS:
+            raise SecurityError(f"a product of {MAX_BITS:,} bits or more is too large")  # squaring 2**50000 again
         if operator == "*":
             sized = [side for side in (left, right) if isinstance(side, str | list | tuple)]
             count = [side for side in (left, right) if isinstance(side, int)]
             if sized and count and len(sized[0]) * count[0] > MAX_LENGTH:
                 raise SecurityError("repeated text is too long")
+            if sized and count and count[0] > 0 and not isinstance(sized[0], str) and \
+                    _weight(sized[0]) * count[0] > MAX_LENGTH:  # [long text] * 10**6: the items count
+                raise SecurityError("repeated items would print too long")
         if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
             _too_long(len(left) + len(right))
-        if operator == "%":
+        if operator == "%" and isinstance(left, str):
             _check_format(left)
+            if _STAR_WIDTH.search(left.replace("%%", "")):  # `%%` is a literal percent sign
+                raise SecurityError(f"format string {left[:40]!r}: a width taken from the operands (*)")
+            _too_long(len(left) + _weight(right))
         return super().call_binop(context, operator, left, right)
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805 - as Jinja's

@@ -110,6 +110,7 @@ class TaskSpec(_Strict):
 
 # A task config is a page of settings and a few exemplars; anything far larger is a mistake or an attack.
 MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_DEPTH = 64  # lists and mappings inside each other; real configs use a handful
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -142,6 +143,19 @@ def _read_config(path: Path) -> str:
         raise DataError(f"{path}: cannot read task config: {exc}") from None
 
 
+def _depth(value: Any) -> int:
+    """How many lists and mappings sit inside each other in `value`, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, level)
+            if level <= MAX_CONFIG_DEPTH:
+                pending.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def load_spec(path: Path) -> tuple[TaskSpec, Path]:
     """A TaskSpec from a YAML or TOML file, and the folder its relative paths start from."""
     path = Path(path)
@@ -153,8 +167,12 @@ def load_spec(path: Path) -> tuple[TaskSpec, Path]:
                         "allowed in task configs; write the values out") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: malformed task config: {str(exc).splitlines()[0]}") from None
+    except RecursionError:  # the parsers recurse per nesting level
+        raise DataError(f"{path}: task config nested too deeply") from None
     if not isinstance(raw, dict):
         raise DataError(f"{path}: a task config is a mapping of settings")
+    if _depth(raw) > MAX_CONFIG_DEPTH:  # validation and templates recurse over it too
+        raise DataError(f"{path}: task config nested more than {MAX_CONFIG_DEPTH} levels deep")
     try:
         return TaskSpec.model_validate(raw), path.parent
     except ValidationError as exc:

@@ -53,6 +53,7 @@ class Faults:
     throttle_next: int = 0  # the next N API calls get a 429 ThrottlingException
     malformed_lines: int = 0  # per job, so many output lines are broken (half not JSON, half an odd shape)
     altered_echo: bool = False  # every output line echoes its modelInput with one more field (a normalised echo)
+    foreign_ids: str | None = None  # every output line's recordId is another: "suffix" (id + "x") or "list" ([id])
     access_denied: bool = False  # every control-plane call gets a 403 AccessDeniedException
     in_flight_quota: int | None = None  # jobs not finished per model, past which create is refused
 
@@ -258,6 +259,8 @@ class Emulator:
         if self.faults.altered_echo:
             for line in lines:
                 line["modelInput"] = {**line["modelInput"], "normalised": True}
+        for line in lines if self.faults.foreign_ids else ():
+            line["recordId"] = [line["recordId"]] if self.faults.foreign_ids == "list" else f"{line['recordId']}x"
         rng.shuffle(lines)  # AWS does not keep input order
         texts = [json.dumps(line) for line in lines]
         for index in range(min(self.faults.malformed_lines, len(texts))):  # the first lines after shuffling

@@ -45,6 +45,30 @@ class Faults:
     throttle_every: int = 0  # every Nth API call gets a 429 with Retry-After
     bad_input: str | None = None  # request lines whose body contains this text are answered 400 (error file)
     malformed_lines: int = 0  # the next N output lines written are broken (half not JSON, half without a body)
+    # every output line speaks another format: one of GARBLES (foreign or list custom_ids, too few or no
+    # choices, list contents, or the whole file as one JSON array line)
+    garble: str | None = None
+
+
+GARBLES = ("foreign_id", "list_id", "fewer_choices", "no_choices", "list_content", "array_file")
+
+
+def _garbled(rows: list[dict[str, Any]], how: str) -> list[dict[str, Any]]:
+    rows = json.loads(json.dumps(rows))
+    for row in rows:
+        choices = row["response"]["body"]["choices"]
+        if how == "foreign_id":
+            row["custom_id"] += "x"
+        elif how == "list_id":
+            row["custom_id"] = [row["custom_id"]]
+        elif how == "fewer_choices":
+            del choices[1:]
+        elif how == "no_choices":
+            choices.clear()
+        elif how == "list_content":
+            for choice in choices:
+                choice.setdefault("message", {})["content"] = [choice.get("message", {}).get("content")]
+    return rows
 
 
 def completion(body: dict[str, Any], endpoint: str, seed: str) -> dict[str, Any]:
@@ -245,7 +269,11 @@ class Emulator:
                           "error": {"code": never_ran, "message": f"emulated {never_ran.replace('_', ' ')}"}}
                          for line in lines if line["custom_id"] not in answered_ids]
         random.Random(batch["id"]).shuffle(outputs)  # output order is not input order
+        if self.faults.garble:
+            outputs = _garbled(outputs, self.faults.garble)
         texts = [json.dumps(row) for row in outputs]
+        if self.faults.garble == "array_file":
+            texts = [json.dumps(outputs)] if outputs else []
         with self.lock:
             broken = min(self.faults.malformed_lines, len(texts))
             self.faults.malformed_lines -= broken
