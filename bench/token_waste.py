@@ -112,6 +112,9 @@ def main() -> None:
     by_question: dict[str, list] = defaultdict(list)
     for path in sorted(sampled, key=lambda p: (p.question_id, p.temperature, p.path_index)):
         by_question[path.question_id].append(path)
+    wanted = config.sampling.paths * len(config.sampling.temperatures)
+    by_question = {q: ps for q, ps in by_question.items() if len(ps) == wanted}  # an interrupted run's complete ones
+    sampled = [p for ps in by_question.values() for p in ps]
 
     # 1. Token accounting.
     from llama_cpp import Llama
