@@ -98,6 +98,19 @@ def stored_rows(run_dir: Path) -> list[tuple]:
         db.close()
 
 
+def submitted_jobs(run_dir: Path) -> int:
+    """How many of the run's jobs have a provider id stored (0 before the store or its tables exist)."""
+    if not (run_dir / "samples.sqlite").exists():
+        return 0
+    db = sqlite3.connect(run_dir / "samples.sqlite")
+    try:
+        return db.execute("SELECT count(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
+
+
 def load_results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 

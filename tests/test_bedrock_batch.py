@@ -2,7 +2,6 @@
 plane and runtime) and a moto server (S3), over loopback HTTP, with faults injected."""
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -10,7 +9,7 @@ import time
 import boto3
 import pytest
 
-from conftest import GSM8K_TEST, cli, load_results, stored_rows
+from conftest import GSM8K_TEST, cli, load_results, stored_rows, submitted_jobs
 from selfconsistency.backends.base import BackendError
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
@@ -74,18 +73,9 @@ def test_killed_cli_reattaches_instead_of_resubmitting(aws, tmp_path):
             "bucket-kill", "--role-arn", ROLE, "--create-bucket", "--poll-seconds", "0.1", "--run-dir", str(run_dir),
             "--quiet"]
 
-    def submitted():
-        db = sqlite3.connect(run_dir / "samples.sqlite")
-        try:
-            return db.execute("SELECT count(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()[0]
-        except sqlite3.OperationalError:
-            return 0
-        finally:
-            db.close()
-
     proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", *args])
     deadline = time.time() + 60
-    while time.time() < deadline and not ((run_dir / "samples.sqlite").exists() and submitted()):
+    while time.time() < deadline and not submitted_jobs(run_dir):
         time.sleep(0.05)
     proc.kill()
     proc.wait()
@@ -108,19 +98,6 @@ def test_max_cost_below_the_estimate_submits_nothing(aws, tmp_path):
     assert "bucket-cost" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]  # not even uploaded
     run_experiment(batch_config("cohere.command-text-v14", "bucket-cost", max_cost=50.0), run_dir)
     assert len(stored_rows(run_dir)) == 260
-
-
-def submitted_jobs(run_dir):
-    """How many of the run's jobs have a provider id stored (0 before the store exists)."""
-    if not (run_dir / "samples.sqlite").exists():
-        return 0
-    db = sqlite3.connect(run_dir / "samples.sqlite")
-    try:
-        return db.execute("SELECT count(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        db.close()
 
 
 def run_args(run_dir, model, bucket, *extra):

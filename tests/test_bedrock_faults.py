@@ -4,7 +4,6 @@ ends in one line and exit code 2 (or is waited out), keeps what was stored, and 
 
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import GSM8K_TEST, cli, stored_rows
+from conftest import GSM8K_TEST, cli, stored_rows, submitted_jobs
 from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.store import SampleStore
 from selfconsistency.testing.bedrock_emulator import Emulator, EmulatorServer, Faults
@@ -62,16 +61,6 @@ def one_line_error(proc, *needles):
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
-
-
-def submitted_jobs(run_dir):
-    db = sqlite3.connect(run_dir / "samples.sqlite")
-    try:
-        return db.execute("SELECT count(*) FROM jobs WHERE job_id IS NOT NULL").fetchone()[0]
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        db.close()
 
 
 def wait_for(condition, timeout=30):

@@ -48,6 +48,16 @@ class Record:
     line: str  # the record as a line of the provider's input file
 
 
+def _short_id(key: str) -> str:
+    """11 base-36 characters of the key's SHA-256: what a provider accepts as a record id."""
+    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    digits = []
+    for _ in range(11):
+        number, digit = divmod(number, 36)
+        digits.append(_ALPHABET[digit])
+    return "".join(reversed(digits))
+
+
 def record_id(requests: tuple[GenerationRequest, ...], body: dict[str, Any] | None = None) -> str:
     """From what the record asks, not only where its question sits: each path's question id, prompt,
     temperature, index and seed, and the request body (sampling settings, model), so records of other data
@@ -55,24 +65,14 @@ def record_id(requests: tuple[GenerationRequest, ...], body: dict[str, Any] | No
     key = "\x1f".join(f"{r.question_id}\x1e{r.prompt.text}\x1e{r.prompt.messages!r}\x1e{r.temperature!r}"
                        f"\x1e{r.path_index}\x1e{r.params.seed}" for r in requests)
     key += "\x1d" + json.dumps(body, sort_keys=True, ensure_ascii=False)
-    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
-    digits = []
-    for _ in range(11):
-        number, digit = divmod(number, 36)
-        digits.append(_ALPHABET[digit])
-    return "".join(reversed(digits))
+    return _short_id(key)
 
 
 def legacy_record_id(requests: tuple[GenerationRequest, ...]) -> str:
     """The id versions before 0.2 gave a record: from its paths' positions alone. Only to collect a job
     such a version left in flight; never trusted to say what the record asked."""
     key = "\x1f".join(f"{r.question_id}\x1e{r.temperature!r}\x1e{r.path_index}" for r in requests)
-    number = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
-    digits = []
-    for _ in range(11):
-        number, digit = divmod(number, 36)
-        digits.append(_ALPHABET[digit])
-    return "".join(reversed(digits))
+    return _short_id(key)
 
 
 BodyBuilder = Callable[[Prompt, SamplingParams, int], dict[str, Any]]  # (prompt, params, n paths) -> body
