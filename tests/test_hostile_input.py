@@ -1,30 +1,12 @@
 """Hostile task configs, data and operator mistakes: nothing executes, nothing hangs, nothing tracebacks."""
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, one_line_error, write
 from selfconsistency.tasks import DataError, get_task
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
-
-
-def one_line_error(proc, *needles: str) -> str:
-    """The CLI failed as a user error: exit 2, one line on stderr, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
 
 GSM_LINE = json.dumps({"question": "What is 2+3?", "answer": "#### 5"}) + "\n"
 PLAIN_LINE = json.dumps({"question": "What is 2+3?", "answer": "5"}) + "\n"  # for custom number tasks

@@ -6,25 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli
+from conftest import cli, one_line_error, write
 from selfconsistency.tasks import DataError, get_task
-
-
-def write(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
-
-
-def one_line_error(proc, *needles: str) -> str:
-    """The CLI failed as a user error: exit 2, one line on stderr, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
 
 # -- golds with a plus sign ------------------------------------------------------------------------
 
