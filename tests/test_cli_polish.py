@@ -100,6 +100,30 @@ def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
+def test_show_prompt_of_bedrock_batch_behind_an_application_profile_is_the_base_models_body(tmp_path):
+    # an application inference profile names no model family: --base-model says which body it takes
+    profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "bedrock-batch",
+               "--model", profile, "--base-model", "meta.llama3-1-8b-instruct-v1:0", "--run-dir", str(tmp_path / "x"))
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout)
+    # Llama 3's body: its own chat template in `prompt`, and max_gen_len
+    assert body["prompt"].endswith(f"{FIRST_QUESTION}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert body["max_gen_len"] == 256
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_show_prompt_of_bedrock_on_demand_sends_chat_families_through_converse(tmp_path):
+    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "bedrock",
+               "--model", "anthropic.claude-3-haiku-20240307-v1:0", "--prompt-format", "chat")
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout)
+    assert body["messages"][-1] == {"role": "user", "content": [{"text": FIRST_QUESTION}]}
+    assert body["inferenceConfig"]["maxTokens"] == 256
+
+
 @pytest.mark.model
 @pytest.mark.skipif(not PACKAGED_MODELS[SMALL_MODEL].installed(), reason=f"{SMALL_MODEL} is not installed")
 def test_show_prompt_applies_the_local_models_chat_template(tmp_path):

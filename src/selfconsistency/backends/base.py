@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,6 +225,13 @@ class BackendSpec:
     options: type[BackendOptions] = BackendOptions
     job_service: Callable[[BackendConfig], Any] | None = None
     summary: str = ""  # for --backend's help
+    # `run --show-prompt`: one request as the backend would send it (a prompt text or a JSON body)
+    preview: Callable[[BackendConfig, GenerationRequest], str] | None = None
+
+
+def show_body(body: dict) -> str:
+    """A request body as `run --show-prompt` prints it."""
+    return json.dumps(body, indent=2, ensure_ascii=False)
 
 
 @runtime_checkable

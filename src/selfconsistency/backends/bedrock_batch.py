@@ -24,11 +24,11 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from ..options import Cli
-from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput
+from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput, show_body
 from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
 from .batch_plan import Quotas, Record, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
-from .bedrock_bodies import UnknownModel, adapter_for, bedrock_line
+from .bedrock_bodies import BodyAdapter, UnknownModel, adapter_for, bedrock_line
 from .bedrock_ondemand import BedrockOptions
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,7 @@ class BedrockJobs:
         self.settings_hash = config.settings_hash
         self.run_dir = config.job_state.run_dir if config.job_state is not None else "RUN_DIR"  # for advice
         self.model = config.model
-        try:
-            self.adapter = adapter_for(config.model, converse=options.converse, base_model=options.base_model)
-        except UnknownModel as exc:
-            raise BackendError(str(exc)) from None
+        self.adapter = batch_adapter(config.model, options)
         self.bucket = bucket_name(options.bucket) if options.bucket else None
         retries = aws_retries()
         self.s3 = boto3.client("s3", region_name=options.region, config=retries)
@@ -263,5 +260,17 @@ def _split_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def batch_adapter(model: str, options: BedrockBatchOptions) -> BodyAdapter:
+    try:
+        return adapter_for(model, converse=options.converse, base_model=options.base_model)
+    except UnknownModel as exc:
+        raise BackendError(str(exc)) from None
+
+
+def _preview(config: BackendConfig, request: GenerationRequest) -> str:
+    adapter = batch_adapter(config.model, config.options_as(BedrockBatchOptions))
+    return show_body(adapter.request(request.prompt, request.params, 1))
+
+
 BACKEND = BackendSpec(BedrockBatchBackend, BedrockBatchOptions, BedrockJobs,
-                      summary="Amazon Bedrock batch inference, see --bucket and --role-arn")
+                      summary="Amazon Bedrock batch inference, see --bucket and --role-arn", preview=_preview)

@@ -24,10 +24,11 @@ from .base import (
     GenerationRequest,
     TokenBudget,
     run_concurrently,
+    show_body,
 )
 from .batch_plan import Record, pack, record_generations
 from .bedrock_aws import aws_retries, explain_aws_error
-from .bedrock_bodies import ADAPTERS, UnknownModel, adapter_for, bedrock_line
+from .bedrock_bodies import ADAPTERS, BodyAdapter, UnknownModel, adapter_for, bedrock_line
 
 BEDROCK = "Amazon Bedrock (--backend bedrock, bedrock-batch)"
 
@@ -48,6 +49,15 @@ class BedrockOnDemandOptions(BedrockOptions, ConcurrencyOptions):
     pass
 
 
+def on_demand_adapter(model: str, options: BedrockOnDemandOptions) -> BodyAdapter:
+    """Chat families go through Converse (one API for all of them); completion families keep their body."""
+    try:
+        native = ADAPTERS["converse"] if options.converse else adapter_for(model, base_model=options.base_model)
+    except UnknownModel as exc:
+        raise BackendError(str(exc)) from None
+    return ADAPTERS["converse"] if native.chat else native
+
+
 class BedrockOnDemandBackend:
     name = "bedrock"
 
@@ -56,14 +66,8 @@ class BedrockOnDemandBackend:
 
         self.options = options = config.options_as(BedrockOnDemandOptions)
         self.model = config.model
-        try:
-            native = ADAPTERS["converse"] if options.converse else \
-                adapter_for(config.model, base_model=options.base_model)
-        except UnknownModel as exc:
-            raise BackendError(str(exc)) from None
-        # Chat families go through Converse (one API for all of them); completion families keep their body.
-        self.converse = options.converse or native.chat
-        self.adapter = ADAPTERS["converse"] if self.converse else native
+        self.adapter = on_demand_adapter(config.model, options)
+        self.converse = self.adapter is ADAPTERS["converse"]
         self.runtime = boto3.client("bedrock-runtime", region_name=options.region,
                                     config=aws_retries(max_pool_connections=options.concurrency))
         self.budget = TokenBudget.for_config(config)
@@ -99,4 +103,10 @@ class BedrockOnDemandBackend:
         self.runtime.close()
 
 
-BACKEND = BackendSpec(BedrockOnDemandBackend, BedrockOnDemandOptions, summary="Amazon Bedrock on demand")
+def _preview(config: BackendConfig, request: GenerationRequest) -> str:
+    adapter = on_demand_adapter(config.model, config.options_as(BedrockOnDemandOptions))
+    return show_body(adapter.request(request.prompt, request.params, 1))
+
+
+BACKEND = BackendSpec(BedrockOnDemandBackend, BedrockOnDemandOptions, summary="Amazon Bedrock on demand",
+                      preview=_preview)

@@ -306,4 +306,15 @@ def _start(config: BackendConfig) -> LlamaCppBackend:
     return LlamaCppBackend(config.model, threads=options.threads, batch_size=options.batch_size)
 
 
-BACKEND = BackendSpec(_start, LocalOptions, summary="the embedded llama.cpp model")
+def _preview(config: BackendConfig, request: GenerationRequest) -> str:
+    """The text the model reads: chat prompts through the model's own template (loads its vocabulary)."""
+    if request.prompt.format is not PromptFormat.chat:
+        return request.prompt.text
+    backend = LlamaCppBackend(config.model, threads=config.options_as(LocalOptions).threads)
+    try:
+        return backend.rendered_prompt(request.prompt)
+    finally:
+        backend.close()
+
+
+BACKEND = BackendSpec(_start, LocalOptions, summary="the embedded llama.cpp model", preview=_preview)

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from ..audit import redact_message, redact_urls
-from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest
+from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, show_body
 from .batch_jobs import (
     MALFORMED_CODE,
     STOPPED_CODE,
@@ -224,4 +224,10 @@ class OpenAIBatchBackend(BatchBackend):
         super().__init__(OpenAIBatchJobs(config), config)
 
 
-BACKEND = BackendSpec(OpenAIBatchBackend, OpenAIBatchOptions, OpenAIBatchJobs, summary="the OpenAI Batch API")
+def _preview(config: BackendConfig, request: GenerationRequest) -> str:
+    options = config.options_as(OpenAIBatchOptions)
+    return show_body(_body(config.model, options.api, request.prompt, request.params, 1))
+
+
+BACKEND = BackendSpec(OpenAIBatchBackend, OpenAIBatchOptions, OpenAIBatchJobs, summary="the OpenAI Batch API",
+                      preview=_preview)

@@ -37,6 +37,7 @@ from .base import (
     TokenBudget,
     generations_from,
     run_concurrently,
+    show_body,
 )
 
 OPENAI = "OpenAI-compatible servers (--backend openai, openai-batch)"
@@ -200,4 +201,12 @@ def _start(config: BackendConfig) -> OpenAIBackend:
     return OpenAIBackend(config)
 
 
-BACKEND = BackendSpec(_start, OpenAIOptions, summary="an OpenAI-compatible server, see --base-url")
+def _preview(config: BackendConfig, request: GenerationRequest) -> str:
+    options = config.options_as(OpenAIOptions)
+    # self-hosted servers (a --base-url) get the extra sampling fields
+    return show_body(request_body(config.model, request.prompt, request.params, 1, options.api,
+                                  options.base_url is not None))
+
+
+BACKEND = BackendSpec(_start, OpenAIOptions, summary="an OpenAI-compatible server, see --base-url",
+                      preview=_preview)
