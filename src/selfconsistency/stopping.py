@@ -113,7 +113,7 @@ class DirichletRule(StoppingRule):
         counts = _counts(answers)
         if not counts:
             return False
-        return _dirichlet_leader_share(tuple(counts), self.draws) >= self.threshold
+        return _dirichlet_leader_wins(tuple(counts), self.draws, self.threshold)
 
     @property
     def name(self) -> str:
@@ -121,15 +121,34 @@ class DirichletRule(StoppingRule):
 
 
 @functools.lru_cache(maxsize=1 << 16)  # replays ask about the same counts again and again
-def _dirichlet_leader_share(counts: tuple[int, ...], draws: int) -> float:
-    """Share of `draws` Dirichlet(counts + 1) samples whose largest share is the leader's (counts sorted
-    descending)."""
+def _dirichlet_leader_wins(counts: tuple[int, ...], draws: int, threshold: float) -> bool:
+    """Whether the share of `draws` Dirichlet(counts + 1) samples whose largest share is the leader's
+    (counts sorted descending) is >= threshold.
+
+    The samples are drawn in chunks and counting stops as soon as the rest cannot change the answer: the
+    same draws in the same order as one call of `draws` (numpy's Dirichlet takes its gamma variates row by
+    row), so the decision is the one the full sample gives, at a fraction of the draws for most counts.
+    """
     if len(counts) == 1:
         counts = counts + (0,)  # an unseen alternative keeps one answer from being certain at once
     # Seeded by the counts alone: the same answers always get the same decision.
     rng = np.random.default_rng([len(counts), *counts])
-    shares = rng.dirichlet(np.array(counts, dtype=float) + 1.0, size=draws)
-    return float(np.mean(shares.argmax(axis=1) == 0))
+    alpha = np.array(counts, dtype=float) + 1.0
+    needed = _wins_needed(draws, threshold)
+    wins = drawn = 0
+    chunk = 256
+    while needed > wins >= needed - (draws - drawn):
+        size = min(chunk, draws - drawn)
+        wins += int(np.count_nonzero(rng.dirichlet(alpha, size=size).argmax(axis=1) == 0))
+        drawn += size
+        chunk *= 2
+    return wins >= needed
+
+
+@functools.lru_cache(maxsize=64)
+def _wins_needed(draws: int, threshold: float) -> int:
+    """The fewest leader wins w with w / draws >= threshold, as the share's float division rounds."""
+    return next((w for w in range(draws + 1) if w / draws >= threshold), draws + 1)
 
 
 @dataclass(frozen=True)
