@@ -155,49 +155,83 @@ def subset_curve(encoded: np.ndarray, gold_ids: np.ndarray, runs: int, rng: np.r
     broken uniformly at random either way. The path orders come from one stream of `rng` and the
     tie-breaks from another, so the same seed gives the same orders with or without weights.
     """
-    n_questions, n = encoded.shape
+    return subset_curves(encoded.shape, [(encoded, gold_ids, weights, rng)], runs)[0]
+
+
+def subset_curves(shape: tuple[int, int], votes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                                 np.random.Generator]],
+                  runs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`subset_curve` of several votes over answers of one shape (questions x paths), each
+    (encoded, gold_ids, weights or None, rng), with the path orders drawn once: every vote's rng must be
+    seeded alike (the orders are the first's; the tie-breaks each vote's own). Each result is bit for bit
+    what `subset_curve` gives that vote alone."""
+    n_questions, n = shape
     if n_questions == 0 or n == 0:
-        return np.zeros(n), np.zeros(n)
-    labels = np.where(encoded == gold_ids[:, None], 1, np.where(encoded > 0, encoded + 1, 0))
-    labels = labels.astype(np.int8 if labels.max() < 127 else np.int32)
-    if weights is not None:
-        weights = np.asarray(weights, dtype=float)
-        if weights.shape != encoded.shape or not np.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError("vote weights must be finite, >= 0 and one per path")
-        # A vote always counts for its answer, however small its weight.
-        weights = np.maximum(weights, np.finfo(float).tiny)
-    order_rng, tie_rng = rng.spawn(2)
+        return [(np.zeros(n), np.zeros(n)) for _ in votes]
+    prepared = []
+    for encoded, gold_ids, weights, rng in votes:
+        if encoded.shape != (n_questions, n):
+            raise ValueError("every vote needs answers of the same shape")
+        labels = np.where(encoded == gold_ids[:, None], 1, np.where(encoded > 0, encoded + 1, 0))
+        labels = labels.astype(np.int8 if labels.max() < 127 else np.int32)
+        if weights is not None:
+            weights = np.asarray(weights, dtype=float)
+            if weights.shape != encoded.shape or not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError("vote weights must be finite, >= 0 and one per path")
+            # A vote always counts for its answer, however small its weight.
+            weights = np.maximum(weights, np.finfo(float).tiny)
+        prepared.append((labels, weights, rng.spawn(2)))
+    order_rng = prepared[0][2][0]
     # Blocks of questions, every run of each: the block's answers and weights stay in cache.
     block = max(1, _CHUNK_ROWS // runs)
-    hits = np.zeros((runs, n))
+    hits = [np.zeros((runs, n)) for _ in votes]
     for start in range(0, n_questions, block):
-        hits += _simulate(labels[start: start + block], None if weights is None else weights[start: start + block],
-                          runs, order_rng, tie_rng)
-    accuracy = hits / n_questions
-    return accuracy.mean(axis=0), accuracy.std(axis=0)
+        cells = _orders(min(block, n_questions - start), n, runs, order_rng)
+        seen: dict[int, np.ndarray] = {}  # votes over the same labels share the labels drawn
+        for total, (labels, weights, (_, tie_rng)) in zip(hits, prepared, strict=True):
+            if id(labels) not in seen:
+                seen[id(labels)] = labels[start: start + block].reshape(-1).take(cells)
+            drawn_weights = None if weights is None else weights[start: start + block].reshape(-1).take(cells)
+            total += _count_wins(seen[id(labels)], drawn_weights, runs, tie_rng)
+    return [((h / n_questions).mean(axis=0), (h / n_questions).std(axis=0)) for h in hits]
 
 
-def _simulate(labels: np.ndarray, weights: np.ndarray | None, runs: int, order_rng: np.random.Generator,
-              tie_rng: np.random.Generator) -> np.ndarray:
-    """Correct votes per run and k for `runs` runs over these questions (labels: 0 abstain, 1 gold, 2..
-    other answers). Each (run, question) row draws its next path uniformly from those left (a Fisher-Yates
-    shuffle taken one step at a time) and keeps running totals: gold's, the best other answer's, and how
-    many other answers share that best total."""
-    n_questions, n = labels.shape
+def _orders(n_questions: int, n: int, runs: int, order_rng: np.random.Generator) -> np.ndarray:
+    """cells[k, r]: which of these questions' paths (question * n + path) row r = run * questions + question
+    draws at step k. Each row draws its next path uniformly from those left: a Fisher-Yates shuffle taken
+    one step at a time, so a run's subsets are nested as k grows."""
     rows = runs * n_questions
     row_cell = np.arange(rows, dtype=np.intp)
-    question_cell = np.tile(np.arange(n_questions, dtype=np.intp) * n, runs)
     left = np.repeat(np.arange(n, dtype=np.int16 if n < 2**15 else np.int32)[:, None], rows, axis=1)
     left_flat = left.reshape(-1)  # left[j, r]: the path at step j of row r's shuffle
-    label_flat = labels.reshape(-1)
-    width = int(labels.max(initial=1)) + 1
-    if weights is None:
+    for k in range(n):
+        pick = order_rng.random(rows)
+        pick *= n - k
+        pick = pick.astype(np.intp)
+        pick *= rows
+        pick += row_cell
+        pick += k * rows
+        path = left_flat.take(pick)
+        left_flat[pick] = left[k]
+        left[k] = path  # step k's slot is never picked again: it keeps the path drawn
+    return np.tile(np.arange(n_questions, dtype=np.intp) * n, runs) + left
+
+
+def _count_wins(drawn: np.ndarray, drawn_weights: np.ndarray | None, runs: int,
+                tie_rng: np.random.Generator) -> np.ndarray:
+    """Correct votes per run and k, given each row's labels in draw order (drawn[k, r]: 0 abstain, 1 gold,
+    2.. other answers) and their weights (None: one vote each). Keeps running totals per row: gold's, the
+    best other answer's, and how many other answers share that best total."""
+    n, rows = drawn.shape
+    n_questions = rows // runs
+    row_cell = np.arange(rows, dtype=np.intp)
+    width = int(drawn.max(initial=1)) + 1
+    if drawn_weights is None:
         total_type, unreachable = np.int32, -(2**30)
-        gold_weight = (label_flat == 1).astype(np.int32)
+        gold_weight = (drawn == 1).astype(np.int32)
     else:
         total_type, unreachable = np.float64, -np.inf
-        gold_weight = np.where(label_flat == 1, weights.reshape(-1), 0.0)
-    weight_flat = None if weights is None else weights.reshape(-1)
+        gold_weight = np.where(drawn == 1, drawn_weights, 0.0)
     # Per row: one running total per label; abstentions' and gold's stay unreachable, so every total read
     # back is an other answer's or below any best.
     totals = np.zeros((rows, width), dtype=total_type)
@@ -209,20 +243,11 @@ def _simulate(labels: np.ndarray, weights: np.ndarray | None, runs: int, order_r
     tied_others = np.zeros(rows, dtype=np.int16 if n < 2**15 else np.int32)
     hits = np.zeros((runs, n))
     for k in range(n):
-        pick = order_rng.random(rows)
-        pick *= n - k
-        pick = pick.astype(np.intp)
-        pick *= rows
-        pick += row_cell
-        pick += k * rows
-        path = left_flat.take(pick)
-        left_flat[pick] = left[k]
-        cell = question_cell + path
-        slot = total_cell + label_flat.take(cell)
+        slot = total_cell + drawn[k]
         other = totals.take(slot)
-        other += 1 if weight_flat is None else weight_flat.take(cell)
+        other += 1 if drawn_weights is None else drawn_weights[k]
         totals[slot] = other
-        gold += gold_weight.take(cell)
+        gold += gold_weight[k]
         tied_others = np.where(other > best_other, 1, tied_others + (other == best_other))
         np.maximum(best_other, other, out=best_other)
         wins = np.count_nonzero((gold > best_other).reshape(runs, n_questions), axis=1)
