@@ -530,6 +530,14 @@ class SampleStore:
                                 "ORDER BY question_id, path_index", (temperature,)).fetchall()
         return tuple(zip(*rows, strict=True)) if rows else tuple(() for _ in columns)
 
+    def path_rows(self, columns: Iterable[str]) -> list[tuple[Any, ...]]:
+        """Some of StoredPath's fields of every stored path, one tuple per path, in key order."""
+        columns = list(columns)
+        if not set(columns) <= set(PathFields._fields):
+            raise ValueError(f"not a path field: {sorted(set(columns) - set(PathFields._fields))}")
+        return self._db.execute(f"SELECT {', '.join(columns)} FROM paths "
+                                "ORDER BY question_id, temperature, path_index").fetchall()
+
     def paths(self, text: bool = True) -> Iterator[StoredPath]:
         """Every stored path in key order; `text=False` leaves the texts unread ("" each), which is most of
         the bytes of a large store and what the analyses do not need."""
