@@ -222,3 +222,30 @@ def test_votes_simulated_together_equal_each_vote_alone():
         alone_mean, alone_std = subset_curve(vote[0], vote[1], 60, np.random.default_rng(7), vote[2])
         assert np.array_equal(mean, alone_mean) and np.array_equal(std, alone_std)
     assert not np.array_equal(together[0][0], together[2][0])  # the two temperatures did differ
+
+
+@pytest.mark.parametrize(("n", "labels", "weighted"), [(9, 5, False), (9, 5, True), (30, 31, False),
+                                                       (130, 4, False), (12, 3, True)])
+def test_vote_steps_equal_a_draw_by_draw_count(n, labels, weighted):
+    """The vectorised vote over all steps (packed counts, or per-label running sums when the counts do not
+    fit one 64-bit word: 31 answers x 5 bits; 16-bit totals past 127 paths) against plain running totals."""
+    from selfconsistency.analysis import _vote_steps
+
+    rng = np.random.default_rng(n + labels)
+    drawn = rng.integers(0, labels, (n, 40)).astype(np.int8)
+    weights = rng.uniform(0.1, 1.0, drawn.shape).round(1) if weighted else None  # rounded: weighted ties
+    wins, tie = np.empty(drawn.shape, dtype=bool), np.empty(drawn.shape, dtype=bool)
+    tied = np.empty(drawn.shape, dtype=np.int16)
+    _vote_steps(drawn, weights, wins, tie, tied)
+    for row in range(drawn.shape[1]):
+        totals: dict[int, float] = {}
+        for k in range(n):
+            label = int(drawn[k, row])
+            totals[label] = totals.get(label, 0) + (1 if weights is None else weights[k, row])
+            gold = totals.get(1, 0)
+            others = [total for answer, total in totals.items() if answer > 1]
+            best = max(others, default=0)
+            assert wins[k, row] == (gold > best)
+            assert tie[k, row] == (gold == best and gold > 0)
+            if tie[k, row]:
+                assert tied[k, row] == others.count(best)
