@@ -47,7 +47,7 @@ def _vote(answers: list[str | None], gold: str | None, rng: np.random.Generator)
 
 
 # The fields a record shows of each path, as the store returns them (key order: question, temperature, index).
-_FIELDS = ("question_id", "temperature", "path_index", "answer", "logprob_sum", "finish_reason", "completion_tokens",
+PATH_FIELDS = ("question_id", "temperature", "path_index", "answer", "logprob_sum", "finish_reason", "completion_tokens",
            "text")
 _TEMPERATURE, _ANSWER = 1, 3
 
@@ -61,18 +61,20 @@ def question_records(run_dir: Path) -> Iterator[dict[str, Any]]:
                                    for _, t, index, answer, logprob, finish, tokens, text in paths]}
 
 
-def compact_records(run_dir: Path) -> Iterator[dict[str, Any]]:
+def compact_records(run_dir: Path, rows: list[tuple[Any, ...]] | None = None) -> Iterator[dict[str, Any]]:
     """`question_records` as report.html carries them: answer counts as [answer, count] pairs (a JS object
     would reorder numeric keys) and each path as a short array [temperature, index, answer, log-prob to 3
-    decimals, finish reason, completion tokens, text] (most of the page's size is paths)."""
-    for record, paths in _records(run_dir):
+    decimals, finish reason, completion tokens, text] (most of the page's size is paths). `rows`: every
+    path as store.path_rows returned it, PATH_FIELDS first, when the caller has read them already."""
+    for record, paths in _records(run_dir, rows):
         yield {**record, "votes": [{**vote, "counts": list(vote["counts"].items())} for vote in record["votes"]],
-               "paths": [(t, index, answer, None if logprob is None else round(logprob, 3), finish, tokens, text)
-                         for _, t, index, answer, logprob, finish, tokens, text in paths]}
+               "paths": [(p[1], p[2], p[3], None if p[4] is None else round(p[4], 3), p[5], p[6], p[7])
+                         for p in paths]}
 
 
-def _records(run_dir: Path) -> Iterator[tuple[dict[str, Any], list[tuple[Any, ...]]]]:
-    """Each selected question's record without its paths, and its paths' rows (_FIELDS) in key order."""
+def _records(run_dir: Path, rows: list[tuple[Any, ...]] | None = None
+             ) -> Iterator[tuple[dict[str, Any], list[tuple[Any, ...]]]]:
+    """Each selected question's record without its paths, and its paths' rows (PATH_FIELDS first) in key order."""
     with SampleStore.open_readonly(run_dir) as store:
         config = store.settings().stored_settings()
         selection = store.get_meta("selection") or []
@@ -80,7 +82,8 @@ def _records(run_dir: Path) -> Iterator[tuple[dict[str, Any], list[tuple[Any, ..
         stops = store.stops(parse_rule(config["stop"], config["min_paths"], config["paths"]).name) \
             if config.get("stop") else {}
         # Rows come in key order: one list per question without a Python object per path.
-        by_question = {qid: list(rows) for qid, rows in groupby(store.path_rows(_FIELDS), key=itemgetter(0))}
+        rows = store.path_rows(PATH_FIELDS) if rows is None else rows
+    by_question = {qid: list(paths) for qid, paths in groupby(rows, key=itemgetter(0))}
     rng = np.random.default_rng(config["seed"])  # tie-breaks, as the report's votes
     for qid in selection:
         question = questions[qid]

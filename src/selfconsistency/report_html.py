@@ -78,9 +78,11 @@ def render_page(results: dict[str, Any], questions: list[dict[str, Any]], plot_p
         data_json=Markup(script_json(data)), script=Markup(script), script_hash=script_hash)
 
 
-def write_html(run_dir: Path, results: dict[str, Any], plot: Path | None = None) -> Path:
-    """Write report.html into the run directory, with `plot` (a PNG) inlined."""
-    page = render_page(results, list(compact_records(run_dir)),
+def write_html(run_dir: Path, results: dict[str, Any], plot: Path | None = None,
+               rows: list[tuple[Any, ...]] | None = None) -> Path:
+    """Write report.html into the run directory, with `plot` (a PNG) inlined; `rows`: the paths, when the
+    caller has read them (see per_question.compact_records)."""
+    page = render_page(results, list(compact_records(run_dir, rows)),
                        plot.read_bytes() if plot is not None and plot.exists() else None)
     target = Path(run_dir) / HTML_FILE
     write_text(target, page)

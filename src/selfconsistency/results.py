@@ -9,13 +9,15 @@ Pure computation over stored data and the run's settings: no plotting library, a
 from __future__ import annotations
 
 from dataclasses import asdict
-from itertools import accumulate
+from itertools import accumulate, compress
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
 from .analysis import CurvePoint, accuracy, encode, exact_curve, subset_curves
 from .costs import Price, PriceTable, job_cost
+from .per_question import PATH_FIELDS
 from .stopping import parse_rule
 from .store import SampleStore, StoredQuestion
 from .vote import majority_vote, path_weights
@@ -27,12 +29,18 @@ class _SettingPaths:
     """One setting's stored paths as columns (rows in question id, path index order) and where each
     question's rows start: 680,000 paths read without a Python object per path."""
 
-    def __init__(self, store: SampleStore, temperature: float, counts: dict[str, int], fields: list[str]):
+    def __init__(self, store: SampleStore, temperature: float, counts: dict[str, int], fields: list[str],
+                 rows: list[tuple[Any, ...]] | None = None):
         self.temperature = temperature
         self.counts = counts
         self.starts = dict(zip(counts, accumulate(counts.values(), initial=0)))
-        self.columns = {name: np.array(column, dtype=object)
-                        for name, column in zip(fields, store.path_columns(temperature, fields), strict=True)}
+        if rows is None:
+            columns = store.path_columns(temperature, fields)
+        else:  # every setting's rows (REPORT_FIELDS, key order): this setting's keep their order
+            mine = list(compress(rows, map(temperature.__eq__, map(itemgetter(1), rows))))
+            every = list(zip(*mine, strict=True)) or [()] * len(REPORT_FIELDS)
+            columns = [every[REPORT_FIELDS.index(name)] for name in fields]
+        self.columns = {name: np.array(column, dtype=object) for name, column in zip(fields, columns, strict=True)}
 
     def rows(self, qids: list[str], n: int) -> np.ndarray:
         """(questions x n) row numbers: each question's first n paths by index."""
@@ -46,6 +54,8 @@ class _SettingPaths:
 
 
 _FIELDS = ["answer", "path_index", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum"]
+# What `write_report` reads once for the results and report.html (per_question's fields first).
+REPORT_FIELDS = (*PATH_FIELDS, "prompt_tokens", "latency_s")
 
 
 def _price(config: dict[str, Any], batch: bool) -> Price | None:
@@ -136,8 +146,9 @@ def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, co
     }
 
 
-def build_results(store: SampleStore) -> dict[str, Any]:
-    """Everything the report shows, computed from the store's paths and settings."""
+def build_results(store: SampleStore, rows: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
+    """Everything the report shows, computed from the store's paths and settings; `rows`: the paths as
+    store.path_rows(REPORT_FIELDS) returned them, when the caller has read them already."""
     config = store.settings().stored_settings()
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
@@ -170,11 +181,11 @@ def build_results(store: SampleStore) -> dict[str, Any]:
         n = wanted[temperature]
         if config.get("stop") and temperature != 0.0:  # the curve over what every question has
             n = min((stored.get(q, 0) for q in complete), default=0)
-        paths = _SettingPaths(store, temperature, stored, _FIELDS)
-        rows = paths.rows(complete, n)
-        summary = {"temperature": temperature, "paths_per_question": n, **_usage(paths, rows, complete, price,
+        paths = _SettingPaths(store, temperature, stored, _FIELDS, rows)
+        used = paths.rows(complete, n)
+        summary = {"temperature": temperature, "paths_per_question": n, **_usage(paths, used, complete, price,
                                                                                   on_demand)}
-        scored = rows[is_labelled]
+        scored = used[is_labelled]
         answers = paths.columns["answer"].take(scored).tolist()
         if temperature == 0.0:
             summary["accuracy"] = accuracy([row[0] for row in answers], golds) if golds else None
@@ -193,7 +204,7 @@ def build_results(store: SampleStore) -> dict[str, Any]:
 def _vote_weights(paths: _SettingPaths, scored: np.ndarray) -> dict[str, np.ndarray]:
     """Each weighted vote's path weights (questions x paths), when every path has a log-prob."""
     logprob_sums = paths.columns["logprob_sum"].take(scored)
-    if not len(scored) or any(value is None for value in logprob_sums.ravel().tolist()):
+    if not len(scored) or None in logprob_sums.ravel().tolist():
         return {}
     lengths = paths.columns["completion_tokens"].take(scored).astype(np.int64)
     return {method: path_weights(method, logprob_sums.astype(float), lengths) for method in WEIGHTED_VOTES}

@@ -136,12 +136,11 @@ def _dirichlet_leader_wins(counts: tuple[int, ...], draws: int, threshold: float
     alpha = np.array(counts, dtype=float) + 1.0
     needed = _wins_needed(draws, threshold)
     wins = drawn = 0
-    chunk = 256
     while needed > wins >= needed - (draws - drawn):
-        size = min(chunk, draws - drawn)
+        # At least as many draws as could settle a "no" (every one a loss for the leader), and 64.
+        size = min(max(64, draws - needed + 1 - (drawn - wins)), draws - drawn)
         wins += int(np.count_nonzero(rng.dirichlet(alpha, size=size).argmax(axis=1) == 0))
         drawn += size
-        chunk *= 2
     return wins >= needed
 
 
