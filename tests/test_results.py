@@ -137,3 +137,21 @@ def test_results_equal_the_path_by_path_computation(tmp_path):
     assert [s["temperature"] for s in results["sampled"]] == [0.5, 0.7]
     for summary in results["sampled"]:
         assert summary == reference[summary["temperature"]]
+
+
+def test_the_collector_is_paused_only_while_a_report_is_built(tmp_path):
+    import gc
+
+    from selfconsistency.results import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that had it off keeps it off
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

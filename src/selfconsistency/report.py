@@ -11,7 +11,7 @@ import numpy as np
 
 from .frontier import Frontier
 from .report_html import write_html
-from .results import REPORT_FIELDS, build_results
+from .results import REPORT_FIELDS, build_results, collector_paused
 from .safe_files import save_figure, write_text
 from .store import SampleStore
 
@@ -157,6 +157,11 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
 
 def write_report(run_dir: Path) -> dict[str, Any]:
     """Rebuild results.json, results.md, the plot and report.html from the run directory's store."""
+    with collector_paused():
+        return _write_report(run_dir)
+
+
+def _write_report(run_dir: Path) -> dict[str, Any]:
     with SampleStore.open_readonly(run_dir) as store:
         rows = store.path_rows(REPORT_FIELDS)  # read once for the results and the page
         results = build_results(store, rows)
