@@ -219,3 +219,27 @@ def test_dirichlet_decisions_equal_the_full_samples_for_every_count_tuple():
     assert near >= 5  # the comparison did meet counts whose share is within 1 % of a threshold
     # A share exactly at the threshold stops (>=): 3,800 of 4,000 wins is 0.95; 2 of 3 is the least >= 0.5.
     assert _wins_needed(4000, 0.95) == 3800 and _wins_needed(3, 0.5) == 2
+
+
+def test_rows_multisets_follow_their_answer_counts():
+    """replay_many tracks each row's multiset of vote counts as an index into a growing table; after every
+    draw it must be the row's sorted counts (abstentions do not vote)."""
+    from collections import Counter
+
+    import numpy as np
+
+    from selfconsistency.stopping import _grow_multisets
+
+    rng = np.random.default_rng(6)
+    n, rows = 12, 300
+    drawn = rng.integers(0, 5, (n, rows))  # 0: abstain
+    counts = np.zeros((rows, 5), dtype=np.int64)
+    multisets, grown, state = [()], np.full((2, n + 1), -1, dtype=np.int64), np.zeros(rows, dtype=np.int64)
+    for k in range(n):
+        before = counts[np.arange(rows), drawn[k]].copy()
+        counts[np.arange(rows), drawn[k]] += 1
+        grown = _grow_multisets(state, drawn[k] > 0, before, multisets, grown)
+        for row in range(rows):
+            expected = sorted(Counter(a for a in drawn[: k + 1, row].tolist() if a).values(), reverse=True)
+            assert multisets[state[row]] == tuple(expected)
+    assert len(set(multisets)) == len(multisets)  # each multiset once
