@@ -9,6 +9,8 @@ Two estimates per k, over each question's N stored paths:
 Both are computed for all questions at once (issue 16: 7,473 questions x 30 paths x 100 runs in well under
 a second): the exact curve once per distinct count signature, the runs by drawing each question's
 permutation one step at a time and keeping only running vote totals, never a runs x questions x answers cube.
+`subset_curves` runs several votes (the report's majority and weighted votes of every temperature) over
+one set of path orders, each vote's steps vectorised over k.
 """
 
 from __future__ import annotations
