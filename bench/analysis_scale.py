@@ -14,6 +14,11 @@ Prints measured numbers; it asserts nothing about time. The machine may be share
 wall seconds show how much of a wall time was waiting for the CPU.
 
     PYTHONPATH=src .venv/bin/python bench/analysis_scale.py [--questions 7473] [--keep DIR] [--skip-old]
+        [--skip-batch] [--before-src OTHER/src]
+
+`--before-src` times `report` and `simulate` of another checkout's src/ (e.g. main before a change) on
+the same stored run right after this tree's, and says whether their results.json, report.html and
+frontier.json are byte-identical.
 """
 
 from __future__ import annotations
@@ -97,7 +102,7 @@ def build_run(run_dir: Path, questions: int, paths: int, rng: np.random.Generato
     return by_temperature
 
 
-def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None) -> list:
+def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None, before_src: Path | None) -> list:
     from selfconsistency.cli import simulate
     from selfconsistency.report import write_report
 
@@ -129,6 +134,49 @@ def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None) -> l
         with timed(f"simulate ({len(RULES)} rules x 100 orders, T=0.7)", rows), \
                 contextlib.redirect_stdout(open("/dev/null", "w")):
             simulate(run_dir, stop=RULES, temperature=0.7, min_paths=1, runs=100, seed=0)
+        if before_src:
+            rows += time_other_source(before_src, run_dir)
+    return rows
+
+
+BEFORE = """
+import contextlib, filecmp, shutil, sys, time
+from pathlib import Path
+from selfconsistency.cli import simulate
+from selfconsistency.report import write_report
+run_dir = Path(sys.argv[1])
+kept = {name: (run_dir / name).read_bytes() for name in ("results.json", "report.html", "frontier.json")}
+for label, work in (("report", lambda: write_report(run_dir)),
+                    ("simulate", lambda: simulate(run_dir, stop=sys.argv[2:], temperature=0.7, min_paths=1,
+                                                  runs=100, seed=0))):
+    wall, cpu = time.perf_counter(), time.process_time()
+    with contextlib.redirect_stdout(open("/dev/null", "w")):
+        work()
+    print(label, time.perf_counter() - wall, time.process_time() - cpu, flush=True)
+for name, content in kept.items():
+    print(name, (run_dir / name).read_bytes() == content)
+"""
+
+
+def time_other_source(source: Path, run_dir: Path) -> list:
+    """write_report and simulate of another source tree (e.g. main before this branch) on the same stored
+    run, in a fresh interpreter; and whether its results.json, report.html and frontier.json are
+    byte-identical to this branch's."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    proc = subprocess.run([sys.executable, "-c", BEFORE, str(run_dir), *RULES], env=env, capture_output=True,
+                          text=True, check=True)
+    rows = []
+    print(f"  the same two commands with {source}:")
+    for line in proc.stdout.splitlines():
+        label, *values = line.split()
+        if label in ("report", "simulate"):
+            rows.append((f"{label} ({source})", float(values[0]), float(values[1])))
+            print(f"  {label + ' (' + str(source) + ')':58s} {rows[-1][1]:7.2f} s wall {rows[-1][2]:7.2f} s CPU")
+        else:
+            print(f"    {label} byte-identical to this branch's: {values[0]}")
     return rows
 
 
@@ -187,8 +235,10 @@ def main() -> None:
     parser.add_argument("--skip-old", action="store_true", help="do not time the implementation before issue 16")
     parser.add_argument("--skip-batch", action="store_true")
     parser.add_argument("--keep", type=Path, help="build the stored run here and keep it")
+    parser.add_argument("--before-src", type=Path,
+                        help="also time report and simulate of this source tree (its src/ directory) on the run")
     args = parser.parse_args()
-    rows = analysis(args.questions, args.paths, args.skip_old, args.keep)
+    rows = analysis(args.questions, args.paths, args.skip_old, args.keep, args.before_src)
     if not args.skip_batch:
         rows += batch_io(args.questions, args.paths)
     print("\n| step | wall s | CPU s |\n|---|---:|---:|")

@@ -202,3 +202,50 @@ def test_negative_weights_refused():
     encoded, gold_ids = encode([["g", "x"]], ["g"])
     with pytest.raises(ValueError, match="weights"):
         subset_curve(encoded, gold_ids, 5, np.random.default_rng(0), np.array([[-1.0, 1.0]]))
+
+
+def test_votes_simulated_together_equal_each_vote_alone():
+    """The report simulates the majority and weighted votes of every temperature over one set of path
+    orders (blocks of questions included: 1,500 questions x 60 runs is two blocks); each curve must be
+    bit for bit the one `subset_curve` gives that vote alone."""
+    from selfconsistency.analysis import subset_curves
+
+    rng = np.random.default_rng(12)
+    votes = []
+    for others in (2, 6):  # two temperatures' answers: different labels, same shape
+        answers, golds = synthetic_answers(rng, 1500, 9, 0.6, 0.1, others)
+        encoded, gold_ids = encode(answers, golds)
+        weights = rng.uniform(0.0, 1.0, encoded.shape).round(1)  # rounded: exact weighted ties happen
+        votes += [(encoded, gold_ids, None), (encoded, gold_ids, weights)]
+    together = subset_curves((1500, 9), [(*vote, np.random.default_rng(7)) for vote in votes], runs=60)
+    for vote, (mean, std) in zip(votes, together, strict=True):
+        alone_mean, alone_std = subset_curve(vote[0], vote[1], 60, np.random.default_rng(7), vote[2])
+        assert np.array_equal(mean, alone_mean) and np.array_equal(std, alone_std)
+    assert not np.array_equal(together[0][0], together[2][0])  # the two temperatures did differ
+
+
+@pytest.mark.parametrize(("n", "labels", "weighted"), [(9, 5, False), (9, 5, True), (30, 31, False),
+                                                       (130, 4, False), (12, 3, True)])
+def test_vote_steps_equal_a_draw_by_draw_count(n, labels, weighted):
+    """The vectorised vote over all steps (packed counts, or per-label running sums when the counts do not
+    fit one 64-bit word: 31 answers x 5 bits; 16-bit totals past 127 paths) against plain running totals."""
+    from selfconsistency.analysis import _vote_steps
+
+    rng = np.random.default_rng(n + labels)
+    drawn = rng.integers(0, labels, (n, 40)).astype(np.int8)
+    weights = rng.uniform(0.1, 1.0, drawn.shape).round(1) if weighted else None  # rounded: weighted ties
+    wins, tie = np.empty(drawn.shape, dtype=bool), np.empty(drawn.shape, dtype=bool)
+    tied = np.empty(drawn.shape, dtype=np.int16)
+    _vote_steps(drawn, weights, wins, tie, tied)
+    for row in range(drawn.shape[1]):
+        totals: dict[int, float] = {}
+        for k in range(n):
+            label = int(drawn[k, row])
+            totals[label] = totals.get(label, 0) + (1 if weights is None else weights[k, row])
+            gold = totals.get(1, 0)
+            others = [total for answer, total in totals.items() if answer > 1]
+            best = max(others, default=0)
+            assert wins[k, row] == (gold > best)
+            assert tie[k, row] == (gold == best and gold > 0)
+            if tie[k, row]:
+                assert tied[k, row] == others.count(best)

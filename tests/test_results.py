@@ -43,3 +43,115 @@ def test_results_and_frontier_are_computed_without_matplotlib(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "ok"
     assert not list(tmp_path.glob("*.png")) and not (tmp_path / "results.json").exists()  # computed, not written
+
+
+def _reference_summaries(store):
+    """The greedy and sampled summaries as build_results computed them before issue 16 (one Python object
+    per path, grouped by setting and question; every vote simulated on its own): what the columnar reads
+    and the shared path orders must reproduce exactly."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    from selfconsistency.analysis import accuracy, accuracy_curve, encode, subset_curve
+    from selfconsistency.results import WEIGHTED_VOTES, _price
+    from selfconsistency.vote import path_weights
+
+    config = store.settings().stored_settings()
+    by_setting = defaultdict(lambda: defaultdict(list))
+    for path in store.paths(text=False):
+        by_setting[path.temperature][path.question_id].append(path)
+    wanted = {0.0: 1, **{t: config["paths"] for t in config["temperatures"]}}
+    complete = [q for q in store.get_meta("selection") if all(len(by_setting[t][q]) >= n for t, n in wanted.items())]
+    gold_of = {q.id: q.gold for q in store.questions()}
+    golds = [gold_of[q] for q in complete if gold_of[q] is not None]
+    price, on_demand_price = _price(config, batch=True), _price(config, batch=False)
+    keys = store.on_demand_keys()
+    out = {}
+    for temperature, n in wanted.items():
+        paths = [sorted(by_setting[temperature][q], key=lambda p: p.path_index)[:n] for q in complete]
+        flat = [p for row in paths for p in row]
+        extra = [p for p in flat if (p.question_id, p.temperature, p.path_index) in keys]
+        extra_in, extra_out = sum(p.prompt_tokens for p in extra), sum(p.completion_tokens for p in extra)
+        prompt, completion = sum(p.prompt_tokens for p in flat), sum(p.completion_tokens for p in flat)
+        seconds = sum(p.latency_s for p in flat)
+        cost = price.cost(prompt - extra_in, completion - extra_out) + on_demand_price.cost(extra_in, extra_out)
+        summary = {"temperature": temperature, "paths_per_question": n, "paths": len(flat),
+                   "abstention_rate": sum(p.answer is None for p in flat) / len(flat),
+                   "truncated_paths": sum(p.finish_reason == "length" for p in flat),
+                   "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": round(cost, 6),
+                   "runtime": {"seconds": round(seconds, 3),
+                               "completion_tokens_per_second": round(completion / seconds, 2)}}
+        scored = [row for row, q in zip(paths, complete) if gold_of[q] is not None]
+        answers = [[p.answer for p in row] for row in scored]
+        if temperature == 0.0:
+            summary["accuracy"] = accuracy([row[0] for row in answers], golds)
+        else:
+            summary["curve"] = [point.__dict__ for point in accuracy_curve(answers, golds, runs=30, seed=3)]
+            encoded, gold_ids = encode(answers, golds)
+            lengths = np.array([[p.completion_tokens for p in row] for row in scored])
+            logprobs = np.array([[p.logprob_sum for p in row] for row in scored], dtype=float)
+            summary["weighted_votes"] = {}
+            for method in WEIGHTED_VOTES:
+                mean, std = subset_curve(encoded, gold_ids, 30, np.random.default_rng(3),
+                                         path_weights(method, logprobs, lengths))
+                summary["weighted_votes"][method] = [{"k": k + 1, "mean": float(mean[k]), "std": float(std[k])}
+                                                     for k in range(len(mean))]
+        out[temperature] = summary
+    return out
+
+
+def test_results_equal_the_path_by_path_computation(tmp_path):
+    """build_results reads each setting's paths as columns and simulates every vote over one set of path
+    orders; on a run with incomplete and unlabelled questions, extra stored paths, abstentions, truncated
+    and on-demand paths, its summaries equal the path-by-path computation's exactly."""
+    import random
+
+    from selfconsistency.results import build_results
+    from selfconsistency.store import SampleStore, StoredPath, StoredQuestion
+
+    model = "anthropic.claude-3-haiku-20240307-v1:0"
+    config = {"task": "gsm8k", "backend": "bedrock-batch", "model": model, "greedy": True,
+              "temperatures": [0.5, 0.7], "paths": 6, "subset_runs": 30, "seed": 3, "stop": None, "min_paths": 1,
+              "prices_file": None}
+    draw = random.Random(8)
+    ids = [f"q{i:03d}" for i in range(40)]
+    with SampleStore(tmp_path) as store:
+        store.bind_config({"task": "gsm8k", "model": model}, config)
+        store.add_questions(StoredQuestion(qid, i, f"question {i}", None if i % 9 == 4 else "7")
+                            for i, qid in enumerate(ids))
+        store.set_selection(list(reversed(ids)))  # selection order is not id order
+        for i, qid in enumerate(ids):
+            for temperature, count in ((0.0, 1), (0.5, 7 if i % 5 == 0 else 6), (0.7, 5 if i % 13 == 2 else 6)):
+                for j in range(count):
+                    answer = draw.choice(["7", "7", "3", "4", None])
+                    store.add_path(StoredPath(qid, temperature, j, j, f"The answer is {answer}.", answer,
+                                              draw.randint(50, 90), draw.randint(20, 300), draw.uniform(0.1, 3.0),
+                                              draw.choice(["stop", "stop", "length"]),
+                                              -draw.randint(1, 40) / 4, "bedrock-batch", model))
+        store.add_spend("bedrock-batch", "g1", "r1", [(ids[1], 0.5, 2), (ids[3], 0.7, 0), (ids[2], 0.7, 1)], 300, 40)
+        results = build_results(store)
+        reference = _reference_summaries(store)
+    assert results["questions"] == 37 and results["labelled_questions"] == 33  # 3 incomplete, 4 unlabelled
+    assert results["greedy"] == reference[0.0] and results["greedy"]["cost_usd"] is not None
+    assert [s["temperature"] for s in results["sampled"]] == [0.5, 0.7]
+    for summary in results["sampled"]:
+        assert summary == reference[summary["temperature"]]
+
+
+def test_the_collector_is_paused_only_while_a_report_is_built(tmp_path):
+    import gc
+
+    from selfconsistency.results import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller that had it off keeps it off
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -188,3 +188,58 @@ def test_replay_many_equals_one_rule_at_a_time_for_the_orders():
     together = replay_many(rules, answers, golds, runs=30, seed=4)
     assert together[0].mean_paths == 8 and together[0].accuracy <= 2 / 3
     assert together[1].mean_paths == replay(rules[1], answers, golds, runs=30, seed=4).mean_paths
+
+
+def _full_sample_share(counts: tuple[int, ...], draws: int) -> float:
+    """The Dirichlet rule's leader share before issue 16: all `draws` samples in one call."""
+    import numpy as np
+
+    if len(counts) == 1:
+        counts = counts + (0,)
+    rng = np.random.default_rng([len(counts), *counts])
+    shares = rng.dirichlet(np.array(counts, dtype=float) + 1.0, size=draws)
+    return float(np.mean(shares.argmax(axis=1) == 0))
+
+
+def test_dirichlet_decisions_equal_the_full_samples_for_every_count_tuple():
+    from itertools import combinations_with_replacement
+
+    from selfconsistency.stopping import _dirichlet_leader_wins, _wins_needed
+
+    # Every descending count tuple of up to 4 answers and 14 votes, at thresholds the early stop must
+    # get right near the boundary too (shares close to 0.8, 0.9, 0.95 are among these).
+    tuples = {tuple(sorted(c, reverse=True)) for size in range(1, 5)
+              for c in combinations_with_replacement(range(1, 15), size) if sum(c) <= 14}
+    near = 0
+    for counts in sorted(tuples):
+        share = _full_sample_share(counts, 4000)
+        for threshold in (0.8, 0.9, 0.95):
+            assert _dirichlet_leader_wins(counts, 4000, threshold) == (share >= threshold), (counts, threshold)
+            near += abs(share - threshold) < 0.01
+    assert near >= 5  # the comparison did meet counts whose share is within 1 % of a threshold
+    # A share exactly at the threshold stops (>=): 3,800 of 4,000 wins is 0.95; 2 of 3 is the least >= 0.5.
+    assert _wins_needed(4000, 0.95) == 3800 and _wins_needed(3, 0.5) == 2
+
+
+def test_rows_multisets_follow_their_answer_counts():
+    """replay_many tracks each row's multiset of vote counts as an index into a growing table; after every
+    draw it must be the row's sorted counts (abstentions do not vote)."""
+    from collections import Counter
+
+    import numpy as np
+
+    from selfconsistency.stopping import _grow_multisets
+
+    rng = np.random.default_rng(6)
+    n, rows = 12, 300
+    drawn = rng.integers(0, 5, (n, rows))  # 0: abstain
+    counts = np.zeros((rows, 5), dtype=np.int64)
+    multisets, grown, state = [()], np.full((2, n + 1), -1, dtype=np.int64), np.zeros(rows, dtype=np.int64)
+    for k in range(n):
+        before = counts[np.arange(rows), drawn[k]].copy()
+        counts[np.arange(rows), drawn[k]] += 1
+        grown = _grow_multisets(state, drawn[k] > 0, before, multisets, grown)
+        for row in range(rows):
+            expected = sorted(Counter(a for a in drawn[: k + 1, row].tolist() if a).values(), reverse=True)
+            assert multisets[state[row]] == tuple(expected)
+    assert len(set(multisets)) == len(multisets)  # each multiset once

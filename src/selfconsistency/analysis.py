@@ -9,6 +9,8 @@ Two estimates per k, over each question's N stored paths:
 Both are computed for all questions at once (issue 16: 7,473 questions x 30 paths x 100 runs in well under
 a second): the exact curve once per distinct count signature, the runs by drawing each question's
 permutation one step at a time and keeping only running vote totals, never a runs x questions x answers cube.
+`subset_curves` runs several votes (the report's majority and weighted votes of every temperature) over
+one set of path orders, each vote's steps vectorised over k.
 """
 
 from __future__ import annotations
@@ -155,59 +157,53 @@ def subset_curve(encoded: np.ndarray, gold_ids: np.ndarray, runs: int, rng: np.r
     broken uniformly at random either way. The path orders come from one stream of `rng` and the
     tie-breaks from another, so the same seed gives the same orders with or without weights.
     """
-    n_questions, n = encoded.shape
+    return subset_curves(encoded.shape, [(encoded, gold_ids, weights, rng)], runs)[0]
+
+
+def subset_curves(shape: tuple[int, int], votes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                                                 np.random.Generator]],
+                  runs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`subset_curve` of several votes over answers of one shape (questions x paths), each
+    (encoded, gold_ids, weights or None, rng), with the path orders drawn once: every vote's rng must be
+    seeded alike (the orders are the first's; the tie-breaks each vote's own). Each result is bit for bit
+    what `subset_curve` gives that vote alone."""
+    n_questions, n = shape
     if n_questions == 0 or n == 0:
-        return np.zeros(n), np.zeros(n)
-    labels = np.where(encoded == gold_ids[:, None], 1, np.where(encoded > 0, encoded + 1, 0))
-    labels = labels.astype(np.int8 if labels.max() < 127 else np.int32)
-    if weights is not None:
-        weights = np.asarray(weights, dtype=float)
-        if weights.shape != encoded.shape or not np.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError("vote weights must be finite, >= 0 and one per path")
-        # A vote always counts for its answer, however small its weight.
-        weights = np.maximum(weights, np.finfo(float).tiny)
-    order_rng, tie_rng = rng.spawn(2)
+        return [(np.zeros(n), np.zeros(n)) for _ in votes]
+    prepared = []
+    for encoded, gold_ids, weights, rng in votes:
+        if encoded.shape != (n_questions, n):
+            raise ValueError("every vote needs answers of the same shape")
+        labels = np.where(encoded == gold_ids[:, None], 1, np.where(encoded > 0, encoded + 1, 0))
+        labels = labels.astype(np.int8 if labels.max() < 127 else np.int32)
+        if weights is not None:
+            weights = np.asarray(weights, dtype=float)
+            if weights.shape != encoded.shape or not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError("vote weights must be finite, >= 0 and one per path")
+            # A vote always counts for its answer, however small its weight.
+            weights = np.maximum(weights, np.finfo(float).tiny)
+        prepared.append((labels, weights, rng.spawn(2)))
+    order_rng = prepared[0][2][0]
     # Blocks of questions, every run of each: the block's answers and weights stay in cache.
     block = max(1, _CHUNK_ROWS // runs)
-    hits = np.zeros((runs, n))
+    hits = [np.zeros((runs, n)) for _ in votes]
     for start in range(0, n_questions, block):
-        hits += _simulate(labels[start: start + block], None if weights is None else weights[start: start + block],
-                          runs, order_rng, tie_rng)
-    accuracy = hits / n_questions
-    return accuracy.mean(axis=0), accuracy.std(axis=0)
+        cells = _orders(min(block, n_questions - start), n, runs, order_rng)
+        for total, (labels, weights, (_, tie_rng)) in zip(hits, prepared, strict=True):
+            total += _count_wins(labels[start: start + block].reshape(-1),
+                                 None if weights is None else weights[start: start + block].reshape(-1),
+                                 cells, runs, tie_rng)
+    return [((h / n_questions).mean(axis=0), (h / n_questions).std(axis=0)) for h in hits]
 
 
-def _simulate(labels: np.ndarray, weights: np.ndarray | None, runs: int, order_rng: np.random.Generator,
-              tie_rng: np.random.Generator) -> np.ndarray:
-    """Correct votes per run and k for `runs` runs over these questions (labels: 0 abstain, 1 gold, 2..
-    other answers). Each (run, question) row draws its next path uniformly from those left (a Fisher-Yates
-    shuffle taken one step at a time) and keeps running totals: gold's, the best other answer's, and how
-    many other answers share that best total."""
-    n_questions, n = labels.shape
+def _orders(n_questions: int, n: int, runs: int, order_rng: np.random.Generator) -> np.ndarray:
+    """cells[k, r]: which of these questions' paths (question * n + path) row r = run * questions + question
+    draws at step k. Each row draws its next path uniformly from those left: a Fisher-Yates shuffle taken
+    one step at a time, so a run's subsets are nested as k grows."""
     rows = runs * n_questions
     row_cell = np.arange(rows, dtype=np.intp)
-    question_cell = np.tile(np.arange(n_questions, dtype=np.intp) * n, runs)
     left = np.repeat(np.arange(n, dtype=np.int16 if n < 2**15 else np.int32)[:, None], rows, axis=1)
     left_flat = left.reshape(-1)  # left[j, r]: the path at step j of row r's shuffle
-    label_flat = labels.reshape(-1)
-    width = int(labels.max(initial=1)) + 1
-    if weights is None:
-        total_type, unreachable = np.int32, -(2**30)
-        gold_weight = (label_flat == 1).astype(np.int32)
-    else:
-        total_type, unreachable = np.float64, -np.inf
-        gold_weight = np.where(label_flat == 1, weights.reshape(-1), 0.0)
-    weight_flat = None if weights is None else weights.reshape(-1)
-    # Per row: one running total per label; abstentions' and gold's stay unreachable, so every total read
-    # back is an other answer's or below any best.
-    totals = np.zeros((rows, width), dtype=total_type)
-    totals[:, :2] = unreachable
-    totals = totals.reshape(-1)
-    total_cell = row_cell * width
-    gold = np.zeros(rows, dtype=total_type)
-    best_other = np.zeros(rows, dtype=total_type)
-    tied_others = np.zeros(rows, dtype=np.int16 if n < 2**15 else np.int32)
-    hits = np.zeros((runs, n))
     for k in range(n):
         pick = order_rng.random(rows)
         pick *= n - k
@@ -217,22 +213,98 @@ def _simulate(labels: np.ndarray, weights: np.ndarray | None, runs: int, order_r
         pick += k * rows
         path = left_flat.take(pick)
         left_flat[pick] = left[k]
-        cell = question_cell + path
-        slot = total_cell + label_flat.take(cell)
-        other = totals.take(slot)
-        other += 1 if weight_flat is None else weight_flat.take(cell)
-        totals[slot] = other
-        gold += gold_weight.take(cell)
-        tied_others = np.where(other > best_other, 1, tied_others + (other == best_other))
-        np.maximum(best_other, other, out=best_other)
-        wins = np.count_nonzero((gold > best_other).reshape(runs, n_questions), axis=1)
-        tie = np.flatnonzero(gold == best_other)
-        tie = tie[gold.take(tie) > 0]
-        if tie.size:  # gold among 1 + tied_others leaders: it wins with probability 1 / (1 + tied_others)
-            won = tie_rng.random(tie.size) * (1 + tied_others.take(tie)) < 1
-            wins += np.bincount(tie[won] // n_questions, minlength=runs)
-        hits[:, k] = wins
-    return hits
+        left[k] = path  # step k's slot is never picked again: it keeps the path drawn
+    return np.tile(np.arange(n_questions, dtype=np.intp) * n, runs) + left
+
+
+_STEP_COLUMNS = 2048  # rows whose steps are computed together: arrays of a few hundred kB, reused from cache
+
+
+def _count_wins(labels: np.ndarray, weights: np.ndarray | None, cells: np.ndarray, runs: int,
+                tie_rng: np.random.Generator) -> np.ndarray:
+    """Correct votes per run and k over a block of questions: `labels` (0 abstain, 1 gold, 2.. other answers)
+    and `weights` (None: one vote each) of its paths, flat, and the paths each row draws (`_orders`).
+    Ties are broken with one uniform draw per tied (k, row), in k then row order."""
+    n, rows = cells.shape
+    wins, tie = np.empty((n, rows), dtype=bool), np.empty((n, rows), dtype=bool)
+    tied = np.empty((n, rows), dtype=np.int16 if n < 2**15 else np.int32)
+    for start in range(0, rows, _STEP_COLUMNS):
+        part = slice(start, start + _STEP_COLUMNS)
+        drawn = labels.take(cells[:, part])
+        _vote_steps(drawn, None if weights is None else weights.take(cells[:, part]), wins[:, part], tie[:, part],
+                    tied[:, part])
+    tie = np.flatnonzero(tie)
+    if tie.size:  # gold among 1 + tied leaders: it wins with probability 1 / (1 + tied)
+        wins.ravel()[tie[tie_rng.random(tie.size) * (1 + tied.ravel().take(tie)) < 1]] = True
+    return np.count_nonzero(wins.reshape(n, runs, rows // runs), axis=2).T.astype(float)
+
+
+def _vote_steps(drawn: np.ndarray, drawn_weights: np.ndarray | None, wins: np.ndarray, tie: np.ndarray,
+                tied: np.ndarray) -> None:
+    """For rows' labels in draw order (drawn[k, r]) and their weights: whether gold leads alone after k + 1
+    draws (`wins`), ties the lead (`tie`), and with how many other answers (`tied`), written in place.
+
+    All steps at once: each draw's new total for its answer, gold's running total, the best other answer's
+    (a running maximum: totals only grow) and how many other answers share it (those that reached the best
+    since it last rose). Masks multiply rather than np.where: the same values, several times faster.
+    """
+    n, _ = drawn.shape
+    other = drawn > 1
+    if drawn_weights is None:
+        small = np.int8 if n < 127 else np.int16 if n < 2**15 else np.int32
+        new_total = _running_counts(drawn, small)
+        gold = _accumulate(np.add, (drawn == 1).astype(small))
+    else:
+        small = np.int16 if n < 2**15 else np.int32
+        new_total = _running_sums(drawn, drawn_weights)
+        gold = _accumulate(np.add, drawn_weights * (drawn == 1))
+    best = _accumulate(np.maximum, new_total * other)
+    best_before = np.zeros_like(best)
+    best_before[1:] = best[:-1]
+    reached = other & (new_total == best)  # an other answer drawn to the best total (alone or tied)
+    reached_so_far = _accumulate(np.add, reached.astype(small))
+    rose = other & (new_total > best_before)  # ... above every other: it leads alone from here
+    before_rise = _accumulate(np.maximum, (reached_so_far - 1) * rose)
+    np.greater(gold, best, out=wins)
+    np.logical_and(gold == best, gold > 0, out=tie)
+    np.subtract(reached_so_far, before_rise, out=tied, casting="unsafe")
+
+
+def _running_counts(drawn: np.ndarray, dtype: type) -> np.ndarray:
+    """total[k, r]: how many of row r's first k + 1 draws have the label drawn at k."""
+    n, _ = drawn.shape
+    width, bits = int(drawn.max(initial=0)) + 1, max(1, n.bit_length())
+    if width * bits > 64:
+        return _running_sums(drawn, np.ones(drawn.shape, dtype=dtype))
+    # Every label's count in one 64-bit word per row, `bits` bits each: one cumulative sum for all labels.
+    shift = (np.arange(width, dtype=np.uint64) * np.uint64(bits)).take(drawn)
+    packed = _accumulate(np.add, np.left_shift(np.uint64(1), shift))
+    return (np.right_shift(packed, shift) & np.uint64((1 << bits) - 1)).astype(dtype)
+
+
+def _accumulate(ufunc: np.ufunc, values: np.ndarray) -> np.ndarray:
+    """ufunc.accumulate over axis 0, in place, one step (a whole row of cells) at a time: numpy's own
+    accumulate walks a C-ordered array's long axis cell by cell, several times slower. The same
+    operations in the same order, so the same floats as a running total."""
+    for k in range(1, len(values)):
+        ufunc(values[k - 1], values[k], out=values[k])
+    return values
+
+
+def _running_sums(drawn: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """total[k, r]: the sum of the weights of row r's first k + 1 draws with the label drawn at k, added in
+    draw order (the same floats as one running total per label)."""
+    n, rows = drawn.shape
+    width = int(drawn.max(initial=0)) + 1
+    totals = np.zeros(rows * width, dtype=weights.dtype)
+    slots = np.arange(rows, dtype=np.intp) * width + drawn
+    out = np.empty_like(weights)
+    for k in range(n):
+        total = totals.take(slots[k])
+        total += weights[k]
+        totals[slots[k]] = total
+        out[k] = total
+    return out
 
 
 def accuracy_curve(answers: Sequence[Sequence[str | None]], golds: Sequence[str], runs: int = 100,

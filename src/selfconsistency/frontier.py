@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .analysis import CurvePoint, accuracy_curve
-from .results import sampled_answers
+from .results import collector_paused, sampled_answers
 from .stopping import ReplayResult, StoppingRule, parse_rule, replay_many
 from .store import SampleStore
 
@@ -52,9 +52,10 @@ def stored_frontier(run_dir: Path, temperature: float, rules: Sequence[str], min
                     runs: int = 100, seed: int = 0) -> Frontier:
     """The frontier of a run directory's complete questions at one sampling temperature; rules as text
     (beta:0.95, esc:4, ...). ValueError on an unknown temperature or rule, or no complete question."""
-    with SampleStore.open_readonly(run_dir) as store:
-        answers, golds, n = sampled_answers(store, temperature)
-    parsed = [parse_rule(text, min_paths=min_paths, max_paths=n) for text in rules]
-    if not answers:
-        raise ValueError(f"no complete questions at T={temperature:g} in {run_dir}")
-    return frontier(parsed, answers, golds, n, temperature, runs=runs, seed=seed)
+    with collector_paused():
+        with SampleStore.open_readonly(run_dir) as store:
+            answers, golds, n = sampled_answers(store, temperature)
+        parsed = [parse_rule(text, min_paths=min_paths, max_paths=n) for text in rules]
+        if not answers:
+            raise ValueError(f"no complete questions at T={temperature:g} in {run_dir}")
+        return frontier(parsed, answers, golds, n, temperature, runs=runs, seed=seed)

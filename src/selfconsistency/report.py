@@ -11,7 +11,7 @@ import numpy as np
 
 from .frontier import Frontier
 from .report_html import write_html
-from .results import build_results
+from .results import REPORT_FIELDS, build_results, collector_paused
 from .safe_files import save_figure, write_text
 from .store import SampleStore
 
@@ -157,12 +157,18 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
 
 def write_report(run_dir: Path) -> dict[str, Any]:
     """Rebuild results.json, results.md, the plot and report.html from the run directory's store."""
+    with collector_paused():
+        return _write_report(run_dir)
+
+
+def _write_report(run_dir: Path) -> dict[str, Any]:
     with SampleStore.open_readonly(run_dir) as store:
-        results = build_results(store)
+        rows = store.path_rows(REPORT_FIELDS)  # read once for the results and the page
+        results = build_results(store, rows)
     write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     write_text(run_dir / TABLE_FILE, markdown_table(results))
     plot(results, run_dir / PLOT_FILE)
-    write_html(run_dir, results, run_dir / PLOT_FILE)
+    write_html(run_dir, results, run_dir / PLOT_FILE, rows)
     if any(j["runtime"]["seconds"] is not None for j in results["batch_jobs"]):
         runtime_plot(results, run_dir / "batch_runtime.png")
     return results

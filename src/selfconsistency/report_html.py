@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 from markupsafe import Markup
 
-from .per_question import question_records
+from .per_question import compact_records
 from .safe_files import write_text
 
 HTML_FILE = "report.html"
@@ -33,19 +33,6 @@ def script_json(value: Any) -> str:
     element or open a comment there (each becomes a \\u escape, which JSON.parse turns back)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _compact(record: dict[str, Any]) -> dict[str, Any]:
-    """A question as the page needs it: paths as short arrays (most of the file's size is paths)."""
-    return {
-        "id": record["id"], "question": record["question"], "gold": record["gold"],
-        "complete": record["complete"], "greedy": record["greedy"],
-        # answer counts as pairs: a JS object would reorder numeric keys
-        "votes": [{**vote, "counts": list(vote["counts"].items())} for vote in record["votes"]],
-        "paths": [[p["temperature"], p["index"], p["answer"],
-                   None if p["logprob"] is None else round(p["logprob"], 3),
-                   p["finish_reason"], p["completion_tokens"], p["text"]] for p in record["paths"]],
-    }
 
 
 def _accuracy_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -77,11 +64,12 @@ def _cost_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-def render_page(results: dict[str, Any], records: list[dict[str, Any]], plot_png: bytes | None) -> str:
+def render_page(results: dict[str, Any], questions: list[dict[str, Any]], plot_png: bytes | None) -> str:
+    """The page of `results` with its questions (per_question.compact_records) and plot."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     script = _resource("report.js")
     script_hash = "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    data = {"temperatures": list(results["config"]["temperatures"]), "questions": [_compact(r) for r in records]}
+    data = {"temperatures": list(results["config"]["temperatures"]), "questions": questions}
     settings = [(key, value if isinstance(value, str) else json.dumps(value))
                 for key, value in sorted(results["config"].items())]
     return env.from_string(_resource("report.html.j2")).render(
@@ -90,9 +78,11 @@ def render_page(results: dict[str, Any], records: list[dict[str, Any]], plot_png
         data_json=Markup(script_json(data)), script=Markup(script), script_hash=script_hash)
 
 
-def write_html(run_dir: Path, results: dict[str, Any], plot: Path | None = None) -> Path:
-    """Write report.html into the run directory, with `plot` (a PNG) inlined."""
-    page = render_page(results, list(question_records(run_dir)),
+def write_html(run_dir: Path, results: dict[str, Any], plot: Path | None = None,
+               rows: list[tuple[Any, ...]] | None = None) -> Path:
+    """Write report.html into the run directory, with `plot` (a PNG) inlined; `rows`: the paths, when the
+    caller has read them (see per_question.compact_records)."""
+    page = render_page(results, list(compact_records(run_dir, rows)),
                        plot.read_bytes() if plot is not None and plot.exists() else None)
     target = Path(run_dir) / HTML_FILE
     write_text(target, page)

@@ -8,26 +8,71 @@ Pure computation over stored data and the run's settings: no plotting library, a
 
 from __future__ import annotations
 
-from collections import defaultdict
+import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
+from itertools import accumulate, compress
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 
-from .analysis import accuracy, accuracy_curve, encode, subset_curve
+from .analysis import CurvePoint, accuracy, encode, exact_curve, subset_curves
 from .costs import Price, PriceTable, job_cost
+from .per_question import PATH_FIELDS
 from .stopping import parse_rule
-from .store import SampleStore, StoredPath, StoredQuestion
-from .vote import abstention_rate, majority_vote, path_weights
+from .store import SampleStore, StoredQuestion
+from .vote import majority_vote, path_weights
 
 WEIGHTED_VOTES = ("logprob", "cisc:0.5")
 
 
-def _rows_by_setting(store: SampleStore) -> dict[float, dict[str, list[StoredPath]]]:
-    rows: dict[float, dict[str, list[StoredPath]]] = defaultdict(lambda: defaultdict(list))
-    for path in store.paths(text=False):
-        rows[path.temperature][path.question_id].append(path)
-    return rows
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a run's paths are in memory as Python objects: every burst of
+    allocations would make it traverse the 680,000 rows of a seed-size run again (a second or more of a
+    report), and the report builds no reference cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class _SettingPaths:
+    """One setting's stored paths as columns (rows in question id, path index order) and where each
+    question's rows start: 680,000 paths read without a Python object per path."""
+
+    def __init__(self, store: SampleStore, temperature: float, counts: dict[str, int], fields: list[str],
+                 rows: list[tuple[Any, ...]] | None = None):
+        self.temperature = temperature
+        self.counts = counts
+        self.starts = dict(zip(counts, accumulate(counts.values(), initial=0)))
+        if rows is None:
+            columns = store.path_columns(temperature, fields)
+        else:  # every setting's rows (REPORT_FIELDS, key order): this setting's keep their order
+            mine = list(compress(rows, map(temperature.__eq__, map(itemgetter(1), rows))))
+            every = list(zip(*mine, strict=True)) or [()] * len(REPORT_FIELDS)
+            columns = [every[REPORT_FIELDS.index(name)] for name in fields]
+        self.columns = {name: np.array(column, dtype=object) for name, column in zip(fields, columns, strict=True)}
+
+    def rows(self, qids: list[str], n: int) -> np.ndarray:
+        """(questions x n) row numbers: each question's first n paths by index."""
+        starts = np.array([self.starts.get(qid, 0) for qid in qids], dtype=np.intp)
+        return (starts[:, None] + np.arange(n, dtype=np.intp)).reshape(len(qids), n)
+
+    def answers(self, qid: str) -> list[str | None]:
+        """A question's stored answers in path-index order."""
+        start = self.starts.get(qid, 0)
+        return self.columns["answer"][start: start + self.counts.get(qid, 0)].tolist()
+
+
+_FIELDS = ["answer", "path_index", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum"]
+# What `write_report` reads once for the results and report.html (per_question's fields first).
+REPORT_FIELDS = (*PATH_FIELDS, "prompt_tokens", "latency_s")
 
 
 def _price(config: dict[str, Any], batch: bool) -> Price | None:
@@ -39,25 +84,33 @@ def _price(config: dict[str, Any], batch: bool) -> Price | None:
         return None
 
 
-def _usage(paths: list[StoredPath], price: Price | None, on_demand: tuple[Price | None, set] = (None, set())
-           ) -> dict[str, Any]:
-    """A setting's paths and their cost; paths a batch run made on demand (`on_demand`: their price and
-    keys) at that price."""
-    seconds = sum(p.latency_s for p in paths)
-    completion = sum(p.completion_tokens for p in paths)
-    prompt = sum(p.prompt_tokens for p in paths)
+def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price | None,
+           on_demand: tuple[Price | None, set] = (None, set())) -> dict[str, Any]:
+    """A setting's paths (`rows` of `paths`, one row of them per question in `qids`) and their cost; paths
+    a batch run made on demand (`on_demand`: their price and keys) at that price."""
+    flat = rows.ravel()
+    column = {name: values.take(flat) for name, values in paths.columns.items()}
+    seconds = sum(column["latency_s"].tolist())  # Python's sum, in path order: the same float as ever
+    completion = sum(column["completion_tokens"].tolist())
+    prompt = sum(column["prompt_tokens"].tolist())
     on_demand_price, keys = on_demand
     cost = None
     if price:
-        extra = [p for p in paths if (p.question_id, p.temperature, p.path_index) in keys] if on_demand_price else []
-        extra_in, extra_out = sum(p.prompt_tokens for p in extra), sum(p.completion_tokens for p in extra)
+        extra: list[int] = []
+        if on_demand_price and keys:
+            indexes = paths.columns["path_index"].take(rows).tolist()
+            extra = [row * rows.shape[1] + j for row, qid in enumerate(qids)
+                     for j, index in enumerate(indexes[row]) if (qid, paths.temperature, index) in keys]
+        extra_in = sum(column["prompt_tokens"].take(np.array(extra, dtype=np.intp)).tolist())
+        extra_out = sum(column["completion_tokens"].take(np.array(extra, dtype=np.intp)).tolist())
         cost = price.cost(prompt - extra_in, completion - extra_out)
         if extra:
             cost += on_demand_price.cost(extra_in, extra_out)
+    abstained = sum(answer is None for answer in column["answer"].tolist())
     return {
-        "paths": len(paths),
-        "abstention_rate": abstention_rate([p.answer for p in paths]),
-        "truncated_paths": sum(p.finish_reason == "length" for p in paths),
+        "paths": len(flat),
+        "abstention_rate": abstained / len(flat) if len(flat) else 0.0,
+        "truncated_paths": column["finish_reason"].tolist().count("length"),
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "cost_usd": round(cost, 6) if cost is not None else None,
@@ -76,17 +129,18 @@ def _wanted(config: dict[str, Any]) -> dict[float, int]:
     return {t: 1 if t == 0.0 else config["paths"] for t in _settings(config)}
 
 
-def _complete_selection(store: SampleStore, config: dict[str, Any],
-                        by_setting: dict[float, dict[str, list[StoredPath]]]) -> list[str]:
+def _complete_selection(store: SampleStore, config: dict[str, Any], counts: dict[float, dict[str, int]]
+                        ) -> list[str]:
     """The selected questions that have every path the configuration asks for; under a stopping rule,
-    the greedy path and a recorded stop at every sampling temperature."""
+    the greedy path and a recorded stop at every sampling temperature (`counts`: store.path_counts())."""
     selection = store.get_meta("selection") or []
     if config.get("stop"):
         stops = store.stops(_rule_name(config))
         return [qid for qid in selection
-                if (not config["greedy"] or by_setting[0.0][qid])
+                if (not config["greedy"] or counts.get(0.0, {}).get(qid, 0))
                 and all((qid, t) in stops for t in config["temperatures"])]
-    return [qid for qid in selection if all(len(by_setting[t][qid]) >= n for t, n in _wanted(config).items())]
+    return [qid for qid in selection
+            if all(counts.get(t, {}).get(qid, 0) >= n for t, n in _wanted(config).items())]
 
 
 def _rule_name(config: dict[str, Any]) -> str:
@@ -94,14 +148,12 @@ def _rule_name(config: dict[str, Any]) -> str:
 
 
 def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, complete: list[str],
-              by_setting: dict[float, dict[str, list[StoredPath]]], golds: list[str]) -> dict[str, Any]:
+              paths: _SettingPaths, golds: list[str]) -> dict[str, Any]:
     """Accuracy of the vote over the paths each question used before its rule stopped it."""
     stops = store.stops(_rule_name(config))
     rng = np.random.default_rng(config["seed"])
     used = [stops[(qid, temperature)][0] for qid in complete]
-    votes = [majority_vote([p.answer for p in sorted(by_setting[temperature][qid],
-                                                     key=lambda p: p.path_index)[:k]], rng)
-             for qid, k in zip(complete, used, strict=True)]
+    votes = [majority_vote(paths.answers(qid)[:k], rng) for qid, k in zip(complete, used, strict=True)]
     return {
         "rule": _rule_name(config), "accuracy": accuracy(votes, golds),
         "mean_paths_used": float(np.mean(used)) if used else 0.0,
@@ -111,15 +163,16 @@ def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, co
     }
 
 
-def build_results(store: SampleStore) -> dict[str, Any]:
-    """Everything the report shows, computed from the store's paths and settings."""
+def build_results(store: SampleStore, rows: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
+    """Everything the report shows, computed from the store's paths and settings; `rows`: the paths as
+    store.path_rows(REPORT_FIELDS) returned them, when the caller has read them already."""
     config = store.settings().stored_settings()
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
-    by_setting = _rows_by_setting(store)
+    counts = store.path_counts()
     settings = _settings(config)
     wanted = _wanted(config)
-    complete = _complete_selection(store, config, by_setting)
+    complete = _complete_selection(store, config, counts)
     complete_ids = set(complete)
     identity = store.get_meta("identity") or {}
     results: dict[str, Any] = {
@@ -136,30 +189,65 @@ def build_results(store: SampleStore) -> dict[str, Any]:
     labelled = [qid for qid in complete if questions[qid].gold is not None]
     results["labelled_questions"] = len(labelled)
     golds = [questions[qid].gold for qid in labelled]
-    is_labelled = [questions[qid].gold is not None for qid in complete]
+    is_labelled = np.array([questions[qid].gold is not None for qid in complete], dtype=bool)
     price = _price(config, batch=config["backend"].endswith("-batch"))
     on_demand = (_price(config, batch=False), store.on_demand_keys())  # a batch run's remainder, at its own price
+    votes = []  # each sampled setting's votes, simulated together below over one set of path orders
     for temperature in settings:
+        stored = counts.get(temperature, {})
         n = wanted[temperature]
         if config.get("stop") and temperature != 0.0:  # the curve over what every question has
-            n = min((len(by_setting[temperature][q]) for q in complete), default=0)
-        paths = [sorted(by_setting[temperature][qid], key=lambda p: p.path_index)[:n] for qid in complete]
-        flat = [p for row in paths for p in row]
-        summary = {"temperature": temperature, "paths_per_question": n, **_usage(flat, price, on_demand)}
-        scored = [row for row, keep in zip(paths, is_labelled, strict=True) if keep]
-        answers = [[p.answer for p in row] for row in scored]
+            n = min((stored.get(q, 0) for q in complete), default=0)
+        paths = _SettingPaths(store, temperature, stored, _FIELDS, rows)
+        used = paths.rows(complete, n)
+        summary = {"temperature": temperature, "paths_per_question": n, **_usage(paths, used, complete, price,
+                                                                                  on_demand)}
+        scored = used[is_labelled]
+        answers = paths.columns["answer"].take(scored).tolist()
         if temperature == 0.0:
             summary["accuracy"] = accuracy([row[0] for row in answers], golds) if golds else None
             results["greedy"] = summary
         else:
-            curve = accuracy_curve(answers, golds, runs=config["subset_runs"], seed=config["seed"]) \
-                if golds else []
-            summary["curve"] = [asdict(point) for point in curve]
-            summary["weighted_votes"] = _weighted_votes(scored, golds, config)
+            summary["curve"], summary["weighted_votes"] = [], {}
+            if golds:
+                votes.append((summary, *encode(answers, golds), _vote_weights(paths, scored)))
             if config.get("stop"):
-                summary["adaptive"] = _adaptive(store, config, temperature, labelled, by_setting, golds)
+                summary["adaptive"] = _adaptive(store, config, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
+    _curves(votes, config["subset_runs"], config["seed"])
     return results
+
+
+def _vote_weights(paths: _SettingPaths, scored: np.ndarray) -> dict[str, np.ndarray]:
+    """Each weighted vote's path weights (questions x paths), when every path has a log-prob."""
+    logprob_sums = paths.columns["logprob_sum"].take(scored)
+    if not len(scored) or None in logprob_sums.ravel().tolist():
+        return {}
+    lengths = paths.columns["completion_tokens"].take(scored).astype(np.int64)
+    return {method: path_weights(method, logprob_sums.astype(float), lengths) for method in WEIGHTED_VOTES}
+
+
+def _curves(votes: list[tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, np.ndarray]]], runs: int,
+            seed: int) -> None:
+    """Each sampled setting's curve (exact, and mean ± std over random subsets) and weighted-vote curves
+    (mean ± std), into its summary. Settings with the same shape are simulated over one set of path orders
+    (the seed's): each curve is the one `accuracy_curve` / `subset_curve` gives alone."""
+    by_shape: dict[tuple[int, int], list] = {}
+    for vote in votes:
+        by_shape.setdefault(vote[1].shape, []).append(vote)
+    for shape, group in by_shape.items():
+        jobs = [(encoded, gold_ids, weights.get(method), np.random.default_rng(seed))
+                for _, encoded, gold_ids, weights in group for method in (None, *weights)]
+        curves = iter(subset_curves(shape, jobs, runs))
+        for summary, encoded, gold_ids, weights in group:
+            mean, std = next(curves)
+            exact = exact_curve(encoded, gold_ids)
+            summary["curve"] = [asdict(CurvePoint(k=k + 1, mean=float(mean[k]), std=float(std[k]),
+                                                  exact=float(exact[k]))) for k in range(shape[1])]
+            for method in weights:
+                mean, std = next(curves)
+                summary["weighted_votes"][method] = [{"k": k + 1, "mean": float(mean[k]), "std": float(std[k])}
+                                                     for k in range(len(mean))]
 
 
 def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -207,33 +295,17 @@ def _spend(jobs: list[dict[str, Any]], calls: list[dict[str, Any]]) -> dict[str,
             "on_demand_paths": sum(c["paths"] for c in calls)}
 
 
-def _weighted_votes(paths: list[list[StoredPath]], golds: list[str], config: dict[str, Any]) -> dict[str, Any]:
-    """Vote-of-k accuracy (mean ± std over random subsets) with each weighted vote, when log-probs exist."""
-    if not paths or any(p.logprob_sum is None for row in paths for p in row):
-        return {}
-    encoded, gold_ids = encode([[p.answer for p in row] for row in paths], golds)
-    out = {}
-    logprob_sums = np.array([[p.logprob_sum for p in row] for row in paths], dtype=float)
-    lengths = np.array([[p.completion_tokens for p in row] for row in paths])
-    for method in WEIGHTED_VOTES:
-        weights = path_weights(method, logprob_sums, lengths)
-        mean, std = subset_curve(encoded, gold_ids, config["subset_runs"], np.random.default_rng(config["seed"]),
-                                 weights)
-        out[method] = [{"k": k + 1, "mean": float(mean[k]), "std": float(std[k])} for k in range(len(mean))]
-    return out
-
-
 def sampled_answers(store: SampleStore, temperature: float) -> tuple[list[list[str | None]], list[str], int]:
     """The selected, complete, labelled questions' answers at one sampling temperature; their golds; N."""
     config = store.settings().stored_settings()
-    by_setting = _rows_by_setting(store)
-    complete = _complete_selection(store, config, by_setting)
+    counts = store.path_counts()
+    complete = _complete_selection(store, config, counts)
     golds = {q.id: q.gold for q in store.questions()}
     complete = [q for q in complete if golds[q] is not None]  # only a labelled question can be scored
     if temperature not in config["temperatures"]:
         known = ", ".join(f"{t:g}" for t in config["temperatures"])
         raise ValueError(f"no sampled paths at T={temperature:g} in {store.path.parent} (temperatures: {known})")
     n = config["paths"]
-    answers = [[p.answer for p in sorted(by_setting[temperature][q], key=lambda p: p.path_index)[:n]]
-               for q in complete]
+    paths = _SettingPaths(store, temperature, counts.get(temperature, {}), ["answer"])
+    answers = [paths.answers(q)[:n] for q in complete]
     return answers, [golds[q] for q in complete], n

@@ -113,7 +113,7 @@ class DirichletRule(StoppingRule):
         counts = _counts(answers)
         if not counts:
             return False
-        return _dirichlet_leader_share(tuple(counts), self.draws) >= self.threshold
+        return _dirichlet_leader_wins(tuple(counts), self.draws, self.threshold)
 
     @property
     def name(self) -> str:
@@ -121,15 +121,33 @@ class DirichletRule(StoppingRule):
 
 
 @functools.lru_cache(maxsize=1 << 16)  # replays ask about the same counts again and again
-def _dirichlet_leader_share(counts: tuple[int, ...], draws: int) -> float:
-    """Share of `draws` Dirichlet(counts + 1) samples whose largest share is the leader's (counts sorted
-    descending)."""
+def _dirichlet_leader_wins(counts: tuple[int, ...], draws: int, threshold: float) -> bool:
+    """Whether the share of `draws` Dirichlet(counts + 1) samples whose largest share is the leader's
+    (counts sorted descending) is >= threshold.
+
+    The samples are drawn in chunks and counting stops as soon as the rest cannot change the answer: the
+    same draws in the same order as one call of `draws` (numpy's Dirichlet takes its gamma variates row by
+    row), so the decision is the one the full sample gives, at a fraction of the draws for most counts.
+    """
     if len(counts) == 1:
         counts = counts + (0,)  # an unseen alternative keeps one answer from being certain at once
     # Seeded by the counts alone: the same answers always get the same decision.
     rng = np.random.default_rng([len(counts), *counts])
-    shares = rng.dirichlet(np.array(counts, dtype=float) + 1.0, size=draws)
-    return float(np.mean(shares.argmax(axis=1) == 0))
+    alpha = np.array(counts, dtype=float) + 1.0
+    needed = _wins_needed(draws, threshold)
+    wins = drawn = 0
+    while needed > wins >= needed - (draws - drawn):
+        # At least as many draws as could settle a "no" (every one a loss for the leader), and 64.
+        size = min(max(64, draws - needed + 1 - (drawn - wins)), draws - drawn)
+        wins += int(np.count_nonzero(rng.dirichlet(alpha, size=size).argmax(axis=1) == 0))
+        drawn += size
+    return wins >= needed
+
+
+@functools.lru_cache(maxsize=64)
+def _wins_needed(draws: int, threshold: float) -> int:
+    """The fewest leader wins w with w / draws >= threshold, as the share's float division rounds."""
+    return next((w for w in range(draws + 1) if w / draws >= threshold), draws + 1)
 
 
 @dataclass(frozen=True)
@@ -261,13 +279,14 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
     question = np.tile(np.arange(n_questions), runs)
     label = np.where(encoded == gold_ids[:, None], 1, np.where(encoded > 0, encoded + 1, 0)).ravel()
     width = int(label.max(initial=1)) + 1
-    left = np.repeat(np.arange(n)[:, None], rows, axis=1)
+    left = np.repeat(np.arange(n, dtype=np.int16 if n < 2**15 else np.int64)[:, None], rows, axis=1)
     left_flat = left.reshape(-1)
     counts = np.zeros(rows * width, dtype=np.int64)
-    # The multiset of counts as a sum of random 64-bit codes, one per count value (collisions: ~2**-64).
-    code = np.random.default_rng(0x5EED).integers(0, 2**63, n + 2, dtype=np.uint64)
-    code[0] = 0
-    state = np.zeros(rows, dtype=np.uint64)
+    # Each row's multiset of vote counts as an index into `multisets` (descending tuples), moved along
+    # grown[multiset, count that rose by one] -> multiset, a table filled as new multisets appear.
+    multisets: list[tuple[int, ...]] = [()]
+    grown = np.full((64, n + 1), -1, dtype=np.int64)
+    state = np.zeros(rows, dtype=np.int64)
     trailing = np.zeros(rows, dtype=np.int64)
     previous = np.full(rows, -1)
     gold = np.zeros(rows, dtype=np.int64)
@@ -286,8 +305,7 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
         before = counts[slot]
         counts[slot] = before + 1
         voted = drawn > 0
-        with np.errstate(over="ignore"):
-            state += np.where(voted, code[before + 1] - code[before], np.uint64(0))
+        grown = _grow_multisets(state, voted, before, multisets, grown)
         trailing = np.where(voted & (drawn == previous), trailing + 1, voted.astype(np.int64))
         previous = drawn
         gold += drawn == 1
@@ -295,7 +313,6 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
         tied_others = np.where(other > best_other, 1, tied_others + (other == best_other))
         np.maximum(best_other, other, out=best_other)
         length = k + 1
-        unique_states = first = inverse = None
         for i, rule in enumerate(rules):
             rows_left = np.flatnonzero(active[i])
             if rows_left.size == 0:
@@ -310,19 +327,12 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
                 table = np.array([rule.should_stop([None] * (length - r) + ["a"] * r) for r in range(length + 1)])
                 stop = table[runs_at_end]
             else:
-                if unique_states is None:  # over the rows some counts rule has not stopped yet
-                    undecided = np.flatnonzero(np.logical_or.reduce(
-                        [active[j] for j, r in enumerate(rules) if _state_kind(r) == "counts"]))
-                    unique_states, first, where = np.unique(state[undecided], return_index=True,
-                                                            return_inverse=True)
-                    first = undecided[first]
-                    inverse = np.zeros(rows, dtype=np.intp)
-                    inverse[undecided] = where.ravel()
-                which = inverse[rows_left]
-                table = np.zeros(len(unique_states), dtype=bool)
-                for s in np.unique(which).tolist():  # only the states some undecided row is in
-                    r = int(first[s])
-                    table[s] = rule.should_stop(_prefix_with_counts(counts[r * width: (r + 1) * width], length))
+                which = state[rows_left]
+                present = np.zeros(len(multisets), dtype=bool)
+                present[which] = True
+                table = np.zeros(len(multisets), dtype=bool)
+                for m in np.flatnonzero(present).tolist():  # only the multisets some undecided row has
+                    table[m] = rule.should_stop(_prefix_with_counts(multisets[m], length))
                 stop = table[which]
             stopped = rows_left[stop]
             if stopped.size:
@@ -340,10 +350,40 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
     return results
 
 
-def _prefix_with_counts(counts: np.ndarray, length: int) -> list[str | None]:
-    """Some answers with these vote counts (index 0: abstentions, padded to `length`)."""
+def _grow_multisets(state: np.ndarray, voted: np.ndarray, before: np.ndarray, multisets: list[tuple[int, ...]],
+                    grown: np.ndarray) -> np.ndarray:
+    """Move each voting row's multiset (`state`, in place) to the one where a count of `before` became
+    before + 1; new multisets are appended to `multisets` and the table returned (grown when full)."""
+    voters = np.flatnonzero(voted)
+    key = state[voters] * grown.shape[1] + before[voters]
+    moved = grown.ravel()[key]
+    unknown = moved < 0
+    if unknown.any():
+        index = {multiset: m for m, multiset in enumerate(multisets)}
+        for new_key in np.unique(key[unknown]).tolist():
+            m, count = divmod(new_key, grown.shape[1])
+            counts = list(multisets[m])
+            if count:
+                counts[counts.index(count)] += 1
+            else:
+                counts.append(1)
+            multiset = tuple(sorted(counts, reverse=True))
+            if multiset not in index:
+                index[multiset] = len(multisets)
+                multisets.append(multiset)
+            grown[m, count] = index[multiset]
+        if len(multisets) > len(grown):
+            grown = np.vstack([grown, np.full((max(len(multisets), 2 * len(grown)) - len(grown), grown.shape[1]), -1,
+                                              dtype=grown.dtype)])
+        moved = grown.ravel()[key]
+    state[voters] = moved
+    return grown
+
+
+def _prefix_with_counts(counts: tuple[int, ...], length: int) -> list[str | None]:
+    """Some answers with these vote counts, padded with abstentions to `length`."""
     prefix: list[str | None] = []
-    for answer, count in enumerate(counts[1:].tolist()):
+    for answer, count in enumerate(counts):
         prefix += [f"a{answer}"] * count
     return prefix + [None] * (length - len(prefix))
 

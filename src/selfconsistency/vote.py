@@ -46,7 +46,8 @@ def path_weights(method: str, logprob_sums: Sequence[float | None], lengths: Seq
     """
     if method == "majority":
         return np.ones(np.shape(lengths))
-    if any(lp is None for lp in np.ravel(np.asarray(logprob_sums, dtype=object))):
+    given = np.asarray(logprob_sums)
+    if given.dtype == object and any(lp is None for lp in given.ravel()):  # numbers alone make a numeric array
         raise ValueError(f"vote {method!r} needs log-probabilities, and this backend gave none")
     # Also row by row for a (questions x paths) matrix of each: the softmax's max is per question.
     sums, counts = np.asarray(logprob_sums, dtype=float), np.asarray(lengths)
