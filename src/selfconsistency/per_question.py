@@ -47,8 +47,8 @@ def _vote(answers: list[str | None], gold: str | None, rng: np.random.Generator)
 
 
 # The fields a record shows of each path, as the store returns them (key order: question, temperature, index).
-PATH_FIELDS = ("question_id", "temperature", "path_index", "answer", "logprob_sum", "finish_reason", "completion_tokens",
-           "text")
+PATH_FIELDS = ("question_id", "temperature", "path_index", "answer", "logprob_sum", "finish_reason",
+               "completion_tokens", "text")
 _TEMPERATURE, _ANSWER = 1, 3
 
 

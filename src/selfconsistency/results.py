@@ -50,7 +50,7 @@ class _SettingPaths:
                  rows: list[tuple[Any, ...]] | None = None):
         self.temperature = temperature
         self.counts = counts
-        self.starts = dict(zip(counts, accumulate(counts.values(), initial=0)))
+        self.starts = dict(zip(counts, accumulate(counts.values(), initial=0), strict=False))  # one start too many
         if rows is None:
             columns = store.path_columns(temperature, fields)
         else:  # every setting's rows (REPORT_FIELDS, key order): this setting's keep their order
