@@ -82,7 +82,7 @@ def _reference_summaries(store):
                    "prompt_tokens": prompt, "completion_tokens": completion, "cost_usd": round(cost, 6),
                    "runtime": {"seconds": round(seconds, 3),
                                "completion_tokens_per_second": round(completion / seconds, 2)}}
-        scored = [row for row, q in zip(paths, complete) if gold_of[q] is not None]
+        scored = [row for row, q in zip(paths, complete, strict=True) if gold_of[q] is not None]
         answers = [[p.answer for p in row] for row in scored]
         if temperature == 0.0:
             summary["accuracy"] = accuracy([row[0] for row in answers], golds)
