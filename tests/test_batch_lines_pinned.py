@@ -11,8 +11,8 @@ from selfconsistency.backends.batch_plan import body_digest, pack
 from selfconsistency.backends.bedrock_bodies import ADAPTERS, bedrock_line
 from selfconsistency.backends.openai_batch import OpenAIBatchJobs, OpenAIBatchOptions
 from selfconsistency.prompts import PromptFormat, build_prompt
-from selfconsistency.tasks.base import Exemplar
 from selfconsistency.sampling import SamplingParams
+from selfconsistency.tasks.base import Exemplar
 
 # Characters a serialiser may write differently: quotes, backslashes, control characters, non-ASCII
 # (kept as UTF-8, ensure_ascii=False), a character outside the BMP, and floats that print in several ways.
@@ -56,7 +56,8 @@ def test_bedrock_record_ids_and_lines_are_pinned(family):
     assert (records[1].record_id, fingerprint(records)) == BEDROCK_PINS[family]
 
 
-LLAMA3_LINE = ('{"recordId": "KVOXWQXLM4Z", "modelInput": {"prompt": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>'
+LLAMA3_LINE = ('{"recordId": "KVOXWQXLM4Z", "modelInput": {"prompt": "<|begin_of_text|>'
+               '<|start_header_id|>user<|end_header_id|>'
                '\\n\\nTom has \\"3\\" apples\\\\pears;\\teats 1.<|eot_id|><|start_header_id|>assistant<|end_header_id|>'
                '\\n\\nHe has 3 - 1 = 2 left — 2 € café 🍎.\\nThe answer is 2.<|eot_id|><|start_header_id|>user'
                '<|end_header_id|>\\n\\nÜnïcode\u2028line\x7f?<|eot_id|><|start_header_id|>assistant<|end_header_id|>'
