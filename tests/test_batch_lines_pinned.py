@@ -7,7 +7,7 @@ import hashlib
 import pytest
 
 from selfconsistency.backends.base import BackendConfig, GenerationRequest
-from selfconsistency.backends.batch_plan import body_digest, pack
+from selfconsistency.backends.batch_plan import body_digest, body_digests, pack
 from selfconsistency.backends.bedrock_bodies import ADAPTERS, bedrock_line
 from selfconsistency.backends.openai_batch import OpenAIBatchJobs, OpenAIBatchOptions
 from selfconsistency.prompts import PromptFormat, build_prompt
@@ -32,6 +32,7 @@ def requests(fmt):
 
 def fingerprint(records):
     """One hash over every record's id, input line and body digest, in order."""
+    assert body_digests(records) == [body_digest(r.body) for r in records]  # what a job key hashes
     joined = "\n".join(f"{r.record_id}\x1f{r.line}\x1f{body_digest(r.body)}" for r in records)
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
 

@@ -5,7 +5,15 @@ import json
 import pytest
 
 from selfconsistency.backends.base import GenerationRequest
-from selfconsistency.backends.batch_plan import PlanError, Quotas, pack, record_id, split_jobs
+from selfconsistency.backends.batch_plan import (
+    PlanError,
+    Quotas,
+    _short_id,
+    _short_id_of,
+    pack,
+    record_id,
+    split_jobs,
+)
 from selfconsistency.backends.bedrock_batch import BEDROCK_TOO_SMALL, bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
 from selfconsistency.prompts import PromptFormat, build_prompt
@@ -50,6 +58,26 @@ def test_record_ids_are_eleven_alphanumerics_and_stable():
     assert record_id(records[3].requests, records[3].body) == records[3].record_id
     line = json.loads(records[0].line)
     assert set(line) == {"recordId", "modelInput"}
+
+
+def test_short_ids_are_the_eleven_low_base36_digits_of_the_hash():
+    """The table lookup gives the digits the divmod loop of earlier versions gave (ids in stores)."""
+    import hashlib
+    import random
+    import string
+
+    def divmod_loop(number):
+        digits = []
+        for _ in range(11):
+            number, digit = divmod(number, 36)
+            digits.append((string.digits + string.ascii_uppercase)[digit])
+        return "".join(reversed(digits))
+
+    rng = random.Random(7)
+    numbers = [0, 1, 35, 36, 36**11 - 1, 36**11, 2**64 - 1] + [rng.getrandbits(64) for _ in range(2000)]
+    for number in numbers:
+        assert _short_id_of(number.to_bytes(8, "big") + bytes(24)) == divmod_loop(number)
+    assert _short_id("key") == divmod_loop(int.from_bytes(hashlib.sha256(b"key").digest()[:8], "big"))
 
 
 def test_small_plans_refused_with_advice():

@@ -18,17 +18,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import Annotated, Any
 
+import msgspec
 from pydantic import Field
 
 from ..options import Cli
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput
 from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
-from .batch_plan import Quotas, Record, pack
+from .batch_plan import BodyJson, Quotas, Record, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
-from .bedrock_bodies import UnknownModel, adapter_for, bedrock_line
+from .bedrock_bodies import BodyAdapter, UnknownModel, adapter_for, bedrock_line
 from .bedrock_ondemand import BedrockOptions
 
 log = logging.getLogger(__name__)
@@ -174,50 +175,21 @@ class BedrockJobs:
             self.bedrock.stop_model_invocation_job(jobIdentifier=job["job_id"])
 
     def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults:
-        """The job's outputs by record id. A line that is not JSON or whose modelOutput is not the model's
-        format is a failed record (the runner decides whether it goes round again), never an abort."""
+        """The job's outputs by record id (see read_output)."""
         job_id = job["job_id"].rsplit("/", 1)[-1]
         bucket, prefix = _split_uri(job["output_uri"])
         with aws_errors(f"reading the output of batch job {job['job_id']} from {job['output_uri']}"):
-            results = JobResults(manifest=self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out"))
-            text = self._read_text(bucket, f"{prefix}{job_id}/records.jsonl.out")
-        for raw in text.splitlines():
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-                record_id = line.get("recordId")
-            except (ValueError, AttributeError):
-                results.unreadable += 1
-                continue
-            if not isinstance(record_id, str) or record_id not in job["records"]:
-                results.unreadable += 1  # names no record of this job: many such lines make the job suspect
-                continue
-            record = records.get(record_id)
-            if record is None:
-                continue
-            try:
-                if line.get("modelInput") != record.body:  # the output echoes its input: it must be what we sent
-                    results.mismatched.append(record.record_id)
-                elif "modelOutput" in line:
-                    params = record.requests[0].params
-                    results.outputs[record.record_id] = self.adapter.response(line["modelOutput"], params)
-                elif isinstance(line.get("error"), dict):
-                    code = line["error"].get("errorCode")
-                    results.errors[record.record_id] = (str(code), str(line["error"].get("errorMessage", "")),
-                                                        retryable_status(code))
-                else:
-                    raise ValueError("neither modelOutput nor error")
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError):
-                results.errors[record.record_id] = (MALFORMED_CODE, f"not in {self.adapter.family}'s output format",
-                                                    True)
+            manifest = self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out")
+            data = self._read_bytes(bucket, f"{prefix}{job_id}/records.jsonl.out")
+        results = read_output(data, job["records"], records, self.adapter)
+        results.manifest = manifest
         return results
 
-    def _read_text(self, bucket: str, key: str) -> str:
+    def _read_bytes(self, bucket: str, key: str) -> bytes:
         try:
-            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", errors="replace")
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
-            return ""
+            return b""
 
     def _read_json(self, bucket: str, key: str) -> dict | None:
         try:
@@ -256,6 +228,83 @@ class BedrockBatchBackend(BatchBackend):
     def count_records(self, requests: list[GenerationRequest]) -> int:
         """How many batch records these paths make (adaptive stopping grows its waves to a job's minimum)."""
         return len(self.service.pack(list(requests)))
+
+
+class _OutputLine(msgspec.Struct):
+    """A well-formed output line, its modelInput left as the bytes Bedrock wrote (compared before decoded)."""
+
+    recordId: str
+    modelInput: msgspec.Raw
+    modelOutput: Any = msgspec.UNSET
+    error: Any = None
+
+
+_OUTPUT_LINE = msgspec.json.Decoder(_OutputLine)
+
+
+def _read_line(raw: bytes) -> tuple[Any, Any, bool, Any, Any]:
+    """(recordId, modelInput, has modelOutput, modelOutput, error) of an output line; raises ValueError or
+    AttributeError for a line that is not a JSON object. A well-formed line is read by msgspec with its
+    echo undecoded; anything else by json, as before."""
+    try:
+        line = _OUTPUT_LINE.decode(raw)
+        return line.recordId, line.modelInput, line.modelOutput is not msgspec.UNSET, line.modelOutput, line.error
+    except msgspec.MsgspecError:
+        pass
+    parsed = json.loads(raw.decode("utf-8", errors="replace"))
+    return (parsed.get("recordId"), parsed.get("modelInput"), "modelOutput" in parsed, parsed.get("modelOutput"),
+            parsed.get("error"))
+
+
+def _echoes(echoed: Any, record: Record, sent: BodyJson) -> bool:
+    """Whether the output's modelInput is the record's body: the bytes it was sent as, or else the same
+    JSON value."""
+    if isinstance(echoed, msgspec.Raw):
+        if bytes(echoed) == sent(record.body):
+            return True
+        try:
+            echoed = json.loads(bytes(echoed))
+        except ValueError:
+            return False
+    return echoed == record.body
+
+
+def read_output(data: bytes, job_records: Container[str], records: dict[str, Record],
+                adapter: BodyAdapter) -> JobResults:
+    """A job's records.jsonl.out: outputs, errors and mismatched echoes by record id (`records`: those of
+    the job's records this run wants). A line that is not JSON or whose modelOutput is not the model's
+    format is a failed record (the runner decides whether it goes round again), never an abort. Lines are
+    split at newlines only: a JSON text may hold U+2028 or U+0085 unescaped, which str.splitlines would cut."""
+    results = JobResults()
+    sent = BodyJson()
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            record_id, echoed, has_output, output, error = _read_line(raw)
+        except (ValueError, AttributeError):
+            results.unreadable += 1
+            continue
+        if not isinstance(record_id, str) or record_id not in job_records:
+            results.unreadable += 1  # names no record of this job: many such lines make the job suspect
+            continue
+        record = records.get(record_id)
+        if record is None:
+            continue
+        try:
+            if not _echoes(echoed, record, sent):  # the output echoes its input: it must be what we sent
+                results.mismatched.append(record.record_id)
+            elif has_output:
+                results.outputs[record.record_id] = adapter.response(output, record.requests[0].params)
+            elif isinstance(error, dict):
+                code = error.get("errorCode")
+                results.errors[record.record_id] = (str(code), str(error.get("errorMessage", "")),
+                                                    retryable_status(code))
+            else:
+                raise ValueError("neither modelOutput nor error")
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            results.errors[record.record_id] = (MALFORMED_CODE, f"not in {adapter.family}'s output format", True)
+    return results
 
 
 def _split_uri(uri: str) -> tuple[str, str]:

@@ -77,9 +77,10 @@ class OpenAIBatchJobs:
                                f"{redact_message(str(getattr(exc, 'message', exc)), self.options.base_url)}"
                                ) from None
 
-    def _line(self, record_id: str, body: dict[str, Any]) -> str:
-        return json.dumps({"custom_id": record_id, "method": "POST", "url": self.endpoint, "body": body},
-                          ensure_ascii=False)
+    def _line(self, record_id: str, body_json: str) -> str:
+        """json.dumps({"custom_id": ..., "method": "POST", "url": ..., "body": body}, ensure_ascii=False)."""
+        return (f'{{"custom_id": {json.dumps(record_id, ensure_ascii=False)}, "method": "POST", '
+                f'"url": {json.dumps(self.endpoint, ensure_ascii=False)}, "body": {body_json}}}')
 
     def pack(self, requests: list[GenerationRequest]) -> list[Record]:
         build = partial(_body, self.model, self.options.api)
