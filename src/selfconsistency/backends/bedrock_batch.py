@@ -27,7 +27,7 @@ from pydantic import Field
 from ..options import Cli
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput
 from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
-from .batch_plan import BodyJson, Quotas, Record, pack
+from .batch_plan import BodyJson, Quotas, Record, gc_paused, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import BodyAdapter, UnknownModel, adapter_for, bedrock_line
 from .bedrock_ondemand import BedrockOptions
@@ -242,18 +242,37 @@ class _OutputLine(msgspec.Struct):
 _OUTPUT_LINE = msgspec.json.Decoder(_OutputLine)
 
 
-def _read_line(raw: bytes) -> tuple[Any, Any, bool, Any, Any]:
-    """(recordId, modelInput, has modelOutput, modelOutput, error) of an output line; raises ValueError or
-    AttributeError for a line that is not a JSON object. A well-formed line is read by msgspec with its
-    echo undecoded; anything else by json, as before."""
+Line = tuple[Any, Any, bool, Any, Any]  # recordId, modelInput, has modelOutput, modelOutput, error
+
+
+def _read_lines(data: bytes) -> list[Line | None]:
+    """Each output line as (recordId, modelInput, has modelOutput, modelOutput, error), None for one that
+    is not a JSON object. Well-formed lines are read by msgspec, all at once, their echoes left undecoded
+    (compared as bytes first); when any line is not, each line on its own, the others by json as before.
+    Lines end at newlines only: a JSON text may hold U+2028 or U+0085 unescaped (str.splitlines cuts there)."""
     try:
-        line = _OUTPUT_LINE.decode(raw)
-        return line.recordId, line.modelInput, line.modelOutput is not msgspec.UNSET, line.modelOutput, line.error
+        return [(line.recordId, line.modelInput, line.modelOutput is not msgspec.UNSET, line.modelOutput, line.error)
+                for line in _OUTPUT_LINE.decode_lines(data)]
     except msgspec.MsgspecError:
         pass
-    parsed = json.loads(raw.decode("utf-8", errors="replace"))
-    return (parsed.get("recordId"), parsed.get("modelInput"), "modelOutput" in parsed, parsed.get("modelOutput"),
-            parsed.get("error"))
+    lines: list[Line | None] = []
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            line = _OUTPUT_LINE.decode(raw)
+            lines.append((line.recordId, line.modelInput, line.modelOutput is not msgspec.UNSET, line.modelOutput,
+                          line.error))
+            continue
+        except msgspec.MsgspecError:
+            pass
+        try:
+            parsed = json.loads(raw.decode("utf-8", errors="replace"))
+            lines.append((parsed.get("recordId"), parsed.get("modelInput"), "modelOutput" in parsed,
+                          parsed.get("modelOutput"), parsed.get("error")))
+        except (ValueError, AttributeError):
+            lines.append(None)
+    return lines
 
 
 def _echoes(echoed: Any, record: Record, sent: BodyJson) -> bool:
@@ -273,18 +292,20 @@ def read_output(data: bytes, job_records: Container[str], records: dict[str, Rec
                 adapter: BodyAdapter) -> JobResults:
     """A job's records.jsonl.out: outputs, errors and mismatched echoes by record id (`records`: those of
     the job's records this run wants). A line that is not JSON or whose modelOutput is not the model's
-    format is a failed record (the runner decides whether it goes round again), never an abort. Lines are
-    split at newlines only: a JSON text may hold U+2028 or U+0085 unescaped, which str.splitlines would cut."""
+    format is a failed record (the runner decides whether it goes round again), never an abort."""
+    with gc_paused():
+        return _read_output(data, job_records, records, adapter)
+
+
+def _read_output(data: bytes, job_records: Container[str], records: dict[str, Record],
+                 adapter: BodyAdapter) -> JobResults:
     results = JobResults()
     sent = BodyJson()
-    for raw in data.split(b"\n"):
-        if not raw.strip():
-            continue
-        try:
-            record_id, echoed, has_output, output, error = _read_line(raw)
-        except (ValueError, AttributeError):
+    for line in _read_lines(data):
+        if line is None:
             results.unreadable += 1
             continue
+        record_id, echoed, has_output, output, error = line
         if not isinstance(record_id, str) or record_id not in job_records:
             results.unreadable += 1  # names no record of this job: many such lines make the job suspect
             continue

@@ -33,8 +33,12 @@ def _finish(reason: str | None, length_words: tuple[str, ...]) -> str:
 
 def _truncate_at_stop(text: str, stop: tuple[str, ...]) -> str:
     """For families without a stop parameter: cut the text where the first stop sequence begins."""
-    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return text[: min(cuts)] if cuts else text
+    cut = len(text)
+    for sequence in stop:
+        found = text.find(sequence)
+        if 0 <= found < cut:
+            cut = found
+    return text[:cut]
 
 
 def _llama3_chat(prompt: Prompt) -> str:
