@@ -188,6 +188,7 @@ def batch_io(questions: int, paths: int) -> list:
 
     body_digests = getattr(batch_plan, "body_digests", lambda rs: [batch_plan.body_digest(r.body) for r in rs])
     read_output = getattr(bedrock_batch, "read_output", _read_output_before)
+    input_file = getattr(batch_plan, "input_file", lambda lines: ("\n".join(lines) + "\n").encode())
     rows: list = []
     print(f"\nbatch I/O, {questions:,} questions x {paths} paths at one temperature (one path per record), "
           f"code from {Path(batch_plan.__file__).parents[2]}")
@@ -215,7 +216,7 @@ def batch_io(questions: int, paths: int) -> list:
     with tempfile.TemporaryDirectory() as tmp:
         with timed("write the JSONL input files", plan):
             for number, job in enumerate(jobs):  # the bytes BedrockJobs.submit uploads
-                Path(tmp, f"input-{number}.jsonl").write_bytes(("\n".join(r.line for r in job) + "\n").encode())
+                Path(tmp, f"input-{number}.jsonl").write_bytes(input_file([r.line for r in job]))
         size = sum(p.stat().st_size for p in Path(tmp).iterdir())
         print(f"    {size / 1e6:,.0f} MB written")
         output = Path(tmp, "records.jsonl.out")

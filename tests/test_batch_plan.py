@@ -115,3 +115,25 @@ def test_only_jobs_of_the_positional_id_scheme_are_matched_by_their_paths():
     edited_job = {"records": {r.record_id: paths(r) for r in other}}
     assert _same_paths([legacy_job], today) == {legacy_record_id(r.requests): rid for rid, r in today.items()}
     assert set(edited_job["records"]).isdisjoint(today) and _same_paths([edited_job], today) == {}
+
+
+def test_an_input_file_is_its_lines_each_ended_by_a_newline():
+    from selfconsistency.backends.batch_plan import input_file
+
+    for lines in ([], ["a"], ['{"x": "é"}', '{"y": "\u2028"}']):
+        assert input_file(lines) == ("\n".join(lines) + "\n").encode()
+
+
+def test_bodies_equal_in_value_but_written_differently_keep_their_own_lines():
+    """A group's identical bodies are serialised once; equal ones that json writes differently are not."""
+    forms = [{"n": 1, "p": [0.0]}, {"n": 1.0, "p": [0.0]}, {"n": True, "p": [0.0]}, {"n": 1, "p": [-0.0]},
+             {"p": [0.0], "n": 1}, {"n": 1, "p": (0.0,)}, {"n": 1, "p": [0.0]}]
+
+    def build(prompt, params, n):
+        return dict(forms[params.seed])
+
+    paths = [GenerationRequest("q", 0.7, i, PROMPT, SamplingParams(temperature=0.7, seed=i)) for i in range(len(forms))]
+    records = pack(paths, 1, build, bedrock_line)
+    pairs = list(zip(records, forms, strict=True))
+    assert [r.line for r, _ in pairs] == [bedrock_line(r.record_id, form) for r, form in pairs]
+    assert [r.record_id for r, _ in pairs] == [record_id(r.requests, form) for r, form in pairs]

@@ -50,8 +50,9 @@ class Record:
     line: str  # the record as a line of the provider's input file
 
 
-# the 36**3 three-digit strings: 4 lookups instead of 11 divmods per id
-_TRIPLES = [a + b + c for a in _ALPHABET for b in _ALPHABET for c in _ALPHABET]
+# the 36**2 two-digit and 36**3 three-digit strings: 4 lookups instead of 11 divmods per id
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+_TRIPLES = [a + b for a in _ALPHABET for b in _PAIRS]
 
 
 def _short_id_of(digest: bytes) -> str:
@@ -60,7 +61,7 @@ def _short_id_of(digest: bytes) -> str:
     number, low = divmod(number, 46_656)
     number, middle = divmod(number, 46_656)
     number, high = divmod(number, 46_656)
-    return _TRIPLES[number % 1296][1:] + _TRIPLES[high] + _TRIPLES[middle] + _TRIPLES[low]
+    return f"{_PAIRS[number % 1296]}{_TRIPLES[high]}{_TRIPLES[middle]}{_TRIPLES[low]}"
 
 
 def _short_id(key: str) -> str:
@@ -141,17 +142,30 @@ LineFormat = Callable[[str, str], str]  # (record id, the body's JSON: json.dump
 
 
 def _identical(a: Any, b: Any) -> bool:
-    """Equal and serialised alike: same types and key order throughout (1, 1.0 and True are equal, and
-    so are dicts in another order, but json.dumps writes them differently)."""
-    if type(a) is not type(b):
+    """Equal and serialised alike: 1, 1.0 and True are equal, and so are 0.0 and -0.0 and dicts in another
+    key order, but json.dumps writes each differently."""
+    return a == b and _same_form(a, b)
+
+
+def _same_form(a: Any, b: Any) -> bool:
+    """For equal values: the same types, key order and signs of zero throughout."""
+    kind = type(a)
+    if kind is not type(b):
         return False
-    if type(a) is dict:
-        return list(a) == list(b) and all(_identical(v, b[k]) for k, v in a.items())
-    if type(a) is list or type(a) is tuple:
-        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
-    if type(a) is float:
-        return repr(a) == repr(b)
-    return a == b
+    if kind is dict:
+        if list(a) != list(b):
+            return False
+        pairs = zip(a.values(), b.values(), strict=True)
+    elif kind is list or kind is tuple:
+        pairs = zip(a, b, strict=True)
+    else:
+        return kind is not float or a != 0.0 or repr(a) == repr(b)
+    for x, y in pairs:
+        if type(x) is str is type(y):
+            continue  # equal strings, the most of a body: serialised alike
+        if not _same_form(x, y):
+            return False
+    return True
 
 
 def pack(requests: list[GenerationRequest], per_record: int, build: BodyBuilder, line: LineFormat) -> list[Record]:
@@ -204,6 +218,12 @@ def split_jobs(records: list[Record], quotas: Quotas = Quotas(), too_small: str 
         raise PlanError(f"cannot split {total} records into jobs of {quotas.min_records_per_job} to "
                         f"{quotas.max_records_per_job} records within the size quotas")
     return chunks
+
+
+def input_file(lines: list[str]) -> bytes:
+    """A job's JSONL input file: each line ended by a newline (joined with one copy fewer than
+    `"\\n".join(lines) + "\\n"`, which at 100 MB a job is worth it)."""
+    return "\n".join([*lines, ""]).encode() if lines else b"\n"
 
 
 def record_generations(record: Record, outputs: list[ParsedOutput], seconds_each: float) -> Iterator[Generation]:

@@ -27,7 +27,7 @@ from pydantic import Field
 from ..options import Cli
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput
 from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
-from .batch_plan import BodyJson, Quotas, Record, gc_paused, pack
+from .batch_plan import BodyJson, Quotas, Record, gc_paused, input_file, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import BodyAdapter, UnknownModel, adapter_for, bedrock_line
 from .bedrock_ondemand import BedrockOptions
@@ -106,7 +106,7 @@ class BedrockJobs:
         with aws_errors(f"uploading the job input to {job['input_uri']}"):
             if self.options.create_bucket:
                 self._ensure_bucket(bucket)
-            self.s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
+            self.s3.put_object(Bucket=bucket, Key=key, Body=input_file(lines))
         request = dict(jobName=f"sc-{self.settings_hash[:20]}-{job['job_key'][:12]}", roleArn=self.options.role_arn,
                        modelId=self.model, clientRequestToken=job["job_key"],  # makes a retried create idempotent
                        inputDataConfig={"s3InputDataConfig": {"s3Uri": job["input_uri"]}},

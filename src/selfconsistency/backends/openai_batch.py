@@ -29,7 +29,8 @@ from .batch_jobs import (
     JobState,
     retryable_status,
 )
-from .batch_plan import Quotas, Record, pack
+from .batch_plan import Quotas, Record, input_file, pack
+from .bedrock_bodies import json_string
 from .openai_compat import OpenAIServerOptions, parse_response, request_body
 
 MAX_REQUESTS_PER_BATCH = 50_000
@@ -79,8 +80,8 @@ class OpenAIBatchJobs:
 
     def _line(self, record_id: str, body_json: str) -> str:
         """json.dumps({"custom_id": ..., "method": "POST", "url": ..., "body": body}, ensure_ascii=False)."""
-        return (f'{{"custom_id": {json.dumps(record_id, ensure_ascii=False)}, "method": "POST", '
-                f'"url": {json.dumps(self.endpoint, ensure_ascii=False)}, "body": {body_json}}}')
+        return (f'{{"custom_id": {json_string(record_id)}, "method": "POST", "url": {json_string(self.endpoint)}, '
+                f'"body": {body_json}}}')
 
     def pack(self, requests: list[GenerationRequest]) -> list[Record]:
         build = partial(_body, self.model, self.options.api)
@@ -96,8 +97,7 @@ class OpenAIBatchJobs:
             if existing is not None:
                 return existing
         with self._calling("upload"):
-            uploaded = self.client.files.create(file=(job["input_uri"], ("\n".join(lines) + "\n").encode()),
-                                                purpose="batch")
+            uploaded = self.client.files.create(file=(job["input_uri"], input_file(lines)), purpose="batch")
         with self._calling("create batch"):
             batch = self.client.batches.create(input_file_id=uploaded.id, endpoint=self.endpoint,
                                                completion_window="24h", metadata={JOB_KEY: key})
