@@ -144,26 +144,27 @@ LineFormat = Callable[[str, str], str]  # (record id, the body's JSON: json.dump
 def _identical(a: Any, b: Any) -> bool:
     """Equal and serialised alike: 1, 1.0 and True are equal, and so are 0.0 and -0.0 and dicts in another
     key order, but json.dumps writes each differently."""
-    return a == b and _same_form(a, b)
+    return a == b and type(a) is type(b) and _same_form(a, b)
 
 
 def _same_form(a: Any, b: Any) -> bool:
-    """For equal values: the same types, key order and signs of zero throughout."""
-    kind = type(a)
-    if kind is not type(b):
-        return False
-    if kind is dict:
+    """For equal values of one type: the same types, key order and signs of zero throughout."""
+    if type(a) is dict:
         if list(a) != list(b):
             return False
         pairs = zip(a.values(), b.values(), strict=True)
-    elif kind is list or kind is tuple:
+    elif type(a) is list or type(a) is tuple:
         pairs = zip(a, b, strict=True)
     else:
-        return kind is not float or a != 0.0 or repr(a) == repr(b)
+        return type(a) is not float or a != 0.0 or repr(a) == repr(b)
     for x, y in pairs:
-        if type(x) is str is type(y):
-            continue  # equal strings, the most of a body: serialised alike
-        if not _same_form(x, y):
+        kind = type(x)
+        if kind is not type(y):
+            return False
+        if kind is dict or kind is list or kind is tuple:
+            if not _same_form(x, y):
+                return False
+        elif kind is float and x == 0.0 and repr(x) != repr(y):
             return False
     return True
 
