@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+import msgspec
+
 from ..audit import redact_message, redact_urls
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest
 from .batch_jobs import (
@@ -180,7 +182,7 @@ class OpenAIBatchJobs:
             return []
         with self._calling("download results"):
             text = self.client.files.content(file_id).text
-        return [_parsed(line) for line in text.splitlines() if line.strip()]
+        return file_lines(text)
 
     def close(self) -> None:
         self.client.close()
@@ -189,14 +191,26 @@ class OpenAIBatchJobs:
 _CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
+def file_lines(text: str) -> list[dict[str, Any]]:
+    """A result file's lines, split at newlines only: a JSON text may hold U+2028 or U+0085 unescaped (in
+    an answer's text), where str.splitlines would cut it."""
+    return [_parsed(line) for line in text.split("\n") if line.strip()]
+
+
+_JSON = msgspec.json.Decoder()
+
+
 def _parsed(raw: str) -> dict[str, Any]:
-    """A result line; one that is not a JSON object keeps what can be read of its custom_ids (a whole file
-    as one JSON array names them all), to be counted as those records' failures rather than abort the
-    collection."""
+    """A result line (by msgspec, or json for what only json reads, e.g. NaN); one that is not a JSON object
+    keeps what can be read of its custom_ids (a whole file as one JSON array names them all), to be counted
+    as those records' failures rather than abort the collection."""
     try:
-        line = json.loads(raw)
-    except ValueError:
-        line = None
+        line = _JSON.decode(raw)
+    except msgspec.MsgspecError:
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            line = None
     if isinstance(line, dict):
         return line
     return {"_unreadable": True, "_ids": [found.group(1) for found in _CUSTOM_ID.finditer(raw)]}
