@@ -242,10 +242,10 @@ class _OutputLine(msgspec.Struct):
 _OUTPUT_LINE = msgspec.json.Decoder(_OutputLine)
 
 
-Line = tuple[Any, Any, bool, Any, Any]  # recordId, modelInput, has modelOutput, modelOutput, error
+_Line = tuple[Any, Any, bool, Any, Any]  # recordId, modelInput, has modelOutput, modelOutput, error
 
 
-def _read_lines(data: bytes) -> list[Line | None]:
+def _read_lines(data: bytes) -> list[_Line | None]:
     """Each output line as (recordId, modelInput, has modelOutput, modelOutput, error), None for one that
     is not a JSON object. Well-formed lines are read by msgspec, all at once, their echoes left undecoded
     (compared as bytes first); when any line is not, each line on its own, the others by json as before.
@@ -255,7 +255,7 @@ def _read_lines(data: bytes) -> list[Line | None]:
                 for line in _OUTPUT_LINE.decode_lines(data)]
     except msgspec.MsgspecError:
         pass
-    lines: list[Line | None] = []
+    lines: list[_Line | None] = []
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
