@@ -7,18 +7,19 @@ votes run), then wall and CPU seconds of:
    today's side by side in this run, with the ratio and whether the exact curves are bit-identical;
    `report` (write_report) on a stored run of that size; `simulate` with 5 rules x 100 orders.
 2. Batch I/O for one temperature (225,000 paths, one per record, Bedrock Llama 3 bodies): planning
-   (pack + split_jobs), writing the JSONL input files, parsing an output file of 225,000 records, and
-   storing the 225,000 paths.
+   (pack, split_jobs, the job keys), writing the JSONL input files, parsing an output file of 225,000
+   records (BedrockJobs.results without the S3 read: echo checks included) into Generations, and storing
+   the 225,000 paths. --compare-with times the same steps with an older checkout's code in a subprocess.
 
 Prints measured numbers; it asserts nothing about time. The machine may be shared: CPU seconds next to
 wall seconds show how much of a wall time was waiting for the CPU.
 
     PYTHONPATH=src .venv/bin/python bench/analysis_scale.py [--questions 7473] [--keep DIR] [--skip-old]
-        [--skip-batch] [--before-src OTHER/src]
+        [--skip-analysis] [--skip-batch] [--before-src OTHER/src] [--compare-with OTHER/src]
 
 `--before-src` times `report` and `simulate` of another checkout's src/ (e.g. main before a change) on
 the same stored run right after this tree's, and says whether their results.json, report.html and
-frontier.json are byte-identical.
+frontier.json are byte-identical. `--compare-with` times the batch I/O again with another checkout's src/.
 """
 
 from __future__ import annotations
@@ -180,7 +181,51 @@ def time_other_source(source: Path, run_dir: Path) -> list:
     return rows
 
 
+def _read_output_before(data: bytes, job_records, records: dict, adapter):
+    """What BedrockJobs.results did with a job's output before the batch I/O speed-up (main before issue
+    16 item 2, without the S3 read): json.loads per line, the echo compared as a decoded value."""
+    from selfconsistency.backends.batch_jobs import MALFORMED_CODE, JobResults, retryable_status
+
+    results = JobResults()
+    for raw in data.decode("utf-8", errors="replace").splitlines():
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+            record_id = line.get("recordId")
+        except (ValueError, AttributeError):
+            results.unreadable += 1
+            continue
+        if not isinstance(record_id, str) or record_id not in job_records:
+            results.unreadable += 1
+            continue
+        record = records.get(record_id)
+        if record is None:
+            continue
+        try:
+            if line.get("modelInput") != record.body:
+                results.mismatched.append(record.record_id)
+            elif "modelOutput" in line:
+                results.outputs[record.record_id] = adapter.response(line["modelOutput"], record.requests[0].params)
+            elif isinstance(line.get("error"), dict):
+                code = line["error"].get("errorCode")
+                results.errors[record.record_id] = (str(code), str(line["error"].get("errorMessage", "")),
+                                                    retryable_status(code))
+            else:
+                raise ValueError("neither modelOutput nor error")
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            results.errors[record.record_id] = (MALFORMED_CODE, "malformed", True)
+    return results
+
+
 def batch_io(questions: int, paths: int) -> list:
+    """Times the code of the selfconsistency package imported: this branch's, or (run with PYTHONPATH at
+    another checkout's src, as --compare-with does) an older one's, with what that one lacks replaced by
+    what it did then."""
+    import hashlib
+
+    import selfconsistency.backends.bedrock_batch as bedrock_batch
+    from selfconsistency.backends import batch_plan
     from selfconsistency.backends.base import GenerationRequest
     from selfconsistency.backends.batch_plan import Quotas, pack, record_generations, split_jobs
     from selfconsistency.backends.bedrock_batch import BedrockJobs, bedrock_line
@@ -188,8 +233,12 @@ def batch_io(questions: int, paths: int) -> list:
     from selfconsistency.prompts import Prompt, PromptFormat
     from selfconsistency.sampling import SamplingParams
 
+    body_digests = getattr(batch_plan, "body_digests", lambda rs: [batch_plan.body_digest(r.body) for r in rs])
+    read_output = getattr(bedrock_batch, "read_output", _read_output_before)
+    input_file = getattr(batch_plan, "input_file", lambda lines: ("\n".join(lines) + "\n").encode())
     rows: list = []
-    print(f"\nbatch I/O, {questions:,} questions x {paths} paths at one temperature (one path per record)")
+    print(f"\nbatch I/O, {questions:,} questions x {paths} paths at one temperature (one path per record), "
+          f"code from {Path(batch_plan.__file__).parents[2]}")
     adapter = adapter_for(MODEL)
     shared = "".join(f"Q: exemplar question {i} about clips and apples, worded at the length of GSM8K's?\n"
                      f"A: {TEXT.format(answer=i)}\n\n" for i in range(8))
@@ -199,15 +248,22 @@ def batch_io(questions: int, paths: int) -> list:
         requests = [GenerationRequest(f"q{q:05d}", 0.7, j, prompts[q],
                                       SamplingParams(temperature=0.7, max_tokens=256, stop=("\n\n",), seed=j))
                     for q in range(questions) for j in range(paths)]
-    with timed("plan: pack into records", rows):
+    plan = []
+    with timed("plan: pack into records", plan):
         records = pack(requests, adapter.max_generations, adapter.request, bedrock_line)
-    with timed("plan: split_jobs", rows):
+    with timed("plan: split_jobs", plan):
         jobs = split_jobs(records, Quotas(), BedrockJobs.too_small)
     print(f"    {len(records):,} records in {len(jobs)} jobs")
+    with timed("plan: job keys (each record's id and body digest)", plan):
+        keys = [hashlib.sha256(",".join(sorted(f"{r.record_id}:{d}" for r, d in zip(job, body_digests(job),
+                                                                                  strict=True))).encode()).hexdigest()
+                for job in jobs]
+    print(f"    job keys hash to {hashlib.sha256(''.join(keys).encode()).hexdigest()[:16]} "
+          f"(the same in both runs: the same ids and bodies)")
     with tempfile.TemporaryDirectory() as tmp:
-        with timed("write the JSONL input files", rows):
-            for number, job in enumerate(jobs):
-                Path(tmp, f"input-{number}.jsonl").write_bytes(("\n".join(r.line for r in job) + "\n").encode())
+        with timed("write the JSONL input files", plan):
+            for number, job in enumerate(jobs):  # the bytes BedrockJobs.submit uploads
+                Path(tmp, f"input-{number}.jsonl").write_bytes(input_file([r.line for r in job]))
         size = sum(p.stat().st_size for p in Path(tmp).iterdir())
         print(f"    {size / 1e6:,.0f} MB written")
         output = Path(tmp, "records.jsonl.out")
@@ -217,15 +273,15 @@ def batch_io(questions: int, paths: int) -> list:
                         "stop_reason": "stop"}
                 out.write(json.dumps({"recordId": r.record_id, "modelInput": r.body, "modelOutput": body}) + "\n")
         by_id = {r.record_id: r for r in records}
-        with timed(f"parse the output file ({len(records):,} records) into Generations", rows):
-            generations = []
-            for line in output.read_text().splitlines():
-                item = json.loads(line)
-                record = by_id[item["recordId"]]
-                outputs = adapter.response(item["modelOutput"], record.requests[0].params)
-                generations.extend(record_generations(record, outputs, 0.0))
-        print(f"    {len(generations):,} generations")
-    return rows
+        data = output.read_bytes()  # what the S3 read returns
+        with timed(f"parse the output file ({len(records):,} records) into Generations", plan):
+            results = read_output(data, by_id, by_id, adapter)
+            generations = [g for rid, outputs in results.outputs.items()
+                           for g in record_generations(by_id[rid], outputs, 0.0)]
+        print(f"    {len(generations):,} generations, {len(results.mismatched)} mismatched echoes")
+    total = [sum(row[1] for row in plan), sum(row[2] for row in plan)]
+    print(f"  {'total: plan, write and parse':58s} {total[0]:7.2f} s wall {total[1]:7.2f} s CPU")
+    return rows + plan + [("total: plan, write and parse", *total)]
 
 
 def main() -> None:
@@ -234,13 +290,25 @@ def main() -> None:
     parser.add_argument("--paths", type=int, default=30)
     parser.add_argument("--skip-old", action="store_true", help="do not time the implementation before issue 16")
     parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument("--skip-analysis", action="store_true", help="time the batch I/O only")
+    parser.add_argument("--compare-with", type=Path, metavar="SRC",
+                        help="time the batch I/O a second time with the package in SRC (e.g. /work/main/src)")
     parser.add_argument("--keep", type=Path, help="build the stored run here and keep it")
     parser.add_argument("--before-src", type=Path,
                         help="also time report and simulate of this source tree (its src/ directory) on the run")
     args = parser.parse_args()
-    rows = analysis(args.questions, args.paths, args.skip_old, args.keep, args.before_src)
+    rows = [] if args.skip_analysis else analysis(args.questions, args.paths, args.skip_old, args.keep,
+                                                  args.before_src)
     if not args.skip_batch:
         rows += batch_io(args.questions, args.paths)
+        if args.compare_with:
+            import os
+            import subprocess
+
+            sys.stdout.flush()
+            env = {**os.environ, "PYTHONPATH": str(args.compare_with)}
+            subprocess.run([sys.executable, __file__, "--skip-analysis", "--questions", str(args.questions),
+                            "--paths", str(args.paths)], env=env, check=True)
     print("\n| step | wall s | CPU s |\n|---|---:|---:|")
     for label, wall, cpu in rows:
         print(f"| {label} | {wall:.2f} | {cpu:.2f} |")

@@ -5,7 +5,15 @@ import json
 import pytest
 
 from selfconsistency.backends.base import GenerationRequest
-from selfconsistency.backends.batch_plan import PlanError, Quotas, pack, record_id, split_jobs
+from selfconsistency.backends.batch_plan import (
+    PlanError,
+    Quotas,
+    _short_id,
+    _short_id_of,
+    pack,
+    record_id,
+    split_jobs,
+)
 from selfconsistency.backends.bedrock_batch import BEDROCK_TOO_SMALL, bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
 from selfconsistency.prompts import PromptFormat, build_prompt
@@ -52,6 +60,26 @@ def test_record_ids_are_eleven_alphanumerics_and_stable():
     assert set(line) == {"recordId", "modelInput"}
 
 
+def test_short_ids_are_the_eleven_low_base36_digits_of_the_hash():
+    """The table lookup gives the digits the divmod loop of earlier versions gave (ids in stores)."""
+    import hashlib
+    import random
+    import string
+
+    def divmod_loop(number):
+        digits = []
+        for _ in range(11):
+            number, digit = divmod(number, 36)
+            digits.append((string.digits + string.ascii_uppercase)[digit])
+        return "".join(reversed(digits))
+
+    rng = random.Random(7)
+    numbers = [0, 1, 35, 36, 36**11 - 1, 36**11, 2**64 - 1] + [rng.getrandbits(64) for _ in range(2000)]
+    for number in numbers:
+        assert _short_id_of(number.to_bytes(8, "big") + bytes(24)) == divmod_loop(number)
+    assert _short_id("key") == divmod_loop(int.from_bytes(hashlib.sha256(b"key").digest()[:8], "big"))
+
+
 def test_small_plans_refused_with_advice():
     records = bedrock_pack(requests(questions=2, paths=12), "cohere-command")
     with pytest.raises(PlanError, match="--backend bedrock"):
@@ -87,3 +115,25 @@ def test_only_jobs_of_the_positional_id_scheme_are_matched_by_their_paths():
     edited_job = {"records": {r.record_id: paths(r) for r in other}}
     assert _same_paths([legacy_job], today) == {legacy_record_id(r.requests): rid for rid, r in today.items()}
     assert set(edited_job["records"]).isdisjoint(today) and _same_paths([edited_job], today) == {}
+
+
+def test_an_input_file_is_its_lines_each_ended_by_a_newline():
+    from selfconsistency.backends.batch_plan import input_file
+
+    for lines in ([], ["a"], ['{"x": "é"}', '{"y": "\u2028"}']):
+        assert input_file(lines) == ("\n".join(lines) + "\n").encode()
+
+
+def test_bodies_equal_in_value_but_written_differently_keep_their_own_lines():
+    """A group's identical bodies are serialised once; equal ones that json writes differently are not."""
+    forms = [{"n": 1, "p": [0.0]}, {"n": 1.0, "p": [0.0]}, {"n": True, "p": [0.0]}, {"n": 1, "p": [-0.0]},
+             {"p": [0.0], "n": 1}, {"n": 1, "p": (0.0,)}, {"n": 1, "p": [0.0]}]
+
+    def build(prompt, params, n):
+        return dict(forms[params.seed])
+
+    paths = [GenerationRequest("q", 0.7, i, PROMPT, SamplingParams(temperature=0.7, seed=i)) for i in range(len(forms))]
+    records = pack(paths, 1, build, bedrock_line)
+    pairs = list(zip(records, forms, strict=True))
+    assert [r.line for r, _ in pairs] == [bedrock_line(r.record_id, form) for r, form in pairs]
+    assert [r.record_id for r, _ in pairs] == [record_id(r.requests, form) for r, form in pairs]

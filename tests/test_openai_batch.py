@@ -298,3 +298,14 @@ def test_a_cap_under_a_cent_is_shown_as_given(batch_api, tmp_path):
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert "above --max-cost $0.0001;" in errors[0] and not emulator.batches
     assert "the estimate $0.000" in errors[0] and "the estimate $0.00 " not in errors[0]  # digits a cent hides
+
+
+def test_result_lines_holding_unicode_line_separators_are_read_whole():
+    """An answer may carry U+2028 or U+0085 unescaped; str.splitlines cut such a line in pieces."""
+    from selfconsistency.backends.openai_batch import file_lines
+
+    answer = {"custom_id": "r1", "response": {"status_code": 200, "body": {"choices": [
+        {"index": 0, "message": {"content": "a\u2028b\x85c The answer is 3."}}]}}}
+    text = json.dumps(answer, ensure_ascii=False) + "\n" + json.dumps({**answer, "custom_id": "r2"}) + "\n"
+    assert file_lines(text) == [answer, {**answer, "custom_id": "r2"}]
+    assert file_lines("[1, 2]\nNaN\n") == [{"_unreadable": True, "_ids": []}, {"_unreadable": True, "_ids": []}]

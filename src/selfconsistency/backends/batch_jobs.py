@@ -31,7 +31,15 @@ from pydantic import Field
 from ..options import BackendOptions, Cli
 from .base import BackendConfig, BackendError, Generation, GenerationRequest, ParsedOutput
 from .batch_ledger import SpendLedger
-from .batch_plan import PlanError, Quotas, Record, body_digest, legacy_record_id, record_generations, split_jobs
+from .batch_plan import (
+    PlanError,
+    Quotas,
+    Record,
+    body_digests,
+    legacy_record_id,
+    record_generations,
+    split_jobs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +259,8 @@ class BatchJobRunner:
         another key, never another run's job, while a job already planned is found in the store."""
         name = self.service.name
         earlier = len(self.jobs())
-        content = ",".join(sorted(f"{r.record_id}:{body_digest(r.body)}" for r in records))
+        content = ",".join(sorted(f"{r.record_id}:{digest}" for r, digest in zip(records, body_digests(records),
+                                                                                 strict=True)))
         run = f"{self.config.settings_hash}|{self.store.run_nonce()}"  # this run directory, not only its settings
         key = hashlib.sha256(f"{name}|{run}|{self.service.model}|{earlier}|{content}".encode()).hexdigest()[:40]
         input_uri, output_uri = self.service.locations(key)

@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import Annotated, Any
 
+import msgspec
 from pydantic import Field
 
 from ..options import Cli
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput, show_body
 from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
-from .batch_plan import Quotas, Record, pack
+from .batch_plan import BodyJson, Quotas, Record, gc_paused, input_file, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import BodyAdapter, UnknownModel, adapter_for, bedrock_line
 from .bedrock_ondemand import BedrockOptions
@@ -102,7 +103,7 @@ class BedrockJobs:
         with aws_errors(f"uploading the job input to {job['input_uri']}"):
             if self.options.create_bucket:
                 self._ensure_bucket(bucket)
-            self.s3.put_object(Bucket=bucket, Key=key, Body=("\n".join(lines) + "\n").encode())
+            self.s3.put_object(Bucket=bucket, Key=key, Body=input_file(lines))
         request = dict(jobName=f"sc-{self.settings_hash[:20]}-{job['job_key'][:12]}", roleArn=self.options.role_arn,
                        modelId=self.model, clientRequestToken=job["job_key"],  # makes a retried create idempotent
                        inputDataConfig={"s3InputDataConfig": {"s3Uri": job["input_uri"]}},
@@ -171,50 +172,21 @@ class BedrockJobs:
             self.bedrock.stop_model_invocation_job(jobIdentifier=job["job_id"])
 
     def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults:
-        """The job's outputs by record id. A line that is not JSON or whose modelOutput is not the model's
-        format is a failed record (the runner decides whether it goes round again), never an abort."""
+        """The job's outputs by record id (see read_output)."""
         job_id = job["job_id"].rsplit("/", 1)[-1]
         bucket, prefix = _split_uri(job["output_uri"])
         with aws_errors(f"reading the output of batch job {job['job_id']} from {job['output_uri']}"):
-            results = JobResults(manifest=self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out"))
-            text = self._read_text(bucket, f"{prefix}{job_id}/records.jsonl.out")
-        for raw in text.splitlines():
-            if not raw.strip():
-                continue
-            try:
-                line = json.loads(raw)
-                record_id = line.get("recordId")
-            except (ValueError, AttributeError):
-                results.unreadable += 1
-                continue
-            if not isinstance(record_id, str) or record_id not in job["records"]:
-                results.unreadable += 1  # names no record of this job: many such lines make the job suspect
-                continue
-            record = records.get(record_id)
-            if record is None:
-                continue
-            try:
-                if line.get("modelInput") != record.body:  # the output echoes its input: it must be what we sent
-                    results.mismatched.append(record.record_id)
-                elif "modelOutput" in line:
-                    params = record.requests[0].params
-                    results.outputs[record.record_id] = self.adapter.response(line["modelOutput"], params)
-                elif isinstance(line.get("error"), dict):
-                    code = line["error"].get("errorCode")
-                    results.errors[record.record_id] = (str(code), str(line["error"].get("errorMessage", "")),
-                                                        retryable_status(code))
-                else:
-                    raise ValueError("neither modelOutput nor error")
-            except (ValueError, KeyError, TypeError, AttributeError, IndexError):
-                results.errors[record.record_id] = (MALFORMED_CODE, f"not in {self.adapter.family}'s output format",
-                                                    True)
+            manifest = self._read_json(bucket, f"{prefix}{job_id}/manifest.json.out")
+            data = self._read_bytes(bucket, f"{prefix}{job_id}/records.jsonl.out")
+        results = read_output(data, job["records"], records, self.adapter)
+        results.manifest = manifest
         return results
 
-    def _read_text(self, bucket: str, key: str) -> str:
+    def _read_bytes(self, bucket: str, key: str) -> bytes:
         try:
-            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8", errors="replace")
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
-            return ""
+            return b""
 
     def _read_json(self, bucket: str, key: str) -> dict | None:
         try:
@@ -253,6 +225,104 @@ class BedrockBatchBackend(BatchBackend):
     def count_records(self, requests: list[GenerationRequest]) -> int:
         """How many batch records these paths make (adaptive stopping grows its waves to a job's minimum)."""
         return len(self.service.pack(list(requests)))
+
+
+class _OutputLine(msgspec.Struct):
+    """A well-formed output line, its modelInput left as the bytes Bedrock wrote (compared before decoded)."""
+
+    recordId: str
+    modelInput: msgspec.Raw
+    modelOutput: Any = msgspec.UNSET
+    error: Any = None
+
+
+_OUTPUT_LINE = msgspec.json.Decoder(_OutputLine)
+
+
+_Line = tuple[Any, Any, bool, Any, Any]  # recordId, modelInput, has modelOutput, modelOutput, error
+
+
+def _read_lines(data: bytes) -> list[_Line | None]:
+    """Each output line as (recordId, modelInput, has modelOutput, modelOutput, error), None for one that
+    is not a JSON object. Well-formed lines are read by msgspec, all at once, their echoes left undecoded
+    (compared as bytes first); when any line is not, each line on its own, the others by json as before.
+    Lines end at newlines only: a JSON text may hold U+2028 or U+0085 unescaped (str.splitlines cuts there)."""
+    try:
+        return [(line.recordId, line.modelInput, line.modelOutput is not msgspec.UNSET, line.modelOutput, line.error)
+                for line in _OUTPUT_LINE.decode_lines(data)]
+    except msgspec.MsgspecError:
+        pass
+    lines: list[_Line | None] = []
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            line = _OUTPUT_LINE.decode(raw)
+            lines.append((line.recordId, line.modelInput, line.modelOutput is not msgspec.UNSET, line.modelOutput,
+                          line.error))
+            continue
+        except msgspec.MsgspecError:
+            pass
+        try:
+            parsed = json.loads(raw.decode("utf-8", errors="replace"))
+            lines.append((parsed.get("recordId"), parsed.get("modelInput"), "modelOutput" in parsed,
+                          parsed.get("modelOutput"), parsed.get("error")))
+        except (ValueError, AttributeError):
+            lines.append(None)
+    return lines
+
+
+def _echoes(echoed: Any, record: Record, sent: BodyJson) -> bool:
+    """Whether the output's modelInput is the record's body: the bytes it was sent as, or else the same
+    JSON value."""
+    if isinstance(echoed, msgspec.Raw):
+        if bytes(echoed) == sent(record.body):
+            return True
+        try:
+            echoed = json.loads(bytes(echoed))
+        except ValueError:
+            return False
+    return echoed == record.body
+
+
+def read_output(data: bytes, job_records: Container[str], records: dict[str, Record],
+                adapter: BodyAdapter) -> JobResults:
+    """A job's records.jsonl.out: outputs, errors and mismatched echoes by record id (`records`: those of
+    the job's records this run wants). A line that is not JSON or whose modelOutput is not the model's
+    format is a failed record (the runner decides whether it goes round again), never an abort."""
+    with gc_paused():
+        return _read_output(data, job_records, records, adapter)
+
+
+def _read_output(data: bytes, job_records: Container[str], records: dict[str, Record],
+                 adapter: BodyAdapter) -> JobResults:
+    results = JobResults()
+    sent = BodyJson()
+    for line in _read_lines(data):
+        if line is None:
+            results.unreadable += 1
+            continue
+        record_id, echoed, has_output, output, error = line
+        if not isinstance(record_id, str) or record_id not in job_records:
+            results.unreadable += 1  # names no record of this job: many such lines make the job suspect
+            continue
+        record = records.get(record_id)
+        if record is None:
+            continue
+        try:
+            if not _echoes(echoed, record, sent):  # the output echoes its input: it must be what we sent
+                results.mismatched.append(record.record_id)
+            elif has_output:
+                results.outputs[record.record_id] = adapter.response(output, record.requests[0].params)
+            elif isinstance(error, dict):
+                code = error.get("errorCode")
+                results.errors[record.record_id] = (str(code), str(error.get("errorMessage", "")),
+                                                    retryable_status(code))
+            else:
+                raise ValueError("neither modelOutput nor error")
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            results.errors[record.record_id] = (MALFORMED_CODE, f"not in {adapter.family}'s output format", True)
+    return results
 
 
 def _split_uri(uri: str) -> tuple[str, str]:

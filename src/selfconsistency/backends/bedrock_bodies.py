@@ -19,9 +19,17 @@ from ..sampling import SamplingParams
 from .base import ParsedOutput
 
 
-def bedrock_line(record_id: str, body: dict[str, Any]) -> str:
-    """A batch record, as Bedrock's batch input and the on-demand backend's record packing write it."""
-    return json.dumps({"recordId": record_id, "modelInput": body}, ensure_ascii=False)
+def json_string(text: str) -> str:
+    """json.dumps(text, ensure_ascii=False); a record id (letters and digits) needs no escaping."""
+    return f'"{text}"' if text.isascii() and text.isalnum() else json.dumps(text, ensure_ascii=False)
+
+
+def bedrock_line(record_id: str, body: dict[str, Any] | str) -> str:
+    """A batch record, as Bedrock's batch input and the on-demand backend's record packing write it:
+    json.dumps({"recordId": ..., "modelInput": body}, ensure_ascii=False), byte for byte. `body` may come
+    as its JSON already (pack serialises a body once for all the records that share it)."""
+    body_json = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    return f'{{"recordId": {json_string(record_id)}, "modelInput": {body_json}}}'
 
 
 def _finish(reason: str | None, length_words: tuple[str, ...]) -> str:
@@ -30,8 +38,12 @@ def _finish(reason: str | None, length_words: tuple[str, ...]) -> str:
 
 def _truncate_at_stop(text: str, stop: tuple[str, ...]) -> str:
     """For families without a stop parameter: cut the text where the first stop sequence begins."""
-    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return text[: min(cuts)] if cuts else text
+    cut = len(text)
+    for sequence in stop:
+        found = text.find(sequence)
+        if 0 <= found < cut:
+            cut = found
+    return text[:cut]
 
 
 def _llama3_chat(prompt: Prompt) -> str:

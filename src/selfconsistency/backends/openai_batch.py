@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+import msgspec
+
 from ..audit import redact_message, redact_urls
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, show_body
 from .batch_jobs import (
@@ -29,7 +31,8 @@ from .batch_jobs import (
     JobState,
     retryable_status,
 )
-from .batch_plan import Quotas, Record, pack
+from .batch_plan import Quotas, Record, input_file, pack
+from .bedrock_bodies import json_string
 from .openai_compat import OpenAIServerOptions, parse_response, request_body
 
 MAX_REQUESTS_PER_BATCH = 50_000
@@ -77,9 +80,10 @@ class OpenAIBatchJobs:
                                f"{redact_message(str(getattr(exc, 'message', exc)), self.options.base_url)}"
                                ) from None
 
-    def _line(self, record_id: str, body: dict[str, Any]) -> str:
-        return json.dumps({"custom_id": record_id, "method": "POST", "url": self.endpoint, "body": body},
-                          ensure_ascii=False)
+    def _line(self, record_id: str, body_json: str) -> str:
+        """json.dumps({"custom_id": ..., "method": "POST", "url": ..., "body": body}, ensure_ascii=False)."""
+        return (f'{{"custom_id": {json_string(record_id)}, "method": "POST", "url": {json_string(self.endpoint)}, '
+                f'"body": {body_json}}}')
 
     def pack(self, requests: list[GenerationRequest]) -> list[Record]:
         build = partial(_body, self.model, self.options.api)
@@ -95,8 +99,7 @@ class OpenAIBatchJobs:
             if existing is not None:
                 return existing
         with self._calling("upload"):
-            uploaded = self.client.files.create(file=(job["input_uri"], ("\n".join(lines) + "\n").encode()),
-                                                purpose="batch")
+            uploaded = self.client.files.create(file=(job["input_uri"], input_file(lines)), purpose="batch")
         with self._calling("create batch"):
             batch = self.client.batches.create(input_file_id=uploaded.id, endpoint=self.endpoint,
                                                completion_window="24h", metadata={JOB_KEY: key})
@@ -179,7 +182,7 @@ class OpenAIBatchJobs:
             return []
         with self._calling("download results"):
             text = self.client.files.content(file_id).text
-        return [_parsed(line) for line in text.splitlines() if line.strip()]
+        return file_lines(text)
 
     def close(self) -> None:
         self.client.close()
@@ -188,14 +191,26 @@ class OpenAIBatchJobs:
 _CUSTOM_ID = re.compile(r'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 
 
+def file_lines(text: str) -> list[dict[str, Any]]:
+    """A result file's lines, split at newlines only: a JSON text may hold U+2028 or U+0085 unescaped (in
+    an answer's text), where str.splitlines would cut it."""
+    return [_parsed(line) for line in text.split("\n") if line.strip()]
+
+
+_JSON = msgspec.json.Decoder()
+
+
 def _parsed(raw: str) -> dict[str, Any]:
-    """A result line; one that is not a JSON object keeps what can be read of its custom_ids (a whole file
-    as one JSON array names them all), to be counted as those records' failures rather than abort the
-    collection."""
+    """A result line (by msgspec, or json for what only json reads, e.g. NaN); one that is not a JSON object
+    keeps what can be read of its custom_ids (a whole file as one JSON array names them all), to be counted
+    as those records' failures rather than abort the collection."""
     try:
-        line = json.loads(raw)
-    except ValueError:
-        line = None
+        line = _JSON.decode(raw)
+    except msgspec.MsgspecError:
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            line = None
     if isinstance(line, dict):
         return line
     return {"_unreadable": True, "_ids": [found.group(1) for found in _CUSTOM_ID.finditer(raw)]}
