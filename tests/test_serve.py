@@ -98,9 +98,15 @@ def test_request_overrides(fake_server):
     body = {"self_consistency": {"paths": 12, "stop": "beta:0.9"}}
     adaptive = chat.create(model="m", messages=ask("I am sure"), extra_body=body).self_consistency
     assert adaptive["stopped_by"] == "beta:0.9" and adaptive["paths_used"] < 12
-    free = chat.create(model="m", messages=ask("Write an essay"),
-                       extra_body={"self_consistency": {"answer_type": "free", "paths": 3}}).self_consistency
-    assert free["method"] == "usc" and free["selection"]["parsed"] is True
+    free_response = chat.create(model="m", messages=ask("Write an essay"),
+                                extra_body={"self_consistency": {"answer_type": "free", "paths": 3}})
+    free = free_response.self_consistency
+    # under USC, votes holds the selection: the fake names "Response 2", the second path shown
+    assert free["method"] == "usc" and free["votes"] == {"selected_path": 1, "candidates": 3, "parsed": True}
+    assert "selection" not in free
+    content = free_response.choices[0].message.content  # the selected path's text; its answer is normalised
+    assert content in ("A short essay.", "Another essay.", "A third essay.")
+    assert content.rstrip(".").lower() == free["paths"][1]["answer"] == free["answer"]
 
 
 def test_completions_endpoint_answers_each_prompt(fake_server):

@@ -3,7 +3,8 @@
 POST /v1/chat/completions and /v1/completions sample paths through the configured backend, vote (or pick
 with Universal Self-Consistency for free-form answers) and return a normal completion: the content is
 the winning path, `usage` sums every path (and the USC request), and a `self_consistency` object holds
-the answer, agreement, votes, paths used and the stopping rule. GET /v1/models and GET /health too.
+the answer, agreement, votes ({answer: paths}; under USC the selection: {"selected_path", "candidates",
+"parsed"}), paths used and the stopping rule. GET /v1/models and GET /health too.
 
 The question is the last user message (or the prompt); a task's exemplars, not earlier turns, precede it.
 A client that disconnects stops its paths (at the next path; on the embedded model, its batch stops
@@ -139,16 +140,16 @@ def _summary(answer: Answer) -> dict[str, Any]:
                           "finish_reason": p.finish_reason} for p in answer.paths]}
     if answer.low_confidence is not None:
         summary["low_confidence"] = answer.low_confidence
-    if answer.method == "usc":
-        summary["selection"] = {"path": answer.selection, "parsed": answer.selection_parsed}
     return summary
 
 
 def _winner(answer: Answer) -> tuple[str, str]:
     """The content and finish reason to return: the chosen (USC) or first winning path's; the first
     path's when every path abstained."""
-    chosen = next((p for p in answer.paths if p.index == answer.selection), None) if answer.method == "usc" else \
-        next((p for p in answer.paths if answer.answer is not None and p.answer == answer.answer), None)
+    if answer.method == "usc":  # votes holds the selection
+        chosen = next((p for p in answer.paths if p.index == answer.votes["selected_path"]), None)
+    else:
+        chosen = next((p for p in answer.paths if answer.answer is not None and p.answer == answer.answer), None)
     chosen = chosen or (answer.paths[0] if answer.paths else None)
     return (chosen.text, chosen.finish_reason) if chosen else ("", "stop")
 
