@@ -394,3 +394,19 @@ def test_a_request_temperature_replaces_the_configured_ones(bots):
     sc.answer("I am sure", task="gsm8k")
     sc.with_options(temperature=0.9).answer("I am sure", task="gsm8k")
     assert sorted({t for _, t, _ in bots[0].calls}) == [0.5, 0.9]
+
+
+def test_chat_context_reaches_chat_prompts_and_is_refused_in_completion_prompts(bots):
+    chat = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, prompt_format="chat", zero_shot=True)
+    record = chat.chat_question("I am sure", [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello")])
+    task = get_task("gsm8k")
+    question = task.load(None, records=[record]).questions[0]
+    assert question.context == (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"))
+    assert chat.answer(record).answer == "18"
+    assert chat.answer(record).id != chat.answer("I am sure").id  # another conversation, another question
+    completion = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2)
+    with pytest.raises(DataError, match="need --prompt-format chat"):
+        completion.answer(completion.chat_question("I am sure", [("system", "Be brief.")]))
+    with pytest.raises(DataError, match="system message"):  # a system message comes first, or not at all
+        task.load(None, records=[{"question": "q", "chat_context": [{"role": "user", "content": "a"},
+                                                                    {"role": "system", "content": "b"}]}])

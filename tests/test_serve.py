@@ -70,7 +70,11 @@ def post(url, body: bytes, key=API_KEY):
 
 
 def ask(question):
-    return [{"role": "system", "content": "You are careful."}, {"role": "user", "content": question}]
+    return [{"role": "user", "content": question}]
+
+
+SYSTEM = {"role": "system", "content": "You are careful. Think in small steps."}
+EARLIER = [{"role": "user", "content": "I have 5 apples."}, {"role": "assistant", "content": "Noted: 5 apples."}]
 
 
 def test_chat_completion_votes_and_sums_usage(fake_server):
@@ -213,6 +217,7 @@ def test_over_an_openai_compatible_upstream(stub_server):
         assert response.choices[0].message.content == f"5 + {int(sc['answer']) - 5} = {sc['answer']}. " \
                                                       f"The answer is {sc['answer']}."
         assert OpenAIStub.calls[-1]["body"]["model"] == "upstream-model" and OpenAIStub.calls[-1]["body"]["n"] == 4
+        assert OpenAIStub.calls[-1]["body"]["messages"][0]["role"] == "user"  # no system message was sent
         # one upstream request: its 50 prompt tokens once, and each path's tokens (the stub's log-probs
         # count one per choice)
         assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (50, 4)
@@ -221,6 +226,58 @@ def test_over_an_openai_compatible_upstream(stub_server):
             client(url).chat.completions.create(model="m", messages=ask("Another question?"))
         assert failed.value.status_code == 502 and "RateLimitError" in failed.value.message
     engine.close()
+
+
+def test_a_chat_server_puts_the_system_message_and_earlier_turns_in_the_prompt(stub_server, tmp_path):
+    """The system message is the system prompt; earlier turns follow the task's exemplars and precede the
+    question; a turn the prompt cannot hold is refused, never dropped."""
+    from conftest import OpenAIStub
+
+    engine = SelfConsistency(model="upstream-model", backend="openai", base_url=stub_server, paths=2,
+                             prompt_format="chat", run_dir=tmp_path / "run")  # kept: a question asked again is reused
+    question = {"role": "user", "content": "How many apples after I buy 2 more?"}
+    with serving(create_app(engine)) as url:
+        chat = client(url).chat.completions
+        response = chat.create(model="m", messages=[SYSTEM, *EARLIER, question])
+        sent = OpenAIStub.calls[-1]["body"]["messages"]
+        assert sent[0] == SYSTEM and sent[-3:] == [*EARLIER, question]
+        middle = sent[1:-3]  # GSM8K's eight exemplars, as user/assistant pairs
+        assert len(middle) == 16 and [m["role"] for m in middle] == ["user", "assistant"] * 8
+        assert response.self_consistency["paths_used"] == 2
+        # the same conversation is answered from its stored paths; the same question in another
+        # conversation is another question, sampled anew
+        calls = len(OpenAIStub.calls)
+        again = chat.create(model="m", messages=[SYSTEM, *EARLIER, question])
+        assert len(OpenAIStub.calls) == calls and again.self_consistency == response.self_consistency
+        chat.create(model="m", messages=[question])
+        assert OpenAIStub.calls[-1]["body"]["messages"][-1] == question
+        assert OpenAIStub.calls[-1]["body"]["messages"][0]["role"] == "user"
+        chat.create(model="m", messages=[{**SYSTEM, "content": "Be terse."}, question])
+        assert len(OpenAIStub.calls) == calls + 2 and OpenAIStub.calls[-1]["body"]["messages"][0]["content"] == \
+            "Be terse."
+        for messages, refused in [
+            ([*EARLIER, SYSTEM, question], "system message (first)"),
+            ([{"role": "tool", "content": "42", "tool_call_id": "t1"}, question], "'tool'"),
+            ([question, {"role": "assistant", "content": "Let me see"}], "the last message must be the user's"),
+        ]:
+            with pytest.raises(openai.BadRequestError) as bad:
+                chat.create(model="m", messages=messages)
+            assert refused in bad.value.message and bad.value.body["param"] == "messages"
+        assert len(OpenAIStub.calls) == calls + 2  # nothing refused was sent upstream
+    engine.close()
+
+
+def test_a_completion_server_refuses_turns_it_cannot_use(fake_server):
+    url, bots = fake_server  # prompt format completion: no place for a system message or earlier turns
+    chat = client(url).chat.completions
+    for messages in ([SYSTEM, {"role": "user", "content": "I am sure"}], [*EARLIER, {"role": "user", "content": "q"}]):
+        with pytest.raises(openai.BadRequestError) as refused:
+            chat.create(model="m", messages=messages)
+        assert "--prompt-format chat" in refused.value.message and refused.value.body["param"] == "messages"
+    assert not bots or not bots[0].calls  # nothing was sampled
+    # an empty system message holds nothing to drop
+    answered = chat.create(model="m", messages=[{"role": "system", "content": ""}, *ask("I am sure")])
+    assert answered.self_consistency["answer"] == "18"
 
 
 @pytest.mark.parametrize("backend", ["slowbot", "slowbatchbot"])
