@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from answer_fakes import FAKE_BACKEND, register
-from conftest import GSM8K_TEST, SMALL_MODEL
+from conftest import GSM8K_TEST, SMALL_MODEL, free_port
 from selfconsistency import SelfConsistency
 from selfconsistency.backends import register_backend
 from selfconsistency.backends.base import BackendError
@@ -324,10 +324,29 @@ def test_server_on_the_embedded_model():
 # -- the commands -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@contextmanager
+def serve_command(*args: str, startup_seconds: float = 60):
+    """`selfconsistency serve ARGS` as a user starts it, once /health answers; yields a dict whose "url"
+    is the server's root URL and, once it has stopped, whose "log" is its output."""
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-m", "selfconsistency", "serve", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port = args[args.index("--port") + 1]
+    running = {"url": f"http://127.0.0.1:{port}"}
+    try:
+        deadline = time.time() + startup_seconds
+        while time.time() < deadline and server.poll() is None:
+            try:
+                urllib.request.urlopen(running["url"] + "/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield running
+    finally:
+        server.terminate()
+        running["log"], _ = server.communicate(timeout=30)
 
 
 def test_answer_command_over_an_upstream(tmp_path, stub_server):
@@ -350,28 +369,48 @@ def test_answer_command_over_an_upstream(tmp_path, stub_server):
 
 
 def test_serve_command_over_an_upstream(stub_server):
-    import subprocess
-    import sys
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "selfconsistency", "serve", "--backend", "openai",
-                               "--base-url", stub_server, "--model", "m", "--paths", "3", "--prompt-format", "chat",
-                               "--port", str(port), "--api-key", API_KEY],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+    with serve_command("--backend", "openai", "--base-url", stub_server, "--model", "m", "--paths", "3",
+                       "--prompt-format", "chat", "--port", str(free_port()), "--api-key", API_KEY) as server:
+        url = server["url"]
         response = client(url + "/v1").chat.completions.create(model="m", messages=ask("What is 5 and a bit?"))
         assert response.self_consistency["votes"] == {"5": 1, "6": 1, "7": 1}
         with pytest.raises(openai.AuthenticationError):
             client(url + "/v1", key="wrong").models.list()
-    finally:
-        server.terminate()
-        logged, _ = server.communicate(timeout=30)
-    assert "POST /v1/chat/completions" in logged and API_KEY not in logged
+    assert "POST /v1/chat/completions" in server["log"] and API_KEY not in server["log"]
+
+
+@pytest.mark.model
+def test_serve_command_over_llama_cpp_server(llama_server):
+    """`selfconsistency serve` with llama-cpp-python's own server as the upstream, driven by the openai
+    client: each path is an upstream completion, the vote and the usage are over them. Zero-shot prompts
+    and short paths keep it to about a minute on two cores."""
+    question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
+    with serve_command("--backend", "openai", "--base-url", llama_server, "--model", "qwen-0.5b", "--paths", "3",
+                       "--zero-shot", "--prompt-format", "chat", "--max-tokens", "48", "--max-concurrent", "3",
+                       "--port", str(free_port()), "--api-key", API_KEY) as server:
+        url = server["url"] + "/v1"
+        chat = client(url, timeout=600).chat.completions
+        with ThreadPoolExecutor(3) as pool:  # concurrent requests, each with its own seed
+            responses = list(pool.map(lambda seed: chat.create(model="m", messages=ask(question), seed=seed),
+                                      range(3)))
+        with pytest.raises(openai.AuthenticationError):
+            client(url, key="wrong").chat.completions.create(model="m", messages=ask(question))
+        status, error = post(url + "/chat/completions", b'{"model": "m", "messages": [{"role": "user"}]}')
+        assert status == 400 and error["error"]["param"] == "messages"  # a question without text
+        status, error = post(url + "/chat/completions", b'{"model": "m", "messages": [')
+        assert status == 400 and error["error"]["type"] == "invalid_request_error"
+    for response in responses:
+        sc = response.self_consistency
+        answers = [p["answer"] for p in sc["paths"]]
+        assert sc["paths_used"] == 3 and len(answers) == 3
+        assert sc["votes"] == dict(Counter(a for a in answers if a is not None))
+        assert sc["abstained"] == answers.count(None)
+        if sc["answer"] is not None:
+            assert sc["votes"][sc["answer"]] == max(sc["votes"].values())
+            assert sc["answer"] in response.choices[0].message.content
+        # usage adds up over the paths: every path's completion tokens, and the upstream's prompt tokens
+        assert response.usage.completion_tokens == sum(p["completion_tokens"] for p in sc["paths"]) > 0
+        assert response.usage.prompt_tokens > 0
+        assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+    assert len({r.choices[0].message.content for r in responses}) > 1  # the seeds made different paths
+    assert server["log"].count("POST /v1/chat/completions") == 6 and API_KEY not in server["log"]
