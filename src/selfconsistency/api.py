@@ -236,6 +236,7 @@ class SelfConsistency:
 
     @property
     def prompt_format(self) -> PromptFormat:
+        """completion or chat: whether a question's earlier chat turns have a place in its prompts."""
         return run_config(self._task_of(self.task).name, self._options).experiment.prompt_format
 
     def chat_question(self, question: str, context: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
