@@ -46,7 +46,7 @@ def main() -> None:
     print("| selection | accuracy | extra requests | extra tokens | USC fallbacks |\n|---|---:|---:|---:|---:|")
     print(f"| majority vote | {sum(bool(a.correct) for a in majority) / n:.1%} | 0 | 0 | – |")
     extra = sum(u.tokens - m.tokens for u, m in zip(usc, majority, strict=True))
-    fallbacks = sum(u.selection_parsed is False for u in usc)
+    fallbacks = sum(not u.votes["parsed"] for u in usc)  # under USC, votes holds the selection
     print(f"| USC | {sum(bool(a.correct) for a in usc) / n:.1%} | {requests} | {extra:,} | {fallbacks} |")
     print(f"\nsampling {sampled:.0f} s, selection requests {selecting:.0f} s (this run; a rerun reuses both)")
 

@@ -166,13 +166,21 @@ def test_usc_selection_is_the_answer_and_falls_back_to_the_vote():
     used = [path(0, "a"), path(1, "b"), path(2, "b")]
     picked = build_answer(QUESTION, used, used, seed=0, method="usc",
                           selection=StoredSelection("q", 0.7, 3, 0, True, "Response 1", 200, 6))
-    assert (picked.answer, picked.selection, picked.selection_parsed) == ("a", 0, True)
+    # under USC, votes holds the selection (not the counts), in the object and in its JSON line alike
+    assert picked.answer == "a" and picked.votes == {"selected_path": 0, "candidates": 3, "parsed": True}
     assert picked.rationale == "path 0 says a" and picked.agreement == 0.3333  # 1 of 3 paths said "a"
     assert picked.tokens == 100 + 30 + 206  # the selection request is paid for too
-    assert picked.to_record()["selection"] == {"path": 0, "parsed": True}
+    record = picked.to_record()
+    assert record["votes"] == {"selected_path": 0, "candidates": 3, "parsed": True} and "selection" not in record
     unreadable = build_answer(QUESTION, used, used, seed=0, method="usc",
                               selection=StoredSelection("q", 0.7, 3, None, False, "no idea", 200, 6))
-    assert (unreadable.answer, unreadable.selection, unreadable.selection_parsed) == ("b", 1, False)
+    assert unreadable.answer == "b" and unreadable.votes == {"selected_path": 1, "candidates": 3, "parsed": False}
+    # an abstaining path is not a candidate; the vote's counts stay under any other method
+    with_abstention = [path(0, "a"), path(1, None), path(2, "b")]
+    shown_two = build_answer(QUESTION, with_abstention, with_abstention, seed=0, method="usc",
+                             selection=StoredSelection("q", 0.7, 3, 2, True, "Response 2", 200, 6))
+    assert shown_two.answer == "b" and shown_two.votes == {"selected_path": 2, "candidates": 2, "parsed": True}
+    assert build_answer(QUESTION, used, used, seed=0).votes == {"b": 2, "a": 1}
     with pytest.raises(ValueError, match="no Universal Self-Consistency selection"):
         build_answer(QUESTION, used, used, seed=0, method="usc")
 
@@ -248,9 +256,9 @@ def test_api_adaptive_stop_reports_the_rule(bots):
 def test_api_free_answers_use_usc(bots):
     sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=4, answer_type="free", prompt_format="chat")
     result = sc.answer("Write an essay", task="gsm8k")
-    assert result.method == "usc" and result.selection_parsed is True
+    assert result.method == "usc" and result.votes["parsed"] is True and result.votes["candidates"] == 4
     # the fake names "Response 2": the second distinct candidate shown, in path order
-    assert result.rationale == result.paths[1].text and result.selection == result.paths[1].index
+    assert result.rationale == result.paths[1].text and result.votes["selected_path"] == result.paths[1].index
     assert len(bots[0].usc_prompts) == 1 and "Response 1: " in bots[0].usc_prompts[0]
     assert result.tokens == 4 * (100 + 8) + 50 + 12  # four paths and the selection request
 
@@ -349,7 +357,8 @@ def test_answer_data_free_task_picks_with_usc(tmp_path, bots):
     config = RunConfig(task=str(spec), data=str(data), backend=FAKE_BACKEND, model="m", paths=4, greedy=False,
                        prompt_format="chat")
     _, (answer,) = answer_data(config, tmp_path / "run")
-    assert answer.method == "usc" and answer.selection == 1 and answer.rationale == answer.paths[1].text
+    assert answer.method == "usc" and answer.votes == {"selected_path": 1, "candidates": 4, "parsed": True}
+    assert answer.rationale == answer.paths[1].text
     usc_prompt_text = bots[-1].usc_prompts[0]
     assert "Response 1: " + answer.paths[0].text in usc_prompt_text
     started = len(bots)
@@ -385,3 +394,19 @@ def test_a_request_temperature_replaces_the_configured_ones(bots):
     sc.answer("I am sure", task="gsm8k")
     sc.with_options(temperature=0.9).answer("I am sure", task="gsm8k")
     assert sorted({t for _, t, _ in bots[0].calls}) == [0.5, 0.9]
+
+
+def test_chat_context_reaches_chat_prompts_and_is_refused_in_completion_prompts(bots):
+    chat = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, prompt_format="chat", zero_shot=True)
+    record = chat.chat_question("I am sure", [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello")])
+    task = get_task("gsm8k")
+    question = task.load(None, records=[record]).questions[0]
+    assert question.context == (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"))
+    assert chat.answer(record).answer == "18"
+    assert chat.answer(record).id != chat.answer("I am sure").id  # another conversation, another question
+    completion = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2)
+    with pytest.raises(DataError, match="need --prompt-format chat"):
+        completion.answer(completion.chat_question("I am sure", [("system", "Be brief.")]))
+    with pytest.raises(DataError, match="system message"):  # a system message comes first, or not at all
+        task.load(None, records=[{"question": "q", "chat_context": [{"role": "user", "content": "a"},
+                                                                    {"role": "system", "content": "b"}]}])

@@ -152,3 +152,14 @@ def test_profiles_priced_as_their_base_model():
     assert PriceTable().price(application, batch=True, base_model="anthropic.claude-3-5-haiku-20241022-v1:0") == base
     assert PriceTable().price(application, batch=True, base_model="us.anthropic.claude-3-5-haiku-20241022-v1:0") \
         == base
+
+
+@pytest.mark.parametrize("family,system", [
+    ("anthropic-claude", "Be brief."), ("amazon-nova", [{"text": "Be brief."}]), ("converse", [{"text": "Be brief."}]),
+])
+def test_a_system_message_goes_in_the_system_field_not_a_turn(family, system):
+    """A server's chat request may bring a system message: these APIs take it beside the turns."""
+    prompt = build_prompt("How many?", (), PromptFormat.chat, context=(("system", "Be brief."),))
+    body = ADAPTERS[family].request(prompt, PARAMS)
+    assert body["system"] == system and all(m["role"] != "system" for m in body["messages"])
+    assert "system" not in ADAPTERS[family].request(PROMPT, PARAMS)

@@ -1,9 +1,11 @@
+import re
+
 import click
 import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from conftest import GSM8K_TEST
+from conftest import GSM8K_TEST, cli, one_line_error
 from selfconsistency.cli import app
 
 runner = CliRunner()
@@ -26,7 +28,7 @@ def test_help_explains_every_option(path, command):
     result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0
     for param in command.params:
-        if isinstance(param, click.Option):
+        if isinstance(param, click.Option) and not param.hidden:  # hidden: a setting the command refuses
             assert param.help, f"{' '.join(path)} {param.opts[0]} has no help"
             assert param.opts[0] in result.output
 
@@ -44,6 +46,53 @@ def test_bad_options_exit_2_before_anything_is_stored(tmp_path, args, message):
     assert result.exit_code == 2
     assert message in result.output
     assert not (tmp_path / "run" / "samples.sqlite").exists()
+
+
+def _offered(command: str) -> str:
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    return result.output
+
+
+def _lists(help_text: str, flag: str) -> bool:
+    return re.search(rf"(?<![\w-]){flag}(?![\w-])", help_text) is not None  # --data, not --shots-from-data
+
+
+# The settings each command ignores: `answer` and `serve` vote over sampled paths and write no report;
+# `serve` takes its questions from requests. (flag, a value to give it; None: a switch)
+IGNORED = {
+    "answer": [("--greedy", None), ("--no-greedy", None), ("--subset-runs", "10")],
+    "serve": [("--greedy", None), ("--subset-runs", "10"), ("--data", str(GSM8K_TEST)), ("--offset", "1"),
+              ("--limit", "2"), ("--split", "train"), ("--shots-from-data", "2")],
+}
+
+
+@pytest.mark.parametrize("command", sorted(IGNORED))
+def test_answer_and_serve_help_lists_only_what_they_use(command):
+    offered, run_offers = _offered(command), _offered("run")
+    for flag, _ in IGNORED[command]:
+        assert not _lists(offered, flag), f"{command} --help offers {flag}"
+        assert _lists(run_offers, flag.replace("--no-", "--")), f"run --help lost {flag}"
+    for used in ("--paths", "--temperatures", "--max-tokens", "--stop", "--backend", "--model", "--prompt-format"):
+        assert _lists(offered, used), f"{command} --help lacks {used}"
+    assert _lists(_offered("answer"), "--data") and _lists(_offered("answer"), "--limit")
+
+
+@pytest.mark.parametrize("command,flag,value", [(c, f, v) for c, given in sorted(IGNORED.items()) for f, v in given])
+def test_a_setting_the_command_ignores_is_refused_in_one_line(tmp_path, command, flag, value):
+    run_dir = tmp_path / "run"
+    where = ["--data", str(GSM8K_TEST)] if command == "answer" else ["--port", "1"]  # runnable otherwise
+    proc = cli(command, "gsm8k", *where, "--run-dir", str(run_dir), flag, *([value] if value else []), timeout=120)
+    one_line_error(proc, flag, f"does not apply to '{command}'")
+    assert not run_dir.exists()  # refused before anything ran or was stored
+
+
+@pytest.mark.parametrize("command", ["answer", "serve"])
+def test_answer_and_serve_sample_at_one_temperature(tmp_path, command):
+    extra = ["--data", str(GSM8K_TEST)] if command == "answer" else ["--port", "1"]
+    proc = cli(command, "gsm8k", *extra, "--temperatures", "0.5,0.7", "--run-dir", str(tmp_path / "run"), timeout=120)
+    one_line_error(proc, "one temperature")
+    assert not (tmp_path / "run").exists()
 
 
 def test_report_of_missing_run(tmp_path):

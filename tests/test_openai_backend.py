@@ -2,50 +2,14 @@
 with the 0.5B model, and a small stub server for retries and for servers that ignore `n`."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from conftest import GSM8K_TEST, SMALL_MODEL, OpenAIStub, cli, kill_when_stored, load_results, stored_rows
+from conftest import GSM8K_TEST, OpenAIStub, cli, kill_when_stored, load_results, stored_rows
 from selfconsistency.backends.base import BackendConfig
 from selfconsistency.backends.openai_compat import OpenAIBackend, OpenAIOptions
 from selfconsistency.experiment import RunConfig, plan_requests
-from selfconsistency.models import resolve_model_path
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def llama_server():
-    """llama-cpp-python's OpenAI-compatible server with the 0.5B model, on loopback."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model",
-                             str(resolve_model_path(SMALL_MODEL)), "--model_alias", "qwen-0.5b",
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=2).read()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("llama_cpp.server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
 
 
 def openai_args(run_dir: Path, url: str, *extra: str) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from answer_fakes import FAKE_BACKEND, register
-from conftest import GSM8K_TEST, SMALL_MODEL
+from conftest import GSM8K_TEST, SMALL_MODEL, free_port
 from selfconsistency import SelfConsistency
 from selfconsistency.backends import register_backend
 from selfconsistency.backends.base import BackendError
@@ -70,7 +70,11 @@ def post(url, body: bytes, key=API_KEY):
 
 
 def ask(question):
-    return [{"role": "system", "content": "You are careful."}, {"role": "user", "content": question}]
+    return [{"role": "user", "content": question}]
+
+
+SYSTEM = {"role": "system", "content": "You are careful. Think in small steps."}
+EARLIER = [{"role": "user", "content": "I have 5 apples."}, {"role": "assistant", "content": "Noted: 5 apples."}]
 
 
 def test_chat_completion_votes_and_sums_usage(fake_server):
@@ -98,9 +102,15 @@ def test_request_overrides(fake_server):
     body = {"self_consistency": {"paths": 12, "stop": "beta:0.9"}}
     adaptive = chat.create(model="m", messages=ask("I am sure"), extra_body=body).self_consistency
     assert adaptive["stopped_by"] == "beta:0.9" and adaptive["paths_used"] < 12
-    free = chat.create(model="m", messages=ask("Write an essay"),
-                       extra_body={"self_consistency": {"answer_type": "free", "paths": 3}}).self_consistency
-    assert free["method"] == "usc" and free["selection"]["parsed"] is True
+    free_response = chat.create(model="m", messages=ask("Write an essay"),
+                                extra_body={"self_consistency": {"answer_type": "free", "paths": 3}})
+    free = free_response.self_consistency
+    # under USC, votes holds the selection: the fake names "Response 2", the second path shown
+    assert free["method"] == "usc" and free["votes"] == {"selected_path": 1, "candidates": 3, "parsed": True}
+    assert "selection" not in free
+    content = free_response.choices[0].message.content  # the selected path's text; its answer is normalised
+    assert content in ("A short essay.", "Another essay.", "A third essay.")
+    assert content.rstrip(".").lower() == free["paths"][1]["answer"] == free["answer"]
 
 
 def test_completions_endpoint_answers_each_prompt(fake_server):
@@ -207,6 +217,7 @@ def test_over_an_openai_compatible_upstream(stub_server):
         assert response.choices[0].message.content == f"5 + {int(sc['answer']) - 5} = {sc['answer']}. " \
                                                       f"The answer is {sc['answer']}."
         assert OpenAIStub.calls[-1]["body"]["model"] == "upstream-model" and OpenAIStub.calls[-1]["body"]["n"] == 4
+        assert OpenAIStub.calls[-1]["body"]["messages"][0]["role"] == "user"  # no system message was sent
         # one upstream request: its 50 prompt tokens once, and each path's tokens (the stub's log-probs
         # count one per choice)
         assert (response.usage.prompt_tokens, response.usage.completion_tokens) == (50, 4)
@@ -215,6 +226,58 @@ def test_over_an_openai_compatible_upstream(stub_server):
             client(url).chat.completions.create(model="m", messages=ask("Another question?"))
         assert failed.value.status_code == 502 and "RateLimitError" in failed.value.message
     engine.close()
+
+
+def test_a_chat_server_puts_the_system_message_and_earlier_turns_in_the_prompt(stub_server, tmp_path):
+    """The system message is the system prompt; earlier turns follow the task's exemplars and precede the
+    question; a turn the prompt cannot hold is refused, never dropped."""
+    from conftest import OpenAIStub
+
+    engine = SelfConsistency(model="upstream-model", backend="openai", base_url=stub_server, paths=2,
+                             prompt_format="chat", run_dir=tmp_path / "run")  # kept: a question asked again is reused
+    question = {"role": "user", "content": "How many apples after I buy 2 more?"}
+    with serving(create_app(engine)) as url:
+        chat = client(url).chat.completions
+        response = chat.create(model="m", messages=[SYSTEM, *EARLIER, question])
+        sent = OpenAIStub.calls[-1]["body"]["messages"]
+        assert sent[0] == SYSTEM and sent[-3:] == [*EARLIER, question]
+        middle = sent[1:-3]  # GSM8K's eight exemplars, as user/assistant pairs
+        assert len(middle) == 16 and [m["role"] for m in middle] == ["user", "assistant"] * 8
+        assert response.self_consistency["paths_used"] == 2
+        # the same conversation is answered from its stored paths; the same question in another
+        # conversation is another question, sampled anew
+        calls = len(OpenAIStub.calls)
+        again = chat.create(model="m", messages=[SYSTEM, *EARLIER, question])
+        assert len(OpenAIStub.calls) == calls and again.self_consistency == response.self_consistency
+        chat.create(model="m", messages=[question])
+        assert OpenAIStub.calls[-1]["body"]["messages"][-1] == question
+        assert OpenAIStub.calls[-1]["body"]["messages"][0]["role"] == "user"
+        chat.create(model="m", messages=[{**SYSTEM, "content": "Be terse."}, question])
+        assert len(OpenAIStub.calls) == calls + 2 and OpenAIStub.calls[-1]["body"]["messages"][0]["content"] == \
+            "Be terse."
+        for messages, refused in [
+            ([*EARLIER, SYSTEM, question], "system message (first)"),
+            ([{"role": "tool", "content": "42", "tool_call_id": "t1"}, question], "'tool'"),
+            ([question, {"role": "assistant", "content": "Let me see"}], "the last message must be the user's"),
+        ]:
+            with pytest.raises(openai.BadRequestError) as bad:
+                chat.create(model="m", messages=messages)
+            assert refused in bad.value.message and bad.value.body["param"] == "messages"
+        assert len(OpenAIStub.calls) == calls + 2  # nothing refused was sent upstream
+    engine.close()
+
+
+def test_a_completion_server_refuses_turns_it_cannot_use(fake_server):
+    url, bots = fake_server  # prompt format completion: no place for a system message or earlier turns
+    chat = client(url).chat.completions
+    for messages in ([SYSTEM, {"role": "user", "content": "I am sure"}], [*EARLIER, {"role": "user", "content": "q"}]):
+        with pytest.raises(openai.BadRequestError) as refused:
+            chat.create(model="m", messages=messages)
+        assert "--prompt-format chat" in refused.value.message and refused.value.body["param"] == "messages"
+    assert not bots or not bots[0].calls  # nothing was sampled
+    # an empty system message holds nothing to drop
+    answered = chat.create(model="m", messages=[{"role": "system", "content": ""}, *ask("I am sure")])
+    assert answered.self_consistency["answer"] == "18"
 
 
 @pytest.mark.parametrize("backend", ["slowbot", "slowbatchbot"])
@@ -261,10 +324,29 @@ def test_server_on_the_embedded_model():
 # -- the commands -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+@contextmanager
+def serve_command(*args: str, startup_seconds: float = 60):
+    """`selfconsistency serve ARGS` as a user starts it, once /health answers; yields a dict whose "url"
+    is the server's root URL and, once it has stopped, whose "log" is its output."""
+    import subprocess
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-m", "selfconsistency", "serve", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port = args[args.index("--port") + 1]
+    running = {"url": f"http://127.0.0.1:{port}"}
+    try:
+        deadline = time.time() + startup_seconds
+        while time.time() < deadline and server.poll() is None:
+            try:
+                urllib.request.urlopen(running["url"] + "/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield running
+    finally:
+        server.terminate()
+        running["log"], _ = server.communicate(timeout=30)
 
 
 def test_answer_command_over_an_upstream(tmp_path, stub_server):
@@ -287,28 +369,48 @@ def test_answer_command_over_an_upstream(tmp_path, stub_server):
 
 
 def test_serve_command_over_an_upstream(stub_server):
-    import subprocess
-    import sys
-
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "selfconsistency", "serve", "--backend", "openai",
-                               "--base-url", stub_server, "--model", "m", "--paths", "3", "--prompt-format", "chat",
-                               "--port", str(port), "--api-key", API_KEY],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
+    with serve_command("--backend", "openai", "--base-url", stub_server, "--model", "m", "--paths", "3",
+                       "--prompt-format", "chat", "--port", str(free_port()), "--api-key", API_KEY) as server:
+        url = server["url"]
         response = client(url + "/v1").chat.completions.create(model="m", messages=ask("What is 5 and a bit?"))
         assert response.self_consistency["votes"] == {"5": 1, "6": 1, "7": 1}
         with pytest.raises(openai.AuthenticationError):
             client(url + "/v1", key="wrong").models.list()
-    finally:
-        server.terminate()
-        logged, _ = server.communicate(timeout=30)
-    assert "POST /v1/chat/completions" in logged and API_KEY not in logged
+    assert "POST /v1/chat/completions" in server["log"] and API_KEY not in server["log"]
+
+
+@pytest.mark.model
+def test_serve_command_over_llama_cpp_server(llama_server):
+    """`selfconsistency serve` with llama-cpp-python's own server as the upstream, driven by the openai
+    client: each path is an upstream completion, the vote and the usage are over them. Zero-shot prompts
+    and short paths keep it to about a minute on two cores."""
+    question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
+    with serve_command("--backend", "openai", "--base-url", llama_server, "--model", "qwen-0.5b", "--paths", "3",
+                       "--zero-shot", "--prompt-format", "chat", "--max-tokens", "48", "--max-concurrent", "3",
+                       "--port", str(free_port()), "--api-key", API_KEY) as server:
+        url = server["url"] + "/v1"
+        chat = client(url, timeout=600).chat.completions
+        with ThreadPoolExecutor(3) as pool:  # concurrent requests, each with its own seed
+            responses = list(pool.map(lambda seed: chat.create(model="m", messages=ask(question), seed=seed),
+                                      range(3)))
+        with pytest.raises(openai.AuthenticationError):
+            client(url, key="wrong").chat.completions.create(model="m", messages=ask(question))
+        status, error = post(url + "/chat/completions", b'{"model": "m", "messages": [{"role": "user"}]}')
+        assert status == 400 and error["error"]["param"] == "messages"  # a question without text
+        status, error = post(url + "/chat/completions", b'{"model": "m", "messages": [')
+        assert status == 400 and error["error"]["type"] == "invalid_request_error"
+    for response in responses:
+        sc = response.self_consistency
+        answers = [p["answer"] for p in sc["paths"]]
+        assert sc["paths_used"] == 3 and len(answers) == 3
+        assert sc["votes"] == dict(Counter(a for a in answers if a is not None))
+        assert sc["abstained"] == answers.count(None)
+        if sc["answer"] is not None:
+            assert sc["votes"][sc["answer"]] == max(sc["votes"].values())
+            assert sc["answer"] in response.choices[0].message.content
+        # usage adds up over the paths: every path's completion tokens, and the upstream's prompt tokens
+        assert response.usage.completion_tokens == sum(p["completion_tokens"] for p in sc["paths"]) > 0
+        assert response.usage.prompt_tokens > 0
+        assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
+    assert len({r.choices[0].message.content for r in responses}) > 1  # the seeds made different paths
+    assert server["log"].count("POST /v1/chat/completions") == 6 and API_KEY not in server["log"]

@@ -94,3 +94,15 @@ def test_zero_shot_prompt():
 
 def test_few_shot_completion_stops_at_end_of_rationale_line():
     assert GSM8K.stop(zero_shot=False, chat=False) == ("\n",)
+
+
+def test_chat_context_goes_around_the_exemplars():
+    from selfconsistency.prompts import PromptFormat, build_prompt
+    from selfconsistency.tasks.base import Exemplar
+
+    shots = (Exemplar("1+1?", "2. The answer is 2."),)
+    context = (("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello"))
+    prompt = build_prompt("2+2?", shots, PromptFormat.chat, context=context)
+    assert prompt.messages == (("system", "Be brief."), ("user", "1+1?"), ("assistant", "2. The answer is 2."),
+                               ("user", "Hi"), ("assistant", "Hello"), ("user", "2+2?"))
+    assert build_prompt("2+2?", shots, PromptFormat.chat).messages[0] == ("user", "1+1?")

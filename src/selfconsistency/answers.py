@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -39,23 +39,36 @@ class AnswerPath:
     finish_reason: str  # "stop" or "length" (cut at max_tokens)
 
 
+class UscSelection(TypedDict):
+    """`Answer.votes` under Universal Self-Consistency (method "usc"): the selection, not a count.
+
+    `selected_path`: the index of the path whose text is the answer (None when there was no path).
+    `candidates`: how many responses were shown to the model (the used paths that gave an answer).
+    `parsed`: False when the model's reply named no candidate and the majority vote's path stood in
+    (or no path gave an answer)."""
+
+    selected_path: int | None
+    candidates: int
+    parsed: bool
+
+
 @dataclass(frozen=True)
 class Answer:
     """The answer to one question.
 
     `answer` is the vote's winner (None when every path abstained). `agreement` is the winner's share of
     the non-abstaining votes (of their weight, for a weighted vote): the signal to act on; below
-    `min_agreement` the answer is `low_confidence`. `votes` counts each answer's paths. `selection` is the
-    path index Universal Self-Consistency chose (method "usc"), with `selection_parsed` False when the
-    model's reply named no candidate and the majority vote's path stood in. `gold`/`correct` are None for
-    an unlabelled question.
+    `min_agreement` the answer is `low_confidence`. `votes` is what chose the answer: {answer: paths}
+    for a vote (majority, logprob, cisc), and under Universal Self-Consistency (method "usc") the
+    selection, a `UscSelection` ({"selected_path": i, "candidates": n, "parsed": bool}); the answer is
+    then the selected path's. `gold`/`correct` are None for an unlabelled question.
     """
 
     id: str
     question: str
     answer: str | None
     agreement: float
-    votes: dict[str, int]
+    votes: dict[str, int] | UscSelection
     paths_used: int
     abstained: int
     stopped_by: str | None
@@ -68,23 +81,19 @@ class Answer:
     gold: str | None = None
     correct: bool | None = None
     low_confidence: bool | None = None  # None: no min_agreement was given
-    selection: int | None = None
-    selection_parsed: bool | None = None
     weights: dict[str, float] | None = None  # each answer's summed weight, for a weighted vote
     paths: tuple[AnswerPath, ...] = field(default=(), repr=False)
 
     def to_record(self) -> dict[str, Any]:
         """The answer as one JSON line: gold/correct only when labelled, low_confidence only when asked
-        for, the USC selection only under USC; paths' texts left out (the rationale is one of them)."""
+        for; paths' texts left out (the rationale is one of them)."""
         record = {key: value for key, value in asdict(self).items()
-                  if key not in ("paths", "question", "gold", "correct", "low_confidence", "selection",
-                                 "selection_parsed", "weights", "prompt_tokens", "completion_tokens")}
+                  if key not in ("paths", "question", "gold", "correct", "low_confidence", "weights",
+                                 "prompt_tokens", "completion_tokens")}
         if self.gold is not None:
             record.update(gold=self.gold, correct=self.correct)
         if self.low_confidence is not None:
             record["low_confidence"] = self.low_confidence
-        if self.method == "usc":
-            record["selection"] = {"path": self.selection, "parsed": self.selection_parsed}
         if self.weights is not None:
             record["weights"] = self.weights
         return record
@@ -116,7 +125,7 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
     temperature = used[0].temperature if used else 0.0
     rng = np.random.default_rng(path_seed(seed, question.id, temperature, _TIE_BREAK_INDEX))
     counts = Counter(a for a in answers if a is not None)
-    votes = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    votes: dict[str, int] | UscSelection = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
     weights = None
     if method in ("majority", "usc"):
         winner = majority_vote(answers, rng)
@@ -131,7 +140,6 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
         weights = {answer: round(totals[answer], 6) for answer in votes}
         share = totals[winner] / sum(totals.values()) if winner is not None else 0.0
     rationale_path = next((p for p in used if winner is not None and p.answer == winner), None)
-    chosen = parsed = None
     extra_prompt = extra_completion = 0
     if method == "usc":
         if selection is None:
@@ -140,7 +148,8 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
         parsed = selection.parsed and selection.chosen in by_index
         # Fallback (a reply naming no candidate): the majority vote's path, else the first path.
         picked = by_index[selection.chosen] if parsed else rationale_path or (used[0] if used else None)
-        chosen = picked.path_index if picked else None
+        votes = UscSelection(selected_path=picked.path_index if picked else None,
+                             candidates=len(answers) - answers.count(None), parsed=parsed)
         rationale_path = picked
         winner = picked.answer if picked else None
         share = counts[winner] / sum(counts.values()) if winner is not None else 0.0
@@ -156,7 +165,7 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, method=method,
         gold=question.gold, correct=None if question.gold is None else winner is not None and winner == question.gold,
         low_confidence=None if min_agreement is None else agreement < min_agreement,
-        selection=chosen, selection_parsed=parsed, weights=weights,
+        weights=weights,
         paths=tuple(AnswerPath(p.path_index, p.answer, p.text, p.completion_tokens, p.logprob_sum, p.finish_reason)
                     for p in used))
 

@@ -33,8 +33,10 @@ from .backends import backend_spec, check_backend_name, create_backend
 from .backends.base import Backend, BackendError, Generation, GenerationRequest
 from .experiment import run_experiment
 from .models import DEFAULT_MODEL
+from .prompts import PromptFormat
 from .settings import RunSettings
 from .tasks import DataError, Task, TaskSpec, get_task
+from .tasks.base import CHAT_CONTEXT
 
 Question = str | Mapping[str, Any]  # a question's text, or a record shaped like the task's data
 ANSWER_TYPES = ("number", "letter", "yes_no", "text", "free")
@@ -231,6 +233,22 @@ class SelfConsistency:
     @property
     def model(self) -> str:
         return str(self._options["model"])
+
+    @property
+    def prompt_format(self) -> PromptFormat:
+        """completion or chat: whether a question's earlier chat turns have a place in its prompts."""
+        return run_config(self._task_of(self.task).name, self._options).experiment.prompt_format
+
+    def chat_question(self, question: str, context: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
+        """A question with the chat turns before it, (role, text): a system message first, then earlier
+        user/assistant turns. They reach chat-format prompts (system message first, the turns after the
+        task's exemplars, before the question); a completion-format run refuses them. Pass the record
+        to `answer`/`answer_many`; the turns are part of its id."""
+        record: dict[str, Any] = {self._task_of(self.task).spec.fields.question: question}
+        turns = [{"role": role, "content": text} for role, text in context]
+        if turns:
+            record[CHAT_CONTEXT] = turns
+        return record
 
     def with_options(self, **changes: Any) -> SelfConsistency:
         """A sibling with some settings changed (e.g. `paths=20`) that shares this instance's started

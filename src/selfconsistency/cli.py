@@ -182,7 +182,7 @@ def _sampling_progress(quiet: bool, verbose: bool):
     return progress, on_start, on_path
 
 
-app.command("run")(settings_command(_run, _RUN_SWITCHES, _fail))
+app.command("run")(settings_command(_run, _RUN_SWITCHES, _fail, command="run"))
 
 _ANSWER_SWITCHES = [
     _option("output", Annotated[Path | None, typer.Option(
@@ -203,6 +203,12 @@ _ANSWER_SWITCHES = [
 ]
 
 
+def _one_temperature(settings: dict, command: str) -> None:
+    """Answers vote over the paths of one temperature: paths at others would be paid for and unused."""
+    if len(settings.get("temperatures", ())) > 1:
+        raise _fail(f"{command} samples at one temperature: give one to --temperatures (e.g. 0.7)")
+
+
 def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool, min_agreement: float | None,
             run_dir: Path | None, verbose: bool, quiet: bool) -> None:
     """Answer each question of a data file (gold optional), resuming like run.
@@ -215,8 +221,9 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
 
     if weighted and usc:
         raise _fail("--weighted and --usc choose the answer differently: give one")
+    _one_temperature(settings, "answer")
     try:
-        config = RunSettings(**{**settings, "greedy": False})
+        config = RunSettings(**settings, greedy=False)  # `answer` offers no --greedy
     except ValidationError as exc:
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     progress, on_start, on_path = _sampling_progress(quiet, verbose)
@@ -241,7 +248,7 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
                   highlight=False)
 
 
-app.command("answer")(settings_command(_answer, _ANSWER_SWITCHES, _fail))
+app.command("answer")(settings_command(_answer, _ANSWER_SWITCHES, _fail, command="answer"))
 
 _SERVE_SWITCHES = [
     _option("host", Annotated[str, typer.Option(help="Address to listen on.", rich_help_panel=OUTPUT)],
@@ -271,15 +278,15 @@ def _serve(settings: dict, host: str, port: int, api_key: str | None, max_concur
     from .api import SelfConsistency
     from .serve import serve
 
-    options = {key: value for key, value in settings.items() if key != "greedy"}
+    _one_temperature(settings, "serve")
     try:
-        engine = SelfConsistency(run_dir=run_dir, **options)
+        engine = SelfConsistency(run_dir=run_dir, **settings)
     except (DataError, ModelError, BackendError, ValueError) as exc:
         raise _fail(str(exc)) from None
     serve(engine, host, port, api_key=api_key, max_concurrent=max_concurrent)
 
 
-app.command("serve")(settings_command(_serve, _SERVE_SWITCHES, _fail))
+app.command("serve")(settings_command(_serve, _SERVE_SWITCHES, _fail, command="serve"))
 
 
 @app.command()

@@ -1,6 +1,7 @@
-"""The `run` command's options, made from the settings' declarations (`options.Cli` on each field of the
-settings groups and of every registered backend's options model): each setting is declared once, and a
-backend's option appears here because its module declares it."""
+"""The `run`, `answer` and `serve` commands' options, made from the settings' declarations (`options.Cli`
+on each field of the settings groups and of every registered backend's options model): each setting is
+declared once, and a backend's option appears here because its module declares it. A setting a command
+ignores (`Cli.not_in`) is left out of its help and refused there with a one-line error."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .backends import backend_specs
-from .options import BACKEND_PANEL, PANELS, Cli, cli_fields
+from .options import BACKEND_PANEL, PANELS, SETTINGS_COMMANDS, Cli, cli_fields
 from .settings import GROUPS, RunSettings
 
 
@@ -76,32 +77,57 @@ def _parameter(name: str, field: FieldInfo, mark: Cli, backend_help: str) -> ins
                              annotation=Annotated[cli_type, info])
 
 
+def _flag(name: str, mark: Cli) -> str:
+    return mark.flags[0].split("/")[0] if mark.flags else f"--{name.replace('_', '-')}"
+
+
+def _refused(name: str, field: FieldInfo, mark: Cli) -> inspect.Parameter:
+    """A hidden option that takes whatever is typed, so that giving it gets the command's own one-line
+    refusal rather than click's usage error ("No such option", a bad value)."""
+    flag = _flag(name, mark)
+    if _plain(field.annotation) is bool and not mark.cli_type:
+        info = typer.Option(f"{flag}/--no-{flag.removeprefix('--')}", hidden=True)
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                 annotation=Annotated[bool | None, info])
+    info = typer.Option(*(mark.flags or (flag,)), hidden=True)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, info])
+
+
 def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
-                     fail: Callable[[str], Exception]) -> Callable[..., None]:
-    """`body(settings_values, **extra)` as a typer command whose options are the declared settings plus
-    `extra` (command-only switches). `settings_values` holds the settings given, parsed; a value its
-    parser refuses raises `fail(message)`."""
+                     fail: Callable[[str], Exception], command: str) -> Callable[..., None]:
+    """`body(settings_values, **extra)` as the typer command `command` whose options are the declared
+    settings it uses plus `extra` (command-only switches). `settings_values` holds the settings given,
+    parsed; a value its parser refuses, or a setting the command ignores, raises `fail(message)`."""
+    if command not in SETTINGS_COMMANDS:
+        raise ValueError(f"{command!r} is not one of {SETTINGS_COMMANDS}")
     declared = declared_options()
+    ignored = {name for name, (_, mark) in declared.items() if command in mark.not_in}
     specs = backend_specs()
     backend_help = " " + "; ".join(f"{name}: {spec.summary}" for name, spec in specs.items() if spec.summary) + "."
     order = {panel: rank for rank, panel in enumerate(PANELS)}
     backends_rank = order[BACKEND_PANEL] + 0.5  # each backend's own panel follows the backend's choice
     ranked = sorted(declared.items(), key=lambda item: order.get(item[1][1].panel, backends_rank))  # stable
-    parameters = [_parameter(name, field, mark, backend_help) for name, (field, mark) in ranked]
+    parameters = [_refused(name, field, mark) if name in ignored else _parameter(name, field, mark, backend_help)
+                  for name, (field, mark) in ranked]
 
-    def command(**values: Any) -> None:
+    def run_command(**values: Any) -> None:
         settings_values = {}
         for name, (_, mark) in declared.items():
             value = values.pop(name)
             if value is None:
                 continue
+            if name in ignored:
+                flag = _flag(name, mark) if value is not False else f"--no-{_flag(name, mark)[2:]}"
+                users = " and ".join(f"'{c}'" for c in SETTINGS_COMMANDS if c not in mark.not_in)
+                raise fail(f"{flag} does not apply to '{command}' (it is an option of {users}); "
+                           f"see 'selfconsistency {command} --help'")
             try:
                 settings_values[name] = mark.parse(value) if mark.parse else value
             except ValueError as exc:
                 raise fail(str(exc)) from None
         body(settings_values, **values)
 
-    command.__signature__ = inspect.Signature(parameters + extra)
-    command.__doc__ = body.__doc__
-    command.__name__ = body.__name__
-    return command
+    run_command.__signature__ = inspect.Signature(parameters + extra)
+    run_command.__doc__ = body.__doc__
+    run_command.__name__ = body.__name__
+    return run_command

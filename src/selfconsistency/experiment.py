@@ -24,6 +24,7 @@ from .settings import GREEDY_TEMPERATURE, RunSettings
 from .stopping import StoppingRule
 from .store import SampleStore, StoredPath, StoredQuestion
 from .tasks import DataError, Task, TaskData
+from .tasks.base import CHAT_CONTEXT
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def plan_requests(config: RunSettings, task: Task, data: TaskData,
     requests = []
     for question in data.questions:
         prompt = build_prompt(question.text, data.exemplars, experiment.prompt_format, zero_shot,
-                              task.zero_shot_instruction())
+                              task.zero_shot_instruction(), question.context)
         for temperature in config.settings():
             count = config.paths_at(temperature) if wanted is None else wanted.get((question.id, temperature), 0)
             for index in range(count):
@@ -86,6 +87,9 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
     e = config.experiment
     data = config.load(task) if records is None else task.load(
         None, e.split, e.offset, e.limit, e.shots_from_data, records=records, ids=record_ids)
+    if e.prompt_format is PromptFormat.completion and any(q.context for q in data.questions):
+        raise DataError(f"a system message or earlier chat turns ({CHAT_CONTEXT}) need --prompt-format chat: "
+                        "a completion prompt has no place for them")
     given_backend = backend
     # Everything a typo could break is checked before the run directory records any setting.
     check_backend_name(config.backend)

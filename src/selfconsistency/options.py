@@ -21,12 +21,14 @@ from pydantic.fields import FieldInfo
 EXPERIMENT, INPUT, SAMPLING, STOPPING, BUDGET, BACKEND_PANEL, OUTPUT = (
     "Experiment", "Untrusted input", "Sampling", "Adaptive stopping", "Budget (paid backends)", "Backend", "Output")
 PANELS = (EXPERIMENT, INPUT, SAMPLING, STOPPING, BACKEND_PANEL, BUDGET, OUTPUT)  # their order in the help
+SETTINGS_COMMANDS = ("run", "answer", "serve")  # the commands whose options are the settings
 
 
 @dataclass(frozen=True)
 class Cli:
-    """How `selfconsistency run` offers a field: its help, its help panel, and where the command line's
-    value differs from the field's (flags, the type typed in, a parser)."""
+    """How `selfconsistency run` (and `answer`, `serve`) offers a field: its help, its help panel, where the
+    command line's value differs from the field's (flags, the type typed in, a parser), and which of those
+    commands ignore it (`not_in`: their help does not list it, and giving it there is refused)."""
 
     help: str
     panel: str
@@ -36,6 +38,7 @@ class Cli:
     default_shown: str | None = None  # shown as "[default: ...]" where the real default is None
     argument: bool = False  # a positional argument rather than an option
     metavar: str | None = None  # what the value is, in the help (default: its type)
+    not_in: tuple[str, ...] = ()  # commands of SETTINGS_COMMANDS that do not use the setting
 
 
 @dataclass(frozen=True)

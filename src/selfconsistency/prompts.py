@@ -36,13 +36,18 @@ class Prompt:
 
 
 def build_prompt(question: str, exemplars: tuple[Exemplar, ...], fmt: PromptFormat,
-                 zero_shot: bool = False, answer_statement: str = "The answer is N.") -> Prompt:
-    """`question` is the task's rendered question; without exemplars the prompt is zero-shot CoT."""
+                 zero_shot: bool = False, answer_statement: str = "The answer is N.",
+                 context: tuple[tuple[str, str], ...] = ()) -> Prompt:
+    """`question` is the task's rendered question; without exemplars the prompt is zero-shot CoT.
+
+    `context`, chat turns before the question (a system message first, earlier user/assistant turns),
+    goes into chat turns only: the system message first, the earlier turns after the exemplars, just
+    before the question. A completion prompt has no place for them (the caller refuses them)."""
     zero_shot = zero_shot or not exemplars
     shots = () if zero_shot else exemplars
     shared = "".join(f"Q: {e.question}\nA: {e.rationale}\n\n" for e in shots)
     answer_prefix = f"A: {ZERO_SHOT_TRIGGER}" if zero_shot else "A:"
-    messages: list[tuple[str, str]] = []
+    messages: list[tuple[str, str]] = [turn for turn in context if turn[0] == "system"]
     for e in shots:
         messages += [("user", e.question), ("assistant", e.rationale)]
     user_turn = question
@@ -50,6 +55,7 @@ def build_prompt(question: str, exemplars: tuple[Exemplar, ...], fmt: PromptForm
         user_turn += f"\n\n{ZERO_SHOT_TRIGGER} End with \"{answer_statement}\""
         # Without exemplars nothing shows the completion model where a path ends or how it states the answer.
         question += f"\nEnd with \"{answer_statement}\""
+    messages += [turn for turn in context if turn[0] != "system"]
     messages.append(("user", user_turn))
     return Prompt(shared=shared, question=f"Q: {question}\n{answer_prefix}",
                   messages=tuple(messages), format=fmt)

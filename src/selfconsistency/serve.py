@@ -3,9 +3,13 @@
 POST /v1/chat/completions and /v1/completions sample paths through the configured backend, vote (or pick
 with Universal Self-Consistency for free-form answers) and return a normal completion: the content is
 the winning path, `usage` sums every path (and the USC request), and a `self_consistency` object holds
-the answer, agreement, votes, paths used and the stopping rule. GET /v1/models and GET /health too.
+the answer, agreement, votes ({answer: paths}; under USC the selection: {"selected_path", "candidates",
+"parsed"}), paths used and the stopping rule. GET /v1/models and GET /health too.
 
-The question is the last user message (or the prompt); a task's exemplars, not earlier turns, precede it.
+The question is the last message, a user's (or the prompt). On a server started with `--prompt-format
+chat`, a system message (first) is the system prompt and earlier user/assistant turns come after the
+task's exemplars, before the question; a completion-format server refuses them with a 400 rather than
+drop them silently.
 A client that disconnects stops its paths (at the next path; on the embedded model, its batch stops
 once no caller in it is still listening).
 Per request: `n` is the number of paths (unless `self_consistency.paths` is given), `temperature`,
@@ -32,8 +36,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .answers import Answer
-from .api import Cancelled, SelfConsistency
+from .api import Cancelled, Question, SelfConsistency
 from .backends.base import BackendError
+from .prompts import PromptFormat
 from .runlock import RunDirError
 from .store import StoreMismatch
 from .tasks import DataError
@@ -94,17 +99,34 @@ class CompletionBody(_Sampling):
     prompt: str | list[str]
 
 
-def _question(messages: list[ChatMessage]) -> str:
-    """The last user message's text (text parts joined)."""
-    for message in reversed(messages):
-        if message.role == "user":
-            content = message.content
-            if isinstance(content, list):
-                content = "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
-            if content and content.strip():
-                return content
-            break
-    raise OpenAIError(400, "the last user message must hold text: it is the question answered", param="messages")
+def _text(message: ChatMessage) -> str:
+    """A message's text (text parts joined)."""
+    content = message.content
+    if isinstance(content, list):
+        content = "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
+    return content or ""
+
+
+def _conversation(messages: list[ChatMessage], prompt_format: PromptFormat) -> tuple[str, list[tuple[str, str]]]:
+    """The question (the last message, a user's) and the turns before it, (role, text): a system
+    (or developer) message first, then user and assistant turns. Anything else is refused, and so is
+    any turn before the question when the prompt format has no place for it."""
+    *before, last = messages
+    if last.role != "user" or not _text(last).strip():
+        raise OpenAIError(400, "the last message must be the user's question, with text", param="messages")
+    context = []
+    for index, message in enumerate(before):
+        role = "system" if message.role in ("system", "developer") else message.role
+        if role not in ("system", "user", "assistant") or (role == "system" and index > 0):
+            raise OpenAIError(400, f"messages[{index}]: only a system message (first), then user and assistant "
+                              f"turns can precede the question, not {message.role!r} here", param="messages")
+        if _text(message).strip():
+            context.append((role, _text(message)))
+    if context and prompt_format is not PromptFormat.chat:
+        raise OpenAIError(400, "this server builds completion prompts, which have no place for a system message "
+                          "or earlier turns: send the question alone, or start the server with "
+                          "--prompt-format chat", param="messages")
+    return _text(last), context
 
 
 def _engine(base: SelfConsistency, body: _Sampling) -> SelfConsistency:
@@ -139,16 +161,16 @@ def _summary(answer: Answer) -> dict[str, Any]:
                           "finish_reason": p.finish_reason} for p in answer.paths]}
     if answer.low_confidence is not None:
         summary["low_confidence"] = answer.low_confidence
-    if answer.method == "usc":
-        summary["selection"] = {"path": answer.selection, "parsed": answer.selection_parsed}
     return summary
 
 
 def _winner(answer: Answer) -> tuple[str, str]:
     """The content and finish reason to return: the chosen (USC) or first winning path's; the first
     path's when every path abstained."""
-    chosen = next((p for p in answer.paths if p.index == answer.selection), None) if answer.method == "usc" else \
-        next((p for p in answer.paths if answer.answer is not None and p.answer == answer.answer), None)
+    if answer.method == "usc":  # votes holds the selection
+        chosen = next((p for p in answer.paths if p.index == answer.votes["selected_path"]), None)
+    else:
+        chosen = next((p for p in answer.paths if answer.answer is not None and p.answer == answer.answer), None)
     chosen = chosen or (answer.paths[0] if answer.paths else None)
     return (chosen.text, chosen.finish_reason) if chosen else ("", "stop")
 
@@ -174,6 +196,7 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
     (compared in constant time; never logged). At most `max_concurrent` requests are answered at once;
     the others wait their turn."""
     served = model_name or engine.model
+    prompt_format = engine.prompt_format
     slots = asyncio.Semaphore(max_concurrent)
     app = FastAPI(title="selfconsistency", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -200,7 +223,7 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
             raise OpenAIError(401, "missing or incorrect API key (Authorization: Bearer KEY)",
                               code="invalid_api_key")
 
-    async def answered(request: Request, request_engine: SelfConsistency, questions: list[str]) -> list[Answer]:
+    async def answered(request: Request, request_engine: SelfConsistency, questions: list[Question]) -> list[Answer]:
         """The answers, computed in a worker thread; a client that disconnects meanwhile stops its paths."""
         async with slots:
             cancel = threading.Event()
@@ -230,8 +253,10 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
 
     @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
     async def chat(body: ChatBody, request: Request):
-        question = _question(body.messages)
-        answer = (await answered(request, _engine(engine, body), [question]))[0]
+        question, context = _conversation(body.messages, prompt_format)
+        request_engine = _engine(engine, body)
+        asked = request_engine.chat_question(question, context) if context else question
+        answer = (await answered(request, request_engine, [asked]))[0]
         content, finish = _winner(answer)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served,
                 "self_consistency": _summary(answer)}

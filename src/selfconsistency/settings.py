@@ -57,6 +57,12 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
     return temperatures
 
 
+# Settings some commands ignore (`Cli.not_in`): `answer` and `serve` vote over sampled paths and write no
+# report (no greedy baseline, no accuracy curve); `serve`'s questions come from requests, not a data file.
+_NO_REPORT = ("answer", "serve")
+_SERVE_ASKS = ("serve",)
+
+
 class _Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -68,14 +74,16 @@ class ExperimentSettings(_Group):
                              "(.yaml/.toml); see 'selfconsistency tasks'.", EXPERIMENT, argument=True)] = "gsm8k"
     data: Annotated[str | None, Cli(
         "Local JSONL file of the task (GSM8K: 'question' and 'answer' ending in '#### N'). Without it the "
-        "task's dataset is loaded from the Hugging Face hub.", EXPERIMENT, cli_type=Path, parse=str)] = None
+        "task's dataset is loaded from the Hugging Face hub.", EXPERIMENT, cli_type=Path, parse=str,
+        not_in=_SERVE_ASKS)] = None
     shots_from_data: Annotated[int | None, Field(ge=1), Identity(), Cli(
         "Use the data's first K items as the exemplars (their explanations as rationales) and evaluate the "
-        "rest; items without explanations make it zero-shot CoT.", EXPERIMENT)] = None
+        "rest; items without explanations make it zero-shot CoT.", EXPERIMENT, not_in=_SERVE_ASKS)] = None
     split: Annotated[str | None, Cli("Split name: the hub split to load, and the prefix of question ids.",
-                                     EXPERIMENT, default_shown="test")] = None
-    offset: Annotated[int, Field(ge=0), Cli("Skip this many questions first.", EXPERIMENT)] = 0
-    limit: Annotated[int | None, Field(ge=1), Cli("Use at most this many questions.", EXPERIMENT)] = None
+                                     EXPERIMENT, default_shown="test", not_in=_SERVE_ASKS)] = None
+    offset: Annotated[int, Field(ge=0), Cli("Skip this many questions first.", EXPERIMENT, not_in=_SERVE_ASKS)] = 0
+    limit: Annotated[int | None, Field(ge=1), Cli("Use at most this many questions.", EXPERIMENT,
+                                                  not_in=_SERVE_ASKS)] = None
     prompt_format: Annotated[PromptFormat, Identity(stored=lambda f: f.value), Cli(
         "completion: 'Q: ...\\nA: ...' few-shot text; chat: the exemplars as chat turns.", EXPERIMENT)
     ] = PromptFormat.completion
@@ -88,7 +96,8 @@ class ExperimentSettings(_Group):
         "control characters, over-long text) instead of neutralising them.", INPUT)] = False
     max_question_chars: Annotated[int, Field(ge=100), Identity(), Cli(
         "Longest question text accepted; longer text is cut (refused with --strict-input).", INPUT)] = 8000
-    subset_runs: Annotated[int, Field(ge=1), Cli("Random subsets per k for mean ± std.", OUTPUT)] = 100
+    subset_runs: Annotated[int, Field(ge=1), Cli("Random subsets per k for mean ± std.", OUTPUT,
+                                                 not_in=_NO_REPORT)] = 100
     log_prompts: Annotated[bool, Cli("Write prompt and completion text into the audit log (audit.jsonl) too.",
                                      OUTPUT)] = False
 
@@ -102,7 +111,7 @@ class SamplingSettings(_Group):
     temperatures: Annotated[tuple[float, ...], Cli(
         "Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.", SAMPLING, cli_type=str,
         parse=parse_temperatures, default_shown="0.7")] = (0.7,)
-    greedy: Annotated[bool, Cli("Also run the greedy (T=0) baseline path.", SAMPLING)] = True
+    greedy: Annotated[bool, Cli("Also run the greedy (T=0) baseline path.", SAMPLING, not_in=_NO_REPORT)] = True
     top_p: Annotated[float, Field(gt=0.0, le=1.0), Identity(), Cli("Nucleus sampling mass (1 = off).",
                                                                    SAMPLING)] = 1.0
     top_k: Annotated[int, Field(ge=0), Identity(), Cli("Sample among the k most likely tokens (0 = off).",

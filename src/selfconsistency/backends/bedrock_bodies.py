@@ -53,7 +53,13 @@ def _llama3_chat(prompt: Prompt) -> str:
 
 
 def _content_blocks(prompt: Prompt) -> list[dict[str, Any]]:
-    return [{"role": role, "content": [{"text": content}]} for role, content in prompt.messages]
+    return [{"role": role, "content": [{"text": content}]} for role, content in prompt.messages if role != "system"]
+
+
+def _system(prompt: Prompt) -> str | None:
+    """A chat prompt's system message (a server's chat request may bring one): the Messages, Nova and
+    Converse bodies take it in their own `system` field, not as a turn."""
+    return next((content for role, content in prompt.messages if role == "system"), None)
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,10 @@ def _j2_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
 
 def _claude_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
     body: dict[str, Any] = {"anthropic_version": "bedrock-2023-05-31", "max_tokens": p.max_tokens,
-                            "messages": prompt.chat_messages, "temperature": p.temperature,
-                            "stop_sequences": [s for s in p.stop if s.strip()]}
+                            "messages": [m for m in prompt.chat_messages if m["role"] != "system"],
+                            "temperature": p.temperature, "stop_sequences": [s for s in p.stop if s.strip()]}
+    if _system(prompt) is not None:
+        body["system"] = _system(prompt)
     if p.top_k:
         body["top_k"] = p.top_k
     if p.top_p < 1.0:
@@ -144,12 +152,17 @@ def _inference_config(p: SamplingParams, with_top_k: bool) -> dict[str, Any]:
 
 
 def _nova_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
-    return {"schemaVersion": "messages-v1", "messages": _content_blocks(prompt),
+    body = {"schemaVersion": "messages-v1", "messages": _content_blocks(prompt),
             "inferenceConfig": _inference_config(p, with_top_k=True)}
+    if _system(prompt) is not None:
+        body["system"] = [{"text": _system(prompt)}]
+    return body
 
 
 def _converse_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
     body: dict[str, Any] = {"messages": _content_blocks(prompt), "inferenceConfig": _inference_config(p, False)}
+    if _system(prompt) is not None:
+        body["system"] = [{"text": _system(prompt)}]
     if p.top_k:
         body["additionalModelRequestFields"] = {"top_k": p.top_k}
     return body

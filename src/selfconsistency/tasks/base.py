@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A record's key for the chat turns before its question (the server's chat requests: a system message,
+# earlier user/assistant turns): [{"role": ..., "content": ...}, ...]. They reach chat-format prompts only.
+CHAT_CONTEXT = "chat_context"
+CONTEXT_ROLES = ("system", "user", "assistant")
+
 
 class DataError(Exception):
     """Unusable input data or task config; the message names the file and line."""
@@ -17,6 +22,7 @@ class Question:
     gold: str | None  # canonical, comparable with extracted answers; None: unlabelled, a question to answer
     choices: tuple[tuple[str, str], ...] = ()  # (label, text) for multiple choice
     n_answers: int = 1  # how many labels the gold has ("choose two": 2)
+    context: tuple[tuple[str, str], ...] = ()  # (role, text) chat turns before the question (CHAT_CONTEXT)
 
 
 @dataclass(frozen=True)

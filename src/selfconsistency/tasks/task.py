@@ -28,7 +28,7 @@ from ..extract import (
     yes_no_answer,
 )
 from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize
-from .base import DataError, Exemplar, Question
+from .base import CHAT_CONTEXT, CONTEXT_ROLES, DataError, Exemplar, Question
 from .records import Located, read_records
 from .sandbox import TemplateSandbox, TemplateTimeout, render
 from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
@@ -245,12 +245,29 @@ class Task:
             if self.spec.fields.explanation and self.spec.fields.explanation in record:
                 explanation = self._clean(where, str(_get(record, self.spec.fields.explanation))) or None
             body = self._render(text, choices, _CleanRecord(record, lambda value: self._clean(where, value)))
+            context = self._context(where, record.get(CHAT_CONTEXT))
         except UnsafeInput as exc:
             raise DataError(f"{where}: refused by --strict-input: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             message = exc.args[0] if exc.args else str(exc)
             raise DataError(f"{where}: {self.name} record unusable: {message}") from None
-        return Question(qid, position, body, gold, choices, n_answers), explanation
+        return Question(qid, position, body, gold, choices, n_answers, context), explanation
+
+    def _context(self, where: str, turns: Any) -> tuple[tuple[str, str], ...]:
+        """The chat turns before the question, neutralised like it: a system message first, if any."""
+        if turns is None:
+            return ()
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            raise ValueError(f"{CHAT_CONTEXT!r} must be a list of {{role, content}} turns")
+        out = []
+        for index, turn in enumerate(turns):
+            role, content = turn.get("role"), turn.get("content")
+            if role not in CONTEXT_ROLES or (role == "system" and index > 0) or not isinstance(content, str):
+                raise ValueError(f"{CHAT_CONTEXT!r} turn {index}: a system message (first only), user or "
+                                 "assistant turn with text content is expected")
+            if content.strip():
+                out.append((role, self._clean(where, content)))
+        return tuple(out)
 
     def _clean(self, where: str, text: str) -> str:
         cleaned = sanitize(text, self.max_chars, self.strict_input)

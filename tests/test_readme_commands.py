@@ -1,0 +1,96 @@
+"""The README's `selfconsistency answer` and `selfconsistency serve` commands, run as written (the Python
+example of the same section is run by tests/test_answers.py).
+
+Substituted, and nothing else: the leading `selfconsistency` becomes `<this interpreter> -m
+selfconsistency` (the package under test, wherever PATH points), and serve's `--port 8000` a free port
+(8000 may be taken on a shared machine). bash expands `$KEY` from the environment the test sets, as a
+user's shell would. `questions.jsonl` is the user's file: the test writes one in the working directory.
+"""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import GSM8K_TEST, free_port
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+KEY = "sk-readme-3c1f0a"
+
+
+def readme_commands(prefix: str) -> list[str]:
+    """Every line of a ```bash block of the README that starts with `prefix`."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith(prefix)]
+
+
+def as_run(command: str) -> list[str]:
+    """The command for bash, with `selfconsistency` as this interpreter's module."""
+    return ["bash", "-c", f"exec {shlex.quote(sys.executable)} -m {command}"]
+
+
+def test_the_answer_and_serve_sections_show_one_command_each():
+    # a command added to the README without a test of it fails here first
+    assert len(readme_commands("selfconsistency answer ")) == 1
+    assert len(readme_commands("selfconsistency serve ")) == 1
+
+
+@pytest.mark.model
+def test_readme_answer_command(tmp_path):
+    first, second = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:2]]
+    (tmp_path / "questions.jsonl").write_text(json.dumps({"question": first["question"]}) + "\n"  # unlabelled
+                                              + json.dumps(second) + "\n")  # labelled
+    (command,) = readme_commands("selfconsistency answer ")
+    proc = subprocess.run(as_run(command), cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    unlabelled, labelled = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert (unlabelled["id"], labelled["id"]) == ("test-00000", "test-00001")  # input order
+    for answer in (unlabelled, labelled):
+        assert 1 <= answer["paths_used"] <= 8 and answer["stopped_by"] in ("beta:0.95", "max_paths")
+        assert sum(answer["votes"].values()) + answer["abstained"] == answer["paths_used"]
+        assert answer["low_confidence"] is (answer["agreement"] < 0.7)
+        assert answer["tokens"] > 0 and answer["cost_usd"] is None  # the embedded model costs nothing
+    assert "gold" not in unlabelled and labelled["gold"] == second["answer"].rsplit("#### ", 1)[1].strip()
+    assert labelled["correct"] is (labelled["answer"] == labelled["gold"])
+    assert "1 of 1 labelled" in proc.stderr or "0 of 1 labelled" in proc.stderr
+
+
+@pytest.mark.model
+def test_readme_serve_command(tmp_path):
+    (command,) = readme_commands("selfconsistency serve ")
+    assert " --port 8000 " in command
+    port = free_port()
+    server = subprocess.Popen(as_run(command.replace(" --port 8000 ", f" --port {port} ")), cwd=tmp_path,
+                              env={**os.environ, "KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and server.poll() is None:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.3)
+        url = f"http://127.0.0.1:{port}/v1"
+        question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
+        client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=600)
+        # the client asks for fewer, shorter paths than the command's 5 (n and max_tokens are per request)
+        response = client.chat.completions.create(model="qwen2.5-coder-0.5b", n=3, max_tokens=64,
+                                                  messages=[{"role": "user", "content": question}])
+        sc = response.self_consistency
+        assert sc["paths_used"] == 3 and response.model == "qwen2.5-coder-0.5b"
+        assert response.usage.completion_tokens == sum(p["completion_tokens"] for p in sc["paths"])
+        with pytest.raises(openai.AuthenticationError):  # "$KEY" reached the server
+            openai.OpenAI(base_url=url, api_key="not-the-key", max_retries=0).models.list()
+    finally:
+        server.terminate()
+        log, _ = server.communicate(timeout=60)
+    assert "POST /v1/chat/completions" in log and KEY not in log
