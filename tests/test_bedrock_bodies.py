@@ -163,3 +163,12 @@ def test_a_system_message_goes_in_the_system_field_not_a_turn(family, system):
     body = ADAPTERS[family].request(prompt, PARAMS)
     assert body["system"] == system and all(m["role"] != "system" for m in body["messages"])
     assert "system" not in ADAPTERS[family].request(PROMPT, PARAMS)
+
+
+@pytest.mark.parametrize("family", ["cohere-command", "ai21-j2", "mistral", "amazon-titan-text"])
+def test_a_text_family_refuses_chat_turns_it_cannot_send(family):
+    """Text-only bodies have no place for a system message or earlier turns: refused, never dropped."""
+    prompt = build_prompt("How many?", (), PromptFormat.chat, context=(("system", "Be brief."),))
+    with pytest.raises(ValueError, match="no place for a system message"):
+        ADAPTERS[family].request(prompt, PARAMS)
+    assert ADAPTERS[family].request(build_prompt("How many?", (), PromptFormat.chat), PARAMS)

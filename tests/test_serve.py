@@ -267,6 +267,20 @@ def test_a_chat_server_puts_the_system_message_and_earlier_turns_in_the_prompt(s
     engine.close()
 
 
+def test_a_chat_server_over_a_completions_api_refuses_turns_it_cannot_send(stub_server):
+    from conftest import OpenAIStub
+
+    engine = SelfConsistency(model="upstream-model", backend="openai", base_url=stub_server, paths=2,
+                             prompt_format="chat", api="completions")  # the upstream takes one text prompt
+    with serving(create_app(engine)) as url:
+        calls = len(OpenAIStub.calls)
+        with pytest.raises(openai.BadRequestError) as refused:
+            client(url).chat.completions.create(model="m", messages=[SYSTEM, *ask("How many apples?")])
+        assert "no place for a system message" in refused.value.message
+        assert len(OpenAIStub.calls) == calls  # nothing was sent upstream
+    engine.close()
+
+
 def test_a_completion_server_refuses_turns_it_cannot_use(fake_server):
     url, bots = fake_server  # prompt format completion: no place for a system message or earlier turns
     chat = client(url).chat.completions

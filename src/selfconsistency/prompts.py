@@ -25,6 +25,7 @@ class Prompt:
     question: str  # completion format: the rest
     messages: tuple[tuple[str, str], ...]  # chat format: (role, content) turns
     format: PromptFormat
+    has_context: bool = False  # chat turns before the question (a system message, earlier turns) are in `messages`
 
     @property
     def text(self) -> str:
@@ -58,4 +59,13 @@ def build_prompt(question: str, exemplars: tuple[Exemplar, ...], fmt: PromptForm
     messages += [turn for turn in context if turn[0] != "system"]
     messages.append(("user", user_turn))
     return Prompt(shared=shared, question=f"Q: {question}\n{answer_prefix}",
-                  messages=tuple(messages), format=fmt)
+                  messages=tuple(messages), format=fmt, has_context=bool(context))
+
+
+def completion_text(prompt: Prompt) -> str:
+    """The prompt as one text, for APIs that take text only. A chat question's earlier turns and system
+    message have no place in it: refused, never dropped."""
+    if prompt.has_context:
+        raise ValueError("this model takes one text prompt, which has no place for a system message or earlier "
+                         "turns: send the question alone, or use a model that takes chat messages")
+    return prompt.text

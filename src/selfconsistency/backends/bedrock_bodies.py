@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..prompts import Prompt
+from ..prompts import Prompt, completion_text
 from ..sampling import SamplingParams
 from .base import ParsedOutput
 
@@ -80,7 +80,7 @@ class BodyAdapter:
 
 
 def _cohere_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
-    return {"prompt": prompt.text, "temperature": p.temperature, "p": p.top_p, "k": p.top_k,
+    return {"prompt": completion_text(prompt), "temperature": p.temperature, "p": p.top_p, "k": p.top_k,
             "max_tokens": p.max_tokens, "num_generations": n, "stop_sequences": list(p.stop)}
 
 
@@ -90,7 +90,7 @@ def _cohere_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutp
 
 
 def _j2_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
-    return {"prompt": prompt.text, "temperature": p.temperature, "topP": p.top_p, "maxTokens": p.max_tokens,
+    return {"prompt": completion_text(prompt), "temperature": p.temperature, "topP": p.top_p, "maxTokens": p.max_tokens,
             "numResults": n, "stopSequences": list(p.stop)}
 
 
@@ -132,7 +132,7 @@ def _llama3_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutp
 
 
 def _mistral_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
-    body: dict[str, Any] = {"prompt": prompt.text, "max_tokens": p.max_tokens, "temperature": p.temperature,
+    body: dict[str, Any] = {"prompt": completion_text(prompt), "max_tokens": p.max_tokens, "temperature": p.temperature,
                             "top_p": p.top_p, "stop": list(p.stop)}
     if p.top_k:
         body["top_k"] = p.top_k
@@ -177,7 +177,7 @@ def _message_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOut
 
 
 def _titan_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
-    return {"inputText": prompt.text, "textGenerationConfig": {
+    return {"inputText": completion_text(prompt), "textGenerationConfig": {
         "maxTokenCount": p.max_tokens, "temperature": p.temperature, "topP": p.top_p,
         "stopSequences": list(p.stop)}}
 

@@ -23,7 +23,7 @@ from pydantic import Field
 from ..audit import redact_message, redact_urls
 from ..costs import RESERVED_CHARS_PER_TOKEN
 from ..options import BackendOptions, Cli, Identity
-from ..prompts import Prompt
+from ..prompts import Prompt, completion_text
 from ..sampling import SamplingParams
 from .base import (
     REMOTE,
@@ -166,7 +166,7 @@ def request_body(model: str, prompt: Prompt, params: SamplingParams, n: int, api
     if api == "chat":
         body.update(messages=prompt.chat_messages, logprobs=True)
     else:
-        body.update(prompt=prompt.text, logprobs=1)
+        body.update(prompt=completion_text(prompt), logprobs=1)
     if server_fields:
         body.update(min_p=0.0, repeat_penalty=1.0)
         if params.top_k:  # 0 (no cut) is left out: vLLM takes -1 for that, llama.cpp anything <= 0
