@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .frontier import Frontier
-from .report_html import write_html
+from .report_html import start_html
 from .results import REPORT_FIELDS, build_results, collector_paused
 from .safe_files import save_figure, write_text
 from .store import SampleStore
@@ -164,11 +164,13 @@ def write_report(run_dir: Path) -> dict[str, Any]:
 def _write_report(run_dir: Path) -> dict[str, Any]:
     with SampleStore.open_readonly(run_dir) as store:
         rows = store.path_rows(REPORT_FIELDS)  # read once for the results and the page
-        results = build_results(store, rows)
-    write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
-    write_text(run_dir / TABLE_FILE, markdown_table(results))
-    plot(results, run_dir / PLOT_FILE)
-    write_html(run_dir, results, run_dir / PLOT_FILE, rows)
+        # The page's questions do not depend on the results: a forked child builds them meanwhile.
+        with start_html(run_dir, rows) as page:
+            results = build_results(store, rows)
+            write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+            write_text(run_dir / TABLE_FILE, markdown_table(results))
+            plot(results, run_dir / PLOT_FILE)
+            page.finish(results, run_dir / PLOT_FILE)
     if any(j["runtime"]["seconds"] is not None for j in results["batch_jobs"]):
         runtime_plot(results, run_dir / "batch_runtime.png")
     return results
