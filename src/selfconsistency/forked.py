@@ -9,7 +9,8 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 
@@ -21,7 +22,7 @@ def can_fork() -> bool:
 
 class Forked:
     """`prepare()` starts at once in a forked child; `finish(*args)` hands `args` to it, where
-    `complete(prepare's result, *args)` runs, and returns once that has returned, raising the exception
+    `complete(prepare's result, *args)` runs, and returns what that returned, raising the exception
     either raised (the same type and message, the child's traceback as a note). Without a safe fork, both
     run in this process during `finish`. Leaving the `with` block before `finish` stops the child."""
 
@@ -35,10 +36,9 @@ class Forked:
             self._process.start()
             child_end.close()
 
-    def finish(self, *args: Any) -> None:
+    def finish(self, *args: Any) -> Any:
         if self._process is None:
-            self._complete(self._prepare(), *args)
-            return
+            return self._complete(self._prepare(), *args)
         try:
             self._connection.send(args)
         except OSError:  # the child has stopped: what it sent says why
@@ -47,11 +47,13 @@ class Forked:
             outcome = self._connection.recv()
         except (EOFError, OSError):  # it stopped without a word
             self._process.join()
-            outcome = RuntimeError(f"the process writing this report's page stopped (exit code "
-                                   f"{self._process.exitcode})")
+            outcome = (False, RuntimeError(f"a child process of this report stopped (exit code "
+                                           f"{self._process.exitcode})"))
         self._stop()
-        if outcome is not None:
-            raise outcome
+        done, value = outcome
+        if not done:
+            raise value
+        return value
 
     def _stop(self) -> None:
         if self._process is None:
@@ -82,18 +84,31 @@ def _child(prepare: Callable[[], Any], complete: Callable[..., None], connection
     try:
         prepared = prepare()
         args = connection.recv()
-        complete(prepared, *args)
-        outcome = None
+        outcome = (True, complete(prepared, *args))
     except (EOFError, SystemExit):  # the parent is gone or stopped this process: nothing more to do
         return
     except BaseException as exc:  # noqa: BLE001 - the parent raises it
         exc.add_note("in the child process:\n" + "".join(traceback.format_exception(exc)).rstrip())
-        outcome = exc
+        outcome = (False, exc)
         try:
             pickle.loads(pickle.dumps(exc))
         except Exception:  # noqa: BLE001 - an exception that does not survive pickling: its text does
-            outcome = RuntimeError(f"{type(exc).__name__}: {exc}")
+            outcome = (False, RuntimeError(f"{type(exc).__name__}: {exc}"))
     try:
         connection.send(outcome)
     except OSError:  # the parent is gone
         pass
+
+
+def forked_map(function: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    """`list(map(function, items))` with the first item's call in a forked child, the others here
+    meanwhile: two cores for two halves of a computation."""
+    if len(items) < 2 or not can_fork():
+        return [function(item) for item in items]
+    with Forked(partial(function, items[0]), _returned, fork=True) as first:
+        rest = [function(item) for item in items[1:]]
+        return [first.finish(), *rest]
+
+
+def _returned(value: Any) -> Any:
+    return value

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import json
 import secrets
-from functools import partial
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import jinja2
 import msgspec
 from markupsafe import Markup
 
-from .forked import Forked
 from .per_question import compact_records
 from .safe_files import replace_file
 
@@ -98,24 +96,22 @@ def _page(results: dict[str, Any], questions_json: bytes, plot_png: bytes | None
     return before.encode(), data, after.encode()
 
 
-def _questions_json(run_dir: Path, rows: list[tuple[Any, ...]] | None) -> bytes:
+def questions_json(run_dir: Path, rows: list[tuple[Any, ...]] | None = None) -> bytes:
+    """The page's questions (per_question.compact_records) as script JSON: most of the page, and
+    independent of the results. `rows`: the paths, when the caller has read them."""
     return _script_json(list(compact_records(run_dir, rows)))
 
 
-def _write_page(run_dir: Path, questions_json: bytes, results: dict[str, Any], plot: Path | None) -> None:
+def write_page(run_dir: Path, questions: bytes, results: dict[str, Any], plot: Path | None) -> None:
+    """report.html from its questions (`questions_json`), the results and the plot, written whole or not
+    at all."""
     png = plot.read_bytes() if plot is not None and plot.exists() else None
-    replace_file(Path(run_dir) / HTML_FILE, _page(results, questions_json, png))
-
-
-def start_html(run_dir: Path, rows: list[tuple[Any, ...]] | None = None, fork: bool | None = None) -> Forked:
-    """report.html's questions built in a forked child from now on (see forked.Forked); its `finish(results,
-    plot)` writes the page. `rows`: the paths, when the caller has read them (per_question.compact_records)."""
-    return Forked(partial(_questions_json, run_dir, rows), partial(_write_page, run_dir), fork)
+    replace_file(Path(run_dir) / HTML_FILE, _page(results, questions, png))
 
 
 def write_html(run_dir: Path, results: dict[str, Any], plot: Path | None = None,
                rows: list[tuple[Any, ...]] | None = None) -> Path:
     """Write report.html into the run directory, with `plot` (a PNG) inlined; `rows`: the paths, when the
     caller has read them (see per_question.compact_records)."""
-    _write_page(run_dir, _questions_json(run_dir, rows), results, plot)
+    write_page(run_dir, questions_json(run_dir, rows), results, plot)
     return Path(run_dir) / HTML_FILE
