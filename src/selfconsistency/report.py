@@ -170,6 +170,7 @@ def _write_report(run_dir: Path) -> dict[str, Any]:
         # meanwhile, then draws the plot and writes the page once the results come (forked.Forked); two
         # halves of the Monte-Carlo curves run at once too. In one process, the paths are read once for both.
         rows = None if fork else store.path_rows(REPORT_FIELDS)
+        store.settings()  # its modules imported before the fork, not in both processes (~0.3 s)
         with Forked(partial(_page_questions, run_dir, rows), partial(_plot_and_page, run_dir), fork) as page:
             results = build_results(store, rows, forked_map)
             write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
