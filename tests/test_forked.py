@@ -137,3 +137,36 @@ def test_without_fork_both_steps_run_here_at_finish():
         assert calls == []
         job.finish("arg")
     assert calls == [("prepare", os.getpid()), ("prepared", "arg")]
+
+
+REPORT_FILES = ("results.json", "results.md", "accuracy_vs_paths.png", "report.html")
+
+
+@needs_fork
+def test_the_report_forked_and_in_one_process_writes_the_same_bytes(tmp_path, scripted_backend):
+    import threading
+
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.report import write_report
+
+    # two temperatures and log-probs: the curves of majority and weighted votes, in halves when forked
+    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=6, backend="scripted", model="scripted-model", paths=5,
+                             temperatures=(0.5, 0.7), subset_runs=5), tmp_path)
+    assert can_fork()
+    children_cpu = sum(os.times()[2:4])
+    results = write_report(tmp_path)
+    assert sum(os.times()[2:4]) > children_cpu  # children did part of the work, and were waited for
+    assert results["sampled"][0]["weighted_votes"]
+    forked = {name: (tmp_path / name).read_bytes() for name in REPORT_FILES}
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()  # another thread running: no fork, all in this process
+    try:
+        assert not can_fork()
+        write_report(tmp_path)
+    finally:
+        stop.set()
+        other.join()
+    assert {name: (tmp_path / name).read_bytes() for name in REPORT_FILES} == forked
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")]
