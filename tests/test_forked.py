@@ -94,7 +94,7 @@ def test_an_exception_that_cannot_travel_arrives_as_its_text():
 @needs_fork
 def test_a_child_that_dies_is_an_error_not_a_hang():
     with Forked(lambda: os._exit(3), lambda prepared: None, fork=True) as job, \
-            pytest.raises(RuntimeError, match=r"stopped \(exit code 3\)"):
+            pytest.raises(RuntimeError, match=r"child process stopped \(exit code 3\)"):
         job.finish()
 
 

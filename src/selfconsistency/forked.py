@@ -47,8 +47,8 @@ class Forked:
             outcome = self._connection.recv()
         except (EOFError, OSError):  # it stopped without a word
             self._process.join()
-            outcome = (False, RuntimeError(f"a child process of this report stopped (exit code "
-                                           f"{self._process.exitcode})"))
+            outcome = (False, RuntimeError(f"a forked child process stopped (exit code {self._process.exitcode})"))
+        self._process.join(5)  # it has answered: let it exit on its own
         self._stop()
         done, value = outcome
         if not done:
