@@ -12,14 +12,16 @@ votes run), then wall and CPU seconds of:
    the 225,000 paths. --compare-with times the same steps with an older checkout's code in a subprocess.
 
 Prints measured numbers; it asserts nothing about time. The machine may be shared: CPU seconds next to
-wall seconds show how much of a wall time was waiting for the CPU.
+wall seconds show how much of a wall time was waiting for the CPU (CPU: this process and the child
+processes it forked, e.g. `report`'s).
 
     PYTHONPATH=src .venv/bin/python bench/analysis_scale.py [--questions 7473] [--keep DIR] [--skip-old]
         [--skip-analysis] [--skip-batch] [--before-src OTHER/src] [--compare-with OTHER/src]
 
 `--before-src` times `report` and `simulate` of another checkout's src/ (e.g. main before a change) on
-the same stored run right after this tree's, and says whether their results.json, report.html and
-frontier.json are byte-identical. `--compare-with` times the batch I/O again with another checkout's src/.
+the same stored run right after this tree's, and says whether their results.json, results.md, plot,
+report.html and frontier.json are byte-identical. `--compare-with` times the batch I/O again with another
+checkout's src/.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -47,11 +50,16 @@ TEXT = ("Natalia sold 48 clips in April and half as many in May, so she sold 48 
         "Altogether she sold 48 + 24 = 72 clips in April and May. The answer is {answer}.")
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time and its finished children's: `report` works in forked children too."""
+    return sum(os.times()[:4])
+
+
 @contextlib.contextmanager
 def timed(label: str, rows: list):
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     yield
-    rows.append((label, time.perf_counter() - wall, time.process_time() - cpu))
+    rows.append((label, time.perf_counter() - wall, cpu_seconds() - cpu))
     print(f"  {label:58s} {rows[-1][1]:7.2f} s wall {rows[-1][2]:7.2f} s CPU", flush=True)
 
 
@@ -141,19 +149,20 @@ def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None, befo
 
 
 BEFORE = """
-import contextlib, filecmp, shutil, sys, time
+import contextlib, filecmp, os, shutil, sys, time
 from pathlib import Path
 from selfconsistency.cli import simulate
 from selfconsistency.report import write_report
 run_dir = Path(sys.argv[1])
-kept = {name: (run_dir / name).read_bytes() for name in ("results.json", "report.html", "frontier.json")}
+kept = {name: (run_dir / name).read_bytes()
+        for name in ("results.json", "results.md", "accuracy_vs_paths.png", "report.html", "frontier.json")}
 for label, work in (("report", lambda: write_report(run_dir)),
                     ("simulate", lambda: simulate(run_dir, stop=sys.argv[2:], temperature=0.7, min_paths=1,
                                                   runs=100, seed=0))):
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), sum(os.times()[:4])
     with contextlib.redirect_stdout(open("/dev/null", "w")):
         work()
-    print(label, time.perf_counter() - wall, time.process_time() - cpu, flush=True)
+    print(label, time.perf_counter() - wall, sum(os.times()[:4]) - cpu, flush=True)
 for name, content in kept.items():
     print(name, (run_dir / name).read_bytes() == content)
 """

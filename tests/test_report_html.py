@@ -115,6 +115,24 @@ def test_script_json_cannot_close_or_comment_out_its_element():
     assert json.loads(encoded) == value
 
 
+def test_script_json_writes_what_json_dumps_wrote():
+    """The page's JSON comes from msgspec now: the same bytes as json.dumps(ensure_ascii=False, compact)
+    gave, escapes included; floats the page never holds at realistic settings (below 1e-4, from 1e16)
+    are spelled otherwise but parse to the same number."""
+    import random
+
+    rng = random.Random(7)
+    text = "".join(map(chr, range(0x80))) + "\u2028\u2029\u0085\ufeff é 中 \U0001f600 \\ \" </script>"
+    value = {"temperatures": [0.5, 0.7, 1.0, 1.3], "questions": [
+        {"id": text, "votes": [{"counts": [["18", 3], [text, 2]], "agreement": round(rng.random(), 4),
+                                "tie": False, "correct": None}],
+         "paths": [(0.7, i, None, round(rng.uniform(-400, 0), 3), "stop", i * 7, text) for i in range(200)]}]}
+    before = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    assert script_json(value) == before.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    odd = [1e-05, -3.2e-07, 1e16, -4.5e20, 5e-324, 1.7976931348623157e308]
+    assert json.loads(script_json(odd)) == odd
+
+
 def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
     html = (small_run / "report.html").read_text(encoding="utf-8")
     parser, data = page_data(html)

@@ -9,9 +9,10 @@ Pure computation over stored data and the run's settings: no plotting library, a
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
+from functools import partial
 from itertools import accumulate, compress
 from operator import itemgetter
 from typing import Any
@@ -163,9 +164,12 @@ def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, co
     }
 
 
-def build_results(store: SampleStore, rows: list[tuple[Any, ...]] | None = None) -> dict[str, Any]:
+def build_results(store: SampleStore, rows: list[tuple[Any, ...]] | None = None,
+                  map_curves: Callable[[Callable, Sequence], list] | None = None) -> dict[str, Any]:
     """Everything the report shows, computed from the store's paths and settings; `rows`: the paths as
-    store.path_rows(REPORT_FIELDS) returned them, when the caller has read them already."""
+    store.path_rows(REPORT_FIELDS) returned them, when the caller has read them already; `map_curves`:
+    a `map` returning a list (the default: the builtin's), to run halves of the Monte-Carlo curves in
+    parallel (forked.forked_map)."""
     config = store.settings().stored_settings()
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
@@ -214,8 +218,12 @@ def build_results(store: SampleStore, rows: list[tuple[Any, ...]] | None = None)
             if config.get("stop"):
                 summary["adaptive"] = _adaptive(store, config, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
-    _curves(votes, config["subset_runs"], config["seed"])
+    _curves(votes, config["subset_runs"], config["seed"], map_curves or _map)
     return results
+
+
+def _map(function: Callable, items: Sequence) -> list:
+    return list(map(function, items))
 
 
 def _vote_weights(paths: _SettingPaths, scored: np.ndarray) -> dict[str, np.ndarray]:
@@ -228,17 +236,20 @@ def _vote_weights(paths: _SettingPaths, scored: np.ndarray) -> dict[str, np.ndar
 
 
 def _curves(votes: list[tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, np.ndarray]]], runs: int,
-            seed: int) -> None:
+            seed: int, map_curves: Callable[[Callable, Sequence], list]) -> None:
     """Each sampled setting's curve (exact, and mean ± std over random subsets) and weighted-vote curves
     (mean ± std), into its summary. Settings with the same shape are simulated over one set of path orders
-    (the seed's): each curve is the one `accuracy_curve` / `subset_curve` gives alone."""
+    (the seed's), in two halves (`map_curves` may run them at once; each draws the same orders): each
+    curve is the one `accuracy_curve` / `subset_curve` gives alone."""
     by_shape: dict[tuple[int, int], list] = {}
     for vote in votes:
         by_shape.setdefault(vote[1].shape, []).append(vote)
     for shape, group in by_shape.items():
         jobs = [(encoded, gold_ids, weights.get(method), np.random.default_rng(seed))
                 for _, encoded, gold_ids, weights in group for method in (None, *weights)]
-        curves = iter(subset_curves(shape, jobs, runs))
+        half = (len(jobs) + 1) // 2
+        parts = [jobs[:half], jobs[half:]] if len(jobs) > 1 else [jobs]
+        curves = iter(sum(map_curves(partial(subset_curves, shape, runs=runs), parts), []))
         for summary, encoded, gold_ids, weights in group:
             mean, std = next(curves)
             exact = exact_curve(encoded, gold_ids)

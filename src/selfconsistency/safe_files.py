@@ -11,6 +11,7 @@ import errno
 import io
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -67,3 +68,27 @@ def save_figure(figure: Any, path: Path, dpi: int = 120) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     write_bytes(path, buffer.getvalue())
+
+
+def replace_file(path: Path, parts: Iterable[bytes]) -> None:
+    """`parts` written to a new file beside `path`, then renamed over it: a crash or Ctrl-C midway leaves
+    the old file (or none), never half of the new one. A symlink or other non-regular file at `path` is
+    refused, as `open_no_follow` refuses it."""
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        pass
+    else:
+        refuse_symlink(path)
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open_no_follow(temporary, "wb") as handle:
+            for part in parts:
+                handle.write(part)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
