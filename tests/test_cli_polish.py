@@ -146,7 +146,7 @@ def test_zero_shot_completion_prompt_asks_for_the_answer_statement():
 # -- small things -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_report_without_paths_shows_a_dash_not_zero_percent(tmp_path):
+def test_report_without_paths_shows_a_dash_not_zero_percent(tmp_path, scripted_backend):
     unfinished_store(tmp_path, backend="scripted", model="scripted-model")
     proc = at_columns(80, "report", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
