@@ -7,6 +7,7 @@ reproducible by itself whatever order, batch or resumed session it is generated 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +24,9 @@ class SamplingParams(BaseModel):
     max_tokens: int = Field(default=256, ge=1)
     stop: tuple[str, ...] = ()
     seed: int = Field(default=0, ge=0)
+    # A regular expression: the path ends once its text matches (its answer statement is complete,
+    # `answer_stop`); the text keeps what the match spans. Only the embedded backend applies it.
+    complete: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -32,6 +36,11 @@ class SamplingParams(BaseModel):
     def _stops_not_empty(self) -> SamplingParams:
         if any(s == "" for s in self.stop):
             raise ValueError("stop sequences must be non-empty")
+        if self.complete is not None:
+            try:  # a bad pattern fails here, not in the middle of a path
+                re.compile(self.complete)
+            except re.error as exc:
+                raise ValueError(f"completion pattern {self.complete!r}: {exc}") from None
         return self
 
 
