@@ -9,7 +9,10 @@ calls, side by side, and how many paths' texts equal the B=1 engine's (batched k
 Beside each engine row, the ceiling: "raw decode B" runs `llama_decode` on B sequences that share the
 first question's prompt, feeding a fixed token for the engine's mean path length, with logits computed
 but never read: no sampling, no Python per token, the most this machine and llama.cpp can do at that
-batch size. "share of raw" is the engine's tokens/s as a fraction of it.
+batch size. "share of raw" is the engine's tokens/s as a fraction of it; "share w/o prompt" leaves the
+engine's prompt evaluation out of its time (the raw rows evaluate one prompt, outside their timing), and
+"mean batch" is how many paths the engine's generation steps decoded on average (the work list's tail
+decodes fewer than B). CPU seconds are this process's, beside wall seconds (the machine is shared).
 
     .venv/bin/python bench/local_throughput.py --model qwen2.5-coder-0.5b --questions 20 --paths 8
 """
@@ -34,29 +37,33 @@ def high_level(backend: LlamaCppBackend, requests) -> dict:
     llm = backend.llm
     llm.reset()  # nothing cached from loading: every prompt token counts
     llama_cpp.llama_perf_context_reset(llm.ctx)
-    tokens, started = 0, time.perf_counter()
+    tokens, started, cpu = 0, time.perf_counter(), time.process_time()
     for request in requests:
         p = request.params
         out = llm.create_completion(request.prompt.text, max_tokens=p.max_tokens, temperature=p.temperature,
                                     top_k=p.top_k, top_p=p.top_p, min_p=0.0, stop=list(p.stop), seed=p.seed)
         tokens += out["usage"]["completion_tokens"]
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     perf = llama_cpp.llama_perf_context(llm.ctx)
-    return {"wall": wall, "tokens": tokens, "prompt_evaluated": perf.n_p_eval, "texts": None}
+    return {"wall": wall, "cpu": cpu, "tokens": tokens, "prompt_evaluated": perf.n_p_eval, "texts": None}
 
 
 def engine(backend: LlamaCppBackend, requests) -> dict:
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     generations = list(backend.generate(requests))
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    prompt_seconds = mean_batch = None
     if backend.batch_size > 1:
-        evaluated = backend._batched.prompt_tokens_evaluated
+        batched = backend._batched
+        evaluated, prompt_seconds = batched.prompt_tokens_evaluated, batched.prompt_seconds
+        mean_batch = batched.step_rows / max(1, batched.steps)
     else:  # shared block once, then each question's own tokens once
         evaluated = len(backend.tokens(requests[0].prompt)[0]) + sum(
             len(backend.tokens(r.prompt)[1]) for r in {r.question_id: r for r in requests}.values())
     texts = {(g.request.question_id, g.request.temperature, g.request.path_index): g.text for g in generations}
-    return {"wall": wall, "tokens": sum(g.completion_tokens for g in generations),
-            "prompt_evaluated": evaluated, "texts": texts}
+    return {"wall": wall, "cpu": cpu, "tokens": sum(g.completion_tokens for g in generations),
+            "prompt_evaluated": evaluated, "texts": texts, "prompt_seconds": prompt_seconds,
+            "mean_batch": mean_batch}
 
 
 def raw_decode(backend: LlamaCppBackend, requests, batch_size: int, steps: int) -> dict:
@@ -73,12 +80,13 @@ def raw_decode(backend: LlamaCppBackend, requests, batch_size: int, steps: int) 
     for seq in range(1, batch_size + 1):
         llama_cpp.llama_memory_seq_cp(memory, decoder.question_seq, seq, 0, n_prompt)
     token = rest[-1]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for step in range(steps):
         decoder._decode([(token, n_prompt + step, seq, True) for seq in range(1, batch_size + 1)])
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     decoder.close()
-    return {"wall": wall, "tokens": steps * batch_size, "prompt_evaluated": n_prompt, "texts": None}
+    return {"wall": wall, "cpu": cpu, "tokens": steps * batch_size, "prompt_evaluated": n_prompt, "texts": None,
+            "mean_batch": batch_size}
 
 
 def main() -> None:
@@ -122,17 +130,21 @@ def main() -> None:
     base = rows[0][1]["tokens"] / rows[0][1]["wall"]
     reference = next((r["texts"] for name, r in rows if name == "engine batch 1"), None)
     print()
-    print("| decoding | generated tokens | tokens/s | speed-up | share of raw | prompt tokens evaluated | "
-          "wall s | texts = batch 1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| decoding | generated tokens | tokens/s | speed-up | share of raw | share w/o prompt | mean batch | "
+          "prompt tokens evaluated | wall s | CPU s | texts = batch 1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         rate = r["tokens"] / r["wall"]
         same = "–"
         if reference is not None and r["texts"] is not None:
             same = f"{sum(r['texts'][k] == v for k, v in reference.items())}/{len(reference)}"
         share = f"{rate / ceilings[name]:.0%}" if name in ceilings else "–"
-        print(f"| {name} | {r['tokens']:,} | {rate:.1f} | {rate / base:.2f}x | {share} | "
-              f"{r['prompt_evaluated']:,} | {r['wall']:.1f} | {same} |")
+        without_prompt = "–"
+        if name in ceilings and r.get("prompt_seconds") is not None:
+            without_prompt = f"{r['tokens'] / (r['wall'] - r['prompt_seconds']) / ceilings[name]:.0%}"
+        batch = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "–"
+        print(f"| {name} | {r['tokens']:,} | {rate:.1f} | {rate / base:.2f}x | {share} | {without_prompt} | {batch} | "
+              f"{r['prompt_evaluated']:,} | {r['wall']:.1f} | {r['cpu']:.1f} | {same} |")
 
 
 if __name__ == "__main__":

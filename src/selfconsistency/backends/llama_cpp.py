@@ -64,10 +64,11 @@ class PathDecoder:
         self.finish_reason: str | None = None
         self.seconds = 0.0  # this path's share of the measured generation time
 
-    def push(self, logits: np.ndarray) -> int | None:
-        """Sample the next token from `logits`; the token to feed back, or None once the path ended."""
+    def push(self, logits: np.ndarray, normalizer: float | None = None) -> int | None:
+        """Sample the next token from `logits` (`normalizer`: their log-sum-exp, if known); the token to
+        feed back, or None once the path ended."""
         params = self.request.params
-        token, logprob = sample_token(logits, params, self._rng)
+        token, logprob = sample_token(logits, params, self._rng, normalizer)
         if self._is_end(token):
             self.finish_reason = "stop"
             return None
