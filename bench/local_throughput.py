@@ -48,15 +48,24 @@ def high_level(backend: LlamaCppBackend, requests) -> dict:
     return {"wall": wall, "cpu": cpu, "tokens": tokens, "prompt_evaluated": perf.n_p_eval, "texts": None}
 
 
-def engine(backend: LlamaCppBackend, requests) -> dict:
+def engine(backend: LlamaCppBackend, requests, between=None) -> dict:
+    """The engine on `requests`; `between()` runs after each finished path, outside the engine's timing
+    (it returns the wall and CPU seconds it took, which are taken off)."""
     started, cpu = time.perf_counter(), time.process_time()
-    generations = list(backend.generate(requests))
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    generations, aside_wall, aside_cpu = [], 0.0, 0.0
+    for generation in backend.generate(requests):
+        generations.append(generation)
+        if between is not None:
+            spent_wall, spent_cpu = between()
+            aside_wall, aside_cpu = aside_wall + spent_wall, aside_cpu + spent_cpu
+    wall = time.perf_counter() - started - aside_wall
+    cpu = time.process_time() - cpu - aside_cpu
     prompt_seconds = mean_batch = None
     if backend.batch_size > 1:
         batched = backend._batched
-        evaluated, prompt_seconds = batched.prompt_tokens_evaluated, batched.prompt_seconds
-        mean_batch = batched.step_rows / max(1, batched.steps)
+        evaluated = batched.prompt_tokens_evaluated
+        if hasattr(batched, "prompt_seconds"):  # an older engine (a before/after comparison) lacks them
+            prompt_seconds, mean_batch = batched.prompt_seconds, batched.step_rows / max(1, batched.steps)
     else:  # shared block once, then each question's own tokens once
         evaluated = len(backend.tokens(requests[0].prompt)[0]) + sum(
             len(backend.tokens(r.prompt)[1]) for r in {r.question_id: r for r in requests}.values())
@@ -64,6 +73,47 @@ def engine(backend: LlamaCppBackend, requests) -> dict:
     return {"wall": wall, "cpu": cpu, "tokens": sum(g.completion_tokens for g in generations),
             "prompt_evaluated": evaluated, "texts": texts, "prompt_seconds": prompt_seconds,
             "mean_batch": mean_batch}
+
+
+class InterleavedRaw:
+    """The raw decode in small blocks run between the engine's paths, in a context of its own, so that
+    both rows see the same load on a shared machine. Positions restart every `period` steps."""
+
+    def __init__(self, backend: LlamaCppBackend, requests, batch_size: int, per_path: int, period: int):
+        from selfconsistency.backends.llama_batched import BatchedDecoder
+
+        self.decoder = BatchedDecoder(backend, batch_size)
+        shared, rest = backend.tokens(requests[0].prompt)
+        self.n_prompt, self.token = len(shared) + len(rest), rest[-1]
+        self.decoder._ensure_context(-(-(self.n_prompt + batch_size * (period + 1)) // 256) * 256)
+        self.decoder._open_question(shared, rest)
+        self.batch_size, self.per_path, self.period, self.step = batch_size, per_path, period, 0
+        self._restart()
+        self.wall = self.cpu = 0.0
+
+    def _restart(self) -> None:
+        memory = self.decoder._memory
+        for seq in range(1, self.batch_size + 1):
+            llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            llama_cpp.llama_memory_seq_cp(memory, self.decoder.question_seq, seq, 0, self.n_prompt)
+
+    def __call__(self) -> tuple[float, float]:
+        started, cpu = time.perf_counter(), time.process_time()
+        for _ in range(self.per_path):
+            if self.step and self.step % self.period == 0:
+                self._restart()
+            position = self.n_prompt + self.step % self.period
+            timed = time.perf_counter(), time.process_time()
+            self.decoder._decode([(self.token, position, seq, True) for seq in range(1, self.batch_size + 1)])
+            self.wall += time.perf_counter() - timed[0]
+            self.cpu += time.process_time() - timed[1]
+            self.step += 1
+        return time.perf_counter() - started, time.process_time() - cpu
+
+    def result(self) -> dict:
+        self.decoder.close()
+        return {"wall": self.wall, "cpu": self.cpu, "tokens": self.step * self.batch_size,
+                "prompt_evaluated": self.n_prompt, "texts": None, "mean_batch": self.batch_size}
 
 
 def raw_decode(backend: LlamaCppBackend, requests, batch_size: int, steps: int) -> dict:
@@ -97,6 +147,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,4,8,16")
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--skip-high-level", action="store_true")
+    parser.add_argument("--interleave", type=int, default=0, metavar="STEPS",
+                        help="run the raw decode as STEPS steps after each finished path, interleaved with the "
+                             "engine (both see the same load), positions restarting every --max-tokens/3 steps")
     args = parser.parse_args()
 
     config = RunConfig(data=str(REPO / "data/gsm8k/test.jsonl"), limit=args.questions, paths=args.paths,
@@ -118,12 +171,15 @@ def main() -> None:
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         backend = LlamaCppBackend(args.model, batch_size=batch_size)
         backend._load(4096)
-        rows.append((f"engine batch {batch_size}", engine(backend, requests)))
+        interleaved = None
+        if args.interleave:
+            interleaved = InterleavedRaw(backend, requests, batch_size, args.interleave, max(1, args.max_tokens // 3))
+        rows.append((f"engine batch {batch_size}", engine(backend, requests, interleaved)))
         print(f"  done: {rows[-1][0]}", flush=True)
         mean_length = max(1, round(rows[-1][1]["tokens"] / len(requests)))
-        raw = raw_decode(backend, requests, batch_size, mean_length)
+        raw = interleaved.result() if interleaved else raw_decode(backend, requests, batch_size, mean_length)
         ceilings[rows[-1][0]] = raw["tokens"] / raw["wall"]
-        rows.append((f"raw decode {batch_size}", raw))
+        rows.append((f"raw decode {batch_size}" + (" (interleaved)" if interleaved else ""), raw))
         backend.close()
         print(f"  done: {rows[-1][0]}", flush=True)
 
