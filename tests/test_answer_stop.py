@@ -55,7 +55,8 @@ def _decode(pieces: list[str], complete: str | None, stop: tuple[str, ...] = ("\
     """A path fed `pieces` one token each (greedy on one-hot logits), as the engine feeds the model's."""
     vocabulary = [piece.encode() for piece in pieces]
     params = SamplingParams(temperature=0.0, max_tokens=50, stop=stop, complete=complete)
-    request = GenerationRequest("q", 0.0, 0, Prompt(shared="", question="Q", messages=(), format=PromptFormat.completion), params)
+    prompt = Prompt(shared="", question="Q", messages=(), format=PromptFormat.completion)
+    request = GenerationRequest("q", 0.0, 0, prompt, params)
     path = PathDecoder(request, 1, lambda tokens: b"".join(vocabulary[t] for t in tokens), lambda token: False)
     for step in range(len(pieces)):
         logits = np.zeros(len(pieces), dtype=np.float32)
