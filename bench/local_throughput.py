@@ -15,6 +15,7 @@ engine's prompt evaluation out of its time (the raw rows evaluate one prompt, ou
 decodes fewer than B). CPU seconds are this process's, beside wall seconds (the machine is shared).
 
     .venv/bin/python bench/local_throughput.py --model qwen2.5-coder-0.5b --questions 20 --paths 8
+    .venv/bin/python bench/local_throughput.py --batch-sizes 8,16 --skip-high-level --interleave 2  # shared machine
 """
 
 from __future__ import annotations
