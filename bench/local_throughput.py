@@ -9,9 +9,13 @@ calls, side by side, and how many paths' texts equal the B=1 engine's (batched k
 Beside each engine row, the ceiling: "raw decode B" runs `llama_decode` on B sequences that share the
 first question's prompt, feeding a fixed token for the engine's mean path length, with logits computed
 but never read: no sampling, no Python per token, the most this machine and llama.cpp can do at that
-batch size. "share of raw" is the engine's tokens/s as a fraction of it.
+batch size. "share of raw" is the engine's tokens/s as a fraction of it; "share w/o prompt" leaves the
+engine's prompt evaluation out of its time (the raw rows evaluate one prompt, outside their timing), and
+"mean batch" is how many paths the engine's generation steps decoded on average (the work list's tail
+decodes fewer than B). CPU seconds are this process's, beside wall seconds (the machine is shared).
 
     .venv/bin/python bench/local_throughput.py --model qwen2.5-coder-0.5b --questions 20 --paths 8
+    .venv/bin/python bench/local_throughput.py --batch-sizes 8,16 --skip-high-level --interleave 2  # shared machine
 """
 
 from __future__ import annotations
@@ -34,29 +38,83 @@ def high_level(backend: LlamaCppBackend, requests) -> dict:
     llm = backend.llm
     llm.reset()  # nothing cached from loading: every prompt token counts
     llama_cpp.llama_perf_context_reset(llm.ctx)
-    tokens, started = 0, time.perf_counter()
+    tokens, started, cpu = 0, time.perf_counter(), time.process_time()
     for request in requests:
         p = request.params
         out = llm.create_completion(request.prompt.text, max_tokens=p.max_tokens, temperature=p.temperature,
                                     top_k=p.top_k, top_p=p.top_p, min_p=0.0, stop=list(p.stop), seed=p.seed)
         tokens += out["usage"]["completion_tokens"]
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     perf = llama_cpp.llama_perf_context(llm.ctx)
-    return {"wall": wall, "tokens": tokens, "prompt_evaluated": perf.n_p_eval, "texts": None}
+    return {"wall": wall, "cpu": cpu, "tokens": tokens, "prompt_evaluated": perf.n_p_eval, "texts": None}
 
 
-def engine(backend: LlamaCppBackend, requests) -> dict:
-    started = time.perf_counter()
-    generations = list(backend.generate(requests))
-    wall = time.perf_counter() - started
+def engine(backend: LlamaCppBackend, requests, between=None) -> dict:
+    """The engine on `requests`; `between()` runs after each finished path, outside the engine's timing
+    (it returns the wall and CPU seconds it took, which are taken off)."""
+    started, cpu = time.perf_counter(), time.process_time()
+    generations, aside_wall, aside_cpu = [], 0.0, 0.0
+    for generation in backend.generate(requests):
+        generations.append(generation)
+        if between is not None:
+            spent_wall, spent_cpu = between()
+            aside_wall, aside_cpu = aside_wall + spent_wall, aside_cpu + spent_cpu
+    wall = time.perf_counter() - started - aside_wall
+    cpu = time.process_time() - cpu - aside_cpu
+    prompt_seconds = mean_batch = None
     if backend.batch_size > 1:
-        evaluated = backend._batched.prompt_tokens_evaluated
+        batched = backend._batched
+        evaluated = batched.prompt_tokens_evaluated
+        if hasattr(batched, "prompt_seconds"):  # an older engine (a before/after comparison) lacks them
+            prompt_seconds, mean_batch = batched.prompt_seconds, batched.step_rows / max(1, batched.steps)
     else:  # shared block once, then each question's own tokens once
         evaluated = len(backend.tokens(requests[0].prompt)[0]) + sum(
             len(backend.tokens(r.prompt)[1]) for r in {r.question_id: r for r in requests}.values())
     texts = {(g.request.question_id, g.request.temperature, g.request.path_index): g.text for g in generations}
-    return {"wall": wall, "tokens": sum(g.completion_tokens for g in generations),
-            "prompt_evaluated": evaluated, "texts": texts}
+    return {"wall": wall, "cpu": cpu, "tokens": sum(g.completion_tokens for g in generations),
+            "prompt_evaluated": evaluated, "texts": texts, "prompt_seconds": prompt_seconds,
+            "mean_batch": mean_batch}
+
+
+class InterleavedRaw:
+    """The raw decode in small blocks run between the engine's paths, in a context of its own, so that
+    both rows see the same load on a shared machine. Positions restart every `period` steps."""
+
+    def __init__(self, backend: LlamaCppBackend, requests, batch_size: int, per_path: int, period: int):
+        from selfconsistency.backends.llama_batched import BatchedDecoder
+
+        self.decoder = BatchedDecoder(backend, batch_size)
+        shared, rest = backend.tokens(requests[0].prompt)
+        self.n_prompt, self.token = len(shared) + len(rest), rest[-1]
+        self.decoder._ensure_context(-(-(self.n_prompt + batch_size * (period + 1)) // 256) * 256)
+        self.decoder._open_question(shared, rest)
+        self.batch_size, self.per_path, self.period, self.step = batch_size, per_path, period, 0
+        self._restart()
+        self.wall = self.cpu = 0.0
+
+    def _restart(self) -> None:
+        memory = self.decoder._memory
+        for seq in range(1, self.batch_size + 1):
+            llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            llama_cpp.llama_memory_seq_cp(memory, self.decoder.question_seq, seq, 0, self.n_prompt)
+
+    def __call__(self) -> tuple[float, float]:
+        started, cpu = time.perf_counter(), time.process_time()
+        for _ in range(self.per_path):
+            if self.step and self.step % self.period == 0:
+                self._restart()
+            position = self.n_prompt + self.step % self.period
+            timed = time.perf_counter(), time.process_time()
+            self.decoder._decode([(self.token, position, seq, True) for seq in range(1, self.batch_size + 1)])
+            self.wall += time.perf_counter() - timed[0]
+            self.cpu += time.process_time() - timed[1]
+            self.step += 1
+        return time.perf_counter() - started, time.process_time() - cpu
+
+    def result(self) -> dict:
+        self.decoder.close()
+        return {"wall": self.wall, "cpu": self.cpu, "tokens": self.step * self.batch_size,
+                "prompt_evaluated": self.n_prompt, "texts": None, "mean_batch": self.batch_size}
 
 
 def raw_decode(backend: LlamaCppBackend, requests, batch_size: int, steps: int) -> dict:
@@ -73,12 +131,13 @@ def raw_decode(backend: LlamaCppBackend, requests, batch_size: int, steps: int) 
     for seq in range(1, batch_size + 1):
         llama_cpp.llama_memory_seq_cp(memory, decoder.question_seq, seq, 0, n_prompt)
     token = rest[-1]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     for step in range(steps):
         decoder._decode([(token, n_prompt + step, seq, True) for seq in range(1, batch_size + 1)])
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     decoder.close()
-    return {"wall": wall, "tokens": steps * batch_size, "prompt_evaluated": n_prompt, "texts": None}
+    return {"wall": wall, "cpu": cpu, "tokens": steps * batch_size, "prompt_evaluated": n_prompt, "texts": None,
+            "mean_batch": batch_size}
 
 
 def main() -> None:
@@ -89,6 +148,9 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,4,8,16")
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--skip-high-level", action="store_true")
+    parser.add_argument("--interleave", type=int, default=0, metavar="STEPS",
+                        help="run the raw decode as STEPS steps after each finished path, interleaved with the "
+                             "engine (both see the same load), positions restarting every --max-tokens/3 steps")
     args = parser.parse_args()
 
     config = RunConfig(data=str(REPO / "data/gsm8k/test.jsonl"), limit=args.questions, paths=args.paths,
@@ -110,29 +172,36 @@ def main() -> None:
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
         backend = LlamaCppBackend(args.model, batch_size=batch_size)
         backend._load(4096)
-        rows.append((f"engine batch {batch_size}", engine(backend, requests)))
+        interleaved = None
+        if args.interleave:
+            interleaved = InterleavedRaw(backend, requests, batch_size, args.interleave, max(1, args.max_tokens // 3))
+        rows.append((f"engine batch {batch_size}", engine(backend, requests, interleaved)))
         print(f"  done: {rows[-1][0]}", flush=True)
         mean_length = max(1, round(rows[-1][1]["tokens"] / len(requests)))
-        raw = raw_decode(backend, requests, batch_size, mean_length)
+        raw = interleaved.result() if interleaved else raw_decode(backend, requests, batch_size, mean_length)
         ceilings[rows[-1][0]] = raw["tokens"] / raw["wall"]
-        rows.append((f"raw decode {batch_size}", raw))
+        rows.append((f"raw decode {batch_size}" + (" (interleaved)" if interleaved else ""), raw))
         backend.close()
         print(f"  done: {rows[-1][0]}", flush=True)
 
     base = rows[0][1]["tokens"] / rows[0][1]["wall"]
     reference = next((r["texts"] for name, r in rows if name == "engine batch 1"), None)
     print()
-    print("| decoding | generated tokens | tokens/s | speed-up | share of raw | prompt tokens evaluated | "
-          "wall s | texts = batch 1 |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| decoding | generated tokens | tokens/s | speed-up | share of raw | share w/o prompt | mean batch | "
+          "prompt tokens evaluated | wall s | CPU s | texts = batch 1 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
         rate = r["tokens"] / r["wall"]
         same = "–"
         if reference is not None and r["texts"] is not None:
             same = f"{sum(r['texts'][k] == v for k, v in reference.items())}/{len(reference)}"
         share = f"{rate / ceilings[name]:.0%}" if name in ceilings else "–"
-        print(f"| {name} | {r['tokens']:,} | {rate:.1f} | {rate / base:.2f}x | {share} | "
-              f"{r['prompt_evaluated']:,} | {r['wall']:.1f} | {same} |")
+        without_prompt = "–"
+        if name in ceilings and r.get("prompt_seconds") is not None:
+            without_prompt = f"{r['tokens'] / (r['wall'] - r['prompt_seconds']) / ceilings[name]:.0%}"
+        batch = f"{r['mean_batch']:.1f}" if r.get("mean_batch") else "–"
+        print(f"| {name} | {r['tokens']:,} | {rate:.1f} | {rate / base:.2f}x | {share} | {without_prompt} | {batch} | "
+              f"{r['prompt_evaluated']:,} | {r['wall']:.1f} | {r['cpu']:.1f} | {same} |")
 
 
 if __name__ == "__main__":

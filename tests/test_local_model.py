@@ -144,3 +144,31 @@ def test_chat_prompt_format_on_the_local_model(tmp_path):
                                                      ).fetchone()
         db.close()
     assert prompt_tokens["chat"] > prompt_tokens["completion"]
+
+
+
+def test_stop_at_answer_cuts_each_path_short_of_the_same_text(reference_run, tmp_path):
+    """--stop-at-answer, one path at a time: each path is the reference path cut right after its first
+    complete answer statement (same seed, same logits up to there), with the same answer; a store made
+    with it refuses to resume without it."""
+    from selfconsistency.answer_stop import answer_complete_pattern, complete_end
+
+    pattern = answer_complete_pattern("The answer is {answer}.", "number")
+    run_dir = tmp_path / "at-answer"
+    proc = cli(*small_run_args(run_dir, "--stop-at-answer"))
+    assert proc.returncode == 0, proc.stderr
+    db = sqlite3.connect(run_dir / "samples.sqlite")
+    reasons = {(q, t, i): r for q, t, i, r in db.execute(
+        "SELECT question_id, temperature, path_index, finish_reason FROM paths")}
+    db.close()
+    reference = {row[:3]: row for row in stored_rows(reference_run)}
+    rows = stored_rows(run_dir)
+    assert [row[:3] for row in rows] == list(reference)
+    for key, text, answer in ((row[:3], row[3], row[4]) for row in rows):
+        whole = reference[key][3]
+        end = complete_end(whole, pattern)
+        assert text == whole[:end] and answer == reference[key][4]
+        assert (reasons[key] == "answer") == (end is not None)
+    refused = cli(*small_run_args(run_dir))  # the same run without the option
+    assert refused.returncode == 2 and "stop_at_answer" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1

@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from selfconsistency.sampling import SamplingParams, path_seed, sample_token, top_candidates
+from selfconsistency.sampling import (
+    SamplingParams,
+    log_normalizer,
+    log_normalizers,
+    path_seed,
+    sample_token,
+    top_candidates,
+)
 
 
 def test_path_seed_depends_on_each_part_only():
@@ -98,3 +105,16 @@ def test_path_decoder_text_is_the_whole_paths_decoding():
         seen.append(decoder.text)
     assert seen[:3] == ["caf", "caf", "café is"]
     assert decoder.result().text == "café is 5." and decoder.finish_reason == "stop"
+
+
+def test_batched_normalizers_equal_the_per_row_ones_bit_for_bit():
+    """The engine takes every path's log-sum-exp in one pass; the recorded log-probs must not move."""
+    rng = np.random.default_rng(3)
+    rows = (rng.standard_normal((9, 151_936)) * 4).astype(np.float32)
+    rows[2, 17] = 60.0  # one dominant token
+    batched = log_normalizers(rows)
+    assert batched.tolist() == [log_normalizer(row) for row in rows]
+    params = SamplingParams(temperature=0.7, top_k=40, seed=1)
+    for row, normalizer in zip(rows, batched, strict=True):
+        assert sample_token(row, params, np.random.default_rng(5), float(normalizer)) == \
+            sample_token(row, params, np.random.default_rng(5))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .answer_stop import answer_complete_pattern
 from .audit import AuditLog
 from .backends import check_backend_name, create_backend
 from .backends.base import Backend, Generation, GenerationRequest
@@ -45,6 +46,17 @@ def prompt_digest(config: RunSettings, task: Task, data: TaskData) -> str:
     return hashlib.sha256(json.dumps([prompt.text, prompt.messages]).encode()).hexdigest()[:12]
 
 
+def answer_stop_pattern(config: RunSettings, task: Task) -> str | None:
+    """The completion condition paths end on with the embedded backend's --stop-at-answer, else None."""
+    if not getattr(config.options, "stop_at_answer", False):  # only the embedded backend offers it
+        return None
+    pattern = answer_complete_pattern(task.spec.prompt.answer_statement, task.spec.answer.type)
+    if pattern is None:
+        raise DataError(f"--stop-at-answer: task {task.name}'s answers ({task.spec.answer.type}) have no fixed "
+                        "shape to tell when its answer statement is complete; run without it")
+    return pattern
+
+
 def plan_requests(config: RunSettings, task: Task, data: TaskData,
                   wanted: dict[tuple[str, float], int] | None = None) -> list[GenerationRequest]:
     """Every path of the run, question by question (so a backend can reuse each question's prompt).
@@ -54,6 +66,7 @@ def plan_requests(config: RunSettings, task: Task, data: TaskData,
     experiment, sampling = config.experiment, config.sampling
     zero_shot = experiment.zero_shot or not data.exemplars
     stop = task.stop(zero_shot, chat=experiment.prompt_format is PromptFormat.chat)
+    complete = answer_stop_pattern(config, task)
     requests = []
     for question in data.questions:
         prompt = build_prompt(question.text, data.exemplars, experiment.prompt_format, zero_shot,
@@ -62,7 +75,7 @@ def plan_requests(config: RunSettings, task: Task, data: TaskData,
             count = config.paths_at(temperature) if wanted is None else wanted.get((question.id, temperature), 0)
             for index in range(count):
                 params = SamplingParams(temperature=temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-                                        max_tokens=sampling.max_tokens, stop=stop,
+                                        max_tokens=sampling.max_tokens, stop=stop, complete=complete,
                                         seed=path_seed(sampling.seed, question.id, temperature, index))
                 requests.append(GenerationRequest(question.id, temperature, index, prompt, params))
     return requests

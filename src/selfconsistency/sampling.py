@@ -7,6 +7,7 @@ reproducible by itself whatever order, batch or resumed session it is generated 
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -23,6 +24,9 @@ class SamplingParams(BaseModel):
     max_tokens: int = Field(default=256, ge=1)
     stop: tuple[str, ...] = ()
     seed: int = Field(default=0, ge=0)
+    # A regular expression: the path ends once its text matches (its answer statement is complete,
+    # `answer_stop`); the text keeps what the match spans. Only the embedded backend applies it.
+    complete: str | None = None
 
     @property
     def greedy(self) -> bool:
@@ -32,6 +36,11 @@ class SamplingParams(BaseModel):
     def _stops_not_empty(self) -> SamplingParams:
         if any(s == "" for s in self.stop):
             raise ValueError("stop sequences must be non-empty")
+        if self.complete is not None:
+            try:  # a bad pattern fails here, not in the middle of a path
+                re.compile(self.complete)
+            except re.error as exc:
+                raise ValueError(f"completion pattern {self.complete!r}: {exc}") from None
         return self
 
 
@@ -45,6 +54,12 @@ def log_normalizer(logits: np.ndarray) -> float:
     """log(sum(exp(logits))), stably; float32 work on the full vocabulary keeps this cheap per token."""
     peak = float(np.max(logits))
     return peak + float(np.log(np.exp(logits - np.float32(peak)).sum(dtype=np.float64)))
+
+
+def log_normalizers(rows: np.ndarray) -> np.ndarray:
+    """`log_normalizer` of each row of a (sequences x vocabulary) array in one pass, bit for bit the same."""
+    peaks = rows.max(axis=1)
+    return peaks.astype(np.float64) + np.log(np.exp(rows - peaks[:, None]).sum(axis=1, dtype=np.float64))
 
 
 _SUBSAMPLE_STRIDE = 64  # top-k threshold from every 64th logit: ~k x 64 survivors, a tiny sort
@@ -73,13 +88,15 @@ def top_candidates(logits: np.ndarray, top_k: int) -> np.ndarray:
     return candidates[np.lexsort((candidates, -logits))]
 
 
-def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> tuple[int, float]:
+def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator,
+                 normalizer: float | None = None) -> tuple[int, float]:
     """Pick the next token: argmax when greedy, else temperature -> top-k -> top-p sampling.
 
     Returns the token and its log-probability under the model's own (T=1, uncut) distribution,
-    the quantity weighted voting uses.
+    the quantity weighted voting uses. `normalizer`: `log_normalizer(logits)` if already computed.
     """
-    normalizer = log_normalizer(logits)
+    if normalizer is None:
+        normalizer = log_normalizer(logits)
     if params.greedy:
         token = int(np.argmax(logits))
         return token, float(logits[token]) - normalizer

@@ -162,7 +162,7 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
-    finish_reason: str  # "stop" (stop sequence or end of turn) or "length"
+    finish_reason: str  # "stop" (stop sequence or end of turn), "length", or "answer" (--stop-at-answer)
     logprob_sum: float | None = None  # sum of the sampled tokens' log-probabilities, when known
 
 

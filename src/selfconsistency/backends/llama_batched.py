@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..sampling import log_normalizers
 from .base import BackendError, Generation, GenerationRequest
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ class BatchedDecoder:
         self._question: list[int] | None = None
         self._question_logits: np.ndarray | None = None
         self.prompt_tokens_evaluated = 0  # measured work: what llama.cpp was asked to evaluate
+        self.prompt_seconds = 0.0  # ... and the time it took (bench/local_throughput.py reports both)
+        self.steps = self.step_rows = 0  # generation steps, and the paths they decoded (batch occupancy)
 
     # -- llama.cpp context -----------------------------------------------------------------------
 
@@ -101,13 +104,22 @@ class BatchedDecoder:
         pointer = llama_cpp.llama_get_logits_ith(self._ctx, row)
         return np.ctypeslib.as_array(pointer, shape=(self.backend.llm.n_vocab(),))
 
+    def _all_logits(self, rows: int) -> np.ndarray:
+        """The last decode's logits, one row per token that asked for them, in batch order: one view."""
+        import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits(self._ctx)
+        return np.ctypeslib.as_array(pointer, shape=(rows, self.backend.llm.n_vocab()))
+
     def _evaluate(self, tokens: list[int], start: int, seq: int) -> None:
+        started = time.perf_counter()
         for offset in range(0, len(tokens), self._batch_capacity()):
             chunk = tokens[offset: offset + self._batch_capacity()]
             last = offset + len(chunk) == len(tokens)
             self._decode([(t, start + offset + i, seq, last and i == len(chunk) - 1)
                           for i, t in enumerate(chunk)])
         self.prompt_tokens_evaluated += len(tokens)
+        self.prompt_seconds += time.perf_counter() - started
 
     def _batch_capacity(self) -> int:
         return max(512, self.n_slots)
@@ -166,10 +178,14 @@ class BatchedDecoder:
             started = time.perf_counter()
             order = sorted(slots)
             self._decode([(slots[seq][1], slots[seq][2], seq, True) for seq in order])
+            self.steps += 1
+            self.step_rows += len(order)
+            logits = self._all_logits(len(order))
+            normalizers = log_normalizers(logits)  # all rows in one pass
             finished = []
             for row, seq in enumerate(order):
                 path, _, position = slots[seq]
-                token = path.push(self._logits(row))
+                token = path.push(logits[row], float(normalizers[row]))
                 if token is None:
                     finished.append(seq)
                 else:

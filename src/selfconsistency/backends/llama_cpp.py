@@ -20,8 +20,9 @@ from typing import Annotated
 import numpy as np
 from pydantic import Field
 
+from ..answer_stop import complete_end
 from ..models import DEFAULT_MODEL, resolve_model_path
-from ..options import BackendOptions, Cli
+from ..options import BackendOptions, Cli, Identity
 from ..prompts import Prompt, PromptFormat
 from ..sampling import sample_token
 from .base import BackendConfig, BackendError, BackendSpec, Generation, GenerationRequest
@@ -63,10 +64,11 @@ class PathDecoder:
         self.finish_reason: str | None = None
         self.seconds = 0.0  # this path's share of the measured generation time
 
-    def push(self, logits: np.ndarray) -> int | None:
-        """Sample the next token from `logits`; the token to feed back, or None once the path ended."""
+    def push(self, logits: np.ndarray, normalizer: float | None = None) -> int | None:
+        """Sample the next token from `logits` (`normalizer`: their log-sum-exp, if known); the token to
+        feed back, or None once the path ended."""
         params = self.request.params
-        token, logprob = sample_token(logits, params, self._rng)
+        token, logprob = sample_token(logits, params, self._rng, normalizer)
         if self._is_end(token):
             self.finish_reason = "stop"
             return None
@@ -77,6 +79,10 @@ class PathDecoder:
         self.text = self._bytes.decode("utf-8", errors="ignore")
         start = max(0, previous_length - self._longest_stop)
         hits = [p for p in (self.text.find(s, start) for s in params.stop) if p >= 0]
+        complete = complete_end(self.text, params.complete) if params.complete else None
+        if complete is not None and (not hits or complete < min(hits)):
+            self.text, self.finish_reason = self.text[:complete], "answer"
+            return None
         if hits:
             self.text, self.finish_reason = self.text[: min(hits)], "stop"
             return None
@@ -299,6 +305,10 @@ class LocalOptions(BackendOptions):
     batch_size: Annotated[int, Field(ge=1, le=128), Cli(
         "Paths the local model decodes together (continuous batching). 1 decodes one path at a time: "
         "slower, but a resumed run then reproduces an uninterrupted one bit for bit.", LOCAL)] = 8
+    # Changes paths' texts: in the identity, recorded only when on so stores made before it resume.
+    stop_at_answer: Annotated[bool, Identity(only_if_set=True), Cli(
+        "End a path as soon as its answer statement is complete ('The answer is 72.'), instead of at the "
+        "end of its line; its finish reason is then 'answer'. Numeric, letter and yes/no tasks.", LOCAL)] = False
 
 
 def _start(config: BackendConfig) -> LlamaCppBackend:

@@ -1,0 +1,46 @@
+"""When a path's answer statement is complete ("The answer is 72." and one character more), so that the
+embedded backend can end the path there instead of generating past it (finish reason "answer").
+
+The condition is a regular expression built from the task's own answer statement: its text before
+`{answer}`, an answer of the task's type, its text after, then one character that cannot continue the
+answer (a number's "72." could still become "72.5", so the statement is complete only once a non-digit
+follows). The text kept ends with the statement; the character after it is dropped, like a stop string.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+# What each answer type looks like right after the statement's prefix (the extractors read these).
+_ANSWER_SHAPES = {
+    "number": r"[-\u2212]?\s?\$?\s?[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+)?",
+    "letter": r"\(?[A-Za-z]\)?",
+    "yes_no": r"(?:yes|no)\b",
+}
+# The statement ends here: not a digit (a number could go on), and present (not the text's end yet).
+_COMPLETE_AFTER = r"(?=[^\d])"
+
+
+def answer_complete_pattern(answer_statement: str, answer_type: str) -> str | None:
+    """The completion condition for a task's answer statement (e.g. "The answer is {answer}."), or None
+    when its answer type has no fixed shape (free and pattern-extracted text) or nothing follows the
+    answer in the statement (then nothing marks where the answer ends)."""
+    shape = _ANSWER_SHAPES.get(answer_type)
+    prefix, _, suffix = answer_statement.partition("{answer}")
+    if shape is None or not suffix.strip() or not prefix.strip():
+        return None
+    return (r"(?i)" + re.escape(prefix.strip()) + r"\s*" + shape + re.escape(suffix.rstrip())
+            + _COMPLETE_AFTER)
+
+
+@lru_cache(maxsize=32)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def complete_end(text: str, pattern: str) -> int | None:
+    """Where the first complete answer statement in `text` ends, or None."""
+    match = _compiled(pattern).search(text)
+    return match.end() if match else None
