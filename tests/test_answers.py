@@ -17,7 +17,14 @@ from selfconsistency.per_question import question_records
 from selfconsistency.prompts import PromptFormat
 from selfconsistency.report import markdown_table, write_report
 from selfconsistency.results import build_results
-from selfconsistency.store import _MIGRATIONS, SampleStore, StoredPath, StoredQuestion, StoredSelection
+from selfconsistency.store import (
+    _MIGRATIONS,
+    SampleStore,
+    StoredPath,
+    StoredQuestion,
+    StoredSelection,
+    StoreMismatch,
+)
 from selfconsistency.tasks import DataError, get_task
 from selfconsistency.usc import parse_choice, usc_prompt
 
@@ -304,6 +311,43 @@ def test_api_refuses_bad_settings_at_once(bots):
         SelfConsistency(model="m", backend=FAKE_BACKEND, answer_type="poem")
     with pytest.raises(DataError, match="unknown task"):
         SelfConsistency(model="m", backend=FAKE_BACKEND, task="no-such-task")
+
+
+def test_api_refuses_what_answer_refuses(bots):
+    """Settings the answer command refuses would make requests nobody counts (greedy, other temperatures)
+    or do nothing: the API refuses them too, before any request."""
+    for unused in ({"greedy": True}, {"subset_runs": 10}, {"data": "questions.jsonl"}, {"limit": 3}):
+        with pytest.raises(ValueError, match=f"{next(iter(unused))} does not apply to SelfConsistency"):
+            SelfConsistency(model="m", backend=FAKE_BACKEND, **unused)
+    with pytest.raises(ValueError, match="one temperature"):
+        SelfConsistency(model="m", backend=FAKE_BACKEND, temperatures=(0.5, 0.7))
+    with pytest.raises(ValueError, match=r"min_agreement 2 is outside \[0, 1\]"):
+        SelfConsistency(model="m", backend=FAKE_BACKEND, min_agreement=2)
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2)
+    with pytest.raises(ValueError, match="greedy does not apply"):
+        sc.with_options(greedy=True)
+    with pytest.raises(ValueError, match="min_agreement"):
+        sc.with_options(min_agreement=-0.1)
+    assert bots == []
+
+
+def test_api_refuses_two_questions_with_one_id(tmp_path, bots):
+    spec = tmp_path / "numbered.yaml"
+    spec.write_text("name: numbered\nfields: {id: id, question: question}\n")
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, task=str(spec))
+    with pytest.raises(ValueError, match="two different questions have the id 'a'"):
+        sc.answer_many([{"id": "a", "question": "I am sure"}, {"id": "a", "question": "a coin toss"}])
+    assert bots == []
+    same = sc.answer_many([{"id": "a", "question": "I am sure"}] * 2)  # one question, asked twice
+    assert same[0] == same[1] and same[0].answer == "18" and len(bots[0].calls) == 2
+
+
+def test_api_store_errors_name_run_dir(tmp_path, bots):
+    SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, run_dir=tmp_path / "run").answer("I am sure")
+    other = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, seed=5, run_dir=tmp_path / "run")
+    with pytest.raises(StoreMismatch, match="use another run_dir") as raised:
+        other.answer("I am sure")
+    assert "--run-dir" not in str(raised.value)
 
 
 @pytest.mark.model

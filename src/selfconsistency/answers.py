@@ -113,6 +113,13 @@ def check_method(method: str) -> str:
     raise ValueError(f"unknown answer method {method!r}; use majority, logprob, cisc[:T] (T > 0) or usc")
 
 
+def check_min_agreement(value: float | None) -> float | None:
+    """A share of the votes, in [0, 1] (as `answer --min-agreement` takes it)."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"min_agreement {value} is outside [0, 1]: it is the winning share of the votes")
+    return value
+
+
 def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated: Sequence[StoredPath], *,
                  seed: int, method: str = "majority", stopped_by: str | None = None,
                  selection: StoredSelection | None = None, price: Price | None = None,

@@ -45,7 +45,7 @@ from .report_html import HTML_FILE
 from .results import build_results
 from .runlock import RunDirError, run_lock
 from .safe_files import UnsafeRunFile
-from .settings import RunSettings
+from .settings import RunSettings, one_temperature
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -204,9 +204,10 @@ _ANSWER_SWITCHES = [
 
 
 def _one_temperature(settings: dict, command: str) -> None:
-    """Answers vote over the paths of one temperature: paths at others would be paid for and unused."""
-    if len(settings.get("temperatures", ())) > 1:
-        raise _fail(f"{command} samples at one temperature: give one to --temperatures (e.g. 0.7)")
+    try:
+        one_temperature(settings.get("temperatures", ()), command)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool, min_agreement: float | None,
@@ -283,6 +284,7 @@ def _serve(settings: dict, host: str, port: int, api_key: str | None, max_concur
         engine = SelfConsistency(run_dir=run_dir, **settings)
     except (DataError, ModelError, BackendError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    engine.run_dir_option = "--run-dir"
     serve(engine, host, port, api_key=api_key, max_concurrent=max_concurrent)
 
 
