@@ -192,6 +192,26 @@ def test_usc_selection_is_the_answer_and_falls_back_to_the_vote():
         build_answer(QUESTION, used, used, seed=0, method="usc")
 
 
+def test_usc_with_every_path_abstaining_picks_nothing_like_the_vote():
+    mute = [path(0, None, "I cannot tell."), path(1, None, "No idea.")]
+    usc = build_answer(QUESTION, mute, mute, seed=0, method="usc",
+                       selection=StoredSelection("q", 0.7, 2, None, True, "", 0, 0))  # as select_with_usc stores it
+    vote = build_answer(QUESTION, mute, mute, seed=0)
+    assert (usc.answer, usc.rationale, usc.abstained) == (vote.answer, vote.rationale, vote.abstained) == (None, None, 2)
+    assert usc.votes == {"selected_path": None, "candidates": 0, "parsed": False}
+
+
+def test_free_answer_is_the_chosen_text_as_generated():
+    code = "  def f(x):\n    return x + 1\n"
+    used = [path(0, "def f x return x 1", code), path(1, "def f x return x 1", "def f(x):\n    return x + 1"),
+            path(2, "other", "print(1)")]
+    usc = build_answer(QUESTION, used, used, seed=0, method="usc", verbatim=True,
+                       selection=StoredSelection("q", 0.7, 3, 0, True, "Response 1", 0, 0))
+    assert usc.answer == code.strip() and usc.rationale == code
+    vote = build_answer(QUESTION, used, used, seed=0, verbatim=True)
+    assert vote.answer == code.strip() and vote.votes == {"def f x return x 1": 2, "other": 1}
+
+
 # -- Universal Self-Consistency: prompt and parsing ---------------------------------------------
 
 
@@ -266,6 +286,7 @@ def test_api_free_answers_use_usc(bots):
     assert result.method == "usc" and result.votes["parsed"] is True and result.votes["candidates"] == 4
     # the fake names "Response 2": the second distinct candidate shown, in path order
     assert result.rationale == result.paths[1].text and result.votes["selected_path"] == result.paths[1].index
+    assert result.answer == result.paths[1].text.strip() != result.paths[1].answer  # as generated, not normalised
     assert len(bots[0].usc_prompts) == 1 and "Response 1: " in bots[0].usc_prompts[0]
     assert result.tokens == 4 * (100 + 8) + 50 + 12  # four paths and the selection request
 
@@ -402,7 +423,7 @@ def test_answer_data_free_task_picks_with_usc(tmp_path, bots):
                        prompt_format="chat")
     _, (answer,) = answer_data(config, tmp_path / "run")
     assert answer.method == "usc" and answer.votes == {"selected_path": 1, "candidates": 4, "parsed": True}
-    assert answer.rationale == answer.paths[1].text
+    assert answer.rationale == answer.paths[1].text and answer.answer == answer.paths[1].text.strip()
     usc_prompt_text = bots[-1].usc_prompts[0]
     assert "Response 1: " + answer.paths[0].text in usc_prompt_text
     started = len(bots)

@@ -86,7 +86,8 @@ def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str
     run_dir = run_experiment(config, run_dir, on_start=on_start, on_path=on_path, task=task)
     if method == "usc":
         select_with_usc(config, run_dir)
-    return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement)
+    return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement,
+                                       verbatim=task.spec.answer.type == "free")
 
 
 def write_answers(answers: Iterable[Answer], out: Any) -> int:
@@ -326,7 +327,8 @@ class SelfConsistency:
                        record_ids=list(records), backend=backend)
         if method == "usc":
             select_with_usc(config, run_dir, backend=backend)
-        return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records))
+        return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records),
+                                  verbatim=task.spec.answer.type == "free")
 
     run_dir_option = "run_dir"  # how errors name the run directory setting (`serve` says --run-dir)
 
