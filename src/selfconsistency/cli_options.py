@@ -13,7 +13,6 @@ from typing import Annotated, Any
 
 import annotated_types
 import typer
-from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .backends import backend_specs
