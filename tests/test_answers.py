@@ -345,6 +345,9 @@ def test_api_refuses_what_answer_refuses(bots):
         SelfConsistency(model="m", backend=FAKE_BACKEND, temperatures=(0.5, 0.7))
     with pytest.raises(ValueError, match=r"min_agreement 2 is outside \[0, 1\]"):
         SelfConsistency(model="m", backend=FAKE_BACKEND, min_agreement=2)
+    with pytest.raises(ValueError, match=r"outside \(0, 2\]") as zero:
+        SelfConsistency(model="m", backend=FAKE_BACKEND, temperature=0)
+    assert "always run" not in str(zero.value)  # the API runs no greedy path
     sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2)
     with pytest.raises(ValueError, match="greedy does not apply"):
         sc.with_options(greedy=True)

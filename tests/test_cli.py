@@ -122,6 +122,13 @@ def test_answer_output_never_overwrites_its_inputs_and_is_checked_before_samplin
     assert data.read_bytes() == questions and (run_dir / "samples.sqlite").read_bytes() == store
 
 
+def test_a_gold_that_does_not_match_shows_the_pattern_as_written(tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "q", "answer": "42"}\n')
+    proc = cli("answer", "gsm8k", "--data", str(data), "--run-dir", str(tmp_path / "run"), timeout=120)
+    one_line_error(proc, r"does not match gold_pattern '####\s*(.+?)\s*$'")
+
+
 def test_report_of_missing_run(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "no sample store" in result.output
