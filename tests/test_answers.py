@@ -17,7 +17,14 @@ from selfconsistency.per_question import question_records
 from selfconsistency.prompts import PromptFormat
 from selfconsistency.report import markdown_table, write_report
 from selfconsistency.results import build_results
-from selfconsistency.store import _MIGRATIONS, SampleStore, StoredPath, StoredQuestion, StoredSelection
+from selfconsistency.store import (
+    _MIGRATIONS,
+    SampleStore,
+    StoredPath,
+    StoredQuestion,
+    StoredSelection,
+    StoreMismatch,
+)
 from selfconsistency.tasks import DataError, get_task
 from selfconsistency.usc import parse_choice, usc_prompt
 
@@ -185,6 +192,27 @@ def test_usc_selection_is_the_answer_and_falls_back_to_the_vote():
         build_answer(QUESTION, used, used, seed=0, method="usc")
 
 
+def test_usc_with_every_path_abstaining_picks_nothing_like_the_vote():
+    mute = [path(0, None, "I cannot tell."), path(1, None, "No idea.")]
+    usc = build_answer(QUESTION, mute, mute, seed=0, method="usc",
+                       selection=StoredSelection("q", 0.7, 2, None, True, "", 0, 0))  # as select_with_usc stores it
+    vote = build_answer(QUESTION, mute, mute, seed=0)
+    assert (usc.answer, usc.rationale, usc.abstained) == (None, None, 2)
+    assert (vote.answer, vote.rationale, vote.abstained) == (None, None, 2)
+    assert usc.votes == {"selected_path": None, "candidates": 0, "parsed": False}
+
+
+def test_free_answer_is_the_chosen_text_as_generated():
+    code = "  def f(x):\n    return x + 1\n"
+    used = [path(0, "def f x return x 1", code), path(1, "def f x return x 1", "def f(x):\n    return x + 1"),
+            path(2, "other", "print(1)")]
+    usc = build_answer(QUESTION, used, used, seed=0, method="usc", verbatim=True,
+                       selection=StoredSelection("q", 0.7, 3, 0, True, "Response 1", 0, 0))
+    assert usc.answer == code.strip() and usc.rationale == code
+    vote = build_answer(QUESTION, used, used, seed=0, verbatim=True)
+    assert vote.answer == code.strip() and vote.votes == {"def f x return x 1": 2, "other": 1}
+
+
 # -- Universal Self-Consistency: prompt and parsing ---------------------------------------------
 
 
@@ -259,6 +287,7 @@ def test_api_free_answers_use_usc(bots):
     assert result.method == "usc" and result.votes["parsed"] is True and result.votes["candidates"] == 4
     # the fake names "Response 2": the second distinct candidate shown, in path order
     assert result.rationale == result.paths[1].text and result.votes["selected_path"] == result.paths[1].index
+    assert result.answer == result.paths[1].text.strip() != result.paths[1].answer  # as generated, not normalised
     assert len(bots[0].usc_prompts) == 1 and "Response 1: " in bots[0].usc_prompts[0]
     assert result.tokens == 4 * (100 + 8) + 50 + 12  # four paths and the selection request
 
@@ -304,6 +333,46 @@ def test_api_refuses_bad_settings_at_once(bots):
         SelfConsistency(model="m", backend=FAKE_BACKEND, answer_type="poem")
     with pytest.raises(DataError, match="unknown task"):
         SelfConsistency(model="m", backend=FAKE_BACKEND, task="no-such-task")
+
+
+def test_api_refuses_what_answer_refuses(bots):
+    """Settings the answer command refuses would make requests nobody counts (greedy, other temperatures)
+    or do nothing: the API refuses them too, before any request."""
+    for unused in ({"greedy": True}, {"subset_runs": 10}, {"data": "questions.jsonl"}, {"limit": 3}):
+        with pytest.raises(ValueError, match=f"{next(iter(unused))} does not apply to SelfConsistency"):
+            SelfConsistency(model="m", backend=FAKE_BACKEND, **unused)
+    with pytest.raises(ValueError, match="one temperature"):
+        SelfConsistency(model="m", backend=FAKE_BACKEND, temperatures=(0.5, 0.7))
+    with pytest.raises(ValueError, match=r"min_agreement 2 is outside \[0, 1\]"):
+        SelfConsistency(model="m", backend=FAKE_BACKEND, min_agreement=2)
+    with pytest.raises(ValueError, match=r"outside \(0, 2\]") as zero:
+        SelfConsistency(model="m", backend=FAKE_BACKEND, temperature=0)
+    assert "always run" not in str(zero.value)  # the API runs no greedy path
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2)
+    with pytest.raises(ValueError, match="greedy does not apply"):
+        sc.with_options(greedy=True)
+    with pytest.raises(ValueError, match="min_agreement"):
+        sc.with_options(min_agreement=-0.1)
+    assert bots == []
+
+
+def test_api_refuses_two_questions_with_one_id(tmp_path, bots):
+    spec = tmp_path / "numbered.yaml"
+    spec.write_text("name: numbered\nfields: {id: id, question: question}\n")
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, task=str(spec))
+    with pytest.raises(ValueError, match="two different questions have the id 'a'"):
+        sc.answer_many([{"id": "a", "question": "I am sure"}, {"id": "a", "question": "a coin toss"}])
+    assert bots == []
+    same = sc.answer_many([{"id": "a", "question": "I am sure"}] * 2)  # one question, asked twice
+    assert same[0] == same[1] and same[0].answer == "18" and len(bots[0].calls) == 2
+
+
+def test_api_store_errors_name_run_dir(tmp_path, bots):
+    SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, run_dir=tmp_path / "run").answer("I am sure")
+    other = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=2, seed=5, run_dir=tmp_path / "run")
+    with pytest.raises(StoreMismatch, match="use another run_dir") as raised:
+        other.answer("I am sure")
+    assert "--run-dir" not in str(raised.value)
 
 
 @pytest.mark.model
@@ -358,7 +427,7 @@ def test_answer_data_free_task_picks_with_usc(tmp_path, bots):
                        prompt_format="chat")
     _, (answer,) = answer_data(config, tmp_path / "run")
     assert answer.method == "usc" and answer.votes == {"selected_path": 1, "candidates": 4, "parsed": True}
-    assert answer.rationale == answer.paths[1].text
+    assert answer.rationale == answer.paths[1].text and answer.answer == answer.paths[1].text.strip()
     usc_prompt_text = bots[-1].usc_prompts[0]
     assert "Response 1: " + answer.paths[0].text in usc_prompt_text
     started = len(bots)

@@ -95,6 +95,40 @@ def test_answer_and_serve_sample_at_one_temperature(tmp_path, command):
     assert not (tmp_path / "run").exists()
 
 
+def test_answer_output_never_overwrites_its_inputs_and_is_checked_before_sampling(tmp_path, stub_server):
+    """-o may not be the questions file or the run's paid sample store, and must be writable: each is
+    refused in one line before any request (a directory -o used to fail only after sampling)."""
+    import shutil
+
+    from conftest import OpenAIStub, stored_rows
+
+    data = tmp_path / "questions.jsonl"
+    shutil.copy(GSM8K_TEST, data)
+    run_dir = tmp_path / "run"
+    args = ["answer", "gsm8k", "--data", str(data), "--limit", "1", "--paths", "2", "--backend", "openai",
+            "--base-url", stub_server, "--model", "stub", "--run-dir", str(run_dir), "--quiet"]
+    proc = cli(*args, "-o", str(tmp_path / "answers.jsonl"), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    calls, rows, questions = len(OpenAIStub.calls), stored_rows(run_dir), data.read_bytes()
+    store = (run_dir / "samples.sqlite").read_bytes()
+    (tmp_path / "a-directory").mkdir()
+    for output, reason in [(data, "the --data file"), (run_dir / "samples.sqlite", "sample store"),
+                           (run_dir / "." / "samples.sqlite-wal", "sample store"),
+                           (tmp_path / "a-directory", "is a directory"),
+                           (tmp_path / "missing" / "answers.jsonl", "does not exist")]:
+        proc = cli(*args, "--limit", "2", "-o", str(output), timeout=120)  # a new question: sampling would call
+        one_line_error(proc, reason)
+    assert len(OpenAIStub.calls) == calls and stored_rows(run_dir) == rows
+    assert data.read_bytes() == questions and (run_dir / "samples.sqlite").read_bytes() == store
+
+
+def test_a_gold_that_does_not_match_shows_the_pattern_as_written(tmp_path):
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "q", "answer": "42"}\n')
+    proc = cli("answer", "gsm8k", "--data", str(data), "--run-dir", str(tmp_path / "run"), timeout=120)
+    one_line_error(proc, r"does not match gold_pattern '####\s*(.+?)\s*$'")
+
+
 def test_report_of_missing_run(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2 and "no sample store" in result.output

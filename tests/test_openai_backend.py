@@ -128,3 +128,78 @@ def test_max_cost_needs_a_price_and_caps_spending(stub_server, tmp_path):
     proc = cli(*args, "--prices", str(prices), "--max-cost", "10")
     assert proc.returncode == 0, proc.stderr
     assert len(stored_rows(tmp_path / "run")) == 4
+
+
+class SlowStub(OpenAIStub):
+    """OpenAIStub taking `delay` seconds per request; `calls` counts the requests that reached it."""
+
+    delay = 0.2
+    calls: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        import time
+
+        time.sleep(type(self).delay)
+        super().do_POST()
+
+
+@pytest.fixture
+def slow_server():
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    SlowStub.failures_left, SlowStub.max_choices, SlowStub.calls = 0, 8, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowStub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+
+
+def test_a_consumer_that_stops_sends_no_more_requests(slow_server):
+    """Closing generate() (a serve client that went away) leaves only the request in flight: the queued
+    ones are never sent, and closing does not wait for them."""
+    import time
+
+    backend = OpenAIBackend(BackendConfig(model="stub", options=OpenAIOptions(
+        base_url=slow_server, concurrency=1, paths_per_request=1)))
+    generations = backend.generate(_requests(paths=12))  # 13 requests of one path, 0.2 s each
+    next(generations)
+    started = time.monotonic()
+    generations.close()
+    closing = time.monotonic() - started
+    time.sleep(4 * SlowStub.delay)
+    assert closing < SlowStub.delay and len(SlowStub.calls) <= 2  # the one answered and the one in flight
+    backend.close()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_sending_and_stores_what_was_paid_for(slow_server, tmp_path):
+    """SIGINT mid-run: no queued request is sent after it, every answered request's paths are stored,
+    and the command exits 130 at once."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    data = tmp_path / "many.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 5?"}) + "\n" for i in range(30)))
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", "answer", "gsm8k", "--data", str(data),
+                             "--backend", "openai", "--base-url", slow_server, "--model", "stubm", "--paths", "2",
+                             "--requests-per-second", "5", "--concurrency", "1", "--run-dir", str(run_dir),
+                             "--quiet", "-o", str(tmp_path / "answers.jsonl")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if (run_dir / "samples.sqlite").exists() and len(stored_rows(run_dir)) >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    exited_after = time.monotonic() - interrupted
+    sent = len(SlowStub.calls)
+    time.sleep(0.5)
+    assert proc.returncode == 130 and "interrupted" in stderr, stderr
+    assert len(SlowStub.calls) == sent and 2 <= sent < 10 and exited_after < 2
+    assert len(stored_rows(run_dir)) == 2 * sent  # the request in flight at Ctrl-C was stored too

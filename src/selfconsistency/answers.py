@@ -42,7 +42,7 @@ class AnswerPath:
 class UscSelection(TypedDict):
     """`Answer.votes` under Universal Self-Consistency (method "usc"): the selection, not a count.
 
-    `selected_path`: the index of the path whose text is the answer (None when there was no path).
+    `selected_path`: the index of the path whose text is the answer (None when every path abstained).
     `candidates`: how many responses were shown to the model (the used paths that gave an answer).
     `parsed`: False when the model's reply named no candidate and the majority vote's path stood in
     (or no path gave an answer)."""
@@ -61,7 +61,9 @@ class Answer:
     `min_agreement` the answer is `low_confidence`. `votes` is what chose the answer: {answer: paths}
     for a vote (majority, logprob, cisc), and under Universal Self-Consistency (method "usc") the
     selection, a `UscSelection` ({"selected_path": i, "candidates": n, "parsed": bool}); the answer is
-    then the selected path's. `gold`/`correct` are None for an unlabelled question.
+    then the selected path's (None, like the vote's, when every path abstained). For answer type free,
+    `answer` is the chosen path's text as generated (stripped): the votes group paths by its normalised
+    form, which would mangle code or prose. `gold`/`correct` are None for an unlabelled question.
     """
 
     id: str
@@ -113,12 +115,21 @@ def check_method(method: str) -> str:
     raise ValueError(f"unknown answer method {method!r}; use majority, logprob, cisc[:T] (T > 0) or usc")
 
 
+def check_min_agreement(value: float | None) -> float | None:
+    """A share of the votes, in [0, 1] (as `answer --min-agreement` takes it)."""
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ValueError(f"min_agreement {value} is outside [0, 1]: it is the winning share of the votes")
+    return value
+
+
 def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated: Sequence[StoredPath], *,
                  seed: int, method: str = "majority", stopped_by: str | None = None,
                  selection: StoredSelection | None = None, price: Price | None = None,
-                 min_agreement: float | None = None) -> Answer:
+                 min_agreement: float | None = None, verbatim: bool = False) -> Answer:
     """The answer to `question` from the paths its vote `used` (in path-index order), the cost of all it
-    `generated`, and under method "usc" the stored `selection` (required then)."""
+    `generated`, and under method "usc" the stored `selection` (required then). `verbatim` (answer type
+    free): the answer is the chosen path's text as generated, stripped, not the normalised key it voted
+    with."""
     method = check_method(method)
     used = sorted(used, key=lambda p: p.path_index)
     answers = [p.answer for p in used]
@@ -146,8 +157,8 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
             raise ValueError(f"question {question.id}: no Universal Self-Consistency selection is stored")
         by_index = {p.path_index: p for p in used}
         parsed = selection.parsed and selection.chosen in by_index
-        # Fallback (a reply naming no candidate): the majority vote's path, else the first path.
-        picked = by_index[selection.chosen] if parsed else rationale_path or (used[0] if used else None)
+        # Fallback (a reply naming no candidate): the majority vote's path; none when every path abstained.
+        picked = by_index[selection.chosen] if parsed else rationale_path
         votes = UscSelection(selected_path=picked.path_index if picked else None,
                              candidates=len(answers) - answers.count(None), parsed=parsed)
         rationale_path = picked
@@ -157,13 +168,16 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
     prompt_tokens = sum(p.prompt_tokens for p in generated) + extra_prompt
     completion_tokens = sum(p.completion_tokens for p in generated) + extra_completion
     agreement = round(share, 4)
+    correct = None if question.gold is None else winner is not None and winner == question.gold
+    if verbatim and rationale_path is not None:
+        winner = rationale_path.text.strip()
     return Answer(
         id=question.id, question=question.question, answer=winner, agreement=agreement, votes=votes,
         paths_used=len(used), abstained=answers.count(None), stopped_by=stopped_by,
         rationale=rationale_path.text if rationale_path else None, tokens=prompt_tokens + completion_tokens,
         cost_usd=round(price.cost(prompt_tokens, completion_tokens), 6) if price else None,
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, method=method,
-        gold=question.gold, correct=None if question.gold is None else winner is not None and winner == question.gold,
+        gold=question.gold, correct=correct,
         low_confidence=None if min_agreement is None else agreement < min_agreement,
         weights=weights,
         paths=tuple(AnswerPath(p.path_index, p.answer, p.text, p.completion_tokens, p.logprob_sum, p.finish_reason)
@@ -176,9 +190,11 @@ def run_price(config: dict[str, Any]) -> Price | None:
 
 
 def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement: float | None = None,
-                       temperature: float | None = None, ids: Sequence[str] | None = None) -> list[Answer]:
+                       temperature: float | None = None, ids: Sequence[str] | None = None,
+                       verbatim: bool = False) -> list[Answer]:
     """One Answer per question (`ids`, default the latest selection), in that order, voting over the
-    paths at `temperature` (default: the run's first sampling temperature) that the run used."""
+    paths at `temperature` (default: the run's first sampling temperature) that the run used. `verbatim`
+    (answer type free): each answer is its chosen path's text, as `build_answer` says."""
     method = check_method(method)
     with SampleStore.open_readonly(run_dir) as store:
         config = store.get_meta("config")
@@ -208,5 +224,5 @@ def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement
         stopped_by = {"rule": rule.name if rule else None, "max paths": "max_paths"}.get(reason)
         out.append(build_answer(questions[qid], generated[:used], generated, seed=config["seed"], method=method,
                                 stopped_by=stopped_by, selection=selections.get((qid, temperature, used)),
-                                price=price, min_agreement=min_agreement))
+                                price=price, min_agreement=min_agreement, verbatim=verbatim))
     return out

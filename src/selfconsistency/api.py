@@ -23,18 +23,21 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .answers import Answer, answers_from_store, check_method
+from .answers import Answer, answers_from_store, check_method, check_min_agreement
 from .backends import backend_spec, check_backend_name, create_backend
 from .backends.base import Backend, BackendError, Generation, GenerationRequest
 from .experiment import run_experiment
 from .models import DEFAULT_MODEL
 from .prompts import PromptFormat
-from .settings import RunSettings
+from .runlock import RunDirError
+from .settings import RunSettings, one_temperature, unused_settings
+from .store import StoreMismatch
 from .tasks import DataError, Task, TaskSpec, get_task
 from .tasks.base import CHAT_CONTEXT
 
@@ -44,8 +47,17 @@ ANSWER_TYPES = ("number", "letter", "yes_no", "text", "free")
 
 def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
     """The one place API and server options become run settings. `options` holds RunSettings fields, plus
-    `temperature` (one sampling temperature). No greedy path: answers vote over sampled paths only."""
+    `temperature` (one sampling temperature). No greedy path: answers vote over sampled paths only.
+    Settings `serve` ignores are refused, as the command line refuses them (their paths would be paid
+    for and not counted, or they would do nothing)."""
     fields = dict(options)
+    unused = unused_settings("serve")
+    for name in fields:
+        if name in unused:
+            users = " and ".join(f"'{c}'" for c in unused[name])
+            raise ValueError(f"{name} does not apply to SelfConsistency, whose answers vote over the sampled paths "
+                             f"of the questions it is given (it is a setting of {users})")
+    one_temperature(fields.get("temperatures", ()), "SelfConsistency", "temperatures")
     temperature = fields.pop("temperature", 0.7)
     fields.setdefault("temperatures", (temperature,))
     fields.setdefault("greedy", False)
@@ -74,7 +86,8 @@ def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str
     run_dir = run_experiment(config, run_dir, on_start=on_start, on_path=on_path, task=task)
     if method == "usc":
         select_with_usc(config, run_dir)
-    return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement)
+    return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement,
+                                       verbatim=task.spec.answer.type == "free")
 
 
 def write_answers(answers: Iterable[Answer], out: Any) -> int:
@@ -222,7 +235,7 @@ class SelfConsistency:
         self._options = {"model": model, "paths": paths, "temperature": temperature, "stop": stop,
                          "backend": backend, **options}
         self.task, self.answer_type, self.method = task, answer_type, method
-        self.min_agreement = min_agreement
+        self.min_agreement = check_min_agreement(min_agreement)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self._shared = _Shared()
         check_backend_name(backend)
@@ -268,6 +281,7 @@ class SelfConsistency:
         sibling._task_of(sibling.task)  # checks the options too
         if sibling.method is not None:
             check_method(sibling.method)
+        check_min_agreement(sibling.min_agreement)
         return sibling
 
     # -- answering -------------------------------------------------------------------------------
@@ -289,11 +303,14 @@ class SelfConsistency:
         if not records:
             return []
         ids = [self._id_of(record, task_obj) for record in records]
-        unique = dict(zip(ids, records, strict=True))  # a question asked twice is answered once
+        unique: dict[str, dict[str, Any]] = {}
+        for qid, record in zip(ids, records, strict=True):
+            if unique.setdefault(qid, record) != record:  # the same record twice is one question, answered once
+                raise ValueError(f"two different questions have the id {qid!r}: ids must be unique")
         config = run_config(task_obj.name, self._options)
         method = check_method(self.method or default_method(task_obj))
         if self.run_dir is not None:
-            with self._shared.lock:  # one call at a time holds a run directory
+            with self._shared.lock, self._run_dir_named():  # one call at a time holds a run directory
                 answers = self._run(config, task_obj, self.run_dir, unique, method, on_path)
         else:
             with tempfile.TemporaryDirectory(prefix="selfconsistency-") as scratch:
@@ -310,7 +327,20 @@ class SelfConsistency:
                        record_ids=list(records), backend=backend)
         if method == "usc":
             select_with_usc(config, run_dir, backend=backend)
-        return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records))
+        return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records),
+                                  verbatim=task.spec.answer.type == "free")
+
+    run_dir_option = "run_dir"  # how errors name the run directory setting (`serve` says --run-dir)
+
+    @contextmanager
+    def _run_dir_named(self) -> Iterator[None]:
+        """The store's and the lock's errors name the command line's --run-dir: say what the caller gave."""
+        try:
+            yield
+        except (StoreMismatch, RunDirError) as exc:
+            if self.run_dir_option == "--run-dir":
+                raise
+            raise type(exc)(str(exc).replace("--run-dir", self.run_dir_option)) from None
 
     # -- settings --------------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from .report_html import HTML_FILE
 from .results import build_results
 from .runlock import RunDirError, run_lock
 from .safe_files import UnsafeRunFile
-from .settings import RunSettings
+from .settings import RunSettings, one_temperature
 from .store import SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -204,9 +204,10 @@ _ANSWER_SWITCHES = [
 
 
 def _one_temperature(settings: dict, command: str) -> None:
-    """Answers vote over the paths of one temperature: paths at others would be paid for and unused."""
-    if len(settings.get("temperatures", ())) > 1:
-        raise _fail(f"{command} samples at one temperature: give one to --temperatures (e.g. 0.7)")
+    try:
+        one_temperature(settings.get("temperatures", ()), command)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool, min_agreement: float | None,
@@ -228,14 +229,20 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     progress, on_start, on_path = _sampling_progress(quiet, verbose)
     try:
+        if output is not None:
+            _check_output(output, config, run_dir or config.default_run_dir(config.get_task()))
         with progress:
             directory, answers = answer_data(config, run_dir, method="usc" if usc else weighted,
                                              min_agreement=min_agreement, on_start=on_start, on_path=on_path)
         if output is None:
             write_answers(answers, sys.stdout)
         else:
-            with output.open("w", encoding="utf-8") as stream:
-                write_answers(answers, stream)
+            try:
+                with output.open("w", encoding="utf-8") as stream:
+                    write_answers(answers, stream)
+            except OSError as exc:
+                raise OSError(f"cannot write {output}: {exc.strerror}; the paths are stored in {directory}: "
+                              "run the same command with another -o") from None
     except (DataError, ModelError, StoreMismatch, BackendError, RunDirError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:  # every finished path is stored already
@@ -246,6 +253,24 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
         scored = f"; {sum(a.correct for a in labelled)} of {len(labelled)} labelled right" if labelled else ""
         err.print(f"{len(answers)} answers{scored}{f' to {output}' if output else ''}; paths in {directory}",
                   highlight=False)
+
+
+def _check_output(output: Path, config: RunSettings, run_dir: Path) -> None:
+    """Before anything is sampled: -o must be writable, and must not be the questions or the paid store."""
+    from .store import STORE_FILENAME
+
+    target = output.resolve()
+    inputs = {Path(config.experiment.data).resolve(): "the --data file"} if config.experiment.data else {}
+    inputs.update({(run_dir / f"{STORE_FILENAME}{end}").resolve(): f"the run's sample store in {run_dir}"
+                   for end in ("", "-wal", "-shm", "-journal")})
+    if target in inputs:
+        raise _fail(f"-o {output} is {inputs[target]}: writing answers there would destroy it; choose another file")
+    if output.is_dir():
+        raise _fail(f"-o {output} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise _fail(f"-o {output}: directory {output.parent} does not exist")
+    if not os.access(output if output.exists() else target.parent, os.W_OK):
+        raise _fail(f"-o {output} is not writable")
 
 
 app.command("answer")(settings_command(_answer, _ANSWER_SWITCHES, _fail, command="answer"))
@@ -283,6 +308,7 @@ def _serve(settings: dict, host: str, port: int, api_key: str | None, max_concur
         engine = SelfConsistency(run_dir=run_dir, **settings)
     except (DataError, ModelError, BackendError, ValueError) as exc:
         raise _fail(str(exc)) from None
+    engine.run_dir_option = "--run-dir"
     serve(engine, host, port, api_key=api_key, max_concurrent=max_concurrent)
 
 

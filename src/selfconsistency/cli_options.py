@@ -13,26 +13,12 @@ from typing import Annotated, Any
 
 import annotated_types
 import typer
-from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from .backends import backend_specs
-from .options import BACKEND_PANEL, PANELS, SETTINGS_COMMANDS, Cli, cli_fields
-from .settings import GROUPS, RunSettings
-
-
-def declared_options() -> dict[str, tuple[FieldInfo, Cli]]:
-    """Every setting the command line offers: the run's groups', then each backend's own. Backends that
-    share an option (inherited from one declaration) share it on the command line too."""
-    models: list[type[BaseModel]] = [RunSettings, *GROUPS.values()]
-    models += [spec.options for spec in backend_specs().values()]
-    declared: dict[str, tuple[FieldInfo, Cli]] = {}
-    for model in models:
-        for name, (field, mark) in cli_fields(model).items():
-            if name in declared and (declared[name][1] != mark or declared[name][0].default != field.default):
-                raise TypeError(f"option --{name.replace('_', '-')} is declared twice, differently ({model.__name__})")
-            declared[name] = (field, mark)
-    return declared
+from .options import BACKEND_PANEL, PANELS, SETTINGS_COMMANDS, Cli
+from .settings import declared_settings as declared_options
+from .settings import unused_settings
 
 
 def _limits(field: FieldInfo) -> dict[str, Any]:
@@ -101,7 +87,7 @@ def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
     if command not in SETTINGS_COMMANDS:
         raise ValueError(f"{command!r} is not one of {SETTINGS_COMMANDS}")
     declared = declared_options()
-    ignored = {name for name, (_, mark) in declared.items() if command in mark.not_in}
+    ignored = unused_settings(command)
     specs = backend_specs()
     backend_help = " " + "; ".join(f"{name}: {spec.summary}" for name, spec in specs.items() if spec.summary) + "."
     order = {panel: rank for rank, panel in enumerate(PANELS)}
@@ -118,7 +104,7 @@ def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
                 continue
             if name in ignored:
                 flag = _flag(name, mark) if value is not False else f"--no-{_flag(name, mark)[2:]}"
-                users = " and ".join(f"'{c}'" for c in SETTINGS_COMMANDS if c not in mark.not_in)
+                users = " and ".join(f"'{c}'" for c in ignored[name])
                 raise fail(f"{flag} does not apply to '{command}' (it is an option of {users}); "
                            f"see 'selfconsistency {command} --help'")
             try:

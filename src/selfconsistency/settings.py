@@ -14,10 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from .backends import backend_spec, backend_specs
 from .backends.base import BackendConfig, BackendError, BudgetSettings
@@ -28,10 +30,12 @@ from .options import (
     INPUT,
     OUTPUT,
     SAMPLING,
+    SETTINGS_COMMANDS,
     STOPPING,
     BackendOptions,
     Cli,
     Identity,
+    cli_fields,
     identity_of,
 )
 from .prompts import PromptFormat
@@ -126,7 +130,7 @@ class SamplingSettings(_Group):
     def _sampling_temperatures(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         for t in value:
             if not 0.0 < t <= 2.0:
-                raise ValueError(f"sampling temperature {t} is outside (0, 2]; greedy (T=0) is always run")
+                raise ValueError(f"sampling temperature {t} is outside (0, 2] (run's greedy path, T=0, is --greedy)")
         if len(set(value)) != len(value):
             raise ValueError("temperatures repeat")
         return tuple(value)
@@ -278,3 +282,34 @@ class RunSettings(BaseModel):
 
     def paths_at(self, temperature: float) -> int:
         return 1 if temperature == GREEDY_TEMPERATURE else self.sampling.paths
+
+
+# -- what each command takes -----------------------------------------------------------------------
+
+
+def declared_settings() -> dict[str, tuple[FieldInfo, Cli]]:
+    """Every setting the commands offer: the run's groups', then each backend's own. Backends that share
+    an option (inherited from one declaration) share it on the command line too."""
+    models: list[type[BaseModel]] = [RunSettings, *GROUPS.values()]
+    models += [spec.options for spec in backend_specs().values()]
+    declared: dict[str, tuple[FieldInfo, Cli]] = {}
+    for model in models:
+        for name, (field, mark) in cli_fields(model).items():
+            if name in declared and (declared[name][1] != mark or declared[name][0].default != field.default):
+                raise TypeError(f"option --{name.replace('_', '-')} is declared twice, differently ({model.__name__})")
+            declared[name] = (field, mark)
+    return declared
+
+
+def unused_settings(command: str) -> dict[str, tuple[str, ...]]:
+    """The settings `command` ignores (declared with `Cli(not_in=...)`): name -> the commands that use it.
+    The Python API takes what `serve` takes (questions come with each call; answers vote over sampled paths)."""
+    return {name: tuple(c for c in SETTINGS_COMMANDS if c not in mark.not_in)
+            for name, (_, mark) in declared_settings().items() if command in mark.not_in}
+
+
+def one_temperature(temperatures: Sequence[float], command: str, setting: str = "--temperatures") -> None:
+    """`answer`, `serve` and the Python API vote over the paths of one temperature: paths at others would
+    be paid for and never used."""
+    if len(temperatures) > 1:
+        raise ValueError(f"{command} samples at one temperature: give one to {setting} (e.g. 0.7)")

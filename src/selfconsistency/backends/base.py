@@ -116,15 +116,20 @@ def run_concurrently(calls: Iterable[Callable[[], Any]], workers: int,
                      ) -> Iterator[Generation]:
     """Run calls in `workers` threads, yielding each result's generations as it lands; `on_result` may
     add follow-up calls. On a BackendError nothing more is started, the calls already in flight (paid
-    for) still deliver, and the error is raised at the end."""
+    for) still deliver, and the error is raised at the end. On Ctrl-C the same, then KeyboardInterrupt.
+    A consumer that stops (closes the generator) or any other error: calls not yet started never are,
+    and nothing waits for those in flight."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    running: set = set()
+    try:
         running = {pool.submit(call) for call in calls}
         error: BackendError | None = None
         while running:
-            done, running = wait(running, return_when=FIRST_COMPLETED)
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
+                running.discard(future)
                 try:
                     generations, more = on_result(future.result())
                 except BackendError as exc:
@@ -138,6 +143,25 @@ def run_concurrently(calls: Iterable[Callable[[], Any]], workers: int,
             running = {f for f in running if not f.cancelled()}
         if error is not None:
             raise error
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        yield from _in_flight(running, on_result)  # paid for: delivered to be stored (a second Ctrl-C drops them)
+        raise
+    finally:
+        # Without this, leaving the pool waits for every queued call: each is still sent, and paid for.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _in_flight(futures: set, on_result: Callable[[Any], tuple[Iterable[Generation], Any]]) -> Iterator[Generation]:
+    """The generations of the calls that had started, as they land; their follow-ups and errors are dropped."""
+    from concurrent.futures import as_completed
+
+    for future in as_completed(f for f in futures if not f.cancelled()):
+        try:
+            generations, _ = on_result(future.result())
+        except Exception:  # noqa: BLE001 - the interrupt, not this call's failure, is what is reported
+            continue
+        yield from generations
 
 
 def flatten(items: Iterable[Generation | tuple[Generation, ...]]) -> Iterator[Generation]:

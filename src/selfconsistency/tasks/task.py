@@ -184,7 +184,8 @@ class Task:
         if self._gold_pattern is not None:
             match = search_user_pattern(self._gold_pattern, raw, "gold_pattern")
             if not match:
-                raise ValueError(f"gold {raw[-40:]!r} does not match {self.spec.answer.gold_pattern!r}")
+                # the pattern as written in the config (a repr would double each backslash)
+                raise ValueError(f"gold {raw[-40:]!r} does not match gold_pattern '{self.spec.answer.gold_pattern}'")
             raw = match.group(1).strip()
         kind = self.spec.answer.type
         if kind == "number":

@@ -56,6 +56,7 @@ class Faults:
     foreign_ids: str | None = None  # every output line's recordId is another: "suffix" (id + "x") or "list" ([id])
     access_denied: bool = False  # every control-plane call gets a 403 AccessDeniedException
     in_flight_quota: int | None = None  # jobs not finished per model, past which create is refused
+    runtime_delay_s: float = 0.0  # every on-demand call takes this long (after it is counted)
 
 
 class ApiError(Exception):
@@ -373,6 +374,7 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> T
                 raise _validation("Malformed input request: emulated bad input")
             with emulator.lock:  # answered calls: paid on-demand work
                 emulator.runtime_calls.append((operation, model_id))
+            time.sleep(emulator.faults.runtime_delay_s)
             record_id = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:11]
             return 200, model_output(adapter.family, body, record_id)[0]
 
