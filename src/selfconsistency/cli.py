@@ -289,11 +289,16 @@ _SERVE_SWITCHES = [
     _option("run_dir", Annotated[Path | None, typer.Option(
         help="Keep every request's paths here (a question asked again is answered from them). "
              "\\[default: none: each request works in a temporary directory]", rich_help_panel=OUTPUT)], None),
+    _option("max_request_paths", Annotated[int, typer.Option(
+        min=1, help="Most paths one request may ask for, over all its prompts.", rich_help_panel=OUTPUT)], 256),
+    _option("max_tokens_limit", Annotated[int | None, typer.Option(
+        min=1, help="Highest max_tokens a request may ask for. \\[default: --max-tokens]", rich_help_panel=OUTPUT,
+        show_default=False)], None),
 ]
 
 
 def _serve(settings: dict, host: str, port: int, api_key: str | None, max_concurrent: int,
-           run_dir: Path | None) -> None:
+           run_dir: Path | None, max_request_paths: int, max_tokens_limit: int | None) -> None:
     """Serve an OpenAI-compatible endpoint that answers with self-consistency.
 
     POST /v1/chat/completions and /v1/completions: the content is the winning path, usage sums every path.
@@ -301,15 +306,22 @@ def _serve(settings: dict, host: str, port: int, api_key: str | None, max_concur
     A self_consistency object holds answer, agreement and votes; GET /v1/models and /health too.
     """
     from .api import SelfConsistency
-    from .serve import serve
+    from .serve import ServeError, serve
 
+    if api_key == "" or (api_key is None and os.environ.get("SELFCONSISTENCY_API_KEY") == ""):
+        raise _fail("the API key is empty: give --api-key KEY (or SELFCONSISTENCY_API_KEY), or leave both unset "
+                    "to serve without one")
     _one_temperature(settings, "serve")
     try:
         engine = SelfConsistency(run_dir=run_dir, **settings)
     except (DataError, ModelError, BackendError, ValueError) as exc:
         raise _fail(str(exc)) from None
     engine.run_dir_option = "--run-dir"
-    serve(engine, host, port, api_key=api_key, max_concurrent=max_concurrent)
+    try:
+        serve(engine, host, port, api_key=api_key, max_concurrent=max_concurrent,
+              max_request_paths=max_request_paths, max_tokens_ceiling=max_tokens_limit)
+    except ServeError as exc:
+        raise _fail(str(exc)) from None
 
 
 app.command("serve")(settings_command(_serve, _SERVE_SWITCHES, _fail, command="serve"))

@@ -13,37 +13,53 @@ drop them silently.
 A client that disconnects stops its paths (at the next path; on the embedded model, its batch stops
 once no caller in it is still listening).
 Per request: `n` is the number of paths (unless `self_consistency.paths` is given), `temperature`,
-`max_tokens` and `seed` are honoured, and the body's `self_consistency` object overrides `paths`, `stop`,
-`answer_type`, `method` and `min_agreement`. The body's `model` is not used to choose a model: the
-server answers with the one it was started with and names it in the response.
+`top_p`, `top_k`, `max_tokens` and `seed` are honoured, and the body's `self_consistency` object overrides
+`paths`, `stop`, `answer_type`, `method` and `min_agreement`. The body's `model` is not used to choose a
+model: the server answers with the one it was started with and names it in the response.
+
+One request cannot order unbounded work: its paths in total (prompts x paths), its `max_tokens`, its
+text (question and earlier turns) and its body size have ceilings; over one is a 400 (413 for the body)
+naming it. The API key is checked before the body is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import json
+import logging
+import socket
+import sys
 import threading
 import time
 import uuid
 from typing import Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .answers import Answer
-from .api import Cancelled, Question, SelfConsistency
+from .api import Cancelled, Question, SelfConsistency, run_config
 from .backends.base import BackendError
 from .prompts import PromptFormat
 from .runlock import RunDirError
+from .settings import RunSettings
 from .store import StoreMismatch
-from .tasks import DataError
+from .tasks import DataError, Task
 
 DISCONNECT_POLL_SECONDS = 0.25  # how often a request being answered checks that its client is still there
+MAX_REQUEST_PATHS = 256  # default ceiling on one request's paths, over all its prompts
+MAX_BODY_BYTES = 4 * 1024 * 1024  # 256 prompts of 8,000 characters fit, with JSON's escapes
+log = logging.getLogger(__name__)
+
+
+class ServeError(Exception):
+    """The server cannot start as asked (an empty API key, a port in use): a user's error."""
 
 
 class OpenAIError(Exception):
@@ -59,12 +75,16 @@ class OpenAIError(Exception):
                                        "code": self.code}}, status_code=self.status)
 
 
+def _strict_int(**limits: Any) -> Any:
+    return Field(default=None, strict=True, **limits)  # true or "3" is not a number of paths
+
+
 class Overrides(BaseModel):
     """The body's `self_consistency` object."""
 
     model_config = ConfigDict(extra="forbid")
 
-    paths: int | None = Field(default=None, ge=1, le=256)
+    paths: int | None = _strict_int(ge=1)
     stop: str | None = None
     answer_type: Literal["number", "letter", "yes_no", "text", "free"] | None = None
     method: str | None = None
@@ -75,12 +95,14 @@ class _Sampling(BaseModel):
     model_config = ConfigDict(extra="allow")  # other OpenAI fields (user, logit_bias, ...) are accepted
 
     model: str | None = None
-    n: int | None = Field(default=None, ge=1, le=256)
+    n: int | None = _strict_int(ge=1)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = Field(default=None, ge=0)
-    stream: bool = False
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = _strict_int(ge=0)  # not OpenAI's: llama.cpp's and vLLM's servers take it
+    max_tokens: int | None = _strict_int(ge=1)
+    max_completion_tokens: int | None = _strict_int(ge=1)
+    seed: int | None = _strict_int(ge=0)
+    stream: bool = Field(default=False, strict=True)
     self_consistency: Overrides | None = None
 
 
@@ -89,6 +111,18 @@ class ChatMessage(BaseModel):
 
     role: str
     content: str | list[dict[str, Any]] | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_parts(cls, content: Any) -> Any:
+        """Text parts only: an image or audio part has no place in a text prompt, and dropping it would
+        answer another question."""
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValueError('content parts must be {"type": "text", "text": "..."}; '
+                                     f"not {json.dumps(part)[:80]}")
+        return content
 
 
 class ChatBody(_Sampling):
@@ -103,7 +137,7 @@ def _text(message: ChatMessage) -> str:
     """A message's text (text parts joined)."""
     content = message.content
     if isinstance(content, list):
-        content = "\n".join(part.get("text", "") for part in content if part.get("type") == "text")
+        content = "\n".join(part["text"] for part in content)
     return content or ""
 
 
@@ -129,8 +163,15 @@ def _conversation(messages: list[ChatMessage], prompt_format: PromptFormat) -> t
     return _text(last), context
 
 
-def _engine(base: SelfConsistency, body: _Sampling) -> SelfConsistency:
-    """The instance for this request: the server's, with the body's settings applied."""
+def _settings(engine: SelfConsistency) -> tuple[RunSettings, Task]:
+    task = engine._task_of(engine.task)
+    return run_config(task.name, engine._options), task
+
+
+def _engine(base: SelfConsistency, body: _Sampling, max_tokens_ceiling: int) -> SelfConsistency:
+    """The instance for this request: the server's, with the body's settings applied. On a server with a
+    run directory, a request whose settings change the paths' text keeps them in a subdirectory of its
+    own (settings-HASH), as a store holds paths of one set of settings."""
     changes: dict[str, Any] = {}
     overrides = body.self_consistency or Overrides()
     if overrides.paths is not None or body.n is not None:
@@ -142,15 +183,80 @@ def _engine(base: SelfConsistency, body: _Sampling) -> SelfConsistency:
         changes["temperature"] = body.temperature
     if body.max_tokens or body.max_completion_tokens:
         changes["max_tokens"] = body.max_completion_tokens or body.max_tokens
-    if body.seed is not None:
-        changes["seed"] = body.seed
+        if changes["max_tokens"] > max_tokens_ceiling:
+            param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+            raise OpenAIError(400, f"{param} {changes['max_tokens']} is over this server's limit of "
+                              f"{max_tokens_ceiling} tokens per path", param=param)
+    for name in ("top_p", "top_k", "seed"):
+        if getattr(body, name) is not None:
+            changes[name] = getattr(body, name)
     changes.update({k: v for k, v in overrides.model_dump(exclude={"paths"}).items() if v is not None})
     if not changes:
         return base
     try:
-        return base.with_options(**changes)
+        engine = base.with_options(**changes)
+        if base.run_dir is not None:
+            settings, task = _settings(engine)
+            own = settings.settings_hash(task)
+            if own != _settings(base)[0].settings_hash(_settings(base)[1]):
+                engine = engine.with_options(run_dir=base.run_dir / f"settings-{own}")
+        return engine
     except (ValueError, DataError) as exc:
         raise OpenAIError(400, str(exc), param="self_consistency") from None
+
+
+def _openai_error(status: int, message: str, code: str | None = None) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return OpenAIError(status, message, kind=kind, code=code).response()
+
+
+class _Gate:
+    """ASGI middleware in front of /v1: the API key is checked before any of the body is read, and a
+    body over `max_body_bytes` is refused (by its Content-Length, or as it streams in when chunked)
+    without being held; an accepted body is handed on to the app."""
+
+    def __init__(self, app: Any, api_key: str | None, max_body_bytes: int):
+        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+
+    def _authorized(self, headers: dict[bytes, bytes]) -> bool:
+        if self.api_key is None:
+            return True
+        scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.api_key.encode())
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if not self._authorized(headers):
+            return await _openai_error(401, "missing or incorrect API key (Authorization: Bearer KEY)",
+                                       code="invalid_api_key")(scope, receive, send)
+        too_large = _openai_error(413, f"the request body is over this server's limit of {self.max_body_bytes} "
+                                       "bytes", code="request_too_large")
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await too_large(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left before its body was in
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return await too_large(scope, receive, send)
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # after the body: the disconnect, when it comes
+
+        await self.app(scope, replay, send)
 
 
 def _summary(answer: Answer) -> dict[str, Any]:
@@ -191,22 +297,33 @@ def _stream(chunk: dict[str, Any]) -> StreamingResponse:
 
 
 def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concurrent: int = 4,
-               model_name: str | None = None) -> FastAPI:
+               model_name: str | None = None, max_request_paths: int = MAX_REQUEST_PATHS,
+               max_tokens_ceiling: int | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The ASGI app answering with `engine`. `api_key`: requests must carry `Authorization: Bearer KEY`
-    (compared in constant time; never logged). At most `max_concurrent` requests are answered at once;
-    the others wait their turn."""
+    (compared in constant time, before the body is read; never logged). At most `max_concurrent` requests
+    are answered at once; the others wait their turn. Per request: at most `max_request_paths` paths over
+    all its prompts, `max_tokens` up to `max_tokens_ceiling` (default: the engine's max_tokens), its text
+    up to the engine's max_question_chars, and a body of at most `max_body_bytes`."""
+    if api_key is not None and not api_key:
+        raise ServeError("the API key is empty: give a key, or none to serve without one")
     served = model_name or engine.model
     prompt_format = engine.prompt_format
+    settings, _ = _settings(engine)
+    max_tokens_ceiling = max_tokens_ceiling or settings.sampling.max_tokens
+    max_chars = settings.experiment.max_question_chars
     slots = asyncio.Semaphore(max_concurrent)
     app = FastAPI(title="selfconsistency", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(_Gate, api_key=api_key, max_body_bytes=max_body_bytes)
 
     @app.exception_handler(OpenAIError)
-    async def _openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+    async def _openai_error_response(request: Request, exc: OpenAIError) -> JSONResponse:
         return exc.response()
 
     @app.exception_handler(RequestValidationError)
     async def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid body"}
+        if first.get("type") == "json_invalid":
+            return OpenAIError(400, "the body is not valid JSON").response()
         where = ".".join(str(part) for part in first["loc"] if part != "body")
         return OpenAIError(400, f"{where + ': ' if where else ''}{first['msg']}", param=where or None).response()
 
@@ -215,13 +332,15 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
         return OpenAIError(exc.status_code, str(exc.detail), code="not_found" if exc.status_code == 404 else None
                            ).response()
 
-    def authorized(request: Request) -> None:
-        if api_key is None:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise OpenAIError(401, "missing or incorrect API key (Authorization: Bearer KEY)",
-                              code="invalid_api_key")
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # the server's log has the traceback (uvicorn logs it); the client gets no internals
+        return _openai_error(500, "the server failed to answer this request")
+
+    def within_limits(texts: list[str], paths: int, param: str) -> None:
+        if len(texts) * paths > max_request_paths:
+            raise OpenAIError(400, f"{len(texts)} prompt(s) x {paths} paths is over this server's limit of "
+                              f"{max_request_paths} paths per request", param=param)
 
     async def answered(request: Request, request_engine: SelfConsistency, questions: list[Question]) -> list[Answer]:
         """The answers, computed in a worker thread; a client that disconnects meanwhile stops its paths."""
@@ -240,21 +359,27 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
             except (DataError, ValueError) as exc:
                 raise OpenAIError(400, str(exc)) from None
             except (StoreMismatch, RunDirError) as exc:
-                raise OpenAIError(500, str(exc), kind="server_error") from None
+                log.error("the run directory refused a request: %s", exc)  # names server paths: not sent
+                raise OpenAIError(500, "the server's run directory cannot take this request",
+                                  kind="server_error") from None
 
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/models", dependencies=[Depends(authorized)])
+    @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [{"id": served, "object": "model", "created": 0,
                                             "owned_by": "selfconsistency"}]}
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorized)])
+    @app.post("/v1/chat/completions")
     async def chat(body: ChatBody, request: Request):
         question, context = _conversation(body.messages, prompt_format)
-        request_engine = _engine(engine, body)
+        if len(question) + sum(len(text) for _, text in context) > max_chars:
+            raise OpenAIError(400, f"the messages hold over this server's limit of {max_chars} characters "
+                              "(question and earlier turns)", param="messages", code="context_length_exceeded")
+        request_engine = _engine(engine, body, max_tokens_ceiling)
+        within_limits([question], request_engine._options["paths"], "n")
         asked = request_engine.chat_question(question, context) if context else question
         answer = (await answered(request, request_engine, [asked]))[0]
         content, finish = _winner(answer)
@@ -267,12 +392,17 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
             {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": finish,
              "logprobs": None}]}
 
-    @app.post("/v1/completions", dependencies=[Depends(authorized)])
+    @app.post("/v1/completions")
     async def completions(body: CompletionBody, request: Request):
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not prompts or not all(p.strip() for p in prompts):
             raise OpenAIError(400, "prompt must be non-empty text (or a list of texts)", param="prompt")
-        answers = await answered(request, _engine(engine, body), prompts)
+        if any(len(p) > max_chars for p in prompts):
+            raise OpenAIError(400, f"a prompt is over this server's limit of {max_chars} characters",
+                              param="prompt", code="context_length_exceeded")
+        request_engine = _engine(engine, body, max_tokens_ceiling)
+        within_limits(prompts, request_engine._options["paths"], "prompt" if len(prompts) > 1 else "n")
+        answers = await answered(request, request_engine, prompts)
         choices = []
         for index, answer in enumerate(answers):
             text, finish = _winner(answer)
@@ -286,14 +416,39 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
     return app
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_port(host: str, port: int) -> None:
+    """A port that cannot be bound is a one-line error before the model loads, not uvicorn's log lines."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def serve(engine: SelfConsistency, host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None,
-          max_concurrent: int = 4, model_name: str | None = None) -> None:
+          max_concurrent: int = 4, model_name: str | None = None, max_request_paths: int = MAX_REQUEST_PATHS,
+          max_tokens_ceiling: int | None = None) -> None:
     """Run the endpoint with uvicorn until interrupted (what `selfconsistency serve` does). uvicorn's
-    access log names method, path and status, never headers: the API key is not logged."""
+    access log names method, path and status, never headers: the API key is not logged. ServeError:
+    an empty API key, or a port that cannot be bound."""
     import uvicorn
 
     try:
-        uvicorn.run(create_app(engine, api_key=api_key, max_concurrent=max_concurrent, model_name=model_name),
-                    host=host, port=port, log_level="info")
+        app = create_app(engine, api_key=api_key, max_concurrent=max_concurrent, model_name=model_name,
+                         max_request_paths=max_request_paths, max_tokens_ceiling=max_tokens_ceiling)
+        _check_port(host, port)
+        if api_key is None and not _loopback(host):
+            print(f"warning: serving on {host} without an API key: anyone who can reach it can use the model "
+                  "(set --api-key or SELFCONSISTENCY_API_KEY)", file=sys.stderr)
+        uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
         engine.close()
