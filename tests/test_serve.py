@@ -335,6 +335,175 @@ def test_server_on_the_embedded_model():
             assert sc["answer"] in response.choices[0].message.content
 
 
+# -- what one request may ask for ---------------------------------------------------------------
+
+
+def test_one_request_cannot_order_unbounded_work(fake_server):
+    """Paths over all prompts, max_tokens and the question's length have ceilings, each named in a 400."""
+    url, bots = fake_server  # the server's defaults: 5 paths, max_tokens 256, questions of 8,000 characters
+    api = client(url)
+    for make, limit, param in [
+        (lambda: api.completions.create(model="m", prompt=[f"I am sure {i}" for i in range(52)]), "256 paths",
+         "prompt"),  # 52 prompts x 5 paths
+        (lambda: api.chat.completions.create(model="m", messages=ask("I am sure"), n=257), "256 paths", "n"),
+        (lambda: api.chat.completions.create(model="m", messages=ask("I am sure"), max_tokens=257), "256 tokens",
+         "max_tokens"),
+        (lambda: api.chat.completions.create(model="m", messages=ask("I am sure " + "x" * 8000)),
+         "8000 characters", "messages"),
+        (lambda: api.completions.create(model="m", prompt=["I am sure", "y" * 8001]), "8000 characters", "prompt"),
+    ]:
+        with pytest.raises(openai.BadRequestError) as refused:
+            make()
+        assert limit in refused.value.message and refused.value.body["param"] == param
+    assert not bots or not bots[0].calls  # nothing was sampled
+    within = api.completions.create(model="m", prompt=["I am sure", "coin toss"], n=128, max_tokens=256)
+    assert [sc["paths_used"] for sc in within.self_consistency] == [128, 128]
+
+
+def raw_exchange(url, head: bytes, body_chunks=(), timeout=5.0) -> tuple[int, dict]:
+    """One HTTP request written by hand on a socket (a head, then body chunks as given, never finished),
+    and the status and JSON of the response the server sends without waiting for the rest."""
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head)
+        for chunk in body_chunks:
+            sock.sendall(chunk)
+        received = b""
+        while data := sock.recv(65536):  # the server answers and closes, or keeps the connection open
+            received += data
+            head_part, _, body_part = received.partition(b"\r\n\r\n")
+            length = [line for line in head_part.lower().split(b"\r\n") if line.startswith(b"content-length:")]
+            if length and len(body_part) >= int(length[0].split(b":")[1]):
+                break
+    status_line, _, rest = received.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.split(b"\r\n\r\n", 1)[1])
+
+
+def head(length: str, key: str | None) -> bytes:
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    framing = f"Content-Length: {length}" if length != "chunked" else "Transfer-Encoding: chunked"
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{auth}"
+            f"{framing}\r\n\r\n").encode()
+
+
+def test_the_key_is_checked_before_the_body_is_read(fake_server):
+    url, _ = fake_server
+    # a 200 MB body announced without a key (or a wrong one): refused at once, before any of it is sent
+    for key in (None, "wrong-key"):
+        status, error = raw_exchange(url, head("200000000", key))
+        assert status == 401 and error["error"]["code"] == "invalid_api_key"
+
+
+def test_big_bodies_are_refused_as_they_come_in():
+    made = register()
+    engine = SelfConsistency(model="fake-model", backend=FAKE_BACKEND, paths=5)
+    with serving(create_app(engine, api_key=API_KEY, max_body_bytes=50_000)) as url:
+        status, error = raw_exchange(url, head("200000000", API_KEY))  # with the key: too large by its length
+        assert status == 413 and "50000 bytes" in error["error"]["message"]
+        # chunked, no length: refused once 50 KB have come in, while the client is still sending
+        chunk = b"%x\r\n%s\r\n" % (20_000, b" " * 20_000)
+        status, error = raw_exchange(url, head("chunked", API_KEY), [b'e\r\n{"messages": [\r\n', chunk, chunk, chunk])
+        assert status == 413 and error["error"]["type"] == "invalid_request_error"
+        small = client(url).chat.completions.create(model="m", messages=ask("I am sure"), user="u" * 40_000)
+        assert small.self_consistency["answer"] == "18"
+    engine.close()
+    assert len(made[0].calls) == 5
+
+
+@pytest.mark.parametrize("content,refused", [
+    ([{"type": "text", "text": 5}], '"text": 5'),
+    ([{"type": "image_url", "image_url": {"url": "https://x/cat.png"}}, {"type": "text", "text": "What is it?"}],
+     "image_url"),
+    ([{"text": "no type"}], "no type"),
+])
+def test_content_parts_are_text_parts(fake_server, content, refused):
+    url, bots = fake_server
+    status, error = post(url + "/chat/completions", json.dumps({"messages": [
+        {"role": "user", "content": content}]}).encode())
+    assert status == 400 and error["error"]["param"] == "messages.0.content" and refused in error["error"]["message"]
+    answered = client(url).chat.completions.create(model="m", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "I am"}, {"type": "text", "text": "sure"}]}])
+    assert answered.self_consistency["answer"] == "18"
+
+
+def test_an_unexpected_failure_is_an_openai_500_without_internals(tmp_path):
+    class Crashing:
+        name, model = "crashing", "m"
+
+        def generate(self, requests):
+            raise RuntimeError("secret internals at /srv/models")
+            yield
+
+        def close(self):
+            pass
+
+    register_backend("crashing", lambda config: Crashing())
+    engine = SelfConsistency(model="m", backend="crashing", paths=2)
+    with serving(create_app(engine)) as url:
+        with pytest.raises(openai.InternalServerError) as failed:
+            client(url).chat.completions.create(model="m", messages=ask("q"))
+    assert failed.value.status_code == 500 and failed.value.body["type"] == "server_error"
+    assert "secret" not in failed.value.message and "Traceback" not in str(failed.value.body)
+
+
+def test_a_run_dir_server_takes_seed_and_max_tokens_overrides(tmp_path):
+    """Paths of other settings go to a subdirectory of their own; the server's own stay reusable."""
+    made = register()
+    run_dir = tmp_path / "served-runs"
+    engine = SelfConsistency(model="fake-model", backend=FAKE_BACKEND, paths=3, run_dir=run_dir)
+    with serving(create_app(engine)) as url:
+        chat = client(url).chat.completions
+        plain = chat.create(model="m", messages=ask("a coin toss")).self_consistency
+        seeded = chat.create(model="m", messages=ask("a coin toss"), seed=11, max_tokens=100).self_consistency
+        assert seeded["paths_used"] == 3 and len(made[0].calls) == 6
+        assert chat.create(model="m", messages=ask("a coin toss")).self_consistency == plain  # reused
+        assert chat.create(model="m", messages=ask("a coin toss"), seed=11, max_tokens=100
+                           ).self_consistency == seeded
+        assert len(made[0].calls) == 6
+        assert (run_dir / "samples.sqlite").exists() and len(list(run_dir.glob("settings-*"))) == 1
+    engine.close()
+
+
+def test_a_broken_run_dir_does_not_reveal_the_servers_paths(tmp_path):
+    register()
+    taken = tmp_path / "not-a-directory"
+    taken.write_text("a file")
+    engine = SelfConsistency(model="fake-model", backend=FAKE_BACKEND, paths=2, run_dir=taken)
+    with serving(create_app(engine)) as url:
+        with pytest.raises(openai.InternalServerError) as failed:
+            client(url).chat.completions.create(model="m", messages=ask("I am sure"), seed=3)
+    assert failed.value.status_code == 500 and str(tmp_path) not in json.dumps(failed.value.body)
+    engine.close()
+
+
+def test_top_p_and_top_k_reach_the_upstream(stub_server):
+    from conftest import OpenAIStub
+
+    engine = SelfConsistency(model="upstream-model", backend="openai", base_url=stub_server, paths=2,
+                             prompt_format="chat")
+    with serving(create_app(engine)) as url:
+        client(url).chat.completions.create(model="m", messages=ask("What is 5?"), top_p=0.5,
+                                            extra_body={"top_k": 7})
+        sent = OpenAIStub.calls[-1]["body"]
+        assert sent["top_p"] == 0.5 and sent["top_k"] == 7
+        with pytest.raises(openai.BadRequestError) as refused:
+            client(url).chat.completions.create(model="m", messages=ask("What is 5?"), top_p=0)
+        assert refused.value.body["param"] == "top_p"
+    engine.close()
+
+
+@pytest.mark.parametrize("body,param,message", [
+    (b'{"messages": [', None, "the body is not valid JSON"),
+    (b'{"messages": [{"role": "user", "content": "I am sure"}], "stream": "yes"}', "stream", "boolean"),
+    (b'{"messages": [{"role": "user", "content": "I am sure"}], "n": true}', "n", "integer"),
+    (b'{"messages": [{"role": "user", "content": "I am sure"}], "max_tokens": "9"}', "max_tokens", "integer"),
+])
+def test_bodies_are_read_strictly(fake_server, body, param, message):
+    url, _ = fake_server
+    status, error = post(url + "/chat/completions", body)
+    assert status == 400 and error["error"]["param"] == param and message in error["error"]["message"]
+
+
 # -- the commands -------------------------------------------------------------------------------
 
 
