@@ -597,3 +597,34 @@ def test_serve_command_over_llama_cpp_server(llama_server):
         assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
     assert len({r.choices[0].message.content for r in responses}) > 1  # the seeds made different paths
     assert server["log"].count("POST /v1/chat/completions") == 6 and API_KEY not in server["log"]
+
+
+def test_serve_refuses_an_empty_key_and_a_port_in_use(stub_server):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import cli
+
+    upstream = ("--backend", "openai", "--base-url", stub_server, "--model", "m")
+    refused = cli("serve", *upstream, "--port", str(free_port()), "--api-key", "", timeout=60)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "API key is empty" in refused.stderr
+    env = {**os.environ, "SELFCONSISTENCY_API_KEY": ""}  # set but empty: not "no key"
+    refused = subprocess.run([sys.executable, "-m", "selfconsistency", "serve", *upstream, "--port",
+                              str(free_port())], capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "API key is empty" in refused.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = cli("serve", *upstream, "--port", str(port), "--api-key", API_KEY, timeout=60)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in \
+        busy.stderr and "Traceback" not in busy.stdout + busy.stderr
+
+
+def test_serve_warns_when_it_listens_beyond_loopback_without_a_key(stub_server):
+    with serve_command("--backend", "openai", "--base-url", stub_server, "--model", "m", "--host", "0.0.0.0",
+                       "--port", str(free_port())) as server:
+        with urllib.request.urlopen(server["url"] + "/health", timeout=10) as health:
+            assert health.status == 200
+    assert "warning: serving on 0.0.0.0 without an API key" in server["log"]
