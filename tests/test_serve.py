@@ -497,11 +497,18 @@ def test_top_p_and_top_k_reach_the_upstream(stub_server):
     (b'{"messages": [{"role": "user", "content": "I am sure"}], "stream": "yes"}', "stream", "boolean"),
     (b'{"messages": [{"role": "user", "content": "I am sure"}], "n": true}', "n", "integer"),
     (b'{"messages": [{"role": "user", "content": "I am sure"}], "max_tokens": "9"}', "max_tokens", "integer"),
+    (b'{"messages": [{"role": "user", "content": "I am sure"}], "stop": ["\\n"]}', "stop", "not supported"),
+    (b'{"messages": [{"role": "user", "content": "I am sure"}], "presence_penalty": 1.5}', "presence_penalty",
+     "not supported"),
 ])
 def test_bodies_are_read_strictly(fake_server, body, param, message):
     url, _ = fake_server
     status, error = post(url + "/chat/completions", body)
     assert status == 400 and error["error"]["param"] == param and message in error["error"]["message"]
+    # what a client sends to ask for nothing is accepted
+    defaults = {"stop": None, "presence_penalty": 0, "logprobs": False, "user": "u1"}
+    answered = client(url).chat.completions.create(model="m", messages=ask("I am sure"), **defaults)
+    assert answered.self_consistency["answer"] == "18"
 
 
 # -- the commands -------------------------------------------------------------------------------

@@ -55,6 +55,11 @@ from .tasks import DataError, Task
 DISCONNECT_POLL_SECONDS = 0.25  # how often a request being answered checks that its client is still there
 MAX_REQUEST_PATHS = 256  # default ceiling on one request's paths, over all its prompts
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 256 prompts of 8,000 characters fit, with JSON's escapes
+# OpenAI fields that would change what comes back but that this server does not apply: refused when set
+# (a client's null, 0 or false asks for nothing), never accepted and ignored
+UNSUPPORTED = ("stop", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
+               "response_format", "tools", "tool_choice", "functions", "function_call", "best_of", "echo",
+               "suffix", "min_p", "repeat_penalty")
 log = logging.getLogger(__name__)
 
 
@@ -172,6 +177,11 @@ def _engine(base: SelfConsistency, body: _Sampling, max_tokens_ceiling: int) -> 
     """The instance for this request: the server's, with the body's settings applied. On a server with a
     run directory, a request whose settings change the paths' text keeps them in a subdirectory of its
     own (settings-HASH), as a store holds paths of one set of settings."""
+    for name in UNSUPPORTED:
+        if (body.model_extra or {}).get(name) not in (None, 0, False, [], {}):
+            raise OpenAIError(400, f"{name} is not supported by this self-consistency server; the stop rule "
+                              "and sampling settings are self_consistency.stop, temperature, top_p and top_k",
+                              param=name)
     changes: dict[str, Any] = {}
     overrides = body.self_consistency or Overrides()
     if overrides.paths is not None or body.n is not None:
@@ -196,9 +206,8 @@ def _engine(base: SelfConsistency, body: _Sampling, max_tokens_ceiling: int) -> 
     try:
         engine = base.with_options(**changes)
         if base.run_dir is not None:
-            settings, task = _settings(engine)
-            own = settings.settings_hash(task)
-            if own != _settings(base)[0].settings_hash(_settings(base)[1]):
+            own, server = (settings.settings_hash(task) for settings, task in (_settings(engine), _settings(base)))
+            if own != server:
                 engine = engine.with_options(run_dir=base.run_dir / f"settings-{own}")
         return engine
     except (ValueError, DataError) as exc:
