@@ -97,7 +97,7 @@ class Overrides(BaseModel):
 
 
 class _Sampling(BaseModel):
-    model_config = ConfigDict(extra="allow")  # other OpenAI fields (user, logit_bias, ...) are accepted
+    model_config = ConfigDict(extra="allow")  # other OpenAI fields (user, metadata, ...): UNSUPPORTED are refused
 
     model: str | None = None
     n: int | None = _strict_int(ge=1)
