@@ -225,8 +225,8 @@ class _BatchingDecoder:
                 for item in stream:
                     for generation in item if isinstance(item, tuple) else (item,):
                         self._deliver(generation)
-                    if all(call.gone.is_set() for call in self._running) and not self._waiting:
-                        break  # nobody listens any more: stop decoding this batch
+                    if all(call.gone.is_set() for call in self._running):
+                        break  # nobody listens any more: stop decoding this batch (waiting calls start anew)
             except BaseException as exc:  # noqa: BLE001 - every call of the batch gets the failure
                 for call in self._running:
                     call.delivered.put(exc)
