@@ -54,7 +54,7 @@ def test_a_call_arriving_mid_batch_decodes_beside_the_running_one():
     finally:
         decoder.close()
     done = {call: max(when for c, _, _, when in arrivals if c == call) for call in ("long", "short")}
-    assert sorted((c, n) for c, n, _, _ in arrivals) == [*((("long", n) for n in range(6))), ("short", 0), ("short", 1)]
+    assert sorted((c, n) for c, n, _, _ in arrivals) == [*(("long", n) for n in range(6)), ("short", 0), ("short", 1)]
     assert done["short"] < done["long"]  # it did not wait for the first call's batch to finish
     assert all(text for _, _, text, _ in arrivals)
 
