@@ -126,3 +126,61 @@ def register_slow() -> dict[str, list[AnswerBot]]:
         register_backend(kind.name, lambda config, kind=kind: made[kind.name].append(kind(config.model))
                          or made[kind.name][-1])
     return made
+
+
+class FeedingBot(AnswerBot):
+    """A decoder like the embedded engine: `slots` paths decode together, one step of `step_seconds` at a
+    time, a path taking `max_tokens` steps; whenever a slot is free and nothing is pending it asks the
+    feed for more paths, and it drops paths the feed no longer wants. Paths whose question says `huge`
+    never fit a running batch. `events` records ("start" | "end" | "stopped", question id, path index)."""
+
+    name = "feedbot"
+    decodes_in_batches = True
+    slots = 2
+    step_seconds = 0.02
+
+    def __init__(self, model: str):
+        super().__init__(model)
+        self.events: list[tuple[str, str, int]] = []
+        self.batches = 0
+
+    @staticmethod
+    def _fits(requests):
+        return not any("huge" in r.prompt.text.rsplit("Q:", 1)[-1] for r in requests)
+
+    def generate(self, requests, feed=None):
+        import time
+        from collections import deque
+
+        self.batches += 1
+        pending, running = deque(requests), {}  # running: id(request) -> [request, steps left]
+        while pending or running:
+            if feed is not None:
+                for key in [key for key, (r, _) in running.items() if not feed.wants(r)]:
+                    request = running.pop(key)[0]
+                    self.events.append(("stopped", request.question_id, request.path_index))
+                if len(running) < self.slots and not pending:
+                    pending.extend(feed.more(self._fits))
+            while pending and len(running) < self.slots:
+                request = pending.popleft()
+                if feed is None or feed.wants(request):
+                    running[id(request)] = [request, request.params.max_tokens]
+                    self.events.append(("start", request.question_id, request.path_index))
+            time.sleep(self.step_seconds)
+            for key in list(running):
+                running[key][1] -= 1
+                if not running[key][1]:
+                    request = running.pop(key)[0]
+                    self.events.append(("end", request.question_id, request.path_index))
+                    yield from super().generate([request])
+
+
+def register_feeding() -> list[FeedingBot]:
+    made: list[FeedingBot] = []
+
+    def factory(config):
+        made.append(FeedingBot(config.model))
+        return made[-1]
+
+    register_backend(FeedingBot.name, factory)
+    return made

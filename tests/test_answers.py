@@ -326,6 +326,106 @@ def test_concurrent_calls_share_the_decoders_batches():
     assert decoder.closed
 
 
+def _in_thread(function):
+    """Run `function` in a thread; returns a callable that joins it and gives its result (or raises)."""
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = function()
+        except Exception as exc:  # noqa: BLE001 - re-raised by the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+
+    def result():
+        thread.join(60)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
+
+    return result
+
+
+def _when(condition, timeout: float = 30) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def _events(bot, question_id: str, kind: str) -> list[int]:
+    """Where in the bot's event log the question's paths had `kind` events."""
+    return [n for n, (what, qid, _) in enumerate(bot.events) if what == kind and qid == question_id]
+
+
+def test_a_call_arriving_mid_batch_joins_its_free_slots():
+    """Continuous batching across calls: the second call's paths take slots the first call leaves free,
+    in the same batch, and it returns while the first call is still decoding."""
+    from answer_fakes import register_feeding
+
+    made = register_feeding()
+    sc = SelfConsistency(model="m", backend="feedbot", paths=3, max_tokens=25)  # 2 slots: 2 paths, then 1
+    first = _in_thread(lambda: sc.answer("I am sure, a long one", task="gsm8k"))
+    _when(lambda: made and made[0].events)
+    second = sc.with_options(paths=2, max_tokens=2).answer("I am sure, a short one", task="gsm8k")
+    long_answer = first()
+    (bot,) = made
+    assert second.answer == long_answer.answer == "18" and second.paths_used == 2 and long_answer.paths_used == 3
+    assert bot.batches == 1  # the second call joined the running batch
+    short_ends, long_ends = _events(bot, second.id, "end"), _events(bot, long_answer.id, "end")
+    assert len(long_ends) == 3 and max(short_ends) < max(long_ends)  # done before the first call's last path
+    assert min(_events(bot, second.id, "start")) > long_ends[1]  # in the slot the first round left free
+    sc.close()
+
+
+def test_an_abandoned_call_drops_its_paths_and_others_go_on():
+    from answer_fakes import register_feeding
+    from selfconsistency.api import Cancelled
+
+    made = register_feeding()
+    sc = SelfConsistency(model="m", backend="feedbot", paths=6, max_tokens=3)
+    cancel = threading.Event()
+    abandoned = _in_thread(lambda: sc.answer_many(["I am sure, given up"], task="gsm8k", cancel=cancel))
+    _when(lambda: made and made[0].events)
+    cancel.set()  # the call stops at its next path, as the server does when its client disconnects
+    other = sc.with_options(paths=2).answer("I am sure, still wanted", task="gsm8k")
+    with pytest.raises(Cancelled):
+        abandoned()
+    (bot,) = made
+    assert other.answer == "18" and other.paths_used == 2
+    gone_id = bot.events[0][1]
+    started, ended = _events(bot, gone_id, "start"), _events(bot, gone_id, "end")
+    assert len(ended) <= 2 < 6  # the first round; the rest were dropped, not decoded beside the other call
+    assert len(started) == len(ended) + len(_events(bot, gone_id, "stopped")) < 6
+    sc.close()
+
+
+def test_a_call_that_does_not_fit_waits_for_the_batch_and_nobody_overtakes_it():
+    import time
+
+    from answer_fakes import register_feeding
+
+    made = register_feeding()
+    sc = SelfConsistency(model="m", backend="feedbot", paths=3, max_tokens=20)
+    first = _in_thread(lambda: sc.answer("I am sure, first", task="gsm8k"))
+    _when(lambda: made and made[0].events)
+    short = sc.with_options(paths=1, max_tokens=2)
+    huge = _in_thread(lambda: short.answer("I am sure, a huge one", task="gsm8k"))
+    time.sleep(0.05)
+    after = short.answer("I am sure, after the huge one", task="gsm8k")
+    results = [first(), huge(), after]
+    (bot,) = made
+    assert [r.answer for r in results] == ["18"] * 3 and bot.batches == 2
+    first_done = max(_events(bot, results[0].id, "end"))
+    assert min(_events(bot, results[1].id, "start")) > first_done  # the huge call waited for the drain
+    assert min(_events(bot, results[2].id, "start")) > first_done  # and the call behind it too
+    sc.close()
+
+
 def test_api_refuses_bad_settings_at_once(bots):
     with pytest.raises(ValueError, match="paths"):
         SelfConsistency(model="m", backend=FAKE_BACKEND, paths=0)

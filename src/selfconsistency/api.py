@@ -18,11 +18,12 @@ serve calls in parallel.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import queue
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -130,66 +131,124 @@ class _Shared:
 _DONE = object()
 
 
+class _Call:
+    """One call's paths on the shared decoder: where its generations go, and whether it still listens."""
+
+    def __init__(self, requests: list[GenerationRequest]):
+        self.requests = requests
+        self.delivered: queue.SimpleQueue = queue.SimpleQueue()
+        self.gone = threading.Event()  # finished, failed or abandoned (a cancelled call)
+        self.waiting_for = len(requests)  # generations not yet delivered
+
+
 class _BatchingDecoder:
-    """One decoder (the embedded model) shared by concurrent calls: each call queues its paths, and one
-    worker thread hands everything queued to the backend as one batch, so the paths of concurrent calls
-    are decoded together, and routes each path back to its call. Only the worker touches the backend
-    (llama.cpp is not thread-safe). A call that arrives during a batch goes in the next one."""
+    """One decoder (the embedded model) shared by concurrent calls, with continuous batching across
+    them: one worker thread starts a batch with every call queued, and, when the backend takes a `feed`,
+    paths of calls that arrive meanwhile join free slots of the running batch (if it has room for them;
+    else they wait for it to drain). Each generation goes back to its call, which ends as soon as its own
+    paths are done. A call that goes away has its paths dropped. Only the worker touches the backend
+    (llama.cpp is not thread-safe)."""
 
     def __init__(self, backend: Backend):
         self.backend = backend
         self.name, self.model = backend.name, backend.model
         if hasattr(backend, "rendered_prompt"):
             self.rendered_prompt = backend.rendered_prompt
-        # each call: its paths, where they go, and whether the call has stopped listening
-        self._pending: list[tuple[list[GenerationRequest], queue.SimpleQueue, threading.Event]] = []
+        self._takes_feed = "feed" in inspect.signature(backend.generate).parameters
+        self._waiting: list[_Call] = []  # calls not in a batch yet (guarded by _wake)
         self._wake = threading.Condition()
         self._closed = False
+        # the worker's own state: the running batch's calls, each path's call, whether admission has stopped
+        self._running: list[_Call] = []
+        self._owner: dict[int, _Call] = {}
+        self._draining = False
         self._worker = threading.Thread(target=self._decode, name="selfconsistency-decoder", daemon=True)
         self._worker.start()
 
     def generate(self, requests: list[GenerationRequest]) -> Iterator[Generation]:
         if not requests:
             return
-        delivered: queue.SimpleQueue = queue.SimpleQueue()
-        gone = threading.Event()
+        call = _Call(list(requests))
         with self._wake:
             if self._closed:
                 raise BackendError("the model was closed")
-            self._pending.append((list(requests), delivered, gone))
+            self._waiting.append(call)
             self._wake.notify()
         try:
-            while (item := delivered.get()) is not _DONE:
+            while (item := call.delivered.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     raise item
                 yield item
         finally:
-            gone.set()  # finished, failed or abandoned (a cancelled call): the worker may stop for it
+            call.gone.set()  # the worker drops what is left of this call
+
+    # -- the feed the backend asks from the worker thread (PathFeed) -----------------------------
+
+    def more(self, fits: Callable[[Sequence[GenerationRequest]], bool]) -> list[GenerationRequest]:
+        joining: list[GenerationRequest] = []
+        with self._wake:
+            while self._waiting and not self._draining:
+                call = self._waiting[0]
+                if not call.gone.is_set():
+                    if not fits(call.requests):
+                        self._draining = True  # it waits for the next batch, and nobody overtakes it
+                        break
+                    self._admit(call)
+                    joining += call.requests
+                self._waiting.pop(0)
+        return joining
+
+    def wants(self, request: GenerationRequest) -> bool:
+        call = self._owner.get(id(request))
+        return call is not None and not call.gone.is_set()
+
+    # -- the worker ------------------------------------------------------------------------------
+
+    def _admit(self, call: _Call) -> None:
+        self._running.append(call)
+        self._owner.update((id(request), call) for request in call.requests)
+
+    def _deliver(self, generation: Generation) -> None:
+        call = self._owner.pop(id(generation.request), None)
+        if call is None:
+            return
+        call.delivered.put(generation)
+        call.waiting_for -= 1
+        if call.waiting_for == 0:
+            call.delivered.put(_DONE)  # this call is done, whatever the batch still decodes for others
+            self._running.remove(call)
 
     def _decode(self) -> None:
         while True:
             with self._wake:
-                while not self._pending and not self._closed:
+                while not self._waiting and not self._closed:
                     self._wake.wait()
-                if not self._pending:
+                if not self._waiting:
                     return
-                calls, self._pending = self._pending, []
-            owner = {id(request): delivered for requests, delivered, _ in calls for request in requests}
-            stream = self.backend.generate([r for requests, _, _ in calls for r in requests])
+                calls, self._waiting = [c for c in self._waiting if not c.gone.is_set()], []
+            if not calls:
+                continue
+            self._running, self._owner, self._draining = [], {}, False
+            for call in calls:
+                self._admit(call)
+            requests = [r for call in calls for r in call.requests]
+            stream = (self.backend.generate(requests, feed=self) if self._takes_feed
+                      else self.backend.generate(requests))
             try:
                 for item in stream:
                     for generation in item if isinstance(item, tuple) else (item,):
-                        owner[id(generation.request)].put(generation)
-                    if all(gone.is_set() for _, _, gone in calls):
-                        break  # nobody listens any more: stop decoding this batch
+                        self._deliver(generation)
+                    if all(call.gone.is_set() for call in self._running):
+                        break  # nobody listens any more: stop decoding this batch (waiting calls start anew)
             except BaseException as exc:  # noqa: BLE001 - every call of the batch gets the failure
-                for _, delivered, _ in calls:
-                    delivered.put(exc)
-                continue
+                for call in self._running:
+                    call.delivered.put(exc)
+            else:
+                for call in self._running:  # a backend that gave fewer generations than asked
+                    call.delivered.put(_DONE)
             finally:
                 stream.close()
-            for _, delivered, _ in calls:
-                delivered.put(_DONE)
+                self._running, self._owner = [], {}
 
     def close(self) -> None:
         with self._wake:

@@ -270,3 +270,17 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class PathFeed(Protocol):
+    """More paths for a backend that is already decoding a batch (api._BatchingDecoder gives one to a
+    backend whose `generate` takes `feed=`): the paths of callers that arrived after the batch started."""
+
+    def more(self, fits: Callable[[Sequence[GenerationRequest]], bool]) -> list[GenerationRequest]:
+        """Paths to add now, without waiting: those of each waiting caller, in arrival order, for which
+        `fits(its paths)` said yes; once it says no, nothing more for this batch (nobody overtakes)."""
+        ...
+
+    def wants(self, request: GenerationRequest) -> bool:
+        """False once the caller of this path has gone: not started yet, it is dropped; started, stopped."""
+        ...

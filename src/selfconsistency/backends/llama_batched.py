@@ -23,7 +23,7 @@ from ..sampling import log_normalizers
 from .base import BackendError, Generation, GenerationRequest
 
 if TYPE_CHECKING:
-    from .llama_cpp import LlamaCppBackend, PathDecoder
+    from .llama_cpp import LlamaCppBackend, PathDecoder, TokenFeed
 
 SHARED_SEQ = 0
 _ROUNDING = 256
@@ -142,24 +142,48 @@ class BatchedDecoder:
 
     # -- scheduling ------------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[GenerationRequest],
-                 split: Sequence[tuple[list[int], list[int]]]) -> Iterator[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], split: Sequence[tuple[list[int], list[int]]],
+                 feed: TokenFeed | None = None) -> Iterator[Generation]:
+        """`feed`, if given, is asked for more paths whenever slots are free and none is pending (they
+        join this batch if they fit it), and is asked before each step whether each path is still wanted."""
         import llama_cpp
 
         longest_shared = max(len(shared) for shared, _ in split)
         longest_rest = max(len(rest) for _, rest in split)
         max_new = max(r.params.max_tokens for r in requests)
-        # Worst case: the shared block, a question prompt per slot plus the open one, a full path per slot.
-        needed = longest_shared + (self.n_slots + 1) * longest_rest + self.n_slots * (max_new + 1)
-        self._ensure_context(-(-needed // _ROUNDING) * _ROUNDING)
+
+        def needed_for(rest_tokens: int, new_tokens: int) -> int:
+            # Worst case: the shared block, a question prompt per slot plus the open one, a full path per slot.
+            return longest_shared + (self.n_slots + 1) * rest_tokens + self.n_slots * (new_tokens + 1)
+
+        self._ensure_context(-(-needed_for(longest_rest, max_new) // _ROUNDING) * _ROUNDING)
+
+        def fits(joining: Sequence[tuple[GenerationRequest, tuple[list[int], list[int]]]]) -> bool:
+            """Whether paths can join: the same shared block (a new one clears the cache) and room left."""
+            nonlocal longest_rest, max_new
+            rest = max([longest_rest, *(len(r) for _, (_, r) in joining)])
+            new = max([max_new, *(request.params.max_tokens for request, _ in joining)])
+            if any(s != self._shared for _, (s, _) in joining) or needed_for(rest, new) > self._n_ctx:
+                return False
+            longest_rest, max_new = rest, new
+            return True
 
         pending = deque(zip(requests, split, strict=True))
         slots: dict[int, tuple[PathDecoder, int, int]] = {}  # seq -> (path, next token, its position)
         free = list(range(self.n_slots, 0, -1))
         while pending or slots:
+            if feed is not None:
+                for seq in [seq for seq, (path, _, _) in slots.items() if not feed.wants(path.request)]:
+                    del slots[seq]  # nobody waits for this path any more: its slot is free
+                    llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+                    free.append(seq)
+                if free and not pending:
+                    pending.extend(feed.more(fits))
             # Fill free slots; a path that ends on its first token is done at once.
             while free and pending:
                 request, (shared, rest) = pending.popleft()
+                if feed is not None and not feed.wants(request):
+                    continue
                 started = time.perf_counter()
                 self._open_question(shared, rest)
                 n_prompt = len(shared) + len(rest)

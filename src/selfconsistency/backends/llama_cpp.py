@@ -25,7 +25,7 @@ from ..models import DEFAULT_MODEL, resolve_model_path
 from ..options import BackendOptions, Cli, Identity
 from ..prompts import Prompt, PromptFormat
 from ..sampling import sample_token
-from .base import BackendConfig, BackendError, BackendSpec, Generation, GenerationRequest
+from .base import BackendConfig, BackendError, BackendSpec, Generation, GenerationRequest, PathFeed
 
 CONTEXT_ROUNDING = 256
 _PLAIN_TOKEN_ROUNDS = 4  # a cut text that still forms a special token (one inside another) is cut again
@@ -95,6 +95,25 @@ class PathDecoder:
         return Generation(request=self.request, text=self.text, prompt_tokens=self.prompt_tokens,
                           completion_tokens=len(self.tokens), latency_s=self.seconds,
                           finish_reason=self.finish_reason or "length", logprob_sum=self.logprob_sum)
+
+
+class TokenFeed:
+    """A PathFeed as the batched engine sees it: each path with its (shared, rest) prompt tokens."""
+
+    def __init__(self, feed: PathFeed, tokens: Callable[[Prompt], tuple[list[int], list[int]]]):
+        self.wants = feed.wants
+        self._feed, self._tokens = feed, tokens
+
+    def more(self, fits: Callable[[list[tuple[GenerationRequest, tuple[list[int], list[int]]]]], bool]
+             ) -> list[tuple[GenerationRequest, tuple[list[int], list[int]]]]:
+        split: dict[int, tuple[GenerationRequest, tuple[list[int], list[int]]]] = {}
+
+        def tokens_fit(requests: Sequence[GenerationRequest]) -> bool:
+            joining = [(request, self._tokens(request.prompt)) for request in requests]
+            split.update((id(request), pair) for request, pair in zip(requests, joining, strict=True))
+            return fits(joining)
+
+        return [split[id(request)] for request in self._feed.more(tokens_fit)]
 
 
 class LlamaCppBackend:
@@ -231,7 +250,9 @@ class LlamaCppBackend:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], feed: PathFeed | None = None) -> Iterator[Generation]:
+        """`feed`: paths of later callers join free slots of the running batch if they fit it (batch_size > 1);
+        paths it no longer wants are dropped."""
         if not requests:
             return
         if self.llm is None:
@@ -243,14 +264,15 @@ class LlamaCppBackend:
 
             if self._batched is None:
                 self._batched = BatchedDecoder(self, self.batch_size)
-            yield from self._batched.generate(requests, split)
+            yield from self._batched.generate(requests, split, feed and TokenFeed(feed, self.tokens))
             return
         longest = max(len(shared) + len(rest) for shared, rest in split)
         needed = self._n_ctx_request or -(-(longest + max_new) // CONTEXT_ROUNDING) * CONTEXT_ROUNDING
         if needed > self.llm.n_ctx():
             self._load(needed)
         for request, (shared, rest) in zip(requests, split, strict=True):
-            yield self._generate_one(request, shared, rest)
+            if feed is None or feed.wants(request):
+                yield self._generate_one(request, shared, rest)
 
     def _logits(self) -> np.ndarray:
         import llama_cpp
