@@ -82,3 +82,23 @@ def test_one_path_at_a_time_gives_the_same_texts_alone_and_together():
     finally:
         decoder.close()
     assert {(c, n): text for c, n, text, _ in arrivals} == expected
+
+
+def test_paths_of_another_shared_prompt_wait_for_the_running_ones():
+    """A second shared block (another task's exemplars, another chat's system message) clears the KV cache:
+    its paths must not start while paths of the first are still decoding, or those would continue on a
+    cleared cache. Greedy paths: the long one's text is the same asked alone or before the other."""
+    backend = LlamaCppBackend(SMALL_MODEL, batch_size=4)
+
+    def greedy(shared: str, call: str, max_tokens: int) -> GenerationRequest:
+        prompt = Prompt(shared=shared, question=f"Chapter {call}.\n", messages=(), format=PromptFormat.completion)
+        return GenerationRequest(call, 0.0, 0, prompt, SamplingParams(temperature=0.0, max_tokens=max_tokens))
+
+    dragon = greedy("Here is a long story about a dragon and a knight.\n\n", "one", 40)
+    robot = greedy("A short poem about a robot who learns to paint.\n\n", "two", 8)
+    try:
+        alone = next(iter(backend.generate([dragon]))).text
+        together = {g.request.question_id: g.text for g in backend.generate([dragon, robot])}
+    finally:
+        backend.close()
+    assert together["one"] == alone and together["two"]

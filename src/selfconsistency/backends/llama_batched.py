@@ -181,6 +181,8 @@ class BatchedDecoder:
                     pending.extend(feed.more(fits))
             # Fill free slots; a path that ends on its first token is done at once.
             while free and pending:
+                if slots and pending[0][1][0] != self._shared:
+                    break  # another shared block clears the cache: it waits until the running paths end
                 request, (shared, rest) = pending.popleft()
                 if feed is not None and not feed.wants(request):
                     continue
