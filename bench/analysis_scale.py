@@ -268,7 +268,7 @@ def batch_io(questions: int, paths: int) -> list:
                                                                                   strict=True))).encode()).hexdigest()
                 for job in jobs]
     print(f"    job keys hash to {hashlib.sha256(''.join(keys).encode()).hexdigest()[:16]} "
-          f"(the same in both runs: the same ids and bodies)")
+          "(with --compare-with: equal in both runs means the same record ids and bodies)")
     with tempfile.TemporaryDirectory() as tmp:
         with timed("write the JSONL input files", plan):
             for number, job in enumerate(jobs):  # the bytes BedrockJobs.submit uploads
