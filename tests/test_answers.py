@@ -231,6 +231,10 @@ def test_usc_prompt_numbers_the_responses():
     ("Looking at them, Response 3 agrees with Response 1.", PromptFormat.chat, 2),
     ("3", PromptFormat.chat, 2),
     (" 2, since both others", PromptFormat.completion, 1),
+    (" 3 (Response 1 agrees with it)", PromptFormat.completion, 2),
+    # a chat API sends a completion-format prompt as a message: the reply states the sentence
+    ("The most consistent response is Response 2", PromptFormat.completion, 1),
+    ("Response 3", PromptFormat.completion, 2),
     ("The most consistent response is Response 7", PromptFormat.chat, None),  # out of range
     ("Response 0 is best", PromptFormat.chat, None),
     ("I cannot decide.", PromptFormat.chat, None),

@@ -1,3 +1,4 @@
+import os
 import re
 
 import click
@@ -112,14 +113,18 @@ def test_answer_output_never_overwrites_its_inputs_and_is_checked_before_samplin
     calls, rows, questions = len(OpenAIStub.calls), stored_rows(run_dir), data.read_bytes()
     store = (run_dir / "samples.sqlite").read_bytes()
     (tmp_path / "a-directory").mkdir()
+    os.link(data, tmp_path / "hard-link.jsonl")  # another name for the questions file
+    audit = (run_dir / "audit.jsonl").read_bytes()
     for output, reason in [(data, "the --data file"), (run_dir / "samples.sqlite", "sample store"),
                            (run_dir / "." / "samples.sqlite-wal", "sample store"),
+                           (tmp_path / "hard-link.jsonl", "the --data file"), (run_dir / "audit.jsonl", "audit log"),
                            (tmp_path / "a-directory", "is a directory"),
                            (tmp_path / "missing" / "answers.jsonl", "does not exist")]:
         proc = cli(*args, "--limit", "2", "-o", str(output), timeout=120)  # a new question: sampling would call
         one_line_error(proc, reason)
     assert len(OpenAIStub.calls) == calls and stored_rows(run_dir) == rows
     assert data.read_bytes() == questions and (run_dir / "samples.sqlite").read_bytes() == store
+    assert (run_dir / "audit.jsonl").read_bytes() == audit
 
 
 def test_a_gold_that_does_not_match_shows_the_pattern_as_written(tmp_path):

@@ -256,15 +256,22 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
 
 
 def _check_output(output: Path, config: RunSettings, run_dir: Path) -> None:
-    """Before anything is sampled: -o must be writable, and must not be the questions or the paid store."""
+    """Before anything is sampled: -o must be writable, and must not be the questions or a file the run
+    keeps (its paid store, audit log, lock), by name or as the same file (a hard link)."""
+    from .audit import AUDIT_FILE
+    from .runlock import LOCK_FILE
     from .store import STORE_FILENAME
 
     target = output.resolve()
     inputs = {Path(config.experiment.data).resolve(): "the --data file"} if config.experiment.data else {}
     inputs.update({(run_dir / f"{STORE_FILENAME}{end}").resolve(): f"the run's sample store in {run_dir}"
                    for end in ("", "-wal", "-shm", "-journal")})
-    if target in inputs:
-        raise _fail(f"-o {output} is {inputs[target]}: writing answers there would destroy it; choose another file")
+    inputs[(run_dir / AUDIT_FILE).resolve()] = f"the run's audit log in {run_dir}"
+    inputs[(run_dir / LOCK_FILE).resolve()] = f"the run's lock file in {run_dir}"
+    same = next((what for path, what in inputs.items()
+                 if path == target or (target.exists() and path.exists() and os.path.samefile(path, target))), None)
+    if same:
+        raise _fail(f"-o {output} is {same}: writing answers there would destroy it; choose another file")
     if output.is_dir():
         raise _fail(f"-o {output} is a directory; give a file name")
     if not target.parent.is_dir():

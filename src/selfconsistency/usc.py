@@ -26,8 +26,9 @@ _INSTRUCTION = ("Evaluate these responses.\nSelect the most consistent response 
                 'Start your answer with "The most consistent response is Response X" (without quotes).')
 ANSWER_PREFIX = "The most consistent response is Response"
 # The reply's first words name the pick; the rest is not needed. A completion prompt ends with
-# "...is Response", so its reply opens with the number.
-USC_MAX_TOKENS = {PromptFormat.chat: 32, PromptFormat.completion: 4}
+# "...is Response", so its reply opens with the number, but chat APIs send even a completion-format
+# prompt as a message, and the reply then states the whole sentence: room for it either way.
+USC_MAX_TOKENS = 32
 _USC_SEED_INDEX = -2  # path_seed's index for the selection request (paths use 0, 1, ...)
 ON_DEMAND_TWIN = {"bedrock-batch": "bedrock", "openai-batch": "openai"}
 
@@ -48,11 +49,13 @@ def parse_choice(reply: str, candidates: int, fmt: PromptFormat = PromptFormat.c
     """The 0-based candidate the reply names, or None when it names none of 1..`candidates`.
 
     Read in order: "the most consistent response is (Response) N", then the first "Response N", then a
-    number the reply starts with (a completion prompt already ends with "...is Response"). A number out
-    of range counts as none; the caller then falls back to the majority vote's path."""
-    text = f"{ANSWER_PREFIX}{reply}" if fmt is PromptFormat.completion else reply
-    for pattern in (_STATED, _NAMED, _LEADING):
-        match = pattern.search(text)
+    number the reply starts with; a completion prompt already ends with "...is Response", so there the
+    number the reply starts with comes first (unless a chat API sent the prompt as a message and the reply
+    states the sentence). A number out of range counts as none; the caller then falls back to the
+    majority vote's path."""
+    order = (_LEADING, _STATED, _NAMED) if fmt is PromptFormat.completion else (_STATED, _NAMED, _LEADING)
+    for pattern in order:
+        match = pattern.search(reply)
         if match:
             number = int(match.group(1))
             return number - 1 if 1 <= number <= candidates else None
@@ -97,7 +100,7 @@ def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None 
             prompt = usc_prompt(question_texts[qid], [p.text for p in shown], fmt)
             stop = ("\n",) if fmt is PromptFormat.completion else ("\n\n",)
             params = SamplingParams(temperature=0.0, top_p=sampling.top_p, top_k=sampling.top_k,
-                                    max_tokens=USC_MAX_TOKENS[fmt], stop=stop,
+                                    max_tokens=USC_MAX_TOKENS, stop=stop,
                                     seed=path_seed(sampling.seed, qid, temperature, _USC_SEED_INDEX))
             pending.append((GenerationRequest(qid, 0.0, _USC_SEED_INDEX, prompt, params), shown, used))
         if not pending:
