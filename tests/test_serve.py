@@ -190,7 +190,7 @@ def test_upstream_failure_is_a_502_with_the_cause():
         name, model = "broken", "m"
 
         def generate(self, requests):
-            raise BackendError("upstream said 503: overloaded")
+            raise BackendError("http://10.0.0.7:8000/v1: upstream said 503: overloaded")
             yield
 
         def close(self):
@@ -202,6 +202,7 @@ def test_upstream_failure_is_a_502_with_the_cause():
         with pytest.raises(openai.InternalServerError) as failed:
             client(url).chat.completions.create(model="m", messages=ask("q"))
     assert failed.value.status_code == 502 and "503: overloaded" in failed.value.message
+    assert "10.0.0.7" not in failed.value.message  # the upstream's address stays in the server's log
 
 
 def test_over_an_openai_compatible_upstream(stub_server):
@@ -497,6 +498,7 @@ def test_top_p_and_top_k_reach_the_upstream(stub_server):
     (b'{"messages": [{"role": "user", "content": "I am sure"}], "stream": "yes"}', "stream", "boolean"),
     (b'{"messages": [{"role": "user", "content": "I am sure"}], "n": true}', "n", "integer"),
     (b'{"messages": [{"role": "user", "content": "I am sure"}], "max_tokens": "9"}', "max_tokens", "integer"),
+    (b'{"messages": [{"role": "user", "content": "I am sure"}], "temperature": "0.7"}', "temperature", "number"),
     (b'{"messages": [{"role": "user", "content": "I am sure"}], "stop": ["\\n"]}', "stop", "not supported"),
     (b'{"messages": [{"role": "user", "content": "I am sure"}], "presence_penalty": 1.5}', "presence_penalty",
      "not supported"),
@@ -616,6 +618,10 @@ def test_serve_refuses_an_empty_key_and_a_port_in_use(stub_server):
     upstream = ("--backend", "openai", "--base-url", stub_server, "--model", "m")
     refused = cli("serve", *upstream, "--port", str(free_port()), "--api-key", "", timeout=60)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "API key is empty" in refused.stderr
+    refused = cli("serve", *upstream, "--port", str(free_port()), "--api-key", "   ", timeout=60)
+    assert refused.returncode == 2 and "API key is empty" in refused.stderr  # no bearer token could match it
+    refused = cli("serve", *upstream, "--port", str(free_port()), "--max-tokens-limit", "100", timeout=60)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "below the server's own" in refused.stderr
     env = {**os.environ, "SELFCONSISTENCY_API_KEY": ""}  # set but empty: not "no key"
     refused = subprocess.run([sys.executable, "-m", "selfconsistency", "serve", *upstream, "--port",
                               str(free_port())], capture_output=True, text=True, timeout=60, env=env)

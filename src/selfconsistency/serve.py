@@ -29,6 +29,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import re
 import socket
 import sys
 import threading
@@ -54,6 +55,7 @@ from .tasks import DataError, Task
 
 DISCONNECT_POLL_SECONDS = 0.25  # how often a request being answered checks that its client is still there
 MAX_REQUEST_PATHS = 256  # default ceiling on one request's paths, over all its prompts
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I)
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 256 prompts of 8,000 characters fit, with JSON's escapes
 # OpenAI fields that would change what comes back but that this server does not apply: refused when set
 # (a client's null, 0 or false asks for nothing), never accepted and ignored
@@ -93,7 +95,7 @@ class Overrides(BaseModel):
     stop: str | None = None
     answer_type: Literal["number", "letter", "yes_no", "text", "free"] | None = None
     method: str | None = None
-    min_agreement: float | None = Field(default=None, ge=0.0, le=1.0)
+    min_agreement: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
 
 
 class _Sampling(BaseModel):
@@ -101,8 +103,9 @@ class _Sampling(BaseModel):
 
     model: str | None = None
     n: int | None = _strict_int(ge=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    # strict: a number, not "0.7" (ints are still numbers: pydantic's strict float takes them)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, strict=True)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, strict=True)
     top_k: int | None = _strict_int(ge=0)  # not OpenAI's: llama.cpp's and vLLM's servers take it
     max_tokens: int | None = _strict_int(ge=1)
     max_completion_tokens: int | None = _strict_int(ge=1)
@@ -313,11 +316,16 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
     are answered at once; the others wait their turn. Per request: at most `max_request_paths` paths over
     all its prompts, `max_tokens` up to `max_tokens_ceiling` (default: the engine's max_tokens), its text
     up to the engine's max_question_chars, and a body of at most `max_body_bytes`."""
-    if api_key is not None and not api_key:
+    if api_key is not None and not api_key.strip():
         raise ServeError("the API key is empty: give a key, or none to serve without one")
+    if api_key is not None and api_key != api_key.strip():
+        raise ServeError("the API key starts or ends with white space, which a bearer token cannot carry")
     served = model_name or engine.model
     prompt_format = engine.prompt_format
     settings, _ = _settings(engine)
+    if max_tokens_ceiling is not None and max_tokens_ceiling < settings.sampling.max_tokens:
+        raise ServeError(f"--max-tokens-limit {max_tokens_ceiling} is below the server's own --max-tokens "
+                         f"{settings.sampling.max_tokens}, which requests without max_tokens use")
     max_tokens_ceiling = max_tokens_ceiling or settings.sampling.max_tokens
     max_chars = settings.experiment.max_question_chars
     slots = asyncio.Semaphore(max_concurrent)
@@ -354,6 +362,8 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
     async def answered(request: Request, request_engine: SelfConsistency, questions: list[Question]) -> list[Answer]:
         """The answers, computed in a worker thread; a client that disconnects meanwhile stops its paths."""
         async with slots:
+            if await request.is_disconnected():  # gone while waiting for a slot: buy nothing for it
+                raise OpenAIError(499, "the client disconnected", code="client_closed_request")
             cancel = threading.Event()
             work = asyncio.ensure_future(run_in_threadpool(request_engine.answer_many, questions, None, None, cancel))
             try:
@@ -364,7 +374,10 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
             except Cancelled:
                 raise OpenAIError(499, "the client disconnected", code="client_closed_request") from None
             except BackendError as exc:
-                raise OpenAIError(502, f"upstream failure: {exc}", kind="upstream_error") from None
+                log.error("upstream failure: %s", exc)
+                # the cause, without the upstream's address (an internal host is not the client's business)
+                cause = _URL.sub("the upstream", str(exc))
+                raise OpenAIError(502, f"upstream failure: {cause}", kind="upstream_error") from None
             except (DataError, ValueError) as exc:
                 raise OpenAIError(400, str(exc)) from None
             except (StoreMismatch, RunDirError) as exc:
