@@ -295,6 +295,25 @@ def test_a_completion_server_refuses_turns_it_cannot_use(fake_server):
     assert answered.self_consistency["answer"] == "18"
 
 
+def test_a_request_whose_client_left_while_it_waited_for_a_slot_buys_nothing():
+    from answer_fakes import register_slow
+
+    made = register_slow()
+    engine = SelfConsistency(model="m", backend="slowbot", paths=8)  # 8 paths x 0.25 s: 2 s a request
+    with serving(create_app(engine, max_concurrent=1)) as url:
+        first = threading.Thread(target=lambda: client(url).chat.completions.create(
+            model="m", messages=ask("a coin toss")))
+        first.start()
+        time.sleep(0.5)  # the first request holds the only slot
+        with pytest.raises(openai.APITimeoutError):  # the second waits for it, and its client gives up
+            client(url, timeout=0.5).chat.completions.create(model="m", messages=ask("I am sure"))
+        first.join(30)
+        time.sleep(1.0)  # the second request gets the slot now: it must see that its client is gone
+    engine.close()
+    (bot,) = made["slowbot"]
+    assert len(bot.calls) == 8  # the first request's paths, and not one for the request nobody waits for
+
+
 @pytest.mark.parametrize("backend", ["slowbot", "slowbatchbot"])
 def test_a_client_that_disconnects_stops_its_paths(backend):
     from answer_fakes import register_slow
