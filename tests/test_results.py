@@ -142,7 +142,7 @@ def test_results_equal_the_path_by_path_computation(tmp_path):
 def test_the_collector_is_paused_only_while_a_report_is_built(tmp_path):
     import gc
 
-    from selfconsistency.results import collector_paused
+    from selfconsistency.collector import collector_paused
 
     assert gc.isenabled()
     with collector_paused():

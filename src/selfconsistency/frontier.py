@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from .analysis import CurvePoint, accuracy_curve
-from .results import collector_paused, sampled_answers
+from .collector import collector_paused
+from .results import sampled_answers
 from .stopping import ReplayResult, StoppingRule, parse_rule, replay_many
 from .store import SampleStore
 

@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
+from .collector import collector_paused
 from .forked import Forked, can_fork, forked_map
 from .frontier import Frontier
 from .report_html import questions_json, write_page
-from .results import REPORT_FIELDS, build_results, collector_paused
+from .results import REPORT_FIELDS, build_results
 from .safe_files import save_figure, write_text
 from .store import SampleStore
 

@@ -8,9 +8,7 @@ Pure computation over stored data and the run's settings: no plotting library, a
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from functools import partial
 from itertools import accumulate, compress
@@ -27,20 +25,6 @@ from .store import SampleStore, StoredQuestion
 from .vote import majority_vote, path_weights
 
 WEIGHTED_VOTES = ("logprob", "cisc:0.5")
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while a run's paths are in memory as Python objects: every burst of
-    allocations would make it traverse the 680,000 rows of a seed-size run again (a second or more of a
-    report), and the report builds no reference cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class _SettingPaths:

@@ -9,16 +9,15 @@ planner returns which paths each id stands for, so results join back in whatever
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import string
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
+from ..collector import collector_paused
 from ..costs import CHARS_PER_TOKEN
 from ..prompts import Prompt
 from ..sampling import SamplingParams
@@ -124,19 +123,6 @@ def legacy_record_id(requests: tuple[GenerationRequest, ...]) -> str:
     return _short_id(key)
 
 
-@contextmanager
-def gc_paused():
-    """No cyclic garbage collection while a batch's records or outputs are built: they make no cycles, and
-    with hundreds of thousands of objects alive its passes over all of them cost more than the work."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 BodyBuilder = Callable[[Prompt, SamplingParams, int], dict[str, Any]]  # (prompt, params, n paths) -> body
 LineFormat = Callable[[str, str], str]  # (record id, the body's JSON: json.dumps(body, ensure_ascii=False)) -> line
 
@@ -174,7 +160,7 @@ def pack(requests: list[GenerationRequest], per_record: int, build: BodyBuilder,
     up to `per_record` paths (greedy paths go alone: they would all be the same). A group's records
     mostly have identical bodies (the seed is rarely in them): those share one body object, serialised
     once (`body_json` and `body_digests` rely on that)."""
-    with gc_paused():
+    with collector_paused():
         return _pack(requests, per_record, build, line)
 
 

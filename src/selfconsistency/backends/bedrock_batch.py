@@ -24,10 +24,11 @@ from typing import Annotated, Any
 import msgspec
 from pydantic import Field
 
+from ..collector import collector_paused
 from ..options import Cli
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput, show_body
 from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
-from .batch_plan import BodyJson, Quotas, Record, gc_paused, input_file, pack
+from .batch_plan import BodyJson, Quotas, Record, input_file, pack
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import BodyAdapter, UnknownModel, adapter_for, bedrock_line
 from .bedrock_ondemand import BedrockOptions
@@ -290,7 +291,7 @@ def read_output(data: bytes, job_records: Container[str], records: dict[str, Rec
     """A job's records.jsonl.out: outputs, errors and mismatched echoes by record id (`records`: those of
     the job's records this run wants). A line that is not JSON or whose modelOutput is not the model's
     format is a failed record (the runner decides whether it goes round again), never an abort."""
-    with gc_paused():
+    with collector_paused():
         return _read_output(data, job_records, records, adapter)
 
 
