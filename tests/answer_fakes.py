@@ -52,15 +52,15 @@ class AnswerBot:
         self.closed = True
 
 
-def register() -> list[AnswerBot]:
-    """Register the fake; returns the list each started instance is appended to."""
-    made: list[AnswerBot] = []
+def register(kind: type[AnswerBot] = AnswerBot) -> list:
+    """Register a fake under its name; returns the list each started instance is appended to."""
+    made: list = []
 
     def factory(config):
-        made.append(AnswerBot(config.model))
+        made.append(kind(config.model))
         return made[-1]
 
-    register_backend(FAKE_BACKEND, factory)
+    register_backend(kind.name, factory)
     return made
 
 
@@ -90,17 +90,6 @@ class BatchingBot(AnswerBot):
             self.inside -= 1
 
 
-def register_batching() -> list[BatchingBot]:
-    made: list[BatchingBot] = []
-
-    def factory(config):
-        made.append(BatchingBot(config.model))
-        return made[-1]
-
-    register_backend(BatchingBot.name, factory)
-    return made
-
-
 class SlowBot(AnswerBot):
     """AnswerBot taking `seconds` per path, one path at a time: long enough for a client to give up."""
 
@@ -121,11 +110,7 @@ class SlowBatchingBot(SlowBot):
 
 
 def register_slow() -> dict[str, list[AnswerBot]]:
-    made: dict[str, list[AnswerBot]] = {SlowBot.name: [], SlowBatchingBot.name: []}
-    for kind in (SlowBot, SlowBatchingBot):
-        register_backend(kind.name, lambda config, kind=kind: made[kind.name].append(kind(config.model))
-                         or made[kind.name][-1])
-    return made
+    return {kind.name: register(kind) for kind in (SlowBot, SlowBatchingBot)}
 
 
 class FeedingBot(AnswerBot):
@@ -173,14 +158,3 @@ class FeedingBot(AnswerBot):
                     request = running.pop(key)[0]
                     self.events.append(("end", request.question_id, request.path_index))
                     yield from super().generate([request])
-
-
-def register_feeding() -> list[FeedingBot]:
-    made: list[FeedingBot] = []
-
-    def factory(config):
-        made.append(FeedingBot(config.model))
-        return made[-1]
-
-    register_backend(FeedingBot.name, factory)
-    return made

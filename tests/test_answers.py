@@ -316,9 +316,9 @@ def test_api_one_instance_from_many_threads(bots):
 
 def test_concurrent_calls_share_the_decoders_batches():
     """On a decoder that is not thread-safe, concurrent calls' paths go to it together, from one thread."""
-    from answer_fakes import register_batching
+    from answer_fakes import BatchingBot, register
 
-    made = register_batching()
+    made = register(BatchingBot)
     sc = SelfConsistency(model="m", backend="batchbot", paths=3)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda n: sc.answer(f"I am sure, number {n}", task="gsm8k"), range(8)))
@@ -369,9 +369,9 @@ def _events(bot, question_id: str, kind: str) -> list[int]:
 def test_a_call_arriving_mid_batch_joins_its_free_slots():
     """Continuous batching across calls: the second call's paths take slots the first call leaves free,
     in the same batch, and it returns while the first call is still decoding."""
-    from answer_fakes import register_feeding
+    from answer_fakes import FeedingBot, register
 
-    made = register_feeding()
+    made = register(FeedingBot)
     sc = SelfConsistency(model="m", backend="feedbot", paths=3, max_tokens=25)  # 2 slots: 2 paths, then 1
     first = _in_thread(lambda: sc.answer("I am sure, a long one", task="gsm8k"))
     _when(lambda: made and made[0].events)
@@ -387,10 +387,10 @@ def test_a_call_arriving_mid_batch_joins_its_free_slots():
 
 
 def test_an_abandoned_call_drops_its_paths_and_others_go_on():
-    from answer_fakes import register_feeding
+    from answer_fakes import FeedingBot, register
     from selfconsistency.api import Cancelled
 
-    made = register_feeding()
+    made = register(FeedingBot)
     sc = SelfConsistency(model="m", backend="feedbot", paths=6, max_tokens=3)
     cancel = threading.Event()
     abandoned = _in_thread(lambda: sc.answer_many(["I am sure, given up"], task="gsm8k", cancel=cancel))
@@ -411,9 +411,9 @@ def test_an_abandoned_call_drops_its_paths_and_others_go_on():
 def test_a_call_that_does_not_fit_waits_for_the_batch_and_nobody_overtakes_it():
     import time
 
-    from answer_fakes import register_feeding
+    from answer_fakes import FeedingBot, register
 
-    made = register_feeding()
+    made = register(FeedingBot)
     sc = SelfConsistency(model="m", backend="feedbot", paths=3, max_tokens=20)
     first = _in_thread(lambda: sc.answer("I am sure, first", task="gsm8k"))
     _when(lambda: made and made[0].events)

@@ -185,19 +185,26 @@ def test_concurrent_requests_all_complete(fake_server):
     assert [r.self_consistency["answer"] for r in responses] == ["18"] * 20
 
 
-def test_upstream_failure_is_a_502_with_the_cause():
-    class Broken:
-        name, model = "broken", "m"
+def failing_backend(name: str, failure: Exception) -> str:
+    """Register a backend whose every generate call raises `failure`; returns its name."""
+    class Failing:
+        model = "m"
 
         def generate(self, requests):
-            raise BackendError("http://10.0.0.7:8000/v1: upstream said 503: overloaded")
+            raise failure
             yield
 
         def close(self):
             pass
 
-    register_backend("broken", lambda config: Broken())
-    engine = SelfConsistency(model="m", backend="broken", paths=2)
+    Failing.name = name
+    register_backend(name, lambda config: Failing())
+    return name
+
+
+def test_upstream_failure_is_a_502_with_the_cause():
+    broken = failing_backend("broken", BackendError("http://10.0.0.7:8000/v1: upstream said 503: overloaded"))
+    engine = SelfConsistency(model="m", backend=broken, paths=2)
     with serving(create_app(engine)) as url:
         with pytest.raises(openai.InternalServerError) as failed:
             client(url).chat.completions.create(model="m", messages=ask("q"))
@@ -447,18 +454,8 @@ def test_content_parts_are_text_parts(fake_server, content, refused):
 
 
 def test_an_unexpected_failure_is_an_openai_500_without_internals(tmp_path):
-    class Crashing:
-        name, model = "crashing", "m"
-
-        def generate(self, requests):
-            raise RuntimeError("secret internals at /srv/models")
-            yield
-
-        def close(self):
-            pass
-
-    register_backend("crashing", lambda config: Crashing())
-    engine = SelfConsistency(model="m", backend="crashing", paths=2)
+    crashing = failing_backend("crashing", RuntimeError("secret internals at /srv/models"))
+    engine = SelfConsistency(model="m", backend=crashing, paths=2)
     with serving(create_app(engine)) as url:
         with pytest.raises(openai.InternalServerError) as failed:
             client(url).chat.completions.create(model="m", messages=ask("q"))
