@@ -204,6 +204,16 @@ def test_special_token_syntaxes_are_neutralised(token):
     assert sanitize(cleaned.text).issues == ()
 
 
+def flood_config(tmp_path, template: str):
+    """A task config whose prompt template is `template`, with one exemplar to render it on."""
+    return write(tmp_path / "flood.yaml", f"""
+        name: flood
+        prompt:
+          template: {json.dumps(template)}
+          exemplars: [{{question: "What is 1+1?", rationale: "The answer is 2."}}]
+    """)
+
+
 # -- templates: nothing hangs, nothing exhausts memory ----------------------------------------------
 
 @pytest.mark.timeout(60)
@@ -231,12 +241,7 @@ def test_special_token_syntaxes_are_neutralised(token):
     ("{{ '{:>999999999}'.format(question) }}", "width"),
 ])
 def test_templates_that_hang_or_flood_memory_are_one_line_errors(tmp_path, template, message):
-    config = write(tmp_path / "flood.yaml", f"""
-        name: flood
-        prompt:
-          template: {json.dumps(template)}
-          exemplars: [{{question: "What is 1+1?", rationale: "The answer is 2."}}]
-    """)
+    config = flood_config(tmp_path, template)
     proc = cli("tasks", "show", str(config), timeout=30)
     one_line_error(proc, f"prompt template of {config}", message)
 
@@ -260,12 +265,7 @@ def test_templates_that_hang_or_flood_memory_are_one_line_errors(tmp_path, templ
     ("{% set a = 2**50000 %}{% set b = a*a %}{% set c = b*b %}{{ (c*c) > 1 }}", "product of 100,000 bits"),
 ])
 def test_c_level_work_the_size_checks_missed_is_refused(tmp_path, template, message):
-    config = write(tmp_path / "flood.yaml", f"""
-        name: flood
-        prompt:
-          template: {json.dumps(template)}
-          exemplars: [{{question: "What is 1+1?", rationale: "The answer is 2."}}]
-    """)
+    config = flood_config(tmp_path, template)
     one_line_error(cli("tasks", "show", str(config), timeout=50), f"prompt template of {config}", message)
 
 
