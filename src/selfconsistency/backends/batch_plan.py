@@ -224,26 +224,27 @@ def body_digest(body: dict[str, Any]) -> str:
     return hashlib.sha256(_sorted_json(body).encode()).hexdigest()
 
 
-def body_digests(records: list[Record]) -> list[str]:
-    """Each record's body_digest, computed once per body object (the records of a group share theirs)."""
-    known: dict[int, tuple[dict[str, Any], str]] = {}  # id(body) -> (body, digest); the body keeps its id taken
-    digests = []
-    for record in records:
-        found = known.get(id(record.body))
-        if found is None:
-            found = known[id(record.body)] = (record.body, body_digest(record.body))
-        digests.append(found[1])
-    return digests
+class PerBody:
+    """`compute(body)` once per body object (the records of a group share theirs), remembered by the
+    object's identity; the body is kept with its result, so its id is never reused meanwhile."""
 
+    def __init__(self, compute: Callable[[dict[str, Any]], Any]):
+        self._compute = compute
+        self._known: dict[int, tuple[dict[str, Any], Any]] = {}
 
-class BodyJson:
-    """json.dumps(body, ensure_ascii=False) as bytes (what an input line carries), once per body object."""
-
-    def __init__(self):
-        self._known: dict[int, tuple[dict[str, Any], bytes]] = {}  # the body keeps its id taken
-
-    def __call__(self, body: dict[str, Any]) -> bytes:
+    def __call__(self, body: dict[str, Any]) -> Any:
         found = self._known.get(id(body))
         if found is None:
-            found = self._known[id(body)] = (body, json.dumps(body, ensure_ascii=False).encode())
+            found = self._known[id(body)] = (body, self._compute(body))
         return found[1]
+
+
+def body_digests(records: list[Record]) -> list[str]:
+    """Each record's body_digest, computed once per body object."""
+    digest = PerBody(body_digest)
+    return [digest(record.body) for record in records]
+
+
+def sent_json() -> PerBody:
+    """json.dumps(body, ensure_ascii=False) as bytes (what an input line carries), once per body object."""
+    return PerBody(lambda body: json.dumps(body, ensure_ascii=False).encode())

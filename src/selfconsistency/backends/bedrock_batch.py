@@ -28,7 +28,7 @@ from ..collector import collector_paused
 from ..options import Cli
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput, show_body
 from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
-from .batch_plan import BodyJson, Quotas, Record, input_file, pack
+from .batch_plan import PerBody, Quotas, Record, input_file, pack, sent_json
 from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
 from .bedrock_bodies import BodyAdapter, UnknownModel, adapter_for, bedrock_line
 from .bedrock_ondemand import BedrockOptions
@@ -273,7 +273,7 @@ def _read_lines(data: bytes) -> list[_Line | None]:
     return lines
 
 
-def _echoes(echoed: Any, record: Record, sent: BodyJson) -> bool:
+def _echoes(echoed: Any, record: Record, sent: PerBody) -> bool:
     """Whether the output's modelInput is the record's body: the bytes it was sent as, or else the same
     JSON value."""
     if isinstance(echoed, msgspec.Raw):
@@ -298,7 +298,7 @@ def read_output(data: bytes, job_records: Container[str], records: dict[str, Rec
 def _read_output(data: bytes, job_records: Container[str], records: dict[str, Record],
                  adapter: BodyAdapter) -> JobResults:
     results = JobResults()
-    sent = BodyJson()
+    sent = sent_json()
     for line in _read_lines(data):
         if line is None:
             results.unreadable += 1
