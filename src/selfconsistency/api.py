@@ -306,10 +306,15 @@ class SelfConsistency:
     def model(self) -> str:
         return str(self._options["model"])
 
+    def settings(self) -> tuple[RunSettings, Task]:
+        """The run settings this instance's calls use, and its task."""
+        task = self._task_of(self.task)
+        return run_config(task.name, self._options), task
+
     @property
     def prompt_format(self) -> PromptFormat:
         """completion or chat: whether a question's earlier chat turns have a place in its prompts."""
-        return run_config(self._task_of(self.task).name, self._options).experiment.prompt_format
+        return self.settings()[0].experiment.prompt_format
 
     def chat_question(self, question: str, context: Iterable[tuple[str, str]] = ()) -> dict[str, Any]:
         """A question with the chat turns before it, (role, text): a system message first, then earlier

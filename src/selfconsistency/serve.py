@@ -45,13 +45,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .answers import Answer
-from .api import Cancelled, Question, SelfConsistency, run_config
+from .api import Cancelled, Question, SelfConsistency
 from .backends.base import BackendError
 from .prompts import PromptFormat
 from .runlock import RunDirError
-from .settings import RunSettings
 from .store import StoreMismatch
-from .tasks import DataError, Task
+from .tasks import DataError
 
 DISCONNECT_POLL_SECONDS = 0.25  # how often a request being answered checks that its client is still there
 MAX_REQUEST_PATHS = 256  # default ceiling on one request's paths, over all its prompts
@@ -171,11 +170,6 @@ def _conversation(messages: list[ChatMessage], prompt_format: PromptFormat) -> t
     return _text(last), context
 
 
-def _settings(engine: SelfConsistency) -> tuple[RunSettings, Task]:
-    task = engine._task_of(engine.task)
-    return run_config(task.name, engine._options), task
-
-
 def _engine(base: SelfConsistency, body: _Sampling, max_tokens_ceiling: int) -> SelfConsistency:
     """The instance for this request: the server's, with the body's settings applied. On a server with a
     run directory, a request whose settings change the paths' text keeps them in a subdirectory of its
@@ -209,7 +203,7 @@ def _engine(base: SelfConsistency, body: _Sampling, max_tokens_ceiling: int) -> 
     try:
         engine = base.with_options(**changes)
         if base.run_dir is not None:
-            own, server = (settings.settings_hash(task) for settings, task in (_settings(engine), _settings(base)))
+            own, server = (settings.settings_hash(task) for settings, task in (engine.settings(), base.settings()))
             if own != server:
                 engine = engine.with_options(run_dir=base.run_dir / f"settings-{own}")
         return engine
@@ -322,7 +316,7 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
         raise ServeError("the API key starts or ends with white space, which a bearer token cannot carry")
     served = model_name or engine.model
     prompt_format = engine.prompt_format
-    settings, _ = _settings(engine)
+    settings, _ = engine.settings()
     if max_tokens_ceiling is not None and max_tokens_ceiling < settings.sampling.max_tokens:
         raise ServeError(f"--max-tokens-limit {max_tokens_ceiling} is below the server's own --max-tokens "
                          f"{settings.sampling.max_tokens}, which requests without max_tokens use")
