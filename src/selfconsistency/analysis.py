@@ -170,29 +170,34 @@ def subset_curves(shape: tuple[int, int], votes: Sequence[tuple[np.ndarray, np.n
     n_questions, n = shape
     if n_questions == 0 or n == 0:
         return [(np.zeros(n), np.zeros(n)) for _ in votes]
-    prepared = []
+    prepared, labels_of = [], {}
     for encoded, gold_ids, weights, rng in votes:
         if encoded.shape != (n_questions, n):
             raise ValueError("every vote needs answers of the same shape")
-        labels = np.where(encoded == gold_ids[:, None], 1, np.where(encoded > 0, encoded + 1, 0))
-        labels = labels.astype(np.int8 if labels.max() < 127 else np.int32)
+        answers = (id(encoded), id(gold_ids))  # votes over the same answers draw their labels once
+        if answers not in labels_of:
+            labels = np.where(encoded == gold_ids[:, None], 1, np.where(encoded > 0, encoded + 1, 0))
+            labels_of[answers] = labels.astype(np.int8 if labels.max() < 127 else np.int32)
         if weights is not None:
             weights = np.asarray(weights, dtype=float)
             if weights.shape != encoded.shape or not np.isfinite(weights).all() or (weights < 0).any():
                 raise ValueError("vote weights must be finite, >= 0 and one per path")
             # A vote always counts for its answer, however small its weight.
             weights = np.maximum(weights, np.finfo(float).tiny)
-        prepared.append((labels, weights, rng.spawn(2)))
+        prepared.append((answers, weights, rng.spawn(2)))
     order_rng = prepared[0][2][0]
     # Blocks of questions, every run of each: the block's answers and weights stay in cache.
     block = max(1, _CHUNK_ROWS // runs)
     hits = [np.zeros((runs, n)) for _ in votes]
     for start in range(0, n_questions, block):
         cells = _orders(min(block, n_questions - start), n, runs, order_rng)
-        for total, (labels, weights, (_, tie_rng)) in zip(hits, prepared, strict=True):
-            total += _count_wins(labels[start: start + block].reshape(-1),
-                                 None if weights is None else weights[start: start + block].reshape(-1),
-                                 cells, runs, tie_rng)
+        for answers, labels in labels_of.items():
+            members = [i for i, vote in enumerate(prepared) if vote[0] == answers]
+            wins = _count_wins(labels[start: start + block].reshape(-1),
+                               [None if prepared[i][1] is None else prepared[i][1][start: start + block].reshape(-1)
+                                for i in members], cells, runs, [prepared[i][2][1] for i in members])
+            for i, counted in zip(members, wins, strict=True):
+                hits[i] += counted
     return [((h / n_questions).mean(axis=0), (h / n_questions).std(axis=0)) for h in hits]
 
 
@@ -220,23 +225,29 @@ def _orders(n_questions: int, n: int, runs: int, order_rng: np.random.Generator)
 _STEP_COLUMNS = 2048  # rows whose steps are computed together: arrays of a few hundred kB, reused from cache
 
 
-def _count_wins(labels: np.ndarray, weights: np.ndarray | None, cells: np.ndarray, runs: int,
-                tie_rng: np.random.Generator) -> np.ndarray:
-    """Correct votes per run and k over a block of questions: `labels` (0 abstain, 1 gold, 2.. other answers)
-    and `weights` (None: one vote each) of its paths, flat, and the paths each row draws (`_orders`).
-    Ties are broken with one uniform draw per tied (k, row), in k then row order."""
+def _count_wins(labels: np.ndarray, weights: list[np.ndarray | None], cells: np.ndarray, runs: int,
+                tie_rngs: list[np.random.Generator]) -> list[np.ndarray]:
+    """Correct votes per run and k over a block of questions, for each of several votes over the same
+    answers: `labels` (0 abstain, 1 gold, 2.. other answers) of its paths, flat, drawn once for all the
+    votes; each vote's `weights` (None: one vote each); the paths each row draws (`_orders`). Ties are
+    broken with one uniform draw per tied (k, row), in k then row order, from the vote's own generator."""
     n, rows = cells.shape
-    wins, tie = np.empty((n, rows), dtype=bool), np.empty((n, rows), dtype=bool)
-    tied = np.empty((n, rows), dtype=np.int16 if n < 2**15 else np.int32)
+    steps = [(np.empty((n, rows), dtype=bool), np.empty((n, rows), dtype=bool),
+              np.empty((n, rows), dtype=np.int16 if n < 2**15 else np.int32)) for _ in weights]
     for start in range(0, rows, _STEP_COLUMNS):
         part = slice(start, start + _STEP_COLUMNS)
-        drawn = labels.take(cells[:, part])
-        _vote_steps(drawn, None if weights is None else weights.take(cells[:, part]), wins[:, part], tie[:, part],
-                    tied[:, part])
-    tie = np.flatnonzero(tie)
-    if tie.size:  # gold among 1 + tied leaders: it wins with probability 1 / (1 + tied)
-        wins.ravel()[tie[tie_rng.random(tie.size) * (1 + tied.ravel().take(tie)) < 1]] = True
-    return np.count_nonzero(wins.reshape(n, runs, rows // runs), axis=2).T.astype(float)
+        drawn_cells = cells[:, part]
+        drawn = labels.take(drawn_cells)
+        for vote_weights, (wins, tie, tied) in zip(weights, steps, strict=True):
+            _vote_steps(drawn, None if vote_weights is None else vote_weights.take(drawn_cells), wins[:, part],
+                        tie[:, part], tied[:, part])
+    counted = []
+    for (wins, tie, tied), tie_rng in zip(steps, tie_rngs, strict=True):
+        tie = np.flatnonzero(tie)
+        if tie.size:  # gold among 1 + tied leaders: it wins with probability 1 / (1 + tied)
+            wins.ravel()[tie[tie_rng.random(tie.size) * (1 + tied.ravel().take(tie)) < 1]] = True
+        counted.append(np.count_nonzero(wins.reshape(n, runs, rows // runs), axis=2).T.astype(float))
+    return counted
 
 
 def _vote_steps(drawn: np.ndarray, drawn_weights: np.ndarray | None, wins: np.ndarray, tie: np.ndarray,
@@ -246,7 +257,8 @@ def _vote_steps(drawn: np.ndarray, drawn_weights: np.ndarray | None, wins: np.nd
 
     All steps at once: each draw's new total for its answer, gold's running total, the best other answer's
     (a running maximum: totals only grow) and how many other answers share it (those that reached the best
-    since it last rose). Masks multiply rather than np.where: the same values, several times faster.
+    since it last rose; left unwritten when gold ties nowhere). Masks multiply rather than np.where: the same
+    values, several times faster.
     """
     n, _ = drawn.shape
     other = drawn > 1
@@ -259,14 +271,16 @@ def _vote_steps(drawn: np.ndarray, drawn_weights: np.ndarray | None, wins: np.nd
         new_total = _running_sums(drawn, drawn_weights)
         gold = _accumulate(np.add, drawn_weights * (drawn == 1))
     best = _accumulate(np.maximum, new_total * other)
+    np.greater(gold, best, out=wins)
+    np.logical_and(gold == best, gold > 0, out=tie)
+    if not tie.any():  # `tied` is read only where gold ties: exact weighted ties are rare, skip the count
+        return
     best_before = np.zeros_like(best)
     best_before[1:] = best[:-1]
     reached = other & (new_total == best)  # an other answer drawn to the best total (alone or tied)
     reached_so_far = _accumulate(np.add, reached.astype(small))
     rose = other & (new_total > best_before)  # ... above every other: it leads alone from here
     before_rise = _accumulate(np.maximum, (reached_so_far - 1) * rose)
-    np.greater(gold, best, out=wins)
-    np.logical_and(gold == best, gold > 0, out=tie)
     np.subtract(reached_so_far, before_rise, out=tied, casting="unsafe")
 
 
