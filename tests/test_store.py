@@ -136,3 +136,21 @@ def test_store_of_an_older_schema_is_upgraded_in_place_and_keeps_its_data(tmp_pa
     assert db.execute("PRAGMA user_version").fetchone()[0] == len(store_module._MIGRATIONS)  # the latest
     assert db.execute("SELECT collected_paths FROM jobs").fetchone() == (1,)
     db.close()
+
+
+def test_a_snapshot_does_not_see_paths_a_run_commits_meanwhile(tmp_path):
+    """A report reads the path counts and then the rows they index: paths a running run commits between
+    the two reads must not shift the rows under the counts (answers would land on the wrong questions)."""
+    with SampleStore(tmp_path) as writer:
+        writer.bind_config({"seed": 0}, {"seed": 0})
+        writer.add_questions([StoredQuestion("a", 0, "q?", "5"), StoredQuestion("b", 1, "q?", "5")])
+        writer.add_path(_path("b", i=0, answer="b0"))
+        with SampleStore.open_readonly(tmp_path) as reader:
+            with reader.snapshot():
+                groups = reader.path_groups()
+                writer.add_path(_path("a", i=0, answer="a0"))  # sorts before b: every row of b moves down
+                rows = reader.path_rows(["question_id", "answer"])
+            assert groups == [("b", 0.7, 1)] and rows == [("b", "b0")]
+            assert reader.path_groups() == [("a", 0.7, 1), ("b", 0.7, 1)]  # after it: the new state
+            with reader.snapshot(), reader.snapshot():  # nested: the outer one holds
+                assert reader.path_rows(["logprob_sum"], logprob_digits=1) == [(-1.5,), (-1.5,)]

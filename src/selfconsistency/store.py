@@ -9,6 +9,7 @@ rerun whose settings would produce different paths is refused instead of mixed i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -530,13 +531,38 @@ class SampleStore:
                                 "ORDER BY question_id, path_index", (temperature,)).fetchall()
         return tuple(zip(*rows, strict=True)) if rows else tuple(() for _ in columns)
 
-    def path_rows(self, columns: Iterable[str]) -> list[tuple[Any, ...]]:
-        """Some of StoredPath's fields of every stored path, one tuple per path, in key order."""
+    def path_rows(self, columns: Iterable[str], logprob_digits: int | None = None) -> list[tuple[Any, ...]]:
+        """Some of StoredPath's fields of every stored path, one tuple per path, in key order;
+        `logprob_digits` (>= 1): logprob_sum rounded to that many decimals by SQLite, for a page that shows
+        it, without a Python call per path (the same floats as Python's round on 680,000 stored sums; no
+        binary float is a decimal tie there)."""
         columns = list(columns)
         if not set(columns) <= set(PathFields._fields):
             raise ValueError(f"not a path field: {sorted(set(columns) - set(PathFields._fields))}")
+        if logprob_digits is not None:
+            if logprob_digits < 1:
+                raise ValueError("logprob_digits must be >= 1")  # at 0, SQLite and Python round x.5 apart
+            columns = [f"round(logprob_sum, {int(logprob_digits)})" if c == "logprob_sum" else c for c in columns]
         return self._db.execute(f"SELECT {', '.join(columns)} FROM paths "
                                 "ORDER BY question_id, temperature, path_index").fetchall()
+
+    def path_groups(self) -> list[tuple[str, float, int]]:
+        """(question id, temperature, stored paths) in key order: the runs of `path_rows` each group holds."""
+        return self._db.execute("SELECT question_id, temperature, count(*) FROM paths "
+                                "GROUP BY question_id, temperature ORDER BY question_id, temperature").fetchall()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """The reads inside see one state of the store, whatever a run commits meanwhile: a report's
+        counts and the rows they index must describe the same paths."""
+        if self._db.in_transaction:  # already inside one
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
     def paths(self, text: bool = True) -> Iterator[StoredPath]:
         """Every stored path in key order; `text=False` leaves the texts unread ("" each), which is most of
