@@ -1,8 +1,10 @@
 from collections import Counter
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from selfconsistency.vote import abstention_rate, majority_vote, path_weights
+from selfconsistency.vote import abstention_rate, counted_vote, majority_vote, path_weights
 
 
 def test_plain_majority():
@@ -64,3 +66,19 @@ def test_path_weights_of_a_matrix_are_each_rows_weights():
     for method in ("majority", "logprob", "cisc:0.5"):
         rows = np.array([path_weights(method, list(s), list(n)) for s, n in zip(sums, lengths, strict=True)])
         assert np.array_equal(path_weights(method, sums, lengths), rows), method
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.sampled_from(["7", "12", "a", "b", "10"])), max_size=12),
+       st.integers(0, 2**32 - 1))
+def test_counted_vote_is_the_majority_vote_with_its_counts(answers, seed):
+    """The per-question view's one count: the same winner as majority_vote (the same tie draw from the same
+    generator, and the generator left in the same state), counts most frequent first, then by answer."""
+    mine, theirs = np.random.default_rng(seed), np.random.default_rng(seed)
+    winner, ranked, abstained = counted_vote(answers, mine)
+    assert winner == majority_vote(answers, theirs)
+    assert mine.random() == theirs.random()
+    counts = Counter(a for a in answers if a is not None)
+    assert dict(ranked) == counts and abstained == answers.count(None)
+    assert [c for _, c in ranked] == sorted(counts.values(), reverse=True)
+    assert all(a < b for (a, c), (b, d) in zip(ranked, ranked[1:], strict=False) if c == d)

@@ -22,6 +22,26 @@ def majority_vote(answers: Sequence[str | None], rng: np.random.Generator) -> st
     return leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
 
 
+def counted_vote(answers: Sequence[str | None], rng: np.random.Generator
+                 ) -> tuple[str | None, list[tuple[str, int]], int]:
+    """`majority_vote`'s winner (the same draw from `rng`), each answer's count most frequent first (equal
+    counts by answer) and the abstentions: the per-question view counts once for all three."""
+    counts = Counter(answers)
+    abstained = counts.pop(None, 0)
+    ranked = sorted(counts.items(), key=_most_votes_first)
+    if not ranked:
+        return None, ranked, abstained
+    tied = 1
+    while tied < len(ranked) and ranked[tied][1] == ranked[0][1]:
+        tied += 1
+    # The leaders are ranked by answer, as majority_vote sorts them before its draw.
+    return ranked[int(rng.integers(tied))][0] if tied > 1 else ranked[0][0], ranked, abstained
+
+
+def _most_votes_first(item: tuple[str, int]) -> tuple[int, str]:
+    return -item[1], item[0]
+
+
 def weighted_vote(answers: Sequence[str | None], weights: Sequence[float], rng: np.random.Generator) -> str | None:
     """The answer with the largest summed weight; exact ties broken at random; `None` abstains (the answer
     builder's log-prob and CISC votes)."""
