@@ -133,6 +133,12 @@ def test_script_json_writes_what_json_dumps_wrote():
     assert json.loads(script_json(odd)) == odd
 
 
+def paths_of(data: dict, question: dict) -> list[list]:
+    """A question's path rows: its [first row, count] of the page's `paths`."""
+    first, count = question["paths"]
+    return data["paths"][first: first + count]
+
+
 def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
     html = (small_run / "report.html").read_text(encoding="utf-8")
     parser, data = page_data(html)
@@ -149,7 +155,7 @@ def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
         vote = question["votes"][0]
         assert (question["gold"], question["greedy"]["answer"], vote["answer"]) == (gold, greedy, top)
         assert vote["correct"] == (top == gold) and vote["paths_used"] == 5
-        texts = [p[6] for p in question["paths"]]
+        texts = [p[6] for p in paths_of(data, question)]
         assert len(texts) == 6 and sum(not t.startswith(HOSTILE) for t in texts) == (question["id"] == ABSTAINS[0])
 
 
@@ -158,7 +164,7 @@ def test_names_from_settings_and_jobs_are_escaped(small_run):
     results["model"] = results["config"]["model"] = "<script>window.pwned = 3</script>"
     results["batch_jobs"] = [{"job": "<b>job</b>", "status": "Completed", "records": 1, "paths": 5,
                               "input_tokens": None, "output_tokens": 10, "runtime": {"seconds": None}}]
-    html = render_page(results, [], None)
+    html = render_page(results, {"temperatures": [], "questions": [], "paths": []}, None)
     parser, data = page_data(html)
     assert len(parser.scripts) == 2 and data["questions"] == []
     assert "<script>window.pwned" not in html and "&lt;script&gt;window.pwned = 3&lt;/script&gt;" in html
@@ -177,7 +183,7 @@ def test_report_html_of_a_real_run_lists_its_questions(reference_run):
     finally:
         db.close()
     assert [(q["id"], q["question"], q["gold"]) for q in data["questions"]] == questions
-    assert {(q["id"], p[0], p[1]): p[6] for q in data["questions"] for p in q["paths"]} == texts
+    assert {(q["id"], p[0], p[1]): p[6] for q in data["questions"] for p in paths_of(data, q)} == texts
     assert all(q["complete"] and q["votes"][0]["paths_used"] == 3 for q in data["questions"])
 
 

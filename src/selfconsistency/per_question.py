@@ -3,10 +3,7 @@ temperature and every path. Read from the store alone; `export --questions` and 
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
-from itertools import groupby
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +11,7 @@ import numpy as np
 
 from .stopping import parse_rule
 from .store import SampleStore
-from .vote import majority_vote
+from .vote import counted_vote
 
 
 def _correct(answer: str | None, gold: str | None) -> bool | None:
@@ -35,68 +32,88 @@ def paths_used(config: dict[str, Any], stops: dict[tuple[str, float], tuple[int,
 def _vote(answers: list[str | None], gold: str | None, rng: np.random.Generator) -> dict[str, Any]:
     """The majority vote over the answers of the paths a question used: each answer's count, most frequent
     first."""
-    counts = Counter(a for a in answers if a is not None)
-    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-    winner = majority_vote(answers, rng)
+    winner, ranked, abstained = counted_vote(answers, rng)
     top = ranked[0][1] if ranked else 0
-    return {"answer": winner, "counts": dict(ranked), "abstained": answers.count(None),
+    return {"answer": winner, "counts": dict(ranked), "abstained": abstained,
             # share of the used paths (abstentions included) that gave the winning answer
             "agreement": round(top / len(answers), 4) if answers else None,
-            "tie": sum(count == top for _, count in ranked) > 1,
+            "tie": len(ranked) > 1 and ranked[1][1] == top,
             "correct": _correct(winner, gold)}
 
 
-# The fields a record shows of each path, as the store returns them (key order: question, temperature, index).
-PATH_FIELDS = ("question_id", "temperature", "path_index", "answer", "logprob_sum", "finish_reason",
-               "completion_tokens", "text")
-_TEMPERATURE, _ANSWER = 1, 3
+# The fields a record shows of each path, in the order report.html's path rows hold them (report.js reads
+# them by position); the store returns them so, in key order (question, temperature, index).
+PATH_FIELDS = ("temperature", "path_index", "answer", "logprob_sum", "finish_reason", "completion_tokens", "text")
+_ANSWER = 2
 
 
 def question_records(run_dir: Path) -> Iterator[dict[str, Any]]:
     """One record per selected question, in the selection's order; questions still missing paths are
     included with `complete` false (the report's accuracy leaves them out)."""
-    for record, paths in _records(run_dir):
+    _, records, rows = _read(run_dir)
+    for record, (first, count) in records:
         yield {**record, "paths": [{"temperature": t, "index": index, "answer": answer, "text": text,
                                     "logprob": logprob, "completion_tokens": tokens, "finish_reason": finish}
-                                   for _, t, index, answer, logprob, finish, tokens, text in paths]}
+                                   for t, index, answer, logprob, finish, tokens, text in rows[first: first + count]]}
 
 
-def compact_records(run_dir: Path, rows: list[tuple[Any, ...]] | None = None) -> Iterator[dict[str, Any]]:
-    """`question_records` as report.html carries them: answer counts as [answer, count] pairs (a JS object
-    would reorder numeric keys) and each path as a short array [temperature, index, answer, log-prob to 3
-    decimals, finish reason, completion tokens, text] (most of the page's size is paths). `rows`: every
-    path as store.path_rows returned it, PATH_FIELDS first, when the caller has read them already."""
-    for record, paths in _records(run_dir, rows):
-        yield {**record, "votes": [{**vote, "counts": list(vote["counts"].items())} for vote in record["votes"]],
-               "paths": [(p[1], p[2], p[3], None if p[4] is None else round(p[4], 3), p[5], p[6], p[7])
-                         for p in paths]}
+def page_data(run_dir: Path) -> dict[str, Any]:
+    """`question_records` as report.html carries them: the run's temperatures; each record with its answer
+    counts as [answer, count] pairs (a JS object would reorder numeric keys) and its paths as [first row,
+    count] of `paths`; `paths`: every stored path as the store returns it, [temperature, index, answer,
+    log-prob to 3 decimals, finish reason, completion tokens, text] in key order. Most of the page is
+    paths: no Python work per path."""
+    config, records, rows = _read(run_dir, logprob_digits=3)
+    return {"temperatures": list(config["temperatures"]),
+            "questions": [{**record, "votes": [{**vote, "counts": list(vote["counts"].items())}
+                                               for vote in record["votes"]], "paths": span}
+                          for record, span in records],
+            "paths": rows}
 
 
-def _records(run_dir: Path, rows: list[tuple[Any, ...]] | None = None
-             ) -> Iterator[tuple[dict[str, Any], list[tuple[Any, ...]]]]:
-    """Each selected question's record without its paths, and its paths' rows (PATH_FIELDS first) in key order."""
-    with SampleStore.open_readonly(run_dir) as store:
+def _read(run_dir: Path, logprob_digits: int | None = None
+          ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], tuple[int, int]]], list[tuple[Any, ...]]]:
+    """The run's settings; each selected question's record without its paths, and where its paths are in
+    the rows ([first row, count]); every stored path's row (PATH_FIELDS), in key order."""
+    with SampleStore.open_readonly(run_dir) as store, store.snapshot():
         config = store.settings().stored_settings()
         selection = store.get_meta("selection") or []
         questions = {q.id: q for q in store.questions()}
         stops = store.stops(parse_rule(config["stop"], config["min_paths"], config["paths"]).name) \
             if config.get("stop") else {}
-        # Rows come in key order: one list per question without a Python object per path.
-        rows = store.path_rows(PATH_FIELDS) if rows is None else rows
-    by_question = {qid: list(paths) for qid, paths in groupby(rows, key=itemgetter(0))}
+        groups = store.path_groups()  # the same snapshot as the rows they index
+        rows = store.path_rows(PATH_FIELDS, logprob_digits)
+    return config, list(_records(config, selection, questions, stops, groups, rows)), rows
+
+
+def _records(config: dict[str, Any], selection: list[str], questions: dict[str, Any],
+             stops: dict[tuple[str, float], tuple[int, int, str]], groups: list[tuple[str, float, int]],
+             rows: list[tuple[Any, ...]]) -> Iterator[tuple[dict[str, Any], tuple[int, int]]]:
+    spans: dict[str, dict[float, tuple[int, int]]] = {}  # question -> temperature -> (first row, count)
+    first = 0
+    for qid, temperature, count in groups:
+        spans.setdefault(qid, {})[temperature] = (first, count)
+        first += count
+    answers = [row[_ANSWER] for row in rows]  # slices of one list: no scan of a question's rows per setting
     rng = np.random.default_rng(config["seed"])  # tie-breaks, as the report's votes
     for qid in selection:
         question = questions[qid]
-        paths = by_question.pop(qid, [])
-        greedy = next((p for p in paths if p[_TEMPERATURE] == 0.0), None)
-        votes, complete = [], greedy is not None or not config["greedy"]
+        where = spans.get(qid, {})
+        greedy = answers[where[0.0][0]] if 0.0 in where else _NO_PATH
+        votes, complete = [], greedy is not _NO_PATH or not config["greedy"]
         for temperature in config["temperatures"]:
-            stored = [p[_ANSWER] for p in paths if p[_TEMPERATURE] == temperature]  # in path-index order
-            used, reason, has_all = paths_used(config, stops, qid, temperature, len(stored))
+            start, stored = where.get(temperature, (0, 0))
+            used, reason, has_all = paths_used(config, stops, qid, temperature, stored)
             complete = complete and has_all
-            votes.append({"temperature": temperature, **_vote(stored[:used], question.gold, rng),
-                          "paths_used": used, "paths_stored": len(stored), "stopped": reason})
+            votes.append({"temperature": temperature, **_vote(answers[start: start + used], question.gold, rng),
+                          "paths_used": used, "paths_stored": stored, "stopped": reason})
+        # A question's groups are consecutive rows, whatever their temperatures.
+        span = (min(start for start, _ in where.values()), sum(count for _, count in where.values())) \
+            if where else (0, 0)
         yield {"id": qid, "question": question.question, "gold": question.gold, "complete": complete,
-               "greedy": None if greedy is None else {
-                   "answer": greedy[_ANSWER], "correct": _correct(greedy[_ANSWER], question.gold)},
-               "votes": votes}, paths
+               "greedy": None if greedy is _NO_PATH else {
+                   "answer": greedy, "correct": _correct(greedy, question.gold)},
+               "votes": votes}, span
+
+
+_NO_PATH = object()  # no greedy path stored (its answer may be None: a path without an answer)

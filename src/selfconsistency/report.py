@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from .collector import collector_paused
-from .forked import Forked, can_fork, forked_map
+from .forked import Forked, forked_map
 from .frontier import Frontier
-from .report_html import questions_json, write_page
-from .results import REPORT_FIELDS, build_results
+from .report_html import page_json, write_page
+from .results import build_results
 from .safe_files import save_figure, write_text
 from .store import SampleStore
 
@@ -165,15 +165,13 @@ def write_report(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_report(run_dir: Path) -> dict[str, Any]:
-    fork = can_fork()
     with SampleStore.open_readonly(run_dir) as store:
-        # report.html's questions do not depend on the results: a forked child reads and builds them
-        # meanwhile, then draws the plot and writes the page once the results come (forked.Forked); two
-        # halves of the Monte-Carlo curves run at once too. In one process, the paths are read once for both.
-        rows = None if fork else store.path_rows(REPORT_FIELDS)
+        # report.html's data does not depend on the results: a forked child reads and builds it meanwhile,
+        # then draws the plot and writes the page once the results come (forked.Forked); two halves of the
+        # Monte-Carlo curves run at once too.
         store.settings()  # its modules imported before the fork, not in both processes (~0.3 s)
-        with Forked(partial(_page_questions, run_dir, rows), partial(_plot_and_page, run_dir), fork) as page:
-            results = build_results(store, rows, forked_map)
+        with Forked(partial(_page_data, run_dir), partial(_plot_and_page, run_dir)) as page:
+            results = build_results(store, forked_map)
             write_text(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
             write_text(run_dir / TABLE_FILE, markdown_table(results))
             page.finish(results)
@@ -182,15 +180,15 @@ def _write_report(run_dir: Path) -> dict[str, Any]:
     return results
 
 
-def _page_questions(run_dir: Path, rows: list[tuple[Any, ...]] | None) -> bytes:
-    questions = questions_json(run_dir, rows)
+def _page_data(run_dir: Path) -> bytes:
+    data = page_json(run_dir)
     _import_matplotlib()  # while the results are computed: the plot comes next
-    return questions
+    return data
 
 
-def _plot_and_page(run_dir: Path, questions: bytes, results: dict[str, Any]) -> None:
+def _plot_and_page(run_dir: Path, data: bytes, results: dict[str, Any]) -> None:
     plot(results, run_dir / PLOT_FILE)
-    write_page(run_dir, questions, results, run_dir / PLOT_FILE)
+    write_page(run_dir, data, results, run_dir / PLOT_FILE)
 
 
 def _import_matplotlib() -> None:

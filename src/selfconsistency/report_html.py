@@ -20,7 +20,7 @@ import jinja2
 import msgspec
 from markupsafe import Markup
 
-from .per_question import compact_records
+from .per_question import page_data
 from .safe_files import replace_file
 
 HTML_FILE = "report.html"
@@ -73,14 +73,14 @@ def _cost_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-def render_page(results: dict[str, Any], questions: list[dict[str, Any]], plot_png: bytes | None) -> str:
-    """The page of `results` with its questions (per_question.compact_records) and plot."""
-    return b"".join(_page(results, _script_json(questions), plot_png)).decode()
+def render_page(results: dict[str, Any], data: dict[str, Any], plot_png: bytes | None) -> str:
+    """The page of `results` with its data (per_question.page_data) and plot."""
+    return b"".join(_page(results, _script_json(data), plot_png)).decode()
 
 
-def _page(results: dict[str, Any], questions_json: bytes, plot_png: bytes | None) -> tuple[bytes, bytes, bytes]:
-    """The page's bytes in three parts: before its data, the data (its questions already as script JSON),
-    after. The template is rendered around a random marker: 150 MB of data never pass through it."""
+def _page(results: dict[str, Any], data_json: bytes, plot_png: bytes | None) -> tuple[bytes, bytes, bytes]:
+    """The page's bytes in three parts: before its data, the data (already as script JSON), after. The
+    template is rendered around a random marker: 150 MB of data never pass through it."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     script = _resource("report.js")
     script_hash = "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
@@ -91,27 +91,17 @@ def _page(results: dict[str, Any], questions_json: bytes, plot_png: bytes | None
         results=results, settings=settings, accuracy_rows=_accuracy_rows(results), cost_rows=_cost_rows(results),
         plot_png=base64.b64encode(plot_png).decode() if plot_png else None,
         data_json=Markup(marker), script=Markup(script), script_hash=script_hash).split(marker)
-    data = b"".join([b'{"temperatures":', _script_json(list(results["config"]["temperatures"])),
-                     b',"questions":', questions_json, b"}"])
-    return before.encode(), data, after.encode()
+    return before.encode(), data_json, after.encode()
 
 
-def questions_json(run_dir: Path, rows: list[tuple[Any, ...]] | None = None) -> bytes:
-    """The page's questions (per_question.compact_records) as script JSON: most of the page, and
-    independent of the results. `rows`: the paths, when the caller has read them."""
-    return _script_json(list(compact_records(run_dir, rows)))
+def page_json(run_dir: Path) -> bytes:
+    """The page's data (per_question.page_data) as script JSON: most of the page, and independent of the
+    results."""
+    return _script_json(page_data(run_dir))
 
 
-def write_page(run_dir: Path, questions: bytes, results: dict[str, Any], plot: Path | None) -> None:
-    """report.html from its questions (`questions_json`), the results and the plot, written whole or not
-    at all."""
+def write_page(run_dir: Path, data_json: bytes, results: dict[str, Any], plot: Path | None) -> None:
+    """report.html from its data (`page_json`), the results and the plot, written whole or not at all."""
     png = plot.read_bytes() if plot is not None and plot.exists() else None
-    replace_file(Path(run_dir) / HTML_FILE, _page(results, questions, png))
+    replace_file(Path(run_dir) / HTML_FILE, _page(results, data_json, png))
 
-
-def write_html(run_dir: Path, results: dict[str, Any], plot: Path | None = None,
-               rows: list[tuple[Any, ...]] | None = None) -> Path:
-    """Write report.html into the run directory, with `plot` (a PNG) inlined; `rows`: the paths, when the
-    caller has read them (see per_question.compact_records)."""
-    write_page(run_dir, questions_json(run_dir, rows), results, plot)
-    return Path(run_dir) / HTML_FILE

@@ -11,15 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from functools import partial
-from itertools import accumulate, compress
-from operator import itemgetter
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
 
 from .analysis import CurvePoint, accuracy, encode, exact_curve, subset_curves
 from .costs import Price, PriceTable, job_cost
-from .per_question import PATH_FIELDS
 from .stopping import parse_rule
 from .store import SampleStore, StoredQuestion
 from .vote import majority_vote, path_weights
@@ -28,36 +26,48 @@ WEIGHTED_VOTES = ("logprob", "cisc:0.5")
 
 
 class _SettingPaths:
-    """One setting's stored paths as columns (rows in question id, path index order) and where each
-    question's rows start: 680,000 paths read without a Python object per path."""
+    """One setting's stored paths: their rows of `columns` (`where`, in question id, path index order) and
+    where each question's rows start: 680,000 paths read without a Python object per path."""
 
-    def __init__(self, store: SampleStore, temperature: float, counts: dict[str, int], fields: list[str],
-                 rows: list[tuple[Any, ...]] | None = None):
+    def __init__(self, temperature: float, counts: dict[str, int], columns: dict[str, np.ndarray],
+                 where: np.ndarray):
         self.temperature = temperature
         self.counts = counts
         self.starts = dict(zip(counts, accumulate(counts.values(), initial=0), strict=False))  # one start too many
-        if rows is None:
-            columns = store.path_columns(temperature, fields)
-        else:  # every setting's rows (REPORT_FIELDS, key order): this setting's keep their order
-            mine = list(compress(rows, map(temperature.__eq__, map(itemgetter(1), rows))))
-            every = list(zip(*mine, strict=True)) or [()] * len(REPORT_FIELDS)
-            columns = [every[REPORT_FIELDS.index(name)] for name in fields]
-        self.columns = {name: np.array(column, dtype=object) for name, column in zip(fields, columns, strict=True)}
+        self.columns = columns
+        self.where = where
+
+    @classmethod
+    def read(cls, store: SampleStore, temperature: float, counts: dict[str, int], fields: list[str]) -> _SettingPaths:
+        """One setting's paths (`counts`: its questions' stored paths, store.path_counts())."""
+        columns = {name: np.array(column, dtype=object)
+                   for name, column in zip(fields, store.path_columns(temperature, fields), strict=True)}
+        return cls(temperature, counts, columns, np.arange(sum(counts.values()), dtype=np.intp))
 
     def rows(self, qids: list[str], n: int) -> np.ndarray:
-        """(questions x n) row numbers: each question's first n paths by index."""
+        """(questions x n) row numbers of `columns`: each question's first n paths by index."""
         starts = np.array([self.starts.get(qid, 0) for qid in qids], dtype=np.intp)
-        return (starts[:, None] + np.arange(n, dtype=np.intp)).reshape(len(qids), n)
+        return self.where.take((starts[:, None] + np.arange(n, dtype=np.intp)).reshape(len(qids), n))
 
     def answers(self, qid: str) -> list[str | None]:
         """A question's stored answers in path-index order."""
         start = self.starts.get(qid, 0)
-        return self.columns["answer"][start: start + self.counts.get(qid, 0)].tolist()
+        return self.columns["answer"].take(self.where[start: start + self.counts.get(qid, 0)]).tolist()
+
+
+def _every_setting(store: SampleStore, settings: list[float], counts: dict[float, dict[str, int]],
+                   fields: list[str]) -> dict[float, _SettingPaths]:
+    """Each setting's paths, read in one pass over the store in key order (inside the caller's snapshot,
+    with `counts`): one query and one table of Python objects for all of them."""
+    rows = store.path_rows(["temperature", *fields])
+    table = np.array(rows, dtype=object).reshape(len(rows), len(fields) + 1)
+    columns = {name: table[:, column] for column, name in enumerate(fields, start=1)}  # views, not copies
+    temperatures = table[:, 0].astype(float)
+    # each setting's rows are in question id order: the key order with one temperature
+    return {t: _SettingPaths(t, counts.get(t, {}), columns, np.flatnonzero(temperatures == t)) for t in settings}
 
 
 _FIELDS = ["answer", "path_index", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum"]
-# What `write_report` reads once for the results and report.html (per_question's fields first).
-REPORT_FIELDS = (*PATH_FIELDS, "prompt_tokens", "latency_s")
 
 
 def _price(config: dict[str, Any], batch: bool) -> Price | None:
@@ -148,12 +158,16 @@ def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, co
     }
 
 
-def build_results(store: SampleStore, rows: list[tuple[Any, ...]] | None = None,
-                  map_curves: Callable[[Callable, Sequence], list] | None = None) -> dict[str, Any]:
-    """Everything the report shows, computed from the store's paths and settings; `rows`: the paths as
-    store.path_rows(REPORT_FIELDS) returned them, when the caller has read them already; `map_curves`:
-    a `map` returning a list (the default: the builtin's), to run halves of the Monte-Carlo curves in
-    parallel (forked.forked_map)."""
+def build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence], list] | None = None
+                  ) -> dict[str, Any]:
+    """Everything the report shows, computed from the store's paths and settings, all read from one
+    snapshot of the store (a run may be writing it); `map_curves`: a `map` returning a list (the default:
+    the builtin's), to run halves of the Monte-Carlo curves in parallel (forked.forked_map)."""
+    with store.snapshot():
+        return _build_results(store, map_curves or _map)
+
+
+def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence], list]) -> dict[str, Any]:
     config = store.settings().stored_settings()
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
@@ -181,12 +195,13 @@ def build_results(store: SampleStore, rows: list[tuple[Any, ...]] | None = None,
     price = _price(config, batch=config["backend"].endswith("-batch"))
     on_demand = (_price(config, batch=False), store.on_demand_keys())  # a batch run's remainder, at its own price
     votes = []  # each sampled setting's votes, simulated together below over one set of path orders
+    stored_paths = _every_setting(store, settings, counts, _FIELDS)
     for temperature in settings:
         stored = counts.get(temperature, {})
         n = wanted[temperature]
         if config.get("stop") and temperature != 0.0:  # the curve over what every question has
             n = min((stored.get(q, 0) for q in complete), default=0)
-        paths = _SettingPaths(store, temperature, stored, _FIELDS, rows)
+        paths = stored_paths[temperature]
         used = paths.rows(complete, n)
         summary = {"temperature": temperature, "paths_per_question": n, **_usage(paths, used, complete, price,
                                                                                   on_demand)}
@@ -202,7 +217,7 @@ def build_results(store: SampleStore, rows: list[tuple[Any, ...]] | None = None,
             if config.get("stop"):
                 summary["adaptive"] = _adaptive(store, config, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
-    _curves(votes, config["subset_runs"], config["seed"], map_curves or _map)
+    _curves(votes, config["subset_runs"], config["seed"], map_curves)
     return results
 
 
@@ -301,6 +316,6 @@ def sampled_answers(store: SampleStore, temperature: float) -> tuple[list[list[s
         known = ", ".join(f"{t:g}" for t in config["temperatures"])
         raise ValueError(f"no sampled paths at T={temperature:g} in {store.path.parent} (temperatures: {known})")
     n = config["paths"]
-    paths = _SettingPaths(store, temperature, counts.get(temperature, {}), ["answer"])
+    paths = _SettingPaths.read(store, temperature, counts.get(temperature, {}), ["answer"])
     answers = [paths.answers(q)[:n] for q in complete]
     return answers, [golds[q] for q in complete], n

@@ -99,7 +99,9 @@ function showQuestion(position, tr) {
   $("detail-question").textContent = q.question;
   $("detail-gold").textContent = "gold: " + (q.gold ?? "none (unlabelled)");
   const usedAt = new Map(q.votes.map((v) => [v.temperature, v.paths_used]));
-  const blocks = q.paths.map((p) => pathBlock(p, p[0] === 0 || p[1] < (usedAt.get(p[0]) ?? Infinity)));
+  const [first, count] = q.paths;  // the question's rows of DATA.paths
+  const blocks = DATA.paths.slice(first, first + count)
+    .map((p) => pathBlock(p, p[0] === 0 || p[1] < (usedAt.get(p[0]) ?? Infinity)));
   $("detail-paths").replaceChildren(...(blocks.length ? blocks : [el("p", "no stored paths")]));
   $("detail").hidden = false;
   $("detail").scrollIntoView();
