@@ -34,6 +34,24 @@ def test_replace_file_keeps_the_old_file_when_the_write_fails(tmp_path):
     assert target.read_bytes() == b"new page" and len(list(tmp_path.iterdir())) == 1
 
 
+def test_replace_file_copies_a_staged_file_part_whole(tmp_path):
+    """report.html's data is staged in a file while the results are computed and copied in between the
+    rendered parts: by the kernel from a real file, through Python from anything else, from its start
+    whatever its position."""
+    import io
+    import tempfile
+
+    data = os.urandom(3 << 20)
+    target = tmp_path / "report.html"
+    with tempfile.TemporaryFile(dir=tmp_path) as staged:
+        staged.write(data)
+        replace_file(target, [b"<head>", staged, b"</tail>"])
+    assert target.read_bytes() == b"<head>" + data + b"</tail>"
+    replace_file(target, [b"<", io.BytesIO(b"no file behind it"), b">", io.BytesIO(b"")])
+    assert target.read_bytes() == b"<no file behind it>"
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
 def test_replace_file_refuses_a_symlink_and_a_directory(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from .collector import collector_paused
 from .forked import Forked, forked_map
 from .frontier import Frontier
-from .report_html import page_json, write_page
+from .report_html import staged_page_json, write_page
 from .results import build_results
 from .safe_files import save_figure, write_text
 from .store import SampleStore
@@ -180,15 +180,16 @@ def _write_report(run_dir: Path) -> dict[str, Any]:
     return results
 
 
-def _page_data(run_dir: Path) -> bytes:
-    data = page_json(run_dir)
-    _import_matplotlib()  # while the results are computed: the plot comes next
+def _page_data(run_dir: Path) -> IO[bytes]:
+    data = staged_page_json(run_dir)  # 150 MB written while the results are computed, copied in at the end
+    _import_matplotlib()  # ... and the plot comes next
     return data
 
 
-def _plot_and_page(run_dir: Path, data: bytes, results: dict[str, Any]) -> None:
-    plot(results, run_dir / PLOT_FILE)
-    write_page(run_dir, data, results, run_dir / PLOT_FILE)
+def _plot_and_page(run_dir: Path, data: IO[bytes], results: dict[str, Any]) -> None:
+    with data:
+        plot(results, run_dir / PLOT_FILE)
+        write_page(run_dir, data, results, run_dir / PLOT_FILE)
 
 
 def _import_matplotlib() -> None:

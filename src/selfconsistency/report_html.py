@@ -12,9 +12,10 @@ import base64
 import hashlib
 import json
 import secrets
+import tempfile
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import jinja2
 import msgspec
@@ -78,9 +79,10 @@ def render_page(results: dict[str, Any], data: dict[str, Any], plot_png: bytes |
     return b"".join(_page(results, _script_json(data), plot_png)).decode()
 
 
-def _page(results: dict[str, Any], data_json: bytes, plot_png: bytes | None) -> tuple[bytes, bytes, bytes]:
-    """The page's bytes in three parts: before its data, the data (already as script JSON), after. The
-    template is rendered around a random marker: 150 MB of data never pass through it."""
+def _page(results: dict[str, Any], data_json: bytes | IO[bytes], plot_png: bytes | None
+          ) -> tuple[bytes, bytes | IO[bytes], bytes]:
+    """The page in three parts: before its data, the data (already as script JSON, or a file holding it),
+    after. The template is rendered around a random marker: 150 MB of data never pass through it."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     script = _resource("report.js")
     script_hash = "sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
@@ -100,8 +102,18 @@ def page_json(run_dir: Path) -> bytes:
     return _script_json(page_data(run_dir))
 
 
-def write_page(run_dir: Path, data_json: bytes, results: dict[str, Any], plot: Path | None) -> None:
-    """report.html from its data (`page_json`), the results and the plot, written whole or not at all."""
+def staged_page_json(run_dir: Path) -> IO[bytes]:
+    """`page_json` written ahead into a file without a name in the run directory (gone with this process
+    whatever happens): once the results come, the page is its few rendered kB around a copy of it."""
+    staged = tempfile.TemporaryFile(dir=run_dir)
+    staged.write(page_json(run_dir))
+    staged.flush()
+    return staged
+
+
+def write_page(run_dir: Path, data_json: bytes | IO[bytes], results: dict[str, Any], plot: Path | None) -> None:
+    """report.html from its data (`page_json`, or the file `staged_page_json` wrote), the results and the
+    plot, written whole or not at all."""
     png = plot.read_bytes() if plot is not None and plot.exists() else None
     replace_file(Path(run_dir) / HTML_FILE, _page(results, data_json, png))
 

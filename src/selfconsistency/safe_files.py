@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import shutil
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -70,10 +71,11 @@ def save_figure(figure: Any, path: Path, dpi: int = 120) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def replace_file(path: Path, parts: Iterable[bytes]) -> None:
+def replace_file(path: Path, parts: Iterable[bytes | IO[bytes]]) -> None:
     """`parts` written to a new file beside `path`, then renamed over it: a crash or Ctrl-C midway leaves
-    the old file (or none), never half of the new one. A symlink or other non-regular file at `path` is
-    refused, as `open_no_follow` refuses it."""
+    the old file (or none), never half of the new one. A part that is a file is copied whole from its
+    start (in the kernel where it can: report.html's 150 MB of data staged ahead of the rest). A symlink or
+    other non-regular file at `path` is refused, as `open_no_follow` refuses it."""
     path = Path(path)
     try:
         mode = os.lstat(path).st_mode
@@ -87,8 +89,30 @@ def replace_file(path: Path, parts: Iterable[bytes]) -> None:
     try:
         with open_no_follow(temporary, "wb") as handle:
             for part in parts:
-                handle.write(part)
+                if isinstance(part, bytes):
+                    handle.write(part)
+                else:
+                    handle.flush()
+                    _copy_whole(part, handle)
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+def _copy_whole(source: IO[bytes], target: IO[bytes]) -> None:
+    """`source` from its start to its end appended to `target` (flushed), by copy_file_range where the
+    kernel offers it, else through this process."""
+    copied = 0
+    try:
+        size = os.fstat(source.fileno()).st_size
+        while copied < size:
+            step = os.copy_file_range(source.fileno(), target.fileno(), size - copied, copied)
+            if step == 0:
+                break
+            copied += step
+    except (AttributeError, OSError):  # no such call, not between these files, or no file: copy the rest
+        source.seek(copied)
+        target.seek(0, os.SEEK_END)
+        shutil.copyfileobj(source, target, 1 << 20)
+    target.seek(0, os.SEEK_END)  # the buffered handle learns where the kernel left the file
