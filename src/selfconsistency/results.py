@@ -61,12 +61,15 @@ def _every_setting(store: SampleStore, settings: list[float], counts: dict[float
     with `counts`): one query and one table of Python objects for all of them."""
     rows = store.path_rows(["temperature", *fields])
     table = np.array(rows, dtype=object).reshape(len(rows), len(fields) + 1)
-    columns = {name: table[:, column] for column, name in enumerate(fields, start=1)}  # views, not copies
+    # numbers as numbers (a missing log-prob: NaN), text as Python objects
+    columns = {name: table[:, column].astype(_NUMBERS.get(name, object)) for column, name in enumerate(fields, start=1)}
     temperatures = table[:, 0].astype(float)
     # each setting's rows are in question id order: the key order with one temperature
     return {t: _SettingPaths(t, counts.get(t, {}), columns, np.flatnonzero(temperatures == t)) for t in settings}
 
 
+_NUMBERS = {"path_index": np.int64, "prompt_tokens": np.int64, "completion_tokens": np.int64,
+            "latency_s": np.float64, "logprob_sum": np.float64}
 _FIELDS = ["answer", "path_index", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum"]
 
 
@@ -84,7 +87,8 @@ def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price
     """A setting's paths (`rows` of `paths`, one row of them per question in `qids`) and their cost; paths
     a batch run made on demand (`on_demand`: their price and keys) at that price."""
     flat = rows.ravel()
-    column = {name: values.take(flat) for name, values in paths.columns.items()}
+    column = {name: paths.columns[name].take(flat)
+              for name in ("answer", "finish_reason", "latency_s", "completion_tokens", "prompt_tokens")}
     seconds = sum(column["latency_s"].tolist())  # Python's sum, in path order: the same float as ever
     completion = sum(column["completion_tokens"].tolist())
     prompt = sum(column["prompt_tokens"].tolist())
@@ -101,7 +105,7 @@ def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price
         cost = price.cost(prompt - extra_in, completion - extra_out)
         if extra:
             cost += on_demand_price.cost(extra_in, extra_out)
-    abstained = sum(answer is None for answer in column["answer"].tolist())
+    abstained = column["answer"].tolist().count(None)
     return {
         "paths": len(flat),
         "abstention_rate": abstained / len(flat) if len(flat) else 0.0,
@@ -227,11 +231,11 @@ def _map(function: Callable, items: Sequence) -> list:
 
 def _vote_weights(paths: _SettingPaths, scored: np.ndarray) -> dict[str, np.ndarray]:
     """Each weighted vote's path weights (questions x paths), when every path has a log-prob."""
-    logprob_sums = paths.columns["logprob_sum"].take(scored)
-    if not len(scored) or None in logprob_sums.ravel().tolist():
+    logprob_sums = paths.columns["logprob_sum"].take(scored).astype(float)  # a missing one: NaN
+    if not len(scored) or np.isnan(logprob_sums).any():
         return {}
     lengths = paths.columns["completion_tokens"].take(scored).astype(np.int64)
-    return {method: path_weights(method, logprob_sums.astype(float), lengths) for method in WEIGHTED_VOTES}
+    return {method: path_weights(method, logprob_sums, lengths) for method in WEIGHTED_VOTES}
 
 
 def _curves(votes: list[tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, np.ndarray]]], runs: int,
