@@ -242,26 +242,34 @@ def _curves(votes: list[tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, 
             seed: int, map_curves: Callable[[Callable, Sequence], list]) -> None:
     """Each sampled setting's curve (exact, and mean ± std over random subsets) and weighted-vote curves
     (mean ± std), into its summary. Settings with the same shape are simulated over one set of path orders
-    (the seed's), in two halves (`map_curves` may run them at once; each draws the same orders): each
-    curve is the one `accuracy_curve` / `subset_curve` gives alone."""
+    (the seed's), in two halves (`map_curves` may run them at once; each draws the same orders), the
+    exact curves with the second: each curve is the one `accuracy_curve` / `subset_curve` gives alone."""
     by_shape: dict[tuple[int, int], list] = {}
     for vote in votes:
         by_shape.setdefault(vote[1].shape, []).append(vote)
     for shape, group in by_shape.items():
         jobs = [(encoded, gold_ids, weights.get(method), np.random.default_rng(seed))
                 for _, encoded, gold_ids, weights in group for method in (None, *weights)]
+        exact = [(encoded, gold_ids) for _, encoded, gold_ids, _ in group]
         half = (len(jobs) + 1) // 2
-        parts = [jobs[:half], jobs[half:]] if len(jobs) > 1 else [jobs]
-        curves = iter(sum(map_curves(partial(subset_curves, shape, runs=runs), parts), []))
-        for summary, encoded, gold_ids, weights in group:
+        parts = [(jobs[:half], []), (jobs[half:], exact)] if len(jobs) > 1 else [(jobs, exact)]
+        done = map_curves(partial(_curve_part, shape, runs), parts)
+        curves, exact_curves = iter(sum((c for c, _ in done), [])), iter(sum((e for _, e in done), []))
+        for summary, _, _, weights in group:
             mean, std = next(curves)
-            exact = exact_curve(encoded, gold_ids)
+            exact = next(exact_curves)
             summary["curve"] = [asdict(CurvePoint(k=k + 1, mean=float(mean[k]), std=float(std[k]),
                                                   exact=float(exact[k]))) for k in range(shape[1])]
             for method in weights:
                 mean, std = next(curves)
                 summary["weighted_votes"][method] = [{"k": k + 1, "mean": float(mean[k]), "std": float(std[k])}
                                                      for k in range(len(mean))]
+
+
+def _curve_part(shape: tuple[int, int], runs: int, part: tuple[list, list]) -> tuple[list, list]:
+    """One part of `_curves`' work: the Monte-Carlo curves of some votes, the exact curves of some answers."""
+    jobs, exact = part
+    return subset_curves(shape, jobs, runs=runs), [exact_curve(encoded, gold_ids) for encoded, gold_ids in exact]
 
 
 def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, Any]]:
