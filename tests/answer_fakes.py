@@ -22,6 +22,7 @@ class AnswerBot:
         self.model = model
         self.calls: list[tuple[str, float, int]] = []
         self.usc_prompts: list[str] = []
+        self.usc_messages: list[tuple[tuple[str, str], ...]] = []  # the same requests' chat turns
         self.closed = False
         self._lock = threading.Lock()
 
@@ -33,6 +34,7 @@ class AnswerBot:
             if "most consistent response" in text:
                 with self._lock:
                     self.usc_prompts.append(text)
+                    self.usc_messages.append(request.prompt.messages)
                 yield Generation(request, USC_REPLY, 50, 12, 0.001, "stop", -1.0)
                 continue
             question = text.rsplit("Q:", 1)[-1]

@@ -296,6 +296,21 @@ def test_api_free_answers_use_usc(bots):
     assert result.tokens == 4 * (100 + 8) + 50 + 12  # four paths and the selection request
 
 
+def test_usc_selection_request_shows_the_conversation_before_the_question(bots):
+    """A chat question's earlier turns reach its paths' prompts; the selection request shows them too (system
+    message first, then the turns, then the numbered responses), else "and in French?" is judged alone."""
+    sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=4, answer_type="free", prompt_format="chat",
+                         zero_shot=True)
+    turns = [("system", "Answer in one line."), ("user", "Write an essay on owls"), ("assistant", "Owls hunt.")]
+    result = sc.answer(sc.chat_question("Now in French", turns), task="gsm8k")
+    assert result.method == "usc" and result.votes["parsed"] is True
+    [messages] = bots[0].usc_messages
+    assert list(messages[:3]) == turns and messages[3][0] == "user" and len(messages) == 4
+    assert "Now in French" in messages[3][1] and "Response 1: " in messages[3][1]
+    sc.answer("Now in French", task="gsm8k")  # without turns: the selection request is the one message
+    assert len(bots[0].usc_messages[-1]) == 1
+
+
 def test_api_one_instance_from_many_threads(bots):
     sc = SelfConsistency(model="m", backend=FAKE_BACKEND, paths=3)
     results, errors = {}, []
@@ -526,17 +541,23 @@ def test_answer_data_free_task_picks_with_usc(tmp_path, bots):
 
     spec = tmp_path / "essays.yaml"
     spec.write_text("name: essays\nanswer: {type: free}\n")
-    data = write_jsonl(tmp_path / "prompts.jsonl", [{"question": "Write an essay"}])
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+             {"role": "assistant", "content": "Hello"}]
+    data = write_jsonl(tmp_path / "prompts.jsonl", [{"question": "Write an essay"},
+                                                    {"question": "And one on owls", "chat_context": turns}])
     config = RunConfig(task=str(spec), data=str(data), backend=FAKE_BACKEND, model="m", paths=4, greedy=False,
                        prompt_format="chat")
-    _, (answer,) = answer_data(config, tmp_path / "run")
+    _, (answer, owls) = answer_data(config, tmp_path / "run")
     assert answer.method == "usc" and answer.votes == {"selected_path": 1, "candidates": 4, "parsed": True}
     assert answer.rationale == answer.paths[1].text and answer.answer == answer.paths[1].text.strip()
     usc_prompt_text = bots[-1].usc_prompts[0]
     assert "Response 1: " + answer.paths[0].text in usc_prompt_text
+    # a record's chat turns come before its selection request, as before its paths' questions
+    assert sorted(len(messages) for messages in bots[-1].usc_messages) == [1, 4]
+    assert [m for m in bots[-1].usc_messages if len(m) == 4][0][:3] == tuple((t["role"], t["content"]) for t in turns)
     started = len(bots)
-    _, (again,) = answer_data(config, tmp_path / "run")  # the pick is stored: no second request
-    assert again == answer and len(bots) == started and len(bots[-1].usc_prompts) == 1
+    _, (again, _) = answer_data(config, tmp_path / "run")  # the picks are stored: no second request
+    assert again == answer and len(bots) == started and len(bots[-1].usc_prompts) == 2
 
 
 def test_report_page_marks_nothing_for_unlabelled_questions(tmp_path, bots, browser):

@@ -85,8 +85,9 @@ def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str
     task = config.get_task()
     method = check_method(method or default_method(task))
     run_dir = run_experiment(config, run_dir, on_start=on_start, on_path=on_path, task=task)
-    if method == "usc":
-        select_with_usc(config, run_dir)
+    if method == "usc":  # a record's chat turns (chat_context) reach its selection request too
+        asked = config.load(task).questions
+        select_with_usc(config, run_dir, contexts={q.id: q.context for q in asked if q.context})
     return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement,
                                        verbatim=task.spec.answer.type == "free")
 
@@ -389,8 +390,9 @@ class SelfConsistency:
         backend = self._backend(config)
         run_experiment(config, run_dir, on_path=on_path, task=task, records=list(records.values()),
                        record_ids=list(records), backend=backend)
-        if method == "usc":
-            select_with_usc(config, run_dir, backend=backend)
+        if method == "usc":  # the selection request shows a conversation's earlier turns, as the paths' prompts did
+            asked = task.load(None, records=list(records.values()), ids=list(records)).questions
+            select_with_usc(config, run_dir, backend=backend, contexts={q.id: q.context for q in asked if q.context})
         return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records),
                                   verbatim=task.spec.answer.type == "free")
 

@@ -9,7 +9,7 @@ and stores each pick, so a rerun asks only for the questions still without one.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .backends import create_backend
@@ -37,12 +37,16 @@ _NAMED = re.compile(r"\bresponse\s*#?\s*(\d+)", re.I)
 _LEADING = re.compile(r"^\s*[*_\"'(\[]*\s*#?(\d+)\b")
 
 
-def usc_prompt(question: str, responses: Sequence[str], fmt: PromptFormat) -> Prompt:
+def usc_prompt(question: str, responses: Sequence[str], fmt: PromptFormat,
+               context: tuple[tuple[str, str], ...] = ()) -> Prompt:
     """The selection prompt over `responses` (numbered 1..k). In completion format the prompt ends with the
-    answer's opening words, so the model's next token is the number."""
+    answer's opening words, so the model's next token is the number. `context`: the chat turns before the
+    question (a system message first, earlier turns), which the chat request shows before the selection,
+    as the sampling prompts did: a question like "and for 5 apples?" means nothing without them."""
     listed = "\n\n".join(f"Response {number}: {text.strip()}" for number, text in enumerate(responses, start=1))
     body = f"I have generated the following responses to the question: {question.strip()}\n\n{listed}\n\n{_INSTRUCTION}"
-    return Prompt(shared="", question=f"{body}\n\n{ANSWER_PREFIX}", messages=(("user", body),), format=fmt)
+    return Prompt(shared="", question=f"{body}\n\n{ANSWER_PREFIX}", messages=(*context, ("user", body)), format=fmt,
+                  has_context=bool(context))
 
 
 def parse_choice(reply: str, candidates: int, fmt: PromptFormat = PromptFormat.chat) -> int | None:
@@ -68,9 +72,11 @@ def _candidates(used: Sequence[StoredPath]) -> list[StoredPath]:
 
 
 def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None = None,
-                    temperature: float | None = None) -> int:
+                    temperature: float | None = None,
+                    contexts: Mapping[str, tuple[tuple[str, str], ...]] | None = None) -> int:
     """Store a USC pick for every selected question of the run that lacks one over the paths it used;
     returns how many requests were made (through `backend`, left open, or one started for them).
+    `contexts`: the chat turns before a question, by question id (Question.context).
 
     No request is made when the candidates cannot disagree: one candidate, or every candidate with the
     same answer (the first is the pick), or none (no pick; the answer is None)."""
@@ -97,7 +103,7 @@ def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None 
                 store.record_selection(StoredSelection(qid, temperature, used, shown[0].path_index if shown else None,
                                                        True, "", 0, 0))
                 continue
-            prompt = usc_prompt(question_texts[qid], [p.text for p in shown], fmt)
+            prompt = usc_prompt(question_texts[qid], [p.text for p in shown], fmt, (contexts or {}).get(qid, ()))
             stop = ("\n",) if fmt is PromptFormat.completion else ("\n\n",)
             params = SamplingParams(temperature=0.0, top_p=sampling.top_p, top_k=sampling.top_k,
                                     max_tokens=USC_MAX_TOKENS, stop=stop,
