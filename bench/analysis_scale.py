@@ -16,10 +16,12 @@ wall seconds show how much of a wall time was waiting for the CPU (CPU: this pro
 processes it forked, e.g. `report`'s).
 
     PYTHONPATH=src .venv/bin/python bench/analysis_scale.py [--questions 7473] [--keep DIR] [--skip-old]
-        [--skip-analysis] [--skip-batch] [--before-src OTHER/src] [--compare-with OTHER/src]
+        [--skip-analysis] [--skip-batch] [--before-src OTHER/src] [--repeats N] [--compare-with OTHER/src]
 
-`--before-src` times `report` and `simulate` of another checkout's src/ (e.g. main before a change) on
-the same stored run right after this tree's, and says whether their results.json, results.md, plot,
+`report` and `simulate` run as a user's commands do, in a fresh interpreter (this process holds the
+synthetic run: forking it would cost what a command's forks do not). `--before-src` times them with
+another checkout's src/ (e.g. main before a change) on the same stored run right after this tree's,
+`--repeats` times over, the trees taking turns, and says whether their results.json, results.md, plot,
 report.html and frontier.json are byte-identical. `--compare-with` times the batch I/O again with another
 checkout's src/.
 """
@@ -111,10 +113,8 @@ def build_run(run_dir: Path, questions: int, paths: int, rng: np.random.Generato
     return by_temperature
 
 
-def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None, before_src: Path | None) -> list:
-    from selfconsistency.cli import simulate
-    from selfconsistency.report import write_report
-
+def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None, before_src: Path | None,
+             repeats: int = 1) -> list:
     rows: list = []
     rng = np.random.default_rng(16)
     answers = synthetic_answers(rng, questions, paths)
@@ -138,24 +138,24 @@ def analysis(questions: int, paths: int, skip_old: bool, keep: Path | None, befo
         print(f"\nstored run: {questions:,} questions x {paths} paths x {len(TEMPERATURES)} temperatures + greedy "
               f"in {run_dir}")
         build_run(run_dir, questions, paths, rng, rows)
-        with timed("report (write_report: 3 temperatures, weighted votes, plots)", rows):
-            write_report(run_dir)
-        with timed(f"simulate ({len(RULES)} rules x 100 orders, T=0.7)", rows), \
-                contextlib.redirect_stdout(open("/dev/null", "w")):
-            simulate(run_dir, stop=RULES, temperature=0.7, min_paths=1, runs=100, seed=0)
-        if before_src:
-            rows += time_other_source(before_src, run_dir)
+        # `report` and `simulate` as a user runs them: each tree in a fresh interpreter (this process holds
+        # the synthetic run, which would make its forks and its memory unlike a command's), taking turns
+        this_src = Path(__file__).resolve().parents[1] / "src"
+        for _ in range(repeats):
+            rows += time_source(this_src, run_dir, "this branch")
+            if before_src:
+                rows += time_source(before_src, run_dir, str(before_src))
     return rows
 
 
 BEFORE = """
-import contextlib, filecmp, os, shutil, sys, time
+import contextlib, os, sys, time
 from pathlib import Path
 from selfconsistency.cli import simulate
 from selfconsistency.report import write_report
 run_dir = Path(sys.argv[1])
-kept = {name: (run_dir / name).read_bytes()
-        for name in ("results.json", "results.md", "accuracy_vs_paths.png", "report.html", "frontier.json")}
+names = ("results.json", "results.md", "accuracy_vs_paths.png", "report.html", "frontier.json")
+kept = {name: (run_dir / name).read_bytes() for name in names if (run_dir / name).exists()}
 for label, work in (("report", lambda: write_report(run_dir)),
                     ("simulate", lambda: simulate(run_dir, stop=sys.argv[2:], temperature=0.7, min_paths=1,
                                                   runs=100, seed=0))):
@@ -168,10 +168,10 @@ for name, content in kept.items():
 """
 
 
-def time_other_source(source: Path, run_dir: Path) -> list:
-    """write_report and simulate of another source tree (e.g. main before this branch) on the same stored
-    run, in a fresh interpreter; and whether its results.json, report.html and frontier.json are
-    byte-identical to this branch's."""
+def time_source(source: Path, run_dir: Path, name: str) -> list:
+    """write_report and simulate of a source tree on the stored run, in a fresh interpreter; for another
+    tree than this one, whether its results.json, report.html and frontier.json are byte-identical to
+    those this branch wrote."""
     import os
     import subprocess
 
@@ -179,13 +179,14 @@ def time_other_source(source: Path, run_dir: Path) -> list:
     proc = subprocess.run([sys.executable, "-c", BEFORE, str(run_dir), *RULES], env=env, capture_output=True,
                           text=True, check=True)
     rows = []
-    print(f"  the same two commands with {source}:")
     for line in proc.stdout.splitlines():
         label, *values = line.split()
         if label in ("report", "simulate"):
-            rows.append((f"{label} ({source})", float(values[0]), float(values[1])))
-            print(f"  {label + ' (' + str(source) + ')':58s} {rows[-1][1]:7.2f} s wall {rows[-1][2]:7.2f} s CPU")
-        else:
+            what = ("report (write_report: 3 temperatures, weighted votes, plots)" if label == "report" else
+                    f"simulate ({len(RULES)} rules x 100 orders, T=0.7)") + f", {name}"
+            rows.append((what, float(values[0]), float(values[1])))
+            print(f"  {what:58s} {rows[-1][1]:7.2f} s wall {rows[-1][2]:7.2f} s CPU", flush=True)
+        elif name != "this branch":
             print(f"    {label} byte-identical to this branch's: {values[0]}")
     return rows
 
@@ -303,11 +304,13 @@ def main() -> None:
     parser.add_argument("--compare-with", type=Path, metavar="SRC",
                         help="time the batch I/O a second time with the package in SRC (e.g. /work/main/src)")
     parser.add_argument("--keep", type=Path, help="build the stored run here and keep it")
+    parser.add_argument("--repeats", type=int, default=1, help="time report and simulate this many times "
+                        "per source tree, the trees taking turns")
     parser.add_argument("--before-src", type=Path,
                         help="also time report and simulate of this source tree (its src/ directory) on the run")
     args = parser.parse_args()
     rows = [] if args.skip_analysis else analysis(args.questions, args.paths, args.skip_old, args.keep,
-                                                  args.before_src)
+                                                  args.before_src, args.repeats)
     if not args.skip_batch:
         rows += batch_io(args.questions, args.paths)
         if args.compare_with:
