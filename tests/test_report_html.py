@@ -159,6 +159,64 @@ def test_page_holds_every_question_and_path_as_data_not_markup(small_run):
         assert len(texts) == 6 and sum(not t.startswith(HOSTILE) for t in texts) == (question["id"] == ABSTAINS[0])
 
 
+class NearTieBackend(ScriptedBackend):
+    """Log-prob sums like -1.2345, whose decimal rounding SQLite's round() and Python's round() disagree on."""
+
+    def generate(self, requests):
+        for generation in super().generate(requests):
+            yield Generation(generation.request, generation.text, 100, 8, 0.01, "stop",
+                             -1.2345 - generation.request.path_index / 10)
+
+
+def test_page_carries_the_stored_log_probs_and_only_the_selected_questions(tmp_path):
+    """Each path row holds its stored log-prob as it is (a rounding by SQLite once showed -1.235 for
+    -1.2345, whose binary value is below the tie); a rerun narrowed to fewer questions ships only theirs."""
+    register_backend("near-tie", lambda config: NearTieBackend(config.model))
+    config = dict(data=str(GSM8K_TEST), backend="near-tie", model="scripted-model", paths=3, temperatures=(0.7,),
+                  subset_runs=5)
+    run_experiment(RunConfig(limit=3, **config), tmp_path)
+    run_experiment(RunConfig(limit=2, **config), tmp_path)  # the store keeps the third question's paths
+    write_report(tmp_path)
+    _, data = page_data((tmp_path / "report.html").read_text(encoding="utf-8"))
+    db = sqlite3.connect(tmp_path / "samples.sqlite")
+    try:
+        stored = {(qid, t, i): logprob for qid, t, i, logprob in
+                  db.execute("SELECT question_id, temperature, path_index, logprob_sum FROM paths")}
+    finally:
+        db.close()
+    assert len({qid for qid, _, _ in stored}) == 3
+    shown = {(q["id"], p[0], p[1]): p[3] for q in data["questions"] for p in paths_of(data, q)}
+    assert {qid for qid, _, _ in shown} == {"test-00000", "test-00001"}
+    assert len(data["paths"]) == len(shown) == 2 * 4
+    assert shown == {key: value for key, value in stored.items() if key in shown}
+    assert -1.2345 in shown.values()
+
+
+def test_a_report_the_disk_refuses_is_one_line_and_keeps_the_old_page(tmp_path):
+    """A full disk (here a file-size limit: the same OSError path) while `report` writes: one line, exit 2,
+    the old report.html kept, nothing half-written left behind, the store untouched."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    run_dir = make_run(tmp_path / "run", questions=3)
+    old_page = (run_dir / "report.html").read_bytes()
+    before = sorted(p.name for p in run_dir.iterdir())
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(old_page) // 2, len(old_page) // 2))
+
+    proc = subprocess.run([sys.executable, "-m", "selfconsistency", "report", str(run_dir)], capture_output=True,
+                          text=True, timeout=120, preexec_fn=small_files, env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: cannot write the report in ") and "File too large" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert (run_dir / "report.html").read_bytes() == old_page
+    assert sorted(p.name for p in run_dir.iterdir()) == before
+
+
 def test_names_from_settings_and_jobs_are_escaped(small_run):
     results = json.loads((small_run / "results.json").read_text())
     results["model"] = results["config"]["model"] = "<script>window.pwned = 3</script>"

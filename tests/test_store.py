@@ -153,4 +153,26 @@ def test_a_snapshot_does_not_see_paths_a_run_commits_meanwhile(tmp_path):
             assert groups == [("b", 0.7, 1)] and rows == [("b", "b0")]
             assert reader.path_groups() == [("a", 0.7, 1), ("b", 0.7, 1)]  # after it: the new state
             with reader.snapshot(), reader.snapshot():  # nested: the outer one holds
-                assert reader.path_rows(["logprob_sum"], logprob_digits=1) == [(-1.5,), (-1.5,)]
+                assert reader.path_rows(["question_id", "answer"], ["b", "not stored"]) == [("b", "b0")]
+                assert reader.path_groups(["a"]) == [("a", 0.7, 1)] and reader.path_rows(["answer"], []) == []
+
+
+def test_a_snapshot_still_open_when_its_store_closes_ends_quietly(tmp_path):
+    """Ctrl-C can land between a snapshot's start and the `with` block that ends it: the store closes
+    first and the snapshot ends when collected, with nothing to end (it once printed a traceback)."""
+    import gc
+    import sys
+
+    with SampleStore(tmp_path) as writer:
+        writer.bind_config({"seed": 0}, {"seed": 0})
+    with SampleStore.open_readonly(tmp_path) as reader:
+        entered = reader.snapshot()
+        entered.__enter__()
+    unraisable = []
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        del entered
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    assert unraisable == []

@@ -60,10 +60,10 @@ def question_records(run_dir: Path) -> Iterator[dict[str, Any]]:
 def page_data(run_dir: Path) -> dict[str, Any]:
     """`question_records` as report.html carries them: the run's temperatures; each record with its answer
     counts as [answer, count] pairs (a JS object would reorder numeric keys) and its paths as [first row,
-    count] of `paths`; `paths`: every stored path as the store returns it, [temperature, index, answer,
-    log-prob to 3 decimals, finish reason, completion tokens, text] in key order. Most of the page is
+    count] of `paths`; `paths`: every path of the selected questions as the store returns it, [temperature,
+    index, answer, log-prob, finish reason, completion tokens, text] in key order. Most of the page is
     paths: no Python work per path."""
-    config, records, rows = _read(run_dir, logprob_digits=3)
+    config, records, rows = _read(run_dir)
     return {"temperatures": list(config["temperatures"]),
             "questions": [{**record, "votes": [{**vote, "counts": list(vote["counts"].items())}
                                                for vote in record["votes"]], "paths": span}
@@ -71,18 +71,19 @@ def page_data(run_dir: Path) -> dict[str, Any]:
             "paths": rows}
 
 
-def _read(run_dir: Path, logprob_digits: int | None = None
+def _read(run_dir: Path
           ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], tuple[int, int]]], list[tuple[Any, ...]]]:
     """The run's settings; each selected question's record without its paths, and where its paths are in
-    the rows ([first row, count]); every stored path's row (PATH_FIELDS), in key order."""
+    the rows ([first row, count]); the selected questions' paths' rows (PATH_FIELDS), in key order (a
+    narrowed rerun's store keeps other questions' paths: they are not shown, nor shipped in the page)."""
     with SampleStore.open_readonly(run_dir) as store, store.snapshot():
         config = store.settings().stored_settings()
         selection = store.get_meta("selection") or []
         questions = {q.id: q for q in store.questions()}
         stops = store.stops(parse_rule(config["stop"], config["min_paths"], config["paths"]).name) \
             if config.get("stop") else {}
-        groups = store.path_groups()  # the same snapshot as the rows they index
-        rows = store.path_rows(PATH_FIELDS, logprob_digits)
+        groups = store.path_groups(selection)  # the same snapshot as the rows they index
+        rows = store.path_rows(PATH_FIELDS, selection)
     return config, list(_records(config, selection, questions, stops, groups, rows)), rows
 
 

@@ -18,7 +18,7 @@ import sqlite3
 import tempfile
 import time
 from collections import namedtuple
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -188,6 +188,13 @@ class StoredSelection:
     text: str
     prompt_tokens: int
     completion_tokens: int
+
+
+def _only(questions: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
+    """A WHERE clause keeping the paths of `questions` (None: every path), and its parameter."""
+    if questions is None:
+        return "", ()
+    return " WHERE question_id IN (SELECT value FROM json_each(?))", (json.dumps(list(questions)),)
 
 
 class SampleStore:
@@ -531,25 +538,23 @@ class SampleStore:
                                 "ORDER BY question_id, path_index", (temperature,)).fetchall()
         return tuple(zip(*rows, strict=True)) if rows else tuple(() for _ in columns)
 
-    def path_rows(self, columns: Iterable[str], logprob_digits: int | None = None) -> list[tuple[Any, ...]]:
-        """Some of StoredPath's fields of every stored path, one tuple per path, in key order;
-        `logprob_digits` (>= 1): logprob_sum rounded to that many decimals by SQLite, for a page that shows
-        it, without a Python call per path (the same floats as Python's round on 680,000 stored sums; no
-        binary float is a decimal tie there)."""
+    def path_rows(self, columns: Iterable[str], questions: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
+        """Some of StoredPath's fields of every stored path (of `questions` only, if given), one tuple per
+        path, in key order."""
         columns = list(columns)
         if not set(columns) <= set(PathFields._fields):
             raise ValueError(f"not a path field: {sorted(set(columns) - set(PathFields._fields))}")
-        if logprob_digits is not None:
-            if logprob_digits < 1:
-                raise ValueError("logprob_digits must be >= 1")  # at 0, SQLite and Python round x.5 apart
-            columns = [f"round(logprob_sum, {int(logprob_digits)})" if c == "logprob_sum" else c for c in columns]
-        return self._db.execute(f"SELECT {', '.join(columns)} FROM paths "
-                                "ORDER BY question_id, temperature, path_index").fetchall()
+        where, parameters = _only(questions)
+        return self._db.execute(f"SELECT {', '.join(columns)} FROM paths{where} "
+                                "ORDER BY question_id, temperature, path_index", parameters).fetchall()
 
-    def path_groups(self) -> list[tuple[str, float, int]]:
-        """(question id, temperature, stored paths) in key order: the runs of `path_rows` each group holds."""
-        return self._db.execute("SELECT question_id, temperature, count(*) FROM paths "
-                                "GROUP BY question_id, temperature ORDER BY question_id, temperature").fetchall()
+    def path_groups(self, questions: Sequence[str] | None = None) -> list[tuple[str, float, int]]:
+        """(question id, temperature, stored paths) in key order (of `questions` only, if given): the runs
+        of `path_rows` each group holds."""
+        where, parameters = _only(questions)
+        return self._db.execute(f"SELECT question_id, temperature, count(*) FROM paths{where} "
+                                "GROUP BY question_id, temperature ORDER BY question_id, temperature",
+                                parameters).fetchall()
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:
@@ -562,7 +567,10 @@ class SampleStore:
         try:
             yield
         finally:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.ProgrammingError:  # closed first (Ctrl-C between the two): nothing left to end
+                pass
 
     def paths(self, text: bool = True) -> Iterator[StoredPath]:
         """Every stored path in key order; `text=False` leaves the texts unread ("" each), which is most of
