@@ -46,7 +46,7 @@ from .results import build_results
 from .runlock import RunDirError, run_lock
 from .safe_files import UnsafeRunFile
 from .settings import RunSettings, one_temperature
-from .store import SampleStore, StoreMismatch
+from .store import STORE_FILENAME, SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
 app = typer.Typer(help="Self-consistency for language models: sample many chain-of-thought paths, "
@@ -84,6 +84,17 @@ def _show_library_messages() -> None:
     if not any(isinstance(h, _PlainLines) for h in library.handlers):  # in-process test runners call app again
         library.addHandler(_PlainLines())
     library.setLevel(logging.INFO)
+
+
+def _write_report(run_dir: Path) -> dict:
+    """write_report, with a file system's refusal (a full disk, a read-only file) told in one line."""
+    try:
+        return write_report(run_dir)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and not (run_dir / STORE_FILENAME).exists():
+            raise
+        raise _fail(f"cannot write the report in {run_dir}: {exc.strerror or exc}; the stored paths are kept "
+                    f"(`selfconsistency report {run_dir}` writes it once that is fixed)") from None
 
 
 def _fail(message: str) -> typer.Exit:
@@ -134,10 +145,10 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
     try:
         with progress:
             directory = run_experiment(config, run_dir, on_start=on_start, on_path=on_path)
-        results = write_report(directory)
+        results = _write_report(directory)
     except (BudgetExceeded, JobsStopped, RecordsRefused, ExtractionFailed) as exc:
         directory = run_dir or config.default_run_dir(config.get_task())
-        write_report(directory)  # what was paid for is reported, complete questions only
+        _write_report(directory)  # what was paid for is reported, complete questions only
         raise _fail(f"{exc} (report of the stored paths in {directory})") from None
     except (DataError, ModelError, StoreMismatch, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
@@ -260,7 +271,6 @@ def _check_output(output: Path, config: RunSettings, run_dir: Path) -> None:
     keeps (its paid store, audit log, lock), by name or as the same file (a hard link)."""
     from .audit import AUDIT_FILE
     from .runlock import LOCK_FILE
-    from .store import STORE_FILENAME
 
     target = output.resolve()
     inputs = {Path(config.experiment.data).resolve(): "the --data file"} if config.experiment.data else {}
@@ -339,7 +349,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
     """Rebuild results.json, results.md, the plot and report.html from a run's sample store alone."""
     try:
         if _writable_dir(run_dir):
-            results = write_report(run_dir)
+            results = _write_report(run_dir)
         else:
             with SampleStore.open_readonly(run_dir) as store:
                 results = build_results(store)

@@ -180,16 +180,19 @@ def _write_report(run_dir: Path) -> dict[str, Any]:
     return results
 
 
-def _page_data(run_dir: Path) -> IO[bytes]:
+def _page_data(run_dir: Path) -> bytes | IO[bytes]:
     data = staged_page_json(run_dir)  # 150 MB written while the results are computed, copied in at the end
     _import_matplotlib()  # ... and the plot comes next
     return data
 
 
-def _plot_and_page(run_dir: Path, data: IO[bytes], results: dict[str, Any]) -> None:
-    with data:
+def _plot_and_page(run_dir: Path, data: bytes | IO[bytes], results: dict[str, Any]) -> None:
+    try:
         plot(results, run_dir / PLOT_FILE)
         write_page(run_dir, data, results, run_dir / PLOT_FILE)
+    finally:
+        if not isinstance(data, bytes):
+            data.close()
 
 
 def _import_matplotlib() -> None:

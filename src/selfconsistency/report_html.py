@@ -12,6 +12,7 @@ import base64
 import hashlib
 import json
 import secrets
+import shutil
 import tempfile
 from importlib.resources import files
 from pathlib import Path
@@ -102,11 +103,15 @@ def page_json(run_dir: Path) -> bytes:
     return _script_json(page_data(run_dir))
 
 
-def staged_page_json(run_dir: Path) -> IO[bytes]:
+def staged_page_json(run_dir: Path) -> bytes | IO[bytes]:
     """`page_json` written ahead into a file without a name in the run directory (gone with this process
-    whatever happens): once the results come, the page is its few rendered kB around a copy of it."""
+    whatever happens): once the results come, the page is its few rendered kB around a copy of it. Kept
+    in memory instead where the disk lacks room for it beside the page's two copies (old and new)."""
+    data = page_json(run_dir)
+    if shutil.disk_usage(run_dir).free < 3 * len(data) + (64 << 20):
+        return data
     staged = tempfile.TemporaryFile(dir=run_dir)
-    staged.write(page_json(run_dir))
+    staged.write(data)
     staged.flush()
     return staged
 
