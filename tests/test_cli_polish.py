@@ -262,7 +262,9 @@ def _stored_any(run_dir) -> bool:
 
 @pytest.mark.slow
 def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
-    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "3", "--paths", "5", "--backend", "slow",
+    # 60 paths of 0.3 s: the interrupt comes after the first stored ones, long before the end, even on a
+    # machine so loaded that this test polls late
+    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "10", "--paths", "5", "--backend", "slow",
             "--model", "scripted-model", "--run-dir", str(tmp_path)]
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN.format(tests=str(TESTS)), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -275,7 +277,7 @@ def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
     assert stderr.strip().splitlines()[-1] == "interrupted: run the same command to resume"
     assert "Traceback" not in stderr and "Aborted" not in stderr
     kept = stored_rows(tmp_path)
-    assert 0 < len(kept) < 18
+    assert 0 < len(kept) < 60
     db = sqlite3.connect(tmp_path / "samples.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()

@@ -182,7 +182,8 @@ def test_ctrl_c_stops_sending_and_stores_what_was_paid_for(slow_server, tmp_path
     import time
 
     data = tmp_path / "many.jsonl"
-    data.write_text("".join(json.dumps({"question": f"What is {i} + 5?"}) + "\n" for i in range(30)))
+    # 60 questions at 5 requests/s: 24 s of work, interrupted after the first few (even if polled late)
+    data.write_text("".join(json.dumps({"question": f"What is {i} + 5?"}) + "\n" for i in range(60)))
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", "answer", "gsm8k", "--data", str(data),
                              "--backend", "openai", "--base-url", slow_server, "--model", "stubm", "--paths", "2",

@@ -32,6 +32,8 @@ MCQ_ITEMS = [
 ]
 
 
+@pytest.mark.skipif(not CSQA_SHARED.exists(), reason=f"needs the CommonsenseQA release at {CSQA_SHARED} (a clone "
+                    "beside the machine's shared data)")
 def test_commonsenseqa_release_format():
     task = get_task("commonsenseqa")
     data = task.load(CSQA_SHARED, limit=3)
