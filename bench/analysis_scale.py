@@ -178,22 +178,22 @@ def _children_cpu() -> float:
 
 
 def time_source(source: Path, run_dir: Path, name: str) -> list:
-    """The `report` command, then write_report and simulate, of a source tree on the stored run, each in a
+    """write_report and simulate, then the whole `report` command, of a source tree on the stored run, each in a
     fresh interpreter; for another tree than this one, whether its results.json, report.html and
     frontier.json are byte-identical to those this branch wrote."""
     import os
     import subprocess
 
     env = {**os.environ, "PYTHONPATH": str(source)}
-    # the command itself first: interpreter start-up, imports and the printed table included
+    proc = subprocess.run([sys.executable, "-c", BEFORE, str(run_dir), *RULES], env=env, capture_output=True,
+                          text=True, check=True)
+    # then the command itself: interpreter start-up, imports and the printed table included
     wall, cpu = time.perf_counter(), _children_cpu()
     subprocess.run([sys.executable, "-m", "selfconsistency", "report", str(run_dir)], env=env,
                    stdout=subprocess.DEVNULL, check=True)
     what = f"`selfconsistency report RUN_DIR` (the whole command), {name}"
     rows = [(what, time.perf_counter() - wall, _children_cpu() - cpu)]
     print(f"  {what:58s} {rows[-1][1]:7.2f} s wall {rows[-1][2]:7.2f} s CPU", flush=True)
-    proc = subprocess.run([sys.executable, "-c", BEFORE, str(run_dir), *RULES], env=env, capture_output=True,
-                          text=True, check=True)
     for line in proc.stdout.splitlines():
         label, *values = line.split()
         if label in ("report", "simulate"):
