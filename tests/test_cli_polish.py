@@ -261,13 +261,19 @@ def _stored_any(run_dir) -> bool:
 
 
 @pytest.mark.slow
+def default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
     # 60 paths of 0.3 s: the interrupt comes after the first stored ones, long before the end, even on a
     # machine so loaded that this test polls late
     args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "10", "--paths", "5", "--backend", "slow",
             "--model", "scripted-model", "--run-dir", str(tmp_path)]
+    # Ctrl-C as in a shell: the default SIGINT disposition, whatever this process inherited (a process that
+    # starts with SIGINT ignored never turns it into KeyboardInterrupt)
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN.format(tests=str(TESTS)), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 60
     while time.time() < deadline and not _stored_any(tmp_path):
         time.sleep(0.05)

@@ -189,7 +189,8 @@ def test_ctrl_c_stops_sending_and_stores_what_was_paid_for(slow_server, tmp_path
                              "--backend", "openai", "--base-url", slow_server, "--model", "stubm", "--paths", "2",
                              "--requests-per-second", "5", "--concurrency", "1", "--run-dir", str(run_dir),
                              "--quiet", "-o", str(tmp_path / "answers.jsonl")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C as in a shell
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         if (run_dir / "samples.sqlite").exists() and len(stored_rows(run_dir)) >= 4:
