@@ -262,7 +262,10 @@ def _stored_any(run_dir) -> bool:
 
 @pytest.mark.slow
 def default_sigint() -> None:
+    """In the child before exec: SIGINT handled by default and not blocked, as in a shell (dispositions set
+    to ignore and blocked masks are inherited across exec)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
@@ -270,8 +273,7 @@ def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
     # machine so loaded that this test polls late
     args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "10", "--paths", "5", "--backend", "slow",
             "--model", "scripted-model", "--run-dir", str(tmp_path)]
-    # Ctrl-C as in a shell: the default SIGINT disposition, whatever this process inherited (a process that
-    # starts with SIGINT ignored never turns it into KeyboardInterrupt)
+    # Ctrl-C as in a shell, whatever this test process inherited (default_sigint)
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN.format(tests=str(TESTS)), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
     deadline = time.time() + 60

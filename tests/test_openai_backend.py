@@ -181,6 +181,8 @@ def test_ctrl_c_stops_sending_and_stores_what_was_paid_for(slow_server, tmp_path
     import sys
     import time
 
+    from test_cli_polish import default_sigint
+
     data = tmp_path / "many.jsonl"
     # 60 questions at 5 requests/s: 24 s of work, interrupted after the first few (even if polled late)
     data.write_text("".join(json.dumps({"question": f"What is {i} + 5?"}) + "\n" for i in range(60)))
@@ -190,7 +192,7 @@ def test_ctrl_c_stops_sending_and_stores_what_was_paid_for(slow_server, tmp_path
                              "--requests-per-second", "5", "--concurrency", "1", "--run-dir", str(run_dir),
                              "--quiet", "-o", str(tmp_path / "answers.jsonl")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C as in a shell
+                            preexec_fn=default_sigint)  # Ctrl-C as in a shell
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         if (run_dir / "samples.sqlite").exists() and len(stored_rows(run_dir)) >= 4:
