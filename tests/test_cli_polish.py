@@ -260,7 +260,6 @@ def _stored_any(run_dir) -> bool:
         return False
 
 
-@pytest.mark.slow
 def default_sigint() -> None:
     """In the child before exec: SIGINT handled by default and not blocked, as in a shell (dispositions set
     to ignore and blocked masks are inherited across exec)."""
@@ -268,6 +267,7 @@ def default_sigint() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
     # 60 paths of 0.3 s: the interrupt comes after the first stored ones, long before the end, even on a
     # machine so loaded that this test polls late
