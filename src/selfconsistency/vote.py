@@ -9,23 +9,18 @@ import numpy as np
 
 
 def majority_vote(answers: Sequence[str | None], rng: np.random.Generator) -> str | None:
-    """The most frequent answer; ties broken uniformly at random; `None` answers abstain.
+    """The most frequent answer; ties broken uniformly at random among the leaders sorted by answer (so
+    the draw depends only on the RNG, not on the order the paths arrived in); `None` answers abstain.
 
     Returns None when every path abstained (the question then counts as wrong).
     """
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None
-    top = max(counts.values())
-    # Sorted so the draw depends only on the RNG, not on the order the paths arrived in.
-    leaders = sorted(answer for answer, count in counts.items() if count == top)
-    return leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
+    return counted_vote(answers, rng)[0]
 
 
 def counted_vote(answers: Sequence[str | None], rng: np.random.Generator
                  ) -> tuple[str | None, list[tuple[str, int]], int]:
-    """`majority_vote`'s winner (the same draw from `rng`), each answer's count most frequent first (equal
-    counts by answer) and the abstentions: the per-question view counts once for all three."""
+    """The majority vote's winner, each answer's count most frequent first (equal counts by answer) and the
+    abstentions: the per-question view counts once for all three."""
     counts = Counter(answers)
     abstained = counts.pop(None, 0)
     ranked = sorted(counts.items(), key=_most_votes_first)
@@ -34,7 +29,7 @@ def counted_vote(answers: Sequence[str | None], rng: np.random.Generator
     tied = 1
     while tied < len(ranked) and ranked[tied][1] == ranked[0][1]:
         tied += 1
-    # The leaders are ranked by answer, as majority_vote sorts them before its draw.
+    # the leaders come ranked by answer: one draw among them when they tie
     return ranked[int(rng.integers(tied))][0] if tied > 1 else ranked[0][0], ranked, abstained
 
 
