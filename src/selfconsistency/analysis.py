@@ -189,10 +189,11 @@ def subset_curves(shape: tuple[int, int], votes: Sequence[tuple[np.ndarray, np.n
     # Blocks of questions, every run of each: the block's answers and weights stay in cache.
     block = max(1, _CHUNK_ROWS // runs)
     hits = [np.zeros((runs, n)) for _ in votes]
+    members_of = {answers: [i for i, vote in enumerate(prepared) if vote[0] == answers] for answers in labels_of}
     for start in range(0, n_questions, block):
         cells = _orders(min(block, n_questions - start), n, runs, order_rng)
         for answers, labels in labels_of.items():
-            members = [i for i, vote in enumerate(prepared) if vote[0] == answers]
+            members = members_of[answers]
             wins = _count_wins(labels[start: start + block].reshape(-1),
                                [None if prepared[i][1] is None else prepared[i][1][start: start + block].reshape(-1)
                                 for i in members], cells, runs, [prepared[i][2][1] for i in members])
