@@ -19,7 +19,7 @@ import numpy as np
 from .analysis import CurvePoint, accuracy, encode, exact_curve, subset_curves
 from .costs import Price, PriceTable, job_cost
 from .stopping import parse_rule
-from .store import SampleStore, StoredQuestion
+from .store import SampleStore, StoredQuestion, counts_by_setting
 from .vote import majority_vote, path_weights
 
 WEIGHTED_VOTES = ("logprob", "cisc:0.5")
@@ -55,22 +55,24 @@ class _SettingPaths:
         return self.columns["answer"].take(self.where[start: start + self.counts.get(qid, 0)]).tolist()
 
 
-def _every_setting(store: SampleStore, settings: list[float], counts: dict[float, dict[str, int]],
+def _every_setting(store: SampleStore, settings: list[float], groups: list[tuple[str, float, int]],
                    fields: list[str]) -> dict[float, _SettingPaths]:
     """Each setting's paths, read in one pass over the store in key order (inside the caller's snapshot,
-    with `counts`): one query and one table of Python objects for all of them."""
-    rows = store.path_rows(["temperature", *fields])
-    table = np.array(rows, dtype=object).reshape(len(rows), len(fields) + 1)
+    with its `groups`, store.path_groups()): one query and one table of Python objects for all of them."""
+    rows = store.path_rows(fields)
+    table = np.array(rows, dtype=object).reshape(len(rows), len(fields))
     # numbers as numbers (a missing log-prob: NaN), text as Python objects
-    columns = {name: table[:, column].astype(_NUMBERS.get(name, object)) for column, name in enumerate(fields, start=1)}
-    temperatures = table[:, 0].astype(float)
+    columns = {name: table[:, column].astype(_NUMBERS.get(name, object)) for column, name in enumerate(fields)}
+    # each row's temperature from the groups the rows come in, not read again per path
+    temperatures = np.repeat([temperature for _, temperature, _ in groups], [count for _, _, count in groups])
+    counts = counts_by_setting(groups)
     # each setting's rows are in question id order: the key order with one temperature
     return {t: _SettingPaths(t, counts.get(t, {}), columns, np.flatnonzero(temperatures == t)) for t in settings}
 
 
 _NUMBERS = {"path_index": np.int64, "prompt_tokens": np.int64, "completion_tokens": np.int64,
             "latency_s": np.float64, "logprob_sum": np.float64}
-_FIELDS = ["answer", "path_index", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum"]
+_FIELDS = ["answer", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum"]
 
 
 def _price(config: dict[str, Any], batch: bool) -> Price | None:
@@ -175,7 +177,8 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     config = store.settings().stored_settings()
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
-    counts = store.path_counts()
+    groups = store.path_groups()
+    counts = counts_by_setting(groups)
     settings = _settings(config)
     wanted = _wanted(config)
     complete = _complete_selection(store, config, counts)
@@ -199,7 +202,8 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     price = _price(config, batch=config["backend"].endswith("-batch"))
     on_demand = (_price(config, batch=False), store.on_demand_keys())  # a batch run's remainder, at its own price
     votes = []  # each sampled setting's votes, simulated together below over one set of path orders
-    stored_paths = _every_setting(store, settings, counts, _FIELDS)
+    # a path's index is read only to price a batch run's on-demand remainder
+    stored_paths = _every_setting(store, settings, groups, _FIELDS + ["path_index"] * bool(on_demand[1]))
     for temperature in settings:
         stored = counts.get(temperature, {})
         n = wanted[temperature]

@@ -190,6 +190,16 @@ class StoredSelection:
     completion_tokens: int
 
 
+def counts_by_setting(groups: Iterable[tuple[str, float, int]]) -> dict[float, dict[str, int]]:
+    """`SampleStore.path_groups()` as stored paths per setting (temperature) and question."""
+    out: dict[float, dict[str, int]] = {}
+    # grouped in the key's order, which its index gives without a sort (10x faster on 680,000 paths);
+    # each setting's questions still arrive in id order
+    for qid, temperature, count in groups:
+        out.setdefault(temperature, {})[qid] = count
+    return dict(sorted(out.items()))
+
+
 def _only(questions: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
     """A WHERE clause keeping the paths of `questions` (None: every path), and its parameter."""
     if questions is None:
@@ -521,12 +531,7 @@ class SampleStore:
     def path_counts(self) -> dict[float, dict[str, int]]:
         """Stored paths per setting (temperature) and question; each setting's questions in id order, the
         order `path_columns` returns their rows in."""
-        out: dict[float, dict[str, int]] = {}
-        # grouped in the key's order, which its index gives without a sort (10x faster on 680,000 paths);
-        # each setting's questions still arrive in id order
-        for qid, temperature, count in self.path_groups():
-            out.setdefault(temperature, {})[qid] = count
-        return dict(sorted(out.items()))
+        return counts_by_setting(self.path_groups())
 
     def path_columns(self, temperature: float, columns: Iterable[str]) -> tuple[tuple[Any, ...], ...]:
         """Some of StoredPath's fields for one setting's paths, one tuple per field, rows in (question id,
