@@ -86,8 +86,7 @@ def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str
     method = check_method(method or default_method(task))
     run_dir = run_experiment(config, run_dir, on_start=on_start, on_path=on_path, task=task)
     if method == "usc":  # a record's chat turns (chat_context) reach its selection request too
-        asked = config.load(task).questions
-        select_with_usc(config, run_dir, contexts={q.id: q.context for q in asked if q.context})
+        select_with_usc(config, run_dir, questions=config.load(task).questions)
     return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement,
                                        verbatim=task.spec.answer.type == "free")
 
@@ -391,8 +390,8 @@ class SelfConsistency:
         run_experiment(config, run_dir, on_path=on_path, task=task, records=list(records.values()),
                        record_ids=list(records), backend=backend)
         if method == "usc":  # the selection request shows a conversation's earlier turns, as the paths' prompts did
-            asked = task.load(None, records=list(records.values()), ids=list(records)).questions
-            select_with_usc(config, run_dir, backend=backend, contexts={q.id: q.context for q in asked if q.context})
+            select_with_usc(config, run_dir, backend=backend,
+                            questions=task.load(None, records=list(records.values()), ids=list(records)).questions)
         return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records),
                                   verbatim=task.spec.answer.type == "free")
 

@@ -9,7 +9,7 @@ and stores each pick, so a rerun asks only for the questions still without one.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from .backends import create_backend
@@ -20,6 +20,7 @@ from .runlock import run_lock
 from .sampling import SamplingParams, path_seed
 from .settings import RunSettings
 from .store import SampleStore, StoredPath, StoredSelection
+from .tasks.base import Question
 
 # The paper's prompt (its Figure 2), responses numbered from 1.
 _INSTRUCTION = ("Evaluate these responses.\nSelect the most consistent response based on majority consensus.\n"
@@ -73,14 +74,16 @@ def _candidates(used: Sequence[StoredPath]) -> list[StoredPath]:
 
 def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None = None,
                     temperature: float | None = None,
-                    contexts: Mapping[str, tuple[tuple[str, str], ...]] | None = None) -> int:
+                    questions: Iterable[Question] = ()) -> int:
     """Store a USC pick for every selected question of the run that lacks one over the paths it used;
     returns how many requests were made (through `backend`, left open, or one started for them).
-    `contexts`: the chat turns before a question, by question id (Question.context).
+    `questions`: the questions as loaded, whose chat turns before them (Question.context) the selection
+    request shows too.
 
     No request is made when the candidates cannot disagree: one candidate, or every candidate with the
     same answer (the first is the pick), or none (no pick; the answer is None)."""
     sampling, fmt = config.sampling, config.experiment.prompt_format
+    contexts = {q.id: q.context for q in questions if q.context}
     temperature = sampling.temperatures[0] if temperature is None else temperature
     with run_lock(run_dir), SampleStore(run_dir) as store:
         stored_config = store.get_meta("config")
@@ -103,7 +106,7 @@ def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None 
                 store.record_selection(StoredSelection(qid, temperature, used, shown[0].path_index if shown else None,
                                                        True, "", 0, 0))
                 continue
-            prompt = usc_prompt(question_texts[qid], [p.text for p in shown], fmt, (contexts or {}).get(qid, ()))
+            prompt = usc_prompt(question_texts[qid], [p.text for p in shown], fmt, contexts.get(qid, ()))
             stop = ("\n",) if fmt is PromptFormat.completion else ("\n\n",)
             params = SamplingParams(temperature=0.0, top_p=sampling.top_p, top_k=sampling.top_k,
                                     max_tokens=USC_MAX_TOKENS, stop=stop,
