@@ -118,3 +118,21 @@ def test_batched_normalizers_equal_the_per_row_ones_bit_for_bit():
     for row, normalizer in zip(rows, batched, strict=True):
         assert sample_token(row, params, np.random.default_rng(5), float(normalizer)) == \
             sample_token(row, params, np.random.default_rng(5))
+
+
+def test_a_nan_logit_ranks_last_and_breaks_nothing():
+    """A broken model's NaN logits: the finite ones keep their order, the NaN come after them (as the
+    full sort puts them), and sampling from an all-NaN row still returns a token instead of raising."""
+    logits = np.array([1.0, np.nan, 3.0, 2.0, 0.0], np.float32)
+    assert top_candidates(logits, 2).tolist() == [2, 3]
+    assert top_candidates(logits, 4).tolist() == [2, 3, 0, 4]
+    assert top_candidates(logits, 5).tolist() == full_sort_top_k(logits, 5).tolist() == [2, 3, 0, 4, 1]
+    with np.errstate(invalid="ignore"):
+        token, _ = sample_token(np.full(5, np.nan, np.float32), SamplingParams(temperature=0.7, top_k=2, seed=1),
+                                np.random.default_rng(0))
+    assert token in range(5)
+
+
+def test_normalizers_of_integer_rows_equal_the_per_row_ones():
+    rows = np.array([[1, 2, 3], [4, 0, -2]], dtype=np.int32)
+    assert log_normalizers(rows).tolist() == [log_normalizer(row) for row in rows]

@@ -60,7 +60,10 @@ def log_normalizers(rows: np.ndarray) -> np.ndarray:
     """`log_normalizer` of each row of a (sequences x vocabulary) array in one pass, bit for bit the same."""
     peaks = rows.max(axis=1)
     shifted = rows - peaks[:, None]
-    np.exp(shifted, out=shifted)  # in place: one (sequences x vocabulary) temporary per step, not two
+    if np.issubdtype(shifted.dtype, np.inexact):
+        np.exp(shifted, out=shifted)  # in place: one (sequences x vocabulary) temporary per step, not two
+    else:  # integers have no room for exp's result
+        shifted = np.exp(shifted)
     return peaks.astype(np.float64) + np.log(shifted.sum(axis=1, dtype=np.float64))
 
 
@@ -87,8 +90,11 @@ def top_candidates(logits: np.ndarray, top_k: int) -> np.ndarray:
         # The exact k-th largest among the candidates keeps only the top k and their ties for the sort
         # (~k instead of ~k x 64: the sort was most of this function's time).
         values = logits[candidates]
-        kth = np.partition(values, values.shape[0] - top_k)[values.shape[0] - top_k]
-        candidates = candidates[values >= kth]
+        # NaN logits (a broken model) make fewer candidates, and partition puts NaN above every number:
+        # then the exact sort alone, as before the cut
+        if values.shape[0] >= top_k and not np.isnan(values).any():
+            kth = np.partition(values, values.shape[0] - top_k)[values.shape[0] - top_k]
+            candidates = candidates[values >= kth]
         order = np.lexsort((candidates, -logits[candidates]))[:top_k]
         return candidates[order]
     candidates = np.arange(vocabulary)
