@@ -2,7 +2,8 @@
 replay ceiling). Pure Python, no model: it mirrors `BatchedDecoder.generate`'s scheduling — paths taken
 in work order, slot 1 first, a path that needs no decode step (it ended on the token sampled from its
 question's logits) takes no slot, a freed slot taking the next path before the next step, freed slots
-reused last-freed first."""
+reused last-freed first. Not modelled: the engine lets running paths finish before it starts a path
+whose prompt begins with another shared block (exemplar set) than theirs; the bench's job has one."""
 
 from __future__ import annotations
 
