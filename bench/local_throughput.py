@@ -49,6 +49,7 @@ from pathlib import Path
 
 import llama_cpp
 
+from selfconsistency.backends.llama_batched import BatchedDecoder, context_size, tokens_needed
 from selfconsistency.backends.llama_cpp import LlamaCppBackend
 from selfconsistency.experiment import RunConfig, plan_requests
 from selfconsistency.tasks import get_task
@@ -101,9 +102,8 @@ def counting_pushes(backend: LlamaCppBackend) -> list:
 def engine_context(backend: LlamaCppBackend, requests, batch_size: int) -> int:
     """The context the engine sizes for `requests` (BatchedDecoder.generate's worst case, rounded)."""
     split = [backend.tokens(r.prompt) for r in requests]
-    needed = (max(len(s) for s, _ in split) + (batch_size + 1) * max(len(r) for _, r in split)
-              + batch_size * (max(r.params.max_tokens for r in requests) + 1))
-    return -(-needed // 256) * 256
+    return context_size(tokens_needed(batch_size, max(len(s) for s, _ in split), max(len(r) for _, r in split),
+                                      max(r.params.max_tokens for r in requests)))
 
 
 def engine(backend: LlamaCppBackend, requests, between=None) -> dict:
@@ -195,8 +195,6 @@ class InterleavedRaw:
     both rows see the same load on a shared machine. Positions restart every `period` steps."""
 
     def __init__(self, backend: LlamaCppBackend, requests, batch_size: int, per_path: int, period: int):
-        from selfconsistency.backends.llama_batched import BatchedDecoder
-
         self.decoder = BatchedDecoder(backend, batch_size)
         shared, rest = backend.tokens(requests[0].prompt)
         self.n_prompt, self.token = len(shared) + len(rest), rest[-1]
@@ -234,8 +232,6 @@ class InterleavedRaw:
 def raw_decode(backend: LlamaCppBackend, requests, batch_size: int, steps: int) -> dict:
     """B sequences on one prompt, `steps` llama_decode calls of B fixed tokens each; logits computed
     (the output layer is part of every real step) but not read."""
-    from selfconsistency.backends.llama_batched import BatchedDecoder
-
     decoder = BatchedDecoder(backend, batch_size)
     shared, rest = backend.tokens(requests[0].prompt)
     n_prompt = len(shared) + len(rest)
@@ -287,8 +283,6 @@ def main() -> None:
         print(f"  done: {rows[-1][0]}", flush=True)
     ceilings, replays, replay_shares = {}, {}, {}
     for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-        from selfconsistency.backends.llama_batched import BatchedDecoder
-
         backend = LlamaCppBackend(args.model, batch_size=batch_size)
         backend._load(4096)
         # The engine's context made, and the model's weights touched, before any timing: the replay

@@ -29,6 +29,17 @@ SHARED_SEQ = 0
 _ROUNDING = 256
 
 
+def tokens_needed(n_slots: int, shared_tokens: int, rest_tokens: int, new_tokens: int) -> int:
+    """The cache cells the worst case takes: the shared block, a question prompt per slot plus the open
+    one, a full path per slot."""
+    return shared_tokens + (n_slots + 1) * rest_tokens + n_slots * (new_tokens + 1)
+
+
+def context_size(tokens: int) -> int:
+    """The context made for `tokens` cells, rounded up (a job of slightly other prompts reuses it)."""
+    return -(-tokens // _ROUNDING) * _ROUNDING
+
+
 class BatchedDecoder:
     def __init__(self, backend: LlamaCppBackend, n_slots: int):
         self.backend = backend
@@ -153,10 +164,9 @@ class BatchedDecoder:
         max_new = max(r.params.max_tokens for r in requests)
 
         def needed_for(rest_tokens: int, new_tokens: int) -> int:
-            # Worst case: the shared block, a question prompt per slot plus the open one, a full path per slot.
-            return longest_shared + (self.n_slots + 1) * rest_tokens + self.n_slots * (new_tokens + 1)
+            return tokens_needed(self.n_slots, longest_shared, rest_tokens, new_tokens)
 
-        self._ensure_context(-(-needed_for(longest_rest, max_new) // _ROUNDING) * _ROUNDING)
+        self._ensure_context(context_size(needed_for(longest_rest, max_new)))
 
         def fits(joining: Sequence[tuple[GenerationRequest, tuple[list[int], list[int]]]]) -> bool:
             """Whether paths can join: the same shared block (a new one clears the cache) and room left."""
