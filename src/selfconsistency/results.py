@@ -56,16 +56,16 @@ class _SettingPaths:
 
 
 def _every_setting(store: SampleStore, settings: list[float], groups: list[tuple[str, float, int]],
-                   fields: list[str]) -> dict[float, _SettingPaths]:
+                   counts: dict[float, dict[str, int]], fields: list[str]) -> dict[float, _SettingPaths]:
     """Each setting's paths, read in one pass over the store in key order (inside the caller's snapshot,
-    with its `groups`, store.path_groups()): one query and one table of Python objects for all of them."""
+    with its `groups`, store.path_groups(), and their `counts`, counts_by_setting): one query and one
+    table of Python objects for all of them."""
     rows = store.path_rows(fields)
     table = np.array(rows, dtype=object).reshape(len(rows), len(fields))
     # numbers as numbers (a missing log-prob: NaN), text as Python objects
     columns = {name: table[:, column].astype(_NUMBERS.get(name, object)) for column, name in enumerate(fields)}
     # each row's temperature from the groups the rows come in, not read again per path
     temperatures = np.repeat([temperature for _, temperature, _ in groups], [count for _, _, count in groups])
-    counts = counts_by_setting(groups)
     # each setting's rows are in question id order: the key order with one temperature
     return {t: _SettingPaths(t, counts.get(t, {}), columns, np.flatnonzero(temperatures == t)) for t in settings}
 
@@ -203,7 +203,7 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     on_demand = (_price(config, batch=False), store.on_demand_keys())  # a batch run's remainder, at its own price
     votes = []  # each sampled setting's votes, simulated together below over one set of path orders
     # a path's index is read only to price a batch run's on-demand remainder
-    stored_paths = _every_setting(store, settings, groups, _FIELDS + ["path_index"] * bool(on_demand[1]))
+    stored_paths = _every_setting(store, settings, groups, counts, _FIELDS + ["path_index"] * bool(on_demand[1]))
     for temperature in settings:
         stored = counts.get(temperature, {})
         n = wanted[temperature]
