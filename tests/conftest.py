@@ -70,6 +70,13 @@ def without_runtime(value):
     return value
 
 
+def default_sigint() -> None:
+    """A Popen preexec_fn: in the child before exec, SIGINT handled by default and not blocked, as in a
+    shell (dispositions set to ignore and blocked masks are inherited across exec)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def kill_when_stored(args: list[str], run_dir: Path, at_least: int, timeout: float = 300,
                      extra_delay: float = 0.0) -> list[tuple]:
     """Start the CLI, SIGKILL it once `at_least` paths are stored (then `extra_delay` seconds more);

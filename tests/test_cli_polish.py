@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from rich.markdown import Markdown
 
-from conftest import GSM8K_TEST, SMALL_MODEL, cli, stored_rows
+from conftest import GSM8K_TEST, SMALL_MODEL, cli, default_sigint, stored_rows
 from selfconsistency.experiment import RunConfig, run_experiment
 from selfconsistency.models import PACKAGED_MODELS
 from selfconsistency.report import markdown_table, write_report
@@ -258,13 +258,6 @@ def _stored_any(run_dir) -> bool:
         return (run_dir / "samples.sqlite").exists() and bool(stored_rows(run_dir))
     except sqlite3.OperationalError:  # the file is there, its tables not yet
         return False
-
-
-def default_sigint() -> None:
-    """In the child before exec: SIGINT handled by default and not blocked, as in a shell (dispositions set
-    to ignore and blocked masks are inherited across exec)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GSM8K_TEST, OpenAIStub, cli, kill_when_stored, load_results, stored_rows
+from conftest import GSM8K_TEST, OpenAIStub, cli, default_sigint, kill_when_stored, load_results, stored_rows
 from selfconsistency.backends.base import BackendConfig
 from selfconsistency.backends.openai_compat import OpenAIBackend, OpenAIOptions
 from selfconsistency.experiment import RunConfig, plan_requests
@@ -180,8 +180,6 @@ def test_ctrl_c_stops_sending_and_stores_what_was_paid_for(slow_server, tmp_path
     import subprocess
     import sys
     import time
-
-    from test_cli_polish import default_sigint
 
     data = tmp_path / "many.jsonl"
     # 60 questions at 5 requests/s: 24 s of work, interrupted after the first few (even if polled late)
