@@ -200,6 +200,14 @@ def counts_by_setting(groups: Iterable[tuple[str, float, int]]) -> dict[float, d
     return dict(sorted(out.items()))
 
 
+def _path_fields(columns: Iterable[str]) -> list[str]:
+    """`columns` as a list, each one of StoredPath's fields: they go into SQL as names, never as data."""
+    columns = list(columns)
+    if not set(columns) <= set(PathFields._fields):
+        raise ValueError(f"not a path field: {sorted(set(columns) - set(PathFields._fields))}")
+    return columns
+
+
 def _only(questions: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
     """A WHERE clause keeping the paths of `questions` (None: every path), and its parameter."""
     if questions is None:
@@ -536,9 +544,7 @@ class SampleStore:
     def path_columns(self, temperature: float, columns: Iterable[str]) -> tuple[tuple[Any, ...], ...]:
         """Some of StoredPath's fields for one setting's paths, one tuple per field, rows in (question id,
         path index) order: what an analysis of 680,000 paths needs, without a Python object per path."""
-        columns = list(columns)
-        if not set(columns) <= set(PathFields._fields):
-            raise ValueError(f"not a path field: {sorted(set(columns) - set(PathFields._fields))}")
+        columns = _path_fields(columns)
         rows = self._db.execute(f"SELECT {', '.join(columns)} FROM paths WHERE temperature = ? "
                                 "ORDER BY question_id, path_index", (temperature,)).fetchall()
         return tuple(zip(*rows, strict=True)) if rows else tuple(() for _ in columns)
@@ -546,9 +552,7 @@ class SampleStore:
     def path_rows(self, columns: Iterable[str], questions: Sequence[str] | None = None) -> list[tuple[Any, ...]]:
         """Some of StoredPath's fields of every stored path (of `questions` only, if given), one tuple per
         path, in key order."""
-        columns = list(columns)
-        if not set(columns) <= set(PathFields._fields):
-            raise ValueError(f"not a path field: {sorted(set(columns) - set(PathFields._fields))}")
+        columns = _path_fields(columns)
         where, parameters = _only(questions)
         return self._db.execute(f"SELECT {', '.join(columns)} FROM paths{where} "
                                 "ORDER BY question_id, temperature, path_index", parameters).fetchall()
