@@ -142,20 +142,20 @@ def test_simulate_command_writes_the_frontier(tmp_path):
 
 
 def reference_replay(rule, answers, golds, runs=100, seed=0):
-    """replay as it was before issue 16: path by path, one generator for orders and tie-breaks."""
+    """replay path by path, as it was before issue 16, with the questions' own tie-breaks (vote.decide)."""
     import numpy as np
 
     from selfconsistency.stopping import ReplayResult
-    from selfconsistency.vote import majority_vote
+    from selfconsistency.vote import decide
 
     rng = np.random.default_rng(seed)
     accuracy, used = np.zeros(runs), np.zeros(runs)
     for run in range(runs):
         correct = spent = 0
-        for row, gold in zip(answers, golds, strict=True):
+        for position, (row, gold) in enumerate(zip(answers, golds, strict=True)):
             order = [row[i] for i in rng.permutation(len(row))]
             k = next((k for k in range(1, len(order) + 1) if rule.should_stop(order[:k])), len(order))
-            correct += majority_vote(order[:k], rng) == gold
+            correct += decide(order[:k], seed=0, question_id=str(position), temperature=0.0).answer == gold
             spent += k
         accuracy[run], used[run] = correct / len(golds), spent / len(golds)
     return ReplayResult(rule.name, float(accuracy.mean()), float(accuracy.std()), float(used.mean()))

@@ -11,7 +11,7 @@ _EXPORTS = {
     "RunConfig": ".experiment", "plan_requests": ".experiment", "run_experiment": ".experiment",
     "NumberExtractor": ".extract", "build_results": ".results", "export_paths": ".export",
     "write_report": ".report", "SamplingParams": ".sampling", "path_seed": ".sampling",
-    "RunSettings": ".settings", "SampleStore": ".store", "majority_vote": ".vote",
+    "RunSettings": ".settings", "SampleStore": ".store", "decide": ".vote", "Vote": ".vote",
     "Answer": ".answers", "answers_from_store": ".answers", "build_answer": ".answers",
     "SelfConsistency": ".api",
 }

@@ -1,30 +1,26 @@
 """One answer per question from its stored paths: the vote (or the Universal Self-Consistency pick), how
 much the paths agree, and the evidence. `build_answer` is pure; `answers_from_store` reads a run.
 
-Ties are broken with a generator seeded from the run's seed and the question's id, so a question gets the
-same answer whichever other questions were asked with it (one call or many, CLI, API or server).
+The vote is `vote.decide`'s, as in every other reader of a run (ties, agreement and abstention are defined
+there), so a question gets the same answer whichever other questions were asked with it and whichever
+command asks (one call or many, CLI, API or server, report.html, `export --questions`).
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
-import numpy as np
-
 from .costs import Price
 from .per_question import paths_used
 from .results import _price as results_price
-from .sampling import path_seed
 from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion, StoredSelection
-from .vote import majority_vote, path_weights, weighted_vote
-
-METHODS = ("majority", "logprob", "cisc:T", "usc")
-_TIE_BREAK_INDEX = -1  # path_seed's index for a question's tie-break stream (paths use 0, 1, ...)
+from .vote import decide, path_weights
+from .vote import share as vote_share
 
 
 @dataclass(frozen=True)
@@ -134,22 +130,11 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
     used = sorted(used, key=lambda p: p.path_index)
     answers = [p.answer for p in used]
     temperature = used[0].temperature if used else 0.0
-    rng = np.random.default_rng(path_seed(seed, question.id, temperature, _TIE_BREAK_INDEX))
-    counts = Counter(a for a in answers if a is not None)
-    votes: dict[str, int] | UscSelection = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-    weights = None
-    if method in ("majority", "usc"):
-        winner = majority_vote(answers, rng)
-        share = counts[winner] / sum(counts.values()) if winner is not None else 0.0
-    else:
-        per_path = path_weights(method, [p.logprob_sum for p in used], [p.completion_tokens for p in used])
-        winner = weighted_vote(answers, per_path, rng)
-        totals: dict[str, float] = defaultdict(float)
-        for answer, weight in zip(answers, per_path, strict=True):
-            if answer is not None:
-                totals[answer] += float(weight)
-        weights = {answer: round(totals[answer], 6) for answer in votes}
-        share = totals[winner] / sum(totals.values()) if winner is not None else 0.0
+    per_path = None if method in ("majority", "usc") else path_weights(
+        method, [p.logprob_sum for p in used], [p.completion_tokens for p in used])
+    vote = decide(answers, seed=seed, question_id=question.id, temperature=temperature, weights=per_path)
+    winner, share = vote.answer, vote.agreement
+    votes: dict[str, int] | UscSelection = vote.counts
     rationale_path = next((p for p in used if winner is not None and p.answer == winner), None)
     extra_prompt = extra_completion = 0
     if method == "usc":
@@ -160,14 +145,14 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
         # Fallback (a reply naming no candidate): the majority vote's path; none when every path abstained.
         picked = by_index[selection.chosen] if parsed else rationale_path
         votes = UscSelection(selected_path=picked.path_index if picked else None,
-                             candidates=len(answers) - answers.count(None), parsed=parsed)
+                             candidates=len(answers) - vote.abstained, parsed=parsed)
         rationale_path = picked
         winner = picked.answer if picked else None
-        share = counts[winner] / sum(counts.values()) if winner is not None else 0.0
+        share = vote_share(vote.counts, winner)
         extra_prompt, extra_completion = selection.prompt_tokens, selection.completion_tokens
     prompt_tokens = sum(p.prompt_tokens for p in generated) + extra_prompt
     completion_tokens = sum(p.completion_tokens for p in generated) + extra_completion
-    agreement = round(share, 4)
+    agreement = share
     correct = None if question.gold is None else winner is not None and winner == question.gold
     if verbatim and rationale_path is not None:
         winner = rationale_path.text.strip()
@@ -179,7 +164,7 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, method=method,
         gold=question.gold, correct=correct,
         low_confidence=None if min_agreement is None else agreement < min_agreement,
-        weights=weights,
+        weights=vote.weights,
         paths=tuple(AnswerPath(p.path_index, p.answer, p.text, p.completion_tokens, p.logprob_sum, p.finish_reason)
                     for p in used))
 

@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .stopping import parse_rule
-from .store import SampleStore
-from .vote import counted_vote
+from .store import SampleStore, StoredQuestion
+from .vote import decide
 
 
 def _correct(answer: str | None, gold: str | None) -> bool | None:
@@ -29,16 +27,12 @@ def paths_used(config: dict[str, Any], stops: dict[tuple[str, float], tuple[int,
     return min(stored, config["paths"]), "fixed N", stored >= config["paths"]
 
 
-def _vote(answers: list[str | None], gold: str | None, rng: np.random.Generator) -> dict[str, Any]:
-    """The majority vote over the answers of the paths a question used: each answer's count, most frequent
-    first."""
-    winner, ranked, abstained = counted_vote(answers, rng)
-    top = ranked[0][1] if ranked else 0
-    return {"answer": winner, "counts": dict(ranked), "abstained": abstained,
-            # share of the used paths (abstentions included) that gave the winning answer
-            "agreement": round(top / len(answers), 4) if answers else None,
-            "tie": len(ranked) > 1 and ranked[1][1] == top,
-            "correct": _correct(winner, gold)}
+def _vote(answers: list[str | None], question: StoredQuestion, temperature: float, seed: int) -> dict[str, Any]:
+    """The vote over the answers of the paths a question used (`vote.decide`): each answer's count, most
+    frequent first."""
+    vote = decide(answers, seed=seed, question_id=question.id, temperature=temperature)
+    return {"answer": vote.answer, "counts": vote.counts, "abstained": vote.abstained,
+            "agreement": vote.agreement, "tie": vote.tie, "correct": _correct(vote.answer, question.gold)}
 
 
 # The fields a record shows of each path, in the order report.html's path rows hold them (report.js reads
@@ -96,7 +90,6 @@ def _records(config: dict[str, Any], selection: list[str], questions: dict[str, 
         spans.setdefault(qid, {})[temperature] = (first, count)
         first += count
     answers = [row[_ANSWER] for row in rows]  # slices of one list: no scan of a question's rows per setting
-    rng = np.random.default_rng(config["seed"])  # tie-breaks, as the report's votes
     for qid in selection:
         question = questions[qid]
         where = spans.get(qid, {})
@@ -106,7 +99,8 @@ def _records(config: dict[str, Any], selection: list[str], questions: dict[str, 
             start, stored = where.get(temperature, (0, 0))
             used, reason, has_all = paths_used(config, stops, qid, temperature, stored)
             complete = complete and has_all
-            votes.append({"temperature": temperature, **_vote(answers[start: start + used], question.gold, rng),
+            votes.append({"temperature": temperature, **_vote(answers[start: start + used], question, temperature,
+                                                                     config["seed"]),
                           "paths_used": used, "paths_stored": stored, "stopped": reason})
         # A question's groups are consecutive rows, whatever their temperatures.
         span = (min(start for start, _ in where.values()), sum(count for _, count in where.values())) \

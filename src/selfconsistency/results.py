@@ -18,9 +18,9 @@ import numpy as np
 
 from .analysis import CurvePoint, accuracy, encode, exact_curve, subset_curves
 from .costs import Price, PriceTable, job_cost
-from .stopping import parse_rule
+from .stopping import TieBreaks, parse_rule
 from .store import SampleStore, StoredQuestion, counts_by_setting
-from .vote import majority_vote, path_weights
+from .vote import decide, path_weights
 
 WEIGHTED_VOTES = ("logprob", "cisc:0.5")
 
@@ -152,9 +152,9 @@ def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, co
               paths: _SettingPaths, golds: list[str]) -> dict[str, Any]:
     """Accuracy of the vote over the paths each question used before its rule stopped it."""
     stops = store.stops(_rule_name(config))
-    rng = np.random.default_rng(config["seed"])
     used = [stops[(qid, temperature)][0] for qid in complete]
-    votes = [majority_vote(paths.answers(qid)[:k], rng) for qid, k in zip(complete, used, strict=True)]
+    votes = [decide(paths.answers(qid)[:k], seed=config["seed"], question_id=qid, temperature=temperature).answer
+             for qid, k in zip(complete, used, strict=True)]
     return {
         "rule": _rule_name(config), "accuracy": accuracy(votes, golds),
         "mean_paths_used": float(np.mean(used)) if used else 0.0,
@@ -321,8 +321,10 @@ def _spend(jobs: list[dict[str, Any]], calls: list[dict[str, Any]]) -> dict[str,
             "on_demand_paths": sum(c["paths"] for c in calls)}
 
 
-def sampled_answers(store: SampleStore, temperature: float) -> tuple[list[list[str | None]], list[str], int]:
-    """The selected, complete, labelled questions' answers at one sampling temperature; their golds; N."""
+def sampled_answers(store: SampleStore, temperature: float
+                    ) -> tuple[list[list[str | None]], list[str], int, TieBreaks]:
+    """The selected, complete, labelled questions' answers at one sampling temperature; their golds; N; and
+    whose tie-breaks their votes use (the run's seed, the questions' ids, the temperature)."""
     config = store.settings().stored_settings()
     counts = store.path_counts()
     complete = _complete_selection(store, config, counts)
@@ -334,4 +336,4 @@ def sampled_answers(store: SampleStore, temperature: float) -> tuple[list[list[s
     n = config["paths"]
     paths = _SettingPaths.read(store, temperature, counts.get(temperature, {}), ["answer"])
     answers = [paths.answers(q)[:n] for q in complete]
-    return answers, [golds[q] for q in complete], n
+    return answers, [golds[q] for q in complete], n, TieBreaks(config["seed"], complete, temperature)

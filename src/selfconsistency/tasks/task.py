@@ -7,7 +7,7 @@ import hashlib
 import re
 import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +227,10 @@ class Task:
             raise ValueError(f"prompt template of {self.config_file or self.name} failed: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
-    def parse(self, where: str, record: dict[str, Any], position: int, split: str) -> tuple[Question, str | None]:
-        """A question (and its explanation, if any) from one record; DataError names the record."""
+    def parse(self, where: str, record: dict[str, Any], position: int, split: str,
+              qid: str | None = None) -> tuple[Question, str | None]:
+        """A question (and its explanation, if any) from one record; DataError names the record. `qid`: the
+        id the caller gives it (the Python API's), instead of the task's id field or its position."""
         try:
             text = _get(record, self.spec.fields.question)
             if isinstance(text, int | float) and not isinstance(text, bool):
@@ -241,7 +243,8 @@ class Task:
                                  "control characters, separators or other hidden text)")
             choices = tuple((label, self._clean(where, option)) for label, option in self._choices(record))
             gold, n_answers = self._gold(record, choices)
-            qid = str(_get(record, self.spec.fields.id)) if self.spec.fields.id else f"{split}-{position:05d}"
+            if qid is None:
+                qid = str(_get(record, self.spec.fields.id)) if self.spec.fields.id else f"{split}-{position:05d}"
             explanation = None
             if self.spec.fields.explanation and self.spec.fields.explanation in record:
                 explanation = self._clean(where, str(_get(record, self.spec.fields.explanation))) or None
@@ -294,13 +297,10 @@ class Task:
             located = list(read_records(source, self._format_of(data)))
         else:
             located = list(self._hub_records(split))
-        parsed = [self.parse(where, record, position, split)
+        if ids is not None and len(ids) != len(located):
+            raise ValueError("one id per record")
+        parsed = [self.parse(where, record, position, split, None if ids is None else ids[position])
                   for position, (where, record) in enumerate(located)]
-        if ids is not None:
-            if len(ids) != len(parsed):
-                raise ValueError("one id per record")
-            parsed = [(replace(question, id=qid), explanation)
-                      for (question, explanation), qid in zip(parsed, ids, strict=True)]
         wheres = [where for where, _ in located]
         if not parsed:
             raise DataError(f"{source or self.name}: no records {'given' if records is not None else 'found'}")
