@@ -5,8 +5,9 @@ import json
 import pytest
 
 from conftest import GSM8K_TEST
-from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.experiment import run_experiment
 from selfconsistency.report import write_report
+from selfconsistency.settings import RunSettings
 from selfconsistency.stopping import parse_rule
 from selfconsistency.store import SampleStore
 
@@ -14,7 +15,7 @@ from selfconsistency.store import SampleStore
 def config(**overrides):
     base = dict(data=str(GSM8K_TEST), limit=6, backend="scripted", model="scripted-model", paths=16,
                 temperatures=(0.7,), stop="beta:0.95", round_size=4, greedy=True)
-    return RunConfig(**{**base, **overrides})
+    return RunSettings(**{**base, **overrides})
 
 
 @pytest.mark.parametrize("stop", ["beta:0.95", "dirichlet:0.9", "entropy:0.3"])

@@ -14,8 +14,9 @@ from selfconsistency.backends.base import BackendError
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
-from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
+from selfconsistency.experiment import plan_requests, run_experiment
 from selfconsistency.report import write_report
+from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
 from selfconsistency.testing.bedrock_emulator import Faults
 
@@ -25,7 +26,7 @@ ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
 
 
 def batch_config(model, bucket, **overrides):
-    return RunConfig(**{"data": str(GSM8K_TEST), "limit": 20, "paths": 6, "temperatures": (0.5, 0.7),
+    return RunSettings(**{"data": str(GSM8K_TEST), "limit": 20, "paths": 6, "temperatures": (0.5, 0.7),
                         "backend": "bedrock-batch", "model": model, "bucket": bucket, "role_arn": ROLE,
                         "create_bucket": True, "poll_seconds": 0.02, **overrides})
 
@@ -252,11 +253,12 @@ def test_a_kill_between_the_paths_of_a_record_leaves_whole_records_and_a_rerun_p
     run_dir = tmp_path / "run"
     config = batch_config("cohere.command-text-v14", "bucket-atomic")
     script = ("import os, signal, sys\n"
-              "from selfconsistency.experiment import RunConfig, run_experiment\n"
+              "from selfconsistency.experiment import run_experiment\n"
+              "from selfconsistency.settings import RunSettings\n"
               "def on_path(g):\n"
               "    if g.request.temperature > 0 and g.request.path_index == 1:\n"  # the 2nd path of a 5-path record
               "        os.kill(os.getpid(), signal.SIGKILL)\n"
-              "run_experiment(RunConfig.model_validate_json(sys.argv[1]), sys.argv[2], on_path=on_path)\n")
+              "run_experiment(RunSettings.model_validate_json(sys.argv[1]), sys.argv[2], on_path=on_path)\n")
     killed = subprocess.run([sys.executable, "-c", script, config.model_dump_json(), str(run_dir)],
                             capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr

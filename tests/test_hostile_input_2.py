@@ -341,10 +341,11 @@ def test_urls_keep_only_scheme_host_port_and_path(url, kept):
 
 def test_an_openai_compatible_run_with_a_secret_in_its_url_resumes(tmp_path, scripted_backend):
     from conftest import GSM8K_TEST
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
 
     secret_url = "https://llm.example/key/S3cretS3cretS3cret42/v1;jsessionid=J5E5S5I5O5N5#api_key=FRAGMENT5ecret"
-    config = RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2, base_url=secret_url)
+    config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2, base_url=secret_url)
     run_dir = run_experiment(config, tmp_path / "run")
     for name in ("samples.sqlite", "samples.sqlite-wal", "audit.jsonl"):
         if (run_dir / name).exists():
@@ -392,9 +393,10 @@ def test_a_server_error_echoing_the_secret_path_is_masked(tmp_path):
 
 def _scripted_run(tmp_path, run_dir):
     from conftest import GSM8K_TEST
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
 
-    return run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2), run_dir)
+    return run_experiment(RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2), run_dir)
 
 
 @pytest.mark.parametrize("name", ["results.md", "results.json", "accuracy_vs_paths.png", "report.html"])

@@ -54,7 +54,7 @@ def _reference_summaries(store):
     import numpy as np
 
     from selfconsistency.analysis import accuracy, accuracy_curve, encode, subset_curve
-    from selfconsistency.results import WEIGHTED_VOTES, _price
+    from selfconsistency.results import WEIGHTED_VOTES
     from selfconsistency.vote import path_weights
 
     config = store.settings().stored_settings()
@@ -65,7 +65,8 @@ def _reference_summaries(store):
     complete = [q for q in store.get_meta("selection") if all(len(by_setting[t][q]) >= n for t, n in wanted.items())]
     gold_of = {q.id: q.gold for q in store.questions()}
     golds = [gold_of[q] for q in complete if gold_of[q] is not None]
-    price, on_demand_price = _price(config, batch=True), _price(config, batch=False)
+    settings = store.settings()
+    price, on_demand_price = settings.price(), settings.price(on_demand=True)
     keys = store.on_demand_keys()
     out = {}
     for temperature, n in wanted.items():

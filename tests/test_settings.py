@@ -76,7 +76,7 @@ def test_a_backends_own_option_reaches_the_cli_and_the_identity(tmp_path):
 
 def test_identity_is_what_older_versions_recorded(tmp_path):
     """Stores made before the settings were regrouped keep their settings hash (their identity dicts, as
-    the earlier RunConfig.identity wrote them)."""
+    the earlier RunSettings.identity wrote them)."""
     local = RunSettings(data=str(GSM8K_TEST), limit=2, model="gemma-3-270m", top_k=7)
     task = local.get_task()
     common = {"task": "gsm8k", "task_spec": task.fingerprint(), "shots_from_data": None, "model": "gemma-3-270m",

@@ -16,8 +16,6 @@ from typing import Any, TypedDict
 
 from .costs import Price
 from .per_question import paths_used
-from .results import _price as results_price
-from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion, StoredSelection
 from .vote import decide, path_weights
 from .vote import share as vote_share
@@ -169,11 +167,6 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
                     for p in used))
 
 
-def run_price(config: dict[str, Any]) -> Price | None:
-    """The run's model price from its price table (batch price for a batch backend); None if unpriced."""
-    return results_price(config, batch=config["backend"].endswith("-batch"))
-
-
 def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement: float | None = None,
                        temperature: float | None = None, ids: Sequence[str] | None = None,
                        verbatim: bool = False) -> list[Answer]:
@@ -182,32 +175,30 @@ def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement
     (answer type free): each answer is its chosen path's text, as `build_answer` says."""
     method = check_method(method)
     with SampleStore.open_readonly(run_dir) as store:
-        config = store.get_meta("config")
-        if config is None:
-            raise ValueError(f"{store.path} holds no run")
-        temperatures = list(config["temperatures"]) or ([0.0] if config["greedy"] else [])
+        settings = store.settings()
+        temperatures = settings.sampling.temperatures or settings.settings()
         temperature = temperatures[0] if temperature is None else temperature
-        if temperature not in temperatures and not (temperature == 0.0 and config["greedy"]):
+        if temperature not in settings.settings():
             raise ValueError(f"no paths at T={temperature:g} in {run_dir}")
         wanted = list(ids) if ids is not None else store.get_meta("selection") or []
         questions = {q.id: q for q in store.questions()}
-        rule = parse_rule(config["stop"], config["min_paths"], config["paths"]) if config.get("stop") else None
+        rule = settings.stopping_rule()
         stops = store.stops(rule.name) if rule else {}
         selections = store.selections() if method == "usc" else {}
         by_question: dict[str, list[StoredPath]] = defaultdict(list)
         for path in store.paths():
             if path.temperature == temperature and path.question_id in questions:
                 by_question[path.question_id].append(path)
-    price = run_price(config)
+    price = settings.price()
     out = []
     for qid in wanted:
         generated = by_question.get(qid, [])  # in path-index order
         if temperature == 0.0:
             used, reason = len(generated[:1]), "fixed N"
         else:
-            used, reason, _ = paths_used(config, stops, qid, temperature, len(generated))
+            used, reason, _ = paths_used(settings, stops, qid, temperature, len(generated))
         stopped_by = {"rule": rule.name if rule else None, "max paths": "max_paths"}.get(reason)
-        out.append(build_answer(questions[qid], generated[:used], generated, seed=config["seed"], method=method,
+        out.append(build_answer(questions[qid], generated[:used], generated, seed=settings.sampling.seed, method=method,
                                 stopped_by=stopped_by, selection=selections.get((qid, temperature, used)),
                                 price=price, min_agreement=min_agreement, verbatim=verbatim))
     return out

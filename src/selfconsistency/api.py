@@ -460,8 +460,8 @@ class SelfConsistency:
             backend = self._shared.backends.get(key)
             if backend is None:
                 backend = create_backend(config.backend, config.backend_config())
-                # The embedded model decodes for one thread at a time: concurrent calls share its batches.
-                if config.backend == "local" or getattr(backend, "decodes_in_batches", False):
+                # A decoder for one thread at a time (the embedded model): concurrent calls share its batches.
+                if backend_spec(config.backend).shared_decoder:
                     backend = _BatchingDecoder(backend)
                 self._shared.backends[key] = backend
         return _Lent(backend)

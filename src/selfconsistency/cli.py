@@ -394,7 +394,8 @@ def simulate(
     temperature: Annotated[float, typer.Option(help="Which sampled temperature's paths to replay.")] = 0.7,
     min_paths: Annotated[int, typer.Option(min=1, help="No rule stops before this many paths.")] = 1,
     runs: Annotated[int, typer.Option(min=1, help="Random path orders replayed per question.")] = 100,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the random path orders (ties go as in every other reader).")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, help="Seed of the random path orders (ties go as in every other reader).")] = 0,
 ) -> None:
     """Replay stopping rules on stored paths: accuracy against mean paths used, beside fixed N.
 

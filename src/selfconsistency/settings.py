@@ -23,6 +23,7 @@ from pydantic.fields import FieldInfo
 
 from .backends import backend_spec, backend_specs
 from .backends.base import BackendConfig, BackendError, BudgetSettings
+from .costs import Price, PriceTable
 from .models import DEFAULT_MODEL, PACKAGED_MODELS
 from .options import (
     BACKEND_PANEL,
@@ -275,6 +276,20 @@ class RunSettings(BaseModel):
     def stopping_rule(self) -> StoppingRule | None:
         s = self.stopping
         return parse_rule(s.stop, s.min_paths, self.sampling.paths) if s.stop else None
+
+    def price(self, on_demand: bool = False) -> Price | None:
+        """The model's price in the run's price table: a batch backend's batch price (its on-demand price
+        with `on_demand`, for the calls a batch run makes one at a time); None when the table has none
+        (the embedded models)."""
+        try:
+            batch = not on_demand and backend_spec(self.backend).batch
+        except BackendError:  # a plugin's stored run, read where the plugin is not installed
+            batch = False
+        try:
+            return PriceTable.from_file(self.budget.prices_file).price(
+                self.model, batch=batch, base_model=getattr(self.options, "base_model", None))
+        except KeyError:
+            return None
 
     def settings(self) -> tuple[float, ...]:
         """Temperatures in report order: greedy first."""
