@@ -186,3 +186,38 @@ def test_run_help_is_grouped_by_concern_and_uncut_at_80_columns():
     for panel in ("Experiment", "Sampling", "Adaptive stopping", "Backend", "Budget (paid backends)", "Output"):
         assert any(title.startswith(panel) for title in panels), panels
     assert max(map(len, result.output.splitlines())) <= 80
+
+
+@pytest.mark.parametrize("typed, refused", [
+    (["--backend", "openai", "--bucket", "x"], "--bucket is an option of the bedrock-batch backend, not of openai"),
+    (["--backend", "openai", "--batch-size", "3"], "--batch-size is an option of the local backend, not of openai"),
+    (["--threads", "2", "--backend", "bedrock"], "--threads is an option of the local backend, not of bedrock"),
+])
+def test_another_backends_option_is_refused_in_one_line(typed, refused):
+    from typer.testing import CliRunner
+
+    from selfconsistency.cli import app
+
+    result = CliRunner().invoke(app, ["run", "gsm8k", "--data", str(GSM8K_TEST), "--model", "m", *typed])
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: {refused}", result.output
+    options = {typed[i].removeprefix("--").replace("-", "_"): typed[i + 1] for i in range(0, len(typed), 2)}
+    with pytest.raises(ValidationError, match=refused):
+        RunSettings(model="m", **options)
+
+
+def test_the_python_api_refuses_another_backends_option_too():
+    from selfconsistency import SelfConsistency
+
+    with pytest.raises(ValueError, match="--role-arn is an option of the bedrock-batch backend, not of openai"):
+        SelfConsistency(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", role_arn="arn:x")
+
+
+def test_a_default_is_the_settings_own_and_not_an_option_given():
+    """A command line passes on only what was typed: the defaults it shows are the settings' declarations."""
+    from typer.testing import CliRunner
+
+    from selfconsistency.cli import app
+
+    result = CliRunner().invoke(app, ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
+                                      "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--show-prompt"])
+    assert result.exit_code == 0, result.output

@@ -96,11 +96,14 @@ def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
     parameters = [_refused(name, field, mark) if name in ignored else _parameter(name, field, mark, backend_help)
                   for name, (field, mark) in ranked]
 
-    def run_command(**values: Any) -> None:
+    def run_command(ctx: typer.Context, **values: Any) -> None:
         settings_values = {}
         for name, (_, mark) in declared.items():
             value = values.pop(name)
-            if value is None:
+            # Only what was typed: a default is the settings' own (and another backend's default is no option
+            # of this one's).
+            source = ctx.get_parameter_source(name)
+            if value is None or (source is not None and source.name == "DEFAULT"):
                 continue
             if name in ignored:
                 flag = _flag(name, mark) if value is not False else f"--no-{_flag(name, mark)[2:]}"
@@ -113,7 +116,8 @@ def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
                 raise fail(str(exc)) from None
         body(settings_values, **values)
 
-    run_command.__signature__ = inspect.Signature(parameters + extra)
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    run_command.__signature__ = inspect.Signature([context, *parameters, *extra])
     run_command.__doc__ = body.__doc__
     run_command.__name__ = body.__name__
     return run_command

@@ -205,9 +205,12 @@ class RunSettings(BaseModel):
             flat = {}
         out["options"].update({key: flat.pop(key) for key in list(flat) if key in options.model_fields})
         out["options"] = options(**out["options"])
-        # Another backend's options (an older store recorded every backend's) do not apply to this one.
-        others = {key for spec in backend_specs().values() for key in spec.options.model_fields} if flat else set()
-        out.update({key: value for key, value in flat.items() if key not in others})  # unknown: refused
+        for key in flat:  # another backend's option would be silently ignored: refused
+            owners = [other for other, spec in backend_specs().items() if key in spec.options.model_fields]
+            if owners:
+                raise ValueError(f"--{key.replace('_', '-')} is an option of the {' and '.join(owners)} "
+                                 f"backend{'s' * (len(owners) > 1)}, not of {name}")
+        out.update(flat)  # anything else: refused as unknown
         return out
 
     @model_validator(mode="after")
