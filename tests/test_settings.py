@@ -221,3 +221,44 @@ def test_a_default_is_the_settings_own_and_not_an_option_given():
     result = CliRunner().invoke(app, ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
                                       "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--show-prompt"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("body, refused", [
+    ({"temperature": 0}, "sampling temperature 0 is outside (0, 2]"),
+    ({"temperature": 2.5}, "sampling temperature 2.5 is outside (0, 2]"),
+    ({"top_p": 0}, "top_p: Input should be greater than 0"),
+    ({"n": 0}, "n: Input should be greater than or equal to 1"),
+    ({"top_k": -1}, "top_k: Input should be greater than or equal to 0"),
+    ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
+    ({"seed": -3}, "seed: Input should be greater than or equal to 0"),
+    ({"n": "3"}, "n: Input should be a valid integer"),
+    ({"self_consistency": {"min_agreement": 1.5}}, "min_agreement: Input should be less than or equal to 1"),
+    ({"self_consistency": {"paths": 0}}, "paths: Input should be greater than or equal to 1"),
+    ({"self_consistency": {"answer_type": "poem"}}, "unknown answer type 'poem'; use number, letter"),
+])
+def test_the_servers_request_fields_have_the_settings_bounds(body, refused):
+    """serve's body is bounded by the settings it sets, declared once (and the answer types by the registry)."""
+    from starlette.testclient import TestClient
+
+    from selfconsistency import SelfConsistency
+    from selfconsistency.serve import create_app
+
+    engine = SelfConsistency(model="m", backend="openai", base_url="http://127.0.0.1:9/v1")
+    with TestClient(create_app(engine)) as client:
+        reply = client.post("/v1/chat/completions", json={"model": "m", **body,
+                                                          "messages": [{"role": "user", "content": "1 + 1?"}]})
+    assert reply.status_code == 400 and refused in reply.json()["error"]["message"], reply.text
+    for value in body.values():  # the same value is refused where the settings are built too
+        if isinstance(value, int | float) and not isinstance(value, bool) and "n" not in body:
+            name = {"temperature": "temperatures", "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_tokens",
+                    "seed": "seed"}[next(iter(body))]
+            with pytest.raises(ValidationError):
+                RunSettings(**{name: (value,) if name == "temperatures" else value})
+
+
+def test_the_api_and_the_cli_share_the_settings_defaults():
+    from selfconsistency import SelfConsistency
+
+    api = SelfConsistency(model="m", backend="openai", base_url="http://127.0.0.1:9/v1").settings()[0]
+    assert api.sampling.paths == RunSettings().sampling.paths
+    assert api.sampling.temperatures == RunSettings().sampling.temperatures

@@ -12,7 +12,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
+
+from pydantic import Field, TypeAdapter, ValidationError
 
 from .costs import Price
 from .per_question import paths_used
@@ -109,11 +111,17 @@ def check_method(method: str) -> str:
     raise ValueError(f"unknown answer method {method!r}; use majority, logprob, cisc[:T] (T > 0) or usc")
 
 
+# `--min-agreement`, the API's `min_agreement` and serve's `self_consistency.min_agreement`: a share of the votes.
+MinAgreement = Annotated[float, Field(ge=0.0, le=1.0)]
+_MIN_AGREEMENT = TypeAdapter(MinAgreement | None)
+
+
 def check_min_agreement(value: float | None) -> float | None:
-    """A share of the votes, in [0, 1] (as `answer --min-agreement` takes it)."""
-    if value is not None and not 0.0 <= value <= 1.0:
-        raise ValueError(f"min_agreement {value} is outside [0, 1]: it is the winning share of the votes")
-    return value
+    """A share of the votes, in [0, 1] (`MinAgreement`)."""
+    try:
+        return _MIN_AGREEMENT.validate_python(value)
+    except ValidationError:
+        raise ValueError(f"min_agreement {value} is outside [0, 1]: it is the winning share of the votes") from None
 
 
 def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated: Sequence[StoredPath], *,

@@ -40,10 +40,10 @@ from .runlock import RunDirError
 from .settings import RunSettings, one_temperature, unused_settings
 from .store import StoreMismatch
 from .tasks import DataError, Task, TaskSpec, get_task
+from .tasks.answer_types import answer_type
 from .tasks.base import CHAT_CONTEXT
 
 Question = str | Mapping[str, Any]  # a question's text, or a record shaped like the task's data
-ANSWER_TYPES = ("number", "letter", "yes_no", "text", "free")
 
 
 def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
@@ -59,8 +59,8 @@ def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
             raise ValueError(f"{name} does not apply to SelfConsistency, whose answers vote over the sampled paths "
                              f"of the questions it is given (it is a setting of {users})")
     one_temperature(fields.get("temperatures", ()), "SelfConsistency", "temperatures")
-    temperature = fields.pop("temperature", 0.7)
-    fields.setdefault("temperatures", (temperature,))
+    if "temperature" in fields:
+        fields.setdefault("temperatures", (fields.pop("temperature"),))
     fields.setdefault("greedy", False)
     try:
         return RunSettings(task=task_name, **fields)
@@ -71,7 +71,7 @@ def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
 
 def default_method(task: Task) -> str:
     """Universal Self-Consistency for free-form answers (no extractor to vote with), else the majority."""
-    return "usc" if task.spec.answer.type == "free" else "majority"
+    return "usc" if answer_type(task.spec.answer.type).free else "majority"
 
 
 def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str | None = None,
@@ -88,7 +88,7 @@ def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str
     if method == "usc":  # a record's chat turns (chat_context) reach its selection request too
         select_with_usc(config, run_dir, questions=config.load(task).questions)
     return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement,
-                                       verbatim=task.spec.answer.type == "free")
+                                       verbatim=answer_type(task.spec.answer.type).free)
 
 
 def write_answers(answers: Iterable[Answer], out: Any) -> int:
@@ -287,12 +287,14 @@ class SelfConsistency:
     (`max_tokens`, `seed`, `prompt_format`, `top_p`, `base_url`, `api`, `concurrency`, `region`, ...).
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, paths: int = 10, temperature: float = 0.7,
+    def __init__(self, model: str = DEFAULT_MODEL, *, paths: int | None = None, temperature: float | None = None,
                  stop: str | None = None, backend: str = "local", task: str | TaskSpec | Task = "gsm8k",
                  answer_type: str | None = None, method: str | None = None, min_agreement: float | None = None,
                  run_dir: str | Path | None = None, **options: Any):
-        self._options = {"model": model, "paths": paths, "temperature": temperature, "stop": stop,
-                         "backend": backend, **options}
+        # A setting not given takes the settings' own default, as on the command line.
+        given = {"paths": paths, "temperature": temperature, "stop": stop}
+        self._options = {"model": model, "backend": backend, **{k: v for k, v in given.items() if v is not None},
+                         **options}
         self.task, self.answer_type, self.method = task, answer_type, method
         self.min_agreement = check_min_agreement(min_agreement)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -393,7 +395,7 @@ class SelfConsistency:
             select_with_usc(config, run_dir, backend=backend,
                             questions=task.load(None, records=list(records.values()), ids=list(records)).questions)
         return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records),
-                                  verbatim=task.spec.answer.type == "free")
+                                  verbatim=answer_type(task.spec.answer.type).free)
 
     run_dir_option = "run_dir"  # how errors name the run directory setting (`serve` says --run-dir)
 
@@ -418,8 +420,7 @@ class SelfConsistency:
             loaded = get_task(str(task))
             spec, base_dir = loaded.spec, loaded.base_dir
         if self.answer_type is not None and self.answer_type != spec.answer.type:
-            if self.answer_type not in ANSWER_TYPES:
-                raise ValueError(f"unknown answer type {self.answer_type!r}; use {', '.join(ANSWER_TYPES)}")
+            answer_type(self.answer_type)  # ValueError naming the known ones
             try:
                 spec = TaskSpec.model_validate({**spec.model_dump(),
                                                 "answer": {**spec.answer.model_dump(), "type": self.answer_type}})

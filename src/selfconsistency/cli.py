@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from pydantic import ValidationError
@@ -18,11 +18,12 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .answers import MinAgreement
 from .audit import redact_urls
 from .backends import BackendError, backend_spec
 from .backends.base import BudgetExceeded
 from .backends.batch_jobs import JobsStopped, RecordsRefused
-from .cli_options import settings_command
+from .cli_options import declared_option, limits, settings_command
 from .experiment import ExtractionFailed, run_experiment
 from .export import export_paths
 from .frontier import stored_frontier
@@ -45,7 +46,7 @@ from .report_html import HTML_FILE
 from .results import build_results
 from .runlock import RunDirError, run_lock
 from .safe_files import UnsafeRunFile
-from .settings import RunSettings, one_temperature
+from .settings import ExperimentSettings, RunSettings, SamplingSettings, StoppingSettings, one_temperature
 from .store import STORE_FILENAME, SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -208,8 +209,8 @@ _ANSWER_SWITCHES = [
                       "the most consistent path) instead of the vote; always so for answer type free.",
         rich_help_panel=OUTPUT)], False),
     _option("min_agreement", Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Mark answers whose agreement is below this \"low_confidence\": true.",
-        metavar="X", rich_help_panel=OUTPUT)], None),
+        **limits(get_args(MinAgreement)[1:]), help="Mark answers whose agreement is below this "
+        "\"low_confidence\": true.", metavar="X", rich_help_panel=OUTPUT)], None),
     *_RUN_SWITCHES[:3],
 ]
 
@@ -389,13 +390,14 @@ def export(
 @app.command()
 def simulate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
-    stop: Annotated[list[str], typer.Option(
-        help="Stopping rule to replay; repeat for several: fixed:N, beta:T, dirichlet:T, esc:W, entropy:T.")],
+    stop: Annotated[list[str], declared_option(
+        "stop", "Stopping rule to replay; repeat for several: fixed:N, beta:T, dirichlet:T, esc:W, entropy:T.")],
     temperature: Annotated[float, typer.Option(help="Which sampled temperature's paths to replay.")] = 0.7,
-    min_paths: Annotated[int, typer.Option(min=1, help="No rule stops before this many paths.")] = 1,
-    runs: Annotated[int, typer.Option(min=1, help="Random path orders replayed per question.")] = 100,
-    seed: Annotated[int, typer.Option(
-        min=0, help="Seed of the random path orders (ties go as in every other reader).")] = 0,
+    min_paths: Annotated[int, declared_option("min_paths")] = StoppingSettings().min_paths,
+    runs: Annotated[int, declared_option("subset_runs", "Random path orders replayed per question.", "--runs")]
+    = ExperimentSettings().subset_runs,
+    seed: Annotated[int, declared_option("seed", "Seed of the random path orders (ties go as in every other reader).")]
+    = SamplingSettings().seed,
 ) -> None:
     """Replay stopping rules on stored paths: accuracy against mean paths used, beside fixed N.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,10 +21,12 @@ from .settings import declared_settings as declared_options
 from .settings import unused_settings
 
 
-def _limits(field: FieldInfo) -> dict[str, Any]:
-    """Inclusive bounds the command line checks itself (exclusive ones are left to the settings)."""
+def limits(metadata: Iterable[Any]) -> dict[str, Any]:
+    """A declaration's inclusive bounds (a field's metadata, or an Annotated type's) as typer's min/max:
+    the command line checks them itself (exclusive ones are left to the settings)."""
     limits = {}
-    for constraint in field.metadata:
+    flat = [m for item in metadata for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
+    for constraint in flat:
         if isinstance(constraint, annotated_types.Ge):
             limits["min"] = constraint.ge
         elif isinstance(constraint, annotated_types.Le):
@@ -58,7 +60,7 @@ def _parameter(name: str, field: FieldInfo, mark: Cli, backend_help: str) -> ins
         info = typer.Argument(help=help_text, metavar=name.upper())
     else:
         info = typer.Option(*flags, help=help_text, rich_help_panel=mark.panel, metavar=metavar,
-                            **_limits(field))
+                            **limits(field.metadata))
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[cli_type, info])
 
@@ -77,6 +79,14 @@ def _refused(name: str, field: FieldInfo, mark: Cli) -> inspect.Parameter:
                                  annotation=Annotated[bool | None, info])
     info = typer.Option(*(mark.flags or (flag,)), hidden=True)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, info])
+
+
+def declared_option(name: str, help: str | None = None, flag: str | None = None) -> Any:
+    """A command's own option for the declared setting `name` (e.g. simulate's --min-paths): its bounds from
+    the declaration, and its flags and help too unless `flag` and `help` say what it is to this command."""
+    field, mark = declared_options()[name]
+    flags = (flag,) if flag else mark.flags or (f"--{name.replace('_', '-')}",)
+    return typer.Option(*flags, help=help or mark.help, **limits(field.metadata))
 
 
 def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],

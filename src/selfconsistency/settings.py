@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from .backends import backend_spec, backend_specs
@@ -107,13 +116,23 @@ class ExperimentSettings(_Group):
                                      OUTPUT)] = False
 
 
+def _sampling_temperature(value: float) -> float:
+    if not 0.0 < value <= 2.0:
+        raise ValueError(f"sampling temperature {value:g} is outside (0, 2]: self-consistency samples at T > 0 "
+                         "(the greedy path, T=0, is --greedy)")
+    return value
+
+
+Temperature = Annotated[float, AfterValidator(_sampling_temperature)]
+
+
 class SamplingSettings(_Group):
     """How each path is sampled."""
 
     paths: Annotated[int, Field(ge=1), Cli(
         "Sampled paths per question at each temperature (the maximum, with --stop).", SAMPLING,
         flags=("--paths", "--max-paths"))] = 5
-    temperatures: Annotated[tuple[float, ...], Cli(
+    temperatures: Annotated[tuple[Temperature, ...], Cli(
         "Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.", SAMPLING, cli_type=str,
         parse=parse_temperatures, default_shown="0.7")] = (0.7,)
     greedy: Annotated[bool, Cli("Also run the greedy (T=0) baseline path.", SAMPLING, not_in=_NO_REPORT)] = True
@@ -128,10 +147,7 @@ class SamplingSettings(_Group):
 
     @field_validator("temperatures")
     @classmethod
-    def _sampling_temperatures(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        for t in value:
-            if not 0.0 < t <= 2.0:
-                raise ValueError(f"sampling temperature {t} is outside (0, 2] (run's greedy path, T=0, is --greedy)")
+    def _distinct(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if len(set(value)) != len(value):
             raise ValueError("temperatures repeat")
         return tuple(value)
@@ -303,6 +319,15 @@ class RunSettings(BaseModel):
 
 
 # -- what each command takes -----------------------------------------------------------------------
+
+
+def request_field(group: type[BaseModel], name: str) -> Any:
+    """The type of a request field that carries setting `name` of `group` (serve's body): the setting's own
+    type and bounds, optional, and strict (JSON's "3" or true is not a number)."""
+    field = group.model_fields[name]
+    bounds = [m for m in field.metadata if not isinstance(m, Cli | Identity)]
+    return Annotated[field.annotation | None, Field(strict=True), *bounds]
+
 
 
 def declared_settings() -> dict[str, tuple[FieldInfo, Cli]]:

@@ -4,7 +4,6 @@ a path's answer the way the spec's answer type says."""
 from __future__ import annotations
 
 import hashlib
-import re
 import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,28 +14,15 @@ import jinja2
 import regex
 from jinja2.sandbox import SecurityError
 
-from ..extract import (
-    MAX_DIGITS,
-    NumberExtractor,
-    canonical_letters,
-    choice_answer,
-    compile_user_pattern,
-    normalize_text,
-    search_user_pattern,
-    text_answer,
-    whole_number,
-    yes_no_answer,
-)
+from ..extract import compile_user_pattern, search_user_pattern
 from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize
+from .answer_types import Extractor, answer_type
 from .base import CHAT_CONTEXT, CONTEXT_ROLES, DataError, Exemplar, Question
 from .records import Located, read_records
 from .sandbox import TemplateSandbox, TemplateTimeout, render
 from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
 
-Extractor = Callable[[str, Question], "str | None"]
 _ENV = TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
-_DEFAULT_TEXT_PATTERN = compile_user_pattern(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$",
-                                             regex.IGNORECASE | regex.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -136,10 +122,9 @@ class Task:
         return self.spec.prompt.answer_statement.format(answer=answer)
 
     def zero_shot_instruction(self) -> str:
-        """How a zero-shot path must end; "" for free answers, which have no answer statement."""
-        if self.spec.answer.type == "free":
-            return ""
-        return self.answer_statement("(X)" if self.spec.answer.type == "letter" else "N")
+        """How a zero-shot path must end; "" for answers with no answer statement (free)."""
+        placeholder = answer_type(self.spec.answer.type).placeholder
+        return "" if placeholder is None else self.answer_statement(placeholder)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -187,31 +172,7 @@ class Task:
                 # the pattern as written in the config (a repr would double each backslash)
                 raise ValueError(f"gold {raw[-40:]!r} does not match gold_pattern '{self.spec.answer.gold_pattern}'")
             raw = match.group(1).strip()
-        kind = self.spec.answer.type
-        if kind == "number":
-            value = whole_number(raw)
-            if value is None:
-                digits = sum(ch.isdigit() for ch in raw)
-                shown = raw if len(raw) <= 40 else raw[:20] + "…" + raw[-10:]
-                raise ValueError(f"gold {shown!r} has {digits} digits, more than {MAX_DIGITS}"
-                                 if digits > MAX_DIGITS else f"gold {shown!r} is not a number")
-            return value, 1
-        if kind == "letter":
-            letters = set(re.findall(r"[A-Za-z]", re.sub(r"\band\b", " ", raw)))
-            letters = {letter.upper() for letter in letters}
-            labels = {label for label, _ in choices}
-            if not letters or not letters <= labels:
-                raise ValueError(f"gold label {raw!r} is not among the options {''.join(sorted(labels))}")
-            return canonical_letters(letters), len(letters)
-        if kind == "yes_no":
-            value = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}.get(raw.lower())
-            if value is None:
-                raise ValueError(f"gold {raw!r} is not yes or no")
-            return value, 1
-        value = normalize_text(raw, tuple(self.spec.answer.normalize))
-        if not value:
-            raise ValueError("empty gold answer")
-        return value, 1
+        return answer_type(self.spec.answer.type).gold(raw, self.spec.answer, choices)
 
     def _render(self, question: str, choices: tuple[tuple[str, str], ...], record: Mapping[str, Any]) -> str:
         try:
@@ -366,9 +327,7 @@ class Task:
         return tuple(exemplars)
 
     def _display(self, gold: str) -> str:
-        if self.spec.answer.type == "letter":
-            return " and ".join(f"({letter})" for letter in gold.split(","))
-        return gold
+        return answer_type(self.spec.answer.type).display(gold)
 
     def configured_exemplars(self) -> tuple[Exemplar, ...]:
         specs: list[ExemplarSpec] = list(self.spec.prompt.exemplars or [])
@@ -391,18 +350,4 @@ class Task:
     # -- answers ---------------------------------------------------------------------------------
 
     def extractor(self, flexible: bool = True) -> Extractor:
-        answer = self.spec.answer
-        if answer.type == "number":
-            numbers = NumberExtractor(flexible=flexible)
-            return lambda text, question: numbers(text)
-        if answer.type == "letter":
-            return lambda text, question: choice_answer(text, question.choices, question.n_answers, flexible)
-        if answer.type == "yes_no":
-            return lambda text, question: yes_no_answer(text, flexible)
-        if answer.type == "free":  # the whole response, normalised: identical responses vote together
-            steps = tuple(answer.normalize)
-            return lambda text, question: normalize_text(text, steps) or None
-        pattern = compile_user_pattern(answer.pattern, regex.IGNORECASE | regex.MULTILINE) if answer.pattern \
-            else _DEFAULT_TEXT_PATTERN
-        steps = tuple(answer.normalize)
-        return lambda text, question: text_answer(text, pattern, steps)
+        return answer_type(self.spec.answer.type).extractor(self.spec.answer, flexible)
