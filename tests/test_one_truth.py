@@ -22,6 +22,7 @@ from selfconsistency.experiment import run_experiment
 from selfconsistency.frontier import stored_frontier
 from selfconsistency.per_question import page_data, question_records
 from selfconsistency.results import build_results
+from selfconsistency.results_schema import Results
 from selfconsistency.serve import create_app
 from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
@@ -131,6 +132,7 @@ def test_every_reader_gives_each_question_the_same_answer(tmp_path, seed):
     labelled = [qid for qid in answers if golds[qid] is not None]
     with SampleStore.open_readonly(run_dir) as store:
         results = build_results(store)
+    Results.model_validate(results)  # results.json's documented schema
     sampled = results["sampled"][0]
     if settings["stop"] and labelled:
         # the adaptive summary's accuracy is that of the answers every other reader gives

@@ -156,3 +156,36 @@ def test_the_collector_is_paused_only_while_a_report_is_built(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_documented_schema_is_the_models():
+    """docs/results.schema.json is what results_schema.Results says (regenerate it with the module's command)."""
+    import json
+    from pathlib import Path
+
+    from selfconsistency.results_schema import json_schema
+
+    documented = json.loads((Path(__file__).parents[1] / "docs" / "results.schema.json").read_text())
+    assert documented == json_schema()
+
+
+def test_a_runs_results_fit_the_schema_and_an_undeclared_key_does_not(tmp_path, scripted_backend):
+    import pytest
+    from pydantic import ValidationError
+
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.results import build_results
+    from selfconsistency.results_schema import Results
+    from selfconsistency.settings import RunSettings
+    from selfconsistency.store import SampleStore
+
+    run_dir = run_experiment(RunSettings(data=str(GSM8K_TEST), limit=4, backend="scripted", model="m", paths=4,
+                                         stop="beta:0.9"), tmp_path / "run")
+    with SampleStore.open_readonly(run_dir) as store:
+        results = build_results(store)
+    Results.model_validate(results)
+    with pytest.raises(ValidationError, match="surprise"):
+        Results.model_validate({**results, "surprise": 1})
+    with pytest.raises(ValidationError, match="adaptive"):
+        Results.model_validate({**results, "sampled": [{**results["sampled"][0], "adaptive": {"rule": "x"}}]})
