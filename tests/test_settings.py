@@ -118,9 +118,14 @@ def test_the_store_returns_the_runs_settings_typed(tmp_path, scripted_backend):
         assert store.settings() == config
 
 
-def test_an_older_store_keeps_its_job_ids(tmp_path):
-    """Job rows written when the provider's id was kept as `arn`: read back as `job_id`, read-only too."""
+def test_an_older_store_is_read_only_once_upgraded_and_keeps_its_job_ids(tmp_path):
+    """Job rows written when the provider's id was kept as `arn`. Reading never writes: the read-only open
+    refuses the older schema, naming the command; `upgrade` migrates it (under the run lock), then the
+    jobs read back with their `job_id`."""
+    from typer.testing import CliRunner
+
     from selfconsistency import store as store_module
+    from selfconsistency.cli import app
 
     db = sqlite3.connect(tmp_path / "samples.sqlite")
     for script in store_module._MIGRATIONS[:4]:
@@ -130,7 +135,13 @@ def test_an_older_store_keeps_its_job_ids(tmp_path):
                "updated_at) VALUES ('k', 'openai-batch', 'm', 'submitted', 'batch_123', 'in', '', '{}', 0, 0)")
     db.commit()
     db.close()
-    with SampleStore.open_readonly(tmp_path) as store:  # upgraded first: the directory is writable
+    before = (tmp_path / "samples.sqlite").read_bytes()
+    with pytest.raises(ValueError, match=f"written by an older version; `selfconsistency upgrade {tmp_path}`"):
+        SampleStore.open_readonly(tmp_path)
+    assert (tmp_path / "samples.sqlite").read_bytes() == before
+    upgraded = CliRunner().invoke(app, ["upgrade", str(tmp_path)])
+    assert upgraded.exit_code == 0, upgraded.output
+    with SampleStore.open_readonly(tmp_path) as store:
         assert [job["job_id"] for job in store.jobs()] == ["batch_123"]
         assert store.read_only
 

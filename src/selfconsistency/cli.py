@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, get_args
 
@@ -20,7 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .answers import MinAgreement
 from .audit import redact_urls
-from .backends import BackendError, backend_spec
+from .backends import BackendError
 from .backends.base import BudgetExceeded
 from .backends.batch_jobs import JobsStopped, RecordsRefused
 from .cli_options import declared_option, limits, settings_command
@@ -44,7 +43,7 @@ from .report import (
 )
 from .report_html import HTML_FILE
 from .results import build_results
-from .runlock import RunDirError, run_lock
+from .runlock import RunDirError
 from .safe_files import UnsafeRunFile
 from .settings import ExperimentSettings, RunSettings, SamplingSettings, StoppingSettings, one_temperature
 from .store import STORE_FILENAME, SampleStore, StoreMismatch
@@ -430,22 +429,15 @@ def _bedrock_client(region: str | None):
 
 def _run_jobs(run_dir: Path):
     """The run's submitted batch jobs and its batch provider's client (from the run's own settings)."""
-    from .backends import create_job_service
+    from .jobs import run_jobs
 
     try:
-        with SampleStore.open_readonly(run_dir) as store:
-            config = _checked(store.settings())
-            jobs = [j for j in store.jobs() if j.get("job_id")]
-            return jobs, create_job_service(config.backend, config.backend_config(job_state=store))
+        found = run_jobs(run_dir)
+        return found.jobs, found.service
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
-    except (FileNotFoundError, ValueError, BackendError) as exc:
+    except (FileNotFoundError, ValueError, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
-
-
-def _checked(settings: RunSettings) -> RunSettings:
-    """Stored settings checked as a new run's are (a price file still readable): for commands that act."""
-    return RunSettings(**settings.flat())
 
 
 @jobs_app.command("list")
@@ -516,16 +508,14 @@ def jobs_forget(
     """Give up a job the provider no longer knows (deleted, or its account gone).
 
     The next run collects whatever output the job left in S3 and resubmits its other records."""
-    _, service = _run_jobs(run_dir)
-    failed = next(status for status in service.finished if status.lower() == "failed")
-    with run_lock(run_dir), SampleStore.open_existing(run_dir) as store:
-        matches = [j for j in store.jobs() if j["job_key"].startswith(job)]
-        if len(matches) != 1:
-            raise _fail(f"{len(matches)} jobs of {run_dir} have a key starting with {job!r}: give one "
-                        "('selfconsistency jobs status' lists them)")
-        store.update_job(matches[0]["job_key"], status=failed, message="forgotten: unknown to the provider",
-                         ended_at=time.time())
-    out.print(f"forgot {matches[0]['job_id'] or matches[0]['job_key']}: run again to resubmit its records",
+    from .jobs import forget_job
+
+    _run_jobs(run_dir)  # the run's settings and provider, checked first
+    try:
+        forgotten = forget_job(run_dir, job)
+    except (ValueError, RunDirError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"forgot {forgotten['job_id'] or forgotten['job_key']}: run again to resubmit its records",
               highlight=False)
 
 
@@ -540,25 +530,29 @@ def jobs_collect(
 
     Reattaches to the jobs the run submitted, with the run's own settings.
     """
-    from .backends.batch_jobs import RESENDABLE_CODES
+    from .jobs import collect
 
     try:
-        with SampleStore.open_readonly(run_dir) as store:
-            config = _checked(store.settings())
-        if backend_spec(config.backend).job_service is None:  # collecting would quietly run it instead
-            raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
-                        "'selfconsistency run' command again to resume it")
-        if resubmit:
-            with run_lock(run_dir), SampleStore.open_existing(run_dir) as store:
-                for code in RESENDABLE_CODES:
-                    store.clear_record_errors(code)
-        run_experiment(config, run_dir)
-        results = write_report(run_dir)
+        results = write_report(collect(run_dir, resubmit))
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(markdown_table(results)))
+
+
+@app.command()
+def upgrade(run_dir: Annotated[Path, typer.Argument(help="A run directory whose store an older version wrote.")]
+            ) -> None:
+    """Bring a run's sample store to this version's schema (under the run's lock); reading commands never do."""
+    from .store import writer
+
+    try:
+        with writer(run_dir):
+            pass
+    except (FileNotFoundError, ValueError, RunDirError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"{run_dir / STORE_FILENAME} is at this version's schema", highlight=False)
 
 
 @bedrock_app.command("role-policy")

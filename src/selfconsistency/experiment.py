@@ -18,11 +18,11 @@ from .backends import backend_spec, create_backend
 from .backends.base import Backend, Generation, GenerationRequest
 from .extract import PatternTimeout
 from .prompts import Prompt, PromptFormat, build_prompt
-from .runlock import prepare_run_dir, run_lock
+from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
 from .settings import GREEDY_TEMPERATURE, RunSettings
 from .stopping import StoppingRule
-from .store import SampleStore, StoredPath, StoredQuestion
+from .store import SampleStore, StoredPath, StoredQuestion, writer
 from .tasks import DataError, Task, TaskData
 from .tasks.base import CHAT_CONTEXT
 
@@ -133,7 +133,7 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
             audit.event("extraction_timeout", pattern=exc.pattern)
             return None
 
-    with run_lock(run_dir), SampleStore(run_dir) as store:
+    with writer(run_dir, create=True) as store:
         store.bind_config({**config.identity(task), "prompt": prompt_digest(config, task, data)},
                           config.stored_settings())
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)

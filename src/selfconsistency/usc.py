@@ -16,10 +16,9 @@ from .backends import backend_spec, create_backend
 from .backends.base import Backend, GenerationRequest, flatten
 from .per_question import paths_used
 from .prompts import Prompt, PromptFormat
-from .runlock import run_lock
 from .sampling import SamplingParams, path_seed
 from .settings import RunSettings
-from .store import SampleStore, StoredPath, StoredSelection
+from .store import StoredPath, StoredSelection, writer
 from .tasks.base import Question
 
 # The paper's prompt (its Figure 2), responses numbered from 1.
@@ -84,7 +83,7 @@ def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None 
     sampling, fmt = config.sampling, config.experiment.prompt_format
     contexts = {q.id: q.context for q in questions if q.context}
     temperature = sampling.temperatures[0] if temperature is None else temperature
-    with run_lock(run_dir), SampleStore(run_dir) as store:
+    with writer(run_dir) as store:
         stored_settings = store.settings()
         rule = config.stopping_rule()
         stops = store.stops(rule.name) if rule else {}
