@@ -371,28 +371,3 @@ def test_converse_is_part_of_the_runs_identity(tmp_path):
         converse = plain.model_copy(update={"converse": True})  # another request body: another run
         with pytest.raises(StoreMismatch, match="converse"):
             store.bind_config(converse.identity(task), converse.model_dump(mode="json"))
-
-
-def test_a_job_made_under_older_record_ids_is_collected_not_bought_again(aws, tmp_path):
-    """A run upgraded while its job was in flight: the job's records carry ids of another scheme."""
-    import dataclasses
-
-    from selfconsistency.backends.base import BackendConfig
-    from selfconsistency.backends.batch_jobs import BatchJobRunner
-    from selfconsistency.backends.batch_plan import legacy_record_id
-    from selfconsistency.backends.bedrock_batch import BedrockBatchOptions, BedrockJobs
-
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    config = batch_config(CLAUDE, "bucket-legacy")
-    task = config.get_task()
-    with SampleStore(run_dir) as store:
-        backend_config = BackendConfig(model=CLAUDE, job_state=store, options=BedrockBatchOptions(
-            bucket="bucket-legacy", role_arn=ROLE, create_bucket=True, poll_seconds=0.02))
-        older = BatchJobRunner(BedrockJobs(backend_config), backend_config, store)
-        records = [dataclasses.replace(r, record_id=legacy_record_id(r.requests),
-                                       line=bedrock_line(legacy_record_id(r.requests), r.body))
-                   for r in older.service.pack(plan_requests(config, task, config.load(task)))]
-        older._submit(older._plan_job(records), {r.record_id: r for r in records})
-    run_experiment(config, run_dir)
-    assert len(aws.jobs) == 1 and not aws.runtime_calls and len(stored_rows(run_dir)) == 260

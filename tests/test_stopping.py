@@ -10,7 +10,7 @@ from selfconsistency.stopping import (
     WindowRule,
     beta_leader_probability,
     parse_rule,
-    replay,
+    replay_many,
 )
 
 
@@ -93,9 +93,9 @@ def test_parse_and_validate():
 def test_replay_is_seeded_and_saves_paths_on_easy_questions():
     answers = [["5"] * 16, ["3"] * 12 + ["4"] * 4, [str(i % 5) for i in range(16)]]
     golds = ["5", "3", "0"]
-    first = replay(BetaRule(threshold=0.95, max_paths=16), answers, golds, runs=50, seed=1)
-    assert first == replay(BetaRule(threshold=0.95, max_paths=16), answers, golds, runs=50, seed=1)
-    fixed = replay(FixedN(n=16, max_paths=16), answers, golds, runs=50, seed=1)
+    first = replay_many([BetaRule(threshold=0.95, max_paths=16)], answers, golds, runs=50, seed=1)[0]
+    assert first == replay_many([BetaRule(threshold=0.95, max_paths=16)], answers, golds, runs=50, seed=1)[0]
+    fixed = replay_many([FixedN(n=16, max_paths=16)], answers, golds, runs=50, seed=1)[0]
     assert fixed.mean_paths == 16
     assert first.mean_paths < 10  # the unanimous question stops after 4 paths
     assert first.accuracy >= 0.6
@@ -136,6 +136,12 @@ def test_simulate_command_writes_the_frontier(tmp_path):
     assert fixed["mean_paths"] == 8 and abs(fixed["accuracy"] - frontier["fixed"][-1]["exact"]) < 0.1
     assert frontier["fixed"][-1]["exact"] == 0.75  # 6 unanimous + 6 two-way ties at N=8
     assert beta["mean_paths"] < 6.5  # the six unanimous questions stop after 4 paths
+    # beside each rule, fixed N at the rule's own mean paths: the curve between its two nearest k
+    k = int(beta["mean_paths"])
+    low, high = frontier["fixed"][k - 1]["exact"], frontier["fixed"][k]["exact"]
+    at_same_paths = low + (high - low) * (beta["mean_paths"] - k)
+    row = next(line for line in result.stdout.splitlines() if "beta:0.95" in line)
+    assert f"{beta['mean_paths']:.2f}" in row and f"{at_same_paths:.1%}" in row, row
     assert (tmp_path / "frontier.png").exists()
     bad = CliRunner().invoke(app, ["simulate", str(tmp_path), "--stop", "beta:0.95", "--temperature", "1.0"])
     assert bad.exit_code == 2 and "T=1" in bad.output
@@ -171,7 +177,7 @@ def test_replay_matches_the_path_by_path_reference_in_distribution(text):
     golds = ["1"] * 40
     rule = parse_rule(text, min_paths=2, max_paths=10)
     runs = 300
-    fast = replay(rule, answers, golds, runs=runs, seed=1)
+    fast = replay_many([rule], answers, golds, runs=runs, seed=1)[0]
     slow = reference_replay(rule, answers, golds, runs=runs, seed=2)
     # Per-run means over 40 questions: their spread over runs gives the standard error of each mean.
     assert abs(fast.accuracy - slow.accuracy) <= 5 * np.hypot(fast.accuracy_std, slow.accuracy_std) / np.sqrt(runs)
@@ -187,7 +193,7 @@ def test_replay_many_equals_one_rule_at_a_time_for_the_orders():
 
     together = replay_many(rules, answers, golds, runs=30, seed=4)
     assert together[0].mean_paths == 8 and together[0].accuracy <= 2 / 3
-    assert together[1].mean_paths == replay(rules[1], answers, golds, runs=30, seed=4).mean_paths
+    assert together[1].mean_paths == replay_many([rules[1]], answers, golds, runs=30, seed=4)[0].mean_paths
 
 
 def _full_sample_share(counts: tuple[int, ...], draws: int) -> float:

@@ -24,7 +24,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -457,7 +457,8 @@ class SelfConsistency:
         key = json.dumps({"backend": config.backend, "model": config.model,
                           "options": config.options.model_dump(mode="json"),
                           "budget": config.budget.model_dump(mode="json")}, sort_keys=True)
-        with self._shared.lock if self.run_dir is None else _NoLock():
+        # a call on a run directory holds the lock already (its calls run one at a time)
+        with self._shared.lock if self.run_dir is None else nullcontext():
             backend = self._shared.backends.get(key)
             if backend is None:
                 backend = create_backend(config.backend, config.backend_config())
@@ -480,12 +481,3 @@ class SelfConsistency:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-class _NoLock:
-    """The call already holds the instance lock (a run directory's calls run one at a time)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -203,15 +203,16 @@ def _import_matplotlib() -> None:
 
 
 def frontier_markdown(frontier: Frontier) -> str:
-    """The frontier as `simulate` prints it: one row per rule beside the fixed-N accuracy at N."""
+    """The frontier as `simulate` prints it: one row per rule beside fixed N's accuracy, at N and at the
+    rule's own mean paths (the fixed-N curve between its two nearest k)."""
     questions = f"{frontier.questions} question" + ("" if frontier.questions == 1 else "s")
     table = [f"{questions}, N = {frontier.paths} stored paths at T={frontier.temperature:g}, {frontier.runs} random "
-             "orders", "", "| rule | mean paths | accuracy | fixed-N accuracy at N | paths saved |",
-             "|---|---:|---:|---:|---:|"]
+             "orders", "", "| rule | mean paths | accuracy | fixed N at N | fixed N at the same paths | paths saved |",
+             "|---|---:|---:|---:|---:|---:|"]
     for result in frontier.rules:
         table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
                      f"{result.accuracy_std:.1%} | {frontier.fixed[-1].exact:.1%} | "
-                     f"{frontier.paths / result.mean_paths:.2f}x |")
+                     f"{frontier.fixed_at(result.mean_paths):.1%} | {frontier.paths / result.mean_paths:.2f}x |")
     return "\n".join(table)
 
 

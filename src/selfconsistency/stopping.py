@@ -222,13 +222,6 @@ class ReplayResult:
     mean_paths: float  # paths used per question, mean over runs and questions
 
 
-def replay(rule: StoppingRule, answers: Sequence[Sequence[str | None]], golds: Sequence[str], runs: int = 100,
-           seed: int = 0, ties: TieBreaks | None = None) -> ReplayResult:
-    """Apply `rule` to stored paths taken in `runs` random orders; the question's vote (`vote.decide`) on
-    the prefix it stopped at. See `replay_many`."""
-    return replay_many([rule], answers, golds, runs, seed, ties)[0]
-
-
 @dataclass(frozen=True)
 class TieBreaks:
     """Whose tie-break orders the replayed votes use (`vote.tie_rank`): the run's seed, its questions' ids
@@ -259,8 +252,9 @@ def _state_kind(rule: StoppingRule) -> str | None:
 
 def replay_many(rules: Sequence[StoppingRule], answers: Sequence[Sequence[str | None]], golds: Sequence[str],
                 runs: int = 100, seed: int = 0, ties: TieBreaks | None = None) -> list[ReplayResult]:
-    """`replay` for several rules over the same random orders (drawn from `seed`), all (run, question)
-    pairs at once; ties in the votes broken by `ties` (default: `TieBreaks.anonymous`).
+    """Apply each rule to stored paths taken in `runs` random orders (drawn from `seed`; the same orders for
+    every rule), all (run, question) pairs at once; the vote at the stop is the question's vote
+    (`vote.decide`), tie-broken by `ties` (default: `TieBreaks.anonymous`).
 
     Each pair draws its paths one at a time (a Fisher-Yates shuffle taken step by step) and keeps what the
     rules look at: the multiset of answer counts and the run of equal answers at the end. A rule decides
