@@ -283,3 +283,18 @@ def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
     db = sqlite3.connect(tmp_path / "samples.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+def test_the_progress_bars_eta_is_the_pace_so_far():
+    """Paths finish in batches: the ETA extrapolates all paths done over all the time spent, from the first."""
+    from rich.progress import Progress
+
+    from selfconsistency.cli import PaceRemaining
+
+    column, progress = PaceRemaining(), Progress()
+    task_id = progress.add_task("sampling", total=60)
+    task = progress.tasks[0]
+    assert column.render(task).plain == "ETA after the first paths"
+    task.start_time = task.get_time() - 30.0  # the first batch of 8 took 30 s
+    progress.update(task_id, completed=8)
+    assert column.render(task).plain == f"ETA 0:{int(30 / 8 * 52) // 60:02d}:{int(30 / 8 * 52) % 60:02d}"

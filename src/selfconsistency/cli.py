@@ -15,7 +15,8 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from .answers import MinAgreement
 from .audit import redact_urls
@@ -161,11 +162,25 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
                   f"{directory / HTML_FILE}", highlight=False)
 
 
+class PaceRemaining(ProgressColumn):
+    """Time left at the pace so far: paths done over the time since the bar started. A batched backend
+    finishes paths in bursts (a batch of 8 every half minute), which the usual moving-window speed reads as
+    stalls and spurts; until the first paths are in there is no pace to tell."""
+
+    def render(self, task: Task) -> Text:
+        if not task.completed or not task.elapsed or task.total is None:
+            return Text("ETA after the first paths", style="progress.remaining")
+        left = task.elapsed / task.completed * max(task.total - task.completed, 0)
+        minutes, seconds = divmod(int(left), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"ETA {hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
 def _sampling_progress(quiet: bool, verbose: bool):
     """A progress bar on stderr and the run's on_start / on_path hooks that drive it."""
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=err, disable=quiet)
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), PaceRemaining(),
+                        console=err, disable=quiet)
     state = {"tokens": 0, "seconds": 0.0}
 
     def on_start(pending: int, stored: int) -> None:
