@@ -23,7 +23,7 @@ from dataclasses import dataclass
 DEFAULT_THINKING_TAGS = ("<think>", "</think>")
 
 # Bounds on a written form before math-verify parses it: beyond them the answer is its own string.
-MAX_ANSWER_CHARS = 400  # MATH-500's longest gold answer is 104 characters
+MAX_ANSWER_CHARS = 400  # MATH-500's longest gold answer has 53 characters
 MAX_BRACE_DEPTH = 16  # 10,000 nested braces stop here, not in a recursive parser
 # TeX that defines or pulls in text is no answer; math-verify would compare it as a string anyway.
 _MACRO_DEFINITION = re.compile(r"\\(?:[gex]?def|let|newcommand|renewcommand|providecommand|csname|catcode|"
@@ -83,32 +83,35 @@ def split_thinking(text: str, tags: tuple[str, str] | None = DEFAULT_THINKING_TA
         spans.append((start, position))
 
 
-def _braced(text: str, start: int) -> int | None:
-    """Where the brace group opening at `text[start]` ends (the index after its `}`), or None if it never
-    closes. Escaped braces (`\\{`) do not count."""
-    depth = 0
-    i = start
+def _closing(text: str) -> dict[int, int]:
+    """Each `{` that closes: its index -> the index after its `}`, in one pass (escaped braces, `\\{`, do
+    not count)."""
+    pairs: dict[int, int] = {}
+    opened: list[int] = []
+    i = 0
     while i < len(text):
         ch = text[i]
         if ch == "\\":
             i += 2
             continue
         if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
+            opened.append(i)
+        elif ch == "}" and opened:
+            pairs[opened.pop()] = i + 1
         i += 1
-    return None
+    return pairs
 
 
 def last_boxed(text: str) -> str | None:
     r"""The content of the last complete `\boxed{...}` / `\fbox{...}` (or `\boxed X`), or None."""
-    for match in reversed(list(_BOX.finditer(text))):
+    boxes = list(_BOX.finditer(text))
+    if not boxes:
+        return None
+    closing = _closing(text)
+    for match in reversed(boxes):
         rest = match.end()
         if text.startswith("{", rest):
-            end = _braced(text, rest)
+            end = closing.get(rest)
             if end is not None:
                 return text[rest + 1:end - 1]
         elif text.startswith(" ", rest):  # \boxed 5: up to the end of the math or the line

@@ -458,7 +458,7 @@ class SampleStore:
 
     def questions(self) -> list[StoredQuestion]:
         """Every question, its gold read as its answer class (`written_gold`: as given)."""
-        gold = _GOLD_CLASS if self._has_classes() else "gold"
+        gold = _GOLD_CLASS if self.has_answer_classes() else "gold"
         rows = self._db.execute(f"SELECT id, position, question, {gold}, groups, gold FROM questions "
                                 "ORDER BY position, id")
         return [StoredQuestion(qid, position, text, gold, json.loads(groups) if groups else None, written)
@@ -466,12 +466,13 @@ class SampleStore:
 
     # -- answer classes (answer types whose answers are written many ways) ------------------------
 
-    def _has_classes(self) -> bool:
+    def has_answer_classes(self) -> bool:
+        """Whether the run's answers have classes (an answer type with equivalence, such as math)."""
         return self._db.execute("SELECT 1 FROM answer_classes LIMIT 1").fetchone() is not None
 
     def _columns_sql(self, columns: list[str]) -> str:
         """The SELECT list of `columns` (path fields): `answer` as its class, `written` as stored."""
-        answer = _CLASS_OF if self._has_classes() else "paths.answer"
+        answer = _CLASS_OF if self.has_answer_classes() else "paths.answer"
         sql = {"answer": f"{answer} AS answer", "written": "paths.answer AS written"}
         return ", ".join(sql.get(column, f"paths.{column}") for column in columns)
 
