@@ -37,7 +37,7 @@ def answer_complete_pattern(answer_statement: str, kind: str, thinking: tuple[st
     return f"(?#thinking {thinking[0]} {thinking[1]})" + pattern if thinking else pattern
 
 
-_THINKING = re.compile(r"\(\?#thinking (\S+) (\S+)\)")
+_THINKING = re.compile(r"\(\?#thinking ([^\s)]+) ([^\s)]+)\)")
 
 
 @lru_cache(maxsize=32)
