@@ -122,10 +122,8 @@ def _thinking_table(results: dict[str, Any]) -> list[str]:
         rows.append(f"| {name} | {s['thinking_tokens']:,} | {s['completion_tokens'] - s['thinking_tokens']:,} | "
                     f"{'–' if dollars is None else f'{dollars:.4f}'} | {s['truncated_in_thinking']} |")
     cut = sum(s["truncated_in_thinking"] for _, s in shown)
-    if cut:
-        rows += ["", f"{cut} path{' was' if cut == 1 else 's were'} cut at the token limit inside the thinking "
-                 "block: truncated, without an answer (raise --max-tokens)."]
-    return rows
+    return rows + (["", f"{cut} path{' was' if cut == 1 else 's were'} cut at the token limit inside the thinking "
+                    "block: truncated, without an answer (raise --max-tokens)."] if cut else [])
 
 
 def _group_tables(results: dict[str, Any]) -> list[str]:
@@ -155,10 +153,9 @@ def _equivalence_table(results: dict[str, Any]) -> list[str]:
         rows.append(f"| T={s['temperature']:g} SC@{s['paths_per_question']} | {e['merged_questions']} | "
                     f"{e['winners_changed']} | {shown} |")
     limits = results.get("equivalence_limits") or {}
-    if limits.get("answers") or limits.get("comparisons"):
-        rows += ["", f"Beyond the comparison's limits: {limits['answers']} written answers counted as their own "
-                 f"string, {limits['comparisons']} comparisons counted as different."]
-    return rows
+    return rows + (["", f"Beyond the comparison's limits: {limits['answers']} written answers counted as their own "
+                    f"string, {limits['comparisons']} comparisons counted as different."]
+                   if limits.get("answers") or limits.get("comparisons") else [])
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
