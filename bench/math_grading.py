@@ -58,7 +58,8 @@ def stored_paths(run_dirs: list[Path]) -> list[dict]:
                 rows.append({"key": f"{run_dir.name}/{path.question_id}/{path.temperature:g}/{path.path_index}",
                              "question_id": path.question_id, "text": path.text, "gold": question.written_gold,
                              "gold_class": question.gold, "answer": path.answer, "written": path.written,
-                             "rule": path.answer_rule, "ours": path.answer is not None and path.answer == question.gold})
+                             "rule": path.answer_rule,
+                             "ours": path.answer is not None and path.answer == question.gold})
     return rows
 
 
