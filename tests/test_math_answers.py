@@ -28,6 +28,8 @@ from selfconsistency.math_answers import beyond_size, last_boxed, math_answer, s
     ("So the answer is $x=5$.", "x=5", "answer_is"),
     ("The answer is: 12\nmore text", "12", "answer_is"),
     ("no answer here", None, None),
+    (r"Therefore, the final answer is $\boxed{\frac{1}{q", None, None),  # cut inside its box (a real 0.5B path)
+    (r"Final Answer: The final answer is $\boxed{7", None, None),
     (r"\boxed{}", None, None),  # an empty box is none
 ])
 def test_rules(text, answer, rule):

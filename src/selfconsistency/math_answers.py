@@ -144,13 +144,14 @@ def math_answer(text: str) -> tuple[str | None, str | None]:
     boxed = last_boxed(text)
     if boxed is not None and tidy(boxed):
         return tidy(boxed), "boxed"
+    # a statement holding a box the first rule could not read holds an unfinished one (a path cut short)
     for match in reversed(list(_MINERVA.finditer(text + " I hope it is correct."))):
         value = tidy(match.group(1))
-        if value:
+        if value and not _BOX.search(value):
             return value, "final_answer"
     for match in reversed(list(_ANSWER_IS.finditer(text))):
         value = tidy(match.group(1))
-        if value:
+        if value and not _BOX.search(value):
             return value, "answer_is"
     return None, None
 
