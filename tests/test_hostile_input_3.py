@@ -3,15 +3,18 @@ through, and tested through the commands."""
 
 import os
 import sqlite3
+from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from conftest import GSM8K_TEST
 from selfconsistency.cli import app
 from selfconsistency.experiment import run_experiment
 from selfconsistency.settings import RunSettings
-from selfconsistency.store import STORE_FILENAME
+from selfconsistency.store import SIDE_FILES, STORE_FILENAME
 
 READERS = [["report"], ["export"], ["export", "--questions"], ["simulate", "--stop", "beta:0.9"],
            ["jobs", "status"]]
@@ -89,3 +92,90 @@ def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path, comma
     before = other_programs_database(run / STORE_FILENAME)
     assert_one_line_error(invoke(*command, run), "some other program, not a sample store")
     assert (run / STORE_FILENAME).read_bytes() == before
+
+
+# -- nothing the tool writes may destroy an input (issue 24, part 1) --------------------------------------
+
+
+@pytest.fixture
+def task_run(tmp_path, scripted_backend):
+    """A custom task's run: its config, exemplars file and data in one folder, its run directory beside."""
+    folder = tmp_path / "task"
+    folder.mkdir()
+    (folder / "exemplars.json").write_text('[{"question": "1 + 1?", "rationale": "1 + 1 = 2. The answer is 2."}]')
+    (folder / "questions.jsonl").write_text("".join(f'{{"question": "{n} + 1?", "answer": "{n + 1}"}}\n'
+                                                    for n in range(3)))
+    (folder / "mytask.yaml").write_text("name: mytask\ndata: {path: questions.jsonl}\nanswer: {type: number}\n"
+                                        "prompt: {exemplars_file: exemplars.json}\n")
+    run = tmp_path / "run"
+    answer = ["answer", folder / "mytask.yaml", "--backend", "scripted", "--model", "m", "--paths", 2,
+              "--run-dir", run, "--quiet"]
+    result = invoke(*answer)
+    assert result.exit_code == 0, result.output
+    return folder, run, answer
+
+
+def _inputs(folder, run):
+    return [folder / "mytask.yaml", folder / "exemplars.json", folder / "questions.jsonl", run / STORE_FILENAME,
+            run / f"{STORE_FILENAME}-wal", run / "audit.jsonl", run / "run.lock", run / ".selfconsistency-run"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_no_output_of_any_command_lands_on_an_input_of_its_run(task_run, data):
+    """Every `-o` of every command, aimed at any input of the same run, by its name, a relative path, a link
+    to it or a hard link: refused in one line before anything is written, every input as it was."""
+    folder, run, answer = task_run
+    target = data.draw(st.sampled_from(_inputs(folder, run)), label="input")
+    alias = data.draw(st.sampled_from(["as named", "relative", "symlink", "hard link"]), label="alias")
+    aliases = folder.parent / "aliases"
+    aliases.mkdir(exist_ok=True)
+    path = target
+    if alias == "relative":
+        path = Path(os.path.relpath(target))
+    elif alias == "symlink":
+        path = aliases / f"link-{target.name}"
+        path.unlink(missing_ok=True)
+        path.symlink_to(target)
+    elif alias == "hard link" and target.exists():
+        path = aliases / f"hard-{target.name}"
+        path.unlink(missing_ok=True)
+        os.link(target, path)
+    before = {p: p.read_bytes() for p in _inputs(folder, run) if p.exists() and p.name != "run.lock"}
+    command = data.draw(st.sampled_from([answer, ["export", run], ["export", run, "--questions"]]), label="command")
+    assert_one_line_error(invoke(*command, "-o", path), "-o ", "destroy it")
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.parametrize("where", ["the task's folder", "a folder of someone's files", "a file"])
+def test_a_run_directory_is_only_one_a_run_made(task_run, where):
+    folder, run, answer = task_run
+    target = {"the task's folder": folder, "a folder of someone's files": folder.parent / "mine",
+              "a file": folder / "questions.jsonl"}[where]
+    if where == "a folder of someone's files":
+        target.mkdir()
+        (target / "results.json").write_text("my own results")
+    before = {p: p.read_bytes() for p in target.parent.rglob("*") if p.is_file()}
+    command = [*answer[:-3], "--run-dir", target, "--quiet"]
+    assert_one_line_error(invoke(*command), str(target))
+    assert {p: p.read_bytes() for p in target.parent.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("target, message", [("/tmp", "is a directory"), ("/dev/full", "is not a regular file"),
+                                             ("/proc/version", "cannot write /proc/version")])
+def test_outputs_that_are_no_file_are_one_line(task_run, target, message):
+    folder, run, _ = task_run
+    assert_one_line_error(invoke("export", run, "-o", target), message)
+
+
+def test_report_and_simulate_write_only_into_a_run_directory(task_run, tmp_path):
+    """A store copied into some folder is read, but the folder gets no results: it is not a run directory."""
+    import shutil
+
+    folder, run, _ = task_run
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(run / STORE_FILENAME, elsewhere / STORE_FILENAME)
+    assert_one_line_error(invoke("report", elsewhere), "is not a run directory")
+    # SQLite's own side files aside (a reader of a WAL database needs them), nothing was written there
+    assert {p.name for p in elsewhere.iterdir()} <= {STORE_FILENAME, *SIDE_FILES}

@@ -29,6 +29,7 @@ from .export import export_paths
 from .frontier import stored_frontier
 from .models import PACKAGED_MODELS, ModelError
 from .options import OUTPUT
+from .outputs import RefusedOutput, check_output, run_inputs, write_lines
 from .per_question import question_records
 from .prompt_preview import rendered_prompt
 from .report import (
@@ -244,7 +245,7 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
 
     A record with a gold also gets gold and correct. No greedy path: answers vote over sampled paths.
     """
-    from .api import answer_data, write_answers
+    from .api import answer_data, answer_lines, write_answers
 
     if weighted and usc:
         raise _fail("--weighted and --usc choose the answer differently: give one")
@@ -255,8 +256,10 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     progress, on_start, on_path = _sampling_progress(quiet, verbose)
     try:
-        if output is not None:
-            _check_output(output, config, run_dir or config.default_run_dir(config.get_task()))
+        if output is not None:  # before anything is sampled
+            task = config.get_task()
+            data = Path(config.experiment.data) if config.experiment.data else None
+            check_output(output, run_inputs(run_dir or config.default_run_dir(task), task.input_files(data)))
         with progress:
             directory, answers = answer_data(config, run_dir, method="usc" if usc else weighted,
                                              min_agreement=min_agreement, on_start=on_start, on_path=on_path)
@@ -264,11 +267,10 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
             write_answers(answers, sys.stdout)
         else:
             try:
-                with output.open("w", encoding="utf-8") as stream:
-                    write_answers(answers, stream)
-            except OSError as exc:
-                raise OSError(f"cannot write {output}: {exc.strerror}; the paths are stored in {directory}: "
-                              "run the same command with another -o") from None
+                write_lines(output, answer_lines(answers))
+            except RefusedOutput as exc:
+                raise RefusedOutput(f"{exc}; the paths are stored in {directory}: run the same command with "
+                                    "another -o") from None
     except (DataError, ModelError, StoreMismatch, BackendError, RunDirError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:  # every finished path is stored already
@@ -279,30 +281,6 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
         scored = f"; {sum(a.correct for a in labelled)} of {len(labelled)} labelled right" if labelled else ""
         err.print(f"{len(answers)} answers{scored}{f' to {output}' if output else ''}; paths in {directory}",
                   highlight=False)
-
-
-def _check_output(output: Path, config: RunSettings, run_dir: Path) -> None:
-    """Before anything is sampled: -o must be writable, and must not be the questions or a file the run
-    keeps (its paid store, audit log, lock), by name or as the same file (a hard link)."""
-    from .audit import AUDIT_FILE
-    from .runlock import LOCK_FILE
-
-    target = output.resolve()
-    inputs = {Path(config.experiment.data).resolve(): "the --data file"} if config.experiment.data else {}
-    inputs.update({(run_dir / f"{STORE_FILENAME}{end}").resolve(): f"the run's sample store in {run_dir}"
-                   for end in ("", "-wal", "-shm", "-journal")})
-    inputs[(run_dir / AUDIT_FILE).resolve()] = f"the run's audit log in {run_dir}"
-    inputs[(run_dir / LOCK_FILE).resolve()] = f"the run's lock file in {run_dir}"
-    same = next((what for path, what in inputs.items()
-                 if path == target or (target.exists() and path.exists() and os.path.samefile(path, target))), None)
-    if same:
-        raise _fail(f"-o {output} is {same}: writing answers there would destroy it; choose another file")
-    if output.is_dir():
-        raise _fail(f"-o {output} is a directory; give a file name")
-    if not target.parent.is_dir():
-        raise _fail(f"-o {output}: directory {output.parent} does not exist")
-    if not os.access(output if output.exists() else target.parent, os.W_OK):
-        raise _fail(f"-o {output} is not writable")
 
 
 app.command("answer")(settings_command(_answer, _ANSWER_SWITCHES, _fail, command="answer"))
@@ -390,15 +368,28 @@ def export(
 ) -> None:
     """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""
     try:
+        if output:
+            check_output(output, _stored_run_inputs(run_dir))
         rows = question_records(run_dir) if questions else export_paths(run_dir)
         lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if output:
-            with output.open("w", encoding="utf-8") as fh:
-                fh.writelines(lines)
+            write_lines(output, lines)
         else:
             sys.stdout.writelines(lines)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RunDirError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _stored_run_inputs(run_dir: Path) -> dict[Path, str]:
+    """A stored run's own files and, where they can still be found, its task's (data, config, exemplars)."""
+    with SampleStore.open_readonly(run_dir) as store:
+        settings = store.settings()
+    try:
+        task = settings.get_task()
+    except (DataError, ValueError):  # the config moved away since: only the files still named
+        return run_inputs(run_dir, {Path(p): "the run's data file" for p in [settings.experiment.data] if p})
+    data = Path(settings.experiment.data) if settings.experiment.data else None
+    return run_inputs(run_dir, task.input_files(data))
 
 
 @app.command()

@@ -296,6 +296,19 @@ class Task:
             return None
         return self.spec.data.format
 
+    def input_files(self, data: Path | None = None) -> dict[Path, str]:
+        """The files a run of this task reads, each with what it is: the data (`data`, or the config's own
+        data path), the config file and its exemplars file. What no output may overwrite."""
+        files = {}
+        source = Path(data) if data is not None else self._default_data()
+        if source is not None:
+            files[source] = "the run's data file"
+        if self.config_file is not None:
+            files[self.config_file] = "the task's config"
+        if self.spec.prompt.exemplars_file:
+            files[self.base_dir / self.spec.prompt.exemplars_file] = "the task's exemplars file"
+        return files
+
     def _default_data(self) -> Path | None:
         return self.base_dir / self.spec.data.path if self.spec.data.path else None
 
