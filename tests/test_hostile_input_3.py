@@ -179,3 +179,43 @@ def test_report_and_simulate_write_only_into_a_run_directory(task_run, tmp_path)
     assert_one_line_error(invoke("report", elsewhere), "is not a run directory")
     # SQLite's own side files aside (a reader of a WAL database needs them), nothing was written there
     assert {p.name for p in elsewhere.iterdir()} <= {STORE_FILENAME, *SIDE_FILES}
+
+
+# -- credentials follow the user, not the run directory (issue 24, part 3) ------------------------------
+
+
+@pytest.mark.parametrize("command", [["jobs", "status"], ["jobs", "stop"], ["jobs", "collect"],
+                                     ["jobs", "forget", "x"]], ids=" ".join)
+def test_a_stored_endpoint_gets_no_key_unless_the_user_names_it(batch_api, tmp_path, monkeypatch, command):
+    """A run directory from someone's archive names a server; the job commands send OPENAI_API_KEY there only
+    when the user names that server with --base-url (verified with a server that logs what reaches it)."""
+    from conftest import OPENAI_KEY
+
+    emulator, url = batch_api
+    run = tmp_path / "run"
+    made = invoke("run", "gsm8k", "--data", GSM8K_TEST, "--limit", 50, "--backend", "openai-batch", "--model",
+                  "gpt-4o-mini", "--base-url", url, "--paths", 2, "--poll-seconds", 0.01, "--run-dir", run, "--quiet")
+    assert made.exit_code == 0, made.output
+    heard = len(emulator.keys_seen)
+    verb, *rest = command[1:]
+    refused = invoke("jobs", verb, run, *rest)
+    assert_one_line_error(refused, "an endpoint named by the run", "give --base-url")
+    assert len(emulator.keys_seen) == heard  # the key never reached the stored server
+    named = invoke("jobs", verb, run, *rest, "--base-url", url)
+    assert "give --base-url" not in named.stderr
+    if verb in ("status", "stop"):  # they ask the provider about the job (collect has nothing left to fetch)
+        assert len(emulator.keys_seen) > heard
+    assert set(emulator.keys_seen) == {OPENAI_KEY}
+    assert OPENAI_KEY not in named.output + named.stderr
+
+
+def test_the_servers_access_log_keeps_no_query_string():
+    import logging
+
+    from selfconsistency.serve import QueryRedacted, access_log_config
+
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", "/v1/models?api_key=sk-secret&x=1", "1.1", 200), None)
+    assert QueryRedacted().filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /v1/models?[redacted] HTTP/1.1" 200'
+    assert access_log_config()["handlers"]["access"]["filters"] == ["no_query"]

@@ -433,12 +433,19 @@ def _bedrock_client(region: str | None):
     return boto3.client("bedrock", region_name=region, config=aws_retries())  # retries throttling like a run
 
 
-def _run_jobs(run_dir: Path):
-    """The run's submitted batch jobs and its batch provider's client (from the run's own settings)."""
+# The endpoint a job command sends the user's credentials to: named by the user, never taken from the run.
+_BASE_URL = Annotated[str | None, declared_option(
+    "base_url", "The server the run's jobs are at, when not the provider's own (OpenAI-compatible batch runs): a "
+    "run directory's stored URL is not used unless you name it.")]
+
+
+def _run_jobs(run_dir: Path, base_url: str | None = None):
+    """The run's submitted batch jobs and its batch provider's client (from the run's own settings, at the
+    endpoint the user named)."""
     from .jobs import run_jobs
 
     try:
-        found = run_jobs(run_dir)
+        found = run_jobs(run_dir, {"base_url": base_url})
         return found.jobs, found.service
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
@@ -468,18 +475,19 @@ def jobs_list(
 
 
 @jobs_app.command("status")
-def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")]) -> None:
+def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")],
+                base_url: _BASE_URL = None) -> None:
     """Live status and record progress (processed / total) of a run's batch jobs."""
     from .backends.batch_jobs import error_summary
 
-    jobs, service = _run_jobs(run_dir)
+    jobs, service = _run_jobs(run_dir, base_url)
     for job in jobs:
         try:
             live = service.poll(job)
         except BackendError as exc:
             raise _fail(str(exc)) from None
         progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
-        out.print(f"{job['job_key'][:12]}  {live.status:18} {progress:>12} records  "
+        out.print(f"{job['job_key'][:12]}  {live.status or 'unknown':18} {progress:>12} records  "
                   f"(stored: {job['status']})  {job['job_id']}", highlight=False)
     with SampleStore.open_readonly(run_dir) as store:
         errors = store.record_errors()
@@ -490,9 +498,10 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
 
 
 @jobs_app.command("stop")
-def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")]) -> None:
+def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")],
+              base_url: _BASE_URL = None) -> None:
     """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
-    jobs, service = _run_jobs(run_dir)
+    jobs, service = _run_jobs(run_dir, base_url)
     stopping = 0
     try:
         for job in jobs:
@@ -510,15 +519,16 @@ def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whos
 def jobs_forget(
     run_dir: Annotated[Path, typer.Argument(help="The run directory holding the job.")],
     job: Annotated[str, typer.Argument(help="The job's key (or its first characters, as 'jobs status' shows it).")],
+    base_url: _BASE_URL = None,
 ) -> None:
     """Give up a job the provider no longer knows (deleted, or its account gone).
 
     The next run collects whatever output the job left in S3 and resubmits its other records."""
     from .jobs import forget_job
 
-    _run_jobs(run_dir)  # the run's settings and provider, checked first
+    _run_jobs(run_dir, base_url)  # the run's settings and provider, checked first
     try:
-        forgotten = forget_job(run_dir, job)
+        forgotten = forget_job(run_dir, job, {"base_url": base_url})
     except (ValueError, RunDirError) as exc:
         raise _fail(str(exc)) from None
     out.print(f"forgot {forgotten['job_id'] or forgotten['job_key']}: run again to resubmit its records",
@@ -531,6 +541,7 @@ def jobs_collect(
     resubmit: Annotated[bool, typer.Option(
         help="Submit again the records a stopped job left unprocessed, and those whose answers could not be "
         "matched or read (by default they stay unwanted).")] = False,
+    base_url: _BASE_URL = None,
 ) -> None:
     """Wait for a batch run's jobs, collect their results into the store, and write the report.
 
@@ -539,7 +550,7 @@ def jobs_collect(
     from .jobs import collect
 
     try:
-        results = write_report(collect(run_dir, resubmit))
+        results = write_report(collect(run_dir, resubmit, {"base_url": base_url}))
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
