@@ -157,7 +157,8 @@ def test_stop_cancels_and_collect_resubmits_only_when_asked(batch_api, tmp_path)
     assert never_ran
     assert {(line["response"], line["error"]["code"]) for line in never_ran} == {(None, "batch_cancelled")}
     emulator.step_seconds = 0.02
-    collected = cli("jobs", "collect", str(run_dir), "--base-url", url)  # the stop is respected: what was answered, nothing resubmitted
+    # the stop is respected: what was answered, nothing resubmitted
+    collected = cli("jobs", "collect", str(run_dir), "--base-url", url)
     assert collected.returncode == 2 and "--resubmit" in collected.stderr and len(emulator.batches) == 1
     assert len(stored_rows(run_dir)) < 3 * 4
     collected = cli("jobs", "collect", "--resubmit", str(run_dir), "--base-url", url)
