@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import typer
 from pydantic import ValidationError
@@ -47,6 +47,7 @@ from .report_html import HTML_FILE
 from .results import build_results
 from .runlock import RunDirError
 from .safe_files import UnsafeRunFile
+from .sanitize import for_terminal
 from .settings import ExperimentSettings, RunSettings, SamplingSettings, StoppingSettings, one_temperature
 from .store import STORE_FILENAME, SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
@@ -65,8 +66,16 @@ jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch A
 app.add_typer(jobs_app, name="jobs")
 # markup=False: file names, ids, patterns and descriptions hold brackets ("[a-z]", "[/x]") that rich would
 # read as its markup; only _fail's own prefix is markup.
-err = Console(stderr=True, markup=False)
-out = Console(soft_wrap=True, markup=False)
+class _TerminalSafe(Console):
+    """A console that prints text without terminal control sequences (`sanitize.for_terminal`): every
+    string given to it may hold text from data or config files; its own styling comes after."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        super().print(*(for_terminal(o) if isinstance(o, str) else o for o in objects), **options)
+
+
+err = _TerminalSafe(stderr=True, markup=False)
+out = _TerminalSafe(soft_wrap=True, markup=False)
 
 
 class _PlainLines(logging.Handler):
@@ -75,7 +84,7 @@ class _PlainLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(record.getMessage() + "\n")
+            sys.stderr.write(for_terminal(record.getMessage()) + "\n")
         except Exception:  # logging's contract: a failed emit must not break the run
             self.handleError(record)
 
@@ -139,7 +148,8 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     if show_prompt:
         try:
-            sys.stdout.write(rendered_prompt(config) + "\n")  # verbatim: no markup, emoji codes or wrapping
+            # verbatim (no markup, emoji codes or wrapping), but nothing a terminal would act on
+            sys.stdout.write(for_terminal(rendered_prompt(config)) + "\n")
         except (DataError, ModelError, BackendError, ValueError) as exc:
             raise _fail(str(exc)) from None
         return
@@ -158,7 +168,7 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         err.print("interrupted: run the same command to resume", highlight=False)
         raise typer.Exit(code=130) from None
     if not quiet:
-        out.print(Markdown(markdown_table(results)))
+        out.print(Markdown(for_terminal(markdown_table(results))))
         out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}, "
                   f"{directory / HTML_FILE}", highlight=False)
 
@@ -349,7 +359,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
             err.print(f"{run_dir} is read-only: the report is shown, not written", highlight=False)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(markdown_table(results)))
+    out.print(Markdown(for_terminal(markdown_table(results))))
     out.print(f"wrote {run_dir / HTML_FILE}: every question with its vote and paths, for a browser", highlight=False)
 
 
@@ -414,7 +424,7 @@ def simulate(
         frontier = stored_frontier(run_dir, temperature, stop, min_paths=min_paths, runs=runs, seed=seed)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(frontier_markdown(frontier)))
+    out.print(Markdown(for_terminal(frontier_markdown(frontier))))
     if not _writable_dir(run_dir):
         err.print(f"{run_dir} is read-only: {FRONTIER_FILE} and {FRONTIER_PLOT_FILE} not written", highlight=False)
         return
@@ -555,7 +565,7 @@ def jobs_collect(
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(markdown_table(results)))
+    out.print(Markdown(for_terminal(markdown_table(results))))
 
 
 @app.command()
