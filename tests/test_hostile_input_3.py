@@ -230,8 +230,10 @@ FILTER_TEMPLATES = {
     "batch": "{% for row in question.split(' ')|batch(2) %}{{ row|join('\\n') }}\n{% endfor %}",
     "capitalize": "{{ question|capitalize }}", "center": "{{ question|center(120) }}",
     "count": "{{ question }}{{ question|count }}", "d": "{{ record.missing|d(question) }}",
-    "default": "{{ record.missing|default(question) }}", "dictsort": "{% for k, v in record|dictsort %}{{ v }}\n{% endfor %}",
-    "e": "{{ question|e }}", "escape": "{{ question|escape }}", "filesizeformat": "{{ question }}{{ 5|filesizeformat }}",
+    "default": "{{ record.missing|default(question) }}",
+    "dictsort": "{% for k, v in record|dictsort %}{{ v }}\n{% endfor %}",
+    "e": "{{ question|e }}", "escape": "{{ question|escape }}",
+    "filesizeformat": "{{ question }}{{ 5|filesizeformat }}",
     "first": "{{ question.split('\\n')|first }}", "float": "{{ question }}{{ '1'|float }}",
     "forceescape": "{{ question|forceescape }}", "format": "{{ '%s\\n%s'|format(question, record.hint) }}",
     "groupby": "{% for g in [record]|groupby('hint') %}{{ g.grouper }}\n{% endfor %}{{ question }}",
@@ -300,7 +302,8 @@ def test_terminal_control_sequences_in_data_never_reach_the_terminal(tmp_path, s
     task = tmp_path / "task.yaml"
     task.write_text(f"name: {json.dumps('evil' + escape + 'task')}\ndescription: {json.dumps('x' + escape)}\n"
                     "fields: {id: id}\nanswer: {type: number}\n"  # YAML's escapes, as a config file would carry them
-                    'prompt: {template: "{{ question }}", exemplars: [{question: "Q1?", rationale: "The answer is 1."}]}\n')
+                    'prompt: {template: "{{ question }}", '
+                    'exemplars: [{question: "Q1?", rationale: "The answer is 1."}]}\n')
     run = tmp_path / "run"
     base = ["--data", data, "--backend", "scripted", "--model", "m", "--paths", 2, "--run-dir", run]
     outputs = [invoke("run", task, *base, "--verbose"), invoke("run", task, *base, "--show-prompt"),
