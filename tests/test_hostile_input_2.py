@@ -433,10 +433,11 @@ def test_report_refuses_a_fifo_in_place_of_a_results_file(tmp_path, scripted_bac
 @pytest.mark.parametrize("name", ["run.lock", "audit.jsonl", "samples.sqlite", "samples.sqlite-wal",
                                   "samples.sqlite-journal"])
 def test_run_does_not_write_through_a_symlink(tmp_path, scripted_backend, name):
-    from selfconsistency.safe_files import UnsafeRunFile
+    from selfconsistency.safe_files import RUN_MARKER, UnsafeRunFile
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    (run_dir / RUN_MARKER).write_text("")  # a run directory (unpacked from someone's archive) with a link planted
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     (run_dir / name).symlink_to(victim)

@@ -129,7 +129,7 @@ def test_killed_cli_reattaches_instead_of_resubmitting(batch_api, tmp_path):
     run_dir = tmp_path / "run"
     kill_once_submitted(cli_args(url, run_dir, 4), run_dir)
     assert len(emulator.batches) == 1
-    status = cli("jobs", "status", str(run_dir))
+    status = cli("jobs", "status", str(run_dir), "--base-url", url)
     assert status.returncode == 0 and next(iter(emulator.batches)) in status.stdout, status.stderr
     assert any(word in status.stdout for word in ("validating", "in_progress", "finalizing", "completed"))
     emulator.step_seconds = 0.02
@@ -143,7 +143,7 @@ def test_stop_cancels_and_collect_resubmits_only_when_asked(batch_api, tmp_path)
     emulator.step_seconds = 3.0
     run_dir = tmp_path / "run"
     kill_once_submitted(cli_args(url, run_dir, 3), run_dir)
-    stopped = cli("jobs", "stop", str(run_dir))
+    stopped = cli("jobs", "stop", str(run_dir), "--base-url", url)
     assert stopped.returncode == 0 and "stopping" in stopped.stdout, stopped.stderr
     batch = next(iter(emulator.batches.values()))
     deadline = time.time() + 30
@@ -157,10 +157,11 @@ def test_stop_cancels_and_collect_resubmits_only_when_asked(batch_api, tmp_path)
     assert never_ran
     assert {(line["response"], line["error"]["code"]) for line in never_ran} == {(None, "batch_cancelled")}
     emulator.step_seconds = 0.02
-    collected = cli("jobs", "collect", str(run_dir))  # the stop is respected: what was answered, nothing resubmitted
+    # the stop is respected: what was answered, nothing resubmitted
+    collected = cli("jobs", "collect", str(run_dir), "--base-url", url)
     assert collected.returncode == 2 and "--resubmit" in collected.stderr and len(emulator.batches) == 1
     assert len(stored_rows(run_dir)) < 3 * 4
-    collected = cli("jobs", "collect", "--resubmit", str(run_dir))
+    collected = cli("jobs", "collect", "--resubmit", str(run_dir), "--base-url", url)
     assert collected.returncode == 0 and "SC@3" in collected.stdout, collected.stderr
     assert len(stored_rows(run_dir)) == 3 * 4 and len(emulator.batches) == 2
 
@@ -268,7 +269,7 @@ def test_unreadable_output_lines_are_failed_records_and_a_provider_speaking_anot
     assert "malformed" in errors[0] and "--resubmit" in errors[0]
     assert len(emulator.batches) == 1 and stored_rows(run_dir) == []
     emulator.faults = Faults()
-    collected = cli("jobs", "collect", "--resubmit", str(run_dir))
+    collected = cli("jobs", "collect", "--resubmit", str(run_dir), "--base-url", url)
     assert collected.returncode == 0, collected.stderr
     assert len(stored_rows(run_dir)) == 6 * 4 and len(emulator.batches) == 2
 

@@ -103,7 +103,10 @@ def test_replay_is_seeded_and_saves_paths_on_easy_questions():
 
 def _synthetic_run(run_dir, questions=12, paths=8):
     """A store as a run leaves it, written directly: easy questions agree, hard ones scatter."""
+    from selfconsistency.runlock import prepare_run_dir
     from selfconsistency.store import SampleStore, StoredPath, StoredQuestion
+
+    prepare_run_dir(run_dir)  # a run directory, as a run makes it
 
     config = {"task": "gsm8k", "backend": "local", "model": "m", "greedy": False, "temperatures": [0.7],
               "paths": paths, "subset_runs": 20, "seed": 0}

@@ -91,11 +91,17 @@ def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str
                                        verbatim=answer_type(task.spec.answer.type).free)
 
 
-def write_answers(answers: Iterable[Answer], out: Any) -> int:
-    """One JSON line per answer (Answer.to_record) to a text stream; how many were written."""
-    count = 0
+def answer_lines(answers: Iterable[Answer]) -> Iterator[str]:
+    """One JSON line per answer (Answer.to_record)."""
     for answer in answers:
-        out.write(json.dumps(answer.to_record(), ensure_ascii=False) + "\n")
+        yield json.dumps(answer.to_record(), ensure_ascii=False) + "\n"
+
+
+def write_answers(answers: Iterable[Answer], out: Any) -> int:
+    """`answer_lines` to a text stream; how many were written."""
+    count = 0
+    for line in answer_lines(answers):
+        out.write(line)
         count += 1
     return count
 

@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated, Any, get_args
 
 import typer
 from pydantic import ValidationError
@@ -29,6 +29,7 @@ from .export import export_paths
 from .frontier import stored_frontier
 from .models import PACKAGED_MODELS, ModelError
 from .options import OUTPUT
+from .outputs import RefusedOutput, check_output, run_inputs, write_lines
 from .per_question import question_records
 from .prompt_preview import rendered_prompt
 from .prompts import PromptFormat, build_prompt
@@ -47,6 +48,7 @@ from .report_html import HTML_FILE
 from .results import build_results
 from .runlock import RunDirError
 from .safe_files import UnsafeRunFile
+from .sanitize import for_terminal
 from .settings import ExperimentSettings, RunSettings, SamplingSettings, StoppingSettings, one_temperature
 from .store import STORE_FILENAME, SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
@@ -65,8 +67,16 @@ jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch A
 app.add_typer(jobs_app, name="jobs")
 # markup=False: file names, ids, patterns and descriptions hold brackets ("[a-z]", "[/x]") that rich would
 # read as its markup; only _fail's own prefix is markup.
-err = Console(stderr=True, markup=False)
-out = Console(soft_wrap=True, markup=False)
+class _TerminalSafe(Console):
+    """A console that prints text without terminal control sequences (`sanitize.for_terminal`): every
+    string given to it may hold text from data or config files; its own styling comes after."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        super().print(*(for_terminal(o) if isinstance(o, str) else o for o in objects), **options)
+
+
+err = _TerminalSafe(stderr=True, markup=False)
+out = _TerminalSafe(soft_wrap=True, markup=False)
 
 
 class _PlainLines(logging.Handler):
@@ -75,7 +85,7 @@ class _PlainLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(record.getMessage() + "\n")
+            sys.stderr.write(for_terminal(record.getMessage()) + "\n")
         except Exception:  # logging's contract: a failed emit must not break the run
             self.handleError(record)
 
@@ -139,7 +149,8 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     if show_prompt:
         try:
-            sys.stdout.write(rendered_prompt(config) + "\n")  # verbatim: no markup, emoji codes or wrapping
+            # verbatim (no markup, emoji codes or wrapping), but nothing a terminal would act on
+            sys.stdout.write(for_terminal(rendered_prompt(config)) + "\n")
         except (DataError, ModelError, BackendError, ValueError) as exc:
             raise _fail(str(exc)) from None
         return
@@ -158,7 +169,7 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         err.print("interrupted: run the same command to resume", highlight=False)
         raise typer.Exit(code=130) from None
     if not quiet:
-        out.print(Markdown(markdown_table(results)))
+        out.print(Markdown(for_terminal(markdown_table(results))))
         out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}, "
                   f"{directory / HTML_FILE}", highlight=False)
 
@@ -245,7 +256,7 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
 
     A record with a gold also gets gold and correct. No greedy path: answers vote over sampled paths.
     """
-    from .api import answer_data, write_answers
+    from .api import answer_data, answer_lines, write_answers
 
     if weighted and usc:
         raise _fail("--weighted and --usc choose the answer differently: give one")
@@ -256,8 +267,10 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     progress, on_start, on_path = _sampling_progress(quiet, verbose)
     try:
-        if output is not None:
-            _check_output(output, config, run_dir or config.default_run_dir(config.get_task()))
+        if output is not None:  # before anything is sampled
+            task = config.get_task()
+            data = Path(config.experiment.data) if config.experiment.data else None
+            check_output(output, run_inputs(run_dir or config.default_run_dir(task), task.input_files(data)))
         with progress:
             directory, answers = answer_data(config, run_dir, method="usc" if usc else weighted,
                                              min_agreement=min_agreement, on_start=on_start, on_path=on_path)
@@ -265,11 +278,10 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
             write_answers(answers, sys.stdout)
         else:
             try:
-                with output.open("w", encoding="utf-8") as stream:
-                    write_answers(answers, stream)
-            except OSError as exc:
-                raise OSError(f"cannot write {output}: {exc.strerror}; the paths are stored in {directory}: "
-                              "run the same command with another -o") from None
+                write_lines(output, answer_lines(answers))
+            except RefusedOutput as exc:
+                raise RefusedOutput(f"{exc}; the paths are stored in {directory}: run the same command with "
+                                    "another -o") from None
     except (DataError, ModelError, StoreMismatch, BackendError, RunDirError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:  # every finished path is stored already
@@ -280,30 +292,6 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
         scored = f"; {sum(a.correct for a in labelled)} of {len(labelled)} labelled right" if labelled else ""
         err.print(f"{len(answers)} answers{scored}{f' to {output}' if output else ''}; paths in {directory}",
                   highlight=False)
-
-
-def _check_output(output: Path, config: RunSettings, run_dir: Path) -> None:
-    """Before anything is sampled: -o must be writable, and must not be the questions or a file the run
-    keeps (its paid store, audit log, lock), by name or as the same file (a hard link)."""
-    from .audit import AUDIT_FILE
-    from .runlock import LOCK_FILE
-
-    target = output.resolve()
-    inputs = {Path(config.experiment.data).resolve(): "the --data file"} if config.experiment.data else {}
-    inputs.update({(run_dir / f"{STORE_FILENAME}{end}").resolve(): f"the run's sample store in {run_dir}"
-                   for end in ("", "-wal", "-shm", "-journal")})
-    inputs[(run_dir / AUDIT_FILE).resolve()] = f"the run's audit log in {run_dir}"
-    inputs[(run_dir / LOCK_FILE).resolve()] = f"the run's lock file in {run_dir}"
-    same = next((what for path, what in inputs.items()
-                 if path == target or (target.exists() and path.exists() and os.path.samefile(path, target))), None)
-    if same:
-        raise _fail(f"-o {output} is {same}: writing answers there would destroy it; choose another file")
-    if output.is_dir():
-        raise _fail(f"-o {output} is a directory; give a file name")
-    if not target.parent.is_dir():
-        raise _fail(f"-o {output}: directory {output.parent} does not exist")
-    if not os.access(output if output.exists() else target.parent, os.W_OK):
-        raise _fail(f"-o {output} is not writable")
 
 
 app.command("answer")(settings_command(_answer, _ANSWER_SWITCHES, _fail, command="answer"))
@@ -372,7 +360,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
             err.print(f"{run_dir} is read-only: the report is shown, not written", highlight=False)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(markdown_table(results)))
+    out.print(Markdown(for_terminal(markdown_table(results))))
     out.print(f"wrote {run_dir / HTML_FILE}: every question with its vote and paths, for a browser", highlight=False)
 
 
@@ -391,15 +379,28 @@ def export(
 ) -> None:
     """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""
     try:
+        if output:
+            check_output(output, _stored_run_inputs(run_dir))
         rows = question_records(run_dir) if questions else export_paths(run_dir)
         lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if output:
-            with output.open("w", encoding="utf-8") as fh:
-                fh.writelines(lines)
+            write_lines(output, lines)
         else:
             sys.stdout.writelines(lines)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RunDirError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _stored_run_inputs(run_dir: Path) -> dict[Path, str]:
+    """A stored run's own files and, where they can still be found, its task's (data, config, exemplars)."""
+    with SampleStore.open_readonly(run_dir) as store:
+        settings = store.settings()
+    try:
+        task = settings.get_task()
+    except (DataError, ValueError):  # the config moved away since: only the files still named
+        return run_inputs(run_dir, {Path(p): "the run's data file" for p in [settings.experiment.data] if p})
+    data = Path(settings.experiment.data) if settings.experiment.data else None
+    return run_inputs(run_dir, task.input_files(data))
 
 
 @app.command()
@@ -424,7 +425,7 @@ def simulate(
         frontier = stored_frontier(run_dir, temperature, stop, min_paths=min_paths, runs=runs, seed=seed)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(frontier_markdown(frontier)))
+    out.print(Markdown(for_terminal(frontier_markdown(frontier))))
     if not _writable_dir(run_dir):
         err.print(f"{run_dir} is read-only: {FRONTIER_FILE} and {FRONTIER_PLOT_FILE} not written", highlight=False)
         return
@@ -443,12 +444,19 @@ def _bedrock_client(region: str | None):
     return boto3.client("bedrock", region_name=region, config=aws_retries())  # retries throttling like a run
 
 
-def _run_jobs(run_dir: Path):
-    """The run's submitted batch jobs and its batch provider's client (from the run's own settings)."""
+# The endpoint a job command sends the user's credentials to: named by the user, never taken from the run.
+_BASE_URL = Annotated[str | None, declared_option(
+    "base_url", "The server the run's jobs are at, when not the provider's own (OpenAI-compatible batch runs): a "
+    "run directory's stored URL is not used unless you name it.")]
+
+
+def _run_jobs(run_dir: Path, base_url: str | None = None):
+    """The run's submitted batch jobs and its batch provider's client (from the run's own settings, at the
+    endpoint the user named)."""
     from .jobs import run_jobs
 
     try:
-        found = run_jobs(run_dir)
+        found = run_jobs(run_dir, {"base_url": base_url})
         return found.jobs, found.service
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
@@ -478,18 +486,19 @@ def jobs_list(
 
 
 @jobs_app.command("status")
-def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")]) -> None:
+def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")],
+                base_url: _BASE_URL = None) -> None:
     """Live status and record progress (processed / total) of a run's batch jobs."""
     from .backends.batch_jobs import error_summary
 
-    jobs, service = _run_jobs(run_dir)
+    jobs, service = _run_jobs(run_dir, base_url)
     for job in jobs:
         try:
             live = service.poll(job)
         except BackendError as exc:
             raise _fail(str(exc)) from None
         progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
-        out.print(f"{job['job_key'][:12]}  {live.status:18} {progress:>12} records  "
+        out.print(f"{job['job_key'][:12]}  {live.status or 'unknown':18} {progress:>12} records  "
                   f"(stored: {job['status']})  {job['job_id']}", highlight=False)
     with SampleStore.open_readonly(run_dir) as store:
         errors = store.record_errors()
@@ -500,9 +509,10 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
 
 
 @jobs_app.command("stop")
-def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")]) -> None:
+def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")],
+              base_url: _BASE_URL = None) -> None:
     """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
-    jobs, service = _run_jobs(run_dir)
+    jobs, service = _run_jobs(run_dir, base_url)
     stopping = 0
     try:
         for job in jobs:
@@ -520,15 +530,16 @@ def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whos
 def jobs_forget(
     run_dir: Annotated[Path, typer.Argument(help="The run directory holding the job.")],
     job: Annotated[str, typer.Argument(help="The job's key (or its first characters, as 'jobs status' shows it).")],
+    base_url: _BASE_URL = None,
 ) -> None:
     """Give up a job the provider no longer knows (deleted, or its account gone).
 
     The next run collects whatever output the job left in S3 and resubmits its other records."""
     from .jobs import forget_job
 
-    _run_jobs(run_dir)  # the run's settings and provider, checked first
+    _run_jobs(run_dir, base_url)  # the run's settings and provider, checked first
     try:
-        forgotten = forget_job(run_dir, job)
+        forgotten = forget_job(run_dir, job, {"base_url": base_url})
     except (ValueError, RunDirError) as exc:
         raise _fail(str(exc)) from None
     out.print(f"forgot {forgotten['job_id'] or forgotten['job_key']}: run again to resubmit its records",
@@ -541,6 +552,7 @@ def jobs_collect(
     resubmit: Annotated[bool, typer.Option(
         help="Submit again the records a stopped job left unprocessed, and those whose answers could not be "
         "matched or read (by default they stay unwanted).")] = False,
+    base_url: _BASE_URL = None,
 ) -> None:
     """Wait for a batch run's jobs, collect their results into the store, and write the report.
 
@@ -549,12 +561,12 @@ def jobs_collect(
     from .jobs import collect
 
     try:
-        results = write_report(collect(run_dir, resubmit))
+        results = write_report(collect(run_dir, resubmit, {"base_url": base_url}))
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(markdown_table(results)))
+    out.print(Markdown(for_terminal(markdown_table(results))))
 
 
 @app.command()

@@ -15,7 +15,7 @@ from .forked import Forked, forked_map
 from .frontier import Frontier
 from .report_html import staged_page_json, write_page
 from .results import build_results
-from .safe_files import save_figure, write_text
+from .safe_files import check_run_dir, save_figure, write_text
 from .store import SampleStore
 
 RESULTS_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "accuracy_vs_paths.png"
@@ -219,6 +219,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
 
 def _write_report(run_dir: Path) -> dict[str, Any]:
     with SampleStore.open_readonly(run_dir) as store:
+        check_run_dir(run_dir)  # outputs go only where a run made its directory
         # report.html's data does not depend on the results: a forked child reads and builds it meanwhile,
         # then draws the plot and writes the page once the results come (forked.Forked); two halves of the
         # Monte-Carlo curves run at once too.
@@ -271,6 +272,7 @@ def frontier_markdown(frontier: Frontier) -> str:
 
 def write_frontier(run_dir: Path, frontier: Frontier) -> None:
     """frontier.json and frontier.png in the run directory."""
+    check_run_dir(run_dir)
     write_text(run_dir / FRONTIER_FILE, json.dumps(frontier.to_json(), indent=2) + "\n")
     frontier_plot(frontier, f"Stopping rules vs fixed N, T={frontier.temperature:g}, {frontier.questions} questions",
                   run_dir / FRONTIER_PLOT_FILE)

@@ -448,12 +448,35 @@ def _check_port(host: str, port: int) -> None:
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+class QueryRedacted(logging.Filter):
+    """uvicorn's access log without query strings: `GET /v1/models?api_key=KEY` is logged as
+    `GET /v1/models?[redacted]` (clients put keys there; the server never needs the log to keep them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[redacted]", *args[3:])
+        return True
+
+
+def access_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration with QueryRedacted on the access log."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query"] = {"()": QueryRedacted}
+    config["handlers"]["access"]["filters"] = ["no_query"]
+    return config
+
+
 def serve(engine: SelfConsistency, host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None,
           max_concurrent: int = 4, model_name: str | None = None, max_request_paths: int = MAX_REQUEST_PATHS,
           max_tokens_ceiling: int | None = None) -> None:
     """Run the endpoint with uvicorn until interrupted (what `selfconsistency serve` does). uvicorn's
-    access log names method, path and status, never headers: the API key is not logged. ServeError:
-    an empty API key, or a port that cannot be bound."""
+    access log names method, path and status, never headers nor query strings: no API key is logged.
+    ServeError: an empty API key, or a port that cannot be bound."""
     import uvicorn
 
     try:
@@ -463,6 +486,6 @@ def serve(engine: SelfConsistency, host: str = "127.0.0.1", port: int = 8000, *,
         if api_key is None and not _loopback(host):
             print(f"warning: serving on {host} without an API key: anyone who can reach it can use the model "
                   "(set --api-key or SELFCONSISTENCY_API_KEY)", file=sys.stderr)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", log_config=access_log_config())
     finally:
         engine.close()

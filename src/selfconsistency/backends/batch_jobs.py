@@ -79,7 +79,7 @@ class JobStore(Protocol):
 
 @dataclass(frozen=True)
 class JobState:
-    status: str  # the provider's own status word
+    status: str | None  # the provider's own status word (None: the provider gave none)
     message: str | None = None
     processed: int | None = None
     total: int | None = None

@@ -16,11 +16,11 @@ import regex
 from jinja2.sandbox import SecurityError
 
 from ..extract import compile_user_pattern, search_user_pattern
-from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize
+from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize, visible
 from .answer_types import Extractor, RuledExtractor, answer_type
 from .base import CHAT_CONTEXT, CONTEXT_ROLES, CompletionLabels, DataError, Exemplar, Question
 from .records import Located, read_records
-from .sandbox import TemplateSandbox, TemplateTimeout, render
+from .sandbox import MAX_LENGTH, TemplateSandbox, TemplateTimeout, render
 from .spec import ADDED_FIELDS, ExemplarSpec, TaskSpec, load_exemplar_file
 
 _ENV = TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
@@ -214,9 +214,11 @@ class Task:
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
     def parse(self, where: str, record: dict[str, Any], position: int, split: str,
-              qid: str | None = None) -> tuple[Question, str | None]:
+              qid: str | None = None, turns: bool = False) -> tuple[Question, str | None]:
         """A question (and its explanation, if any) from one record; DataError names the record. `qid`: the
-        id the caller gives it (the Python API's), instead of the task's id field or its position."""
+        id the caller gives it (the Python API's), instead of the task's id field or its position. `turns`:
+        the record may carry chat turns before the question (CHAT_CONTEXT); only callers who own the
+        conversation pass them (the Python API, serve), never a data file."""
         try:
             text = _get(record, self.spec.fields.question)
             if isinstance(text, int | float) and not isinstance(text, bool):
@@ -224,9 +226,13 @@ class Task:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty {self.spec.fields.question!r}")
             text = self._clean(where, text)
-            if not text:
+            if not visible(text):
                 raise ValueError(f"{self.spec.fields.question!r} is empty once neutralised (it held only "
                                  "control characters, separators or other hidden text)")
+            if CHAT_CONTEXT in record and not turns:
+                raise ValueError(f"a {CHAT_CONTEXT!r} field: data records may not carry chat roles (a system "
+                                 "prompt, earlier turns); only the Python API and serve, whose callers own the "
+                                 "conversation, pass them")
             choices = tuple((label, self._clean(where, option)) for label, option in self._choices(record))
             gold, n_answers = self._gold(record, choices)
             if qid is None:
@@ -235,7 +241,11 @@ class Task:
             if self.spec.fields.explanation and self.spec.fields.explanation in record:
                 explanation = self._clean(where, str(_get(record, self.spec.fields.explanation))) or None
             body = self._render(text, choices, _CleanRecord(record, lambda value: self._clean(where, value)))
-            context = self._context(where, record.get(CHAT_CONTEXT))
+            # Filters can rebuild structure from neutralised data (`wordwrap` moving a "Q:" to a line's start,
+            # `striptags` turning "&lt;|im_start|&gt;" into a chat token): what the template rendered is
+            # neutralised again, as a whole.
+            body = self._clean(where, body, MAX_LENGTH)
+            context = self._context(where, record.get(CHAT_CONTEXT)) if turns else ()
             groups = tuple((name, str(_get(record, name))) for name in self.spec.fields.groups)
         except UnsafeInput as exc:
             raise DataError(f"{where}: refused by --strict-input: {exc}") from None
@@ -260,8 +270,8 @@ class Task:
                 out.append((role, self._clean(where, content)))
         return tuple(out)
 
-    def _clean(self, where: str, text: str) -> str:
-        cleaned = sanitize(text, self.max_chars, self.strict_input)
+    def _clean(self, where: str, text: str, max_chars: int | None = None) -> str:
+        cleaned = sanitize(text, max_chars or self.max_chars, self.strict_input)
         if cleaned.issues:
             self._neutralised[where] = tuple(sorted(set(self._neutralised.get(where, ()) + cleaned.issues)))
         return cleaned.text
@@ -286,7 +296,8 @@ class Task:
             located = list(self._hub_records(split))
         if ids is not None and len(ids) != len(located):
             raise ValueError("one id per record")
-        parsed = [self.parse(where, record, position, split, None if ids is None else ids[position])
+        parsed = [self.parse(where, record, position, split, None if ids is None else ids[position],
+                             turns=records is not None)
                   for position, (where, record) in enumerate(located)]
         wheres = [where for where, _ in located]
         if not parsed:
@@ -321,6 +332,19 @@ class Task:
         if data is not None and Path(data).suffix.lower() in (".csv", ".json", ".jsonl"):
             return None
         return self.spec.data.format
+
+    def input_files(self, data: Path | None = None) -> dict[Path, str]:
+        """The files a run of this task reads, each with what it is: the data (`data`, or the config's own
+        data path), the config file and its exemplars file. What no output may overwrite."""
+        files = {}
+        source = Path(data) if data is not None else self._default_data()
+        if source is not None:
+            files[source] = "the run's data file"
+        if self.config_file is not None:
+            files[self.config_file] = "the task's config"
+        if self.spec.prompt.exemplars_file:
+            files[self.base_dir / self.spec.prompt.exemplars_file] = "the task's exemplars file"
+        return files
 
     def _default_data(self) -> Path | None:
         return self.base_dir / self.spec.data.path if self.spec.data.path else None
