@@ -210,3 +210,34 @@ def test_stop_at_answer_ends_after_a_closed_box_outside_thinking():
     assert complete_end(r"<think>maybe \boxed{2}.", pattern) is None  # inside the thinking
     assert complete_end(r"<think>\boxed{2}.</think> so \boxed{3}.", pattern) == len(
         r"<think>\boxed{2}.</think> so \boxed{3}")
+
+
+def test_the_python_api_votes_on_classes_from_another_thread(tmp_path):
+    """A question sent through the API has no subject or level (it is in no group), and its answer is the
+    class of the forms its paths wrote, from a worker thread as the server's."""
+    import threading
+
+    from selfconsistency import SelfConsistency
+
+    forms = ["\\frac{1}{2}", "0.5", "\\dfrac12", "3"]
+
+    class HalfBot(MathBot):
+        def generate(self, requests):
+            for request in requests:
+                form = forms[int(np.random.default_rng(request.params.seed).integers(len(forms)))]
+                yield Generation(request, f"So \\boxed{{{form}}}.", 5, 5, 0.01, "stop", -1.0)
+
+    register_backend("halfbot", lambda config: HalfBot(config.model))
+    answers = []
+
+    def ask():
+        with SelfConsistency(model="m", backend="halfbot", task="math500", paths=8, run_dir=tmp_path / "api") as sc:
+            answers.append(sc.answer("What is one half?"))
+
+    worker = threading.Thread(target=ask)
+    worker.start()
+    worker.join(60)
+    (answer,) = answers
+    written = answer.votes
+    assert answer.answer in ("\\frac{1}{2}", "0.5", "\\dfrac12") and set(written) <= {answer.answer, "3"}
+    assert sum(written.values()) == 8 and answer.agreement == written[answer.answer] / 8

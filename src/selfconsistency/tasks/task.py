@@ -246,13 +246,26 @@ class Task:
             # neutralised again, as a whole.
             body = self._clean(where, body, MAX_LENGTH)
             context = self._context(where, record.get(CHAT_CONTEXT)) if turns else ()
-            groups = tuple((name, str(_get(record, name))) for name in self.spec.fields.groups)
+            groups = self._groups(record)
         except UnsafeInput as exc:
             raise DataError(f"{where}: refused by --strict-input: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             message = exc.args[0] if exc.args else str(exc)
             raise DataError(f"{where}: {self.name} record unusable: {message}") from None
         return Question(qid, position, body, gold, choices, n_answers, context, groups), explanation
+
+    def _groups(self, record: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The record's values of the task's grouping fields; a record without one is in no group of it
+        (a question sent through the API or the server)."""
+        out = []
+        for name in self.spec.fields.groups:
+            try:
+                value = _get(record, name)
+            except KeyError:
+                continue
+            if value is not None:
+                out.append((name, str(value)))
+        return tuple(out)
 
     def _context(self, where: str, turns: Any) -> tuple[tuple[str, str], ...]:
         """The chat turns before the question, neutralised like it: a system message first, if any."""
