@@ -241,3 +241,21 @@ def test_the_python_api_votes_on_classes_from_another_thread(tmp_path):
     written = answer.votes
     assert answer.answer in ("\\frac{1}{2}", "0.5", "\\dfrac12") and set(written) <= {answer.answer, "3"}
     assert sum(written.values()) == 8 and answer.agreement == written[answer.answer] / 8
+
+
+def test_the_models_own_thinking_tags_replace_the_tasks(tmp_path):
+    class TagBot(MathBot):
+        def generate(self, requests):
+            for request in requests:
+                text = "<r>so \\boxed{5}</r><think>\\boxed{6}</think>"
+                yield Generation(request, text, 5, 5, 0.01, "stop", -1.0, token_ends=tuple(range(1, len(text) + 1)))
+
+    register_backend("tagbot", lambda config: TagBot(config.model))
+    settings = RunSettings(task="math500", data=str(MATH500), limit=1, backend="tagbot", model="m", paths=1,
+                           thinking_tags=("<r>", "</r>"))
+    run_dir = run_experiment(settings, tmp_path / "run")
+    with SampleStore.open_readonly(run_dir) as store:
+        path = next(iter(store.paths()))
+    assert (path.written, path.thinking_tokens) == ("6", len("<r>so \\boxed{5}</r>"))
+    refused = CliRunner().invoke(app, ["run", "math500", "--data", str(MATH500), "--thinking-tags", "<r>"])
+    assert refused.exit_code == 2 and "thinking tags" in refused.output

@@ -111,7 +111,8 @@ class ExperimentSettings(_Group):
         "No exemplars; zero-shot chain of thought (\"Let's think step by step.\").", EXPERIMENT)] = False
     flexible: Annotated[bool, Identity(), Cli("When a path has no 'The answer is N', take its last number.",
                                               EXPERIMENT)] = True
-    thinking_tags: Annotated[tuple[str, str] | None, Identity(only_if_set=True), Cli(
+    thinking_tags: Annotated[tuple[str, str] | None, AfterValidator(
+        lambda tags: None if tags is None else check_thinking_tags(tags)), Identity(only_if_set=True), Cli(
         "The model's thinking tags, OPEN,CLOSE (default: the task's, <think>,</think>): a path's thinking "
         "block is kept but never searched for its answer.", EXPERIMENT, cli_type=str,
         parse=parse_thinking_tags)] = None
