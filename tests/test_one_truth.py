@@ -223,7 +223,8 @@ def test_every_reader_sees_the_same_answer_classes(tmp_path, seed):
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     stop = rng.choice([None, "beta:0.8"])
     settings = dict(task=str(task), data=str(data), backend=MATH_BACKEND, model="m", paths=int(rng.integers(2, 8)),
-                    temperatures=(0.7,), seed=int(rng.integers(0, 2**31)), stop=stop, min_paths=2, round_size=2)
+                    temperatures=(0.7,), seed=int(rng.integers(0, 2**31)), stop=stop,
+                    **({"min_paths": 2, "round_size": 2} if stop else {}))
     run_dir = run_experiment(RunSettings(**settings), tmp_path / "run")
     seen = by_reader(run_dir, settings)
     agree(seen)
