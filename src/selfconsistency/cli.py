@@ -32,6 +32,7 @@ from .options import OUTPUT
 from .outputs import RefusedOutput, check_output, run_inputs, write_lines
 from .per_question import question_records
 from .prompt_preview import rendered_prompt
+from .prompts import PromptFormat, build_prompt
 from .report import (
     FRONTIER_FILE,
     FRONTIER_PLOT_FILE,
@@ -633,8 +634,15 @@ def tasks_show(task: Annotated[str, typer.Argument(help="A built-in task's name 
     out.print(source.read_text(encoding="utf-8"), highlight=False, markup=False)
     out.print(f"# {len(exemplars)} configured exemplars" + (":" if exemplars else
               " (zero-shot, or --shots-from-data)"), highlight=False)
-    for exemplar in exemplars:
-        out.print(f"Q: {exemplar.question}\nA: {exemplar.rationale}\n", highlight=False, markup=False)
+    # each format's prompt as a path gets it, the question standing as {question}
+    for fmt in PromptFormat:
+        chat = fmt is PromptFormat.chat
+        prompt = build_prompt("{question}", exemplars, fmt, loaded.zero_shot(False, chat, exemplars),
+                              loaded.zero_shot_instruction(), instruction=loaded.instruction(),
+                              labels=loaded.labels())
+        out.print(f"\n# --prompt-format {fmt.value}:", highlight=False)
+        shown = "\n\n".join(f"[{role}]\n{text}" for role, text in prompt.messages) if chat else prompt.text
+        out.print(shown, highlight=False, markup=False)
 
 
 @models_app.command("list")

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from .analysis import CurvePoint, accuracy, encode, exact_curve, subset_curves
+from .answer_classes import beyond_limits
+from .breakdown import by_group, equivalence_effect
 from .costs import Price, job_cost
 from .settings import RunSettings
 from .stopping import TieBreaks
@@ -72,8 +74,10 @@ def _every_setting(store: SampleStore, settings: list[float], groups: list[tuple
 
 
 _NUMBERS = {"path_index": np.int64, "prompt_tokens": np.int64, "completion_tokens": np.int64,
-            "latency_s": np.float64, "logprob_sum": np.float64}
-_FIELDS = ["answer", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum"]
+            "latency_s": np.float64, "logprob_sum": np.float64, "thinking_tokens": np.float64,
+            "ended_thinking": np.int64}
+_FIELDS = ["answer", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum",
+           "thinking_tokens", "ended_thinking"]
 
 
 def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price | None,
@@ -82,7 +86,8 @@ def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price
     a batch run made on demand (`on_demand`: their price and keys) at that price."""
     flat = rows.ravel()
     column = {name: paths.columns[name].take(flat)
-              for name in ("answer", "finish_reason", "latency_s", "completion_tokens", "prompt_tokens")}
+              for name in ("answer", "finish_reason", "latency_s", "completion_tokens", "prompt_tokens",
+                           "thinking_tokens", "ended_thinking")}
     seconds = sum(column["latency_s"].tolist())  # Python's sum, in path order: the same float as ever
     completion = sum(column["completion_tokens"].tolist())
     prompt = sum(column["prompt_tokens"].tolist())
@@ -100,13 +105,19 @@ def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price
         if extra:
             cost += on_demand_price.cost(extra_in, extra_out)
     abstained = column["answer"].tolist().count(None)
+    truncated = column["finish_reason"] == "length"
+    thinking = int(np.nansum(column["thinking_tokens"]))  # a path without a count: none known
     return {
         "paths": len(flat),
         "abstention_rate": abstained / len(flat) if len(flat) else 0.0,
-        "truncated_paths": column["finish_reason"].tolist().count("length"),
+        "truncated_paths": int(truncated.sum()),
+        # cut at max_tokens inside their thinking block: they never stated an answer
+        "truncated_in_thinking": int((truncated & (column["ended_thinking"] == 1)).sum()),
         "prompt_tokens": prompt,
         "completion_tokens": completion,
+        "thinking_tokens": thinking,  # of completion_tokens, those inside thinking blocks
         "cost_usd": round(cost, 6) if cost is not None else None,
+        "thinking_cost_usd": round(price.cost(0, thinking), 6) if price and cost is not None else None,
         # Measured generation time (sum of per-path latencies); differs between identical runs.
         "runtime": {"seconds": round(seconds, 3),
                     "completion_tokens_per_second": round(completion / seconds, 2) if seconds else None},
@@ -181,9 +192,12 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     price = settings.price()
     on_demand = (settings.price(on_demand=True), store.on_demand_keys())  # a batch run's remainder, at its own price
     votes = []  # each sampled setting's votes, simulated together below over one set of path orders
-    # a path's index is read only to price a batch run's on-demand remainder
+    classes = store.has_answer_classes()
+    # a path's index is read only to price a batch run's on-demand remainder; the written forms only where
+    # answers have classes (to say what grouping them changed)
     stored_paths = _every_setting(store, list(settings.settings()), groups, counts,
-                                  _FIELDS + ["path_index"] * bool(on_demand[1]))
+                                  _FIELDS + ["path_index"] * bool(on_demand[1]) + ["written"] * classes)
+    greedy_answers, encoded_settings = None, []
     for temperature in settings.settings():
         stored = counts.get(temperature, {})
         n = settings.paths_at(temperature)
@@ -196,16 +210,30 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
         scored = used[is_labelled]
         answers = paths.columns["answer"].take(scored).tolist()
         if temperature == 0.0:
-            summary["accuracy"] = accuracy([row[0] for row in answers], golds) if golds else None
+            greedy_answers = [row[0] for row in answers]
+            summary["accuracy"] = accuracy(greedy_answers, golds) if golds else None
             results["greedy"] = summary
         else:
             summary["curve"], summary["weighted_votes"] = [], {}
             if golds:
-                votes.append((summary, *encode(answers, golds), _vote_weights(paths, scored)))
+                encoded = encode(answers, golds)
+                votes.append((summary, *encoded, _vote_weights(paths, scored)))
+                encoded_settings.append((temperature, *encoded))
+            if classes:
+                written = paths.columns["written"].take(used).tolist()
+                summary["equivalence"] = equivalence_effect(
+                    paths.columns["answer"].take(used).tolist(), written, [questions[q].gold for q in complete],
+                    complete, settings.sampling.seed, temperature)
             if settings.stopping.stop:
                 summary["adaptive"] = _adaptive(store, settings, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
     _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves)
+    fields = list(dict.fromkeys(name for q in questions.values() for name in (q.groups or {})))
+    if fields and golds:
+        results["groups"] = by_group(fields, [questions[q].groups for q in labelled], greedy_answers, golds,
+                                     encoded_settings)
+    if classes:
+        results["equivalence_limits"] = beyond_limits(store.equivalence_checks())
     return results
 
 

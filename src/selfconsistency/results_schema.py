@@ -51,6 +51,15 @@ class Adaptive(_Strict):
     stopped_by_rule: int
 
 
+class Equivalence(_Strict):
+    """What grouping equivalent written answers into classes changed in the vote over all N paths (answer
+    types with classes, such as math)."""
+
+    merged_questions: int  # questions whose paths wrote one class in two or more ways
+    winners_changed: int  # questions whose vote over written forms, as strings, picks another class
+    accuracy_as_strings: float | None  # that string vote's accuracy (a winner is right if its class is the gold's)
+
+
 class Setting(_Strict):
     """One setting (greedy, or one sampling temperature) over the complete questions."""
 
@@ -59,14 +68,41 @@ class Setting(_Strict):
     paths: int
     abstention_rate: float
     truncated_paths: int
+    truncated_in_thinking: int  # of those, cut inside their thinking block (so without an answer)
     prompt_tokens: int
     completion_tokens: int
+    thinking_tokens: int  # of completion_tokens, those inside thinking blocks (as far as they are known)
     cost_usd: float | None
+    thinking_cost_usd: float | None  # the thinking tokens' part of cost_usd
     runtime: Runtime
     accuracy: float | None = None  # greedy only
     curve: list[CurvePoint] | None = None  # sampled only
     weighted_votes: dict[str, list[WeightedPoint]] | None = None  # sampled only: vote method -> curve
     adaptive: Adaptive | None = None  # sampled, with --stop
+    equivalence: Equivalence | None = None  # sampled, when answers have classes
+
+
+class GroupSetting(_Strict):
+    temperature: float
+    paths: int
+    accuracy: float  # exact accuracy of the vote over all `paths` paths
+
+
+class Group(_Strict):
+    """The labelled questions whose record has one value of a grouping field (a MATH subject, a level)."""
+
+    value: str
+    questions: int
+    greedy: float | None
+    sampled: list[GroupSetting]
+
+
+class Limits(_Strict):
+    """How often answers met the limits of their comparison (math): written answers too large or too slow
+    to parse, each counted as its own string; comparisons that ran out of time, counted as different."""
+
+    answers: int
+    comparisons: int
 
 
 class BatchJob(_Strict):
@@ -115,6 +151,8 @@ class Results(_Strict):
     spend: Spend
     greedy: Setting | None
     sampled: list[Setting]
+    groups: dict[str, list[Group]] | None = None  # task field (subject, level) -> accuracy per value
+    equivalence_limits: Limits | None = None  # when answers have classes
 
 
 def json_schema() -> dict[str, Any]:
