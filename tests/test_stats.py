@@ -114,3 +114,33 @@ def test_results_report_intervals_pass_at_k_ties_and_paired_comparisons(tmp_path
     assert first["a"] == pytest.approx(curve[-1]["exact"]) and first["b"] == pytest.approx(
         results["greedy"]["accuracy"])
     assert first["low"] <= first["difference"] <= first["high"] and 0 < first["p_value"] <= 1
+
+
+def test_compare_two_runs_question_by_question(tmp_path, scripted_backend):
+    """Two runs over the same questions (two seeds): compare pairs their per-question scores; a run over
+    other golds is refused."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from conftest import GSM8K_TEST
+    from selfconsistency.cli import app
+    from selfconsistency.compare import compare, run_scores
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
+
+    runs = [run_experiment(RunSettings(data=str(GSM8K_TEST), limit=20, backend="scripted", model="m", paths=4,
+                                       seed=seed), tmp_path / f"run{seed}") for seed in (1, 2)]
+    a, b = run_scores(runs[0]), run_scores(runs[1])
+    greedy, majority = compare(a, b)
+    assert greedy.setting == "greedy" and greedy.result.questions == 20
+    assert majority.setting.startswith("SC@4") and majority.result.a == pytest.approx(
+        np.mean([a.majority[q][-1] for q in sorted(a.majority)]))
+    result = CliRunner().invoke(app, ["compare", str(runs[0]), str(runs[1])], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "SC@4" in result.stdout and "permutation" in result.stdout, result.output
+    other = tmp_path / "other.jsonl"
+    other.write_text("".join(json.dumps({"question": json.loads(line)["question"], "answer": "#### 99999"}) + "\n"
+                             for line in GSM8K_TEST.read_text().splitlines()[:20]))
+    elsewhere = run_experiment(RunSettings(data=str(other), backend="scripted", model="m", paths=4), tmp_path / "o")
+    refused = CliRunner().invoke(app, ["compare", str(runs[0]), str(elsewhere)])
+    assert refused.exit_code == 2 and "did not ask the same questions" in refused.stderr
