@@ -216,6 +216,7 @@ class AllocationReplay:
     accuracy_std: float  # over orders
     mean_paths: float  # paths used per question, mean over orders (below the budget when units run out)
     per_order: tuple[float, ...]  # accuracy of each order
+    per_question: tuple[float, ...]  # each question's accuracy over the orders (for intervals over questions)
     taken: np.ndarray = field(repr=False, compare=False, default=None)  # (orders, questions): paths each got
 
 
@@ -232,7 +233,7 @@ def replay_allocation(allocator: str, answers: Sequence[Sequence[str | None]], g
 
     units = len(golds)
     if units == 0:
-        return AllocationReplay(allocator, budget_per_question, 0.0, 0.0, 0.0, ())
+        return AllocationReplay(allocator, budget_per_question, 0.0, 0.0, 0.0, (), ())
     ties = ties or TieBreaks.anonymous(units)
     encoded, gold_ids = encode(answers, golds)
     n = encoded.shape[1]
@@ -271,7 +272,7 @@ def replay_allocation(allocator: str, answers: Sequence[Sequence[str | None]], g
     correct = _gold_wins(counts, _label_ranks(answers, golds, ties), ties.rule)
     accuracy = correct.mean(axis=1)
     return AllocationReplay(allocator, budget_per_question, float(accuracy.mean()), float(accuracy.std()),
-                            float(taken.mean()), tuple(float(a) for a in accuracy), taken)
+                            float(taken.mean()), tuple(accuracy.tolist()), tuple(correct.mean(axis=0).tolist()), taken)
 
 
 def _rule_stops(rule: StoppingRule, drawn: np.ndarray, taken: np.ndarray, open_units: np.ndarray,
