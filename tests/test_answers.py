@@ -560,6 +560,7 @@ def test_answer_data_free_task_picks_with_usc(tmp_path, bots):
     assert again == answer and len(bots) == started and len(bots[-1].usc_prompts) == 2
 
 
+@pytest.mark.slow  # a browser
 def test_report_page_marks_nothing_for_unlabelled_questions(tmp_path, bots, browser):
     from selenium.webdriver.support.ui import Select
 

@@ -163,6 +163,7 @@ def test_without_fork_both_steps_run_here_at_finish():
 REPORT_FILES = ("results.json", "results.md", "accuracy_vs_paths.png", "report.html")
 
 
+@pytest.mark.slow  # a fresh interpreter: write_report forks only where no other thread runs
 @needs_fork
 def test_the_report_forked_and_in_one_process_writes_the_same_bytes(tmp_path):
     # write_report forks only when no other thread runs: a fresh interpreter, not this test session
