@@ -75,7 +75,8 @@ GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
 SMALL_MODEL = "qwen2.5-coder-0.5b"
 NO_MODEL_GUARD = Path(__file__).resolve().parent / "no_model"  # a sitecustomize refusing llama.cpp
 NO_MODEL_EXIT = 97  # its exit code
-MODEL_FIXTURES = {"reference_run", "llama_server"}  # fixtures that load the 0.5B model
+MODEL_FIXTURES = {"reference_run", "llama_server", "small_model", "loaded_model"}  # fixtures that load the 0.5B model
+MODEL_THREADS = 1  # threads a test's model decodes on: on two cores the test runner keeps the other
 
 
 def _model_fixtures_marked(item) -> None:
@@ -253,7 +254,7 @@ def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProce
 def small_run_args(run_dir: Path, *extra: str, batch_size: int = 1) -> list[str]:
     return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--paths", "3",
             "--temperatures", "0.7", "--model", SMALL_MODEL, "--batch-size", str(batch_size),
-            "--run-dir", str(run_dir), "--quiet", *extra]
+            "--threads", str(MODEL_THREADS), "--run-dir", str(run_dir), "--quiet", *extra]
 
 
 def without_runtime(value):
@@ -337,11 +338,65 @@ def load_results(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def reference_run(tmp_path_factory) -> Path:
+def small_model():
+    """The 0.5B model, loaded once for the session (the context size a run loads by default, 4096 tokens;
+    MODEL_THREADS threads). Tests that only need "a loaded 0.5B model" share it through `loaded_model`;
+    tests of loading itself load their own."""
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    from selfconsistency.models import resolve_model_path
+
+    with suppress_stdout_stderr(disable=False):
+        llm = llama_cpp.Llama(model_path=str(resolve_model_path(SMALL_MODEL)), n_ctx=4096, n_batch=512,
+                              n_threads=MODEL_THREADS, n_threads_batch=MODEL_THREADS, logits_all=False,
+                              verbose=False)
+    yield llm
+    llm.close()
+
+
+@contextlib.contextmanager
+def _sharing(llm):
+    """Every LlamaCppBackend of the 0.5B model takes `llm` where it would load the model (a context it
+    fits), on MODEL_THREADS threads; closing one leaves `llm` loaded. A new backend starts from an empty
+    cache (its first prompt resets it), as after its own load."""
+    from selfconsistency.backends.llama_cpp import LlamaCppBackend
+
+    load, close = LlamaCppBackend._load, LlamaCppBackend.close
+    shared_path = Path(llm.model_path).resolve()
+
+    def shared_load(self, n_ctx):
+        if Path(self.model_path).resolve() != shared_path or n_ctx > llm.n_ctx():
+            return load(self, n_ctx)
+        if self.llm is not llm:
+            close(self)
+            self.llm, self.threads = llm, MODEL_THREADS
+
+    def shared_close(self):
+        if self.llm is llm:
+            self.llm = None
+        close(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LlamaCppBackend, "_load", shared_load)
+        patch.setattr(LlamaCppBackend, "close", shared_close)
+        yield
+
+
+@pytest.fixture
+def loaded_model(small_model):
+    """This test's embedded 0.5B backends use the session's loaded model (see _sharing)."""
+    with _sharing(small_model):
+        yield small_model
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, small_model) -> Path:
     """One uninterrupted real run of the 0.5B model, one path at a time: 2 questions x (greedy + 3 paths
-    at T=0.7)."""
+    at T=0.7); in this process, on the session's loaded model."""
     run_dir = tmp_path_factory.mktemp("reference")
-    proc = cli(*small_run_args(run_dir))
+    with _sharing(small_model):
+        proc = run_cli(*small_run_args(run_dir))
     assert proc.returncode == 0, proc.stderr
     return run_dir
 
@@ -494,7 +549,8 @@ def llama_server():
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model",
                              str(resolve_model_path(SMALL_MODEL)), "--model_alias", "qwen-0.5b",
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+                             "--n_threads", str(MODEL_THREADS), "--n_threads_batch", str(MODEL_THREADS)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120

@@ -126,7 +126,7 @@ def test_show_prompt_of_bedrock_on_demand_sends_chat_families_through_converse(t
 
 @pytest.mark.model
 @pytest.mark.skipif(not PACKAGED_MODELS[SMALL_MODEL].installed(), reason=f"{SMALL_MODEL} is not installed")
-def test_show_prompt_applies_the_local_models_chat_template(tmp_path):
+def test_show_prompt_applies_the_local_models_chat_template(loaded_model, tmp_path):
     proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--prompt-format", "chat",
                "--model", SMALL_MODEL, "--run-dir", str(tmp_path / "x"))
     assert proc.returncode == 0, proc.stderr

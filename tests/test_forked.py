@@ -132,7 +132,9 @@ def test_ctrl_c_in_the_parent_stops_the_child_and_leaves_the_old_file(tmp_path):
     target.write_bytes(b"old page")
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        if started.exists():  # Ctrl-C once the child is writing (looked at every 20 ms), once
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGALRM, interrupt)
     began = time.monotonic()
@@ -140,7 +142,7 @@ def test_ctrl_c_in_the_parent_stops_the_child_and_leaves_the_old_file(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             with Forked(lambda: None, lambda prepared: replace_file(target, _slow_parts(started)),
                         fork=True) as job:
-                signal.setitimer(signal.ITIMER_REAL, 1.5)  # Ctrl-C while the child is writing
+                signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
                 job.finish()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)

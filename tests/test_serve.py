@@ -348,7 +348,7 @@ def test_a_client_that_disconnects_stops_its_paths(slow_bots, backend):
 
 
 @pytest.mark.model
-def test_server_on_the_embedded_model():
+def test_server_on_the_embedded_model(loaded_model):
     question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
     engine = SelfConsistency(model=SMALL_MODEL, paths=3, temperature=0.7, max_tokens=40, batch_size=3)
     with serving(create_app(engine, api_key=API_KEY, max_concurrent=2)) as url:

@@ -213,13 +213,13 @@ YES_NO_TASK = """
     ("facts", "facts.toml", YES_NO_TASK, "facts.jsonl",
      [{"claim": "the sun is hot", "label": "yes"}, {"claim": "ice is hot", "label": False}]),
 ])
-def test_custom_task_end_to_end(tmp_path, task_name, config_name, config_text, data_name, records):
+def test_custom_task_end_to_end(loaded_model, tmp_path, task_name, config_name, config_text, data_name, records):
     """A task defined only by a config file runs through the CLI on the real 0.5B model."""
     write(tmp_path / config_name, config_text)
     (tmp_path / data_name).write_text(mcq_lines(records))
     run_dir = tmp_path / "run"
     proc = run_cli("run", str(tmp_path / config_name), "--paths", "2", "--model", SMALL_MODEL,
-               "--max-tokens", "48", "--run-dir", str(run_dir), "--quiet")
+                   "--max-tokens", "48", "--run-dir", str(run_dir), "--quiet")
     assert proc.returncode == 0, proc.stderr
     results = load_results(run_dir)
     assert results["task"] == task_name
