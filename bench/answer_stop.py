@@ -15,12 +15,10 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-
 from selfconsistency.answer_stop import answer_complete_pattern, complete_end
 from selfconsistency.models import resolve_model_path
 from selfconsistency.store import SampleStore
-from selfconsistency.vote import majority_vote
+from selfconsistency.vote import decide
 
 
 def main() -> None:
@@ -64,11 +62,11 @@ def main() -> None:
         if answer != p.answer:
             changed.append((p, answer, end))
 
-    rng_old, rng_new = np.random.default_rng(0), np.random.default_rng(0)
     votes_changed = correct_old = correct_new = 0
     for qid, ps in by_question.items():
-        old = majority_vote([p.answer for p in ps], rng_old)
-        new = majority_vote([new_answers[(p.question_id, p.temperature, p.path_index)] for p in ps], rng_new)
+        ties = {"seed": 0, "question_id": qid, "temperature": ps[0].temperature}
+        old = decide([p.answer for p in ps], **ties).answer
+        new = decide([new_answers[(p.question_id, p.temperature, p.path_index)] for p in ps], **ties).answer
         votes_changed += old != new
         correct_old += old == questions[qid].gold
         correct_new += new == questions[qid].gold

@@ -51,7 +51,8 @@ import llama_cpp
 
 from selfconsistency.backends.llama_batched import BatchedDecoder, context_size, tokens_needed
 from selfconsistency.backends.llama_cpp import LlamaCppBackend
-from selfconsistency.experiment import RunConfig, plan_requests
+from selfconsistency.experiment import plan_requests
+from selfconsistency.settings import RunSettings
 from selfconsistency.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -265,7 +266,7 @@ def main() -> None:
                         help="engine, replay, engine, replay... N times per batch size (rows sum them)")
     args = parser.parse_args()
 
-    config = RunConfig(data=str(REPO / "data/gsm8k/test.jsonl"), limit=args.questions, paths=args.paths,
+    config = RunSettings(data=str(REPO / "data/gsm8k/test.jsonl"), limit=args.questions, paths=args.paths,
                        temperatures=(0.7,), greedy=False, model=args.model, max_tokens=args.max_tokens)
     task = get_task(config.experiment.task)
     data = config.load(task)

@@ -25,8 +25,9 @@ import numpy as np
 
 from selfconsistency.backends import register_backend
 from selfconsistency.backends.base import Generation
-from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.experiment import run_experiment
 from selfconsistency.report import write_report
+from selfconsistency.settings import RunSettings
 
 GSM8K = Path(__file__).resolve().parents[1] / "data" / "gsm8k" / "test.jsonl"
 
@@ -100,7 +101,7 @@ def main() -> None:
     data = args.run_dir / "questions.jsonl"
     explanations = seed_sized_data(data, args.questions)
     register_backend("explanations", lambda config: ExplanationBackend(config.model, explanations))
-    config = RunConfig(data=str(data), backend="explanations", model="synthetic", paths=args.paths,
+    config = RunSettings(data=str(data), backend="explanations", model="synthetic", paths=args.paths,
                        temperatures=(0.7,), subset_runs=10)
     run_experiment(config, args.run_dir / "run")
     started = time.perf_counter()

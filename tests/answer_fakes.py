@@ -62,7 +62,7 @@ def register(kind: type[AnswerBot] = AnswerBot) -> list:
         made.append(kind(config.model))
         return made[-1]
 
-    register_backend(kind.name, factory)
+    register_backend(kind.name, factory, shared_decoder=getattr(kind, "shared_decoder", False))
     return made
 
 
@@ -71,7 +71,7 @@ class BatchingBot(AnswerBot):
     enough per batch for concurrent calls to queue up behind it."""
 
     name = "batchbot"
-    decodes_in_batches = True
+    shared_decoder = True  # registered so: concurrent calls share its batches
 
     def __init__(self, model: str):
         super().__init__(model)
@@ -108,7 +108,7 @@ class SlowBot(AnswerBot):
 
 class SlowBatchingBot(SlowBot):
     name = "slowbatchbot"
-    decodes_in_batches = True
+    shared_decoder = True  # registered so: concurrent calls share its batches
 
 
 def register_slow() -> dict[str, list[AnswerBot]]:
@@ -122,7 +122,7 @@ class FeedingBot(AnswerBot):
     never fit a running batch. `events` records ("start" | "end" | "stopped", question id, path index)."""
 
     name = "feedbot"
-    decodes_in_batches = True
+    shared_decoder = True  # registered so: concurrent calls share its batches
     slots = 2
     step_seconds = 0.02
 

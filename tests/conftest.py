@@ -353,7 +353,12 @@ def one_line_error(proc, *needles: str) -> str:
 
 
 def load_results(run_dir: Path) -> dict:
-    return json.loads((run_dir / "results.json").read_text())
+    """A run's results.json, validated against its documented schema (results_schema.Results)."""
+    from selfconsistency.results_schema import Results
+
+    results = json.loads((run_dir / "results.json").read_text())
+    Results.model_validate(results)
+    return results
 
 
 @pytest.fixture(scope="session")

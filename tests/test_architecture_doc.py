@@ -57,3 +57,92 @@ def test_the_task_snippet_loads_and_renders(tmp_path):
     loaded = task.load(data, None, 0, None, None)
     assert [q.gold for q in loaded.questions] == ["no", "yes"]
     assert len(loaded.exemplars) == 1 and "Is 14 an even number?" in loaded.exemplars[0].question
+
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "selfconsistency"
+
+
+def _section(title: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"## {title}")
+    end = text.find("\n## ", start + 1)
+    return text[start: end if end != -1 else len(text)]
+
+
+def _modules(text: str) -> set[str]:
+    """The package's modules named in `text` (`store.py`, `backends/base.py`), relative to the package."""
+    return {name for name in re.findall(r"`((?:[a-z_]+/)?[a-z_]+\.py)`", text) if (SRC / name).is_file()}
+
+
+def test_the_modules_over_300_lines_are_the_ones_listed():
+    long = {str(path.relative_to(SRC)) for path in SRC.rglob("*.py")
+            if len(path.read_text().splitlines()) > 300}
+    assert _modules(_section("Modules over 300 lines")) == long
+
+
+def test_the_store_is_written_only_where_the_document_says():
+    """Every writer of a store goes through store.writer; the modules calling it are the ones named."""
+    import ast
+
+    writers, constructors = set(), set()
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", getattr(node.func, "attr", None))
+                if name == "writer":
+                    writers.add(path.name)
+                if name == "SampleStore" and path.name != "store.py":
+                    constructors.add(path.name)
+    row = next(line for line in DOC.read_text().splitlines() if line.startswith("| The run's store"))
+    named = set(re.findall(r"`([a-z_]+\.py)`", row.split("|")[2].split("used by")[1]))
+    assert constructors == set()  # nobody opens a store for writing but store.writer
+    assert writers == named, (writers, named)
+
+
+def test_the_pure_modules_do_no_io():
+    import ast
+
+    text = DOC.read_text()
+    listed = _modules(text[text.index("Pure modules"): text.index("`results.py` reads an")])
+    assert listed >= {"vote.py", "analysis.py", "stopping.py"}
+    io_modules = {"os", "pathlib", "sqlite3", "subprocess", "socket", "shutil", "tempfile", "io", "urllib", "http",
+                  "boto3", "botocore", "openai", "anthropic", "time", "random"}
+    for name in listed:
+        tree = ast.parse((SRC / name).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                assert not {a.name.split(".")[0] for a in node.names} & io_modules, (name, ast.dump(node))
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert node.module.split(".")[0] not in io_modules, (name, node.module)
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "open":
+                raise AssertionError(f"{name} calls open()")
+
+
+def test_no_backend_opens_a_store_and_no_core_module_names_a_backend():
+    """Backends reach the store through JobStore only; outside backends/, code asks a backend's declared
+    capabilities instead of comparing its name (`== "local"`, `.endswith("-batch")`)."""
+    import ast
+
+    from selfconsistency.backends import BACKEND_NAMES
+
+    for path in (SRC / "backends").glob("*.py"):
+        source = path.read_text()
+        assert "SampleStore" not in source and "from ..store" not in source, path.name
+    for path in SRC.rglob("*.py"):
+        if path.parent.name in ("backends", "testing"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                named = {side.value for side in sides if isinstance(side, ast.Constant)} & set(BACKEND_NAMES)
+                assert not named, f"{path.name}:{node.lineno} compares with backend {named}"
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("endswith", "startswith"):
+                args = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                assert not any("batch" in a for a in args), f"{path.name}:{node.lineno} tests a backend's name"
+
+
+def test_the_emulators_live_where_the_document_says():
+    named = _modules(_section("Modules over 300 lines")) | _modules(_section("Tests"))
+    emulators = {str(p.relative_to(SRC)) for p in SRC.rglob("*emulator*.py")}
+    assert emulators and emulators <= named | {f"testing/{p.split('/')[-1]}" for p in emulators if "testing/" in p}
+    assert all(p.startswith("testing/") for p in emulators)

@@ -20,9 +20,10 @@ import pytest
 from conftest import AWS_SECRET, GSM8K_TEST, OPENAI_KEY, SMALL_MODEL, OpenAIStub, stored_rows
 from selfconsistency.backends import create_backend
 from selfconsistency.backends.base import BudgetExceeded, flatten
-from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
+from selfconsistency.experiment import plan_requests, run_experiment
 from selfconsistency.extract import NumberExtractor
 from selfconsistency.report import write_report
+from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
 
 CASES = ["scripted", "openai", "openai-batch", "bedrock", "bedrock-batch",
@@ -32,13 +33,13 @@ FINISH_REASONS = {"stop", "length"}
 
 @dataclass
 class Case:
-    settings: dict  # RunConfig fields of a small run on this backend
+    settings: dict  # RunSettings fields of a small run on this backend
     secret: str | None = None  # a credential the backend is given (from the environment)
     paid: bool = True  # holds to --max-tokens-total and --max-cost
     provider_calls: Callable[[], int] | None = None  # requests or jobs the provider has received so far
 
-    def config(self, **overrides) -> RunConfig:
-        return RunConfig(**{"data": str(GSM8K_TEST), "limit": 2, "paths": 3, "temperatures": (0.7,),
+    def config(self, **overrides) -> RunSettings:
+        return RunSettings(**{"data": str(GSM8K_TEST), "limit": 2, "paths": 3, "temperatures": (0.7,),
                             **self.settings, **overrides})
 
     def calls(self) -> int | None:
@@ -94,12 +95,12 @@ def _key(request) -> tuple:
     return request.question_id, request.temperature, request.path_index
 
 
-def _planned(config: RunConfig) -> list:
+def _planned(config: RunSettings) -> list:
     task = config.get_task()
     return plan_requests(config, task, config.load(task))
 
 
-def _backend(config: RunConfig, store: SampleStore):
+def _backend(config: RunSettings, store: SampleStore):
     """The backend as a run makes it: batch backends keep their jobs in the run's store."""
     return create_backend(config.backend, config.backend_config(job_state=store))
 

@@ -30,8 +30,9 @@ from conftest import GSM8K_TEST, load_results, run_cli, stored_rows, submitted_j
 from selfconsistency.backends import create_job_service
 from selfconsistency.backends.base import BackendError, flatten
 from selfconsistency.backends.batch_jobs import BatchJobRunner
-from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
+from selfconsistency.experiment import plan_requests, run_experiment
 from selfconsistency.report import write_report
+from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
 
 pytestmark = pytest.mark.slow  # whole jobs through an emulator over HTTP; some runs are processes to kill
@@ -46,7 +47,7 @@ class Provider:
     provider does that the contract checks (statuses, error codes, how it is told to break)."""
 
     emulator: Any
-    settings: ClassVar[dict]  # RunConfig fields of the contract's run
+    settings: ClassVar[dict]  # RunSettings fields of the contract's run
     questions: ClassVar[int]
     records_per_question: ClassVar[int]  # records of one question in the contract's run
     refused_code: ClassVar[str]  # the stored code of a record refused for its own fault
@@ -66,8 +67,8 @@ class Provider:
     def paths(self) -> int:
         return self.questions * self.paths_per_question
 
-    def config(self, **overrides) -> RunConfig:
-        return RunConfig(**{"data": str(GSM8K_TEST), "limit": self.questions, "poll_seconds": 0.02,
+    def config(self, **overrides) -> RunSettings:
+        return RunSettings(**{"data": str(GSM8K_TEST), "limit": self.questions, "poll_seconds": 0.02,
                             **self.settings, **overrides})
 
     def cli_args(self, run_dir, **overrides) -> list[str]:
@@ -81,6 +82,10 @@ class Provider:
             elif value is not False:
                 args += [flag, ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
         return [*args, "--run-dir", str(run_dir), "--quiet"]
+
+    def job_command(self, command: str, run_dir, *extra: str) -> list[str]:
+        """`jobs COMMAND RUN_DIR`, with what the provider's job commands need named (its endpoint)."""
+        return ["jobs", command, *extra, str(run_dir)]
 
     def jobs(self) -> list[dict]:
         """The provider's jobs, oldest first."""
@@ -225,6 +230,10 @@ class OpenAIBatch(Provider):
         self.emulator, self.url = self.emulator
         self.settings = {**self.settings, "base_url": self.url}
 
+    def job_command(self, command, run_dir, *extra):
+        # a key goes only to an endpoint the command names, never to one the run directory stored
+        return ["jobs", command, *extra, str(run_dir), "--base-url", self.url]
+
     def jobs(self):
         return sorted(self.emulator.batches.values(), key=lambda b: b["_order"])
 
@@ -346,7 +355,7 @@ def test_a_run_killed_once_its_job_is_submitted_reattaches_instead_of_resubmitti
     args = provider.cli_args(run_dir)
     kill_once_submitted(args, run_dir)
     assert len(provider.jobs()) == 1 and stored_rows(run_dir) == []
-    status = run_cli("jobs", "status", str(run_dir))
+    status = run_cli(*provider.job_command("status", run_dir))
     (job,) = provider.jobs()
     assert status.returncode == 0 and provider.job_id(job) in status.stdout, status.stderr
     assert any(word in status.stdout for word in (*provider.in_flight_words, "completed", "Completed"))
@@ -365,9 +374,9 @@ def test_jobs_stop_ends_the_live_run_and_collect_resubmits_only_when_asked(provi
     while time.time() < deadline and not submitted_jobs(run_dir):
         time.sleep(0.02)
     provider.check_live_commands(run_dir)
-    status = run_cli("jobs", "status", str(run_dir))
+    status = run_cli(*provider.job_command("status", run_dir))
     assert status.returncode == 0 and "records" in status.stdout, status.stderr
-    stopped = run_cli("jobs", "stop", str(run_dir))
+    stopped = run_cli(*provider.job_command("stop", run_dir))
     assert stopped.returncode == 0 and "stopping" in stopped.stdout, stopped.stderr
     provider.emulator.step_seconds = 0.02
     _, stderr = live.communicate(timeout=60)
@@ -382,14 +391,14 @@ def test_jobs_stop_ends_the_live_run_and_collect_resubmits_only_when_asked(provi
     with SampleStore(run_dir, create=False) as store:
         unwanted = [e for e in store.record_errors() if e["code"] == "stopped"]
     assert len(unwanted) == records - answered  # every record the stopped job left, kept as not wanted
-    collected = run_cli("jobs", "collect", str(run_dir))  # the stop is respected: nothing resubmitted
+    collected = run_cli(*provider.job_command("collect", run_dir))  # the stop is respected: nothing resubmitted
     assert collected.returncode == 2 and "--resubmit" in collected.stderr and len(provider.jobs()) == 1
     assert len(stored_rows(run_dir)) < provider.paths
-    resubmitted = run_cli("jobs", "collect", "--resubmit", str(run_dir))
+    resubmitted = run_cli(*provider.job_command("collect", run_dir, "--resubmit"))
     assert resubmitted.returncode == 0 and f"SC@{provider.settings['paths']}" in resubmitted.stdout, \
         resubmitted.stderr
     assert len(provider.jobs()) == 2 and len(stored_rows(run_dir)) == provider.paths
-    nothing = run_cli("jobs", "stop", str(run_dir))
+    nothing = run_cli(*provider.job_command("stop", run_dir))
     assert nothing.returncode == 0 and "nothing to stop" in nothing.stdout, nothing.stderr
 
 
@@ -432,7 +441,7 @@ def test_records_refused_for_their_own_fault_are_stored_with_their_error_and_nev
     with SampleStore(run_dir, create=False) as store:
         errors = store.record_errors()
     assert len(errors) == refused and {(e["code"], e["retryable"]) for e in errors} == {(provider.refused_code, 0)}
-    status = run_cli("jobs", "status", str(run_dir))
+    status = run_cli(*provider.job_command("status", run_dir))
     assert status.returncode == 0 and f"not resubmitted, by code: {provider.refused_code}" in status.stdout, \
         status.stdout
     (job,) = write_report(run_dir)["batch_jobs"]
@@ -457,7 +466,7 @@ def test_an_output_that_cannot_be_read_at_all_is_bought_once(provider, tmp_path)
     assert "malformed" in line and "--resubmit" in line
     assert len(provider.jobs()) == 1 and not provider.on_demand_calls() and stored_rows(run_dir) == []
     provider.heal()
-    collected = run_cli("jobs", "collect", "--resubmit", str(run_dir))
+    collected = run_cli(*provider.job_command("collect", run_dir, "--resubmit"))
     assert collected.returncode == 0, collected.stderr
     assert len(stored_rows(run_dir)) == provider.paths and len(provider.jobs()) == 2
 
@@ -484,6 +493,6 @@ def test_output_in_another_format_is_bought_once_and_filed_under_our_ids(request
         filed = {row[0] for row in db.execute("SELECT record_id FROM record_errors")}
     assert filed and filed <= provider.sent_ids()  # none under "None" or "...x"
     provider.heal()
-    collected = run_cli("jobs", "collect", "--resubmit", str(run_dir))
+    collected = run_cli(*provider.job_command("collect", run_dir, "--resubmit"))
     assert collected.returncode == 0, collected.stderr
     assert len(stored_rows(run_dir)) == provider.paths and len(provider.jobs()) == 2

@@ -100,23 +100,6 @@ def test_jobs_respect_record_and_byte_quotas():
         split_jobs(records, Quotas(min_records_per_job=150, max_records_per_job=160))
 
 
-def test_only_jobs_of_the_positional_id_scheme_are_matched_by_their_paths():
-    """A job left by an older version (positional ids) is collected by its paths; a job of today's scheme
-    whose ids differ asked another prompt, and must never be taken for today's records."""
-    from selfconsistency.backends.batch_jobs import _same_paths
-    from selfconsistency.backends.batch_plan import legacy_record_id
-
-    today = {r.record_id: r for r in bedrock_pack(requests(), "cohere-command")}
-    edited = build_prompt("How many, edited?", (), PromptFormat.completion)
-    other = bedrock_pack([GenerationRequest(r.question_id, r.temperature, r.path_index, edited, r.params)
-                          for r in requests()], "cohere-command")
-    paths = lambda record: [[q.question_id, q.temperature, q.path_index] for q in record.requests]  # noqa: E731
-    legacy_job = {"records": {legacy_record_id(r.requests): paths(r) for r in today.values()}}
-    edited_job = {"records": {r.record_id: paths(r) for r in other}}
-    assert _same_paths([legacy_job], today) == {legacy_record_id(r.requests): rid for rid, r in today.items()}
-    assert set(edited_job["records"]).isdisjoint(today) and _same_paths([edited_job], today) == {}
-
-
 def test_an_input_file_is_its_lines_each_ended_by_a_newline():
     from selfconsistency.backends.batch_plan import input_file
 

@@ -13,8 +13,9 @@ from selfconsistency.backends.base import BackendError
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
 from selfconsistency.backends.bedrock_bodies import ADAPTERS
-from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
+from selfconsistency.experiment import plan_requests, run_experiment
 from selfconsistency.report import write_report
+from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
 from selfconsistency.testing.bedrock_emulator import Faults
 
@@ -24,7 +25,7 @@ ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
 
 
 def batch_config(model, bucket, **overrides):
-    return RunConfig(**{"data": str(GSM8K_TEST), "limit": 20, "paths": 6, "temperatures": (0.5, 0.7),
+    return RunSettings(**{"data": str(GSM8K_TEST), "limit": 20, "paths": 6, "temperatures": (0.5, 0.7),
                         "backend": "bedrock-batch", "model": model, "bucket": bucket, "role_arn": ROLE,
                         "create_bucket": True, "poll_seconds": 0.02, **overrides})
 
@@ -155,11 +156,12 @@ def test_a_kill_between_the_paths_of_a_record_leaves_whole_records_and_a_rerun_p
     run_dir = tmp_path / "run"
     config = batch_config("cohere.command-text-v14", "bucket-atomic")
     script = ("import os, signal, sys\n"
-              "from selfconsistency.experiment import RunConfig, run_experiment\n"
+              "from selfconsistency.experiment import run_experiment\n"
+              "from selfconsistency.settings import RunSettings\n"
               "def on_path(g):\n"
               "    if g.request.temperature > 0 and g.request.path_index == 1:\n"  # the 2nd path of a 5-path record
               "        os.kill(os.getpid(), signal.SIGKILL)\n"
-              "run_experiment(RunConfig.model_validate_json(sys.argv[1]), sys.argv[2], on_path=on_path)\n")
+              "run_experiment(RunSettings.model_validate_json(sys.argv[1]), sys.argv[2], on_path=on_path)\n")
     killed = subprocess.run([sys.executable, "-c", script, config.model_dump_json(), str(run_dir)],
                             capture_output=True, text=True, timeout=120)
     assert killed.returncode == -9, killed.stderr
@@ -252,28 +254,3 @@ def test_converse_is_part_of_the_runs_identity(tmp_path):
         converse = plain.model_copy(update={"converse": True})  # another request body: another run
         with pytest.raises(StoreMismatch, match="converse"):
             store.bind_config(converse.identity(task), converse.model_dump(mode="json"))
-
-
-def test_a_job_made_under_older_record_ids_is_collected_not_bought_again(aws, tmp_path):
-    """A run upgraded while its job was in flight: the job's records carry ids of another scheme."""
-    import dataclasses
-
-    from selfconsistency.backends.base import BackendConfig
-    from selfconsistency.backends.batch_jobs import BatchJobRunner
-    from selfconsistency.backends.batch_plan import legacy_record_id
-    from selfconsistency.backends.bedrock_batch import BedrockBatchOptions, BedrockJobs
-
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    config = batch_config(CLAUDE, "bucket-legacy")
-    task = config.get_task()
-    with SampleStore(run_dir) as store:
-        backend_config = BackendConfig(model=CLAUDE, job_state=store, options=BedrockBatchOptions(
-            bucket="bucket-legacy", role_arn=ROLE, create_bucket=True, poll_seconds=0.02))
-        older = BatchJobRunner(BedrockJobs(backend_config), backend_config, store)
-        records = [dataclasses.replace(r, record_id=legacy_record_id(r.requests),
-                                       line=bedrock_line(legacy_record_id(r.requests), r.body))
-                   for r in older.service.pack(plan_requests(config, task, config.load(task)))]
-        older._submit(older._plan_job(records), {r.record_id: r for r in records})
-    run_experiment(config, run_dir)
-    assert len(aws.jobs) == 1 and not aws.runtime_calls and len(stored_rows(run_dir)) == 260

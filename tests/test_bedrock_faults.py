@@ -9,7 +9,8 @@ import time
 import pytest
 
 from conftest import GSM8K_TEST, cli, run_cli, stored_rows, submitted_jobs
-from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.experiment import run_experiment
+from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
 from selfconsistency.testing.bedrock_emulator import Emulator, EmulatorServer, Faults
 
@@ -178,7 +179,7 @@ def test_unknown_model_family(aws, tmp_path, backend):
 
 
 def test_jobs_list_retries_throttling_and_explains_denial(aws, tmp_path):
-    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
+    run_experiment(RunSettings(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
                              backend="bedrock-batch", model=CLAUDE, bucket="list-bucket", role_arn=ROLE,
                              create_bucket=True, poll_seconds=0.02, seed=3), tmp_path / "run")
     aws.faults = Faults(throttle_next=3)  # botocore's default of 3 attempts would give up
@@ -193,7 +194,7 @@ def test_jobs_list_retries_throttling_and_explains_denial(aws, tmp_path):
 def test_two_runs_of_one_model_queue_on_the_quota(aws, tmp_path, caplog):
     aws.faults = Faults(in_flight_quota=1)
     aws.step_seconds = 0.5  # a job is in flight for 2 s: the other run's create meets it
-    configs = [RunConfig(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
+    configs = [RunSettings(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
                          backend="bedrock-batch", model=CLAUDE, bucket="quota-bucket", role_arn=ROLE,
                          create_bucket=True, poll_seconds=0.02, seed=seed) for seed in (1, 2)]
     errors = []
@@ -221,7 +222,7 @@ def test_two_runs_of_one_model_queue_on_the_quota(aws, tmp_path, caplog):
 def test_converse_leftovers_use_the_converse_api(aws, tmp_path):
     aws.faults = Faults(record_error_rate=0.1)  # failed records come back as a remainder too small for a job
     run_dir = tmp_path / "run"
-    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
+    run_experiment(RunSettings(data=str(GSM8K_TEST), limit=10, paths=6, temperatures=(0.5, 0.7),
                              backend="bedrock-batch", model=CLAUDE, converse=True, bucket="conv-bucket",
                              role_arn=ROLE, create_bucket=True, poll_seconds=0.02), run_dir)
     assert len(stored_rows(run_dir)) == 130

@@ -4,7 +4,8 @@ against the emulator."""
 import pytest
 
 from conftest import GSM8K_TEST, stored_rows
-from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
+from selfconsistency.experiment import plan_requests, run_experiment
+from selfconsistency.settings import RunSettings
 from selfconsistency.testing.bedrock_emulator import Faults
 
 pytestmark = pytest.mark.slow  # whole runs against the emulator over HTTP
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.slow  # whole runs against the emulator over HTTP
 def test_small_run_on_demand(aws, tmp_path, model):
     aws.faults = Faults(throttle_every=4)  # botocore's adaptive retries absorb them
     run_dir = tmp_path / "run"
-    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=3, paths=4, backend="bedrock", model=model,
+    run_experiment(RunSettings(data=str(GSM8K_TEST), limit=3, paths=4, backend="bedrock", model=model,
                              concurrency=3), run_dir)
     rows = stored_rows(run_dir)  # each stored once with its extracted answer: test_backend_contract.py
     assert len(rows) == 3 * 5 and all(answer is not None for *_, answer, _ in rows)  # retries absorbed throttling
@@ -25,7 +26,7 @@ def test_token_budget_on_demand(aws, tmp_path):
     from selfconsistency.backends.base import BudgetExceeded
 
     with pytest.raises(BudgetExceeded):
-        run_experiment(RunConfig(data=str(GSM8K_TEST), limit=3, paths=4, backend="bedrock",
+        run_experiment(RunSettings(data=str(GSM8K_TEST), limit=3, paths=4, backend="bedrock",
                                  model="cohere.command-text-v14", max_tokens_total=500), tmp_path / "run")
     assert stored_rows(tmp_path / "run") == []
 
@@ -39,7 +40,7 @@ def test_a_consumer_that_stops_sends_no_more_calls(aws):
     from selfconsistency.backends.bedrock_ondemand import BedrockOnDemandBackend, BedrockOnDemandOptions
 
     aws.faults = Faults(runtime_delay_s=0.2)
-    config = RunConfig(data=str(GSM8K_TEST), limit=6, paths=1, backend="bedrock",
+    config = RunSettings(data=str(GSM8K_TEST), limit=6, paths=1, backend="bedrock",
                        model="anthropic.claude-3-haiku-20240307-v1:0")
     task = config.get_task()
     backend = BedrockOnDemandBackend(BackendConfig(model=config.model, options=BedrockOnDemandOptions(concurrency=1)))

@@ -115,9 +115,10 @@ def test_answer_output_never_overwrites_its_inputs_and_is_checked_before_samplin
     (tmp_path / "a-directory").mkdir()
     os.link(data, tmp_path / "hard-link.jsonl")  # another name for the questions file
     audit = (run_dir / "audit.jsonl").read_bytes()
-    for output, reason in [(data, "the --data file"), (run_dir / "samples.sqlite", "sample store"),
+    for output, reason in [(data, "the run's data file"), (run_dir / "samples.sqlite", "sample store"),
                            (run_dir / "." / "samples.sqlite-wal", "sample store"),
-                           (tmp_path / "hard-link.jsonl", "the --data file"), (run_dir / "audit.jsonl", "audit log"),
+                           (tmp_path / "hard-link.jsonl", "the run's data file"),
+                           (run_dir / "audit.jsonl", "audit log"),
                            (tmp_path / "a-directory", "is a directory"),
                            (tmp_path / "missing" / "answers.jsonl", "does not exist")]:
         proc = run_cli(*args, "--limit", "2", "-o", str(output))  # a new question: sampling would call

@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from conftest import GSM8K_TEST, SMALL_MODEL, default_sigint, run_cli, stored_rows
-from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.experiment import run_experiment
 from selfconsistency.models import PACKAGED_MODELS
 from selfconsistency.report import markdown_table, write_report
+from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore, StoredQuestion
 
 TESTS = Path(__file__).resolve().parent
@@ -29,7 +30,7 @@ FIRST_QUESTION = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
 def scripted_run(run_dir: Path, **overrides) -> Path:
     base = dict(data=str(GSM8K_TEST), limit=4, backend="scripted", model="scripted-model", paths=5,
                 temperatures=(0.7,), subset_runs=5)
-    run_experiment(RunConfig(**{**base, **overrides}), run_dir)
+    run_experiment(RunSettings(**{**base, **overrides}), run_dir)
     write_report(run_dir)
     return run_dir
 
@@ -41,7 +42,7 @@ def at_columns(columns: int, *args: str, **kwargs) -> subprocess.CompletedProces
 
 def unfinished_store(run_dir: Path, **overrides) -> None:
     """A run's store with its settings and 2 selected questions, and no path yet."""
-    config = RunConfig(**{"data": str(GSM8K_TEST), "limit": 2, **overrides})
+    config = RunSettings(**{"data": str(GSM8K_TEST), "limit": 2, **overrides})
     task = config.get_task()
     data = config.load(task)
     with SampleStore(run_dir) as store:
@@ -282,3 +283,18 @@ def test_ctrl_c_during_run_says_how_to_resume(tmp_path):
     db = sqlite3.connect(tmp_path / "samples.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     db.close()
+
+
+def test_the_progress_bars_eta_is_the_pace_so_far():
+    """Paths finish in batches: the ETA extrapolates all paths done over all the time spent, from the first."""
+    from rich.progress import Progress
+
+    from selfconsistency.cli import PaceRemaining
+
+    column, progress = PaceRemaining(), Progress()
+    task_id = progress.add_task("sampling", total=60)
+    task = progress.tasks[0]
+    assert column.render(task).plain == "ETA after the first paths"
+    task.start_time = task.get_time() - 30.0  # the first batch of 8 took 30 s
+    progress.update(task_id, completed=8)
+    assert column.render(task).plain == f"ETA 0:{int(30 / 8 * 52) // 60:02d}:{int(30 / 8 * 52) % 60:02d}"

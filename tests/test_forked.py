@@ -180,13 +180,14 @@ def report_both_ways(run_dir: str) -> None:
 
     from conftest import GSM8K_TEST, ScriptedBackend
     from selfconsistency.backends import register_backend
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
     from selfconsistency.report import write_report
+    from selfconsistency.settings import RunSettings
 
     register_backend("scripted", lambda config: ScriptedBackend(config.model))
     tmp_path = Path(run_dir)
     # two temperatures and log-probs: the curves of majority and weighted votes, in halves when forked
-    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=6, backend="scripted", model="scripted-model", paths=5,
+    run_experiment(RunSettings(data=str(GSM8K_TEST), limit=6, backend="scripted", model="scripted-model", paths=5,
                              temperatures=(0.5, 0.7), subset_runs=5), tmp_path)
     assert can_fork()
     children_cpu = sum(os.times()[2:4])

@@ -323,12 +323,13 @@ def text_task(tmp_path: Path, pattern: str) -> tuple[Path, Path]:
 ])
 def test_answer_patterns_end_and_paths_are_stored(tmp_path, pattern, text, stored_answer):
     from selfconsistency.backends import register_backend
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
     from selfconsistency.store import SampleStore
 
     config_file, data = text_task(tmp_path, pattern)
     register_backend("fixed-text", lambda config: FixedTextBackend(text))
-    run_experiment(RunConfig(task=str(config_file), data=str(data), backend="fixed-text", paths=2), tmp_path / "run")
+    run_experiment(RunSettings(task=str(config_file), data=str(data), backend="fixed-text", paths=2), tmp_path / "run")
     with SampleStore(tmp_path / "run") as store:
         assert [path.answer for path in store.paths()] == [stored_answer] * 6
 
@@ -337,13 +338,14 @@ def test_answer_patterns_end_and_paths_are_stored(tmp_path, pattern, text, store
 @pytest.mark.timeout(60)
 def test_a_timed_out_answer_pattern_keeps_every_path_and_names_the_pattern(tmp_path):
     from selfconsistency.backends import register_backend
-    from selfconsistency.experiment import ExtractionFailed, RunConfig, run_experiment
+    from selfconsistency.experiment import ExtractionFailed, run_experiment
+    from selfconsistency.settings import RunSettings
     from selfconsistency.store import SampleStore
 
     config_file, data = text_task(tmp_path, r"(a|aa)+$")
     register_backend("fixed-text", lambda config: FixedTextBackend("a" * 40 + "!"))
     with pytest.raises(ExtractionFailed, match=r"answer.pattern '\(a\|aa\)\+\$' ran longer than 1s") as caught:
-        run_experiment(RunConfig(task=str(config_file), data=str(data), backend="fixed-text", paths=2),
+        run_experiment(RunSettings(task=str(config_file), data=str(data), backend="fixed-text", paths=2),
                        tmp_path / "run")
     assert "\n" not in str(caught.value)
     with SampleStore(tmp_path / "run") as store:
@@ -388,13 +390,20 @@ def test_urls_lose_their_credentials(url, kept, hidden):
         assert hidden not in redact_urls(url)
 
 
-def test_base_url_credentials_are_not_stored(tmp_path, scripted_backend, monkeypatch):
-    from conftest import GSM8K_TEST
-    from selfconsistency.experiment import RunConfig, run_experiment
+def test_base_url_credentials_are_not_stored(tmp_path, monkeypatch):
+    from conftest import GSM8K_TEST, ScriptedBackend
+    from selfconsistency.backends import register_backend
+    from selfconsistency.backends.openai_compat import OpenAIOptions
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
 
+    scripted_backend = []
+    # the scripted answers behind the OpenAI backend's options: --base-url is an option of those backends only
+    register_backend("scripted-openai", lambda config: scripted_backend.append(ScriptedBackend(config.model))
+                     or scripted_backend[-1], OpenAIOptions)
     secret_url = "https://alice:sk-verysecretkey0123@llm.example/v1?api_key=hunter2hunter2"
-    config = RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2,
-                       base_url=secret_url, log_prompts=True)
+    config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted-openai", model="m", paths=2,
+                         base_url=secret_url, log_prompts=True)
     monkeypatch.chdir(tmp_path)
     run_dir = run_experiment(config)
     assert run_dir.is_relative_to("runs")
@@ -411,11 +420,11 @@ def test_base_url_credentials_are_not_stored(tmp_path, scripted_backend, monkeyp
 
 @pytest.mark.parametrize("name", ["../../escaped", "/tmp/abs", "..", "a/../../b", "x" * 300, "名前 [/x]"])
 def test_task_name_is_slugified_for_the_default_run_dir(tmp_path, name):
-    from selfconsistency.experiment import RunConfig
+    from selfconsistency.settings import RunSettings
 
     config_file = tmp_path / "t.yaml"
     config_file.write_text(f"name: {json.dumps(name)}\n")
-    config = RunConfig(task=str(config_file))
+    config = RunSettings(task=str(config_file))
     run_dir = config.default_run_dir(config.get_task())
     assert run_dir.parent == Path("runs") and run_dir.name not in ("", ".", "..")
     assert "/" not in run_dir.name and len(run_dir.name) < 120 and not run_dir.name.startswith(".")
@@ -428,12 +437,13 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backen
     import socket
 
     from conftest import GSM8K_TEST
-    from selfconsistency.experiment import RunConfig, run_experiment
-    from selfconsistency.runlock import RunLocked, run_lock
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.runlock import RunLocked, prepare_run_dir, run_lock
+    from selfconsistency.settings import RunSettings
 
-    config = RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2)
+    config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2)
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    prepare_run_dir(run_dir)  # a run directory (its marker), as a run holding the lock has made it
     with run_lock(run_dir):
         with pytest.raises(RunLocked, match=f"in use by pid {os.getpid()} on {socket.gethostname()} since "):
             run_experiment(config, run_dir)
@@ -468,7 +478,8 @@ def test_settings_of_a_run_that_generated_nothing_can_be_corrected(tmp_path, scr
     from conftest import GSM8K_TEST
     from selfconsistency.backends import BackendError, register_backend
     from selfconsistency.backends.openai_compat import OpenAIOptions
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
 
     def unreachable(config):
         raise BackendError(f"cannot reach {config.options.base_url}")
@@ -476,16 +487,16 @@ def test_settings_of_a_run_that_generated_nothing_can_be_corrected(tmp_path, scr
     register_backend("unreachable", unreachable, OpenAIOptions)
     run_dir = tmp_path / "run"
     with pytest.raises(BackendError):
-        run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="unreachable", model="m",
+        run_experiment(RunSettings(data=str(GSM8K_TEST), limit=2, backend="unreachable", model="m",
                                  base_url="http://typo.invalid/v1"), run_dir)
     assert (run_dir / "samples.sqlite").exists()
-    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m"), run_dir)
+    run_experiment(RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m"), run_dir)
     assert len(scripted_backend) == 1
     # once paths are stored, other settings are refused as before
     from selfconsistency.store import StoreMismatch
 
     with pytest.raises(StoreMismatch, match="backend"):
-        run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="unreachable", model="m"), run_dir)
+        run_experiment(RunSettings(data=str(GSM8K_TEST), limit=2, backend="unreachable", model="m"), run_dir)
 
 
 # -- 12. operator mistakes are one-line errors -----------------------------------------------------
@@ -533,10 +544,11 @@ def test_report_export_and_simulate_read_a_read_only_run(tmp_path, scripted_back
     import sys
 
     from conftest import GSM8K_TEST
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
 
     run_dir = tmp_path / "run"
-    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=3, backend="scripted", model="m", paths=4), run_dir)
+    run_experiment(RunSettings(data=str(GSM8K_TEST), limit=3, backend="scripted", model="m", paths=4), run_dir)
     proc = read_only_cli(run_dir, "report", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     assert "read-only" in proc.stderr and "3 questions" in proc.stdout and "SC@4" in proc.stdout
@@ -627,9 +639,10 @@ def test_ids_and_paths_with_markup_print_as_they_are(tmp_path, scripted_backend)
 
 def test_log_prompts_in_chat_runs_logs_the_chat_prompt(tmp_path, scripted_backend):
     from conftest import GSM8K_TEST
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
 
-    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=1, backend="scripted", model="m", paths=1,
+    run_experiment(RunSettings(data=str(GSM8K_TEST), limit=1, backend="scripted", model="m", paths=1,
                              prompt_format="chat", log_prompts=True), tmp_path)
     events = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     prompts = [e["prompt"] for e in events if e["event"] == "generation"]
@@ -674,11 +687,12 @@ def test_jobs_collect_with_stored_settings_that_no_longer_hold(tmp_path, scripte
 
     from conftest import GSM8K_TEST
     from selfconsistency.cli import app
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
 
     prices = tmp_path / "prices.json"
     prices.write_text('{"m": {"on_demand": [0.001, 0.002]}}')
-    run_experiment(RunConfig(data=str(GSM8K_TEST), limit=1, backend="scripted", model="m", paths=1,
+    run_experiment(RunSettings(data=str(GSM8K_TEST), limit=1, backend="scripted", model="m", paths=1,
                              prices_file=str(prices)), tmp_path / "run")
     prices.unlink()
     result = CliRunner().invoke(app, ["jobs", "collect", str(tmp_path / "run")], env={"COLUMNS": "250"})

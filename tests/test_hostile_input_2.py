@@ -349,19 +349,30 @@ def test_urls_keep_only_scheme_host_port_and_path(url, kept):
     assert redact_urls(f"could not reach {url}: refused.") == f"could not reach {kept}: refused."
 
 
-def test_an_openai_compatible_run_with_a_secret_in_its_url_resumes(tmp_path, scripted_backend):
-    from conftest import GSM8K_TEST
-    from selfconsistency.experiment import RunConfig, run_experiment
+def test_an_openai_compatible_run_with_a_secret_in_its_url_resumes(tmp_path):
+    from conftest import GSM8K_TEST, ScriptedBackend
+    from selfconsistency.backends import register_backend
+    from selfconsistency.backends.openai_compat import OpenAIOptions
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
+    from selfconsistency.store import SampleStore
 
+    started = []
+    # the scripted answers behind the OpenAI backend's options (its --base-url is part of the run's identity)
+    register_backend("scripted-openai", lambda config: started.append(ScriptedBackend(config.model)) or started[-1],
+                     OpenAIOptions)
     secret_url = "https://llm.example/key/S3cretS3cretS3cret42/v1;jsessionid=J5E5S5I5O5N5#api_key=FRAGMENT5ecret"
-    config = RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2, base_url=secret_url)
+    config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted-openai", model="m", paths=2,
+                         base_url=secret_url)
     run_dir = run_experiment(config, tmp_path / "run")
     for name in ("samples.sqlite", "samples.sqlite-wal", "audit.jsonl"):
         if (run_dir / name).exists():
             content = (run_dir / name).read_bytes()
             assert b"S3cret" not in content and b"J5E5" not in content and b"FRAGMENT" not in content, name
+    with SampleStore.open_readonly(run_dir) as store:
+        assert store.settings().options.base_url == "https://llm.example/key/[redacted]/v1"
     run_experiment(config, tmp_path / "run")  # the same command resumes: the stored URL is the redacted one both times
-    assert len(scripted_backend) == 1
+    assert len(started) == 1
 
 
 def test_a_server_error_echoing_the_secret_path_is_masked(tmp_path):
@@ -402,9 +413,10 @@ def test_a_server_error_echoing_the_secret_path_is_masked(tmp_path):
 
 def _scripted_run(tmp_path, run_dir):
     from conftest import GSM8K_TEST
-    from selfconsistency.experiment import RunConfig, run_experiment
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.settings import RunSettings
 
-    return run_experiment(RunConfig(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2), run_dir)
+    return run_experiment(RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2), run_dir)
 
 
 @pytest.mark.parametrize("name", ["results.md", "results.json", "accuracy_vs_paths.png", "report.html"])
@@ -431,10 +443,11 @@ def test_report_refuses_a_fifo_in_place_of_a_results_file(tmp_path, scripted_bac
 @pytest.mark.parametrize("name", ["run.lock", "audit.jsonl", "samples.sqlite", "samples.sqlite-wal",
                                   "samples.sqlite-journal"])
 def test_run_does_not_write_through_a_symlink(tmp_path, scripted_backend, name):
-    from selfconsistency.safe_files import UnsafeRunFile
+    from selfconsistency.safe_files import RUN_MARKER, UnsafeRunFile
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
+    (run_dir / RUN_MARKER).write_text("")  # a run directory (unpacked from someone's archive) with a link planted
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     (run_dir / name).symlink_to(victim)

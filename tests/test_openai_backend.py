@@ -9,7 +9,8 @@ import pytest
 from conftest import GSM8K_TEST, OpenAIStub, default_sigint, kill_when_stored, load_results, run_cli, stored_rows
 from selfconsistency.backends.base import BackendConfig
 from selfconsistency.backends.openai_compat import OpenAIBackend, OpenAIOptions
-from selfconsistency.experiment import RunConfig, plan_requests
+from selfconsistency.experiment import plan_requests
+from selfconsistency.settings import RunSettings
 
 
 def openai_args(run_dir: Path, url: str, *extra: str) -> list[str]:
@@ -43,7 +44,7 @@ def test_server_run_resumes_after_sigkill(llama_server, tmp_path, monkeypatch):
 
 
 def _requests(paths=3):
-    config = RunConfig(data=str(GSM8K_TEST), limit=1, paths=paths, backend="openai", model="stub")
+    config = RunSettings(data=str(GSM8K_TEST), limit=1, paths=paths, backend="openai", model="stub")
     task = config.get_task()
     return plan_requests(config, task, config.load(task))
 

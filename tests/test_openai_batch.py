@@ -11,7 +11,8 @@ from conftest import GSM8K_TEST, OPENAI_KEY, run_cli, stored_rows
 from selfconsistency.backends.base import BackendConfig, BackendError, flatten
 from selfconsistency.backends.batch_jobs import MAX_ROUNDS, BatchJobRunner
 from selfconsistency.backends.openai_batch import OpenAIBatchJobs, OpenAIBatchOptions
-from selfconsistency.experiment import RunConfig, plan_requests, run_experiment
+from selfconsistency.experiment import plan_requests, run_experiment
+from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
 from selfconsistency.testing.openai_batch_emulator import Faults
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow  # whole jobs through the emulator over HTTP, seco
 
 
 def batch_config(url, **overrides):
-    return RunConfig(**{"data": str(GSM8K_TEST), "limit": 6, "paths": 10, "temperatures": (0.5, 0.7),
+    return RunSettings(**{"data": str(GSM8K_TEST), "limit": 6, "paths": 10, "temperatures": (0.5, 0.7),
                         "backend": "openai-batch", "base_url": url, "model": "gpt-4o-mini", "prompt_format": "chat",
                         "poll_seconds": 0.02, **overrides})
 

@@ -10,7 +10,7 @@ from fractions import Fraction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from selfconsistency.extract import NumberExtractor, choice_answer, text_answer, yes_no_answer
+from selfconsistency.extract import NumberExtractor
 from selfconsistency.sanitize import sanitize
 from selfconsistency.tasks import DataError, get_task
 
@@ -144,11 +144,14 @@ CHOICES = (("A", "red"), ("B", "green"), ("C", "blue"))
                                            "/", "\n", "answer:", "**C**", "1,000", "0.5"]),
                           max_size=200).map("".join)))
 def test_extraction_is_total_and_quick(text):
-    from selfconsistency.tasks.task import _DEFAULT_TEXT_PATTERN
+    """Every registered answer type's extractor, strict and flexible, on one- and two-answer questions."""
+    from selfconsistency.tasks.answer_types import answer_type, answer_type_names
+    from selfconsistency.tasks.base import Question
+    from selfconsistency.tasks.spec import AnswerSpec
 
+    questions = [Question("q", 0, "?", None, CHOICES, n_answers) for n_answers in (1, 2)]
     started = time.perf_counter()
-    results = [NumberExtractor()(text), NumberExtractor(flexible=False)(text),
-               choice_answer(text, CHOICES), choice_answer(text, CHOICES, n_answers=2),
-               yes_no_answer(text), text_answer(text, _DEFAULT_TEXT_PATTERN, ("lower", "strip_punctuation"))]
+    results = [answer_type(name).extractor(AnswerSpec(type=name), flexible)(text, question)
+               for name in answer_type_names() for flexible in (True, False) for question in questions]
     assert time.perf_counter() - started < 2.0
     assert all(r is None or isinstance(r, str) for r in results)

@@ -17,9 +17,10 @@ import pytest
 from conftest import GSM8K_TEST, ScriptedBackend
 from selfconsistency.backends import register_backend
 from selfconsistency.backends.base import Generation
-from selfconsistency.experiment import RunConfig, run_experiment
+from selfconsistency.experiment import run_experiment
 from selfconsistency.report import write_report
 from selfconsistency.report_html import render_page, script_json
+from selfconsistency.settings import RunSettings
 
 HOSTILE = ("Let me see. <script>window.pwned = 1;</script> and </script><!--<script> "
            "<img src=x onerror=\"window.pwned = 2\"> & done.")
@@ -41,7 +42,7 @@ class HostileBackend(ScriptedBackend):
 
 def make_run(run_dir: Path, questions: int, paths: int = 5) -> Path:
     register_backend("hostile", lambda config: HostileBackend(config.model))
-    config = RunConfig(data=str(GSM8K_TEST), limit=questions, backend="hostile", model="scripted-model",
+    config = RunSettings(data=str(GSM8K_TEST), limit=questions, backend="hostile", model="scripted-model",
                        paths=paths, temperatures=(0.7,), subset_runs=5)
     run_experiment(config, run_dir)
     write_report(run_dir)
@@ -174,8 +175,8 @@ def test_page_carries_the_stored_log_probs_and_only_the_selected_questions(tmp_p
     register_backend("near-tie", lambda config: NearTieBackend(config.model))
     config = dict(data=str(GSM8K_TEST), backend="near-tie", model="scripted-model", paths=3, temperatures=(0.7,),
                   subset_runs=5)
-    run_experiment(RunConfig(limit=3, **config), tmp_path)
-    run_experiment(RunConfig(limit=2, **config), tmp_path)  # the store keeps the third question's paths
+    run_experiment(RunSettings(limit=3, **config), tmp_path)
+    run_experiment(RunSettings(limit=2, **config), tmp_path)  # the store keeps the third question's paths
     write_report(tmp_path)
     _, data = page_data((tmp_path / "report.html").read_text(encoding="utf-8"))
     db = sqlite3.connect(tmp_path / "samples.sqlite")

@@ -57,7 +57,7 @@ def _reference_summaries(store):
     import numpy as np
 
     from selfconsistency.analysis import accuracy, accuracy_curve, encode, subset_curve
-    from selfconsistency.results import WEIGHTED_VOTES, _price
+    from selfconsistency.results import WEIGHTED_VOTES
     from selfconsistency.vote import path_weights
 
     config = store.settings().stored_settings()
@@ -68,7 +68,8 @@ def _reference_summaries(store):
     complete = [q for q in store.get_meta("selection") if all(len(by_setting[t][q]) >= n for t, n in wanted.items())]
     gold_of = {q.id: q.gold for q in store.questions()}
     golds = [gold_of[q] for q in complete if gold_of[q] is not None]
-    price, on_demand_price = _price(config, batch=True), _price(config, batch=False)
+    settings = store.settings()
+    price, on_demand_price = settings.price(), settings.price(on_demand=True)
     keys = store.on_demand_keys()
     out = {}
     for temperature, n in wanted.items():
@@ -158,3 +159,36 @@ def test_the_collector_is_paused_only_while_a_report_is_built(tmp_path):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_documented_schema_is_the_models():
+    """docs/results.schema.json is what results_schema.Results says (regenerate it with the module's command)."""
+    import json
+    from pathlib import Path
+
+    from selfconsistency.results_schema import json_schema
+
+    documented = json.loads((Path(__file__).parents[1] / "docs" / "results.schema.json").read_text())
+    assert documented == json_schema()
+
+
+def test_a_runs_results_fit_the_schema_and_an_undeclared_key_does_not(tmp_path, scripted_backend):
+    import pytest
+    from pydantic import ValidationError
+
+    from conftest import GSM8K_TEST
+    from selfconsistency.experiment import run_experiment
+    from selfconsistency.results import build_results
+    from selfconsistency.results_schema import Results
+    from selfconsistency.settings import RunSettings
+    from selfconsistency.store import SampleStore
+
+    run_dir = run_experiment(RunSettings(data=str(GSM8K_TEST), limit=4, backend="scripted", model="m", paths=4,
+                                         stop="beta:0.9"), tmp_path / "run")
+    with SampleStore.open_readonly(run_dir) as store:
+        results = build_results(store)
+    Results.model_validate(results)
+    with pytest.raises(ValidationError, match="surprise"):
+        Results.model_validate({**results, "surprise": 1})
+    with pytest.raises(ValidationError, match="adaptive"):
+        Results.model_validate({**results, "sampled": [{**results["sampled"][0], "adaptive": {"rule": "x"}}]})

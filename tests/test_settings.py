@@ -77,7 +77,7 @@ def test_a_backends_own_option_reaches_the_cli_and_the_identity(tmp_path):
 
 def test_identity_is_what_older_versions_recorded(tmp_path):
     """Stores made before the settings were regrouped keep their settings hash (their identity dicts, as
-    the earlier RunConfig.identity wrote them)."""
+    the earlier RunSettings.identity wrote them)."""
     local = RunSettings(data=str(GSM8K_TEST), limit=2, model="gemma-3-270m", top_k=7)
     task = local.get_task()
     common = {"task": "gsm8k", "task_spec": task.fingerprint(), "shots_from_data": None, "model": "gemma-3-270m",
@@ -119,9 +119,14 @@ def test_the_store_returns_the_runs_settings_typed(tmp_path, scripted_backend):
         assert store.settings() == config
 
 
-def test_an_older_store_keeps_its_job_ids(tmp_path):
-    """Job rows written when the provider's id was kept as `arn`: read back as `job_id`, read-only too."""
+def test_an_older_store_is_read_only_once_upgraded_and_keeps_its_job_ids(tmp_path):
+    """Job rows written when the provider's id was kept as `arn`. Reading never writes: the read-only open
+    refuses the older schema, naming the command; `upgrade` migrates it (under the run lock), then the
+    jobs read back with their `job_id`."""
+    from typer.testing import CliRunner
+
     from selfconsistency import store as store_module
+    from selfconsistency.cli import app
 
     db = sqlite3.connect(tmp_path / "samples.sqlite")
     for script in store_module._MIGRATIONS[:4]:
@@ -131,7 +136,13 @@ def test_an_older_store_keeps_its_job_ids(tmp_path):
                "updated_at) VALUES ('k', 'openai-batch', 'm', 'submitted', 'batch_123', 'in', '', '{}', 0, 0)")
     db.commit()
     db.close()
-    with SampleStore.open_readonly(tmp_path) as store:  # upgraded first: the directory is writable
+    before = (tmp_path / "samples.sqlite").read_bytes()
+    with pytest.raises(ValueError, match=f"written by an older version; `selfconsistency upgrade {tmp_path}`"):
+        SampleStore.open_readonly(tmp_path)
+    assert (tmp_path / "samples.sqlite").read_bytes() == before
+    upgraded = CliRunner().invoke(app, ["upgrade", str(tmp_path)])
+    assert upgraded.exit_code == 0, upgraded.output
+    with SampleStore.open_readonly(tmp_path) as store:
         assert [job["job_id"] for job in store.jobs()] == ["batch_123"]
         assert store.read_only
 
@@ -188,3 +199,79 @@ def test_run_help_is_grouped_by_concern_and_uncut_at_80_columns():
     for panel in ("Experiment", "Sampling", "Adaptive stopping", "Backend", "Budget (paid backends)", "Output"):
         assert any(title.startswith(panel) for title in panels), panels
     assert max(map(len, result.output.splitlines())) <= 80
+
+
+@pytest.mark.parametrize("typed, refused", [
+    (["--backend", "openai", "--bucket", "x"], "--bucket is an option of the bedrock-batch backend, not of openai"),
+    (["--backend", "openai", "--batch-size", "3"], "--batch-size is an option of the local backend, not of openai"),
+    (["--threads", "2", "--backend", "bedrock"], "--threads is an option of the local backend, not of bedrock"),
+])
+def test_another_backends_option_is_refused_in_one_line(typed, refused):
+    from typer.testing import CliRunner
+
+    from selfconsistency.cli import app
+
+    result = CliRunner().invoke(app, ["run", "gsm8k", "--data", str(GSM8K_TEST), "--model", "m", *typed])
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: {refused}", result.output
+    options = {typed[i].removeprefix("--").replace("-", "_"): typed[i + 1] for i in range(0, len(typed), 2)}
+    with pytest.raises(ValidationError, match=refused):
+        RunSettings(model="m", **options)
+
+
+def test_the_python_api_refuses_another_backends_option_too():
+    from selfconsistency import SelfConsistency
+
+    with pytest.raises(ValueError, match="--role-arn is an option of the bedrock-batch backend, not of openai"):
+        SelfConsistency(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", role_arn="arn:x")
+
+
+def test_a_default_is_the_settings_own_and_not_an_option_given():
+    """A command line passes on only what was typed: the defaults it shows are the settings' declarations."""
+    from typer.testing import CliRunner
+
+    from selfconsistency.cli import app
+
+    result = CliRunner().invoke(app, ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
+                                      "--model", "m", "--base-url", "http://127.0.0.1:9/v1", "--show-prompt"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("body, refused", [
+    ({"temperature": 0}, "sampling temperature 0 is outside (0, 2]"),
+    ({"temperature": 2.5}, "sampling temperature 2.5 is outside (0, 2]"),
+    ({"top_p": 0}, "top_p: Input should be greater than 0"),
+    ({"n": 0}, "n: Input should be greater than or equal to 1"),
+    ({"top_k": -1}, "top_k: Input should be greater than or equal to 0"),
+    ({"max_tokens": 0}, "max_tokens: Input should be greater than or equal to 1"),
+    ({"seed": -3}, "seed: Input should be greater than or equal to 0"),
+    ({"n": "3"}, "n: Input should be a valid integer"),
+    ({"self_consistency": {"min_agreement": 1.5}}, "min_agreement: Input should be less than or equal to 1"),
+    ({"self_consistency": {"paths": 0}}, "paths: Input should be greater than or equal to 1"),
+    ({"self_consistency": {"answer_type": "poem"}}, "unknown answer type 'poem'; use number, letter"),
+])
+def test_the_servers_request_fields_have_the_settings_bounds(body, refused):
+    """serve's body is bounded by the settings it sets, declared once (and the answer types by the registry)."""
+    from starlette.testclient import TestClient
+
+    from selfconsistency import SelfConsistency
+    from selfconsistency.serve import create_app
+
+    engine = SelfConsistency(model="m", backend="openai", base_url="http://127.0.0.1:9/v1")
+    with TestClient(create_app(engine)) as client:
+        reply = client.post("/v1/chat/completions", json={"model": "m", **body,
+                                                          "messages": [{"role": "user", "content": "1 + 1?"}]})
+    assert reply.status_code == 400 and refused in reply.json()["error"]["message"], reply.text
+    for value in body.values():  # the same value is refused where the settings are built too
+        if isinstance(value, int | float) and not isinstance(value, bool) and "n" not in body:
+            name = {"temperature": "temperatures", "top_p": "top_p", "top_k": "top_k", "max_tokens": "max_tokens",
+                    "seed": "seed"}[next(iter(body))]
+            with pytest.raises(ValidationError):
+                RunSettings(**{name: (value,) if name == "temperatures" else value})
+
+
+def test_the_api_and_the_cli_share_the_settings_defaults():
+    from selfconsistency import SelfConsistency
+
+    api = SelfConsistency(model="m", backend="openai", base_url="http://127.0.0.1:9/v1").settings()[0]
+    assert api.sampling.paths == RunSettings().sampling.paths
+    assert api.sampling.temperatures == RunSettings().sampling.temperatures

@@ -10,7 +10,7 @@ from selfconsistency.stopping import (
     WindowRule,
     beta_leader_probability,
     parse_rule,
-    replay,
+    replay_many,
 )
 
 
@@ -93,9 +93,9 @@ def test_parse_and_validate():
 def test_replay_is_seeded_and_saves_paths_on_easy_questions():
     answers = [["5"] * 16, ["3"] * 12 + ["4"] * 4, [str(i % 5) for i in range(16)]]
     golds = ["5", "3", "0"]
-    first = replay(BetaRule(threshold=0.95, max_paths=16), answers, golds, runs=50, seed=1)
-    assert first == replay(BetaRule(threshold=0.95, max_paths=16), answers, golds, runs=50, seed=1)
-    fixed = replay(FixedN(n=16, max_paths=16), answers, golds, runs=50, seed=1)
+    first = replay_many([BetaRule(threshold=0.95, max_paths=16)], answers, golds, runs=50, seed=1)[0]
+    assert first == replay_many([BetaRule(threshold=0.95, max_paths=16)], answers, golds, runs=50, seed=1)[0]
+    fixed = replay_many([FixedN(n=16, max_paths=16)], answers, golds, runs=50, seed=1)[0]
     assert fixed.mean_paths == 16
     assert first.mean_paths < 10  # the unanimous question stops after 4 paths
     assert first.accuracy >= 0.6
@@ -103,7 +103,10 @@ def test_replay_is_seeded_and_saves_paths_on_easy_questions():
 
 def _synthetic_run(run_dir, questions=12, paths=8):
     """A store as a run leaves it, written directly: easy questions agree, hard ones scatter."""
+    from selfconsistency.runlock import prepare_run_dir
     from selfconsistency.store import SampleStore, StoredPath, StoredQuestion
+
+    prepare_run_dir(run_dir)  # a run directory, as a run makes it
 
     config = {"task": "gsm8k", "backend": "local", "model": "m", "greedy": False, "temperatures": [0.7],
               "paths": paths, "subset_runs": 20, "seed": 0}
@@ -136,26 +139,32 @@ def test_simulate_command_writes_the_frontier(tmp_path):
     assert fixed["mean_paths"] == 8 and abs(fixed["accuracy"] - frontier["fixed"][-1]["exact"]) < 0.1
     assert frontier["fixed"][-1]["exact"] == 0.75  # 6 unanimous + 6 two-way ties at N=8
     assert beta["mean_paths"] < 6.5  # the six unanimous questions stop after 4 paths
+    # beside each rule, fixed N at the rule's own mean paths: the curve between its two nearest k
+    k = int(beta["mean_paths"])
+    low, high = frontier["fixed"][k - 1]["exact"], frontier["fixed"][k]["exact"]
+    at_same_paths = low + (high - low) * (beta["mean_paths"] - k)
+    row = next(line for line in result.stdout.splitlines() if "beta:0.95" in line)
+    assert f"{beta['mean_paths']:.2f}" in row and f"{at_same_paths:.1%}" in row, row
     assert (tmp_path / "frontier.png").exists()
     bad = CliRunner().invoke(app, ["simulate", str(tmp_path), "--stop", "beta:0.95", "--temperature", "1.0"])
     assert bad.exit_code == 2 and "T=1" in bad.output
 
 
 def reference_replay(rule, answers, golds, runs=100, seed=0):
-    """replay as it was before issue 16: path by path, one generator for orders and tie-breaks."""
+    """replay path by path, as it was before issue 16, with the questions' own tie-breaks (vote.decide)."""
     import numpy as np
 
     from selfconsistency.stopping import ReplayResult
-    from selfconsistency.vote import majority_vote
+    from selfconsistency.vote import decide
 
     rng = np.random.default_rng(seed)
     accuracy, used = np.zeros(runs), np.zeros(runs)
     for run in range(runs):
         correct = spent = 0
-        for row, gold in zip(answers, golds, strict=True):
+        for position, (row, gold) in enumerate(zip(answers, golds, strict=True)):
             order = [row[i] for i in rng.permutation(len(row))]
             k = next((k for k in range(1, len(order) + 1) if rule.should_stop(order[:k])), len(order))
-            correct += majority_vote(order[:k], rng) == gold
+            correct += decide(order[:k], seed=0, question_id=str(position), temperature=0.0).answer == gold
             spent += k
         accuracy[run], used[run] = correct / len(golds), spent / len(golds)
     return ReplayResult(rule.name, float(accuracy.mean()), float(accuracy.std()), float(used.mean()))
@@ -171,7 +180,7 @@ def test_replay_matches_the_path_by_path_reference_in_distribution(text):
     golds = ["1"] * 40
     rule = parse_rule(text, min_paths=2, max_paths=10)
     runs = 300
-    fast = replay(rule, answers, golds, runs=runs, seed=1)
+    fast = replay_many([rule], answers, golds, runs=runs, seed=1)[0]
     slow = reference_replay(rule, answers, golds, runs=runs, seed=2)
     # Per-run means over 40 questions: their spread over runs gives the standard error of each mean.
     assert abs(fast.accuracy - slow.accuracy) <= 5 * np.hypot(fast.accuracy_std, slow.accuracy_std) / np.sqrt(runs)
@@ -187,7 +196,7 @@ def test_replay_many_equals_one_rule_at_a_time_for_the_orders():
 
     together = replay_many(rules, answers, golds, runs=30, seed=4)
     assert together[0].mean_paths == 8 and together[0].accuracy <= 2 / 3
-    assert together[1].mean_paths == replay(rules[1], answers, golds, runs=30, seed=4).mean_paths
+    assert together[1].mean_paths == replay_many([rules[1]], answers, golds, runs=30, seed=4)[0].mean_paths
 
 
 def _full_sample_share(counts: tuple[int, ...], draws: int) -> float:

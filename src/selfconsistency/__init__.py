@@ -8,10 +8,10 @@ from importlib import import_module
 # Imported on first use, so that importing one module (a backend) does not import the whole package.
 _EXPORTS = {
     "CurvePoint": ".analysis", "accuracy_curve": ".analysis", "exact_majority_accuracy": ".analysis",
-    "RunConfig": ".experiment", "plan_requests": ".experiment", "run_experiment": ".experiment",
+    "plan_requests": ".experiment", "run_experiment": ".experiment",
     "NumberExtractor": ".extract", "build_results": ".results", "export_paths": ".export",
     "write_report": ".report", "SamplingParams": ".sampling", "path_seed": ".sampling",
-    "RunSettings": ".settings", "SampleStore": ".store", "majority_vote": ".vote",
+    "RunSettings": ".settings", "SampleStore": ".store", "decide": ".vote", "Vote": ".vote",
     "Answer": ".answers", "answers_from_store": ".answers", "build_answer": ".answers",
     "SelfConsistency": ".api",
 }

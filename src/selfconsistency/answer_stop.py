@@ -13,21 +13,17 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-# What each answer type looks like right after the statement's prefix (the extractors read these).
-_ANSWER_SHAPES = {
-    "number": r"[-\u2212]?\s?\$?\s?[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+)?",
-    "letter": r"\(?[A-Za-z]\)?",
-    "yes_no": r"(?:yes|no)\b",
-}
+from .tasks.answer_types import answer_type
+
 # The statement ends here: not a digit (a number could go on), and present (not the text's end yet).
 _COMPLETE_AFTER = r"(?=[^\d])"
 
 
-def answer_complete_pattern(answer_statement: str, answer_type: str) -> str | None:
+def answer_complete_pattern(answer_statement: str, kind: str) -> str | None:
     """The completion condition for a task's answer statement (e.g. "The answer is {answer}."), or None
     when its answer type has no fixed shape (free and pattern-extracted text) or nothing follows the
     answer in the statement (then nothing marks where the answer ends)."""
-    shape = _ANSWER_SHAPES.get(answer_type)
+    shape = answer_type(kind).shape
     prefix, _, suffix = answer_statement.partition("{answer}")
     if shape is None or not suffix.strip() or not prefix.strip():
         return None

@@ -1,30 +1,26 @@
 """One answer per question from its stored paths: the vote (or the Universal Self-Consistency pick), how
 much the paths agree, and the evidence. `build_answer` is pure; `answers_from_store` reads a run.
 
-Ties are broken with a generator seeded from the run's seed and the question's id, so a question gets the
-same answer whichever other questions were asked with it (one call or many, CLI, API or server).
+The vote is `vote.decide`'s, as in every other reader of a run (ties, agreement and abstention are defined
+there), so a question gets the same answer whichever other questions were asked with it and whichever
+command asks (one call or many, CLI, API or server, report.html, `export --questions`).
 """
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
-import numpy as np
+from pydantic import Field, TypeAdapter, ValidationError
 
 from .costs import Price
 from .per_question import paths_used
-from .results import _price as results_price
-from .sampling import path_seed
-from .stopping import parse_rule
 from .store import SampleStore, StoredPath, StoredQuestion, StoredSelection
-from .vote import majority_vote, path_weights, weighted_vote
-
-METHODS = ("majority", "logprob", "cisc:T", "usc")
-_TIE_BREAK_INDEX = -1  # path_seed's index for a question's tie-break stream (paths use 0, 1, ...)
+from .vote import decide, path_weights
+from .vote import share as vote_share
 
 
 @dataclass(frozen=True)
@@ -115,11 +111,17 @@ def check_method(method: str) -> str:
     raise ValueError(f"unknown answer method {method!r}; use majority, logprob, cisc[:T] (T > 0) or usc")
 
 
+# `--min-agreement`, the API's `min_agreement` and serve's `self_consistency.min_agreement`: a share of the votes.
+MinAgreement = Annotated[float, Field(ge=0.0, le=1.0)]
+_MIN_AGREEMENT = TypeAdapter(MinAgreement | None)
+
+
 def check_min_agreement(value: float | None) -> float | None:
-    """A share of the votes, in [0, 1] (as `answer --min-agreement` takes it)."""
-    if value is not None and not 0.0 <= value <= 1.0:
-        raise ValueError(f"min_agreement {value} is outside [0, 1]: it is the winning share of the votes")
-    return value
+    """A share of the votes, in [0, 1] (`MinAgreement`)."""
+    try:
+        return _MIN_AGREEMENT.validate_python(value)
+    except ValidationError:
+        raise ValueError(f"min_agreement {value} is outside [0, 1]: it is the winning share of the votes") from None
 
 
 def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated: Sequence[StoredPath], *,
@@ -134,22 +136,11 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
     used = sorted(used, key=lambda p: p.path_index)
     answers = [p.answer for p in used]
     temperature = used[0].temperature if used else 0.0
-    rng = np.random.default_rng(path_seed(seed, question.id, temperature, _TIE_BREAK_INDEX))
-    counts = Counter(a for a in answers if a is not None)
-    votes: dict[str, int] | UscSelection = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
-    weights = None
-    if method in ("majority", "usc"):
-        winner = majority_vote(answers, rng)
-        share = counts[winner] / sum(counts.values()) if winner is not None else 0.0
-    else:
-        per_path = path_weights(method, [p.logprob_sum for p in used], [p.completion_tokens for p in used])
-        winner = weighted_vote(answers, per_path, rng)
-        totals: dict[str, float] = defaultdict(float)
-        for answer, weight in zip(answers, per_path, strict=True):
-            if answer is not None:
-                totals[answer] += float(weight)
-        weights = {answer: round(totals[answer], 6) for answer in votes}
-        share = totals[winner] / sum(totals.values()) if winner is not None else 0.0
+    per_path = None if method in ("majority", "usc") else path_weights(
+        method, [p.logprob_sum for p in used], [p.completion_tokens for p in used])
+    vote = decide(answers, seed=seed, question_id=question.id, temperature=temperature, weights=per_path)
+    winner, share = vote.answer, vote.agreement
+    votes: dict[str, int] | UscSelection = vote.counts
     rationale_path = next((p for p in used if winner is not None and p.answer == winner), None)
     extra_prompt = extra_completion = 0
     if method == "usc":
@@ -160,14 +151,14 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
         # Fallback (a reply naming no candidate): the majority vote's path; none when every path abstained.
         picked = by_index[selection.chosen] if parsed else rationale_path
         votes = UscSelection(selected_path=picked.path_index if picked else None,
-                             candidates=len(answers) - answers.count(None), parsed=parsed)
+                             candidates=len(answers) - vote.abstained, parsed=parsed)
         rationale_path = picked
         winner = picked.answer if picked else None
-        share = counts[winner] / sum(counts.values()) if winner is not None else 0.0
+        share = vote_share(vote.counts, winner)
         extra_prompt, extra_completion = selection.prompt_tokens, selection.completion_tokens
     prompt_tokens = sum(p.prompt_tokens for p in generated) + extra_prompt
     completion_tokens = sum(p.completion_tokens for p in generated) + extra_completion
-    agreement = round(share, 4)
+    agreement = share
     correct = None if question.gold is None else winner is not None and winner == question.gold
     if verbatim and rationale_path is not None:
         winner = rationale_path.text.strip()
@@ -179,14 +170,9 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, method=method,
         gold=question.gold, correct=correct,
         low_confidence=None if min_agreement is None else agreement < min_agreement,
-        weights=weights,
+        weights=vote.weights,
         paths=tuple(AnswerPath(p.path_index, p.answer, p.text, p.completion_tokens, p.logprob_sum, p.finish_reason)
                     for p in used))
-
-
-def run_price(config: dict[str, Any]) -> Price | None:
-    """The run's model price from its price table (batch price for a batch backend); None if unpriced."""
-    return results_price(config, batch=config["backend"].endswith("-batch"))
 
 
 def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement: float | None = None,
@@ -197,32 +183,30 @@ def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement
     (answer type free): each answer is its chosen path's text, as `build_answer` says."""
     method = check_method(method)
     with SampleStore.open_readonly(run_dir) as store:
-        config = store.get_meta("config")
-        if config is None:
-            raise ValueError(f"{store.path} holds no run")
-        temperatures = list(config["temperatures"]) or ([0.0] if config["greedy"] else [])
+        settings = store.settings()
+        temperatures = settings.sampling.temperatures or settings.settings()
         temperature = temperatures[0] if temperature is None else temperature
-        if temperature not in temperatures and not (temperature == 0.0 and config["greedy"]):
+        if temperature not in settings.settings():
             raise ValueError(f"no paths at T={temperature:g} in {run_dir}")
         wanted = list(ids) if ids is not None else store.get_meta("selection") or []
         questions = {q.id: q for q in store.questions()}
-        rule = parse_rule(config["stop"], config["min_paths"], config["paths"]) if config.get("stop") else None
+        rule = settings.stopping_rule()
         stops = store.stops(rule.name) if rule else {}
         selections = store.selections() if method == "usc" else {}
         by_question: dict[str, list[StoredPath]] = defaultdict(list)
         for path in store.paths():
             if path.temperature == temperature and path.question_id in questions:
                 by_question[path.question_id].append(path)
-    price = run_price(config)
+    price = settings.price()
     out = []
     for qid in wanted:
         generated = by_question.get(qid, [])  # in path-index order
         if temperature == 0.0:
             used, reason = len(generated[:1]), "fixed N"
         else:
-            used, reason, _ = paths_used(config, stops, qid, temperature, len(generated))
+            used, reason, _ = paths_used(settings, stops, qid, temperature, len(generated))
         stopped_by = {"rule": rule.name if rule else None, "max paths": "max_paths"}.get(reason)
-        out.append(build_answer(questions[qid], generated[:used], generated, seed=config["seed"], method=method,
+        out.append(build_answer(questions[qid], generated[:used], generated, seed=settings.sampling.seed, method=method,
                                 stopped_by=stopped_by, selection=selections.get((qid, temperature, used)),
                                 price=price, min_agreement=min_agreement, verbatim=verbatim))
     return out

@@ -24,7 +24,7 @@ import queue
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,10 @@ from .runlock import RunDirError
 from .settings import RunSettings, one_temperature, unused_settings
 from .store import StoreMismatch
 from .tasks import DataError, Task, TaskSpec, get_task
+from .tasks.answer_types import answer_type
 from .tasks.base import CHAT_CONTEXT
 
 Question = str | Mapping[str, Any]  # a question's text, or a record shaped like the task's data
-ANSWER_TYPES = ("number", "letter", "yes_no", "text", "free")
 
 
 def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
@@ -59,8 +59,8 @@ def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
             raise ValueError(f"{name} does not apply to SelfConsistency, whose answers vote over the sampled paths "
                              f"of the questions it is given (it is a setting of {users})")
     one_temperature(fields.get("temperatures", ()), "SelfConsistency", "temperatures")
-    temperature = fields.pop("temperature", 0.7)
-    fields.setdefault("temperatures", (temperature,))
+    if "temperature" in fields:
+        fields.setdefault("temperatures", (fields.pop("temperature"),))
     fields.setdefault("greedy", False)
     try:
         return RunSettings(task=task_name, **fields)
@@ -71,7 +71,7 @@ def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
 
 def default_method(task: Task) -> str:
     """Universal Self-Consistency for free-form answers (no extractor to vote with), else the majority."""
-    return "usc" if task.spec.answer.type == "free" else "majority"
+    return "usc" if answer_type(task.spec.answer.type).free else "majority"
 
 
 def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str | None = None,
@@ -88,14 +88,20 @@ def answer_data(config: RunSettings, run_dir: Path | None = None, *, method: str
     if method == "usc":  # a record's chat turns (chat_context) reach its selection request too
         select_with_usc(config, run_dir, questions=config.load(task).questions)
     return run_dir, answers_from_store(run_dir, method=method, min_agreement=min_agreement,
-                                       verbatim=task.spec.answer.type == "free")
+                                       verbatim=answer_type(task.spec.answer.type).free)
+
+
+def answer_lines(answers: Iterable[Answer]) -> Iterator[str]:
+    """One JSON line per answer (Answer.to_record)."""
+    for answer in answers:
+        yield json.dumps(answer.to_record(), ensure_ascii=False) + "\n"
 
 
 def write_answers(answers: Iterable[Answer], out: Any) -> int:
-    """One JSON line per answer (Answer.to_record) to a text stream; how many were written."""
+    """`answer_lines` to a text stream; how many were written."""
     count = 0
-    for answer in answers:
-        out.write(json.dumps(answer.to_record(), ensure_ascii=False) + "\n")
+    for line in answer_lines(answers):
+        out.write(line)
         count += 1
     return count
 
@@ -287,12 +293,14 @@ class SelfConsistency:
     (`max_tokens`, `seed`, `prompt_format`, `top_p`, `base_url`, `api`, `concurrency`, `region`, ...).
     """
 
-    def __init__(self, model: str = DEFAULT_MODEL, *, paths: int = 10, temperature: float = 0.7,
+    def __init__(self, model: str = DEFAULT_MODEL, *, paths: int | None = None, temperature: float | None = None,
                  stop: str | None = None, backend: str = "local", task: str | TaskSpec | Task = "gsm8k",
                  answer_type: str | None = None, method: str | None = None, min_agreement: float | None = None,
                  run_dir: str | Path | None = None, **options: Any):
-        self._options = {"model": model, "paths": paths, "temperature": temperature, "stop": stop,
-                         "backend": backend, **options}
+        # A setting not given takes the settings' own default, as on the command line.
+        given = {"paths": paths, "temperature": temperature, "stop": stop}
+        self._options = {"model": model, "backend": backend, **{k: v for k, v in given.items() if v is not None},
+                         **options}
         self.task, self.answer_type, self.method = task, answer_type, method
         self.min_agreement = check_min_agreement(min_agreement)
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -393,7 +401,7 @@ class SelfConsistency:
             select_with_usc(config, run_dir, backend=backend,
                             questions=task.load(None, records=list(records.values()), ids=list(records)).questions)
         return answers_from_store(run_dir, method=method, min_agreement=self.min_agreement, ids=list(records),
-                                  verbatim=task.spec.answer.type == "free")
+                                  verbatim=answer_type(task.spec.answer.type).free)
 
     run_dir_option = "run_dir"  # how errors name the run directory setting (`serve` says --run-dir)
 
@@ -418,8 +426,7 @@ class SelfConsistency:
             loaded = get_task(str(task))
             spec, base_dir = loaded.spec, loaded.base_dir
         if self.answer_type is not None and self.answer_type != spec.answer.type:
-            if self.answer_type not in ANSWER_TYPES:
-                raise ValueError(f"unknown answer type {self.answer_type!r}; use {', '.join(ANSWER_TYPES)}")
+            answer_type(self.answer_type)  # ValueError naming the known ones
             try:
                 spec = TaskSpec.model_validate({**spec.model_dump(),
                                                 "answer": {**spec.answer.model_dump(), "type": self.answer_type}})
@@ -456,12 +463,13 @@ class SelfConsistency:
         key = json.dumps({"backend": config.backend, "model": config.model,
                           "options": config.options.model_dump(mode="json"),
                           "budget": config.budget.model_dump(mode="json")}, sort_keys=True)
-        with self._shared.lock if self.run_dir is None else _NoLock():
+        # a call on a run directory holds the lock already (its calls run one at a time)
+        with self._shared.lock if self.run_dir is None else nullcontext():
             backend = self._shared.backends.get(key)
             if backend is None:
                 backend = create_backend(config.backend, config.backend_config())
-                # The embedded model decodes for one thread at a time: concurrent calls share its batches.
-                if config.backend == "local" or getattr(backend, "decodes_in_batches", False):
+                # A decoder for one thread at a time (the embedded model): concurrent calls share its batches.
+                if backend_spec(config.backend).shared_decoder:
                     backend = _BatchingDecoder(backend)
                 self._shared.backends[key] = backend
         return _Lent(backend)
@@ -479,12 +487,3 @@ class SelfConsistency:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-class _NoLock:
-    """The call already holds the instance lock (a run directory's calls run one at a time)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

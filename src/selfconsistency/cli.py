@@ -7,27 +7,29 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, get_args
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
+from .answers import MinAgreement
 from .audit import redact_urls
-from .backends import BackendError, backend_spec
+from .backends import BackendError
 from .backends.base import BudgetExceeded
 from .backends.batch_jobs import JobsStopped, RecordsRefused
-from .cli_options import settings_command
+from .cli_options import declared_option, limits, settings_command
 from .experiment import ExtractionFailed, run_experiment
 from .export import export_paths
 from .frontier import stored_frontier
 from .models import PACKAGED_MODELS, ModelError
 from .options import OUTPUT
+from .outputs import RefusedOutput, check_output, run_inputs, write_lines
 from .per_question import question_records
 from .prompt_preview import rendered_prompt
 from .report import (
@@ -43,9 +45,10 @@ from .report import (
 )
 from .report_html import HTML_FILE
 from .results import build_results
-from .runlock import RunDirError, run_lock
+from .runlock import RunDirError
 from .safe_files import UnsafeRunFile
-from .settings import RunSettings, one_temperature
+from .sanitize import for_terminal
+from .settings import ExperimentSettings, RunSettings, SamplingSettings, StoppingSettings, one_temperature
 from .store import STORE_FILENAME, SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -63,8 +66,16 @@ jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch A
 app.add_typer(jobs_app, name="jobs")
 # markup=False: file names, ids, patterns and descriptions hold brackets ("[a-z]", "[/x]") that rich would
 # read as its markup; only _fail's own prefix is markup.
-err = Console(stderr=True, markup=False)
-out = Console(soft_wrap=True, markup=False)
+class _TerminalSafe(Console):
+    """A console that prints text without terminal control sequences (`sanitize.for_terminal`): every
+    string given to it may hold text from data or config files; its own styling comes after."""
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        super().print(*(for_terminal(o) if isinstance(o, str) else o for o in objects), **options)
+
+
+err = _TerminalSafe(stderr=True, markup=False)
+out = _TerminalSafe(soft_wrap=True, markup=False)
 
 
 class _PlainLines(logging.Handler):
@@ -73,7 +84,7 @@ class _PlainLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(record.getMessage() + "\n")
+            sys.stderr.write(for_terminal(record.getMessage()) + "\n")
         except Exception:  # logging's contract: a failed emit must not break the run
             self.handleError(record)
 
@@ -137,7 +148,8 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     if show_prompt:
         try:
-            sys.stdout.write(rendered_prompt(config) + "\n")  # verbatim: no markup, emoji codes or wrapping
+            # verbatim (no markup, emoji codes or wrapping), but nothing a terminal would act on
+            sys.stdout.write(for_terminal(rendered_prompt(config)) + "\n")
         except (DataError, ModelError, BackendError, ValueError) as exc:
             raise _fail(str(exc)) from None
         return
@@ -156,16 +168,30 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         err.print("interrupted: run the same command to resume", highlight=False)
         raise typer.Exit(code=130) from None
     if not quiet:
-        out.print(Markdown(markdown_table(results)))
+        out.print(Markdown(for_terminal(markdown_table(results))))
         out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}, "
                   f"{directory / HTML_FILE}", highlight=False)
+
+
+class PaceRemaining(ProgressColumn):
+    """Time left at the pace so far: paths done over the time since the bar started. A batched backend
+    finishes paths in bursts (a batch of 8 every half minute), which the usual moving-window speed reads as
+    stalls and spurts; until the first paths are in there is no pace to tell."""
+
+    def render(self, task: Task) -> Text:
+        if not task.completed or not task.elapsed or task.total is None:
+            return Text("ETA after the first paths", style="progress.remaining")
+        left = task.elapsed / task.completed * max(task.total - task.completed, 0)
+        minutes, seconds = divmod(int(left), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"ETA {hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
 
 
 def _sampling_progress(quiet: bool, verbose: bool):
     """A progress bar on stderr and the run's on_start / on_path hooks that drive it."""
     progress = Progress(TextColumn("[bold]sampling"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=err, disable=quiet)
+                        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), PaceRemaining(),
+                        console=err, disable=quiet)
     state = {"tokens": 0, "seconds": 0.0}
 
     def on_start(pending: int, stored: int) -> None:
@@ -208,8 +234,8 @@ _ANSWER_SWITCHES = [
                       "the most consistent path) instead of the vote; always so for answer type free.",
         rich_help_panel=OUTPUT)], False),
     _option("min_agreement", Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Mark answers whose agreement is below this \"low_confidence\": true.",
-        metavar="X", rich_help_panel=OUTPUT)], None),
+        **limits(get_args(MinAgreement)[1:]), help="Mark answers whose agreement is below this "
+        "\"low_confidence\": true.", metavar="X", rich_help_panel=OUTPUT)], None),
     *_RUN_SWITCHES[:3],
 ]
 
@@ -229,7 +255,7 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
 
     A record with a gold also gets gold and correct. No greedy path: answers vote over sampled paths.
     """
-    from .api import answer_data, write_answers
+    from .api import answer_data, answer_lines, write_answers
 
     if weighted and usc:
         raise _fail("--weighted and --usc choose the answer differently: give one")
@@ -240,8 +266,10 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
     progress, on_start, on_path = _sampling_progress(quiet, verbose)
     try:
-        if output is not None:
-            _check_output(output, config, run_dir or config.default_run_dir(config.get_task()))
+        if output is not None:  # before anything is sampled
+            task = config.get_task()
+            data = Path(config.experiment.data) if config.experiment.data else None
+            check_output(output, run_inputs(run_dir or config.default_run_dir(task), task.input_files(data)))
         with progress:
             directory, answers = answer_data(config, run_dir, method="usc" if usc else weighted,
                                              min_agreement=min_agreement, on_start=on_start, on_path=on_path)
@@ -249,11 +277,10 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
             write_answers(answers, sys.stdout)
         else:
             try:
-                with output.open("w", encoding="utf-8") as stream:
-                    write_answers(answers, stream)
-            except OSError as exc:
-                raise OSError(f"cannot write {output}: {exc.strerror}; the paths are stored in {directory}: "
-                              "run the same command with another -o") from None
+                write_lines(output, answer_lines(answers))
+            except RefusedOutput as exc:
+                raise RefusedOutput(f"{exc}; the paths are stored in {directory}: run the same command with "
+                                    "another -o") from None
     except (DataError, ModelError, StoreMismatch, BackendError, RunDirError, ValueError, OSError) as exc:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:  # every finished path is stored already
@@ -264,30 +291,6 @@ def _answer(settings: dict, output: Path | None, weighted: str | None, usc: bool
         scored = f"; {sum(a.correct for a in labelled)} of {len(labelled)} labelled right" if labelled else ""
         err.print(f"{len(answers)} answers{scored}{f' to {output}' if output else ''}; paths in {directory}",
                   highlight=False)
-
-
-def _check_output(output: Path, config: RunSettings, run_dir: Path) -> None:
-    """Before anything is sampled: -o must be writable, and must not be the questions or a file the run
-    keeps (its paid store, audit log, lock), by name or as the same file (a hard link)."""
-    from .audit import AUDIT_FILE
-    from .runlock import LOCK_FILE
-
-    target = output.resolve()
-    inputs = {Path(config.experiment.data).resolve(): "the --data file"} if config.experiment.data else {}
-    inputs.update({(run_dir / f"{STORE_FILENAME}{end}").resolve(): f"the run's sample store in {run_dir}"
-                   for end in ("", "-wal", "-shm", "-journal")})
-    inputs[(run_dir / AUDIT_FILE).resolve()] = f"the run's audit log in {run_dir}"
-    inputs[(run_dir / LOCK_FILE).resolve()] = f"the run's lock file in {run_dir}"
-    same = next((what for path, what in inputs.items()
-                 if path == target or (target.exists() and path.exists() and os.path.samefile(path, target))), None)
-    if same:
-        raise _fail(f"-o {output} is {same}: writing answers there would destroy it; choose another file")
-    if output.is_dir():
-        raise _fail(f"-o {output} is a directory; give a file name")
-    if not target.parent.is_dir():
-        raise _fail(f"-o {output}: directory {output.parent} does not exist")
-    if not os.access(output if output.exists() else target.parent, os.W_OK):
-        raise _fail(f"-o {output} is not writable")
 
 
 app.command("answer")(settings_command(_answer, _ANSWER_SWITCHES, _fail, command="answer"))
@@ -356,7 +359,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
             err.print(f"{run_dir} is read-only: the report is shown, not written", highlight=False)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(markdown_table(results)))
+    out.print(Markdown(for_terminal(markdown_table(results))))
     out.print(f"wrote {run_dir / HTML_FILE}: every question with its vote and paths, for a browser", highlight=False)
 
 
@@ -375,26 +378,41 @@ def export(
 ) -> None:
     """Write every stored path as JSONL: ids, temperature, path index, answer, gold, text, tokens."""
     try:
+        if output:
+            check_output(output, _stored_run_inputs(run_dir))
         rows = question_records(run_dir) if questions else export_paths(run_dir)
         lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         if output:
-            with output.open("w", encoding="utf-8") as fh:
-                fh.writelines(lines)
+            write_lines(output, lines)
         else:
             sys.stdout.writelines(lines)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, RunDirError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _stored_run_inputs(run_dir: Path) -> dict[Path, str]:
+    """A stored run's own files and, where they can still be found, its task's (data, config, exemplars)."""
+    with SampleStore.open_readonly(run_dir) as store:
+        settings = store.settings()
+    try:
+        task = settings.get_task()
+    except (DataError, ValueError):  # the config moved away since: only the files still named
+        return run_inputs(run_dir, {Path(p): "the run's data file" for p in [settings.experiment.data] if p})
+    data = Path(settings.experiment.data) if settings.experiment.data else None
+    return run_inputs(run_dir, task.input_files(data))
 
 
 @app.command()
 def simulate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
-    stop: Annotated[list[str], typer.Option(
-        help="Stopping rule to replay; repeat for several: fixed:N, beta:T, dirichlet:T, esc:W, entropy:T.")],
+    stop: Annotated[list[str], declared_option(
+        "stop", "Stopping rule to replay; repeat for several: fixed:N, beta:T, dirichlet:T, esc:W, entropy:T.")],
     temperature: Annotated[float, typer.Option(help="Which sampled temperature's paths to replay.")] = 0.7,
-    min_paths: Annotated[int, typer.Option(min=1, help="No rule stops before this many paths.")] = 1,
-    runs: Annotated[int, typer.Option(min=1, help="Random path orders replayed per question.")] = 100,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the orders and tie-breaks.")] = 0,
+    min_paths: Annotated[int, declared_option("min_paths")] = StoppingSettings().min_paths,
+    runs: Annotated[int, declared_option("subset_runs", "Random path orders replayed per question.", "--runs")]
+    = ExperimentSettings().subset_runs,
+    seed: Annotated[int, declared_option("seed", "Seed of the random path orders (ties go as in every other reader).")]
+    = SamplingSettings().seed,
 ) -> None:
     """Replay stopping rules on stored paths: accuracy against mean paths used, beside fixed N.
 
@@ -406,7 +424,7 @@ def simulate(
         frontier = stored_frontier(run_dir, temperature, stop, min_paths=min_paths, runs=runs, seed=seed)
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(frontier_markdown(frontier)))
+    out.print(Markdown(for_terminal(frontier_markdown(frontier))))
     if not _writable_dir(run_dir):
         err.print(f"{run_dir} is read-only: {FRONTIER_FILE} and {FRONTIER_PLOT_FILE} not written", highlight=False)
         return
@@ -425,24 +443,24 @@ def _bedrock_client(region: str | None):
     return boto3.client("bedrock", region_name=region, config=aws_retries())  # retries throttling like a run
 
 
-def _run_jobs(run_dir: Path):
-    """The run's submitted batch jobs and its batch provider's client (from the run's own settings)."""
-    from .backends import create_job_service
+# The endpoint a job command sends the user's credentials to: named by the user, never taken from the run.
+_BASE_URL = Annotated[str | None, declared_option(
+    "base_url", "The server the run's jobs are at, when not the provider's own (OpenAI-compatible batch runs): a "
+    "run directory's stored URL is not used unless you name it.")]
+
+
+def _run_jobs(run_dir: Path, base_url: str | None = None):
+    """The run's submitted batch jobs and its batch provider's client (from the run's own settings, at the
+    endpoint the user named)."""
+    from .jobs import run_jobs
 
     try:
-        with SampleStore.open_readonly(run_dir) as store:
-            config = _checked(store.settings())
-            jobs = [j for j in store.jobs() if j.get("job_id")]
-            return jobs, create_job_service(config.backend, config.backend_config(job_state=store))
+        found = run_jobs(run_dir, {"base_url": base_url})
+        return found.jobs, found.service
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
-    except (FileNotFoundError, ValueError, BackendError) as exc:
+    except (FileNotFoundError, ValueError, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
-
-
-def _checked(settings: RunSettings) -> RunSettings:
-    """Stored settings checked as a new run's are (a price file still readable): for commands that act."""
-    return RunSettings(**settings.flat())
 
 
 @jobs_app.command("list")
@@ -467,18 +485,19 @@ def jobs_list(
 
 
 @jobs_app.command("status")
-def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")]) -> None:
+def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")],
+                base_url: _BASE_URL = None) -> None:
     """Live status and record progress (processed / total) of a run's batch jobs."""
     from .backends.batch_jobs import error_summary
 
-    jobs, service = _run_jobs(run_dir)
+    jobs, service = _run_jobs(run_dir, base_url)
     for job in jobs:
         try:
             live = service.poll(job)
         except BackendError as exc:
             raise _fail(str(exc)) from None
         progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
-        out.print(f"{job['job_key'][:12]}  {live.status:18} {progress:>12} records  "
+        out.print(f"{job['job_key'][:12]}  {live.status or 'unknown':18} {progress:>12} records  "
                   f"(stored: {job['status']})  {job['job_id']}", highlight=False)
     with SampleStore.open_readonly(run_dir) as store:
         errors = store.record_errors()
@@ -489,9 +508,10 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
 
 
 @jobs_app.command("stop")
-def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")]) -> None:
+def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")],
+              base_url: _BASE_URL = None) -> None:
     """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
-    jobs, service = _run_jobs(run_dir)
+    jobs, service = _run_jobs(run_dir, base_url)
     stopping = 0
     try:
         for job in jobs:
@@ -509,20 +529,19 @@ def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whos
 def jobs_forget(
     run_dir: Annotated[Path, typer.Argument(help="The run directory holding the job.")],
     job: Annotated[str, typer.Argument(help="The job's key (or its first characters, as 'jobs status' shows it).")],
+    base_url: _BASE_URL = None,
 ) -> None:
     """Give up a job the provider no longer knows (deleted, or its account gone).
 
     The next run collects whatever output the job left in S3 and resubmits its other records."""
-    _, service = _run_jobs(run_dir)
-    failed = next(status for status in service.finished if status.lower() == "failed")
-    with run_lock(run_dir), SampleStore.open_existing(run_dir) as store:
-        matches = [j for j in store.jobs() if j["job_key"].startswith(job)]
-        if len(matches) != 1:
-            raise _fail(f"{len(matches)} jobs of {run_dir} have a key starting with {job!r}: give one "
-                        "('selfconsistency jobs status' lists them)")
-        store.update_job(matches[0]["job_key"], status=failed, message="forgotten: unknown to the provider",
-                         ended_at=time.time())
-    out.print(f"forgot {matches[0]['job_id'] or matches[0]['job_key']}: run again to resubmit its records",
+    from .jobs import forget_job
+
+    _run_jobs(run_dir, base_url)  # the run's settings and provider, checked first
+    try:
+        forgotten = forget_job(run_dir, job, {"base_url": base_url})
+    except (ValueError, RunDirError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"forgot {forgotten['job_id'] or forgotten['job_key']}: run again to resubmit its records",
               highlight=False)
 
 
@@ -532,30 +551,35 @@ def jobs_collect(
     resubmit: Annotated[bool, typer.Option(
         help="Submit again the records a stopped job left unprocessed, and those whose answers could not be "
         "matched or read (by default they stay unwanted).")] = False,
+    base_url: _BASE_URL = None,
 ) -> None:
     """Wait for a batch run's jobs, collect their results into the store, and write the report.
 
     Reattaches to the jobs the run submitted, with the run's own settings.
     """
-    from .backends.batch_jobs import RESENDABLE_CODES
+    from .jobs import collect
 
     try:
-        with SampleStore.open_readonly(run_dir) as store:
-            config = _checked(store.settings())
-        if backend_spec(config.backend).job_service is None:  # collecting would quietly run it instead
-            raise _fail(f"{run_dir} is a {config.backend} run, which has no batch jobs; run its "
-                        "'selfconsistency run' command again to resume it")
-        if resubmit:
-            with run_lock(run_dir), SampleStore.open_existing(run_dir) as store:
-                for code in RESENDABLE_CODES:
-                    store.clear_record_errors(code)
-        run_experiment(config, run_dir)
-        results = write_report(run_dir)
+        results = write_report(collect(run_dir, resubmit, {"base_url": base_url}))
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(markdown_table(results)))
+    out.print(Markdown(for_terminal(markdown_table(results))))
+
+
+@app.command()
+def upgrade(run_dir: Annotated[Path, typer.Argument(help="A run directory whose store an older version wrote.")]
+            ) -> None:
+    """Bring a run's sample store to this version's schema (under the run's lock); reading commands never do."""
+    from .store import writer
+
+    try:
+        with writer(run_dir):
+            pass
+    except (FileNotFoundError, ValueError, RunDirError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(f"{run_dir / STORE_FILENAME} is at this version's schema", highlight=False)
 
 
 @bedrock_app.command("role-policy")

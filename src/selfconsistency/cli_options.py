@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import inspect
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,10 +21,12 @@ from .settings import declared_settings as declared_options
 from .settings import unused_settings
 
 
-def _limits(field: FieldInfo) -> dict[str, Any]:
-    """Inclusive bounds the command line checks itself (exclusive ones are left to the settings)."""
+def limits(metadata: Iterable[Any]) -> dict[str, Any]:
+    """A declaration's inclusive bounds (a field's metadata, or an Annotated type's) as typer's min/max:
+    the command line checks them itself (exclusive ones are left to the settings)."""
     limits = {}
-    for constraint in field.metadata:
+    flat = [m for item in metadata for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
+    for constraint in flat:
         if isinstance(constraint, annotated_types.Ge):
             limits["min"] = constraint.ge
         elif isinstance(constraint, annotated_types.Le):
@@ -58,7 +60,7 @@ def _parameter(name: str, field: FieldInfo, mark: Cli, backend_help: str) -> ins
         info = typer.Argument(help=help_text, metavar=name.upper())
     else:
         info = typer.Option(*flags, help=help_text, rich_help_panel=mark.panel, metavar=metavar,
-                            **_limits(field))
+                            **limits(field.metadata))
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
                              annotation=Annotated[cli_type, info])
 
@@ -79,6 +81,14 @@ def _refused(name: str, field: FieldInfo, mark: Cli) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, info])
 
 
+def declared_option(name: str, help: str | None = None, flag: str | None = None) -> Any:
+    """A command's own option for the declared setting `name` (e.g. simulate's --min-paths): its bounds from
+    the declaration, and its flags and help too unless `flag` and `help` say what it is to this command."""
+    field, mark = declared_options()[name]
+    flags = (flag,) if flag else mark.flags or (f"--{name.replace('_', '-')}",)
+    return typer.Option(*flags, help=help or mark.help, **limits(field.metadata))
+
+
 def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
                      fail: Callable[[str], Exception], command: str) -> Callable[..., None]:
     """`body(settings_values, **extra)` as the typer command `command` whose options are the declared
@@ -96,11 +106,14 @@ def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
     parameters = [_refused(name, field, mark) if name in ignored else _parameter(name, field, mark, backend_help)
                   for name, (field, mark) in ranked]
 
-    def run_command(**values: Any) -> None:
+    def run_command(ctx: typer.Context, **values: Any) -> None:
         settings_values = {}
         for name, (_, mark) in declared.items():
             value = values.pop(name)
-            if value is None:
+            # Only what was typed: a default is the settings' own (and another backend's default is no option
+            # of this one's).
+            source = ctx.get_parameter_source(name)
+            if value is None or (source is not None and source.name == "DEFAULT"):
                 continue
             if name in ignored:
                 flag = _flag(name, mark) if value is not False else f"--no-{_flag(name, mark)[2:]}"
@@ -113,7 +126,8 @@ def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
                 raise fail(str(exc)) from None
         body(settings_values, **values)
 
-    run_command.__signature__ = inspect.Signature(parameters + extra)
+    context = inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    run_command.__signature__ = inspect.Signature([context, *parameters, *extra])
     run_command.__doc__ = body.__doc__
     run_command.__name__ = body.__name__
     return run_command

@@ -14,22 +14,19 @@ from typing import Any
 
 from .answer_stop import answer_complete_pattern
 from .audit import AuditLog
-from .backends import check_backend_name, create_backend
+from .backends import backend_spec, create_backend
 from .backends.base import Backend, Generation, GenerationRequest
 from .extract import PatternTimeout
-from .models import check_model_name
 from .prompts import Prompt, PromptFormat, build_prompt
-from .runlock import prepare_run_dir, run_lock
+from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
 from .settings import GREEDY_TEMPERATURE, RunSettings
 from .stopping import StoppingRule
-from .store import SampleStore, StoredPath, StoredQuestion
+from .store import SampleStore, StoredPath, StoredQuestion, writer
 from .tasks import DataError, Task, TaskData
 from .tasks.base import CHAT_CONTEXT
 
 log = logging.getLogger(__name__)
-
-RunConfig = RunSettings  # the name earlier versions used
 
 
 class ExtractionFailed(DataError):
@@ -48,7 +45,7 @@ def prompt_digest(config: RunSettings, task: Task, data: TaskData) -> str:
 
 def answer_stop_pattern(config: RunSettings, task: Task) -> str | None:
     """The completion condition paths end on with the embedded backend's --stop-at-answer, else None."""
-    if not getattr(config.options, "stop_at_answer", False):  # only the embedded backend offers it
+    if not backend_spec(config.backend).stops_at_answer(config.options):
         return None
     pattern = answer_complete_pattern(task.spec.prompt.answer_statement, task.spec.answer.type)
     if pattern is None:
@@ -105,9 +102,9 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                         "a completion prompt has no place for them")
     given_backend = backend
     # Everything a typo could break is checked before the run directory records any setting.
-    check_backend_name(config.backend)
-    if config.backend == "local":
-        check_model_name(config.model)
+    check_model = backend_spec(config.backend).check_model
+    if check_model is not None:
+        check_model(config.model)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
     prepare_run_dir(run_dir)
     extract = task.extractor(config.experiment.flexible)
@@ -136,7 +133,7 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
             audit.event("extraction_timeout", pattern=exc.pattern)
             return None
 
-    with run_lock(run_dir), SampleStore(run_dir) as store:
+    with writer(run_dir, create=True) as store:
         store.bind_config({**config.identity(task), "prompt": prompt_digest(config, task, data)},
                           config.stored_settings())
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)

@@ -16,7 +16,7 @@ import numpy as np
 from .analysis import CurvePoint, accuracy_curve
 from .collector import collector_paused
 from .results import sampled_answers
-from .stopping import ReplayResult, StoppingRule, parse_rule, replay_many
+from .stopping import ReplayResult, StoppingRule, TieBreaks, parse_rule, replay_many
 from .store import SampleStore
 
 
@@ -41,12 +41,13 @@ class Frontier:
 
 
 def frontier(rules: Sequence[StoppingRule], answers: Sequence[Sequence[str | None]], golds: Sequence[str],
-             paths: int, temperature: float, runs: int = 100, seed: int = 0) -> Frontier:
-    """Replay every rule over the same random orders of each question's (at most `paths`) stored answers,
-    and the fixed-N curve."""
+             paths: int, temperature: float, runs: int = 100, seed: int = 0,
+             ties: TieBreaks | None = None) -> Frontier:
+    """Replay every rule over the same random orders of each question's (at most `paths`) stored answers
+    (votes tie-broken by `ties`, the run's), and the fixed-N curve."""
     return Frontier(temperature=temperature, paths=paths, questions=len(golds), runs=runs,
                     fixed=accuracy_curve(answers, golds, runs=runs, seed=seed),
-                    rules=replay_many(rules, answers, golds, runs=runs, seed=seed))
+                    rules=replay_many(rules, answers, golds, runs=runs, seed=seed, ties=ties))
 
 
 def stored_frontier(run_dir: Path, temperature: float, rules: Sequence[str], min_paths: int = 1,
@@ -55,8 +56,8 @@ def stored_frontier(run_dir: Path, temperature: float, rules: Sequence[str], min
     (beta:0.95, esc:4, ...). ValueError on an unknown temperature or rule, or no complete question."""
     with collector_paused():
         with SampleStore.open_readonly(run_dir) as store:
-            answers, golds, n = sampled_answers(store, temperature)
+            answers, golds, n, ties = sampled_answers(store, temperature)
         parsed = [parse_rule(text, min_paths=min_paths, max_paths=n) for text in rules]
         if not answers:
             raise ValueError(f"no complete questions at T={temperature:g} in {run_dir}")
-        return frontier(parsed, answers, golds, n, temperature, runs=runs, seed=seed)
+        return frontier(parsed, answers, golds, n, temperature, runs=runs, seed=seed, ties=ties)

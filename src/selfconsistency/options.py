@@ -86,6 +86,9 @@ class BackendOptions(BaseModel):
     # Stores made before backends declared their options recorded these for every backend but `local`;
     # kept in the identity so those stores' settings hash holds.
     identity_defaults: ClassVar[dict[str, Any]] = {"base_url": None, "api": "chat"}
+    # Fields naming where the backend sends the user's credentials (a server's URL): a command that acts on
+    # a stored run uses them only when the user names the same endpoint again (None: the provider's own).
+    endpoint_fields: ClassVar[tuple[str, ...]] = ()
 
     def identity(self) -> dict[str, Any]:
         return {**self.identity_defaults, **identity_of(self)}

@@ -7,11 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .stopping import parse_rule
-from .store import SampleStore
-from .vote import counted_vote
+from .settings import RunSettings
+from .store import SampleStore, StoredQuestion
+from .vote import decide
 
 
 def _correct(answer: str | None, gold: str | None) -> bool | None:
@@ -19,26 +17,23 @@ def _correct(answer: str | None, gold: str | None) -> bool | None:
     return None if gold is None else answer is not None and answer == gold
 
 
-def paths_used(config: dict[str, Any], stops: dict[tuple[str, float], tuple[int, int, str]], qid: str,
+def paths_used(settings: RunSettings, stops: dict[tuple[str, float], tuple[int, int, str]], qid: str,
                temperature: float, stored: int) -> tuple[int, str, bool]:
     """How many of a question's stored paths (in index order) its vote uses at one temperature, why
     (the stop reason, "undecided", or "fixed N"), and whether it has all it needs."""
-    if config.get("stop"):
+    if settings.stopping.stop:
         used, _, reason = stops.get((qid, temperature), (stored, stored, "undecided"))
         return used, reason, reason != "undecided"
-    return min(stored, config["paths"]), "fixed N", stored >= config["paths"]
+    paths = settings.sampling.paths
+    return min(stored, paths), "fixed N", stored >= paths
 
 
-def _vote(answers: list[str | None], gold: str | None, rng: np.random.Generator) -> dict[str, Any]:
-    """The majority vote over the answers of the paths a question used: each answer's count, most frequent
-    first."""
-    winner, ranked, abstained = counted_vote(answers, rng)
-    top = ranked[0][1] if ranked else 0
-    return {"answer": winner, "counts": dict(ranked), "abstained": abstained,
-            # share of the used paths (abstentions included) that gave the winning answer
-            "agreement": round(top / len(answers), 4) if answers else None,
-            "tie": len(ranked) > 1 and ranked[1][1] == top,
-            "correct": _correct(winner, gold)}
+def _vote(answers: list[str | None], question: StoredQuestion, temperature: float, seed: int) -> dict[str, Any]:
+    """The vote over the answers of the paths a question used (`vote.decide`): each answer's count, most
+    frequent first."""
+    vote = decide(answers, seed=seed, question_id=question.id, temperature=temperature)
+    return {"answer": vote.answer, "counts": vote.counts, "abstained": vote.abstained,
+            "agreement": vote.agreement, "tie": vote.tie, "correct": _correct(vote.answer, question.gold)}
 
 
 # The fields a record shows of each path, in the order report.html's path rows hold them (report.js reads
@@ -63,8 +58,8 @@ def page_data(run_dir: Path) -> dict[str, Any]:
     count] of `paths`; `paths`: every path of the selected questions as the store returns it, [temperature,
     index, answer, log-prob, finish reason, completion tokens, text] in key order. Most of the page is
     paths: no Python work per path."""
-    config, records, rows = _read(run_dir)
-    return {"temperatures": list(config["temperatures"]),
+    settings, records, rows = _read(run_dir)
+    return {"temperatures": list(settings.sampling.temperatures),
             "questions": [{**record, "votes": [{**vote, "counts": list(vote["counts"].items())}
                                                for vote in record["votes"]], "paths": span}
                           for record, span in records],
@@ -72,22 +67,22 @@ def page_data(run_dir: Path) -> dict[str, Any]:
 
 
 def _read(run_dir: Path
-          ) -> tuple[dict[str, Any], list[tuple[dict[str, Any], tuple[int, int]]], list[tuple[Any, ...]]]:
+          ) -> tuple[RunSettings, list[tuple[dict[str, Any], tuple[int, int]]], list[tuple[Any, ...]]]:
     """The run's settings; each selected question's record without its paths, and where its paths are in
     the rows ([first row, count]); the selected questions' paths' rows (PATH_FIELDS), in key order (a
     narrowed rerun's store keeps other questions' paths: they are not shown, nor shipped in the page)."""
     with SampleStore.open_readonly(run_dir) as store, store.snapshot():
-        config = store.settings().stored_settings()
+        settings = store.settings()
         selection = store.get_meta("selection") or []
         questions = {q.id: q for q in store.questions()}
-        stops = store.stops(parse_rule(config["stop"], config["min_paths"], config["paths"]).name) \
-            if config.get("stop") else {}
+        rule = settings.stopping_rule()
+        stops = store.stops(rule.name) if rule else {}
         groups = store.path_groups(selection)  # the same snapshot as the rows they index
         rows = store.path_rows(PATH_FIELDS, selection)
-    return config, list(_records(config, selection, questions, stops, groups, rows)), rows
+    return settings, list(_records(settings, selection, questions, stops, groups, rows)), rows
 
 
-def _records(config: dict[str, Any], selection: list[str], questions: dict[str, Any],
+def _records(settings: RunSettings, selection: list[str], questions: dict[str, Any],
              stops: dict[tuple[str, float], tuple[int, int, str]], groups: list[tuple[str, float, int]],
              rows: list[tuple[Any, ...]]) -> Iterator[tuple[dict[str, Any], tuple[int, int]]]:
     spans: dict[str, dict[float, tuple[int, int]]] = {}  # question -> temperature -> (first row, count)
@@ -96,17 +91,17 @@ def _records(config: dict[str, Any], selection: list[str], questions: dict[str, 
         spans.setdefault(qid, {})[temperature] = (first, count)
         first += count
     answers = [row[_ANSWER] for row in rows]  # slices of one list: no scan of a question's rows per setting
-    rng = np.random.default_rng(config["seed"])  # tie-breaks, as the report's votes
     for qid in selection:
         question = questions[qid]
         where = spans.get(qid, {})
         greedy = answers[where[0.0][0]] if 0.0 in where else _NO_PATH
-        votes, complete = [], greedy is not _NO_PATH or not config["greedy"]
-        for temperature in config["temperatures"]:
+        votes, complete = [], greedy is not _NO_PATH or not settings.sampling.greedy
+        for temperature in settings.sampling.temperatures:
             start, stored = where.get(temperature, (0, 0))
-            used, reason, has_all = paths_used(config, stops, qid, temperature, stored)
+            used, reason, has_all = paths_used(settings, stops, qid, temperature, stored)
             complete = complete and has_all
-            votes.append({"temperature": temperature, **_vote(answers[start: start + used], question.gold, rng),
+            votes.append({"temperature": temperature, **_vote(answers[start: start + used], question, temperature,
+                                                                     settings.sampling.seed),
                           "paths_used": used, "paths_stored": stored, "stopped": reason})
         # A question's groups are consecutive rows, whatever their temperatures.
         span = (min(start for start, _ in where.values()), sum(count for _, count in where.values())) \

@@ -15,7 +15,7 @@ from .forked import Forked, forked_map
 from .frontier import Frontier
 from .report_html import staged_page_json, write_page
 from .results import build_results
-from .safe_files import save_figure, write_text
+from .safe_files import check_run_dir, save_figure, write_text
 from .store import SampleStore
 
 RESULTS_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "accuracy_vs_paths.png"
@@ -166,6 +166,7 @@ def write_report(run_dir: Path) -> dict[str, Any]:
 
 def _write_report(run_dir: Path) -> dict[str, Any]:
     with SampleStore.open_readonly(run_dir) as store:
+        check_run_dir(run_dir)  # outputs go only where a run made its directory
         # report.html's data does not depend on the results: a forked child reads and builds it meanwhile,
         # then draws the plot and writes the page once the results come (forked.Forked); two halves of the
         # Monte-Carlo curves run at once too.
@@ -203,20 +204,22 @@ def _import_matplotlib() -> None:
 
 
 def frontier_markdown(frontier: Frontier) -> str:
-    """The frontier as `simulate` prints it: one row per rule beside the fixed-N accuracy at N."""
+    """The frontier as `simulate` prints it: one row per rule beside fixed N's accuracy, at N and at the
+    rule's own mean paths (the fixed-N curve between its two nearest k)."""
     questions = f"{frontier.questions} question" + ("" if frontier.questions == 1 else "s")
     table = [f"{questions}, N = {frontier.paths} stored paths at T={frontier.temperature:g}, {frontier.runs} random "
-             "orders", "", "| rule | mean paths | accuracy | fixed-N accuracy at N | paths saved |",
-             "|---|---:|---:|---:|---:|"]
+             "orders", "", "| rule | mean paths | accuracy | fixed N at N | fixed N at the same paths | paths saved |",
+             "|---|---:|---:|---:|---:|---:|"]
     for result in frontier.rules:
         table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
                      f"{result.accuracy_std:.1%} | {frontier.fixed[-1].exact:.1%} | "
-                     f"{frontier.paths / result.mean_paths:.2f}x |")
+                     f"{frontier.fixed_at(result.mean_paths):.1%} | {frontier.paths / result.mean_paths:.2f}x |")
     return "\n".join(table)
 
 
 def write_frontier(run_dir: Path, frontier: Frontier) -> None:
     """frontier.json and frontier.png in the run directory."""
+    check_run_dir(run_dir)
     write_text(run_dir / FRONTIER_FILE, json.dumps(frontier.to_json(), indent=2) + "\n")
     frontier_plot(frontier, f"Stopping rules vs fixed N, T={frontier.temperature:g}, {frontier.questions} questions",
                   run_dir / FRONTIER_PLOT_FILE)

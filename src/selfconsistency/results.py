@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from .analysis import CurvePoint, accuracy, encode, exact_curve, subset_curves
-from .costs import Price, PriceTable, job_cost
-from .stopping import parse_rule
+from .costs import Price, job_cost
+from .settings import RunSettings
+from .stopping import TieBreaks
 from .store import SampleStore, StoredQuestion, counts_by_setting
-from .vote import majority_vote, path_weights
+from .vote import decide, path_weights
 
 WEIGHTED_VOTES = ("logprob", "cisc:0.5")
 
@@ -75,15 +76,6 @@ _NUMBERS = {"path_index": np.int64, "prompt_tokens": np.int64, "completion_token
 _FIELDS = ["answer", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "logprob_sum"]
 
 
-def _price(config: dict[str, Any], batch: bool) -> Price | None:
-    """The model's price in the run's price table; None when it has none (the local models)."""
-    try:
-        return PriceTable.from_file(config.get("prices_file")).price(config["model"], batch=batch,
-                                                                   base_model=config.get("base_model"))
-    except KeyError:
-        return None
-
-
 def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price | None,
            on_demand: tuple[Price | None, set] = (None, set())) -> dict[str, Any]:
     """A setting's paths (`rows` of `paths`, one row of them per question in `qids`) and their cost; paths
@@ -121,45 +113,34 @@ def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price
     }
 
 
-def _settings(config: dict[str, Any]) -> list[float]:
-    return ([0.0] if config["greedy"] else []) + list(config["temperatures"])
-
-
-def _wanted(config: dict[str, Any]) -> dict[float, int]:
-    """Paths per question each setting asks for: one greedy path, `paths` at each temperature."""
-    return {t: 1 if t == 0.0 else config["paths"] for t in _settings(config)}
-
-
-def _complete_selection(store: SampleStore, config: dict[str, Any], counts: dict[float, dict[str, int]]
+def _complete_selection(store: SampleStore, settings: RunSettings, counts: dict[float, dict[str, int]]
                         ) -> list[str]:
-    """The selected questions that have every path the configuration asks for; under a stopping rule,
-    the greedy path and a recorded stop at every sampling temperature (`counts`: store.path_counts())."""
+    """The selected questions that have every path the settings ask for; under a stopping rule, the
+    greedy path and a recorded stop at every sampling temperature (`counts`: store.path_counts())."""
     selection = store.get_meta("selection") or []
-    if config.get("stop"):
-        stops = store.stops(_rule_name(config))
+    rule = settings.stopping_rule()
+    if rule:
+        stops = store.stops(rule.name)
         return [qid for qid in selection
-                if (not config["greedy"] or counts.get(0.0, {}).get(qid, 0))
-                and all((qid, t) in stops for t in config["temperatures"])]
+                if (not settings.sampling.greedy or counts.get(0.0, {}).get(qid, 0))
+                and all((qid, t) in stops for t in settings.sampling.temperatures)]
     return [qid for qid in selection
-            if all(counts.get(t, {}).get(qid, 0) >= n for t, n in _wanted(config).items())]
+            if all(counts.get(t, {}).get(qid, 0) >= settings.paths_at(t) for t in settings.settings())]
 
 
-def _rule_name(config: dict[str, Any]) -> str:
-    return parse_rule(config["stop"], config["min_paths"], config["paths"]).name
-
-
-def _adaptive(store: SampleStore, config: dict[str, Any], temperature: float, complete: list[str],
+def _adaptive(store: SampleStore, settings: RunSettings, temperature: float, complete: list[str],
               paths: _SettingPaths, golds: list[str]) -> dict[str, Any]:
     """Accuracy of the vote over the paths each question used before its rule stopped it."""
-    stops = store.stops(_rule_name(config))
-    rng = np.random.default_rng(config["seed"])
+    rule = settings.stopping_rule()
+    stops = store.stops(rule.name)
     used = [stops[(qid, temperature)][0] for qid in complete]
-    votes = [majority_vote(paths.answers(qid)[:k], rng) for qid, k in zip(complete, used, strict=True)]
+    votes = [decide(paths.answers(qid)[:k], seed=settings.sampling.seed, question_id=qid,
+                    temperature=temperature).answer for qid, k in zip(complete, used, strict=True)]
     return {
-        "rule": _rule_name(config), "accuracy": accuracy(votes, golds),
+        "rule": rule.name, "accuracy": accuracy(votes, golds),
         "mean_paths_used": float(np.mean(used)) if used else 0.0,
         "mean_paths_generated": float(np.mean([stops[(q, temperature)][1] for q in complete])) if used else 0.0,
-        "max_paths": config["paths"],
+        "max_paths": settings.sampling.paths,
         "stopped_by_rule": sum(stops[(q, temperature)][2] == "rule" for q in complete),
     }
 
@@ -174,23 +155,21 @@ def build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence],
 
 
 def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence], list]) -> dict[str, Any]:
-    config = store.settings().stored_settings()
+    settings = store.settings()
     selection = store.get_meta("selection") or []
     questions: dict[str, StoredQuestion] = {q.id: q for q in store.questions()}
     groups = store.path_groups()
     counts = counts_by_setting(groups)
-    settings = _settings(config)
-    wanted = _wanted(config)
-    complete = _complete_selection(store, config, counts)
+    complete = _complete_selection(store, settings, counts)
     complete_ids = set(complete)
     identity = store.get_meta("identity") or {}
     results: dict[str, Any] = {
-        "task": identity.get("task", config["task"]), "backend": config["backend"], "model": config["model"],
-        "config": config, "questions": len(complete),
+        "task": identity.get("task", settings.experiment.task), "backend": settings.backend, "model": settings.model,
+        "config": settings.stored_settings(), "questions": len(complete),
         "incomplete_questions": [qid for qid in selection if qid not in complete_ids],
         "neutralised_inputs": store.get_meta("neutralised") or {},
-        "batch_jobs": _batch_jobs(store, config),
-        "on_demand_calls": _on_demand_calls(store, config),
+        "batch_jobs": _batch_jobs(store, settings),
+        "on_demand_calls": _on_demand_calls(store, settings),
         "greedy": None, "sampled": [],
     }
     results["spend"] = _spend(results["batch_jobs"], results["on_demand_calls"])
@@ -199,15 +178,16 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     results["labelled_questions"] = len(labelled)
     golds = [questions[qid].gold for qid in labelled]
     is_labelled = np.array([questions[qid].gold is not None for qid in complete], dtype=bool)
-    price = _price(config, batch=config["backend"].endswith("-batch"))
-    on_demand = (_price(config, batch=False), store.on_demand_keys())  # a batch run's remainder, at its own price
+    price = settings.price()
+    on_demand = (settings.price(on_demand=True), store.on_demand_keys())  # a batch run's remainder, at its own price
     votes = []  # each sampled setting's votes, simulated together below over one set of path orders
     # a path's index is read only to price a batch run's on-demand remainder
-    stored_paths = _every_setting(store, settings, groups, counts, _FIELDS + ["path_index"] * bool(on_demand[1]))
-    for temperature in settings:
+    stored_paths = _every_setting(store, list(settings.settings()), groups, counts,
+                                  _FIELDS + ["path_index"] * bool(on_demand[1]))
+    for temperature in settings.settings():
         stored = counts.get(temperature, {})
-        n = wanted[temperature]
-        if config.get("stop") and temperature != 0.0:  # the curve over what every question has
+        n = settings.paths_at(temperature)
+        if settings.stopping.stop and temperature != 0.0:  # the curve over what every question has
             n = min((stored.get(q, 0) for q in complete), default=0)
         paths = stored_paths[temperature]
         used = paths.rows(complete, n)
@@ -222,10 +202,10 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
             summary["curve"], summary["weighted_votes"] = [], {}
             if golds:
                 votes.append((summary, *encode(answers, golds), _vote_weights(paths, scored)))
-            if config.get("stop"):
-                summary["adaptive"] = _adaptive(store, config, temperature, labelled, paths, golds)
+            if settings.stopping.stop:
+                summary["adaptive"] = _adaptive(store, settings, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
-    _curves(votes, config["subset_runs"], config["seed"], map_curves)
+    _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves)
     return results
 
 
@@ -276,9 +256,9 @@ def _curve_part(shape: tuple[int, int], runs: int, part: tuple[list, list]) -> t
     return subset_curves(shape, jobs, runs=runs), [exact_curve(encoded, gold_ids) for encoded, gold_ids in exact]
 
 
-def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, Any]]:
+def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any]]:
     """Each batch job: records, status, measured wall time, and the manifest's tokens and their cost."""
-    price = _price(config, batch=True)
+    price = settings.price()
     out = []
     for job in store.jobs():
         manifest = job["manifest"] or {}
@@ -295,10 +275,10 @@ def _batch_jobs(store: SampleStore, config: dict[str, Any]) -> list[dict[str, An
     return out
 
 
-def _on_demand_calls(store: SampleStore, config: dict[str, Any]) -> list[dict[str, Any]]:
+def _on_demand_calls(store: SampleStore, settings: RunSettings) -> list[dict[str, Any]]:
     """Each group of on-demand calls a batch run made for its remainder: the providers' token counts, billed
     at on-demand prices."""
-    price = _price(config, batch=False)
+    price = settings.price(on_demand=True)
     out = []
     for group in store.spend():
         entry = {key: group[key] for key in ("group", "records", "paths", "input_tokens", "output_tokens")}
@@ -321,17 +301,19 @@ def _spend(jobs: list[dict[str, Any]], calls: list[dict[str, Any]]) -> dict[str,
             "on_demand_paths": sum(c["paths"] for c in calls)}
 
 
-def sampled_answers(store: SampleStore, temperature: float) -> tuple[list[list[str | None]], list[str], int]:
-    """The selected, complete, labelled questions' answers at one sampling temperature; their golds; N."""
-    config = store.settings().stored_settings()
+def sampled_answers(store: SampleStore, temperature: float
+                    ) -> tuple[list[list[str | None]], list[str], int, TieBreaks]:
+    """The selected, complete, labelled questions' answers at one sampling temperature; their golds; N; and
+    whose tie-breaks their votes use (the run's seed, the questions' ids, the temperature)."""
+    settings = store.settings()
     counts = store.path_counts()
-    complete = _complete_selection(store, config, counts)
+    complete = _complete_selection(store, settings, counts)
     golds = {q.id: q.gold for q in store.questions()}
     complete = [q for q in complete if golds[q] is not None]  # only a labelled question can be scored
-    if temperature not in config["temperatures"]:
-        known = ", ".join(f"{t:g}" for t in config["temperatures"])
+    if temperature not in settings.sampling.temperatures:
+        known = ", ".join(f"{t:g}" for t in settings.sampling.temperatures)
         raise ValueError(f"no sampled paths at T={temperature:g} in {store.path.parent} (temperatures: {known})")
-    n = config["paths"]
+    n = settings.sampling.paths
     paths = _SettingPaths.read(store, temperature, counts.get(temperature, {}), ["answer"])
     answers = [paths.answers(q)[:n] for q in complete]
-    return answers, [golds[q] for q in complete], n
+    return answers, [golds[q] for q in complete], n, TieBreaks(settings.sampling.seed, complete, temperature)

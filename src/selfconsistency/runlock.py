@@ -29,6 +29,10 @@ class RunLocked(RunDirError):
 
 
 def prepare_run_dir(run_dir: Path) -> None:
+    """A new or empty directory becomes a run directory (it gets the run marker); one that has the marker is
+    a run to resume. Any other directory is refused: the run would write its results among its files."""
+    from .safe_files import RUN_MARKER, check_run_dir, open_no_follow
+
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
@@ -38,6 +42,14 @@ def prepare_run_dir(run_dir: Path) -> None:
         raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunDirError(f"run directory {run_dir} is not writable; 'report' and 'export' read it as it is")
+    if (run_dir / RUN_MARKER).exists() or (run_dir / RUN_MARKER).is_symlink():
+        check_run_dir(run_dir)
+        return
+    if any(run_dir.iterdir()):
+        raise RunDirError(f"--run-dir {run_dir} holds files but is not a run directory (no {RUN_MARKER}); "
+                          "give a new or empty directory")
+    with open_no_follow(run_dir / RUN_MARKER, "w", encoding="utf-8") as marker:
+        marker.write("A selfconsistency run directory: samples.sqlite holds its paths.\n")
 
 
 def _holder(handle) -> str:

@@ -18,9 +18,27 @@ from typing import IO, Any
 
 from .runlock import RunDirError
 
+# The file that makes a directory a run directory: the tool writes results, reports and frontiers only
+# into a directory that has it (a run made it there), never into any directory a --run-dir points at.
+RUN_MARKER = ".selfconsistency-run"
+
 
 class UnsafeRunFile(RunDirError, ValueError):
-    """A file the tool would write in a run directory is a symlink."""
+    """A file the tool would write in a run directory is a symlink, not a regular file, or the directory
+    is not a run directory."""
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """UnsafeRunFile unless `run_dir` holds the run marker (a regular file): only then does the tool write
+    its outputs there."""
+    marker = Path(run_dir) / RUN_MARKER
+    try:
+        mode = os.lstat(marker).st_mode
+    except FileNotFoundError:
+        raise UnsafeRunFile(f"{run_dir} is not a run directory (it has no {RUN_MARKER}): the tool writes "
+                            "outputs only where a run made its directory") from None
+    if not stat.S_ISREG(mode):
+        raise UnsafeRunFile(f"{marker} is not a regular file (remove it)")
 
 
 def refuse_symlink(path: Path) -> None:

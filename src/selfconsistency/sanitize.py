@@ -49,6 +49,29 @@ _BLANK_LINES = re.compile(r"\n\s*\n+")
 _LINE_SEPARATORS = dict.fromkeys(map(ord, "\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"), "\n")
 
 
+# Characters that draw nothing although Unicode calls them letters or symbols (fillers, the blank braille
+# pattern) or that `_control` keeps (zero-width joiners): a question of only these is empty.
+_BLANK = frozenset("\u115f\u1160\u3164\uffa0\u2800\u200c\u200d\u034f\u17b4\u17b5\u180e\u2060\u2061\u2062\u2063\u2064")
+
+
+def visible(text: str) -> bool:
+    """Whether `text` shows anything: some character that is not white space, a control or format
+    character, a lone combining mark or a blank letter (`_BLANK`)."""
+    return any(not ch.isspace() and ch not in _BLANK and unicodedata.category(ch)[0] not in "CMZ" for ch in text)
+
+
+# What a terminal acts on: escape sequences (colours, cursor moves, OSC titles and hyperlinks, whole or cut
+# short) and every other C0/C1 control but line breaks and tabs.
+_TERMINAL_CONTROL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]?|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_]?)"
+                               r"|\x9b[0-?]*[ -/]*[@-~]?|\x9d[^\x07\x9c]*[\x07\x9c]?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def for_terminal(text: str) -> str:
+    """`text` as the CLI prints it: without anything a terminal would act on (ids, task names, questions
+    and paths come from data and config files)."""
+    return _TERMINAL_CONTROL.sub("", text)
+
+
 class UnsafeInput(ValueError):
     """Text refused under --strict-input; the message lists what was found."""
 

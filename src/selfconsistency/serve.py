@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -44,11 +44,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .answers import Answer
+from .answers import Answer, MinAgreement
 from .api import Cancelled, Question, SelfConsistency
 from .backends.base import BackendError
 from .prompts import PromptFormat
 from .runlock import RunDirError
+from .settings import SamplingSettings, StoppingSettings, Temperature, request_field
 from .store import StoreMismatch
 from .tasks import DataError
 
@@ -81,34 +82,33 @@ class OpenAIError(Exception):
                                        "code": self.code}}, status_code=self.status)
 
 
-def _strict_int(**limits: Any) -> Any:
-    return Field(default=None, strict=True, **limits)  # true or "3" is not a number of paths
-
-
 class Overrides(BaseModel):
-    """The body's `self_consistency` object."""
+    """The body's `self_consistency` object: settings, each with the declared setting's bounds (the answer
+    type, method and stop rule are checked as the Python API checks them)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    paths: int | None = _strict_int(ge=1)
-    stop: str | None = None
-    answer_type: Literal["number", "letter", "yes_no", "text", "free"] | None = None
+    paths: request_field(SamplingSettings, "paths") = None
+    stop: request_field(StoppingSettings, "stop") = None
+    answer_type: str | None = None  # a registered answer type
     method: str | None = None
-    min_agreement: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
+    min_agreement: Annotated[MinAgreement | None, Field(strict=True)] = None
 
 
 class _Sampling(BaseModel):
+    """The OpenAI sampling fields this server honours, each bounded as the setting it sets; strict: a
+    number, not "0.7" (ints are still numbers: pydantic's strict float takes them)."""
+
     model_config = ConfigDict(extra="allow")  # other OpenAI fields (user, metadata, ...): UNSUPPORTED are refused
 
     model: str | None = None
-    n: int | None = _strict_int(ge=1)
-    # strict: a number, not "0.7" (ints are still numbers: pydantic's strict float takes them)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0, strict=True)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0, strict=True)
-    top_k: int | None = _strict_int(ge=0)  # not OpenAI's: llama.cpp's and vLLM's servers take it
-    max_tokens: int | None = _strict_int(ge=1)
-    max_completion_tokens: int | None = _strict_int(ge=1)
-    seed: int | None = _strict_int(ge=0)
+    n: request_field(SamplingSettings, "paths") = None
+    temperature: Annotated[Temperature | None, Field(strict=True)] = None
+    top_p: request_field(SamplingSettings, "top_p") = None
+    top_k: request_field(SamplingSettings, "top_k") = None  # not OpenAI's: llama.cpp's and vLLM's servers take it
+    max_tokens: request_field(SamplingSettings, "max_tokens") = None
+    max_completion_tokens: request_field(SamplingSettings, "max_tokens") = None
+    seed: request_field(SamplingSettings, "seed") = None
     stream: bool = Field(default=False, strict=True)
     self_consistency: Overrides | None = None
 
@@ -184,9 +184,6 @@ def _engine(base: SelfConsistency, body: _Sampling, max_tokens_ceiling: int) -> 
     if overrides.paths is not None or body.n is not None:
         changes["paths"] = overrides.paths or body.n
     if body.temperature is not None:
-        if body.temperature == 0:
-            raise OpenAIError(400, "temperature 0 gives one path: self-consistency samples at temperature > 0",
-                              param="temperature")
         changes["temperature"] = body.temperature
     if body.max_tokens or body.max_completion_tokens:
         changes["max_tokens"] = body.max_completion_tokens or body.max_tokens
@@ -336,7 +333,8 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
         if first.get("type") == "json_invalid":
             return OpenAIError(400, "the body is not valid JSON").response()
         where = ".".join(str(part) for part in first["loc"] if part != "body")
-        return OpenAIError(400, f"{where + ': ' if where else ''}{first['msg']}", param=where or None).response()
+        message = first["msg"].removeprefix("Value error, ")
+        return OpenAIError(400, f"{where + ': ' if where else ''}{message}", param=where or None).response()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -450,12 +448,35 @@ def _check_port(host: str, port: int) -> None:
         raise ServeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+class QueryRedacted(logging.Filter):
+    """uvicorn's access log without query strings: `GET /v1/models?api_key=KEY` is logged as
+    `GET /v1/models?[redacted]` (clients put keys there; the server never needs the log to keep them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[redacted]", *args[3:])
+        return True
+
+
+def access_log_config() -> dict[str, Any]:
+    """uvicorn's own logging configuration with QueryRedacted on the access log."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["no_query"] = {"()": QueryRedacted}
+    config["handlers"]["access"]["filters"] = ["no_query"]
+    return config
+
+
 def serve(engine: SelfConsistency, host: str = "127.0.0.1", port: int = 8000, *, api_key: str | None = None,
           max_concurrent: int = 4, model_name: str | None = None, max_request_paths: int = MAX_REQUEST_PATHS,
           max_tokens_ceiling: int | None = None) -> None:
     """Run the endpoint with uvicorn until interrupted (what `selfconsistency serve` does). uvicorn's
-    access log names method, path and status, never headers: the API key is not logged. ServeError:
-    an empty API key, or a port that cannot be bound."""
+    access log names method, path and status, never headers nor query strings: no API key is logged.
+    ServeError: an empty API key, or a port that cannot be bound."""
     import uvicorn
 
     try:
@@ -465,6 +486,6 @@ def serve(engine: SelfConsistency, host: str = "127.0.0.1", port: int = 8000, *,
         if api_key is None and not _loopback(host):
             print(f"warning: serving on {host} without an API key: anyone who can reach it can use the model "
                   "(set --api-key or SELFCONSISTENCY_API_KEY)", file=sys.stderr)
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", log_config=access_log_config())
     finally:
         engine.close()

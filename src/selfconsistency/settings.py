@@ -18,11 +18,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 
 from .backends import backend_spec, backend_specs
 from .backends.base import BackendConfig, BackendError, BudgetSettings
+from .costs import Price, PriceTable
 from .models import DEFAULT_MODEL, PACKAGED_MODELS
 from .options import (
     BACKEND_PANEL,
@@ -106,13 +116,23 @@ class ExperimentSettings(_Group):
                                      OUTPUT)] = False
 
 
+def _sampling_temperature(value: float) -> float:
+    if not 0.0 < value <= 2.0:
+        raise ValueError(f"sampling temperature {value:g} is outside (0, 2]: self-consistency samples at T > 0 "
+                         "(the greedy path, T=0, is --greedy)")
+    return value
+
+
+Temperature = Annotated[float, AfterValidator(_sampling_temperature)]
+
+
 class SamplingSettings(_Group):
     """How each path is sampled."""
 
     paths: Annotated[int, Field(ge=1), Cli(
         "Sampled paths per question at each temperature (the maximum, with --stop).", SAMPLING,
         flags=("--paths", "--max-paths"))] = 5
-    temperatures: Annotated[tuple[float, ...], Cli(
+    temperatures: Annotated[tuple[Temperature, ...], Cli(
         "Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.", SAMPLING, cli_type=str,
         parse=parse_temperatures, default_shown="0.7")] = (0.7,)
     greedy: Annotated[bool, Cli("Also run the greedy (T=0) baseline path.", SAMPLING, not_in=_NO_REPORT)] = True
@@ -127,10 +147,7 @@ class SamplingSettings(_Group):
 
     @field_validator("temperatures")
     @classmethod
-    def _sampling_temperatures(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        for t in value:
-            if not 0.0 < t <= 2.0:
-                raise ValueError(f"sampling temperature {t} is outside (0, 2] (run's greedy path, T=0, is --greedy)")
+    def _distinct(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if len(set(value)) != len(value):
             raise ValueError("temperatures repeat")
         return tuple(value)
@@ -204,9 +221,12 @@ class RunSettings(BaseModel):
             flat = {}
         out["options"].update({key: flat.pop(key) for key in list(flat) if key in options.model_fields})
         out["options"] = options(**out["options"])
-        # Another backend's options (an older store recorded every backend's) do not apply to this one.
-        others = {key for spec in backend_specs().values() for key in spec.options.model_fields} if flat else set()
-        out.update({key: value for key, value in flat.items() if key not in others})  # unknown: refused
+        for key in flat:  # another backend's option would be silently ignored: refused
+            owners = [other for other, spec in backend_specs().items() if key in spec.options.model_fields]
+            if owners:
+                raise ValueError(f"--{key.replace('_', '-')} is an option of the {' and '.join(owners)} "
+                                 f"backend{'s' * (len(owners) > 1)}, not of {name}")
+        out.update(flat)  # anything else: refused as unknown
         return out
 
     @model_validator(mode="after")
@@ -276,6 +296,20 @@ class RunSettings(BaseModel):
         s = self.stopping
         return parse_rule(s.stop, s.min_paths, self.sampling.paths) if s.stop else None
 
+    def price(self, on_demand: bool = False) -> Price | None:
+        """The model's price in the run's price table: a batch backend's batch price (its on-demand price
+        with `on_demand`, for the calls a batch run makes one at a time); None when the table has none
+        (the embedded models)."""
+        try:
+            batch = not on_demand and backend_spec(self.backend).batch
+        except BackendError:  # a plugin's stored run, read where the plugin is not installed
+            batch = False
+        try:
+            return PriceTable.from_file(self.budget.prices_file).price(
+                self.model, batch=batch, base_model=getattr(self.options, "base_model", None))
+        except KeyError:
+            return None
+
     def settings(self) -> tuple[float, ...]:
         """Temperatures in report order: greedy first."""
         return ((GREEDY_TEMPERATURE,) if self.sampling.greedy else ()) + self.sampling.temperatures
@@ -285,6 +319,15 @@ class RunSettings(BaseModel):
 
 
 # -- what each command takes -----------------------------------------------------------------------
+
+
+def request_field(group: type[BaseModel], name: str) -> Any:
+    """The type of a request field that carries setting `name` of `group` (serve's body): the setting's own
+    type and bounds, optional, and strict (JSON's "3" or true is not a number)."""
+    field = group.model_fields[name]
+    bounds = [m for m in field.metadata if not isinstance(m, Cli | Identity)]
+    return Annotated[field.annotation | None, Field(strict=True), *bounds]
+
 
 
 def declared_settings() -> dict[str, tuple[FieldInfo, Cli]]:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .vote import tie_ranks
+
 
 @dataclass(frozen=True)
 class StoppingRule:
@@ -220,14 +222,20 @@ class ReplayResult:
     mean_paths: float  # paths used per question, mean over runs and questions
 
 
-def replay(rule: StoppingRule, answers: Sequence[Sequence[str | None]], golds: Sequence[str], runs: int = 100,
-           seed: int = 0) -> ReplayResult:
-    """Apply `rule` to stored paths taken in `runs` random orders; majority vote on what it used.
+@dataclass(frozen=True)
+class TieBreaks:
+    """Whose tie-break orders the replayed votes use (`vote.tie_rank`): the run's seed, its questions' ids
+    (one per row of answers) and the temperature, so a replayed vote over all of a question's paths is the
+    answer every other reader gives it."""
 
-    Each run draws one permutation per question; the rule sees the answers in that order and the vote
-    (ties broken at random) uses the prefix it stopped at. See `replay_many`.
-    """
-    return replay_many([rule], answers, golds, runs, seed)[0]
+    seed: int
+    question_ids: Sequence[str]
+    temperature: float
+
+    @classmethod
+    def anonymous(cls, questions: int) -> TieBreaks:
+        """For answers with no run behind them: questions named by their position."""
+        return cls(0, [str(i) for i in range(questions)], 0.0)
 
 
 def _state_kind(rule: StoppingRule) -> str | None:
@@ -243,34 +251,58 @@ def _state_kind(rule: StoppingRule) -> str | None:
 
 
 def replay_many(rules: Sequence[StoppingRule], answers: Sequence[Sequence[str | None]], golds: Sequence[str],
-                runs: int = 100, seed: int = 0) -> list[ReplayResult]:
-    """`replay` for several rules over the same random orders, all (run, question) pairs at once.
+                runs: int = 100, seed: int = 0, ties: TieBreaks | None = None) -> list[ReplayResult]:
+    """Apply each rule to stored paths taken in `runs` random orders (drawn from `seed`; the same orders for
+    every rule), all (run, question) pairs at once; the vote at the stop is the question's vote
+    (`vote.decide`), tie-broken by `ties` (default: `TieBreaks.anonymous`).
 
     Each pair draws its paths one at a time (a Fisher-Yates shuffle taken step by step) and keeps what the
     rules look at: the multiset of answer counts and the run of equal answers at the end. A rule decides
     once per distinct state, by its own `should_stop` on a prefix with that state, so the decisions are
-    the rule's; the vote at the stop is majority with uniform tie-breaks. Rules of other types are
-    replayed path by path.
+    the rule's; the vote at the stop is `vote.decide`'s (a tie goes to the higher tie rank). Rules of other
+    types are replayed path by path.
     """
     from .analysis import encode
 
     if not golds:
         return [ReplayResult(rule.name, 0.0, 0.0, 0.0) for rule in rules]
+    ties = ties or TieBreaks.anonymous(len(golds))
+    if len(ties.question_ids) != len(golds):
+        raise ValueError("one question id per row of answers")
     encoded, gold_ids = encode(answers, golds)
-    rng = np.random.default_rng(seed)
-    order_rng, tie_rng = rng.spawn(2)
+    order_rng = np.random.default_rng(seed).spawn(2)[0]  # the orders as before tie-breaks were ranked
     fast = [rule for rule in rules if _state_kind(rule) is not None]
-    results = dict(zip([id(r) for r in fast], _replay_states(fast, encoded, gold_ids, runs, order_rng, tie_rng),
+    results = dict(zip([id(r) for r in fast],
+                       _replay_states(fast, encoded, gold_ids, _label_ranks(answers, golds, ties), runs, order_rng),
                        strict=True))
     out = []
     for rule in rules:
         out.append(results[id(rule)] if id(rule) in results
-                   else _replay_paths(rule, answers, golds, runs, tie_rng))
+                   else _replay_paths(rule, answers, golds, runs, order_rng, ties))
     return out
 
 
-def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.ndarray, runs: int,
-                   order_rng: np.random.Generator, tie_rng: np.random.Generator) -> list[ReplayResult]:
+def _label_ranks(answers: Sequence[Sequence[str | None]], golds: Sequence[str], ties: TieBreaks) -> np.ndarray:
+    """ranks[question, label]: the tie rank of each answer by its replay label (1 gold, 2.. the others by
+    their `encode` id + 1, as `_replay_states` labels them); -1 where a question has no such answer."""
+    rows = []
+    for row, gold, qid in zip(answers, golds, ties.question_ids, strict=True):
+        ids: dict[str, int] = {}
+        for answer in row:
+            if answer is not None:
+                ids.setdefault(answer, len(ids) + 1)
+        ranks = tie_ranks(ties.seed, qid, ties.temperature, ids)
+        rows.append({1 if answer == gold else ids[answer] + 1: rank for answer, rank in ranks.items()})
+    width = max((max(labels, default=0) for labels in rows), default=0) + 1
+    table = np.full((len(rows), max(width, 2)), -1, dtype=np.int64)
+    for question, labels in enumerate(rows):
+        for label, rank in labels.items():
+            table[question, label] = rank
+    return table
+
+
+def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.ndarray, ranks: np.ndarray,
+                   runs: int, order_rng: np.random.Generator) -> list[ReplayResult]:
     if not rules:
         return []
     n_questions, n = encoded.shape
@@ -291,7 +323,8 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
     previous = np.full(rows, -1)
     gold = np.zeros(rows, dtype=np.int64)
     best_other = np.zeros(rows, dtype=np.int64)
-    tied_others = np.zeros(rows, dtype=np.int64)
+    best_rank = np.full(rows, -1, dtype=np.int64)  # the highest tie rank among the other answers at the best count
+    gold_rank = ranks[question, 1]
     used = [np.full(rows, n) for _ in rules]
     correct = [np.zeros(rows, dtype=bool) for _ in rules]
     active = [np.ones(rows, dtype=bool) for _ in rules]
@@ -310,7 +343,9 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
         previous = drawn
         gold += drawn == 1
         other = np.where(drawn > 1, before + 1, -1)
-        tied_others = np.where(other > best_other, 1, tied_others + (other == best_other))
+        drawn_rank = ranks[question, drawn]
+        best_rank = np.where(other > best_other, drawn_rank,
+                             np.where(other == best_other, np.maximum(best_rank, drawn_rank), best_rank))
         np.maximum(best_other, other, out=best_other)
         length = k + 1
         for i, rule in enumerate(rules):
@@ -339,7 +374,7 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
                 used[i][stopped] = length
                 wins = gold[stopped] > best_other[stopped]
                 tie = (gold[stopped] == best_other[stopped]) & (gold[stopped] > 0)
-                wins |= tie & (tie_rng.random(stopped.size) * (1 + tied_others[stopped]) < 1)
+                wins |= tie & (gold_rank[stopped] > best_rank[stopped])
                 correct[i][stopped] = wins
                 active[i][stopped] = False
     results = []
@@ -389,18 +424,18 @@ def _prefix_with_counts(counts: tuple[int, ...], length: int) -> list[str | None
 
 
 def _replay_paths(rule: StoppingRule, answers: Sequence[Sequence[str | None]], golds: Sequence[str], runs: int,
-                  rng: np.random.Generator) -> ReplayResult:
+                  rng: np.random.Generator, ties: TieBreaks) -> ReplayResult:
     """A rule of a type replay_many does not know: path by path."""
-    from .vote import majority_vote
+    from .vote import decide
 
     accuracy = np.zeros(runs)
     used = np.zeros(runs)
     for run in range(runs):
         correct = spent = 0
-        for row, gold in zip(answers, golds, strict=True):
+        for row, gold, qid in zip(answers, golds, ties.question_ids, strict=True):
             order = [row[i] for i in rng.permutation(len(row))]
             k = next((k for k in range(1, len(order) + 1) if rule.should_stop(order[:k])), len(order))
-            correct += majority_vote(order[:k], rng) == gold
+            correct += decide(order[:k], seed=ties.seed, question_id=qid, temperature=ties.temperature).answer == gold
             spent += k
         accuracy[run] = correct / len(golds)
         used[run] = spent / len(golds)

@@ -15,15 +15,18 @@ import os
 import secrets
 import shutil
 import sqlite3
+import stat
 import tempfile
 import time
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .safe_files import refuse_symlink
+from .runlock import run_lock
+from .safe_files import UnsafeRunFile
 
 STORE_FILENAME = "samples.sqlite"
 
@@ -134,17 +137,38 @@ _MIGRATIONS: tuple[str, ...] = (
 )
 
 
+SIDE_FILES = tuple(f"{STORE_FILENAME}-{end}" for end in ("wal", "shm", "journal"))  # SQLite's, beside the store
+
+
 def _writable(path: Path) -> bool:
     """Whether a store at `path` can be opened for writing (its directory too: WAL files live there)."""
     directory = path.parent
     return os.access(directory, os.W_OK | os.X_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
-IDENTITY_ADDED_LATER = ("prompt",)  # identity keys older stores lack (taken as unchanged)
+def _check_files(path: Path, must_exist: bool) -> None:
+    """The store and its side files are regular files or absent, never links: SQLite would follow a link
+    (a shared run directory's `samples.sqlite` could point at any database), and block on a FIFO."""
+    for candidate in (path, *(path.with_name(name) for name in SIDE_FILES)):
+        try:
+            mode = os.lstat(candidate).st_mode
+        except FileNotFoundError:
+            if candidate == path and must_exist:
+                raise FileNotFoundError(f"no sample store at {path}") from None
+            continue
+        if stat.S_ISLNK(mode):
+            raise UnsafeRunFile(f"{candidate} is a symlink; the tool does not follow links in a run directory "
+                                "(remove it)")
+        if not stat.S_ISREG(mode):
+            raise UnsafeRunFile(f"{candidate} is not a regular file (remove it)")
 
 
 class StoreMismatch(Exception):
     """The run directory holds a store made with other settings."""
+
+
+class StoreVersionError(ValueError):
+    """The store's schema is not this version's: an older one to upgrade, or something else entirely."""
 
 
 @dataclass(frozen=True)
@@ -216,54 +240,58 @@ def _only(questions: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
 
 
 class SampleStore:
-    """A run's store. The run opens it for writing (`SampleStore(run_dir)`, in `experiment.run_experiment`);
-    reports, exports and job commands read it through `open_readonly`; the job commands that change a
-    job's state (`jobs forget`, `jobs collect --resubmit`) through `open_existing`."""
+    """A run's store. Every open checks its files (`_check_files`) and its schema version. One writer at a
+    time, under the run directory's lock: `writer(run_dir)`, used by the run itself and by the few library
+    functions that change a run's state (USC selections, job commands, `upgrade`). Everything else reads
+    through `open_readonly`, which never writes: a store of an older schema is refused, naming the command
+    that upgrades it. (`SampleStore(run_dir)` opens for writing without the lock: tests build stores so.)"""
 
     def __init__(self, run_dir: Path, create: bool = True, read_only: bool = False):
         self.path = Path(run_dir) / STORE_FILENAME
-        if not create and not self.path.exists():
-            raise FileNotFoundError(f"no sample store at {self.path}")
+        _check_files(self.path, must_exist=not create)
         self._snapshot: tempfile.TemporaryDirectory | None = None
         self.read_only = read_only or (not create and not _writable(self.path))
         if self.read_only:
-            if _writable(self.path):
-                self._upgrade()
             self._db = self._connect_read_only()
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        sidecars = (f"{STORE_FILENAME}-{end}" for end in ("wal", "shm", "journal"))
-        for name in (STORE_FILENAME, *sidecars):  # SQLite follows links
-            refuse_symlink(self.path.with_name(name))
         # isolation_level=None: we open transactions ourselves, one per write.
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
-        self._migrate()
+        try:
+            self._check_version(writable=True)  # before anything is written to what may not be ours
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process kills
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
 
     @classmethod
     def open_readonly(cls, run_dir: Path) -> SampleStore:
-        """An existing store, for reading only (reports, exports, job status)."""
+        """An existing store, for reading only (reports, exports, job status): nothing is written."""
         return cls(run_dir, create=False, read_only=True)
-
-    @classmethod
-    def open_existing(cls, run_dir: Path) -> SampleStore:
-        """An existing store, for the job commands that change a job's state outside a run."""
-        return cls(run_dir, create=False)
 
     @property
     def run_dir(self) -> Path:
         return self.path.parent
 
-    def _upgrade(self) -> None:
-        """A store of an older schema, opened for reading where it can be written: upgraded first."""
-        db = sqlite3.connect(self.path, isolation_level=None)
+    def _check_version(self, writable: bool) -> None:
+        """This version's schema, or an older one where the store will be upgraded (`writable`); another
+        program's database, a newer version's store or (read-only) an older one are refused."""
         try:
-            if db.execute("PRAGMA user_version").fetchone()[0] < len(_MIGRATIONS):
-                self._db = db
-                self._migrate()
-        finally:
-            db.close()
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            foreign = version == 0 and self._db.execute(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'").fetchone()[0] > 0
+        except sqlite3.DatabaseError as exc:
+            raise StoreVersionError(f"{self.path} is not a sample store: {exc}") from None
+        if foreign:
+            raise StoreVersionError(f"{self.path} is an SQLite database of some other program, not a sample store")
+        if version > len(_MIGRATIONS):
+            raise StoreVersionError(f"{self.path} was written by a newer version of selfconsistency; upgrade the "
+                                    "package to read it")
+        if version < len(_MIGRATIONS) and not writable:
+            raise StoreVersionError(f"{self.path} was written by an older version; `selfconsistency upgrade "
+                                    f"{self.path.parent}` brings it to this version (reading never writes)")
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """A store the user may not write (archived, shared, read-only mount): read as it is.
@@ -283,12 +311,13 @@ class SampleStore:
                 shutil.copyfile(wal, source.with_name(source.name + "-wal"))
             else:
                 options = "immutable=1"
-        db = sqlite3.connect(f"{source.resolve().as_uri()}?{options}", uri=True, isolation_level=None)
-        if db.execute("PRAGMA user_version").fetchone()[0] < len(_MIGRATIONS):
-            db.close()
-            raise ValueError(f"{self.path} was written by an older version and cannot be upgraded here "
-                             "(read-only); open it once where it can be written")
-        return db
+        self._db = sqlite3.connect(f"{source.resolve().as_uri()}?{options}", uri=True, isolation_level=None)
+        try:
+            self._check_version(writable=False)
+        except BaseException:
+            self.close()
+            raise
+        return self._db
 
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -319,9 +348,6 @@ class SampleStore:
         latest full configuration (paths, temperatures, limits may grow between invocations).
         """
         stored = self.get_meta("identity")
-        if stored is not None:  # a setting an older version did not record: that store's own is unknown
-            stored = {**{k: identity[k] for k in IDENTITY_ADDED_LATER if k in identity and k not in stored},
-                      **stored}
         if stored is not None and stored != identity and self._holds_nothing_generated():
             # Settings recorded by a run that generated nothing (a typo stopped it): nothing to mix up.
             self._db.execute("BEGIN IMMEDIATE")
@@ -591,3 +617,11 @@ class SampleStore:
         # Without text, plain tuples with StoredPath's fields: building 680,000 frozen dataclasses is
         # most of a large report's reading time.
         return (StoredPath(*row) for row in rows) if text else map(PathFields._make, rows)
+
+
+@contextmanager
+def writer(run_dir: Path, create: bool = False) -> Iterator[SampleStore]:
+    """The run directory's store opened for writing under its run lock: the one way the tool writes a
+    store (`create`: a new run's; else it must exist). Another process holding the lock is refused."""
+    with run_lock(run_dir), SampleStore(run_dir, create=create) as store:
+        yield store

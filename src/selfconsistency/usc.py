@@ -12,14 +12,13 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from .backends import create_backend
+from .backends import backend_spec, create_backend
 from .backends.base import Backend, GenerationRequest, flatten
 from .per_question import paths_used
 from .prompts import Prompt, PromptFormat
-from .runlock import run_lock
 from .sampling import SamplingParams, path_seed
 from .settings import RunSettings
-from .store import SampleStore, StoredPath, StoredSelection
+from .store import StoredPath, StoredSelection, writer
 from .tasks.base import Question
 
 # The paper's prompt (its Figure 2), responses numbered from 1.
@@ -31,7 +30,6 @@ ANSWER_PREFIX = "The most consistent response is Response"
 # prompt as a message, and the reply then states the whole sentence: room for it either way.
 USC_MAX_TOKENS = 32
 _USC_SEED_INDEX = -2  # path_seed's index for the selection request (paths use 0, 1, ...)
-ON_DEMAND_TWIN = {"bedrock-batch": "bedrock", "openai-batch": "openai"}
 
 _STATED = re.compile(r"most\s+consistent\s+response\s+is\s*:?\s*[*_\"'(\[]*\s*(?:response\s*)?#?\s*(\d+)", re.I)
 _NAMED = re.compile(r"\bresponse\s*#?\s*(\d+)", re.I)
@@ -85,8 +83,8 @@ def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None 
     sampling, fmt = config.sampling, config.experiment.prompt_format
     contexts = {q.id: q.context for q in questions if q.context}
     temperature = sampling.temperatures[0] if temperature is None else temperature
-    with run_lock(run_dir), SampleStore(run_dir) as store:
-        stored_config = store.get_meta("config")
+    with writer(run_dir) as store:
+        stored_settings = store.settings()
         rule = config.stopping_rule()
         stops = store.stops(rule.name) if rule else {}
         done = store.selections()
@@ -98,7 +96,7 @@ def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None 
         pending: list[tuple[GenerationRequest, list[StoredPath], int]] = []
         for qid in store.get_meta("selection") or []:
             stored = by_question.get(qid, [])
-            used, _, _ = paths_used(stored_config, stops, qid, temperature, len(stored))
+            used, _, _ = paths_used(stored_settings, stops, qid, temperature, len(stored))
             if (qid, temperature, used) in done:
                 continue
             shown = _candidates(stored[:used])
@@ -117,8 +115,9 @@ def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None 
         own = backend is None
         if own:  # a batch backend's on-demand twin: one short request per question needs no job
             twin = config
-            if config.backend in ON_DEMAND_TWIN:  # the batch-only options (bucket, role) do not apply to it
-                twin = RunSettings.from_stored({**config.flat(), "backend": ON_DEMAND_TWIN[config.backend]})
+            on_demand = backend_spec(config.backend).on_demand
+            if on_demand:  # the batch-only options (bucket, role) do not apply to it
+                twin = RunSettings.from_stored({**config.flat(), "backend": on_demand})
             backend = create_backend(twin.backend, twin.backend_config(store.tokens_used(), job_state=store))
         try:
             by_key = {request.question_id: (shown, used) for request, shown, used in pending}

@@ -1,54 +1,93 @@
-"""Majority vote over extracted answers. Pure: the only randomness is the generator passed in."""
+"""A question's vote, defined once: which answer wins, how ties are broken, what agreement means and who
+abstains. Every reader of stored paths (`answer`, `serve`, the Python API, report.html, `export
+--questions`, the adaptive summary of results, `simulate`) decides a question with `decide`, so the same
+paths give the same answer everywhere. Pure: no I/O, no global randomness.
+
+- A path without an answer (None) abstains: it is a path spent, not a vote.
+- The winner has the most votes (the largest summed weight, for a weighted vote).
+- A tie for the lead is broken by the question's own tie-break order (`tie_rank`): a seeded random
+  ranking of its answers, from the run's seed, the question's id and the temperature. It is uniform over
+  the tied answers, and the same whichever paths arrived first, whichever other questions were asked,
+  and whichever command reads them.
+- Agreement is the winner's share of the votes that were cast (abstentions left out); by weight, for a
+  weighted vote; 0 when no path gave an answer.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-
-def majority_vote(answers: Sequence[str | None], rng: np.random.Generator) -> str | None:
-    """The most frequent answer; ties broken uniformly at random among the leaders sorted by answer (so
-    the draw depends only on the RNG, not on the order the paths arrived in); `None` answers abstain.
-
-    Returns None when every path abstained (the question then counts as wrong).
-    """
-    return counted_vote(answers, rng)[0]
+AGREEMENT_DIGITS = 4  # agreement as every output shows it (and as min_agreement is compared with)
+WEIGHT_DIGITS = 6
 
 
-def counted_vote(answers: Sequence[str | None], rng: np.random.Generator
-                 ) -> tuple[str | None, list[tuple[str, int]], int]:
-    """The majority vote's winner, each answer's count most frequent first (equal counts by answer) and the
-    abstentions: the per-question view counts once for all three."""
+def tie_rank(seed: int, question_id: str, temperature: float, answer: str) -> int:
+    """The answer's place in its question's tie-break order (higher wins a tie): a 63-bit hash of the run's
+    seed, the question, the temperature and the answer, so a tie goes to each tied answer equally often
+    over seeds, and always the same way for the same run."""
+    key = f"{seed}\x1f{question_id}\x1f{temperature!r}\x1f{answer}".encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8, person=b"sc-tie-break").digest(), "big") >> 1
+
+
+def tie_ranks(seed: int, question_id: str, temperature: float, answers: Iterable[str | None]) -> dict[str, int]:
+    """`tie_rank` of each distinct answer given (None abstains and has none)."""
+    return {answer: tie_rank(seed, question_id, temperature, answer)
+            for answer in dict.fromkeys(answers) if answer is not None}
+
+
+@dataclass(frozen=True)
+class Vote:
+    """The outcome of one question's vote over the paths it used.
+
+    `counts`: each answer's votes, most first (equal counts by answer); `weights`: each answer's summed
+    weight in the same order, for a weighted vote (else None). `tied`: how many answers shared the lead
+    (1: no tie; 0: no path gave an answer)."""
+
+    answer: str | None
+    agreement: float
+    counts: dict[str, int]
+    abstained: int
+    tied: int
+    weights: dict[str, float] | None = None
+
+    @property
+    def tie(self) -> bool:
+        return self.tied > 1
+
+
+def decide(answers: Sequence[str | None], *, seed: int, question_id: str, temperature: float,
+           weights: Sequence[float] | None = None) -> Vote:
+    """The vote over one question's `answers` (the paths it used; their order does not matter), with each
+    path's vote `weights` for a weighted vote (None: one vote each)."""
     counts = Counter(answers)
     abstained = counts.pop(None, 0)
-    ranked = sorted(counts.items(), key=_most_votes_first)
-    if not ranked:
-        return None, ranked, abstained
-    tied = 1
-    while tied < len(ranked) and ranked[tied][1] == ranked[0][1]:
-        tied += 1
-    # the leaders come ranked by answer: one draw among them when they tie
-    return ranked[int(rng.integers(tied))][0] if tied > 1 else ranked[0][0], ranked, abstained
-
-
-def _most_votes_first(item: tuple[str, int]) -> tuple[int, str]:
-    return -item[1], item[0]
-
-
-def weighted_vote(answers: Sequence[str | None], weights: Sequence[float], rng: np.random.Generator) -> str | None:
-    """The answer with the largest summed weight; exact ties broken at random; `None` abstains (the answer
-    builder's log-prob and CISC votes)."""
-    totals: dict[str, float] = {}
-    for answer, weight in zip(answers, weights, strict=True):
-        if answer is not None:
-            totals[answer] = totals.get(answer, 0.0) + weight
+    ranked = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+    if weights is None:
+        totals: dict[str, float] = {answer: float(count) for answer, count in ranked.items()}
+    else:
+        totals = dict.fromkeys(ranked, 0.0)
+        for answer, weight in zip(answers, weights, strict=True):
+            if answer is not None:
+                totals[answer] += float(weight)
     if not totals:
-        return None
+        return Vote(None, 0.0, ranked, abstained, 0, {} if weights is not None else None)
     top = max(totals.values())
-    leaders = sorted(answer for answer, total in totals.items() if total == top)
-    return leaders[int(rng.integers(len(leaders)))] if len(leaders) > 1 else leaders[0]
+    leaders = [answer for answer, total in totals.items() if total == top]
+    winner = leaders[0] if len(leaders) == 1 else max(
+        leaders, key=lambda answer: tie_rank(seed, question_id, temperature, answer))
+    return Vote(winner, share(totals, winner), ranked, abstained, len(leaders),
+                None if weights is None else {answer: round(total, WEIGHT_DIGITS) for answer, total in totals.items()})
+
+
+def share(totals: dict[str, float] | dict[str, int], answer: str | None) -> float:
+    """`answer`'s share of the votes cast (`totals`: each answer's votes or weight), as agreement is shown."""
+    cast = sum(totals.values())
+    return round(totals[answer] / cast, AGREEMENT_DIGITS) if answer is not None and cast else 0.0
 
 
 def path_weights(method: str, logprob_sums: Sequence[float | None], lengths: Sequence[int]) -> np.ndarray:
@@ -78,7 +117,3 @@ def path_weights(method: str, logprob_sums: Sequence[float | None], lengths: Seq
             raise ValueError("cisc temperature must be > 0")
         return np.exp((mean - mean.max(axis=-1, keepdims=True, initial=0.0)) / t)
     raise ValueError(f"unknown vote {method!r}; use majority, logprob or cisc:T")
-
-
-def abstention_rate(answers: Sequence[str | None]) -> float:
-    return sum(a is None for a in answers) / len(answers) if answers else 0.0

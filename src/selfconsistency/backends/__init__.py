@@ -18,9 +18,10 @@ BACKEND_NAMES = tuple(_BUILTIN)
 
 
 def register_backend(name: str, factory, options: type[BackendOptions] = BackendOptions,
-                     job_service=None, summary: str = "") -> None:
-    """Make a backend available by name to RunSettings(backend=name) (plugins, test doubles)."""
-    _REGISTRY[name] = BackendSpec(factory, options, job_service, summary)
+                     job_service=None, summary: str = "", **capabilities) -> None:
+    """Make a backend available by name to RunSettings(backend=name) (plugins, test doubles);
+    `capabilities`: BackendSpec's other fields (shared_decoder=True, on_demand="openai", ...)."""
+    _REGISTRY[name] = BackendSpec(factory, options, job_service, summary, **capabilities)
 
 
 def backend_spec(name: str) -> BackendSpec:

@@ -240,10 +240,15 @@ class BackendConfig(BaseModel):
         return self.options if isinstance(self.options, kind) else kind(**self.options.model_dump())
 
 
+def _never(options: BackendOptions) -> bool:
+    return False
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """What a backend module declares about itself (its `BACKEND`): how to start it, its options model,
-    and for batch backends the provider's job service (job commands outside a run use it)."""
+    for batch backends the provider's job service (job commands outside a run use it), and the
+    capabilities the rest of the tool asks about instead of naming backends."""
 
     factory: Callable[[BackendConfig], Backend]
     options: type[BackendOptions] = BackendOptions
@@ -251,6 +256,20 @@ class BackendSpec:
     summary: str = ""  # for --backend's help
     # `run --show-prompt`: one request as the backend would send it (a prompt text or a JSON body)
     preview: Callable[[BackendConfig, GenerationRequest], str] | None = None
+    # Before a run touches its directory: does the model name resolve? (ModelError if not.)
+    check_model: Callable[[str], None] | None = None
+    # The backend that sends one request at a time at the same provider (a batch backend's on-demand
+    # twin): small requests that need no job, such as Universal Self-Consistency's selection.
+    on_demand: str | None = None
+    # One decoder that a single thread may drive: concurrent API calls share its batches.
+    shared_decoder: bool = False
+    # Whether these options end each path at its complete answer statement (--stop-at-answer).
+    stops_at_answer: Callable[[BackendOptions], bool] = _never
+
+    @property
+    def batch(self) -> bool:
+        """A batch backend: its paths are billed at the provider's batch price."""
+        return self.job_service is not None
 
 
 def show_body(body: dict) -> str:

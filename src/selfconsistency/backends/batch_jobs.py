@@ -22,7 +22,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -36,7 +36,6 @@ from .batch_plan import (
     Quotas,
     Record,
     body_digests,
-    legacy_record_id,
     record_generations,
     split_jobs,
 )
@@ -80,7 +79,7 @@ class JobStore(Protocol):
 
 @dataclass(frozen=True)
 class JobState:
-    status: str  # the provider's own status word
+    status: str | None  # the provider's own status word (None: the provider gave none)
     message: str | None = None
     processed: int | None = None
     total: int | None = None
@@ -174,7 +173,6 @@ class BatchJobRunner:
         self.store = store
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
         self.ledger = SpendLedger(self.store, service.name, service.model, config)
-        self._aliases: dict[str, str] = {}  # a job's record id -> today's id of the same paths (see _same_paths)
 
     def jobs(self) -> list[dict[str, Any]]:
         return self.store.jobs(self.service.name)
@@ -185,8 +183,7 @@ class BatchJobRunner:
         done: set[str] = set()
         quotas = self.service.quotas
         unfinished = [j for j in self.jobs() if j["status"] in self.in_flight + self.service.finished]
-        self._aliases = _same_paths([j for j in unfinished if j.get("job_id")], records)
-        earlier = [j for j in unfinished if set(j["records"]) & (records.keys() | self._aliases.keys())]
+        earlier = [j for j in unfinished if set(j["records"]) & records.keys()]
         yield from self._run_jobs(earlier, records, done)  # what was paid for is collected before anything new
         for round_number in range(MAX_ROUNDS):
             unwanted = self._unwanted()
@@ -309,8 +306,7 @@ class BatchJobRunner:
                  ) -> Iterator[tuple[Generation, ...]]:
         if not job.get("job_id"):
             return
-        ours = {rid: records[rid] if rid in records else replace(records[self._aliases[rid]], record_id=rid)
-                for rid in job["records"] if rid in records or rid in self._aliases}
+        ours = {rid: records[rid] for rid in job["records"] if rid in records}
         results = self.service.results(job, ours)
         errors = dict(results.errors)
         # A few unreadable or foreign answers go round again; when they are most of a job, the provider's
@@ -337,8 +333,7 @@ class BatchJobRunner:
             errors.update({rid: (STOPPED_CODE, "the job was stopped before this record was processed", False)
                            for rid in ours if rid not in results.outputs and rid not in errors})
         if errors:
-            self.store.add_record_errors(self.service.name, job["job_key"],
-                                         {self._aliases.get(rid, rid): error for rid, error in errors.items()})
+            self.store.add_record_errors(self.service.name, job["job_key"], errors)
             log.warning(f"batch job {job['job_key'][:12]}: {len(errors)} records failed, by error code: "
                         f"{error_summary([(c, m) for c, m, _ in errors.values()])}")
         wall = max(time.time() - (job.get("submitted_at") or job["created_at"]), 0.0)
@@ -346,25 +341,14 @@ class BatchJobRunner:
         collected = 0
         for rid, outputs in results.outputs.items():
             record = ours.get(rid)
-            current = self._aliases.get(rid, rid)
-            if record is None or current in done or rid in errors or len(outputs) < len(record.requests):
+            if record is None or rid in done or rid in errors or len(outputs) < len(record.requests):
                 continue  # not ours, already stored, refused, or fewer generations than asked: not stored
-            done.add(current)
+            done.add(rid)
             collected += len(record.requests)
             yield tuple(record_generations(record, outputs, wall / max(paths, 1)))
         self.store.update_job(job["job_key"], status="collected", manifest=results.manifest,
                               collected_paths=collected + (job.get("collected_paths") or 0))
         job["status"] = "collected"
-
-def _same_paths(jobs: list[dict[str, Any]], records: dict[str, Record]) -> dict[str, str]:
-    """Job record id -> today's id of the record asking for the same paths, for jobs an earlier version
-    planned under its positional ids: their paid-for answers are collected, not bought again. Only ids of
-    that scheme: a job of today's scheme whose ids differ asked another prompt or body (an edited
-    exemplar, another option), and an OpenAI answer carries no echo to catch that at collection."""
-    by_legacy = {legacy_record_id(r.requests): rid for rid, r in records.items()}
-    return {old: by_legacy[old] for job in jobs for old in job["records"]
-            if old not in records and old in by_legacy}
-
 
 class BatchBackend:
     """A batch provider as a Backend: its JobService run by the durable runner."""

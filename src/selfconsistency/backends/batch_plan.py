@@ -116,13 +116,6 @@ class _RecordIds:
         return _short_id_of(hasher.digest())
 
 
-def legacy_record_id(requests: tuple[GenerationRequest, ...]) -> str:
-    """The id versions before 0.2 gave a record: from its paths' positions alone. Only to collect a job
-    such a version left in flight; never trusted to say what the record asked."""
-    key = "\x1f".join(f"{r.question_id}\x1e{r.temperature!r}\x1e{r.path_index}" for r in requests)
-    return _short_id(key)
-
-
 BodyBuilder = Callable[[Prompt, SamplingParams, int], dict[str, Any]]  # (prompt, params, n paths) -> body
 LineFormat = Callable[[str, str], str]  # (record id, the body's JSON: json.dumps(body, ensure_ascii=False)) -> line
 

@@ -344,4 +344,5 @@ def _preview(config: BackendConfig, request: GenerationRequest) -> str:
 
 
 BACKEND = BackendSpec(BedrockBatchBackend, BedrockBatchOptions, BedrockJobs,
-                      summary="Amazon Bedrock batch inference, see --bucket and --role-arn", preview=_preview)
+                      summary="Amazon Bedrock batch inference, see --bucket and --role-arn", preview=_preview,
+                      on_demand="bedrock")

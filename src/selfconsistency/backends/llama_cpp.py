@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from ..answer_stop import complete_end
-from ..models import DEFAULT_MODEL, resolve_model_path
+from ..models import DEFAULT_MODEL, check_model_name, resolve_model_path
 from ..options import BackendOptions, Cli, Identity
 from ..prompts import Prompt, PromptFormat
 from ..sampling import sample_token
@@ -349,4 +349,6 @@ def _preview(config: BackendConfig, request: GenerationRequest) -> str:
         backend.close()
 
 
-BACKEND = BackendSpec(_start, LocalOptions, summary="the embedded llama.cpp model", preview=_preview)
+BACKEND = BackendSpec(_start, LocalOptions, summary="the embedded llama.cpp model", preview=_preview,
+                      check_model=check_model_name, shared_decoder=True,
+                      stops_at_answer=lambda options: options.stop_at_answer)

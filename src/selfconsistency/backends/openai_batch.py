@@ -245,4 +245,4 @@ def _preview(config: BackendConfig, request: GenerationRequest) -> str:
 
 
 BACKEND = BackendSpec(OpenAIBatchBackend, OpenAIBatchOptions, OpenAIBatchJobs, summary="the OpenAI Batch API",
-                      preview=_preview)
+                      preview=_preview, on_demand="openai")

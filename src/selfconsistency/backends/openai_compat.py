@@ -46,6 +46,8 @@ OPENAI = "OpenAI-compatible servers (--backend openai, openai-batch)"
 class OpenAIServerOptions(BackendOptions):
     """Where an OpenAI-compatible API is, and which endpoint (shared with the Batch API)."""
 
+    endpoint_fields = ("base_url",)  # OPENAI_API_KEY goes there
+
     base_url: Annotated[str | None, Cli(
         "The server's API root, e.g. http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama).",
         OPENAI, default_shown="the OpenAI API; key from OPENAI_API_KEY"), Identity(stored=redact_urls)] = None

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..extract import compile_user_pattern
+from .answer_types import answer_type
 from .base import DataError
 
 
@@ -70,12 +71,17 @@ class PromptSpec(_Strict):
 
 
 class AnswerSpec(_Strict):
-    # free: no extractor applies (summaries, open questions, code); Universal Self-Consistency picks the answer
-    type: Literal["number", "letter", "yes_no", "text", "free"] = "number"
+    type: str = "number"  # a registered answer type (answer_types.py): number, letter, yes_no, text, free, ...
     gold_pattern: str | None = None  # regex; its first group is the gold inside the gold field
     pattern: str | None = None  # regex; its first group is a path's answer (text type; overrides default)
     normalize: list[Literal["lower", "strip_punctuation", "strip_articles"]] = Field(
         default_factory=lambda: ["lower", "strip_punctuation", "strip_articles"])
+
+    @field_validator("type")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        answer_type(value)
+        return value
 
     @field_validator("gold_pattern", "pattern")
     @classmethod
@@ -99,8 +105,8 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TaskSpec:
-        if self.answer.type == "letter" and self.fields.choices is None:
-            raise ValueError("answer type 'letter' needs fields.choices")
+        if answer_type(self.answer.type).needs_choices and self.fields.choices is None:
+            raise ValueError(f"answer type {self.answer.type!r} needs fields.choices")
         sources = [self.prompt.exemplars is not None, self.prompt.exemplars_file is not None,
                    self.prompt.shots_from_data is not None]
         if sum(sources) > 1:

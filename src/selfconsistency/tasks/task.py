@@ -4,10 +4,9 @@ a path's answer the way the spec's answer type says."""
 from __future__ import annotations
 
 import hashlib
-import re
 import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,28 +14,15 @@ import jinja2
 import regex
 from jinja2.sandbox import SecurityError
 
-from ..extract import (
-    MAX_DIGITS,
-    NumberExtractor,
-    canonical_letters,
-    choice_answer,
-    compile_user_pattern,
-    normalize_text,
-    search_user_pattern,
-    text_answer,
-    whole_number,
-    yes_no_answer,
-)
-from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize
+from ..extract import compile_user_pattern, search_user_pattern
+from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize, visible
+from .answer_types import Extractor, answer_type
 from .base import CHAT_CONTEXT, CONTEXT_ROLES, DataError, Exemplar, Question
 from .records import Located, read_records
-from .sandbox import TemplateSandbox, TemplateTimeout, render
+from .sandbox import MAX_LENGTH, TemplateSandbox, TemplateTimeout, render
 from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
 
-Extractor = Callable[[str, Question], "str | None"]
 _ENV = TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
-_DEFAULT_TEXT_PATTERN = compile_user_pattern(r"answer\s+is\b[\s:]*([^\n]+?)\.?\s*$",
-                                             regex.IGNORECASE | regex.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -136,10 +122,9 @@ class Task:
         return self.spec.prompt.answer_statement.format(answer=answer)
 
     def zero_shot_instruction(self) -> str:
-        """How a zero-shot path must end; "" for free answers, which have no answer statement."""
-        if self.spec.answer.type == "free":
-            return ""
-        return self.answer_statement("(X)" if self.spec.answer.type == "letter" else "N")
+        """How a zero-shot path must end; "" for answers with no answer statement (free)."""
+        placeholder = answer_type(self.spec.answer.type).placeholder
+        return "" if placeholder is None else self.answer_statement(placeholder)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -187,31 +172,7 @@ class Task:
                 # the pattern as written in the config (a repr would double each backslash)
                 raise ValueError(f"gold {raw[-40:]!r} does not match gold_pattern '{self.spec.answer.gold_pattern}'")
             raw = match.group(1).strip()
-        kind = self.spec.answer.type
-        if kind == "number":
-            value = whole_number(raw)
-            if value is None:
-                digits = sum(ch.isdigit() for ch in raw)
-                shown = raw if len(raw) <= 40 else raw[:20] + "…" + raw[-10:]
-                raise ValueError(f"gold {shown!r} has {digits} digits, more than {MAX_DIGITS}"
-                                 if digits > MAX_DIGITS else f"gold {shown!r} is not a number")
-            return value, 1
-        if kind == "letter":
-            letters = set(re.findall(r"[A-Za-z]", re.sub(r"\band\b", " ", raw)))
-            letters = {letter.upper() for letter in letters}
-            labels = {label for label, _ in choices}
-            if not letters or not letters <= labels:
-                raise ValueError(f"gold label {raw!r} is not among the options {''.join(sorted(labels))}")
-            return canonical_letters(letters), len(letters)
-        if kind == "yes_no":
-            value = {"yes": "yes", "no": "no", "true": "yes", "false": "no"}.get(raw.lower())
-            if value is None:
-                raise ValueError(f"gold {raw!r} is not yes or no")
-            return value, 1
-        value = normalize_text(raw, tuple(self.spec.answer.normalize))
-        if not value:
-            raise ValueError("empty gold answer")
-        return value, 1
+        return answer_type(self.spec.answer.type).gold(raw, self.spec.answer, choices)
 
     def _render(self, question: str, choices: tuple[tuple[str, str], ...], record: Mapping[str, Any]) -> str:
         try:
@@ -227,8 +188,12 @@ class Task:
             raise ValueError(f"prompt template of {self.config_file or self.name} failed: "
                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
 
-    def parse(self, where: str, record: dict[str, Any], position: int, split: str) -> tuple[Question, str | None]:
-        """A question (and its explanation, if any) from one record; DataError names the record."""
+    def parse(self, where: str, record: dict[str, Any], position: int, split: str,
+              qid: str | None = None, turns: bool = False) -> tuple[Question, str | None]:
+        """A question (and its explanation, if any) from one record; DataError names the record. `qid`: the
+        id the caller gives it (the Python API's), instead of the task's id field or its position. `turns`:
+        the record may carry chat turns before the question (CHAT_CONTEXT); only callers who own the
+        conversation pass them (the Python API, serve), never a data file."""
         try:
             text = _get(record, self.spec.fields.question)
             if isinstance(text, int | float) and not isinstance(text, bool):
@@ -236,17 +201,26 @@ class Task:
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"empty {self.spec.fields.question!r}")
             text = self._clean(where, text)
-            if not text:
+            if not visible(text):
                 raise ValueError(f"{self.spec.fields.question!r} is empty once neutralised (it held only "
                                  "control characters, separators or other hidden text)")
+            if CHAT_CONTEXT in record and not turns:
+                raise ValueError(f"a {CHAT_CONTEXT!r} field: data records may not carry chat roles (a system "
+                                 "prompt, earlier turns); only the Python API and serve, whose callers own the "
+                                 "conversation, pass them")
             choices = tuple((label, self._clean(where, option)) for label, option in self._choices(record))
             gold, n_answers = self._gold(record, choices)
-            qid = str(_get(record, self.spec.fields.id)) if self.spec.fields.id else f"{split}-{position:05d}"
+            if qid is None:
+                qid = str(_get(record, self.spec.fields.id)) if self.spec.fields.id else f"{split}-{position:05d}"
             explanation = None
             if self.spec.fields.explanation and self.spec.fields.explanation in record:
                 explanation = self._clean(where, str(_get(record, self.spec.fields.explanation))) or None
             body = self._render(text, choices, _CleanRecord(record, lambda value: self._clean(where, value)))
-            context = self._context(where, record.get(CHAT_CONTEXT))
+            # Filters can rebuild structure from neutralised data (`wordwrap` moving a "Q:" to a line's start,
+            # `striptags` turning "&lt;|im_start|&gt;" into a chat token): what the template rendered is
+            # neutralised again, as a whole.
+            body = self._clean(where, body, MAX_LENGTH)
+            context = self._context(where, record.get(CHAT_CONTEXT)) if turns else ()
         except UnsafeInput as exc:
             raise DataError(f"{where}: refused by --strict-input: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
@@ -270,8 +244,8 @@ class Task:
                 out.append((role, self._clean(where, content)))
         return tuple(out)
 
-    def _clean(self, where: str, text: str) -> str:
-        cleaned = sanitize(text, self.max_chars, self.strict_input)
+    def _clean(self, where: str, text: str, max_chars: int | None = None) -> str:
+        cleaned = sanitize(text, max_chars or self.max_chars, self.strict_input)
         if cleaned.issues:
             self._neutralised[where] = tuple(sorted(set(self._neutralised.get(where, ()) + cleaned.issues)))
         return cleaned.text
@@ -294,13 +268,11 @@ class Task:
             located = list(read_records(source, self._format_of(data)))
         else:
             located = list(self._hub_records(split))
-        parsed = [self.parse(where, record, position, split)
+        if ids is not None and len(ids) != len(located):
+            raise ValueError("one id per record")
+        parsed = [self.parse(where, record, position, split, None if ids is None else ids[position],
+                             turns=records is not None)
                   for position, (where, record) in enumerate(located)]
-        if ids is not None:
-            if len(ids) != len(parsed):
-                raise ValueError("one id per record")
-            parsed = [(replace(question, id=qid), explanation)
-                      for (question, explanation), qid in zip(parsed, ids, strict=True)]
         wheres = [where for where, _ in located]
         if not parsed:
             raise DataError(f"{source or self.name}: no records {'given' if records is not None else 'found'}")
@@ -335,6 +307,19 @@ class Task:
             return None
         return self.spec.data.format
 
+    def input_files(self, data: Path | None = None) -> dict[Path, str]:
+        """The files a run of this task reads, each with what it is: the data (`data`, or the config's own
+        data path), the config file and its exemplars file. What no output may overwrite."""
+        files = {}
+        source = Path(data) if data is not None else self._default_data()
+        if source is not None:
+            files[source] = "the run's data file"
+        if self.config_file is not None:
+            files[self.config_file] = "the task's config"
+        if self.spec.prompt.exemplars_file:
+            files[self.base_dir / self.spec.prompt.exemplars_file] = "the task's exemplars file"
+        return files
+
     def _default_data(self) -> Path | None:
         return self.base_dir / self.spec.data.path if self.spec.data.path else None
 
@@ -366,9 +351,7 @@ class Task:
         return tuple(exemplars)
 
     def _display(self, gold: str) -> str:
-        if self.spec.answer.type == "letter":
-            return " and ".join(f"({letter})" for letter in gold.split(","))
-        return gold
+        return answer_type(self.spec.answer.type).display(gold)
 
     def configured_exemplars(self) -> tuple[Exemplar, ...]:
         specs: list[ExemplarSpec] = list(self.spec.prompt.exemplars or [])
@@ -391,18 +374,4 @@ class Task:
     # -- answers ---------------------------------------------------------------------------------
 
     def extractor(self, flexible: bool = True) -> Extractor:
-        answer = self.spec.answer
-        if answer.type == "number":
-            numbers = NumberExtractor(flexible=flexible)
-            return lambda text, question: numbers(text)
-        if answer.type == "letter":
-            return lambda text, question: choice_answer(text, question.choices, question.n_answers, flexible)
-        if answer.type == "yes_no":
-            return lambda text, question: yes_no_answer(text, flexible)
-        if answer.type == "free":  # the whole response, normalised: identical responses vote together
-            steps = tuple(answer.normalize)
-            return lambda text, question: normalize_text(text, steps) or None
-        pattern = compile_user_pattern(answer.pattern, regex.IGNORECASE | regex.MULTILINE) if answer.pattern \
-            else _DEFAULT_TEXT_PATTERN
-        steps = tuple(answer.normalize)
-        return lambda text, question: text_answer(text, pattern, steps)
+        return answer_type(self.spec.answer.type).extractor(self.spec.answer, flexible)

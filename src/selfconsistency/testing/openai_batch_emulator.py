@@ -108,6 +108,7 @@ class Emulator:
     contents: dict[str, bytes] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
+    keys_seen: list[str] = field(default_factory=list)  # the bearer key of every call, for tests of where keys go
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- files -------------------------------------------------------------------------------------
@@ -343,6 +344,7 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> T
                 self._reply(401, _error("You didn't provide an API key.", code="invalid_api_key"))
                 return False
             with emulator.lock:
+                emulator.keys_seen.append(self.headers["Authorization"].removeprefix("Bearer "))
                 emulator.calls += 1
                 every = emulator.faults.throttle_every
                 throttled = bool(every) and emulator.calls % every == 0
