@@ -697,4 +697,4 @@ def test_jobs_collect_with_stored_settings_that_no_longer_hold(tmp_path, scripte
     prices.unlink()
     result = CliRunner().invoke(app, ["jobs", "collect", str(tmp_path / "run")], env={"COLUMNS": "250"})
     assert result.exit_code == 2, result.output
-    assert "stored settings: prices_file: price table" in result.output and "cannot read" in result.output
+    assert "stored settings: --prices: price table" in result.output and "cannot read" in result.output

@@ -4,6 +4,7 @@ through, and tested through the commands."""
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,232 @@ def test_a_question_of_invisible_characters_is_refused(blank):
     with pytest.raises(DataError, match="empty"):
         get_task("gsm8k").load(None, records=[{"question": blank, "answer": "#### 4"}])
     assert get_task("gsm8k").load(None, records=[{"question": f"{blank}7?", "answer": "#### 4"}]).questions
+
+
+# -- bounded everything (issue 24, part 5) ---------------------------------------------------------------
+
+
+def _config(tmp_path, body):
+    path = tmp_path / "hostile.yaml"
+    path.write_text(body)
+    return path
+
+
+@pytest.mark.parametrize("pattern", ["(?#[)(a{100}){100}", "(?#[)(x{999}){999}(?#])", "(" * 3000 + "a" + ")" * 3000])
+def test_a_pattern_is_checked_as_the_engine_parses_it(tmp_path, pattern):
+    config = _config(tmp_path, "name: t\nanswer:\n  type: text\n  pattern: " + json.dumps(pattern) + "\n")
+    started = __import__("time").monotonic()
+    assert_one_line_error(invoke("tasks", "show", config), "pattern")
+    assert __import__("time").monotonic() - started < 10
+
+
+@pytest.mark.parametrize("template, message", [
+    ("{{ '{:>{w}}'.format(question, w='4000000000') }}", "taken from the arguments"),
+    ("{{ 'x'.encode() * 10**9 }}", "too long"),
+    ("{{ ('x'.encode() * 900000) + ('y'.encode() * 900000) }}", "too long"),
+])
+def test_templates_cannot_size_their_output_from_arguments_or_bytes(tmp_path, template, message):
+    config = _config(tmp_path, "name: t\nprompt:\n  template: " + json.dumps(template) + "\n")
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "hi", "answer": "1"}\n')
+    assert_one_line_error(invoke("run", config, "--data", data, "--backend", "scripted", "--model", "m",
+                                 "--show-prompt"), message)
+
+
+@pytest.mark.parametrize("field", ["data: {path: /dev/zero}", "prompt: {exemplars_file: /dev/zero}"])
+def test_a_device_in_place_of_a_file_is_one_line(tmp_path, field):
+    config = _config(tmp_path, f"name: t\n{field}\n")
+    command = ["tasks", "show", config] if "exemplars" in field else [
+        "run", config, "--backend", "scripted", "--model", "m", "--show-prompt"]
+    assert_one_line_error(invoke(*command), "/dev/zero: is not a regular file")
+
+
+@pytest.mark.parametrize("command, message", [
+    (["run", "gsm8k", "--data", GSM8K_TEST, "--paths", 100_000_000, "--show-prompt"], "--paths"),
+    (["run", "gsm8k", "--data", GSM8K_TEST, "--subset-runs", 10**12], "--subset-runs"),
+    (["run", "gsm8k", "--data", GSM8K_TEST, "--max-tokens", 10**10, "--show-prompt"], "--max-tokens"),
+])
+def test_numeric_options_are_bounded(command, message):
+    assert_one_line_error(invoke(*command), message)
+
+
+def test_simulate_refuses_more_replays_than_memory_holds(run_dir):
+    assert_one_line_error(invoke("simulate", run_dir, "--stop", "beta:0.9", "--runs", 99999999999), "--runs")
+
+
+def test_one_run_plans_a_bounded_number_of_paths(tmp_path, scripted_backend):
+    from selfconsistency.settings import MAX_PLANNED_PATHS
+
+    data = tmp_path / "many.jsonl"
+    questions = MAX_PLANNED_PATHS // 10_000 // 2 + 1
+    data.write_text("".join(f'{{"question": "q{n}?", "answer": "#### 1"}}\n' for n in range(questions)))
+    result = invoke("run", "gsm8k", "--data", data, "--paths", 10_000, "--temperatures", "0.5,0.7",
+                    "--backend", "scripted", "--model", "m", "--run-dir", tmp_path / "run")
+    assert_one_line_error(result, "more than", f"{MAX_PLANNED_PATHS:,}")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("suffix, text", [(".yaml", "name: t\ndescription: x\nmax: " + "9" * 5000 + "\n"),
+                                          (".toml", 'name = "t"\nx = ' + "9" * 5000 + "\n")])
+def test_a_huge_integer_in_a_config_is_one_line(tmp_path, suffix, text):
+    config = tmp_path / f"big{suffix}"
+    config.write_text(text)
+    assert_one_line_error(invoke("tasks", "show", config), str(config))
+
+
+# -- tracebacks and wrong words (issue 24, part 6) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"question": "a\\ud800b", "answer": "#### 1"}', "lone surrogate"),
+    ('{"question": NaN, "answer": "#### 1"}', "NaN is not a JSON number"),
+    ('{"question": "How many?", "answer": "#### --5"}', "not a number"),
+    ('{"question": "How many?", "answer": "#### \\u2212-5"}', "not a number"),
+])
+def test_unusable_records_are_refused_before_the_run_directory_exists(tmp_path, line, message):
+    data = tmp_path / "q.jsonl"
+    data.write_text(line + "\n")
+    result = invoke("run", "gsm8k", "--data", data, "--backend", "scripted", "--model", "m", "--run-dir",
+                    tmp_path / "run")
+    assert_one_line_error(result, "q.jsonl:1", message)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_repeated_csv_header_is_refused(tmp_path):
+    data = tmp_path / "q.csv"
+    data.write_text("question,answer,question\nfirst?,1,second?\n")
+    config = _config(tmp_path, "name: t\ndata: {format: csv}\n")
+    assert_one_line_error(invoke("run", config, "--data", data, "--backend", "scripted", "--model", "m",
+                                 "--show-prompt"), "'question' more than once")
+
+
+def test_a_path_extracted_past_its_time_limit_loses_only_its_own_answer(tmp_path, monkeypatch):
+    """The pattern runs away on one path's text only: that path abstains, every other path keeps its answer."""
+    from selfconsistency import extract
+    from selfconsistency.backends import register_backend
+    from selfconsistency.backends.base import Generation
+    from selfconsistency.experiment import ExtractionFailed
+    from selfconsistency.store import SampleStore
+
+    monkeypatch.setattr(extract, "USER_PATTERN_SECONDS", 0.2)  # the limit, not the behaviour, made short
+
+    class Texts:
+        name = "texts"
+
+        def __init__(self, model):
+            self.model = model
+
+        def generate(self, requests):
+            for request in requests:
+                text = "a" * 40 + "!" if request.path_index == 1 else f"The answer is {request.path_index}"
+                yield Generation(request, text, 5, 5, 0.0, "stop")
+
+        def close(self):
+            pass
+
+    register_backend("texts", lambda config: Texts(config.model))
+    config = _config(tmp_path, 'name: t\nanswer:\n  type: text\n  pattern: "(?:answer is (\\\\d+)|(a|aa)+$)"\n')
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "which?", "answer": "1"}\n')
+    settings = RunSettings(task=str(config), data=str(data), backend="texts", model="m", paths=4, greedy=False)
+    with pytest.raises(ExtractionFailed, match="the 1 path"):
+        run_experiment(settings, tmp_path / "run")
+    with SampleStore.open_readonly(tmp_path / "run") as store:
+        assert {p.path_index: p.answer for p in store.paths()} == {0: "0", 1: None, 2: "2", 3: "3"}
+
+
+def test_show_prompt_checks_the_model_name():
+    assert_one_line_error(invoke("run", "gsm8k", "--data", GSM8K_TEST, "--model", "qwen2.5-coder-1.5bb",
+                                 "--show-prompt"), "unknown model 'qwen2.5-coder-1.5bb'")
+
+
+@contextmanager
+def read_only(directory):
+    """A directory nobody may write to, root included (root ignores permission bits: an immutable one)."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0:
+        os.chmod(directory, 0o555)
+    elif shutil.which("chattr"):
+        subprocess.run(["chattr", "+i", str(directory)], check=True)
+    else:
+        pytest.skip("running as root without chattr: no directory is read-only to this process")
+    try:
+        yield
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        else:
+            os.chmod(directory, 0o755)
+
+
+def test_report_on_a_read_only_directory_says_only_that_it_did_not_write(run_dir):
+    with read_only(run_dir):
+        result = invoke("report", run_dir)
+    assert result.exit_code == 0 and "wrote" not in result.output
+    assert "read-only: the report is shown, not written" in " ".join(result.stderr.split())
+
+
+def _file_size_limit(limit_bytes):
+    """A Popen preexec_fn: files this process writes stop at `limit_bytes` (EFBIG, as a full disk's ENOSPC),
+    the signal that would kill it ignored."""
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return limit
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_run_and_simulate_is_one_line_and_the_rerun_recovers(tmp_path, stub_server):
+    import subprocess
+    import sys
+
+    from conftest import stored_rows
+
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "selfconsistency", "run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "40",
+            "--paths", "8", "--backend", "openai", "--base-url", stub_server, "--model", "stub", "--run-dir", str(run),
+            "--quiet"]
+    env = {**os.environ, "OPENAI_API_KEY": "sk-x", "COLUMNS": "200"}
+    full = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300,
+                          preexec_fn=_file_size_limit(200_000))
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr
+    lines = [line for line in full.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "run the same command to resume" in lines[0], full.stderr
+    kept = len(stored_rows(run))
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    rows = stored_rows(run)
+    assert len(rows) == 40 * 9 and len({row[:3] for row in rows}) == len(rows) and kept < len(rows)
+    simulate = [sys.executable, "-m", "selfconsistency", "simulate", str(run), "--stop", "beta:0.9"]
+    assert subprocess.run(simulate, capture_output=True, env=env, timeout=300).returncode == 0  # the reader's -shm
+    (run / "frontier.png").unlink()
+    simulate = subprocess.run(simulate, capture_output=True, text=True, env=env, timeout=300,
+                              preexec_fn=_file_size_limit(20_000))  # frontier.json fits, its plot (~30 kB) not
+    assert simulate.returncode == 2 and "Traceback" not in simulate.stderr, simulate.stderr
+    assert len(simulate.stderr.strip().splitlines()) == 1 and "cannot " in simulate.stderr, simulate.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_first_second_is_no_traceback(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import default_sigint
+
+    for delay in (0.05, 0.2, 0.5, 0.9):
+        proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", "run", "gsm8k", "--data", str(GSM8K_TEST),
+                                 "--limit", "1", "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                                 "--model", "m", "--run-dir", str(tmp_path / f"run-{delay}")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+        assert "Traceback" not in stderr, (delay, stderr)
+        assert proc.returncode in (130, -signal.SIGINT), (delay, proc.returncode, stderr)

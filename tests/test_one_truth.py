@@ -95,7 +95,7 @@ def random_run(tmp_path, seed):
     settings = dict(task=str(task), data=str(data), backend=BACKEND, model="m", paths=paths,
                     temperatures=(0.7,), seed=int(rng.integers(0, 2**31)), stop=stop,
                     min_paths=1 if stop is None else int(rng.integers(1, paths + 1)),
-                    round_size=int(rng.integers(1, 4)))
+                    round_size=4 if stop is None else int(rng.integers(1, 4)))
     return records, settings
 
 
@@ -153,9 +153,10 @@ def test_the_commands_the_api_and_the_server_agree_with_the_store(tmp_path, seed
     run_dir = run_experiment(RunSettings(**settings), tmp_path / "run")
     truth = {qid: readers["answers_from_store"] for qid, readers in by_reader(run_dir, settings).items()}
     options = ["--backend", BACKEND, "--model", "m", "--paths", str(settings["paths"]), "--temperatures", "0.7",
-               "--seed", str(settings["seed"]), "--min-paths", str(settings["min_paths"]),
-               "--round-size", str(settings["round_size"]), "--run-dir", str(run_dir), "--quiet"]
-    options += ["--stop", settings["stop"]] if settings["stop"] else []
+               "--seed", str(settings["seed"]), "--run-dir", str(run_dir), "--quiet"]
+    if settings["stop"]:
+        options += ["--stop", settings["stop"], "--min-paths", str(settings["min_paths"]),
+                    "--round-size", str(settings["round_size"])]
     runner = CliRunner()
     answered = runner.invoke(app, ["answer", settings["task"], "--data", settings["data"], *options])
     assert answered.exit_code == 0, answered.output

@@ -487,15 +487,39 @@ def test_a_run_dir_server_takes_seed_and_max_tokens_overrides(tmp_path):
     engine.close()
 
 
-def test_a_broken_run_dir_does_not_reveal_the_servers_paths(tmp_path):
+def test_a_run_dir_that_is_no_directory_stops_the_server_at_start(tmp_path):
+    """It would fail every request; the operator is told at start, in one line (the command's exit 2)."""
+    from selfconsistency.serve import ServeError
+
     register()
     taken = tmp_path / "not-a-directory"
     taken.write_text("a file")
     engine = SelfConsistency(model="fake-model", backend=FAKE_BACKEND, paths=2, run_dir=taken)
-    with serving(create_app(engine)) as url:
-        with pytest.raises(openai.InternalServerError) as failed:
-            client(url).chat.completions.create(model="m", messages=ask("I am sure"), seed=3)
-    assert failed.value.status_code == 500 and str(tmp_path) not in json.dumps(failed.value.body)
+    with pytest.raises(ServeError, match="is a file, not a directory"):
+        create_app(engine)
+    others = tmp_path / "someone's folder"
+    others.mkdir()
+    (others / "notes.txt").write_text("mine")
+    with pytest.raises(ServeError, match="not a run directory"):
+        create_app(engine.with_options(run_dir=others))
+    assert sorted(p.name for p in others.iterdir()) == ["notes.txt"]
+    engine.close()
+
+
+def test_a_run_dir_server_keeps_a_bounded_number_of_settings_stores(tmp_path):
+    """Each new seed changes the paths' text, so it gets a store of its own; past MAX_SETTINGS_STORES the
+    requests are answered all the same, in a temporary directory, and nothing more is kept."""
+    from starlette.testclient import TestClient
+
+    from selfconsistency.serve import MAX_SETTINGS_STORES
+
+    register()
+    engine = SelfConsistency(model="fake-model", backend=FAKE_BACKEND, paths=2, run_dir=tmp_path / "run")
+    with TestClient(create_app(engine)) as http:
+        for seed in range(MAX_SETTINGS_STORES + 5):
+            reply = http.post("/v1/chat/completions", json={"model": "m", "messages": ask("I am sure"), "seed": seed})
+            assert reply.status_code == 200 and reply.json()["self_consistency"]["answer"] == "18"
+    assert len(list((tmp_path / "run").glob("settings-*"))) == MAX_SETTINGS_STORES
     engine.close()
 
 

@@ -275,3 +275,22 @@ def test_the_api_and_the_cli_share_the_settings_defaults():
     api = SelfConsistency(model="m", backend="openai", base_url="http://127.0.0.1:9/v1").settings()[0]
     assert api.sampling.paths == RunSettings().sampling.paths
     assert api.sampling.temperatures == RunSettings().sampling.temperatures
+
+
+def test_every_numeric_option_has_an_upper_bound():
+    """A typo like --paths 100000000 is refused by the declaration, not met by a MemoryError."""
+    import annotated_types
+
+    from selfconsistency.backends import BACKEND_NAMES, backend_spec
+    from selfconsistency.options import cli_fields
+    from selfconsistency.settings import GROUPS, RunSettings
+
+    models = [RunSettings, *GROUPS.values(), *(backend_spec(name).options for name in BACKEND_NAMES)]
+    for model in models:
+        for name, (field, _) in cli_fields(model).items():
+            kinds = {a for a in getattr(field.annotation, "__args__", (field.annotation,)) if a is not type(None)}
+            if kinds & {int, float}:
+                bounded = any(isinstance(m, annotated_types.Le | annotated_types.Lt) for m in field.metadata)
+                assert bounded, f"--{name.replace('_', '-')} ({model.__name__}) has no upper bound"
+    with pytest.raises(ValidationError, match="less than or equal to 10000"):
+        RunSettings(paths=100_000_000)

@@ -23,7 +23,7 @@ from .audit import redact_urls
 from .backends import BackendError
 from .backends.base import BudgetExceeded
 from .backends.batch_jobs import JobsStopped, RecordsRefused
-from .cli_options import declared_option, limits, settings_command
+from .cli_options import declared_option, limits, option_flag, settings_command
 from .experiment import ExtractionFailed, run_experiment
 from .export import export_paths
 from .frontier import stored_frontier
@@ -49,6 +49,7 @@ from .runlock import RunDirError
 from .safe_files import UnsafeRunFile
 from .sanitize import for_terminal
 from .settings import ExperimentSettings, RunSettings, SamplingSettings, StoppingSettings, one_temperature
+from .settings import declared_settings as declared_options
 from .store import STORE_FILENAME, SampleStore, StoreMismatch
 from .tasks import DataError, builtin_task_files, get_task
 
@@ -115,10 +116,13 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _problem(error: dict) -> str:
-    """One validation problem as a user reads it: the setting (if one, by its own name) and the reason."""
+    """One validation problem as a user reads it: the setting (if one, as its option) and the reason."""
     where = next((str(part) for part in reversed(error["loc"]) if isinstance(part, str)), "")
     message = error["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if where else message
+    if not where:
+        return message
+    declared = declared_options().get(where)
+    return f"{option_flag(where, declared[1]) if declared else where}: {message}"
 
 
 def _option(name: str, annotation: object, default: object) -> inspect.Parameter:
@@ -164,6 +168,10 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         raise _fail(f"{exc} (report of the stored paths in {directory})") from None
     except (DataError, ModelError, StoreMismatch, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
+    except OSError as exc:  # a full disk, a file-size limit: the store keeps every path committed before
+        where = f"cannot write {exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+        raise _fail(f"{where}; every path stored so far is kept: free space and run the same command to "
+                    "resume") from None
     except KeyboardInterrupt:  # every finished path is stored already
         err.print("interrupted: run the same command to resume", highlight=False)
         raise typer.Exit(code=130) from None
@@ -350,17 +358,21 @@ app.command("serve")(settings_command(_serve, _SERVE_SWITCHES, _fail, command="s
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")]) -> None:
     """Rebuild results.json, results.md, the plot and report.html from a run's sample store alone."""
+    writable = _writable_dir(run_dir)
     try:
-        if _writable_dir(run_dir):
+        if writable:
             results = _write_report(run_dir)
         else:
             with SampleStore.open_readonly(run_dir) as store:
                 results = build_results(store)
-            err.print(f"{run_dir} is read-only: the report is shown, not written", highlight=False)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # a store the file system will not open: one line too
         raise _fail(str(exc)) from None
     out.print(Markdown(for_terminal(markdown_table(results))))
-    out.print(f"wrote {run_dir / HTML_FILE}: every question with its vote and paths, for a browser", highlight=False)
+    if writable:
+        out.print(f"wrote {run_dir / HTML_FILE}: every question with its vote and paths, for a browser",
+                  highlight=False)
+    else:
+        err.print(f"{run_dir} is read-only: the report is shown, not written", highlight=False)
 
 
 def _writable_dir(path: Path) -> bool:
@@ -386,7 +398,7 @@ def export(
             write_lines(output, lines)
         else:
             sys.stdout.writelines(lines)
-    except (FileNotFoundError, ValueError, RunDirError) as exc:
+    except (OSError, ValueError, RunDirError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -422,7 +434,7 @@ def simulate(
     """
     try:
         frontier = stored_frontier(run_dir, temperature, stop, min_paths=min_paths, runs=runs, seed=seed)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(for_terminal(frontier_markdown(frontier))))
     if not _writable_dir(run_dir):
@@ -432,6 +444,9 @@ def simulate(
         write_frontier(run_dir, frontier)
     except UnsafeRunFile as exc:
         raise _fail(str(exc)) from None
+    except OSError as exc:  # a full disk, a file-size limit
+        raise _fail(f"cannot write {FRONTIER_FILE} and {FRONTIER_PLOT_FILE} in {run_dir}: {exc.strerror or exc}; "
+                    "the table above is the result") from None
     out.print(f"wrote {run_dir / FRONTIER_FILE} and {run_dir / FRONTIER_PLOT_FILE}", highlight=False)
 
 
@@ -459,7 +474,7 @@ def _run_jobs(run_dir: Path, base_url: str | None = None):
         return found.jobs, found.service
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
-    except (FileNotFoundError, ValueError, BackendError, RunDirError) as exc:
+    except (OSError, ValueError, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -563,7 +578,7 @@ def jobs_collect(
         results = write_report(collect(run_dir, resubmit, {"base_url": base_url}))
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
-    except (FileNotFoundError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
+    except (OSError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
     out.print(Markdown(for_terminal(markdown_table(results))))
 
@@ -577,7 +592,7 @@ def upgrade(run_dir: Annotated[Path, typer.Argument(help="A run directory whose 
     try:
         with writer(run_dir):
             pass
-    except (FileNotFoundError, ValueError, RunDirError) as exc:
+    except (OSError, ValueError, RunDirError) as exc:
         raise _fail(str(exc)) from None
     out.print(f"{run_dir / STORE_FILENAME} is at this version's schema", highlight=False)
 

@@ -20,16 +20,19 @@ from .options import BACKEND_PANEL, PANELS, SETTINGS_COMMANDS, Cli
 from .settings import declared_settings as declared_options
 from .settings import unused_settings
 
+_SHOWN_MAX = 1_000  # larger upper bounds only catch typos (--paths 100000000): checked, not shown in the help
+
 
 def limits(metadata: Iterable[Any]) -> dict[str, Any]:
     """A declaration's inclusive bounds (a field's metadata, or an Annotated type's) as typer's min/max:
-    the command line checks them itself (exclusive ones are left to the settings)."""
+    the command line checks and shows them (exclusive ones, and upper bounds past _SHOWN_MAX, are left to the
+    settings' validation, which refuses them in one line too)."""
     limits = {}
     flat = [m for item in metadata for m in (item.metadata if isinstance(item, FieldInfo) else [item])]
     for constraint in flat:
         if isinstance(constraint, annotated_types.Ge):
             limits["min"] = constraint.ge
-        elif isinstance(constraint, annotated_types.Le):
+        elif isinstance(constraint, annotated_types.Le) and constraint.le <= _SHOWN_MAX:
             limits["max"] = constraint.le
     return limits
 
@@ -65,14 +68,15 @@ def _parameter(name: str, field: FieldInfo, mark: Cli, backend_help: str) -> ins
                              annotation=Annotated[cli_type, info])
 
 
-def _flag(name: str, mark: Cli) -> str:
+def option_flag(name: str, mark: Cli) -> str:
+    """The option a setting is typed as (its first flag)."""
     return mark.flags[0].split("/")[0] if mark.flags else f"--{name.replace('_', '-')}"
 
 
 def _refused(name: str, field: FieldInfo, mark: Cli) -> inspect.Parameter:
     """A hidden option that takes whatever is typed, so that giving it gets the command's own one-line
     refusal rather than click's usage error ("No such option", a bad value)."""
-    flag = _flag(name, mark)
+    flag = option_flag(name, mark)
     if _plain(field.annotation) is bool and not mark.cli_type:
         info = typer.Option(f"{flag}/--no-{flag.removeprefix('--')}", hidden=True)
         return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
@@ -116,7 +120,7 @@ def settings_command(body: Callable[..., None], extra: list[inspect.Parameter],
             if value is None or (source is not None and source.name == "DEFAULT"):
                 continue
             if name in ignored:
-                flag = _flag(name, mark) if value is not False else f"--no-{_flag(name, mark)[2:]}"
+                flag = option_flag(name, mark) if value is not False else f"--no-{option_flag(name, mark)[2:]}"
                 users = " and ".join(f"'{c}'" for c in ignored[name])
                 raise fail(f"{flag} does not apply to '{command}' (it is an option of {users}); "
                            f"see 'selfconsistency {command} --help'")

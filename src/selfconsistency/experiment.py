@@ -20,7 +20,7 @@ from .extract import PatternTimeout
 from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
-from .settings import GREEDY_TEMPERATURE, RunSettings
+from .settings import GREEDY_TEMPERATURE, MAX_PLANNED_PATHS, RunSettings
 from .stopping import StoppingRule
 from .store import SampleStore, StoredPath, StoredQuestion, writer
 from .tasks import DataError, Task, TaskData
@@ -101,6 +101,11 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
         raise DataError(f"a system message or earlier chat turns ({CHAT_CONTEXT}) need --prompt-format chat: "
                         "a completion prompt has no place for them")
     given_backend = backend
+    planned = len(data.questions) * sum(config.paths_at(t) for t in config.settings())
+    if planned > MAX_PLANNED_PATHS:
+        raise DataError(f"{len(data.questions):,} questions x {planned // len(data.questions):,} paths is "
+                        f"{planned:,} paths in one run, more than {MAX_PLANNED_PATHS:,}: give fewer --paths, "
+                        "or fewer questions (--limit) and run again for the rest")
     # Everything a typo could break is checked before the run directory records any setting.
     check_model = backend_spec(config.backend).check_model
     if check_model is not None:
@@ -122,10 +127,8 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
         return rendered[prompt]
 
     def answer_of(text: str, question) -> str | None:
-        """The path's answer; a pattern past its time limit gives none (the path is stored all the same:
-        it was paid for), and is not tried again this run."""
-        if timeouts:
-            return None
+        """The path's answer; a pattern past its time limit on this path's text gives this path none (it is
+        stored all the same: it was paid for); every other path is read as usual."""
         try:
             return extract(text, question)
         except PatternTimeout as exc:
@@ -206,8 +209,8 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
         else:
             audit.event("run_end")
             if timeouts:
-                raise ExtractionFailed(f"{timeouts[0]}: paths from then on are stored without an answer "
-                                       f"(they abstain) in {run_dir}")
+                raise ExtractionFailed(f"{timeouts[0]}: the {len(timeouts)} path(s) it timed out on are stored "
+                                       f"without an answer (they abstain) in {run_dir}")
         finally:
             if backend is not None and backend is not given_backend:
                 backend.close()

@@ -10,6 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from re import _constants as sre_constants  # Python's own regular-expression parser
+from re import _parser as sre_parse
+from typing import Any
 
 import regex
 
@@ -63,12 +66,64 @@ def _without_verbose_filler(pattern: str) -> str:
     return "".join(kept)
 
 
+_COMMENT = re.compile(r"\(\?#[^)]*\)")  # (?#...): a comment, whatever it holds ("(?#[)" opens no class)
+
+
 def check_pattern_repeats(pattern: str, flags: int = 0) -> None:
     r"""ValueError naming `pattern` if a counted repeat, or a product of nested ones, exceeds the limit.
-    Escapes, character classes and `\p{..}`-style braces are skipped; the check errs towards refusing."""
-    _check_repeats(pattern, pattern)
+
+    The pattern is checked as a regular-expression parser reads it (Python's own, `re._parser`: comments,
+    classes and escapes are what they are, not what the text looks like). Syntax only the `regex` engine
+    knows falls back to a check of the text, comments removed, that errs towards refusing."""
+    try:
+        parsed = sre_parse.parse(pattern, _stdlib_flags(flags))
+    except RecursionError:
+        raise ValueError(f"pattern {pattern[:80]!r} nests too deeply") from None
+    except (re.error, OverflowError, ValueError, TypeError):
+        parsed = None
+    if parsed is not None:
+        product = _parsed_repeats(parsed)
+        if product > MAX_PATTERN_REPEAT:
+            raise ValueError(f"pattern {pattern[:80]!r} repeats more than {MAX_PATTERN_REPEAT:,} times "
+                             f"({product:,} counted, nested ones multiplied); use + or * instead")
+        return
+    text = _COMMENT.sub("", pattern)
+    _check_repeats(text, pattern)
     if flags & regex.VERBOSE or _VERBOSE_FLAG.search(pattern):
-        _check_repeats(_without_verbose_filler(pattern), pattern)
+        _check_repeats(_without_verbose_filler(text), pattern)
+
+
+def _stdlib_flags(flags: int) -> int:
+    """The `regex` flags that change how Python's parser reads a pattern, as `re`'s own."""
+    return sum(stdlib for ours, stdlib in ((regex.VERBOSE, re.VERBOSE), (regex.IGNORECASE, re.IGNORECASE),
+                                           (regex.DOTALL, re.DOTALL), (regex.MULTILINE, re.MULTILINE))
+               if flags & ours)
+
+
+_REPEATS = (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT)
+_GROUPS = (sre_constants.SUBPATTERN, sre_constants.ATOMIC_GROUP)
+
+
+def _parsed_repeats(parsed: Any) -> int:
+    """The largest product of counted repeats nested in a parsed pattern (an unbounded repeat, + or *,
+    counts its minimum: that is what compiling unrolls), walked without recursion."""
+    largest, pending = 1, [(parsed, 1)]
+    while pending:
+        node, product = pending.pop()
+        largest = max(largest, product)
+        for op, av in node:
+            if op in _REPEATS:
+                low, high, sub = av
+                pending.append((sub, product * max(low if high == sre_constants.MAXREPEAT else high, 1)))
+            elif op in _GROUPS:
+                pending.append((av[-1] if isinstance(av, tuple) else av, product))
+            elif op == sre_constants.BRANCH:
+                pending.extend((branch, product) for branch in av[1])
+            elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT):
+                pending.append((av[1], product))
+            elif op == sre_constants.GROUPREF_EXISTS:
+                pending.extend((branch, product) for branch in av[1:] if branch is not None)
+    return largest
 
 
 def _check_repeats(pattern: str, shown: str) -> None:
@@ -117,7 +172,10 @@ def _check_repeats(pattern: str, shown: str) -> None:
 def compile_user_pattern(pattern: str, flags: int = 0) -> regex.Pattern[str]:
     """A task config's pattern, compiled by the `regex` engine (it supports the time limit)."""
     check_pattern_repeats(pattern, flags)
-    return regex.compile(pattern, flags)
+    try:
+        return regex.compile(pattern, flags)
+    except RecursionError:
+        raise ValueError(f"pattern {pattern[:80]!r} nests too deeply") from None
 
 
 def search_user_pattern(pattern: regex.Pattern[str], text: str, role: str) -> regex.Match[str] | None:
@@ -148,6 +206,8 @@ def canonical_number(text: str) -> str | None:
 
 def _canonical_from_match(match: re.Match[str]) -> str | None:
     if len(match["int"]) + len(match["frac"] or "") + len(match["den"] or "") > MAX_DIGITS:
+        return None
+    if match["sign"] and match["sign2"]:  # "--5", "-$-5": no number anyone writes
         return None
     value = Fraction(match["int"].replace(",", "") + (match["frac"] or ""))
     if match["den"] is not None:

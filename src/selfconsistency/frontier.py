@@ -19,6 +19,8 @@ from .results import sampled_answers
 from .stopping import ReplayResult, StoppingRule, TieBreaks, parse_rule, replay_many
 from .store import SampleStore
 
+MAX_REPLAYS = 20_000_000  # (order, question) pairs replayed together: about 2 GB of working arrays
+
 
 @dataclass(frozen=True)
 class Frontier:
@@ -60,4 +62,7 @@ def stored_frontier(run_dir: Path, temperature: float, rules: Sequence[str], min
         parsed = [parse_rule(text, min_paths=min_paths, max_paths=n) for text in rules]
         if not answers:
             raise ValueError(f"no complete questions at T={temperature:g} in {run_dir}")
+        if runs * len(answers) > MAX_REPLAYS:  # every (order, question) pair is replayed at once
+            raise ValueError(f"--runs {runs:,} x {len(answers):,} questions is more than {MAX_REPLAYS:,} replays at "
+                             f"once: give at most --runs {max(1, MAX_REPLAYS // len(answers)):,}")
         return frontier(parsed, answers, golds, n, temperature, runs=runs, seed=seed, ties=ties)

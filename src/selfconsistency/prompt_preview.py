@@ -23,6 +23,8 @@ def first_request(config: RunSettings) -> GenerationRequest:
 
 def rendered_prompt(config: RunSettings) -> str:
     spec = backend_spec(config.backend)
+    if spec.check_model is not None:  # a mistyped --model is an error here as in a run (ModelError)
+        spec.check_model(config.model)
     request = first_request(config)
     if spec.preview is not None:
         return spec.preview(config.backend_config(), request)

@@ -48,7 +48,7 @@ from .answers import Answer, MinAgreement
 from .api import Cancelled, Question, SelfConsistency
 from .backends.base import BackendError
 from .prompts import PromptFormat
-from .runlock import RunDirError
+from .runlock import RunDirError, prepare_run_dir
 from .settings import SamplingSettings, StoppingSettings, Temperature, request_field
 from .store import StoreMismatch
 from .tasks import DataError
@@ -57,6 +57,7 @@ DISCONNECT_POLL_SECONDS = 0.25  # how often a request being answered checks that
 MAX_REQUEST_PATHS = 256  # default ceiling on one request's paths, over all its prompts
 _URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.I)
 MAX_BODY_BYTES = 4 * 1024 * 1024  # 256 prompts of 8,000 characters fit, with JSON's escapes
+MAX_SETTINGS_STORES = 16  # stores a --run-dir server keeps for requests whose settings change the paths' text
 # OpenAI fields that would change what comes back but that this server does not apply: refused when set
 # (a client's null, 0 or false asks for nothing), never accepted and ignored
 UNSUPPORTED = ("stop", "frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",
@@ -202,7 +203,13 @@ def _engine(base: SelfConsistency, body: _Sampling, max_tokens_ceiling: int) -> 
         if base.run_dir is not None:
             own, server = (settings.settings_hash(task) for settings, task in (engine.settings(), base.settings()))
             if own != server:
-                engine = engine.with_options(run_dir=base.run_dir / f"settings-{own}")
+                kept = base.run_dir / f"settings-{own}"
+                # Clients that send a new seed or top_p each time would fill the disk with stores: past a few,
+                # a new setting's paths are answered in a temporary directory and not kept.
+                if kept.is_dir() or len(list(base.run_dir.glob("settings-*"))) < MAX_SETTINGS_STORES:
+                    engine = engine.with_options(run_dir=kept)
+                else:
+                    engine = engine.with_options(run_dir=None)
         return engine
     except (ValueError, DataError) as exc:
         raise OpenAIError(400, str(exc), param="self_consistency") from None
@@ -311,6 +318,11 @@ def create_app(engine: SelfConsistency, *, api_key: str | None = None, max_concu
         raise ServeError("the API key is empty: give a key, or none to serve without one")
     if api_key is not None and api_key != api_key.strip():
         raise ServeError("the API key starts or ends with white space, which a bearer token cannot carry")
+    if engine.run_dir is not None:  # a file, or a folder of other files, would fail every request later
+        try:
+            prepare_run_dir(engine.run_dir)
+        except RunDirError as exc:
+            raise ServeError(str(exc)) from None
     served = model_name or engine.model
     prompt_format = engine.prompt_format
     settings, _ = engine.settings()

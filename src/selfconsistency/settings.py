@@ -53,6 +53,11 @@ from .stopping import StoppingRule, parse_rule
 from .tasks import Task, TaskData, builtin_task_files, get_task
 
 GREEDY_TEMPERATURE = 0.0
+# Upper bounds of the settings that size a run: each is far beyond any real run, and keeps a typo
+# (--paths 100000000) from planning more work than memory holds.
+MAX_PATHS = 10_000  # per question and temperature
+MAX_QUESTIONS = 10_000_000
+MAX_PLANNED_PATHS = 20_000_000  # in one invocation: questions x settings x paths
 
 
 def _slug(text: str) -> str:
@@ -90,13 +95,14 @@ class ExperimentSettings(_Group):
         "Local JSONL file of the task (GSM8K: 'question' and 'answer' ending in '#### N'). Without it the "
         "task's dataset is loaded from the Hugging Face hub.", EXPERIMENT, cli_type=Path, parse=str,
         not_in=_SERVE_ASKS)] = None
-    shots_from_data: Annotated[int | None, Field(ge=1), Identity(), Cli(
+    shots_from_data: Annotated[int | None, Field(ge=1, le=1000), Identity(), Cli(
         "Use the data's first K items as the exemplars (their explanations as rationales) and evaluate the "
         "rest; items without explanations make it zero-shot CoT.", EXPERIMENT, not_in=_SERVE_ASKS)] = None
     split: Annotated[str | None, Cli("Split name: the hub split to load, and the prefix of question ids.",
                                      EXPERIMENT, default_shown="test", not_in=_SERVE_ASKS)] = None
-    offset: Annotated[int, Field(ge=0), Cli("Skip this many questions first.", EXPERIMENT, not_in=_SERVE_ASKS)] = 0
-    limit: Annotated[int | None, Field(ge=1), Cli("Use at most this many questions.", EXPERIMENT,
+    offset: Annotated[int, Field(ge=0, le=MAX_QUESTIONS), Cli("Skip this many questions first.", EXPERIMENT,
+                                                               not_in=_SERVE_ASKS)] = 0
+    limit: Annotated[int | None, Field(ge=1, le=MAX_QUESTIONS), Cli("Use at most this many questions.", EXPERIMENT,
                                                   not_in=_SERVE_ASKS)] = None
     prompt_format: Annotated[PromptFormat, Identity(stored=lambda f: f.value), Cli(
         "completion: 'Q: ...\\nA: ...' few-shot text; chat: the exemplars as chat turns.", EXPERIMENT)
@@ -108,9 +114,9 @@ class ExperimentSettings(_Group):
     strict_input: Annotated[bool, Cli(
         "Refuse questions whose text forges prompt structure (Q:/A: lines, 'The answer is', chat tokens, "
         "control characters, over-long text) instead of neutralising them.", INPUT)] = False
-    max_question_chars: Annotated[int, Field(ge=100), Identity(), Cli(
+    max_question_chars: Annotated[int, Field(ge=100, le=1_000_000), Identity(), Cli(
         "Longest question text accepted; longer text is cut (refused with --strict-input).", INPUT)] = 8000
-    subset_runs: Annotated[int, Field(ge=1), Cli("Random subsets per k for mean ± std.", OUTPUT,
+    subset_runs: Annotated[int, Field(ge=1, le=10_000), Cli("Random subsets per k for mean ± std.", OUTPUT,
                                                  not_in=_NO_REPORT)] = 100
     log_prompts: Annotated[bool, Cli("Write prompt and completion text into the audit log (audit.jsonl) too.",
                                      OUTPUT)] = False
@@ -129,19 +135,19 @@ Temperature = Annotated[float, AfterValidator(_sampling_temperature)]
 class SamplingSettings(_Group):
     """How each path is sampled."""
 
-    paths: Annotated[int, Field(ge=1), Cli(
-        "Sampled paths per question at each temperature (the maximum, with --stop).", SAMPLING,
-        flags=("--paths", "--max-paths"))] = 5
+    paths: Annotated[int, Field(ge=1, le=MAX_PATHS), Cli(
+        "Sampled paths per question at each temperature (the maximum, with --stop).", SAMPLING)] = 5
     temperatures: Annotated[tuple[Temperature, ...], Cli(
         "Comma-separated sampling temperatures in (0, 2], e.g. 0.5,0.7,1.0.", SAMPLING, cli_type=str,
         parse=parse_temperatures, default_shown="0.7")] = (0.7,)
     greedy: Annotated[bool, Cli("Also run the greedy (T=0) baseline path.", SAMPLING, not_in=_NO_REPORT)] = True
     top_p: Annotated[float, Field(gt=0.0, le=1.0), Identity(), Cli("Nucleus sampling mass (1 = off).",
                                                                    SAMPLING)] = 1.0
-    top_k: Annotated[int, Field(ge=0), Identity(), Cli("Sample among the k most likely tokens (0 = off).",
+    top_k: Annotated[int, Field(ge=0, le=1_000_000), Identity(), Cli("Sample among the k most likely tokens (0 = off).",
                                                        SAMPLING)] = 40
-    max_tokens: Annotated[int, Field(ge=1), Identity(), Cli("Most tokens generated per path.", SAMPLING)] = 256
-    seed: Annotated[int, Field(ge=0), Identity(), Cli(
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), Identity(), Cli("Most tokens generated per path.",
+                                                                          SAMPLING)] = 256
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1), Identity(), Cli(
         "Run seed: each path's seed derives from it and the path's (question, temperature, index).",
         SAMPLING)] = 0
 
@@ -159,9 +165,13 @@ class StoppingSettings(_Group):
     stop: Annotated[str | None, Cli(
         "Sample in rounds and stop a question once this rule fires: beta:T (Adaptive-Consistency), "
         "dirichlet:T, esc:W (Early-Stopping SC), entropy:T, fixed:N.", STOPPING)] = None
-    min_paths: Annotated[int, Field(ge=1), Cli("With --stop: never stop before this many paths.", STOPPING)] = 1
-    round_size: Annotated[int, Field(ge=1), Cli("With --stop: paths asked per undecided question per round.",
-                                                STOPPING)] = 4
+    min_paths: Annotated[int, Field(ge=1, le=MAX_PATHS), Cli("With --stop: never stop before this many paths.",
+                                                             STOPPING)] = 1
+    round_size: Annotated[int, Field(ge=1, le=MAX_PATHS), Cli(
+        "With --stop: paths asked per undecided question per round.", STOPPING)] = 4
+    # Another name for --paths that says what it is under a rule; taken into `paths`, never stored.
+    max_paths: Annotated[int | None, Field(ge=1, le=MAX_PATHS), Cli(
+        "With --stop: the most paths a question may get (what --paths is under a rule).", STOPPING)] = None
 
     @field_validator("stop")
     @classmethod
@@ -209,6 +219,15 @@ class RunSettings(BaseModel):
             out[group] = given.model_dump() if isinstance(given, BaseModel) else dict(given or {})
         for group, model in GROUPS.items():
             out[group].update({key: flat.pop(key) for key in list(flat) if key in model.model_fields})
+        most = out["stopping"].pop("max_paths", None)
+        if most is not None:
+            if not out["stopping"].get("stop"):
+                raise ValueError("--max-paths is the most paths a question may get under --stop, which is not "
+                                 "given: give --paths for a fixed number of paths, or add a rule")
+            if out["sampling"].get("paths", most) != most:
+                raise ValueError(f"--max-paths {most} and --paths {out['sampling']['paths']} are the same setting: "
+                                 "give one")
+            out["sampling"]["paths"] = most
         name = out.get("backend", "local")
         stored = (info.context or {}).get("stored", False)
         try:
@@ -232,6 +251,13 @@ class RunSettings(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> RunSettings:
         stopping, sampling = self.stopping, self.sampling
+        if not stopping.stop:  # settings of the rule without a rule would be silently ignored
+            given = [f"--{name.replace('_', '-')}" for name in ("min_paths", "round_size")
+                     if getattr(stopping, name) != StoppingSettings.model_fields[name].default]
+            if given:
+                raise ValueError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} with --stop, "
+                                 "which is not given: add a rule (e.g. --stop beta:0.95), or leave "
+                                 f"{'them' if len(given) > 1 else 'it'} out")
         if stopping.stop and stopping.min_paths > sampling.paths:
             raise ValueError(f"--min-paths {stopping.min_paths} is more than --paths {sampling.paths}: no "
                              "question could ever stop; lower --min-paths or raise --paths")

@@ -167,6 +167,11 @@ class StoreMismatch(Exception):
     """The run directory holds a store made with other settings."""
 
 
+class StoreWriteError(OSError):
+    """The file system refused a write to the store (a full disk, a file-size limit): what was committed
+    before is kept."""
+
+
 class StoreVersionError(ValueError):
     """The store's schema is not this version's: an older one to upgrade, or something else entirely."""
 
@@ -282,6 +287,8 @@ class SampleStore:
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
             foreign = version == 0 and self._db.execute(
                 "SELECT count(*) FROM sqlite_schema WHERE type = 'table'").fetchone()[0] > 0
+        except sqlite3.OperationalError as exc:  # the file system's refusal (disk I/O, full), not the data's
+            raise StoreWriteError(f"cannot open {self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise StoreVersionError(f"{self.path} is not a sample store: {exc}") from None
         if foreign:
@@ -624,4 +631,7 @@ def writer(run_dir: Path, create: bool = False) -> Iterator[SampleStore]:
     """The run directory's store opened for writing under its run lock: the one way the tool writes a
     store (`create`: a new run's; else it must exist). Another process holding the lock is refused."""
     with run_lock(run_dir), SampleStore(run_dir, create=create) as store:
-        yield store
+        try:
+            yield store
+        except sqlite3.OperationalError as exc:  # SQLITE_FULL, SQLITE_IOERR: the disk, not the data
+            raise StoreWriteError(f"cannot write {store.path}: {exc}") from None

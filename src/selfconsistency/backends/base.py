@@ -32,10 +32,10 @@ class BudgetSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_tokens_total: Annotated[int | None, Field(ge=1), Cli(
+    max_tokens_total: Annotated[int | None, Field(ge=1, le=10**15), Cli(
         "Paid backends: refuse any request that could take the run (stored paths included) past this many "
         "prompt + completion tokens.", BUDGET)] = None
-    max_cost: Annotated[float | None, Field(gt=0), Cli(
+    max_cost: Annotated[float | None, Field(gt=0, le=10**9), Cli(
         "Paid backends: a spending cap in USD, counting what the run already spent. Batch backends refuse "
         "jobs whose estimate (batch prices) could pass it; openai enforces it before each request as a token "
         "budget at the dearer of the model's two rates. Needs the model in the price table (--prices).",

@@ -50,7 +50,7 @@ SUBMITTED = "submitted"  # created, not yet polled
 class BatchOptions(BackendOptions):
     """Settings every batch backend shares."""
 
-    poll_seconds: Annotated[float, Field(gt=0), Cli("Batch backends: seconds between status polls.",
+    poll_seconds: Annotated[float, Field(gt=0, le=86_400), Cli("Batch backends: seconds between status polls.",
                                                     "Batch backends")] = 30.0
     min_records_per_job: int = Field(default=100, ge=1)
     max_records_per_job: int = Field(default=50_000, ge=1)

@@ -322,7 +322,7 @@ LOCAL = "Local model (--backend local)"
 class LocalOptions(BackendOptions):
     identity_defaults = {}  # the local backend never recorded a server
 
-    threads: Annotated[int | None, Field(ge=1), Cli("CPU threads for the local model.", LOCAL,
+    threads: Annotated[int | None, Field(ge=1, le=1024), Cli("CPU threads for the local model.", LOCAL,
                                                     default_shown="all cores")] = None
     batch_size: Annotated[int, Field(ge=1, le=128), Cli(
         "Paths the local model decodes together (continuous batching). 1 decodes one path at a time: "

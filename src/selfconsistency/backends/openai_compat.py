@@ -59,7 +59,7 @@ class OpenAIServerOptions(BackendOptions):
 
 
 class OpenAIOptions(OpenAIServerOptions, ConcurrencyOptions):
-    requests_per_second: Annotated[float | None, Field(gt=0), Cli(
+    requests_per_second: Annotated[float | None, Field(gt=0, le=1_000_000), Cli(
         "Remote backends: start at most this many requests per second.", REMOTE)] = None
 
 

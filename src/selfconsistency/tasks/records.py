@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,19 +14,41 @@ from typing import Any
 from .base import DataError
 
 Located = tuple[str, dict[str, Any]]
+MAX_DATA_BYTES = 2 * 1024**3  # a data file is read whole: larger ones are split into several
+MAX_EXEMPLARS_BYTES = 1_000_000  # an exemplars file is a few worked examples
+
+
+def read_file(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, at most `limit` of them; DataError otherwise (`/dev/zero`, a FIFO, a directory
+    would read for ever, block, or fail mid-way)."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DataError(f"{path}: is a directory, not {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise DataError(f"{path}: is not a regular file (a device, a pipe or a socket), not {what}")
+    if info.st_size > limit:
+        raise DataError(f"{path}: {info.st_size:,} bytes, more than {what} may hold ({limit:,})")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(data) > limit:  # it grew while read
+        raise DataError(f"{path}: more than {what} may hold ({limit:,} bytes)")
+    return data
 
 
 def read_records(path: Path, fmt: str | None = None) -> Iterator[Located]:
     path = Path(path)
     fmt = fmt or {".jsonl": "jsonl", ".json": "json", ".csv": "csv"}.get(path.suffix.lower(), "jsonl")
+    data = read_file(path, MAX_DATA_BYTES, "a data file")
     try:
-        text = path.read_bytes().decode("utf-8-sig")  # a byte order mark (Excel, Notepad) is no data
-    except IsADirectoryError:
-        raise DataError(f"{path}: is a directory, not a data file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
+        text = data.decode("utf-8-sig")  # a byte order mark (Excel, Notepad) is no data
     except UnicodeDecodeError as exc:
-        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise DataError(f"{path}:{line}: not UTF-8 text") from None
     readers = {"jsonl": _jsonl, "json": _json_list, "csv": _csv}
     yield from readers[fmt](path, text)
@@ -51,9 +75,17 @@ def _json_list(path: Path, text: str) -> Iterator[Located]:
         yield f"{path} item {index}", record
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _parse_json(where: str, text: str) -> Any:
     try:
-        return json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)  # NaN and Infinity are no JSON: no question "nan"
+        json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate ("\ud800") is no text
+        return value
+    except UnicodeEncodeError:
+        raise DataError(f"{where}: holds a lone surrogate (an escape like \\ud800 that is no character)") from None
     except json.JSONDecodeError as exc:
         line = f":{exc.lineno}" if "\n" in text.strip() else ""
         raise DataError(f"{where}{line}: malformed JSON: {exc.msg}") from None
@@ -66,6 +98,10 @@ def _parse_json(where: str, text: str) -> Any:
 def _csv(path: Path, text: str) -> Iterator[Located]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
+        header = reader.fieldnames or []
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:  # a dict keeps the last column of a name: the others would be silently lost
+            raise DataError(f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once")
         for record in reader:
             where = f"{path}:{reader.line_num}"
             if None in record:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+import string
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +54,18 @@ def _check_arguments(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -
 def _check_format(text: Any) -> None:
     if isinstance(text, str) and _FORMAT_WIDTH.search(text):
         raise SecurityError(f"format string {text[:40]!r} asks for a width over {MAX_WIDTH:,}")
+
+
+def _check_str_format(text: str) -> None:
+    """A `str.format` template: no width over the limit, and none taken from the arguments (`{:>{w}}`
+    with w="4000000000" is a width no literal shows)."""
+    _check_format(text)
+    try:
+        specs = [spec for _, _, spec, _ in string.Formatter().parse(text) if spec]
+    except ValueError:
+        return  # str.format itself refuses it
+    if any("{" in spec for spec in specs):
+        raise SecurityError(f"format string {text[:40]!r}: a width or precision taken from the arguments")
 
 
 def _sized(value: Any) -> int:
@@ -178,14 +191,15 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
         if operator == "*" and numbers and abs(left).bit_length() + abs(right).bit_length() > MAX_BITS:
             raise SecurityError(f"a product of {MAX_BITS:,} bits or more is too large")  # squaring 2**50000 again
         if operator == "*":
-            sized = [side for side in (left, right) if isinstance(side, str | list | tuple)]
+            sized = [side for side in (left, right) if isinstance(side, str | bytes | bytearray | list | tuple)]
             count = [side for side in (left, right) if isinstance(side, int)]
             if sized and count and len(sized[0]) * count[0] > MAX_LENGTH:
                 raise SecurityError("repeated text is too long")
-            if sized and count and count[0] > 0 and not isinstance(sized[0], str) and \
+            if sized and count and count[0] > 0 and not isinstance(sized[0], str | bytes | bytearray) and \
                     _weight(sized[0]) * count[0] > MAX_LENGTH:  # [long text] * 10**6: the items count
                 raise SecurityError("repeated items would print too long")
-        if operator == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+        if operator == "+" and isinstance(left, str | bytes | bytearray | list | tuple) and \
+                isinstance(right, str | bytes | bytearray | list | tuple):
             _too_long(len(left) + len(right))
         if operator == "%" and isinstance(left, str):
             _check_format(left)
@@ -208,7 +222,7 @@ class TemplateSandbox(ImmutableSandboxedEnvironment):
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         wrapped = super().wrap_str_format(value)
         if wrapped is not None:
-            _check_format(value.__self__)
+            _check_str_format(value.__self__)
         return wrapped
 
 

@@ -173,6 +173,8 @@ def load_spec(path: Path) -> tuple[TaskSpec, Path]:
                         "allowed in task configs; write the values out") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"{path}: malformed task config: {str(exc).splitlines()[0]}") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits, which Python refuses to convert
+        raise DataError(f"{path}: unusable value in task config: {str(exc).split(';')[0]}") from None
     except RecursionError:  # the parsers recurse per nesting level
         raise DataError(f"{path}: task config nested too deeply") from None
     if not isinstance(raw, dict):
@@ -187,9 +189,11 @@ def load_spec(path: Path) -> tuple[TaskSpec, Path]:
 
 
 def load_exemplar_file(path: Path) -> list[ExemplarSpec]:
+    from .records import MAX_EXEMPLARS_BYTES, read_file
+
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        raw = json.loads(read_file(path, MAX_EXEMPLARS_BYTES, "an exemplars file").decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
         raise DataError(f"{path}: cannot read exemplars: {exc}") from None
     items = raw["exemplars"] if isinstance(raw, dict) and "exemplars" in raw else raw
     try:
