@@ -179,9 +179,10 @@ def test_a_token_cap_counts_the_job_a_crashed_run_left_in_flight(aws, tmp_path):
     from selfconsistency.backends.base import BackendConfig, BudgetExceeded
     from selfconsistency.backends.batch_jobs import BatchJobRunner
     from selfconsistency.backends.bedrock_batch import BedrockBatchOptions, BedrockJobs
+    from selfconsistency.runlock import prepare_run_dir
 
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    prepare_run_dir(run_dir)  # a run directory (its marker), as the crashed run had made it
     first = batch_config(CLAUDE, "bucket-cap", greedy=False, temperatures=(0.5,), max_tokens=8)
     task = first.get_task()
     with SampleStore(run_dir) as store:

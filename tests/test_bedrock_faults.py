@@ -173,8 +173,9 @@ def test_job_unknown_to_the_region_or_gone(aws, tmp_path):
 
 @pytest.mark.parametrize("backend", ["bedrock", "bedrock-batch"])
 def test_unknown_model_family(aws, tmp_path, backend):
+    batch = ["--bucket", "b-unknown", "--role-arn", ROLE] if backend == "bedrock-batch" else []  # its options only
     proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--backend", backend, "--model",
-               "acme.wonder-v1:0", "--bucket", "b-unknown", "--role-arn", ROLE, "--run-dir", str(tmp_path / "run"))
+                   "acme.wonder-v1:0", *batch, "--run-dir", str(tmp_path / "run"))
     one_line_error(proc, "no request format known for Bedrock model 'acme.wonder-v1:0'", "--converse")
 
 

@@ -35,16 +35,18 @@ def scripted_run(run_dir: Path, **overrides) -> Path:
     return run_dir
 
 
-def at_columns(columns: int, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "COLUMNS": str(columns)}, **kwargs)
+def at_columns(columns: int, *args: str) -> subprocess.CompletedProcess:
+    return run_cli(*args, env={"COLUMNS": str(columns)})
 
 
 def unfinished_store(run_dir: Path, **overrides) -> None:
     """A run's store with its settings and 2 selected questions, and no path yet."""
+    from selfconsistency.runlock import prepare_run_dir
+
     config = RunSettings(**{"data": str(GSM8K_TEST), "limit": 2, **overrides})
     task = config.get_task()
     data = config.load(task)
+    prepare_run_dir(run_dir)  # a run directory (its marker), as the run that made the store had made it
     with SampleStore(run_dir) as store:
         store.bind_config(config.identity(task), config.model_dump(mode="json"))
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
@@ -77,7 +79,6 @@ def test_export_questions_one_line_each_with_text_gold_vote_and_paths(tmp_path, 
 
 # -- run --show-prompt ----------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_show_prompt_prints_the_completion_prompt_and_makes_no_store(tmp_path):
     run_dir = tmp_path / "never"
     proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--run-dir", str(run_dir))
@@ -87,7 +88,6 @@ def test_show_prompt_prints_the_completion_prompt_and_makes_no_store(tmp_path):
     assert not run_dir.exists()
 
 
-@pytest.mark.slow
 def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
     # nothing listens on port 9: the body is printed without a request
     proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "openai",
@@ -101,7 +101,6 @@ def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 def test_show_prompt_of_bedrock_batch_behind_an_application_profile_is_the_base_models_body(tmp_path):
     # an application inference profile names no model family: --base-model says which body it takes
     profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
@@ -115,7 +114,6 @@ def test_show_prompt_of_bedrock_batch_behind_an_application_profile_is_the_base_
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 def test_show_prompt_of_bedrock_on_demand_sends_chat_families_through_converse(tmp_path):
     proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "bedrock",
                "--model", "anthropic.claude-3-haiku-20240307-v1:0", "--prompt-format", "chat")
@@ -137,7 +135,6 @@ def test_show_prompt_applies_the_local_models_chat_template(loaded_model, tmp_pa
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 def test_zero_shot_completion_prompt_asks_for_the_answer_statement():
     proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--zero-shot")
     assert proc.returncode == 0, proc.stderr
@@ -188,7 +185,6 @@ def test_results_tables_fit_80_columns(tmp_path, scripted_backend):
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
 
 
-@pytest.mark.slow
 def test_tasks_show_prints_every_exemplar_it_counts():
     proc = run_cli("tasks", "show", "gsm8k")
     assert proc.returncode == 0, proc.stderr
@@ -198,14 +194,12 @@ def test_tasks_show_prints_every_exemplar_it_counts():
     assert all(f"Q: {e['question']}\nA: {e['rationale']}" in shown for e in EXEMPLARS)
 
 
-@pytest.mark.slow
 def test_missing_task_file_is_named_not_found(tmp_path):
     proc = run_cli("tasks", "show", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: task config file {tmp_path / 'missing.yaml'} not found"
 
 
-@pytest.mark.slow
 def test_help_paragraphs_are_never_broken_mid_sentence():
     """Typer keeps a help paragraph's single line breaks: every paragraph must be one line."""
     import typer.main
@@ -226,7 +220,6 @@ def test_help_paragraphs_are_never_broken_mid_sentence():
                for line in proc.stdout.splitlines())
 
 
-@pytest.mark.slow
 def test_jobs_collect_refuses_a_local_run(tmp_path):
     unfinished_store(tmp_path, backend="local", model=SMALL_MODEL, paths=1)
     before = (tmp_path / "samples.sqlite").read_bytes()
