@@ -51,6 +51,7 @@ class Provider:
     questions: ClassVar[int]
     records_per_question: ClassVar[int]  # records of one question in the contract's run
     refused_code: ClassVar[str]  # the stored code of a record refused for its own fault
+    refused_message: ClassVar[str]  # and its stored message
     refused_said: ClassVar[str]  # how the run's one-line error names that code
     stopped_status: ClassVar[str]  # a stopped job's status at the provider
     in_flight_words: ClassVar[tuple[str, ...]]  # statuses of a job still running
@@ -146,6 +147,7 @@ class BedrockBatch(Provider):
     questions = 20  # 260 records: a job needs 100
     records_per_question = 13
     refused_code, refused_said = "400", r"400 \(bad request"
+    refused_message = "bad request: emulated malformed input"
     stopped_status = "Stopped"
     in_flight_words = ("Submitted", "Validating", "Scheduled", "InProgress")
     garbles = {"altered_echo": "260 records were refused", "suffix": "malformed", "list": "malformed"}
@@ -221,6 +223,7 @@ class OpenAIBatch(Provider):
     questions = 6  # greedy + 2 x (8 + 2) paths as n-choice requests: 5 records a question
     records_per_question = 5
     refused_code, refused_said = "400 invalid_prompt", "400 invalid_prompt"
+    refused_message = "emulated invalid prompt"
     stopped_status = "cancelled"
     in_flight_words = ("validating", "in_progress", "finalizing")
     garbles = {how: "--resubmit" for how in ("foreign_id", "list_id", "fewer_choices", "no_choices", "list_content",
@@ -340,6 +343,7 @@ def test_every_path_is_stored_once_despite_faults(provider, tmp_path):
         jobs = store.jobs(provider.settings["backend"])
     assert len(provider.jobs()) == len(jobs) >= 2  # the broken job was followed by another; nothing made twice
     assert all(job["status"] == "collected" for job in jobs)
+    assert len(jobs[0]["records"]) == provider.questions * provider.records_per_question  # the whole run
     assert any(job["manifest"] and job["manifest"]["errorRecordCount"] > 0 for job in jobs)
     results = write_report(run_dir)
     reported = results["batch_jobs"]
@@ -440,7 +444,9 @@ def test_records_refused_for_their_own_fault_are_stored_with_their_error_and_nev
     assert len(stored_rows(run_dir)) == provider.paths - provider.paths_per_question
     with SampleStore(run_dir, create=False) as store:
         errors = store.record_errors()
-    assert len(errors) == refused and {(e["code"], e["retryable"]) for e in errors} == {(provider.refused_code, 0)}
+    assert len(errors) == refused
+    assert {(e["code"], e["message"], e["retryable"]) for e in errors} == {
+        (provider.refused_code, provider.refused_message, 0)}
     status = run_cli(*provider.job_command("status", run_dir))
     assert status.returncode == 0 and f"not resubmitted, by code: {provider.refused_code}" in status.stdout, \
         status.stdout
