@@ -607,3 +607,36 @@ def batch_api(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     yield emulator, f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
+
+
+class _LazyInProcess:
+    """math-verify in the test process (made at its first use): a test that is not `slow` starts no worker
+    process for the math answer type's comparisons."""
+
+    made = None
+
+    def _verifier(self):
+        if _LazyInProcess.made is None:
+            from selfconsistency.math_verifier import InProcess
+
+            _LazyInProcess.made = InProcess()
+        return _LazyInProcess.made
+
+    def usable(self, form):
+        return self._verifier().usable(form)
+
+    def compare(self, gold, answer):
+        return self._verifier().compare(gold, answer)
+
+
+@pytest.fixture(autouse=True)
+def math_in_process(request):
+    """Comparisons of math answers in this process, except for slow tests (which may test the worker)."""
+    if request.node.get_closest_marker("slow"):
+        yield
+        return
+    from selfconsistency.math_verifier import use_verifier
+
+    previous = use_verifier(_LazyInProcess())
+    yield
+    use_verifier(previous)

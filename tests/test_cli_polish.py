@@ -190,8 +190,11 @@ def test_tasks_show_prints_every_exemplar_it_counts():
     assert proc.returncode == 0, proc.stderr
     assert f"# {len(EXEMPLARS)} configured exemplars:" in proc.stdout and len(EXEMPLARS) == 8
     shown = proc.stdout.split(f"# {len(EXEMPLARS)} configured exemplars:", 1)[1]
-    assert shown.count("\nQ: ") == 8
-    assert all(f"Q: {e['question']}\nA: {e['rationale']}" in shown for e in EXEMPLARS)
+    completion, chat = shown.split("# --prompt-format chat:")
+    assert completion.count("\nQ: ") == 8 + 1  # the exemplars, then where the question goes
+    assert completion.rstrip().endswith("Q: {question}\nA:")
+    assert all(f"Q: {e['question']}\nA: {e['rationale']}" in completion for e in EXEMPLARS)
+    assert all(f"[user]\n{e['question']}\n\n[assistant]\n{e['rationale']}" in chat for e in EXEMPLARS)
 
 
 def test_missing_task_file_is_named_not_found(tmp_path):

@@ -398,7 +398,7 @@ def test_base_url_credentials_are_not_stored(tmp_path, monkeypatch):
     from selfconsistency.settings import RunSettings
 
     scripted_backend = []
-    # the scripted answers behind the OpenAI backend's options: --base-url is an option of those backends only
+    # the scripted answers behind the OpenAI backend's options: its --base-url is part of the run's identity
     register_backend("scripted-openai", lambda config: scripted_backend.append(ScriptedBackend(config.model))
                      or scripted_backend[-1], OpenAIOptions)
     secret_url = "https://alice:sk-verysecretkey0123@llm.example/v1?api_key=hunter2hunter2"
@@ -443,7 +443,7 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backen
 
     config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2)
     run_dir = tmp_path / "run"
-    prepare_run_dir(run_dir)  # a run directory (its marker), as a run holding the lock has made it
+    prepare_run_dir(run_dir)  # a run directory, which another process holds
     with run_lock(run_dir):
         with pytest.raises(RunLocked, match=f"in use by pid {os.getpid()} on {socket.gethostname()} since "):
             run_experiment(config, run_dir)

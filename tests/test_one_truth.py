@@ -95,7 +95,8 @@ def random_run(tmp_path, seed):
     settings = dict(task=str(task), data=str(data), backend=BACKEND, model="m", paths=paths,
                     temperatures=(0.7,), seed=int(rng.integers(0, 2**31)), stop=stop,
                     min_paths=1 if stop is None else int(rng.integers(1, paths + 1)),
-                    round_size=4 if stop is None else int(rng.integers(1, 4)))
+                    round_size=4 if stop is None else int(rng.integers(1, 4)),
+                    ties=str(rng.choice(["random", "random", "abstain"])))
     return records, settings
 
 
@@ -153,7 +154,7 @@ def test_the_commands_the_api_and_the_server_agree_with_the_store(tmp_path, seed
     run_dir = run_experiment(RunSettings(**settings), tmp_path / "run")
     truth = {qid: readers["answers_from_store"] for qid, readers in by_reader(run_dir, settings).items()}
     options = ["--backend", BACKEND, "--model", "m", "--paths", str(settings["paths"]), "--temperatures", "0.7",
-               "--seed", str(settings["seed"]), "--run-dir", str(run_dir), "--quiet"]
+               "--seed", str(settings["seed"]), "--ties", settings["ties"], "--run-dir", str(run_dir), "--quiet"]
     if settings["stop"]:
         options += ["--stop", settings["stop"], "--min-paths", str(settings["min_paths"]),
                     "--round-size", str(settings["round_size"])]
@@ -168,7 +169,8 @@ def test_the_commands_the_api_and_the_server_agree_with_the_store(tmp_path, seed
             for r in map(json.loads, exported.stdout.splitlines())} == truth
     engine = SelfConsistency(model="m", backend=BACKEND, task=settings["task"], run_dir=run_dir,
                              paths=settings["paths"], seed=settings["seed"], stop=settings["stop"],
-                             min_paths=settings["min_paths"], round_size=settings["round_size"])
+                             min_paths=settings["min_paths"], round_size=settings["round_size"],
+                             ties=settings["ties"])
     with engine:
         api = engine.answer_many(records)
         assert {a.id: (a.answer, a.agreement) for a in api} == truth
@@ -181,3 +183,70 @@ def test_the_commands_the_api_and_the_server_agree_with_the_store(tmp_path, seed
                 assert reply.status_code == 200, reply.text
                 vote = reply.json()["self_consistency"]
                 assert (vote["answer"], vote["agreement"]) == truth[record["id"]]
+
+
+# -- answers written many ways (math): every reader sees the same classes --------------------------------
+
+MATH_KINDS = {"half": ([r"\frac{1}{2}", "0.5", r"\dfrac12", "3"], [0.3, 0.3, 0.2, 0.2]),
+              "split": (["3", "3.0", r"\frac{6}{2}", "4", None], [0.2, 0.2, 0.2, 0.3, 0.1]),
+              "text": ([r"\text{even}", "even", r"\text{odd}"], [0.4, 0.2, 0.4])}
+MATH_BACKEND = "mathtruthbot"
+
+
+class MathTruthBot(TruthBot):
+    name = MATH_BACKEND
+
+    def generate(self, requests):
+        for request in requests:
+            kind = request.prompt.text.rsplit("Q:", 1)[-1].split()[0]
+            forms, odds = MATH_KINDS[kind]
+            form = forms[int(np.random.default_rng(request.params.seed).choice(len(forms), p=odds))]
+            text = "No idea." if form is None else f"<think>\\boxed{{9}}</think>So \\boxed{{{form}}}."
+            yield Generation(request, text, 20, 5, 0.001, "stop", -1.0)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_every_reader_sees_the_same_answer_classes(tmp_path, seed):
+    register_backend(MATH_BACKEND, lambda config: MathTruthBot(config.model))
+    rng = np.random.default_rng(seed)
+    task = write(tmp_path / "mathtruth.yaml", """
+        name: mathtruth
+        fields: {id: id, question: question, gold: gold}
+        answer: {type: math}
+        prompt:
+          template: "{{ question }}"
+          exemplars:
+            - {question: "1+1?", rationale: "So \\\\boxed{2}."}
+          stop: ["\\n"]
+        """)
+    records = [{"id": f"m{i}", "question": f"{rng.choice(list(MATH_KINDS))} question {i}?",
+                "gold": str(rng.choice([r"\frac12", "3", r"\text{even}"]))} for i in range(int(rng.integers(3, 7)))]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    stop = rng.choice([None, "beta:0.8"])
+    settings = dict(task=str(task), data=str(data), backend=MATH_BACKEND, model="m", paths=int(rng.integers(2, 8)),
+                    temperatures=(0.7,), seed=int(rng.integers(0, 2**31)), stop=stop,
+                    **({"min_paths": 2, "round_size": 2} if stop else {}))
+    run_dir = run_experiment(RunSettings(**settings), tmp_path / "run")
+    seen = by_reader(run_dir, settings)
+    agree(seen)
+    with SampleStore.open_readonly(run_dir) as store:
+        classes = store.answer_classes()
+        results = build_results(store)
+        golds = {q.id: q.gold for q in store.questions()}
+    Results.model_validate(results)
+    assert classes  # the writer stored each question's classes
+    answers = {qid: readers["answers_from_store"][0] for qid, readers in seen.items()}
+    for qid, answer in answers.items():
+        assert answer is None or answer in set(classes[qid].values())  # a class key, never a stray form
+        assert "9" not in classes[qid]  # the thinking block was never read
+        for same in ([r"\frac{1}{2}", "0.5", r"\dfrac12", r"\frac12"], ["3", "3.0", r"\frac{6}{2}"],
+                     [r"\text{even}", "even"]):
+            assert len({classes[qid][form] for form in same if form in classes[qid]}) <= 1, classes[qid]
+    assert any(len(set(mapping.values())) < len(mapping) for mapping in classes.values())  # forms were merged
+    if stop:
+        assert results["sampled"][0]["adaptive"]["accuracy"] == pytest.approx(
+            sum(answers[q] == golds[q] for q in answers) / len(answers))
+    else:
+        replayed = stored_frontier(run_dir, 0.7, [f"fixed:{settings['paths']}"], runs=2, seed=seed).rules[0]
+        assert replayed.accuracy == pytest.approx(sum(answers[q] == golds[q] for q in answers) / len(answers))

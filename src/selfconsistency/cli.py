@@ -32,6 +32,7 @@ from .options import OUTPUT
 from .outputs import RefusedOutput, check_output, run_inputs, write_lines
 from .per_question import question_records
 from .prompt_preview import rendered_prompt
+from .prompts import PromptFormat, build_prompt
 from .report import (
     FRONTIER_FILE,
     FRONTIER_PLOT_FILE,
@@ -584,6 +585,26 @@ def jobs_collect(
 
 
 @app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A run directory (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Another run directory over the same questions (B).")],
+    temperature: Annotated[float | None, typer.Option(
+        help="Which sampled temperature of each run to compare. \\[default: each run's first]")] = None,
+) -> None:
+    """Two runs over the same questions, question by question: greedy vs greedy and SC@k vs SC@k, the
+    difference with its 95% interval (paired bootstrap) and p-value (paired permutation test)."""
+    from .compare import compare as compare_runs
+    from .compare import comparison_markdown, run_scores
+
+    try:
+        a, b = run_scores(run_a, temperature), run_scores(run_b, temperature)
+        comparisons = compare_runs(a, b)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(Markdown(for_terminal(comparison_markdown(a, b, comparisons))))
+
+
+@app.command()
 def upgrade(run_dir: Annotated[Path, typer.Argument(help="A run directory whose store an older version wrote.")]
             ) -> None:
     """Bring a run's sample store to this version's schema (under the run's lock); reading commands never do."""
@@ -633,8 +654,15 @@ def tasks_show(task: Annotated[str, typer.Argument(help="A built-in task's name 
     out.print(source.read_text(encoding="utf-8"), highlight=False, markup=False)
     out.print(f"# {len(exemplars)} configured exemplars" + (":" if exemplars else
               " (zero-shot, or --shots-from-data)"), highlight=False)
-    for exemplar in exemplars:
-        out.print(f"Q: {exemplar.question}\nA: {exemplar.rationale}\n", highlight=False, markup=False)
+    # each format's prompt as a path gets it, the question standing as {question}
+    for fmt in PromptFormat:
+        chat = fmt is PromptFormat.chat
+        prompt = build_prompt("{question}", exemplars, fmt, loaded.zero_shot(False, chat, exemplars),
+                              loaded.zero_shot_instruction(), instruction=loaded.instruction(),
+                              labels=loaded.labels())
+        out.print(f"\n# --prompt-format {fmt.value}:", highlight=False)
+        shown = "\n\n".join(f"[{role}]\n{text}" for role, text in prompt.messages) if chat else prompt.text
+        out.print(shown, highlight=False, markup=False)
 
 
 @models_app.command("list")

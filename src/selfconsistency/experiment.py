@@ -12,11 +12,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .answer_classes import Classifier
 from .answer_stop import answer_complete_pattern
 from .audit import AuditLog
 from .backends import backend_spec, create_backend
 from .backends.base import Backend, Generation, GenerationRequest
 from .extract import PatternTimeout
+from .math_answers import split_thinking
 from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
@@ -24,6 +26,7 @@ from .settings import GREEDY_TEMPERATURE, MAX_PLANNED_PATHS, RunSettings
 from .stopping import StoppingRule
 from .store import SampleStore, StoredPath, StoredQuestion, writer
 from .tasks import DataError, Task, TaskData
+from .tasks.answer_types import answer_type
 from .tasks.base import CHAT_CONTEXT
 
 log = logging.getLogger(__name__)
@@ -38,8 +41,9 @@ def prompt_digest(config: RunSettings, task: Task, data: TaskData) -> str:
     identity, since an edited exemplars file or other first K records change every path's prompt while
     the task spec and the options stay the same."""
     experiment = config.experiment
-    zero_shot = experiment.zero_shot or not data.exemplars
-    prompt = build_prompt("\x00", data.exemplars, experiment.prompt_format, zero_shot, task.zero_shot_instruction())
+    zero_shot = task.zero_shot(experiment.zero_shot, experiment.prompt_format is PromptFormat.chat, data.exemplars)
+    prompt = build_prompt("\x00", data.exemplars, experiment.prompt_format, zero_shot, task.zero_shot_instruction(),
+                          instruction=task.instruction(), labels=task.labels())
     return hashlib.sha256(json.dumps([prompt.text, prompt.messages]).encode()).hexdigest()[:12]
 
 
@@ -47,7 +51,8 @@ def answer_stop_pattern(config: RunSettings, task: Task) -> str | None:
     """The completion condition paths end on with the embedded backend's --stop-at-answer, else None."""
     if not backend_spec(config.backend).stops_at_answer(config.options):
         return None
-    pattern = answer_complete_pattern(task.spec.prompt.answer_statement, task.spec.answer.type)
+    pattern = answer_complete_pattern(task.spec.prompt.answer_statement, task.spec.answer.type,
+                                      task.thinking_tags(config.experiment.thinking_tags))
     if pattern is None:
         raise DataError(f"--stop-at-answer: task {task.name}'s answers ({task.spec.answer.type}) have no fixed "
                         "shape to tell when its answer statement is complete; run without it")
@@ -61,13 +66,15 @@ def plan_requests(config: RunSettings, task: Task, data: TaskData,
     `wanted` limits the plan to so many paths per (question id, temperature); absent keys get none.
     """
     experiment, sampling = config.experiment, config.sampling
-    zero_shot = experiment.zero_shot or not data.exemplars
-    stop = task.stop(zero_shot, chat=experiment.prompt_format is PromptFormat.chat)
+    chat = experiment.prompt_format is PromptFormat.chat
+    zero_shot = task.zero_shot(experiment.zero_shot, chat, data.exemplars)
+    stop = task.stop(zero_shot, chat=chat)
     complete = answer_stop_pattern(config, task)
     requests = []
     for question in data.questions:
         prompt = build_prompt(question.text, data.exemplars, experiment.prompt_format, zero_shot,
-                              task.zero_shot_instruction(), question.context)
+                              task.zero_shot_instruction(), question.context, instruction=task.instruction(),
+                              labels=task.labels())
         for temperature in config.settings():
             count = config.paths_at(temperature) if wanted is None else wanted.get((question.id, temperature), 0)
             for index in range(count):
@@ -112,7 +119,9 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
         check_model(config.model)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
     prepare_run_dir(run_dir)
-    extract = task.extractor(config.experiment.flexible)
+    extract = task.ruled_extractor(config.experiment.flexible)
+    thinking_tags = task.thinking_tags(config.experiment.thinking_tags)
+    kind = answer_type(task.spec.answer.type)
     questions = {q.id: q for q in data.questions}
     timeouts: list[PatternTimeout] = []
     rendered: dict[Prompt, object] = {}
@@ -126,21 +135,42 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                 prompt.chat_messages if prompt.format is PromptFormat.chat else prompt.text)
         return rendered[prompt]
 
-    def answer_of(text: str, question) -> str | None:
-        """The path's answer; a pattern past its time limit on this path's text gives this path none (it is
-        stored all the same: it was paid for); every other path is read as usual."""
+    def answer_of(text: str, question) -> tuple[str | None, str | None]:
+        """The path's answer and the rule that read it; a pattern past its time limit on this path's text
+        gives this path none (it is stored all the same: it was paid for); every other path is read as usual."""
         try:
             return extract(text, question)
         except PatternTimeout as exc:
             timeouts.append(exc)
             audit.event("extraction_timeout", pattern=exc.pattern)
-            return None
+            return None, None
+
+    def stored(g: Generation) -> StoredPath:
+        """A generation as its path is stored: the answer read outside its thinking, whose tokens are
+        counted apart (the provider's count, else the embedded model's tokens inside the blocks)."""
+        thinking = split_thinking(g.text, thinking_tags)
+        answer, rule = answer_of(thinking.visible, questions[g.request.question_id])
+        thinking_tokens = g.reasoning_tokens
+        if thinking_tokens is None and thinking.spans and g.token_ends is not None:
+            thinking_tokens = thinking.tokens_inside(g.token_ends)
+        return StoredPath(
+            question_id=g.request.question_id, temperature=g.request.temperature, path_index=g.request.path_index,
+            seed=g.request.params.seed, text=g.text, answer=answer, prompt_tokens=g.prompt_tokens,
+            completion_tokens=g.completion_tokens, latency_s=g.latency_s, finish_reason=g.finish_reason,
+            logprob_sum=g.logprob_sum, backend=backend.name, model=backend.model, answer_rule=rule,
+            thinking_tokens=thinking_tokens, ended_thinking=thinking.unclosed)
 
     with writer(run_dir, create=True) as store:
         store.bind_config({**config.identity(task), "prompt": prompt_digest(config, task, data)},
                           config.stored_settings())
-        store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
+        store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold, dict(q.groups) or None)
+                            for q in data.questions)
         store.set_selection(list(questions), {k: list(v) for k, v in data.neutralised.items()})
+        golds = {q.id: q.gold for q in data.questions}
+        # answers written many ways (math): each question's classes follow its stored paths
+        classifier = Classifier(store, kind.equivalence()) if kind.equivalence else None
+        if classifier:
+            classifier.update((qid for qid, _, _ in store.path_groups(list(questions))), golds)
         settings_hash = config.settings_hash(task)
         audit = AuditLog(run_dir, settings_hash, config.experiment.log_prompts)
         audit.event("run_start", backend=config.backend, model=config.model, task=task.name,
@@ -166,13 +196,9 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                 return
             for item in started_backend().generate(pending):
                 group = item if isinstance(item, tuple) else (item,)  # a record's paths: stored together
-                store.add_paths(StoredPath(
-                    question_id=g.request.question_id, temperature=g.request.temperature,
-                    path_index=g.request.path_index, seed=g.request.params.seed, text=g.text,
-                    answer=answer_of(g.text, questions[g.request.question_id]),
-                    prompt_tokens=g.prompt_tokens, completion_tokens=g.completion_tokens, latency_s=g.latency_s,
-                    finish_reason=g.finish_reason, logprob_sum=g.logprob_sum,
-                    backend=backend.name, model=backend.model) for g in group)
+                store.add_paths(stored(g) for g in group)
+                if classifier:
+                    classifier.update((g.request.question_id for g in group), golds)
                 for generation in group:
                     request = generation.request
                     audit.event("generation", backend=backend.name, model=backend.model,

@@ -1,4 +1,5 @@
-"""Every stored path of a run as JSON lines, with its question's gold, for other tools."""
+"""Every stored path of a run as JSON lines, with its question's gold, for other tools: the answer as the
+vote counts it (its class, for answer types with classes), which rule read it, its thinking tokens."""
 
 from __future__ import annotations
 
@@ -12,12 +13,19 @@ from .store import SampleStore
 def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
     """Every stored path with its question's gold, for other tools."""
     with SampleStore.open_readonly(run_dir) as store:
-        golds = {q.id: q.gold for q in store.questions()}
+        questions = {q.id: q for q in store.questions()}
+        classes = store.has_answer_classes()
         for p in store.paths():
-            gold = golds[p.question_id]
-            yield {"question_id": p.question_id, "temperature": p.temperature, "path_index": p.path_index,
-                   "seed": p.seed, "answer": p.answer, "gold": gold,
-                   "correct": None if gold is None else p.answer is not None and p.answer == gold, "text": p.text,
-                   "prompt_tokens": p.prompt_tokens, "completion_tokens": p.completion_tokens,
-                   "finish_reason": p.finish_reason, "logprob_sum": p.logprob_sum,
-                   "latency_s": p.latency_s, "backend": p.backend, "model": p.model}
+            question = questions[p.question_id]
+            gold = question.gold
+            record = {"question_id": p.question_id, "temperature": p.temperature, "path_index": p.path_index,
+                      "seed": p.seed, "answer": p.answer, "gold": gold,
+                      "correct": None if gold is None else p.answer is not None and p.answer == gold, "text": p.text,
+                      "prompt_tokens": p.prompt_tokens, "completion_tokens": p.completion_tokens,
+                      "finish_reason": p.finish_reason, "logprob_sum": p.logprob_sum,
+                      "latency_s": p.latency_s, "backend": p.backend, "model": p.model,
+                      "answer_rule": p.answer_rule, "thinking_tokens": p.thinking_tokens,
+                      "ended_thinking": p.ended_thinking}
+            if classes:  # `answer` and `gold` are classes (their most frequent written form): as written too
+                record.update(written_answer=p.written, written_gold=question.written_gold)
+            yield record

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -51,6 +51,7 @@ from .options import (
 from .prompts import PromptFormat
 from .stopping import StoppingRule, parse_rule
 from .tasks import Task, TaskData, builtin_task_files, get_task
+from .tasks.spec import check_thinking_tags
 
 GREEDY_TEMPERATURE = 0.0
 # Upper bounds of the settings that size a run: each is far beyond any real run, and keeps a typo
@@ -74,6 +75,11 @@ def parse_temperatures(value: str) -> tuple[float, ...]:
     if not temperatures:
         raise ValueError(f"--temperatures: no temperature in {value!r}; give at least one, e.g. 0.7")
     return temperatures
+
+
+def parse_thinking_tags(value: str) -> tuple[str, str]:
+    """--thinking-tags as typed: OPEN,CLOSE."""
+    return check_thinking_tags(tuple(part.strip() for part in value.split(",")))  # type: ignore[arg-type]
 
 
 # Settings some commands ignore (`Cli.not_in`): `answer` and `serve` vote over sampled paths and write no
@@ -111,11 +117,19 @@ class ExperimentSettings(_Group):
         "No exemplars; zero-shot chain of thought (\"Let's think step by step.\").", EXPERIMENT)] = False
     flexible: Annotated[bool, Identity(), Cli("When a path has no 'The answer is N', take its last number.",
                                               EXPERIMENT)] = True
+    thinking_tags: Annotated[tuple[str, str] | None, AfterValidator(
+        lambda tags: None if tags is None else check_thinking_tags(tags)), Identity(only_if_set=True), Cli(
+        "The model's thinking tags, OPEN,CLOSE (default: the task's, <think>,</think>): a path's thinking "
+        "block is kept but never searched for its answer.", EXPERIMENT, cli_type=str,
+        parse=parse_thinking_tags)] = None
     strict_input: Annotated[bool, Cli(
         "Refuse questions whose text forges prompt structure (Q:/A: lines, 'The answer is', chat tokens, "
         "control characters, over-long text) instead of neutralising them.", INPUT)] = False
     max_question_chars: Annotated[int, Field(ge=100, le=1_000_000), Identity(), Cli(
         "Longest question text accepted; longer text is cut (refused with --strict-input).", INPUT)] = 8000
+    ties: Annotated[Literal["random", "abstain"], Cli(
+        "How a tie for the lead counts: random (the question's seeded tie-break order picks one of the tied "
+        "answers) or abstain (a tie is no answer, as some graders count it).", OUTPUT, cli_type=str)] = "random"
     subset_runs: Annotated[int, Field(ge=1, le=10_000), Cli("Random subsets per k for mean ± std.", OUTPUT,
                                                  not_in=_NO_REPORT)] = 100
     log_prompts: Annotated[bool, Cli("Write prompt and completion text into the audit log (audit.jsonl) too.",

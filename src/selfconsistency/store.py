@@ -21,7 +21,7 @@ import time
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,28 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (question_id, temperature, paths_used)
     );
     """,
+    # Answers that can be written many ways (math): which rule read each path's answer, its thinking
+    # (tokens; whether the path ended inside its thinking block), the question's record fields results are
+    # grouped by, each question's answer classes (written form -> class key, the gold's too) and the
+    # comparisons that made them (gold side, answer side, verdict; a form's own check has answer '').
+    """
+    ALTER TABLE paths ADD COLUMN answer_rule TEXT;
+    ALTER TABLE paths ADD COLUMN thinking_tokens INTEGER;
+    ALTER TABLE paths ADD COLUMN ended_thinking INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE questions ADD COLUMN groups TEXT;
+    CREATE TABLE answer_classes (
+        question_id TEXT NOT NULL,
+        written TEXT NOT NULL,
+        class TEXT NOT NULL,
+        PRIMARY KEY (question_id, written)
+    );
+    CREATE TABLE equivalence_checks (
+        gold TEXT NOT NULL,
+        answer TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        PRIMARY KEY (gold, answer)
+    );
+    """,
 )
 
 
@@ -191,6 +213,12 @@ class StoredPath:
     logprob_sum: float | None
     backend: str
     model: str
+    answer_rule: str | None = None  # which extraction rule read the answer (math: boxed, final_answer, answer_is)
+    thinking_tokens: int | None = None  # of completion_tokens, those inside thinking blocks (None: none or unknown)
+    ended_thinking: bool = False  # the path ended inside its thinking block (cut short while thinking)
+    # Read back, `answer` is the answer's class (the vote's key: its most frequent written form, for types
+    # with equivalence classes) and `written` the answer as the path wrote it; written, `answer` is that.
+    written: str | None = field(default=None, compare=False)
 
 
 PathFields = namedtuple("PathFields", [f.name for f in fields(StoredPath)])  # StoredPath as a tuple
@@ -201,7 +229,9 @@ class StoredQuestion:
     id: str
     position: int
     question: str
-    gold: str | None  # None: unlabelled
+    gold: str | None  # None: unlabelled. Read back: the gold's answer class (see StoredPath.answer)
+    groups: dict[str, str] | None = None  # record fields results are grouped by (subject, level, ...)
+    written_gold: str | None = field(default=None, compare=False)  # read back: the gold as given
 
 
 @dataclass(frozen=True)
@@ -235,6 +265,13 @@ def _path_fields(columns: Iterable[str]) -> list[str]:
     if not set(columns) <= set(PathFields._fields):
         raise ValueError(f"not a path field: {sorted(set(columns) - set(PathFields._fields))}")
     return columns
+
+
+# A path's answer as every reader gets it: its class where the question's answers have classes.
+_CLASS_OF = ("COALESCE((SELECT class FROM answer_classes c WHERE c.question_id = paths.question_id "
+             "AND c.written = paths.answer), paths.answer)")
+_GOLD_CLASS = ("COALESCE((SELECT class FROM answer_classes c WHERE c.question_id = questions.id "
+               "AND c.written = questions.gold), questions.gold)")
 
 
 def _only(questions: Sequence[str] | None) -> tuple[str, tuple[Any, ...]]:
@@ -407,8 +444,9 @@ class SampleStore:
             for q in questions:
                 row = self._db.execute("SELECT question, gold FROM questions WHERE id = ?", (q.id,)).fetchone()
                 if row is None:
-                    self._db.execute("INSERT INTO questions VALUES (?, ?, ?, ?)",
-                                     (q.id, q.position, q.question, q.gold))
+                    self._db.execute("INSERT INTO questions (id, position, question, gold, groups) VALUES "
+                                     "(?, ?, ?, ?, ?)", (q.id, q.position, q.question, q.gold,
+                                                         json.dumps(q.groups, sort_keys=True) if q.groups else None))
                 elif tuple(row) != (q.question, q.gold):
                     raise StoreMismatch(f"question {q.id} in {self.path.parent} has other text or gold "
                                         "than the data given now; use another --run-dir")
@@ -426,18 +464,68 @@ class SampleStore:
         self._db.execute("COMMIT")
 
     def questions(self) -> list[StoredQuestion]:
-        rows = self._db.execute("SELECT id, position, question, gold FROM questions ORDER BY position, id")
-        return [StoredQuestion(*row) for row in rows]
+        """Every question, its gold read as its answer class (`written_gold`: as given)."""
+        gold = _GOLD_CLASS if self.has_answer_classes() else "gold"
+        rows = self._db.execute(f"SELECT id, position, question, {gold}, groups, gold FROM questions "
+                                "ORDER BY position, id")
+        return [StoredQuestion(qid, position, text, gold, json.loads(groups) if groups else None, written)
+                for qid, position, text, gold, groups, written in rows]
+
+    # -- answer classes (answer types whose answers are written many ways) ------------------------
+
+    def has_answer_classes(self) -> bool:
+        """Whether the run's answers have classes (an answer type with equivalence, such as math)."""
+        return self._db.execute("SELECT 1 FROM answer_classes LIMIT 1").fetchone() is not None
+
+    def _columns_sql(self, columns: list[str]) -> str:
+        """The SELECT list of `columns` (path fields): `answer` as its class, `written` as stored."""
+        answer = _CLASS_OF if self.has_answer_classes() else "paths.answer"
+        sql = {"answer": f"{answer} AS answer", "written": "paths.answer AS written"}
+        return ", ".join(sql.get(column, f"paths.{column}") for column in columns)
+
+    def written_answers(self, question_id: str) -> dict[str, int]:
+        """A question's written answers (every temperature) and how many paths wrote each."""
+        return dict(self._db.execute("SELECT answer, count(*) FROM paths WHERE question_id = ? AND answer IS NOT "
+                                     "NULL GROUP BY answer", (question_id,)).fetchall())
+
+    def set_answer_classes(self, question_id: str, classes: dict[str, str]) -> None:
+        """A question's answer classes (written form -> class key), replacing those it had."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.execute("DELETE FROM answer_classes WHERE question_id = ?", (question_id,))
+        self._db.executemany("INSERT INTO answer_classes VALUES (?, ?, ?)",
+                             [(question_id, written, key) for written, key in classes.items()])
+        self._db.execute("COMMIT")
+
+    def answer_classes(self) -> dict[str, dict[str, str]]:
+        """question id -> {written form -> class key}."""
+        out: dict[str, dict[str, str]] = {}
+        for qid, written, key in self._db.execute("SELECT question_id, written, class FROM answer_classes"):
+            out.setdefault(qid, {})[written] = key
+        return out
+
+    def equivalence_checks(self) -> dict[tuple[str, str], str]:
+        """(gold side, answer side) -> verdict of every comparison made; a form's own check has answer ''."""
+        return {(gold, answer): verdict for gold, answer, verdict in
+                self._db.execute("SELECT gold, answer, verdict FROM equivalence_checks")}
+
+    def add_equivalence_checks(self, checks: dict[tuple[str, str], str]) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        self._db.executemany("INSERT OR IGNORE INTO equivalence_checks VALUES (?, ?, ?)",
+                             [(gold, answer, verdict) for (gold, answer), verdict in checks.items()])
+        self._db.execute("COMMIT")
 
     # -- paths -----------------------------------------------------------------------------------
 
     def add_path(self, path: StoredPath) -> bool:
         """Store one path in its own transaction; False if that key was already stored."""
         cursor = self._db.execute(
-            "INSERT OR IGNORE INTO paths VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO paths (question_id, temperature, path_index, seed, text, answer, prompt_tokens, "
+            "completion_tokens, latency_s, finish_reason, logprob_sum, backend, model, created_at, answer_rule, "
+            "thinking_tokens, ended_thinking) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (path.question_id, path.temperature, path.path_index, path.seed, path.text, path.answer,
              path.prompt_tokens, path.completion_tokens, path.latency_s, path.finish_reason,
-             path.logprob_sum, path.backend, path.model, time.time()))
+             path.logprob_sum, path.backend, path.model, time.time(), path.answer_rule, path.thinking_tokens,
+             int(path.ended_thinking)))
         return cursor.rowcount == 1
 
     def add_paths(self, paths: Iterable[StoredPath]) -> int:
@@ -466,8 +554,8 @@ class SampleStore:
     def answers_in_order(self) -> dict[tuple[str, float], list[str | None]]:
         """(question id, temperature) -> answers of paths 0, 1, ... up to the first missing index."""
         out: dict[tuple[str, float], list[str | None]] = {}
-        rows = self._db.execute("SELECT question_id, temperature, path_index, answer FROM paths "
-                                "ORDER BY question_id, temperature, path_index")
+        rows = self._db.execute(f"SELECT question_id, temperature, path_index, {self._columns_sql(['answer'])} "
+                                "FROM paths ORDER BY question_id, temperature, path_index")
         for qid, temperature, index, answer in rows:
             answers = out.setdefault((qid, temperature), [])
             if index == len(answers):
@@ -578,7 +666,7 @@ class SampleStore:
         """Some of StoredPath's fields for one setting's paths, one tuple per field, rows in (question id,
         path index) order: what an analysis of 680,000 paths needs, without a Python object per path."""
         columns = _path_fields(columns)
-        rows = self._db.execute(f"SELECT {', '.join(columns)} FROM paths WHERE temperature = ? "
+        rows = self._db.execute(f"SELECT {self._columns_sql(columns)} FROM paths WHERE temperature = ? "
                                 "ORDER BY question_id, path_index", (temperature,)).fetchall()
         return tuple(zip(*rows, strict=True)) if rows else tuple(() for _ in columns)
 
@@ -587,7 +675,7 @@ class SampleStore:
         path, in key order."""
         columns = _path_fields(columns)
         where, parameters = _only(questions)
-        return self._db.execute(f"SELECT {', '.join(columns)} FROM paths{where} "
+        return self._db.execute(f"SELECT {self._columns_sql(columns)} FROM paths{where} "
                                 "ORDER BY question_id, temperature, path_index", parameters).fetchall()
 
     def path_groups(self, questions: Sequence[str] | None = None) -> list[tuple[str, float, int]]:
@@ -617,13 +705,16 @@ class SampleStore:
     def paths(self, text: bool = True) -> Iterator[StoredPath]:
         """Every stored path in key order; `text=False` leaves the texts unread ("" each), which is most of
         the bytes of a large store and what the analyses do not need."""
-        rows = self._db.execute(
-            f"SELECT question_id, temperature, path_index, seed, {'text' if text else chr(39) * 2}, answer, "
-            "prompt_tokens, completion_tokens, latency_s, finish_reason, logprob_sum, backend, model "
-            "FROM paths ORDER BY question_id, temperature, path_index")
+        columns = self._columns_sql(list(PathFields._fields)).replace("paths.text", "paths.text" if text else "''")
+        rows = self._db.execute(f"SELECT {columns} FROM paths ORDER BY question_id, temperature, path_index")
         # Without text, plain tuples with StoredPath's fields: building 680,000 frozen dataclasses is
         # most of a large report's reading time.
-        return (StoredPath(*row) for row in rows) if text else map(PathFields._make, rows)
+        return (_stored_path(row) for row in rows) if text else map(PathFields._make, rows)
+
+
+def _stored_path(row: tuple[Any, ...]) -> StoredPath:
+    *head, ended, written = row  # SQLite keeps the flag as 0/1
+    return StoredPath(*head, bool(ended), written)
 
 
 @contextmanager

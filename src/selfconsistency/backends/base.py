@@ -188,6 +188,8 @@ class Generation:
     latency_s: float
     finish_reason: str  # "stop" (stop sequence or end of turn), "length", or "answer" (--stop-at-answer)
     logprob_sum: float | None = None  # sum of the sampled tokens' log-probabilities, when known
+    reasoning_tokens: int | None = None  # of completion_tokens, the thinking ones, as the provider counts them
+    token_ends: tuple[int, ...] | None = None  # where each token ends in `text` (the embedded model knows)
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,13 @@ class ParsedOutput:
     input_tokens: int | None = None  # per record (the prompt is billed once per record)
     output_tokens: int | None = None
     logprob_sum: float | None = None
+    reasoning_tokens: int | None = None  # of output_tokens, the thinking ones (OpenAI's reasoning_tokens)
+
+
+def with_thinking(reasoning: str | None, text: str) -> str:
+    """A response's separate reasoning text (a provider's reasoning field or thinking block) kept in the
+    path, as a thinking block before the answer text: stored, never searched for the answer."""
+    return f"<think>{reasoning}</think>{text}" if reasoning else text
 
 
 def generations_from(requests: Sequence[GenerationRequest], outputs: Sequence[ParsedOutput], seconds_each: float,
@@ -213,7 +222,7 @@ def generations_from(requests: Sequence[GenerationRequest], outputs: Sequence[Pa
             completion = max(1, len(output.text) // CHARS_PER_TOKEN)
         yield Generation(request=request, text=output.text, prompt_tokens=prompt_tokens,
                          completion_tokens=completion, latency_s=seconds_each, finish_reason=output.finish_reason,
-                         logprob_sum=output.logprob_sum)
+                         logprob_sum=output.logprob_sum, reasoning_tokens=output.reasoning_tokens)
 
 
 class ConcurrencyOptions(BackendOptions):

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..prompts import Prompt, completion_text
 from ..sampling import SamplingParams
-from .base import ParsedOutput
+from .base import ParsedOutput, with_thinking
 
 
 def json_string(text: str) -> str:
@@ -116,6 +116,8 @@ def _claude_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]
 
 def _claude_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
     text = "".join(block.get("text", "") for block in body["content"] if block.get("type") == "text")
+    thinking = "".join(block.get("thinking", "") for block in body["content"] if block.get("type") == "thinking")
+    text = with_thinking(thinking, text)
     usage = body.get("usage", {})
     return [ParsedOutput(_truncate_at_stop(text, p.stop), _finish(body.get("stop_reason"), ("max_tokens",)),
                          usage.get("input_tokens"), usage.get("output_tokens"))]
@@ -170,7 +172,11 @@ def _converse_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, An
 
 def _message_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
     """Nova's InvokeModel response and the Converse response share this shape."""
-    text = "".join(block.get("text", "") for block in body["output"]["message"]["content"])
+    content = body["output"]["message"]["content"]
+    text = "".join(block.get("text", "") for block in content)
+    thinking = "".join(((block.get("reasoningContent") or {}).get("reasoningText") or {}).get("text", "")
+                       for block in content)
+    text = with_thinking(thinking, text)
     usage = body.get("usage", {})
     return [ParsedOutput(_truncate_at_stop(text, p.stop), _finish(body.get("stopReason"), ("max_tokens",)),
                          usage.get("inputTokens"), usage.get("outputTokens"))]

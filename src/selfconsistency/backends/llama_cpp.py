@@ -60,6 +60,7 @@ class PathDecoder:
         self.tokens: list[int] = []
         self._bytes = b""  # the tokens' pieces so far: one piece per step, not the whole path again
         self.text = ""
+        self._ends: list[int] = []  # where each token ends in the text (thinking tokens are counted by it)
         self.logprob_sum = 0.0
         self.finish_reason: str | None = None
         self.seconds = 0.0  # this path's share of the measured generation time
@@ -77,6 +78,7 @@ class PathDecoder:
         previous_length = len(self.text)
         self._bytes += self._detokenize([token])
         self.text = self._bytes.decode("utf-8", errors="ignore")
+        self._ends.append(len(self.text))
         start = max(0, previous_length - self._longest_stop)
         hits = [p for p in (self.text.find(s, start) for s in params.stop) if p >= 0]
         complete = complete_end(self.text, params.complete) if params.complete else None
@@ -94,7 +96,8 @@ class PathDecoder:
     def result(self) -> Generation:
         return Generation(request=self.request, text=self.text, prompt_tokens=self.prompt_tokens,
                           completion_tokens=len(self.tokens), latency_s=self.seconds,
-                          finish_reason=self.finish_reason or "length", logprob_sum=self.logprob_sum)
+                          finish_reason=self.finish_reason or "length", logprob_sum=self.logprob_sum,
+                          token_ends=tuple(min(end, len(self.text)) for end in self._ends))
 
 
 class TokenFeed:

@@ -38,6 +38,7 @@ from .base import (
     generations_from,
     run_concurrently,
     show_body,
+    with_thinking,
 )
 
 OPENAI = "OpenAI-compatible servers (--backend openai, openai-batch)"
@@ -185,17 +186,22 @@ def parse_response(response: dict[str, Any], api: str) -> list[ParsedOutput]:
     for position, choice in enumerate(choices):
         logprobs = choice.get("logprobs") or {}
         if api == "chat":
-            text = (choice.get("message") or {}).get("content") or ""
+            message = choice.get("message") or {}
+            # vLLM, DeepSeek and llama.cpp's server give a reasoning model's thinking apart from its answer
+            reasoning = message.get("reasoning_content") or message.get("reasoning")
+            text = with_thinking(reasoning if isinstance(reasoning, str) else None, message.get("content") or "")
             token_logprobs = [t["logprob"] for t in logprobs.get("content") or []]
         else:
             text = choice.get("text") or ""
             token_logprobs = [lp for lp in logprobs.get("token_logprobs") or [] if lp is not None]
         share = (usage.get("completion_tokens") or 0) // max(len(choices), 1)
+        reasoning_tokens = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
         outputs.append(ParsedOutput(
             text=text, finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             input_tokens=usage.get("prompt_tokens", 0) if position == 0 else 0,
             output_tokens=len(token_logprobs) or share,
-            logprob_sum=float(sum(token_logprobs)) if token_logprobs else None))
+            logprob_sum=float(sum(token_logprobs)) if token_logprobs else None,
+            reasoning_tokens=None if reasoning_tokens is None else int(reasoning_tokens) // max(len(choices), 1)))
     return outputs
 
 

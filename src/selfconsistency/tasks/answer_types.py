@@ -26,12 +26,16 @@ from ..extract import (
     whole_number,
     yes_no_answer,
 )
+from ..math_answers import last_boxed, math_answer, tidy
+from ..math_verifier import Verifier, default_verifier
 from .base import Question
 
 if TYPE_CHECKING:
     from .spec import AnswerSpec
 
 Extractor = Callable[[str, Question], "str | None"]
+# A path's answer and the name of the rule that read it (None: the type names no rules).
+RuledExtractor = Callable[[str, Question], "tuple[str | None, str | None]"]
 Choices = tuple[tuple[str, str], ...]
 
 
@@ -45,7 +49,14 @@ class AnswerType:
     instruction ("End with 'The answer is N.'"); None: paths state no answer. `shape`: a regular expression
     of an answer right after the answer statement's prefix, for `--stop-at-answer` (None: no fixed shape).
     `display(gold)`: the gold as an exemplar's answer statement writes it. `free`: nothing is extracted;
-    Universal Self-Consistency picks the answer, which is the chosen path's text."""
+    Universal Self-Consistency picks the answer, which is the chosen path's text.
+
+    For answers one can write many ways (math): `ruled(spec, flexible)` reads a path's answer with the name
+    of the rule that found it (stored with the path); `instruction` replaces the zero-shot instruction
+    ('End with "The answer is N."'); `complete` is the `--stop-at-answer` condition itself, a regular
+    expression of a complete answer wherever it stands (instead of `shape` after the answer statement); and
+    `equivalence()` gives the verifier that groups a question's written answers into classes
+    (answer_classes.py), which vote as one answer and are compared with the gold."""
 
     name: str
     description: str
@@ -56,6 +67,10 @@ class AnswerType:
     needs_choices: bool = False
     free: bool = False
     display: Callable[[str], str] = str
+    ruled: Callable[[AnswerSpec, bool], RuledExtractor] | None = None
+    instruction: str | None = None
+    complete: str | None = None
+    equivalence: Callable[[], Verifier] | None = None
 
 
 _TYPES: dict[str, AnswerType] = {}
@@ -139,6 +154,24 @@ def _whole_response(spec: AnswerSpec, flexible: bool) -> Extractor:
     return lambda text, question: normalize_text(text, steps) or None
 
 
+def _math_gold(raw: str, spec: AnswerSpec, choices: Choices) -> tuple[str, int]:
+    value = tidy(last_boxed(raw) or raw)
+    if not value:
+        raise ValueError("empty gold answer")
+    return value, 1
+
+
+def _math_ruled(spec: AnswerSpec, flexible: bool) -> RuledExtractor:
+    return lambda text, question: math_answer(text)
+
+
+def _math(spec: AnswerSpec, flexible: bool) -> Extractor:
+    return lambda text, question: math_answer(text)[0]
+
+
+# A complete \boxed{...} (three levels of nested braces) and one character after it.
+_BOXED_COMPLETE = (r"\\(?:boxed|fbox)\{(?:[^{}]|\{(?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*\})*\}(?=[\s\S])")
+
 for _kind in (
     AnswerType("number", "a number; 18.00, $18 and 36/2 are the same answer", _numbers, _number_gold,
                shape=r"[-\u2212]?\s?\$?\s?[-\u2212]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s?/\s?\d+)?"),
@@ -150,5 +183,10 @@ for _kind in (
                _text, _text_gold),
     AnswerType("free", "no extraction: Universal Self-Consistency picks the most consistent response",
                _whole_response, _text_gold, placeholder=None, free=True),
+    AnswerType("math", "a LaTeX answer (the last \\boxed{}, Minerva's final answer, or 'The answer is'); "
+               "equivalent forms (\\frac{1}{2}, 0.5, \\dfrac12) vote as one, decided by math-verify",
+               _math, _math_gold, placeholder="X", ruled=_math_ruled,
+               instruction="Put your final answer within \\boxed{}.", complete=_BOXED_COMPLETE,
+               equivalence=default_verifier),
 ):
     register_answer_type(_kind)

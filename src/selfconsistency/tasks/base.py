@@ -23,9 +23,20 @@ class Question:
     choices: tuple[tuple[str, str], ...] = ()  # (label, text) for multiple choice
     n_answers: int = 1  # how many labels the gold has ("choose two": 2)
     context: tuple[tuple[str, str], ...] = ()  # (role, text) chat turns before the question (CHAT_CONTEXT)
+    groups: tuple[tuple[str, str], ...] = ()  # (field, value) of the task's `fields.groups` (subject, level)
 
 
 @dataclass(frozen=True)
 class Exemplar:
     question: str  # rendered like a Question's text
     rationale: str  # ends with the task's answer statement, e.g. "The answer is 6."
+
+
+@dataclass(frozen=True)
+class CompletionLabels:
+    """How the completion format marks a question and its answer: `question` + the question + `answer`,
+    then (in an exemplar) `separator` + the rationale."""
+
+    question: str = "Q: "
+    answer: str = "\nA:"
+    separator: str = " "

@@ -4,6 +4,7 @@ answer type and extraction. The built-in tasks are such files too (`tasks/builti
 from __future__ import annotations
 
 import json
+import re
 import string
 import tomllib
 from pathlib import Path
@@ -39,6 +40,7 @@ class FieldSpec(_Strict):
     # for CSV, a list of column names whose headers are the labels.
     choices: str | list[str] | None = None
     explanation: str | None = None
+    groups: list[str] = Field(default_factory=list)  # record fields results are also given by (subject, level)
 
 
 class ExemplarSpec(_Strict):
@@ -55,6 +57,12 @@ class PromptSpec(_Strict):
     shots_from_data: int | None = Field(default=None, ge=1)  # the data's first K records are exemplars
     answer_statement: str = "The answer is {answer}."  # ends rationales built from explanations
     stop: list[str] = Field(default_factory=lambda: ["\nQ:", "\n\n"])  # few-shot completion format
+    # The completion format's labels: each question is `question_label` + its text + `answer_label`, and an
+    # exemplar's rationale follows after `rationale_separator` ("Q: ...\nA: ..." by default).
+    question_label: str = "Q: "
+    answer_label: str = "\nA:"
+    rationale_separator: str = " "
+    chat_exemplars: bool = True  # false: the chat format is zero-shot (the exemplars are for completion)
 
     @field_validator("answer_statement")
     @classmethod
@@ -76,6 +84,15 @@ class AnswerSpec(_Strict):
     pattern: str | None = None  # regex; its first group is a path's answer (text type; overrides default)
     normalize: list[Literal["lower", "strip_punctuation", "strip_articles"]] = Field(
         default_factory=lambda: ["lower", "strip_punctuation", "strip_articles"])
+    # A reasoning model's thinking block: kept with the path, never searched for the answer (null: none).
+    thinking: tuple[str, str] | None = ("<think>", "</think>")
+
+    @field_validator("thinking")
+    @classmethod
+    def _tags(cls, value: tuple[str, str] | None) -> tuple[str, str] | None:
+        if value is not None:
+            check_thinking_tags(value)
+        return value
 
     @field_validator("type")
     @classmethod
@@ -93,6 +110,20 @@ class AnswerSpec(_Strict):
             except regex.error as exc:
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         return value
+
+
+def check_thinking_tags(tags: tuple[str, str]) -> tuple[str, str]:
+    """Two different non-empty tags without spaces or parentheses (they travel inside a pattern's comment)."""
+    if len(tags) != 2 or tags[0] == tags[1] or any(not tag or re.search(r"[\s()]", tag) for tag in tags):
+        raise ValueError(f"thinking tags {list(tags)!r}: two different tags without spaces or parentheses, "
+                         "e.g. ['<think>', '</think>']")
+    return tags
+
+
+# Fields added after tasks were first fingerprinted: left out of a task's fingerprint while at their
+# defaults, so that the stores of runs made before them still match their task.
+ADDED_FIELDS = {"fields": ("groups",), "prompt": ("question_label", "answer_label", "rationale_separator",
+                                                   "chat_exemplars"), "answer": ("thinking",)}
 
 
 class TaskSpec(_Strict):

@@ -4,6 +4,7 @@ a path's answer the way the spec's answer type says."""
 from __future__ import annotations
 
 import hashlib
+import json
 import string
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,11 +17,11 @@ from jinja2.sandbox import SecurityError
 
 from ..extract import compile_user_pattern, search_user_pattern
 from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize, visible
-from .answer_types import Extractor, answer_type
-from .base import CHAT_CONTEXT, CONTEXT_ROLES, DataError, Exemplar, Question
+from .answer_types import Extractor, RuledExtractor, answer_type
+from .base import CHAT_CONTEXT, CONTEXT_ROLES, CompletionLabels, DataError, Exemplar, Question
 from .records import Located, read_records
 from .sandbox import MAX_LENGTH, TemplateSandbox, TemplateTimeout, render
-from .spec import ExemplarSpec, TaskSpec, load_exemplar_file
+from .spec import ADDED_FIELDS, ExemplarSpec, TaskSpec, load_exemplar_file
 
 _ENV = TemplateSandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
@@ -111,12 +112,36 @@ class Task:
 
     def fingerprint(self) -> str:
         """Changes whenever the spec would change prompts, golds or answers."""
-        return hashlib.sha256(self.spec.model_dump_json().encode()).hexdigest()[:12]
+        dumped = self.spec.model_dump(mode="json")
+        defaults = TaskSpec.model_validate({"name": self.spec.name}).model_dump(mode="json")
+        for part, names in ADDED_FIELDS.items():
+            for name in names:
+                if dumped[part][name] == defaults[part][name]:
+                    del dumped[part][name]
+        return hashlib.sha256(json.dumps(dumped, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()[:12]
 
     def stop(self, zero_shot: bool, chat: bool) -> tuple[str, ...]:
         """Few-shot completion prompts stop where the exemplars end their rationale; otherwise only a
         forged next question stops a path (chat models end their turn themselves)."""
-        return ("\nQ:",) if zero_shot or chat else tuple(self.spec.prompt.stop)
+        forged = "\n" + self.spec.prompt.question_label.strip()
+        return (forged,) if zero_shot or chat else tuple(self.spec.prompt.stop)
+
+    def zero_shot(self, zero_shot: bool, chat: bool, exemplars: tuple[Exemplar, ...]) -> bool:
+        """Whether prompts go without exemplars: asked for, none configured, or a chat prompt of a task
+        whose exemplars are for the completion format only."""
+        return zero_shot or not exemplars or (chat and not self.spec.prompt.chat_exemplars)
+
+    def labels(self) -> CompletionLabels:
+        prompt = self.spec.prompt
+        return CompletionLabels(prompt.question_label, prompt.answer_label, prompt.rationale_separator)
+
+    def instruction(self) -> str | None:
+        """The answer type's own zero-shot instruction (None: 'End with' the answer statement)."""
+        return answer_type(self.spec.answer.type).instruction
+
+    def thinking_tags(self, override: tuple[str, str] | None = None) -> tuple[str, str] | None:
+        """The tags of a thinking block: the run's (the model's) if given, else the task's."""
+        return override or self.spec.answer.thinking
 
     def answer_statement(self, answer: str) -> str:
         return self.spec.prompt.answer_statement.format(answer=answer)
@@ -221,12 +246,26 @@ class Task:
             # neutralised again, as a whole.
             body = self._clean(where, body, MAX_LENGTH)
             context = self._context(where, record.get(CHAT_CONTEXT)) if turns else ()
+            groups = self._groups(record)
         except UnsafeInput as exc:
             raise DataError(f"{where}: refused by --strict-input: {exc}") from None
         except (KeyError, TypeError, ValueError) as exc:
             message = exc.args[0] if exc.args else str(exc)
             raise DataError(f"{where}: {self.name} record unusable: {message}") from None
-        return Question(qid, position, body, gold, choices, n_answers, context), explanation
+        return Question(qid, position, body, gold, choices, n_answers, context, groups), explanation
+
+    def _groups(self, record: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        """The record's values of the task's grouping fields; a record without one is in no group of it
+        (a question sent through the API or the server)."""
+        out = []
+        for name in self.spec.fields.groups:
+            try:
+                value = _get(record, name)
+            except KeyError:
+                continue
+            if value is not None:
+                out.append((name, str(value)))
+        return tuple(out)
 
     def _context(self, where: str, turns: Any) -> tuple[tuple[str, str], ...]:
         """The chat turns before the question, neutralised like it: a system message first, if any."""
@@ -375,3 +414,11 @@ class Task:
 
     def extractor(self, flexible: bool = True) -> Extractor:
         return answer_type(self.spec.answer.type).extractor(self.spec.answer, flexible)
+
+    def ruled_extractor(self, flexible: bool = True) -> RuledExtractor:
+        """A path's answer and the rule that read it (None for types that name no rules)."""
+        kind = answer_type(self.spec.answer.type)
+        if kind.ruled is not None:
+            return kind.ruled(self.spec.answer, flexible)
+        extract = kind.extractor(self.spec.answer, flexible)
+        return lambda text, question: (extract(text, question), None)

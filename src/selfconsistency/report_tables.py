@@ -1,0 +1,82 @@
+"""The report's Markdown tables that only some runs have: paired comparisons (labelled runs), thinking tokens
+(reasoning models), accuracy per group of questions (a task's grouping fields, e.g. MATH's subject and level)
+and what answer classes changed (answer types whose answers are written many ways). Each is empty when the
+run has nothing to show."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def interval_text(bounds: Any) -> str:
+    """A 95 % interval as the tables show it: `38.1–69.2%`; a dash where there is none."""
+    if not bounds or bounds[0] is None:
+        return "–"
+    low, high = bounds
+    return f"{low * 100:.1f}–{high:.1%}"
+
+
+def _settings(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [("greedy (T=0)" if s["temperature"] == 0.0 else f"T={s['temperature']:g}", s)
+            for s in ([results["greedy"]] if results["greedy"] else []) + results["sampled"]]
+
+
+def thinking_table(results: dict[str, Any]) -> list[str]:
+    """Thinking tokens apart from answer tokens, and paths cut while thinking: for runs that had any."""
+    shown = _settings(results)
+    if not any(s.get("thinking_tokens") or s.get("truncated_in_thinking") for _, s in shown):
+        return []
+    rows = ["", "", "| setting | thinking tokens | answer tokens | thinking cost (USD) | cut while thinking |",
+            "|---|---:|---:|---:|---:|"]
+    for name, s in shown:
+        dollars = s.get("thinking_cost_usd")
+        rows.append(f"| {name} | {s['thinking_tokens']:,} | {s['completion_tokens'] - s['thinking_tokens']:,} | "
+                    f"{'–' if dollars is None else f'{dollars:.4f}'} | {s['truncated_in_thinking']} |")
+    cut = sum(s["truncated_in_thinking"] for _, s in shown)
+    return rows + (["", f"{cut} path{' was' if cut == 1 else 's were'} cut at the token limit inside the thinking "
+                    "block: truncated, without an answer (raise --max-tokens)."] if cut else [])
+
+
+def group_tables(results: dict[str, Any]) -> list[str]:
+    """Accuracy per value of each grouping field (a MATH subject, a level), beside the overall figure."""
+    rows: list[str] = []
+    for name, groups in (results.get("groups") or {}).items():
+        temperatures = [f"T={p['temperature']:g} SC@{p['paths']}" for p in groups[0]["sampled"]] if groups else []
+        rows += ["", "", f"| {name} | questions | greedy | " + " | ".join(temperatures) + " |",
+                 "|---|---:|---:|" + "---:|" * len(temperatures)]
+        for group in groups:
+            greedy = "–" if group["greedy"] is None else f"{group['greedy']:.1%}"
+            rows.append(f"| {group['value']} | {group['questions']} | {greedy} | "
+                        + " | ".join(f"{p['accuracy']:.1%}" for p in group["sampled"]) + " |")
+    return rows
+
+
+def equivalence_table(results: dict[str, Any]) -> list[str]:
+    """What voting by answer classes changed, and how often the limits of the comparison were met."""
+    sampled = [s for s in results["sampled"] if s.get("equivalence")]
+    if not sampled:
+        return []
+    rows = ["", "", "| setting | questions with merged forms | winners changed | accuracy as strings |",
+            "|---|---:|---:|---:|"]
+    for s in sampled:
+        e = s["equivalence"]
+        shown = "–" if e["accuracy_as_strings"] is None else f"{e['accuracy_as_strings']:.1%}"
+        rows.append(f"| T={s['temperature']:g} SC@{s['paths_per_question']} | {e['merged_questions']} | "
+                    f"{e['winners_changed']} | {shown} |")
+    limits = results.get("equivalence_limits") or {}
+    return rows + (["", f"Beyond the comparison's limits: {limits['answers']} written answers counted as their own "
+                    f"string, {limits['comparisons']} comparisons counted as different."]
+                   if limits.get("answers") or limits.get("comparisons") else [])
+
+
+def comparison_table(results: dict[str, Any]) -> list[str]:
+    """Is the gain real: each paired comparison's difference, its 95 % interval over questions and p-value."""
+    comparisons = results.get("comparisons") or []
+    if not comparisons:
+        return []
+    rows = ["", "", "| paired, same questions | difference | 95% interval | p |", "|---|---:|---:|---:|"]
+    for c in comparisons:
+        rows.append(f"| {c['name']} | {c['difference'] * 100:+.1f} pt | {c['low'] * 100:+.1f} to "
+                    f"{c['high'] * 100:+.1f} pt | {c['p_value']:.3g} |")
+    return rows + ["", "Intervals: percentile bootstrap over questions (the benchmark is a sample of questions; "
+                   "not the spread over path subsets). p: paired permutation test, two-sided."]
