@@ -10,12 +10,14 @@ from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
 
+from ..audit import redact_urls
 from ..costs import CHARS_PER_TOKEN
-from ..options import BUDGET, BackendOptions, Cli
+from ..options import BUDGET, BackendOptions, Cli, Identity
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 
 REMOTE = "Remote backends"
+
 OptionsT = TypeVar("OptionsT", bound=BackendOptions)
 
 
@@ -223,6 +225,19 @@ def generations_from(requests: Sequence[GenerationRequest], outputs: Sequence[Pa
         yield Generation(request=request, text=output.text, prompt_tokens=prompt_tokens,
                          completion_tokens=completion, latency_s=seconds_each, finish_reason=output.finish_reason,
                          logprob_sum=output.logprob_sum, reasoning_tokens=output.reasoning_tokens)
+
+
+class EndpointOptions(BackendOptions):
+    """Backends that talk to a provider's HTTP API, which another server may stand in for (`--base-url`)."""
+
+    endpoint_fields = ("base_url",)  # the API key goes there
+
+    base_url: Annotated[str | None, Cli(
+        "The API root of the server: for openai / openai-batch an OpenAI-compatible one, e.g. "
+        "http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama); for anthropic / anthropic-batch "
+        "an Anthropic-compatible one.", REMOTE,
+        default_shown="the provider's own API (or OPENAI_BASE_URL / ANTHROPIC_BASE_URL)"),
+        Identity(stored=redact_urls)] = None
 
 
 class ConcurrencyOptions(BackendOptions):
