@@ -114,9 +114,11 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                         f"{planned:,} paths in one run, more than {MAX_PLANNED_PATHS:,}: give fewer --paths, "
                         "or fewer questions (--limit) and run again for the rest")
     # Everything a typo could break is checked before the run directory records any setting.
-    check_model = backend_spec(config.backend).check_model
-    if check_model is not None:
-        check_model(config.model)
+    spec = backend_spec(config.backend)
+    if spec.check_model is not None:
+        spec.check_model(config.model)
+    if spec.check_settings is not None:
+        spec.check_settings(config)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
     prepare_run_dir(run_dir)
     extract = task.ruled_extractor(config.experiment.flexible)

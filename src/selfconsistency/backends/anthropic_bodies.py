@@ -61,6 +61,7 @@ SAMPLING_VERSION = "2023-06-01"  # the API version that still takes temperature,
 LATEST_VERSION = "2026-10-21"  # removes them (what the SDK sends by default)
 DEFAULT_TEMPERATURE = 1.0  # the Messages API's default
 MAX_REQUEST_BYTES = 32_000_000  # the Messages API's request size limit
+SAMPLING = ("temperature", "top_p", "top_k")
 RETRYABLE_ERRORS = ("overloaded_error", "api_error", "rate_limit_error", "timeout_error")
 
 Sampling = Literal["all", "temperature_or_top_p", "none"]

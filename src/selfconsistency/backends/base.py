@@ -282,6 +282,8 @@ class BackendSpec:
     preview: Callable[[BackendConfig, GenerationRequest], str] | None = None
     # Before a run touches its directory: does the model name resolve? (ModelError if not.)
     check_model: Callable[[str], None] | None = None
+    # Also before the run directory: do the run's settings suit the model (its temperatures)? BackendError if not.
+    check_settings: Callable[[Any], None] | None = None
     # The backend that sends one request at a time at the same provider (a batch backend's on-demand
     # twin): small requests that need no job, such as Universal Self-Consistency's selection.
     on_demand: str | None = None
