@@ -11,6 +11,7 @@ shared exemplar prefix (the batch backend uses the 1-hour TTL); the token budget
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -21,13 +22,15 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from ..audit import redact_message, redact_urls
-from ..costs import RESERVED_CHARS_PER_TOKEN
+from ..costs import CHARS_PER_TOKEN, RESERVED_CHARS_PER_TOKEN
 from ..options import Cli
 from .anthropic_bodies import (
+    DEFAULT_TEMPERATURE,
     MAX_REQUEST_BYTES,
     SAMPLING,
     api_version,
     cacheable,
+    model_rules,
     parse_message,
     request_body,
     sampling_problem,
@@ -46,6 +49,8 @@ from .base import (
     run_concurrently,
     show_body,
 )
+
+log = logging.getLogger(__name__)
 
 ANTHROPIC = "Anthropic's API (--backend anthropic, anthropic-batch)"
 
@@ -101,8 +106,9 @@ def api_errors(client, what: str):
                            "--base-url / ANTHROPIC_BASE_URL and run again") from None
 
 
-def check_model(client, model: str) -> None:
-    """The Models API knows `model` and it is not retired; a missing or wrong key fails here first."""
+def check_model(client, model: str) -> int | None:
+    """The Models API knows `model` and it is not retired (a missing or wrong key fails here first); returns
+    its context window in tokens, when the API says."""
     import anthropic
 
     try:
@@ -117,6 +123,7 @@ def check_model(client, model: str) -> None:
         raise BackendError(f"{where(client)}: looking up model {model}: {exc}") from None
     if getattr(info, "lifecycle", "active") == "retired":
         raise BackendError(f"model {model} is retired: requests naming it fail; choose a current model")
+    return getattr(info, "max_input_tokens", None)
 
 
 def create_message(client, body: dict[str, Any]) -> dict[str, Any]:
@@ -131,13 +138,24 @@ def create_message(client, body: dict[str, Any]) -> dict[str, Any]:
 def check_settings(settings: Any) -> None:
     """Before the run directory records anything: every temperature of the run (the greedy path's 0 too)
     is one the model takes, or the run is refused in one line (never sent, never silently dropped)."""
-    for temperature in settings.settings():
+    for temperature in sorted(settings.settings(), key=lambda t: t == 0):  # the sampled ones first
         problem = sampling_problem(settings.model, temperature, settings.sampling.top_p)
         if problem:
             raise BackendError(problem)
+    if model_rules(settings.model).sampling == "none" and model_rules(settings.model).known:
+        log.warning(f"{settings.model} takes no temperature, top_p or top_k: its paths are sampled at its default, "
+                    f"temperature {DEFAULT_TEMPERATURE:g} (the run's setting), and none is sent")
 
 
-def checked_size(request: GenerationRequest, body: dict[str, Any]) -> None:
+def checked_size(request: GenerationRequest, body: dict[str, Any], context: int | None = None) -> None:
+    """A request within the Messages API's size limit and, at CHARS_PER_TOKEN characters a token, the
+    model's context window (`context`, from the Models API): else the run is refused before anything is sent."""
+    prompt = sum(len(content) for _, content in request.prompt.messages) // CHARS_PER_TOKEN
+    if context is not None and prompt + request.params.max_tokens > context:
+        raise BackendError(f"question {request.question_id}'s prompt is ~{prompt:,} tokens (at {CHARS_PER_TOKEN} "
+                           f"characters a token), past the model's context window of {context:,} with --max-tokens "
+                           f"{request.params.max_tokens}: shorten it (--max-question-chars) or leave it out of the "
+                           "data; nothing was sent")
     size = len(json.dumps(body, ensure_ascii=False).encode())
     if size > MAX_REQUEST_BYTES:
         raise BackendError(f"question {request.question_id}'s request is {size / 1e6:,.1f} MB, over the Messages "
@@ -152,7 +170,7 @@ class AnthropicBackend:
         self.options = config.options_as(AnthropicOptions)
         self.model = config.model
         self.client = make_client(self.options, self.model)
-        check_model(self.client, self.model)
+        self.context = check_model(self.client, self.model)
         self.budget = TokenBudget.for_config(config)
 
     def body(self, request: GenerationRequest) -> dict[str, Any]:
@@ -162,7 +180,7 @@ class AnthropicBackend:
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[Generation]:
         bodies = [(request, self.body(request)) for request in requests]
         for request, body in bodies:  # every request checked before the first is sent
-            checked_size(request, body)
+            checked_size(request, body, self.context)
         yield from run_concurrently([partial(self._call, request, body) for request, body in bodies],
                                     self.options.concurrency, lambda generations: (generations, []))
 

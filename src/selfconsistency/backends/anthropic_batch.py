@@ -80,6 +80,7 @@ class AnthropicBatchJobs:
         self.options = options = config.options_as(AnthropicBatchOptions)
         self.model = config.model
         self.client = make_client(options, self.model)
+        self.context: int | None = None  # the model's context window, once the Models API said
         self.quotas = Quotas(min_records_per_job=1,
                              max_records_per_job=min(options.max_records_per_job, MAX_REQUESTS_PER_BATCH),
                              max_file_bytes=MAX_BATCH_BYTES, max_job_bytes=MAX_BATCH_BYTES,
@@ -93,7 +94,7 @@ class AnthropicBatchJobs:
         records = pack(requests, 1, self._body, _line)
         sized = {id(r.body): r for r in records}  # a question's records share their body
         for record in sized.values():
-            checked_size(record.requests[0], record.body)
+            checked_size(record.requests[0], record.body, self.context)
         return records
 
     def cacheable_tokens(self, records: list[Record]) -> int:
@@ -251,7 +252,7 @@ def read_results(lines: list[dict[str, Any]], job_records: dict[str, Any], recor
 class AnthropicBatchBackend(BatchBackend):
     def __init__(self, config: BackendConfig):
         service = AnthropicBatchJobs(config)
-        check_model(service.client, config.model)
+        service.context = check_model(service.client, config.model)
         super().__init__(service, config)
 
 

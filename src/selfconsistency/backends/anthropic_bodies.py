@@ -71,22 +71,23 @@ Sampling = Literal["all", "temperature_or_top_p", "none"]
 class ModelRules:
     sampling: Sampling  # which of temperature / top_p / top_k the model takes
     min_cacheable: int | None  # the shortest prefix it caches, in tokens (None: no documented figure)
+    known: bool = True  # the id names a Claude family and version (else the Models API decides)
 
 
-_NEW_ID = re.compile(r"^claude-(opus|sonnet|haiku|fable|mythos)-(\d+)(?:-(\d{1,2}))?(?:-\d{8}|-latest)?$")
+_NEW_ID = re.compile(r"^claude-(opus|sonnet|haiku|fable|mythos)-(\d+)(?:-(\d))?(?:-\d{8}|-latest)?$")
 _OLD_ID = re.compile(r"^claude-(\d)(?:-(\d))?-(opus|sonnet|haiku)(?:-\d{8}|-latest)?$")
 
 
 def model_rules(model: str) -> ModelRules:
-    """What `model` takes, from its id (dated or not). An id of no family we know is taken for a newer
-    model: no sampling parameters, no documented cache minimum."""
+    """What `model` takes, from its id (dated or not). An id of no family we know (a typo, or a model newer
+    than this table) is sent the temperature as asked, never dropped: the API takes it or refuses it."""
     new, old = _NEW_ID.match(model), _OLD_ID.match(model)
     if old:
         family, version = old.group(3), int(old.group(1)) + int(old.group(2) or 0) / 10
     elif new:
         family, version = new.group(1), int(new.group(2)) + int(new.group(3) or 0) / 10
     else:
-        return ModelRules("none", None)
+        return ModelRules("temperature_or_top_p", None, known=False)  # sent as asked: the API accepts or refuses
     if family in ("fable", "mythos") or version >= 4.7:
         return ModelRules("none", None)
     if version < 4.1:
@@ -98,6 +99,8 @@ def model_rules(model: str) -> ModelRules:
 def sampling_problem(model: str, temperature: float, top_p: float) -> str | None:
     """Why `model` cannot sample as asked (None: it can): what the user must change, in one line."""
     rules = model_rules(model)
+    if not rules.known:  # a typo, or a model newer than this table: the Models API says which (at start)
+        return None
     if rules.sampling == "none" and (temperature != DEFAULT_TEMPERATURE or top_p < 1.0):
         asked = "greedy decoding (T=0)" if temperature == 0 else \
             f"temperature {temperature:g}" if temperature != DEFAULT_TEMPERATURE else f"top-p {top_p:g}"
