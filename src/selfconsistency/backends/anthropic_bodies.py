@@ -41,7 +41,7 @@ What Anthropic's documentation says, and where (read 2026-12; the issue's claims
   (a 0.7 or a greedy path is refused in one line, never sent and never dropped silently).
 - Where the issue differs from the docs: (1) the current Haiku is Claude Haiku 5.5, which takes no
   temperature; Haiku 4.5 (legacy) does. (2) The issue expects caching the 8-shot GSM8K prefix to cut the
-  input bill several-fold; that prefix is ~700 tokens, under every Haiku's documented minimum (4,096 for
+  input bill several-fold; that prefix is ~520 tokens, under every Haiku's documented minimum (4,096 for
   Haiku 4.5), so on Haiku nothing is cached (docs/benchmarks.md measures it).
 """
 
