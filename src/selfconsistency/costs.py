@@ -28,7 +28,7 @@ RESERVED_CHARS_PER_TOKEN = 3
 # $0.00025 / $0.00125 and $0.0008 / $0.004 per 1k input / output tokens; batch at half.
 # A cross-region inference profile (`us.anthropic...`, or its ARN) is priced as its base model.
 # Claude on Anthropic's API (platform.claude.com/docs/en/about-claude/pricing and each model's overview page,
-# read 2026-12-08): per million input / output tokens, Haiku 4.5 $1 / $5, Haiku 5.5 $0.10 / $0.50 (prompts up
+# read 2026-12-07): per million input / output tokens, Haiku 4.5 $1 / $5, Haiku 5.5 $0.10 / $0.50 (prompts up
 # to 100,000 tokens; 5x above, not modelled), Sonnet 5.5 $2 / $10, Opus 5.5 $4 / $20, Opus 4.5 to 4.8 and
 # Opus 5 $5 / $25, Sonnet 4.5 and 4.6 $3 / $15; the Message Batches API at half (batch-processing page).
 # Cache writes cost 1.25x (5-minute TTL) or 2x (1-hour) the input price, reads 0.1x (CACHE_* below).
