@@ -23,11 +23,11 @@ from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
 from .settings import GREEDY_TEMPERATURE, MAX_PLANNED_PATHS, RunSettings
-from .stopping import StoppingRule
-from .store import SampleStore, StoredPath, StoredQuestion, writer
+from .store import StoredPath, StoredQuestion, writer
 from .tasks import DataError, Task, TaskData
 from .tasks.answer_types import answer_type
 from .tasks.base import CHAT_CONTEXT
+from .waves import fill_wave, first_wave, next_round
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +71,14 @@ def plan_requests(config: RunSettings, task: Task, data: TaskData,
     stop = task.stop(zero_shot, chat=chat)
     complete = answer_stop_pattern(config, task)
     requests = []
+    temperatures = config.settings()
+    if wanted is not None:  # paths at a temperature the settings no longer name (an earlier job's)
+        temperatures += tuple(sorted({t for _, t in wanted} - set(temperatures)))
     for question in data.questions:
         prompt = build_prompt(question.text, data.exemplars, experiment.prompt_format, zero_shot,
                               task.zero_shot_instruction(), question.context, instruction=task.instruction(),
                               labels=task.labels())
-        for temperature in config.settings():
+        for temperature in temperatures:
             count = config.paths_at(temperature) if wanted is None else wanted.get((question.id, temperature), 0)
             for index in range(count):
                 params = SamplingParams(temperature=temperature, top_p=sampling.top_p, top_k=sampling.top_k,
@@ -92,13 +95,14 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                    on_start: Callable[[int, int], None] | None = None,
                    on_path: ProgressHook | None = None, *, task: Task | None = None,
                    records: Sequence[dict[str, Any]] | None = None, record_ids: Sequence[str] | None = None,
-                   backend: Backend | None = None) -> Path:
+                   backend: Backend | None = None, submit: bool = True) -> Path:
     """Generate every path the store lacks. Returns the run directory.
 
     Questions are loaded and validated, and the store checked, before the backend starts.
     `on_start(pending, already_stored)` and `on_path(generation)` report progress. `task` (a Task object)
     replaces config.task; `records` (in-memory records, named by `record_ids` if given) replace the data
-    file; `backend`, a backend already started, is used and left open (the caller owns it).
+    file; `backend`, a backend already started, is used and left open (the caller owns it). `submit=False`:
+    a batch backend collects the jobs the run made and submits nothing new.
     """
     task = task or config.get_task()
     e = config.experiment
@@ -181,14 +185,32 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
             nonlocal backend
             if backend is None:
                 backend = create_backend(config.backend, config.backend_config(
-                    store.tokens_used(), job_state=store, settings_hash=settings_hash))
+                    store.tokens_used(), job_state=store, settings_hash=settings_hash, submit=submit))
+                priced = getattr(backend, "priced_as", None)
+                if priced:  # what the calls are billed as (an inference profile's model): reports price by it
+                    store.set_priced_as(priced, getattr(backend, "priced_how", ""))
             return backend
 
         def pending_of(requests: list[GenerationRequest]) -> list[GenerationRequest]:
             stored = store.stored_keys()
             return [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
 
+        def with_paid(requests: list[GenerationRequest]) -> list[GenerationRequest]:
+            """The requests and every path of today's questions that a batch job not yet collected stands
+            for (an interrupted run of more paths: paid for, so stored), planned in one order with them so
+            that they pack into the records the job holds (the same ids)."""
+            asked = {(r.question_id, r.temperature, r.path_index) for r in requests}
+            owed = {key for key in store.uncollected_paths() - asked if key[0] in questions}
+            if not owed:
+                return requests
+            counts: dict[tuple[str, float], int] = {}
+            for qid, temperature, index in asked | owed:
+                counts[(qid, temperature)] = max(counts.get((qid, temperature), 0), index + 1)
+            return [r for r in plan_requests(config, task, data, counts)
+                    if (r.question_id, r.temperature, r.path_index) in asked | owed]
+
         def generate(requests: list[GenerationRequest]) -> None:
+            requests = with_paid(requests)
             pending = pending_of(requests)
             if on_start:
                 on_start(len(pending), len(requests) - len(pending))
@@ -218,17 +240,15 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
             else:
                 # Each round goes in one wave (all temperatures together); the greedy path goes with the first.
                 wanted = {**({(q, GREEDY_TEMPERATURE): 1 for q in questions} if config.sampling.greedy else {}),
-                          **_next_round(config, rule, store, list(questions))}
+                          **next_round(config, rule, store, list(questions))}
 
                 def wave(counts: dict[tuple[str, float], int]) -> list[GenerationRequest]:
                     return pending_of(plan_requests(config, task, data, counts))
 
-                first = True
-                while wanted:
-                    generate(plan_requests(config, task, data, _fill_wave(wanted, wave, started_backend,
-                                                                          rule.max_paths, first)))
-                    first = False
-                    wanted = _next_round(config, rule, store, list(questions))
+                while wanted:  # the first wave is the store's (no job, no sampled path), not this process's
+                    generate(plan_requests(config, task, data, fill_wave(wanted, wave, started_backend,
+                                                                         rule.max_paths, first_wave(store))))
+                    wanted = next_round(config, rule, store, list(questions))
         except BaseException as exc:
             audit.event("run_error", error=type(exc).__name__)
             raise
@@ -242,56 +262,3 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                 backend.close()
             audit.close()
     return run_dir
-
-
-def _fill_wave(wanted: dict[tuple[str, float], int],
-               plan: Callable[[dict[tuple[str, float], int]], list[GenerationRequest]],
-               backend: Callable[[], object], max_paths: int, first: bool) -> dict[tuple[str, float], int]:
-    """A wave below a batch job's minimum of records, grown by one path per undecided question at a time
-    (up to the maximum) until it reaches the minimum: always for the first wave (a run too small for a job
-    is refused), for later ones only while the paths at batch price cost no more than the wave would on
-    demand (twice the batch price). Otherwise the wave is left as it is and goes on demand."""
-    asked = plan(wanted)
-    if not asked:
-        return wanted
-    minimum = getattr(backend(), "min_records_per_job", 1)
-    count = getattr(backend(), "count_records", len)
-    if count(asked) >= minimum:
-        return wanted
-    grown = wanted
-    while True:
-        bigger = {key: n if key[1] == GREEDY_TEMPERATURE else min(n + 1, max_paths) for key, n in grown.items()}
-        if bigger == grown:
-            break
-        grown = bigger
-        requests = plan(grown)
-        if not first and len(requests) > 2 * len(asked):
-            break
-        if count(requests) >= minimum:
-            log.info(f"adaptive stopping: wave grown from {len(asked)} to {len(requests)} paths to reach "
-                     f"a batch job's minimum of {minimum} records")
-            return grown
-    if not first:
-        log.warning(f"adaptive stopping: a wave of {len(asked)} paths ({count(asked)} records) is below a "
-                    f"batch job's minimum of {minimum} records: it goes on demand, at twice the batch price")
-    return wanted
-
-
-def _next_round(config: RunSettings, rule: StoppingRule, store: SampleStore,
-                question_ids: list[str]) -> dict[tuple[str, float], int]:
-    """Record the questions the rule has decided; how many paths each undecided one needs next."""
-    answers = store.answers_in_order()
-    decided = store.stops(rule.name)
-    wanted = {}
-    for qid in question_ids:
-        for temperature in config.sampling.temperatures:
-            if (qid, temperature) in decided:
-                continue
-            sofar = answers.get((qid, temperature), [])
-            used = next((k for k in range(1, len(sofar) + 1) if rule.should_stop(sofar[:k])), None)
-            if used is not None:
-                reason = "max paths" if used >= rule.max_paths and not rule.decides(sofar[:used]) else "rule"
-                store.record_stop(qid, temperature, rule.name, used, len(sofar), reason)
-            else:
-                wanted[(qid, temperature)] = min(len(sofar) + config.stopping.round_size, rule.max_paths)
-    return wanted

@@ -14,7 +14,7 @@ from .collector import collector_paused
 from .forked import Forked, forked_map
 from .frontier import Frontier
 from .report_html import staged_page_json, write_page
-from .report_tables import equivalence_table, group_tables, thinking_table
+from .report_tables import equivalence_table, group_tables, spend_table, thinking_table
 from .results import build_results
 from .safe_files import check_run_dir, save_figure, write_text
 from .store import SampleStore
@@ -60,7 +60,7 @@ def markdown_table(results: dict[str, Any]) -> str:
                     f"{setting['completion_tokens']:,} |")
         spend.append(f"| {name} | {'–' if dollars is None else f'{dollars:.4f}'} | {runtime['seconds']:.1f} | "
                      f"{rate if rate is not None else '–'} |")
-    cost += spend + thinking_table(results) + group_tables(results) + equivalence_table(results)
+    cost += spend + spend_table(results) + thinking_table(results) + group_tables(results) + equivalence_table(results)
     for setting in results["sampled"]:
         if "adaptive" in setting:
             a = setting["adaptive"]

@@ -52,6 +52,13 @@ class _SettingPaths:
         starts = np.array([self.starts.get(qid, 0) for qid in qids], dtype=np.intp)
         return self.where.take((starts[:, None] + np.arange(n, dtype=np.intp)).reshape(len(qids), n))
 
+    def every_row(self, qids: list[str]) -> np.ndarray:
+        """Every stored path's row of these questions (all of each question's paths, however many)."""
+        if not qids:
+            return np.zeros(0, dtype=np.intp)
+        return np.concatenate([self.where[self.starts.get(q, 0): self.starts.get(q, 0) + self.counts.get(q, 0)]
+                               for q in qids])
+
     def answers(self, qid: str) -> list[str | None]:
         """A question's stored answers in path-index order."""
         start = self.starts.get(qid, 0)
@@ -80,11 +87,11 @@ _FIELDS = ["answer", "prompt_tokens", "completion_tokens", "latency_s", "finish_
            "thinking_tokens", "ended_thinking"]
 
 
-def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price | None,
+def _usage(paths: _SettingPaths, flat: np.ndarray, price: Price | None,
            on_demand: tuple[Price | None, set] = (None, set())) -> dict[str, Any]:
-    """A setting's paths (`rows` of `paths`, one row of them per question in `qids`) and their cost; paths
-    a batch run made on demand (`on_demand`: their price and keys) at that price."""
-    flat = rows.ravel()
+    """A setting's paths (`flat`: rows of `paths`, every stored path of the questions reported, not only the
+    paths a curve uses: an adaptive run's questions took more than the fewest, and all were paid) and their
+    cost; paths a batch run made on demand (`on_demand`: their price and keys) at that price."""
     column = {name: paths.columns[name].take(flat)
               for name in ("answer", "finish_reason", "latency_s", "completion_tokens", "prompt_tokens",
                            "thinking_tokens", "ended_thinking")}
@@ -96,9 +103,9 @@ def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price
     if price:
         extra: list[int] = []
         if on_demand_price and keys:
-            indexes = paths.columns["path_index"].take(rows).tolist()
-            extra = [row * rows.shape[1] + j for row, qid in enumerate(qids)
-                     for j, index in enumerate(indexes[row]) if (qid, paths.temperature, index) in keys]
+            qids, indexes = paths.columns["question_id"].take(flat).tolist(), paths.columns["path_index"].take(flat)
+            extra = [j for j, (qid, index) in enumerate(zip(qids, indexes.tolist(), strict=True))
+                     if (qid, paths.temperature, index) in keys]
         extra_in = sum(column["prompt_tokens"].take(np.array(extra, dtype=np.intp)).tolist())
         extra_out = sum(column["completion_tokens"].take(np.array(extra, dtype=np.intp)).tolist())
         cost = price.cost(prompt - extra_in, completion - extra_out)
@@ -189,14 +196,15 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     results["labelled_questions"] = len(labelled)
     golds = [questions[qid].gold for qid in labelled]
     is_labelled = np.array([questions[qid].gold is not None for qid in complete], dtype=bool)
-    price = settings.price()
-    on_demand = (settings.price(on_demand=True), store.on_demand_keys())  # a batch run's remainder, at its own price
+    priced_as = (store.priced_as() or {}).get("model")
+    price = settings.price(priced_as=priced_as)
+    on_demand = (settings.price(on_demand=True, priced_as=priced_as), store.on_demand_keys())  # a batch run's remainder
     votes = []  # each sampled setting's votes, simulated together below over one set of path orders
     classes = store.has_answer_classes()
     # a path's index is read only to price a batch run's on-demand remainder; the written forms only where
     # answers have classes (to say what grouping them changed)
     stored_paths = _every_setting(store, list(settings.settings()), groups, counts,
-                                  _FIELDS + ["path_index"] * bool(on_demand[1]) + ["written"] * classes)
+                                  _FIELDS + ["question_id", "path_index"] * bool(on_demand[1]) + ["written"] * classes)
     greedy_answers, encoded_settings = None, []
     for temperature in settings.settings():
         stored = counts.get(temperature, {})
@@ -205,8 +213,8 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
             n = min((stored.get(q, 0) for q in complete), default=0)
         paths = stored_paths[temperature]
         used = paths.rows(complete, n)
-        summary = {"temperature": temperature, "paths_per_question": n, **_usage(paths, used, complete, price,
-                                                                                  on_demand)}
+        summary = {"temperature": temperature, "paths_per_question": n,
+                   **_usage(paths, paths.every_row(complete), price, on_demand)}
         scored = used[is_labelled]
         answers = paths.columns["answer"].take(scored).tolist()
         if temperature == 0.0:
@@ -286,7 +294,7 @@ def _curve_part(shape: tuple[int, int], runs: int, part: tuple[list, list]) -> t
 
 def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any]]:
     """Each batch job: records, status, measured wall time, and the manifest's tokens and their cost."""
-    price = settings.price()
+    price = settings.price(priced_as=(store.priced_as() or {}).get("model"))
     out = []
     for job in store.jobs():
         manifest = job["manifest"] or {}
@@ -306,7 +314,7 @@ def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any
 def _on_demand_calls(store: SampleStore, settings: RunSettings) -> list[dict[str, Any]]:
     """Each group of on-demand calls a batch run made for its remainder: the providers' token counts, billed
     at on-demand prices."""
-    price = settings.price(on_demand=True)
+    price = settings.price(on_demand=True, priced_as=(store.priced_as() or {}).get("model"))
     out = []
     for group in store.spend():
         entry = {key: group[key] for key in ("group", "records", "paths", "input_tokens", "output_tokens")}
