@@ -88,7 +88,7 @@ def test_a_create_retried_after_a_crash_finds_the_batch_it_made(batch_api, tmp_p
         records = crashed.service.pack(requests)
         job = crashed._plan_job(records)
         store.update_job(job["job_key"], status="creating")
-        crashed.service.submit(job, [r.line for r in records], retried=False)  # made, but its id never stored
+        crashed.service.submit(job, [r.line for r in records])  # made, but its id never stored
     assert len(emulator.batches) == 1
     with SampleStore(tmp_path) as store:
         restarted = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config, store)
@@ -299,7 +299,7 @@ def test_a_cap_under_a_cent_is_shown_as_given(batch_api, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert "above --max-cost $0.0001;" in errors[0] and not emulator.batches
-    assert "the estimate $0.000" in errors[0] and "the estimate $0.00 " not in errors[0]  # digits a cent hides
+    assert "the worst case $0.000" in errors[0] and "the worst case $0.00 " not in errors[0]  # digits a cent hides
 
 
 def test_result_lines_holding_unicode_line_separators_are_read_whole():
