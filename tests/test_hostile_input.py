@@ -394,14 +394,20 @@ def test_urls_lose_their_credentials(url, kept, hidden):
 
 
 @pytest.mark.slow
-def test_base_url_credentials_are_not_stored(tmp_path, scripted_backend, monkeypatch):
-    from conftest import GSM8K_TEST
+def test_base_url_credentials_are_not_stored(tmp_path, monkeypatch):
+    from conftest import GSM8K_TEST, ScriptedBackend
+    from selfconsistency.backends import register_backend
+    from selfconsistency.backends.openai_compat import OpenAIOptions
     from selfconsistency.experiment import run_experiment
     from selfconsistency.settings import RunSettings
 
+    scripted_backend = []
+    # the scripted answers behind the OpenAI backend's options: its --base-url is part of the run's identity
+    register_backend("scripted-openai", lambda config: scripted_backend.append(ScriptedBackend(config.model))
+                     or scripted_backend[-1], OpenAIOptions)
     secret_url = "https://alice:sk-verysecretkey0123@llm.example/v1?api_key=hunter2hunter2"
-    config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2,
-                       base_url=secret_url, log_prompts=True)
+    config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted-openai", model="m", paths=2,
+                         base_url=secret_url, log_prompts=True)
     monkeypatch.chdir(tmp_path)
     run_dir = run_experiment(config)
     assert run_dir.is_relative_to("runs")
@@ -437,12 +443,12 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backen
 
     from conftest import GSM8K_TEST
     from selfconsistency.experiment import run_experiment
-    from selfconsistency.runlock import RunLocked, run_lock
+    from selfconsistency.runlock import RunLocked, prepare_run_dir, run_lock
     from selfconsistency.settings import RunSettings
 
     config = RunSettings(data=str(GSM8K_TEST), limit=2, backend="scripted", model="m", paths=2)
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    prepare_run_dir(run_dir)  # a run directory, which another process holds
     with run_lock(run_dir):
         with pytest.raises(RunLocked, match=f"in use by pid {os.getpid()} on {socket.gethostname()} since "):
             run_experiment(config, run_dir)

@@ -95,7 +95,8 @@ def random_run(tmp_path, seed):
     settings = dict(task=str(task), data=str(data), backend=BACKEND, model="m", paths=paths,
                     temperatures=(0.7,), seed=int(rng.integers(0, 2**31)), stop=stop,
                     min_paths=1 if stop is None else int(rng.integers(1, paths + 1)),
-                    round_size=4 if stop is None else int(rng.integers(1, 4)))
+                    round_size=4 if stop is None else int(rng.integers(1, 4)),
+                    ties=str(rng.choice(["random", "random", "abstain"])))
     return records, settings
 
 
@@ -153,7 +154,7 @@ def test_the_commands_the_api_and_the_server_agree_with_the_store(tmp_path, seed
     run_dir = run_experiment(RunSettings(**settings), tmp_path / "run")
     truth = {qid: readers["answers_from_store"] for qid, readers in by_reader(run_dir, settings).items()}
     options = ["--backend", BACKEND, "--model", "m", "--paths", str(settings["paths"]), "--temperatures", "0.7",
-               "--seed", str(settings["seed"]), "--run-dir", str(run_dir), "--quiet"]
+               "--seed", str(settings["seed"]), "--ties", settings["ties"], "--run-dir", str(run_dir), "--quiet"]
     if settings["stop"]:
         options += ["--stop", settings["stop"], "--min-paths", str(settings["min_paths"]),
                     "--round-size", str(settings["round_size"])]
@@ -168,7 +169,8 @@ def test_the_commands_the_api_and_the_server_agree_with_the_store(tmp_path, seed
             for r in map(json.loads, exported.stdout.splitlines())} == truth
     engine = SelfConsistency(model="m", backend=BACKEND, task=settings["task"], run_dir=run_dir,
                              paths=settings["paths"], seed=settings["seed"], stop=settings["stop"],
-                             min_paths=settings["min_paths"], round_size=settings["round_size"])
+                             min_paths=settings["min_paths"], round_size=settings["round_size"],
+                             ties=settings["ties"])
     with engine:
         api = engine.answer_many(records)
         assert {a.id: (a.answer, a.agreement) for a in api} == truth

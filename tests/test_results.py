@@ -142,11 +142,21 @@ def test_results_equal_the_path_by_path_computation(tmp_path):
         results = build_results(store)
         reference = _reference_summaries(store)
     assert results["questions"] == 37 and results["labelled_questions"] == 33  # 3 incomplete, 4 unlabelled
-    assert results["greedy"] == reference[0.0] and results["greedy"]["cost_usd"] is not None
+    # the intervals, pass@k and tie counts came later than this reference: tests/test_stats.py checks them
+    assert _without_statistics(results["greedy"]) == reference[0.0] and results["greedy"]["cost_usd"] is not None
     assert sum(s["truncated_in_thinking"] for s in results["sampled"]) > 0 < results["sampled"][0]["thinking_tokens"]
     assert [s["temperature"] for s in results["sampled"]] == [0.5, 0.7]
     for summary in results["sampled"]:
-        assert summary == reference[summary["temperature"]]
+        assert _without_statistics(summary) == reference[summary["temperature"]]
+
+
+def _without_statistics(summary):
+    statistics = {"interval", "ties_with_gold", "low", "high", "pass_at_k", "pass_low", "pass_high"}
+    out = {key: value for key, value in summary.items() if key not in statistics}
+    if "curve" in out:
+        out["curve"] = [{key: value for key, value in point.items() if key not in statistics}
+                        for point in out["curve"]]
+    return out
 
 
 def test_the_collector_is_paused_only_while_a_report_is_built(tmp_path):

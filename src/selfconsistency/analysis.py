@@ -75,8 +75,15 @@ def _signatures(encoded: np.ndarray, gold_ids: np.ndarray) -> tuple[np.ndarray, 
     return np.unique(keys, axis=0, return_inverse=True)
 
 
-def _signature_curves(signatures: np.ndarray, n: int) -> np.ndarray:
-    """exact_majority_accuracy of each signature row, k = 1..n.
+# What a tie for the lead between gold and t other answers counts for, as a function of t >= 1 (t = 0: gold
+# leads alone and wins): the expected share a uniform tie-break gives it ("random"), nothing ("abstain":
+# a tie is no answer), or 1 for counting the questions where gold ties ("tied").
+TIE_RULES = {"random": lambda t: 1.0 / (1.0 + t), "abstain": lambda t: np.where(t == 0, 1.0, 0.0),
+             "tied": lambda t: np.where(t == 0, 0.0, 1.0)}
+
+
+def _signature_curves(signatures: np.ndarray, n: int, ties: str = "random") -> np.ndarray:
+    """exact_majority_accuracy of each signature row, k = 1..n (with `ties`: see TIE_RULES).
 
     Bit for bit the floats of the one-signature-at-a-time loop this replaced: the subset counts are
     integers (exact in float64 while C(n, n/2) < 2**53, n <= 56), each (g, t_max) tie share is the same
@@ -92,7 +99,7 @@ def _signature_curves(signatures: np.ndarray, n: int) -> np.ndarray:
     free = n - gold_count[pair_sig] - big.sum(axis=1)
     keys = np.column_stack([pair_g, t_max[pair_sig], free, big])
     unique_keys, key_of_pair = np.unique(keys, axis=0, return_inverse=True)
-    tie_share = np.vstack([_tie_shares(unique_keys, n), np.zeros(n + 1)])  # last row: no pair
+    tie_share = np.vstack([_tie_shares(unique_keys, n, ties), np.zeros(n + 1)])  # last row: no pair
     share_index = np.full((len(signatures), n + 1), len(unique_keys))
     share_index[pair_sig, pair_g] = key_of_pair.ravel()
     binomial = _binomials(n)
@@ -107,7 +114,7 @@ def _binomials(n: int) -> np.ndarray:
     return np.array([[comb(a, b) for b in range(n + 1)] for a in range(n + 1)], dtype=float)
 
 
-def _tie_shares(keys: np.ndarray, n: int) -> np.ndarray:
+def _tie_shares(keys: np.ndarray, n: int, ties: str = "random") -> np.ndarray:
     """For each (g, t_max, free, big counts...) row: sum over tied answers t of
     #{non-gold subsets of size z with no answer above g and t answers at g} / (1 + t), for z = 0..n."""
     binomial = _binomials(n)
@@ -129,21 +136,33 @@ def _tie_shares(keys: np.ndarray, n: int) -> np.ndarray:
             chosen = t_col[rows] == t_max
             padded = np.zeros((int(chosen.sum()), n + 1, t_max + 1))
             padded[:, :, : h + 1] = poly[chosen]
-            ties = 1.0 / (1.0 + np.arange(t_max + 1))
+            shares = TIE_RULES[ties](np.arange(t_max + 1)).astype(float)
             # One product per matrix, shaped as before, so the summation order (BLAS) is the same.
-            out[rows[chosen]] = [matrix @ ties for matrix in padded]
+            out[rows[chosen]] = [matrix @ shares for matrix in padded]
     return out
 
 
-def exact_curve(encoded: np.ndarray, gold_ids: np.ndarray) -> np.ndarray:
-    """Mean over questions of the exact majority-of-k accuracy, k = 1..N."""
+def exact_curve(encoded: np.ndarray, gold_ids: np.ndarray, ties: str = "random") -> np.ndarray:
+    """Mean over questions of the exact majority-of-k accuracy, k = 1..N (`ties`: see TIE_RULES)."""
     n_questions, n = encoded.shape
     if not (gold_ids >= 0).any():
         return np.zeros(n)  # gold never sampled anywhere: wrong for every k
     signatures, which = _signatures(encoded, gold_ids)
-    per_question = _signature_curves(signatures, n)[which.ravel()]
+    per_question = _signature_curves(signatures, n, ties)[which.ravel()]
     # Questions added in order, one at a time (cumsum is sequential), as the per-question loop did.
     return np.cumsum(per_question, axis=0)[-1] / n_questions
+
+
+def exact_curves(encoded: np.ndarray, gold_ids: np.ndarray, ties: str = "random") -> np.ndarray:
+    """(questions x N): each question's exact majority-of-k accuracy, k = 1..N (0 where gold was never
+    sampled); its column means are `exact_curve`'s, within float rounding."""
+    n_questions, n = encoded.shape
+    out = np.zeros((n_questions, n))
+    has_gold = gold_ids >= 0
+    if has_gold.any():
+        signatures, which = _signatures(encoded, gold_ids)
+        out[has_gold] = _signature_curves(signatures, n, ties)[which.ravel()]
+    return out
 
 
 _CHUNK_ROWS = 1 << 16  # (run, question) rows simulated together: fits the working set in cache
@@ -162,11 +181,12 @@ def subset_curve(encoded: np.ndarray, gold_ids: np.ndarray, runs: int, rng: np.r
 
 def subset_curves(shape: tuple[int, int], votes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray | None,
                                                                  np.random.Generator]],
-                  runs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+                  runs: int, ties: str = "random") -> list[tuple[np.ndarray, np.ndarray]]:
     """`subset_curve` of several votes over answers of one shape (questions x paths), each
     (encoded, gold_ids, weights or None, rng), with the path orders drawn once: every vote's rng must be
     seeded alike (the orders are the first's; the tie-breaks each vote's own). Each result is bit for bit
-    what `subset_curve` gives that vote alone."""
+    what `subset_curve` gives that vote alone. `ties`: "random" (a tie is broken at random) or "abstain"
+    (a tie is no answer: gold wins only alone)."""
     n_questions, n = shape
     if n_questions == 0 or n == 0:
         return [(np.zeros(n), np.zeros(n)) for _ in votes]
@@ -196,7 +216,7 @@ def subset_curves(shape: tuple[int, int], votes: Sequence[tuple[np.ndarray, np.n
             members = members_of[answers]
             wins = _count_wins(labels[start: start + block].reshape(-1),
                                [None if prepared[i][1] is None else prepared[i][1][start: start + block].reshape(-1)
-                                for i in members], cells, runs, [prepared[i][2][1] for i in members])
+                                for i in members], cells, runs, [prepared[i][2][1] for i in members], ties)
             for i, counted in zip(members, wins, strict=True):
                 hits[i] += counted
     return [((h / n_questions).mean(axis=0), (h / n_questions).std(axis=0)) for h in hits]
@@ -227,7 +247,7 @@ _STEP_COLUMNS = 2048  # rows whose steps are computed together: arrays of a few 
 
 
 def _count_wins(labels: np.ndarray, weights: list[np.ndarray | None], cells: np.ndarray, runs: int,
-                tie_rngs: list[np.random.Generator]) -> list[np.ndarray]:
+                tie_rngs: list[np.random.Generator], ties: str = "random") -> list[np.ndarray]:
     """Correct votes per run and k over a block of questions, for each of several votes over the same
     answers: `labels` (0 abstain, 1 gold, 2.. other answers) of its paths, flat, drawn once for all the
     votes; each vote's `weights` (None: one vote each); the paths each row draws (`_orders`). Ties are
@@ -245,7 +265,7 @@ def _count_wins(labels: np.ndarray, weights: list[np.ndarray | None], cells: np.
     counted = []
     for (wins, tie, tied), tie_rng in zip(steps, tie_rngs, strict=True):
         tie = np.flatnonzero(tie)
-        if tie.size:  # gold among 1 + tied leaders: it wins with probability 1 / (1 + tied)
+        if tie.size and ties == "random":  # gold among 1 + tied leaders: it wins with probability 1 / (1 + tied)
             wins.ravel()[tie[tie_rng.random(tie.size) * (1 + tied.ravel().take(tie)) < 1]] = True
         counted.append(np.count_nonzero(wins.reshape(n, runs, rows // runs), axis=2).T.astype(float))
     return counted

@@ -127,7 +127,7 @@ def check_min_agreement(value: float | None) -> float | None:
 def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated: Sequence[StoredPath], *,
                  seed: int, method: str = "majority", stopped_by: str | None = None,
                  selection: StoredSelection | None = None, price: Price | None = None,
-                 min_agreement: float | None = None, verbatim: bool = False) -> Answer:
+                 min_agreement: float | None = None, verbatim: bool = False, ties: str = "random") -> Answer:
     """The answer to `question` from the paths its vote `used` (in path-index order), the cost of all it
     `generated`, and under method "usc" the stored `selection` (required then). `verbatim` (answer type
     free): the answer is the chosen path's text as generated, stripped, not the normalised key it voted
@@ -138,7 +138,8 @@ def build_answer(question: StoredQuestion, used: Sequence[StoredPath], generated
     temperature = used[0].temperature if used else 0.0
     per_path = None if method in ("majority", "usc") else path_weights(
         method, [p.logprob_sum for p in used], [p.completion_tokens for p in used])
-    vote = decide(answers, seed=seed, question_id=question.id, temperature=temperature, weights=per_path)
+    vote = decide(answers, seed=seed, question_id=question.id, temperature=temperature, weights=per_path,
+                  ties=ties)
     winner, share = vote.answer, vote.agreement
     votes: dict[str, int] | UscSelection = vote.counts
     rationale_path = next((p for p in used if winner is not None and p.answer == winner), None)
@@ -206,7 +207,8 @@ def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement
         else:
             used, reason, _ = paths_used(settings, stops, qid, temperature, len(generated))
         stopped_by = {"rule": rule.name if rule else None, "max paths": "max_paths"}.get(reason)
-        out.append(build_answer(questions[qid], generated[:used], generated, seed=settings.sampling.seed, method=method,
-                                stopped_by=stopped_by, selection=selections.get((qid, temperature, used)),
-                                price=price, min_agreement=min_agreement, verbatim=verbatim))
+        out.append(build_answer(questions[qid], generated[:used], generated, seed=settings.sampling.seed,
+                                method=method, ties=settings.experiment.ties, stopped_by=stopped_by,
+                                selection=selections.get((qid, temperature, used)), price=price,
+                                min_agreement=min_agreement, verbatim=verbatim))
     return out

@@ -612,6 +612,26 @@ def jobs_collect(
 
 
 @app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="A run directory (A).")],
+    run_b: Annotated[Path, typer.Argument(help="Another run directory over the same questions (B).")],
+    temperature: Annotated[float | None, typer.Option(
+        help="Which sampled temperature of each run to compare. \\[default: each run's first]")] = None,
+) -> None:
+    """Two runs over the same questions, question by question: greedy vs greedy and SC@k vs SC@k, the
+    difference with its 95% interval (paired bootstrap) and p-value (paired permutation test)."""
+    from .compare import compare as compare_runs
+    from .compare import comparison_markdown, run_scores
+
+    try:
+        a, b = run_scores(run_a, temperature), run_scores(run_b, temperature)
+        comparisons = compare_runs(a, b)
+    except (OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    out.print(Markdown(for_terminal(comparison_markdown(a, b, comparisons))))
+
+
+@app.command()
 def upgrade(run_dir: Annotated[Path, typer.Argument(help="A run directory whose store an older version wrote.")]
             ) -> None:
     """Bring a run's sample store to this version's schema (under the run's lock); reading commands never do."""

@@ -28,10 +28,12 @@ def paths_used(settings: RunSettings, stops: dict[tuple[str, float], tuple[int, 
     return min(stored, paths), "fixed N", stored >= paths
 
 
-def _vote(answers: list[str | None], question: StoredQuestion, temperature: float, seed: int) -> dict[str, Any]:
+def _vote(answers: list[str | None], question: StoredQuestion, temperature: float, settings: RunSettings
+          ) -> dict[str, Any]:
     """The vote over the answers of the paths a question used (`vote.decide`): each answer's count, most
     frequent first."""
-    vote = decide(answers, seed=seed, question_id=question.id, temperature=temperature)
+    vote = decide(answers, seed=settings.sampling.seed, question_id=question.id, temperature=temperature,
+                  ties=settings.experiment.ties)
     return {"answer": vote.answer, "counts": vote.counts, "abstained": vote.abstained,
             "agreement": vote.agreement, "tie": vote.tie, "correct": _correct(vote.answer, question.gold)}
 
@@ -101,7 +103,7 @@ def _records(settings: RunSettings, selection: list[str], questions: dict[str, A
             used, reason, has_all = paths_used(settings, stops, qid, temperature, stored)
             complete = complete and has_all
             votes.append({"temperature": temperature, **_vote(answers[start: start + used], question, temperature,
-                                                                     settings.sampling.seed),
+                                                                     settings),
                           "paths_used": used, "paths_stored": stored, "stopped": reason})
         # A question's groups are consecutive rows, whatever their temperatures.
         span = (min(start for start, _ in where.values()), sum(count for _, count in where.values())) \

@@ -14,7 +14,7 @@ from .collector import collector_paused
 from .forked import Forked, forked_map
 from .frontier import Frontier
 from .report_html import staged_page_json, write_page
-from .report_tables import equivalence_table, group_tables, spend_table, thinking_table
+from .report_tables import comparison_table, equivalence_table, group_tables, interval_text, spend_table, thinking_table
 from .results import build_results
 from .safe_files import check_run_dir, save_figure, write_text
 from .store import SampleStore
@@ -34,18 +34,23 @@ def markdown_table(results: dict[str, Any]) -> str:
     scope = f" ({labelled} labelled: accuracy is over those)" if labelled < results["questions"] else ""
     head = (f"**{results['task']}** on `{results['model']}` ({results['backend']}), "
             f"{results['questions']} question{'' if results['questions'] == 1 else 's'}{scope}\n\n"
-            "| setting | paths | accuracy (exact) | mean ± std over subsets |\n|---|---:|---:|---:|\n")
+            "| setting | paths | maj@k (exact) | 95% interval | subsets: mean ± std | pass@k |\n"
+            "|---|---:|---:|---:|---:|---:|\n")
     rows = []
     if results["greedy"]:
-        greedy = f"{results['greedy']['accuracy']:.1%}" if labelled else "–"  # none to score
-        rows.append(f"| greedy (T=0) | 1 | {greedy} | – |")
+        greedy, interval = ("–", "–")  # none to score
+        if labelled:
+            greedy, interval = f"{results['greedy']['accuracy']:.1%}", interval_text(results["greedy"].get("interval"))
+        rows.append(f"| greedy (T=0) | 1 | {greedy} | {interval} | – | – |")
     for setting in results["sampled"]:
         curve = {point["k"]: point for point in setting["curve"]}
         for k in _shown_ks(setting["paths_per_question"]):
             if k in curve:
                 p = curve[k]
+                passed = "–" if p.get("pass_at_k") is None else f"{p['pass_at_k']:.1%}"
                 rows.append(f"| T={setting['temperature']:g} SC@{k} | {k} | {p['exact']:.1%} | "
-                            f"{p['mean']:.1%} ± {p['std']:.1%} |")
+                            f"{interval_text((p.get('low'), p.get('high')))} | {p['mean']:.1%} ± {p['std']:.1%} | "
+                            f"{passed} |")
     # two narrow tables rather than one of nine columns: each fits an 80-column terminal
     cost = ["", "", "| setting | paths | abstained | truncated | prompt tokens | completion tokens |",
             "|---|---:|---:|---:|---:|---:|"]
@@ -60,12 +65,13 @@ def markdown_table(results: dict[str, Any]) -> str:
                     f"{setting['completion_tokens']:,} |")
         spend.append(f"| {name} | {'–' if dollars is None else f'{dollars:.4f}'} | {runtime['seconds']:.1f} | "
                      f"{rate if rate is not None else '–'} |")
-    cost += spend + spend_table(results) + thinking_table(results) + group_tables(results) + equivalence_table(results)
+    cost += spend + spend_table(results) + comparison_table(results) + thinking_table(results) + \
+        group_tables(results) + equivalence_table(results)
     for setting in results["sampled"]:
         if "adaptive" in setting:
             a = setting["adaptive"]
             rows.append(f"| T={setting['temperature']:g} {a['rule']} (adaptive) | {a['mean_paths_used']:.2f} "
-                        f"(max {a['max_paths']}) | {a['accuracy']:.1%} | – |")
+                        f"(max {a['max_paths']}) | {a['accuracy']:.1%} | – | – | – |")
     votes = [s for s in results["sampled"] if s.get("weighted_votes")]
     if votes:
         methods = list(votes[0]["weighted_votes"])
@@ -115,15 +121,23 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for setting in results["sampled"]:
-        ks = np.array([p["k"] for p in setting["curve"]])
-        mean = np.array([p["mean"] for p in setting["curve"]]) * 100
-        std = np.array([p["std"] for p in setting["curve"]]) * 100
-        exact = np.array([p["exact"] for p in setting["curve"]]) * 100
-        line, = ax.plot(ks, exact, marker="o", label=f"T={setting['temperature']:g} (exact)")
-        ax.fill_between(ks, mean - std, mean + std, color=line.get_color(), alpha=0.2,
-                        label=f"T={setting['temperature']:g} mean ± std ({results['config']['subset_runs']} runs)")
-    if results["greedy"] and results["greedy"]["accuracy"] is not None:
-        ax.axhline(results["greedy"]["accuracy"] * 100, color="black", linestyle="--", label="greedy")
+        curve = setting["curve"]
+        ks = np.array([p["k"] for p in curve])
+        exact = np.array([p["exact"] for p in curve]) * 100
+        name = f"T={setting['temperature']:g}"
+        line, = ax.plot(ks, exact, marker="o", label=f"{name} maj@k (exact)")
+        if curve and curve[0].get("low") is not None:  # the 95 % interval over questions, as a band
+            ax.fill_between(ks, [p["low"] * 100 for p in curve], [p["high"] * 100 for p in curve],
+                            color=line.get_color(), alpha=0.15, label=f"{name} maj@k 95% interval")
+            ax.plot(ks, [p["pass_at_k"] * 100 for p in curve], color=line.get_color(), linestyle=":",
+                    marker=".", label=f"{name} pass@k")
+            ax.fill_between(ks, [p["pass_low"] * 100 for p in curve], [p["pass_high"] * 100 for p in curve],
+                            color=line.get_color(), alpha=0.07)
+    greedy = results["greedy"]
+    if greedy and greedy["accuracy"] is not None:
+        ax.axhline(greedy["accuracy"] * 100, color="black", linestyle="--", label="greedy")
+        if greedy.get("interval"):
+            ax.axhspan(greedy["interval"][0] * 100, greedy["interval"][1] * 100, color="black", alpha=0.05)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("number of sampled reasoning paths (k)")
     ax.set_ylabel("accuracy (%)")

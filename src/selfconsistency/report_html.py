@@ -23,7 +23,7 @@ import msgspec
 from markupsafe import Markup
 
 from .per_question import page_data
-from .report_tables import spend_rows
+from .report_tables import interval_text, spend_rows
 from .safe_files import replace_file
 
 HTML_FILE = "report.html"
@@ -47,20 +47,30 @@ def _script_json(value: Any) -> bytes:
     return data.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
 
 
-def _accuracy_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+def _accuracy_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    """setting, paths, maj@k (exact), its 95 % interval, mean ± std over subsets, pass@k (the Markdown's)."""
     rows = []
     if results["greedy"]:
         greedy = results["greedy"]["accuracy"]
-        rows.append(("greedy (T=0)", "1", "–" if greedy is None else f"{greedy:.1%}", "–"))  # None: no labels
+        rows.append(("greedy (T=0)", "1", "–" if greedy is None else f"{greedy:.1%}",  # None: no labels
+                     interval_text(results["greedy"].get("interval")), "–", "–"))
     for setting in results["sampled"]:
         for point in setting["curve"]:
+            passed = point.get("pass_at_k")
             rows.append((f"T={setting['temperature']:g} SC@{point['k']}", str(point["k"]), f"{point['exact']:.1%}",
-                         f"{point['mean']:.1%} ± {point['std']:.1%}"))
+                         interval_text((point.get("low"), point.get("high"))),
+                         f"{point['mean']:.1%} ± {point['std']:.1%}", "–" if passed is None else f"{passed:.1%}"))
         if "adaptive" in setting:
             a = setting["adaptive"]
             rows.append((f"T={setting['temperature']:g} {a['rule']} (adaptive)",
-                         f"{a['mean_paths_used']:.2f} (max {a['max_paths']})", f"{a['accuracy']:.1%}", "–"))
+                         f"{a['mean_paths_used']:.2f} (max {a['max_paths']})", f"{a['accuracy']:.1%}", "–", "–",
+                         "–"))
     return rows
+
+
+def _comparison_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
+    return [(c["name"], f"{c['difference'] * 100:+.1f} pt", f"{c['low'] * 100:+.1f} to {c['high'] * 100:+.1f} pt",
+             f"{c['p_value']:.3g}") for c in results.get("comparisons") or []]
 
 
 def _cost_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -93,7 +103,7 @@ def _page(results: dict[str, Any], data_json: bytes | IO[bytes], plot_png: bytes
     marker = secrets.token_hex(16)
     before, after = env.from_string(_resource("report.html.j2")).render(
         results=results, settings=settings, accuracy_rows=_accuracy_rows(results), cost_rows=_cost_rows(results),
-        spend_rows=spend_rows(results),
+        spend_rows=spend_rows(results), comparison_rows=_comparison_rows(results),
         plot_png=base64.b64encode(plot_png).decode() if plot_png else None,
         data_json=Markup(marker), script=Markup(script), script_hash=script_hash).split(marker)
     return before.encode(), data_json, after.encode()

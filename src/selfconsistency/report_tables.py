@@ -1,11 +1,19 @@
-"""The report's Markdown tables that only some runs have: what a batch run was billed (its ledger), thinking
-tokens (reasoning models), accuracy per group of questions (a task's grouping fields, e.g. MATH's subject and
-level) and what answer classes changed (answer types whose answers are written many ways). Each is empty
-when the run has nothing to show."""
+"""The report's Markdown tables that only some runs have: what a batch run was billed (its ledger), paired
+comparisons (labelled runs), thinking tokens (reasoning models), accuracy per group of questions (a task's
+grouping fields, e.g. MATH's subject and level) and what answer classes changed (answer types whose answers
+are written many ways). Each is empty when the run has nothing to show."""
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def interval_text(bounds: Any) -> str:
+    """A 95 % interval as the tables show it: `38.1–69.2%`; a dash where there is none."""
+    if not bounds or bounds[0] is None:
+        return "–"
+    low, high = bounds
+    return f"{low * 100:.1f}–{high:.1%}"
 
 
 def _settings(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -86,3 +94,16 @@ def equivalence_table(results: dict[str, Any]) -> list[str]:
     return rows + (["", f"Beyond the comparison's limits: {limits['answers']} written answers counted as their own "
                     f"string, {limits['comparisons']} comparisons counted as different."]
                    if limits.get("answers") or limits.get("comparisons") else [])
+
+
+def comparison_table(results: dict[str, Any]) -> list[str]:
+    """Is the gain real: each paired comparison's difference, its 95 % interval over questions and p-value."""
+    comparisons = results.get("comparisons") or []
+    if not comparisons:
+        return []
+    rows = ["", "", "| paired, same questions | difference | 95% interval | p |", "|---|---:|---:|---:|"]
+    for c in comparisons:
+        rows.append(f"| {c['name']} | {c['difference'] * 100:+.1f} pt | {c['low'] * 100:+.1f} to "
+                    f"{c['high'] * 100:+.1f} pt | {c['p_value']:.3g} |")
+    return rows + ["", "Intervals: percentile bootstrap over questions (the benchmark is a sample of questions; "
+                   "not the spread over path subsets). p: paired permutation test, two-sided."]

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from .analysis import CurvePoint, accuracy, encode, exact_curve, subset_curves
+from .analysis import CurvePoint, accuracy, encode, exact_curves, subset_curves
 from .answer_classes import beyond_limits
 from .breakdown import by_group, equivalence_effect
 from .costs import Price, job_cost
 from .settings import RunSettings
+from .stats import intervals, paired, pass_at_k, resample_weights
 from .stopping import TieBreaks
 from .store import SampleStore, StoredQuestion, counts_by_setting
 from .vote import decide, path_weights
@@ -153,8 +154,10 @@ def _adaptive(store: SampleStore, settings: RunSettings, temperature: float, com
     stops = store.stops(rule.name)
     used = [stops[(qid, temperature)][0] for qid in complete]
     votes = [decide(paths.answers(qid)[:k], seed=settings.sampling.seed, question_id=qid,
+                    ties=settings.experiment.ties,
                     temperature=temperature).answer for qid, k in zip(complete, used, strict=True)]
     return {
+        "_right": np.array([v is not None and v == g for v, g in zip(votes, golds, strict=True)], float),
         "rule": rule.name, "accuracy": accuracy(votes, golds),
         "mean_paths_used": float(np.mean(used)) if used else 0.0,
         "mean_paths_generated": float(np.mean([stops[(q, temperature)][1] for q in complete])) if used else 0.0,
@@ -235,7 +238,9 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
             if settings.stopping.stop:
                 summary["adaptive"] = _adaptive(store, settings, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
-    _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves)
+    _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves, settings.experiment.ties)
+    if golds:
+        _uncertainty(results, votes, greedy_answers, golds, labelled, settings)
     fields = list(dict.fromkeys(name for q in questions.values() for name in (q.groups or {})))
     if fields and golds:
         results["groups"] = by_group(fields, [questions[q].groups for q in labelled], greedy_answers, golds,
@@ -259,7 +264,7 @@ def _vote_weights(paths: _SettingPaths, scored: np.ndarray) -> dict[str, np.ndar
 
 
 def _curves(votes: list[tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, np.ndarray]]], runs: int,
-            seed: int, map_curves: Callable[[Callable, Sequence], list]) -> None:
+            seed: int, map_curves: Callable[[Callable, Sequence], list], ties: str = "random") -> None:
     """Each sampled setting's curve (exact, and mean ± std over random subsets) and weighted-vote curves
     (mean ± std), into its summary. Settings with the same shape are simulated over one set of path orders
     (the seed's), in two halves (`map_curves` may run them at once; each draws the same orders), the
@@ -273,23 +278,86 @@ def _curves(votes: list[tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, 
         exact = [(encoded, gold_ids) for _, encoded, gold_ids, _ in group]
         half = (len(jobs) + 1) // 2
         parts = [(jobs[:half], []), (jobs[half:], exact)] if len(jobs) > 1 else [(jobs, exact)]
-        done = map_curves(partial(_curve_part, shape, runs), parts)
+        done = map_curves(partial(_curve_part, shape, runs, ties), parts)
         curves, exact_curves = iter(sum((c for c, _ in done), [])), iter(sum((e for _, e in done), []))
         for summary, _, _, weights in group:
             mean, std = next(curves)
-            exact = next(exact_curves)
+            per_question, tied = next(exact_curves)
+            # questions added in order, one at a time (cumsum is sequential), as analysis.exact_curve does
+            exact = np.cumsum(per_question, axis=0)[-1] / len(per_question)
             summary["curve"] = [asdict(CurvePoint(k=k + 1, mean=float(mean[k]), std=float(std[k]),
                                                   exact=float(exact[k]))) for k in range(shape[1])]
+            summary["_per_question"], summary["ties_with_gold"] = per_question, [round(float(t), 4) for t in tied]
             for method in weights:
                 mean, std = next(curves)
                 summary["weighted_votes"][method] = [{"k": k + 1, "mean": float(mean[k]), "std": float(std[k])}
                                                      for k in range(len(mean))]
 
 
-def _curve_part(shape: tuple[int, int], runs: int, part: tuple[list, list]) -> tuple[list, list]:
-    """One part of `_curves`' work: the Monte-Carlo curves of some votes, the exact curves of some answers."""
+def _curve_part(shape: tuple[int, int], runs: int, ties: str, part: tuple[list, list]) -> tuple[list, list]:
+    """One part of `_curves`' work: the Monte-Carlo curves of some votes; the exact curves of some answers,
+    per question, and at each k the expected number of questions whose gold ties for the lead."""
     jobs, exact = part
-    return subset_curves(shape, jobs, runs=runs), [exact_curve(encoded, gold_ids) for encoded, gold_ids in exact]
+    return subset_curves(shape, jobs, runs=runs, ties=ties), [
+        (exact_curves(encoded, gold_ids, ties), exact_curves(encoded, gold_ids, "tied").sum(axis=0))
+        for encoded, gold_ids in exact]
+
+
+def _uncertainty(results: dict[str, Any], votes: list, greedy_answers: list | None, golds: list[str],
+                 labelled: list[str], settings: RunSettings) -> None:
+    """How sure each accuracy is and whether its gains are real (stats.py): a 95 % interval over questions
+    for greedy and every point of each exact curve, pass@k beside maj@k, and paired comparisons on the same
+    questions: SC@N vs greedy, each weighted vote vs the majority at N, the adaptive rule vs fixed N at its
+    mean paths. One set of bootstrap resamples serves every number of the run."""
+    weights = resample_weights(len(golds))
+    greedy = None
+    if greedy_answers is not None:
+        greedy = np.array([a is not None and a == g for a, g in zip(greedy_answers, golds, strict=True)], float)
+        low, high = intervals(greedy[:, None], weights)
+        results["greedy"]["interval"] = [float(low[0]), float(high[0])]
+    comparisons = []
+    for summary, encoded, gold_ids, vote_weights in votes:
+        per_question = summary.pop("_per_question")
+        n = encoded.shape[1]
+        right = np.where(gold_ids[:, None] >= 0, encoded == gold_ids[:, None], False).sum(axis=1)
+        passing = pass_at_k(right, n)
+        low, high = intervals(per_question, weights)
+        pass_low, pass_high = intervals(passing, weights)
+        for k, point in enumerate(summary["curve"]):
+            point.update(low=float(low[k]), high=float(high[k]), pass_at_k=float(passing[:, k].mean()),
+                         pass_low=float(pass_low[k]), pass_high=float(pass_high[k]))
+        name = f"T={summary['temperature']:g}"
+        if greedy is not None:
+            comparisons.append({"name": f"{name} SC@{n} vs greedy",
+                                **paired(per_question[:, -1], greedy, weights).to_json()})
+        for method, path_weights_of in vote_weights.items():
+            weighted = np.array([_weighted_right(row, row_weights, gold) for row, row_weights, gold
+                                 in zip(encoded, path_weights_of, gold_ids, strict=True)], float)
+            comparisons.append({"name": f"{name} {method} vs majority at N={n}",
+                                **paired(weighted, per_question[:, -1], weights).to_json()})
+        adaptive = summary.get("adaptive")
+        if adaptive and adaptive.get("_right") is not None:
+            mean_paths = adaptive["mean_paths_used"]
+            fixed = np.array([np.interp(mean_paths, np.arange(1, n + 1), row) for row in per_question])
+            comparisons.append({"name": f"{name} {adaptive['rule']} vs fixed N at {mean_paths:.2f} paths",
+                                **paired(adaptive.pop("_right"), fixed, weights).to_json()})
+        elif adaptive:
+            adaptive.pop("_right", None)
+    results["comparisons"] = comparisons
+
+
+def _weighted_right(row: np.ndarray, row_weights: np.ndarray, gold: int) -> float:
+    """Whether the weighted vote over all of a question's paths (as encoded) is its gold, a tie counted as a
+    uniform draw's expectation (as the exact curve counts majority ties)."""
+    totals: dict[int, float] = {}
+    for answer, weight in zip(row.tolist(), row_weights.tolist(), strict=True):
+        if answer > 0:
+            totals[answer] = totals.get(answer, 0.0) + weight
+    if not totals or gold < 0 or gold not in totals:
+        return 0.0
+    top = max(totals.values())
+    leaders = [a for a, t in totals.items() if t == top]
+    return 1.0 / len(leaders) if gold in leaders else 0.0
 
 
 def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any]]:
@@ -352,4 +420,5 @@ def sampled_answers(store: SampleStore, temperature: float
     n = settings.sampling.paths
     paths = _SettingPaths.read(store, temperature, counts.get(temperature, {}), ["answer"])
     answers = [paths.answers(q)[:n] for q in complete]
-    return answers, [golds[q] for q in complete], n, TieBreaks(settings.sampling.seed, complete, temperature)
+    return answers, [golds[q] for q in complete], n, TieBreaks(settings.sampling.seed, complete, temperature,
+                                                                  settings.experiment.ties)

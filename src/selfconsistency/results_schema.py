@@ -25,13 +25,20 @@ class Runtime(_Strict):
 
 
 class CurvePoint(_Strict):
-    """Accuracy of the vote over k paths: the mean and std over random k-subsets (`subset_runs` of them)
-    and the exact expectation over all k-subsets and tie-breaks."""
+    """Accuracy of the vote over k paths (maj@k): the mean and std over random k-subsets (`subset_runs` of
+    them: the spread over which paths a question got) and the exact expectation over all k-subsets and
+    tie-breaks, with its 95 % interval over questions (`low`, `high`: percentile bootstrap over questions, the
+    benchmark being a sample); and pass@k (Chen et al.'s unbiased estimator, exact) with its interval."""
 
     k: int = Field(ge=1)
     mean: float
     std: float
     exact: float
+    low: float | None = None
+    high: float | None = None
+    pass_at_k: float | None = None
+    pass_low: float | None = None
+    pass_high: float | None = None
 
 
 class WeightedPoint(_Strict):
@@ -76,7 +83,11 @@ class Setting(_Strict):
     thinking_cost_usd: float | None  # the thinking tokens' part of cost_usd
     runtime: Runtime
     accuracy: float | None = None  # greedy only
+    interval: list[float] | None = None  # greedy only: the 95 % interval of its accuracy over questions
     curve: list[CurvePoint] | None = None  # sampled only
+    # sampled only: at each k, the expected number of questions whose gold ties for the lead (the ones a tie
+    # rule decides: broken at random, or counted as no answer with --ties abstain)
+    ties_with_gold: list[float] | None = None
     weighted_votes: dict[str, list[WeightedPoint]] | None = None  # sampled only: vote method -> curve
     adaptive: Adaptive | None = None  # sampled, with --stop
     equivalence: Equivalence | None = None  # sampled, when answers have classes
@@ -137,6 +148,21 @@ class Spend(_Strict):
     on_demand_paths: int
 
 
+class Comparison(_Strict):
+    """Two per-question scores on the same questions (stats.Paired): their means, the difference, its 95 %
+    interval and a two-sided p-value, and how they were computed."""
+
+    name: str
+    questions: int
+    a: float
+    b: float
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    method: str
+
+
 class Results(_Strict):
     task: str
     backend: str
@@ -153,6 +179,7 @@ class Results(_Strict):
     sampled: list[Setting]
     groups: dict[str, list[Group]] | None = None  # task field (subject, level) -> accuracy per value
     equivalence_limits: Limits | None = None  # when answers have classes
+    comparisons: list[Comparison] | None = None  # labelled runs: SC vs greedy, weighted vs majority, adaptive
 
 
 def json_schema() -> dict[str, Any]:

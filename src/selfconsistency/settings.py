@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -127,6 +127,9 @@ class ExperimentSettings(_Group):
         "control characters, over-long text) instead of neutralising them.", INPUT)] = False
     max_question_chars: Annotated[int, Field(ge=100, le=1_000_000), Identity(), Cli(
         "Longest question text accepted; longer text is cut (refused with --strict-input).", INPUT)] = 8000
+    ties: Annotated[Literal["random", "abstain"], Cli(
+        "How a tie for the lead counts: random (the question's seeded tie-break order picks one of the tied "
+        "answers) or abstain (a tie is no answer, as some graders count it).", OUTPUT, cli_type=str)] = "random"
     subset_runs: Annotated[int, Field(ge=1, le=10_000), Cli("Random subsets per k for mean ± std.", OUTPUT,
                                                  not_in=_NO_REPORT)] = 100
     log_prompts: Annotated[bool, Cli("Write prompt and completion text into the audit log (audit.jsonl) too.",

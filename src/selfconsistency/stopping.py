@@ -231,6 +231,7 @@ class TieBreaks:
     seed: int
     question_ids: Sequence[str]
     temperature: float
+    rule: str = "random"  # vote.TIE_RULES: under "abstain" a tie is no answer
 
     @classmethod
     def anonymous(cls, questions: int) -> TieBreaks:
@@ -273,7 +274,8 @@ def replay_many(rules: Sequence[StoppingRule], answers: Sequence[Sequence[str | 
     order_rng = np.random.default_rng(seed).spawn(2)[0]  # the orders as before tie-breaks were ranked
     fast = [rule for rule in rules if _state_kind(rule) is not None]
     results = dict(zip([id(r) for r in fast],
-                       _replay_states(fast, encoded, gold_ids, _label_ranks(answers, golds, ties), runs, order_rng),
+                       _replay_states(fast, encoded, gold_ids, _label_ranks(answers, golds, ties), runs, order_rng,
+                                      ties.rule),
                        strict=True))
     out = []
     for rule in rules:
@@ -302,7 +304,7 @@ def _label_ranks(answers: Sequence[Sequence[str | None]], golds: Sequence[str], 
 
 
 def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.ndarray, ranks: np.ndarray,
-                   runs: int, order_rng: np.random.Generator) -> list[ReplayResult]:
+                   runs: int, order_rng: np.random.Generator, tie_rule: str = "random") -> list[ReplayResult]:
     if not rules:
         return []
     n_questions, n = encoded.shape
@@ -374,7 +376,8 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
                 used[i][stopped] = length
                 wins = gold[stopped] > best_other[stopped]
                 tie = (gold[stopped] == best_other[stopped]) & (gold[stopped] > 0)
-                wins |= tie & (gold_rank[stopped] > best_rank[stopped])
+                if tie_rule == "random":  # under "abstain" a tie is no answer: gold wins only alone
+                    wins |= tie & (gold_rank[stopped] > best_rank[stopped])
                 correct[i][stopped] = wins
                 active[i][stopped] = False
     results = []
@@ -435,7 +438,8 @@ def _replay_paths(rule: StoppingRule, answers: Sequence[Sequence[str | None]], g
         for row, gold, qid in zip(answers, golds, ties.question_ids, strict=True):
             order = [row[i] for i in rng.permutation(len(row))]
             k = next((k for k in range(1, len(order) + 1) if rule.should_stop(order[:k])), len(order))
-            correct += decide(order[:k], seed=ties.seed, question_id=qid, temperature=ties.temperature).answer == gold
+            correct += decide(order[:k], seed=ties.seed, question_id=qid, temperature=ties.temperature,
+                              ties=ties.rule).answer == gold
             spent += k
         accuracy[run] = correct / len(golds)
         used[run] = spent / len(golds)

@@ -8,7 +8,8 @@ paths give the same answer everywhere. Pure: no I/O, no global randomness.
 - A tie for the lead is broken by the question's own tie-break order (`tie_rank`): a seeded random
   ranking of its answers, from the run's seed, the question's id and the temperature. It is uniform over
   the tied answers, and the same whichever paths arrived first, whichever other questions were asked,
-  and whichever command reads them.
+  and whichever command reads them. With `ties="abstain"` a tie is no answer instead (as some graders
+  count it).
 - Agreement is the winner's share of the votes that were cast (abstentions left out); by weight, for a
   weighted vote; 0 when no path gave an answer.
 """
@@ -60,10 +61,13 @@ class Vote:
         return self.tied > 1
 
 
+TIE_RULES = ("random", "abstain")  # how a tie for the lead counts: broken by the tie order, or no answer
+
+
 def decide(answers: Sequence[str | None], *, seed: int, question_id: str, temperature: float,
-           weights: Sequence[float] | None = None) -> Vote:
+           weights: Sequence[float] | None = None, ties: str = "random") -> Vote:
     """The vote over one question's `answers` (the paths it used; their order does not matter), with each
-    path's vote `weights` for a weighted vote (None: one vote each)."""
+    path's vote `weights` for a weighted vote (None: one vote each); `ties`: one of TIE_RULES."""
     counts = Counter(answers)
     abstained = counts.pop(None, 0)
     ranked = dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
@@ -78,6 +82,9 @@ def decide(answers: Sequence[str | None], *, seed: int, question_id: str, temper
         return Vote(None, 0.0, ranked, abstained, 0, {} if weights is not None else None)
     top = max(totals.values())
     leaders = [answer for answer, total in totals.items() if total == top]
+    if len(leaders) > 1 and ties == "abstain":
+        return Vote(None, 0.0, ranked, abstained, len(leaders),
+                    None if weights is None else {a: round(t, WEIGHT_DIGITS) for a, t in totals.items()})
     winner = leaders[0] if len(leaders) == 1 else max(
         leaders, key=lambda answer: tie_rank(seed, question_id, temperature, answer))
     return Vote(winner, share(totals, winner), ranked, abstained, len(leaders),
