@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ..costs import CHARS_PER_TOKEN  # the emulated tokenizer counts as the estimates do
+from ..costs import CHARS_PER_TOKEN  # the emulated tokenizer: characters of text / CHARS_PER_TOKEN
 
 ACCOUNT, REGION = "123456789012", "us-east-1"
 _FLOW = ("Submitted", "Validating", "Scheduled", "InProgress")
@@ -391,6 +391,18 @@ def output_seed(record_id: str, model_input: dict[str, Any]) -> str:
     return f"{record_id}:{digest}"
 
 
+def _text_length(value: Any) -> int:
+    """Characters of the text in a request body (its strings, not its keys, numbers and punctuation): what the
+    emulated tokenizer counts, so that billed counts differ from an estimate made from the body's JSON."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_length(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_text_length(v) for v in value)
+    return 0
+
+
 def generated_text(record_id: str, index: int) -> str:
     """Deterministic reasoning text with a small-number answer, the same for the same record and index."""
     rng = random.Random(f"{record_id}:{index}")
@@ -402,7 +414,7 @@ def model_output(family: str, model_input: dict[str, Any], record_id: str) -> tu
     """(response body in the family's format, input tokens, output tokens) for one record."""
     n = int(model_input.get("num_generations") or model_input.get("numResults") or 1)
     texts = [generated_text(record_id, i) for i in range(n)]
-    used_in = max(1, len(json.dumps(model_input)) // CHARS_PER_TOKEN)
+    used_in = max(1, _text_length(model_input) // CHARS_PER_TOKEN)  # the text a tokenizer sees, not the JSON
     used_out = sum(max(1, len(t) // CHARS_PER_TOKEN) for t in texts)
     if family == "cohere-command":
         body: dict[str, Any] = {"generations": [{"text": t, "finish_reason": "COMPLETE"} for t in texts]}
