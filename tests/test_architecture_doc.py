@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import GSM8K_TEST
@@ -17,6 +18,7 @@ def _blocks(kind: str) -> list[str]:
     return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
+@pytest.mark.slow  # a fresh interpreter: the plugin registers before the CLI is built
 def test_the_backend_and_rule_snippets_run_and_plug_in(tmp_path):
     script = "\n".join(_blocks("python")) + f'''
 from selfconsistency import RunSettings, run_experiment

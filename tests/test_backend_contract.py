@@ -82,7 +82,7 @@ def bedrock_batch_case(aws):
 
 
 @pytest.fixture
-def local_case():
+def local_case(loaded_model):
     return Case({"backend": "local", "model": SMALL_MODEL, "limit": 1, "paths": 2, "max_tokens": 24}, paid=False)
 
 
