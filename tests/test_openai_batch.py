@@ -25,13 +25,16 @@ def batch_config(url, **overrides):
                         "poll_seconds": 0.02, **overrides})
 
 
-def test_a_batch_failing_every_round_is_reported_then_resumed(batch_api, tmp_path):
+def test_a_batch_failing_validation_is_reported_once_then_resumed(batch_api, tmp_path):
+    """OpenAI fails a batch only at validation: the same input would fail again, so it is not sent again
+    round after round (it was MAX_ROUNDS batches); once what it named is fixed, the same command finishes."""
     emulator, url = batch_api
     emulator.faults = Faults(fail_batches=MAX_ROUNDS)
     run_dir = tmp_path / "run"
-    with pytest.raises(BackendError, match="emulated validation failure"):
+    with pytest.raises(BackendError, match="refused batch job .* as a whole: .*emulated validation failure"):
         run_experiment(batch_config(url, limit=2, paths=3), run_dir)
-    assert len(emulator.batches) == MAX_ROUNDS and stored_rows(run_dir) == []
+    assert len(emulator.batches) == 1 and stored_rows(run_dir) == []
+    emulator.faults = Faults()
     run_experiment(batch_config(url, limit=2, paths=3), run_dir)  # the same command again finishes the run
     assert len(stored_rows(run_dir)) == 2 * 7
 

@@ -114,7 +114,9 @@ def forget_job(run_dir: Path, key: str, endpoints: dict[str, str | None] | None 
             return "collected", {**job, "job_id": job_id}
     failed = next(status for status in service.finished if status.lower() == "failed")
     with writer(run_dir) as store:
-        if job.get("job_id"):  # the next run reads whatever output the job left, then resubmits its records
+        if job["status"] == "collected":  # its output was read already: it stays counted, nothing to send again
+            store.update_job(job["job_key"], message=FORGOTTEN)
+        elif job.get("job_id"):  # the next run reads whatever output the job left, then resubmits its records
             store.update_job(job["job_key"], status=failed, message=FORGOTTEN, ended_at=time.time())
         else:  # never made: nothing to collect
             store.update_job(job["job_key"], status="collected", message=FORGOTTEN, ended_at=time.time())

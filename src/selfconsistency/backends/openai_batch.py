@@ -130,8 +130,9 @@ class OpenAIBatchJobs:
         counts = batch.request_counts
         errors = batch.errors.data if batch.errors and batch.errors.data else []
         message = "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in errors)
+        # OpenAI fails a batch only at validation (its input file): the same input would fail the same way
         return JobState(batch.status, message or None, counts.completed + counts.failed if counts else None,
-                        counts.total if counts else None)
+                        counts.total if counts else None, invalid=batch.status == "failed")
 
     def cancel(self, job: dict[str, Any]) -> None:
         with self._calling("cancel batch"):
