@@ -521,7 +521,8 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
         for job in found.jobs + found.unsent:
             job_id = job.get("job_id") or found.found(job)
             if job_id is None:
-                said = ("sent by a run stopped before it heard back; not at the provider: the next run creates it"
+                said = ("sent by a run stopped before it heard back, not listed by the provider yet: the "
+                        "next run looks again, and creates it only if it is not there"
                         if job["status"] == "creating" else "planned, not sent")
                 out.print(f"{job['job_key'][:12]}  {job['status']:18} {len(job['records']):>12} records  ({said})",
                           highlight=False)

@@ -43,8 +43,8 @@ class DryRun:
                f"  paths: {self.planned:,} planned, {self.stored:,} stored, {e.paths:,} to generate, in {e.records:,} "
                f"requests{'; ' + self.jobs if self.jobs else ''}",
                f"  prompt: {e.prompt_said()}",
-               f"  output: expected {e.output_said().removeprefix('output: ')}; at most {e.worst_output_tokens:,} "
-               f"(every path at --max-tokens {s.sampling.max_tokens:,})"]
+               f"  output: expected {e.output_said()}; at most {e.worst_output_tokens:,} (every path at --max-tokens "
+               f"{s.sampling.max_tokens:,})"]
         if self.price is None:
             out.append(f"  cost: no price known for {s.model} (give --prices): tokens at most {e.worst_tokens:,}")
             return out

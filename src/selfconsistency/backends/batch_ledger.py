@@ -71,25 +71,25 @@ class Estimate:
 
     def prompt_said(self) -> str:
         if self.prompt_mean is None:
-            return f"~{self.prompt_chars_tokens:,} prompt tokens ({CHARS_PER_TOKEN} characters a token)"
-        return (f"~{self.expected_prompt_tokens:,} prompt tokens ({self.prompt_mean.tokens:,.1f} a request: "
-                f"{self.prompt_mean.source})")
+            return f"~{self.prompt_chars_tokens:,} prompt tokens at {CHARS_PER_TOKEN} characters a token"
+        return (f"~{self.expected_prompt_tokens:,} prompt tokens at {self.prompt_mean.tokens:,.1f} a request, "
+                f"{self.prompt_mean.source}")
 
     def output_said(self) -> str:
         expected = self.expected_output_tokens
         if expected is None:
-            return "output: no mean length known yet (give --mean-output-tokens)"
-        return f"~{expected:,} output tokens ({self.output_mean.tokens:,.1f} a path: {self.output_mean.source})"
+            return "output length unknown: give --mean-output-tokens"
+        return f"~{expected:,} output tokens at {self.output_mean.tokens:,.1f} a path, {self.output_mean.source}"
 
     def describe(self, price: Price | None) -> str:
         """One line: the records, the expected cost and tokens, and the worst case."""
         head = f"{self.records:,} records ({self.paths:,} paths)"
         worst = f"{self.worst_tokens:,} tokens, every path at --max-tokens"
         if price is None:
-            return f"{head}: {self.prompt_said()}, {self.output_said()}; at most {worst}; no price known"
+            return f"{head}: {self.prompt_said()}; {self.output_said()}; at most {worst}; no price known"
         cost = self.expected(price)
-        expected = f"expected ~{dollars(cost)}" if cost is not None else "expected: unknown"
-        return (f"{head}: {expected} ({self.prompt_said()}, {self.output_said()}); at most "
+        expected = f"expected ~{dollars(cost)}" if cost is not None else "expected cost unknown"
+        return (f"{head}: {expected} ({self.prompt_said()}; {self.output_said()}); at most "
                 f"{dollars(self.worst(price))} ({worst})")
 
 
@@ -104,7 +104,7 @@ def estimate(records: list[Record], prompt_mean: Mean | None = None, output_mean
 def mean_of(stated: int | None, flag: str, measured: tuple[float, int] | None, what: str) -> Mean | None:
     """A stated mean (the option `flag`), else the run's measured one (over `measured[1]` `what`), else None."""
     if stated is not None:
-        return Mean(float(stated), flag)
+        return Mean(float(stated), f"stated with {flag}")
     if measured is not None and measured[1]:
         return Mean(measured[0], f"measured on the run's {measured[1]:,} stored {what}")
     return None
