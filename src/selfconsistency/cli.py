@@ -512,8 +512,8 @@ def jobs_list(
 @jobs_app.command("status")
 def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")],
                 base_url: _BASE_URL = None) -> None:
-    """Live status and record progress (processed / total) of a run's batch jobs, those a stopped run left
-    'creating' (sent, not heard back from) included."""
+    """Live status and record progress (processed / total) of a run's batch jobs, those a stopped run left \
+'creating' (sent, not heard back from) included."""
     from .backends.batch_jobs import error_summary
 
     found = _run_jobs(run_dir, base_url)
@@ -572,9 +572,9 @@ def jobs_forget(
 ) -> None:
     """Give up a job the provider no longer knows (another account, or gone), after asking the provider.
 
-    A job it still runs is refused (or stopped, with --stop: the next run collects what it processed); a
-    job it finished is collected, since its answers are paid for. Only a job the provider does not have is
-    forgotten: the next run collects whatever output it left and resubmits its records."""
+    A job it still runs is refused (or stopped, with --stop: the next run collects what it processed); a \
+job it finished is collected, since its answers are paid for. Only a job the provider does not have is \
+forgotten: the next run collects whatever output it left and resubmits its records."""
     from .jobs import forget_job
 
     _run_jobs(run_dir, base_url)  # the run's settings and provider, checked first
@@ -619,8 +619,8 @@ def compare(
     temperature: Annotated[float | None, typer.Option(
         help="Which sampled temperature of each run to compare. \\[default: each run's first]")] = None,
 ) -> None:
-    """Two runs over the same questions, question by question: greedy vs greedy and SC@k vs SC@k, the
-    difference with its 95% interval (paired bootstrap) and p-value (paired permutation test)."""
+    """Two runs over the same questions, question by question: greedy vs greedy and SC@k vs SC@k, the \
+difference with its 95% interval (paired bootstrap) and p-value (paired permutation test)."""
     from .compare import compare as compare_runs
     from .compare import comparison_markdown, run_scores
 
