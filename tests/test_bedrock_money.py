@@ -286,7 +286,7 @@ def test_a_missing_region_an_unknown_profile_or_a_malformed_region_is_one_line(a
 def test_s3_paths_in_errors_name_the_job_key(aws, tmp_path):
     """The job key (40 hex digits) is a name, not a secret: an error about the input shows where it is."""
     run_dir = tmp_path / "run"
-    args = run_args(run_dir, "no-such-bucket-here")
+    args = run_args(run_dir, f"absent-{time.time_ns()}")  # moto's server lives for the session: a new name
     line = one_line_error(run_cli(*[a for a in args if a != "--create-bucket"]))
     with SampleStore.open_readonly(run_dir) as store:
         (job,) = store.jobs()
