@@ -159,6 +159,8 @@ def _no_process(item):
     def fork():
         return real_fork() if _forked_by_the_product() else refuse("os.fork")()
 
+    from selfconsistency.math_verifier import use_verifier
+
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(subprocess, "_fork_exec", refuse("subprocess"))
         patch.setattr(multiprocessing.util, "spawnv_passfds", refuse("multiprocessing spawn"))
@@ -166,7 +168,12 @@ def _no_process(item):
         for name in _PROCESS_CALLS:
             if hasattr(os, name):
                 patch.setattr(os, name, refuse(f"os.{name}"))
-        yield
+        # math answers compared in this process, not in the product's worker process (slow tests may test it)
+        previous = use_verifier(_LazyInProcess())
+        try:
+            yield
+        finally:
+            use_verifier(previous)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -611,7 +618,8 @@ def batch_api(monkeypatch):
 
 class _LazyInProcess:
     """math-verify in the test process (made at its first use): a test that is not `slow` starts no worker
-    process for the math answer type's comparisons."""
+    process for the math answer type's comparisons (_no_process puts it in place for every phase of such a
+    test, so that fixtures of any scope use it too)."""
 
     made = None
 
@@ -627,16 +635,3 @@ class _LazyInProcess:
 
     def compare(self, gold, answer):
         return self._verifier().compare(gold, answer)
-
-
-@pytest.fixture(autouse=True)
-def math_in_process(request):
-    """Comparisons of math answers in this process, except for slow tests (which may test the worker)."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    from selfconsistency.math_verifier import use_verifier
-
-    previous = use_verifier(_LazyInProcess())
-    yield
-    use_verifier(previous)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import waves
 from .answer_classes import Classifier
 from .answer_stop import answer_complete_pattern
 from .audit import AuditLog
@@ -22,12 +23,11 @@ from .math_answers import split_thinking
 from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
-from .settings import GREEDY_TEMPERATURE, MAX_PLANNED_PATHS, RunSettings
+from .settings import MAX_PLANNED_PATHS, RunSettings
 from .store import StoredPath, StoredQuestion, writer
 from .tasks import DataError, Task, TaskData
 from .tasks.answer_types import answer_type
 from .tasks.base import CHAT_CONTEXT
-from .waves import fill_wave, first_wave, next_round
 
 log = logging.getLogger(__name__)
 
@@ -234,21 +234,12 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                         on_path(generation)
 
         try:
-            rule = config.stopping_rule()
-            if rule is None:
-                generate(plan_requests(config, task, data))
+            if config.stopping.budgeted(config.budget.max_cost) or config.stopping.stop:
+                waves.run_waves(config, store, list(questions), started_backend,
+                                plan=lambda wanted: pending_of(plan_requests(config, task, data, wanted)),
+                                generate=generate)
             else:
-                # Each round goes in one wave (all temperatures together); the greedy path goes with the first.
-                wanted = {**({(q, GREEDY_TEMPERATURE): 1 for q in questions} if config.sampling.greedy else {}),
-                          **next_round(config, rule, store, list(questions))}
-
-                def wave(counts: dict[tuple[str, float], int]) -> list[GenerationRequest]:
-                    return pending_of(plan_requests(config, task, data, counts))
-
-                while wanted:  # the first wave is the store's (no job, no sampled path), not this process's
-                    generate(plan_requests(config, task, data, fill_wave(wanted, wave, started_backend,
-                                                                         rule.max_paths, first_wave(store))))
-                    wanted = next_round(config, rule, store, list(questions))
+                generate(plan_requests(config, task, data))
         except BaseException as exc:
             audit.event("run_error", error=type(exc).__name__)
             raise

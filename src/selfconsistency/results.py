@@ -137,9 +137,9 @@ def _complete_selection(store: SampleStore, settings: RunSettings, counts: dict[
     """The selected questions that have every path the settings ask for; under a stopping rule, the
     greedy path and a recorded stop at every sampling temperature (`counts`: store.path_counts())."""
     selection = store.get_meta("selection") or []
-    rule = settings.stopping_rule()
-    if rule:
-        stops = store.stops(rule.name)
+    stops_name = settings.stops_name()
+    if stops_name:
+        stops = store.stops(stops_name)
         return [qid for qid in selection
                 if (not settings.sampling.greedy or counts.get(0.0, {}).get(qid, 0))
                 and all((qid, t) in stops for t in settings.sampling.temperatures)]
@@ -149,16 +149,16 @@ def _complete_selection(store: SampleStore, settings: RunSettings, counts: dict[
 
 def _adaptive(store: SampleStore, settings: RunSettings, temperature: float, complete: list[str],
               paths: _SettingPaths, golds: list[str]) -> dict[str, Any]:
-    """Accuracy of the vote over the paths each question used before its rule stopped it."""
-    rule = settings.stopping_rule()
-    stops = store.stops(rule.name)
+    """Accuracy of the vote over the paths each question used before its rule or its budget stopped it."""
+    name = settings.stops_name()
+    stops = store.stops(name)
     used = [stops[(qid, temperature)][0] for qid in complete]
     votes = [decide(paths.answers(qid)[:k], seed=settings.sampling.seed, question_id=qid,
                     ties=settings.experiment.ties,
                     temperature=temperature).answer for qid, k in zip(complete, used, strict=True)]
     return {
         "_right": np.array([v is not None and v == g for v, g in zip(votes, golds, strict=True)], float),
-        "rule": rule.name, "accuracy": accuracy(votes, golds),
+        "rule": name, "accuracy": accuracy(votes, golds),
         "mean_paths_used": float(np.mean(used)) if used else 0.0,
         "mean_paths_generated": float(np.mean([stops[(q, temperature)][1] for q in complete])) if used else 0.0,
         "max_paths": settings.sampling.paths,
@@ -212,7 +212,7 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     for temperature in settings.settings():
         stored = counts.get(temperature, {})
         n = settings.paths_at(temperature)
-        if settings.stopping.stop and temperature != 0.0:  # the curve over what every question has
+        if settings.stops_name() and temperature != 0.0:  # the curve over what every question has
             n = min((stored.get(q, 0) for q in complete), default=0)
         paths = stored_paths[temperature]
         used = paths.rows(complete, n)
@@ -235,7 +235,7 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
                 summary["equivalence"] = equivalence_effect(
                     paths.columns["answer"].take(used).tolist(), written, [questions[q].gold for q in complete],
                     complete, settings.sampling.seed, temperature)
-            if settings.stopping.stop:
+            if settings.stops_name():
                 summary["adaptive"] = _adaptive(store, settings, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
     _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves, settings.experiment.ties)

@@ -1,26 +1,120 @@
-"""Adaptive stopping's waves: how many paths each undecided question needs next, and a wave grown to a
-batch job's minimum of records when that is worth it. Decisions read the store, never the process's own
-history, so a run killed and resumed grows its waves as an uninterrupted one does."""
+"""How a run asks for its paths in waves when it does not ask for them all at once: adaptive stopping's
+rounds (`--stop`) and budgets (`--budget-paths`, `--max-cost` as the amount to spend). Each wave goes to
+the backend as one `generate` call (one batch job per provider); what to ask next is decided from the store
+alone, so a killed run resumes where it was.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 
-from .backends.base import GenerationRequest
+from .allocation import plan_waves, unit_key
+from .backends.base import BudgetExceeded, GenerationRequest
 from .settings import GREEDY_TEMPERATURE, RunSettings
 from .stopping import StoppingRule
 from .store import SampleStore
+from .tasks import DataError
 
 log = logging.getLogger(__name__)
 
+Wanted = dict[tuple[str, float], int]  # (question id, temperature) -> paths it should have
+
+
+def run_waves(config: RunSettings, store: SampleStore, question_ids: list[str], backend: Callable[[], object],
+              plan: Callable[[Wanted], list[GenerationRequest]],
+              generate: Callable[[list[GenerationRequest]], None]) -> None:
+    """Ask for paths wave by wave until the rule has decided every question or the budget is spent;
+    `plan(wanted)`: the requests of those paths not stored yet."""
+    rule = config.stopping_rule()
+    if config.stopping.budgeted(config.budget.max_cost):
+        _spend_budget(config, store, question_ids, rule, backend, lambda wanted: generate(plan(wanted)))
+        return
+    # Each round goes in one wave (all temperatures together); the greedy path goes with the first.
+    wanted = {**({(q, GREEDY_TEMPERATURE): 1 for q in question_ids} if config.sampling.greedy else {}),
+              **_next_round(config, rule, store, question_ids)}
+    while wanted:  # the first wave is the run's, as its store tells (no job, no sampled path), not the process's
+        generate(plan(_fill_wave(wanted, plan, backend, rule.max_paths, first_wave(store))))
+        wanted = _next_round(config, rule, store, question_ids)
+
 
 def first_wave(store: SampleStore) -> bool:
-    """The run's first wave, as its store tells: no batch job yet and no sampled path stored."""
+    """The run's first wave: no batch job yet and no sampled path stored. Growth decisions read this, never
+    the process's own history, so a run killed and resumed grows its waves as an uninterrupted one does."""
     return not store.jobs() and not set(store.path_counts()) - {GREEDY_TEMPERATURE}
 
 
-def fill_wave(wanted: dict[tuple[str, float], int],
+def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[str], rule: StoppingRule | None,
+                  backend: Callable[[], object], generate: Callable[[dict[tuple[str, float], int]], None]) -> None:
+    """A budgeted run: the allocator's waves (all temperatures together, the greedy path with the first)
+    until the budget is spent, then each question's stop recorded. The plan is replayed from the stored
+    paths each time (`allocation.plan_waves`): a resumed run finishes the wave it was killed in."""
+    temperatures = config.sampling.temperatures
+    keys = {t: [unit_key(config.sampling.seed, q, t) for q in question_ids] for t in temperatures}
+    greedy = {(q, GREEDY_TEMPERATURE): 1 for q in question_ids} if config.sampling.greedy else {}
+    min_records = getattr(backend(), "min_records_per_job", 1)
+    while True:
+        answers = store.answers_in_order()
+        budget = config.budget_plan(len(question_ids), min_records, _total_from_cost(config, store, question_ids))
+        wanted, finished = dict(greedy), {}
+        for t in temperatures:
+            rows = [answers.get((q, t), []) for q in question_ids]
+            target, done = plan_waves(budget, rows, keys[t], rule)
+            (finished if done else wanted).update({(q, t): n for q, n in zip(question_ids, target, strict=True)})
+        if not any(t != GREEDY_TEMPERATURE for _, t in wanted):
+            break
+        wave = sum(max(0, n - len(answers.get(key, []))) for key, n in wanted.items())
+        log.info(f"budget: a wave of {wave:,} paths by {budget.allocator} ({budget.total:,} paths per temperature "
+                 f"over {len(question_ids):,} questions, at most {budget.max_paths} each)")
+        try:
+            generate(wanted)
+        except BudgetExceeded as exc:  # --max-cost as the amount to spend: the cap ends the run
+            if config.stopping.budget_paths is not None:
+                raise
+            log.warning(f"budget: {exc}; the run ends with what was spent")
+            answers = store.answers_in_order()
+            finished = {(q, t): len(answers.get((q, t), [])) for q in question_ids for t in temperatures}
+            break
+    name = config.stops_name()
+    answers = store.answers_in_order()
+    for (qid, t), target in finished.items():
+        sofar = answers.get((qid, t), [])
+        used = min(target, len(sofar))
+        fired = rule is not None and rule.decides(sofar[:used])
+        store.record_stop(qid, t, name, used, len(sofar), "rule" if fired else "budget")
+
+
+def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list[str]) -> int | None:
+    """What --max-cost as the amount to spend comes to in sampled paths per temperature (None when the
+    budget is --budget-paths): before the first wave, its paths; after it, those plus what is left of the
+    amount at the measured mean cost of a sampled path, fixed in the store so a resumed run keeps the plan.
+    The backends' cap still holds: a wave that could pass it is refused, and the run ends there."""
+    if config.stopping.budget_paths is not None:
+        return None
+    name = config.stops_name()
+    fixed = store.budget_total(name)
+    if fixed is not None:
+        return fixed
+    price = config.price(priced_as=(store.priced_as() or {}).get("model"))  # an inference profile's model
+    if price is None:
+        raise DataError(f"--max-cost as the amount to spend needs a price for {config.model}: give a price file "
+                        "(--prices), or spend --budget-paths")
+    first = len(question_ids) * config.stopping.min_paths
+    sampled = [p for p in store.paths(text=False)
+               if p.temperature != GREEDY_TEMPERATURE and p.question_id in set(question_ids)]
+    if len(sampled) < first * len(config.sampling.temperatures):
+        return first  # the first wave: every question's first paths, measured before anything else is planned
+    spent = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in store.paths(text=False))
+    per_path = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in sampled) / len(sampled)
+    left = max(0.0, config.budget.max_cost - spent)
+    total = first + int(left / len(config.sampling.temperatures) / per_path) if per_path else first
+    store.record_budget_total(name, total)
+    log.info(f"budget: --max-cost {config.budget.max_cost:g} comes to {total:,} sampled paths per temperature at "
+             f"the first wave's mean cost of ${per_path:.6f} a path")
+    return total
+
+
+def _fill_wave(wanted: dict[tuple[str, float], int],
                plan: Callable[[dict[tuple[str, float], int]], list[GenerationRequest]],
                backend: Callable[[], object], max_paths: int, first: bool) -> dict[tuple[str, float], int]:
     """A wave below a batch job's minimum of records, grown by one path per undecided question at a time
@@ -53,7 +147,7 @@ def fill_wave(wanted: dict[tuple[str, float], int],
     return wanted
 
 
-def next_round(config: RunSettings, rule: StoppingRule, store: SampleStore,
+def _next_round(config: RunSettings, rule: StoppingRule, store: SampleStore,
                 question_ids: list[str]) -> dict[tuple[str, float], int]:
     """Record the questions the rule has decided; how many paths each undecided one needs next."""
     answers = store.answers_in_order()
