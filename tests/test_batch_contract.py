@@ -146,6 +146,10 @@ class Provider:
         """The provider's validation refuses (or accepts) every job as a whole."""
         raise NotImplementedError
 
+    def answer_half(self) -> None:
+        """The next job ends having answered about half of its records (partly completed, or expired)."""
+        raise NotImplementedError
+
     def lose(self, job: dict) -> None:
         """The provider no longer has the job (another account, or gone)."""
         raise NotImplementedError
@@ -231,6 +235,11 @@ class BedrockBatch(Provider):
 
     def refuse_whole_jobs(self, refuse):
         self.emulator.min_records_per_job = 10**6 if refuse else 1  # Bedrock's record quota, as validation sees it
+
+    def answer_half(self):
+        from selfconsistency.testing.bedrock_emulator import Faults
+
+        self.emulator.faults = Faults(partial_jobs=1)
 
     def lose(self, job):
         with self.emulator.lock:
@@ -338,6 +347,11 @@ class OpenAIBatch(Provider):
     def lose(self, job):
         with self.emulator.lock:
             del self.emulator.batches[job["id"]]
+
+    def answer_half(self):
+        from selfconsistency.testing.openai_batch_emulator import Faults
+
+        self.emulator.faults = Faults(expire_batches=1)
 
     def check_stopped(self, job):
         # as documented: the requests a cancel kept from running are error-file lines with code batch_cancelled
@@ -651,6 +665,26 @@ def test_fewer_paths_after_an_interruption_store_every_paid_path_and_buy_nothing
     assert ledger(run_dir) == provider.billed()
     again = run_cli(*provider.cli_args(run_dir))  # the larger run later needs nothing more
     assert again.returncode == 0 and len(provider.jobs()) == 1, again.stderr
+
+
+def test_fewer_paths_buy_only_what_todays_plan_misses(provider, tmp_path):
+    """The interrupted job answered half of its records: all it answered is stored, and what is bought after
+    it is only what today's plan (2 paths) lacks, never the paths beyond it that the job left unanswered."""
+    provider.answer_half()
+    run_dir = tmp_path / "run"
+    kill_once_submitted(provider.cli_args(run_dir), run_dir)
+    (first,) = provider.jobs()
+    resumed = run_cli(*provider.cli_args(run_dir, paths=2))
+    assert resumed.returncode == 0, resumed.stderr
+    with SampleStore(run_dir, create=False) as store:
+        jobs = store.jobs()
+        bought_later = [tuple(p) for job in jobs[1:] for paths in job["records"].values() for p in paths]
+        bought_later += list(store.on_demand_keys())
+        stored = store.stored_keys()
+    assert bought_later and all(t == 0.0 or index < 2 for _, t, index in bought_later)
+    assert {(q, t, i) for q, t, i in stored if t != 0.0 and i >= 2}  # beyond today's plan: the first job's answers
+    assert 0 < provider.answered_records(first) < len(jobs[0]["records"])
+    assert ledger(run_dir) == provider.billed()
 
 
 def test_a_job_refused_as_a_whole_is_not_sent_again_as_it_is(provider, tmp_path):

@@ -195,28 +195,21 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
             stored = store.stored_keys()
             return [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
 
-        def with_paid(requests: list[GenerationRequest]) -> list[GenerationRequest]:
-            """The requests and every path of today's questions that a batch job not yet collected stands
-            for (an interrupted run of more paths: paid for, so stored), planned in one order with them so
-            that they pack into the records the job holds (the same ids)."""
-            asked = {(r.question_id, r.temperature, r.path_index) for r in requests}
-            owed = {key for key in store.uncollected_paths() - asked if key[0] in questions}
+        def paid_requests() -> list[GenerationRequest]:
+            """Every path of today's questions that a batch job not yet collected stands for (a run of more
+            paths, interrupted: paid for, so stored even beyond today's plan), planned in the order a run
+            plans them so that they pack into the records the job holds (the same ids)."""
+            owed = {key for key in store.uncollected_paths() if key[0] in questions}
             if not owed:
-                return requests
+                return []
             counts: dict[tuple[str, float], int] = {}
-            for qid, temperature, index in asked | owed:
+            for qid, temperature, index in owed:
                 counts[(qid, temperature)] = max(counts.get((qid, temperature), 0), index + 1)
             return [r for r in plan_requests(config, task, data, counts)
-                    if (r.question_id, r.temperature, r.path_index) in asked | owed]
+                    if (r.question_id, r.temperature, r.path_index) in owed]
 
-        def generate(requests: list[GenerationRequest]) -> None:
-            requests = with_paid(requests)
-            pending = pending_of(requests)
-            if on_start:
-                on_start(len(pending), len(requests) - len(pending))
-            if not pending:
-                return
-            for item in started_backend().generate(pending):
+        def store_all(items, report: bool = True) -> None:
+            for item in items:
                 group = item if isinstance(item, tuple) else (item,)  # a record's paths: stored together
                 store.add_paths(stored(g) for g in group)
                 if classifier:
@@ -230,8 +223,18 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                                 latency_s=round(generation.latency_s, 4), status=generation.finish_reason,
                                 prompt=logged_prompt(request.prompt) if config.experiment.log_prompts else None,
                                 completion=generation.text)
-                    if on_path:
+                    if on_path and report:
                         on_path(generation)
+
+        def generate(requests: list[GenerationRequest]) -> None:
+            paid = paid_requests()
+            if paid and hasattr(started_backend(), "collect"):  # collected first, nothing bought for them
+                store_all(backend.collect(paid), report=False)
+            pending = pending_of(requests)
+            if on_start:
+                on_start(len(pending), len(requests) - len(pending))
+            if pending:
+                store_all(started_backend().generate(pending))
 
         try:
             if config.stopping.budgeted(config.budget.max_cost) or config.stopping.stop:

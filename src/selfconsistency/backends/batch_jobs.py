@@ -13,7 +13,9 @@ stored with their error and not resubmitted; a job the user stopped leaves its u
 unwanted until `jobs collect --resubmit`. Every job and on-demand call is checked first against the run's
 spend ledger (manifests + on-demand usage, both the provider's counts) and --max-cost / --max-tokens-total.
 
-A job whose create call a killed process left unanswered ('creating') is first looked for at the provider
+`collect` stores what the run's jobs answered to paths a run no longer asks for (a run of fewer paths
+after an interruption), sending nothing for them. A job whose create call a killed process left unanswered
+('creating') is first looked for at the provider
 and adopted if found (it may be running, and billed); only a job the provider does not have is created
 again, with today's options. A job the provider refuses as a whole at validation is not sent again as it
 is: the run stops and says what to change. A record an on-demand call refuses for its own fault is stored
@@ -120,6 +122,17 @@ class BatchJobRunner:
                            f"records) as a whole: {message or 'no reason given'}; sending the same records again "
                            f"would be refused the same way: change what it names and run again{small}")
 
+    def collect(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
+        """The answers the run's jobs already made or are making to these requests (paid for): collected,
+        while nothing is sent for them. A job a killed process left 'creating' is adopted if the provider has
+        it, and otherwise left alone (a run asking for its paths creates it)."""
+        records = {r.record_id: r for r in self.service.pack(list(requests))}
+        unfinished = [j for j in self.jobs() if j["status"] in ("creating", SUBMITTED, *self.service.in_flight,
+                                                               *self.service.finished)]
+        earlier = [j for j in unfinished if set(j["records"]) & records.keys()]
+        yield from self._run_jobs(earlier, records, set(), create=False)
+        self._stop_if_invalid()
+
     def _unwanted(self) -> dict[str, dict[str, Any]]:
         """Records not to send again: refused for their own fault, or left by a job the user stopped."""
         return {e["record_id"]: e for e in self.store.record_errors(self.service.name) if not e["retryable"]}
@@ -197,8 +210,10 @@ class BatchJobRunner:
                             for r in records}, self.service.request(key))
         return next(j for j in self.jobs() if j["job_key"] == key)
 
-    def _run_jobs(self, jobs: list[dict], records: dict[str, Record], done: set[str]
+    def _run_jobs(self, jobs: list[dict], records: dict[str, Record], done: set[str], create: bool = True
                   ) -> Iterator[tuple[Generation, ...]]:
+        """Submit the jobs not yet made (`create=False`: only adopt those a killed process made), then poll
+        and collect them all."""
         waiting = [j for j in jobs if j["status"] in PENDING]
         running = [j for j in jobs if j["status"] in self.in_flight and j not in waiting]
         for job in [j for j in jobs if j["status"] in self.service.finished]:  # ended before a crash
@@ -207,7 +222,8 @@ class BatchJobRunner:
         while waiting or running:
             while waiting and len(running) < limit:
                 job = waiting.pop(0)
-                self._submit(job, records)
+                if not self._submit(job, records, create):
+                    continue
                 running.append(job)
             time.sleep(self.poll_seconds)
             for job in list(running):
@@ -227,14 +243,17 @@ class BatchJobRunner:
                         self.invalid.append((job, state.message))
                     yield from self._collect(job, records, done)
 
-    def _submit(self, job: dict[str, Any], records: dict[str, Record]) -> None:
+    def _submit(self, job: dict[str, Any], records: dict[str, Record], create: bool = True) -> bool:
         """Create the job; a job an earlier process left 'creating' (killed before it stored the provider's
-        answer) is looked for first: if the provider has it, it is adopted as it was made, else created anew."""
+        answer) is looked for first: if the provider has it, it is adopted as it was made, else created anew
+        (unless not `create`). Whether the job is now at the provider."""
         key = job["job_key"]
         found = self.service.find(job) if job["status"] == "creating" else None
         if found is not None:
             log.info(f"batch job {key[:12]}: found at the provider as {found} (created by a run that was stopped "
                      "before it heard back): collected as it was made")
+        elif not create:
+            return False
         else:
             self.store.update_job(key, status="creating")
             lines = [records[rid].line for rid in job["records"] if rid in records]
@@ -243,6 +262,7 @@ class BatchJobRunner:
             self.store.update_job(key, request=job["request"])
         job.update(job_id=found, status=SUBMITTED, submitted_at=time.time())
         self.store.update_job(key, job_id=found, status=SUBMITTED, submitted_at=job["submitted_at"])
+        return True
 
     def _collect(self, job: dict[str, Any], records: dict[str, Record], done: set[str]
                  ) -> Iterator[tuple[Generation, ...]]:
@@ -307,6 +327,10 @@ class BatchBackend:
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
         return self.runner.generate(requests)
+
+    def collect(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
+        """What the run's jobs answered to these requests (paid for), sending nothing: see BatchJobRunner."""
+        return self.runner.collect(requests)
 
     def close(self) -> None:
         closing = getattr(self.service, "close", None)
