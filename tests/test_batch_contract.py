@@ -10,6 +10,8 @@ provider's real client library, the run's real store):
 - records the provider refuses for their own fault are stored with their error and never sent again;
 - output lines that cannot be read are sent again when they are few, and when the whole output is
   unreadable or speaks another format the job is bought once: its records wait for `--resubmit`;
+- a budgeted run sends the provider its budget of paths and not one more, in jobs (and, below a job's
+  minimum, on demand); spent as --max-cost, its bill stays under the amount;
 
 and every record the provider bills is collected and counted (its emulator's billing log against the run's
 ledger and store):
@@ -158,6 +160,10 @@ class Provider:
         """The record ids of every input line sent."""
         raise NotImplementedError
 
+    def sent_paths(self) -> int:
+        """Paths the provider was asked for, in jobs and on demand (the budget test counts them)."""
+        raise NotImplementedError
+
     # provider-specific checks of a contract's run, beside the contract's own
     def check_broken_run(self, run_dir, results: dict) -> None:
         pass
@@ -232,6 +238,9 @@ class BedrockBatch(Provider):
             text = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
             ids |= {json.loads(line)["recordId"] for line in text.splitlines() if line.strip()}
         return ids
+
+    def sent_paths(self):
+        return len(self.sent_ids()) + self.on_demand_calls()  # one path per record (Claude: no n)
 
     def refuse_whole_jobs(self, refuse):
         self.emulator.min_records_per_job = 10**6 if refuse else 1  # Bedrock's record quota, as validation sees it
@@ -316,6 +325,10 @@ class OpenAIBatch(Provider):
     def sent_ids(self):
         return {json.loads(line)["custom_id"] for batch in self.jobs()
                 for line in self.emulator.contents[batch["input_file_id"]].decode().splitlines()}
+
+    def sent_paths(self):
+        return sum(json.loads(line)["body"].get("n", 1) for batch in self.jobs()
+                   for line in self.emulator.contents[batch["input_file_id"]].decode().splitlines())
 
     def check_broken_run(self, run_dir, results):
         first = self.jobs()[0]
@@ -560,6 +573,58 @@ def test_output_in_another_format_is_bought_once_and_filed_under_our_ids(request
     collected = run_cli(*provider.job_command("collect", run_dir, "--resubmit"))
     assert collected.returncode == 0, collected.stderr
     assert len(stored_rows(run_dir)) == provider.paths and len(provider.jobs()) == 2
+
+
+def test_a_budgeted_run_sends_its_budget_and_not_one_path_more(provider, tmp_path):
+    """--budget-paths is what the provider is asked for: greedy, then the budget at each temperature, each
+    question at most --paths, in waves the allocator plans; every stored path was sent once."""
+    questions, temperatures = provider.questions, provider.settings["temperatures"]
+    per_temperature = 4 * questions + 3  # not a multiple of anything a wave is made of
+    settings = provider.config(budget_paths=per_temperature, min_paths=3)
+    run_experiment(settings, tmp_path / "run")
+    budget = questions + per_temperature * len(temperatures)  # greedy paths are not in the budget
+    assert provider.sent_paths() == budget
+    assert len(stored_rows(tmp_path / "run")) == budget
+    with SampleStore.open_readonly(tmp_path / "run") as store:
+        stops = store.stops(settings.stops_name())
+    for temperature in temperatures:
+        used = [u for (_, t), (u, _, _) in stops.items() if t == temperature]
+        assert len(used) == questions and sum(used) == per_temperature and max(used) <= settings.sampling.paths
+    results = write_report(tmp_path / "run")
+    assert all(s["adaptive"]["mean_paths_used"] == pytest.approx(per_temperature / questions)
+               for s in results["sampled"])
+
+
+def test_max_cost_as_the_amount_to_spend_is_spent_and_never_passed(provider, tmp_path):
+    """--allocate with --max-cost: the run spends the amount in waves, each cut to what is left at its
+    worst case (every path's prompt and --max-tokens, as the ledger estimates it), and ends when not one
+    more path could be paid: what the provider billed (job manifests, on-demand calls) is under the
+    amount, by less than the dearest path's worst case."""
+    from selfconsistency.backends.batch_ledger import SpendLedger, _worst
+    from selfconsistency.costs import PriceTable
+
+    settings = provider.config(allocate="blend-asc", max_cost=1.0)  # the amount is set below
+    task = settings.get_task()
+    data = settings.load(task)
+    service = create_job_service(settings.backend, settings.backend_config())
+    prices = [PriceTable().price(settings.model, batch=batch) for batch in (True, False)]
+    dearest = max(_worst(record, price) for record in service.pack(plan_requests(settings, task, data))
+                  for price in prices)
+    first = settings.budget_plan(provider.questions, getattr(service.quotas, "min_records_per_job", 1)).min_paths
+    first_wave = service.pack(plan_requests(settings, task, data, {
+        **{(q.id, t): first for q in data.questions for t in provider.settings["temperatures"]},
+        **{(q.id, 0.0): 1 for q in data.questions}}))
+    # the first wave fits at its worst case, with a little over: far less than the whole run costs
+    amount = round(1.15 * sum(_worst(record, prices[0]) for record in first_wave), 6)
+    settings = provider.config(allocate="blend-asc", max_cost=amount)
+    run_experiment(settings, tmp_path / "run")
+    with SampleStore(tmp_path / "run", create=False) as store:
+        _, billed = SpendLedger(store, settings.backend, settings.model, settings.backend_config()).spent()
+        stops = store.stops(settings.stops_name())
+    assert len(stops) == provider.questions * len(provider.settings["temperatures"])
+    everything = all(used == settings.sampling.paths for used, _, _ in stops.values())
+    assert billed <= amount
+    assert everything or amount - billed < dearest, (billed, amount, dearest)
 
 
 # -- every billed record is collected and counted ---------------------------------------------------------

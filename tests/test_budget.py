@@ -18,6 +18,7 @@ from selfconsistency.report import write_report
 from selfconsistency.settings import RunSettings
 from selfconsistency.stopping import TieBreaks, beta_leader_probability
 from selfconsistency.store import SampleStore
+from selfconsistency.tasks import DataError
 
 
 def config(**overrides):
@@ -57,8 +58,8 @@ def test_a_wave_never_gives_more_than_it_has_nor_past_the_cap(allocator):
         open_units = rng.random((3, units)) < 0.8
         wave = rng.integers(1, 3 * units + 2, size=3)
         cap = 8
-        extra = next_wave(ALLOCATORS[allocator], c1, c2, taken, open_units, wave, rng.random(3),
-                          rng.integers(0, 2**62, size=(3, units)).astype(np.uint64), cap)
+        extra, _ = next_wave(ALLOCATORS[allocator], c1, c2, taken, open_units, wave, rng.random(3),
+                             rng.integers(0, 2**62, size=(3, units)).astype(np.uint64), cap)
         assert (extra >= 0).all() and (extra[~open_units] == 0).all()
         assert (taken + extra <= np.maximum(cap, taken)).all()
         room = np.where(open_units, np.maximum(cap - taken, 0), 0).sum(axis=1)
@@ -71,8 +72,8 @@ def test_asc_serves_the_least_settled_vote_first():
     taken = c1 + c2
     order = []
     for wave in (1, 2, 3, 4):
-        extra = next_wave(ALLOCATORS["asc"], c1, c2, taken, np.ones_like(taken, bool), np.array([wave]),
-                          np.array([0.0]), np.zeros_like(taken, dtype=np.uint64), 40)
+        extra, _ = next_wave(ALLOCATORS["asc"], c1, c2, taken, np.ones_like(taken, bool), np.array([wave]),
+                             np.array([0.0]), np.zeros_like(taken, dtype=np.uint64), 40)
         order.append(set(np.flatnonzero(extra[0]).tolist()))
     assert order[0] == {2}  # P(leader ahead) is 1/2 for the tie
     assert order[1] == {2, 1} and order[2] == {2, 1, 3} and order[3] == {0, 1, 2, 3}
@@ -88,7 +89,8 @@ def test_blend_asc_moves_from_the_asc_ranking_to_the_ppr_ranking():
     assert asc[0] < asc[1] and ppr[1] > ppr[0]  # ASC serves unit 0 first, PPR-1v1 unit 1
     taken = c1 + c2
     picks = [int(np.flatnonzero(next_wave(ALLOCATORS["blend-asc"], c1, c2, taken, np.ones_like(taken, bool),
-                                           np.array([1]), np.array([spent]), np.array([[1, 2]], np.uint64), 40)[0])[0])
+                                           np.array([1]), np.array([spent]), np.array([[1, 2]], np.uint64),
+                                           40)[0][0])[0])
              for spent in (0.0, 1.0)]
     assert picks == [0, 1]
 
@@ -108,10 +110,10 @@ def test_replay_spends_exactly_the_budget_and_plans_what_a_live_run_plans(alloca
         order = [[answers[u][i] for i in orders[row, u]] for u in range(60)]
         stored = [[] for _ in range(60)]
         while True:
-            target, done = plan_waves(budget, stored, keys)
-            if done:
+            plan = plan_waves(budget, stored, keys)
+            if plan.done:
                 break
-            stored = [order[u][:target[u]] for u in range(60)]
+            stored = [order[u][:plan.target[u]] for u in range(60)]
         assert [len(s) for s in stored] == replay.taken[row].tolist()
 
 
@@ -197,7 +199,7 @@ def test_a_killed_budgeted_run_resumes_the_same_plan(tmp_path, scripted_backend)
     assert len(generated) == len(set(generated))  # nothing paid for twice
 
 
-def test_budget_settings_are_checked():
+def test_budget_settings_are_checked(tmp_path):
     with pytest.raises(ValueError, match="--allocate spends a budget"):
         config(budget_paths=None, allocate="asc")
     with pytest.raises(ValueError, match="--wave-paths applies with a budget"):
@@ -206,8 +208,9 @@ def test_budget_settings_are_checked():
         config(allocate="psychic")
     under_budget = RunSettings(data=str(GSM8K_TEST), backend="scripted", model="m", budget_paths=60, max_paths=8)
     assert under_budget.sampling.paths == 8  # --max-paths names --paths under a budget too
-    with pytest.raises(ValueError, match="less than 1 per question"):
-        run_experiment(config(budget_paths=5), None)
+    with pytest.raises(DataError, match="less than 1 per question"):
+        run_experiment(config(budget_paths=5), tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run directory was made
 
 
 def test_a_budget_with_a_rule_stops_settled_questions_early(tmp_path, scripted_backend):

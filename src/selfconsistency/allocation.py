@@ -110,10 +110,11 @@ def _tiebreak(keys: np.ndarray, taken: np.ndarray) -> np.ndarray:
 
 
 def next_wave(score: Scorer, c1: np.ndarray, c2: np.ndarray, taken: np.ndarray, open_units: np.ndarray,
-              wave: np.ndarray, spent: np.ndarray, keys: np.ndarray, max_paths: int) -> np.ndarray:
+              wave: np.ndarray, spent: np.ndarray, keys: np.ndarray, max_paths: int) -> tuple[np.ndarray, np.ndarray]:
     """How many more paths each unit gets in the next wave, per row: `wave[row]` paths, one per unit in
     the scorer's order among the open units below `max_paths` (round again while the wave has paths
-    left). Arrays are (rows, units); `wave` and `spent` are per row."""
+    left); and that order (unit indices, first served first). Arrays are (rows, units); `wave` and
+    `spent` are per row."""
     tiebreak = _tiebreak(keys, taken)
     scores = score(c1, c2, taken, spent, tiebreak).astype(float)
     order = np.lexsort((tiebreak, scores), axis=-1)
@@ -128,7 +129,7 @@ def next_wave(score: Scorer, c1: np.ndarray, c2: np.ndarray, taken: np.ndarray, 
         np.put_along_axis(give, order, give_sorted, axis=-1)
         extra += give
         left -= give.sum(axis=1)
-    return extra
+    return extra, order
 
 
 def leading_two(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -165,12 +166,18 @@ class Budget:
                              f"{units:,} questions ({units * self.min_paths:,}): raise it or ask fewer questions")
 
 
+@dataclass(frozen=True)
+class WavePlan:
+    target: list[int]  # the paths each unit should have once the current wave is done
+    done: bool  # the budget is spent, or no unit can take another path
+    order: list[int]  # the units the current wave serves, first served first
+
+
 def plan_waves(budget: Budget, answers: Sequence[Sequence[str | None]], keys: Sequence[int],
-               rule: StoppingRule | None = None) -> tuple[list[int], bool]:
+               rule: StoppingRule | None = None) -> WavePlan:
     """Replay a budgeted run's allocation over the answers stored so far (each unit's answers in path
-    order): the paths each unit should have once the current wave is done, and whether the run is done
-    (the budget spent or no unit can take another path). Waves whose paths are all stored are replayed; the
-    first wave with a missing path is the current one. A unit whose `rule` fires takes no more paths."""
+    order) up to the current wave: waves whose paths are all stored are replayed; the first wave with a
+    missing path is the current one. A unit whose `rule` fires takes no more paths."""
     budget.check(len(answers))
     units = len(answers)
     labels = [_labels(row) for row in answers]
@@ -180,11 +187,11 @@ def plan_waves(budget: Budget, answers: Sequence[Sequence[str | None]], keys: Se
     key_array = np.array([list(keys)], dtype=np.uint64)
     open_units = np.ones((1, units), dtype=bool)
     target = np.full((1, units), min(budget.min_paths, budget.max_paths), dtype=np.int64)
+    order = np.arange(units)
     score = scorer(budget.allocator)
     while True:
-        missing = [u for u in range(units) if target[0, u] > len(answers[u])]
-        if missing:
-            return target[0].tolist(), False
+        if any(target[0, u] > len(answers[u]) for u in range(units)):
+            return WavePlan(target[0].tolist(), False, [int(u) for u in order if target[0, u] > taken[0, u]])
         for u in range(units):  # the wave is stored: take its answers in
             for label in labels[u][taken[0, u]:target[0, u]]:
                 counts[0, u, label] += 1
@@ -194,13 +201,13 @@ def plan_waves(budget: Budget, answers: Sequence[Sequence[str | None]], keys: Se
         spent = int(taken.sum())
         left = budget.total - spent
         if left <= 0:
-            return target[0].tolist(), True
+            return WavePlan(target[0].tolist(), True, [])
         c1, c2 = leading_two(counts)
-        extra = next_wave(score, c1, c2, taken, open_units, np.array([min(budget.wave, left)]),
-                          np.array([spent / budget.total]), key_array, budget.max_paths)
+        extra, ranked = next_wave(score, c1, c2, taken, open_units, np.array([min(budget.wave, left)]),
+                                  np.array([spent / budget.total]), key_array, budget.max_paths)
         if not extra.any():
-            return target[0].tolist(), True
-        target = taken + extra
+            return WavePlan(target[0].tolist(), True, [])
+        target, order = taken + extra, ranked[0]
 
 
 def _labels(row: Sequence[str | None]) -> list[int]:
@@ -267,8 +274,8 @@ def replay_allocation(allocator: str, answers: Sequence[Sequence[str | None]], g
         if (left <= 0).all():
             break
         c1, c2 = leading_two(counts)
-        extra = next_wave(score, c1, c2, taken, open_units, np.minimum(wave, np.maximum(left, 0)),
-                          spent / budget.total, keys, n)
+        extra, _ = next_wave(score, c1, c2, taken, open_units, np.minimum(wave, np.maximum(left, 0)),
+                             spent / budget.total, keys, n)
     correct = _gold_wins(counts, _label_ranks(answers, golds, ties), ties.rule)
     accuracy = correct.mean(axis=1)
     return AllocationReplay(allocator, budget_per_question, float(accuracy.mean()), float(accuracy.std()),

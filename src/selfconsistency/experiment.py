@@ -118,6 +118,12 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                         f"{planned:,} paths in one run, more than {MAX_PLANNED_PATHS:,}: give fewer --paths, "
                         "or fewer questions (--limit) and run again for the rest")
     # Everything a typo could break is checked before the run directory records any setting.
+    budget = config.budget_plan(len(data.questions))
+    if budget is not None and config.stopping.budget_paths is not None:
+        try:
+            budget.check(len(data.questions))
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
     check_model = backend_spec(config.backend).check_model
     if check_model is not None:
         check_model(config.model)

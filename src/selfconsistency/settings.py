@@ -372,12 +372,17 @@ class RunSettings(BaseModel):
 
     def budget_plan(self, questions: int, min_records: int = 1, total: int | None = None) -> allocation.Budget | None:
         """A budgeted run's plan at each temperature over `questions` questions (None: not budgeted);
-        `total`: the paths a --max-cost budget came to (else --budget-paths)."""
+        `total`: the paths a --max-cost budget came to (else --budget-paths). On a batch backend whose jobs
+        need `min_records` records, the first wave (every question's first paths at every temperature,
+        and the greedy paths) is made big enough for a job, and so is every wave but the last."""
         s = self.stopping
         if not s.budgeted(self.budget.max_cost):
             return None
-        wave = s.wave_paths or max(-(-questions // 4), min_records, 1)
-        return allocation.Budget(total=total or s.budget_paths or 1, min_paths=s.min_paths,
+        temperatures = max(1, len(self.sampling.temperatures))
+        greedy = questions if self.sampling.greedy else 0
+        first = max(s.min_paths, -(-max(0, min_records - greedy) // max(1, questions * temperatures)))
+        wave = s.wave_paths or max(-(-questions // 4), -(-min_records // temperatures), 1)
+        return allocation.Budget(total=total or s.budget_paths or 1, min_paths=min(first, self.sampling.paths),
                                  max_paths=self.sampling.paths, wave=wave,
                                  allocator=s.allocate or allocation.DEFAULT_ALLOCATOR)
 

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 
 from .allocation import plan_waves, unit_key
-from .backends.base import BudgetExceeded, GenerationRequest
+from .backends.base import BackendError, BudgetExceeded, GenerationRequest
 from .settings import GREEDY_TEMPERATURE, RunSettings
 from .stopping import StoppingRule
 from .store import SampleStore
@@ -53,25 +53,33 @@ def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[st
     keys = {t: [unit_key(config.sampling.seed, q, t) for q in question_ids] for t in temperatures}
     greedy = {(q, GREEDY_TEMPERATURE): 1 for q in question_ids} if config.sampling.greedy else {}
     min_records = getattr(backend(), "min_records_per_job", 1)
+    first = config.budget_plan(len(question_ids), min_records, 1).min_paths  # each question's first wave
     while True:
         answers = store.answers_in_order()
-        budget = config.budget_plan(len(question_ids), min_records, _total_from_cost(config, store, question_ids))
-        wanted, finished = dict(greedy), {}
+        budget = config.budget_plan(len(question_ids), min_records,
+                                    _total_from_cost(config, store, question_ids, first))
+        wanted, finished, serving = dict(greedy), {}, []
         for t in temperatures:
             rows = [answers.get((q, t), []) for q in question_ids]
-            target, done = plan_waves(budget, rows, keys[t], rule)
-            (finished if done else wanted).update({(q, t): n for q, n in zip(question_ids, target, strict=True)})
+            plan = plan_waves(budget, rows, keys[t], rule)
+            targets = {(q, t): n for q, n in zip(question_ids, plan.target, strict=True)}
+            (finished if plan.done else wanted).update(targets)
+            serving.append([(question_ids[u], t) for u in plan.order])
         if not any(t != GREEDY_TEMPERATURE for _, t in wanted):
             break
-        wave = sum(max(0, n - len(answers.get(key, []))) for key, n in wanted.items())
+        stored = {key: len(answers.get(key, [])) for key in wanted}
+        wave = sum(max(0, n - stored[key]) for key, n in wanted.items())
         log.info(f"budget: a wave of {wave:,} paths by {budget.allocator} ({budget.total:,} paths per temperature "
                  f"over {len(question_ids):,} questions, at most {budget.max_paths} each)")
         try:
             generate(wanted)
-        except BudgetExceeded as exc:  # --max-cost as the amount to spend: the cap ends the run
+        except BudgetExceeded as exc:  # --max-cost as the amount to spend: what is left buys a smaller wave
             if config.stopping.budget_paths is not None:
                 raise
-            log.warning(f"budget: {exc}; the run ends with what was spent")
+            if _affordable_part(wanted, stored, serving, wave // 2, generate):
+                continue  # the rest of the wave, or less, next time round
+            log.warning(f"budget: {exc}. What is left of --max-cost cannot pay the worst case of one more path "
+                        "(its prompt and --max-tokens): the run ends here")
             answers = store.answers_in_order()
             finished = {(q, t): len(answers.get((q, t), [])) for q in question_ids for t in temperatures}
             break
@@ -84,7 +92,35 @@ def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[st
         store.record_stop(qid, t, name, used, len(sofar), "rule" if fired else "budget")
 
 
-def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list[str]) -> int | None:
+def _affordable_part(wanted: Wanted, stored: dict[tuple[str, float], int], serving: list[list[tuple[str, float]]],
+                     paths: int, generate: Callable[[Wanted], None]) -> int:
+    """A wave of a --max-cost budget the amount left cannot pay at its worst case, cut to what it can:
+    half the wave's paths (the questions it serves first, temperatures taking turns), then half of that,
+    until a part is bought; how many paths that part had (0: none could be, or a part would be too small
+    for a first batch job)."""
+    while paths > 0:
+        part = {key: n for key, n in wanted.items() if key[1] == GREEDY_TEMPERATURE}
+        given = 0
+        for round_ in range(max((n - stored[k] for k, n in wanted.items()), default=0)):
+            for turn in range(max(map(len, serving), default=0)):
+                for units in serving:
+                    if turn < len(units) and given < paths:
+                        key = units[turn]
+                        if wanted[key] - stored[key] > round_:
+                            part[key] = stored[key] + round_ + 1
+                            given += 1
+        try:
+            generate({**{k: stored[k] for k in wanted if k[1] != GREEDY_TEMPERATURE}, **part})
+            return given
+        except BudgetExceeded:
+            paths //= 2
+        except BackendError:  # too few records for a job, and no job yet to send them on demand after
+            return 0
+    return 0
+
+
+def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list[str], min_paths: int
+                     ) -> int | None:
     """What --max-cost as the amount to spend comes to in sampled paths per temperature (None when the
     budget is --budget-paths): before the first wave, its paths; after it, those plus what is left of the
     amount at the measured mean cost of a sampled path, fixed in the store so a resumed run keeps the plan.
@@ -99,7 +135,7 @@ def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list
     if price is None:
         raise DataError(f"--max-cost as the amount to spend needs a price for {config.model}: give a price file "
                         "(--prices), or spend --budget-paths")
-    first = len(question_ids) * config.stopping.min_paths
+    first = len(question_ids) * min_paths
     sampled = [p for p in store.paths(text=False)
                if p.temperature != GREEDY_TEMPERATURE and p.question_id in set(question_ids)]
     if len(sampled) < first * len(config.sampling.temperatures):
