@@ -5,6 +5,7 @@ tasks -> prompts -> backends -> store; the analysis and report read the store al
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -215,6 +216,10 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                     if (r.question_id, r.temperature, r.path_index) in owed]
 
         def store_all(items, report: bool = True) -> None:
+            with contextlib.closing(items):  # a caller that stops (on_path raised) closes the backend's generator
+                _store_each(items, report)
+
+        def _store_each(items, report: bool) -> None:
             for item in items:
                 group = item if isinstance(item, tuple) else (item,)  # a record's paths: stored together
                 store.add_paths(stored(g) for g in group)
