@@ -635,3 +635,22 @@ class _LazyInProcess:
 
     def compare(self, gold, answer):
         return self._verifier().compare(gold, answer)
+
+
+ANTHROPIC_KEY = "sk-ant-test-DO-NOT-LEAK-0123456789"  # the key the anthropic_api fixture accepts and sets
+
+
+@pytest.fixture
+def anthropic_api(monkeypatch):
+    """The Anthropic API emulator (Messages, Message Batches, Models) on loopback, and the environment the
+    SDK reads to reach it (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL); yields (emulator, base URL)."""
+    from selfconsistency.testing.anthropic_emulator import Emulator, make_server
+
+    emulator = Emulator(api_key=ANTHROPIC_KEY, step_seconds=0.02)
+    server = make_server(emulator)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SERVER_POLL_SECONDS}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+    yield emulator, url
+    server.shutdown()

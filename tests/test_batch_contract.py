@@ -376,9 +376,96 @@ class OpenAIBatch(Provider):
         assert len(self.jobs()) == 2 and "2 output lines unreadable" in proc.stderr  # in a second batch
 
 
-PROVIDER_CLASSES = {"bedrock-batch": BedrockBatch, "openai-batch": OpenAIBatch}
+class AnthropicBatch(Provider):
+    settings = {"backend": "anthropic-batch", "model": "claude-haiku-4-5", "paths": 6,
+                "temperatures": (0.5, 0.7)}  # a request per path (no n): 13 a question
+    questions = 6
+    records_per_question = 13
+    refused_code, refused_said = "invalid_request_error", "invalid_request_error"
+    refused_message = "emulated: the prompt is refused"
+    stopped_status = "ended"  # a canceled batch ends; its canceled results name what it never ran
+    in_flight_words = ("in_progress", "canceling")
+    garbles = {"foreign_id": "--resubmit", "list_id": "--resubmit"}
+
+    def __post_init__(self):
+        self.emulator, self.url = self.emulator  # reached through ANTHROPIC_BASE_URL, as the SDK reads it
+
+    def jobs(self):
+        return sorted(self.emulator.batches.values(), key=lambda b: b["_order"])
+
+    def job_id(self, job):
+        return job["id"]
+
+    def status(self, job):
+        return job["processing_status"]
+
+    def answered_records(self, job):
+        return job["request_counts"]["succeeded"]
+
+    def on_demand_calls(self):
+        return self.emulator.message_calls
+
+    def break_jobs(self):
+        from selfconsistency.testing.anthropic_emulator import Faults
+
+        # half the first batch expires (39 records: a second batch), server errors and throttling besides
+        self.emulator.faults = Faults(expire_batches=1, overloaded=2, api_errors=1, cut_results=1, throttle_every=7)
+
+    def refuse(self, text):
+        from selfconsistency.testing.anthropic_emulator import Faults
+
+        self.emulator.faults = Faults(bad_input=text)
+
+    def unreadable(self, lines):
+        from selfconsistency.testing.anthropic_emulator import Faults
+
+        self.emulator.faults = Faults(malformed_lines=lines)
+
+    def garble(self, how):
+        from selfconsistency.testing.anthropic_emulator import Faults
+
+        self.emulator.faults = Faults(garble=how)
+
+    def sent_ids(self):
+        return {request["custom_id"] for batch in self.jobs() for request in batch["_requests"]}
+
+    def sent_paths(self):
+        return sum(len(batch["_requests"]) for batch in self.jobs()) + self.emulator.message_calls
+
+    def check_broken_run(self, run_dir, results):
+        first = self.jobs()[0]
+        assert first["request_counts"]["expired"] == self.questions * self.records_per_question // 2
+        assert all(b["_version"] == "2023-06-01" for b in self.jobs())  # the version that takes a temperature
+        billed = sum(e["input"] + e["output"] for e in self.emulator.billed)  # every billed request, counted once
+        assert results["spend"]["tokens"] == billed
+
+    def check_stopped(self, job):
+        assert job["request_counts"]["canceled"] > 0  # documented: what a cancel kept from running is `canceled`
+
+    def billed(self):
+        entries = list(self.emulator.billed)  # a request's cache writes and reads are the manifest's own keys
+        return {"records": len(entries), "input_tokens": sum(e["input"] for e in entries),
+                "output_tokens": sum(e["output"] for e in entries)}
+
+    def refuse_whole_jobs(self, refuse):
+        pytest.skip("the Message Batches API checks a batch when it is created: a refused create is one line")
+
+    def answer_half(self):
+        from selfconsistency.testing.anthropic_emulator import Faults
+
+        self.emulator.faults = Faults(expire_batches=1)
+
+    def lose(self, job):
+        with self.emulator.lock:
+            del self.emulator.batches[job["id"]]
+
+    def check_resent(self, proc):
+        assert self.on_demand_calls() and len(self.jobs()) == 1  # two records: below on_demand_below, on demand
+
+
+PROVIDER_CLASSES = {"bedrock-batch": BedrockBatch, "openai-batch": OpenAIBatch, "anthropic-batch": AnthropicBatch}
 PROVIDERS = list(PROVIDER_CLASSES)
-EMULATOR_FIXTURES = {"bedrock-batch": "aws", "openai-batch": "batch_api"}
+EMULATOR_FIXTURES = {"bedrock-batch": "aws", "openai-batch": "batch_api", "anthropic-batch": "anthropic_api"}
 
 
 @pytest.fixture(params=PROVIDERS)

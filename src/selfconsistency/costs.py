@@ -11,6 +11,7 @@ understated). A cross-region inference profile (`us.anthropic...`, or its ARN) i
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -62,7 +63,8 @@ class PriceTable:
         """`base_model`: the foundation model an application inference profile ARN stands for (--base-model),
         priced as it when the table has no entry for the ARN itself."""
         entry = (self._table.get(model) or (base_model and self._table.get(base_model))
-                 or self._table.get(_base_model(base_model or model)))
+                 or self._table.get(_base_model(base_model or model))
+                 or self._table.get(_DATED.sub("", model)))  # claude-haiku-4-5-20251001 as claude-haiku-4-5
         if entry is None:
             raise KeyError(f"no price for {model!r}" + (f" (base model {base_model!r})" if base_model else "")
                            + ": give a price file")
@@ -85,10 +87,30 @@ def _checked_table(path: Path, raw: object) -> dict[str, dict[str, tuple[float, 
     return table
 
 
+# Prompt caching, as Anthropic prices it (on its API and on Bedrock): a multiple of the input price.
+CACHE_WRITE_5M, CACHE_WRITE_1H, CACHE_READ = 1.25, 2.0, 0.1
+CACHE_KEYS = ("cacheWrite5mInputTokenCount", "cacheWrite1hInputTokenCount", "cacheReadInputTokenCount")
+
+
+def cached_input(manifest: dict[str, int]) -> int:
+    """The prompt tokens a job's manifest counts as written to or read from a prompt cache."""
+    return sum(int(manifest.get(key) or 0) for key in CACHE_KEYS)
+
+
 def job_cost(price: Price, manifest: dict[str, int]) -> float:
-    """A batch job's cost from the token counts of its manifest (Bedrock's keys, which the OpenAI batch
-    backend writes too)."""
-    return price.cost(manifest.get("inputTokenCount", 0), manifest.get("outputTokenCount", 0))
+    """A batch job's cost from the token counts of its manifest (Bedrock's keys, which the OpenAI and
+    Anthropic batch backends write too; the Anthropic one adds its cache writes and reads)."""
+    write_5m, write_1h, read = (int(manifest.get(key) or 0) for key in CACHE_KEYS)
+    weighted = CACHE_WRITE_5M * write_5m + CACHE_WRITE_1H * write_1h + CACHE_READ * read
+    return price.cost(manifest.get("inputTokenCount", 0) + weighted, manifest.get("outputTokenCount", 0))
+
+
+def uncached_cost(price: Price, manifest: dict[str, int]) -> float:
+    """What a job's tokens would have cost with no prompt caching (every prompt token at the input price)."""
+    return price.cost(manifest.get("inputTokenCount", 0) + cached_input(manifest), manifest.get("outputTokenCount", 0))
+
+
+_DATED = re.compile(r"-\d{8}$")  # an Anthropic model id's snapshot date
 
 
 def _base_model(model: str) -> str | None:

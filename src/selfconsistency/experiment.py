@@ -125,9 +125,11 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
             budget.check(len(data.questions))
         except ValueError as exc:
             raise DataError(str(exc)) from None
-    check_model = backend_spec(config.backend).check_model
-    if check_model is not None:
-        check_model(config.model)
+    spec = backend_spec(config.backend)
+    if spec.check_model is not None:
+        spec.check_model(config.model)
+    if spec.check_settings is not None:
+        spec.check_settings(config)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
     prepare_run_dir(run_dir)
     extract = task.ruled_extractor(config.experiment.flexible)

@@ -94,6 +94,14 @@ def markdown_table(results: dict[str, Any]) -> str:
                           f"{job['output_tokens'] if job['output_tokens'] is not None else '–'} | "
                           f"{job.get('cost_usd', '–')} |")
         cost += tokens
+        spend = results.get("spend") or {}
+        if spend.get("cached_input_tokens"):
+            uncached = sum((j["input_tokens"] or 0) for j in results["batch_jobs"])
+            saved = spend.get("saved_by_cache_usd")
+            cost += ["", f"Prompt caching: {spend['cached_input_tokens']:,} input tokens written to or read from the "
+                     f"cache, {uncached:,} uncached"
+                     + (f"; caching saved ${saved:,.4f} against the same tokens uncached." if saved is not None
+                        else ".")]
     if results.get("on_demand_calls"):
         cost += ["", "", "| on-demand calls | records | paths | input tokens | output tokens | cost (USD) |",
                  "|---|---:|---:|---:|---:|---:|"]

@@ -19,7 +19,7 @@ import numpy as np
 from .analysis import CurvePoint, accuracy, encode, exact_curves, subset_curves
 from .answer_classes import beyond_limits
 from .breakdown import by_group, equivalence_effect
-from .costs import Price, job_cost
+from .costs import Price, cached_input, job_cost, uncached_cost
 from .settings import RunSettings
 from .stats import intervals, paired, pass_at_k, resample_weights
 from .stopping import TieBreaks
@@ -373,8 +373,12 @@ def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any
                  "input_tokens": manifest.get("inputTokenCount"), "output_tokens": manifest.get("outputTokenCount"),
                  "runtime": {"seconds": round(job["ended_at"] - job["submitted_at"], 3)
                              if job["ended_at"] and job["submitted_at"] else None}}
+        if manifest and cached_input(manifest):  # prompt caching: tokens written to or read from the cache
+            entry["cached_input_tokens"] = cached_input(manifest)
         if price is not None and manifest:
             entry["cost_usd"] = round(job_cost(price, manifest), 6)
+            if "cached_input_tokens" in entry:
+                entry["uncached_cost_usd"] = round(uncached_cost(price, manifest), 6)
         out.append(entry)
     return out
 
@@ -399,10 +403,14 @@ def _spend(jobs: list[dict[str, Any]], calls: list[dict[str, Any]]) -> dict[str,
         return None if any(c is None for c in costs) else round(sum(costs), 6)
 
     batch_usd, on_demand_usd = dollars(jobs), dollars(calls)
+    cached = sum(j.get("cached_input_tokens", 0) for j in jobs)
+    saved = None if batch_usd is None else \
+        round(sum(j["uncached_cost_usd"] - j["cost_usd"] for j in jobs if "uncached_cost_usd" in j), 6)
     return {"batch_usd": batch_usd, "on_demand_usd": on_demand_usd,
             "total_usd": None if batch_usd is None or on_demand_usd is None else round(batch_usd + on_demand_usd, 6),
-            "tokens": sum((e.get("input_tokens") or 0) + (e.get("output_tokens") or 0) for e in jobs + calls),
-            "on_demand_paths": sum(c["paths"] for c in calls)}
+            "tokens": sum((e.get("input_tokens") or 0) + (e.get("output_tokens") or 0) for e in jobs + calls) + cached,
+            "on_demand_paths": sum(c["paths"] for c in calls),
+            "cached_input_tokens": cached, "saved_by_cache_usd": saved if cached else None}
 
 
 def sampled_answers(store: SampleStore, temperature: float

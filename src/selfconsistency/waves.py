@@ -54,6 +54,7 @@ def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[st
     greedy = {(q, GREEDY_TEMPERATURE): 1 for q in question_ids} if config.sampling.greedy else {}
     min_records = getattr(backend(), "min_records_per_job", 1)
     first = config.budget_plan(len(question_ids), min_records, 1).min_paths  # each question's first wave
+    announced = False
     while True:
         answers = store.answers_in_order()
         budget = config.budget_plan(len(question_ids), min_records,
@@ -69,8 +70,14 @@ def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[st
             break
         stored = {key: len(answers.get(key, [])) for key in wanted}
         wave = sum(max(0, n - stored[key]) for key, n in wanted.items())
-        log.info(f"budget: a wave of {wave:,} paths by {budget.allocator} ({budget.total:,} paths per temperature "
-                 f"over {len(question_ids):,} questions, at most {budget.max_paths} each)")
+        if not announced:
+            announced = True
+            log.info(f"budget: {budget.total:,} paths at each of {len(temperatures)} temperature(s) over "
+                     f"{len(question_ids):,} questions ({budget.total / len(question_ids):.1f} each on average, at "
+                     f"most {budget.max_paths}): {budget.min_paths} each first, then waves of {budget.wave:,} "
+                     f"by {budget.allocator}" + (" (the total is fixed after the first wave, from its cost)"
+                                                  if config.stopping.budget_paths is None else ""))
+        log.info(f"budget: a wave of {wave:,} paths")
         try:
             generate(wanted)
         except BudgetExceeded as exc:  # --max-cost as the amount to spend: what is left buys a smaller wave

@@ -75,7 +75,8 @@ class BatchJobRunner:
         self.poll_seconds = config.options_as(BatchOptions).poll_seconds
         self.store = store
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
-        self.ledger = SpendLedger(self.store, service.name, service.model, config, getattr(service, "priced_as", None))
+        self.ledger = SpendLedger(self.store, service.name, service.model, config, getattr(service, "priced_as", None),
+                                  getattr(service, "cacheable_tokens", None))
         self.invalid: list[tuple[dict[str, Any], str | None]] = []  # jobs refused as a whole, with the reason
 
     def jobs(self) -> list[dict[str, Any]]:
@@ -103,7 +104,7 @@ class BatchJobRunner:
                 break  # done, or the user stopped a job: nothing new is submitted
             fresh = list(remaining.values())
             continuing = round_number > 0 or bool(self.jobs())
-            if len(fresh) < quotas.min_records_per_job and continuing:
+            if len(fresh) < max(quotas.min_records_per_job, quotas.on_demand_below) and continuing:
                 yield from self._on_demand(fresh, done)  # too few left for a job: the remainder of a run
                 continue
             chunks = self._split(fresh)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..costs import CHARS_PER_TOKEN, Price, PriceTable, job_cost
+from ..costs import CACHE_READ, CHARS_PER_TOKEN, Price, PriceTable, cached_input, job_cost
 from .base import BackendConfig, BackendError, BudgetExceeded, dollars
 from .batch_plan import PerBody, Record
 
@@ -120,13 +121,14 @@ def run_means(budget: Any, store: Any) -> tuple[Mean | None, Mean | None]:
 
 class SpendLedger:
     def __init__(self, store: JobStore, backend: str, model: str, config: BackendConfig,
-                 priced_as: str | None = None):
+                 priced_as: str | None = None, cacheable: Callable[[list[Record]], int] | None = None):
         self.store = store
         self.backend = backend
         self.model = model
         self.config = config
         # the foundation model the calls are billed as (an application inference profile's, as Bedrock names it)
         self.priced_as = priced_as or getattr(config.options, "base_model", None)
+        self.cacheable = cacheable  # records -> their prompt tokens a prompt cache could serve
 
     def _price(self, batch: bool) -> Price | None:
         try:
@@ -142,7 +144,8 @@ class SpendLedger:
         at least what the stored paths used (runs older than the ledger); dollars None without a price."""
         manifests = [j["manifest"] for j in self.store.jobs(self.backend) if j["manifest"]]
         calls = self.store.spend(self.backend)
-        tokens = sum(m.get("inputTokenCount", 0) + m.get("outputTokenCount", 0) for m in manifests) + \
+        tokens = sum(m.get("inputTokenCount", 0) + cached_input(m) + m.get("outputTokenCount", 0)
+                     for m in manifests) + \
             sum(c["input_tokens"] + c["output_tokens"] for c in calls)
         batch_price, on_demand_price = self._price(batch=True), self._price(batch=False)
         dollars = None
@@ -154,7 +157,9 @@ class SpendLedger:
     def check(self, records: list[Record], batch: bool = True, quiet: bool = False) -> None:
         """Refuse `records` if, with what the ledger says the run spent, their worst case could pass
         --max-cost or --max-tokens-total; otherwise log their estimate, expected and worst case (unless
-        `quiet`). Nothing is sent before this."""
+        `quiet`). Nothing is sent before this. The cap is checked at the price without cache hits (a batch's
+        hits are best effort); the estimate also says what it would be were every cacheable prefix read from
+        the cache."""
         found = estimate(records, *run_means(self.config.budget, self.store))
         worst_tokens = found.worst_tokens
         tokens, spent = self.spent()
@@ -173,7 +178,11 @@ class SpendLedger:
         worst = found.worst(price)
         if not quiet:  # calls are checked one by one: the cap holds to within the largest call's worst case
             largest = "" if batch else f"; one call at most ${max(_worst(r, price) for r in records):,.4f}"
-            log.info(f"{'batch' if batch else 'on-demand'} estimate: {found.describe(price)} "
+            cached = min(self.cacheable(records), found.worst_prompt_tokens) if self.cacheable else 0
+            with_hits = price.cost(found.worst_prompt_tokens - cached + CACHE_READ * cached, found.worst_output_tokens)
+            hits = f"; at most {dollars(with_hits)} with every cacheable prefix ({cached:,} tokens) read from the " \
+                "prompt cache" if cached else ""
+            log.info(f"{'batch' if batch else 'on-demand'} estimate: {found.describe(price)}{hits} "
                      f"({dollars(spent)} spent so far{largest})")
         if self.config.budget.max_cost is not None and spent + worst > self.config.budget.max_cost:
             raise BudgetExceeded(f"the worst case {dollars(worst)} of the next {what} (every path at --max-tokens) "

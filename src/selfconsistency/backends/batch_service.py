@@ -168,7 +168,8 @@ class JobService(Protocol):
     def remainder(self, records: list[Record]) -> Iterator[tuple[Record, list[ParsedOutput], float]]:
         """Records too few for a job, generated another way: (record, outputs, seconds per path); RecordRefused
         for a record the provider refuses for its own fault. Only called when the provider's jobs have a
-        minimum size (quotas.min_records_per_job > 1)."""
+        minimum size (quotas.min_records_per_job > 1) or follow-up rounds below quotas.on_demand_below go on
+        demand."""
         ...
 
     def cancel(self, job: dict[str, Any]) -> None: ...
