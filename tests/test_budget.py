@@ -160,6 +160,8 @@ def test_a_budgeted_run_spends_its_budget_and_no_more(tmp_path, scripted_backend
     results = write_report(tmp_path)
     adaptive = results["sampled"][0]["adaptive"]
     assert adaptive["mean_paths_used"] == 5 and adaptive["rule"].startswith("budget:")
+    assert results["sampled"][0]["paths"] == 60  # usage and cost count every path bought, not the curve's
+    assert "budget 60 (adaptive)" in (tmp_path / "results.md").read_text()
     load_results(tmp_path)
     if allocator != "uniform":  # the scripted sure questions (even) settle at once: the coins get the paths
         used = {qid: used for (qid, _), (used, _, _) in stops.items()}

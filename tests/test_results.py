@@ -74,9 +74,7 @@ def _reference_summaries(store):
     out = {}
     for temperature, n in wanted.items():
         paths = [sorted(by_setting[temperature][q], key=lambda p: p.path_index)[:n] for q in complete]
-        # usage and cost: every stored path of the complete questions (an adaptive run's question took more
-        # than the fewest, and the store may hold paths beyond --paths: all were paid), the curve its first n
-        flat = [p for q in complete for p in sorted(by_setting[temperature][q], key=lambda p: p.path_index)]
+        flat = [p for row in paths for p in row]
         extra = [p for p in flat if (p.question_id, p.temperature, p.path_index) in keys]
         extra_in, extra_out = sum(p.prompt_tokens for p in extra), sum(p.completion_tokens for p in extra)
         prompt, completion = sum(p.prompt_tokens for p in flat), sum(p.completion_tokens for p in flat)

@@ -14,7 +14,15 @@ from .collector import collector_paused
 from .forked import Forked, forked_map
 from .frontier import Frontier
 from .report_html import staged_page_json, write_page
-from .report_tables import comparison_table, equivalence_table, group_tables, interval_text, spend_table, thinking_table
+from .report_tables import (
+    adaptive_label,
+    comparison_table,
+    equivalence_table,
+    group_tables,
+    interval_text,
+    spend_table,
+    thinking_table,
+)
 from .results import build_results
 from .safe_files import check_run_dir, save_figure, write_text
 from .store import SampleStore
@@ -70,7 +78,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     for setting in results["sampled"]:
         if "adaptive" in setting:
             a = setting["adaptive"]
-            rows.append(f"| T={setting['temperature']:g} {a['rule']} (adaptive) | {a['mean_paths_used']:.2f} "
+            rows.append(f"| T={setting['temperature']:g} {adaptive_label(a['rule'])} | {a['mean_paths_used']:.2f} "
                         f"(max {a['max_paths']}) | {a['accuracy']:.1%} | – | – | – |")
     votes = [s for s in results["sampled"] if s.get("weighted_votes")]
     if votes:

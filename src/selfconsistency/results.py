@@ -53,12 +53,13 @@ class _SettingPaths:
         starts = np.array([self.starts.get(qid, 0) for qid in qids], dtype=np.intp)
         return self.where.take((starts[:, None] + np.arange(n, dtype=np.intp)).reshape(len(qids), n))
 
-    def every_row(self, qids: list[str]) -> np.ndarray:
-        """Every stored path's row of these questions (all of each question's paths, however many)."""
-        if not qids:
-            return np.zeros(0, dtype=np.intp)
-        return np.concatenate([self.where[self.starts.get(q, 0): self.starts.get(q, 0) + self.counts.get(q, 0)]
-                               for q in qids])
+    def every_row(self, qids: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Row numbers of every stored path of these questions (question by question, by index), and the
+        question each row belongs to."""
+        spans = [(self.starts.get(qid, 0), self.counts.get(qid, 0)) for qid in qids]
+        rows = self.where.take(np.concatenate([np.arange(start, start + count, dtype=np.intp)
+                                               for start, count in spans] or [np.zeros(0, np.intp)]))
+        return rows, [qid for qid, (_, count) in zip(qids, spans, strict=True) for _ in range(count)]
 
     def answers(self, qid: str) -> list[str | None]:
         """A question's stored answers in path-index order."""
@@ -88,11 +89,10 @@ _FIELDS = ["answer", "prompt_tokens", "completion_tokens", "latency_s", "finish_
            "thinking_tokens", "ended_thinking"]
 
 
-def _usage(paths: _SettingPaths, flat: np.ndarray, price: Price | None,
+def _usage(paths: _SettingPaths, flat: np.ndarray, owners: list[str], price: Price | None,
            on_demand: tuple[Price | None, set] = (None, set())) -> dict[str, Any]:
-    """A setting's paths (`flat`: rows of `paths`, every stored path of the questions reported, not only the
-    paths a curve uses: an adaptive run's questions took more than the fewest, and all were paid) and their
-    cost; paths a batch run made on demand (`on_demand`: their price and keys) at that price."""
+    """A setting's paths (`flat` rows of `paths`, each of the question in `owners` at the same place) and
+    their cost; paths a batch run made on demand (`on_demand`: their price and keys) at that price."""
     column = {name: paths.columns[name].take(flat)
               for name in ("answer", "finish_reason", "latency_s", "completion_tokens", "prompt_tokens",
                            "thinking_tokens", "ended_thinking")}
@@ -104,8 +104,8 @@ def _usage(paths: _SettingPaths, flat: np.ndarray, price: Price | None,
     if price:
         extra: list[int] = []
         if on_demand_price and keys:
-            qids, indexes = paths.columns["question_id"].take(flat).tolist(), paths.columns["path_index"].take(flat)
-            extra = [j for j, (qid, index) in enumerate(zip(qids, indexes.tolist(), strict=True))
+            indexes = paths.columns["path_index"].take(flat).tolist()
+            extra = [j for j, (qid, index) in enumerate(zip(owners, indexes, strict=True))
                      if (qid, paths.temperature, index) in keys]
         extra_in = sum(column["prompt_tokens"].take(np.array(extra, dtype=np.intp)).tolist())
         extra_out = sum(column["completion_tokens"].take(np.array(extra, dtype=np.intp)).tolist())
@@ -207,7 +207,7 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     # a path's index is read only to price a batch run's on-demand remainder; the written forms only where
     # answers have classes (to say what grouping them changed)
     stored_paths = _every_setting(store, list(settings.settings()), groups, counts,
-                                  _FIELDS + ["question_id", "path_index"] * bool(on_demand[1]) + ["written"] * classes)
+                                  _FIELDS + ["path_index"] * bool(on_demand[1]) + ["written"] * classes)
     greedy_answers, encoded_settings = None, []
     for temperature in settings.settings():
         stored = counts.get(temperature, {})
@@ -216,8 +216,11 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
             n = min((stored.get(q, 0) for q in complete), default=0)
         paths = stored_paths[temperature]
         used = paths.rows(complete, n)
-        summary = {"temperature": temperature, "paths_per_question": n,
-                   **_usage(paths, paths.every_row(complete), price, on_demand)}
+        # usage and cost: every path a question was given (under a rule or a budget, more than the curve's n)
+        flat, owners = paths.every_row(complete) if settings.stops_name() else (used.ravel(), [q for q in complete
+                                                                                            for _ in range(n)])
+        summary = {"temperature": temperature, "paths_per_question": n, **_usage(paths, flat, owners, price,
+                                                                                  on_demand)}
         scored = used[is_labelled]
         answers = paths.columns["answer"].take(scored).tolist()
         if temperature == 0.0:
