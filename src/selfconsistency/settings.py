@@ -190,14 +190,14 @@ class StoppingSettings(_Group):
     budget_paths: Annotated[int | None, Field(ge=1, le=MAX_PLANNED_PATHS), Cli(
         "Spend this many sampled paths over the questions (at each temperature), in waves, each path going "
         "where it is most likely to change or settle a vote (--allocate); --paths is the most one question "
-        "may get.", STOPPING)] = None
+        "may get.", STOPPING, not_in=_SERVE_ASKS)] = None  # a budget spends over a data file's questions
     allocate: Annotated[str | None, Cli(
         "With --budget-paths, or --max-cost as the amount to spend: who gets the next paths. blend-asc "
         "(Blend-ASC, the default), asc (the least settled vote first) or uniform (fixed N).", STOPPING,
-        default_shown="blend-asc")] = None
+        default_shown="blend-asc", not_in=_SERVE_ASKS)] = None
     wave_paths: Annotated[int | None, Field(ge=1, le=MAX_PLANNED_PATHS), Cli(
         "With a budget: paths per wave (default: a quarter of the questions, at least a batch job's minimum "
-        "of records). Smaller waves adapt more, larger ones wait less.", STOPPING)] = None
+        "of records). Smaller waves adapt more, larger ones wait less.", STOPPING, not_in=_SERVE_ASKS)] = None
 
     @field_validator("stop")
     @classmethod
