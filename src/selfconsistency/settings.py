@@ -348,10 +348,11 @@ class RunSettings(BaseModel):
 
     # -- what a run does with them --------------------------------------------------------------------
 
-    def backend_config(self, tokens_spent: int = 0, job_state: Any = None, settings_hash: str = "run"
-                       ) -> BackendConfig:
+    def backend_config(self, tokens_spent: int = 0, job_state: Any = None, settings_hash: str = "run",
+                       submit: bool = True) -> BackendConfig:
         return BackendConfig(model=self.model, options=self.options, budget=self.budget,
-                             tokens_spent=tokens_spent, settings_hash=settings_hash, job_state=job_state)
+                             tokens_spent=tokens_spent, settings_hash=settings_hash, job_state=job_state,
+                             submit=submit)
 
     def default_run_dir(self, task: Task) -> Path:
         model = Path(self.model).stem if "/" in self.model else self.model
@@ -395,17 +396,18 @@ class RunSettings(BaseModel):
             return f"{name}+{self.stopping_rule().name}" if s.stop else name
         return s.stop and self.stopping_rule().name
 
-    def price(self, on_demand: bool = False) -> Price | None:
+    def price(self, on_demand: bool = False, priced_as: str | None = None) -> Price | None:
         """The model's price in the run's price table: a batch backend's batch price (its on-demand price
         with `on_demand`, for the calls a batch run makes one at a time); None when the table has none
-        (the embedded models)."""
+        (the embedded models). `priced_as`: the foundation model the run's calls were billed as, as the
+        provider named it (an application inference profile's, kept in the store)."""
         try:
             batch = not on_demand and backend_spec(self.backend).batch
         except BackendError:  # a plugin's stored run, read where the plugin is not installed
             batch = False
         try:
             return PriceTable.from_file(self.budget.prices_file).price(
-                self.model, batch=batch, base_model=getattr(self.options, "base_model", None))
+                self.model, batch=batch, base_model=priced_as or getattr(self.options, "base_model", None))
         except KeyError:
             return None
 
