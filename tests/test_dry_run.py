@@ -77,3 +77,18 @@ def test_a_dry_run_of_an_application_profile_prices_it_as_base_model_without_ask
     assert refused.returncode == 2 and "--base-model" in refused.stderr
     priced = run_cli(*args, "--base-model", "anthropic.claude-3-5-haiku-20241022-v1:0")
     assert priced.returncode == 0 and "cost at batch prices ($0.0004 / $0.002 per 1k tokens)" in priced.stdout
+
+
+def test_a_budgeted_dry_run_prices_the_budget_not_every_path():
+    """--budget-paths: the estimate is greedy plus the budget at each temperature (spread evenly), not
+    questions x --paths; the plan's name is printed."""
+    budgeted = RunSettings(data=str(GSM8K_TEST), limit=20, backend="openai-batch", model="gpt-4o-mini",
+                           prompt_format="chat", paths=40, temperatures=(0.5, 0.7), budget_paths=70,
+                           mean_output_tokens=100)
+    found = dry_run(budgeted)
+    assert found.planned == 20 + 2 * 70 and found.estimate.paths == 160
+    assert any("budget: 70 paths at each temperature" in line and "budget:blend-asc:70" in line
+               for line in found.lines())
+    everything = dry_run(budgeted.model_copy(update={"budget_paths": None}))
+    assert everything.planned == 20 + 2 * 20 * 40
+    assert found.estimate.expected(found.price) < everything.estimate.expected(everything.price) / 5

@@ -55,6 +55,14 @@ class DryRun:
                    f"worst case {dollars(e.worst(self.price))} (every path at --max-tokens: what --max-cost is "
                    "checked against)")
         cap = s.budget.max_cost
+        if s.stopping.budget_paths is not None:
+            out.append(f"  budget: {s.stopping.budget_paths:,} paths at each temperature, spread here evenly; the run "
+                       f"gives them, wave by wave, to the questions whose votes they can change ({s.stops_name()})")
+        elif s.stopping.budgeted(cap):
+            out.append(f"  budget: --max-cost {dollars(cap)} is the amount to spend, in waves, up to every path "
+                       f"planned above; at the expected cost a path, that is about "
+                       f"{_paths_for(cap, expected, e.paths)} paths")
+            return out
         if cap is not None:
             verdict = "within it" if e.worst(self.price) <= cap else "above it: the run would stop before sending"
             out.append(f"  --max-cost {dollars(cap)}: the worst case is {verdict}")
@@ -65,7 +73,7 @@ def dry_run(config: RunSettings, run_dir: Path | None = None) -> DryRun:
     """Plan, pack and price the run (DataError, BackendError for what a run would refuse)."""
     task = config.get_task()
     data = config.load(task)
-    requests = plan_requests(config, task, data)
+    requests = plan_requests(config, task, data, _budget_spread(config, [q.id for q in data.questions]))
     directory = Path(run_dir) if run_dir else config.default_run_dir(task)
     store = SampleStore.open_readonly(directory) if (directory / STORE_FILENAME).is_file() else None
     try:
@@ -83,6 +91,20 @@ def dry_run(config: RunSettings, run_dir: Path | None = None) -> DryRun:
             store.close()
     return DryRun(config, len(data.questions), len(requests), len(requests) - len(pending), found,
                   config.price(), _jobs(config, records) if spec.batch else "", spec.batch)
+
+
+def _budget_spread(config: RunSettings, question_ids: list[str]) -> dict[tuple[str, float], int] | None:
+    """A --budget-paths run's paths for its estimate: the budget spread evenly over the questions at each
+    temperature (which questions get them is the allocator's choice, wave by wave; a path costs about the
+    same whichever it is), beside each question's greedy path. None: every planned path (no budget, or
+    --max-cost as the amount, which the run spends whatever the paths)."""
+    if config.stopping.budget_paths is None:
+        return None
+    n, most = len(question_ids), config.sampling.paths
+    total = min(config.stopping.budget_paths, n * most)
+    spread = {(q, t): total // n + (i < total % n) for t in config.sampling.temperatures
+              for i, q in enumerate(question_ids)}
+    return {**spread, **({(q, 0.0): 1 for q in question_ids} if config.sampling.greedy else {})}
 
 
 def _jobs(config: RunSettings, records: list[Record]) -> str:
@@ -103,3 +125,8 @@ def _one_a_path(requests: list[GenerationRequest]) -> list[Record]:
     return [Record("", (r,), {"messages": r.prompt.chat_messages} if r.prompt.format is PromptFormat.chat
                    else {"prompt": r.prompt.text}, "") for r in requests]
 
+
+def _paths_for(amount: float, expected: float | None, paths: int) -> str:
+    if not (paths and expected):
+        return "an unknown number of (give --mean-output-tokens)"
+    return f"{min(paths, int(amount / (expected / paths))):,}"

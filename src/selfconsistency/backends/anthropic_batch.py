@@ -73,6 +73,7 @@ DOWNLOADS = 3  # tries at a complete results stream
 
 
 class AnthropicBatchOptions(AnthropicServerOptions, BatchOptions):
+    min_records_per_job: int = Field(default=1, ge=1)  # Message Batches take a batch of any size
     on_demand_below: int = Field(default=20, ge=0)  # follow-up rounds this small go to the Messages API
 
 

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 import msgspec
+from pydantic import Field
 
 from ..audit import redact_message, redact_urls
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, show_body
@@ -42,7 +43,7 @@ JOB_KEY = "selfconsistency_job"  # the metadata field that names a batch's job
 
 
 class OpenAIBatchOptions(OpenAIServerOptions, BatchOptions):
-    pass
+    min_records_per_job: int = Field(default=1, ge=1)  # the Batch API takes a batch of any size
 
 
 class OpenAIBatchJobs:
