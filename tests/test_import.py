@@ -94,7 +94,7 @@ def test_the_import_prints_lm_evals_figures_beside_the_exact_curve_and_every_com
     lm_eval_maj8 = sum(x["exact_match"] for x in first_k) / len(first_k)
     row = next(line for line in result.stdout.splitlines() if line.strip().startswith("maj@8 "))
     assert f"first 8 of {MANIFEST['repeats']}, voted" in row and f"{lm_eval_maj8:.1%}" in row
-    assert f"maj@8 {curve[7]['exact']:.1%}" in row and f"{curve[7]['low']:.1%} to {curve[7]['high']:.1%}" in row
+    assert f"maj@8 {curve[7]['exact']:.1%}" in row and f"{curve[7]['low'] * 100:.1f}–{curve[7]['high']:.1%}" in row
     assert f"T=0.2 SC@{MANIFEST['repeats']}" in result.stdout and results["greedy"] is None
     for args in (["report", run_dir], ["simulate", run_dir, "--stop", "beta:0.95", "--temperature", "0.2"]):
         assert invoke(*args).exit_code == 0, args
@@ -267,3 +267,43 @@ def test_a_malformed_or_foreign_file_is_one_line_naming_the_file_and_line(tmp_pa
     assert line.startswith(f"error: {located}"), (line, located)
     assert message in line
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # nothing half-imported
+
+
+def test_the_readme_import_commands_run_as_written_and_print_what_it_shows(tmp_path, monkeypatch):
+    """The README's import section: its commands (run in the repository, each --run-dir moved to a temporary
+    directory), lm-eval's printed table as lm-eval printed it, and the import's output as it prints."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Importing other tools' samples"): readme.index("## Untrusted input")]
+    commands = [line for block in re.findall(r"```bash\n(.*?)```", section, re.S) for line in block.splitlines()
+                if line.startswith("selfconsistency import ")]
+    printed, output = re.findall(r"```text\n(.*?)```", section, re.S)
+    assert printed.strip() in (FIXTURES / "lm-eval" / "printed.md").read_text()
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    outputs = []
+    for number, command in enumerate(commands):
+        args = shlex.split(command)[1:]
+        args[args.index("--run-dir") + 1] = str(tmp_path / f"run{number}")
+        result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, result.output
+        outputs.append({" ".join(line.split()) for line in result.stdout.splitlines()})
+    assert len(commands) == 2 and MANIFEST["repeats"] == 16 and MANIFEST["questions"] == 5  # as the text says
+    for line in output.strip().splitlines():
+        if line.strip():
+            assert " ".join(line.split()) in outputs[0], line
+
+
+def test_the_benchmarks_section_shows_lm_evals_table_and_the_imports_output_verbatim(tmp_path):
+    import re
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    section = docs[docs.index("## lm-eval import beside lm-eval's own maj@k figure"):]
+    printed, output = re.findall(r"```\n(.*?)```", section, re.S)
+    assert printed == (FIXTURES / "lm-eval" / "printed.md").read_text()
+    result = invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "run")
+    shown = {" ".join(line.split()) for line in result.stdout.splitlines()}
+    for line in output.splitlines()[1:]:  # after the command
+        if line.strip() and not line.startswith(("Imported", "wrote")):  # these name the run directory
+            assert " ".join(line.split()) in shown, line

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from .answer_classes import Classifier
 from .extract import PatternTimeout
 from .math_answers import read_answer, split_thinking
+from .report_tables import interval_text
 from .runlock import prepare_run_dir
 from .settings import RunSettings, SamplingSettings
 from .sources import Source, SourceError, SourceQuestion, read_inspect, read_lm_eval
@@ -182,13 +183,13 @@ def import_markdown(imported: Imported, results: dict[str, Any]) -> tuple[str, l
                 "each path alone, averaged over all"
             point = curve.get(k)
             ours = f"maj@{k} {point['exact']:.1%}" if point else "–"
-            interval = f"{point['low']:.1%} to {point['high']:.1%}" if point and point.get("low") is not None else "–"
+            interval = interval_text((point.get("low"), point.get("high")) if point else None)
             lines.append(f"| {figure.name} | {used} | {figure.value:.1%} | {ours} | {interval} |")
     notes = []
     differ, compared = imported.disagreements
     if compared:
-        notes.append(f"{source.tool} and the task read different answers from {differ} of {compared} paths where "
-                     f"{source.tool} recorded one")
+        notes.append(f"{source.tool}'s own extraction and the task's differ on {differ} of the {compared} paths "
+                     f"{source.tool} read an answer from one by one (`export` shows both)")
     if imported.identical:
         notes.append(f"warning: {imported.identical} question(s) have {n} paths of one and the same text: the source "
                      "sent one seed with every request (lm-eval's local-completions sends seed 1234 unless given "
