@@ -643,11 +643,11 @@ def import_lm_eval(
     task: _IMPORT_TASK = "gsm8k", run_dir: _IMPORT_RUN_DIR = None, temperature: _IMPORT_TEMPERATURE = None,
     model: _IMPORT_MODEL = None,
 ) -> None:
-    """lm-evaluation-harness's --log_samples output of a task with repeats (gsm8k_cot_self_consistency):
-    each document's repeated generations are its paths, in lm-eval's order.
+    """lm-evaluation-harness's --log_samples output of a task with repeats (gsm8k_cot_self_consistency).
 
-    Question ids are <split>-<doc_id>, as a run of the same data file names them (compare works across).
-    lm-eval's filters (score-first, maj@k) and metrics are kept per question.
+    Each document's repeats are its paths, in lm-eval's order; its filters' answers and metrics are kept.
+
+    Question ids are <split>-<doc_id>, as a run of the same data file names them: compare pairs the two.
     """
     _import("lm-eval", samples, task, run_dir, temperature, model)
 
@@ -658,10 +658,11 @@ def import_inspect(
     task: _IMPORT_TASK = "gsm8k", run_dir: _IMPORT_RUN_DIR = None, temperature: _IMPORT_TEMPERATURE = None,
     model: _IMPORT_MODEL = None,
 ) -> None:
-    """An inspect_ai eval log whose samples ran several epochs: each sample's epochs are its paths.
+    """An inspect_ai eval log (.eval or .json) whose samples ran several epochs, read without inspect_ai.
 
-    The sample's input is the question and its target the gold (read as the answer alone); each epoch's
-    scorer answer is kept beside the path. Read without inspect_ai.
+    Each sample's epochs are its paths, its input the question, its target the gold (the answer alone).
+
+    Each epoch's scorer answer is kept beside its path.
     """
     _import("inspect", log, task, run_dir, temperature, model)
 
