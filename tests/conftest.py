@@ -1,28 +1,104 @@
+"""What the tests share, and the guards that keep `pytest -m "not model and not slow"` (the inner loop) fast.
+
+Markers: `model` marks a test that loads an embedded model; `slow` one that starts a process (the
+installed command, llama.cpp's server, a browser, a fresh interpreter) or waits out seconds that cannot
+be made smaller.
+
+The rule, enforced by process_marker_guard: a test marked neither starts no process. It runs no program
+(subprocess, os.system, posix_spawn, exec) and forks nothing itself; the only fork allowed is the
+product's own (selfconsistency.forked, with which write_report uses a second core): a copy of this
+process that starts nothing new. Loopback servers in threads of this process (the emulators, moto,
+uvicorn, the OpenAI stubs) are allowed: they cost no start-up, and the time constants a test would wait
+on (emulator steps, poll intervals, deadlines, retry delays) are set to milliseconds. model_marker_guard
+keeps embedded models out of unmarked tests the same way.
+
+`run_cli` runs the CLI in this process (typer's runner); `cli` runs the installed command as a user
+does, for tests about processes, signals or the entry point (marked slow).
+"""
+
+import atexit
+import contextlib
+import io
 import json
+import logging
+import multiprocessing.util
 import os
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
+import traceback
 import urllib.request
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+
+def _import_cli_as_a_process_would() -> None:
+    """selfconsistency.cli's rich consoles decide colour (is stderr a terminal?) and width (COLUMNS) when
+    they are made, at import: import it now with neither, as in a process whose output is captured, so
+    that run_cli's output is the same under `pytest -s` in a terminal."""
+    columns = os.environ.pop("COLUMNS", None)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            import selfconsistency.cli  # noqa: F401
+    finally:
+        if columns is not None:
+            os.environ["COLUMNS"] = columns
+
+
+_import_cli_as_a_process_would()
+
+
+def _ask_the_machine_once() -> None:
+    """Libraries run a program once per process to learn about the machine: platform's `uname -p` (the
+    openai client's headers) and trio's `ldconfig -p` at import (httpcore imports trio where it is
+    installed). Asked here, at start-up, so that process_marker_guard does not blame the first test to
+    make a client."""
+    import importlib.util
+    import platform
+
+    platform.uname().processor  # noqa: B018 - cached by platform after this
+    if importlib.util.find_spec("trio") is not None:
+        import trio  # noqa: F401
+
+
+_ask_the_machine_once()
+
 REPO = Path(__file__).resolve().parents[1]
-GSM8K_TEST = REPO / "data" / "gsm8k" / "test.jsonl"
+GSM8K_SPLIT = REPO / "data" / "gsm8k" / "test.jsonl"  # the whole test split (1,319 questions)
+GSM8K_HEAD = 300  # questions the tests' runs may reach (at most 120 now)
+
+
+def _gsm8k_head() -> Path:
+    """The first GSM8K_HEAD records of the test split, copied for this session: a run reads (and checks)
+    its whole data file before it takes --limit, so each run on the whole split spent ~0.4 s reading 1,319
+    records for the 2 to 30 it asks. test_tasks_prompts reads the whole split."""
+    folder = Path(tempfile.mkdtemp(prefix="selfconsistency-tests-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    head = folder / "test.jsonl"
+    with GSM8K_SPLIT.open(encoding="utf-8") as split:
+        head.write_text("".join(line for _, line in zip(range(GSM8K_HEAD), split, strict=False)), encoding="utf-8")
+    return head
+
+
+GSM8K_TEST = _gsm8k_head()  # the data file of the tests' runs
 SMALL_MODEL = "qwen2.5-coder-0.5b"
 NO_MODEL_GUARD = Path(__file__).resolve().parent / "no_model"  # a sitecustomize refusing llama.cpp
 NO_MODEL_EXIT = 97  # its exit code
-MODEL_FIXTURES = {"reference_run", "llama_server"}  # fixtures that load the 0.5B model
+MODEL_FIXTURES = {"reference_run", "llama_server", "small_model", "loaded_model"}  # fixtures that load the 0.5B model
+MODEL_THREADS = 1  # threads a test's model decodes on: on two cores the test runner keeps the other
 
 
-def pytest_runtest_setup(item):
+def _model_fixtures_marked(item) -> None:
     """Before any fixture is made: a test using a model fixture must be marked `model`."""
     used = MODEL_FIXTURES & set(item.fixturenames)
     if used and not item.get_closest_marker("model"):
@@ -46,8 +122,154 @@ def model_marker_guard(request, monkeypatch):
                                                       if p))
 
 
+# -- no process in an unmarked test -----------------------------------------------------------------
+
+_PROCESS_CALLS = ("posix_spawn", "posix_spawnp", "system", "forkpty", "execv", "execve")  # os.*; the
+# exec*/spawn* wrappers call these or os.fork; subprocess and multiprocessing's spawn call fork_exec
+
+
+def _forked_by_the_product() -> bool:
+    """Whether this fork comes from selfconsistency.forked (a copy of this process, nothing started)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "selfconsistency.forked":
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def _no_process(item):
+    """While a phase of an unmarked test runs (its fixtures included, whatever their scope), starting a
+    process fails it."""
+    if item.get_closest_marker("slow") or item.get_closest_marker("model"):
+        yield
+        return
+    started = item.__dict__.setdefault("_processes_started", [])
+
+    def refuse(what: str):
+        def refused(*_, **__):
+            started.append(what)
+            pytest.fail(f"starts a process ({what}): run it in this process (run_cli, a thread) or mark it "
+                        "@pytest.mark.slow", pytrace=False)
+        return refused
+
+    real_fork = os.fork
+
+    def fork():
+        return real_fork() if _forked_by_the_product() else refuse("os.fork")()
+
+    from selfconsistency.math_verifier import use_verifier
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess, "_fork_exec", refuse("subprocess"))
+        patch.setattr(multiprocessing.util, "spawnv_passfds", refuse("multiprocessing spawn"))
+        patch.setattr(os, "fork", fork)
+        for name in _PROCESS_CALLS:
+            if hasattr(os, name):
+                patch.setattr(os, name, refuse(f"os.{name}"))
+        # math answers compared in this process, not in the product's worker process (slow tests may test it)
+        previous = use_verifier(_LazyInProcess())
+        try:
+            yield
+        finally:
+            use_verifier(previous)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    _model_fixtures_marked(item)
+    with _no_process(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _no_process(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item):
+    with _no_process(item):
+        return (yield)
+
+
+@pytest.fixture(autouse=True)
+def process_marker_guard(request):
+    """A test not marked `slow` or `model` that starts a process fails (the rule: this module's
+    docstring; the hooks above refuse it where it happens). Failed again here if it passed all the same:
+    the refusal was raised in another thread, or caught on the way."""
+    yield
+    call = getattr(request.node, "_call_report", None)
+    started = request.node.__dict__.get("_processes_started")
+    if started and call is not None and call.passed:
+        pytest.fail(f"started a process ({', '.join(started)}) without being marked slow", pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.when == "call":
+        item._call_report = report
+    return report
+
+
+# -- the CLI -------------------------------------------------------------------------------------------
+
+
+class _LastResort(logging.Handler):
+    """What a process prints of other libraries' warnings (logging.lastResort: WARNING and above, the
+    message alone, on stderr): under pytest the root logger has handlers, so nothing would."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith("selfconsistency"):  # the CLI's own handler prints those
+            sys.stderr.write(self.format(record) + "\n")
+
+
+def run_cli(*args: str, env: dict[str, str | None] | None = None, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess:
+    """The CLI run in this process by typer's runner, as `cli` runs it in another (COLUMNS=200, stdout
+    and stderr apart): no interpreter start-up. An exception the command lets out is on stderr with its
+    traceback and exit code 1, as a process prints it; Python warnings and other libraries' warning logs
+    reach stderr as in a process. Not for two commands at once: the runner swaps sys.stdout, sys.stderr and
+    os.environ for the whole process."""
+    from typer.testing import CliRunner
+
+    from selfconsistency.cli import app
+
+    library = logging.getLogger("selfconsistency")
+    kept = library.level, list(library.handlers)  # the CLI sets the library's logging up: put back after
+    last_resort = _LastResort()
+    runner = CliRunner()  # click >= 8.2 keeps stderr apart from stdout
+    try:
+        with contextlib.chdir(cwd or os.getcwd()), warnings.catch_warnings():
+            warnings.resetwarnings()  # a process's default filters, not pytest's
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", category)
+            warnings.showwarning = _show_warning
+            logging.getLogger().addHandler(last_resort)
+            result = runner.invoke(app, list(args), env={"COLUMNS": "200", **(env or {})}, prog_name="selfconsistency")
+    finally:
+        logging.getLogger().removeHandler(last_resort)
+        library.setLevel(kept[0])
+        library.handlers[:] = kept[1]
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(["selfconsistency", *args], result.exit_code, result.stdout, stderr)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
 def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
-    """Run the installed CLI as a user would."""
+    """Run the CLI as a user would, in a process of its own (`python -m selfconsistency`): for tests about
+    processes (signals, kills, two commands at once), marked slow. Others use run_cli."""
     proc = subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}, **kwargs)
     if proc.returncode == NO_MODEL_EXIT:  # fail loudly even where a test expects the command to fail
@@ -58,7 +280,7 @@ def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProce
 def small_run_args(run_dir: Path, *extra: str, batch_size: int = 1) -> list[str]:
     return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--paths", "3",
             "--temperatures", "0.7", "--model", SMALL_MODEL, "--batch-size", str(batch_size),
-            "--run-dir", str(run_dir), "--quiet", *extra]
+            "--threads", str(MODEL_THREADS), "--run-dir", str(run_dir), "--quiet", *extra]
 
 
 def without_runtime(value):
@@ -147,11 +369,65 @@ def load_results(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="session")
-def reference_run(tmp_path_factory) -> Path:
+def small_model():
+    """The 0.5B model, loaded once for the session (the context size a run loads by default, 4096 tokens;
+    MODEL_THREADS threads). Tests that only need "a loaded 0.5B model" share it through `loaded_model`;
+    tests of loading itself load their own."""
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    from selfconsistency.models import resolve_model_path
+
+    with suppress_stdout_stderr(disable=False):
+        llm = llama_cpp.Llama(model_path=str(resolve_model_path(SMALL_MODEL)), n_ctx=4096, n_batch=512,
+                              n_threads=MODEL_THREADS, n_threads_batch=MODEL_THREADS, logits_all=False,
+                              verbose=False)
+    yield llm
+    llm.close()
+
+
+@contextlib.contextmanager
+def _sharing(llm):
+    """Every LlamaCppBackend of the 0.5B model takes `llm` where it would load the model (a context it
+    fits), on MODEL_THREADS threads; closing one leaves `llm` loaded. A new backend starts from an empty
+    cache (its first prompt resets it), as after its own load."""
+    from selfconsistency.backends.llama_cpp import LlamaCppBackend
+
+    load, close = LlamaCppBackend._load, LlamaCppBackend.close
+    shared_path = Path(llm.model_path).resolve()
+
+    def shared_load(self, n_ctx):
+        if Path(self.model_path).resolve() != shared_path or n_ctx > llm.n_ctx():
+            return load(self, n_ctx)
+        if self.llm is not llm:
+            close(self)
+            self.llm, self.threads = llm, MODEL_THREADS
+
+    def shared_close(self):
+        if self.llm is llm:
+            self.llm = None
+        close(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LlamaCppBackend, "_load", shared_load)
+        patch.setattr(LlamaCppBackend, "close", shared_close)
+        yield
+
+
+@pytest.fixture
+def loaded_model(small_model):
+    """This test's embedded 0.5B backends use the session's loaded model (see _sharing)."""
+    with _sharing(small_model):
+        yield small_model
+
+
+@pytest.fixture(scope="session")
+def reference_run(tmp_path_factory, small_model) -> Path:
     """One uninterrupted real run of the 0.5B model, one path at a time: 2 questions x (greedy + 3 paths
-    at T=0.7)."""
+    at T=0.7); in this process, on the session's loaded model."""
     run_dir = tmp_path_factory.mktemp("reference")
-    proc = cli(*small_run_args(run_dir))
+    with _sharing(small_model):
+        proc = run_cli(*small_run_args(run_dir))
     assert proc.returncode == 0, proc.stderr
     return run_dir
 
@@ -209,6 +485,13 @@ def s3_endpoint():
     server.stop()
 
 
+SERVER_POLL_SECONDS = 0.01  # serve_forever's look at shutdown(): its default of 0.5 s is waited out per test
+
+
+def serve_in_thread(server) -> None:
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SERVER_POLL_SECONDS}, daemon=True).start()
+
+
 AWS_SECRET = "testing-secret-value"  # the AWS secret access key the aws fixture sets
 
 
@@ -225,7 +508,7 @@ def aws(s3_endpoint, monkeypatch):
         monkeypatch.setenv(key, value)
     emulator = Emulator(boto3.client("s3"), step_seconds=0.02)
     server = make_server(emulator)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     url = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK", url)
     monkeypatch.setenv("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", url)
@@ -246,7 +529,9 @@ class OpenAIStub(BaseHTTPRequestHandler):
         type(self).calls.append({"body": body, "auth": self.headers.get("Authorization")})
         if type(self).failures_left > 0:
             type(self).failures_left -= 1
-            self._send(429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "0"})
+            # retry-after-ms, as OpenAI sends it: the client waits 1 ms, not its own backoff from 0.5 s up
+            self._send(429, {"error": {"message": "slow down", "type": "rate_limit"}},
+                       {"Retry-After": "0", "retry-after-ms": "1"})
             return
         n = min(body.get("n", 1), type(self).max_choices)
         choices = [{"index": i, "finish_reason": "stop",
@@ -276,8 +561,7 @@ def stub_server():
     """OpenAIStub on loopback, reset; yields its /v1 URL."""
     OpenAIStub.failures_left, OpenAIStub.max_choices, OpenAIStub.calls = 0, 8, []
     server = ThreadingHTTPServer(("127.0.0.1", 0), OpenAIStub)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    serve_in_thread(server)
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
 
@@ -296,7 +580,8 @@ def llama_server():
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model",
                              str(resolve_model_path(SMALL_MODEL)), "--model_alias", "qwen-0.5b",
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
+                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096",
+                             "--n_threads", str(MODEL_THREADS), "--n_threads_batch", str(MODEL_THREADS)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 120
@@ -325,7 +610,7 @@ def batch_api(monkeypatch):
 
     emulator = Emulator(step_seconds=0.02)
     server = make_server(emulator)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    serve_in_thread(server)
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     yield emulator, f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
@@ -333,7 +618,8 @@ def batch_api(monkeypatch):
 
 class _LazyInProcess:
     """math-verify in the test process (made at its first use): a test that is not `slow` starts no worker
-    process for the math answer type's comparisons."""
+    process for the math answer type's comparisons (_no_process puts it in place for every phase of such a
+    test, so that fixtures of any scope use it too)."""
 
     made = None
 
@@ -351,14 +637,20 @@ class _LazyInProcess:
         return self._verifier().compare(gold, answer)
 
 
-@pytest.fixture(autouse=True)
-def math_in_process(request):
-    """Comparisons of math answers in this process, except for slow tests (which may test the worker)."""
-    if request.node.get_closest_marker("slow"):
-        yield
-        return
-    from selfconsistency.math_verifier import use_verifier
+ANTHROPIC_KEY = "sk-ant-test-DO-NOT-LEAK-0123456789"  # the key the anthropic_api fixture accepts and sets
 
-    previous = use_verifier(_LazyInProcess())
-    yield
-    use_verifier(previous)
+
+@pytest.fixture
+def anthropic_api(monkeypatch):
+    """The Anthropic API emulator (Messages, Message Batches, Models) on loopback, and the environment the
+    SDK reads to reach it (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL); yields (emulator, base URL)."""
+    from selfconsistency.testing.anthropic_emulator import Emulator, make_server
+
+    emulator = Emulator(api_key=ANTHROPIC_KEY, step_seconds=0.02)
+    server = make_server(emulator)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": SERVER_POLL_SECONDS}, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", ANTHROPIC_KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
+    yield emulator, url
+    server.shutdown()

@@ -495,7 +495,7 @@ def test_api_store_errors_name_run_dir(tmp_path, bots):
 
 
 @pytest.mark.model
-def test_readme_python_example_runs_verbatim(capsys):
+def test_readme_python_example_runs_verbatim(loaded_model, capsys):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("### Answering from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     namespace: dict = {}
@@ -579,6 +579,7 @@ def test_a_data_file_cannot_carry_chat_turns(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # a browser
 def test_report_page_marks_nothing_for_unlabelled_questions(tmp_path, bots, browser):
     from selenium.webdriver.support.ui import Select
 

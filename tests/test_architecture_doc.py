@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import GSM8K_TEST
@@ -17,6 +18,7 @@ def _blocks(kind: str) -> list[str]:
     return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), flags=re.S)
 
 
+@pytest.mark.slow  # a fresh interpreter: the plugin registers before the CLI is built
 def test_the_backend_and_rule_snippets_run_and_plug_in(tmp_path):
     script = "\n".join(_blocks("python")) + f'''
 from selfconsistency import RunSettings, run_experiment
@@ -144,3 +146,23 @@ def test_the_emulators_live_where_the_document_says():
     emulators = {str(p.relative_to(SRC)) for p in SRC.rglob("*emulator*.py")}
     assert emulators and emulators <= named | {f"testing/{p.split('/')[-1]}" for p in emulators if "testing/" in p}
     assert all(p.startswith("testing/") for p in emulators)
+
+
+def test_the_allocator_snippet_plugs_in(tmp_path, scripted_backend):
+    from selfconsistency import RunSettings, run_experiment
+    from selfconsistency.allocation import ALLOCATORS
+    from selfconsistency.store import SampleStore
+
+    (block,) = [b for b in _blocks("python") if "register_allocator" in b]
+    try:
+        exec(block, {})
+        settings = RunSettings(backend="scripted", model="m", data=str(GSM8K_TEST), limit=6, paths=10,
+                               budget_paths=20, allocate="closest-race", wave_paths=4)
+        run_experiment(settings, tmp_path / "run")
+        with SampleStore.open_readonly(tmp_path / "run") as store:
+            used = {qid: n for (qid, _), (n, _, _) in store.stops(settings.stops_name()).items()}
+    finally:
+        ALLOCATORS.pop("closest-race", None)
+    assert sum(used.values()) == 20
+    # the scripted even questions always agree: their lead grows, so the coin flips get the paths
+    assert sum(n for q, n in used.items() if int(q[-1]) % 2) > sum(n for q, n in used.items() if not int(q[-1]) % 2)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import AWS_SECRET, GSM8K_TEST, OPENAI_KEY, SMALL_MODEL, OpenAIStub, stored_rows
+from conftest import ANTHROPIC_KEY, AWS_SECRET, GSM8K_TEST, OPENAI_KEY, SMALL_MODEL, OpenAIStub, stored_rows
 from selfconsistency.backends import create_backend
 from selfconsistency.backends.base import BudgetExceeded, flatten
 from selfconsistency.experiment import plan_requests, run_experiment
@@ -26,7 +26,7 @@ from selfconsistency.report import write_report
 from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
 
-CASES = ["scripted", "openai", "openai-batch", "bedrock", "bedrock-batch",
+CASES = ["scripted", "openai", "openai-batch", "bedrock", "bedrock-batch", "anthropic", "anthropic-batch",
          pytest.param("local", marks=pytest.mark.model)]
 FINISH_REASONS = {"stop", "length"}
 
@@ -82,7 +82,21 @@ def bedrock_batch_case(aws):
 
 
 @pytest.fixture
-def local_case():
+def anthropic_case(anthropic_api):
+    emulator, url = anthropic_api
+    return Case({"backend": "anthropic", "model": "claude-haiku-4-5", "base_url": url, "concurrency": 2},
+                secret=ANTHROPIC_KEY, provider_calls=lambda: len(emulator.billed))
+
+
+@pytest.fixture
+def anthropic_batch_case(anthropic_api):
+    emulator, url = anthropic_api
+    return Case({"backend": "anthropic-batch", "model": "claude-haiku-4-5", "base_url": url, "poll_seconds": 0.02},
+                secret=ANTHROPIC_KEY, provider_calls=lambda: len(emulator.batches) + emulator.message_calls)
+
+
+@pytest.fixture
+def local_case(loaded_model):
     return Case({"backend": "local", "model": SMALL_MODEL, "limit": 1, "paths": 2, "max_tokens": 24}, paid=False)
 
 

@@ -4,12 +4,11 @@ plane and runtime) and a moto server (S3), over loopback HTTP, with faults injec
 import json
 import subprocess
 import sys
-import time
 
 import boto3
 import pytest
 
-from conftest import GSM8K_TEST, cli, load_results, stored_rows, submitted_jobs
+from conftest import GSM8K_TEST, run_cli, stored_rows
 from selfconsistency.backends.base import BackendError
 from selfconsistency.backends.batch_plan import pack
 from selfconsistency.backends.bedrock_batch import bedrock_line
@@ -31,61 +30,27 @@ def batch_config(model, bucket, **overrides):
                         "create_bucket": True, "poll_seconds": 0.02, **overrides})
 
 
-@pytest.mark.parametrize("model,records_per_question", [
-    ("cohere.command-text-v14", 5),  # greedy + 2 x (5 + 1) packed generations
-    ("anthropic.claude-3-haiku-20240307-v1:0", 13),  # one record per path
-])
-def test_every_path_stored_once_despite_faults(aws, tmp_path, model, records_per_question):
-    aws.faults = Faults(fail_jobs=1, record_error_rate=0.1, throttle_every=7)
+def test_packed_records_are_collected_and_priced_at_batch_prices(aws, tmp_path):
+    """A model whose records pack several paths (Cohere: 5 generations a record); every path stored once
+    under faults is the batch contract's (test_batch_contract.py, one record per path)."""
+    aws.faults = Faults(record_error_rate=0.1)
     run_dir = tmp_path / "run"
-    run_experiment(batch_config(model, f"bucket-{records_per_question}"), run_dir)
-    rows = stored_rows(run_dir)  # each stored once with its extracted answer: test_backend_contract.py
+    run_experiment(batch_config("cohere.command-text-v14", "bucket-packed"), run_dir)
+    rows = stored_rows(run_dir)
     assert len(rows) == 20 * 13 and len({r[:3] for r in rows}) == 260
     with SampleStore(run_dir, create=False) as store:
         jobs = store.jobs("bedrock-batch")
-    first = jobs[0]
-    assert first["status"] == "collected" and len(first["records"]) == 20 * records_per_question
-    assert any(job["manifest"] and job["manifest"]["errorRecordCount"] > 0 for job in jobs)
-    assert len(aws.jobs) == len(jobs) >= 2  # the failed job was followed by another; nothing created twice
-    emulated = list(aws.jobs.values())
-    assert emulated[0]["status"] == "Failed"
-    results = write_report(run_dir)
-    reported = results["batch_jobs"]
-    assert len(reported) == len(jobs) and reported[0]["records"] == 20 * records_per_question
-    assert all(job["runtime"]["seconds"] is not None and job["runtime"]["seconds"] >= 0 for job in reported)
-    assert sum(job["paths"] for job in reported) >= 260
-    if model.startswith("cohere"):  # priced in the packaged table: the manifest's tokens at batch prices
-        collected = [job for job in reported if job["input_tokens"]]
-        assert collected and all(job["cost_usd"] > 0 for job in collected)
-    assert "batch job" in (run_dir / "results.md").read_text()
-    assert (run_dir / "batch_runtime.png").read_bytes()[:4] == b"\x89PNG"
+    first = jobs[0]  # greedy + 2 x (5 + 1) packed generations: 5 records a question
+    assert first["status"] == "collected" and len(first["records"]) == 20 * 5
+    reported = write_report(run_dir)["batch_jobs"]
+    assert len(reported) == len(jobs) and reported[0]["records"] == 20 * 5
+    collected = [job for job in reported if job["input_tokens"]]  # priced in the packaged table: the
+    assert collected and all(job["cost_usd"] > 0 for job in collected)  # manifest's tokens at batch prices
 
 
 def test_small_plans_are_refused_with_advice(aws, tmp_path):
     with pytest.raises(BackendError, match="--backend bedrock"):
         run_experiment(batch_config("cohere.command-text-v14", "bucket-small", limit=2), tmp_path / "run")
-
-
-def test_killed_cli_reattaches_instead_of_resubmitting(aws, tmp_path):
-    aws.step_seconds = 1.0  # jobs stay in flight long enough to be killed
-    run_dir = tmp_path / "run"
-    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "20", "--paths", "6", "--temperatures", "0.5,0.7",
-            "--backend", "bedrock-batch", "--model", "anthropic.claude-3-haiku-20240307-v1:0", "--bucket",
-            "bucket-kill", "--role-arn", ROLE, "--create-bucket", "--poll-seconds", "0.1", "--run-dir", str(run_dir),
-            "--quiet"]
-
-    proc = subprocess.Popen([sys.executable, "-m", "selfconsistency", *args])
-    deadline = time.time() + 60
-    while time.time() < deadline and not submitted_jobs(run_dir):
-        time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    assert len(aws.jobs) == 1 and stored_rows(run_dir) == []
-    aws.step_seconds = 0.02
-    resumed = cli(*args)
-    assert resumed.returncode == 0, resumed.stderr
-    assert len(aws.jobs) == 1  # reattached: no second paid job
-    assert len(stored_rows(run_dir)) == 260
 
 
 def test_max_cost_below_the_estimate_submits_nothing(aws, tmp_path):
@@ -105,39 +70,6 @@ def run_args(run_dir, model, bucket, *extra):
     return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "20", "--paths", "6", "--temperatures", "0.5,0.7",
             "--backend", "bedrock-batch", "--model", model, "--bucket", bucket, "--role-arn", ROLE,
             "--create-bucket", "--poll-seconds", "0.05", "--run-dir", str(run_dir), "--quiet", *extra]
-
-
-def test_jobs_stop_is_respected_by_the_live_run_and_collect_resubmits_only_when_asked(aws, tmp_path):
-    aws.step_seconds = 3.0
-    run_dir = tmp_path / "run"
-    live = subprocess.Popen([sys.executable, "-m", "selfconsistency",
-                             *run_args(run_dir, "cohere.command-text-v14", "bucket-jobs")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline and not submitted_jobs(run_dir):
-        time.sleep(0.05)
-    listed = cli("jobs", "list")
-    assert listed.returncode == 0 and "sc-" in listed.stdout
-    status = cli("jobs", "status", str(run_dir))
-    assert status.returncode == 0 and "records" in status.stdout
-    stopped = cli("jobs", "stop", str(run_dir))
-    assert stopped.returncode == 0 and "stopping" in stopped.stdout
-    aws.step_seconds = 0.02
-    _, stderr = live.communicate(timeout=60)
-    last = stderr.strip().splitlines()[-1]
-    assert live.returncode == 2 and "stopped" in last and "--resubmit" in last and "Traceback" not in stderr
-    (first,) = aws.jobs.values()  # the live run submitted no replacement
-    assert first["status"] == "Stopped"
-    with SampleStore(run_dir, create=False) as store:
-        unwanted = [e for e in store.record_errors() if e["code"] == "stopped"]
-    assert len(unwanted) == 20 * 5  # every record of the stopped job, kept as not wanted
-    collected = cli("jobs", "collect", str(run_dir))  # collects, resubmits nothing
-    assert collected.returncode == 2 and "--resubmit" in collected.stderr and len(aws.jobs) == 1
-    resubmitted = cli("jobs", "collect", "--resubmit", str(run_dir))
-    assert resubmitted.returncode == 0 and "SC@6" in resubmitted.stdout, resubmitted.stderr
-    assert len(aws.jobs) == 2 and len(stored_rows(run_dir)) == 260
-    nothing = cli("jobs", "stop", str(run_dir))
-    assert nothing.returncode == 0 and "nothing to stop" in nothing.stdout, nothing.stderr
 
 
 def test_two_run_directories_with_the_same_settings_never_share_a_job(aws, tmp_path):
@@ -199,35 +131,6 @@ def test_token_budget_and_cumulative_cost_checked_before_each_round_of_jobs(aws,
 CLAUDE = "anthropic.claude-3-haiku-20240307-v1:0"
 
 
-def other_questions(tmp_path, start=100):
-    """Another GSM8K data file: the same task and settings, other questions at the same positions."""
-    other = tmp_path / "other.jsonl"
-    other.write_text("\n".join(GSM8K_TEST.read_text().splitlines()[start: start + 20]) + "\n")
-    return other
-
-
-def expected_texts(config):
-    """Each path's text as the emulator answers the run's own request body."""
-    from selfconsistency.testing.bedrock_emulator import generated_text, output_seed
-
-    task = config.get_task()
-    adapter = ADAPTERS["anthropic-claude"]
-    records = pack(plan_requests(config, task, config.load(task)), adapter.max_generations, adapter.request,
-                   bedrock_line)
-    return {(q.question_id, q.temperature, q.path_index): generated_text(output_seed(r.record_id, r.body), i).strip()
-            for r in records for i, q in enumerate(r.requests)}
-
-
-def test_another_data_file_in_another_run_dir_gets_its_own_answers(aws, tmp_path):
-    run_experiment(batch_config(CLAUDE, "bucket-two"), tmp_path / "first")
-    second = batch_config(CLAUDE, "bucket-two", data=str(other_questions(tmp_path)))
-    run_experiment(second, tmp_path / "second")
-    assert len(aws.jobs) == 2  # the second run's records made their own job, not the first run's
-    expected = expected_texts(second)
-    rows = stored_rows(tmp_path / "second")
-    assert len(rows) == 260 and all(text.strip() == expected[(qid, t, i)] for qid, t, i, text, _, _ in rows)
-
-
 def test_answers_echoing_another_request_are_refused(aws, tmp_path):
     import dataclasses
 
@@ -266,39 +169,20 @@ def test_a_kill_between_the_paths_of_a_record_leaves_whole_records_and_a_rerun_p
     for qid, temperature, index, *_ in stored_rows(run_dir):
         kept.setdefault((qid, temperature), []).append(index)
     assert kept and all(indexes in ([0], [0, 1, 2, 3, 4], [0, 1, 2, 3, 4, 5], [5]) for indexes in kept.values())
-    resumed = cli(*run_args(run_dir, "cohere.command-text-v14", "bucket-atomic", "--limit", "20", "--paths", "6"))
+    resumed = run_cli(*run_args(run_dir, "cohere.command-text-v14", "bucket-atomic", "--limit", "20", "--paths", "6"))
     assert resumed.returncode == 0, resumed.stderr
     assert len(aws.jobs) == 1 and not aws.runtime_calls  # the job's output was collected: nothing paid twice
     assert len(stored_rows(run_dir)) == 260
-
-
-def test_records_refused_for_bad_input_are_stored_with_their_error_and_never_resubmitted(aws, tmp_path):
-    aws.faults = Faults(bad_input="James decides to run 3 sprints")  # question 3's text
-    run_dir = tmp_path / "run"
-    config = batch_config(CLAUDE, "bucket-bad")
-    with pytest.raises(BackendError, match=r"13 records were refused .*400 \(bad request"):
-        run_experiment(config, run_dir)
-    rerun = cli(*run_args(run_dir, CLAUDE, "bucket-bad"))  # a rerun does not start more rounds for them either
-    assert rerun.returncode == 2 and rerun.stderr.count("\n") == 1 and "13 records were refused" in rerun.stderr
-    assert len(aws.jobs) == 1 and not aws.runtime_calls
-    assert load_results(run_dir)["questions"] == 19  # the report covers the questions that are complete
-    assert len(stored_rows(run_dir)) == 260 - 13
-    with SampleStore(run_dir, create=False) as store:
-        errors = store.record_errors()
-    assert len(errors) == 13 and {(e["code"], e["retryable"]) for e in errors} == {("400", 0)}
-    status = cli("jobs", "status", str(run_dir))
-    assert status.returncode == 0 and "not resubmitted, by code: 400" in status.stdout, status.stdout
-    (job,) = write_report(run_dir)["batch_jobs"]
-    assert job["paths"] == 260 and job["paths_collected"] == 260 - 13 and job["records_answered"] == 260 - 13
 
 
 def test_a_token_cap_counts_the_job_a_crashed_run_left_in_flight(aws, tmp_path):
     from selfconsistency.backends.base import BackendConfig, BudgetExceeded
     from selfconsistency.backends.batch_jobs import BatchJobRunner
     from selfconsistency.backends.bedrock_batch import BedrockBatchOptions, BedrockJobs
+    from selfconsistency.runlock import prepare_run_dir
 
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    prepare_run_dir(run_dir)  # a run directory (its marker), as the crashed run had made it
     first = batch_config(CLAUDE, "bucket-cap", greedy=False, temperatures=(0.5,), max_tokens=8)
     task = first.get_task()
     with SampleStore(run_dir) as store:

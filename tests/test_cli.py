@@ -6,7 +6,7 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from conftest import GSM8K_TEST, cli, one_line_error
+from conftest import GSM8K_TEST, one_line_error, run_cli
 from selfconsistency.cli import app
 
 runner = CliRunner()
@@ -83,7 +83,7 @@ def test_answer_and_serve_help_lists_only_what_they_use(command):
 def test_a_setting_the_command_ignores_is_refused_in_one_line(tmp_path, command, flag, value):
     run_dir = tmp_path / "run"
     where = ["--data", str(GSM8K_TEST)] if command == "answer" else ["--port", "1"]  # runnable otherwise
-    proc = cli(command, "gsm8k", *where, "--run-dir", str(run_dir), flag, *([value] if value else []), timeout=120)
+    proc = run_cli(command, "gsm8k", *where, "--run-dir", str(run_dir), flag, *([value] if value else []))
     one_line_error(proc, flag, f"does not apply to '{command}'")
     assert not run_dir.exists()  # refused before anything ran or was stored
 
@@ -91,7 +91,7 @@ def test_a_setting_the_command_ignores_is_refused_in_one_line(tmp_path, command,
 @pytest.mark.parametrize("command", ["answer", "serve"])
 def test_answer_and_serve_sample_at_one_temperature(tmp_path, command):
     extra = ["--data", str(GSM8K_TEST)] if command == "answer" else ["--port", "1"]
-    proc = cli(command, "gsm8k", *extra, "--temperatures", "0.5,0.7", "--run-dir", str(tmp_path / "run"), timeout=120)
+    proc = run_cli(command, "gsm8k", *extra, "--temperatures", "0.5,0.7", "--run-dir", str(tmp_path / "run"))
     one_line_error(proc, "one temperature")
     assert not (tmp_path / "run").exists()
 
@@ -108,7 +108,7 @@ def test_answer_output_never_overwrites_its_inputs_and_is_checked_before_samplin
     run_dir = tmp_path / "run"
     args = ["answer", "gsm8k", "--data", str(data), "--limit", "1", "--paths", "2", "--backend", "openai",
             "--base-url", stub_server, "--model", "stub", "--run-dir", str(run_dir), "--quiet"]
-    proc = cli(*args, "-o", str(tmp_path / "answers.jsonl"), timeout=120)
+    proc = run_cli(*args, "-o", str(tmp_path / "answers.jsonl"))
     assert proc.returncode == 0, proc.stderr
     calls, rows, questions = len(OpenAIStub.calls), stored_rows(run_dir), data.read_bytes()
     store = (run_dir / "samples.sqlite").read_bytes()
@@ -121,7 +121,7 @@ def test_answer_output_never_overwrites_its_inputs_and_is_checked_before_samplin
                            (run_dir / "audit.jsonl", "audit log"),
                            (tmp_path / "a-directory", "is a directory"),
                            (tmp_path / "missing" / "answers.jsonl", "does not exist")]:
-        proc = cli(*args, "--limit", "2", "-o", str(output), timeout=120)  # a new question: sampling would call
+        proc = run_cli(*args, "--limit", "2", "-o", str(output))  # a new question: sampling would call
         one_line_error(proc, reason)
     assert len(OpenAIStub.calls) == calls and stored_rows(run_dir) == rows
     assert data.read_bytes() == questions and (run_dir / "samples.sqlite").read_bytes() == store
@@ -131,7 +131,7 @@ def test_answer_output_never_overwrites_its_inputs_and_is_checked_before_samplin
 def test_a_gold_that_does_not_match_shows_the_pattern_as_written(tmp_path):
     data = tmp_path / "q.jsonl"
     data.write_text('{"question": "q", "answer": "42"}\n')
-    proc = cli("answer", "gsm8k", "--data", str(data), "--run-dir", str(tmp_path / "run"), timeout=120)
+    proc = run_cli("answer", "gsm8k", "--data", str(data), "--run-dir", str(tmp_path / "run"))
     one_line_error(proc, r"does not match gold_pattern '####\s*(.+?)\s*$'")
 
 

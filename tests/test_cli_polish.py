@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 from rich.markdown import Markdown
 
-from conftest import GSM8K_TEST, SMALL_MODEL, cli, default_sigint, stored_rows
+from conftest import GSM8K_TEST, SMALL_MODEL, default_sigint, run_cli, stored_rows
 from selfconsistency.experiment import run_experiment
 from selfconsistency.models import PACKAGED_MODELS
 from selfconsistency.report import markdown_table, write_report
@@ -35,16 +35,18 @@ def scripted_run(run_dir: Path, **overrides) -> Path:
     return run_dir
 
 
-def at_columns(columns: int, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "selfconsistency", *args], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "COLUMNS": str(columns)}, **kwargs)
+def at_columns(columns: int, *args: str) -> subprocess.CompletedProcess:
+    return run_cli(*args, env={"COLUMNS": str(columns)})
 
 
 def unfinished_store(run_dir: Path, **overrides) -> None:
     """A run's store with its settings and 2 selected questions, and no path yet."""
+    from selfconsistency.runlock import prepare_run_dir
+
     config = RunSettings(**{"data": str(GSM8K_TEST), "limit": 2, **overrides})
     task = config.get_task()
     data = config.load(task)
+    prepare_run_dir(run_dir)  # a run directory (its marker), as the run that made the store had made it
     with SampleStore(run_dir) as store:
         store.bind_config(config.identity(task), config.model_dump(mode="json"))
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold) for q in data.questions)
@@ -56,7 +58,7 @@ def unfinished_store(run_dir: Path, **overrides) -> None:
 @pytest.mark.slow
 def test_export_questions_one_line_each_with_text_gold_vote_and_paths(tmp_path, scripted_backend):
     run_dir = scripted_run(tmp_path / "run")
-    proc = cli("export", str(run_dir), "--questions")
+    proc = run_cli("export", str(run_dir), "--questions")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
     records = [json.loads(line) for line in GSM8K_TEST.read_text().splitlines()[:4]]
@@ -77,20 +79,18 @@ def test_export_questions_one_line_each_with_text_gold_vote_and_paths(tmp_path, 
 
 # -- run --show-prompt ----------------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_show_prompt_prints_the_completion_prompt_and_makes_no_store(tmp_path):
     run_dir = tmp_path / "never"
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--run-dir", str(run_dir))
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--run-dir", str(run_dir))
     assert proc.returncode == 0, proc.stderr
     shots = "".join(f"Q: {e['question']}\nA: {e['rationale']}\n\n" for e in EXEMPLARS)
     assert proc.stdout == f"{shots}Q: {FIRST_QUESTION}\nA:\n"
     assert not run_dir.exists()
 
 
-@pytest.mark.slow
 def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
     # nothing listens on port 9: the body is printed without a request
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "openai",
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "openai",
                "--base-url", "http://127.0.0.1:9/v1", "--prompt-format", "chat", "--run-dir", str(tmp_path / "x"))
     assert proc.returncode == 0, proc.stderr
     body = json.loads(proc.stdout)
@@ -101,11 +101,10 @@ def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 def test_show_prompt_of_bedrock_batch_behind_an_application_profile_is_the_base_models_body(tmp_path):
     # an application inference profile names no model family: --base-model says which body it takes
     profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "bedrock-batch",
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "bedrock-batch",
                "--model", profile, "--base-model", "meta.llama3-1-8b-instruct-v1:0", "--run-dir", str(tmp_path / "x"))
     assert proc.returncode == 0, proc.stderr
     body = json.loads(proc.stdout)
@@ -115,9 +114,8 @@ def test_show_prompt_of_bedrock_batch_behind_an_application_profile_is_the_base_
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 def test_show_prompt_of_bedrock_on_demand_sends_chat_families_through_converse(tmp_path):
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "bedrock",
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "bedrock",
                "--model", "anthropic.claude-3-haiku-20240307-v1:0", "--prompt-format", "chat")
     assert proc.returncode == 0, proc.stderr
     body = json.loads(proc.stdout)
@@ -127,8 +125,8 @@ def test_show_prompt_of_bedrock_on_demand_sends_chat_families_through_converse(t
 
 @pytest.mark.model
 @pytest.mark.skipif(not PACKAGED_MODELS[SMALL_MODEL].installed(), reason=f"{SMALL_MODEL} is not installed")
-def test_show_prompt_applies_the_local_models_chat_template(tmp_path):
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--prompt-format", "chat",
+def test_show_prompt_applies_the_local_models_chat_template(loaded_model, tmp_path):
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--prompt-format", "chat",
                "--model", SMALL_MODEL, "--run-dir", str(tmp_path / "x"))
     assert proc.returncode == 0, proc.stderr
     # Qwen's template: each turn between <|im_start|>role and <|im_end|>, ending on the assistant's turn
@@ -137,9 +135,8 @@ def test_show_prompt_applies_the_local_models_chat_template(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-@pytest.mark.slow
 def test_zero_shot_completion_prompt_asks_for_the_answer_statement():
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--zero-shot")
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--zero-shot")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == f"Q: {FIRST_QUESTION}\nEnd with \"The answer is N.\"\nA: Let's think step by step.\n"
 
@@ -188,9 +185,8 @@ def test_results_tables_fit_80_columns(tmp_path, scripted_backend):
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
 
 
-@pytest.mark.slow
 def test_tasks_show_prints_every_exemplar_it_counts():
-    proc = cli("tasks", "show", "gsm8k")
+    proc = run_cli("tasks", "show", "gsm8k")
     assert proc.returncode == 0, proc.stderr
     assert f"# {len(EXEMPLARS)} configured exemplars:" in proc.stdout and len(EXEMPLARS) == 8
     shown = proc.stdout.split(f"# {len(EXEMPLARS)} configured exemplars:", 1)[1]
@@ -201,14 +197,12 @@ def test_tasks_show_prints_every_exemplar_it_counts():
     assert all(f"[user]\n{e['question']}\n\n[assistant]\n{e['rationale']}" in chat for e in EXEMPLARS)
 
 
-@pytest.mark.slow
 def test_missing_task_file_is_named_not_found(tmp_path):
-    proc = cli("tasks", "show", str(tmp_path / "missing.yaml"))
+    proc = run_cli("tasks", "show", str(tmp_path / "missing.yaml"))
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: task config file {tmp_path / 'missing.yaml'} not found"
 
 
-@pytest.mark.slow
 def test_help_paragraphs_are_never_broken_mid_sentence():
     """Typer keeps a help paragraph's single line breaks: every paragraph must be one line."""
     import typer.main
@@ -229,11 +223,10 @@ def test_help_paragraphs_are_never_broken_mid_sentence():
                for line in proc.stdout.splitlines())
 
 
-@pytest.mark.slow
 def test_jobs_collect_refuses_a_local_run(tmp_path):
     unfinished_store(tmp_path, backend="local", model=SMALL_MODEL, paths=1)
     before = (tmp_path / "samples.sqlite").read_bytes()
-    proc = cli("jobs", "collect", str(tmp_path), timeout=120)
+    proc = run_cli("jobs", "collect", str(tmp_path))
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "local run, which has no batch jobs" in proc.stderr
     assert stored_rows(tmp_path) == [] and (tmp_path / "samples.sqlite").read_bytes() == before

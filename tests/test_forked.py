@@ -132,7 +132,9 @@ def test_ctrl_c_in_the_parent_stops_the_child_and_leaves_the_old_file(tmp_path):
     target.write_bytes(b"old page")
 
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        if started.exists():  # Ctrl-C once the child is writing (looked at every 20 ms), once
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGALRM, interrupt)
     began = time.monotonic()
@@ -140,7 +142,7 @@ def test_ctrl_c_in_the_parent_stops_the_child_and_leaves_the_old_file(tmp_path):
         with pytest.raises(KeyboardInterrupt):
             with Forked(lambda: None, lambda prepared: replace_file(target, _slow_parts(started)),
                         fork=True) as job:
-                signal.setitimer(signal.ITIMER_REAL, 1.5)  # Ctrl-C while the child is writing
+                signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
                 job.finish()
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
@@ -163,6 +165,7 @@ def test_without_fork_both_steps_run_here_at_finish():
 REPORT_FILES = ("results.json", "results.md", "accuracy_vs_paths.png", "report.html")
 
 
+@pytest.mark.slow  # a fresh interpreter: write_report forks only where no other thread runs
 @needs_fork
 def test_the_report_forked_and_in_one_process_writes_the_same_bytes(tmp_path):
     # write_report forks only when no other thread runs: a fresh interpreter, not this test session

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli, one_line_error, write
+from conftest import one_line_error, run_cli, write
 from selfconsistency.tasks import DataError, get_task
 
 GSM_LINE = json.dumps({"question": "What is 2+3?", "answer": "#### 5"}) + "\n"
@@ -17,7 +17,6 @@ PLAIN_LINE = json.dumps({"question": "What is 2+3?", "answer": "5"}) + "\n"  # f
 ESCAPE = "{{ cycler.__init__.__globals__.os.system('touch pwned') }}"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("command", ["tasks show", "run"])
 def test_a_template_cannot_run_code(tmp_path, command):
     config = write(tmp_path / "evil.yaml", f"""
@@ -30,13 +29,12 @@ def test_a_template_cannot_run_code(tmp_path, command):
     data.write_text(PLAIN_LINE)
     args = ["tasks", "show", str(config)] if command == "tasks show" else \
         ["run", str(config), "--data", str(data), "--run-dir", str(tmp_path / "run"), "--quiet"]
-    proc = cli(*args, cwd=tmp_path, timeout=60)
+    proc = run_cli(*args, cwd=tmp_path)
     one_line_error(proc, "sandbox")
     assert not (tmp_path / "pwned").exists()
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("template, message", [
     ("{{ 1/0 }}", "ZeroDivisionError"),
     ("{{ 9**(9**9) }}", "too large"),
@@ -53,8 +51,7 @@ def test_a_template_that_raises_or_explodes_is_a_one_line_error(tmp_path, templa
     """)
     data = tmp_path / "data.jsonl"
     data.write_text(PLAIN_LINE)
-    proc = cli("run", str(config), "--data", str(data), "--run-dir", str(tmp_path / "run"), "--quiet",
-               timeout=60)
+    proc = run_cli("run", str(config), "--data", str(data), "--run-dir", str(tmp_path / "run"), "--quiet")
     one_line_error(proc, f"{data}:1", message)
     assert not (tmp_path / "run").exists()
 
@@ -393,7 +390,6 @@ def test_urls_lose_their_credentials(url, kept, hidden):
         assert hidden not in redact_urls(url)
 
 
-@pytest.mark.slow
 def test_base_url_credentials_are_not_stored(tmp_path, monkeypatch):
     from conftest import GSM8K_TEST, ScriptedBackend
     from selfconsistency.backends import register_backend
@@ -436,7 +432,6 @@ def test_task_name_is_slugified_for_the_default_run_dir(tmp_path, name):
 
 # -- 9. one run per run directory ------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backend):
     import os
     import socket
@@ -453,9 +448,8 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backen
         with pytest.raises(RunLocked, match=f"in use by pid {os.getpid()} on {socket.gethostname()} since "):
             run_experiment(config, run_dir)
         assert scripted_backend == []  # nothing generated twice
-        proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
-                   "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--run-dir", str(run_dir), "--quiet",
-                   timeout=120)
+        proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
+                   "--base-url", "http://127.0.0.1:9/v1", "--model", "m", "--run-dir", str(run_dir), "--quiet")
         one_line_error(proc, f"in use by pid {os.getpid()}")
     run_experiment(config, run_dir)  # the lock ends with its holder
     assert len(scripted_backend) == 1
@@ -463,7 +457,6 @@ def test_a_second_run_on_a_locked_directory_is_refused(tmp_path, scripted_backen
 
 # -- 10. a typo does not lock the run directory into its settings ----------------------------------
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--backend", "nope"], "unknown backend 'nope'"),
     (["--model", "{gguf}"], "unknown version or cut short"),
@@ -475,13 +468,12 @@ def test_bad_backend_or_model_is_refused_before_the_run_directory_exists(tmp_pat
     (tmp_path / "cut.gguf").write_bytes(b"GGUF")
     (tmp_path / "notes.gguf").write_text("hello")
     args = [a.format(gguf=tmp_path / "cut.gguf", text=tmp_path / "notes.gguf") for a in args]
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", *args,
-               "--run-dir", str(tmp_path / "run"), "--quiet", timeout=120)
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", *args,
+               "--run-dir", str(tmp_path / "run"), "--quiet")
     one_line_error(proc, message)
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.slow
 def test_settings_of_a_run_that_generated_nothing_can_be_corrected(tmp_path, scripted_backend):
     from conftest import GSM8K_TEST
     from selfconsistency.backends import BackendError, register_backend
@@ -509,14 +501,13 @@ def test_settings_of_a_run_that_generated_nothing_can_be_corrected(tmp_path, scr
 
 # -- 12. operator mistakes are one-line errors -----------------------------------------------------
 
-@pytest.mark.slow
 def test_run_dir_that_is_a_file(tmp_path):
     from conftest import GSM8K_TEST
 
     target = tmp_path / "results.txt"
     target.write_text("keep me")
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
-               "--model", "m", "--run-dir", str(target), "--quiet", timeout=120)
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai",
+               "--model", "m", "--run-dir", str(target), "--quiet")
     one_line_error(proc, "is a file, not a directory")
     assert target.read_text() == "keep me"
 
@@ -580,7 +571,6 @@ os._exit(0)
     assert len(rows) == 3 * 5 + 1 and any(row["text"] == "late path" for row in rows)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, message", [
     (["--stop", "beta:0.9", "--min-paths", "10", "--paths", "2"], "--min-paths 10 is more than --paths 2"),
     (["--temperatures", ","], "--temperatures: no temperature in ','"),
@@ -596,8 +586,8 @@ def test_operator_mistakes_blame_the_right_option(tmp_path, args, message):
     (tmp_path / "shape.json").write_text('{"m": {"on_demand": [1]}}')
     args = [a.format(missing=tmp_path / "none.json", not_json=tmp_path / "not.json",
                      bad_shape=tmp_path / "shape.json") for a in args]
-    proc = cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai", "--model", "m",
-               *args, "--run-dir", str(tmp_path / "run"), "--quiet", timeout=120)
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--backend", "openai", "--model", "m",
+               *args, "--run-dir", str(tmp_path / "run"), "--quiet")
     line = one_line_error(proc, message)
     assert "stopping rule" not in line
     assert not (tmp_path / "run").exists()
@@ -605,17 +595,15 @@ def test_operator_mistakes_blame_the_right_option(tmp_path, args, message):
 
 # -- 13. user text is never rich markup ------------------------------------------------------------
 
-@pytest.mark.slow
 def test_bracketed_literals_survive_in_help_and_listings():
-    proc = cli("run", "--help")
+    proc = run_cli("run", "--help")
     assert "[in, out]" in proc.stdout and "[default: test]" in proc.stdout
     assert "[default: runs/<task>-<model>-<settings hash>]" in proc.stdout
-    listing = cli("models", "list").stdout
+    listing = run_cli("models", "list").stdout
     assert all("[installed]" in line or "[pip install 'selfconsistency[model-" in line
                for line in listing.strip().splitlines()), listing
 
 
-@pytest.mark.slow
 def test_patterns_in_errors_keep_their_brackets(tmp_path):
     config = write(tmp_path / "words.yaml", """
         name: words
@@ -623,7 +611,7 @@ def test_patterns_in_errors_keep_their_brackets(tmp_path):
     """)
     data = tmp_path / "w.jsonl"
     data.write_text(json.dumps({"question": "q", "answer": "no gold here"}) + "\n")
-    proc = cli("run", str(config), "--data", str(data), "--run-dir", str(tmp_path / "run"), "--quiet", timeout=60)
+    proc = run_cli("run", str(config), "--data", str(data), "--run-dir", str(tmp_path / "run"), "--quiet")
     one_line_error(proc, "'gold: ([a-z]+)'")
 
 

@@ -484,6 +484,7 @@ def read_only(directory):
             os.chmod(directory, 0o755)
 
 
+@pytest.mark.slow  # chattr, a process, makes the directory read-only to root
 def test_report_on_a_read_only_directory_says_only_that_it_did_not_write(run_dir):
     with read_only(run_dir):
         result = invoke("report", run_dir)

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from conftest import cli, kill_when_stored, load_results, small_run_args, stored_rows, without_runtime
+from conftest import cli, kill_when_stored, load_results, run_cli, small_run_args, stored_rows, without_runtime
 from selfconsistency.extract import NumberExtractor
 
 pytestmark = pytest.mark.model
@@ -41,14 +41,14 @@ def test_end_to_end_outputs(reference_run):
 def test_report_rebuilds_from_store_alone(reference_run):
     before = load_results(reference_run)
     (reference_run / "results.json").unlink()
-    proc = cli("report", str(reference_run))
+    proc = run_cli("report", str(reference_run))
     assert proc.returncode == 0, proc.stderr
     assert load_results(reference_run) == before
 
 
 def test_export_jsonl(reference_run, tmp_path):
     out = tmp_path / "paths.jsonl"
-    proc = cli("export", str(reference_run), "-o", str(out))
+    proc = run_cli("export", str(reference_run), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(lines) == 8
@@ -56,17 +56,17 @@ def test_export_jsonl(reference_run, tmp_path):
     assert {line["gold"] for line in lines} == {"18", "3"}
 
 
-def test_same_seed_same_paths_and_rerun_generates_nothing(reference_run, tmp_path):
-    proc = cli(*small_run_args(tmp_path / "again"))
+def test_same_seed_same_paths_and_rerun_generates_nothing(reference_run, loaded_model, tmp_path):
+    proc = run_cli(*small_run_args(tmp_path / "again"))
     assert proc.returncode == 0, proc.stderr
     assert [r[:5] for r in stored_rows(tmp_path / "again")] == [r[:5] for r in stored_rows(reference_run)]
     before = stored_rows(reference_run)
-    proc = cli(*small_run_args(reference_run)[:-1])  # the same command again, not quiet
+    proc = run_cli(*small_run_args(reference_run)[:-1])  # the same command again, not quiet
     assert proc.returncode == 0 and "resuming: 8 paths already stored, 0 to generate" in proc.stderr
     assert stored_rows(reference_run) == before
 
 
-def test_sigkill_at_random_points_resumes_to_the_same_results(reference_run, tmp_path):
+def test_sigkill_at_random_points_resumes_to_the_same_results(reference_run, loaded_model, tmp_path):
     """Killed with SIGKILL several times at random moments (a random number of stored paths, plus a
     random delay so the kill also lands mid-path and mid-commit), the run still ends with every path
     exactly once and the same results as the uninterrupted run."""
@@ -82,7 +82,7 @@ def test_sigkill_at_random_points_resumes_to_the_same_results(reference_run, tmp
         kept = set(survivors)
     assert len(kept) < 8, f"seed {seed}: the kills should land before the end"
 
-    resumed = cli(*small_run_args(run_dir))
+    resumed = run_cli(*small_run_args(run_dir))
     assert resumed.returncode == 0, resumed.stderr
     rows = stored_rows(run_dir)
     assert len(rows) == 8 and len({r[:3] for r in rows}) == 8, f"seed {seed}"  # every path exactly once
@@ -91,22 +91,22 @@ def test_sigkill_at_random_points_resumes_to_the_same_results(reference_run, tmp
     assert without_runtime(load_results(run_dir)) == without_runtime(load_results(reference_run))
 
 
-def test_batched_same_batch_size_same_paths(reference_run, tmp_path):
+def test_batched_same_batch_size_same_paths(reference_run, loaded_model, tmp_path):
     """Batched decoding: the same seed and batch size reproduce the same texts; every path is there."""
     first, second = tmp_path / "b1", tmp_path / "b2"
     for run_dir in (first, second):
-        proc = cli(*small_run_args(run_dir, batch_size=4))
+        proc = run_cli(*small_run_args(run_dir, batch_size=4))
         assert proc.returncode == 0, proc.stderr
     rows = stored_rows(first)
     assert [r[:5] for r in rows] == [r[:5] for r in stored_rows(second)]
     assert [r[:3] for r in rows] == [r[:3] for r in stored_rows(reference_run)]
 
 
-def test_batched_run_killed_mid_batch_resumes_without_regenerating(tmp_path):
+def test_batched_run_killed_mid_batch_resumes_without_regenerating(loaded_model, tmp_path):
     run_dir = tmp_path / "killed"
     survivors = kill_when_stored(small_run_args(run_dir, batch_size=4), run_dir, at_least=2)
     assert 2 <= len(survivors) < 8, "the kill should land mid-run"
-    resumed = cli(*small_run_args(run_dir, batch_size=4))
+    resumed = run_cli(*small_run_args(run_dir, batch_size=4))
     assert resumed.returncode == 0, resumed.stderr
     rows = stored_rows(run_dir)
     assert len(rows) == 8 and len({r[:3] for r in rows}) == 8
@@ -127,13 +127,13 @@ def test_a_damaged_model_file_fails_in_one_line(tmp_path):
                                   f"{truncated}"  # one line, no traceback
 
 
-def test_chat_prompt_format_on_the_local_model(tmp_path):
+def test_chat_prompt_format_on_the_local_model(loaded_model, tmp_path):
     """--prompt-format chat: the 8 exemplars as chat turns in the model's own template (more prompt tokens
     than the plain completion prompt of the same question), answers extracted as usual."""
     prompt_tokens = {}
     for prompt_format in ("completion", "chat"):
         run_dir = tmp_path / prompt_format
-        proc = cli(*small_run_args(run_dir), "--limit", "1", "--paths", "1", "--max-tokens", "24",
+        proc = run_cli(*small_run_args(run_dir), "--limit", "1", "--paths", "1", "--max-tokens", "24",
                    "--prompt-format", prompt_format)
         assert proc.returncode == 0, proc.stderr
         assert load_results(run_dir)["sampled"][0]["paths"] == 1
@@ -147,7 +147,7 @@ def test_chat_prompt_format_on_the_local_model(tmp_path):
 
 
 
-def test_stop_at_answer_cuts_each_path_short_of_the_same_text(reference_run, tmp_path):
+def test_stop_at_answer_cuts_each_path_short_of_the_same_text(reference_run, loaded_model, tmp_path):
     """--stop-at-answer, one path at a time: each path is the reference path cut right after its first
     complete answer statement (same seed, same logits up to there), with the same answer; a store made
     with it refuses to resume without it."""
@@ -155,7 +155,7 @@ def test_stop_at_answer_cuts_each_path_short_of_the_same_text(reference_run, tmp
 
     pattern = answer_complete_pattern("The answer is {answer}.", "number")
     run_dir = tmp_path / "at-answer"
-    proc = cli(*small_run_args(run_dir, "--stop-at-answer"))
+    proc = run_cli(*small_run_args(run_dir, "--stop-at-answer"))
     assert proc.returncode == 0, proc.stderr
     db = sqlite3.connect(run_dir / "samples.sqlite")
     reasons = {(q, t, i): r for q, t, i, r in db.execute(
@@ -169,6 +169,6 @@ def test_stop_at_answer_cuts_each_path_short_of_the_same_text(reference_run, tmp
         end = complete_end(whole, pattern)
         assert text == whole[:end] and answer == reference[key][4]
         assert (reasons[key] == "answer") == (end is not None)
-    refused = cli(*small_run_args(run_dir))  # the same run without the option
+    refused = run_cli(*small_run_args(run_dir))  # the same run without the option
     assert refused.returncode == 2 and "stop_at_answer" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GSM8K_TEST, OpenAIStub, cli, default_sigint, kill_when_stored, load_results, stored_rows
+from conftest import GSM8K_TEST, OpenAIStub, default_sigint, kill_when_stored, load_results, run_cli, stored_rows
 from selfconsistency.backends.base import BackendConfig
 from selfconsistency.backends.openai_compat import OpenAIBackend, OpenAIOptions
 from selfconsistency.experiment import plan_requests
@@ -23,7 +23,7 @@ def openai_args(run_dir: Path, url: str, *extra: str) -> list[str]:
 def test_run_through_llama_cpp_server(llama_server, tmp_path):
     # stored once each, answers extracted, the key kept out: tests/test_backend_contract.py
     run_dir = tmp_path / "run"
-    proc = cli(*openai_args(run_dir, llama_server, "--log-prompts"))
+    proc = run_cli(*openai_args(run_dir, llama_server, "--log-prompts"))
     assert proc.returncode == 0, proc.stderr
     assert len(stored_rows(run_dir)) == 8
     results = load_results(run_dir)
@@ -37,7 +37,7 @@ def test_server_run_resumes_after_sigkill(llama_server, tmp_path, monkeypatch):
     args = openai_args(run_dir, llama_server, "--concurrency", "1")
     survivors = kill_when_stored(args, run_dir, at_least=2)
     assert 2 <= len(survivors) < 8
-    proc = cli(*args)
+    proc = run_cli(*args)
     assert proc.returncode == 0, proc.stderr
     rows = stored_rows(run_dir)
     assert len(rows) == 8 and len({r[:3] for r in rows}) == 8 and set(survivors) <= set(rows)
@@ -102,14 +102,14 @@ def test_token_budget_stops_before_the_request_that_could_exceed_it(stub_server,
     # fits in P + 64, the sampled one (after the greedy answer's 54 tokens) needs 54 + P + 3 x 64.
     prompt = _requests(paths=1)[0].prompt
     estimate = sum(len(m["content"]) for m in prompt.chat_messages) // 3
-    proc = cli(*args, "--max-tokens-total", str(estimate + 64 + 100))
+    proc = run_cli(*args, "--max-tokens-total", str(estimate + 64 + 100))
     assert proc.returncode == 2 and "token budget reached" in proc.stderr
     assert [c["body"]["n"] for c in OpenAIStub.calls] == [1]
     assert len(stored_rows(run_dir)) == 1 and (run_dir / "results.json").exists()
     # a resumed run counts what is stored against the budget
-    proc = cli(*args, "--max-tokens-total", str(estimate + 64 + 150))
+    proc = run_cli(*args, "--max-tokens-total", str(estimate + 64 + 150))
     assert proc.returncode == 2 and len(OpenAIStub.calls) == 1
-    proc = cli(*args, "--max-tokens-total", str(estimate + 54 + 192))
+    proc = run_cli(*args, "--max-tokens-total", str(estimate + 54 + 192))
     assert proc.returncode == 0, proc.stderr
     assert len(stored_rows(run_dir)) == 4 and [c["body"]["n"] for c in OpenAIStub.calls] == [1, 3]
 
@@ -119,14 +119,14 @@ def test_max_cost_needs_a_price_and_caps_spending(stub_server, tmp_path):
     args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--paths", "3", "--backend", "openai",
             "--base-url", stub_server, "--model", "stub", "--concurrency", "1", "--max-tokens", "64",
             "--run-dir", str(tmp_path / "run"), "--quiet"]
-    proc = cli(*args, "--max-cost", "1")
+    proc = run_cli(*args, "--max-cost", "1")
     assert proc.returncode == 2 and "needs a price" in proc.stderr and OpenAIStub.calls == []
     prices = tmp_path / "prices.json"
     prices.write_text(json.dumps({"stub": {"on_demand": [0.5, 1.0]}}))  # $ per 1k tokens: 1,000 tokens = $1
-    proc = cli(*args, "--prices", str(prices), "--max-cost", "0.05")  # 50 tokens: not even the greedy request
+    proc = run_cli(*args, "--prices", str(prices), "--max-cost", "0.05")  # 50 tokens: not even the greedy request
     assert proc.returncode == 2 and "budget" in proc.stderr and OpenAIStub.calls == []
     assert "--max-cost $0.05" in proc.stderr and "--max-tokens-total" not in proc.stderr  # the cap the user gave
-    proc = cli(*args, "--prices", str(prices), "--max-cost", "10")
+    proc = run_cli(*args, "--prices", str(prices), "--max-cost", "10")
     assert proc.returncode == 0, proc.stderr
     assert len(stored_rows(tmp_path / "run")) == 4
 

@@ -94,3 +94,29 @@ def test_readme_serve_command(tmp_path):
         server.terminate()
         log, _ = server.communicate(timeout=60)
     assert "POST /v1/chat/completions" in log and KEY not in log
+
+
+@pytest.mark.slow
+def test_readme_anthropic_commands(anthropic_api, tmp_path):
+    """The Anthropic section's commands, in order, against the emulator (ANTHROPIC_BASE_URL and
+    ANTHROPIC_API_KEY from the fixture, as a user's shell has them). Substituted as well: `--poll-seconds
+    0.05` added to each `run` of a batch (stored with the run, so `jobs collect` polls at it too), and the
+    data path made absolute."""
+    emulator, _ = anthropic_api
+    commands = [c for c in readme_commands("selfconsistency ") if "anthropic" in c or "runs/claude" in c
+                or "runs/haiku-5-5" in c]
+    assert len(commands) == 6
+    outputs = []
+    for command in commands:
+        command = command.replace("data/gsm8k/test.jsonl", str(GSM8K_TEST))
+        if " run " in f" {command}" and "anthropic-batch" in command and "--show-prompt" not in command:
+            command += " --poll-seconds 0.05"
+        proc = subprocess.run(as_run(command), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, (command, proc.stderr)
+        outputs.append(proc.stdout)
+    assert len(emulator.batches) == 1 and "SC@10" in outputs[0]  # 50 questions x 11 paths, one batch
+    assert "ended" in outputs[1] and "nothing to stop" in outputs[2] and "SC@10" in outputs[3]
+    assert emulator.message_calls == 50 and "T=1 SC@5" in outputs[4]  # Haiku 5.5 on demand, at its default
+    body = json.loads(outputs[5])
+    assert body["messages"][-2]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
+    assert body["temperature"] == 0.0 and "top_p" not in body

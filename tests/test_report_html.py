@@ -193,6 +193,7 @@ def test_page_carries_the_stored_log_probs_and_only_the_selected_questions(tmp_p
     assert -1.2345 in shown.values()
 
 
+@pytest.mark.slow  # a process with a file-size limit (rlimit)
 def test_a_report_the_disk_refuses_is_one_line_and_keeps_the_old_page(tmp_path):
     """A full disk (here a file-size limit: the same OSError path) while `report` writes: one line, exit 2,
     the old report.html kept, nothing half-written left behind, the store untouched."""

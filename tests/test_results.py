@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 COMPUTE_WITHOUT_MATPLOTLIB = """
 import sys
 from pathlib import Path
@@ -36,6 +38,7 @@ print("ok")
 """
 
 
+@pytest.mark.slow  # a fresh interpreter, without matplotlib
 def test_results_and_frontier_are_computed_without_matplotlib(tmp_path):
     # A fresh interpreter: this test process may have imported matplotlib already.
     proc = subprocess.run([sys.executable, "-c", COMPUTE_WITHOUT_MATPLOTLIB, str(tmp_path)],

@@ -302,39 +302,45 @@ def test_a_completion_server_refuses_turns_it_cannot_use(fake_server):
     assert answered.self_consistency["answer"] == "18"
 
 
-def test_a_request_whose_client_left_while_it_waited_for_a_slot_buys_nothing():
-    from answer_fakes import register_slow
+@pytest.fixture
+def slow_bots(monkeypatch):
+    """answer_fakes' slow bots at 0.1 s a path, and the server looking for gone clients every 0.05 s: the
+    production poll (serve.DISCONNECT_POLL_SECONDS) and the bots' pace, a fifth as long."""
+    from answer_fakes import SlowBot, register_slow
+    from selfconsistency import serve
 
-    made = register_slow()
-    engine = SelfConsistency(model="m", backend="slowbot", paths=8)  # 8 paths x 0.25 s: 2 s a request
+    monkeypatch.setattr(SlowBot, "seconds", 0.1)
+    monkeypatch.setattr(serve, "DISCONNECT_POLL_SECONDS", 0.05)
+    return register_slow()
+
+
+def test_a_request_whose_client_left_while_it_waited_for_a_slot_buys_nothing(slow_bots):
+    engine = SelfConsistency(model="m", backend="slowbot", paths=8)  # 8 paths x 0.1 s: 0.8 s a request
     with serving(create_app(engine, max_concurrent=1)) as url:
         first = threading.Thread(target=lambda: client(url).chat.completions.create(
             model="m", messages=ask("a coin toss")))
         first.start()
-        time.sleep(0.5)  # the first request holds the only slot
+        time.sleep(0.2)  # the first request holds the only slot
         with pytest.raises(openai.APITimeoutError):  # the second waits for it, and its client gives up
-            client(url, timeout=0.5).chat.completions.create(model="m", messages=ask("I am sure"))
+            client(url, timeout=0.3).chat.completions.create(model="m", messages=ask("I am sure"))
         first.join(30)
-        time.sleep(1.0)  # the second request gets the slot now: it must see that its client is gone
+        time.sleep(0.5)  # the second request gets the slot now: it must see that its client is gone
     engine.close()
-    (bot,) = made["slowbot"]
+    (bot,) = slow_bots["slowbot"]
     assert len(bot.calls) == 8  # the first request's paths, and not one for the request nobody waits for
 
 
 @pytest.mark.parametrize("backend", ["slowbot", "slowbatchbot"])
-def test_a_client_that_disconnects_stops_its_paths(backend):
-    from answer_fakes import register_slow
-
-    made = register_slow()
+def test_a_client_that_disconnects_stops_its_paths(slow_bots, backend):
     engine = SelfConsistency(model="m", backend=backend, paths=40)
     with serving(create_app(engine)) as url:
         with pytest.raises(openai.APITimeoutError):  # the client gives up and closes its connection
-            client(url, timeout=1.0).chat.completions.create(model="m", messages=ask("a coin toss"))
-        time.sleep(1.5)  # the server notices within a poll and stops at the next path
-        (bot,) = made[backend]
+            client(url, timeout=0.4).chat.completions.create(model="m", messages=ask("a coin toss"))
+        time.sleep(0.6)  # the server notices within a poll and stops at the next path
+        (bot,) = slow_bots[backend]
         stopped_at = len(bot.calls)
-        time.sleep(1.0)
-        assert len(bot.calls) == stopped_at < 15  # 40 paths at 0.25 s would go on for 10 s
+        time.sleep(0.4)
+        assert len(bot.calls) == stopped_at < 15  # 40 paths at 0.1 s would go on for 4 s
         # the server still answers the next client (the decoder is free again)
         answer = client(url).chat.completions.create(model="m", messages=ask("I am sure"), n=2)
         assert answer.self_consistency["answer"] == "18"
@@ -342,7 +348,7 @@ def test_a_client_that_disconnects_stops_its_paths(backend):
 
 
 @pytest.mark.model
-def test_server_on_the_embedded_model():
+def test_server_on_the_embedded_model(loaded_model):
     question = json.loads(GSM8K_TEST.read_text().splitlines()[0])["question"]
     engine = SelfConsistency(model=SMALL_MODEL, paths=3, temperature=0.7, max_tokens=40, batch_size=3)
     with serving(create_app(engine, api_key=API_KEY, max_concurrent=2)) as url:
@@ -582,24 +588,25 @@ def serve_command(*args: str, startup_seconds: float = 60):
 
 
 def test_answer_command_over_an_upstream(tmp_path, stub_server):
-    from conftest import cli
+    from conftest import run_cli
 
     data = tmp_path / "questions.jsonl"
     data.write_text(json.dumps({"question": "What is 5 and a bit?"}) + "\n"
                     + json.dumps({"question": "Labelled", "answer": "#### 6"}) + "\n")
     out = tmp_path / "answers.jsonl"
-    proc = cli("answer", "gsm8k", "--data", str(data), "--backend", "openai", "--base-url", stub_server,
-               "--model", "m", "--paths", "2", "--prompt-format", "chat", "--min-agreement", "0.9",
-               "--run-dir", str(tmp_path / "run"), "-o", str(out), "--quiet", timeout=120)
+    proc = run_cli("answer", "gsm8k", "--data", str(data), "--backend", "openai", "--base-url", stub_server,
+                   "--model", "m", "--paths", "2", "--prompt-format", "chat", "--min-agreement", "0.9",
+                   "--run-dir", str(tmp_path / "run"), "-o", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     first, second = [json.loads(line) for line in out.read_text().splitlines()]
     assert first["id"] == "test-00000" and first["votes"] == {"5": 1, "6": 1} and "gold" not in first
     assert first["low_confidence"] is True and first["answer"] in {"5", "6"}
     assert second["gold"] == "6" and second["correct"] == (second["answer"] == "6")
-    refused = cli("answer", "gsm8k", "--data", str(data), "--weighted", "logprob", "--usc")
+    refused = run_cli("answer", "gsm8k", "--data", str(data), "--weighted", "logprob", "--usc")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "give one" in refused.stderr
 
 
+@pytest.mark.slow  # `selfconsistency serve` as a process: its log, its port
 def test_serve_command_over_an_upstream(stub_server):
     with serve_command("--backend", "openai", "--base-url", stub_server, "--model", "m", "--paths", "3",
                        "--prompt-format", "chat", "--port", str(free_port()), "--api-key", API_KEY) as server:
@@ -649,32 +656,28 @@ def test_serve_command_over_llama_cpp_server(llama_server):
 
 
 def test_serve_refuses_an_empty_key_and_a_port_in_use(stub_server):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import cli
+    from conftest import run_cli
 
     upstream = ("--backend", "openai", "--base-url", stub_server, "--model", "m")
-    refused = cli("serve", *upstream, "--port", str(free_port()), "--api-key", "", timeout=60)
+    refused = run_cli("serve", *upstream, "--port", str(free_port()), "--api-key", "")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "API key is empty" in refused.stderr
-    refused = cli("serve", *upstream, "--port", str(free_port()), "--api-key", "   ", timeout=60)
+    refused = run_cli("serve", *upstream, "--port", str(free_port()), "--api-key", "   ")
     assert refused.returncode == 2 and "API key is empty" in refused.stderr  # no bearer token could match it
-    refused = cli("serve", *upstream, "--port", str(free_port()), "--max-tokens-limit", "100", timeout=60)
+    refused = run_cli("serve", *upstream, "--port", str(free_port()), "--max-tokens-limit", "100")
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "below the server's own" in refused.stderr
-    env = {**os.environ, "SELFCONSISTENCY_API_KEY": ""}  # set but empty: not "no key"
-    refused = subprocess.run([sys.executable, "-m", "selfconsistency", "serve", *upstream, "--port",
-                              str(free_port())], capture_output=True, text=True, timeout=60, env=env)
+    # set but empty: not "no key"
+    refused = run_cli("serve", *upstream, "--port", str(free_port()), env={"SELFCONSISTENCY_API_KEY": ""})
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "API key is empty" in refused.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        busy = cli("serve", *upstream, "--port", str(port), "--api-key", API_KEY, timeout=60)
+        busy = run_cli("serve", *upstream, "--port", str(port), "--api-key", API_KEY)
     assert busy.returncode == 2 and busy.stderr.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in \
         busy.stderr and "Traceback" not in busy.stdout + busy.stderr
 
 
+@pytest.mark.slow  # the served process's own log
 def test_serve_warns_when_it_listens_beyond_loopback_without_a_key(stub_server):
     with serve_command("--backend", "openai", "--base-url", stub_server, "--model", "m", "--host", "0.0.0.0",
                        "--port", str(free_port())) as server:

@@ -55,6 +55,7 @@ def _pythonpath() -> dict[str, str]:
     return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
 
 
+@pytest.mark.slow  # a fresh interpreter: the plugin registers before the CLI is built
 def test_a_backends_own_option_reaches_the_cli_and_the_identity(tmp_path):
     helped = plugin_cli("run", "--help")
     assert helped.returncode == 0, helped.stderr
@@ -146,6 +147,7 @@ def test_an_older_store_is_read_only_once_upgraded_and_keeps_its_job_ids(tmp_pat
         assert store.read_only
 
 
+@pytest.mark.slow  # a fresh interpreter's imports
 def test_importing_the_on_demand_bedrock_backend_leaves_store_and_batch_runner_out():
     code = ("import sys, selfconsistency.backends.bedrock_ondemand\n"
             "print(sorted(m for m in sys.modules if m in ('selfconsistency.store', "

@@ -37,7 +37,7 @@ def collect(decoder, requests, arrivals: list) -> threading.Thread:
     return thread
 
 
-def test_a_call_arriving_mid_batch_decodes_beside_the_running_one():
+def test_a_call_arriving_mid_batch_decodes_beside_the_running_one(loaded_model):
     backend = LlamaCppBackend(SMALL_MODEL, batch_size=4)
     decoder = _BatchingDecoder(backend)
     arrivals: list = []
@@ -59,7 +59,7 @@ def test_a_call_arriving_mid_batch_decodes_beside_the_running_one():
     assert all(text for _, _, text, _ in arrivals)
 
 
-def test_one_path_at_a_time_gives_the_same_texts_alone_and_together():
+def test_one_path_at_a_time_gives_the_same_texts_alone_and_together(loaded_model):
     """--batch-size 1 promises a path's text from its seed alone: two calls sharing the decoder get the
     texts each gets alone."""
     long_requests, short_requests = story("long", 2, 24), story("short", 1, 8)
@@ -84,7 +84,7 @@ def test_one_path_at_a_time_gives_the_same_texts_alone_and_together():
     assert {(c, n): text for c, n, text, _ in arrivals} == expected
 
 
-def test_paths_of_another_shared_prompt_wait_for_the_running_ones():
+def test_paths_of_another_shared_prompt_wait_for_the_running_ones(loaded_model):
     """A second shared block (another task's exemplars, another chat's system message) clears the KV cache:
     its paths must not start while paths of the first are still decoding, or those would continue on a
     cleared cache. Greedy paths: the long one's text is the same asked alone or before the other."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SMALL_MODEL, cli, load_results, stored_rows
+from conftest import REPO, SMALL_MODEL, load_results, run_cli, stored_rows
 from selfconsistency.prompts import PromptFormat, build_prompt
 from selfconsistency.tasks import DataError, get_task
 
@@ -109,7 +109,7 @@ def test_duplicate_ids_refused(tmp_path):
 def test_bad_data_exits_2_and_samples_nothing(tmp_path, content, where):
     data_file = tmp_path / "exam.jsonl"
     data_file.write_bytes(content.encode("utf-8", errors="surrogateescape"))
-    proc = cli("run", "mcq", "--data", str(data_file), "--model", SMALL_MODEL, "--run-dir", str(tmp_path / "run"))
+    proc = run_cli("run", "mcq", "--data", str(data_file), "--model", SMALL_MODEL, "--run-dir", str(tmp_path / "run"))
     assert proc.returncode == 2 and where in proc.stderr, proc.stderr
     assert not (tmp_path / "run" / "samples.sqlite").exists()
 
@@ -213,13 +213,13 @@ YES_NO_TASK = """
     ("facts", "facts.toml", YES_NO_TASK, "facts.jsonl",
      [{"claim": "the sun is hot", "label": "yes"}, {"claim": "ice is hot", "label": False}]),
 ])
-def test_custom_task_end_to_end(tmp_path, task_name, config_name, config_text, data_name, records):
+def test_custom_task_end_to_end(loaded_model, tmp_path, task_name, config_name, config_text, data_name, records):
     """A task defined only by a config file runs through the CLI on the real 0.5B model."""
     write(tmp_path / config_name, config_text)
     (tmp_path / data_name).write_text(mcq_lines(records))
     run_dir = tmp_path / "run"
-    proc = cli("run", str(tmp_path / config_name), "--paths", "2", "--model", SMALL_MODEL,
-               "--max-tokens", "48", "--run-dir", str(run_dir), "--quiet")
+    proc = run_cli("run", str(tmp_path / config_name), "--paths", "2", "--model", SMALL_MODEL,
+                   "--max-tokens", "48", "--run-dir", str(run_dir), "--quiet")
     assert proc.returncode == 0, proc.stderr
     results = load_results(run_dir)
     assert results["task"] == task_name

@@ -191,8 +191,8 @@ def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement
             raise ValueError(f"no paths at T={temperature:g} in {run_dir}")
         wanted = list(ids) if ids is not None else store.get_meta("selection") or []
         questions = {q.id: q for q in store.questions()}
-        rule = settings.stopping_rule()
-        stops = store.stops(rule.name) if rule else {}
+        rule, stops_name = settings.stopping_rule(), settings.stops_name()
+        stops = store.stops(stops_name) if stops_name else {}
         selections = store.selections() if method == "usc" else {}
         by_question: dict[str, list[StoredPath]] = defaultdict(list)
         for path in store.paths():
@@ -206,7 +206,7 @@ def answers_from_store(run_dir: Path, *, method: str = "majority", min_agreement
             used, reason = len(generated[:1]), "fixed N"
         else:
             used, reason, _ = paths_used(settings, stops, qid, temperature, len(generated))
-        stopped_by = {"rule": rule.name if rule else None, "max paths": "max_paths"}.get(reason)
+        stopped_by = {"rule": rule.name if rule else None, "max paths": "max_paths", "budget": stops_name}.get(reason)
         out.append(build_answer(questions[qid], generated[:used], generated, seed=settings.sampling.seed,
                                 method=method, ties=settings.experiment.ties, stopped_by=stopped_by,
                                 selection=selections.get((qid, temperature, used)), price=price,

@@ -83,6 +83,14 @@ err = _TerminalSafe(stderr=True, markup=False)
 out = _TerminalSafe(soft_wrap=True, markup=False)
 
 
+def _print_markdown(text: str) -> None:
+    """Tables and prose from results (text from data files among them), the prose wrapped at the terminal's
+    width (`out` soft-wraps so that a printed path stays one line to copy)."""
+    with out.capture() as captured:
+        out.print(Markdown(for_terminal(text)), soft_wrap=False)
+    out.file.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))  # no padding to the width
+
+
 class _PlainLines(logging.Handler):
     """The library's log messages as plain lines on whatever sys.stderr is when they come: a live progress
     bar redirects it and keeps them above itself."""
@@ -180,7 +188,7 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         err.print("interrupted: run the same command to resume", highlight=False)
         raise typer.Exit(code=130) from None
     if not quiet:
-        out.print(Markdown(for_terminal(markdown_table(results))))
+        _print_markdown(markdown_table(results))
         out.print(f"wrote {directory / RESULTS_FILE}, {directory / TABLE_FILE}, {directory / PLOT_FILE}, "
                   f"{directory / HTML_FILE}", highlight=False)
 
@@ -371,7 +379,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run directory holding
                 results = build_results(store)
     except (OSError, ValueError) as exc:  # a store the file system will not open: one line too
         raise _fail(str(exc)) from None
-    out.print(Markdown(for_terminal(markdown_table(results))))
+    _print_markdown(markdown_table(results))
     if writable:
         out.print(f"wrote {run_dir / HTML_FILE}: every question with its vote and paths, for a browser",
                   highlight=False)
@@ -421,26 +429,39 @@ def _stored_run_inputs(run_dir: Path) -> dict[Path, str]:
 @app.command()
 def simulate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
-    stop: Annotated[list[str], declared_option(
-        "stop", "Stopping rule to replay; repeat for several: fixed:N, beta:T, dirichlet:T, esc:W, entropy:T.")],
+    stop: Annotated[list[str] | None, declared_option(
+        "stop", "Stopping rule to replay; repeat for several: fixed:N, beta:T, dirichlet:T, esc:W, entropy:T.")]
+    = None,
     temperature: Annotated[float, typer.Option(help="Which sampled temperature's paths to replay.")] = 0.7,
     min_paths: Annotated[int, declared_option("min_paths")] = StoppingSettings().min_paths,
     runs: Annotated[int, declared_option("subset_runs", "Random path orders replayed per question.", "--runs")]
     = ExperimentSettings().subset_runs,
     seed: Annotated[int, declared_option("seed", "Seed of the random path orders (ties go as in every other reader).")]
     = SamplingSettings().seed,
+    allocate: Annotated[list[str] | None, declared_option(
+        "allocate", "Budget allocator to replay; repeat for several: blend-asc, asc, uniform.")] = None,
+    budget: Annotated[list[float] | None, typer.Option(
+        help="Budget to replay each allocator at, in mean paths per question; repeat for several.",
+        min=1, max=10_000)] = None,
+    wave_paths: Annotated[int | None, declared_option("wave_paths")] = None,
 ) -> None:
-    """Replay stopping rules on stored paths: accuracy against mean paths used, beside fixed N.
+    """Replay stopping rules and budgets on stored paths: accuracy against mean paths used, beside fixed N.
 
-    Each rule sees every question's paths in random orders and stops when it fires (at most N paths).
+    Rules stop each question when they fire; allocators spend each budget over all questions in waves.
 
     Writes frontier.json and frontier.png in the run directory.
     """
+    if bool(allocate) != bool(budget):
+        raise _fail("--allocate and --budget go together: an allocator spends a budget")
+    if not stop and not allocate:
+        raise _fail("nothing to replay: give a rule (--stop beta:0.95) or an allocator and budget (--allocate "
+                    "blend-asc --budget 8), or several")
     try:
-        frontier = stored_frontier(run_dir, temperature, stop, min_paths=min_paths, runs=runs, seed=seed)
+        frontier = stored_frontier(run_dir, temperature, stop or [], min_paths=min_paths, runs=runs, seed=seed,
+                                   allocators=allocate or [], budgets=budget or [], wave=wave_paths)
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(for_terminal(frontier_markdown(frontier))))
+    _print_markdown(frontier_markdown(frontier))
     if not _writable_dir(run_dir):
         err.print(f"{run_dir} is read-only: {FRONTIER_FILE} and {FRONTIER_PLOT_FILE} not written", highlight=False)
         return
@@ -584,7 +605,7 @@ def jobs_collect(
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     except (OSError, ValueError, DataError, BackendError, StoreMismatch, RunDirError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(for_terminal(markdown_table(results))))
+    _print_markdown(markdown_table(results))
 
 
 @app.command()
@@ -594,8 +615,9 @@ def compare(
     temperature: Annotated[float | None, typer.Option(
         help="Which sampled temperature of each run to compare. \\[default: each run's first]")] = None,
 ) -> None:
-    """Two runs over the same questions, question by question: greedy vs greedy and SC@k vs SC@k, the
-    difference with its 95% interval (paired bootstrap) and p-value (paired permutation test)."""
+    """Two runs over the same questions, question by question: greedy vs greedy and SC@k vs SC@k.
+
+    Each difference comes with its 95% interval (paired bootstrap) and p-value (paired permutation test)."""
     from .compare import compare as compare_runs
     from .compare import comparison_markdown, run_scores
 
@@ -604,7 +626,7 @@ def compare(
         comparisons = compare_runs(a, b)
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
-    out.print(Markdown(for_terminal(comparison_markdown(a, b, comparisons))))
+    _print_markdown(comparison_markdown(a, b, comparisons))
 
 
 _IMPORT_TASK = Annotated[str, typer.Option(

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import waves
 from .answer_classes import Classifier
 from .answer_stop import answer_complete_pattern
 from .audit import AuditLog
@@ -22,9 +23,8 @@ from .math_answers import read_answer, split_thinking
 from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
-from .settings import GREEDY_TEMPERATURE, MAX_PLANNED_PATHS, RunSettings
-from .stopping import StoppingRule
-from .store import SampleStore, StoredPath, StoredQuestion, writer
+from .settings import MAX_PLANNED_PATHS, RunSettings
+from .store import StoredPath, StoredQuestion, writer
 from .tasks import DataError, Task, TaskData
 from .tasks.answer_types import answer_type
 from .tasks.base import CHAT_CONTEXT
@@ -114,9 +114,17 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                         f"{planned:,} paths in one run, more than {MAX_PLANNED_PATHS:,}: give fewer --paths, "
                         "or fewer questions (--limit) and run again for the rest")
     # Everything a typo could break is checked before the run directory records any setting.
-    check_model = backend_spec(config.backend).check_model
-    if check_model is not None:
-        check_model(config.model)
+    budget = config.budget_plan(len(data.questions))
+    if budget is not None and config.stopping.budget_paths is not None:
+        try:
+            budget.check(len(data.questions))
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+    spec = backend_spec(config.backend)
+    if spec.check_model is not None:
+        spec.check_model(config.model)
+    if spec.check_settings is not None:
+        spec.check_settings(config)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
     prepare_run_dir(run_dir)
     extract = task.ruled_extractor(config.experiment.flexible)
@@ -208,23 +216,12 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                         on_path(generation)
 
         try:
-            rule = config.stopping_rule()
-            if rule is None:
-                generate(plan_requests(config, task, data))
+            if config.stopping.budgeted(config.budget.max_cost) or config.stopping.stop:
+                waves.run_waves(config, store, list(questions), started_backend,
+                                plan=lambda wanted: pending_of(plan_requests(config, task, data, wanted)),
+                                generate=generate)
             else:
-                # Each round goes in one wave (all temperatures together); the greedy path goes with the first.
-                wanted = {**({(q, GREEDY_TEMPERATURE): 1 for q in questions} if config.sampling.greedy else {}),
-                          **_next_round(config, rule, store, list(questions))}
-
-                def wave(counts: dict[tuple[str, float], int]) -> list[GenerationRequest]:
-                    return pending_of(plan_requests(config, task, data, counts))
-
-                first = True
-                while wanted:
-                    generate(plan_requests(config, task, data, _fill_wave(wanted, wave, started_backend,
-                                                                          rule.max_paths, first)))
-                    first = False
-                    wanted = _next_round(config, rule, store, list(questions))
+                generate(plan_requests(config, task, data))
         except BaseException as exc:
             audit.event("run_error", error=type(exc).__name__)
             raise
@@ -238,56 +235,3 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                 backend.close()
             audit.close()
     return run_dir
-
-
-def _fill_wave(wanted: dict[tuple[str, float], int],
-               plan: Callable[[dict[tuple[str, float], int]], list[GenerationRequest]],
-               backend: Callable[[], object], max_paths: int, first: bool) -> dict[tuple[str, float], int]:
-    """A wave below a batch job's minimum of records, grown by one path per undecided question at a time
-    (up to the maximum) until it reaches the minimum: always for the first wave (a run too small for a job
-    is refused), for later ones only while the paths at batch price cost no more than the wave would on
-    demand (twice the batch price). Otherwise the wave is left as it is and goes on demand."""
-    asked = plan(wanted)
-    if not asked:
-        return wanted
-    minimum = getattr(backend(), "min_records_per_job", 1)
-    count = getattr(backend(), "count_records", len)
-    if count(asked) >= minimum:
-        return wanted
-    grown = wanted
-    while True:
-        bigger = {key: n if key[1] == GREEDY_TEMPERATURE else min(n + 1, max_paths) for key, n in grown.items()}
-        if bigger == grown:
-            break
-        grown = bigger
-        requests = plan(grown)
-        if not first and len(requests) > 2 * len(asked):
-            break
-        if count(requests) >= minimum:
-            log.info(f"adaptive stopping: wave grown from {len(asked)} to {len(requests)} paths to reach "
-                     f"a batch job's minimum of {minimum} records")
-            return grown
-    if not first:
-        log.warning(f"adaptive stopping: a wave of {len(asked)} paths ({count(asked)} records) is below a "
-                    f"batch job's minimum of {minimum} records: it goes on demand, at twice the batch price")
-    return wanted
-
-
-def _next_round(config: RunSettings, rule: StoppingRule, store: SampleStore,
-                question_ids: list[str]) -> dict[tuple[str, float], int]:
-    """Record the questions the rule has decided; how many paths each undecided one needs next."""
-    answers = store.answers_in_order()
-    decided = store.stops(rule.name)
-    wanted = {}
-    for qid in question_ids:
-        for temperature in config.sampling.temperatures:
-            if (qid, temperature) in decided:
-                continue
-            sofar = answers.get((qid, temperature), [])
-            used = next((k for k in range(1, len(sofar) + 1) if rule.should_stop(sofar[:k])), None)
-            if used is not None:
-                reason = "max paths" if used >= rule.max_paths and not rule.decides(sofar[:used]) else "rule"
-                store.record_stop(qid, temperature, rule.name, used, len(sofar), reason)
-            else:
-                wanted[(qid, temperature)] = min(len(sofar) + config.stopping.round_size, rule.max_paths)
-    return wanted

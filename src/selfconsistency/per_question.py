@@ -21,7 +21,7 @@ def paths_used(settings: RunSettings, stops: dict[tuple[str, float], tuple[int, 
                temperature: float, stored: int) -> tuple[int, str, bool]:
     """How many of a question's stored paths (in index order) its vote uses at one temperature, why
     (the stop reason, "undecided", or "fixed N"), and whether it has all it needs."""
-    if settings.stopping.stop:
+    if settings.stops_name():
         used, _, reason = stops.get((qid, temperature), (stored, stored, "undecided"))
         return used, reason, reason != "undecided"
     paths = settings.sampling.paths
@@ -77,8 +77,8 @@ def _read(run_dir: Path
         settings = store.settings()
         selection = store.get_meta("selection") or []
         questions = {q.id: q for q in store.questions()}
-        rule = settings.stopping_rule()
-        stops = store.stops(rule.name) if rule else {}
+        stops_name = settings.stops_name()
+        stops = store.stops(stops_name) if stops_name else {}
         groups = store.path_groups(selection)  # the same snapshot as the rows they index
         rows = store.path_rows(PATH_FIELDS, selection)
     return settings, list(_records(settings, selection, questions, stops, groups, rows)), rows

@@ -25,6 +25,8 @@ def rendered_prompt(config: RunSettings) -> str:
     spec = backend_spec(config.backend)
     if spec.check_model is not None:  # a mistyped --model is an error here as in a run (ModelError)
         spec.check_model(config.model)
+    if spec.check_settings is not None:
+        spec.check_settings(config)
     request = first_request(config)
     if spec.preview is not None:
         return spec.preview(config.backend_config(), request)

@@ -14,7 +14,14 @@ from .collector import collector_paused
 from .forked import Forked, forked_map
 from .frontier import Frontier
 from .report_html import staged_page_json, write_page
-from .report_tables import comparison_table, equivalence_table, group_tables, interval_text, thinking_table
+from .report_tables import (
+    adaptive_label,
+    comparison_table,
+    equivalence_table,
+    group_tables,
+    interval_text,
+    thinking_table,
+)
 from .results import build_results
 from .safe_files import check_run_dir, save_figure, write_text
 from .store import SampleStore
@@ -70,7 +77,7 @@ def markdown_table(results: dict[str, Any]) -> str:
     for setting in results["sampled"]:
         if "adaptive" in setting:
             a = setting["adaptive"]
-            rows.append(f"| T={setting['temperature']:g} {a['rule']} (adaptive) | {a['mean_paths_used']:.2f} "
+            rows.append(f"| T={setting['temperature']:g} {adaptive_label(a['rule'])} | {a['mean_paths_used']:.2f} "
                         f"(max {a['max_paths']}) | {a['accuracy']:.1%} | – | – | – |")
     votes = [s for s in results["sampled"] if s.get("weighted_votes")]
     if votes:
@@ -94,6 +101,14 @@ def markdown_table(results: dict[str, Any]) -> str:
                           f"{job['output_tokens'] if job['output_tokens'] is not None else '–'} | "
                           f"{job.get('cost_usd', '–')} |")
         cost += tokens
+        spend = results.get("spend") or {}
+        if spend.get("cached_input_tokens"):
+            uncached = sum((j["input_tokens"] or 0) for j in results["batch_jobs"])
+            saved = spend.get("saved_by_cache_usd")
+            cost += ["", f"Prompt caching: {spend['cached_input_tokens']:,} input tokens written to or read from the "
+                     f"cache, {uncached:,} uncached"
+                     + (f"; caching saved ${saved:,.4f} against the same tokens uncached." if saved is not None
+                        else ".")]
     if results.get("on_demand_calls"):
         cost += ["", "", "| on-demand calls | records | paths | input tokens | output tokens | cost (USD) |",
                  "|---|---:|---:|---:|---:|---:|"]
@@ -219,17 +234,32 @@ def _import_matplotlib() -> None:
 
 
 def frontier_markdown(frontier: Frontier) -> str:
-    """The frontier as `simulate` prints it: one row per rule beside fixed N's accuracy, at N and at the
-    rule's own mean paths (the fixed-N curve between its two nearest k)."""
+    """The frontier as `simulate` prints it: one row per rule (then per allocator and budget) with its
+    accuracy's 95% interval over questions, its paired difference from fixed N at N, and fixed N's
+    accuracy at the rule's own mean paths (the fixed-N curve between its two nearest k)."""
     questions = f"{frontier.questions} question" + ("" if frontier.questions == 1 else "s")
-    table = [f"{questions}, N = {frontier.paths} stored paths at T={frontier.temperature:g}, {frontier.runs} random "
-             "orders", "", "| rule | mean paths | accuracy | fixed N at N | fixed N at the same paths | paths saved |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for result in frontier.rules:
-        table.append(f"| {result.rule} | {result.mean_paths:.2f} | {result.accuracy:.1%} ± "
-                     f"{result.accuracy_std:.1%} | {frontier.fixed[-1].exact:.1%} | "
-                     f"{frontier.fixed_at(result.mean_paths):.1%} | {frontier.paths / result.mean_paths:.2f}x |")
-    return "\n".join(table)
+    at_n = frontier.fixed[-1].exact
+    header = ("| {what} | mean paths | accuracy [95% interval] | change vs fixed N = {n} ({at_n:.1%}) [95% interval] "
+              "| fixed N at the same paths | paths saved |").format
+    lines = [f"{questions}, N = {frontier.paths} stored paths at T={frontier.temperature:g}, {frontier.runs} random "
+             "orders"]
+
+    def row(name: str, result) -> str:
+        low, high = frontier.interval(result)
+        versus = frontier.versus_fixed(result)
+        change = (f"{100 * versus.difference:+.1f} pp [{100 * versus.low:+.1f}, {100 * versus.high:+.1f}]"
+                  if versus else "")
+        return (f"| {name} | {result.mean_paths:.2f} | {result.accuracy:.1%} [{low:.1%}, {high:.1%}] | {change} | "
+                f"{frontier.fixed_at(result.mean_paths):.1%} | {frontier.paths / result.mean_paths:.2f}x |")
+
+    if frontier.rules:
+        lines += ["", header(what="rule", n=frontier.paths, at_n=at_n), "|---|---:|---:|---:|---:|---:|"]
+        lines += [row(result.rule, result) for result in frontier.rules]
+    if frontier.allocations:
+        lines += ["", f"Budgets (mean paths per question; waves of {frontier.wave} paths):", "",
+                  header(what="allocator @ budget", n=frontier.paths, at_n=at_n), "|---|---:|---:|---:|---:|---:|"]
+        lines += [row(f"{a.allocator} @ {a.budget:g}", a) for a in frontier.allocations]
+    return "\n".join(lines)
 
 
 def write_frontier(run_dir: Path, frontier: Frontier) -> None:
@@ -253,6 +283,10 @@ def frontier_plot(frontier: Frontier, title: str, path: Path) -> None:
     for result in frontier.rules:
         ax.errorbar(result.mean_paths, result.accuracy * 100, yerr=result.accuracy_std * 100, marker="o",
                     capsize=3, linestyle="none", label=result.rule)
+    for name in dict.fromkeys(a.allocator for a in frontier.allocations):  # one line per allocator over budgets
+        points = [a for a in frontier.allocations if a.allocator == name]
+        ax.plot([a.mean_paths for a in points], [a.accuracy * 100 for a in points], marker="s", linestyle="--",
+                label=f"budget: {name}")
     ax.set_xlabel("mean sampled paths per question")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)

@@ -23,7 +23,7 @@ import msgspec
 from markupsafe import Markup
 
 from .per_question import page_data
-from .report_tables import interval_text
+from .report_tables import adaptive_label, interval_text
 from .safe_files import replace_file
 
 HTML_FILE = "report.html"
@@ -62,7 +62,7 @@ def _accuracy_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
                          f"{point['mean']:.1%} ± {point['std']:.1%}", "–" if passed is None else f"{passed:.1%}"))
         if "adaptive" in setting:
             a = setting["adaptive"]
-            rows.append((f"T={setting['temperature']:g} {a['rule']} (adaptive)",
+            rows.append((f"T={setting['temperature']:g} {adaptive_label(a['rule'])}",
                          f"{a['mean_paths_used']:.2f} (max {a['max_paths']})", f"{a['accuracy']:.1%}", "–", "–",
                          "–"))
     return rows

@@ -80,3 +80,12 @@ def comparison_table(results: dict[str, Any]) -> list[str]:
                     f"{c['high'] * 100:+.1f} pt | {c['p_value']:.3g} |")
     return rows + ["", "Intervals: percentile bootstrap over questions (the benchmark is a sample of questions; "
                    "not the spread over path subsets). p: paired permutation test, two-sided."]
+
+
+def adaptive_label(name: str) -> str:
+    """A rule's or a budget's row label: the rule (beta:0.95 (adaptive)), or the budget with its amount
+    (budget 1600 (adaptive)); the allocator is in the comparisons table and results.json."""
+    if name.startswith("budget:"):
+        _, _, amount = name.split("+")[0].split(":", 2)
+        return f"budget {amount} (adaptive)"
+    return f"{name} (adaptive)"

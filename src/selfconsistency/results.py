@@ -19,7 +19,7 @@ import numpy as np
 from .analysis import CurvePoint, accuracy, encode, exact_curves, subset_curves
 from .answer_classes import beyond_limits
 from .breakdown import by_group, equivalence_effect
-from .costs import Price, job_cost
+from .costs import Price, cached_input, job_cost, uncached_cost
 from .settings import RunSettings
 from .stats import intervals, paired, pass_at_k, resample_weights
 from .stopping import TieBreaks
@@ -53,6 +53,14 @@ class _SettingPaths:
         starts = np.array([self.starts.get(qid, 0) for qid in qids], dtype=np.intp)
         return self.where.take((starts[:, None] + np.arange(n, dtype=np.intp)).reshape(len(qids), n))
 
+    def every_row(self, qids: list[str]) -> tuple[np.ndarray, list[str]]:
+        """Row numbers of every stored path of these questions (question by question, by index), and the
+        question each row belongs to."""
+        spans = [(self.starts.get(qid, 0), self.counts.get(qid, 0)) for qid in qids]
+        rows = self.where.take(np.concatenate([np.arange(start, start + count, dtype=np.intp)
+                                               for start, count in spans] or [np.zeros(0, np.intp)]))
+        return rows, [qid for qid, (_, count) in zip(qids, spans, strict=True) for _ in range(count)]
+
     def answers(self, qid: str) -> list[str | None]:
         """A question's stored answers in path-index order."""
         start = self.starts.get(qid, 0)
@@ -81,11 +89,10 @@ _FIELDS = ["answer", "prompt_tokens", "completion_tokens", "latency_s", "finish_
            "thinking_tokens", "ended_thinking"]
 
 
-def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price | None,
+def _usage(paths: _SettingPaths, flat: np.ndarray, owners: list[str], price: Price | None,
            on_demand: tuple[Price | None, set] = (None, set())) -> dict[str, Any]:
-    """A setting's paths (`rows` of `paths`, one row of them per question in `qids`) and their cost; paths
-    a batch run made on demand (`on_demand`: their price and keys) at that price."""
-    flat = rows.ravel()
+    """A setting's paths (`flat` rows of `paths`, each of the question in `owners` at the same place) and
+    their cost; paths a batch run made on demand (`on_demand`: their price and keys) at that price."""
     column = {name: paths.columns[name].take(flat)
               for name in ("answer", "finish_reason", "latency_s", "completion_tokens", "prompt_tokens",
                            "thinking_tokens", "ended_thinking")}
@@ -97,9 +104,9 @@ def _usage(paths: _SettingPaths, rows: np.ndarray, qids: list[str], price: Price
     if price:
         extra: list[int] = []
         if on_demand_price and keys:
-            indexes = paths.columns["path_index"].take(rows).tolist()
-            extra = [row * rows.shape[1] + j for row, qid in enumerate(qids)
-                     for j, index in enumerate(indexes[row]) if (qid, paths.temperature, index) in keys]
+            indexes = paths.columns["path_index"].take(flat).tolist()
+            extra = [j for j, (qid, index) in enumerate(zip(owners, indexes, strict=True))
+                     if (qid, paths.temperature, index) in keys]
         extra_in = sum(column["prompt_tokens"].take(np.array(extra, dtype=np.intp)).tolist())
         extra_out = sum(column["completion_tokens"].take(np.array(extra, dtype=np.intp)).tolist())
         cost = price.cost(prompt - extra_in, completion - extra_out)
@@ -130,9 +137,9 @@ def _complete_selection(store: SampleStore, settings: RunSettings, counts: dict[
     """The selected questions that have every path the settings ask for; under a stopping rule, the
     greedy path and a recorded stop at every sampling temperature (`counts`: store.path_counts())."""
     selection = store.get_meta("selection") or []
-    rule = settings.stopping_rule()
-    if rule:
-        stops = store.stops(rule.name)
+    stops_name = settings.stops_name()
+    if stops_name:
+        stops = store.stops(stops_name)
         return [qid for qid in selection
                 if (not settings.sampling.greedy or counts.get(0.0, {}).get(qid, 0))
                 and all((qid, t) in stops for t in settings.sampling.temperatures)]
@@ -142,16 +149,16 @@ def _complete_selection(store: SampleStore, settings: RunSettings, counts: dict[
 
 def _adaptive(store: SampleStore, settings: RunSettings, temperature: float, complete: list[str],
               paths: _SettingPaths, golds: list[str]) -> dict[str, Any]:
-    """Accuracy of the vote over the paths each question used before its rule stopped it."""
-    rule = settings.stopping_rule()
-    stops = store.stops(rule.name)
+    """Accuracy of the vote over the paths each question used before its rule or its budget stopped it."""
+    name = settings.stops_name()
+    stops = store.stops(name)
     used = [stops[(qid, temperature)][0] for qid in complete]
     votes = [decide(paths.answers(qid)[:k], seed=settings.sampling.seed, question_id=qid,
                     ties=settings.experiment.ties,
                     temperature=temperature).answer for qid, k in zip(complete, used, strict=True)]
     return {
         "_right": np.array([v is not None and v == g for v, g in zip(votes, golds, strict=True)], float),
-        "rule": rule.name, "accuracy": accuracy(votes, golds),
+        "rule": name, "accuracy": accuracy(votes, golds),
         "mean_paths_used": float(np.mean(used)) if used else 0.0,
         "mean_paths_generated": float(np.mean([stops[(q, temperature)][1] for q in complete])) if used else 0.0,
         "max_paths": settings.sampling.paths,
@@ -204,11 +211,14 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     for temperature in settings.settings():
         stored = counts.get(temperature, {})
         n = settings.paths_at(temperature)
-        if settings.stopping.stop and temperature != 0.0:  # the curve over what every question has
+        if settings.stops_name() and temperature != 0.0:  # the curve over what every question has
             n = min((stored.get(q, 0) for q in complete), default=0)
         paths = stored_paths[temperature]
         used = paths.rows(complete, n)
-        summary = {"temperature": temperature, "paths_per_question": n, **_usage(paths, used, complete, price,
+        # usage and cost: every path a question was given (under a rule or a budget, more than the curve's n)
+        flat, owners = paths.every_row(complete) if settings.stops_name() else (used.ravel(), [q for q in complete
+                                                                                            for _ in range(n)])
+        summary = {"temperature": temperature, "paths_per_question": n, **_usage(paths, flat, owners, price,
                                                                                   on_demand)}
         scored = used[is_labelled]
         answers = paths.columns["answer"].take(scored).tolist()
@@ -227,7 +237,7 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
                 summary["equivalence"] = equivalence_effect(
                     paths.columns["answer"].take(used).tolist(), written, [questions[q].gold for q in complete],
                     complete, settings.sampling.seed, temperature)
-            if settings.stopping.stop:
+            if settings.stops_name():
                 summary["adaptive"] = _adaptive(store, settings, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
     _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves, settings.experiment.ties)
@@ -365,8 +375,12 @@ def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any
                  "input_tokens": manifest.get("inputTokenCount"), "output_tokens": manifest.get("outputTokenCount"),
                  "runtime": {"seconds": round(job["ended_at"] - job["submitted_at"], 3)
                              if job["ended_at"] and job["submitted_at"] else None}}
+        if manifest and cached_input(manifest):  # prompt caching: tokens written to or read from the cache
+            entry["cached_input_tokens"] = cached_input(manifest)
         if price is not None and manifest:
             entry["cost_usd"] = round(job_cost(price, manifest), 6)
+            if "cached_input_tokens" in entry:
+                entry["uncached_cost_usd"] = round(uncached_cost(price, manifest), 6)
         out.append(entry)
     return out
 
@@ -391,10 +405,14 @@ def _spend(jobs: list[dict[str, Any]], calls: list[dict[str, Any]]) -> dict[str,
         return None if any(c is None for c in costs) else round(sum(costs), 6)
 
     batch_usd, on_demand_usd = dollars(jobs), dollars(calls)
+    cached = sum(j.get("cached_input_tokens", 0) for j in jobs)
+    saved = None if batch_usd is None else \
+        round(sum(j["uncached_cost_usd"] - j["cost_usd"] for j in jobs if "uncached_cost_usd" in j), 6)
     return {"batch_usd": batch_usd, "on_demand_usd": on_demand_usd,
             "total_usd": None if batch_usd is None or on_demand_usd is None else round(batch_usd + on_demand_usd, 6),
-            "tokens": sum((e.get("input_tokens") or 0) + (e.get("output_tokens") or 0) for e in jobs + calls),
-            "on_demand_paths": sum(c["paths"] for c in calls)}
+            "tokens": sum((e.get("input_tokens") or 0) + (e.get("output_tokens") or 0) for e in jobs + calls) + cached,
+            "on_demand_paths": sum(c["paths"] for c in calls),
+            "cached_input_tokens": cached, "saved_by_cache_usd": saved if cached else None}
 
 
 def sampled_answers(store: SampleStore, temperature: float

@@ -127,6 +127,8 @@ class BatchJob(_Strict):
     output_tokens: int | None
     runtime: Runtime
     cost_usd: float | None = None
+    cached_input_tokens: int | None = None  # prompt tokens written to or read from a prompt cache (beside input_tokens)
+    uncached_cost_usd: float | None = None  # what the job would have cost without prompt caching
 
 
 class OnDemandCalls(_Strict):
@@ -146,6 +148,8 @@ class Spend(_Strict):
     total_usd: float | None
     tokens: int
     on_demand_paths: int
+    cached_input_tokens: int = 0  # prompt tokens written to or read from a prompt cache
+    saved_by_cache_usd: float | None = None  # the jobs' cost without caching, less what they were billed
 
 
 class Comparison(_Strict):

@@ -30,6 +30,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
+from . import allocation
 from .backends import backend_spec, backend_specs
 from .backends.base import BackendConfig, BackendError, BudgetSettings
 from .costs import Price, PriceTable
@@ -183,9 +184,20 @@ class StoppingSettings(_Group):
                                                              STOPPING)] = 1
     round_size: Annotated[int, Field(ge=1, le=MAX_PATHS), Cli(
         "With --stop: paths asked per undecided question per round.", STOPPING)] = 4
-    # Another name for --paths that says what it is under a rule; taken into `paths`, never stored.
+    # Another name for --paths that says what it is under a rule or a budget; taken into `paths`, never stored.
     max_paths: Annotated[int | None, Field(ge=1, le=MAX_PATHS), Cli(
-        "With --stop: the most paths a question may get (what --paths is under a rule).", STOPPING)] = None
+        "With --stop or a budget: the most paths a question may get (what --paths is then).", STOPPING)] = None
+    budget_paths: Annotated[int | None, Field(ge=1, le=MAX_PLANNED_PATHS), Cli(
+        "Spend this many sampled paths over the questions (at each temperature), in waves, each path going "
+        "where it is most likely to change or settle a vote (--allocate); --paths is the most one question "
+        "may get.", STOPPING)] = None
+    allocate: Annotated[str | None, Cli(
+        "With --budget-paths, or --max-cost as the amount to spend: who gets the next paths. blend-asc "
+        "(Blend-ASC, the default), asc (the least settled vote first) or uniform (fixed N).", STOPPING,
+        default_shown="blend-asc")] = None
+    wave_paths: Annotated[int | None, Field(ge=1, le=MAX_PLANNED_PATHS), Cli(
+        "With a budget: paths per wave (default: a quarter of the questions, at least a batch job's minimum "
+        "of records). Smaller waves adapt more, larger ones wait less.", STOPPING)] = None
 
     @field_validator("stop")
     @classmethod
@@ -193,6 +205,17 @@ class StoppingSettings(_Group):
         if value is not None:
             parse_rule(value)
         return value
+
+    @field_validator("allocate")
+    @classmethod
+    def _allocator_known(cls, value: str | None) -> str | None:
+        if value is not None:
+            allocation.scorer(value)
+        return value
+
+    def budgeted(self, max_cost: float | None) -> bool:
+        """Whether paths are spent as a budget: --budget-paths, or --allocate with --max-cost."""
+        return self.budget_paths is not None or (self.allocate is not None and max_cost is not None)
 
 
 class UnknownBackendOptions(BackendOptions):
@@ -235,9 +258,11 @@ class RunSettings(BaseModel):
             out[group].update({key: flat.pop(key) for key in list(flat) if key in model.model_fields})
         most = out["stopping"].pop("max_paths", None)
         if most is not None:
-            if not out["stopping"].get("stop"):
-                raise ValueError("--max-paths is the most paths a question may get under --stop, which is not "
-                                 "given: give --paths for a fixed number of paths, or add a rule")
+            if not (out["stopping"].get("stop") or out["stopping"].get("budget_paths")
+                    or out["stopping"].get("allocate")):
+                raise ValueError("--max-paths is the most paths a question may get under --stop or a budget, "
+                                 "neither of which is given: give --paths for a fixed number of paths, or add a "
+                                 "rule or --budget-paths")
             if out["sampling"].get("paths", most) != most:
                 raise ValueError(f"--max-paths {most} and --paths {out['sampling']['paths']} are the same setting: "
                                  "give one")
@@ -265,14 +290,22 @@ class RunSettings(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> RunSettings:
         stopping, sampling = self.stopping, self.sampling
-        if not stopping.stop:  # settings of the rule without a rule would be silently ignored
-            given = [f"--{name.replace('_', '-')}" for name in ("min_paths", "round_size")
+        budgeted = stopping.budgeted(self.budget.max_cost)
+        # settings of a rule or a budget without one would be silently ignored
+        for names, applies, what in ((("round_size",), stopping.stop, "--stop, which is not given: add a rule "
+                                      "(e.g. --stop beta:0.95)"),
+                                     (("min_paths",), stopping.stop or budgeted, "--stop or a budget, neither of "
+                                      "which is given: add a rule (e.g. --stop beta:0.95) or --budget-paths"),
+                                     (("wave_paths",), budgeted, "a budget, which is not given: add "
+                                      "--budget-paths (or --allocate with --max-cost)")):
+            given = [f"--{name.replace('_', '-')}" for name in names
                      if getattr(stopping, name) != StoppingSettings.model_fields[name].default]
-            if given:
-                raise ValueError(f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} with --stop, "
-                                 "which is not given: add a rule (e.g. --stop beta:0.95), or leave "
-                                 f"{'them' if len(given) > 1 else 'it'} out")
-        if stopping.stop and stopping.min_paths > sampling.paths:
+            if given and not applies:
+                raise ValueError(f"{given[0]} applies with {what}, or leave it out")
+        if stopping.allocate is not None and not budgeted:
+            raise ValueError("--allocate spends a budget: give --budget-paths N (paths over the questions) or "
+                             "--max-cost $ (the amount to spend)")
+        if (stopping.stop or budgeted) and stopping.min_paths > sampling.paths:
             raise ValueError(f"--min-paths {stopping.min_paths} is more than --paths {sampling.paths}: no "
                              "question could ever stop; lower --min-paths or raise --paths")
         if not sampling.temperatures and not sampling.greedy:
@@ -335,6 +368,32 @@ class RunSettings(BaseModel):
     def stopping_rule(self) -> StoppingRule | None:
         s = self.stopping
         return parse_rule(s.stop, s.min_paths, self.sampling.paths) if s.stop else None
+
+    def budget_plan(self, questions: int, min_records: int = 1, total: int | None = None) -> allocation.Budget | None:
+        """A budgeted run's plan at each temperature over `questions` questions (None: not budgeted);
+        `total`: the paths a --max-cost budget came to (else --budget-paths). On a batch backend whose jobs
+        need `min_records` records, the first wave (every question's first paths at every temperature,
+        and the greedy paths) is made big enough for a job, and so is every wave but the last."""
+        s = self.stopping
+        if not s.budgeted(self.budget.max_cost):
+            return None
+        temperatures = max(1, len(self.sampling.temperatures))
+        greedy = questions if self.sampling.greedy else 0
+        first = max(s.min_paths, -(-max(0, min_records - greedy) // max(1, questions * temperatures)))
+        wave = s.wave_paths or max(-(-questions // 4), -(-min_records // temperatures), 1)
+        return allocation.Budget(total=total or s.budget_paths or 1, min_paths=min(first, self.sampling.paths),
+                                 max_paths=self.sampling.paths, wave=wave,
+                                 allocator=s.allocate or allocation.DEFAULT_ALLOCATOR)
+
+    def stops_name(self) -> str | None:
+        """The name a run's stops are recorded under: the rule's, a budget's (its allocator, and its rule
+        when both are given), or None for a fixed number of paths."""
+        s = self.stopping
+        if s.budgeted(self.budget.max_cost):  # the amount is part of the name: a new amount is a new plan
+            amount = f"{s.budget_paths}" if s.budget_paths is not None else f"${self.budget.max_cost:g}"
+            name = f"budget:{s.allocate or allocation.DEFAULT_ALLOCATOR}:{amount}"
+            return f"{name}+{self.stopping_rule().name}" if s.stop else name
+        return s.stop and self.stopping_rule().name
 
     def price(self, on_demand: bool = False) -> Price | None:
         """The model's price in the run's price table: a batch backend's batch price (its on-demand price

@@ -220,6 +220,7 @@ class ReplayResult:
     accuracy: float  # mean over runs
     accuracy_std: float  # over runs
     mean_paths: float  # paths used per question, mean over runs and questions
+    per_question: tuple[float, ...] = ()  # each question's accuracy over the runs (for intervals over questions)
 
 
 @dataclass(frozen=True)
@@ -384,7 +385,9 @@ def _replay_states(rules: list[StoppingRule], encoded: np.ndarray, gold_ids: np.
     for i, rule in enumerate(rules):
         accuracy = correct[i].reshape(runs, n_questions).mean(axis=1)
         mean_paths = used[i].reshape(runs, n_questions).mean(axis=1)
-        results.append(ReplayResult(rule.name, float(accuracy.mean()), float(accuracy.std()), float(mean_paths.mean())))
+        per_question = correct[i].reshape(runs, n_questions).mean(axis=0)
+        results.append(ReplayResult(rule.name, float(accuracy.mean()), float(accuracy.std()), float(mean_paths.mean()),
+                                    tuple(per_question.tolist())))
     return results
 
 
@@ -431,16 +434,17 @@ def _replay_paths(rule: StoppingRule, answers: Sequence[Sequence[str | None]], g
     """A rule of a type replay_many does not know: path by path."""
     from .vote import decide
 
-    accuracy = np.zeros(runs)
+    correct = np.zeros((runs, len(golds)))
     used = np.zeros(runs)
     for run in range(runs):
-        correct = spent = 0
-        for row, gold, qid in zip(answers, golds, ties.question_ids, strict=True):
+        spent = 0
+        for q, (row, gold, qid) in enumerate(zip(answers, golds, ties.question_ids, strict=True)):
             order = [row[i] for i in rng.permutation(len(row))]
             k = next((k for k in range(1, len(order) + 1) if rule.should_stop(order[:k])), len(order))
-            correct += decide(order[:k], seed=ties.seed, question_id=qid, temperature=ties.temperature,
-                              ties=ties.rule).answer == gold
+            correct[run, q] = decide(order[:k], seed=ties.seed, question_id=qid, temperature=ties.temperature,
+                                     ties=ties.rule).answer == gold
             spent += k
-        accuracy[run] = correct / len(golds)
         used[run] = spent / len(golds)
-    return ReplayResult(rule.name, float(accuracy.mean()), float(accuracy.std()), float(used.mean()))
+    accuracy = correct.mean(axis=1)
+    return ReplayResult(rule.name, float(accuracy.mean()), float(accuracy.std()), float(used.mean()),
+                        tuple(correct.mean(axis=0).tolist()))

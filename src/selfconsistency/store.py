@@ -570,6 +570,13 @@ class SampleStore:
                                 "FROM stops WHERE rule = ?", (rule,))
         return {(qid, t): (used, generated, reason) for qid, t, used, generated, reason in rows}
 
+    def budget_total(self, name: str) -> int | None:
+        """The paths a --max-cost budget came to (per temperature), fixed once its first wave was measured."""
+        return (self.get_meta("budget_totals") or {}).get(name)
+
+    def record_budget_total(self, name: str, total: int) -> None:
+        self._put_meta("budget_totals", {**(self.get_meta("budget_totals") or {}), name: total})
+
     def answers_in_order(self) -> dict[tuple[str, float], list[str | None]]:
         """(question id, temperature) -> answers of paths 0, 1, ... up to the first missing index."""
         out: dict[tuple[str, float], list[str | None]] = {}

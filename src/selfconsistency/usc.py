@@ -85,8 +85,8 @@ def select_with_usc(config: RunSettings, run_dir: Path, backend: Backend | None 
     temperature = sampling.temperatures[0] if temperature is None else temperature
     with writer(run_dir) as store:
         stored_settings = store.settings()
-        rule = config.stopping_rule()
-        stops = store.stops(rule.name) if rule else {}
+        stops_name = config.stops_name()
+        stops = store.stops(stops_name) if stops_name else {}
         done = store.selections()
         question_texts = {q.id: q.question for q in store.questions()}  # as the sampling prompts showed them
         by_question: dict[str, list[StoredPath]] = {}

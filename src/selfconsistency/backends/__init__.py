@@ -12,7 +12,8 @@ from ..options import BackendOptions
 from .base import Backend, BackendConfig, BackendError, BackendSpec, Generation, GenerationRequest
 
 _BUILTIN = {"local": ".llama_cpp", "openai": ".openai_compat", "openai-batch": ".openai_batch",
-            "bedrock": ".bedrock_ondemand", "bedrock-batch": ".bedrock_batch"}
+            "bedrock": ".bedrock_ondemand", "bedrock-batch": ".bedrock_batch", "anthropic": ".anthropic",
+            "anthropic-batch": ".anthropic_batch"}
 _REGISTRY: dict[str, BackendSpec | str] = dict(_BUILTIN)
 BACKEND_NAMES = tuple(_BUILTIN)
 

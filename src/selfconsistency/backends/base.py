@@ -10,12 +10,14 @@ from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
 
+from ..audit import redact_urls
 from ..costs import CHARS_PER_TOKEN
-from ..options import BUDGET, BackendOptions, Cli
+from ..options import BUDGET, BackendOptions, Cli, Identity
 from ..prompts import Prompt
 from ..sampling import SamplingParams
 
 REMOTE = "Remote backends"
+
 OptionsT = TypeVar("OptionsT", bound=BackendOptions)
 
 
@@ -225,6 +227,19 @@ def generations_from(requests: Sequence[GenerationRequest], outputs: Sequence[Pa
                          logprob_sum=output.logprob_sum, reasoning_tokens=output.reasoning_tokens)
 
 
+class EndpointOptions(BackendOptions):
+    """Backends that talk to a provider's HTTP API, which another server may stand in for (`--base-url`)."""
+
+    endpoint_fields = ("base_url",)  # the API key goes there
+
+    base_url: Annotated[str | None, Cli(
+        "The API root of the server: for openai / openai-batch an OpenAI-compatible one, e.g. "
+        "http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama); for anthropic / anthropic-batch "
+        "an Anthropic-compatible one.", REMOTE,
+        default_shown="the provider's own API (or OPENAI_BASE_URL / ANTHROPIC_BASE_URL)"),
+        Identity(stored=redact_urls)] = None
+
+
 class ConcurrencyOptions(BackendOptions):
     """Backends that send requests from several threads."""
 
@@ -267,6 +282,8 @@ class BackendSpec:
     preview: Callable[[BackendConfig, GenerationRequest], str] | None = None
     # Before a run touches its directory: does the model name resolve? (ModelError if not.)
     check_model: Callable[[str], None] | None = None
+    # Also before the run directory: do the run's settings suit the model (its temperatures)? BackendError if not.
+    check_settings: Callable[[Any], None] | None = None
     # The backend that sends one request at a time at the same provider (a batch backend's on-demand
     # twin): small requests that need no job, such as Universal Self-Consistency's selection.
     on_demand: str | None = None

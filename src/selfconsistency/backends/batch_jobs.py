@@ -159,7 +159,8 @@ class JobService(Protocol):
 
     def remainder(self, records: list[Record]) -> Iterator[tuple[Record, list[ParsedOutput], float]]:
         """Records too few for a job, generated another way: (record, outputs, seconds per path). Only
-        called when the provider's jobs have a minimum size (quotas.min_records_per_job > 1)."""
+        called when the provider's jobs have a minimum size (quotas.min_records_per_job > 1) or follow-up
+        rounds below quotas.on_demand_below go on demand."""
         ...
 
     def cancel(self, job: dict[str, Any]) -> None: ...
@@ -172,7 +173,8 @@ class BatchJobRunner:
         self.poll_seconds = config.options_as(BatchOptions).poll_seconds
         self.store = store
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
-        self.ledger = SpendLedger(self.store, service.name, service.model, config)
+        self.ledger = SpendLedger(self.store, service.name, service.model, config,
+                                  getattr(service, "cacheable_tokens", None))
 
     def jobs(self) -> list[dict[str, Any]]:
         return self.store.jobs(self.service.name)
@@ -192,7 +194,7 @@ class BatchJobRunner:
                 break  # done, or the user stopped a job: nothing new is submitted
             fresh = list(remaining.values())
             continuing = round_number > 0 or bool(self.jobs())
-            if len(fresh) < quotas.min_records_per_job and continuing:
+            if len(fresh) < max(quotas.min_records_per_job, quotas.on_demand_below) and continuing:
                 yield from self._on_demand(fresh, done)  # too few left for a job: the remainder of a run
                 continue
             chunks = self._split(fresh)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..costs import CHARS_PER_TOKEN, Price, PriceTable, job_cost
+from ..costs import CACHE_READ, CHARS_PER_TOKEN, Price, PriceTable, cached_input, job_cost
 from .base import BackendConfig, BackendError, BudgetExceeded, dollars
 from .batch_plan import Record
 
@@ -19,11 +20,13 @@ log = logging.getLogger(__name__)
 
 
 class SpendLedger:
-    def __init__(self, store: JobStore, backend: str, model: str, config: BackendConfig):
+    def __init__(self, store: JobStore, backend: str, model: str, config: BackendConfig,
+                 cacheable: Callable[[list[Record]], int] | None = None):
         self.store = store
         self.backend = backend
         self.model = model
         self.config = config
+        self.cacheable = cacheable  # records -> their prompt tokens a prompt cache could serve
 
     def _price(self, batch: bool) -> Price | None:
         try:
@@ -39,7 +42,8 @@ class SpendLedger:
         at least what the stored paths used (runs older than the ledger); dollars None without a price."""
         manifests = [j["manifest"] for j in self.store.jobs(self.backend) if j["manifest"]]
         calls = self.store.spend(self.backend)
-        tokens = sum(m.get("inputTokenCount", 0) + m.get("outputTokenCount", 0) for m in manifests) + \
+        tokens = sum(m.get("inputTokenCount", 0) + cached_input(m) + m.get("outputTokenCount", 0)
+                     for m in manifests) + \
             sum(c["input_tokens"] + c["output_tokens"] for c in calls)
         batch_price, on_demand_price = self._price(batch=True), self._price(batch=False)
         dollars = None
@@ -53,6 +57,8 @@ class SpendLedger:
         --max-tokens-total; otherwise print their estimate (unless `quiet`). Nothing is sent before this.
 
         Prompt tokens are estimated at CHARS_PER_TOKEN characters each; output at max_tokens for every generation.
+        The cap is checked at the price without cache hits (a batch's hits are best effort); the estimate
+        also says what it would be were every cacheable prefix read from the cache.
         """
         prompt = sum(len(json.dumps(r.body)) // CHARS_PER_TOKEN for r in records)
         output = sum(len(r.requests) * r.requests[0].params.max_tokens for r in records)
@@ -71,7 +77,13 @@ class SpendLedger:
         estimate = price.cost(prompt, output)
         if not quiet:  # calls are checked one by one: the cap holds to within the largest call's worst case
             largest = "" if batch else f"; one call at most ${max(_worst(r, price) for r in records):,.4f}"
+            cached = min(self.cacheable(records), prompt) if self.cacheable else 0
+            hits = f", {dollars(price.cost(prompt - cached + CACHE_READ * cached, output))} with every cacheable " \
+                f"prefix ({cached:,} tokens) read from the prompt cache" if cached else ""
             log.info(f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
+                     f"prompt tokens, at most {output:,} output tokens: at most {dollars(estimate)} without cache "
+                     f"hits{hits} ({dollars(spent)} spent so far{largest})" if cached else
+                     f"{'batch' if batch else 'on-demand'} estimate: {len(records)} records, ~{prompt:,} "
                      f"prompt tokens, at most {output:,} output tokens: at most {dollars(estimate)} "
                      f"({dollars(spent)} spent so far{largest})")
         if self.config.budget.max_cost is not None and spent + estimate > self.config.budget.max_cost:

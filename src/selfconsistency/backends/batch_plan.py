@@ -39,6 +39,7 @@ class Quotas:
     max_file_bytes: int = 1_000_000_000
     max_job_bytes: int = 5_000_000_000
     max_jobs_in_flight: int = 20  # in progress + submitted, per model
+    on_demand_below: int = 0  # follow-up rounds (and later waves) of fewer records go on demand, not in a job
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from ..audit import redact_message, redact_urls
 from ..costs import RESERVED_CHARS_PER_TOKEN
-from ..options import BackendOptions, Cli, Identity
+from ..options import Cli, Identity
 from ..prompts import Prompt, completion_text
 from ..sampling import SamplingParams
 from .base import (
@@ -31,6 +31,7 @@ from .base import (
     BackendError,
     BackendSpec,
     ConcurrencyOptions,
+    EndpointOptions,
     Generation,
     GenerationRequest,
     ParsedOutput,
@@ -44,14 +45,10 @@ from .base import (
 OPENAI = "OpenAI-compatible servers (--backend openai, openai-batch)"
 
 
-class OpenAIServerOptions(BackendOptions):
-    """Where an OpenAI-compatible API is, and which endpoint (shared with the Batch API)."""
+class OpenAIServerOptions(EndpointOptions):
+    """Where an OpenAI-compatible API is (`--base-url`; OPENAI_API_KEY goes there), and which endpoint
+    (shared with the Batch API)."""
 
-    endpoint_fields = ("base_url",)  # OPENAI_API_KEY goes there
-
-    base_url: Annotated[str | None, Cli(
-        "The server's API root, e.g. http://localhost:8000/v1 (vLLM), http://localhost:11434/v1 (Ollama).",
-        OPENAI, default_shown="the OpenAI API; key from OPENAI_API_KEY"), Identity(stored=redact_urls)] = None
     api: Annotated[Literal["chat", "completions"], Cli(
         "'chat' (chat completions) or 'completions'.", OPENAI, cli_type=str), Identity()] = "chat"
     timeout_s: float = Field(default=600.0, gt=0)

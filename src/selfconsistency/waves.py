@@ -1,0 +1,206 @@
+"""How a run asks for its paths in waves when it does not ask for them all at once: adaptive stopping's
+rounds (`--stop`) and budgets (`--budget-paths`, `--max-cost` as the amount to spend). Each wave goes to
+the backend as one `generate` call (one batch job per provider); what to ask next is decided from the store
+alone, so a killed run resumes where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from .allocation import plan_waves, unit_key
+from .backends.base import BackendError, BudgetExceeded, GenerationRequest
+from .settings import GREEDY_TEMPERATURE, RunSettings
+from .stopping import StoppingRule
+from .store import SampleStore
+from .tasks import DataError
+
+log = logging.getLogger(__name__)
+
+Wanted = dict[tuple[str, float], int]  # (question id, temperature) -> paths it should have
+
+
+def run_waves(config: RunSettings, store: SampleStore, question_ids: list[str], backend: Callable[[], object],
+              plan: Callable[[Wanted], list[GenerationRequest]],
+              generate: Callable[[list[GenerationRequest]], None]) -> None:
+    """Ask for paths wave by wave until the rule has decided every question or the budget is spent;
+    `plan(wanted)`: the requests of those paths not stored yet."""
+    rule = config.stopping_rule()
+    if config.stopping.budgeted(config.budget.max_cost):
+        _spend_budget(config, store, question_ids, rule, backend, lambda wanted: generate(plan(wanted)))
+        return
+    # Each round goes in one wave (all temperatures together); the greedy path goes with the first.
+    wanted = {**({(q, GREEDY_TEMPERATURE): 1 for q in question_ids} if config.sampling.greedy else {}),
+              **_next_round(config, rule, store, question_ids)}
+    first = True
+    while wanted:
+        generate(plan(_fill_wave(wanted, plan, backend, rule.max_paths, first)))
+        first = False
+        wanted = _next_round(config, rule, store, question_ids)
+
+
+def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[str], rule: StoppingRule | None,
+                  backend: Callable[[], object], generate: Callable[[dict[tuple[str, float], int]], None]) -> None:
+    """A budgeted run: the allocator's waves (all temperatures together, the greedy path with the first)
+    until the budget is spent, then each question's stop recorded. The plan is replayed from the stored
+    paths each time (`allocation.plan_waves`): a resumed run finishes the wave it was killed in."""
+    temperatures = config.sampling.temperatures
+    keys = {t: [unit_key(config.sampling.seed, q, t) for q in question_ids] for t in temperatures}
+    greedy = {(q, GREEDY_TEMPERATURE): 1 for q in question_ids} if config.sampling.greedy else {}
+    min_records = getattr(backend(), "min_records_per_job", 1)
+    first = config.budget_plan(len(question_ids), min_records, 1).min_paths  # each question's first wave
+    announced = False
+    while True:
+        answers = store.answers_in_order()
+        budget = config.budget_plan(len(question_ids), min_records,
+                                    _total_from_cost(config, store, question_ids, first))
+        wanted, finished, serving = dict(greedy), {}, []
+        for t in temperatures:
+            rows = [answers.get((q, t), []) for q in question_ids]
+            plan = plan_waves(budget, rows, keys[t], rule)
+            targets = {(q, t): n for q, n in zip(question_ids, plan.target, strict=True)}
+            (finished if plan.done else wanted).update(targets)
+            serving.append([(question_ids[u], t) for u in plan.order])
+        if not any(t != GREEDY_TEMPERATURE for _, t in wanted):
+            break
+        stored = {key: len(answers.get(key, [])) for key in wanted}
+        wave = sum(max(0, n - stored[key]) for key, n in wanted.items())
+        if not announced:
+            announced = True
+            log.info(f"budget: {budget.total:,} paths at each of {len(temperatures)} temperature(s) over "
+                     f"{len(question_ids):,} questions ({budget.total / len(question_ids):.1f} each on average, at "
+                     f"most {budget.max_paths}): {budget.min_paths} each first, then waves of {budget.wave:,} "
+                     f"by {budget.allocator}" + (" (the total is fixed after the first wave, from its cost)"
+                                                  if config.stopping.budget_paths is None else ""))
+        log.info(f"budget: a wave of {wave:,} paths")
+        try:
+            generate(wanted)
+        except BudgetExceeded as exc:  # --max-cost as the amount to spend: what is left buys a smaller wave
+            if config.stopping.budget_paths is not None:
+                raise
+            if _affordable_part(wanted, stored, serving, wave // 2, generate):
+                continue  # the rest of the wave, or less, next time round
+            log.warning(f"budget: {exc}. What is left of --max-cost cannot pay the worst case of one more path "
+                        "(its prompt and --max-tokens): the run ends here")
+            answers = store.answers_in_order()
+            finished = {(q, t): len(answers.get((q, t), [])) for q in question_ids for t in temperatures}
+            break
+    name = config.stops_name()
+    answers = store.answers_in_order()
+    for (qid, t), target in finished.items():
+        sofar = answers.get((qid, t), [])
+        used = min(target, len(sofar))
+        fired = rule is not None and rule.decides(sofar[:used])
+        store.record_stop(qid, t, name, used, len(sofar), "rule" if fired else "budget")
+
+
+def _affordable_part(wanted: Wanted, stored: dict[tuple[str, float], int], serving: list[list[tuple[str, float]]],
+                     paths: int, generate: Callable[[Wanted], None]) -> int:
+    """A wave of a --max-cost budget the amount left cannot pay at its worst case, cut to what it can:
+    half the wave's paths (the questions it serves first, temperatures taking turns), then half of that,
+    until a part is bought; how many paths that part had (0: none could be, or a part would be too small
+    for a first batch job)."""
+    while paths > 0:
+        part = {key: n for key, n in wanted.items() if key[1] == GREEDY_TEMPERATURE}
+        given = 0
+        for round_ in range(max((n - stored[k] for k, n in wanted.items()), default=0)):
+            for turn in range(max(map(len, serving), default=0)):
+                for units in serving:
+                    if turn < len(units) and given < paths:
+                        key = units[turn]
+                        if wanted[key] - stored[key] > round_:
+                            part[key] = stored[key] + round_ + 1
+                            given += 1
+        try:
+            generate({**{k: stored[k] for k in wanted if k[1] != GREEDY_TEMPERATURE}, **part})
+            return given
+        except BudgetExceeded:
+            paths //= 2
+        except BackendError:  # too few records for a job, and no job yet to send them on demand after
+            return 0
+    return 0
+
+
+def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list[str], min_paths: int
+                     ) -> int | None:
+    """What --max-cost as the amount to spend comes to in sampled paths per temperature (None when the
+    budget is --budget-paths): before the first wave, its paths; after it, those plus what is left of the
+    amount at the measured mean cost of a sampled path, fixed in the store so a resumed run keeps the plan.
+    The backends' cap still holds: a wave that could pass it is refused, and the run ends there."""
+    if config.stopping.budget_paths is not None:
+        return None
+    name = config.stops_name()
+    fixed = store.budget_total(name)
+    if fixed is not None:
+        return fixed
+    price = config.price()
+    if price is None:
+        raise DataError(f"--max-cost as the amount to spend needs a price for {config.model}: give a price file "
+                        "(--prices), or spend --budget-paths")
+    first = len(question_ids) * min_paths
+    sampled = [p for p in store.paths(text=False)
+               if p.temperature != GREEDY_TEMPERATURE and p.question_id in set(question_ids)]
+    if len(sampled) < first * len(config.sampling.temperatures):
+        return first  # the first wave: every question's first paths, measured before anything else is planned
+    spent = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in store.paths(text=False))
+    per_path = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in sampled) / len(sampled)
+    left = max(0.0, config.budget.max_cost - spent)
+    total = first + int(left / len(config.sampling.temperatures) / per_path) if per_path else first
+    store.record_budget_total(name, total)
+    log.info(f"budget: --max-cost {config.budget.max_cost:g} comes to {total:,} sampled paths per temperature at "
+             f"the first wave's mean cost of ${per_path:.6f} a path")
+    return total
+
+
+def _fill_wave(wanted: dict[tuple[str, float], int],
+               plan: Callable[[dict[tuple[str, float], int]], list[GenerationRequest]],
+               backend: Callable[[], object], max_paths: int, first: bool) -> dict[tuple[str, float], int]:
+    """A wave below a batch job's minimum of records, grown by one path per undecided question at a time
+    (up to the maximum) until it reaches the minimum: always for the first wave (a run too small for a job
+    is refused), for later ones only while the paths at batch price cost no more than the wave would on
+    demand (twice the batch price). Otherwise the wave is left as it is and goes on demand."""
+    asked = plan(wanted)
+    if not asked:
+        return wanted
+    minimum = getattr(backend(), "min_records_per_job", 1)
+    count = getattr(backend(), "count_records", len)
+    if count(asked) >= minimum:
+        return wanted
+    grown = wanted
+    while True:
+        bigger = {key: n if key[1] == GREEDY_TEMPERATURE else min(n + 1, max_paths) for key, n in grown.items()}
+        if bigger == grown:
+            break
+        grown = bigger
+        requests = plan(grown)
+        if not first and len(requests) > 2 * len(asked):
+            break
+        if count(requests) >= minimum:
+            log.info(f"adaptive stopping: wave grown from {len(asked)} to {len(requests)} paths to reach "
+                     f"a batch job's minimum of {minimum} records")
+            return grown
+    if not first:
+        log.warning(f"adaptive stopping: a wave of {len(asked)} paths ({count(asked)} records) is below a "
+                    f"batch job's minimum of {minimum} records: it goes on demand, at twice the batch price")
+    return wanted
+
+
+def _next_round(config: RunSettings, rule: StoppingRule, store: SampleStore,
+                question_ids: list[str]) -> dict[tuple[str, float], int]:
+    """Record the questions the rule has decided; how many paths each undecided one needs next."""
+    answers = store.answers_in_order()
+    decided = store.stops(rule.name)
+    wanted = {}
+    for qid in question_ids:
+        for temperature in config.sampling.temperatures:
+            if (qid, temperature) in decided:
+                continue
+            sofar = answers.get((qid, temperature), [])
+            used = next((k for k in range(1, len(sofar) + 1) if rule.should_stop(sofar[:k])), None)
+            if used is not None:
+                reason = "max paths" if used >= rule.max_paths and not rule.decides(sofar[:used]) else "rule"
+                store.record_stop(qid, temperature, rule.name, used, len(sofar), reason)
+            else:
+                wanted[(qid, temperature)] = min(len(sofar) + config.stopping.round_size, rule.max_paths)
+    return wanted

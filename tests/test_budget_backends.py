@@ -1,0 +1,53 @@
+"""A budgeted run never asks a backend for more than its budget, on the backends that answer call by call:
+OpenAI-compatible servers (a stub on loopback), Amazon Bedrock on demand (the emulator's runtime) and the
+embedded model. The batch providers are in tests/test_batch_contract.py."""
+
+import pytest
+
+from conftest import GSM8K_TEST, OpenAIStub, stored_rows
+from selfconsistency.experiment import run_experiment
+from selfconsistency.settings import RunSettings
+from selfconsistency.store import SampleStore
+
+QUESTIONS, PER_TEMPERATURE = 5, 13  # 13 over 5 questions: not a multiple of anything a wave is made of
+
+
+def budgeted(**settings) -> RunSettings:
+    return RunSettings(data=str(GSM8K_TEST), limit=QUESTIONS, paths=6, temperatures=(0.5, 0.7),
+                       budget_paths=PER_TEMPERATURE, wave_paths=3, **settings)
+
+
+def check_spent(run_dir, settings: RunSettings, sent: int) -> None:
+    """The backend was asked for greedy + the budget at each temperature, each stored once and counted
+    under the budget's stops."""
+    expected = QUESTIONS + PER_TEMPERATURE * 2
+    assert sent == expected
+    assert len(stored_rows(run_dir)) == expected
+    with SampleStore.open_readonly(run_dir) as store:
+        stops = store.stops(settings.stops_name())
+    for temperature in (0.5, 0.7):
+        used = [u for (_, t), (u, _, _) in stops.items() if t == temperature]
+        assert len(used) == QUESTIONS and sum(used) == PER_TEMPERATURE and max(used) <= 6
+
+
+def test_openai_compatible_server(stub_server, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings = budgeted(backend="openai", model="stub", base_url=stub_server)
+    run_experiment(settings, tmp_path / "run")
+    check_spent(tmp_path / "run", settings, sum(call["body"].get("n", 1) for call in OpenAIStub.calls))
+
+
+@pytest.mark.slow  # boto3 against the emulator over HTTP, as tests/test_bedrock_ondemand.py
+def test_bedrock_on_demand(aws, tmp_path):
+    settings = budgeted(backend="bedrock", model="anthropic.claude-3-haiku-20240307-v1:0", concurrency=2)
+    run_experiment(settings, tmp_path / "run")
+    check_spent(tmp_path / "run", settings, len(aws.runtime_calls))
+
+
+@pytest.mark.model
+def test_embedded_model(loaded_model, tmp_path):
+    settings = budgeted(model="qwen2.5-coder-0.5b", max_tokens=24, threads=1)
+    run_experiment(settings, tmp_path / "run")
+    with SampleStore.open_readonly(tmp_path / "run") as store:
+        generated = len(store.stored_keys())
+    check_spent(tmp_path / "run", settings, generated)
