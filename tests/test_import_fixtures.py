@@ -38,6 +38,7 @@ def test_the_committed_fixtures_are_the_scripts_output():
 
 @pytest.mark.slow
 @pytest.mark.model
+@pytest.mark.timeout(3600)  # installs two tools (once per machine), then waits its model turn and runs the model
 def test_regenerated_fixtures_import_like_the_committed_ones(tmp_path):
     install = subprocess.run([sys.executable, str(SCRIPT), "--install-only"], capture_output=True, text=True,
                              timeout=3600)
