@@ -233,6 +233,9 @@ CASES = {  # name: (tool, make the file, where the error is: a line number or ar
     "a gold the task cannot read": ("lm-eval", lambda t: _rewrite_lines(t, lambda ls: [
         json.dumps({**(r := json.loads(line)), "doc": {**r["doc"], "answer": "eighteen"}}) for line in ls]), 1,
         "does not match gold_pattern"),
+    "one repeat": ("lm-eval", lambda t: _rewrite_lines(t, lambda ls: [
+        json.dumps({**(r := json.loads(line)), "resps": [r["resps"][0][:1]]}) for line in ls]), 1,
+        "one path per question"),
     "an inspect log given as lm-eval": ("lm-eval", lambda t: INSPECT_JSON, 1, "one JSON document over many lines"),
     "an .eval archive given as lm-eval": ("lm-eval", lambda t: INSPECT_EVAL, 1, "a zip archive"),
     "lm-eval samples given as an inspect log": ("inspect", lambda t: LM_EVAL, 1, "lm-eval samples (JSON lines)"),

@@ -67,8 +67,14 @@ def import_run(tool: Tool, path: Path, task_name: str = "gsm8k", run_dir: Path |
     task = get_task(task_name)
     source = read_source(tool, path, task)
     sampled_at, given = _temperature(source, temperature)
-    questions = [_parse(task, q) for q in source.questions]
     n = max(len(q.paths) for q in source.questions)
+    if n < 2:
+        raise SourceError(f"{source.where}: one path per question (a task without repeats, an eval of one epoch): "
+                          "nothing to vote over")
+    plain = task.plain_golds()  # for another tool's targets, which hold the answer alone
+    questions = [(plain if q.plain_gold else task).parse(q.where, _record(task, q), q.position,
+                                                          task.spec.data.split, qid=q.id)[0]
+                 for q in source.questions]
     model = model or source.model
     try:
         settings = RunSettings.from_stored({
@@ -109,7 +115,8 @@ def import_run(tool: Tool, path: Path, task_name: str = "gsm8k", run_dir: Path |
         store.bind_config(identity, settings.stored_settings())
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold, dict(q.groups) or None, source=sq.source)
                             for q, sq in zip(questions, source.questions, strict=True))
-        store.set_selection([q.id for q in questions], {k: list(v) for k, v in task.neutralised().items()})
+        neutralised = {**task.neutralised(), **plain.neutralised()}
+        store.set_selection([q.id for q in questions], {k: list(v) for k, v in neutralised.items()})
         store.record_import({"tool": source.tool, "file": str(source.file), "sha256": source.sha256,
                              "task": source.task, "model": source.model, "generation": source.generation,
                              "figures": [asdict(f) for f in source.figures], "notes": notes})
@@ -136,10 +143,11 @@ def _temperature(source: Source, given: float | None) -> tuple[float, bool]:
     return temperature, given is not None
 
 
-def _parse(task: Task, source: SourceQuestion) -> Question:
-    """The task's question from a source question (DataError names the file and line)."""
+def _record(task: Task, source: SourceQuestion) -> dict[str, Any]:
+    """The record the task parses: the tool's own (lm-eval's doc), or a sample's input and target put into
+    the task's question and gold fields."""
     if not source.plain_gold:
-        return task.parse(source.where, source.record, source.position, task.spec.data.split, qid=source.id)[0]
+        return source.record
     record: dict[str, Any] = {}
     for field_name, value in ((task.spec.fields.question, source.record["input"]),
                               (task.spec.fields.gold, source.record["target"])):
@@ -148,7 +156,7 @@ def _parse(task: Task, source: SourceQuestion) -> Question:
         for part in parents:
             inner = inner.setdefault(part, {})
         inner[last] = value
-    return task.plain_golds().parse(source.where, record, source.position, task.spec.data.split, qid=source.id)[0]
+    return record
 
 
 def _disagreements(paths: list[list[StoredPath]], questions: tuple[SourceQuestion, ...]) -> tuple[int, int]:
