@@ -311,3 +311,16 @@ def test_the_benchmarks_section_shows_lm_evals_table_and_the_imports_output_verb
     for line in output.splitlines()[1:]:  # after the command
         if line.strip() and not line.startswith(("Imported", "wrote")):  # these name the run directory
             assert " ".join(line.split()) in shown, line
+
+
+def test_repeats_of_one_text_are_warned_of(tmp_path):
+    """lm-eval's local-completions sends seed 1234 with every request: against a server that honours it,
+    every repeat is the same text (seen on llama-cpp-python's server). The import says so."""
+    same = _rewrite_lines(tmp_path, lambda ls: [
+        json.dumps({**(r := json.loads(line)), "resps": [[r["resps"][0][0]] * len(r["resps"][0])]}) for line in ls])
+    result = invoke("import", "lm-eval", same, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    count, repeats = MANIFEST["questions"], MANIFEST["repeats"]
+    assert f"warning: {count} question(s) have {repeats} paths of one and the same text" in result.stdout
+    assert "--gen_kwargs seed=None" in result.stdout
+    assert "one and the same text" not in invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "real").stdout
