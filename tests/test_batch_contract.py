@@ -11,7 +11,17 @@ provider's real client library, the run's real store):
 - output lines that cannot be read are sent again when they are few, and when the whole output is
   unreadable or speaks another format the job is bought once: its records wait for `--resubmit`;
 - a budgeted run sends the provider its budget of paths and not one more, in jobs (and, below a job's
-  minimum, on demand); spent as --max-cost, its bill stays under the amount.
+  minimum, on demand); spent as --max-cost, its bill stays under the amount;
+
+and every record the provider bills is collected and counted (its emulator's billing log against the run's
+ledger and store):
+- a run killed during its create call (the provider made the job, the run never heard back) finds and
+  adopts that job: `jobs status` lists it, the resumed run collects it, nothing is bought twice;
+- `jobs forget` asks the provider first: a job it still runs is refused (or stopped with --stop), a finished
+  one is collected, and only a job it no longer has is forgotten;
+- a run resumed with fewer paths after an interruption stores every path it paid for and buys nothing again;
+- a job the provider refuses as a whole at validation is not sent again as it is: one line says what to change;
+- results.md and report.html show what the ledger billed, batch and on demand, equal to the provider's bill.
 
 The `provider` fixture is the one place that knows a provider: adding one (Anthropic's Message Batches)
 is one class below and its name in PROVIDERS.
@@ -125,6 +135,27 @@ class Provider:
     def heal(self) -> None:
         self.emulator.faults = type(self.emulator.faults)()
 
+    def delay_create(self, seconds: float) -> None:
+        """The provider makes the job at once and answers the create call `seconds` later."""
+        self.emulator.faults = type(self.emulator.faults)(create_reply_delay_s=seconds)
+
+    def billed(self) -> dict[str, int]:
+        """What the provider billed the run's jobs: records answered and their tokens."""
+        billed = self.emulator.billed()
+        return {key: billed[key] for key in ("records", "input_tokens", "output_tokens")}
+
+    def refuse_whole_jobs(self, refuse: bool) -> None:
+        """The provider's validation refuses (or accepts) every job as a whole."""
+        raise NotImplementedError
+
+    def answer_half(self) -> None:
+        """The next job ends having answered about half of its records (partly completed, or expired)."""
+        raise NotImplementedError
+
+    def lose(self, job: dict) -> None:
+        """The provider no longer has the job (another account, or gone)."""
+        raise NotImplementedError
+
     def sent_ids(self) -> set[str]:
         """The record ids of every input line sent."""
         raise NotImplementedError
@@ -210,6 +241,19 @@ class BedrockBatch(Provider):
 
     def sent_paths(self):
         return len(self.sent_ids()) + self.on_demand_calls()  # one path per record (Claude: no n)
+
+    def refuse_whole_jobs(self, refuse):
+        self.emulator.min_records_per_job = 10**6 if refuse else 1  # Bedrock's record quota, as validation sees it
+
+    def answer_half(self):
+        from selfconsistency.testing.bedrock_emulator import Faults
+
+        self.emulator.faults = Faults(partial_jobs=1)
+
+    def lose(self, job):
+        with self.emulator.lock:
+            job["status"] = "Stopping"  # its thread ends
+            del self.emulator.jobs[job["jobArn"].rsplit("/", 1)[-1]]
 
     def check_broken_run(self, run_dir, results):
         assert self.jobs()[0]["status"] == "Failed"
@@ -308,6 +352,20 @@ class OpenAIBatch(Provider):
             assert setting["cost_usd"] == pytest.approx(dollars, abs=1e-6) and dollars > 0
         assert "cost (USD)" in (run_dir / "results.md").read_text()
 
+    def refuse_whole_jobs(self, refuse):
+        from selfconsistency.testing.openai_batch_emulator import Faults
+
+        self.emulator.faults = Faults(fail_batches=10**6 if refuse else 0)  # OpenAI fails a batch at validation
+
+    def lose(self, job):
+        with self.emulator.lock:
+            del self.emulator.batches[job["id"]]
+
+    def answer_half(self):
+        from selfconsistency.testing.openai_batch_emulator import Faults
+
+        self.emulator.faults = Faults(expire_batches=1)
+
     def check_stopped(self, job):
         # as documented: the requests a cancel kept from running are error-file lines with code batch_cancelled
         never_ran = [json.loads(line) for line in self.emulator.contents[job["error_file_id"]].decode().splitlines()]
@@ -383,6 +441,23 @@ class AnthropicBatch(Provider):
 
     def check_stopped(self, job):
         assert job["request_counts"]["canceled"] > 0  # documented: what a cancel kept from running is `canceled`
+
+    def billed(self):
+        entries = list(self.emulator.billed)  # a request's cache writes and reads are the manifest's own keys
+        return {"records": len(entries), "input_tokens": sum(e["input"] for e in entries),
+                "output_tokens": sum(e["output"] for e in entries)}
+
+    def refuse_whole_jobs(self, refuse):
+        pytest.skip("the Message Batches API checks a batch when it is created: a refused create is one line")
+
+    def answer_half(self):
+        from selfconsistency.testing.anthropic_emulator import Faults
+
+        self.emulator.faults = Faults(expire_batches=1)
+
+    def lose(self, job):
+        with self.emulator.lock:
+            del self.emulator.batches[job["id"]]
 
     def check_resent(self, proc):
         assert self.on_demand_calls() and len(self.jobs()) == 1  # two records: below on_demand_below, on demand
@@ -637,3 +712,163 @@ def test_max_cost_as_the_amount_to_spend_is_spent_and_never_passed(provider, tmp
     everything = all(used == settings.sampling.paths for used, _, _ in stops.values())
     assert billed <= amount
     assert everything or amount - billed < dearest, (billed, amount, dearest)
+
+
+# -- every billed record is collected and counted ---------------------------------------------------------
+
+def ledger(run_dir) -> dict[str, int]:
+    """What the run's ledger counts: the jobs' manifests (records answered, tokens) and its on-demand calls."""
+    with SampleStore(run_dir, create=False) as store:
+        manifests = [j["manifest"] for j in store.jobs() if j["manifest"]]
+        calls = store.spend()
+    return {"records": sum(m["successRecordCount"] for m in manifests) + sum(c["records"] for c in calls),
+            "input_tokens": sum(m["inputTokenCount"] for m in manifests) + sum(c["input_tokens"] for c in calls),
+            "output_tokens": sum(m["outputTokenCount"] for m in manifests) + sum(c["output_tokens"] for c in calls)}
+
+
+def job_status(run_dir) -> str:
+    with sqlite3.connect(run_dir / "samples.sqlite") as db:
+        return db.execute("SELECT status FROM jobs").fetchone()[0]
+
+
+def test_a_run_killed_during_its_create_call_adopts_the_job_it_made(provider, tmp_path):
+    """The provider made the job (and bills it); the run was killed before it heard back: the job is found,
+    listed by `jobs status`, and collected by the resumed run, never bought again."""
+    provider.delay_create(60)
+    run_dir = tmp_path / "run"
+    args = provider.cli_args(run_dir)
+    killed = subprocess.Popen([sys.executable, "-m", "selfconsistency", *args], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not provider.jobs():
+        time.sleep(0.02)
+    killed.kill()
+    killed.wait()
+    assert len(provider.jobs()) == 1 and job_status(run_dir) == "creating" and not submitted_jobs(run_dir)
+    provider.heal()
+    status = run_cli(*provider.job_command("status", run_dir))
+    (made,) = provider.jobs()
+    assert status.returncode == 0 and provider.job_id(made) in status.stdout, status.stderr
+    assert "stopped during its create call" in status.stdout
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(provider.jobs()) == 1 and len(stored_rows(run_dir)) == provider.paths  # adopted, not bought again
+    assert ledger(run_dir) == provider.billed() and provider.billed()["records"] > 0  # every billed record counted
+
+
+def test_jobs_forget_asks_the_provider_first(provider, tmp_path):
+    """A job the provider still runs is not forgotten (its records would be bought again and its spend lost):
+    refused, or stopped with --stop; a finished job is collected; only a job the provider lost is forgotten."""
+    provider.emulator.step_seconds = 2.0
+    run_dir = tmp_path / "run"
+    live = subprocess.Popen([sys.executable, "-m", "selfconsistency", *provider.cli_args(run_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not submitted_jobs(run_dir):
+        time.sleep(0.02)
+    with SampleStore.open_readonly(run_dir) as store:
+        key = store.jobs()[0]["job_key"][:12]
+    refused = one_line_error(run_cli(*provider.job_command("forget", run_dir), key))
+    assert "still" in refused and "--stop" in refused
+    (job,) = provider.jobs()
+    assert provider.status(job) in provider.in_flight_words  # still running, still ours
+    stopping = run_cli(*provider.job_command("forget", run_dir, "--stop"), key)
+    assert stopping.returncode == 0 and "stopping" in stopping.stdout, stopping.stderr
+    provider.emulator.step_seconds = 0.02
+    _, stderr = live.communicate(timeout=60)
+    assert live.returncode == 2 and "stopped" in stderr.strip().splitlines()[-1]
+    assert provider.status(job) == provider.stopped_status
+    with SampleStore.open_readonly(run_dir) as store:
+        (stored_job,) = store.jobs()
+    assert stored_job["status"] == "collected" and ledger(run_dir) == provider.billed()  # what it processed: counted
+    finished = run_cli(*provider.job_command("forget", run_dir), key)
+    assert finished.returncode == 0 and "nothing was forgotten" in finished.stdout, finished.stderr
+    provider.lose(job)
+    gone = run_cli(*provider.job_command("forget", run_dir), key)
+    assert gone.returncode == 0 and "forgot" in gone.stdout, gone.stderr
+    assert len(provider.jobs()) == 0 and ledger(run_dir)["records"] == provider.answered_records(job)  # still counted
+
+
+def test_a_finished_job_is_collected_by_forget_not_forgotten(provider, tmp_path):
+    run_dir = tmp_path / "run"
+    kill_once_submitted(provider.cli_args(run_dir), run_dir)
+    (job,) = provider.jobs()
+    deadline = time.time() + 60
+    while time.time() < deadline and provider.status(job) in provider.in_flight_words:
+        time.sleep(0.02)
+    with SampleStore.open_readonly(run_dir) as store:
+        key = store.jobs()[0]["job_key"][:12]
+    collected = run_cli(*provider.job_command("forget", run_dir), key)
+    assert collected.returncode == 0 and "its answers are stored" in collected.stdout, collected.stderr
+    assert len(stored_rows(run_dir)) == provider.paths and len(provider.jobs()) == 1  # paid, stored, not bought again
+    assert ledger(run_dir) == provider.billed()
+
+
+def test_fewer_paths_after_an_interruption_store_every_paid_path_and_buy_nothing_again(provider, tmp_path):
+    """Killed with its job submitted, resumed asking fewer paths: the job's records are the same records (the
+    paths it names are planned too), so it is collected and every path it paid for stored, for a later run."""
+    run_dir = tmp_path / "run"
+    kill_once_submitted(provider.cli_args(run_dir), run_dir)
+    fewer = provider.cli_args(run_dir, paths=2)
+    resumed = run_cli(*fewer)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(provider.jobs()) == 1 and not provider.on_demand_calls()  # nothing bought again
+    assert len(stored_rows(run_dir)) == provider.paths  # beyond today's plan: paid, so stored
+    assert ledger(run_dir) == provider.billed()
+    again = run_cli(*provider.cli_args(run_dir))  # the larger run later needs nothing more
+    assert again.returncode == 0 and len(provider.jobs()) == 1, again.stderr
+
+
+def test_fewer_paths_buy_only_what_todays_plan_misses(provider, tmp_path):
+    """The interrupted job answered half of its records: all it answered is stored, and what is bought after
+    it is only what today's plan (2 paths) lacks, never the paths beyond it that the job left unanswered."""
+    provider.answer_half()
+    run_dir = tmp_path / "run"
+    kill_once_submitted(provider.cli_args(run_dir), run_dir)
+    (first,) = provider.jobs()
+    resumed = run_cli(*provider.cli_args(run_dir, paths=2))
+    assert resumed.returncode == 0, resumed.stderr
+    with SampleStore(run_dir, create=False) as store:
+        jobs = store.jobs()
+        bought_later = [tuple(p) for job in jobs[1:] for paths in job["records"].values() for p in paths]
+        bought_later += list(store.on_demand_keys())
+        stored = store.stored_keys()
+    assert bought_later and all(t == 0.0 or index < 2 for _, t, index in bought_later)
+    assert {(q, t, i) for q, t, i in stored if t != 0.0 and i >= 2}  # beyond today's plan: the first job's answers
+    assert 0 < provider.answered_records(first) < len(jobs[0]["records"])
+    assert ledger(run_dir) == provider.billed()
+
+
+def test_a_job_refused_as_a_whole_is_not_sent_again_as_it_is(provider, tmp_path):
+    """A job the provider's validation refuses would be refused again: one job, and one line naming what the
+    provider said and what to change, not the same job four times and 'run again'."""
+    provider.refuse_whole_jobs(True)
+    run_dir = tmp_path / "run"
+    line = one_line_error(run_cli(*provider.cli_args(run_dir)))
+    assert "as a whole" in line and "change what it names" in line and len(provider.jobs()) == 1
+    provider.refuse_whole_jobs(False)
+    fixed = run_cli(*provider.cli_args(run_dir))
+    assert fixed.returncode == 0, fixed.stderr
+    assert len(stored_rows(run_dir)) == provider.paths and len(provider.jobs()) == 2
+
+
+def test_the_reports_show_what_the_ledger_billed(provider, tmp_path):
+    """results.md and report.html show the run's total spend from its ledger, split into batch and on-demand,
+    equal to the provider's bill at the run's prices."""
+    provider.break_jobs()
+    run_dir = tmp_path / "run"
+    run_experiment(provider.config(), run_dir)
+    results = write_report(run_dir)
+    billed = provider.billed()
+    settings = provider.config()
+    batch, on_demand = settings.price(), settings.price(on_demand=True)
+    with SampleStore(run_dir, create=False) as store:
+        calls = store.spend()
+    on_demand_tokens = (sum(c["input_tokens"] for c in calls), sum(c["output_tokens"] for c in calls))
+    expected = batch.cost(billed["input_tokens"] - on_demand_tokens[0], billed["output_tokens"] - on_demand_tokens[1]) \
+        + on_demand.cost(*on_demand_tokens)
+    assert results["spend"]["total_usd"] == pytest.approx(expected, abs=1e-5)
+    total = f"| total | {results['spend']['total_usd']:.4f} | {results['spend']['tokens']:,} |"
+    assert total in (run_dir / "results.md").read_text()
+    page = (run_dir / "report.html").read_text()
+    assert "billed (the run's ledger)" in page and f"{results['spend']['total_usd']:.4f}" in page

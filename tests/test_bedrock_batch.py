@@ -206,8 +206,8 @@ def test_a_token_cap_counts_the_job_a_crashed_run_left_in_flight(aws, tmp_path):
 def test_a_cost_cap_counts_on_demand_spend(aws, tmp_path):
     from selfconsistency.backends.base import BudgetExceeded
 
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({"cohere.command-text-v14": {"on_demand": [1.5, 2.0]}}))  # x1000: visible sums
+    prices = tmp_path / "prices.json"  # x1000: visible sums; batch at half price
+    prices.write_text(json.dumps({"cohere.command-text-v14": {"on_demand": [1.5, 2.0], "batch": [0.75, 1.0]}}))
     run_dir = tmp_path / "run"
 
     def config(paths, **extra):

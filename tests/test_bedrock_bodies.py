@@ -102,17 +102,33 @@ def test_whitespace_stops_dropped_where_the_api_refuses_them():
     assert ADAPTERS["anthropic-claude"].response(body, params)[0].text == "The answer is 4."  # cut here instead
 
 
-def test_blog_cost_figures():
-    """The AWS blog's Cohere Command numbers: 5.5 M input and 0.625 M output tokens (0.63 M rounded) at
-    $0.0015 / $0.0020 per 1k on-demand give $9.50 greedy and $14.50 for 5 generations per record."""
-    price = PriceTable().price("cohere.command-text-v14")
-    assert price.cost(5_500_000, 625_000) == pytest.approx(9.50)
-    assert price.cost(5_500_000, 5 * 625_000) == pytest.approx(14.50)  # one record: the prompt billed once
-    # one record per path would bill the prompt five times
-    assert price.cost(5 * 5_500_000, 5 * 625_000) == pytest.approx(47.50)
-    assert PriceTable().price("cohere.command-text-v14", batch=True).input_per_1k == pytest.approx(0.00075)
+def test_the_packaged_prices_cite_their_source_and_bill_batch_as_the_provider_does():
+    """Every packaged price names where and when it was read and has its batch price: half for the models
+    with Bedrock's (or OpenAI's) batch discount, the on-demand price for Cohere Command, whose batch jobs the
+    AWS blog paid in full (its $9.50 and $14.50: test_dry_run.py reproduces them through `run --dry-run`)."""
+    import json
+    from importlib.resources import files
+
+    table = json.loads(files("selfconsistency").joinpath("data", "prices.json").read_text())["models"]
+    assert table and all({"on_demand", "batch", "source", "as_of", "checked"} <= set(entry) for entry in table.values())
+    cohere = PriceTable().price("cohere.command-text-v14", batch=True)
+    assert (cohere.input_per_1k, cohere.output_per_1k) == (0.0015, 0.002) == tuple(table["cohere.command-text-v14"]
+                                                                                   ["on_demand"])
+    for model in ("anthropic.claude-3-haiku-20240307-v1:0", "anthropic.claude-3-5-haiku-20241022-v1:0", "gpt-4o-mini"):
+        batch, on_demand = PriceTable().price(model, batch=True), PriceTable().price(model)
+        assert batch.input_per_1k == pytest.approx(on_demand.input_per_1k / 2)
+        assert batch.output_per_1k == pytest.approx(on_demand.output_per_1k / 2)
     with pytest.raises(KeyError, match="price file"):
         PriceTable().price("anthropic.claude-x")
+
+
+def test_a_price_file_without_a_batch_price_bills_batch_at_the_on_demand_price(tmp_path):
+    """Never understated: a model without the batch discount is billed in full."""
+    import json
+
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"acme.model-v1": {"on_demand": [0.002, 0.004]}}))
+    assert PriceTable.from_file(prices).price("acme.model-v1", batch=True).input_per_1k == 0.002
 
 
 @pytest.mark.parametrize("model_id,base", [

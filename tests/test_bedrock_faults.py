@@ -249,15 +249,14 @@ def test_cross_region_profile_with_timeout_and_tags(aws, tmp_path):
 
 
 def test_application_inference_profile(aws, tmp_path):
+    """Bedrock names the model an application profile runs (GetInferenceProfile): its format and price."""
     arn = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
     aws.profiles[arn] = "anthropic.claude-3-5-haiku-20241022-v1:0"
     aws.faults = Faults(record_error_rate=0.1)
     run_dir = tmp_path / "run"
-    one_line_error(run_cli(*run_args(run_dir, "app-profile", "--create-bucket", model=arn)), "--base-model")
-    proc = run_cli(*run_args(run_dir, "app-profile", "--create-bucket", "--base-model",
-                         "anthropic.claude-3-5-haiku-20241022-v1:0", "--max-cost", "5", model=arn))
+    proc = run_cli(*run_args(run_dir, "app-profile", "--create-bucket", "--max-cost", "5", model=arn))
     assert proc.returncode == 0, proc.stderr
-    assert "batch estimate" in proc.stderr  # priced as its base model: --max-cost holds
+    assert "batch estimate" in proc.stderr  # priced as the model the profile names: --max-cost holds
     assert len(stored_rows(run_dir)) == 130
     assert next(iter(aws.jobs.values()))["modelId"] == arn
     assert aws.runtime_calls and {model for _, model in aws.runtime_calls} == {arn}

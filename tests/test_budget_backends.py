@@ -1,6 +1,6 @@
 """A budgeted run never asks a backend for more than its budget, on the backends that answer call by call:
-OpenAI-compatible servers (a stub on loopback), Amazon Bedrock on demand (the emulator's runtime) and the
-embedded model. The batch providers are in tests/test_batch_contract.py."""
+OpenAI-compatible servers (a stub on loopback), Anthropic's Messages API and Amazon Bedrock on demand
+(their emulators) and the embedded model. The batch providers are in tests/test_batch_contract.py."""
 
 import pytest
 
@@ -35,6 +35,13 @@ def test_openai_compatible_server(stub_server, tmp_path, monkeypatch):
     settings = budgeted(backend="openai", model="stub", base_url=stub_server)
     run_experiment(settings, tmp_path / "run")
     check_spent(tmp_path / "run", settings, sum(call["body"].get("n", 1) for call in OpenAIStub.calls))
+
+
+def test_anthropic_messages(anthropic_api, tmp_path):
+    emulator, _ = anthropic_api
+    settings = budgeted(backend="anthropic", model="claude-haiku-4-5", prompt_format="chat")
+    run_experiment(settings, tmp_path / "run")
+    check_spent(tmp_path / "run", settings, emulator.message_calls)  # one path a call: Claude has no n
 
 
 @pytest.mark.slow  # boto3 against the emulator over HTTP, as tests/test_bedrock_ondemand.py

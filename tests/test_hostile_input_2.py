@@ -341,6 +341,14 @@ def test_the_render_deadline_restores_the_previous_tracer():
     ("https://h.example/v1\u3000#api_key=S3cretS3cret", "https://h.example/v1"),
     ("https://bedrock.example/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke",
      "https://bedrock.example/model/anthropic.claude-3-5-sonnet-20240620-v1:0/invoke"),
+    # an S3 URI carries no credentials: a batch job's key (a content hash) is a name, shown; a key's segment
+    # shaped like a credential is masked as in any URL, and a hex segment of an https URL still is
+    ("s3://b/selfconsistency/input/0123456789abcdef0123456789abcdef01234567/records.jsonl",
+     "s3://b/selfconsistency/input/0123456789abcdef0123456789abcdef01234567/records.jsonl"),
+    ("s3://b/sk-abc123xyz0123456/x", "s3://b/[redacted]/x"),
+    ("s3://b/S3cretS3cretS3cret42/x", "s3://b/[redacted]/x"),
+    ("s3://b/AKIAABCDEFGHIJKLMNOP/x", "s3://b/[redacted]/x"),
+    ("https://h.example/0123456789abcdef0123456789abcdef01234567/v1", "https://h.example/[redacted]/v1"),
 ])
 def test_urls_keep_only_scheme_host_port_and_path(url, kept):
     from selfconsistency.audit import redact_urls

@@ -96,10 +96,18 @@ class MathBot:
 
 @pytest.fixture(scope="module")
 def math_run(tmp_path_factory):
+    """Made before any test's own fixtures: math-verify in this process here too (no worker process)."""
+    from conftest import _LazyInProcess
+    from selfconsistency.math_verifier import use_verifier
+
     register_backend("mathbot", lambda config: MathBot(config.model))
     run_dir = tmp_path_factory.mktemp("math500")
     settings = RunSettings(task="math500", data=str(MATH500), limit=14, backend="mathbot", model="m", paths=6, seed=4)
-    return run_experiment(settings, run_dir)
+    previous = use_verifier(_LazyInProcess())
+    try:
+        return run_experiment(settings, run_dir)
+    finally:
+        use_verifier(previous)
 
 
 def test_answers_written_many_ways_vote_as_one_and_are_scored_with_the_same_check(math_run):

@@ -25,13 +25,16 @@ def batch_config(url, **overrides):
                         "poll_seconds": 0.02, **overrides})
 
 
-def test_a_batch_failing_every_round_is_reported_then_resumed(batch_api, tmp_path):
+def test_a_batch_failing_validation_is_reported_once_then_resumed(batch_api, tmp_path):
+    """OpenAI fails a batch only at validation: the same input would fail again, so it is not sent again
+    round after round (it was MAX_ROUNDS batches); once what it named is fixed, the same command finishes."""
     emulator, url = batch_api
     emulator.faults = Faults(fail_batches=MAX_ROUNDS)
     run_dir = tmp_path / "run"
-    with pytest.raises(BackendError, match="emulated validation failure"):
+    with pytest.raises(BackendError, match="refused batch job .* as a whole: .*emulated validation failure"):
         run_experiment(batch_config(url, limit=2, paths=3), run_dir)
-    assert len(emulator.batches) == MAX_ROUNDS and stored_rows(run_dir) == []
+    assert len(emulator.batches) == 1 and stored_rows(run_dir) == []
+    emulator.faults = Faults()
     run_experiment(batch_config(url, limit=2, paths=3), run_dir)  # the same command again finishes the run
     assert len(stored_rows(run_dir)) == 2 * 7
 
@@ -49,7 +52,7 @@ def test_a_create_retried_after_a_crash_finds_the_batch_it_made(batch_api, tmp_p
         records = crashed.service.pack(requests)
         job = crashed._plan_job(records)
         store.update_job(job["job_key"], status="creating")
-        crashed.service.submit(job, [r.line for r in records], retried=False)  # made, but its id never stored
+        crashed.service.submit(job, [r.line for r in records])  # made, but its id never stored
     assert len(emulator.batches) == 1
     with SampleStore(tmp_path) as store:
         restarted = BatchJobRunner(OpenAIBatchJobs(backend_config), backend_config, store)
@@ -113,7 +116,7 @@ def test_a_cap_under_a_cent_is_shown_as_given(batch_api, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
     assert "above --max-cost $0.0001;" in errors[0] and not emulator.batches
-    assert "the estimate $0.000" in errors[0] and "the estimate $0.00 " not in errors[0]  # digits a cent hides
+    assert "the worst case $0.000" in errors[0] and "the worst case $0.00 " not in errors[0]  # digits a cent hides
 
 
 def test_result_lines_holding_unicode_line_separators_are_read_whole():

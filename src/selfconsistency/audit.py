@@ -27,11 +27,18 @@ _SECRET_SEGMENT = re.compile(r"(?i)^(?:sk-|pk-|rk-|key-|ghp_|gho_|github_pat_|xo
                              r"|pplx-|gsk_|r8_|eyJ).{6,}$"
                              r"|^(?=.*[a-z])(?=.*\d)[A-Za-z0-9_+=]{16,}$|^(?=.*\d)(?=(?:-*[0-9a-f]){16})[0-9a-f-]{16,}$")
 _SEGMENT_PARTS = re.compile(r"[.~-]")  # a key may sit in a dotted (JWT) or dashed (`nvapi-...`) segment
+# An S3 URI (s3://bucket/key) carries no credentials: access is signed apart from it. Its key's segments are
+# names a tool chose, often a content hash (a batch job's key: 40 lowercase hex digits), kept. A key's
+# segment shaped like a credential (a known key prefix, a run of mixed-case letters and digits) is masked
+# as in any URL.
+_CONTENT_HASH = re.compile(r"^[0-9a-f]{16,64}$")
 REDACTED = "[redacted]"
 
 
-def _is_secret(segment: str) -> bool:
+def _is_secret(segment: str, scheme: str = "") -> bool:
     segment = unquote(segment)
+    if scheme.lower() == "s3" and _CONTENT_HASH.match(segment):
+        return False
     return bool(_SECRET_SEGMENT.match(segment)) or any(
         _SECRET_SEGMENT.match(part) for part in _SEGMENT_PARTS.split(segment))
 
@@ -52,7 +59,7 @@ def _parts(url: str) -> tuple[str, str, str, list[str], str]:
 
 def _redact_url(url: str) -> str:
     scheme, host, slash, segments, tail = _parts(url)
-    path = "/".join(REDACTED if _is_secret(segment) else segment for segment in segments)
+    path = "/".join(REDACTED if _is_secret(segment, scheme) else segment for segment in segments)
     return f"{scheme}://{host}{slash}{path}{tail}"
 
 

@@ -153,15 +153,28 @@ _RUN_SWITCHES = [  # the command's own switches; every setting's option comes fr
         "--show-prompt", help="Print the first selected question's prompt exactly as the backend receives it "
                               "(chat template applied; remote backends: the request body) and exit without "
                               "generating.", rich_help_panel=OUTPUT)], False),
+    _option("dry_run", Annotated[bool, typer.Option(
+        "--dry-run", help="Plan the run, pack its requests and print what they would cost (expected, and the "
+                          "worst case --max-cost is checked against), then exit: no provider is called and no "
+                          "run directory made.", rich_help_panel=OUTPUT)], False),
 ]
 
 
-def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_prompt: bool) -> None:
+def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_prompt: bool,
+         dry_run: bool = False) -> None:
     """Sample paths (resuming any stored ones), then write results.json, results.md and a plot."""
     try:
         config = RunSettings(**settings)
     except ValidationError as exc:
         raise _fail("; ".join(_problem(e) for e in exc.errors())) from None
+    if dry_run:
+        from .dry_run import dry_run as plan_only
+
+        try:
+            out.print("\n".join(plan_only(config, run_dir).lines()), highlight=False)
+        except (DataError, ModelError, BackendError, ValueError) as exc:
+            raise _fail(str(exc)) from None
+        return
     if show_prompt:
         try:
             # verbatim (no markup, emoji codes or wrapping), but nothing a terminal would act on
@@ -476,11 +489,9 @@ def simulate(
 
 
 def _bedrock_client(region: str | None):
-    import boto3
+    from .backends.bedrock_aws import aws_client
 
-    from .backends.bedrock_aws import aws_retries
-
-    return boto3.client("bedrock", region_name=region, config=aws_retries())  # retries throttling like a run
+    return aws_client("bedrock", region)  # retries throttling like a run; a bad region or profile is one line
 
 
 # The endpoint a job command sends the user's credentials to: named by the user, never taken from the run.
@@ -490,13 +501,11 @@ _BASE_URL = Annotated[str | None, declared_option(
 
 
 def _run_jobs(run_dir: Path, base_url: str | None = None):
-    """The run's submitted batch jobs and its batch provider's client (from the run's own settings, at the
-    endpoint the user named)."""
+    """The run's batch jobs (`jobs.RunJobs`: its settings' provider client, at the endpoint the user named)."""
     from .jobs import run_jobs
 
     try:
-        found = run_jobs(run_dir, {"base_url": base_url})
-        return found.jobs, found.service
+        return run_jobs(run_dir, {"base_url": base_url})
     except ValidationError as exc:  # the stored settings no longer hold (a --prices file moved away)
         raise _fail("stored settings: " + "; ".join(_problem(e) for e in exc.errors())) from None
     except (OSError, ValueError, BackendError, RunDirError) as exc:
@@ -527,18 +536,29 @@ def jobs_list(
 @jobs_app.command("status")
 def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory whose jobs to show.")],
                 base_url: _BASE_URL = None) -> None:
-    """Live status and record progress (processed / total) of a run's batch jobs."""
+    """Live status and record progress (processed / total) of a run's batch jobs, those a stopped run left \
+'creating' (sent, not heard back from) included."""
     from .backends.batch_jobs import error_summary
 
-    jobs, service = _run_jobs(run_dir, base_url)
-    for job in jobs:
-        try:
-            live = service.poll(job)
-        except BackendError as exc:
-            raise _fail(str(exc)) from None
-        progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
-        out.print(f"{job['job_key'][:12]}  {live.status or 'unknown':18} {progress:>12} records  "
-                  f"(stored: {job['status']})  {job['job_id']}", highlight=False)
+    found = _run_jobs(run_dir, base_url)
+    try:
+        for job in found.jobs + found.unsent:
+            job_id = job.get("job_id") or found.found(job)
+            if job_id is None:
+                said = ("sent by a run stopped before it heard back, not listed by the provider yet: the "
+                        "next run looks again, and creates it only if it is not there"
+                        if job["status"] == "creating" else "planned, not sent")
+                out.print(f"{job['job_key'][:12]}  {job['status']:18} {len(job['records']):>12} records  ({said})",
+                          highlight=False)
+                continue
+            live = found.service.poll({**job, "job_id": job_id})
+            progress = f"{live.processed or 0}/{live.total or len(job['records'])}"
+            adopted = "; made by a run stopped during its create call: the next run collects it" \
+                if not job.get("job_id") else ""
+            out.print(f"{job['job_key'][:12]}  {live.status or 'unknown':18} {progress:>12} records  "
+                      f"(stored: {job['status']}{adopted})  {job_id}", highlight=False)
+    except BackendError as exc:
+        raise _fail(str(exc)) from None
     with SampleStore.open_readonly(run_dir) as store:
         errors = store.record_errors()
     for retryable, label in ((False, "not resubmitted"), (True, "retried")):
@@ -551,14 +571,15 @@ def jobs_status(run_dir: Annotated[Path, typer.Argument(help="A run directory wh
 def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whose unfinished jobs to stop.")],
               base_url: _BASE_URL = None) -> None:
     """Stop (cancel) a run's batch jobs that have not finished; what they processed stays collectable."""
-    jobs, service = _run_jobs(run_dir, base_url)
+    found = _run_jobs(run_dir, base_url)
     stopping = 0
     try:
-        for job in jobs:
-            if service.poll(job).status in service.cancellable:
-                service.cancel(job)
+        for job in found.jobs + found.unsent:
+            job_id = job.get("job_id") or found.found(job)
+            if job_id is not None and found.service.poll({**job, "job_id": job_id}).status in found.service.cancellable:
+                found.service.cancel({**job, "job_id": job_id})
                 stopping += 1
-                out.print(f"stopping {job['job_id']}", highlight=False)
+                out.print(f"stopping {job_id}", highlight=False)
     except BackendError as exc:
         raise _fail(str(exc)) from None
     if not stopping:
@@ -569,20 +590,27 @@ def jobs_stop(run_dir: Annotated[Path, typer.Argument(help="A run directory whos
 def jobs_forget(
     run_dir: Annotated[Path, typer.Argument(help="The run directory holding the job.")],
     job: Annotated[str, typer.Argument(help="The job's key (or its first characters, as 'jobs status' shows it).")],
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the job first if the provider is still running it.")]
+    = False,
     base_url: _BASE_URL = None,
 ) -> None:
-    """Give up a job the provider no longer knows (deleted, or its account gone).
+    """Give up a job the provider no longer knows (another account, or gone), after asking the provider.
 
-    The next run collects whatever output the job left in S3 and resubmits its other records."""
+    A job it still runs is refused (or stopped, with --stop: the next run collects what it processed); a \
+job it finished is collected, since its answers are paid for. Only a job the provider does not have is \
+forgotten: the next run collects whatever output it left and resubmits its records."""
     from .jobs import forget_job
 
     _run_jobs(run_dir, base_url)  # the run's settings and provider, checked first
     try:
-        forgotten = forget_job(run_dir, job, {"base_url": base_url})
-    except (ValueError, RunDirError) as exc:
+        done, forgotten = forget_job(run_dir, job, {"base_url": base_url}, stop=stop)
+    except (ValueError, RunDirError, DataError, StoreMismatch, BackendError) as exc:  # jobs.JobLive: a ValueError
         raise _fail(str(exc)) from None
-    out.print(f"forgot {forgotten['job_id'] or forgotten['job_key']}: run again to resubmit its records",
-              highlight=False)
+    named = forgotten.get("job_id") or forgotten["job_key"]
+    out.print({"stopping": f"stopping {named}: the next run (or 'jobs collect') stores what it processed; 'jobs "
+                           "collect --resubmit' sends its other records again",
+               "collected": f"{named} had finished at the provider: its answers are stored, nothing was forgotten",
+               "forgotten": f"forgot {named}: run again to resubmit its records"}[done], highlight=False)
 
 
 @jobs_app.command("collect")

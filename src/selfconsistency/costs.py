@@ -1,9 +1,11 @@
 """Dollar cost of tokens: a price table (per model, per 1k input / output tokens, on-demand and batch)
 and the arithmetic. Pure apart from reading a table file.
 
-The packaged table holds only prices we can cite; pass your own with a JSON file of the same shape
-(`{"model id": {"on_demand": [in_per_1k, out_per_1k], "batch": [in, out]}}`). Batch defaults to half
-of on-demand, as Bedrock and OpenAI price it.
+The packaged table is `data/prices.json`: only prices we can cite, each model with its source and the date
+it was read. Pass your own with a JSON file of the same shape as its models
+(`{"model id": {"on_demand": [in_per_1k, out_per_1k], "batch": [in, out]}}`); an entry without a batch price
+is billed in batch at its on-demand price (Bedrock's rule for the models without the batch discount: never
+understated). A cross-region inference profile (`us.anthropic...`, or its ARN) is priced as its base model.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
 from pathlib import Path
 
 # Token counts from text, where no tokenizer is at hand. An estimate (a price check, a count the provider
@@ -19,39 +23,15 @@ CHARS_PER_TOKEN = 4
 # A token-budget reservation made before a call is sent must not undercount, or concurrent calls overrun
 # --max-tokens-total: it counts the prompt at a denser 3 characters per token.
 RESERVED_CHARS_PER_TOKEN = 3
+PRICES_FILE = "prices.json"  # in the package's data
 
-# Cohere Command on Bedrock, on-demand, as used in the AWS blog post on self-consistency with batch
-# inference: $0.0015 per 1k input tokens, $0.0020 per 1k output tokens.
-# GPT-4o mini on the OpenAI API (openai.com/api/pricing): $0.15 per 1M input tokens, $0.60 per 1M output;
-# the Batch API at half of that.
-# Claude 3 Haiku and Claude 3.5 Haiku on Bedrock (aws.amazon.com/bedrock/pricing, Anthropic, on-demand):
-# $0.00025 / $0.00125 and $0.0008 / $0.004 per 1k input / output tokens; batch at half.
-# A cross-region inference profile (`us.anthropic...`, or its ARN) is priced as its base model.
-# Claude on Anthropic's API (platform.claude.com/docs/en/about-claude/pricing and each model's overview page,
-# read 2026-12-07): per million input / output tokens, Haiku 4.5 $1 / $5, Haiku 5.5 $0.10 / $0.50 (prompts up
-# to 100,000 tokens; 5x above, not modelled), Sonnet 5.5 $2 / $10, Opus 5.5 $4 / $20, Opus 4.5 to 4.8 and
-# Opus 5 $5 / $25, Sonnet 4.5 and 4.6 $3 / $15; the Message Batches API at half (batch-processing page).
-# Cache writes cost 1.25x (5-minute TTL) or 2x (1-hour) the input price, reads 0.1x (CACHE_* below).
-# Claude Haiku 4.5 on Bedrock: $1 / $5 on the global endpoint (regional ones 10% more), batch at half, as
-# AWS's pricing page is quoted (we could not read it directly; give --prices to use your region's).
-PACKAGED_PRICES: dict[str, dict[str, tuple[float, float]]] = {
-    "claude-haiku-4-5": {"on_demand": (0.001, 0.005)},
-    "claude-haiku-5-5": {"on_demand": (0.0001, 0.0005)},
-    "claude-sonnet-4-5": {"on_demand": (0.003, 0.015)},
-    "claude-sonnet-4-6": {"on_demand": (0.003, 0.015)},
-    "claude-sonnet-5-5": {"on_demand": (0.002, 0.010)},
-    "claude-opus-4-5": {"on_demand": (0.005, 0.025)},
-    "claude-opus-4-6": {"on_demand": (0.005, 0.025)},
-    "claude-opus-4-7": {"on_demand": (0.005, 0.025)},
-    "claude-opus-4-8": {"on_demand": (0.005, 0.025)},
-    "claude-opus-5": {"on_demand": (0.005, 0.025)},
-    "claude-opus-5-5": {"on_demand": (0.004, 0.020)},
-    "anthropic.claude-haiku-4-5-20251001-v1:0": {"on_demand": (0.001, 0.005)},
-    "cohere.command-text-v14": {"on_demand": (0.0015, 0.0020)},
-    "anthropic.claude-3-haiku-20240307-v1:0": {"on_demand": (0.00025, 0.00125)},
-    "anthropic.claude-3-5-haiku-20241022-v1:0": {"on_demand": (0.0008, 0.004)},
-    "gpt-4o-mini": {"on_demand": (0.00015, 0.0006)},
-}
+
+@cache
+def packaged_prices() -> dict[str, dict[str, tuple[float, float]]]:
+    """The packaged table's prices by model (its sources stay in the file)."""
+    raw = json.loads(files("selfconsistency").joinpath("data", PRICES_FILE).read_text(encoding="utf-8"))
+    return {model: {mode: (float(entry[mode][0]), float(entry[mode][1])) for mode in ("on_demand", "batch")
+                    if mode in entry} for model, entry in raw["models"].items()}
 
 
 @dataclass(frozen=True)
@@ -65,7 +45,7 @@ class Price:
 
 class PriceTable:
     def __init__(self, table: dict[str, dict[str, tuple[float, float]]] | None = None):
-        self._table = {**PACKAGED_PRICES, **(table or {})}
+        self._table = {**packaged_prices(), **(table or {})}
 
     @classmethod
     def from_file(cls, path: Path | None) -> PriceTable:
@@ -88,10 +68,7 @@ class PriceTable:
         if entry is None:
             raise KeyError(f"no price for {model!r}" + (f" (base model {base_model!r})" if base_model else "")
                            + ": give a price file")
-        if batch and "batch" in entry:
-            return Price(*entry["batch"])
-        input_price, output_price = entry["on_demand"]
-        return Price(input_price / 2, output_price / 2) if batch else Price(input_price, output_price)
+        return Price(*entry["batch"]) if batch and "batch" in entry else Price(*entry["on_demand"])
 
 
 def _checked_table(path: Path, raw: object) -> dict[str, dict[str, tuple[float, float]]]:

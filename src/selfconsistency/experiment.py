@@ -5,6 +5,7 @@ tasks -> prompts -> backends -> store; the analysis and report read the store al
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -71,11 +72,14 @@ def plan_requests(config: RunSettings, task: Task, data: TaskData,
     stop = task.stop(zero_shot, chat=chat)
     complete = answer_stop_pattern(config, task)
     requests = []
+    temperatures = config.settings()
+    if wanted is not None:  # paths at a temperature the settings no longer name (an earlier job's)
+        temperatures += tuple(sorted({t for _, t in wanted} - set(temperatures)))
     for question in data.questions:
         prompt = build_prompt(question.text, data.exemplars, experiment.prompt_format, zero_shot,
                               task.zero_shot_instruction(), question.context, instruction=task.instruction(),
                               labels=task.labels())
-        for temperature in config.settings():
+        for temperature in temperatures:
             count = config.paths_at(temperature) if wanted is None else wanted.get((question.id, temperature), 0)
             for index in range(count):
                 params = SamplingParams(temperature=temperature, top_p=sampling.top_p, top_k=sampling.top_k,
@@ -92,13 +96,14 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                    on_start: Callable[[int, int], None] | None = None,
                    on_path: ProgressHook | None = None, *, task: Task | None = None,
                    records: Sequence[dict[str, Any]] | None = None, record_ids: Sequence[str] | None = None,
-                   backend: Backend | None = None) -> Path:
+                   backend: Backend | None = None, submit: bool = True) -> Path:
     """Generate every path the store lacks. Returns the run directory.
 
     Questions are loaded and validated, and the store checked, before the backend starts.
     `on_start(pending, already_stored)` and `on_path(generation)` report progress. `task` (a Task object)
     replaces config.task; `records` (in-memory records, named by `record_ids` if given) replace the data
-    file; `backend`, a backend already started, is used and left open (the caller owns it).
+    file; `backend`, a backend already started, is used and left open (the caller owns it). `submit=False`:
+    a batch backend collects the jobs the run made and submits nothing new.
     """
     task = task or config.get_task()
     e = config.experiment
@@ -185,20 +190,35 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
             nonlocal backend
             if backend is None:
                 backend = create_backend(config.backend, config.backend_config(
-                    store.tokens_used(), job_state=store, settings_hash=settings_hash))
+                    store.tokens_used(), job_state=store, settings_hash=settings_hash, submit=submit))
+                priced = getattr(backend, "priced_as", None)
+                if priced:  # what the calls are billed as (an inference profile's model): reports price by it
+                    store.set_priced_as(priced, getattr(backend, "priced_how", ""))
             return backend
 
         def pending_of(requests: list[GenerationRequest]) -> list[GenerationRequest]:
             stored = store.stored_keys()
             return [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
 
-        def generate(requests: list[GenerationRequest]) -> None:
-            pending = pending_of(requests)
-            if on_start:
-                on_start(len(pending), len(requests) - len(pending))
-            if not pending:
-                return
-            for item in started_backend().generate(pending):
+        def paid_requests() -> list[GenerationRequest]:
+            """Every path of today's questions that a batch job not yet collected stands for (a run of more
+            paths, interrupted: paid for, so stored even beyond today's plan), planned in the order a run
+            plans them so that they pack into the records the job holds (the same ids)."""
+            owed = {key for key in store.uncollected_paths() if key[0] in questions}
+            if not owed:
+                return []
+            counts: dict[tuple[str, float], int] = {}
+            for qid, temperature, index in owed:
+                counts[(qid, temperature)] = max(counts.get((qid, temperature), 0), index + 1)
+            return [r for r in plan_requests(config, task, data, counts)
+                    if (r.question_id, r.temperature, r.path_index) in owed]
+
+        def store_all(items, report: bool = True) -> None:
+            with contextlib.closing(items):  # a caller that stops (on_path raised) closes the backend's generator
+                _store_each(items, report)
+
+        def _store_each(items, report: bool) -> None:
+            for item in items:
                 group = item if isinstance(item, tuple) else (item,)  # a record's paths: stored together
                 store.add_paths(stored(g) for g in group)
                 if classifier:
@@ -212,8 +232,18 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                                 latency_s=round(generation.latency_s, 4), status=generation.finish_reason,
                                 prompt=logged_prompt(request.prompt) if config.experiment.log_prompts else None,
                                 completion=generation.text)
-                    if on_path:
+                    if on_path and report:
                         on_path(generation)
+
+        def generate(requests: list[GenerationRequest]) -> None:
+            paid = paid_requests()
+            if paid and hasattr(started_backend(), "collect"):  # collected first, nothing bought for them
+                store_all(backend.collect(paid), report=False)
+            pending = pending_of(requests)
+            if on_start:
+                on_start(len(pending), len(requests) - len(pending))
+            if pending:
+                store_all(started_backend().generate(pending))
 
         try:
             if config.stopping.budgeted(config.budget.max_cost) or config.stopping.stop:

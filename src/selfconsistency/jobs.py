@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +19,17 @@ from .store import SampleStore, writer
 
 @dataclass(frozen=True)
 class RunJobs:
-    """A run's submitted jobs, its settings and its provider's job service (built from the run's settings)."""
+    """A run's jobs (those the provider was asked for; `unsent`: planned, or left 'creating' by a process
+    killed before it heard back), its settings and its provider's job service (from the run's settings)."""
 
     settings: RunSettings
     jobs: list[dict[str, Any]]
     service: Any
+    unsent: list[dict[str, Any]] = dataclass_field(default_factory=list)
+
+    def found(self, job: dict[str, Any]) -> str | None:
+        """The provider's id of a job left 'creating', if the provider has it (it may be running, billed)."""
+        return self.service.find(job) if job["status"] == "creating" else None
 
 
 def checked_settings(settings: RunSettings) -> RunSettings:
@@ -58,29 +65,69 @@ def run_jobs(run_dir: Path, endpoints: dict[str, str | None] | None = None) -> R
     run without jobs; EndpointNotNamed."""
     with SampleStore.open_readonly(run_dir) as store:
         settings = with_named_endpoints(checked_settings(store.settings()), run_dir, endpoints or {})
-        jobs = [j for j in store.jobs() if j.get("job_id")]
-        return RunJobs(settings, jobs, create_job_service(settings.backend, settings.backend_config(job_state=store)))
+        jobs = store.jobs()
+        service = create_job_service(settings.backend, settings.backend_config(job_state=store))
+        return RunJobs(settings, [j for j in jobs if j.get("job_id")], service,
+                       [j for j in jobs if not j.get("job_id") and j["status"] in ("planned", "creating")])
 
 
-def forget_job(run_dir: Path, key: str, endpoints: dict[str, str | None] | None = None) -> dict[str, Any]:
-    """Mark the one job whose key starts with `key` as failed, so that the next run resubmits its records
-    (after collecting whatever output it left). ValueError unless exactly one job matches."""
-    service = run_jobs(run_dir, endpoints).service
+FORGOTTEN = "forgotten: unknown to the provider"  # the message of a job `jobs forget` gave up
+
+
+class JobLive(ValueError):
+    """`jobs forget` of a job the provider is still running: refused (it is billed); the message says what to do."""
+
+
+def forget_job(run_dir: Path, key: str, endpoints: dict[str, str | None] | None = None, stop: bool = False
+               ) -> tuple[str, dict[str, Any]]:
+    """Give up the one job whose key starts with `key`, after asking its provider: a job it still runs is
+    refused (JobLive), or stopped with `stop` (the next run collects what it processed); a job it finished
+    is collected (its answers are paid for), submitting nothing new; only a job the provider does not have
+    is forgotten (the next run collects whatever output it left and resubmits its records). Returns what
+    was done ("stopping", "collected", "forgotten") and the job. ValueError unless exactly one job matches."""
+    from .backends.batch_jobs import JobGone, NothingSubmitted
+
+    found = run_jobs(run_dir, endpoints)
+    matches = [j for j in found.jobs + found.unsent if j["job_key"].startswith(key)]
+    if len(matches) != 1:
+        raise ValueError(f"{len(matches)} jobs of {run_dir} have a key starting with {key!r}: give one "
+                         "('selfconsistency jobs status' lists them)")
+    job, service = matches[0], found.service
+    job_id = job.get("job_id") or found.found(job)
+    if job_id is not None:
+        try:
+            state = service.poll({**job, "job_id": job_id})
+        except JobGone:
+            state = None
+        if state is not None and state.status in service.in_flight:
+            if not stop:
+                raise JobLive(f"job {job_id} is still {state.status} at the provider (it is billed for what it "
+                              f"processes): 'jobs forget --stop' stops it first, or 'jobs stop' then 'jobs collect "
+                              f"{run_dir}' stores what it processed")
+            service.cancel({**job, "job_id": job_id})
+            return "stopping", {**job, "job_id": job_id}
+        if state is not None:  # finished: paid for, so collected, not forgotten
+            try:
+                collect(run_dir, endpoints=endpoints, submit=False)
+            except NothingSubmitted:
+                pass
+            return "collected", {**job, "job_id": job_id}
     failed = next(status for status in service.finished if status.lower() == "failed")
     with writer(run_dir) as store:
-        matches = [j for j in store.jobs() if j["job_key"].startswith(key)]
-        if len(matches) != 1:
-            raise ValueError(f"{len(matches)} jobs of {run_dir} have a key starting with {key!r}: give one "
-                             "('selfconsistency jobs status' lists them)")
-        store.update_job(matches[0]["job_key"], status=failed, message="forgotten: unknown to the provider",
-                         ended_at=time.time())
-    return matches[0]
+        if job["status"] == "collected":  # its output was read already: it stays counted, nothing to send again
+            store.update_job(job["job_key"], message=FORGOTTEN)
+        elif job.get("job_id"):  # the next run reads whatever output the job left, then resubmits its records
+            store.update_job(job["job_key"], status=failed, message=FORGOTTEN, ended_at=time.time())
+        else:  # never made: nothing to collect
+            store.update_job(job["job_key"], status="collected", message=FORGOTTEN, ended_at=time.time())
+    return "forgotten", job
 
 
-def collect(run_dir: Path, resubmit: bool = False, endpoints: dict[str, str | None] | None = None) -> Path:
+def collect(run_dir: Path, resubmit: bool = False, endpoints: dict[str, str | None] | None = None,
+            submit: bool = True) -> Path:
     """Wait for a batch run's jobs and store their results, with the run's own settings; `resubmit`: also
     send again the records a stopped job left unprocessed and those whose answers could not be matched
-    or read (by default they stay unwanted)."""
+    or read (by default they stay unwanted); `submit=False`: collect the jobs the run made, send nothing."""
     from .backends.batch_jobs import RESENDABLE_CODES
     from .experiment import run_experiment
 
@@ -93,4 +140,4 @@ def collect(run_dir: Path, resubmit: bool = False, endpoints: dict[str, str | No
         with writer(run_dir) as store:
             for code in RESENDABLE_CODES:
                 store.clear_record_errors(code)
-    return run_experiment(settings, run_dir)
+    return run_experiment(settings, run_dir, submit=submit)

@@ -20,6 +20,7 @@ from .report_tables import (
     equivalence_table,
     group_tables,
     interval_text,
+    spend_table,
     thinking_table,
 )
 from .results import build_results
@@ -72,8 +73,8 @@ def markdown_table(results: dict[str, Any]) -> str:
                     f"{setting['completion_tokens']:,} |")
         spend.append(f"| {name} | {'–' if dollars is None else f'{dollars:.4f}'} | {runtime['seconds']:.1f} | "
                      f"{rate if rate is not None else '–'} |")
-    cost += spend + comparison_table(results) + thinking_table(results) + group_tables(results) + \
-        equivalence_table(results)
+    cost += spend + spend_table(results) + comparison_table(results) + thinking_table(results) + \
+        group_tables(results) + equivalence_table(results)
     for setting in results["sampled"]:
         if "adaptive" in setting:
             a = setting["adaptive"]

@@ -23,7 +23,7 @@ import msgspec
 from markupsafe import Markup
 
 from .per_question import page_data
-from .report_tables import adaptive_label, interval_text
+from .report_tables import adaptive_label, interval_text, spend_rows
 from .safe_files import replace_file
 
 HTML_FILE = "report.html"
@@ -103,7 +103,7 @@ def _page(results: dict[str, Any], data_json: bytes | IO[bytes], plot_png: bytes
     marker = secrets.token_hex(16)
     before, after = env.from_string(_resource("report.html.j2")).render(
         results=results, settings=settings, accuracy_rows=_accuracy_rows(results), cost_rows=_cost_rows(results),
-        comparison_rows=_comparison_rows(results),
+        spend_rows=spend_rows(results), comparison_rows=_comparison_rows(results),
         plot_png=base64.b64encode(plot_png).decode() if plot_png else None,
         data_json=Markup(marker), script=Markup(script), script_hash=script_hash).split(marker)
     return before.encode(), data_json, after.encode()

@@ -1,7 +1,7 @@
-"""The report's Markdown tables that only some runs have: paired comparisons (labelled runs), thinking tokens
-(reasoning models), accuracy per group of questions (a task's grouping fields, e.g. MATH's subject and level)
-and what answer classes changed (answer types whose answers are written many ways). Each is empty when the
-run has nothing to show."""
+"""The report's Markdown tables that only some runs have: what a batch run was billed (its ledger), paired
+comparisons (labelled runs), thinking tokens (reasoning models), accuracy per group of questions (a task's
+grouping fields, e.g. MATH's subject and level) and what answer classes changed (answer types whose answers
+are written many ways). Each is empty when the run has nothing to show."""
 
 from __future__ import annotations
 
@@ -19,6 +19,33 @@ def interval_text(bounds: Any) -> str:
 def _settings(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [("greedy (T=0)" if s["temperature"] == 0.0 else f"T={s['temperature']:g}", s)
             for s in ([results["greedy"]] if results["greedy"] else []) + results["sampled"]]
+
+
+def spend_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The run's total spend from its ledger (every job's manifest and every on-demand call, in the
+    provider's counts), split into batch and on-demand: (what, USD, tokens) rows, none for a run without
+    batch jobs. The settings' costs count their stored paths; this counts everything billed."""
+    jobs, calls, spend = results.get("batch_jobs") or [], results.get("on_demand_calls") or [], results.get("spend")
+    if not (jobs or calls) or not spend:
+        return []
+
+    def tokens(entries: list[dict[str, Any]]) -> int:
+        return sum((e.get("input_tokens") or 0) + (e.get("output_tokens") or 0) for e in entries)
+
+    def usd(value: float | None) -> str:
+        return "–" if value is None else f"{value:.4f}"
+
+    return [("batch jobs", usd(spend["batch_usd"]), f"{tokens(jobs):,}"),
+            ("on-demand calls", usd(spend["on_demand_usd"]), f"{tokens(calls):,}"),
+            ("total", usd(spend["total_usd"]), f"{spend['tokens']:,}")]
+
+
+def spend_table(results: dict[str, Any]) -> list[str]:
+    rows = spend_rows(results)
+    if not rows:
+        return []
+    return ["", "", "| billed (the run's ledger) | cost (USD) | tokens |", "|---|---:|---:|",
+            *(f"| {what} | {usd} | {tokens} |" for what, usd, tokens in rows)]
 
 
 def thinking_table(results: dict[str, Any]) -> list[str]:

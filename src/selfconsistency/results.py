@@ -199,8 +199,9 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     results["labelled_questions"] = len(labelled)
     golds = [questions[qid].gold for qid in labelled]
     is_labelled = np.array([questions[qid].gold is not None for qid in complete], dtype=bool)
-    price = settings.price()
-    on_demand = (settings.price(on_demand=True), store.on_demand_keys())  # a batch run's remainder, at its own price
+    priced_as = (store.priced_as() or {}).get("model")
+    price = settings.price(priced_as=priced_as)
+    on_demand = (settings.price(on_demand=True, priced_as=priced_as), store.on_demand_keys())  # a batch run's remainder
     votes = []  # each sampled setting's votes, simulated together below over one set of path orders
     classes = store.has_answer_classes()
     # a path's index is read only to price a batch run's on-demand remainder; the written forms only where
@@ -364,7 +365,7 @@ def _weighted_right(row: np.ndarray, row_weights: np.ndarray, gold: int) -> floa
 
 def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any]]:
     """Each batch job: records, status, measured wall time, and the manifest's tokens and their cost."""
-    price = settings.price()
+    price = settings.price(priced_as=(store.priced_as() or {}).get("model"))
     out = []
     for job in store.jobs():
         manifest = job["manifest"] or {}
@@ -388,7 +389,7 @@ def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any
 def _on_demand_calls(store: SampleStore, settings: RunSettings) -> list[dict[str, Any]]:
     """Each group of on-demand calls a batch run made for its remainder: the providers' token counts, billed
     at on-demand prices."""
-    price = settings.price(on_demand=True)
+    price = settings.price(on_demand=True, priced_as=(store.priced_as() or {}).get("model"))
     out = []
     for group in store.spend():
         entry = {key: group[key] for key in ("group", "records", "paths", "input_tokens", "output_tokens")}

@@ -190,14 +190,14 @@ class StoppingSettings(_Group):
     budget_paths: Annotated[int | None, Field(ge=1, le=MAX_PLANNED_PATHS), Cli(
         "Spend this many sampled paths over the questions (at each temperature), in waves, each path going "
         "where it is most likely to change or settle a vote (--allocate); --paths is the most one question "
-        "may get.", STOPPING)] = None
+        "may get.", STOPPING, not_in=_SERVE_ASKS)] = None  # a budget spends over a data file's questions
     allocate: Annotated[str | None, Cli(
         "With --budget-paths, or --max-cost as the amount to spend: who gets the next paths. blend-asc "
         "(Blend-ASC, the default), asc (the least settled vote first) or uniform (fixed N).", STOPPING,
-        default_shown="blend-asc")] = None
+        default_shown="blend-asc", not_in=_SERVE_ASKS)] = None
     wave_paths: Annotated[int | None, Field(ge=1, le=MAX_PLANNED_PATHS), Cli(
         "With a budget: paths per wave (default: a quarter of the questions, at least a batch job's minimum "
-        "of records). Smaller waves adapt more, larger ones wait less.", STOPPING)] = None
+        "of records). Smaller waves adapt more, larger ones wait less.", STOPPING, not_in=_SERVE_ASKS)] = None
 
     @field_validator("stop")
     @classmethod
@@ -348,10 +348,11 @@ class RunSettings(BaseModel):
 
     # -- what a run does with them --------------------------------------------------------------------
 
-    def backend_config(self, tokens_spent: int = 0, job_state: Any = None, settings_hash: str = "run"
-                       ) -> BackendConfig:
+    def backend_config(self, tokens_spent: int = 0, job_state: Any = None, settings_hash: str = "run",
+                       submit: bool = True) -> BackendConfig:
         return BackendConfig(model=self.model, options=self.options, budget=self.budget,
-                             tokens_spent=tokens_spent, settings_hash=settings_hash, job_state=job_state)
+                             tokens_spent=tokens_spent, settings_hash=settings_hash, job_state=job_state,
+                             submit=submit)
 
     def default_run_dir(self, task: Task) -> Path:
         model = Path(self.model).stem if "/" in self.model else self.model
@@ -395,17 +396,18 @@ class RunSettings(BaseModel):
             return f"{name}+{self.stopping_rule().name}" if s.stop else name
         return s.stop and self.stopping_rule().name
 
-    def price(self, on_demand: bool = False) -> Price | None:
+    def price(self, on_demand: bool = False, priced_as: str | None = None) -> Price | None:
         """The model's price in the run's price table: a batch backend's batch price (its on-demand price
         with `on_demand`, for the calls a batch run makes one at a time); None when the table has none
-        (the embedded models)."""
+        (the embedded models). `priced_as`: the foundation model the run's calls were billed as, as the
+        provider named it (an application inference profile's, kept in the store)."""
         try:
             batch = not on_demand and backend_spec(self.backend).batch
         except BackendError:  # a plugin's stored run, read where the plugin is not installed
             batch = False
         try:
             return PriceTable.from_file(self.budget.prices_file).price(
-                self.model, batch=batch, base_model=getattr(self.options, "base_model", None))
+                self.model, batch=batch, base_model=priced_as or getattr(self.options, "base_model", None))
         except KeyError:
             return None
 

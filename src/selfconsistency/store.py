@@ -156,6 +156,11 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (gold, answer)
     );
     """,
+    # A batch job's create request as planned (the provider's options beside its records: role, timeout,
+    # tags...), so that a job left 'creating' by a killed process is told apart from one made with other options.
+    """
+    ALTER TABLE jobs ADD COLUMN request TEXT;
+    """,
     # Runs imported from another tool (`selfconsistency import`): beside each path's raw text (`text`) and the
     # answer the task's extractor reads from it, the tool's own extracted answer for that path where the tool
     # records one; and each question's results as the tool gave them (JSON: lm-eval's filters, inspect_ai's
@@ -606,21 +611,34 @@ class SampleStore:
             "SELECT (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM paths)"
             " + (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM selections)").fetchone()[0])
 
+    def output_tokens_per_path(self) -> tuple[float, int] | None:
+        """(mean completion tokens, paths) of the stored paths; None before any."""
+        mean, count = self._db.execute("SELECT AVG(completion_tokens), COUNT(*) FROM paths").fetchone()
+        return (float(mean), int(count)) if count else None
+
+    def prompt_tokens_per_request(self) -> tuple[float, int] | None:
+        """(mean prompt tokens, requests) of the stored paths: a request's prompt is counted on its first path."""
+        mean, count = self._db.execute("SELECT AVG(prompt_tokens), COUNT(*) FROM paths WHERE prompt_tokens > 0"
+                                       ).fetchone()
+        return (float(mean), int(count)) if count else None
+
     # -- batch jobs (state saved before and after every API call) -------------------------------
 
     def put_job(self, job_key: str, backend: str, model: str, input_uri: str, output_uri: str,
-                records: dict[str, list[list]]) -> None:
+                records: dict[str, list[list]], request: dict[str, Any] | None = None) -> None:
         now = time.time()
         self._db.execute("INSERT OR IGNORE INTO jobs (job_key, backend, model, status, input_uri, output_uri, "
-                         "records, created_at, updated_at) VALUES (?, ?, ?, 'planned', ?, ?, ?, ?, ?)",
-                         (job_key, backend, model, input_uri, output_uri, json.dumps(records), now, now))
+                         "records, created_at, updated_at, request) VALUES (?, ?, ?, 'planned', ?, ?, ?, ?, ?, ?)",
+                         (job_key, backend, model, input_uri, output_uri, json.dumps(records), now, now,
+                          None if request is None else json.dumps(request, sort_keys=True)))
 
     def update_job(self, job_key: str, **fields: Any) -> None:
-        allowed = {"status", "job_id", "manifest", "message", "submitted_at", "ended_at", "collected_paths"}
+        allowed = {"status", "job_id", "manifest", "message", "submitted_at", "ended_at", "collected_paths", "request"}
         if not set(fields) <= allowed:
             raise ValueError(f"unknown job fields {set(fields) - allowed}")
-        if "manifest" in fields and fields["manifest"] is not None:
-            fields["manifest"] = json.dumps(fields["manifest"])
+        for name in ("manifest", "request"):
+            if fields.get(name) is not None:
+                fields[name] = json.dumps(fields[name], sort_keys=True)
         assignments = ", ".join(f"{name} = ?" for name in fields)
         self._db.execute(f"UPDATE jobs SET {assignments}, updated_at = ? WHERE job_key = ?",
                          (*fields.values(), time.time(), job_key))
@@ -634,8 +652,26 @@ class SampleStore:
             job = dict(zip(names, row, strict=True))
             job["records"] = json.loads(job["records"])
             job["manifest"] = json.loads(job["manifest"]) if job["manifest"] else None
+            job["request"] = json.loads(job["request"]) if job["request"] else None
             out.append(job)
         return out
+
+    def uncollected_paths(self) -> set[tuple[str, float, int]]:
+        """(question id, temperature, path index) of every path a batch job not yet collected stands for
+        (sent, or perhaps sent, and not forgotten): answers the run may have paid for, to be stored whatever
+        today's plan asks."""
+        return {(qid, temperature, index) for (records,) in self._db.execute(
+                    "SELECT records FROM jobs WHERE status NOT IN ('collected', 'planned') "
+                    "AND (message IS NULL OR message NOT LIKE 'forgotten:%')")
+                for paths in json.loads(records).values() for qid, temperature, index in paths}
+
+    def priced_as(self) -> dict[str, str] | None:
+        """What the run's calls were priced as ({"model": ..., "how": ...}), when its backend resolved a model
+        the run's own model id does not name (an application inference profile)."""
+        return self.get_meta("priced_as")
+
+    def set_priced_as(self, model: str, how: str) -> None:
+        self._put_meta("priced_as", {"model": model, "how": how})
 
     # -- per-record errors and the spend ledger of batch runs ---------------------------------------
 

@@ -33,11 +33,15 @@ def run_waves(config: RunSettings, store: SampleStore, question_ids: list[str], 
     # Each round goes in one wave (all temperatures together); the greedy path goes with the first.
     wanted = {**({(q, GREEDY_TEMPERATURE): 1 for q in question_ids} if config.sampling.greedy else {}),
               **_next_round(config, rule, store, question_ids)}
-    first = True
-    while wanted:
-        generate(plan(_fill_wave(wanted, plan, backend, rule.max_paths, first)))
-        first = False
+    while wanted:  # the first wave is the run's, as its store tells (no job, no sampled path), not the process's
+        generate(plan(_fill_wave(wanted, plan, backend, rule.max_paths, first_wave(store))))
         wanted = _next_round(config, rule, store, question_ids)
+
+
+def first_wave(store: SampleStore) -> bool:
+    """The run's first wave: no batch job yet and no sampled path stored. Growth decisions read this, never
+    the process's own history, so a run killed and resumed grows its waves as an uninterrupted one does."""
+    return not store.jobs() and not set(store.path_counts()) - {GREEDY_TEMPERATURE}
 
 
 def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[str], rule: StoppingRule | None,
@@ -134,7 +138,7 @@ def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list
     fixed = store.budget_total(name)
     if fixed is not None:
         return fixed
-    price = config.price()
+    price = config.price(priced_as=(store.priced_as() or {}).get("model"))  # an inference profile's model
     if price is None:
         raise DataError(f"--max-cost as the amount to spend needs a price for {config.model}: give a price file "
                         "(--prices), or spend --budget-paths")

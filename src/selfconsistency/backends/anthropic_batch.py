@@ -14,9 +14,9 @@ lines than the batch counted, or a last line cut mid-way) is downloaded again; a
 stored. Follow-up rounds smaller than `on_demand_below` records go to the Messages API, in the same ledger.
 A create refused for a full queue of batches (429) waits and tries again.
 
-A batch has no idempotency key and no metadata: a create retried after a crash looks for a batch made after
-the job was planned with exactly the job's number of requests; its answers are still checked against the
-job's record ids, so another run's batch can never be stored as this one's.
+A batch has no idempotency key and no metadata: a job a killed process left 'creating' is looked for as a
+batch made after the job was planned with exactly the job's number of requests (`find`); its answers are
+still checked against the job's record ids, so another run's batch can never be stored as this one's.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .anthropic import (
     checked_size,
     create_message,
     make_client,
+    where,
 )
 from .anthropic_bodies import (
     RETRYABLE_ERRORS,
@@ -50,7 +51,16 @@ from .anthropic_bodies import (
     usage_of,
 )
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput, show_body
-from .batch_jobs import MALFORMED_CODE, STOPPED_CODE, BatchBackend, BatchOptions, JobResults, JobState
+from .batch_jobs import (
+    MALFORMED_CODE,
+    STOPPED_CODE,
+    BatchBackend,
+    BatchOptions,
+    JobGone,
+    JobResults,
+    JobState,
+    RecordRefused,
+)
 from .batch_plan import Quotas, Record, pack
 from .bedrock_bodies import json_string
 from .openai_batch import file_lines
@@ -105,11 +115,13 @@ class AnthropicBatchJobs:
     def locations(self, job_key: str) -> tuple[str, str]:
         return f"anthropic-batch:{job_key}", ""  # the batch holds its input; its results_url comes when it ends
 
-    def submit(self, job: dict[str, Any], lines: list[str], retried: bool) -> str:
-        if retried:
-            existing = self._batch_for(job)
-            if existing is not None:
-                return existing
+    def request(self, job_key: str) -> dict[str, Any]:
+        return {}  # a batch's create takes its requests only: no option of the run's goes with it
+
+    def find(self, job: dict[str, Any]) -> str | None:
+        return self._batch_for(job)
+
+    def submit(self, job: dict[str, Any], lines: list[str]) -> str:
         requests = [json.loads(line) for line in lines]
         wait = self.options.poll_seconds
         while True:
@@ -136,8 +148,13 @@ class AnthropicBatchJobs:
         return None
 
     def poll(self, job: dict[str, Any]) -> JobState:
+        import anthropic
+
         with api_errors(self.client, f"retrieving batch {job['job_id']}"):
-            batch = self.client.messages.batches.retrieve(job["job_id"])
+            try:
+                batch = self.client.messages.batches.retrieve(job["job_id"])
+            except anthropic.NotFoundError:
+                raise JobGone(f"{where(self.client)} does not know batch {job['job_id']}") from None
         total = _total(batch.request_counts)
         return JobState(batch.processing_status, None, total - batch.request_counts.processing, total)
 
@@ -181,10 +198,18 @@ class AnthropicBatchJobs:
 
     def remainder(self, records: list[Record]) -> Iterator[tuple[Record, list[ParsedOutput], float]]:
         """Records too few for a batch: the Messages API, one call each, with the same body."""
+        import anthropic
+
         for record in records:
             started = time.perf_counter()
             with api_errors(self.client, f"calling {self.model} on demand"):
-                message = create_message(self.client, record.body)
+                try:
+                    message = create_message(self.client, record.body)
+                except anthropic.BadRequestError as exc:  # the request's own fault: a refused record, not an abort
+                    body = exc.body if isinstance(exc.body, dict) else {}
+                    error = body.get("error") if isinstance(body.get("error"), dict) else {}
+                    raise RecordRefused(str(error.get("type") or "invalid_request_error"),
+                                        str(error.get("message") or exc.message)) from None
             yield record, [parse_message(message, record.requests[0].params)], time.perf_counter() - started
 
     def close(self) -> None:

@@ -44,7 +44,16 @@ class BudgetSettings(BaseModel):
         BUDGET)] = None
     prices_file: Annotated[str | None, Cli(
         "JSON price table overriding the packaged one: {model: {on_demand: \\[in, out] per 1k tokens, "
-        "batch: \\[in, out]}}.", BUDGET, flags=("--prices",), cli_type=Path, parse=str)] = None
+        "batch: \\[in, out]}} (without batch: batch at the on-demand price).", BUDGET, flags=("--prices",),
+        cli_type=Path, parse=str)] = None
+    mean_output_tokens: Annotated[int | None, Field(ge=1, le=10**6), Cli(
+        "Estimates: the output tokens a path takes on average, for the expected cost shown beside the worst "
+        "case (every path at --max-tokens, what --max-cost is checked against). \\[default: the mean of the "
+        "run's stored paths]", BUDGET, metavar="N")] = None
+    mean_prompt_tokens: Annotated[int | None, Field(ge=1, le=10**7), Cli(
+        "Estimates: the prompt tokens a request takes on average (a tokenizer's or a bill's count), instead of "
+        "the stored paths' mean or 4 characters a token; the worst case never counts fewer than that estimate.",
+        BUDGET, metavar="N")] = None
 
     @field_validator("prices_file")
     @classmethod
@@ -87,9 +96,10 @@ class TokenBudget:
             self.spent += used
 
     @classmethod
-    def for_config(cls, config: BackendConfig) -> TokenBudget:
+    def for_config(cls, config: BackendConfig, priced_as: str | None = None) -> TokenBudget:
         """--max-tokens-total, and --max-cost turned into tokens at the dearer of the model's two rates
-        (conservative: no token can cost more), counting what the run already spent."""
+        (conservative: no token can cost more), counting what the run already spent. `priced_as`: the
+        foundation model the calls are billed as, when the backend learnt it (an inference profile's)."""
         budget = config.budget
         limit = budget.max_tokens_total
         cap = f"--max-tokens-total {limit:,}" if limit is not None else ""
@@ -98,7 +108,7 @@ class TokenBudget:
 
             try:
                 price = PriceTable.from_file(budget.prices_file).price(
-                    config.model, base_model=getattr(config.options, "base_model", None))
+                    config.model, base_model=priced_as or getattr(config.options, "base_model", None))
             except KeyError as exc:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
             cost_tokens = int(budget.max_cost / (max(price.input_per_1k, price.output_per_1k) / 1000))
@@ -258,6 +268,7 @@ class BackendConfig(BaseModel):
     tokens_spent: int = Field(default=0, ge=0)  # what the run's stored paths already used
     settings_hash: str = "run"  # names the run's batch jobs
     job_state: Any = None  # batch backends: the run's `batch_jobs.JobStore` (the run's sample store)
+    submit: bool = True  # batch backends: False collects the jobs the run made and submits nothing new
 
     def options_as(self, kind: type[OptionsT]) -> OptionsT:
         """The options as the backend's own model (its defaults when none were given)."""
@@ -291,6 +302,9 @@ class BackendSpec:
     shared_decoder: bool = False
     # Whether these options end each path at its complete answer statement (--stop-at-answer).
     stops_at_answer: Callable[[BackendOptions], bool] = _never
+    # `run --dry-run`: the requests as the backend would send them (records, with their bodies), without a
+    # client or a call; None: one request a path, its prompt as the body.
+    plan_records: Callable[[BackendConfig, list[GenerationRequest]], list[Any]] | None = None
 
     @property
     def batch(self) -> bool:

@@ -13,6 +13,14 @@ stored with their error and not resubmitted; a job the user stopped leaves its u
 unwanted until `jobs collect --resubmit`. Every job and on-demand call is checked first against the run's
 spend ledger (manifests + on-demand usage, both the provider's counts) and --max-cost / --max-tokens-total.
 
+`collect` stores what the run's jobs answered to paths a run no longer asks for (a run of fewer paths
+after an interruption), sending nothing for them. A job whose create call a killed process left unanswered
+('creating') is first looked for at the provider
+and adopted if found (it may be running, and billed); only a job the provider does not have is created
+again, with today's options. A job the provider refuses as a whole at validation is not sent again as it
+is: the run stops and says what to change. A record an on-demand call refuses for its own fault is stored
+with its error, as a job's refused records are, and the run goes on.
+
 A provider supplies only what differs (`JobService`): its record format, its statuses and its API calls.
 """
 
@@ -22,22 +30,35 @@ import hashlib
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Any
 
-from pydantic import Field
-
-from ..options import BackendOptions, Cli
-from .base import BackendConfig, BackendError, Generation, GenerationRequest, ParsedOutput
+from .base import BackendConfig, BackendError, Generation, GenerationRequest
 from .batch_ledger import SpendLedger
 from .batch_plan import (
     PlanError,
-    Quotas,
     Record,
     body_digests,
     record_generations,
     split_jobs,
+)
+from .batch_service import (  # noqa: F401 - re-exported: the names providers and commands import from here
+    MALFORMED_CODE,
+    MISMATCH_CODE,
+    ON_DEMAND_JOB,
+    RESENDABLE_CODES,
+    STOPPED_CODE,
+    BatchOptions,
+    JobGone,
+    JobResults,
+    JobService,
+    JobsStopped,
+    JobState,
+    JobStore,
+    NothingSubmitted,
+    RecordRefused,
+    RecordsRefused,
+    error_summary,
+    retryable_status,
 )
 
 log = logging.getLogger(__name__)
@@ -47,125 +68,6 @@ PENDING = ("planned", "creating")  # our own statuses before the provider knows 
 SUBMITTED = "submitted"  # created, not yet polled
 
 
-class BatchOptions(BackendOptions):
-    """Settings every batch backend shares."""
-
-    poll_seconds: Annotated[float, Field(gt=0, le=86_400), Cli("Batch backends: seconds between status polls.",
-                                                    "Batch backends")] = 30.0
-    min_records_per_job: int = Field(default=100, ge=1)
-    max_records_per_job: int = Field(default=50_000, ge=1)
-    max_jobs_in_flight: int = Field(default=20, ge=1)
-
-
-class JobStore(Protocol):
-    """The part of a run's store a batch backend uses: its jobs, their records' errors, on-demand spend.
-    The run's sample store is one; a batch backend never opens a store itself."""
-
-    run_dir: Path  # for messages that name a command to run on it
-
-    def jobs(self, backend: str | None = None) -> list[dict[str, Any]]: ...
-    def put_job(self, job_key: str, backend: str, model: str, input_uri: str, output_uri: str,
-                records: dict[str, list[list]]) -> None: ...
-    def update_job(self, job_key: str, **fields: Any) -> None: ...
-    def record_errors(self, backend: str | None = None) -> list[dict[str, Any]]: ...
-    def add_record_errors(self, backend: str, job_key: str, errors: dict[str, tuple[str, str, bool]]) -> None: ...
-    def spend(self, backend: str | None = None) -> list[dict[str, Any]]: ...
-    def add_spend(self, backend: str, call_group: str, record_id: str, path_keys: list[tuple[str, float, int]],
-                  input_tokens: int, output_tokens: int) -> None: ...
-    def run_nonce(self) -> str:
-        """Fixed for the store's life: two run directories with the same settings never share a job."""
-        ...
-
-
-@dataclass(frozen=True)
-class JobState:
-    status: str | None  # the provider's own status word (None: the provider gave none)
-    message: str | None = None
-    processed: int | None = None
-    total: int | None = None
-
-
-@dataclass
-class JobResults:
-    outputs: dict[str, list[ParsedOutput]] = field(default_factory=dict)  # record id -> its generations
-    manifest: dict[str, Any] | None = None  # counts and tokens, keys as in Bedrock's manifest.json.out
-    errors: dict[str, tuple[str, str, bool]] = field(default_factory=dict)  # record id -> (code, message, retryable)
-    mismatched: list[str] = field(default_factory=list)  # record ids answered for a request we did not send
-    unreadable: int = 0  # output lines naming no record we can tell (not JSON, no id)
-
-
-STOPPED_CODE = "stopped"  # the record error a user's stop leaves on records its job never processed
-MISMATCH_CODE = "mismatch"  # answered for another request than the one sent
-MALFORMED_CODE = "malformed"  # an output line not in the provider's documented format
-RESENDABLE_CODES = (STOPPED_CODE, MISMATCH_CODE, MALFORMED_CODE)  # unwanted until `jobs collect --resubmit`
-
-
-class JobsStopped(BackendError):
-    """A job was stopped by the user: the run collected what it processed and submits nothing more."""
-
-
-class RecordsRefused(BackendError):
-    """Records the provider refused for their own fault (bad input): stored with their errors, not resent."""
-
-
-def retryable_status(status: int | str | None) -> bool:
-    """An HTTP-style status worth sending again: throttling, timeouts, server errors. Other 4xx are the
-    request's own fault (validation, bad input) and would fail the same way again."""
-    try:
-        code = int(status)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return True
-    return code in (408, 409, 429) or code >= 500
-
-
-def error_summary(errors: list[tuple[str, str]]) -> str:
-    """'400 (message): 3, 500 (message): 1' from (code, message) pairs, most frequent first."""
-    counts: dict[str, list[str]] = {}
-    for code, message in errors:
-        counts.setdefault(code, []).append(message)
-    return ", ".join(f"{code} ({messages[0][:80]}): {len(messages)}"
-                     for code, messages in sorted(counts.items(), key=lambda kv: -len(kv[1])))
-
-
-class JobService(Protocol):
-    """One provider's side of batch jobs. `job` is a row of the store's jobs table (a dict)."""
-
-    name: str  # the backend's name, under which its jobs are stored
-    model: str
-    quotas: Quotas
-    in_flight: tuple[str, ...]  # provider statuses of a job that has not ended
-    finished: tuple[str, ...]  # provider statuses of a job that has ended (results may be partial)
-    cancellable: tuple[str, ...]  # provider statuses a job can be stopped from (not ended, not already stopping)
-    stopped: tuple[str, ...]  # provider statuses of a job a user stopped (its unprocessed records are unwanted)
-    too_small: str  # advice when a run has fewer records than one job's minimum
-
-    def pack(self, requests: list[GenerationRequest]) -> list[Record]: ...
-
-    def locations(self, job_key: str) -> tuple[str, str]:
-        """Where the job's input and output live (stored with the job, shown to the user)."""
-        ...
-
-    def submit(self, job: dict[str, Any], lines: list[str], retried: bool) -> str:
-        """Upload the input and create the job; return the provider's job id. `retried`: an earlier
-        process may have made this call already and crashed before storing the id."""
-        ...
-
-    def poll(self, job: dict[str, Any]) -> JobState: ...
-
-    def results(self, job: dict[str, Any], records: dict[str, Record]) -> JobResults:
-        """The job's answers to `records` (checked against the bodies sent: mismatches are listed, never
-        returned), its per-record errors and its manifest."""
-        ...
-
-    def remainder(self, records: list[Record]) -> Iterator[tuple[Record, list[ParsedOutput], float]]:
-        """Records too few for a job, generated another way: (record, outputs, seconds per path). Only
-        called when the provider's jobs have a minimum size (quotas.min_records_per_job > 1) or follow-up
-        rounds below quotas.on_demand_below go on demand."""
-        ...
-
-    def cancel(self, job: dict[str, Any]) -> None: ...
-
-
 class BatchJobRunner:
     def __init__(self, service: JobService, config: BackendConfig, store: JobStore):
         self.service = service
@@ -173,8 +75,9 @@ class BatchJobRunner:
         self.poll_seconds = config.options_as(BatchOptions).poll_seconds
         self.store = store
         self.in_flight = (*PENDING, SUBMITTED, *service.in_flight)
-        self.ledger = SpendLedger(self.store, service.name, service.model, config,
+        self.ledger = SpendLedger(self.store, service.name, service.model, config, getattr(service, "priced_as", None),
                                   getattr(service, "cacheable_tokens", None))
+        self.invalid: list[tuple[dict[str, Any], str | None]] = []  # jobs refused as a whole, with the reason
 
     def jobs(self) -> list[dict[str, Any]]:
         return self.store.jobs(self.service.name)
@@ -187,6 +90,13 @@ class BatchJobRunner:
         unfinished = [j for j in self.jobs() if j["status"] in self.in_flight + self.service.finished]
         earlier = [j for j in unfinished if set(j["records"]) & records.keys()]
         yield from self._run_jobs(earlier, records, done)  # what was paid for is collected before anything new
+        self._stop_if_invalid()
+        if not self.config.submit:  # collecting what exists, nothing new (`jobs forget` of a finished job)
+            left = len(records.keys() - done)
+            if left:
+                raise NothingSubmitted(f"collected the run's jobs; {left} records have no answer yet and were not "
+                                       "sent (this command submits nothing)")
+            return
         for round_number in range(MAX_ROUNDS):
             unwanted = self._unwanted()
             remaining = {rid: r for rid, r in records.items() if rid not in done and rid not in unwanted}
@@ -200,7 +110,29 @@ class BatchJobRunner:
             chunks = self._split(fresh)
             self.ledger.check(fresh)
             yield from self._run_jobs([self._plan_job(chunk) for chunk in chunks], records, done)
+            self._stop_if_invalid()
         self._finish(records, done)
+
+    def _stop_if_invalid(self) -> None:
+        """A job refused as a whole at validation would be refused again: say so instead of sending it again."""
+        if not self.invalid:
+            return
+        job, message = self.invalid[0]
+        small = f"; for a run too small for a job: {self.service.too_small}" if self.service.too_small else ""
+        raise BackendError(f"{self.service.name} refused batch job {job['job_key'][:12]} ({len(job['records'])} "
+                           f"records) as a whole: {message or 'no reason given'}; sending the same records again "
+                           f"would be refused the same way: change what it names and run again{small}")
+
+    def collect(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
+        """The answers the run's jobs already made or are making to these requests (paid for): collected,
+        while nothing is sent for them. A job a killed process left 'creating' is adopted if the provider has
+        it, and otherwise left alone (a run asking for its paths creates it)."""
+        records = {r.record_id: r for r in self.service.pack(list(requests))}
+        unfinished = [j for j in self.jobs() if j["status"] in ("creating", SUBMITTED, *self.service.in_flight,
+                                                               *self.service.finished)]
+        earlier = [j for j in unfinished if set(j["records"]) & records.keys()]
+        yield from self._run_jobs(earlier, records, set(), create=False)
+        self._stop_if_invalid()
 
     def _unwanted(self) -> dict[str, dict[str, Any]]:
         """Records not to send again: refused for their own fault, or left by a job the user stopped."""
@@ -233,9 +165,17 @@ class BatchJobRunner:
         entered in it after (as one call group per round, for the report)."""
         self.ledger.check(records, batch=False)
         group = f"on-demand-{len(self.store.spend(self.service.name)) + 1}"
+        refused: dict[str, tuple[str, str, bool]] = {}
         for record in records:
             self.ledger.check([record], batch=False, quiet=True)
-            for answered, outputs, seconds in self.service.remainder([record]):
+            try:
+                answered_calls = list(self.service.remainder([record]))
+            except RecordRefused as exc:  # the record's own fault: stored as a job's refused record is
+                refused[record.record_id] = (exc.code, exc.message, False)
+                self.store.add_record_errors(self.service.name, ON_DEMAND_JOB,
+                                             {record.record_id: refused[record.record_id]})
+                continue
+            for answered, outputs, seconds in answered_calls:
                 generations = tuple(record_generations(answered, outputs, seconds))
                 keys = [(g.request.question_id, g.request.temperature, g.request.path_index) for g in generations]
                 self.store.add_spend(self.service.name, group, answered.record_id, keys,
@@ -244,6 +184,9 @@ class BatchJobRunner:
                 if len(outputs) >= len(answered.requests):
                     done.add(answered.record_id)
                     yield generations
+        if refused:
+            log.warning(f"{len(refused)} on-demand records were refused, by error code: "
+                        f"{error_summary([(c, m) for c, m, _ in refused.values()])}")
 
     def _split(self, records: list[Record]) -> list[list[Record]]:
         try:
@@ -265,11 +208,13 @@ class BatchJobRunner:
         input_uri, output_uri = self.service.locations(key)
         self.store.put_job(key, name, self.service.model, input_uri, output_uri,
                            {r.record_id: [[q.question_id, q.temperature, q.path_index] for q in r.requests]
-                            for r in records})
+                            for r in records}, self.service.request(key))
         return next(j for j in self.jobs() if j["job_key"] == key)
 
-    def _run_jobs(self, jobs: list[dict], records: dict[str, Record], done: set[str]
+    def _run_jobs(self, jobs: list[dict], records: dict[str, Record], done: set[str], create: bool = True
                   ) -> Iterator[tuple[Generation, ...]]:
+        """Submit the jobs not yet made (`create=False`: only adopt those a killed process made), then poll
+        and collect them all."""
         waiting = [j for j in jobs if j["status"] in PENDING]
         running = [j for j in jobs if j["status"] in self.in_flight and j not in waiting]
         for job in [j for j in jobs if j["status"] in self.service.finished]:  # ended before a crash
@@ -278,7 +223,8 @@ class BatchJobRunner:
         while waiting or running:
             while waiting and len(running) < limit:
                 job = waiting.pop(0)
-                self._submit(job, records)
+                if not self._submit(job, records, create):
+                    continue
                 running.append(job)
             time.sleep(self.poll_seconds)
             for job in list(running):
@@ -294,15 +240,30 @@ class BatchJobRunner:
                 if job["status"] in self.service.finished:
                     running.remove(job)
                     self.store.update_job(job["job_key"], ended_at=time.time())
+                    if state.invalid:
+                        self.invalid.append((job, state.message))
                     yield from self._collect(job, records, done)
 
-    def _submit(self, job: dict[str, Any], records: dict[str, Record]) -> None:
-        retried = job["status"] == "creating"
-        self.store.update_job(job["job_key"], status="creating")
-        lines = [records[rid].line for rid in job["records"] if rid in records]
-        job_id = self.service.submit(job, lines, retried)
-        job.update(job_id=job_id, status=SUBMITTED, submitted_at=time.time())
-        self.store.update_job(job["job_key"], job_id=job_id, status=SUBMITTED, submitted_at=job["submitted_at"])
+    def _submit(self, job: dict[str, Any], records: dict[str, Record], create: bool = True) -> bool:
+        """Create the job; a job an earlier process left 'creating' (killed before it stored the provider's
+        answer) is looked for first: if the provider has it, it is adopted as it was made, else created anew
+        (unless not `create`). Whether the job is now at the provider."""
+        key = job["job_key"]
+        found = self.service.find(job) if job["status"] == "creating" else None
+        if found is not None:
+            log.info(f"batch job {key[:12]}: found at the provider as {found} (created by a run that was stopped "
+                     "before it heard back): collected as it was made")
+        elif not create:
+            return False
+        else:
+            self.store.update_job(key, status="creating")
+            lines = [records[rid].line for rid in job["records"] if rid in records]
+            found = self.service.submit(job, lines)
+            job["request"] = self.service.request(key)  # made with today's options
+            self.store.update_job(key, request=job["request"])
+        job.update(job_id=found, status=SUBMITTED, submitted_at=time.time())
+        self.store.update_job(key, job_id=found, status=SUBMITTED, submitted_at=job["submitted_at"])
+        return True
 
     def _collect(self, job: dict[str, Any], records: dict[str, Record], done: set[str]
                  ) -> Iterator[tuple[Generation, ...]]:
@@ -361,10 +322,16 @@ class BatchBackend:
         self.name = service.name
         self.model = service.model
         self.service = service
+        self.priced_as = getattr(service, "priced_as", None)  # the model the calls are billed as, if learnt
+        self.priced_how = getattr(service, "priced_how", "")
         self.runner = BatchJobRunner(service, config, config.job_state)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
         return self.runner.generate(requests)
+
+    def collect(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[Generation, ...]]:
+        """What the run's jobs answered to these requests (paid for), sending nothing: see BatchJobRunner."""
+        return self.runner.collect(requests)
 
     def close(self) -> None:
         closing = getattr(self.service, "close", None)

@@ -2,7 +2,10 @@
 
 The durable workflow (state saved around every call, reattaching after a crash, follow-up jobs) is
 `batch_jobs.BatchJobRunner`; this module is Bedrock's side of it. A job's clientRequestToken is its key,
-derived from the run and the job's records, so a create call retried after a crash starts no second job.
+derived from the run and the job's records, and its name holds the key's first characters: a job whose
+create call a killed process never heard back from is found (ListModelInvocationJobs, by name and token)
+and adopted as it was made. Bedrock answers a create with the same token and other options (a changed
+--timeout-hours, --tag or --role-arn) with ConflictException: the error names the option and both values.
 Records that come back with an error, or that a Failed / Expired / Stopped / PartiallyCompleted job never
 processed, go into a follow-up job, or, when fewer than a job's minimum remain, to on-demand InvokeModel
 calls. boto3 finds credentials and endpoints itself (profiles, environment, AWS_ENDPOINT_URL_*).
@@ -17,21 +20,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
-from collections.abc import Container, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-import msgspec
 from pydantic import Field
 
-from ..collector import collector_paused
 from ..options import Cli
 from .base import BackendConfig, BackendError, BackendSpec, GenerationRequest, ParsedOutput, show_body
-from .batch_jobs import MALFORMED_CODE, BatchBackend, BatchOptions, JobResults, JobState, retryable_status
-from .batch_plan import PerBody, Quotas, Record, input_file, pack, sent_json
-from .bedrock_aws import aws_errors, aws_retries, bucket_name, explain_aws_error
+from .batch_jobs import BatchBackend, BatchOptions, JobGone, JobResults, JobState
+from .batch_plan import Quotas, Record, input_file, pack
+from .bedrock_aws import aws_client, aws_errors, bucket_name, explain_aws_error, resolve_base_model
 from .bedrock_bodies import BodyAdapter, UnknownModel, adapter_for, bedrock_line
-from .bedrock_ondemand import BedrockOptions
+from .bedrock_ondemand import BedrockOptions, invoke
+from .bedrock_output import read_output  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,12 @@ BEDROCK_TOO_SMALL = ("use the on-demand backend (--backend bedrock) for a run th
 
 
 BATCH = "Amazon Bedrock batch inference (--backend bedrock-batch)"
+# Bedrock validates a job before it runs (the role's access to S3, the files' format, the record quotas,
+# the model's support for batch): a job failing it fails as a whole, and would fail again as it is.
+_VALIDATION = re.compile(r"(?i)validat|minimum|maximum|quota|format|permission|access|not supported")
+# What each option of a create request is given by, for the error that names a changed one.
+_OPTIONS = {"roleArn": "--role-arn", "timeoutDurationInHours": "--timeout-hours", "tags": "--tag",
+            "modelId": "--model", "modelInvocationType": "--converse", "jobName": "the run's settings"}
 
 
 def _tags(values: list[str]) -> tuple[tuple[str, str], ...]:
@@ -76,18 +85,18 @@ class BedrockJobs:
     too_small = BEDROCK_TOO_SMALL
 
     def __init__(self, config: BackendConfig):
-        import boto3
-
         self.options = options = config.options_as(BedrockBatchOptions)
         self.settings_hash = config.settings_hash
         self.run_dir = config.job_state.run_dir if config.job_state is not None else "RUN_DIR"  # for advice
         self.model = config.model
-        self.adapter = batch_adapter(config.model, options)
         self.bucket = bucket_name(options.bucket) if options.bucket else None
-        retries = aws_retries()
-        self.s3 = boto3.client("s3", region_name=options.region, config=retries)
-        self.bedrock = boto3.client("bedrock", region_name=options.region, config=retries)
-        self.runtime = boto3.client("bedrock-runtime", region_name=options.region, config=retries)
+        # built where a missing or malformed region or an unknown AWS_PROFILE is one line, not a traceback
+        self.s3 = aws_client("s3", options.region)
+        self.bedrock = aws_client("bedrock", options.region)
+        self.runtime = aws_client("bedrock-runtime", options.region)
+        resolved = resolve_base_model(self.bedrock, config.model, options.base_model)
+        self.priced_as, self.priced_how = resolved.model, resolved.how
+        self.adapter = batch_adapter(config.model, options, self.priced_as)
         self.quotas = Quotas(min_records_per_job=options.min_records_per_job,
                              max_records_per_job=options.max_records_per_job,
                              max_jobs_in_flight=options.max_jobs_in_flight)
@@ -99,23 +108,38 @@ class BedrockJobs:
         base = f"s3://{self.bucket}/{self.options.s3_prefix.strip('/')}"
         return f"{base}/input/{job_key}/records.jsonl", f"{base}/output/{job_key}/"
 
-    def submit(self, job: dict[str, Any], lines: list[str], retried: bool) -> str:
+    def request(self, job_key: str) -> dict[str, Any]:
+        """CreateModelInvocationJob's parameters but its token (the job's key) and locations (stored with
+        the job): today's options."""
+        return dict(jobName=f"sc-{self.settings_hash[:20]}-{job_key[:12]}", roleArn=self.options.role_arn,
+                    modelId=self.model, timeoutDurationInHours=self.options.timeout_hours,
+                    **({"modelInvocationType": "Converse"} if self.options.converse else {}),
+                    **({"tags": [{"key": k, "value": v} for k, v in self.options.tags]} if self.options.tags else {}))
+
+    def find(self, job: dict[str, Any]) -> str | None:
+        """The job an earlier process created with this job's token (its name holds the key's first 12
+        characters), if Bedrock lists it."""
+        key = job["job_key"]
+        with aws_errors(f"looking for batch job {key[:12]} at Bedrock"):
+            pages = self.bedrock.get_paginator("list_model_invocation_jobs").paginate(nameContains=key[:12])
+            for page in pages:
+                for summary in page.get("invocationJobSummaries", []):
+                    if summary.get("clientRequestToken") == key:
+                        return summary["jobArn"]
+        return None
+
+    def submit(self, job: dict[str, Any], lines: list[str]) -> str:
         bucket, key = _split_uri(job["input_uri"])
         with aws_errors(f"uploading the job input to {job['input_uri']}"):
             if self.options.create_bucket:
                 self._ensure_bucket(bucket)
             self.s3.put_object(Bucket=bucket, Key=key, Body=input_file(lines))
-        request = dict(jobName=f"sc-{self.settings_hash[:20]}-{job['job_key'][:12]}", roleArn=self.options.role_arn,
-                       modelId=self.model, clientRequestToken=job["job_key"],  # makes a retried create idempotent
-                       inputDataConfig={"s3InputDataConfig": {"s3Uri": job["input_uri"]}},
-                       outputDataConfig={"s3OutputDataConfig": {"s3Uri": job["output_uri"]}},
-                       timeoutDurationInHours=self.options.timeout_hours,
-                       **({"modelInvocationType": "Converse"} if self.options.converse else {}),
-                       **({"tags": [{"key": k, "value": v} for k, v in self.options.tags]}
-                          if self.options.tags else {}))
-        return self._create(request)
+        request = {**self.request(job["job_key"]), "clientRequestToken": job["job_key"],  # a retried create: one job
+                   "inputDataConfig": {"s3InputDataConfig": {"s3Uri": job["input_uri"]}},
+                   "outputDataConfig": {"s3OutputDataConfig": {"s3Uri": job["output_uri"]}}}
+        return self._create(job, request)
 
-    def _create(self, request: dict[str, Any]) -> str:
+    def _create(self, job: dict[str, Any], request: dict[str, Any]) -> str:
         """Create the job; while the account's quota of jobs in flight for the model is full (another run
         holds it), wait with backoff and try again."""
         import botocore.exceptions as bx
@@ -125,7 +149,10 @@ class BedrockJobs:
             try:
                 return self.bedrock.create_model_invocation_job(**request)["jobArn"]
             except bx.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ServiceQuotaExceededException":
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "ConflictException":
+                    raise BackendError(self._conflict(job, request)) from None
+                if code != "ServiceQuotaExceededException":
                     raise BackendError(explain_aws_error(exc, "creating the batch job")) from None
             except bx.BotoCoreError as exc:
                 raise BackendError(explain_aws_error(exc, "creating the batch job")) from None
@@ -133,6 +160,23 @@ class BedrockJobs:
                         f"waiting {wait:g}s before trying again")
             time.sleep(wait)
             wait = min(wait * 2, 10 * self.options.poll_seconds)
+
+    def _conflict(self, job: dict[str, Any], request: dict[str, Any]) -> str:
+        """Bedrock has a job with this token, made with other options (a run stopped during its create call,
+        resumed with changed options): which option changed, and how to keep the job that exists."""
+        key, earlier = job["job_key"], job.get("request") or {}
+        changed = [(name, earlier[name], request[name]) for name in _OPTIONS
+                   if name in earlier and earlier.get(name) != request.get(name)]
+        if not changed:
+            return (f"Bedrock already has batch job {key[:12]} (clientRequestToken {key}), made with other options "
+                    f"than today's: run again with the options the run was started with to collect it (it may be "
+                    f"billed), or 'selfconsistency jobs status {self.run_dir}' to see it")
+        said = "; ".join(f"{_OPTIONS[name]}: {_shown(name, was)} when it was made, {_shown(name, now)} now"
+                         for name, was, now in changed)
+        keep = " ".join(_given(name, was) for name, was, _ in changed if name in _KEEPABLE)
+        return (f"Bedrock already has batch job {key[:12]} (a run stopped during its create call made it, and it "
+                f"may be billed), made with other options: {said}; run again with {keep or 'the earlier options'} "
+                "to collect it (a later run may change them again for new jobs)")
 
     def _ensure_bucket(self, bucket: str) -> None:
         try:
@@ -150,12 +194,14 @@ class BedrockJobs:
         try:
             status = self.bedrock.get_model_invocation_job(jobIdentifier=job["job_id"])
         except bx.ClientError as exc:
-            gone = exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException"
-            raise BackendError(self._job_not_found(job) if gone else explain_aws_error(exc, action)) from None
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                raise JobGone(self._job_not_found(job)) from None
+            raise BackendError(explain_aws_error(exc, action)) from None
         except bx.BotoCoreError as exc:
             raise BackendError(explain_aws_error(exc, action)) from None
+        failed = status["status"] == "Failed" and bool(_VALIDATION.search(status.get("message") or ""))
         return JobState(status["status"], status.get("message"), status.get("processedRecordCount"),
-                        status.get("totalRecordCount"))
+                        status.get("totalRecordCount"), invalid=failed)
 
     def _job_not_found(self, job: dict[str, Any]) -> str:
         job_region = job["job_id"].split(":")[3]
@@ -200,17 +246,11 @@ class BedrockJobs:
 
     def remainder(self, records: list[Record]) -> Iterator[tuple[Record, list[ParsedOutput], float]]:
         """Too few records left for a job: on demand, one call per record, with the same model id (an
-        inference profile stays one) and API as the job would have used: Converse for Converse records."""
+        inference profile stays one) and API as the job would have used: Converse for Converse records.
+        A call refused for its record's own fault raises RecordRefused (the runner stores it)."""
         for record in records:
             started = time.perf_counter()
-            with aws_errors(f"calling {self.model} on demand"):
-                if self.options.converse:
-                    body = self.runtime.converse(modelId=self.model, **record.body)
-                else:
-                    response = self.runtime.invoke_model(modelId=self.model, body=json.dumps(record.body),
-                                                         contentType="application/json", accept="application/json")
-                    body = json.loads(response["body"].read())
-            outputs = self.adapter.response(body, record.requests[0].params)
+            outputs = invoke(self.runtime, self.model, self.adapter, record)
             yield record, outputs, (time.perf_counter() - started) / len(record.requests)
 
 
@@ -228,114 +268,35 @@ class BedrockBatchBackend(BatchBackend):
         return len(self.service.pack(list(requests)))
 
 
-class _OutputLine(msgspec.Struct):
-    """A well-formed output line, its modelInput left as the bytes Bedrock wrote (compared before decoded)."""
-
-    recordId: str
-    modelInput: msgspec.Raw
-    modelOutput: Any = msgspec.UNSET
-    error: Any = None
-
-
-_OUTPUT_LINE = msgspec.json.Decoder(_OutputLine)
-
-
-_Line = tuple[Any, Any, bool, Any, Any]  # recordId, modelInput, has modelOutput, modelOutput, error
-
-
-def _read_lines(data: bytes) -> list[_Line | None]:
-    """Each output line as (recordId, modelInput, has modelOutput, modelOutput, error), None for one that
-    is not a JSON object. Well-formed lines are read by msgspec, all at once, their echoes left undecoded
-    (compared as bytes first); when any line is not, each line on its own, the others by json as before.
-    Lines end at newlines only: a JSON text may hold U+2028 or U+0085 unescaped (str.splitlines cuts there)."""
-    try:
-        return [(line.recordId, line.modelInput, line.modelOutput is not msgspec.UNSET, line.modelOutput, line.error)
-                for line in _OUTPUT_LINE.decode_lines(data)]
-    except msgspec.MsgspecError:
-        pass
-    lines: list[_Line | None] = []
-    for raw in data.split(b"\n"):
-        if not raw.strip():
-            continue
-        try:
-            line = _OUTPUT_LINE.decode(raw)
-            lines.append((line.recordId, line.modelInput, line.modelOutput is not msgspec.UNSET, line.modelOutput,
-                          line.error))
-            continue
-        except msgspec.MsgspecError:
-            pass
-        try:
-            parsed = json.loads(raw.decode("utf-8", errors="replace"))
-            lines.append((parsed.get("recordId"), parsed.get("modelInput"), "modelOutput" in parsed,
-                          parsed.get("modelOutput"), parsed.get("error")))
-        except (ValueError, AttributeError):
-            lines.append(None)
-    return lines
-
-
-def _echoes(echoed: Any, record: Record, sent: PerBody) -> bool:
-    """Whether the output's modelInput is the record's body: the bytes it was sent as, or else the same
-    JSON value."""
-    if isinstance(echoed, msgspec.Raw):
-        if bytes(echoed) == sent(record.body):
-            return True
-        try:
-            echoed = json.loads(bytes(echoed))
-        except ValueError:
-            return False
-    return echoed == record.body
-
-
-def read_output(data: bytes, job_records: Container[str], records: dict[str, Record],
-                adapter: BodyAdapter) -> JobResults:
-    """A job's records.jsonl.out: outputs, errors and mismatched echoes by record id (`records`: those of
-    the job's records this run wants). A line that is not JSON or whose modelOutput is not the model's
-    format is a failed record (the runner decides whether it goes round again), never an abort."""
-    with collector_paused():
-        return _read_output(data, job_records, records, adapter)
-
-
-def _read_output(data: bytes, job_records: Container[str], records: dict[str, Record],
-                 adapter: BodyAdapter) -> JobResults:
-    results = JobResults()
-    sent = sent_json()
-    for line in _read_lines(data):
-        if line is None:
-            results.unreadable += 1
-            continue
-        record_id, echoed, has_output, output, error = line
-        if not isinstance(record_id, str) or record_id not in job_records:
-            results.unreadable += 1  # names no record of this job: many such lines make the job suspect
-            continue
-        record = records.get(record_id)
-        if record is None:
-            continue
-        try:
-            if not _echoes(echoed, record, sent):  # the output echoes its input: it must be what we sent
-                results.mismatched.append(record.record_id)
-            elif has_output:
-                results.outputs[record.record_id] = adapter.response(output, record.requests[0].params)
-            elif isinstance(error, dict):
-                code = error.get("errorCode")
-                results.errors[record.record_id] = (str(code), str(error.get("errorMessage", "")),
-                                                    retryable_status(code))
-            else:
-                raise ValueError("neither modelOutput nor error")
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
-            results.errors[record.record_id] = (MALFORMED_CODE, f"not in {adapter.family}'s output format", True)
-    return results
-
-
 def _split_uri(uri: str) -> tuple[str, str]:
     bucket, _, key = uri.removeprefix("s3://").partition("/")
     return bucket, key
 
 
-def batch_adapter(model: str, options: BedrockBatchOptions) -> BodyAdapter:
+def batch_adapter(model: str, options: BedrockBatchOptions, base_model: str | None = None) -> BodyAdapter:
+    """The body format of the model (`base_model`: the foundation model an application inference profile
+    runs, as Bedrock names it; else --base-model)."""
     try:
-        return adapter_for(model, converse=options.converse, base_model=options.base_model)
+        return adapter_for(model, converse=options.converse, base_model=base_model or options.base_model)
     except UnknownModel as exc:
         raise BackendError(str(exc)) from None
+
+
+_KEEPABLE = ("roleArn", "timeoutDurationInHours", "tags")  # options a user gives again to match a made job
+
+
+def _shown(name: str, value: Any) -> str:
+    """An option's value as it is typed."""
+    if name == "tags":
+        return " ".join(f"{t['key']}={t['value']}" for t in value) if value else "(none)"
+    return str(value)
+
+
+def _given(name: str, value: Any) -> str:
+    """The option as it is given on the command line to have this value."""
+    if name == "tags":
+        return " ".join(f"--tag {t['key']}={t['value']}" for t in value) if value else "no --tag"
+    return f"{_OPTIONS[name]} {value}"
 
 
 def _preview(config: BackendConfig, request: GenerationRequest) -> str:
@@ -343,6 +304,13 @@ def _preview(config: BackendConfig, request: GenerationRequest) -> str:
     return show_body(adapter.request(request.prompt, request.params, 1))
 
 
+def _plan_records(config: BackendConfig, requests: list[GenerationRequest]) -> list[Record]:
+    """The batch records, as BedrockJobs packs them, with no client (an application inference profile's
+    format: --base-model's, unchecked)."""
+    adapter = batch_adapter(config.model, config.options_as(BedrockBatchOptions))
+    return pack(requests, adapter.max_generations, adapter.request, bedrock_line)
+
+
 BACKEND = BackendSpec(BedrockBatchBackend, BedrockBatchOptions, BedrockJobs,
                       summary="Amazon Bedrock batch inference, see --bucket and --role-arn", preview=_preview,
-                      on_demand="bedrock")
+                      on_demand="bedrock", plan_records=_plan_records)

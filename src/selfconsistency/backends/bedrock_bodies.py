@@ -3,15 +3,16 @@
 An adapter turns (prompt, sampling params, n paths) into the InvokeModel body of its family (the
 `modelInput` of a batch record) and reads that family's response back into texts and token counts.
 Completion-style families get the few-shot completion prompt; chat families get the exemplars as turns;
-Llama 3 gets its own chat template. Families that return several generations per request (Cohere
-Command, AI21 Jurassic-2) take up to `max_generations` paths in one record.
+Llama 3 gets its own chat template; Cohere Command R and R+ their chat body (message, chat_history,
+preamble). Families that return several generations per request (Cohere Command, AI21 Jurassic-2) take
+up to `max_generations` paths in one record.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..prompts import Prompt, completion_text
@@ -87,6 +88,36 @@ def _cohere_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]
 def _cohere_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
     return [ParsedOutput(g["text"], _finish(g.get("finish_reason"), ("max_tokens",)))
             for g in body["generations"]]
+
+
+_COMMAND_R_ROLES = {"user": "USER", "assistant": "CHATBOT"}
+
+
+def _command_r_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
+    """Cohere Command R / R+ (Bedrock's documented InvokeModel body): the question as `message`, the
+    exemplars before it as `chat_history`, a system message as `preamble`; one generation per request."""
+    *history, (_, question) = [(role, content) for role, content in prompt.messages if role != "system"]
+    body: dict[str, Any] = {"message": question, "max_tokens": p.max_tokens, "temperature": p.temperature}
+    if history:
+        body["chat_history"] = [{"role": _COMMAND_R_ROLES[role], "message": content} for role, content in history]
+    if _system(prompt) is not None:
+        body["preamble"] = _system(prompt)
+    if p.top_p < 1.0:
+        body["p"] = p.top_p
+    if p.top_k:
+        body["k"] = p.top_k
+    stops = [s for s in p.stop if s.strip()]
+    if stops:
+        body["stop_sequences"] = stops
+    return body
+
+
+def _command_r_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutput]:
+    billed = (body.get("meta") or {}).get("billed_units") or {}
+    tokens = (billed.get("input_tokens"), billed.get("output_tokens"))
+    return [ParsedOutput(_truncate_at_stop(body["text"], p.stop), _finish(body.get("finish_reason"), ("max_tokens",)),
+                         int(tokens[0]) if tokens[0] is not None else None,
+                         int(tokens[1]) if tokens[1] is not None else None)]
 
 
 def _j2_request(prompt: Prompt, p: SamplingParams, n: int) -> dict[str, Any]:
@@ -196,6 +227,8 @@ def _titan_response(body: dict[str, Any], p: SamplingParams) -> list[ParsedOutpu
 
 ADAPTERS: dict[str, BodyAdapter] = {a.family: a for a in (
     BodyAdapter("cohere-command", chat=False, max_generations=5, build=_cohere_request, parse=_cohere_response),
+    BodyAdapter("cohere-command-r", chat=True, max_generations=1, build=_command_r_request,
+                parse=_command_r_response),
     BodyAdapter("ai21-j2", chat=False, max_generations=16, build=_j2_request, parse=_j2_response),
     BodyAdapter("anthropic-claude", chat=True, max_generations=1, build=_claude_request, parse=_claude_response),
     BodyAdapter("meta-llama3", chat=True, max_generations=1, build=_llama3_request, parse=_llama3_response),
@@ -205,7 +238,8 @@ ADAPTERS: dict[str, BodyAdapter] = {a.family: a for a in (
     BodyAdapter("converse", chat=True, max_generations=1, build=_converse_request, parse=_message_response),
 )}
 
-_PREFIXES = (("cohere.command", "cohere-command"), ("ai21.j2", "ai21-j2"), ("anthropic.claude", "anthropic-claude"),
+_PREFIXES = (("cohere.command-r", "cohere-command-r"), ("cohere.command", "cohere-command"), ("ai21.j2", "ai21-j2"),
+             ("anthropic.claude", "anthropic-claude"),
              ("meta.llama3", "meta-llama3"), ("mistral.", "mistral"), ("amazon.nova", "amazon-nova"),
              ("amazon.titan-text", "amazon-titan-text"))
 # Geographies of cross-region (system-defined) inference profile ids: `us.anthropic.claude-...`
@@ -242,3 +276,24 @@ def adapter_for(model_id: str, converse: bool = False, base_model: str | None = 
             return ADAPTERS[family]
     raise UnknownModel(f"no request format known for Bedrock model {model_id!r}: use --converse (the Converse "
                        "format works for every chat model)")
+
+
+def with_billed_counts(outputs: list[ParsedOutput], input_tokens: int | None, output_tokens: int | None
+                       ) -> list[ParsedOutput]:
+    """A response's outputs with the token counts InvokeModel bills in its headers
+    (X-Amzn-Bedrock-Input-Token-Count, -Output-Token-Count) where the body gave none: the prompt's on the
+    first output (it is billed once per request), the output tokens shared among the generations by their
+    length (largest remainders, so they add up to the billed count)."""
+    if not outputs:
+        return outputs
+    first = outputs[0]
+    if input_tokens is not None and first.input_tokens is None:
+        outputs = [replace(first, input_tokens=input_tokens), *outputs[1:]]
+    if output_tokens is None or any(o.output_tokens is not None for o in outputs):
+        return outputs
+    weights = [max(len(o.text), 1) for o in outputs]
+    shares = [output_tokens * w / sum(weights) for w in weights]
+    counts = [int(share) for share in shares]
+    for index in sorted(range(len(shares)), key=lambda i: counts[i] - shares[i])[: output_tokens - sum(counts)]:
+        counts[index] += 1
+    return [replace(o, output_tokens=count) for o, count in zip(outputs, counts, strict=True)]

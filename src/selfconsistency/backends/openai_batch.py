@@ -27,6 +27,7 @@ from .batch_jobs import (
     STOPPED_CODE,
     BatchBackend,
     BatchOptions,
+    JobGone,
     JobResults,
     JobState,
     retryable_status,
@@ -92,17 +93,18 @@ class OpenAIBatchJobs:
     def locations(self, job_key: str) -> tuple[str, str]:
         return f"sc-{job_key}.jsonl", ""  # the input file's name; the output file's id comes with the batch
 
-    def submit(self, job: dict[str, Any], lines: list[str], retried: bool) -> str:
+    def request(self, job_key: str) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "completion_window": "24h", "metadata": {JOB_KEY: job_key}}
+
+    def find(self, job: dict[str, Any]) -> str | None:
+        return self._batch_for(job["job_key"], since=job["created_at"])
+
+    def submit(self, job: dict[str, Any], lines: list[str]) -> str:
         key = job["job_key"]
-        if retried:
-            existing = self._batch_for(key, since=job["created_at"])
-            if existing is not None:
-                return existing
         with self._calling("upload"):
             uploaded = self.client.files.create(file=(job["input_uri"], input_file(lines)), purpose="batch")
         with self._calling("create batch"):
-            batch = self.client.batches.create(input_file_id=uploaded.id, endpoint=self.endpoint,
-                                               completion_window="24h", metadata={JOB_KEY: key})
+            batch = self.client.batches.create(input_file_id=uploaded.id, **self.request(key))
         return batch.id
 
     def _batch_for(self, key: str, since: float) -> str | None:
@@ -117,13 +119,20 @@ class OpenAIBatchJobs:
         return None
 
     def poll(self, job: dict[str, Any]) -> JobState:
+        import openai
+
         with self._calling("retrieve batch"):
-            batch = self.client.batches.retrieve(job["job_id"])
+            try:
+                batch = self.client.batches.retrieve(job["job_id"])
+            except openai.NotFoundError:
+                raise JobGone(f"{redact_urls(self.options.base_url or 'OpenAI API')} does not know batch "
+                              f"{job['job_id']}") from None
         counts = batch.request_counts
         errors = batch.errors.data if batch.errors and batch.errors.data else []
         message = "; ".join(f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line else "") for e in errors)
+        # OpenAI fails a batch only at validation (its input file): the same input would fail the same way
         return JobState(batch.status, message or None, counts.completed + counts.failed if counts else None,
-                        counts.total if counts else None)
+                        counts.total if counts else None, invalid=batch.status == "failed")
 
     def cancel(self, job: dict[str, Any]) -> None:
         with self._calling("cancel batch"):
@@ -244,5 +253,10 @@ def _preview(config: BackendConfig, request: GenerationRequest) -> str:
     return show_body(_body(config.model, options.api, request.prompt, request.params, 1))
 
 
+def _plan_records(config: BackendConfig, requests: list[GenerationRequest]) -> list[Record]:
+    options = config.options_as(OpenAIBatchOptions)
+    return pack(requests, options.paths_per_request, partial(_body, config.model, options.api), lambda rid, body: "")
+
+
 BACKEND = BackendSpec(OpenAIBatchBackend, OpenAIBatchOptions, OpenAIBatchJobs, summary="the OpenAI Batch API",
-                      preview=_preview, on_demand="openai")
+                      preview=_preview, on_demand="openai", plan_records=_plan_records)

@@ -96,6 +96,7 @@ class Faults:
     retry_after: float = 0.0
     max_batches_in_progress: int | None = None  # creates beyond it get a 429
     overloaded_calls: int = 0  # the next N Messages API calls get a 529 overloaded_error
+    create_reply_delay_s: float = 0.0  # a batch create registers its batch, then waits this long before answering
 
 
 class ApiError(Exception):
@@ -265,6 +266,7 @@ class Emulator:
                      "_order": len(self.batches)}
             self.batches[batch_id] = batch
         threading.Thread(target=self._run, args=(batch,), daemon=True).start()
+        time.sleep(self.faults.create_reply_delay_s)  # the batch exists; its creator has not heard so yet
         return batch
 
     def _run(self, batch: dict[str, Any]) -> None:
@@ -381,7 +383,10 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> T
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client went away (a test killed it)
+                pass
 
         def _serve(self, method: str) -> None:
             parsed = urllib.parse.urlparse(self.path)

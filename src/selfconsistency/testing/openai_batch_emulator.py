@@ -48,6 +48,7 @@ class Faults:
     # every output line speaks another format: one of GARBLES (foreign or list custom_ids, too few or no
     # choices, list contents, or the whole file as one JSON array line)
     garble: str | None = None
+    create_reply_delay_s: float = 0.0  # a batch create registers its batch, then waits this long before answering
 
 
 GARBLES = ("foreign_id", "list_id", "fewer_choices", "no_choices", "list_content", "array_file")
@@ -171,7 +172,25 @@ class Emulator:
             batch["_order"] = len(self.batches)
             self.batches[batch["id"]] = batch
         threading.Thread(target=self._run, args=(batch,), daemon=True).start()
+        time.sleep(self.faults.create_reply_delay_s)  # the batch exists; its creator has not heard so yet
         return 200, _public(batch)
+
+    def billed(self) -> dict[str, int]:
+        """What the batches were billed: the requests answered (output file lines with a 200) and their usage."""
+        requests = input_tokens = output_tokens = 0
+        for batch in list(self.batches.values()):
+            output = self.contents.get(batch["output_file_id"] or "", b"")
+            for line in output.decode().splitlines():
+                try:
+                    response = json.loads(line).get("response") or {}
+                except (ValueError, AttributeError):
+                    continue
+                if response.get("status_code") == 200:
+                    usage = (response.get("body") or {}).get("usage") or {}
+                    requests += 1
+                    input_tokens += usage.get("prompt_tokens", 0)
+                    output_tokens += usage.get("completion_tokens", 0)
+        return {"records": requests, "input_tokens": input_tokens, "output_tokens": output_tokens}
 
     def get(self, batch_id: str) -> tuple[int, dict[str, Any]]:
         batch = self.batches.get(batch_id)
@@ -336,7 +355,10 @@ def make_server(emulator: Emulator, host: str = "127.0.0.1", port: int = 0) -> T
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client went away (a test killed it)
+                pass
 
         def _admitted(self) -> bool:
             """Checks the bearer key and the throttling fault; replies itself when the call stops here."""

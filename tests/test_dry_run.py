@@ -1,0 +1,79 @@
+"""`run --dry-run`: the run planned, packed and priced as a run would be, with nothing sent and no run
+directory made; the expected cost (a mean output length, measured or stated) beside the worst case that
+--max-cost is checked against. The seed's $9.50 and $14.50 come out of it from the seed's token counts."""
+
+import re
+
+import pytest
+
+from conftest import GSM8K_TEST, run_cli
+from selfconsistency.dry_run import dry_run
+from selfconsistency.experiment import run_experiment
+from selfconsistency.settings import RunSettings
+
+ROLE = "arn:aws:iam::123456789012:role/selfconsistency-batch"
+SEED_QUESTIONS = 7_473  # GSM8K's training split, the seed's scale
+# The AWS blog's Cohere Command batch run, as the seed quoted it: 5.5 M input and 0.625 M output tokens
+SEED_INPUT, SEED_OUTPUT = 5_500_000, 625_000
+
+
+def seed_scale_data(tmp_path):
+    """7,473 GSM8K-format questions (the shipped test split, cycled): the seed's number of records."""
+    lines = GSM8K_TEST.read_text().splitlines()
+    path = tmp_path / "seed.jsonl"
+    path.write_text("\n".join(lines[i % len(lines)] for i in range(SEED_QUESTIONS)) + "\n")
+    return path
+
+
+def dry_run_args(data, *extra):
+    return ["run", "gsm8k", "--data", str(data), "--backend", "bedrock-batch", "--model", "cohere.command-text-v14",
+            "--bucket", "seed-bucket", "--role-arn", ROLE, "--no-greedy", "--dry-run",
+            "--mean-prompt-tokens", str(round(SEED_INPUT / SEED_QUESTIONS)),
+            "--mean-output-tokens", str(round(SEED_OUTPUT / SEED_QUESTIONS)), *extra]
+
+
+@pytest.mark.slow  # plans 7,473 questions: seconds
+@pytest.mark.parametrize("paths, seed_usd", [(1, 9.50), (5, 14.50)])
+def test_the_seeds_cost_figures_come_out_of_the_dry_run(tmp_path, paths, seed_usd):
+    """From the seed's token counts (a request's prompt and a path's output), at Bedrock's price for Cohere
+    Command in batch (the on-demand price: no batch discount for Cohere): one generation a question, and
+    five in one record (the prompt billed once for them)."""
+    data = seed_scale_data(tmp_path)
+    proc = run_cli(*dry_run_args(data, "--paths", str(paths), "--run-dir", str(tmp_path / "run")),
+                   env={"AWS_DEFAULT_REGION": None, "AWS_REGION": None, "AWS_ACCESS_KEY_ID": None})  # no AWS needed
+    assert proc.returncode == 0, proc.stderr
+    expected = float(re.search(r"expected ~\$([\d,.]+)", proc.stdout).group(1).replace(",", ""))
+    assert expected == pytest.approx(seed_usd, rel=0.05)
+    assert f"in {SEED_QUESTIONS:,} requests" in proc.stdout  # five paths share a record's prompt
+    assert "worst case $" in proc.stdout and "what --max-cost is checked against" in proc.stdout
+    assert not (tmp_path / "run").exists()  # no run directory
+
+
+def test_the_dry_run_expects_the_measured_mean_and_checks_the_cap_against_the_worst_case(tmp_path, scripted_backend):
+    """A run's stored paths give the mean output length; --max-cost is compared with the worst case."""
+    run_dir = tmp_path / "run"
+    settings = {"data": str(GSM8K_TEST), "limit": 4, "paths": 3, "backend": "scripted", "model": "m"}
+    run_experiment(RunSettings(**settings), run_dir)
+    more = dry_run(RunSettings(**{**settings, "paths": 6}), run_dir)
+    assert (more.planned, more.stored, more.estimate.paths) == (4 * 7, 4 * 4, 4 * 3)
+    assert more.estimate.output_mean.tokens == 8.0 and "16 stored paths" in more.estimate.output_mean.source
+    assert more.estimate.expected_output_tokens == 4 * 3 * 8
+    bedrock = dry_run(RunSettings(data=str(GSM8K_TEST), limit=20, paths=6, backend="bedrock-batch",
+                                  model="anthropic.claude-3-haiku-20240307-v1:0", bucket="b-bucket", role_arn=ROLE,
+                                  mean_output_tokens=50, max_cost=0.02))
+    e = bedrock.estimate
+    assert e.worst_output_tokens == 20 * 7 * 256 and e.expected_output_tokens == 20 * 7 * 50
+    assert e.expected(bedrock.price) < 0.02 < e.worst(bedrock.price)
+    lines = "\n".join(bedrock.lines())
+    assert "the worst case is above it: the run would stop before sending" in lines
+    assert "2 jobs" not in lines and "1 job" in lines
+
+
+def test_a_dry_run_of_an_application_profile_prices_it_as_base_model_without_asking(tmp_path):
+    profile = "arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/a1b2c3d4e5f6"
+    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "10", "--backend", "bedrock-batch", "--model",
+            profile, "--bucket", "p-bucket", "--role-arn", ROLE, "--dry-run", "--run-dir", str(tmp_path / "run")]
+    refused = run_cli(*args)
+    assert refused.returncode == 2 and "--base-model" in refused.stderr
+    priced = run_cli(*args, "--base-model", "anthropic.claude-3-5-haiku-20241022-v1:0")
+    assert priced.returncode == 0 and "cost at batch prices ($0.0004 / $0.002 per 1k tokens)" in priced.stdout
