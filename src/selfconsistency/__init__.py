@@ -13,7 +13,7 @@ _EXPORTS = {
     "write_report": ".report", "SamplingParams": ".sampling", "path_seed": ".sampling",
     "RunSettings": ".settings", "SampleStore": ".store", "decide": ".vote", "Vote": ".vote",
     "Answer": ".answers", "answers_from_store": ".answers", "build_answer": ".answers",
-    "SelfConsistency": ".api",
+    "SelfConsistency": ".api", "import_run": ".importing",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -63,6 +63,9 @@ tasks_app = typer.Typer(help="Built-in tasks and task config files.", no_args_is
 app.add_typer(tasks_app, name="tasks")
 bedrock_app = typer.Typer(help="Amazon Bedrock helpers.", no_args_is_help=True)
 app.add_typer(bedrock_app, name="bedrock")
+import_app = typer.Typer(help="Turn another tool's stored generations into a run directory: report, simulate, "
+                              "export and compare then read it like any run.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 jobs_app = typer.Typer(help="Batch jobs (Bedrock batch inference, OpenAI Batch API): list, monitor, stop, "
                             "collect.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
@@ -652,6 +655,66 @@ def compare(
     except (OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
     _print_markdown(comparison_markdown(a, b, comparisons))
+
+
+_IMPORT_TASK = Annotated[str, typer.Option(
+    help="The task whose parser reads each question and gold and whose extractor re-reads each path's answer: "
+         "a built-in task or a task config file.")]
+_IMPORT_RUN_DIR = Annotated[Path | None, typer.Option(
+    help="The run directory to create (a new or empty directory; the run of the same file again adds nothing). "
+         "\\[default: runs/import-<tool>-<task>-<file digest>]")]
+_IMPORT_TEMPERATURE = Annotated[float | None, typer.Option(
+    help="The temperature the paths were sampled at, when the file records none or records it wrongly. "
+         "\\[default: the file's]")]
+_IMPORT_MODEL = Annotated[str | None, typer.Option(help="The model's name in the run. \\[default: the file's]")]
+
+
+def _import(tool: str, file: Path, task: str, run_dir: Path | None, temperature: float | None,
+            model: str | None) -> None:
+    from .importing import import_markdown, import_run
+
+    try:
+        imported = import_run(tool, file, task, run_dir, temperature, model)  # type: ignore[arg-type]
+        results = _write_report(imported.run_dir)
+    except (DataError, StoreMismatch, RunDirError, OSError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    summary, notes = import_markdown(imported, results)
+    out.print(Markdown(for_terminal(summary)))
+    for note in notes:
+        out.print(f"- {note}", highlight=False)
+    out.print(Markdown(for_terminal(markdown_table(results))))
+    out.print(f"wrote {imported.run_dir / RESULTS_FILE}, {imported.run_dir / TABLE_FILE}, "
+              f"{imported.run_dir / PLOT_FILE}, {imported.run_dir / HTML_FILE}", highlight=False)
+
+
+@import_app.command("lm-eval")
+def import_lm_eval(
+    samples: Annotated[Path, typer.Argument(help="lm-eval's samples_<task>_<date>.jsonl (--log_samples).")],
+    task: _IMPORT_TASK = "gsm8k", run_dir: _IMPORT_RUN_DIR = None, temperature: _IMPORT_TEMPERATURE = None,
+    model: _IMPORT_MODEL = None,
+) -> None:
+    """lm-evaluation-harness's --log_samples output of a task with repeats (gsm8k_cot_self_consistency).
+
+    Each document's repeats are its paths, in lm-eval's order; its filters' answers and metrics are kept.
+
+    Question ids are <split>-<doc_id>, as a run of the same data file names them: compare pairs the two.
+    """
+    _import("lm-eval", samples, task, run_dir, temperature, model)
+
+
+@import_app.command("inspect")
+def import_inspect(
+    log: Annotated[Path, typer.Argument(help="An inspect_ai eval log (.eval or .json) with --epochs > 1.")],
+    task: _IMPORT_TASK = "gsm8k", run_dir: _IMPORT_RUN_DIR = None, temperature: _IMPORT_TEMPERATURE = None,
+    model: _IMPORT_MODEL = None,
+) -> None:
+    """An inspect_ai eval log (.eval or .json) whose samples ran several epochs, read without inspect_ai.
+
+    Each sample's epochs are its paths, its input the question, its target the gold (the answer alone).
+
+    Each epoch's scorer answer is kept beside its path.
+    """
+    _import("inspect", log, task, run_dir, temperature, model)
 
 
 @app.command()

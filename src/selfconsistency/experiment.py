@@ -20,7 +20,7 @@ from .audit import AuditLog
 from .backends import backend_spec, create_backend
 from .backends.base import Backend, Generation, GenerationRequest
 from .extract import PatternTimeout
-from .math_answers import split_thinking
+from .math_answers import read_answer, split_thinking
 from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
@@ -148,21 +148,17 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                 prompt.chat_messages if prompt.format is PromptFormat.chat else prompt.text)
         return rendered[prompt]
 
-    def answer_of(text: str, question) -> tuple[str | None, str | None]:
-        """The path's answer and the rule that read it; a pattern past its time limit on this path's text
-        gives this path none (it is stored all the same: it was paid for); every other path is read as usual."""
+    def stored(g: Generation) -> StoredPath:
+        """A generation as its path is stored: the answer read outside its thinking, whose tokens are
+        counted apart (the provider's count, else the embedded model's tokens inside the blocks). A pattern
+        past its time limit on this path's text gives this path no answer (it is stored all the same: it
+        was paid for); every other path is read as usual."""
         try:
-            return extract(text, question)
+            answer, rule, thinking = read_answer(g.text, questions[g.request.question_id], extract, thinking_tags)
         except PatternTimeout as exc:
             timeouts.append(exc)
             audit.event("extraction_timeout", pattern=exc.pattern)
-            return None, None
-
-    def stored(g: Generation) -> StoredPath:
-        """A generation as its path is stored: the answer read outside its thinking, whose tokens are
-        counted apart (the provider's count, else the embedded model's tokens inside the blocks)."""
-        thinking = split_thinking(g.text, thinking_tags)
-        answer, rule = answer_of(thinking.visible, questions[g.request.question_id])
+            answer, rule, thinking = None, None, split_thinking(g.text, thinking_tags)
         thinking_tokens = g.reasoning_tokens
         if thinking_tokens is None and thinking.spans and g.token_ends is not None:
             thinking_tokens = thinking.tokens_inside(g.token_ends)

@@ -1,5 +1,6 @@
 """Every stored path of a run as JSON lines, with its question's gold, for other tools: the answer as the
-vote counts it (its class, for answer types with classes), which rule read it, its thinking tokens."""
+vote counts it (its class, for answer types with classes), which rule read it, its thinking tokens; for a
+run imported from another tool, that tool's own extracted answer beside the one the task read."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
     with SampleStore.open_readonly(run_dir) as store:
         questions = {q.id: q for q in store.questions()}
         classes = store.has_answer_classes()
+        imported = store.get_meta("import") is not None
         for p in store.paths():
             question = questions[p.question_id]
             gold = question.gold
@@ -28,4 +30,6 @@ def export_paths(run_dir: Path) -> Iterator[dict[str, Any]]:
                       "ended_thinking": p.ended_thinking}
             if classes:  # `answer` and `gold` are classes (their most frequent written form): as written too
                 record.update(written_answer=p.written, written_gold=question.written_gold)
+            if imported:  # the source tool's own reading of this path (None where it records none per path)
+                record["source_answer"] = p.source_answer
             yield record

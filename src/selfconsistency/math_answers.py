@@ -18,6 +18,7 @@ stored path but never searched: `visible_text` is what the rules read.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 DEFAULT_THINKING_TAGS = ("<think>", "</think>")
@@ -49,6 +50,15 @@ class Thinking:
     def tokens_inside(self, token_ends: tuple[int, ...]) -> int:
         """How many tokens (each given by where it ends in the text) end inside a thinking block."""
         return sum(any(start < end <= stop for start, stop in self.spans) for end in token_ends)
+
+
+def read_answer(text: str, question: object, extract: Callable[[str, object], tuple[str | None, str | None]],
+                tags: tuple[str, str] | None) -> tuple[str | None, str | None, Thinking]:
+    """A path's answer and the rule that read it (`extract`, the task's), read outside its thinking blocks,
+    and the split itself: how every path is read, generated here or imported from another tool."""
+    thinking = split_thinking(text, tags)
+    answer, rule = extract(thinking.visible, question)
+    return answer, rule, thinking
 
 
 def split_thinking(text: str, tags: tuple[str, str] | None = DEFAULT_THINKING_TAGS) -> Thinking:

@@ -108,10 +108,13 @@ def _records(settings: RunSettings, selection: list[str], questions: dict[str, A
         # A question's groups are consecutive rows, whatever their temperatures.
         span = (min(start for start, _ in where.values()), sum(count for _, count in where.values())) \
             if where else (0, 0)
-        yield {"id": qid, "question": question.question, "gold": question.gold, "complete": complete,
-               "greedy": None if greedy is _NO_PATH else {
-                   "answer": greedy, "correct": _correct(greedy, question.gold)},
-               "votes": votes}, span
+        record = {"id": qid, "question": question.question, "gold": question.gold, "complete": complete,
+                  "greedy": None if greedy is _NO_PATH else {
+                      "answer": greedy, "correct": _correct(greedy, question.gold)},
+                  "votes": votes}
+        if question.source is not None:  # imported: the source tool's own results for this question
+            record["source"] = question.source
+        yield record, span
 
 
 _NO_PATH = object()  # no greedy path stored (its answer may be None: a path without an answer)

@@ -161,6 +161,14 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE jobs ADD COLUMN request TEXT;
     """,
+    # Runs imported from another tool (`selfconsistency import`): beside each path's raw text (`text`) and the
+    # answer the task's extractor reads from it, the tool's own extracted answer for that path where the tool
+    # records one; and each question's results as the tool gave them (JSON: lm-eval's filters, inspect_ai's
+    # per-epoch scores).
+    """
+    ALTER TABLE paths ADD COLUMN source_answer TEXT;
+    ALTER TABLE questions ADD COLUMN source TEXT;
+    """,
 )
 
 
@@ -224,6 +232,7 @@ class StoredPath:
     # Read back, `answer` is the answer's class (the vote's key: its most frequent written form, for types
     # with equivalence classes) and `written` the answer as the path wrote it; written, `answer` is that.
     written: str | None = field(default=None, compare=False)
+    source_answer: str | None = None  # an imported path: the source tool's own extracted answer (None: none)
 
 
 PathFields = namedtuple("PathFields", [f.name for f in fields(StoredPath)])  # StoredPath as a tuple
@@ -237,6 +246,7 @@ class StoredQuestion:
     gold: str | None  # None: unlabelled. Read back: the gold's answer class (see StoredPath.answer)
     groups: dict[str, str] | None = None  # record fields results are grouped by (subject, level, ...)
     written_gold: str | None = field(default=None, compare=False)  # read back: the gold as given
+    source: dict[str, Any] | None = field(default=None, compare=False)  # imported: the tool's own results
 
 
 @dataclass(frozen=True)
@@ -416,6 +426,12 @@ class SampleStore:
             self._put_meta("run_nonce", secrets.token_hex(8))
         self._db.execute("COMMIT")
 
+    def record_import(self, source: dict[str, Any]) -> None:
+        """Where an imported run's paths came from: the tool, file, what it ran and what the import assumed."""
+        self._db.execute("BEGIN IMMEDIATE")
+        self._put_meta("import", source)
+        self._db.execute("COMMIT")
+
     def run_nonce(self) -> str:
         """Random, fixed for this store's life: what tells two run directories with the same settings apart
         (their batch jobs must never be one and the same)."""
@@ -449,9 +465,10 @@ class SampleStore:
             for q in questions:
                 row = self._db.execute("SELECT question, gold FROM questions WHERE id = ?", (q.id,)).fetchone()
                 if row is None:
-                    self._db.execute("INSERT INTO questions (id, position, question, gold, groups) VALUES "
-                                     "(?, ?, ?, ?, ?)", (q.id, q.position, q.question, q.gold,
-                                                         json.dumps(q.groups, sort_keys=True) if q.groups else None))
+                    self._db.execute("INSERT INTO questions (id, position, question, gold, groups, source) VALUES "
+                                     "(?, ?, ?, ?, ?, ?)", (q.id, q.position, q.question, q.gold,
+                                                            json.dumps(q.groups, sort_keys=True) if q.groups else None,
+                                                            json.dumps(q.source) if q.source is not None else None))
                 elif tuple(row) != (q.question, q.gold):
                     raise StoreMismatch(f"question {q.id} in {self.path.parent} has other text or gold "
                                         "than the data given now; use another --run-dir")
@@ -471,10 +488,11 @@ class SampleStore:
     def questions(self) -> list[StoredQuestion]:
         """Every question, its gold read as its answer class (`written_gold`: as given)."""
         gold = _GOLD_CLASS if self.has_answer_classes() else "gold"
-        rows = self._db.execute(f"SELECT id, position, question, {gold}, groups, gold FROM questions "
+        rows = self._db.execute(f"SELECT id, position, question, {gold}, groups, gold, source FROM questions "
                                 "ORDER BY position, id")
-        return [StoredQuestion(qid, position, text, gold, json.loads(groups) if groups else None, written)
-                for qid, position, text, gold, groups, written in rows]
+        return [StoredQuestion(qid, position, text, gold, json.loads(groups) if groups else None, written,
+                               json.loads(source) if source else None)
+                for qid, position, text, gold, groups, written, source in rows]
 
     # -- answer classes (answer types whose answers are written many ways) ------------------------
 
@@ -526,11 +544,12 @@ class SampleStore:
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO paths (question_id, temperature, path_index, seed, text, answer, prompt_tokens, "
             "completion_tokens, latency_s, finish_reason, logprob_sum, backend, model, created_at, answer_rule, "
-            "thinking_tokens, ended_thinking) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "thinking_tokens, ended_thinking, source_answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "?, ?)",
             (path.question_id, path.temperature, path.path_index, path.seed, path.text, path.answer,
              path.prompt_tokens, path.completion_tokens, path.latency_s, path.finish_reason,
              path.logprob_sum, path.backend, path.model, time.time(), path.answer_rule, path.thinking_tokens,
-             int(path.ended_thinking)))
+             int(path.ended_thinking), path.source_answer))
         return cursor.rowcount == 1
 
     def add_paths(self, paths: Iterable[StoredPath]) -> int:
@@ -756,8 +775,8 @@ class SampleStore:
 
 
 def _stored_path(row: tuple[Any, ...]) -> StoredPath:
-    *head, ended, written = row  # SQLite keeps the flag as 0/1
-    return StoredPath(*head, bool(ended), written)
+    *head, ended, written, source_answer = row  # SQLite keeps the flag as 0/1
+    return StoredPath(*head, bool(ended), written, source_answer)
 
 
 @contextmanager

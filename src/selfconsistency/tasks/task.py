@@ -110,6 +110,20 @@ class Task:
     def name(self) -> str:
         return self.spec.name
 
+    def neutralised(self) -> dict[str, tuple[str, ...]]:
+        """What `parse` neutralised since the last `load`, by record location (`file:line`)."""
+        return dict(self._neutralised)
+
+    def plain_golds(self) -> Task:
+        """This task reading each gold as the answer alone, without its gold_pattern: another tool's target
+        (inspect_ai's gsm8k sample has target '18', not the record's '... #### 18')."""
+        if self._gold_pattern is None:
+            return self
+        answer = self.spec.answer.model_copy(update={"gold_pattern": None})
+        task = Task(self.spec.model_copy(update={"answer": answer}), self.base_dir, self.max_chars, self.strict_input)
+        task.config_file = self.config_file
+        return task
+
     def fingerprint(self) -> str:
         """Changes whenever the spec would change prompts, golds or answers."""
         dumped = self.spec.model_dump(mode="json")

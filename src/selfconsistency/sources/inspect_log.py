@@ -1,0 +1,266 @@
+"""inspect_ai eval logs with `epochs` > 1: each sample's epochs are its paths. Read without inspect_ai.
+
+Two formats (inspect_ai's `log/_recorders`): `.json`, one JSON document (`version`, `status`, `eval`,
+`plan`, `results`, `stats`, `samples`, `reductions`); and `.eval`, a zip archive holding `header.json`
+(the document without samples), one `samples/<id>_epoch_<n>.json` per sample and epoch, `summaries.json`
+and `reductions.json`. inspect_ai writes its members zstd-compressed (zip method 93), which Python's
+zipfile reads only from 3.14: `zip_members.py` reads them with `zstandard`, deflated ones (older logs) with
+zipfile.
+
+A sample carries `input` (text or chat messages), `target`, `output` (`completion`, the choices' stop
+reason, `usage`, `time`) and `scores` (each scorer's `value` and its own extracted `answer`); long strings
+may be stored once in the sample's `attachments` and referred to as `attachment://<hash>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from .base import (
+    Source,
+    SourceError,
+    SourceFigure,
+    SourcePath,
+    SourceQuestion,
+    check_sizes,
+    number_of,
+    parse_json,
+    read_source_file,
+    text_of,
+)
+from .zip_members import read_member
+
+_SAMPLE = re.compile(r"samples/(.+)_epoch_(\d+)\.json$")
+_ATTACHMENT = "attachment://"
+_STOP = {"stop": "stop", "max_tokens": "length", "model_length": "length"}
+
+
+def read_inspect(path: Path) -> Source:
+    path = Path(path)
+    data = read_source_file(path, "an inspect_ai log")
+    archive = data.startswith(b"PK\x03\x04")
+    header, samples = (_eval_archive if archive else _json_log)(path, data)
+    where = f"{path}:{'header.json' if archive else 1}"
+    spec = header.get("eval")
+    if not isinstance(spec, dict) or "task" not in spec or "model" not in spec:
+        raise SourceError(f"{where}: not an inspect_ai eval log (no eval spec with task and model)")
+    config = spec.get("config") if isinstance(spec.get("config"), dict) else {}
+    epochs = config.get("epochs")
+    if not isinstance(epochs, int) or epochs < 2:
+        raise SourceError(f"{where}: an eval log with {epochs or 1} epoch: each sample has one path; "
+                          "self-consistency needs several (inspect eval --epochs N)")
+    generate = {**_dict(header.get("plan"), "config"), **_dict(spec, "model_generate_config")}
+    order = spec.get("dataset", {}).get("sample_ids") if isinstance(spec.get("dataset"), dict) else None
+    questions, skipped = _questions(samples, order if isinstance(order, list) else [])
+    check_sizes(str(path), questions)
+    notes = [f"inspect_ai has no greedy path: the {epochs} epochs of a sample are its paths, in epoch order"]
+    if skipped:
+        notes.append(f"{len(skipped)} sample epoch(s) ended in an error and have no path: {', '.join(skipped[:5])}")
+    if header.get("status") != "success":
+        notes.append(f"the log's status is {header.get('status')!r}: only its finished samples are imported")
+    return Source(tool="inspect_ai", file=path, where=where, sha256=hashlib.sha256(data).hexdigest(),
+                  task=str(spec["task"]), model=str(spec["model"]), prompt_format="chat",
+                  temperature=number_of(generate.get("temperature")),
+                  max_tokens=generate.get("max_tokens") if isinstance(generate.get("max_tokens"), int) else None,
+                  top_p=number_of(generate.get("top_p")), questions=tuple(questions),
+                  figures=_figures(header, epochs), notes=tuple(notes),
+                  generation={k: v for k, v in generate.items() if isinstance(v, str | int | float | bool)})
+
+
+def _dict(value: Any, key: str) -> dict[str, Any]:
+    inner = value.get(key) if isinstance(value, dict) else None
+    return inner if isinstance(inner, dict) else {}
+
+
+# -- the two formats ---------------------------------------------------------------------------------------
+
+
+def _json_log(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise SourceError(f"{path}:{line}: not UTF-8 text") from None
+    try:
+        log = parse_json(str(path), text, document=True)
+    except SourceError as error:
+        try:
+            first = json.loads(text.lstrip().split("\n", 1)[0])
+        except ValueError:
+            first = None
+        if isinstance(first, dict) and "resps" in first:
+            raise SourceError(f"{path}:1: lm-eval samples (JSON lines), not an inspect_ai log: use "
+                              "`selfconsistency import lm-eval`") from None
+        raise error from None
+    if not isinstance(log, dict) or "eval" not in log:
+        raise SourceError(f"{path}:1: not an inspect_ai eval log (no 'eval' spec)")
+    samples = log.get("samples") or []
+    if not isinstance(samples, list):
+        raise SourceError(f"{path}:1: 'samples' is not a list")
+    return log, [(f"{path}:{line}", sample) for line, sample in zip(_sample_lines(text), samples, strict=True)]
+
+
+def _sample_lines(text: str) -> list[int]:
+    """The line each element of the top-level "samples" list starts on (the text is known to be valid
+    JSON): walks the top-level object with raw_decode, value by value."""
+    decoder, space = json.JSONDecoder(), re.compile(r"\s*")
+    lines, counted, line = [], 0, 1
+
+    def skip(i: int) -> int:
+        return space.match(text, i).end()
+
+    i = skip(0) + 1
+    while text[skip(i)] != "}":
+        key, i = decoder.raw_decode(text, skip(i))
+        i = skip(skip(i) + 1)  # past the colon
+        if key == "samples" and text[i] == "[":
+            i += 1
+            while text[skip(i)] != "]":
+                i = skip(i)
+                line += text.count("\n", counted, i)
+                counted = i
+                lines.append(line)
+                _, i = decoder.raw_decode(text, i)
+                i = skip(i) + (text[skip(i)] == ",")
+            i = skip(i) + 1
+        else:
+            _, i = decoder.raw_decode(text, i)
+        i = skip(i) + (text[skip(i)] == ",")
+    return lines
+
+
+def _eval_archive(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = {info.filename: info for info in archive.infolist()}
+    except (zipfile.BadZipFile, ValueError) as exc:
+        raise SourceError(f"{path}: not a readable zip archive ({exc}): not an inspect_ai .eval log") from None
+    name = "header.json" if "header.json" in members else "_journal/start.json"
+    if name not in members:
+        raise SourceError(f"{path}: a zip archive without header.json: not an inspect_ai .eval log")
+    header = parse_json(f"{path}:{name}", read_member(path, data, members[name]), document=True)
+    if not isinstance(header, dict):
+        raise SourceError(f"{path}:{name}: not a JSON object")
+    samples = []
+    for member, info in members.items():
+        if not member.startswith("samples/"):
+            continue
+        if not _SAMPLE.fullmatch(member):
+            raise SourceError(f"{path}:{member}: a sample stored in chunks, which this import does not read: "
+                              "convert the log with `inspect log convert --to json` and import that")
+        where = f"{path}:{member}"
+        samples.append((where, parse_json(where, read_member(path, data, info), document=True)))
+    return header, samples
+
+
+# -- samples -----------------------------------------------------------------------------------------------
+
+
+def _questions(samples: list[tuple[str, Any]], order: list[Any]) -> tuple[list[SourceQuestion], list[str]]:
+    """Each sample id's epochs as its paths, in epoch order; the samples ordered as the dataset lists them."""
+    by_id: dict[str, dict[str, Any]] = {}
+    skipped = []
+    for where, sample in samples:
+        if not isinstance(sample, dict) or "id" not in sample or "epoch" not in sample:
+            raise SourceError(f"{where}: not an inspect_ai sample (no id and epoch)")
+        qid, epoch = str(sample["id"]), sample["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+            raise SourceError(f"{where}: epoch {epoch!r} is not an epoch number")
+        entry = by_id.setdefault(qid, {"where": where, "id": sample["id"], "epochs": {}, "sample": sample})
+        if epoch in entry["epochs"]:
+            raise SourceError(f"{where}: sample {qid} epoch {epoch} again (first at {entry['where']})")
+        if sample.get("error"):
+            skipped.append(f"{qid} epoch {epoch}")
+            continue
+        entry["epochs"][epoch] = (where, sample)
+    rank = {str(sid): index for index, sid in enumerate(order)}
+    entries = sorted(by_id.values(), key=lambda e: (rank.get(str(e["id"]), len(rank)), str(e["id"])))
+    questions = []
+    for position, entry in enumerate(entries):
+        first = entry["sample"]
+        where = entry["where"]
+        attachments = first.get("attachments") if isinstance(first.get("attachments"), dict) else {}
+        paths = [_path(w, s) for _, (w, s) in sorted(entry["epochs"].items())]
+        epochs = [{"epoch": e, "scores": _scores(s)} for e, (_, s) in sorted(entry["epochs"].items())]
+        target = first.get("target")
+        target = target[0] if isinstance(target, list) and target else target
+        record = {"input": _input_text(where, first.get("input"), attachments),
+                  "target": text_of(where, _resolve(target, attachments), "target")}
+        questions.append(SourceQuestion(id=str(entry["id"]), position=position, record=record, paths=tuple(paths),
+                                        source={"target": record["target"], "epochs": epochs}, where=where,
+                                        plain_gold=True))
+    return questions, skipped
+
+
+def _path(where: str, sample: dict[str, Any]) -> SourcePath:
+    attachments = sample.get("attachments") if isinstance(sample.get("attachments"), dict) else {}
+    output = sample.get("output")
+    if not isinstance(output, dict):
+        raise SourceError(f"{where}: sample {sample.get('id')} epoch {sample.get('epoch')} has no output")
+    choices = output.get("choices") if isinstance(output.get("choices"), list) else []
+    choice = choices[0] if choices and isinstance(choices[0], dict) else {}
+    completion = output.get("completion")
+    if completion is None:
+        completion = _content_text(_dict(choice, "message").get("content"), attachments)
+    usage = output.get("usage") if isinstance(output.get("usage"), dict) else {}
+    scores = _scores(sample)
+    answer = next((s.get("answer") for s in scores.values() if isinstance(s.get("answer"), str)), None)
+    return SourcePath(text=text_of(where, _resolve(completion, attachments), "the output's completion"),
+                      source_answer=answer, prompt_tokens=_count(usage.get("input_tokens")),
+                      completion_tokens=_count(usage.get("output_tokens")),
+                      latency_s=number_of(output.get("time")) or number_of(sample.get("working_time")) or 0.0,
+                      finish_reason=_STOP.get(choice.get("stop_reason"), "unknown"))
+
+
+def _scores(sample: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    scores = sample.get("scores") if isinstance(sample.get("scores"), dict) else {}
+    return {str(name): {key: score[key] for key in ("value", "answer") if isinstance(score.get(key), str | int | float)}
+            for name, score in scores.items() if isinstance(score, dict)}
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _resolve(value: Any, attachments: dict[str, Any]) -> Any:
+    if isinstance(value, str) and value.startswith(_ATTACHMENT):
+        return attachments.get(value.removeprefix(_ATTACHMENT), value)
+    return value
+
+
+def _content_text(content: Any, attachments: dict[str, Any]) -> Any:
+    """A message's text: a string, or its text parts joined."""
+    if isinstance(content, list):
+        return "".join(str(_resolve(part.get("text", ""), attachments)) for part in content
+                       if isinstance(part, dict) and part.get("type") == "text")
+    return _resolve(content, attachments)
+
+
+def _input_text(where: str, value: Any, attachments: dict[str, Any]) -> str:
+    """The question: the sample's input text, or its last user message's."""
+    if isinstance(value, list):
+        users = [m for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        value = _content_text(users[-1].get("content"), attachments) if users else None
+    return text_of(where, _resolve(value, attachments), "the sample's input")
+
+
+def _figures(header: dict[str, Any], epochs: int) -> tuple[SourceFigure, ...]:
+    """inspect_ai's own accuracy per scorer, as its results hold it: the mean over samples of each sample's
+    score reduced over its epochs (by default their mean), i.e. one path's accuracy averaged over all."""
+    results = header.get("results") if isinstance(header.get("results"), dict) else {}
+    out = []
+    for score in results.get("scores") or []:
+        if not isinstance(score, dict):
+            continue
+        accuracy = _dict(score, "metrics").get("accuracy")
+        value = number_of(accuracy.get("value")) if isinstance(accuracy, dict) else None
+        if value is not None:
+            out.append(SourceFigure(f"{score.get('name', 'score')} accuracy", value, None,
+                                    _count(score.get("scored_samples")), False))
+    return tuple(out)
