@@ -185,17 +185,16 @@ class AnthropicBackend:
                                     self.options.concurrency, lambda generations: (generations, []))
 
     def _call(self, request: GenerationRequest, body: dict[str, Any]) -> list[Generation]:
-        booked = len(json.dumps(body)) // RESERVED_CHARS_PER_TOKEN + request.params.max_tokens
-        self.budget.reserve(booked)
+        booked = self.budget.reserve(len(json.dumps(body)) // RESERVED_CHARS_PER_TOKEN, request.params.max_tokens)
         started = time.perf_counter()
         try:
             with api_errors(self.client, f"calling {self.model}"):
                 message = create_message(self.client, body)
         except BackendError:
-            self.budget.settle(booked, 0)
+            self.budget.settle(booked, 0, 0)
             raise
         usage = usage_of(message.get("usage"))
-        self.budget.settle(booked, usage.prompt + usage.output)
+        self.budget.settle(booked, usage.prompt, usage.output)
         output = parse_message(message, request.params)
         return list(generations_from([request], [output], time.perf_counter() - started))
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
 
 from ..audit import redact_urls
-from ..costs import CHARS_PER_TOKEN
+from ..costs import CHARS_PER_TOKEN, Price
 from ..options import BUDGET, BackendOptions, Cli, Identity
 from ..prompts import Prompt
 from ..sampling import SamplingParams
@@ -38,9 +38,10 @@ class BudgetSettings(BaseModel):
         "Paid backends: refuse any request that could take the run (stored paths included) past this many "
         "prompt + completion tokens.", BUDGET)] = None
     max_cost: Annotated[float | None, Field(gt=0, le=10**9), Cli(
-        "Paid backends: a spending cap in USD, counting what the run already spent. Batch backends refuse "
-        "jobs whose estimate (batch prices) could pass it; openai enforces it before each request as a token "
-        "budget at the dearer of the model's two rates. Needs the model in the price table (--prices).",
+        "Paid backends: a spending cap in USD, counting what the run already spent; with --allocate, the "
+        "amount to spend (in waves). Batch backends refuse jobs whose estimate (batch prices) could pass it; "
+        "backends called request by request check each request's worst case before sending it. Needs the "
+        "model in the price table (--prices).",
         BUDGET)] = None
     prices_file: Annotated[str | None, Cli(
         "JSON price table overriding the packaged one: {model: {on_demand: \\[in, out] per 1k tokens, "
@@ -66,43 +67,61 @@ class BudgetSettings(BaseModel):
 
 
 class TokenBudget:
-    """A run's token allowance for paid backends, checked before each request (thread-safe).
+    """A run's allowance for paid backends called request by request, checked before each request
+    (thread-safe): --max-tokens-total in tokens, --max-cost in dollars at the model's two rates.
 
-    `reserve` books a request's worst case (prompt estimate + n x max_tokens) or refuses it; `settle`
-    replaces the booking with what the request really used.
+    `reserve(prompt, output)` books a request's worst case (its prompt estimate, n x max_tokens) or refuses
+    it; `settle(booking, prompt, output)` replaces the booking with what the request really used.
     """
 
-    def __init__(self, limit: int | None, spent: int = 0, cap: str = ""):
+    def __init__(self, limit: int | None, spent: int = 0, cap: str = "", price: Price | None = None,
+                 max_cost: float | None = None, spent_cost: float = 0.0):
         import threading
 
         self.limit = limit
         self.cap = cap or (f"--max-tokens-total {limit:,}" if limit is not None else "")  # named in the error
         self.spent = spent
+        self.price, self.max_cost, self.spent_cost = price, max_cost, spent_cost
         self._reserved = 0
+        self._reserved_cost = 0.0
         self._lock = threading.Lock()
 
-    def reserve(self, tokens: int) -> None:
+    def _cost(self, prompt: int, output: int) -> float:
+        return self.price.cost(prompt, output) if self.price is not None else 0.0
+
+    def reserve(self, prompt: int, output: int = 0) -> tuple[int, int]:
+        """Book a request of `prompt` + `output` tokens at most; the booking, for `settle`."""
+        tokens, cost = prompt + output, self._cost(prompt, output)
         with self._lock:
             if self.limit is not None and self.spent + self._reserved + tokens > self.limit:
                 raise BudgetExceeded(
                     f"token budget reached: {self.spent:,} used and {self._reserved:,} in flight of "
                     f"{self.cap}; the next request could need {tokens:,} more. "
                     "Stored paths are kept; raise the budget and run again to continue")
+            if self.max_cost is not None and self.spent_cost + self._reserved_cost + cost > self.max_cost + 1e-12:
+                raise BudgetExceeded(
+                    f"spending budget reached: {dollars(self.spent_cost)} spent and {dollars(self._reserved_cost)} "
+                    f"in flight of --max-cost {dollars(self.max_cost)}; the next request could cost "
+                    f"{dollars(cost)} more. Stored paths are kept; raise the amount and run again to continue")
             self._reserved += tokens
+            self._reserved_cost += cost
+        return prompt, output
 
-    def settle(self, reserved: int, used: int) -> None:
+    def settle(self, booking: tuple[int, int], prompt: int, output: int) -> None:
         with self._lock:
-            self._reserved -= reserved
-            self.spent += used
+            self._reserved -= sum(booking)
+            self._reserved_cost -= self._cost(*booking)
+            self.spent += prompt + output
+            self.spent_cost += self._cost(prompt, output)
 
     @classmethod
     def for_config(cls, config: BackendConfig, priced_as: str | None = None) -> TokenBudget:
-        """--max-tokens-total, and --max-cost turned into tokens at the dearer of the model's two rates
-        (conservative: no token can cost more), counting what the run already spent. `priced_as`: the
-        foundation model the calls are billed as, when the backend learnt it (an inference profile's)."""
+        """--max-tokens-total, and --max-cost in dollars at the model's own two rates, counting what the
+        run already spent. `priced_as`: the foundation model the calls are billed as, when the backend
+        learnt it (an inference profile's)."""
         budget = config.budget
         limit = budget.max_tokens_total
-        cap = f"--max-tokens-total {limit:,}" if limit is not None else ""
+        price = None
         if budget.max_cost is not None:
             from ..costs import PriceTable
 
@@ -111,11 +130,9 @@ class TokenBudget:
                     config.model, base_model=priced_as or getattr(config.options, "base_model", None))
             except KeyError as exc:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
-            cost_tokens = int(budget.max_cost / (max(price.input_per_1k, price.output_per_1k) / 1000))
-            if limit is None or cost_tokens < limit:
-                limit = cost_tokens
-                cap = f"--max-cost {dollars(budget.max_cost)} ({cost_tokens:,} tokens at the model's dearer rate)"
-        return cls(limit, config.tokens_spent, cap)
+        prompt, output = config.tokens_spent_split
+        spent_cost = price.cost(prompt, output) if price is not None else 0.0
+        return cls(limit, config.tokens_spent, price=price, max_cost=budget.max_cost, spent_cost=spent_cost)
 
 
 def dollars(amount: float) -> str:
@@ -266,6 +283,7 @@ class BackendConfig(BaseModel):
     options: SerializeAsAny[BackendOptions] = BackendOptions()  # the backend's own options model
     budget: BudgetSettings = BudgetSettings()
     tokens_spent: int = Field(default=0, ge=0)  # what the run's stored paths already used
+    tokens_spent_split: tuple[int, int] = (0, 0)  # the same as (prompt, completion) tokens, to price them
     settings_hash: str = "run"  # names the run's batch jobs
     job_state: Any = None  # batch backends: the run's `batch_jobs.JobStore` (the run's sample store)
     submit: bool = True  # batch backends: False collects the jobs the run made and submits nothing new

@@ -140,19 +140,20 @@ class BedrockOnDemandBackend:
 
     def _call(self, record: Record) -> tuple[list[Generation], tuple[str, RecordRefused] | None]:
         params = record.requests[0].params
-        booked = len(json.dumps(record.body)) // RESERVED_CHARS_PER_TOKEN + len(record.requests) * params.max_tokens
-        self.budget.reserve(booked)
+        booked = self.budget.reserve(len(json.dumps(record.body)) // RESERVED_CHARS_PER_TOKEN,
+                                     len(record.requests) * params.max_tokens)
         started = time.perf_counter()
         try:
             outputs = invoke(self.runtime, self.model, self.adapter, record)
         except RecordRefused as exc:
-            self.budget.settle(booked, 0)
+            self.budget.settle(booked, 0, 0)
             return [], (record.record_id, exc)
         except BackendError:
-            self.budget.settle(booked, 0)
+            self.budget.settle(booked, 0, 0)
             raise
         generations = list(record_generations(record, outputs, (time.perf_counter() - started) / len(record.requests)))
-        self.budget.settle(booked, sum(g.prompt_tokens + g.completion_tokens for g in generations))
+        self.budget.settle(booked, sum(g.prompt_tokens for g in generations),
+                           sum(g.completion_tokens for g in generations))
         return generations, None
 
     def close(self) -> None:

@@ -123,8 +123,7 @@ class OpenAIBackend:
                             server_fields=self.options.base_url is not None)
         # Worst case before sending: the prompt counted densely, every choice at max_tokens.
         prompt_chars = sum(len(m["content"]) for m in body["messages"]) if "messages" in body else len(body["prompt"])
-        booked = prompt_chars // RESERVED_CHARS_PER_TOKEN + len(chunk) * first.params.max_tokens
-        self.budget.reserve(booked)
+        booked = self.budget.reserve(prompt_chars // RESERVED_CHARS_PER_TOKEN, len(chunk) * first.params.max_tokens)
         self._limiter.wait()
         started = time.perf_counter()
         endpoint = self._client.chat.completions if self.options.api == "chat" else self._client.completions
@@ -133,14 +132,14 @@ class OpenAIBackend:
         try:
             response = endpoint.create(**standard, extra_body=extra or None)
         except self._openai.APIError as exc:
-            self.budget.settle(booked, 0)
+            self.budget.settle(booked, 0, 0)
             raise BackendError(f"{redact_urls(self.options.base_url or 'OpenAI API')}: {type(exc).__name__}: "
                                f"{redact_message(str(getattr(exc, 'message', exc)), self.options.base_url)}"
                                ) from None
         elapsed = time.perf_counter() - started
         outputs = parse_response(response.model_dump(), self.options.api)[: len(chunk)]
         usage = response.usage
-        self.budget.settle(booked, usage.prompt_tokens + usage.completion_tokens if usage else booked)
+        self.budget.settle(booked, *((usage.prompt_tokens, usage.completion_tokens) if usage else booked))
         generations = list(generations_from(chunk, outputs, elapsed / max(len(outputs), 1)))
         return generations, chunk[len(outputs):]
 
