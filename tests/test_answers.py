@@ -112,7 +112,7 @@ def test_older_store_upgrades_to_optional_gold(tmp_path):
                                      StoredQuestion("q2", 1, "new question", None)]
         store.record_selection(StoredSelection("q2", 0.7, 3, 1, True, "reply", 40, 5))
         assert store.selections()[("q2", 0.7, 3)].chosen == 1
-        assert store.tokens_used() == 45
+        assert sum(store.tokens_used()) == 45
 
 
 # -- the answer builder --------------------------------------------------------------------------

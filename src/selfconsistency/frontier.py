@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .allocation import AllocationReplay, replay_allocation
-from .analysis import CurvePoint, accuracy_curve, encode, exact_curves
+from .analysis import CurvePoint, accuracy_curve
 from .collector import collector_paused
 from .results import sampled_answers
 from .stats import Paired, intervals, paired, resample_weights
@@ -36,7 +36,16 @@ class Frontier:
     rules: list[ReplayResult]  # one per rule, in the order given
     allocations: list[AllocationReplay] = field(default_factory=list)  # per allocator, per budget
     wave: int | None = None  # paths per wave of the allocations
-    fixed_per_question: np.ndarray | None = field(default=None, repr=False)  # (questions, N): exact vote-of-k
+    # each question's vote over all N paths, right or not, tie-broken as every reader breaks it: what a
+    # replay that ends with all N paths gives, so a replay is compared with fixed N on the same footing
+    fixed_votes: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def fixed_accuracy(self) -> float:
+        """Fixed N's accuracy at N, the vote of every stored path (the curve's last point is its expectation
+        over tie-breaks)."""
+        return float(self.fixed_votes.mean()) if self.fixed_votes is not None and len(self.fixed_votes) else \
+            self.fixed[-1].exact
 
     def fixed_at(self, mean_paths: float) -> float:
         """The fixed-N accuracy at a (fractional) number of paths, linear between the two nearest k."""
@@ -51,9 +60,9 @@ class Frontier:
 
     def versus_fixed(self, result: ReplayResult | AllocationReplay) -> Paired | None:
         """A replay's accuracy minus fixed N's at N, question by question (paired bootstrap, permutation)."""
-        if self.fixed_per_question is None or not result.per_question:
+        if self.fixed_votes is None or not result.per_question:
             return None
-        return paired(np.array(result.per_question), self.fixed_per_question[:, -1])
+        return paired(np.array(result.per_question), self.fixed_votes)
 
     def _row(self, result: ReplayResult | AllocationReplay) -> dict[str, Any]:
         low, high = self.interval(result)
@@ -87,8 +96,15 @@ def frontier(rules: Sequence[StoppingRule], answers: Sequence[Sequence[str | Non
                     fixed=accuracy_curve(answers, golds, runs=runs, seed=seed),
                     rules=replay_many(rules, answers, golds, runs=runs, seed=seed, ties=ties),
                     allocations=allocations, wave=wave if allocations else None,
-                    fixed_per_question=exact_curves(*encode(answers, golds),
-                                                    ties.rule if ties else "random") if golds else None)
+                    fixed_votes=_votes_of_all(answers, golds, ties or TieBreaks.anonymous(len(golds))))
+
+
+def _votes_of_all(answers: Sequence[Sequence[str | None]], golds: Sequence[str], ties: TieBreaks) -> np.ndarray:
+    from .vote import decide
+
+    return np.array([decide(list(row), seed=ties.seed, question_id=qid, temperature=ties.temperature,
+                            ties=ties.rule).answer == gold
+                     for row, gold, qid in zip(answers, golds, ties.question_ids, strict=True)], dtype=float)
 
 
 def stored_frontier(run_dir: Path, temperature: float, rules: Sequence[str], min_paths: int = 1,

@@ -239,7 +239,7 @@ def frontier_markdown(frontier: Frontier) -> str:
     accuracy's 95% interval over questions, its paired difference from fixed N at N, and fixed N's
     accuracy at the rule's own mean paths (the fixed-N curve between its two nearest k)."""
     questions = f"{frontier.questions} question" + ("" if frontier.questions == 1 else "s")
-    at_n = frontier.fixed[-1].exact
+    at_n = frontier.fixed_accuracy
     header = ("| {what} | mean paths | accuracy [95% interval] | change vs fixed N = {n} ({at_n:.1%}) [95% interval] "
               "| fixed N at the same paths | paths saved |").format
     lines = [f"{questions}, N = {frontier.paths} stored paths at T={frontier.temperature:g}, {frontier.runs} random "

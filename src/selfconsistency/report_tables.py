@@ -111,8 +111,8 @@ def comparison_table(results: dict[str, Any]) -> list[str]:
 
 def adaptive_label(name: str) -> str:
     """A rule's or a budget's row label: the rule (beta:0.95 (adaptive)), or the budget with its amount
-    (budget 1600 (adaptive)); the allocator is in the comparisons table and results.json."""
+    (budget 1600); the allocator is in results.json."""
     if name.startswith("budget:"):
         _, _, amount = name.split("+")[0].split(":", 2)
-        return f"budget {amount} (adaptive)"
+        return f"budget {amount}"
     return f"{name} (adaptive)"

@@ -244,6 +244,8 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
     _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves, settings.experiment.ties)
     if golds:
         _uncertainty(results, votes, greedy_answers, golds, labelled, settings)
+    for summary in results["sampled"]:  # per-question scores are for the comparisons, not for results.json
+        summary.get("adaptive", {}).pop("_right", None)
     fields = list(dict.fromkeys(name for q in questions.values() for name in (q.groups or {})))
     if fields and golds:
         results["groups"] = by_group(fields, [questions[q].groups for q in labelled], greedy_answers, golds,
@@ -339,13 +341,12 @@ def _uncertainty(results: dict[str, Any], votes: list, greedy_answers: list | No
             comparisons.append({"name": f"{name} {method} vs majority at N={n}",
                                 **paired(weighted, per_question[:, -1], weights).to_json()})
         adaptive = summary.get("adaptive")
-        if adaptive and adaptive.get("_right") is not None:
+        # fixed N at the rule's (or budget's) mean paths, where every question has that many paths to vote
+        if adaptive and adaptive.get("_right") is not None and adaptive["mean_paths_used"] <= n:
             mean_paths = adaptive["mean_paths_used"]
             fixed = np.array([np.interp(mean_paths, np.arange(1, n + 1), row) for row in per_question])
             comparisons.append({"name": f"{name} {adaptive['rule']} vs fixed N at {mean_paths:.2f} paths",
-                                **paired(adaptive.pop("_right"), fixed, weights).to_json()})
-        elif adaptive:
-            adaptive.pop("_right", None)
+                                **paired(adaptive["_right"], fixed, weights).to_json()})
     results["comparisons"] = comparisons
 
 
@@ -431,5 +432,9 @@ def sampled_answers(store: SampleStore, temperature: float
     n = settings.sampling.paths
     paths = _SettingPaths.read(store, temperature, counts.get(temperature, {}), ["answer"])
     answers = [paths.answers(q)[:n] for q in complete]
+    if len({len(row) for row in answers}) > 1:  # a rule or a budget stopped its questions at different paths
+        raise ValueError(f"{store.path.parent}'s questions have {min(map(len, answers))} to "
+                         f"{max(map(len, answers))} paths at T={temperature:g} ({settings.stops_name()}): a "
+                         "replay needs the same paths for every question, as a run of a fixed --paths stores")
     return answers, [golds[q] for q in complete], n, TieBreaks(settings.sampling.seed, complete, temperature,
                                                                   settings.experiment.ties)
