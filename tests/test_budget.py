@@ -161,7 +161,7 @@ def test_a_budgeted_run_spends_its_budget_and_no_more(tmp_path, scripted_backend
     adaptive = results["sampled"][0]["adaptive"]
     assert adaptive["mean_paths_used"] == 5 and adaptive["rule"].startswith("budget:")
     assert results["sampled"][0]["paths"] == 60  # usage and cost count every path bought, not the curve's
-    assert "budget 60 (adaptive)" in (tmp_path / "results.md").read_text()
+    assert "T=0.7 budget 60 |" in (tmp_path / "results.md").read_text()
     load_results(tmp_path)
     if allocator != "uniform":  # the scripted sure questions (even) settle at once: the coins get the paths
         used = {qid: used for (qid, _), (used, _, _) in stops.items()}
@@ -224,3 +224,64 @@ def test_a_budget_with_a_rule_stops_settled_questions_early(tmp_path, scripted_b
     reasons = {q: r for (q, _), (_, _, r) in stops.items()}
     assert all(reasons[q] == "rule" for q in reasons if int(q[-1]) % 2 == 0)
     assert sum(used for used, _, _ in stops.values()) <= 120
+
+
+def test_a_question_that_never_answers_is_served_last():
+    """The published statistics rank a question without any vote as least settled: one whose paths all
+    abstain would draw every path. After SILENT_AFTER of them it waits behind every other question."""
+    from selfconsistency.allocation import SILENT_AFTER
+
+    answers, golds = synthetic_answers(questions=20, paths=24)
+    answers[7] = [None] * 24
+    for allocator in ("asc", "blend-asc"):
+        replay = replay_allocation(allocator, answers, golds, 4, wave=5, runs=5, seed=1)
+        assert replay.taken[:, 7].max() <= SILENT_AFTER
+
+
+def test_another_plan_in_the_same_run_directory_is_refused_and_a_larger_amount_buys_the_difference(
+        tmp_path, scripted_backend):
+    """A rerun with other plan settings would replay another plan over the paths the first one bought and
+    buy past the budget: refused by name. The same settings with a larger amount buy only the difference."""
+    run_experiment(config(wave_paths=3), tmp_path)
+    for changed, named in ((dict(wave_paths=5), "wave: 3 before, 5 now"), (dict(limit=10), "questions"),
+                           (dict(min_paths=2, wave_paths=3), "first paths: 1 before, 2 now"),
+                           (dict(wave_paths=3, allocate="asc"), "allocator: blend-asc before, asc now")):
+        with pytest.raises(DataError, match=named):
+            run_experiment(config(**changed), tmp_path)
+    run_experiment(config(wave_paths=3, budget_paths=90), tmp_path)
+    with SampleStore(tmp_path, create=False) as store:
+        sampled = [k for k in store.stored_keys() if k[1] == 0.7]
+        stops = store.stops(config(budget_paths=90).stops_name())
+    assert len(sampled) == 90 and sum(used for used, _, _ in stops.values()) == 90
+
+
+def test_a_report_before_any_question_is_finished(tmp_path, scripted_backend):
+    """A budgeted run records its questions' stops at its end: killed before, it has none, and its report
+    says so instead of failing."""
+    class Killed(Exception):
+        pass
+
+    def kill(_generation, seen=[]):  # noqa: B006 - the count across calls
+        seen.append(1)
+        if len(seen) == 30:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_experiment(config(), tmp_path, on_path=kill)
+    results = write_report(tmp_path)
+    assert results["questions"] == 0 and len(results["incomplete_questions"]) == 12
+    load_results(tmp_path)
+
+
+def test_unlabelled_questions_take_a_budget_too(tmp_path, scripted_backend):
+    data = tmp_path / "questions.jsonl"
+    data.write_text("".join(line.split(', "answer"')[0] + "}\n" for line in GSM8K_TEST.read_text().splitlines()[:6]))
+    run_experiment(config(data=str(data), limit=6, budget_paths=20), tmp_path / "run")
+    results = write_report(tmp_path / "run")
+    assert results["questions"] == 6 and results["sampled"][0]["paths"] == 20
+
+
+def test_an_amount_to_spend_needs_a_price_before_the_run_directory_is_made(tmp_path, scripted_backend):
+    with pytest.raises(DataError, match="needs a price"):
+        run_experiment(config(budget_paths=None, allocate="asc", max_cost=1.0), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,7 @@ from conftest import GSM8K_TEST, OpenAIStub, stored_rows
 from selfconsistency.experiment import run_experiment
 from selfconsistency.settings import RunSettings
 from selfconsistency.store import SampleStore
+from selfconsistency.tasks import DataError
 
 QUESTIONS, PER_TEMPERATURE = 5, 13  # 13 over 5 questions: not a multiple of anything a wave is made of
 
@@ -42,6 +43,34 @@ def test_anthropic_messages(anthropic_api, tmp_path):
     settings = budgeted(backend="anthropic", model="claude-haiku-4-5", prompt_format="chat")
     run_experiment(settings, tmp_path / "run")
     check_spent(tmp_path / "run", settings, emulator.message_calls)  # one path a call: Claude has no n
+
+
+def test_an_amount_is_spent_request_by_request_in_dollars(anthropic_api, tmp_path):
+    """--allocate with --max-cost on a backend called request by request: each request's worst case is
+    checked in dollars at the model's own two rates (prompt tokens at the input rate), so the run spends
+    nearly all of the amount and never more; the stored paths' tokens at those rates are the bill."""
+    from selfconsistency.costs import PriceTable
+
+    price = PriceTable().price("claude-haiku-4-5")
+    settings = RunSettings(data=str(GSM8K_TEST), limit=8, paths=12, temperatures=(0.7,), backend="anthropic",
+                           model="claude-haiku-4-5", prompt_format="chat", max_tokens=64, allocate="blend-asc",
+                           max_cost=0.03)
+    run_experiment(settings, tmp_path / "run")
+    with SampleStore.open_readonly(tmp_path / "run") as store:
+        billed = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in store.paths(text=False))
+        sampled = sum(1 for p in store.paths(text=False) if p.temperature == 0.7)
+    assert billed <= 0.03
+    assert billed >= 0.9 * 0.03 or sampled == 8 * 12, (billed, sampled)
+
+
+@pytest.mark.slow  # boto3 against the emulators over HTTP
+def test_a_budget_too_small_for_a_first_batch_job_is_refused_before_the_run_directory(aws, tmp_path):
+    settings = RunSettings(data=str(GSM8K_TEST), limit=20, paths=6, temperatures=(0.5, 0.7), budget_paths=30,
+                           backend="bedrock-batch", model="anthropic.claude-3-haiku-20240307-v1:0", bucket="b",
+                           role_arn="arn:aws:iam::123456789012:role/selfconsistency-batch")
+    with pytest.raises(DataError, match="a batch job needs 100 records: the first wave gives every question 2"):
+        run_experiment(settings, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow  # boto3 against the emulator over HTTP, as tests/test_bedrock_ondemand.py

@@ -19,7 +19,9 @@ mid-wave and `replay_allocation` on stored paths make the same plan (`plan_waves
               budget is spent: score = (1 - s) * rank_ASC + s * rank_PPR, s = share of the budget spent.
               The weight schedule is our reading of "blended ranking"; the paper's text was not at hand.
 
-Every tie goes by a hash of the run's seed, the unit's key and its paths so far (deterministic).
+Every tie goes by a hash of the run's seed, the unit's key and its paths so far (deterministic). A
+question whose first SILENT_AFTER paths gave no answer at all is served after every other (the statistics
+above would rank it least settled and pour paths into it).
 """
 
 from __future__ import annotations
@@ -74,6 +76,8 @@ def _blend_asc(c1: np.ndarray, c2: np.ndarray, taken: np.ndarray, spent: np.ndar
     return (1.0 - spent[:, None]) * by_asc + spent[:, None] * by_ppr
 
 
+SILENT_AFTER = 2  # paths without any answer after which a question is served last
+
 # (leader votes, runner-up votes, paths so far, share of the budget spent per row, tie-break keys)
 # -> a score per unit, lowest served first. Arrays are (rows, units): one row per replayed order.
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
@@ -88,7 +92,8 @@ def register_allocator(name: str, scorer: Scorer) -> None:
 
 def scorer(name: str) -> Scorer:
     if name not in ALLOCATORS:
-        raise ValueError(f"unknown allocator {name!r}; use one of {', '.join(ALLOCATORS)}")
+        shown = name if len(name) <= 40 else name[:40] + "…"
+        raise ValueError(f"unknown allocator {shown!r}; use one of {', '.join(ALLOCATORS)}")
     return ALLOCATORS[name]
 
 
@@ -117,7 +122,10 @@ def next_wave(score: Scorer, c1: np.ndarray, c2: np.ndarray, taken: np.ndarray, 
     `spent` are per row."""
     tiebreak = _tiebreak(keys, taken)
     scores = score(c1, c2, taken, spent, tiebreak).astype(float)
-    order = np.lexsort((tiebreak, scores), axis=-1)
+    # A question whose first paths all gave no answer is served after every other: its paths have nothing
+    # to vote on (the published statistics would call it least settled and give it every path).
+    silent = (c1 == 0) & (taken >= SILENT_AFTER)
+    order = np.lexsort((tiebreak, scores, silent), axis=-1)
     capacity = np.where(open_units, np.maximum(max_paths - taken, 0), 0)
     extra = np.zeros_like(taken)
     left = np.minimum(wave, capacity.sum(axis=1))
@@ -133,7 +141,7 @@ def next_wave(score: Scorer, c1: np.ndarray, c2: np.ndarray, taken: np.ndarray, 
 
 
 def leading_two(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The two largest vote counts along the last axis (label 0, abstentions, excluded)."""
+    """The two largest vote counts along the last axis (label 0, no answer, is no vote)."""
     votes = counts[..., 1:]
     if votes.shape[-1] < 2:
         votes = np.concatenate([votes, np.zeros(votes.shape[:-1] + (2 - votes.shape[-1],), votes.dtype)], axis=-1)
@@ -151,6 +159,7 @@ class Budget:
     max_paths: int
     wave: int
     allocator: str = DEFAULT_ALLOCATOR
+    why_first: str = ""  # why min_paths is more than asked (a batch job's minimum of records)
 
     def __post_init__(self) -> None:
         scorer(self.allocator)
@@ -162,8 +171,10 @@ class Budget:
     def check(self, units: int) -> None:
         """ValueError if the budget cannot give every unit its first paths."""
         if self.total < units * self.min_paths:
+            why = f" ({self.why_first})" if self.why_first else ""
             raise ValueError(f"a budget of {self.total:,} paths is less than {self.min_paths} per question for "
-                             f"{units:,} questions ({units * self.min_paths:,}): raise it or ask fewer questions")
+                             f"{units:,} questions ({units * self.min_paths:,}){why}: raise it or ask fewer "
+                             "questions")
 
 
 @dataclass(frozen=True)
@@ -173,46 +184,65 @@ class WavePlan:
     order: list[int]  # the units the current wave serves, first served first
 
 
+class WavePlanner:
+    """A budgeted run's allocation, replayed over the answers stored so far (each unit's answers in path
+    order) up to the current wave: waves whose paths are all stored are taken in; the first wave with a
+    missing path is the current one. A unit whose `rule` fires takes no more paths. The planner keeps
+    what it has taken in, so a run asks it again after each wave at the cost of that wave alone."""
+
+    def __init__(self, budget: Budget, keys: Sequence[int], rule: StoppingRule | None = None):
+        budget.check(len(keys))
+        self.budget, self.rule, self.units = budget, rule, len(keys)
+        self.keys = np.array([list(keys)], dtype=np.uint64)
+        self.counts = np.zeros((1, self.units, 2), dtype=np.int64)
+        self.taken = np.zeros((1, self.units), dtype=np.int64)
+        self.open = np.ones((1, self.units), dtype=bool)
+        self.target = np.full((1, self.units), budget.min_paths, dtype=np.int64)
+        self.order = np.arange(self.units)
+        self.labels: list[dict[str, int]] = [{} for _ in range(self.units)]
+        self.done = False
+
+    def plan(self, answers: Sequence[Sequence[str | None]]) -> WavePlan:
+        budget, units = self.budget, self.units
+        while not self.done:
+            if any(self.target[0, u] > len(answers[u]) for u in range(units)):
+                return WavePlan(self.target[0].tolist(), False,
+                                [int(u) for u in self.order if self.target[0, u] > self.taken[0, u]])
+            for u in range(units):  # the wave is stored: take its answers in
+                for answer in answers[u][self.taken[0, u]:self.target[0, u]]:
+                    self._count(u, answer)
+                self.taken[0, u] = self.target[0, u]
+                if self.rule is not None and self.open[0, u] and \
+                        self.rule.should_stop(list(answers[u][:self.taken[0, u]])):
+                    self.open[0, u] = False
+            spent = int(self.taken.sum())
+            left = budget.total - spent
+            if left <= 0:
+                self.done = True
+                break
+            c1, c2 = leading_two(self.counts)
+            extra, ranked = next_wave(scorer(budget.allocator), c1, c2, self.taken, self.open,
+                                      np.array([min(budget.wave, left)]), np.array([spent / budget.total]),
+                                      self.keys, budget.max_paths)
+            if not extra.any():
+                self.done = True
+                break
+            self.target, self.order = self.taken + extra, ranked[0]
+        return WavePlan(self.target[0].tolist(), True, [])
+
+    def _count(self, unit: int, answer: str | None) -> None:
+        """One more vote for `answer` (label 0: no answer)."""
+        label = 0 if answer is None else self.labels[unit].setdefault(answer, len(self.labels[unit]) + 1)
+        if label >= self.counts.shape[2]:
+            self.counts = np.concatenate([self.counts, np.zeros((1, self.units, label + 1 - self.counts.shape[2]),
+                                                                dtype=np.int64)], axis=2)
+        self.counts[0, unit, label] += 1
+
+
 def plan_waves(budget: Budget, answers: Sequence[Sequence[str | None]], keys: Sequence[int],
                rule: StoppingRule | None = None) -> WavePlan:
-    """Replay a budgeted run's allocation over the answers stored so far (each unit's answers in path
-    order) up to the current wave: waves whose paths are all stored are replayed; the first wave with a
-    missing path is the current one. A unit whose `rule` fires takes no more paths."""
-    budget.check(len(answers))
-    units = len(answers)
-    labels = [_labels(row) for row in answers]
-    width = max((max(row, default=0) for row in labels), default=0) + 1
-    counts = np.zeros((1, units, max(width, 2)), dtype=np.int64)
-    taken = np.zeros((1, units), dtype=np.int64)
-    key_array = np.array([list(keys)], dtype=np.uint64)
-    open_units = np.ones((1, units), dtype=bool)
-    target = np.full((1, units), min(budget.min_paths, budget.max_paths), dtype=np.int64)
-    order = np.arange(units)
-    score = scorer(budget.allocator)
-    while True:
-        if any(target[0, u] > len(answers[u]) for u in range(units)):
-            return WavePlan(target[0].tolist(), False, [int(u) for u in order if target[0, u] > taken[0, u]])
-        for u in range(units):  # the wave is stored: take its answers in
-            for label in labels[u][taken[0, u]:target[0, u]]:
-                counts[0, u, label] += 1
-            taken[0, u] = target[0, u]
-            if rule is not None and open_units[0, u] and rule.should_stop(list(answers[u][:taken[0, u]])):
-                open_units[0, u] = False
-        spent = int(taken.sum())
-        left = budget.total - spent
-        if left <= 0:
-            return WavePlan(target[0].tolist(), True, [])
-        c1, c2 = leading_two(counts)
-        extra, ranked = next_wave(score, c1, c2, taken, open_units, np.array([min(budget.wave, left)]),
-                                  np.array([spent / budget.total]), key_array, budget.max_paths)
-        if not extra.any():
-            return WavePlan(target[0].tolist(), True, [])
-        target, order = taken + extra, ranked[0]
-
-
-def _labels(row: Sequence[str | None]) -> list[int]:
-    ids: dict[str, int] = {}
-    return [0 if answer is None else ids.setdefault(answer, len(ids) + 1) for answer in row]
+    """The current wave of a budgeted run over these stored answers (`WavePlanner`, from the start)."""
+    return WavePlanner(budget, keys, rule).plan(answers)
 
 
 @dataclass(frozen=True)

@@ -466,6 +466,9 @@ def simulate(
     """
     if bool(allocate) != bool(budget):
         raise _fail("--allocate and --budget go together: an allocator spends a budget")
+    if wave_paths is not None and not allocate:
+        raise _fail("--wave-paths sizes a budget's waves: give it with --allocate and --budget")
+    allocate, budget = list(dict.fromkeys(allocate or [])), list(dict.fromkeys(budget or []))
     if not stop and not allocate:
         raise _fail("nothing to replay: give a rule (--stop beta:0.95) or an allocator and budget (--allocate "
                     "blend-asc --budget 8), or several")

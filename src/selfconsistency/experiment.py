@@ -119,12 +119,15 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
                         f"{planned:,} paths in one run, more than {MAX_PLANNED_PATHS:,}: give fewer --paths, "
                         "or fewer questions (--limit) and run again for the rest")
     # Everything a typo could break is checked before the run directory records any setting.
-    budget = config.budget_plan(len(data.questions))
+    budget = config.budget_plan(len(data.questions), waves.min_records_per_job(config))
     if budget is not None and config.stopping.budget_paths is not None:
         try:
             budget.check(len(data.questions))
         except ValueError as exc:
             raise DataError(str(exc)) from None
+    if budget is not None and config.stopping.budget_paths is None and config.price() is None:
+        raise DataError(f"--max-cost as the amount to spend needs a price for {config.model}: give a price file "
+                        "(--prices), or spend --budget-paths")
     spec = backend_spec(config.backend)
     if spec.check_model is not None:
         spec.check_model(config.model)

@@ -180,8 +180,9 @@ class StoppingSettings(_Group):
     stop: Annotated[str | None, Cli(
         "Sample in rounds and stop a question once this rule fires: beta:T (Adaptive-Consistency), "
         "dirichlet:T, esc:W (Early-Stopping SC), entropy:T, fixed:N.", STOPPING)] = None
-    min_paths: Annotated[int, Field(ge=1, le=MAX_PATHS), Cli("With --stop: never stop before this many paths.",
-                                                             STOPPING)] = 1
+    min_paths: Annotated[int, Field(ge=1, le=MAX_PATHS), Cli(
+        "With --stop: never stop before this many paths; with a budget: every question's first paths.",
+        STOPPING)] = 1
     round_size: Annotated[int, Field(ge=1, le=MAX_PATHS), Cli(
         "With --stop: paths asked per undecided question per round.", STOPPING)] = 4
     # Another name for --paths that says what it is under a rule or a budget; taken into `paths`, never stored.
@@ -196,8 +197,9 @@ class StoppingSettings(_Group):
         "(Blend-ASC, the default), asc (the least settled vote first) or uniform (fixed N).", STOPPING,
         default_shown="blend-asc", not_in=_SERVE_ASKS)] = None
     wave_paths: Annotated[int | None, Field(ge=1, le=MAX_PLANNED_PATHS), Cli(
-        "With a budget: paths per wave (default: a quarter of the questions, at least a batch job's minimum "
-        "of records). Smaller waves adapt more, larger ones wait less.", STOPPING, not_in=_SERVE_ASKS)] = None
+        "With a budget: paths per wave at each temperature (default: a quarter of the questions, at least a "
+        "batch job's minimum of records). Smaller waves adapt more, larger ones wait less.", STOPPING,
+        not_in=_SERVE_ASKS)] = None
 
     @field_validator("stop")
     @classmethod
@@ -306,8 +308,12 @@ class RunSettings(BaseModel):
             raise ValueError("--allocate spends a budget: give --budget-paths N (paths over the questions) or "
                              "--max-cost $ (the amount to spend)")
         if (stopping.stop or budgeted) and stopping.min_paths > sampling.paths:
-            raise ValueError(f"--min-paths {stopping.min_paths} is more than --paths {sampling.paths}: no "
-                             "question could ever stop; lower --min-paths or raise --paths")
+            what = "no question could ever stop" if not budgeted else "no question may get that many"
+            raise ValueError(f"--min-paths {stopping.min_paths} is more than --paths {sampling.paths}: {what}; "
+                             "lower --min-paths or raise --paths")
+        if budgeted and stopping.stop and stopping.round_size != StoppingSettings.model_fields["round_size"].default:
+            raise ValueError("--round-size sizes --stop's rounds, and a budget sends waves instead: give "
+                             "--wave-paths, or leave --round-size out")
         if not sampling.temperatures and not sampling.greedy:
             raise ValueError("no temperatures and no greedy path: nothing to run")
         return self
@@ -348,11 +354,12 @@ class RunSettings(BaseModel):
 
     # -- what a run does with them --------------------------------------------------------------------
 
-    def backend_config(self, tokens_spent: int = 0, job_state: Any = None, settings_hash: str = "run",
-                       submit: bool = True) -> BackendConfig:
+    def backend_config(self, tokens_spent: tuple[int, int] = (0, 0), job_state: Any = None,
+                       settings_hash: str = "run", submit: bool = True) -> BackendConfig:
+        """`tokens_spent`: the (prompt, completion) tokens the run already used (store.tokens_used())."""
         return BackendConfig(model=self.model, options=self.options, budget=self.budget,
-                             tokens_spent=tokens_spent, settings_hash=settings_hash, job_state=job_state,
-                             submit=submit)
+                             tokens_spent=sum(tokens_spent), tokens_spent_split=tokens_spent,
+                             settings_hash=settings_hash, job_state=job_state, submit=submit)
 
     def default_run_dir(self, task: Task) -> Path:
         model = Path(self.model).stem if "/" in self.model else self.model
@@ -382,9 +389,11 @@ class RunSettings(BaseModel):
         greedy = questions if self.sampling.greedy else 0
         first = max(s.min_paths, -(-max(0, min_records - greedy) // max(1, questions * temperatures)))
         wave = s.wave_paths or max(-(-questions // 4), -(-min_records // temperatures), 1)
+        why = (f"a batch job needs {min_records:,} records: the first wave gives every question {first} paths at "
+               "each temperature" if first > s.min_paths else "")
         return allocation.Budget(total=total or s.budget_paths or 1, min_paths=min(first, self.sampling.paths),
                                  max_paths=self.sampling.paths, wave=wave,
-                                 allocator=s.allocate or allocation.DEFAULT_ALLOCATOR)
+                                 allocator=s.allocate or allocation.DEFAULT_ALLOCATOR, why_first=why)
 
     def stops_name(self) -> str | None:
         """The name a run's stops are recorded under: the rule's, a budget's (its allocator, and its rule

@@ -575,6 +575,13 @@ class SampleStore:
                                 "FROM stops WHERE rule = ?", (rule,))
         return {(qid, t): (used, generated, reason) for qid, t, used, generated, reason in rows}
 
+    def budget_plan(self) -> dict[str, Any] | None:
+        """The budget plan this run directory's budgeted runs replay (waves.py)."""
+        return self.get_meta("budget_plan")
+
+    def record_budget_plan(self, plan: dict[str, Any]) -> None:
+        self._put_meta("budget_plan", plan)
+
     def budget_total(self, name: str) -> int | None:
         """The paths a --max-cost budget came to (per temperature), fixed once its first wave was measured."""
         return (self.get_meta("budget_totals") or {}).get(name)
@@ -605,11 +612,14 @@ class SampleStore:
                                 "completion_tokens FROM selections")
         return {(row[0], row[1], row[2]): StoredSelection(*row[:4], bool(row[4]), *row[5:]) for row in rows}
 
-    def tokens_used(self) -> int:
-        """Prompt + completion tokens of every stored path and USC request (what a budget has already spent)."""
-        return int(self._db.execute(
-            "SELECT (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM paths)"
-            " + (SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM selections)").fetchone()[0])
+    def tokens_used(self) -> tuple[int, int]:
+        """(prompt, completion) tokens of every stored path and USC request: what a budget has already spent."""
+        prompt, completion = self._db.execute(
+            "SELECT (SELECT COALESCE(SUM(prompt_tokens), 0) FROM paths) + "
+            "(SELECT COALESCE(SUM(prompt_tokens), 0) FROM selections), "
+            "(SELECT COALESCE(SUM(completion_tokens), 0) FROM paths) + "
+            "(SELECT COALESCE(SUM(completion_tokens), 0) FROM selections)").fetchone()
+        return int(prompt), int(completion)
 
     def output_tokens_per_path(self) -> tuple[float, int] | None:
         """(mean completion tokens, paths) of the stored paths; None before any."""

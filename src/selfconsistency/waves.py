@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from .allocation import plan_waves, unit_key
-from .backends.base import BackendError, BudgetExceeded, GenerationRequest
+from .allocation import WavePlanner, unit_key
+from .backends import backend_spec
+from .backends.base import BackendError, BudgetExceeded, GenerationRequest, dollars
 from .settings import GREEDY_TEMPERATURE, RunSettings
 from .stopping import StoppingRule
 from .store import SampleStore
@@ -48,45 +49,45 @@ def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[st
                   backend: Callable[[], object], generate: Callable[[dict[tuple[str, float], int]], None]) -> None:
     """A budgeted run: the allocator's waves (all temperatures together, the greedy path with the first)
     until the budget is spent, then each question's stop recorded. The plan is replayed from the stored
-    paths each time (`allocation.plan_waves`): a resumed run finishes the wave it was killed in."""
+    paths (`allocation.WavePlanner`): a resumed run finishes the wave it was killed in."""
     temperatures = config.sampling.temperatures
     keys = {t: [unit_key(config.sampling.seed, q, t) for q in question_ids] for t in temperatures}
     greedy = {(q, GREEDY_TEMPERATURE): 1 for q in question_ids} if config.sampling.greedy else {}
-    min_records = getattr(backend(), "min_records_per_job", 1)
+    min_records = min_records_per_job(config)
     first = config.budget_plan(len(question_ids), min_records, 1).min_paths  # each question's first wave
-    announced = False
+    _check_plan(config, store, question_ids, first, min_records)
+    planners: dict[float, WavePlanner] = {}
     while True:
         answers = store.answers_in_order()
         budget = config.budget_plan(len(question_ids), min_records,
                                     _total_from_cost(config, store, question_ids, first))
+        if not planners or next(iter(planners.values())).budget != budget:  # --max-cost: the total is now known
+            planners = {t: WavePlanner(budget, keys[t], rule) for t in temperatures}
+            _announce(config, budget, len(question_ids))
         wanted, finished, serving = dict(greedy), {}, []
         for t in temperatures:
-            rows = [answers.get((q, t), []) for q in question_ids]
-            plan = plan_waves(budget, rows, keys[t], rule)
+            plan = planners[t].plan([answers.get((q, t), []) for q in question_ids])
             targets = {(q, t): n for q, n in zip(question_ids, plan.target, strict=True)}
             (finished if plan.done else wanted).update(targets)
             serving.append([(question_ids[u], t) for u in plan.order])
         if not any(t != GREEDY_TEMPERATURE for _, t in wanted):
             break
         stored = {key: len(answers.get(key, [])) for key in wanted}
-        wave = sum(max(0, n - stored[key]) for key, n in wanted.items())
-        if not announced:
-            announced = True
-            log.info(f"budget: {budget.total:,} paths at each of {len(temperatures)} temperature(s) over "
-                     f"{len(question_ids):,} questions ({budget.total / len(question_ids):.1f} each on average, at "
-                     f"most {budget.max_paths}): {budget.min_paths} each first, then waves of {budget.wave:,} "
-                     f"by {budget.allocator}" + (" (the total is fixed after the first wave, from its cost)"
-                                                  if config.stopping.budget_paths is None else ""))
-        log.info(f"budget: a wave of {wave:,} paths")
+        sampled = sum(max(0, n - stored[key]) for key, n in wanted.items() if key[1] != GREEDY_TEMPERATURE)
+        log.info(f"budget: a wave of {sampled:,} sampled path{'s' * (sampled != 1)}")
         try:
             generate(wanted)
-        except BudgetExceeded as exc:  # --max-cost as the amount to spend: what is left buys a smaller wave
+        except BudgetExceeded:  # --max-cost as the amount to spend: what is left buys a smaller wave
             if config.stopping.budget_paths is not None:
                 raise
-            if _affordable_part(wanted, stored, serving, wave // 2, generate):
+            if _affordable_part(wanted, stored, serving, sampled // 2, generate):
                 continue  # the rest of the wave, or less, next time round
-            log.warning(f"budget: {exc}. What is left of --max-cost cannot pay the worst case of one more path "
-                        "(its prompt and --max-tokens): the run ends here")
+            if _first_wave_unbought(store, question_ids, temperatures, first):
+                raise BudgetExceeded(f"--max-cost {dollars(config.budget.max_cost)} cannot pay every question's first "
+                                     f"path{'s' * (first > 1)} at its worst case: raise it, or ask fewer questions "
+                                     "or fewer --max-tokens. Stored paths are kept") from None
+            log.warning("budget: what is left of --max-cost cannot pay the worst case of one more path (its prompt "
+                        "and --max-tokens): the run ends here")
             answers = store.answers_in_order()
             finished = {(q, t): len(answers.get((q, t), [])) for q in question_ids for t in temperatures}
             break
@@ -97,6 +98,58 @@ def _spend_budget(config: RunSettings, store: SampleStore, question_ids: list[st
         used = min(target, len(sofar))
         fired = rule is not None and rule.decides(sofar[:used])
         store.record_stop(qid, t, name, used, len(sofar), "rule" if fired else "budget")
+
+
+def min_records_per_job(config: RunSettings) -> int:
+    """The fewest records a batch job of the run's backend takes (1 where there are no jobs)."""
+    return getattr(config.options, "min_records_per_job", 1) if backend_spec(config.backend).batch else 1
+
+
+def _announce(config: RunSettings, budget, questions: int) -> None:
+    """The plan, before the first wave."""
+    temperatures = len(config.sampling.temperatures)
+    most = questions * budget.max_paths
+    log.info(f"budget: {budget.total:,} sampled paths at {'each of ' * (temperatures > 1)}{temperatures} "
+             f"temperature{'s' * (temperatures > 1)} over {questions:,} question{'s' * (questions > 1)} "
+             f"({budget.total / questions:.1f} a question on average, at most {budget.max_paths}): "
+             f"{budget.min_paths} each first, then waves of {budget.wave:,} at each temperature, by {budget.allocator}"
+             + ("; the total is set after the first wave, from what it cost" if config.stopping.budget_paths is None
+                and budget.total <= questions * budget.min_paths else ""))
+    if budget.total > most:
+        log.warning(f"budget: only {most:,} paths can be spent at each temperature ({questions:,} questions x "
+                    f"--paths {budget.max_paths}): raise --paths to spend {budget.total:,}")
+
+
+# What fixes a budgeted run's plan besides its amount: a later invocation that changes one of them would
+# replay another plan over the paths the first one bought, and buy past the budget.
+_PLAN_FIELDS = ("allocator", "first paths", "most paths", "wave", "stopping rule", "questions")
+
+
+def _check_plan(config: RunSettings, store: SampleStore, question_ids: list[str], first: int,
+                min_records: int) -> None:
+    """Record the run directory's budget plan, or refuse one that differs from the plan recorded (the
+    amount may grow: the new total buys the difference)."""
+    import hashlib
+
+    budget = config.budget_plan(len(question_ids), min_records, 1)
+    plan = dict(zip(_PLAN_FIELDS, (budget.allocator, first, budget.max_paths, budget.wave,
+                                   config.stopping.stop or "none",
+                                   hashlib.sha256("\n".join(question_ids).encode()).hexdigest()[:16]), strict=True))
+    recorded = store.budget_plan()
+    if recorded is None:
+        store.record_budget_plan(plan)
+        return
+    changed = [key for key in _PLAN_FIELDS if recorded.get(key) != plan[key]]
+    if changed:
+        said = "; ".join(f"{key}: {recorded.get(key)} before, {plan[key]} now" if key != "questions"
+                         else "questions: another selection (--data, --limit, --offset)" for key in changed)
+        raise DataError(f"this run directory's budget was planned otherwise ({said}): the same settings replay "
+                        "its plan and spend only a larger amount's difference; a new plan needs a new --run-dir")
+
+
+def _first_wave_unbought(store: SampleStore, question_ids: list[str], temperatures, first: int) -> bool:
+    answers = store.answers_in_order()
+    return any(len(answers.get((q, t), [])) < first for q in question_ids for t in temperatures)
 
 
 def _affordable_part(wanted: Wanted, stored: dict[tuple[str, float], int], serving: list[list[tuple[str, float]]],
@@ -151,6 +204,7 @@ def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list
     per_path = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in sampled) / len(sampled)
     left = max(0.0, config.budget.max_cost - spent)
     total = first + int(left / len(config.sampling.temperatures) / per_path) if per_path else first
+    total = min(total, len(question_ids) * config.sampling.paths)  # no more than the questions can take
     store.record_budget_total(name, total)
     log.info(f"budget: --max-cost {config.budget.max_cost:g} comes to {total:,} sampled paths per temperature at "
              f"the first wave's mean cost of ${per_path:.6f} a path")
