@@ -27,9 +27,16 @@ KEY = "sk-readme-3c1f0a"
 
 
 def readme_commands(prefix: str) -> list[str]:
-    """Every line of a ```bash block of the README that starts with `prefix`."""
+    """Every command of a ```bash block of the README that starts with `prefix`, its backslash-continued
+    lines joined as bash joins them."""
     blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), re.S)
-    return [line.strip() for block in blocks for line in block.splitlines() if line.startswith(prefix)]
+    commands = [re.sub(r"\s*\\\n\s*", " ", block) for block in blocks]
+    return [line.strip() for block in commands for line in block.splitlines() if line.startswith(prefix)]
+
+
+def budget_command(command: str) -> bool:
+    """The commands of "Spending fewer paths" (tested by test_readme_budget_commands)."""
+    return "--budget-paths" in command or "--allocate" in command
 
 
 def as_run(command: str) -> list[str]:
@@ -103,8 +110,8 @@ def test_readme_anthropic_commands(anthropic_api, tmp_path):
     0.05` added to each `run` of a batch (stored with the run, so `jobs collect` polls at it too), and the
     data path made absolute."""
     emulator, _ = anthropic_api
-    commands = [c for c in readme_commands("selfconsistency ") if "anthropic" in c or "runs/claude" in c
-                or "runs/haiku-5-5" in c]
+    commands = [c for c in readme_commands("selfconsistency ") if not budget_command(c)
+                and ("anthropic" in c or "runs/claude" in c or "runs/haiku-5-5" in c)]
     assert len(commands) == 6
     outputs = []
     for command in commands:
@@ -120,3 +127,30 @@ def test_readme_anthropic_commands(anthropic_api, tmp_path):
     body = json.loads(outputs[5])
     assert body["messages"][-2]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     assert body["temperature"] == 0.0 and "top_p" not in body
+
+
+@pytest.mark.slow
+def test_readme_budget_commands(anthropic_api, tmp_path):
+    """A budget in dollars, as "Spending fewer paths" spends it on Message Batches (a budget in paths on the
+    embedded default is run, scaled down, by tests/test_budget_backends.py::test_embedded_model), run here against the emulator, scaled down (20 questions, $0.10 rather than 200 and $5) and with the
+    data path made absolute and `--poll-seconds 0.05`: the bill at the model's batch rates stays within
+    the amount and spends nearly all of it (waves under 20 records go to the Messages API, at its price)."""
+    from selfconsistency.costs import PriceTable
+    from selfconsistency.store import SampleStore
+
+    emulator, _ = anthropic_api
+    (in_dollars,) = [c for c in readme_commands("selfconsistency run ") if budget_command(c) and "--max-cost" in c]
+    assert "anthropic-batch" in in_dollars and "--max-cost 5" in in_dollars and "--limit 200" in in_dollars
+    command = (in_dollars.replace("--limit 200", f"--data {GSM8K_TEST} --limit 20")
+               .replace("--max-cost 5", "--max-cost 0.1") + f" --run-dir {tmp_path / 'run'} --poll-seconds 0.05")
+    proc = subprocess.run(as_run(command), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    batch, on_demand = (PriceTable().price("claude-haiku-4-5", batch=batch) for batch in (True, False))
+    with SampleStore.open_readonly(tmp_path / "run") as store:
+        paths = list(store.paths(text=False))
+        sent_on_demand = store.on_demand_keys()  # the small follow-up waves, at the Messages API's price
+    billed = sum((on_demand if (p.question_id, p.temperature, p.path_index) in sent_on_demand else batch)
+                 .cost(p.prompt_tokens, p.completion_tokens) for p in paths)
+    assert billed <= 0.1 and (billed >= 0.09 or len(paths) == 20 * 41), (billed, len(paths))
+    # the first wave (greedy and a first path per question) is one batch; the allocator's waves follow
+    assert len(emulator.batches) == 1 and emulator.message_calls == len(paths) - 40 > 0
