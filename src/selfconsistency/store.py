@@ -436,6 +436,7 @@ class SampleStore:
         """Random, fixed for this store's life: what tells two run directories with the same settings apart
         (their batch jobs must never be one and the same)."""
         return self.get_meta("run_nonce") or ""
+
     def settings(self):
         """The run's settings as it recorded them (`settings.RunSettings`)."""
         from .settings import RunSettings
