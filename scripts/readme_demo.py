@@ -75,6 +75,8 @@ def keep(run_dir: Path) -> None:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     for name in (STORE_FILENAME, "audit.jsonl", ".selfconsistency-run"):
         shutil.copyfile(run_dir / name, KEPT / name)
+    with sqlite3.connect(KEPT / STORE_FILENAME) as db:  # one file: readers of the kept copy leave no -wal/-shm
+        db.execute("PRAGMA journal_mode=DELETE")
 
 
 def main() -> None:

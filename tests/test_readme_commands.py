@@ -132,7 +132,8 @@ def test_readme_anthropic_commands(anthropic_api, tmp_path):
 @pytest.mark.slow
 def test_readme_budget_commands(anthropic_api, tmp_path):
     """A budget in dollars, as "Spending fewer paths" spends it on Message Batches (a budget in paths on the
-    embedded default is run, scaled down, by tests/test_budget_backends.py::test_embedded_model), run here against the emulator, scaled down (20 questions, $0.10 rather than 200 and $5) and with the
+    embedded default is run, scaled down, by tests/test_budget_backends.py::test_embedded_model), run here
+    against the emulator, scaled down (20 questions, $0.10 rather than 200 and $5) and with the
     data path made absolute and `--poll-seconds 0.05`: the bill at the model's batch rates stays within
     the amount and spends nearly all of it (waves under 20 records go to the Messages API, at its price)."""
     from selfconsistency.costs import PriceTable
