@@ -285,3 +285,13 @@ def test_an_amount_to_spend_needs_a_price_before_the_run_directory_is_made(tmp_p
     with pytest.raises(DataError, match="needs a price"):
         run_experiment(config(budget_paths=None, allocate="asc", max_cost=1.0), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_paths_generated_are_the_stored_paths_after_a_larger_amount(tmp_path, scripted_backend):
+    """A question's stop is recorded once per plan; a rerun of the smaller plan after a larger amount bought
+    more paths reports the paths generated now (what usage and cost count), not those of its first run."""
+    for amount, generated in ((60, 60), (90, 90), (60, 90)):
+        run_experiment(config(wave_paths=3, budget_paths=amount), tmp_path)
+        adaptive = write_report(tmp_path)["sampled"][0]["adaptive"]
+        assert adaptive["mean_paths_used"] == amount / 12
+        assert adaptive["mean_paths_generated"] == generated / 12
