@@ -295,3 +295,18 @@ def test_paths_generated_are_the_stored_paths_after_a_larger_amount(tmp_path, sc
         adaptive = write_report(tmp_path)["sampled"][0]["adaptive"]
         assert adaptive["mean_paths_used"] == amount / 12
         assert adaptive["mean_paths_generated"] == generated / 12
+
+
+@pytest.mark.parametrize("name", ["max_paths", "min_paths"])
+def test_the_api_and_serve_suggest_no_budget_they_refuse(name):
+    """SelfConsistency and `serve` take no budget (budget_paths is refused there): a rule's setting given
+    without a rule asks for a rule, not for --budget-paths."""
+    from selfconsistency.api import run_config
+
+    with pytest.raises(ValueError) as refused:
+        run_config("gsm8k", {"backend": "openai", "model": "m", name: 3})
+    message = str(refused.value)
+    assert "budget" not in message and "Value error" not in message, message
+    assert "stop" in message
+    with pytest.raises(ValueError, match="budget_paths does not apply to SelfConsistency"):
+        run_config("gsm8k", {"backend": "openai", "model": "m", "budget_paths": 10})
