@@ -310,3 +310,21 @@ def test_the_api_and_serve_suggest_no_budget_they_refuse(name):
     assert "stop" in message
     with pytest.raises(ValueError, match="budget_paths does not apply to SelfConsistency"):
         run_config("gsm8k", {"backend": "openai", "model": "m", "budget_paths": 10})
+
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "0"])
+def test_an_amount_that_is_not_a_finite_positive_number_is_one_line(tmp_path, amount):
+    from conftest import one_line_error, run_cli
+
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "4", "--backend", "openai", "--model", "m",
+                   "--base-url", "http://127.0.0.1:9/v1", "--allocate", "asc", "--max-cost", amount, "--dry-run")
+    line = one_line_error(proc, "--max-cost")
+    assert ("finite" in line) if amount != "0" else ("greater than 0" in line)
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "0", "0.5", "20000"])
+def test_a_simulated_budget_out_of_range_is_one_line_saying_the_range(tmp_path, budget):
+    from conftest import one_line_error, run_cli
+
+    one_line_error(run_cli("simulate", str(tmp_path), "--allocate", "asc", "--budget", budget),
+                   f"--budget {budget}", "1 to 10,000")
