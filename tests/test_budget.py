@@ -285,3 +285,46 @@ def test_an_amount_to_spend_needs_a_price_before_the_run_directory_is_made(tmp_p
     with pytest.raises(DataError, match="needs a price"):
         run_experiment(config(budget_paths=None, allocate="asc", max_cost=1.0), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_paths_generated_are_the_stored_paths_after_a_larger_amount(tmp_path, scripted_backend):
+    """A question's stop is recorded once per plan; a rerun of the smaller plan after a larger amount bought
+    more paths reports the paths generated now (what usage and cost count), not those of its first run."""
+    for amount, generated in ((60, 60), (90, 90), (60, 90)):
+        run_experiment(config(wave_paths=3, budget_paths=amount), tmp_path)
+        adaptive = write_report(tmp_path)["sampled"][0]["adaptive"]
+        assert adaptive["mean_paths_used"] == amount / 12
+        assert adaptive["mean_paths_generated"] == generated / 12
+
+
+@pytest.mark.parametrize("name", ["max_paths", "min_paths"])
+def test_the_api_and_serve_suggest_no_budget_they_refuse(name):
+    """SelfConsistency and `serve` take no budget (budget_paths is refused there): a rule's setting given
+    without a rule asks for a rule, not for --budget-paths."""
+    from selfconsistency.api import run_config
+
+    with pytest.raises(ValueError) as refused:
+        run_config("gsm8k", {"backend": "openai", "model": "m", name: 3})
+    message = str(refused.value)
+    assert "budget" not in message and "Value error" not in message, message
+    assert "stop" in message
+    with pytest.raises(ValueError, match="budget_paths does not apply to SelfConsistency"):
+        run_config("gsm8k", {"backend": "openai", "model": "m", "budget_paths": 10})
+
+
+@pytest.mark.parametrize("amount", ["nan", "inf", "0"])
+def test_an_amount_that_is_not_a_finite_positive_number_is_one_line(tmp_path, amount):
+    from conftest import one_line_error, run_cli
+
+    proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "4", "--backend", "openai", "--model", "m",
+                   "--base-url", "http://127.0.0.1:9/v1", "--allocate", "asc", "--max-cost", amount, "--dry-run")
+    line = one_line_error(proc, "--max-cost")
+    assert ("finite" in line) if amount != "0" else ("greater than 0" in line)
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "0", "0.5", "20000"])
+def test_a_simulated_budget_out_of_range_is_one_line_saying_the_range(tmp_path, budget):
+    from conftest import one_line_error, run_cli
+
+    one_line_error(run_cli("simulate", str(tmp_path), "--allocate", "asc", "--budget", budget),
+                   f"--budget {budget}", "1 to 10,000")

@@ -87,3 +87,22 @@ def test_embedded_model(loaded_model, tmp_path):
     with SampleStore.open_readonly(tmp_path / "run") as store:
         generated = len(store.stored_keys())
     check_spent(tmp_path / "run", settings, generated)
+
+
+def test_a_larger_amount_later_buys_the_difference_in_dollars(anthropic_api, tmp_path):
+    """The same run directory with twice the --max-cost amount spends nearly all of the new amount: what is
+    left of it buys paths on top of every path bought so far (not on top of the first wave alone)."""
+    from selfconsistency.costs import PriceTable
+
+    emulator, _ = anthropic_api
+    price = PriceTable().price("claude-haiku-4-5")
+
+    def billed():
+        return sum(price.cost(b["input"], b["output"]) for b in emulator.billed)
+
+    settings = dict(data=str(GSM8K_TEST), limit=8, paths=20, temperatures=(0.7,), backend="anthropic",
+                    model="claude-haiku-4-5", prompt_format="chat", max_tokens=64, allocate="asc")
+    run_experiment(RunSettings(**settings, max_cost=0.02), tmp_path / "run")
+    assert 0.9 * 0.02 <= billed() <= 0.02
+    run_experiment(RunSettings(**settings, max_cost=0.04), tmp_path / "run")
+    assert 0.9 * 0.04 <= billed() <= 0.04, billed()

@@ -37,7 +37,7 @@ from .experiment import run_experiment
 from .models import DEFAULT_MODEL
 from .prompts import PromptFormat
 from .runlock import RunDirError
-from .settings import RunSettings, one_temperature, unused_settings
+from .settings import RunSettings, one_temperature, unused_settings, without_budget
 from .store import StoreMismatch
 from .tasks import DataError, Task, TaskSpec, get_task
 from .tasks.answer_types import answer_type
@@ -65,7 +65,8 @@ def run_config(task_name: str, options: Mapping[str, Any]) -> RunSettings:
     try:
         return RunSettings(task=task_name, **fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'options'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join((f"{'.'.join(map(str, e['loc']))}: " if e["loc"] else "")
+                             + without_budget(e["msg"].removeprefix("Value error, ")) for e in exc.errors())
         raise ValueError(f"invalid self-consistency options: {problems}") from None
 
 

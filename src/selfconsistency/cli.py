@@ -439,6 +439,9 @@ def _stored_run_inputs(run_dir: Path) -> dict[Path, str]:
     return run_inputs(run_dir, task.input_files(data))
 
 
+_SIMULATED_BUDGETS = "1 to 10,000"
+
+
 @app.command()
 def simulate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory holding samples.sqlite.")],
@@ -454,8 +457,8 @@ def simulate(
     allocate: Annotated[list[str] | None, declared_option(
         "allocate", "Budget allocator to replay; repeat for several: blend-asc, asc, uniform.")] = None,
     budget: Annotated[list[float] | None, typer.Option(
-        help="Budget to replay each allocator at, in mean paths per question; repeat for several.",
-        min=1, max=10_000)] = None,
+        help=f"Budget to replay each allocator at, in mean paths per question ({_SIMULATED_BUDGETS}); repeat for "
+        "several.")] = None,
     wave_paths: Annotated[int | None, declared_option("wave_paths")] = None,
 ) -> None:
     """Replay stopping rules and budgets on stored paths: accuracy against mean paths used, beside fixed N.
@@ -468,6 +471,9 @@ def simulate(
         raise _fail("--allocate and --budget go together: an allocator spends a budget")
     if wave_paths is not None and not allocate:
         raise _fail("--wave-paths sizes a budget's waves: give it with --allocate and --budget")
+    for amount in budget or []:  # checked here, not by typer: NaN fails its range check with another reason
+        if not 1 <= amount <= 10_000:
+            raise _fail(f"--budget {amount:g} is not a number of paths per question from {_SIMULATED_BUDGETS}")
     allocate, budget = list(dict.fromkeys(allocate or [])), list(dict.fromkeys(budget or []))
     if not stop and not allocate:
         raise _fail("nothing to replay: give a rule (--stop beta:0.95) or an allocator and budget (--allocate "

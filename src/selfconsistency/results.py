@@ -160,7 +160,9 @@ def _adaptive(store: SampleStore, settings: RunSettings, temperature: float, com
         "_right": np.array([v is not None and v == g for v, g in zip(votes, golds, strict=True)], float),
         "rule": name, "accuracy": accuracy(votes, golds),
         "mean_paths_used": float(np.mean(used)) if used else 0.0,
-        "mean_paths_generated": float(np.mean([stops[(q, temperature)][1] for q in complete])) if used else 0.0,
+        # the paths stored now (what usage and cost count): a stop's own count is of the run that recorded it,
+        # and a later run (a larger budget, more --paths) may have bought more
+        "mean_paths_generated": float(np.mean([paths.counts.get(q, 0) for q in complete])) if used else 0.0,
         "max_paths": settings.sampling.paths,
         "stopped_by_rule": sum(stops[(q, temperature)][2] == "rule" for q in complete),
     }

@@ -230,6 +230,16 @@ GROUPS: dict[str, type[BaseModel]] = {"experiment": ExperimentSettings, "samplin
                                       "stopping": StoppingSettings, "budget": BudgetSettings}
 
 
+# A rule's setting given without a rule says a budget would take it too; where no budget can be given
+# (SelfConsistency and `serve`, api.run_config), `without_budget` leaves that out of the message.
+_OR_BUDGET, _OR_BUDGET_PATHS = " or a budget, neither of which is given", " or --budget-paths"
+
+
+def without_budget(message: str) -> str:
+    """A settings error as said where budgets are not taken."""
+    return message.replace(_OR_BUDGET, ", which is not given").replace(_OR_BUDGET_PATHS, "")
+
+
 class RunSettings(BaseModel):
     """Everything a run is made of. Frozen; validated when built."""
 
@@ -262,9 +272,8 @@ class RunSettings(BaseModel):
         if most is not None:
             if not (out["stopping"].get("stop") or out["stopping"].get("budget_paths")
                     or out["stopping"].get("allocate")):
-                raise ValueError("--max-paths is the most paths a question may get under --stop or a budget, "
-                                 "neither of which is given: give --paths for a fixed number of paths, or add a "
-                                 "rule or --budget-paths")
+                raise ValueError(f"--max-paths is the most paths a question may get under --stop{_OR_BUDGET}: give "
+                                 f"--paths for a fixed number of paths, or add a rule{_OR_BUDGET_PATHS}")
             if out["sampling"].get("paths", most) != most:
                 raise ValueError(f"--max-paths {most} and --paths {out['sampling']['paths']} are the same setting: "
                                  "give one")
@@ -296,8 +305,8 @@ class RunSettings(BaseModel):
         # settings of a rule or a budget without one would be silently ignored
         for names, applies, what in ((("round_size",), stopping.stop, "--stop, which is not given: add a rule "
                                       "(e.g. --stop beta:0.95)"),
-                                     (("min_paths",), stopping.stop or budgeted, "--stop or a budget, neither of "
-                                      "which is given: add a rule (e.g. --stop beta:0.95) or --budget-paths"),
+                                     (("min_paths",), stopping.stop or budgeted, f"--stop{_OR_BUDGET}: add a "
+                                      f"rule (e.g. --stop beta:0.95){_OR_BUDGET_PATHS}"),
                                      (("wave_paths",), budgeted, "a budget, which is not given: add "
                                       "--budget-paths (or --allocate with --max-cost)")):
             given = [f"--{name.replace('_', '-')}" for name in names

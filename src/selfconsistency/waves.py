@@ -196,14 +196,17 @@ def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list
         raise DataError(f"--max-cost as the amount to spend needs a price for {config.model}: give a price file "
                         "(--prices), or spend --budget-paths")
     first = len(question_ids) * min_paths
-    sampled = [p for p in store.paths(text=False)
-               if p.temperature != GREEDY_TEMPERATURE and p.question_id in set(question_ids)]
+    asked, temperatures = set(question_ids), set(config.sampling.temperatures)
+    sampled = [p for p in store.paths(text=False) if p.temperature in temperatures and p.question_id in asked]
     if len(sampled) < first * len(config.sampling.temperatures):
         return first  # the first wave: every question's first paths, measured before anything else is planned
     spent = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in store.paths(text=False))
     per_path = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in sampled) / len(sampled)
     left = max(0.0, config.budget.max_cost - spent)
-    total = first + int(left / len(config.sampling.temperatures) / per_path) if per_path else first
+    # What is left buys paths on top of every sampled path bought so far (a larger amount later: the paths
+    # the smaller one bought, not only its first wave).
+    bought = len(sampled) // len(config.sampling.temperatures)
+    total = bought + int(left / len(config.sampling.temperatures) / per_path) if per_path else bought
     total = min(total, len(question_ids) * config.sampling.paths)  # no more than the questions can take
     store.record_budget_total(name, total)
     log.info(f"budget: --max-cost {config.budget.max_cost:g} comes to {total:,} sampled paths per temperature at "

@@ -37,7 +37,7 @@ class BudgetSettings(BaseModel):
     max_tokens_total: Annotated[int | None, Field(ge=1, le=10**15), Cli(
         "Paid backends: refuse any request that could take the run (stored paths included) past this many "
         "prompt + completion tokens.", BUDGET)] = None
-    max_cost: Annotated[float | None, Field(gt=0, le=10**9), Cli(
+    max_cost: Annotated[float | None, Field(gt=0, le=10**9, allow_inf_nan=False), Cli(
         "Paid backends: a spending cap in USD, counting what the run already spent; with --allocate, the "
         "amount to spend (in waves). Batch backends refuse jobs whose estimate (batch prices) could pass it; "
         "backends called request by request check each request's worst case before sending it. Needs the "
