@@ -124,6 +124,11 @@ def test_readme_anthropic_commands(anthropic_api, tmp_path):
     assert len(emulator.batches) == 1 and "SC@10" in outputs[0]  # 50 questions x 11 paths, one batch
     assert "ended" in outputs[1] and "nothing to stop" in outputs[2] and "SC@10" in outputs[3]
     assert emulator.message_calls == 50 and "T=1 SC@5" in outputs[4]  # Haiku 5.5 on demand, at its default
+    assert "sampled at its default, temperature 1" in " ".join(outputs[4].split())  # and the report says so
+    results = json.loads((tmp_path / "runs" / "haiku-5-5" / "results.json").read_text())
+    assert "claude-haiku-5-5 takes no temperature" in results["sampling_note"]
+    assert "sampled at its default" in (tmp_path / "runs" / "haiku-5-5" / "report.html").read_text()
+    assert json.loads((tmp_path / "runs" / "claude" / "results.json").read_text())["sampling_note"] is None
     body = json.loads(outputs[5])
     assert body["messages"][-2]["content"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}
     assert body["temperature"] == 0.0 and "top_p" not in body

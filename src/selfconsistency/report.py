@@ -116,7 +116,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         for group in results["on_demand_calls"]:
             cost.append(f"| {group['group']} | {group['records']} | {group['paths']} | {group['input_tokens']} | "
                         f"{group['output_tokens']} | {group.get('cost_usd', '–')} |")
-    note = ""
+    note = f"\n\nSampling: {results['sampling_note']}." if results.get("sampling_note") else ""
     if results.get("neutralised_inputs"):
         note += (f"\n\n{len(results['neutralised_inputs'])} input records had text that forged prompt "
                  "structure neutralised (see `neutralised_inputs` in results.json; `--strict-input` refuses "

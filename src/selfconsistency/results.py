@@ -191,6 +191,7 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
         "config": settings.stored_settings(), "questions": len(complete),
         "incomplete_questions": [qid for qid in selection if qid not in complete_ids],
         "neutralised_inputs": store.get_meta("neutralised") or {},
+        "sampling_note": _sampling_note(settings),
         "batch_jobs": _batch_jobs(store, settings),
         "on_demand_calls": _on_demand_calls(store, settings),
         "greedy": None, "sampled": [],
@@ -364,6 +365,18 @@ def _weighted_right(row: np.ndarray, row_weights: np.ndarray, gold: int) -> floa
     top = max(totals.values())
     leaders = [a for a, t in totals.items() if t == top]
     return 1.0 / len(leaders) if gold in leaders else 0.0
+
+
+def _sampling_note(settings: RunSettings) -> str | None:
+    """What the backend says about how its paths were sampled, beyond the settings (None: nothing)."""
+    from .backends import backend_spec
+    from .backends.base import BackendError
+
+    try:
+        note = backend_spec(settings.backend).sampling_note
+    except BackendError:  # a plugin backend not registered in this process: its run still reports
+        return None
+    return note(settings) if note else None
 
 
 def _batch_jobs(store: SampleStore, settings: RunSettings) -> list[dict[str, Any]]:

@@ -176,6 +176,7 @@ class Results(_Strict):
     labelled_questions: int  # of those, the ones with a gold: accuracy is over these
     incomplete_questions: list[str]
     neutralised_inputs: dict[str, list[str]]  # question id -> what was neutralised in its input
+    sampling_note: str | None = None  # how the paths were sampled beyond the settings (a model's default temperature)
     batch_jobs: list[BatchJob]
     on_demand_calls: list[OnDemandCalls]
     spend: Spend

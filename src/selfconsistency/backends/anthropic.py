@@ -142,9 +142,17 @@ def check_settings(settings: Any) -> None:
         problem = sampling_problem(settings.model, temperature, settings.sampling.top_p)
         if problem:
             raise BackendError(problem)
+    note = sampling_note(settings)
+    if note:
+        log.warning(note)
+
+
+def sampling_note(settings: Any) -> str | None:
+    """For a model that takes no sampling parameters: its paths come at its default temperature, unsent."""
     if model_rules(settings.model).sampling == "none" and model_rules(settings.model).known:
-        log.warning(f"{settings.model} takes no temperature, top_p or top_k: its paths are sampled at its default, "
-                    f"temperature {DEFAULT_TEMPERATURE:g} (the run's setting), and none is sent")
+        return (f"{settings.model} takes no temperature, top_p or top_k: its paths are sampled at its default, "
+                f"temperature {DEFAULT_TEMPERATURE:g} (the run's setting), and none is sent")
+    return None
 
 
 def checked_size(request: GenerationRequest, body: dict[str, Any], context: int | None = None) -> None:
@@ -209,4 +217,4 @@ def _preview(config: BackendConfig, request: GenerationRequest) -> str:
 
 
 BACKEND = BackendSpec(AnthropicBackend, AnthropicOptions, summary="Claude on Anthropic's Messages API",
-                      preview=_preview, check_settings=check_settings)
+                      preview=_preview, check_settings=check_settings, sampling_note=sampling_note)

@@ -38,6 +38,7 @@ from .anthropic import (
     checked_size,
     create_message,
     make_client,
+    sampling_note,
     where,
 )
 from .anthropic_bodies import (
@@ -290,4 +291,4 @@ def _preview(config: BackendConfig, request: GenerationRequest) -> str:
 
 BACKEND = BackendSpec(AnthropicBatchBackend, AnthropicBatchOptions, AnthropicBatchJobs,
                       summary="Anthropic's Message Batches API", preview=_preview, on_demand="anthropic",
-                      check_settings=check_settings)
+                      check_settings=check_settings, sampling_note=sampling_note)

@@ -323,6 +323,9 @@ class BackendSpec:
     # `run --dry-run`: the requests as the backend would send them (records, with their bodies), without a
     # client or a call; None: one request a path, its prompt as the body.
     plan_records: Callable[[BackendConfig, list[GenerationRequest]], list[Any]] | None = None
+    # What the report must say about how the paths were sampled, beyond the settings (a model that takes no
+    # temperature samples at its own default): from the run's settings, None when there is nothing to say.
+    sampling_note: Callable[[Any], str | None] | None = None
 
     @property
     def batch(self) -> bool:
