@@ -137,3 +137,18 @@ def test_max_cost_holds_across_sigkill_with_requests_in_flight(anthropic_api, tm
         assert store.unsettled().requests >= 3
     report = run_cli("report", str(killed))
     assert report.returncode == 0, report.stderr
+
+
+def test_an_amount_too_small_for_the_first_wave_on_demand_is_refused_before_the_run_directory(anthropic_api,
+                                                                                               tmp_path):
+    """--allocate with --max-cost on a backend called request by request: an amount that cannot pay the
+    first wave (the greedy paths and every question's first path, at their worst case) is refused in one
+    line before anything is sent or the run directory is made."""
+    emulator, _ = anthropic_api
+    for amount in ("0.0001", "0.005"):
+        run_dir = tmp_path / f"run-{amount}"
+        result = run_cli(*[a if a != str(AMOUNT) else amount for a in _run_args(run_dir)])
+        assert result.returncode == 2, result.stderr
+        assert "cannot pay the first wave" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not run_dir.exists()
+    assert emulator.message_calls == 0

@@ -24,7 +24,7 @@ from .math_answers import read_answer, split_thinking
 from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
-from .settings import MAX_PLANNED_PATHS, RunSettings
+from .settings import GREEDY_TEMPERATURE, MAX_PLANNED_PATHS, RunSettings
 from .store import SampleStore, StoredPath, StoredQuestion, Unsettled, writer
 from .tasks import DataError, Task, TaskData
 from .tasks.answer_types import answer_type
@@ -145,6 +145,12 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
     if spec.check_settings is not None:
         spec.check_settings(config)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
+    if budget is not None and config.stopping.budget_paths is None and not spec.batch:
+        wanted = {**({(q.id, GREEDY_TEMPERATURE): 1 for q in data.questions} if config.sampling.greedy else {}),
+                  **{(q.id, t): budget.min_paths for q in data.questions for t in config.sampling.temperatures}}
+        from .dry_run import check_first_wave  # it plans with this module's plan_requests
+
+        check_first_wave(config, plan_requests(config, task, data, wanted), run_dir)
     prepare_run_dir(run_dir)
     extract = task.ruled_extractor(config.experiment.flexible)
     thinking_tags = task.thinking_tags(config.experiment.thinking_tags)
