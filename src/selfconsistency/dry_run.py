@@ -22,6 +22,7 @@ from .experiment import plan_requests
 from .prompts import PromptFormat
 from .settings import RunSettings
 from .store import STORE_FILENAME, SampleStore
+from .tasks import DataError
 
 
 @dataclass(frozen=True)
@@ -130,3 +131,59 @@ def _paths_for(amount: float, expected: float | None, paths: int) -> str:
     if not (paths and expected):
         return "an unknown number of (give --mean-output-tokens)"
     return f"{min(paths, int(amount / (expected / paths))):,}"
+
+
+def check_first_wave(config: RunSettings, requests: list[GenerationRequest], run_dir: Path) -> None:
+    """--max-cost as the amount to spend on a backend called request by request: DataError, before the run
+    directory is made or anything sent, when what is left of the amount cannot pay the first wave's
+    `requests` (the greedy paths and every question's first paths) even at their least: every request's
+    prompt (CHARS_PER_TOKEN characters a token, as `run --dry-run` estimates it) and the worst case of the
+    last one, which the backend books before sending it (its body at RESERVED_CHARS_PER_TOKEN characters a
+    token, and --max-tokens). An amount above that may still end inside the first wave when the answers are
+    long: the run then says so, with what it bought stored."""
+    import json
+
+    from .costs import CHARS_PER_TOKEN, RESERVED_CHARS_PER_TOKEN
+    from .store import StoreVersionError
+
+    price = config.price()
+    if price is None:
+        return
+    spent, stored = (0, 0), set()
+    if (run_dir / STORE_FILENAME).is_file():
+        try:
+            with SampleStore.open_readonly(run_dir) as store:
+                spent, stored = store.tokens_used(), store.stored_keys()
+        except StoreVersionError:  # an older store: the run upgrades it, and its waves check as they buy
+            return
+    pending = [r for r in requests if (r.question_id, r.temperature, r.path_index) not in stored]
+    if not pending:
+        return
+    spec = backend_spec(config.backend)
+    backend_config = config.backend_config()
+    prompts = sum(len(json.dumps(r.prompt.chat_messages if r.prompt.format is PromptFormat.chat else r.prompt.text))
+                  // CHARS_PER_TOKEN for r in pending)
+    booked = max(price.cost(len(body) // RESERVED_CHARS_PER_TOKEN, request.params.max_tokens)
+                 for request in pending for body in [_body(spec, backend_config, request)])
+    least, left = price.cost(prompts, 0) + booked, config.budget.max_cost - price.cost(*spent)
+    if least > left + 1e-12:
+        what = f"what is left of --max-cost {dollars(config.budget.max_cost)} ({dollars(max(left, 0.0))})" \
+            if any(spent) else f"--max-cost {dollars(config.budget.max_cost)}"
+        raise DataError(f"{what} cannot pay the first wave: its {len(pending):,} requests (the greedy paths and every "
+                        f"question's first paths) need at least {dollars(least)} (their prompts, and the last one "
+                        f"booked at its worst case, with --max-tokens {config.sampling.max_tokens:,}); raise it, or "
+                        "ask fewer questions or fewer --max-tokens. Nothing was sent")
+
+
+def _body(spec, config, request: GenerationRequest) -> str:
+    """A request's body as the backend sends it, compact JSON (its `preview`: a JSON body or a prompt text)."""
+    import json
+
+    if spec.preview is None:
+        return json.dumps(request.prompt.chat_messages) if request.prompt.format is PromptFormat.chat \
+            else request.prompt.text
+    shown = spec.preview(config, request)
+    try:
+        return json.dumps(json.loads(shown))
+    except ValueError:
+        return shown

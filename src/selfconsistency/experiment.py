@@ -18,14 +18,14 @@ from .answer_classes import Classifier
 from .answer_stop import answer_complete_pattern
 from .audit import AuditLog
 from .backends import backend_spec, create_backend
-from .backends.base import Backend, Generation, GenerationRequest
+from .backends.base import Backend, Generation, GenerationRequest, dollars
 from .extract import PatternTimeout
 from .math_answers import read_answer, split_thinking
 from .prompts import Prompt, PromptFormat, build_prompt
 from .runlock import prepare_run_dir
 from .sampling import SamplingParams, path_seed
-from .settings import MAX_PLANNED_PATHS, RunSettings
-from .store import StoredPath, StoredQuestion, writer
+from .settings import GREEDY_TEMPERATURE, MAX_PLANNED_PATHS, RunSettings
+from .store import SampleStore, StoredPath, StoredQuestion, Unsettled, writer
 from .tasks import DataError, Task, TaskData
 from .tasks.answer_types import answer_type
 from .tasks.base import CHAT_CONTEXT
@@ -58,6 +58,17 @@ def answer_stop_pattern(config: RunSettings, task: Task) -> str | None:
         raise DataError(f"--stop-at-answer: task {task.name}'s answers ({task.spec.answer.type}) have no fixed "
                         "shape to tell when its answer statement is complete; run without it")
     return pattern
+
+
+def unsettled_said(config: RunSettings, store: SampleStore, unsettled: Unsettled, when: str) -> str:
+    """One line on paid requests whose paths were never stored: how many, and what they count as spent."""
+    price = config.price(on_demand=True, priced_as=(store.priced_as() or {}).get("model"))
+    tokens = unsettled.prompt_tokens + unsettled.output_tokens
+    amount = f"{dollars(price.cost(unsettled.prompt_tokens, unsettled.output_tokens))} ({tokens:,} tokens)" \
+        if price is not None else f"{tokens:,} tokens"
+    return (f"spend: {unsettled.requests:,} paid request{'s' * (unsettled.requests != 1)} {when}: unsettled at a "
+            f"kill, counted at their worst case ({unsettled.unanswered:,} never answered; those answered, at what "
+            f"they used), {amount}, against --max-cost / --max-tokens-total; the report's cost is the stored paths'")
 
 
 def plan_requests(config: RunSettings, task: Task, data: TaskData,
@@ -134,6 +145,12 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
     if spec.check_settings is not None:
         spec.check_settings(config)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
+    if budget is not None and config.stopping.budget_paths is None and not spec.batch:
+        wanted = {**({(q.id, GREEDY_TEMPERATURE): 1 for q in data.questions} if config.sampling.greedy else {}),
+                  **{(q.id, t): budget.min_paths for q in data.questions for t in config.sampling.temperatures}}
+        from .dry_run import check_first_wave  # it plans with this module's plan_requests
+
+        check_first_wave(config, plan_requests(config, task, data, wanted), run_dir)
     prepare_run_dir(run_dir)
     extract = task.ruled_extractor(config.experiment.flexible)
     thinking_tags = task.thinking_tags(config.experiment.thinking_tags)
@@ -187,13 +204,20 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
         audit = AuditLog(run_dir, settings_hash, config.experiment.log_prompts)
         audit.event("run_start", backend=config.backend, model=config.model, task=task.name,
                     questions=len(data.questions), neutralised_records=len(data.neutralised))
+        killed = store.mark_killed_bookings()  # requests a killed process had in flight: paid, perhaps
+        if killed.requests:
+            audit.event("unsettled_at_kill", requests=killed.requests, prompt_tokens=killed.prompt_tokens,
+                        output_tokens=killed.output_tokens)
+            log.warning(unsettled_said(config, store, killed, "were in flight when a run of this directory was "
+                                       "killed"))
         backend = given_backend
 
         def started_backend():
             nonlocal backend
             if backend is None:
                 backend = create_backend(config.backend, config.backend_config(
-                    store.tokens_used(), job_state=store, settings_hash=settings_hash, submit=submit))
+                    store.tokens_used(), job_state=store, settings_hash=settings_hash, submit=submit,
+                    ledger=store.ledger(config.backend)))
                 priced = getattr(backend, "priced_as", None)
                 if priced:  # what the calls are billed as (an inference profile's model): reports price by it
                     store.set_priced_as(priced, getattr(backend, "priced_how", ""))

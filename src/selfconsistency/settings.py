@@ -364,11 +364,12 @@ class RunSettings(BaseModel):
     # -- what a run does with them --------------------------------------------------------------------
 
     def backend_config(self, tokens_spent: tuple[int, int] = (0, 0), job_state: Any = None,
-                       settings_hash: str = "run", submit: bool = True) -> BackendConfig:
-        """`tokens_spent`: the (prompt, completion) tokens the run already used (store.tokens_used())."""
+                       settings_hash: str = "run", submit: bool = True, ledger: Any = None) -> BackendConfig:
+        """`tokens_spent`: the (prompt, completion) tokens the run already used (store.tokens_used());
+        `ledger`: the run's spend ledger (store.ledger())."""
         return BackendConfig(model=self.model, options=self.options, budget=self.budget,
                              tokens_spent=sum(tokens_spent), tokens_spent_split=tokens_spent,
-                             settings_hash=settings_hash, job_state=job_state, submit=submit)
+                             settings_hash=settings_hash, job_state=job_state, submit=submit, ledger=ledger)
 
     def default_run_dir(self, task: Task) -> Path:
         model = Path(self.model).stem if "/" in self.model else self.model

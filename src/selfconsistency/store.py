@@ -169,6 +169,32 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE paths ADD COLUMN source_answer TEXT;
     ALTER TABLE questions ADD COLUMN source TEXT;
     """,
+    # The durable spend ledger of requests sent one by one (`SpendLedger`): each paid request's worst case is
+    # booked before it is sent ('open'), its usage written when it returns ('answered') and the booking
+    # closed in the transaction that stores its last path. A booking a killed process left is marked
+    # 'killed' by the next run and counted, frozen, as spent: its worst case, or what its answer used
+    # beyond the paths stored (the provider may have billed it; nothing can fetch its answer again).
+    """
+    CREATE TABLE bookings (
+        id INTEGER PRIMARY KEY,
+        backend TEXT NOT NULL,
+        status TEXT NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        output_tokens INTEGER NOT NULL,
+        used_prompt INTEGER,
+        used_output INTEGER,
+        stored_prompt INTEGER NOT NULL DEFAULT 0,
+        stored_output INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE booking_paths (
+        question_id TEXT NOT NULL,
+        temperature REAL NOT NULL,
+        path_index INTEGER NOT NULL,
+        booking_id INTEGER NOT NULL,
+        PRIMARY KEY (question_id, temperature, path_index, booking_id)
+    );
+    """,
 )
 
 
@@ -307,6 +333,8 @@ class SampleStore:
         self.path = Path(run_dir) / STORE_FILENAME
         _check_files(self.path, must_exist=not create)
         self._snapshot: tempfile.TemporaryDirectory | None = None
+        self._ledgers: list[SpendLedger] = []
+        self._live_bookings = True  # whether a stored path may close a booking (add_paths looks)
         self.read_only = read_only or (not create and not _writable(self.path))
         if self.read_only:
             self._db = self._connect_read_only()
@@ -388,6 +416,8 @@ class SampleStore:
             self._db.execute("COMMIT")
 
     def close(self) -> None:
+        for ledger in self._ledgers:
+            ledger.close()
         self._db.close()
         if self._snapshot is not None:
             self._snapshot.cleanup()
@@ -541,7 +571,10 @@ class SampleStore:
     # -- paths -----------------------------------------------------------------------------------
 
     def add_path(self, path: StoredPath) -> bool:
-        """Store one path in its own transaction; False if that key was already stored."""
+        """Store one path in its own transaction (the booking of the request that bought it closed in it);
+        False if that key was already stored."""
+        if not self._db.in_transaction:
+            return self.add_paths((path,)) == 1
         cursor = self._db.execute(
             "INSERT OR IGNORE INTO paths (question_id, temperature, path_index, seed, text, answer, prompt_tokens, "
             "completion_tokens, latency_s, finish_reason, logprob_sum, backend, model, created_at, answer_rule, "
@@ -551,12 +584,18 @@ class SampleStore:
              path.prompt_tokens, path.completion_tokens, path.latency_s, path.finish_reason,
              path.logprob_sum, path.backend, path.model, time.time(), path.answer_rule, path.thinking_tokens,
              int(path.ended_thinking), path.source_answer))
-        return cursor.rowcount == 1
+        added = cursor.rowcount == 1
+        if added and self._live_bookings:
+            self._settle_bookings(path)
+        return added
 
     def add_paths(self, paths: Iterable[StoredPath]) -> int:
-        """Store paths in one transaction (a record's paths: all or none survive a kill); how many were new."""
+        """Store paths in one transaction (a record's paths: all or none survive a kill), closing the
+        bookings of the requests that bought them in the same transaction; how many were new."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
+            self._live_bookings = self._db.execute(
+                "SELECT EXISTS (SELECT 1 FROM bookings WHERE status != 'killed')").fetchone()[0]
             added = sum(self.add_path(path) for path in paths)
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -614,13 +653,69 @@ class SampleStore:
         return {(row[0], row[1], row[2]): StoredSelection(*row[:4], bool(row[4]), *row[5:]) for row in rows}
 
     def tokens_used(self) -> tuple[int, int]:
-        """(prompt, completion) tokens of every stored path and USC request: what a budget has already spent."""
+        """(prompt, completion) tokens of every stored path and USC request, and of every request whose
+        booking is unsettled (`unsettled`): what a budget has already spent."""
         prompt, completion = self._db.execute(
             "SELECT (SELECT COALESCE(SUM(prompt_tokens), 0) FROM paths) + "
             "(SELECT COALESCE(SUM(prompt_tokens), 0) FROM selections), "
             "(SELECT COALESCE(SUM(completion_tokens), 0) FROM paths) + "
             "(SELECT COALESCE(SUM(completion_tokens), 0) FROM selections)").fetchone()
-        return int(prompt), int(completion)
+        unsettled = self.unsettled()
+        return int(prompt) + unsettled.prompt_tokens, int(completion) + unsettled.output_tokens
+
+    # -- the durable spend ledger of requests sent one by one (bookings) -----------------------------
+
+    def ledger(self, backend: str) -> SpendLedger:
+        """Where `backend` books each paid request before sending it (`SpendLedger`, usable from any
+        thread); closed with the store."""
+        if self.read_only:
+            raise ValueError(f"{self.path} is open for reading only: it takes no bookings")
+        ledger = SpendLedger(self.path, backend)
+        self._ledgers.append(ledger)
+        return ledger
+
+    def mark_killed_bookings(self) -> Unsettled:
+        """Bookings no request will settle any more, marked 'killed' (their amount frozen): those a killed
+        process left. Called by a run before its backend starts (the run directory's lock is held, so no
+        other process is sending); what was newly marked."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            found = self.unsettled("status != 'killed'")
+            self._db.execute("DELETE FROM booking_paths WHERE booking_id IN "
+                             "(SELECT id FROM bookings WHERE status != 'killed')")
+            self._db.execute("UPDATE bookings SET status = 'killed' WHERE status != 'killed'")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        return found
+
+    def unsettled(self, where: str = "1") -> Unsettled:
+        """Requests booked and not settled by a stored path, and the tokens they count as spent: a request
+        never answered at its worst case (booked prompt + every path at max_tokens), one answered at what it
+        used beyond the tokens of its paths that were stored."""
+        count, prompt, output = self._db.execute(
+            "SELECT COUNT(*), "
+            "COALESCE(SUM(CASE WHEN used_prompt IS NULL THEN prompt_tokens "
+            "ELSE MAX(0, used_prompt - stored_prompt) END), 0), "
+            "COALESCE(SUM(CASE WHEN used_output IS NULL THEN output_tokens "
+            f"ELSE MAX(0, used_output - stored_output) END), 0) FROM bookings WHERE {where}").fetchone()
+        unanswered = self._db.execute(f"SELECT COUNT(*) FROM bookings WHERE used_prompt IS NULL AND {where}"
+                                      ).fetchone()[0]
+        return Unsettled(int(count), int(unanswered), int(prompt), int(output))
+
+    def _settle_bookings(self, path: StoredPath) -> None:
+        """Inside the transaction storing `path`: its tokens counted against the live bookings of the request
+        that bought it, and a booking whose every path is stored closed (its usage is the paths')."""
+        key = (path.question_id, path.temperature, path.path_index)
+        live = ("SELECT booking_id FROM booking_paths WHERE question_id = ? AND temperature = ? AND path_index = ? "
+                "AND booking_id IN (SELECT id FROM bookings WHERE status != 'killed')")
+        self._db.execute(f"UPDATE bookings SET stored_prompt = stored_prompt + ?, stored_output = stored_output + ? "
+                         f"WHERE id IN ({live})", (path.prompt_tokens, path.completion_tokens, *key))
+        self._db.execute(f"DELETE FROM booking_paths WHERE question_id = ? AND temperature = ? AND path_index = ? "
+                         f"AND booking_id IN ({live})", (*key, *key))
+        self._db.execute("DELETE FROM bookings WHERE status = 'answered' AND NOT EXISTS "
+                         "(SELECT 1 FROM booking_paths WHERE booking_id = bookings.id)")
 
     def output_tokens_per_path(self) -> tuple[float, int] | None:
         """(mean completion tokens, paths) of the stored paths; None before any."""
@@ -783,6 +878,74 @@ class SampleStore:
         # Without text, plain tuples with StoredPath's fields: building 680,000 frozen dataclasses is
         # most of a large report's reading time.
         return (_stored_path(row) for row in rows) if text else map(PathFields._make, rows)
+
+
+@dataclass(frozen=True)
+class Unsettled:
+    """Requests booked and not settled by a stored path, and what they count as spent."""
+
+    requests: int
+    unanswered: int  # of them, never answered: counted at their worst case
+    prompt_tokens: int
+    output_tokens: int
+
+
+class SpendLedger:
+    """A run's bookings of paid requests, written by a backend's worker threads as they send: `book` before
+    a request is sent, `answered` when it returns with its usage, `cancel` when it failed unbilled. Its own
+    connection to the run's store (the run's writer holds the directory's lock), shared by the threads under
+    a lock, each write its own transaction; the path's transaction closes the booking (`add_paths`)."""
+
+    def __init__(self, path: Path, backend: str):
+        import threading
+
+        self.backend = backend
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._lock = threading.Lock()
+
+    def _write(self, write: Any) -> Any:
+        """`write(connection)` in one transaction of its own, under the ledger's lock; what it returns."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                out = write(self._db)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):  # closed under a straggling thread: nothing to undo
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                raise StoreWriteError(f"cannot write the spend ledger of the run's store: {exc}") from None
+            return out
+
+    def book(self, keys: Sequence[tuple[str, float, int]], prompt_tokens: int, output_tokens: int) -> int:
+        """A request for the paths `keys`, booked at its worst case before it is sent; its booking id."""
+        def write(db: sqlite3.Connection) -> int:
+            booking = db.execute("INSERT INTO bookings (backend, status, prompt_tokens, output_tokens, created_at) "
+                                 "VALUES (?, 'open', ?, ?, ?)",
+                                 (self.backend, prompt_tokens, output_tokens, time.time())).lastrowid
+            db.executemany("INSERT OR IGNORE INTO booking_paths VALUES (?, ?, ?, ?)",
+                           [(*key, booking) for key in keys])
+            return booking
+
+        return self._write(write)
+
+    def answered(self, booking: int, prompt_tokens: int, output_tokens: int) -> None:
+        """The request returned, using so many tokens: counted so until its paths are stored."""
+        self._write(lambda db: db.execute("UPDATE bookings SET status = 'answered', used_prompt = ?, used_output = ? "
+                                          "WHERE id = ? AND status = 'open'", (prompt_tokens, output_tokens, booking)))
+
+    def cancel(self, booking: int) -> None:
+        """The request failed and was not billed: its booking goes."""
+        def write(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM booking_paths WHERE booking_id = ?", (booking,))
+            db.execute("DELETE FROM bookings WHERE id = ? AND status = 'open'", (booking,))
+
+        self._write(write)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 def _stored_path(row: tuple[Any, ...]) -> StoredPath:

@@ -200,7 +200,9 @@ def _total_from_cost(config: RunSettings, store: SampleStore, question_ids: list
     sampled = [p for p in store.paths(text=False) if p.temperature in temperatures and p.question_id in asked]
     if len(sampled) < first * len(config.sampling.temperatures):
         return first  # the first wave: every question's first paths, measured before anything else is planned
-    spent = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in store.paths(text=False))
+    unsettled = store.unsettled()  # requests a kill left unsettled: spent at their worst case
+    spent = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in store.paths(text=False)) + \
+        price.cost(unsettled.prompt_tokens, unsettled.output_tokens)
     per_path = sum(price.cost(p.prompt_tokens, p.completion_tokens) for p in sampled) / len(sampled)
     left = max(0.0, config.budget.max_cost - spent)
     # What is left buys paths on top of every sampled path bought so far (a larger amount later: the paths

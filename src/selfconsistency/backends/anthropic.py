@@ -46,6 +46,7 @@ from .base import (
     GenerationRequest,
     TokenBudget,
     generations_from,
+    path_key,
     run_concurrently,
     show_body,
 )
@@ -193,7 +194,8 @@ class AnthropicBackend:
                                     self.options.concurrency, lambda generations: (generations, []))
 
     def _call(self, request: GenerationRequest, body: dict[str, Any]) -> list[Generation]:
-        booked = self.budget.reserve(len(json.dumps(body)) // RESERVED_CHARS_PER_TOKEN, request.params.max_tokens)
+        booked = self.budget.reserve(len(json.dumps(body)) // RESERVED_CHARS_PER_TOKEN, request.params.max_tokens,
+                                     [path_key(request)])
         started = time.perf_counter()
         try:
             with api_errors(self.client, f"calling {self.model}"):

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Protocol, TypeVar, runtime_checkable
+from typing import Annotated, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationInfo, field_validator
 
@@ -66,22 +66,45 @@ class BudgetSettings(BaseModel):
         return value
 
 
+class Ledger(Protocol):
+    """A run's durable spend ledger (the run's store gives one, `store.SpendLedger`): a request's worst case
+    is booked before it is sent, its usage written when it returns; the run closes the booking in the
+    transaction that stores the request's paths, and counts a booking a kill left open as spent."""
+
+    def book(self, keys: Sequence[tuple[str, float, int]], prompt_tokens: int, output_tokens: int) -> int: ...
+
+    def answered(self, booking: int, prompt_tokens: int, output_tokens: int) -> None: ...
+
+    def cancel(self, booking: int) -> None: ...
+
+
+class Booking(NamedTuple):
+    """A request's worst case as booked (`TokenBudget.reserve`), and its id in the run's ledger."""
+
+    prompt: int
+    output: int
+    id: int | None = None
+
+
 class TokenBudget:
     """A run's allowance for paid backends called request by request, checked before each request
     (thread-safe): --max-tokens-total in tokens, --max-cost in dollars at the model's two rates.
 
-    `reserve(prompt, output)` books a request's worst case (its prompt estimate, n x max_tokens) or refuses
-    it; `settle(booking, prompt, output)` replaces the booking with what the request really used.
+    `reserve(prompt, output, keys)` books a request's worst case (its prompt estimate, n x max_tokens) or
+    refuses it; `settle(booking, prompt, output)` replaces the booking with what the request really used.
+    With the run's `ledger`, each booking is on disk before the request is sent and its usage when it
+    returns, so that a killed run's requests in flight count as spent when it resumes.
     """
 
     def __init__(self, limit: int | None, spent: int = 0, cap: str = "", price: Price | None = None,
-                 max_cost: float | None = None, spent_cost: float = 0.0):
+                 max_cost: float | None = None, spent_cost: float = 0.0, ledger: Ledger | None = None):
         import threading
 
         self.limit = limit
         self.cap = cap or (f"--max-tokens-total {limit:,}" if limit is not None else "")  # named in the error
         self.spent = spent
         self.price, self.max_cost, self.spent_cost = price, max_cost, spent_cost
+        self.ledger = ledger
         self._reserved = 0
         self._reserved_cost = 0.0
         self._lock = threading.Lock()
@@ -89,8 +112,9 @@ class TokenBudget:
     def _cost(self, prompt: int, output: int) -> float:
         return self.price.cost(prompt, output) if self.price is not None else 0.0
 
-    def reserve(self, prompt: int, output: int = 0) -> tuple[int, int]:
-        """Book a request of `prompt` + `output` tokens at most; the booking, for `settle`."""
+    def reserve(self, prompt: int, output: int = 0, keys: Sequence[tuple[str, float, int]] = ()) -> Booking:
+        """Book a request of `prompt` + `output` tokens at most, for the paths `keys`; the booking, for
+        `settle`. Once this returns the booking is in the run's ledger: the request may be sent."""
         tokens, cost = prompt + output, self._cost(prompt, output)
         with self._lock:
             if self.limit is not None and self.spent + self._reserved + tokens > self.limit:
@@ -105,14 +129,31 @@ class TokenBudget:
                     f"{dollars(cost)} more. Stored paths are kept; raise the amount and run again to continue")
             self._reserved += tokens
             self._reserved_cost += cost
-        return prompt, output
+        if self.ledger is None:
+            return Booking(prompt, output)
+        try:
+            return Booking(prompt, output, self.ledger.book(keys, prompt, output))
+        except BaseException:
+            self._release(prompt, output)
+            raise
 
-    def settle(self, booking: tuple[int, int], prompt: int, output: int) -> None:
+    def _release(self, prompt: int, output: int) -> None:
         with self._lock:
-            self._reserved -= sum(booking)
-            self._reserved_cost -= self._cost(*booking)
+            self._reserved -= prompt + output
+            self._reserved_cost -= self._cost(prompt, output)
+
+    def settle(self, booking: Booking, prompt: int, output: int) -> None:
+        """The request returned having used `prompt` + `output` tokens (0, 0: it failed, unbilled)."""
+        with self._lock:
+            self._reserved -= booking.prompt + booking.output
+            self._reserved_cost -= self._cost(booking.prompt, booking.output)
             self.spent += prompt + output
             self.spent_cost += self._cost(prompt, output)
+        if self.ledger is not None and booking.id is not None:
+            if prompt or output:
+                self.ledger.answered(booking.id, prompt, output)
+            else:
+                self.ledger.cancel(booking.id)
 
     @classmethod
     def for_config(cls, config: BackendConfig, priced_as: str | None = None) -> TokenBudget:
@@ -132,7 +173,8 @@ class TokenBudget:
                 raise BackendError(f"--max-cost needs a price: {exc.args[0]}") from None
         prompt, output = config.tokens_spent_split
         spent_cost = price.cost(prompt, output) if price is not None else 0.0
-        return cls(limit, config.tokens_spent, price=price, max_cost=budget.max_cost, spent_cost=spent_cost)
+        return cls(limit, config.tokens_spent, price=price, max_cost=budget.max_cost, spent_cost=spent_cost,
+                   ledger=config.ledger)
 
 
 def dollars(amount: float) -> str:
@@ -191,6 +233,11 @@ def _in_flight(futures: set, on_result: Callable[[Any], tuple[Iterable[Generatio
         except Exception:  # noqa: BLE001 - the interrupt, not this call's failure, is what is reported
             continue
         yield from generations
+
+
+def path_key(request: GenerationRequest) -> tuple[str, float, int]:
+    """The key a request's path is stored under: (question id, temperature, path index)."""
+    return request.question_id, request.temperature, request.path_index
 
 
 def flatten(items: Iterable[Generation | tuple[Generation, ...]]) -> Iterator[Generation]:
@@ -287,6 +334,9 @@ class BackendConfig(BaseModel):
     settings_hash: str = "run"  # names the run's batch jobs
     job_state: Any = None  # batch backends: the run's `batch_jobs.JobStore` (the run's sample store)
     submit: bool = True  # batch backends: False collects the jobs the run made and submits nothing new
+    # backends called request by request: the run's durable spend ledger (`Ledger`), where TokenBudget books
+    # each request before it is sent (None: in memory only)
+    ledger: Any = None
 
     def options_as(self, kind: type[OptionsT]) -> OptionsT:
         """The options as the backend's own model (its defaults when none were given)."""

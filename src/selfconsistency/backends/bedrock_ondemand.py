@@ -27,6 +27,7 @@ from .base import (
     GenerationRequest,
     ParsedOutput,
     TokenBudget,
+    path_key,
     run_concurrently,
     show_body,
 )
@@ -141,7 +142,7 @@ class BedrockOnDemandBackend:
     def _call(self, record: Record) -> tuple[list[Generation], tuple[str, RecordRefused] | None]:
         params = record.requests[0].params
         booked = self.budget.reserve(len(json.dumps(record.body)) // RESERVED_CHARS_PER_TOKEN,
-                                     len(record.requests) * params.max_tokens)
+                                     len(record.requests) * params.max_tokens, [path_key(r) for r in record.requests])
         started = time.perf_counter()
         try:
             outputs = invoke(self.runtime, self.model, self.adapter, record)

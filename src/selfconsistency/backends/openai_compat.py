@@ -37,6 +37,7 @@ from .base import (
     ParsedOutput,
     TokenBudget,
     generations_from,
+    path_key,
     run_concurrently,
     show_body,
     with_thinking,
@@ -123,7 +124,8 @@ class OpenAIBackend:
                             server_fields=self.options.base_url is not None)
         # Worst case before sending: the prompt counted densely, every choice at max_tokens.
         prompt_chars = sum(len(m["content"]) for m in body["messages"]) if "messages" in body else len(body["prompt"])
-        booked = self.budget.reserve(prompt_chars // RESERVED_CHARS_PER_TOKEN, len(chunk) * first.params.max_tokens)
+        booked = self.budget.reserve(prompt_chars // RESERVED_CHARS_PER_TOKEN, len(chunk) * first.params.max_tokens,
+                                     [path_key(r) for r in chunk])
         self._limiter.wait()
         started = time.perf_counter()
         endpoint = self._client.chat.completions if self.options.api == "chat" else self._client.completions
@@ -139,7 +141,8 @@ class OpenAIBackend:
         elapsed = time.perf_counter() - started
         outputs = parse_response(response.model_dump(), self.options.api)[: len(chunk)]
         usage = response.usage
-        self.budget.settle(booked, *((usage.prompt_tokens, usage.completion_tokens) if usage else booked))
+        self.budget.settle(booked, *((usage.prompt_tokens, usage.completion_tokens) if usage
+                                     else (booked.prompt, booked.output)))
         generations = list(generations_from(chunk, outputs, elapsed / max(len(outputs), 1)))
         return generations, chunk[len(outputs):]
 

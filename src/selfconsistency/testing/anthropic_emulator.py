@@ -24,8 +24,8 @@ from this tool's client: `POST /v1/messages`, `POST /v1/messages/batches`, `GET 
 
 Faults (`Faults`): errored results (overloaded_error, api_error: retryable; invalid_request_error for
 requests holding a text), expired batches (half processed), results streams cut mid-line, unreadable or
-foreign result lines, 429s with retry-after, a cap on batches in progress (create answers 429), and 529s on
-the Messages API.
+foreign result lines, 429s with retry-after, a cap on batches in progress (create answers 429), 529s on
+the Messages API, and slow Messages answers (billed first, answered later: a kill lands in between).
 
     python -m selfconsistency.testing.anthropic_emulator --port 8125 --key sk-ant-test
     ANTHROPIC_BASE_URL=http://127.0.0.1:8125 ANTHROPIC_API_KEY=sk-ant-test selfconsistency run gsm8k \\
@@ -97,6 +97,7 @@ class Faults:
     max_batches_in_progress: int | None = None  # creates beyond it get a 429
     overloaded_calls: int = 0  # the next N Messages API calls get a 529 overloaded_error
     create_reply_delay_s: float = 0.0  # a batch create registers its batch, then waits this long before answering
+    message_delay_s: float = 0.0  # a Messages API call is billed, then answered this much later (a slow model)
 
 
 class ApiError(Exception):
@@ -231,6 +232,7 @@ class Emulator:
         answered = self.answer(params, version, seed)
         with self.lock:
             self.message_calls += 1
+        time.sleep(self.faults.message_delay_s)  # billed already: a client killed meanwhile paid for nothing stored
         return answered
 
     # -- batches -------------------------------------------------------------------------------------
