@@ -267,3 +267,17 @@ def test_the_models_own_thinking_tags_replace_the_tasks(tmp_path):
     assert (path.written, path.thinking_tokens) == ("6", len("<r>so \\boxed{5}</r>"))
     refused = CliRunner().invoke(app, ["run", "math500", "--data", str(MATH500), "--thinking-tags", "<r>"])
     assert refused.exit_code == 2 and "thinking tags" in refused.output
+
+
+def test_equivalence_effect_compares_the_class_vote_and_the_string_vote_decided_alike():
+    from selfconsistency.breakdown import equivalence_effect
+
+    # q1: three ways of writing class A outvote two identical 'b's only once they are grouped
+    # q2: one form, one class: grouping changes nothing
+    classes = [["A", "A", "A", "B", "B"], ["C", "C"]]
+    written = [["a1", "a2", "a3", "b", "b"], ["c", "c"]]
+    effect = equivalence_effect(classes, written, ["A", "C"], ["q1", "q2"], seed=0, temperature=0.7)
+    assert effect == {"merged_questions": 1, "winners_changed": 1,
+                      "accuracy_as_strings": 0.5, "accuracy_by_classes": 1.0}
+    unchanged = equivalence_effect([["C", "C"]], [["c", "c"]], ["C"], ["q2"], seed=0, temperature=0.7)
+    assert unchanged["accuracy_as_strings"] == unchanged["accuracy_by_classes"] == 1.0

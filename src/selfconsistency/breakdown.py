@@ -51,8 +51,10 @@ def equivalence_effect(classes: Sequence[Sequence[str | None]], written: Sequenc
     """What the answer classes changed in each question's vote over its N paths: the questions whose paths
     wrote one class in two or more ways (`merged_questions`), those whose winner differs from the vote over
     written forms as strings (`winners_changed`), and the accuracy of that string vote (a written winner is
-    right when its class is the gold's; `accuracy_as_strings`, over the labelled questions)."""
-    merged = changed = right = labelled = 0
+    right when its class is the gold's; `accuracy_as_strings`, over the labelled questions) beside the class
+    vote's accuracy decided the same way (`accuracy_by_classes`: one seeded tie-break per question, not the
+    exact curve's expectation over ties, so the two differ only where the winners do)."""
+    merged = changed = right = right_by_class = labelled = 0
     for row_classes, row_written, gold, qid in zip(classes, written, golds, qids, strict=True):
         class_of = {form: key for form, key in zip(row_written, row_classes, strict=True) if form is not None}
         merged += len(set(class_of)) > len(set(class_of.values()))
@@ -63,5 +65,7 @@ def equivalence_effect(classes: Sequence[Sequence[str | None]], written: Sequenc
         if gold is not None:
             labelled += 1
             right += string_class is not None and string_class == gold
+            right_by_class += by_class is not None and by_class == gold
     return {"merged_questions": merged, "winners_changed": changed,
-            "accuracy_as_strings": right / labelled if labelled else None}
+            "accuracy_as_strings": right / labelled if labelled else None,
+            "accuracy_by_classes": right_by_class / labelled if labelled else None}

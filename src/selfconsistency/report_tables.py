@@ -83,13 +83,16 @@ def equivalence_table(results: dict[str, Any]) -> list[str]:
     sampled = [s for s in results["sampled"] if s.get("equivalence")]
     if not sampled:
         return []
-    rows = ["", "", "| setting | questions with merged forms | winners changed | accuracy as strings |",
-            "|---|---:|---:|---:|"]
+    rows = ["", "", "| setting | questions with merged forms | winners changed | accuracy by classes "
+            "| accuracy as strings |", "|---|---:|---:|---:|---:|"]
     for s in sampled:
         e = s["equivalence"]
-        shown = "–" if e["accuracy_as_strings"] is None else f"{e['accuracy_as_strings']:.1%}"
+        by_class, by_string = ("–" if e[key] is None else f"{e[key]:.1%}"
+                               for key in ("accuracy_by_classes", "accuracy_as_strings"))
         rows.append(f"| T={s['temperature']:g} SC@{s['paths_per_question']} | {e['merged_questions']} | "
-                    f"{e['winners_changed']} | {shown} |")
+                    f"{e['winners_changed']} | {by_class} | {by_string} |")
+    rows += ["", "Both accuracies break each tie with the run's seeded generator, one draw per question (the "
+             "maj@k tables take the expectation over ties), so they differ only where the winners do."]
     limits = results.get("equivalence_limits") or {}
     return rows + (["", f"Beyond the comparison's limits: {limits['answers']} written answers counted as their own "
                     f"string, {limits['comparisons']} comparisons counted as different."]

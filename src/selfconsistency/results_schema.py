@@ -65,6 +65,7 @@ class Equivalence(_Strict):
     merged_questions: int  # questions whose paths wrote one class in two or more ways
     winners_changed: int  # questions whose vote over written forms, as strings, picks another class
     accuracy_as_strings: float | None  # that string vote's accuracy (a winner is right if its class is the gold's)
+    accuracy_by_classes: float | None  # the class vote's accuracy, ties broken the same seeded way (comparable)
 
 
 class Setting(_Strict):
