@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the re
 
 from analysis_reference import reference_accuracy_curve  # noqa: E402
 from selfconsistency.analysis import accuracy_curve  # noqa: E402
+from selfconsistency.runlock import prepare_run_dir  # noqa: E402
 from selfconsistency.store import SampleStore, StoredPath, StoredQuestion  # noqa: E402
 
 TEMPERATURES = (0.5, 0.7, 1.0)
@@ -100,6 +101,7 @@ def build_run(run_dir: Path, questions: int, paths: int, rng: np.random.Generato
               "prices_file": None}
     by_temperature = {t: synthetic_answers(rng, questions, paths) for t in TEMPERATURES}
     greedy = synthetic_answers(rng, questions, 1)
+    prepare_run_dir(run_dir)  # the marker a run leaves: report writes only into a run directory
     with SampleStore(run_dir) as store:
         store.bind_config({"task": "gsm8k", "model": MODEL}, config)
         store.add_questions(StoredQuestion(qid, i, f"question {i}", "gold") for i, qid in enumerate(qids))
@@ -186,7 +188,9 @@ def time_source(source: Path, run_dir: Path, name: str) -> list:
 
     env = {**os.environ, "PYTHONPATH": str(source)}
     proc = subprocess.run([sys.executable, "-c", BEFORE, str(run_dir), *RULES], env=env, capture_output=True,
-                          text=True, check=True)
+                          text=True)
+    if proc.returncode:
+        sys.exit(f"{name}: write_report/simulate failed:\n{proc.stderr}")
     # then the command itself: interpreter start-up, imports and the printed table included
     wall, cpu = time.perf_counter(), _children_cpu()
     subprocess.run([sys.executable, "-m", "selfconsistency", "report", str(run_dir)], env=env,

@@ -144,3 +144,27 @@ def test_compare_two_runs_question_by_question(tmp_path, scripted_backend):
     elsewhere = run_experiment(RunSettings(data=str(other), backend="scripted", model="m", paths=4), tmp_path / "o")
     refused = CliRunner().invoke(app, ["compare", str(runs[0]), str(elsewhere)])
     assert refused.exit_code == 2 and "did not ask the same questions" in refused.stderr
+
+
+def test_the_permutation_p_value_matches_the_exact_sign_flip_distribution():
+    import itertools
+
+    rng = np.random.default_rng(11)
+    for n, shift in ((12, 0.15), (13, 0.0), (5, 0.3)):  # group sizes that do not divide by 8
+        a = np.clip(rng.random(n) + shift, 0, 1)
+        b = rng.random(n)
+        differences = a - b
+        observed = abs(differences.mean())
+        flips = np.array(list(itertools.product((-1.0, 1.0), repeat=n)))
+        exact = np.mean(np.abs(flips @ differences / n) >= observed - 1e-12)
+        assert abs(paired(a, b).p_value - exact) < 0.015, (n, paired(a, b).p_value, exact)
+
+
+def test_sign_flip_means_are_means_of_signed_differences():
+    from selfconsistency.stats import sign_flip_means
+
+    differences = np.random.default_rng(2).random(21) - 0.5
+    means = sign_flip_means(differences, np.random.default_rng(5), 3000)
+    reachable = np.abs(differences).sum() / 21
+    assert np.all(np.abs(means) <= reachable + 1e-12)
+    assert abs(means.mean()) < 0.01 and abs(means.std() - np.sqrt((differences ** 2).sum()) / 21) < 0.003

@@ -339,8 +339,7 @@ def _uncertainty(results: dict[str, Any], votes: list, greedy_answers: list | No
             comparisons.append({"name": f"{name} SC@{n} vs greedy",
                                 **paired(per_question[:, -1], greedy, weights).to_json()})
         for method, path_weights_of in vote_weights.items():
-            weighted = np.array([_weighted_right(row, row_weights, gold) for row, row_weights, gold
-                                 in zip(encoded, path_weights_of, gold_ids, strict=True)], float)
+            weighted = weighted_right(encoded, path_weights_of, gold_ids)
             comparisons.append({"name": f"{name} {method} vs majority at N={n}",
                                 **paired(weighted, per_question[:, -1], weights).to_json()})
         adaptive = summary.get("adaptive")
@@ -353,18 +352,20 @@ def _uncertainty(results: dict[str, Any], votes: list, greedy_answers: list | No
     results["comparisons"] = comparisons
 
 
-def _weighted_right(row: np.ndarray, row_weights: np.ndarray, gold: int) -> float:
-    """Whether the weighted vote over all of a question's paths (as encoded) is its gold, a tie counted as a
-    uniform draw's expectation (as the exact curve counts majority ties)."""
-    totals: dict[int, float] = {}
-    for answer, weight in zip(row.tolist(), row_weights.tolist(), strict=True):
-        if answer > 0:
-            totals[answer] = totals.get(answer, 0.0) + weight
-    if not totals or gold < 0 or gold not in totals:
-        return 0.0
-    top = max(totals.values())
-    leaders = [a for a, t in totals.items() if t == top]
-    return 1.0 / len(leaders) if gold in leaders else 0.0
+def weighted_right(encoded: np.ndarray, path_weights_of: np.ndarray, gold_ids: np.ndarray) -> np.ndarray:
+    """Per question, whether the weighted vote over all its paths (as encoded: 0 abstains) is its gold, a tie
+    counted as a uniform draw's expectation (as the exact curve counts majority ties)."""
+    questions, width = encoded.shape
+    # every (question, answer) pair's total weight; bincount adds in path order, as a per-question loop would
+    slots = (np.arange(questions)[:, None] * (width + 1) + encoded).ravel()
+    totals = np.bincount(slots, weights=np.asarray(path_weights_of, float).ravel(),
+                         minlength=questions * (width + 1)).reshape(questions, width + 1)
+    given = np.bincount(slots, minlength=questions * (width + 1)).reshape(questions, width + 1) > 0
+    given[:, 0] = False  # abstentions are no answer
+    top = np.where(given, totals, -np.inf).max(axis=1, keepdims=True)
+    leaders = given & (totals == top)
+    gold_leads = np.take_along_axis(leaders, np.clip(gold_ids, 0, None)[:, None], axis=1)[:, 0] & (gold_ids > 0)
+    return np.where(gold_leads, 1.0 / np.maximum(leaders.sum(axis=1), 1), 0.0)
 
 
 def _sampling_note(settings: RunSettings) -> str | None:
