@@ -244,9 +244,15 @@ def _build_results(store: SampleStore, map_curves: Callable[[Callable, Sequence]
             if settings.stops_name():
                 summary["adaptive"] = _adaptive(store, settings, temperature, labelled, paths, golds)
             results["sampled"].append(summary)
-    _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves, settings.experiment.ties)
+    greedy = (np.array([a is not None and a == g for a, g in zip(greedy_answers, golds, strict=True)], float)
+              if golds and greedy_answers is not None else None)
+    _curves(votes, settings.experiment.subset_runs, settings.sampling.seed, map_curves, settings.experiment.ties,
+            greedy)
     if golds:
-        _uncertainty(results, votes, greedy_answers, golds, labelled, settings)
+        _uncertainty(results, votes, greedy)
+        if greedy is not None and not votes:  # a greedy-only run
+            results["greedy"]["interval"] = [float(b[0]) for b in intervals(greedy[:, None],
+                                                                             resample_weights(len(greedy)))]
     for summary in results["sampled"]:  # per-question scores are for the comparisons, not for results.json
         summary.get("adaptive", {}).pop("_right", None)
     fields = list(dict.fromkeys(name for q in questions.values() for name in (q.groups or {})))
@@ -272,83 +278,109 @@ def _vote_weights(paths: _SettingPaths, scored: np.ndarray) -> dict[str, np.ndar
 
 
 def _curves(votes: list[tuple[dict[str, Any], np.ndarray, np.ndarray, dict[str, np.ndarray]]], runs: int,
-            seed: int, map_curves: Callable[[Callable, Sequence], list], ties: str = "random") -> None:
-    """Each sampled setting's curve (exact, and mean ± std over random subsets) and weighted-vote curves
-    (mean ± std), into its summary. Settings with the same shape are simulated over one set of path orders
-    (the seed's), in two halves (`map_curves` may run them at once; each draws the same orders), the
-    exact curves with the second: each curve is the one `accuracy_curve` / `subset_curve` gives alone."""
+            seed: int, map_curves: Callable[[Callable, Sequence], list], ties: str = "random",
+            greedy: np.ndarray | None = None) -> None:
+    """Each sampled setting's curve (exact, and mean ± std over random subsets), weighted-vote curves
+    (mean ± std) and, with labelled questions, what `_setting_uncertainty` says of it, into its summary.
+    Settings with the same shape are simulated over one set of path orders (the seed's). Two parts run at
+    once where `map_curves` can (forked.forked_map: the first in a forked child): the Monte-Carlo curves,
+    and the exact curves with the intervals and paired tests that need them, about equal work at the
+    seed's scale. Each curve is the one `accuracy_curve` / `subset_curve` gives alone."""
     by_shape: dict[tuple[int, int], list] = {}
     for vote in votes:
         by_shape.setdefault(vote[1].shape, []).append(vote)
     for shape, group in by_shape.items():
         jobs = [(encoded, gold_ids, weights.get(method), np.random.default_rng(seed))
                 for _, encoded, gold_ids, weights in group for method in (None, *weights)]
-        exact = [(encoded, gold_ids) for _, encoded, gold_ids, _ in group]
-        half = (len(jobs) + 1) // 2
-        parts = [(jobs[:half], []), (jobs[half:], exact)] if len(jobs) > 1 else [(jobs, exact)]
-        done = map_curves(partial(_curve_part, shape, runs, ties), parts)
+        exact = [(encoded, gold_ids, weights, _adaptive_right(summary)) for summary, encoded, gold_ids, weights
+                 in group]
+        done = map_curves(partial(_curve_part, shape, runs, ties, greedy), [(jobs, []), ([], exact)])
         curves, exact_curves = iter(sum((c for c, _ in done), [])), iter(sum((e for _, e in done), []))
         for summary, _, _, weights in group:
             mean, std = next(curves)
-            per_question, tied = next(exact_curves)
+            per_question, tied, uncertainty = next(exact_curves)
             # questions added in order, one at a time (cumsum is sequential), as analysis.exact_curve does
             exact = np.cumsum(per_question, axis=0)[-1] / len(per_question)
             summary["curve"] = [asdict(CurvePoint(k=k + 1, mean=float(mean[k]), std=float(std[k]),
                                                   exact=float(exact[k]))) for k in range(shape[1])]
-            summary["_per_question"], summary["ties_with_gold"] = per_question, [round(float(t), 4) for t in tied]
+            summary["ties_with_gold"] = [round(float(t), 4) for t in tied]
+            summary["_uncertainty"] = uncertainty
             for method in weights:
                 mean, std = next(curves)
                 summary["weighted_votes"][method] = [{"k": k + 1, "mean": float(mean[k]), "std": float(std[k])}
                                                      for k in range(len(mean))]
 
 
-def _curve_part(shape: tuple[int, int], runs: int, ties: str, part: tuple[list, list]) -> tuple[list, list]:
+def _adaptive_right(summary: dict[str, Any]) -> tuple[np.ndarray, float, str] | None:
+    """An adaptive rule's (or budget's) per-question scores, mean paths and name, to compare with fixed N at
+    its mean paths, where every question has that many paths to vote."""
+    adaptive = summary.get("adaptive")
+    if not adaptive or adaptive.get("_right") is None:
+        return None
+    return adaptive["_right"], adaptive["mean_paths_used"], adaptive["rule"]
+
+
+def _curve_part(shape: tuple[int, int], runs: int, ties: str, greedy: np.ndarray | None,
+                part: tuple[list, list]) -> tuple[list, list]:
     """One part of `_curves`' work: the Monte-Carlo curves of some votes; the exact curves of some answers,
-    per question, and at each k the expected number of questions whose gold ties for the lead."""
+    per question, at each k the expected number of questions whose gold ties for the lead, and their
+    intervals and paired tests (over one set of bootstrap resamples, drawn here when needed)."""
     jobs, exact = part
-    return subset_curves(shape, jobs, runs=runs, ties=ties), [
-        (exact_curves(encoded, gold_ids, ties), exact_curves(encoded, gold_ids, "tied").sum(axis=0))
-        for encoded, gold_ids in exact]
+    resamples = resample_weights(shape[0]) if exact and shape[0] else None
+    done = []
+    for encoded, gold_ids, vote_weights, adaptive in exact:
+        per_question = exact_curves(encoded, gold_ids, ties)
+        uncertainty = _setting_uncertainty(per_question, encoded, gold_ids, vote_weights, greedy, adaptive,
+                                           resamples) if resamples is not None else None
+        done.append((per_question, exact_curves(encoded, gold_ids, "tied").sum(axis=0), uncertainty))
+    return (subset_curves(shape, jobs, runs=runs, ties=ties) if jobs else []), done
 
 
-def _uncertainty(results: dict[str, Any], votes: list, greedy_answers: list | None, golds: list[str],
-                 labelled: list[str], settings: RunSettings) -> None:
-    """How sure each accuracy is and whether its gains are real (stats.py): a 95 % interval over questions
-    for greedy and every point of each exact curve, pass@k beside maj@k, and paired comparisons on the same
-    questions: SC@N vs greedy, each weighted vote vs the majority at N, the adaptive rule vs fixed N at its
-    mean paths. One set of bootstrap resamples serves every number of the run."""
-    weights = resample_weights(len(golds))
-    greedy = None
-    if greedy_answers is not None:
-        greedy = np.array([a is not None and a == g for a, g in zip(greedy_answers, golds, strict=True)], float)
-        low, high = intervals(greedy[:, None], weights)
-        results["greedy"]["interval"] = [float(low[0]), float(high[0])]
+def _setting_uncertainty(per_question: np.ndarray, encoded: np.ndarray, gold_ids: np.ndarray,
+                         vote_weights: dict[str, np.ndarray], greedy: np.ndarray | None,
+                         adaptive: tuple[np.ndarray, float, str] | None, resamples: np.ndarray
+                         ) -> dict[str, Any]:
+    """How sure one setting's numbers are (stats.py): the 95 % interval over questions of every point of
+    its exact curve, pass@k with its interval, and its paired comparisons on the same questions (names
+    without the setting's): SC@N vs greedy, each weighted vote vs the majority at N, the adaptive rule vs
+    fixed N at its mean paths."""
+    n = encoded.shape[1]
+    right = np.where(gold_ids[:, None] >= 0, encoded == gold_ids[:, None], False).sum(axis=1)
+    passing = pass_at_k(right, n)
+    low, high = intervals(per_question, resamples)
+    pass_low, pass_high = intervals(passing, resamples)
+    points = [{"low": float(low[k]), "high": float(high[k]), "pass_at_k": float(passing[:, k].mean()),
+               "pass_low": float(pass_low[k]), "pass_high": float(pass_high[k])} for k in range(n)]
     comparisons = []
-    for summary, encoded, gold_ids, vote_weights in votes:
-        per_question = summary.pop("_per_question")
-        n = encoded.shape[1]
-        right = np.where(gold_ids[:, None] >= 0, encoded == gold_ids[:, None], False).sum(axis=1)
-        passing = pass_at_k(right, n)
-        low, high = intervals(per_question, weights)
-        pass_low, pass_high = intervals(passing, weights)
-        for k, point in enumerate(summary["curve"]):
-            point.update(low=float(low[k]), high=float(high[k]), pass_at_k=float(passing[:, k].mean()),
-                         pass_low=float(pass_low[k]), pass_high=float(pass_high[k]))
-        name = f"T={summary['temperature']:g}"
+    if greedy is not None:
+        comparisons.append((f"SC@{n} vs greedy", paired(per_question[:, -1], greedy, resamples).to_json()))
+    for method, path_weights_of in vote_weights.items():
+        comparisons.append((f"{method} vs majority at N={n}",
+                            paired(weighted_right(encoded, path_weights_of, gold_ids), per_question[:, -1],
+                                   resamples).to_json()))
+    if adaptive is not None and adaptive[1] <= n:
+        scores, mean_paths, rule = adaptive
+        fixed = np.array([np.interp(mean_paths, np.arange(1, n + 1), row) for row in per_question])
+        comparisons.append((f"{rule} vs fixed N at {mean_paths:.2f} paths",
+                            paired(scores, fixed, resamples).to_json()))
+    greedy_interval = (None if greedy is None else
+                       [float(bound[0]) for bound in intervals(greedy[:, None], resamples)])
+    return {"points": points, "comparisons": comparisons, "greedy_interval": greedy_interval}
+
+
+def _uncertainty(results: dict[str, Any], votes: list, greedy: np.ndarray | None) -> None:
+    """Greedy's interval, each setting's intervals and pass@k into its curve, and every paired comparison,
+    in the order of the settings, into `results` (computed with the curves: `_setting_uncertainty`; each
+    setting's computes greedy's interval over the same resamples)."""
+    comparisons = []
+    for summary, *_ in votes:
+        uncertainty = summary.pop("_uncertainty")
         if greedy is not None:
-            comparisons.append({"name": f"{name} SC@{n} vs greedy",
-                                **paired(per_question[:, -1], greedy, weights).to_json()})
-        for method, path_weights_of in vote_weights.items():
-            weighted = weighted_right(encoded, path_weights_of, gold_ids)
-            comparisons.append({"name": f"{name} {method} vs majority at N={n}",
-                                **paired(weighted, per_question[:, -1], weights).to_json()})
-        adaptive = summary.get("adaptive")
-        # fixed N at the rule's (or budget's) mean paths, where every question has that many paths to vote
-        if adaptive and adaptive.get("_right") is not None and adaptive["mean_paths_used"] <= n:
-            mean_paths = adaptive["mean_paths_used"]
-            fixed = np.array([np.interp(mean_paths, np.arange(1, n + 1), row) for row in per_question])
-            comparisons.append({"name": f"{name} {adaptive['rule']} vs fixed N at {mean_paths:.2f} paths",
-                                **paired(adaptive["_right"], fixed, weights).to_json()})
+            results["greedy"]["interval"] = uncertainty["greedy_interval"]
+        for point, update in zip(summary["curve"], uncertainty["points"], strict=True):
+            point.update(update)
+        name = f"T={summary['temperature']:g}"
+        comparisons += [{"name": f"{name} {what}", **numbers} for what, numbers in uncertainty["comparisons"]]
     results["comparisons"] = comparisons
 
 
