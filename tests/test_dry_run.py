@@ -92,3 +92,15 @@ def test_a_budgeted_dry_run_prices_the_budget_not_every_path():
     everything = dry_run(budgeted.model_copy(update={"budget_paths": None}))
     assert everything.planned == 20 + 2 * 20 * 40
     assert found.estimate.expected(found.price) < everything.estimate.expected(everything.price) / 5
+
+
+def test_a_dry_run_of_an_amount_says_how_many_paths_it_buys_or_what_would_tell():
+    amount = RunSettings(data=str(GSM8K_TEST), limit=20, backend="openai-batch", model="gpt-4o-mini",
+                         prompt_format="chat", paths=40, allocate="blend-asc", max_cost=0.01)
+    plain = next(line for line in dry_run(amount).lines() if "budget: --max-cost" in line)
+    assert "depends on the answers' length (give --mean-output-tokens to estimate it)" in plain
+    estimated = dry_run(amount.model_copy(update={"mean_output_tokens": 100}))
+    line = next(line for line in estimated.lines() if "budget: --max-cost" in line)
+    bought = int(line.rsplit("about ", 1)[1].split()[0].replace(",", ""))
+    per_path = estimated.estimate.expected(estimated.price) / estimated.estimate.paths
+    assert bought == min(estimated.estimate.paths, int(0.01 / per_path)) and 0 < bought < estimated.estimate.paths

@@ -60,9 +60,11 @@ class DryRun:
             out.append(f"  budget: {s.stopping.budget_paths:,} paths at each temperature, spread here evenly; the run "
                        f"gives them, wave by wave, to the questions whose votes they can change ({s.stops_name()})")
         elif s.stopping.budgeted(cap):
+            bought = (f"at the expected cost a path, that is about {_paths_for(cap, expected, e.paths):,} paths"
+                      if expected and e.paths else "how many paths that buys depends on the answers' length "
+                      "(give --mean-output-tokens to estimate it)")
             out.append(f"  budget: --max-cost {dollars(cap)} is the amount to spend, in waves, up to every path "
-                       f"planned above; at the expected cost a path, that is about "
-                       f"{_paths_for(cap, expected, e.paths)} paths")
+                       f"planned above; {bought}")
             return out
         if cap is not None:
             verdict = "within it" if e.worst(self.price) <= cap else "above it: the run would stop before sending"
@@ -127,10 +129,8 @@ def _one_a_path(requests: list[GenerationRequest]) -> list[Record]:
                    else {"prompt": r.prompt.text}, "") for r in requests]
 
 
-def _paths_for(amount: float, expected: float | None, paths: int) -> str:
-    if not (paths and expected):
-        return "an unknown number of (give --mean-output-tokens)"
-    return f"{min(paths, int(amount / (expected / paths))):,}"
+def _paths_for(amount: float, expected: float, paths: int) -> int:
+    return min(paths, int(amount / (expected / paths)))
 
 
 def check_first_wave(config: RunSettings, requests: list[GenerationRequest], run_dir: Path) -> None:
