@@ -28,7 +28,9 @@ _BIDI = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068
 # A word then a colon at a line's start; the word is a marker if it reads as one (see _MARKER_WORDS).
 # Combining marks (category Mn, the main blocks) count as part of the word: "Q\u0301:" is a marker too.
 _MARKS = "\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f"
-_LINE_START_WORD = re.compile(rf"(?m)^(\s*)([{_MARKS}]*(?:[^\W\d_][{_MARKS}]*){{1,9}})(\s*)[:\ufe55\ufe13]")
+# Up to three words, so that a task's own labels ("Problem:", "Final Answer:") are markers too.
+_WORD = rf"(?:[^\W\d_][{_MARKS}]*){{1,24}}"
+_LINE_START_WORD = re.compile(rf"(?m)^(\s*)([{_MARKS}]*{_WORD}(?: {_WORD}){{0,2}})(\s*)[:\ufe55\ufe13]")
 _MARKER_WORDS = frozenset({"q", "a", "question", "answer", "human", "assistant", "system", "user"})
 # Cyrillic and Greek letters drawn like the Latin ones of the marker words ("А:" with a Cyrillic A).
 _LOOKALIKES = str.maketrans(dict(zip("АаΑαЕеΕОоΟοЅѕТΤНΗМΜΙІіУуΥрРΡсСхХԚԛωԝԜΝոՍսυ",
@@ -87,15 +89,36 @@ def _control(ch: str) -> bool:
     return unicodedata.category(ch) in ("Cc", "Cf") and ch not in "\n\t\u200c\u200d"
 
 
-def _defuse_marker(match: re.Match[str]) -> str:
-    word = "".join(ch for ch in unicodedata.normalize("NFKD", match.group(2)) if unicodedata.category(ch) != "Mn")
-    word = word.translate(_LOOKALIKES).lower()
-    if word not in _MARKER_WORDS:
-        return match.group(0)
-    return f"{match.group(1)}{match.group(2)}{match.group(3)}\uff1a"
+def marker_word(text: str) -> str:
+    """A line-start word as it is compared with the markers: without combining marks, look-alike letters
+    read as Latin, lower case."""
+    word = "".join(ch for ch in unicodedata.normalize("NFKD", text) if unicodedata.category(ch) != "Mn")
+    return word.translate(_LOOKALIKES).lower()
 
 
-def sanitize(text: str, max_chars: int = DEFAULT_MAX_CHARS, strict: bool = False) -> Cleaned:
+def label_markers(*labels: str) -> frozenset[str]:
+    """A task's own completion labels ("Problem:\\n", "\\n\\nSolution:") as marker words ("problem",
+    "solution"), for `sanitize(markers=...)`: a question must not forge them either. Labels not of the
+    shape "word(s):" add nothing (the built-in Q:/A: markers stay)."""
+    words = set()
+    for label in labels:
+        stripped = label.strip().rstrip(":\ufe55\ufe13").strip()
+        if stripped and re.fullmatch(rf"{_WORD}(?: {_WORD}){{0,2}}", stripped):
+            words.add(marker_word(stripped))
+    return frozenset(words)
+
+
+def sanitize(text: str, max_chars: int = DEFAULT_MAX_CHARS, strict: bool = False,
+             markers: frozenset[str] = frozenset()) -> Cleaned:
+    """`text` neutralised (module docstring); `markers`: a task's own label words (`label_markers`),
+    defused at a line's start like Q: and A:."""
+    marker_words = _MARKER_WORDS | markers
+
+    def defuse(match: re.Match[str]) -> str:
+        if marker_word(match.group(2)) not in marker_words:
+            return match.group(0)
+        return f"{match.group(1)}{match.group(2)}{match.group(3)}\uff1a"
+
     issues = []
     if len(text) > max_chars:
         issues.append(f"over {max_chars} characters")
@@ -116,7 +139,7 @@ def sanitize(text: str, max_chars: int = DEFAULT_MAX_CHARS, strict: bool = False
         issues.append("chat special tokens")
         text = _SPECIAL_TOKEN.sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›")
                                   .replace("[", "⟦").replace("]", "⟧"), text)
-    defused = _LINE_START_WORD.sub(_defuse_marker, text)
+    defused = _LINE_START_WORD.sub(defuse, text)
     if defused != text:
         issues.append("prompt markers at line start")
         text = defused

@@ -16,7 +16,7 @@ import regex
 from jinja2.sandbox import SecurityError
 
 from ..extract import compile_user_pattern, search_user_pattern
-from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, sanitize, visible
+from ..sanitize import DEFAULT_MAX_CHARS, UnsafeInput, label_markers, sanitize, visible
 from .answer_types import Extractor, RuledExtractor, answer_type
 from .base import CHAT_CONTEXT, CONTEXT_ROLES, CompletionLabels, DataError, Exemplar, Question
 from .records import Located, read_records
@@ -98,6 +98,8 @@ class Task:
         self.max_chars = max_chars
         self.strict_input = strict_input
         self._neutralised: dict[str, tuple[str, ...]] = {}
+        # the task's own labels are prompt structure a question must not forge, as Q: and A: are
+        self._markers = label_markers(spec.prompt.question_label, spec.prompt.answer_label)
         self.config_file: Path | None = None  # set by get_task: named in template errors
         gold_pattern = spec.answer.gold_pattern
         self._gold_pattern = compile_user_pattern(gold_pattern, regex.DOTALL) if gold_pattern else None
@@ -298,7 +300,7 @@ class Task:
         return tuple(out)
 
     def _clean(self, where: str, text: str, max_chars: int | None = None) -> str:
-        cleaned = sanitize(text, max_chars or self.max_chars, self.strict_input)
+        cleaned = sanitize(text, max_chars or self.max_chars, self.strict_input, self._markers)
         if cleaned.issues:
             self._neutralised[where] = tuple(sorted(set(self._neutralised.get(where, ()) + cleaned.issues)))
         return cleaned.text
