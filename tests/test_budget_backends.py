@@ -73,6 +73,21 @@ def test_a_budget_too_small_for_a_first_batch_job_is_refused_before_the_run_dire
     assert not (tmp_path / "run").exists()
 
 
+def test_an_amount_too_small_for_the_first_batch_wave_is_refused_before_the_run_directory(anthropic_api, tmp_path):
+    """--max-cost as the amount on a batch backend: an amount below the first wave's least cost (every record's
+    prompt at the batch price, and the smallest job's worst case) is one error before the run directory is
+    made and before any batch is created; an amount above it runs."""
+    emulator, _ = anthropic_api
+    settings = RunSettings(data=str(GSM8K_TEST), limit=20, paths=4, temperatures=(0.7,), backend="anthropic-batch",
+                           model="claude-haiku-4-5", prompt_format="chat", allocate="blend-asc", max_cost=0.01,
+                           poll_seconds=0.01)
+    with pytest.raises(DataError, match=r"^--max-cost \$0.01 cannot pay the first wave: its 40 batch records"):
+        run_experiment(settings, tmp_path / "small")
+    assert not (tmp_path / "small").exists() and not emulator.batches
+    run_experiment(settings.model_copy(update={"max_cost": 0.2}), tmp_path / "enough")
+    assert len(stored_rows(tmp_path / "enough")) >= 40 and emulator.batches
+
+
 @pytest.mark.slow  # boto3 against the emulator over HTTP, as tests/test_bedrock_ondemand.py
 def test_bedrock_on_demand(aws, tmp_path):
     settings = budgeted(backend="bedrock", model="anthropic.claude-3-haiku-20240307-v1:0", concurrency=2)

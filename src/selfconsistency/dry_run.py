@@ -134,13 +134,13 @@ def _paths_for(amount: float, expected: float, paths: int) -> int:
 
 
 def check_first_wave(config: RunSettings, requests: list[GenerationRequest], run_dir: Path) -> None:
-    """--max-cost as the amount to spend on a backend called request by request: DataError, before the run
-    directory is made or anything sent, when what is left of the amount cannot pay the first wave's
+    """--max-cost as the amount to spend: DataError, before the run directory is made or anything sent, when
+    what is left of the amount cannot pay the first wave's
     `requests` (the greedy paths and every question's first paths) even at their least: every request's
     prompt (CHARS_PER_TOKEN characters a token, as `run --dry-run` estimates it) and the worst case of the
     last one, which the backend books before sending it (its body at RESERVED_CHARS_PER_TOKEN characters a
     token, and --max-tokens). An amount above that may still end inside the first wave when the answers are
-    long: the run then says so, with what it bought stored."""
+    long: the run then says so, with what it bought stored. Batch backends: `_check_first_batch_wave`."""
     import json
 
     from .costs import CHARS_PER_TOKEN, RESERVED_CHARS_PER_TOKEN
@@ -161,6 +161,9 @@ def check_first_wave(config: RunSettings, requests: list[GenerationRequest], run
         return
     spec = backend_spec(config.backend)
     backend_config = config.backend_config()
+    if spec.batch:
+        _check_first_batch_wave(config, spec, backend_config, pending, price, resumed=bool(stored) or any(spent))
+        return
     prompts = sum(len(json.dumps(r.prompt.chat_messages if r.prompt.format is PromptFormat.chat else r.prompt.text))
                   // CHARS_PER_TOKEN for r in pending)
     booked = max(price.cost(len(body) // RESERVED_CHARS_PER_TOKEN, request.params.max_tokens)
@@ -173,6 +176,27 @@ def check_first_wave(config: RunSettings, requests: list[GenerationRequest], run
                         f"question's first paths) need at least {dollars(least)} (their prompts, and the last one "
                         f"booked at its worst case, with --max-tokens {config.sampling.max_tokens:,}); raise it, or "
                         "ask fewer questions or fewer --max-tokens. Nothing was sent")
+
+
+def _check_first_batch_wave(config: RunSettings, spec, backend_config, pending: list[GenerationRequest],
+                            price, resumed: bool) -> None:
+    """The batch side of `check_first_wave`: the first wave's jobs cannot cost less than every record's
+    prompt at the batch price and the worst case of the smallest job the run may send (a job's minimum of
+    records, every path at --max-tokens), which the run checks before submitting it. A resumed run's jobs
+    are checked by its ledger as they go."""
+    from .waves import min_records_per_job
+
+    if resumed:
+        return
+    records = spec.plan_records(backend_config, pending) if spec.plan_records else _one_a_path(pending)
+    smallest = sorted(len(r.requests) * r.requests[0].params.max_tokens for r in records)
+    least = price.cost(estimate(records).worst_prompt_tokens, sum(smallest[: max(min_records_per_job(config), 1)]))
+    if least > config.budget.max_cost + 1e-12:
+        raise DataError(f"--max-cost {dollars(config.budget.max_cost)} cannot pay the first wave: its {len(records):,} "
+                        f"batch records (the greedy paths and every question's first paths) need at least "
+                        f"{dollars(least)} at batch prices (their prompts, and the smallest job's worst case, every "
+                        f"path at --max-tokens {config.sampling.max_tokens:,}); raise it, or ask fewer questions or "
+                        "fewer --max-tokens. Nothing was sent")
 
 
 def _body(spec, config, request: GenerationRequest) -> str:

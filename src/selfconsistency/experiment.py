@@ -145,7 +145,7 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
     if spec.check_settings is not None:
         spec.check_settings(config)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
-    if budget is not None and config.stopping.budget_paths is None and not spec.batch:
+    if budget is not None and config.stopping.budget_paths is None:
         wanted = {**({(q.id, GREEDY_TEMPERATURE): 1 for q in data.questions} if config.sampling.greedy else {}),
                   **{(q.id, t): budget.min_paths for q in data.questions for t in config.sampling.temperatures}}
         from .dry_run import check_first_wave  # it plans with this module's plan_requests
