@@ -682,6 +682,19 @@ def test_a_budgeted_run_sends_its_budget_and_not_one_path_more(provider, tmp_pat
                for s in results["sampled"])
 
 
+def test_a_budgets_waves_go_as_jobs_at_the_batch_price(provider, tmp_path):
+    """By default every wave of a budget but the last is big enough to go as a job (a provider's minimum of
+    records, and the backend's on_demand_below: smaller follow-up rounds go on demand at twice the price);
+    only a last wave too small for a job goes on demand."""
+    per_temperature = 4 * provider.questions + 3
+    settings = provider.config(budget_paths=per_temperature)
+    run_experiment(settings, tmp_path / "run")
+    as_a_job = max(getattr(settings.options, "min_records_per_job", 1), getattr(settings.options, "on_demand_below", 0))
+    with SampleStore.open_readonly(tmp_path / "run") as store:
+        on_demand = len(store.on_demand_keys())
+    assert on_demand < max(as_a_job, 1) * len(provider.settings["temperatures"]), on_demand
+
+
 def test_max_cost_as_the_amount_to_spend_is_spent_and_never_passed(provider, tmp_path):
     """--allocate with --max-cost: the run spends the amount in waves, each cut to what is left at its
     worst case (every path's prompt and --max-tokens, as the ledger estimates it), and ends when not one

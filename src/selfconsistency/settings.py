@@ -198,7 +198,8 @@ class StoppingSettings(_Group):
         default_shown="blend-asc", not_in=_SERVE_ASKS)] = None
     wave_paths: Annotated[int | None, Field(ge=1, le=MAX_PLANNED_PATHS), Cli(
         "With a budget: paths per wave at each temperature (default: a quarter of the questions, at least a "
-        "batch job's minimum of records). Smaller waves adapt more, larger ones wait less.", STOPPING,
+        "batch job's minimum of records and enough records to go as a job, not on demand). Smaller waves adapt "
+        "more, larger ones wait less.", STOPPING,
         not_in=_SERVE_ASKS)] = None
 
     @field_validator("stop")
@@ -391,14 +392,17 @@ class RunSettings(BaseModel):
         """A budgeted run's plan at each temperature over `questions` questions (None: not budgeted);
         `total`: the paths a --max-cost budget came to (else --budget-paths). On a batch backend whose jobs
         need `min_records` records, the first wave (every question's first paths at every temperature,
-        and the greedy paths) is made big enough for a job, and so is every wave but the last."""
+        and the greedy paths) is made big enough for a job, and so is every wave but the last; by default a
+        wave is also no smaller than the backend's `on_demand_below` (a later wave smaller than that goes on
+        demand, at twice the batch price)."""
         s = self.stopping
         if not s.budgeted(self.budget.max_cost):
             return None
         temperatures = max(1, len(self.sampling.temperatures))
         greedy = questions if self.sampling.greedy else 0
         first = max(s.min_paths, -(-max(0, min_records - greedy) // max(1, questions * temperatures)))
-        wave = s.wave_paths or max(-(-questions // 4), -(-min_records // temperatures), 1)
+        as_a_job = max(min_records, getattr(self.options, "on_demand_below", 0))
+        wave = s.wave_paths or max(-(-questions // 4), -(-as_a_job // temperatures), 1)
         why = (f"a batch job needs {min_records:,} records: the first wave gives every question {first} paths at "
                "each temperature" if first > s.min_paths else "")
         return allocation.Budget(total=total or s.budget_paths or 1, min_paths=min(first, self.sampling.paths),
