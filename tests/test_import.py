@@ -26,6 +26,8 @@ MANIFEST = json.loads((FIXTURES / "fixtures.json").read_text())
 SECOND = next(i for i, line in enumerate(map(json.loads, LM_EVAL.read_text().splitlines()))
               if i and line["doc_id"] == json.loads(LM_EVAL.read_text().splitlines()[0])["doc_id"])
 
+FIRST_DOC = json.loads(LM_EVAL.read_text().splitlines()[0])["doc_id"]
+
 
 def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
@@ -248,6 +250,20 @@ CASES = {  # name: (tool, make the file, where the error is: a line number or ar
     "a text file": ("inspect", lambda t: (t / "notes.txt").write_text("hello\n") and t / "notes.txt", 1,
                     "malformed JSON"),
     "a directory": ("lm-eval", lambda t: t, None, "is a directory"),
+    "a doc_id too large for an index": ("lm-eval", lambda t: _rewrite_lines(t, _edit_line(
+        0, lambda r: r.update(doc_id=10**30))), 1, "doc_id 1000000000000000000000000000000 is not a document's index"),
+    "a doc_id that is a list": ("lm-eval", lambda t: _rewrite_lines(t, _edit_line(0, lambda r: r.update(doc_id=[0]))),
+                                1, "doc_id [0] is not a document's index"),
+    "a question with fewer responses than the others": ("lm-eval", lambda t: _rewrite_lines(t, lambda ls: [
+        json.dumps({**r, "resps": [r["resps"][0][:3]]}) if r["doc_id"] == FIRST_DOC else json.dumps(r)
+        for r in map(json.loads, ls)]), 1, f"doc_id {FIRST_DOC} has 3 responses"),
+    "scores that are not a list": ("inspect", _edit_log(lambda log: log["results"].update(scores=5)), "results",
+                                   "results' scores"),
+    "json nested too deeply on one line": ("inspect", lambda t: (t / "deep.json").write_text(
+        "[" * 100000 + "]" * 100000) and t / "deep.json", 1, "nested too deeply"),
+    "a second samples key": ("inspect", lambda t: (t / "twice.json").write_text(
+        INSPECT_JSON.read_text().rstrip().removesuffix("}") + ',\n  "samples": []\n}\n') and t / "twice.json",
+        "second samples", "'samples' again"),
 }
 
 
@@ -262,6 +278,9 @@ def test_a_malformed_or_foreign_file_is_one_line_naming_the_file_and_line(tmp_pa
     (line,) = result.stderr.splitlines()
     if where == "sample 3":
         where = _sample_line(path, 3)
+    if where in ("results", "second samples"):  # the line of the top-level key (the last one of its name)
+        text = path.read_text()
+        where = text.count("\n", 0, text.rindex(f'\n  "{where.split()[-1]}": ')) + 2
     if where == "JSON's":  # where Python's JSON parser stops
         with pytest.raises(json.JSONDecodeError) as error:
             json.loads(path.read_text())
@@ -326,3 +345,4 @@ def test_repeats_of_one_text_are_warned_of(tmp_path):
     assert f"warning: {count} question(s) have {repeats} paths of one and the same text" in result.stdout
     assert "--gen_kwargs seed=None" in result.stdout
     assert "one and the same text" not in invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "real").stdout
+
