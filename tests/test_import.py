@@ -346,3 +346,57 @@ def test_repeats_of_one_text_are_warned_of(tmp_path):
     assert "--gen_kwargs seed=None" in result.stdout
     assert "one and the same text" not in invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "real").stdout
 
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--temperature", "nan", "--temperature nan is not a sampling temperature"),
+    ("--temperature", "inf", "--temperature inf is not a sampling temperature"),
+    ("--temperature", "-0.5", "--temperature -0.5 is not a sampling temperature"),
+    ("--temperature", "2.5", "--temperature 2.5 is not a sampling temperature"),
+    ("--model", "evil\x1b]0;title\x07\x1b[31mred", "--model holds control characters"),
+])
+def test_a_bad_option_is_one_line_naming_the_option_not_the_file(tmp_path, option, value, message):
+    result = invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "run", option, value)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {message}"), line
+    assert str(LM_EVAL) not in line and "if the file is wrong" not in line  # the user's option, not the file
+    assert not (tmp_path / "run").exists()
+
+
+def test_control_characters_in_the_model_folders_name_reach_neither_the_report_nor_the_plot(tmp_path):
+    """lm-eval names the model by its output folder: a folder name is untrusted text like any other."""
+    import warnings
+
+    lines = LM_EVAL.read_text()
+    folder = tmp_path / "lm-eval" / "evil\x1b]0;title\x07\x1b[31mred\x9b2J\u202eqwen"
+    folder.mkdir(parents=True)
+    (folder / LM_EVAL.name).write_text(lines)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("import", "lm-eval", folder / LM_EVAL.name, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert not [w for w in caught if "\x1b" in str(w.message)], [str(w.message) for w in caught]
+    settings, _, paths, meta = stored(tmp_path / "run")
+    assert settings.model == meta["model"] == paths[0].model == "evilredqwen"
+    for name in ("results.md", "results.json", "report.html"):
+        text = (tmp_path / "run" / name).read_text()
+        assert not any(ch in text for ch in "\x1b\x07\x9b\u202e"), name
+
+
+def test_an_inspect_log_whose_epochs_errored_says_the_file_gives_those_questions_fewer_paths(tmp_path):
+    """inspect_ai keeps an epoch that ended in an error without output: that question has fewer paths in the
+    log than the others, and importing again cannot add any; the import and the report say so plainly."""
+    def errored(log):
+        for sample in log["samples"]:
+            if str(sample["id"]) == str(log["samples"][0]["id"]) and sample["epoch"] > 3:
+                sample["error"] = {"message": "boom"}
+    path = _edit_log(errored)(tmp_path)
+    result = invoke("import", "inspect", path, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    qid, epochs = str(json.loads(path.read_text())["samples"][0]["id"]), MANIFEST["epochs"]
+    said = " ".join(result.stdout.split())
+    assert f"question {qid} has 3 of {epochs} paths in the file" in said
+    assert "run the same command again" not in said
+    assert "run the same command again" not in (tmp_path / "run" / "results.md").read_text()
+    again = invoke("import", "inspect", path, "--run-dir", tmp_path / "run")
+    assert again.exit_code == 0 and "(0 new paths)" in again.stdout  # as said: the file holds no more
