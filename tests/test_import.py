@@ -26,6 +26,8 @@ MANIFEST = json.loads((FIXTURES / "fixtures.json").read_text())
 SECOND = next(i for i, line in enumerate(map(json.loads, LM_EVAL.read_text().splitlines()))
               if i and line["doc_id"] == json.loads(LM_EVAL.read_text().splitlines()[0])["doc_id"])
 
+FIRST_DOC = json.loads(LM_EVAL.read_text().splitlines()[0])["doc_id"]
+
 
 def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
@@ -248,6 +250,20 @@ CASES = {  # name: (tool, make the file, where the error is: a line number or ar
     "a text file": ("inspect", lambda t: (t / "notes.txt").write_text("hello\n") and t / "notes.txt", 1,
                     "malformed JSON"),
     "a directory": ("lm-eval", lambda t: t, None, "is a directory"),
+    "a doc_id too large for an index": ("lm-eval", lambda t: _rewrite_lines(t, _edit_line(
+        0, lambda r: r.update(doc_id=10**30))), 1, "doc_id 1000000000000000000000000000000 is not a document's index"),
+    "a doc_id that is a list": ("lm-eval", lambda t: _rewrite_lines(t, _edit_line(0, lambda r: r.update(doc_id=[0]))),
+                                1, "doc_id [0] is not a document's index"),
+    "a question with fewer responses than the others": ("lm-eval", lambda t: _rewrite_lines(t, lambda ls: [
+        json.dumps({**r, "resps": [r["resps"][0][:3]]}) if r["doc_id"] == FIRST_DOC else json.dumps(r)
+        for r in map(json.loads, ls)]), 1, f"doc_id {FIRST_DOC} has 3 responses"),
+    "scores that are not a list": ("inspect", _edit_log(lambda log: log["results"].update(scores=5)), "results",
+                                   "results' scores"),
+    "json nested too deeply on one line": ("inspect", lambda t: (t / "deep.json").write_text(
+        "[" * 100000 + "]" * 100000) and t / "deep.json", 1, "nested too deeply"),
+    "a second samples key": ("inspect", lambda t: (t / "twice.json").write_text(
+        INSPECT_JSON.read_text().rstrip().removesuffix("}") + ',\n  "samples": []\n}\n') and t / "twice.json",
+        "second samples", "'samples' again"),
 }
 
 
@@ -262,6 +278,9 @@ def test_a_malformed_or_foreign_file_is_one_line_naming_the_file_and_line(tmp_pa
     (line,) = result.stderr.splitlines()
     if where == "sample 3":
         where = _sample_line(path, 3)
+    if where in ("results", "second samples"):  # the line of the top-level key (the last one of its name)
+        text = path.read_text()
+        where = text.count("\n", 0, text.rindex(f'\n  "{where.split()[-1]}": ')) + 2
     if where == "JSON's":  # where Python's JSON parser stops
         with pytest.raises(json.JSONDecodeError) as error:
             json.loads(path.read_text())
@@ -326,3 +345,58 @@ def test_repeats_of_one_text_are_warned_of(tmp_path):
     assert f"warning: {count} question(s) have {repeats} paths of one and the same text" in result.stdout
     assert "--gen_kwargs seed=None" in result.stdout
     assert "one and the same text" not in invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "real").stdout
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--temperature", "nan", "--temperature nan is not a sampling temperature"),
+    ("--temperature", "inf", "--temperature inf is not a sampling temperature"),
+    ("--temperature", "-0.5", "--temperature -0.5 is not a sampling temperature"),
+    ("--temperature", "2.5", "--temperature 2.5 is not a sampling temperature"),
+    ("--model", "evil\x1b]0;title\x07\x1b[31mred", "--model holds control characters"),
+])
+def test_a_bad_option_is_one_line_naming_the_option_not_the_file(tmp_path, option, value, message):
+    result = invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "run", option, value)
+    assert result.exit_code == 2, result.output
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {message}"), line
+    assert str(LM_EVAL) not in line and "if the file is wrong" not in line  # the user's option, not the file
+    assert not (tmp_path / "run").exists()
+
+
+def test_control_characters_in_the_model_folders_name_reach_neither_the_report_nor_the_plot(tmp_path):
+    """lm-eval names the model by its output folder: a folder name is untrusted text like any other."""
+    import warnings
+
+    lines = LM_EVAL.read_text()
+    folder = tmp_path / "lm-eval" / "evil\x1b]0;title\x07\x1b[31mred\x9b2J\u202eqwen"
+    folder.mkdir(parents=True)
+    (folder / LM_EVAL.name).write_text(lines)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = invoke("import", "lm-eval", folder / LM_EVAL.name, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert not [w for w in caught if "\x1b" in str(w.message)], [str(w.message) for w in caught]
+    settings, _, paths, meta = stored(tmp_path / "run")
+    assert settings.model == meta["model"] == paths[0].model == "evilredqwen"
+    for name in ("results.md", "results.json", "report.html"):
+        text = (tmp_path / "run" / name).read_text()
+        assert not any(ch in text for ch in "\x1b\x07\x9b\u202e"), name
+
+
+def test_an_inspect_log_whose_epochs_errored_says_the_file_gives_those_questions_fewer_paths(tmp_path):
+    """inspect_ai keeps an epoch that ended in an error without output: that question has fewer paths in the
+    log than the others, and importing again cannot add any; the import and the report say so plainly."""
+    def errored(log):
+        for sample in log["samples"]:
+            if str(sample["id"]) == str(log["samples"][0]["id"]) and sample["epoch"] > 3:
+                sample["error"] = {"message": "boom"}
+    path = _edit_log(errored)(tmp_path)
+    result = invoke("import", "inspect", path, "--run-dir", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    qid, epochs = str(json.loads(path.read_text())["samples"][0]["id"]), MANIFEST["epochs"]
+    said = " ".join(result.stdout.split())
+    assert f"question {qid} has 3 of {epochs} paths in the file" in said
+    assert "run the same command again" not in said
+    assert "run the same command again" not in (tmp_path / "run" / "results.md").read_text()
+    again = invoke("import", "inspect", path, "--run-dir", tmp_path / "run")
+    assert again.exit_code == 0 and "(0 new paths)" in again.stdout  # as said: the file holds no more

@@ -12,6 +12,7 @@ bound to the file's digest: importing the same file again adds nothing, another 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from .report_tables import interval_text
 from .runlock import prepare_run_dir
 from .settings import RunSettings, SamplingSettings
 from .sources import Source, SourceError, SourceQuestion, read_inspect, read_lm_eval
+from .sources.base import has_control, plain_name
 from .store import StoredPath, StoredQuestion, writer
 from .tasks import Question, Task, get_task
 from .tasks.answer_types import answer_type
@@ -64,6 +66,7 @@ def import_run(tool: Tool, path: Path, task_name: str = "gsm8k", run_dir: Path |
     """Read `path` with `tool`'s reader and store it as a run (in `run_dir`, a new or empty directory, or a
     run of the same file); `temperature` replaces (or supplies) the one the file records, `model` the
     model's name."""
+    _check_options(temperature, model)
     task = get_task(task_name)
     source = read_source(tool, path, task)
     sampled_at, given = _temperature(source, temperature)
@@ -102,15 +105,54 @@ def import_run(tool: Tool, path: Path, task_name: str = "gsm8k", run_dir: Path |
 
     paths = [[stored(q, i, p) for i, p in enumerate(sq.paths)] for q, sq in zip(questions, source.questions,
                                                                                  strict=True)]
-    run_dir = Path(run_dir) if run_dir else default_import_dir(source)
-    prepare_run_dir(run_dir)
-    identity = {"task": task.name, "task_spec": task.fingerprint(), "imported_from": source.tool,
-                "source_sha256": source.sha256, "temperature": sampled_at, "model": model}
     notes = [*source.notes, f"sampling temperature {sampled_at:g}: " + (
         "given with --temperature" if given else f"as {source.tool} recorded it")]
+    short = [(q.id, len(q.paths)) for q in source.questions if len(q.paths) < n]
+    if short:
+        named = ", ".join(f"question {qid} has {count} of {n} paths in the file" for qid, count in short[:5])
+        notes.append(f"{named}{f' (and {len(short) - 5} more)' if len(short) > 5 else ''}: the report leaves "
+                     f"{'it' if len(short) == 1 else 'them'} out; the file holds no more paths, so importing it "
+                     "again adds none")
     if source.max_tokens is None:
         notes.append(f"no token limit recorded: the run's max_tokens shows this tool's default "
                      f"({settings.sampling.max_tokens}), not the source's")
+    run_dir = Path(run_dir) if run_dir else default_import_dir(source)
+    existed = run_dir.exists()
+    fresh = not existed or (run_dir.is_dir() and not any(run_dir.iterdir()))
+    prepare_run_dir(run_dir)
+    try:
+        new = _store(run_dir, task, plain, source, questions, paths, settings, sampled_at, model, notes)
+    except BaseException:
+        if fresh:  # no half-made run directory is left behind
+            _remove_new_run(run_dir, created=not existed)
+        raise
+    identical = sum(len(ps) > 1 and len({p.text for p in ps}) == 1 for ps in paths)
+    return Imported(run_dir, source, task.name, sampled_at, n, new, identical,
+                    _disagreements(paths, source.questions), timeouts, tuple(notes))
+
+
+def _remove_new_run(run_dir: Path, created: bool) -> None:
+    """The files an import that failed made in a directory it found empty, and the directory if it `created`
+    it and nothing else is there."""
+    from .runlock import LOCK_FILE
+    from .safe_files import RUN_MARKER
+    from .store import STORE_FILENAME
+
+    for name in (RUN_MARKER, LOCK_FILE, *(STORE_FILENAME + end for end in ("", "-wal", "-shm", "-journal"))):
+        (run_dir / name).unlink(missing_ok=True)
+    if created:
+        try:
+            run_dir.rmdir()
+        except OSError:  # something else is there now: left as it is
+            pass
+
+
+def _store(run_dir: Path, task: Task, plain: Task, source: Source, questions: list[Question],
+           paths: list[list[StoredPath]], settings: RunSettings, sampled_at: float, model: str,
+           notes: list[str]) -> int:
+    """The questions and paths stored in the run directory; how many paths are new."""
+    identity = {"task": task.name, "task_spec": task.fingerprint(), "imported_from": source.tool,
+                "source_sha256": source.sha256, "temperature": sampled_at, "model": model}
     with writer(run_dir, create=True) as store:
         store.bind_config(identity, settings.stored_settings())
         store.add_questions(StoredQuestion(q.id, q.position, q.text, q.gold, dict(q.groups) or None, source=sq.source)
@@ -124,9 +166,25 @@ def import_run(tool: Tool, path: Path, task_name: str = "gsm8k", run_dir: Path |
         kind = answer_type(task.spec.answer.type)
         if kind.equivalence:  # answers written many ways (math): their classes, as a run stores them
             Classifier(store, kind.equivalence()).update([q.id for q in questions], {q.id: q.gold for q in questions})
-    identical = sum(len(ps) > 1 and len({p.text for p in ps}) == 1 for ps in paths)
-    return Imported(run_dir, source, task.name, sampled_at, n, new, identical,
-                    _disagreements(paths, source.questions), timeouts, tuple(notes))
+    return new
+
+
+class BadOption(ValueError):
+    """An option of the import the user gave (--temperature, --model) that cannot be used: the message names it."""
+
+
+def _check_options(temperature: float | None, model: str | None) -> None:
+    """The user's own options, refused before the file is read: a temperature that is no sampling
+    temperature, a model name with control characters (which would land raw in the report and plot)."""
+    if temperature is not None and not (math.isfinite(temperature) and 0.0 < temperature <= 2.0):
+        why = " (greedy decoding: its repeats are one path, not samples)" if temperature == 0 else ""
+        raise BadOption(f"--temperature {temperature:g} is not a sampling temperature{why}: give the one the paths "
+                        "were sampled at, in (0, 2]")
+    if model is not None and has_control(model):
+        raise BadOption(f"--model holds control characters (escape sequences, line breaks, bidirectional "
+                        f"overrides): give the model's name as plain text, such as {plain_name(model)!r}")
+    if model is not None and not model.strip():
+        raise BadOption("--model is empty: give the model's name")
 
 
 def _temperature(source: Source, given: float | None) -> tuple[float, bool]:

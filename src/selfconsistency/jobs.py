@@ -64,11 +64,21 @@ def run_jobs(run_dir: Path, endpoints: dict[str, str | None] | None = None) -> R
     (`with_named_endpoints`). ValidationError when the stored settings no longer hold; BackendError for a
     run without jobs; EndpointNotNamed."""
     with SampleStore.open_readonly(run_dir) as store:
+        _not_imported(store, run_dir)
         settings = with_named_endpoints(checked_settings(store.settings()), run_dir, endpoints or {})
         jobs = store.jobs()
         service = create_job_service(settings.backend, settings.backend_config(job_state=store))
         return RunJobs(settings, [j for j in jobs if j.get("job_id")], service,
                        [j for j in jobs if not j.get("job_id") and j["status"] in ("planned", "creating")])
+
+
+def _not_imported(store: SampleStore, run_dir: Path) -> None:
+    """BackendError for a run `selfconsistency import` made: its backend is the tool it came from, which no
+    provider runs jobs for (its settings are not a run's to check)."""
+    imported = store.get_meta("import")
+    if imported is not None:
+        raise BackendError(f"{run_dir} is an imported run ({imported.get('tool', 'another tool')}): it has no "
+                           "batch jobs")
 
 
 FORGOTTEN = "forgotten: unknown to the provider"  # the message of a job `jobs forget` gave up
@@ -132,6 +142,7 @@ def collect(run_dir: Path, resubmit: bool = False, endpoints: dict[str, str | No
     from .experiment import run_experiment
 
     with SampleStore.open_readonly(run_dir) as store:
+        _not_imported(store, run_dir)
         settings = with_named_endpoints(checked_settings(store.settings()), run_dir, endpoints or {})
     if backend_spec(settings.backend).job_service is None:  # collecting would quietly run it instead
         raise BackendError(f"{run_dir} is a {settings.backend} run, which has no batch jobs; run its "

@@ -25,6 +25,7 @@ from .report_tables import (
 )
 from .results import build_results
 from .safe_files import check_run_dir, save_figure, write_text
+from .sources.base import IMPORT_TOOLS
 from .store import SampleStore
 
 RESULTS_FILE, TABLE_FILE, PLOT_FILE = "results.json", "results.md", "accuracy_vs_paths.png"
@@ -123,8 +124,14 @@ def markdown_table(results: dict[str, Any]) -> str:
                  "them instead).")
     if results["incomplete_questions"]:
         missing = len(results["incomplete_questions"])
-        note += (f"\n\n{missing} selected question{' lacks' if missing == 1 else 's lack'} some paths and "
-                 f"{'is' if missing == 1 else 'are'} left out; run the same command again to finish them.")
+        if results["backend"] in IMPORT_TOOLS:  # the file holds no more: importing it again adds none
+            note += (f"\n\n{missing} question{'' if missing == 1 else 's'} ha{'s' if missing == 1 else 've'} fewer "
+                     f"paths in the imported {results['backend']} file than the others and "
+                     f"{'is' if missing == 1 else 'are'} left out (the file holds no more of "
+                     f"{'its' if missing == 1 else 'their'} paths).")
+        else:
+            note += (f"\n\n{missing} selected question{' lacks' if missing == 1 else 's lack'} some paths and "
+                     f"{'is' if missing == 1 else 'are'} left out; run the same command again to finish them.")
     return head + "\n".join(rows) + "\n".join(cost) + note + "\n"
 
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..sanitize import for_terminal
 from ..settings import MAX_PATHS, MAX_PLANNED_PATHS, MAX_QUESTIONS
 from ..tasks import DataError
 from ..tasks.records import read_file
 
+IMPORT_TOOLS = frozenset({"lm-eval", "inspect_ai"})  # an imported run's backend: the tool its paths came from
 MAX_SOURCE_BYTES = 2 * 1024**3  # a samples file or log is read whole (as a data file is)
 
 
@@ -102,10 +106,28 @@ def parse_json(where: str, text: str | bytes, document: bool = False) -> Any:
     except json.JSONDecodeError as exc:
         raise SourceError(f"{where}{f':{exc.lineno}' if document else ''}: malformed JSON: {exc.msg}") from None
     except RecursionError:
-        raise SourceError(f"{where}: JSON nested too deeply") from None
+        line = _deep_line(text) if document else None
+        raise SourceError(f"{where}{f':{line}' if line else ''}: JSON nested too deeply (over {_DEEP} levels"
+                          f"{' by this line' if line else ''})") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise SourceError(f"{where}: unusable JSON: {str(exc).split(';')[0]}") from None
     return value
+
+
+_DEEP = 500  # a depth no tool's log reaches; Python's parser gives up near its recursion limit
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _deep_line(text: str | bytes) -> int | None:
+    """The line on which a JSON text's nesting first passes `_DEEP` levels (strings skipped)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(token.group(), 0)
+        if depth > _DEEP:
+            return text.count("\n", 0, token.start()) + 1
+    return None
 
 
 def read_source_file(path: Path, what: str) -> bytes:
@@ -126,6 +148,18 @@ def text_of(where: str, value: Any, name: str) -> str:
         raise SourceError(f"{where}: {name} holds a lone surrogate (an escape like \\ud800 that is no character)"
                           ) from None
     return value
+
+
+def plain_name(text: str) -> str:
+    """A name another tool recorded (its model, its task, a folder's name), as the run keeps and shows it:
+    without terminal escape sequences (`sanitize.for_terminal`) and without any other control or format
+    character (line breaks, tabs, bidirectional overrides), which a report or a plot would show raw."""
+    return "".join(ch for ch in for_terminal(text) if unicodedata.category(ch) not in ("Cc", "Cf")).strip()
+
+
+def has_control(text: str) -> bool:
+    """Whether `text` holds what `plain_name` takes out."""
+    return plain_name(text) != text.strip()
 
 
 def number_of(value: Any) -> float | None:

@@ -31,6 +31,7 @@ from .base import (
     check_sizes,
     number_of,
     parse_json,
+    plain_name,
     read_source_file,
     text_of,
 )
@@ -65,7 +66,8 @@ def read_inspect(path: Path) -> Source:
     if header.get("status") != "success":
         notes.append(f"the log's status is {header.get('status')!r}: only its finished samples are imported")
     return Source(tool="inspect_ai", file=path, where=where, sha256=hashlib.sha256(data).hexdigest(),
-                  task=str(spec["task"]), model=str(spec["model"]), prompt_format="chat",
+                  task=plain_name(str(spec["task"])) or "unknown", model=plain_name(str(spec["model"])) or "unknown",
+                  prompt_format="chat",
                   temperature=number_of(generate.get("temperature")),
                   max_tokens=generate.get("max_tokens") if isinstance(generate.get("max_tokens"), int) else None,
                   top_p=number_of(generate.get("top_p")), questions=tuple(questions),
@@ -92,7 +94,7 @@ def _json_log(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[str, 
     except SourceError as error:
         try:
             first = json.loads(text.lstrip().split("\n", 1)[0])
-        except ValueError:
+        except (ValueError, RecursionError):  # the first line alone is no JSON value either
             first = None
         if isinstance(first, dict) and "resps" in first:
             raise SourceError(f"{path}:1: lm-eval samples (JSON lines), not an inspect_ai log: use "
@@ -100,39 +102,60 @@ def _json_log(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[str, 
         raise error from None
     if not isinstance(log, dict) or "eval" not in log:
         raise SourceError(f"{path}:1: not an inspect_ai eval log (no 'eval' spec)")
+    keys, lines = _top_level_lines(path, text)
     samples = log.get("samples") or []
     if not isinstance(samples, list):
-        raise SourceError(f"{path}:1: 'samples' is not a list")
-    return log, [(f"{path}:{line}", sample) for line, sample in zip(_sample_lines(text), samples, strict=True)]
+        raise SourceError(f"{path}:{keys['samples']}: 'samples' is not a list")
+    log["results"] = _results(f"{path}:{keys.get('results', 1)}", log.get("results"))
+    return log, [(f"{path}:{line}", sample) for line, sample in zip(lines, samples, strict=True)]
 
 
-def _sample_lines(text: str) -> list[int]:
-    """The line each element of the top-level "samples" list starts on (the text is known to be valid
-    JSON): walks the top-level object with raw_decode, value by value."""
+def _top_level_lines(path: Path, text: str) -> tuple[dict[str, int], list[int]]:
+    """The line each key of the top-level object is on, and the line each element of its "samples" list
+    starts on (the text is known to be valid JSON): walks the top-level object with raw_decode, value by
+    value. A key given twice (JSON keeps the last) is refused: the log is not one inspect_ai wrote."""
     decoder, space = json.JSONDecoder(), re.compile(r"\s*")
+    keys: dict[str, int] = {}
     lines, counted, line = [], 0, 1
 
     def skip(i: int) -> int:
         return space.match(text, i).end()
 
+    def line_at(i: int) -> int:
+        nonlocal counted, line
+        line += text.count("\n", counted, i)
+        counted = i
+        return line
+
     i = skip(0) + 1
     while text[skip(i)] != "}":
         key, i = decoder.raw_decode(text, skip(i))
+        at = line_at(i)
+        if key in keys:
+            raise SourceError(f"{path}:{at}: {key!r} again (first on line {keys[key]}): JSON keeps the last, "
+                              "inspect_ai writes each once; not a log inspect_ai wrote")
+        keys[key] = at
         i = skip(skip(i) + 1)  # past the colon
         if key == "samples" and text[i] == "[":
             i += 1
             while text[skip(i)] != "]":
                 i = skip(i)
-                line += text.count("\n", counted, i)
-                counted = i
-                lines.append(line)
+                lines.append(line_at(i))
                 _, i = decoder.raw_decode(text, i)
                 i = skip(i) + (text[skip(i)] == ",")
             i = skip(i) + 1
         else:
             _, i = decoder.raw_decode(text, i)
         i = skip(i) + (text[skip(i)] == ",")
-    return lines
+    return keys, lines
+
+
+def _results(where: str, results: Any) -> Any:
+    """The log's results, whose scores (inspect_ai's own figures) must be a list of scorers if given."""
+    scores = results.get("scores") if isinstance(results, dict) else None
+    if scores is not None and not isinstance(scores, list):
+        raise SourceError(f"{where}: the results' scores are {type(scores).__name__}, not a list of scorers")
+    return results
 
 
 def _eval_archive(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[str, Any]]]:
@@ -147,6 +170,7 @@ def _eval_archive(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[s
     header = parse_json(f"{path}:{name}", read_member(path, data, members[name]), document=True)
     if not isinstance(header, dict):
         raise SourceError(f"{path}:{name}: not a JSON object")
+    header["results"] = _results(f"{path}:{name}", header.get("results"))
     samples = []
     for member, info in members.items():
         if not member.startswith("samples/"):
@@ -215,7 +239,7 @@ def _path(where: str, sample: dict[str, Any]) -> SourcePath:
                       source_answer=answer, prompt_tokens=_count(usage.get("input_tokens")),
                       completion_tokens=_count(usage.get("output_tokens")),
                       latency_s=number_of(output.get("time")) or number_of(sample.get("working_time")) or 0.0,
-                      finish_reason=_STOP.get(choice.get("stop_reason"), "unknown"))
+                      finish_reason=_STOP.get(str(choice.get("stop_reason")), "unknown"))
 
 
 def _scores(sample: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -225,7 +249,7 @@ def _scores(sample: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53 else 0
 
 
 def _resolve(value: Any, attachments: dict[str, Any]) -> Any:

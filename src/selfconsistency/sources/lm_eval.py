@@ -15,7 +15,9 @@ lm-eval records no token counts, latencies or finish reasons per generation, and
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +30,12 @@ from .base import (
     check_sizes,
     number_of,
     parse_json,
+    plain_name,
     read_source_file,
     text_of,
 )
 
+MAX_DOC_ID = 10**12 - 1  # an index into a dataset (a run's question position is an SQLite integer)
 _MAJORITY = re.compile(r"maj@(\d+)$")
 _FIRST = "score-first"
 
@@ -49,7 +53,7 @@ def read_lm_eval(path: Path, split: str) -> Source:
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise SourceError(f"{path}:{line}: not UTF-8 text") from None
-    docs: dict[Any, dict[str, Any]] = {}
+    docs: dict[int, dict[str, Any]] = {}
     generation: dict[str, Any] | None = None
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -82,6 +86,7 @@ def read_lm_eval(path: Path, split: str) -> Source:
         seen["filters"][name] = _filter_result(sample)
     if not docs:
         raise SourceError(f"{path}: no samples in the file")
+    _check_repeats(docs)
     questions = [_question(path, split, doc_id, doc) for doc_id, doc in docs.items()]
     check_sizes(str(path), questions)
     generation = generation or {}
@@ -120,8 +125,26 @@ def _check_line(where: str, sample: Any) -> None:
         raise SourceError(f"{where}: {len(arguments) if isinstance(arguments, dict) else '?'} requests per "
                           "document: a loglikelihood (multiple-choice) task; only generate_until tasks sample "
                           "paths to vote on")
+    doc_id = sample["doc_id"]
+    if isinstance(doc_id, bool) or not isinstance(doc_id, int) or not 0 <= doc_id <= MAX_DOC_ID:
+        raise SourceError(f"{where}: doc_id {json.dumps(doc_id)[:40]} is not a document's index (lm-eval's doc_id "
+                          f"is an integer from 0 to {MAX_DOC_ID:,})")
     if not resps[0]:
-        raise SourceError(f"{where}: no responses for doc_id {sample['doc_id']}")
+        raise SourceError(f"{where}: no responses for doc_id {doc_id}")
+
+
+def _check_repeats(docs: dict[int, dict[str, Any]]) -> None:
+    """lm-eval samples every document of a task `repeats` times: a document with another number of responses
+    is a cut or edited file, refused (its question could never have all the paths the others have)."""
+    counts = Counter(len(doc["paths"]) for doc in docs.values())
+    if len(counts) > 1:
+        usual = counts.most_common(1)[0][0]
+        other_id, other = next((i, d) for i, d in docs.items() if len(d["paths"]) != usual)
+        usual_id, like = next((i, d) for i, d in docs.items() if len(d["paths"]) == usual)
+        raise SourceError(f"{other['where']}: doc_id {other_id} has {len(other['paths'])} responses, doc_id "
+                          f"{usual_id} (line {like['where'].rsplit(':', 1)[1]}) has {usual}: lm-eval samples every "
+                          "document the task's `repeats` times, so this file is cut or edited; import the file "
+                          "lm-eval wrote")
 
 
 def _filter_result(sample: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +154,7 @@ def _filter_result(sample: dict[str, Any]) -> dict[str, Any]:
     answer = filtered[0] if isinstance(filtered, list) and len(filtered) == 1 else filtered
     metrics = sample.get("metrics") if isinstance(sample.get("metrics"), list) else []
     return {"answer": answer if _plain(answer) else str(answer),
-            **{str(m): sample[m] for m in metrics if isinstance(m, str) and _plain(sample.get(m))}}
+            **{m: sample[m] for m in metrics if isinstance(m, str) and m in sample and _plain(sample[m])}}
 
 
 def _plain(value: Any) -> bool:
@@ -139,10 +162,8 @@ def _plain(value: Any) -> bool:
         isinstance(value, list) and all(_plain(v) for v in value))
 
 
-def _question(path: Path, split: str, doc_id: Any, doc: dict[str, Any]) -> SourceQuestion:
+def _question(path: Path, split: str, doc_id: int, doc: dict[str, Any]) -> SourceQuestion:
     where = doc["where"]
-    if isinstance(doc_id, bool) or not isinstance(doc_id, int) or doc_id < 0:
-        raise SourceError(f"{where}: doc_id {doc_id!r} is not a document's index")
     return SourceQuestion(id=f"{split}-{doc_id:05d}", position=doc_id, record=doc["doc"],
                           paths=tuple(SourcePath(text) for text in doc["paths"]),
                           source={"target": doc["target"], "filters": doc["filters"]}, where=where)
@@ -173,13 +194,13 @@ def _task_name(path: Path) -> str:
     """The task, from lm-eval's file name `samples_<task>_<date>.jsonl`."""
     stem = path.stem
     if stem.startswith("samples_"):
-        return stem.removeprefix("samples_").rsplit("_", 1)[0] or stem
-    return stem
+        stem = stem.removeprefix("samples_").rsplit("_", 1)[0] or stem
+    return plain_name(stem) or "unknown"
 
 
 def _model_name(path: Path) -> str:
     """lm-eval writes samples under `<output_path>/<model name, sanitised>/`: that folder's name."""
-    return path.parent.name or "unknown"
+    return plain_name(path.parent.name) or "unknown"
 
 
 def _int_or_none(value: Any) -> int | None:
