@@ -1,7 +1,10 @@
 """Budgeted runs: a total of paths (or dollars) spent in waves where an allocator says they matter most."""
 
+import re
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from conftest import GSM8K_TEST, load_results
 from selfconsistency.allocation import (
@@ -13,6 +16,7 @@ from selfconsistency.allocation import (
     replay_allocation,
     unit_key,
 )
+from selfconsistency.cli import app
 from selfconsistency.experiment import run_experiment
 from selfconsistency.report import write_report
 from selfconsistency.settings import RunSettings
@@ -161,7 +165,10 @@ def test_a_budgeted_run_spends_its_budget_and_no_more(tmp_path, scripted_backend
     adaptive = results["sampled"][0]["adaptive"]
     assert adaptive["mean_paths_used"] == 5 and adaptive["rule"].startswith("budget:")
     assert results["sampled"][0]["paths"] == 60  # usage and cost count every path bought, not the curve's
-    assert "T=0.7 budget 60 |" in (tmp_path / "results.md").read_text()
+    assert "T=0.7 budget 60 | 5.00 |" in (tmp_path / "results.md").read_text()
+    printed = CliRunner().invoke(app, ["report", str(tmp_path)], env={"COLUMNS": "80"}).stdout
+    # on an 80-column terminal the budget's rows are not wrapped: label and numbers on one line each
+    assert re.search(r"^ T=0\.7 budget 60 +5\.00 ", printed, re.M), printed
     load_results(tmp_path)
     if allocator != "uniform":  # the scripted sure questions (even) settle at once: the coins get the paths
         used = {qid: used for (qid, _), (used, _, _) in stops.items()}

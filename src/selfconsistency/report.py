@@ -80,7 +80,7 @@ def markdown_table(results: dict[str, Any]) -> str:
         if "adaptive" in setting:
             a = setting["adaptive"]
             rows.append(f"| T={setting['temperature']:g} {adaptive_label(a['rule'])} | {a['mean_paths_used']:.2f} "
-                        f"(max {a['max_paths']}) | {a['accuracy']:.1%} | – | – | – |")
+                        f"| {a['accuracy']:.1%} | – | – | – |")
     votes = [s for s in results["sampled"] if s.get("weighted_votes")]
     if votes:
         methods = list(votes[0]["weighted_votes"])

@@ -5,6 +5,7 @@ are written many ways). Each is empty when the run has nothing to show."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 
@@ -105,8 +106,9 @@ def comparison_table(results: dict[str, Any]) -> list[str]:
     if not comparisons:
         return []
     rows = ["", "", "| paired, same questions | difference | 95% interval | p |", "|---|---:|---:|---:|"]
-    for c in comparisons:
-        rows.append(f"| {c['name']} | {c['difference'] * 100:+.1f} pt | {c['low'] * 100:+.1f} to "
+    for c in comparisons:  # a budget as its row elsewhere (budget 20): the allocator is in results.json
+        name = re.sub(r"budget:[^:\s]+:(\S+)", r"budget \1", c["name"])
+        rows.append(f"| {name} | {c['difference'] * 100:+.1f} pt | {c['low'] * 100:+.1f} to "
                     f"{c['high'] * 100:+.1f} pt | {c['p_value']:.3g} |")
     return rows + ["", "Intervals: percentile bootstrap over questions (the benchmark is a sample of questions; "
                    "not the spread over path subsets). p: paired permutation test, two-sided."]
