@@ -400,3 +400,27 @@ def test_an_inspect_log_whose_epochs_errored_says_the_file_gives_those_questions
     assert "run the same command again" not in (tmp_path / "run" / "results.md").read_text()
     again = invoke("import", "inspect", path, "--run-dir", tmp_path / "run")
     assert again.exit_code == 0 and "(0 new paths)" in again.stdout  # as said: the file holds no more
+
+
+def test_the_tie_rule_is_the_imports_and_every_reader_follows_it(tmp_path):
+    """--ties abstain on an import: the run's stored rule, so report, simulate and compare count a tie for the
+    lead as no answer; the exact curve then never exceeds the random tie-break's, and falls below it where
+    the gold ties (lm-eval's 16 repeats give ties at even k)."""
+    import json
+
+    random_run, abstain_run = tmp_path / "random", tmp_path / "abstain"
+    assert invoke("import", "lm-eval", LM_EVAL, "--run-dir", random_run).exit_code == 0
+    result = invoke("import", "lm-eval", LM_EVAL, "--run-dir", abstain_run, "--ties", "abstain")
+    assert result.exit_code == 0, result.output
+    curves = {}
+    for run in (random_run, abstain_run):
+        results = json.loads((run / "results.json").read_text())
+        curves[run.name] = [point["exact"] for point in results["sampled"][0]["curve"]]
+        ties = results["sampled"][0]["ties_with_gold"]
+    assert json.loads((abstain_run / "results.json").read_text())["config"]["ties"] == "abstain"
+    assert all(a <= r + 1e-12 for a, r in zip(curves["abstain"], curves["random"], strict=True))
+    assert any(t > 0 for t in ties) and curves["abstain"] != curves["random"]
+    mixed = invoke("compare", random_run, abstain_run)
+    assert mixed.exit_code == 2 and "--ties random" in mixed.output and "--ties abstain" in mixed.output
+    refused = invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "bad", "--ties", "coin")
+    assert refused.exit_code == 2 and "--ties" in refused.output and not (tmp_path / "bad").exists()

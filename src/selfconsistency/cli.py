@@ -676,14 +676,15 @@ _IMPORT_TEMPERATURE = Annotated[float | None, typer.Option(
     help="The temperature the paths were sampled at, when the file records none or records it wrongly. "
          "\\[default: the file's]")]
 _IMPORT_MODEL = Annotated[str | None, typer.Option(help="The model's name in the run. \\[default: the file's]")]
+_IMPORT_TIES = Annotated[str, declared_option("ties")]
 
 
 def _import(tool: str, file: Path, task: str, run_dir: Path | None, temperature: float | None,
-            model: str | None) -> None:
+            model: str | None, ties: str) -> None:
     from .importing import import_markdown, import_run
 
     try:
-        imported = import_run(tool, file, task, run_dir, temperature, model)  # type: ignore[arg-type]
+        imported = import_run(tool, file, task, run_dir, temperature, model, ties)  # type: ignore[arg-type]
         results = _write_report(imported.run_dir)
     except (DataError, StoreMismatch, RunDirError, OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -700,7 +701,7 @@ def _import(tool: str, file: Path, task: str, run_dir: Path | None, temperature:
 def import_lm_eval(
     samples: Annotated[Path, typer.Argument(help="lm-eval's samples_<task>_<date>.jsonl (--log_samples).")],
     task: _IMPORT_TASK = "gsm8k", run_dir: _IMPORT_RUN_DIR = None, temperature: _IMPORT_TEMPERATURE = None,
-    model: _IMPORT_MODEL = None,
+    model: _IMPORT_MODEL = None, ties: _IMPORT_TIES = ExperimentSettings().ties,
 ) -> None:
     """lm-evaluation-harness's --log_samples output of a task with repeats (gsm8k_cot_self_consistency).
 
@@ -708,14 +709,14 @@ def import_lm_eval(
 
     Question ids are <split>-<doc_id>, as a run of the same data file names them: compare pairs the two.
     """
-    _import("lm-eval", samples, task, run_dir, temperature, model)
+    _import("lm-eval", samples, task, run_dir, temperature, model, ties)
 
 
 @import_app.command("inspect")
 def import_inspect(
     log: Annotated[Path, typer.Argument(help="An inspect_ai eval log (.eval or .json) with --epochs > 1.")],
     task: _IMPORT_TASK = "gsm8k", run_dir: _IMPORT_RUN_DIR = None, temperature: _IMPORT_TEMPERATURE = None,
-    model: _IMPORT_MODEL = None,
+    model: _IMPORT_MODEL = None, ties: _IMPORT_TIES = ExperimentSettings().ties,
 ) -> None:
     """An inspect_ai eval log (.eval or .json) whose samples ran several epochs, read without inspect_ai.
 
@@ -723,7 +724,7 @@ def import_inspect(
 
     Each epoch's scorer answer is kept beside its path.
     """
-    _import("inspect", log, task, run_dir, temperature, model)
+    _import("inspect", log, task, run_dir, temperature, model, ties)
 
 
 @app.command()

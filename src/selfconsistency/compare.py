@@ -28,6 +28,7 @@ class RunScores:
     golds: dict[str, str]
     greedy: dict[str, float]
     majority: dict[str, np.ndarray]  # question id -> exact maj@k for k = 1..N
+    ties: str = "random"  # the run's tie rule (--ties), which its maj@k follows
 
 
 def run_scores(run_dir: Path, temperature: float | None = None) -> RunScores:
@@ -52,7 +53,7 @@ def run_scores(run_dir: Path, temperature: float | None = None) -> RunScores:
                     gold = questions[path.question_id]
                     greedy[path.question_id] = float(path.answer is not None and path.answer == gold)
                     golds.setdefault(path.question_id, gold)
-    return RunScores(str(run_dir), temperature, golds, greedy, majority)
+    return RunScores(str(run_dir), temperature, golds, greedy, majority, rule)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ def compare(a: RunScores, b: RunScores) -> list[Comparison]:
     if differing:
         raise ValueError(f"question {differing[0]!r} has gold {a.golds[differing[0]]!r} in {a.name} and "
                          f"{b.golds[differing[0]]!r} in {b.name}: the runs did not ask the same questions")
+    if a.ties != b.ties and a.majority and b.majority:
+        raise ValueError(f"{a.name} counts a tie as --ties {a.ties} and {b.name} as --ties {b.ties}: their SC@k "
+                         "would differ by the rule, not the runs; compare runs made with the same --ties")
     out = []
     both = [qid for qid in shared if qid in a.greedy and qid in b.greedy]
     if both:

@@ -31,6 +31,7 @@ from .sources.base import has_control, plain_name
 from .store import StoredPath, StoredQuestion, writer
 from .tasks import Question, Task, get_task
 from .tasks.answer_types import answer_type
+from .vote import TIE_RULES
 
 Tool = Literal["lm-eval", "inspect"]
 
@@ -62,11 +63,13 @@ def default_import_dir(source: Source) -> Path:
 
 
 def import_run(tool: Tool, path: Path, task_name: str = "gsm8k", run_dir: Path | None = None,
-               temperature: float | None = None, model: str | None = None) -> Imported:
+               temperature: float | None = None, model: str | None = None, ties: str = "random") -> Imported:
     """Read `path` with `tool`'s reader and store it as a run (in `run_dir`, a new or empty directory, or a
     run of the same file); `temperature` replaces (or supplies) the one the file records, `model` the
-    model's name."""
+    model's name; `ties` is the run's tie rule (--ties), which every reader of the run then follows."""
     _check_options(temperature, model)
+    if ties not in TIE_RULES:
+        raise BadOption(f"--ties {ties!r}: give one of {', '.join(TIE_RULES)}")
     task = get_task(task_name)
     source = read_source(tool, path, task)
     sampled_at, given = _temperature(source, temperature)
@@ -83,7 +86,8 @@ def import_run(tool: Tool, path: Path, task_name: str = "gsm8k", run_dir: Path |
         settings = RunSettings.from_stored({
             "backend": source.tool, "model": model, "task": task_name, "prompt_format": source.prompt_format,
             "paths": n, "temperatures": [sampled_at], "greedy": False, "seed": 0, "top_k": 0,
-            "max_tokens": source.max_tokens or SamplingSettings().max_tokens, "top_p": source.top_p or 1.0})
+            "max_tokens": source.max_tokens or SamplingSettings().max_tokens, "top_p": source.top_p or 1.0,
+            "ties": ties})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'][-1:]))}: {e['msg']}" for e in exc.errors())
         raise SourceError(f"{source.where}: its generation settings are not a run's: {problems}") from None
