@@ -87,6 +87,39 @@ def test_a_fifo_in_the_stores_place_is_one_line(tmp_path, command):
     assert_one_line_error(invoke(*command, run), "is not a regular file")
 
 
+ALL_READERS = [*READERS, ["compare", "{run}", "{run}"], ["jobs", "stop"], ["jobs", "forget", "{run}", "abc"],
+               ["jobs", "collect"], ["upgrade"]]
+
+
+def _bad_run_dir(tmp_path, case):
+    if case == "a file":
+        path = tmp_path / "passwd"
+        path.write_text("root:x:0:0\n")
+    elif case == "missing":
+        path = tmp_path / "nowhere"
+    elif case == "a file in its path":
+        (tmp_path / "passwd").write_text("root:x:0:0\n")
+        path = tmp_path / "passwd" / "run"
+    else:  # a directory without a store
+        path = tmp_path / "empty"
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("case, says", [("a file", "(a file)"), ("missing", "(it does not exist)"),
+                                        ("a file in its path", "(a file is in its path)"),
+                                        ("empty", "(it holds no sample store, samples.sqlite)")])
+@pytest.mark.parametrize("command", ALL_READERS, ids=" ".join)
+def test_a_path_that_is_no_run_directory_is_one_line_and_nothing_is_made(tmp_path, command, case, says):
+    path = _bad_run_dir(tmp_path, case)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    args = [a.format(run=path) for a in command]
+    args = args if "{run}" in " ".join(command) else [*args[:1 + (args[0] == "jobs")], path,
+                                                       *args[1 + (args[0] == "jobs"):]]
+    assert_one_line_error(invoke(*args), f"{path} is not a run directory {says}")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no lock, no store, no directory
+
+
 @pytest.mark.parametrize("command", READERS[:3], ids=" ".join)
 def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path, command):
     run = tmp_path / "run"
