@@ -128,7 +128,8 @@ def test_a_model_without_sampling_parameters_samples_at_its_default_and_says_so(
     emulator, _ = anthropic_api
     args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--paths", "2", "--backend", "anthropic",
             "--model", "claude-haiku-5-5", "--run-dir", str(tmp_path / "run"), "--quiet"]
-    refused = one_line_error(cli(*args, "--temperatures", "0.7"), "takes no temperature", "--temperatures 1")
+    refused = one_line_error(cli(*args, "--temperatures", "0.7"), "takes no temperature",
+                             "give --temperatures 1 --no-greedy")  # both fixes at once, not one a run
     assert "greedy" in one_line_error(cli(*args, "--temperatures", "1.0"), "--no-greedy") and refused
     assert not (tmp_path / "run").exists() and emulator.message_calls == 0  # refused before anything
     done = cli(*[a for a in args if a != "--quiet"], "--temperatures", "1.0", "--no-greedy")

@@ -47,6 +47,26 @@ def test_a_temperature_the_model_cannot_take_is_refused_with_what_to_give():
     assert sampling_problem("claude-haiku-4-5", 0.7, 1.0) is None and sampling_problem("claude-haiku-4-5", 0, 1) is None
 
 
+@pytest.mark.parametrize("overrides, fixes", [
+    ({"temperatures": (0.7,)}, "give --temperatures 1 --no-greedy"),  # both, in one refusal
+    ({"temperatures": (0.5, 0.7), "greedy": False}, "give --temperatures 1"),
+    ({"temperatures": (1.0,)}, "give --no-greedy"),
+    ({"temperatures": (0.7,), "top_p": 0.9}, "give --temperatures 1 --no-greedy --top-p 1.0"),
+])
+def test_a_model_without_sampling_parameters_is_told_every_fix_at_once(overrides, fixes):
+    from selfconsistency.backends.anthropic import check_settings
+    from selfconsistency.backends.base import BackendError
+    from selfconsistency.settings import RunSettings
+
+    config = RunSettings(backend="anthropic-batch", model="claude-haiku-5-5", **overrides)
+    with pytest.raises(BackendError) as refused:
+        check_settings(config)
+    assert str(refused.value).endswith(fixes), str(refused.value)
+    assert "\n" not in str(refused.value)
+    check_settings(RunSettings(backend="anthropic-batch", model="claude-haiku-5-5", temperatures=(1.0,),
+                               greedy=False))  # what the refusal says to give is taken
+
+
 def test_the_body_caches_the_shared_prefix_and_sends_only_what_the_model_takes():
     params = SamplingParams(temperature=0.7, top_p=0.9, top_k=40, max_tokens=64, stop=("\n\n", "Q:"))
     body = request_body("claude-3-5-haiku-20241022", prompt(("system", "Be brief."), *EXEMPLARS), params, "1h")

@@ -104,3 +104,21 @@ def test_a_dry_run_of_an_amount_says_how_many_paths_it_buys_or_what_would_tell()
     bought = int(line.rsplit("about ", 1)[1].split()[0].replace(",", ""))
     per_path = estimated.estimate.expected(estimated.price) / estimated.estimate.paths
     assert bought == min(estimated.estimate.paths, int(0.01 / per_path)) and 0 < bought < estimated.estimate.paths
+
+
+@pytest.mark.parametrize("extra, fixes", [(["--temperatures", "0.7"], "--temperatures 1 --no-greedy"),
+                                          (["--temperatures", "1"], "--no-greedy"),
+                                          (["--temperatures", "1", "--no-greedy", "--top-p", "0.9"], "--top-p 1.0")])
+def test_the_dry_run_refuses_what_the_run_refuses_a_model_without_sampling_parameters(tmp_path, extra, fixes):
+    """The run refuses a temperature (or a greedy path, or a top-p) Claude Haiku 5.5 cannot take before
+    anything is sent: the dry run of the same command refuses it in the same line, rather than pricing it."""
+    args = ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--backend", "anthropic-batch", "--model",
+            "claude-haiku-5-5", "--run-dir", str(tmp_path / "run"), *extra]
+    proc = run_cli(*args, "--dry-run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = proc.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("error: claude-haiku-5-5 takes no temperature"), proc.stderr
+    assert errors[0].endswith(f"give {fixes}") and proc.stdout == ""
+    assert not (tmp_path / "run").exists()
+    taken = run_cli(*args[:-len(extra)], "--temperatures", "1", "--no-greedy", "--dry-run")
+    assert taken.returncode == 0 and "dry run: gsm8k on claude-haiku-5-5" in taken.stdout, taken.stderr

@@ -87,6 +87,39 @@ def test_a_fifo_in_the_stores_place_is_one_line(tmp_path, command):
     assert_one_line_error(invoke(*command, run), "is not a regular file")
 
 
+ALL_READERS = [*READERS, ["compare", "{run}", "{run}"], ["jobs", "stop"], ["jobs", "forget", "{run}", "abc"],
+               ["jobs", "collect"], ["upgrade"]]
+
+
+def _bad_run_dir(tmp_path, case):
+    if case == "a file":
+        path = tmp_path / "passwd"
+        path.write_text("root:x:0:0\n")
+    elif case == "missing":
+        path = tmp_path / "nowhere"
+    elif case == "a file in its path":
+        (tmp_path / "passwd").write_text("root:x:0:0\n")
+        path = tmp_path / "passwd" / "run"
+    else:  # a directory without a store
+        path = tmp_path / "empty"
+        path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("case, says", [("a file", "(a file)"), ("missing", "(it does not exist)"),
+                                        ("a file in its path", "(a file is in its path)"),
+                                        ("empty", "(it holds no sample store, samples.sqlite)")])
+@pytest.mark.parametrize("command", ALL_READERS, ids=" ".join)
+def test_a_path_that_is_no_run_directory_is_one_line_and_nothing_is_made(tmp_path, command, case, says):
+    path = _bad_run_dir(tmp_path, case)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    args = [a.format(run=path) for a in command]
+    args = args if "{run}" in " ".join(command) else [*args[:1 + (args[0] == "jobs")], path,
+                                                       *args[1 + (args[0] == "jobs"):]]
+    assert_one_line_error(invoke(*args), f"{path} is not a run directory {says}")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no lock, no store, no directory
+
+
 @pytest.mark.parametrize("command", READERS[:3], ids=" ".join)
 def test_another_programs_database_is_refused_and_left_as_it_was(tmp_path, command):
     run = tmp_path / "run"
@@ -357,11 +390,60 @@ def test_templates_cannot_size_their_output_from_arguments_or_bytes(tmp_path, te
 
 
 @pytest.mark.parametrize("field", ["data: {path: /dev/zero}", "prompt: {exemplars_file: /dev/zero}"])
-def test_a_device_in_place_of_a_file_is_one_line(tmp_path, field):
+def test_a_device_in_place_of_a_file_is_one_line(tmp_path, scripted_backend, field):
     config = _config(tmp_path, f"name: t\n{field}\n")
     command = ["tasks", "show", config] if "exemplars" in field else [
         "run", config, "--backend", "scripted", "--model", "m", "--show-prompt"]
     assert_one_line_error(invoke(*command), "/dev/zero: is not a regular file")
+
+
+def _special(tmp_path, kind):
+    """A path that is no regular file: a device that reads for ever, or a FIFO nobody writes (opening or
+    reading it would block for ever)."""
+    if kind == "device":
+        return Path("/dev/zero")
+    path = tmp_path / "fifo.json"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_a_prices_file_that_is_no_regular_file_is_one_line(tmp_path, scripted_backend, kind):
+    prices = _special(tmp_path, kind)
+    result = invoke("run", "gsm8k", "--data", GSM8K_TEST, "--limit", 2, "--model", "m", "--backend", "scripted",
+                    "--prices", prices, "--allocate", "asc", "--max-cost", 1, "--dry-run",
+                    "--run-dir", tmp_path / "run")
+    assert_one_line_error(result, "--prices", f"{prices}: is not a regular file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_prices_file_past_its_size_limit_is_one_line(tmp_path, scripted_backend):
+    from selfconsistency.costs import MAX_PRICES_BYTES
+
+    prices = tmp_path / "prices.json"
+    prices.write_text("{" + " " * MAX_PRICES_BYTES + "}")
+    result = invoke("run", "gsm8k", "--data", GSM8K_TEST, "--limit", 2, "--model", "m", "--backend", "scripted",
+                    "--prices", prices, "--max-cost", 1, "--dry-run")
+    assert_one_line_error(result, "--prices", str(prices), "more than a price table may hold")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("command", [["tasks", "show"], ["run"]], ids=" ".join)
+def test_a_task_config_that_is_a_fifo_is_one_line(tmp_path, scripted_backend, command):
+    config = tmp_path / "task.yaml"
+    os.mkfifo(config)
+    extra = ["--data", GSM8K_TEST, "--backend", "scripted", "--model", "m", "--show-prompt"] \
+        if command == ["run"] else []
+    assert_one_line_error(invoke(*command, config, *extra), f"{config}: is not a regular file")
+
+
+@pytest.mark.timeout(60)
+def test_a_data_file_that_is_a_fifo_is_one_line(tmp_path, scripted_backend):
+    data = tmp_path / "q.jsonl"
+    os.mkfifo(data)
+    assert_one_line_error(invoke("run", "gsm8k", "--data", data, "--backend", "scripted", "--model", "m",
+                                 "--shots-from-data", 1, "--show-prompt"), f"{data}: is not a regular file")
 
 
 @pytest.mark.parametrize("command, message", [

@@ -773,8 +773,15 @@ def tasks_show(task: Annotated[str, typer.Argument(help="A built-in task's name 
         exemplars = loaded.configured_exemplars()
     except DataError as exc:
         raise _fail(str(exc)) from None
+    from .tasks.records import read_file
+    from .tasks.spec import MAX_CONFIG_BYTES
+
     source = builtin_task_files().get(task, Path(task))
-    out.print(source.read_text(encoding="utf-8"), highlight=False, markup=False)
+    try:  # the file get_task read, read again as it did: a regular file, bounded
+        text = read_file(source, MAX_CONFIG_BYTES, "a task config").decode("utf-8", errors="replace")
+    except DataError as exc:
+        raise _fail(str(exc)) from None
+    out.print(text, highlight=False, markup=False)
     out.print(f"# {len(exemplars)} configured exemplars" + (":" if exemplars else
               " (zero-shot, or --shots-from-data)"), highlight=False)
     # each format's prompt as a path gets it, the question standing as {question}

@@ -17,6 +17,8 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
+from .safe_files import UnreadableFile, read_regular_file
+
 # Token counts from text, where no tokenizer is at hand. An estimate (a price check, a count the provider
 # did not report): English text averages about 4 characters per token with BPE tokenizers.
 CHARS_PER_TOKEN = 4
@@ -24,6 +26,7 @@ CHARS_PER_TOKEN = 4
 # --max-tokens-total: it counts the prompt at a denser 3 characters per token.
 RESERVED_CHARS_PER_TOKEN = 3
 PRICES_FILE = "prices.json"  # in the package's data
+MAX_PRICES_BYTES = 10_000_000  # a --prices table is a page of models; a larger file is a mistake
 
 
 @cache
@@ -51,11 +54,13 @@ class PriceTable:
     def from_file(cls, path: Path | None) -> PriceTable:
         if path is None:
             return cls()
+        try:  # a regular file, bounded: never /dev/zero (memory without end) or a FIFO (a hang)
+            data = read_regular_file(Path(path), MAX_PRICES_BYTES, "a price table")
+        except UnreadableFile as exc:
+            raise ValueError(f"price table {exc}") from None
         try:
-            raw = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ValueError(f"price table {path}: cannot read: {exc.strerror}") from None
-        except ValueError as exc:
+            raw = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:
             raise ValueError(f"price table {path}: malformed JSON: {exc}") from None
         return cls(_checked_table(path, raw))
 

@@ -18,7 +18,7 @@ from .answer_classes import Classifier
 from .answer_stop import answer_complete_pattern
 from .audit import AuditLog
 from .backends import backend_spec, create_backend
-from .backends.base import Backend, Generation, GenerationRequest, dollars
+from .backends.base import Backend, BackendSpec, Generation, GenerationRequest, dollars
 from .extract import PatternTimeout
 from .math_answers import read_answer, split_thinking
 from .prompts import Prompt, PromptFormat, build_prompt
@@ -103,6 +103,18 @@ def plan_requests(config: RunSettings, task: Task, data: TaskData,
 ProgressHook = Callable[[Generation], None]
 
 
+def check_backend_settings(config: RunSettings) -> BackendSpec:
+    """What the backend refuses before anything is recorded or sent (ModelError, BackendError): a model name
+    it does not know, a sampling setting the model cannot take (a temperature, a greedy path, a top-p).
+    A run, `--show-prompt` and `--dry-run` all refuse through it, in the same line. Returns the spec."""
+    spec = backend_spec(config.backend)
+    if spec.check_model is not None:
+        spec.check_model(config.model)
+    if spec.check_settings is not None:
+        spec.check_settings(config)
+    return spec
+
+
 def run_experiment(config: RunSettings, run_dir: Path | None = None,
                    on_start: Callable[[int, int], None] | None = None,
                    on_path: ProgressHook | None = None, *, task: Task | None = None,
@@ -139,11 +151,7 @@ def run_experiment(config: RunSettings, run_dir: Path | None = None,
     if budget is not None and config.stopping.budget_paths is None and config.price() is None:
         raise DataError(f"--max-cost as the amount to spend needs a price for {config.model}: give a price file "
                         "(--prices), or spend --budget-paths")
-    spec = backend_spec(config.backend)
-    if spec.check_model is not None:
-        spec.check_model(config.model)
-    if spec.check_settings is not None:
-        spec.check_settings(config)
+    spec = check_backend_settings(config)
     run_dir = Path(run_dir) if run_dir else config.default_run_dir(task)
     if budget is not None and config.stopping.budget_paths is None:
         wanted = {**({(q.id, GREEDY_TEMPERATURE): 1 for q in data.questions} if config.sampling.greedy else {}),

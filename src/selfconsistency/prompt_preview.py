@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .backends import backend_spec
 from .backends.base import GenerationRequest, show_body
-from .experiment import plan_requests
+from .experiment import check_backend_settings, plan_requests
 from .prompts import PromptFormat
 from .settings import RunSettings
 
@@ -22,11 +21,7 @@ def first_request(config: RunSettings) -> GenerationRequest:
 
 
 def rendered_prompt(config: RunSettings) -> str:
-    spec = backend_spec(config.backend)
-    if spec.check_model is not None:  # a mistyped --model is an error here as in a run (ModelError)
-        spec.check_model(config.model)
-    if spec.check_settings is not None:
-        spec.check_settings(config)
+    spec = check_backend_settings(config)  # a mistyped --model, a temperature refused: errors here as in a run
     request = first_request(config)
     if spec.preview is not None:
         return spec.preview(config.backend_config(), request)

@@ -1,8 +1,12 @@
-"""Writing files inside a run directory without following symlinks.
+"""Writing files inside a run directory without following symlinks; reading an input file bounded.
 
 A run directory may be shared or unpacked from someone else's archive: a `results.md` that is a symlink to
 `~/.bashrc` must not make `report` overwrite it. Every file the tool writes there is opened with
 O_NOFOLLOW, so a symlink in its place is an error, never a redirect.
+
+Every file an option names (data, task config, exemplars, price table, another tool's log) is read by
+`read_regular_file`: a regular file of at most so many bytes, never a device (`/dev/zero` reads for ever), a
+FIFO (blocks for ever) or a directory.
 """
 
 from __future__ import annotations
@@ -26,6 +30,42 @@ RUN_MARKER = ".selfconsistency-run"
 class UnsafeRunFile(RunDirError, ValueError):
     """A file the tool would write in a run directory is a symlink, not a regular file, or the directory
     is not a run directory."""
+
+
+class UnreadableFile(ValueError):
+    """An input file that is not a regular file, is too large, or cannot be read; the message names it."""
+
+
+def read_regular_file(path: Path, limit: int, what: str) -> bytes:
+    """A regular file's bytes, at most `limit` of them; UnreadableFile otherwise (`/dev/zero`, a FIFO, a
+    directory would read for ever, block, or fail mid-way). `what` names the file's role: "a data file"."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise UnreadableFile(f"{path}: cannot read: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UnreadableFile(f"{path}: is a directory, not {what}")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnreadableFile(f"{path}: is not a regular file (a device, a pipe or a socket), not {what}")
+    if info.st_size > limit:
+        raise UnreadableFile(f"{path}: {info.st_size:,} bytes, more than {what} may hold ({limit:,})")
+    try:  # O_NONBLOCK: a FIFO put in its place since the stat must not hang the open; checked again below
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        raise UnreadableFile(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise UnreadableFile(f"{path}: is not a regular file (a device, a pipe or a socket), not {what}")
+        os.set_blocking(descriptor, True)
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise UnreadableFile(f"{path}: cannot read: {exc.strerror}") from None
+    finally:
+        os.close(descriptor)
+    if len(data) > limit:  # it grew while read
+        raise UnreadableFile(f"{path}: more than {what} may hold ({limit:,} bytes)")
+    return data
 
 
 def check_run_dir(run_dir: Path) -> None:

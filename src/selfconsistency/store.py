@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .runlock import run_lock
+from .runlock import RunDirError, run_lock
 from .safe_files import UnsafeRunFile
 
 STORE_FILENAME = "samples.sqlite"
@@ -207,6 +207,27 @@ def _writable(path: Path) -> bool:
     return os.access(directory, os.W_OK | os.X_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
+class NotRunDirectory(RunDirError, ValueError):
+    """A reading command's run directory is a file, or has a file in its path."""
+
+
+def check_existing_run_dir(run_dir: Path) -> None:
+    """`run_dir` is a directory holding a sample store, or one line says what it is instead: a file
+    (NotRunDirectory), nothing at all, or a directory without a store (FileNotFoundError). Checked before
+    anything is opened or locked there, so that a reading command (or upgrade) makes nothing."""
+    run_dir = Path(run_dir)
+    try:
+        mode = os.stat(run_dir).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{run_dir} is not a run directory (it does not exist)") from None
+    except NotADirectoryError:
+        raise NotRunDirectory(f"{run_dir} is not a run directory (a file is in its path)") from None
+    if not stat.S_ISDIR(mode):
+        raise NotRunDirectory(f"{run_dir} is not a run directory (a file)")
+    if not os.path.lexists(run_dir / STORE_FILENAME):
+        raise FileNotFoundError(f"{run_dir} is not a run directory (it holds no sample store, {STORE_FILENAME})")
+
+
 def _check_files(path: Path, must_exist: bool) -> None:
     """The store and its side files are regular files or absent, never links: SQLite would follow a link
     (a shared run directory's `samples.sqlite` could point at any database), and block on a FIFO."""
@@ -331,6 +352,8 @@ class SampleStore:
 
     def __init__(self, run_dir: Path, create: bool = True, read_only: bool = False):
         self.path = Path(run_dir) / STORE_FILENAME
+        if not create:
+            check_existing_run_dir(run_dir)
         _check_files(self.path, must_exist=not create)
         self._snapshot: tempfile.TemporaryDirectory | None = None
         self._ledgers: list[SpendLedger] = []
@@ -957,6 +980,8 @@ def _stored_path(row: tuple[Any, ...]) -> StoredPath:
 def writer(run_dir: Path, create: bool = False) -> Iterator[SampleStore]:
     """The run directory's store opened for writing under its run lock: the one way the tool writes a
     store (`create`: a new run's; else it must exist). Another process holding the lock is refused."""
+    if not create:  # before the lock: nothing is made where there is no store
+        check_existing_run_dir(run_dir)
     with run_lock(run_dir), SampleStore(run_dir, create=create) as store:
         try:
             yield store

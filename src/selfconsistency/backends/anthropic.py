@@ -33,7 +33,7 @@ from .anthropic_bodies import (
     model_rules,
     parse_message,
     request_body,
-    sampling_problem,
+    settings_problem,
     usage_of,
 )
 from .base import (
@@ -139,10 +139,10 @@ def create_message(client, body: dict[str, Any]) -> dict[str, Any]:
 def check_settings(settings: Any) -> None:
     """Before the run directory records anything: every temperature of the run (the greedy path's 0 too)
     is one the model takes, or the run is refused in one line (never sent, never silently dropped)."""
-    for temperature in sorted(settings.settings(), key=lambda t: t == 0):  # the sampled ones first
-        problem = sampling_problem(settings.model, temperature, settings.sampling.top_p)
-        if problem:
-            raise BackendError(problem)
+    problem = settings_problem(settings.model, sorted(settings.settings(), key=lambda t: t == 0),
+                               settings.sampling.top_p)  # every fix at once: the sampled ones first, then greedy
+    if problem:
+        raise BackendError(problem)
     note = sampling_note(settings)
     if note:
         log.warning(note)

@@ -48,6 +48,7 @@ What Anthropic's documentation says, and where (read 2026-12; the issue's claims
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -97,19 +98,35 @@ def model_rules(model: str) -> ModelRules:
 
 
 def sampling_problem(model: str, temperature: float, top_p: float) -> str | None:
-    """Why `model` cannot sample as asked (None: it can): what the user must change, in one line."""
+    """Why `model` cannot sample at `temperature` as asked (None: it can): what the user must change, in one line."""
+    return settings_problem(model, (temperature,), top_p)
+
+
+def settings_problem(model: str, temperatures: Iterable[float], top_p: float) -> str | None:
+    """Why `model` cannot sample a run's `temperatures` (the greedy path's 0 among them) with `top_p` (None:
+    it can): every change the user must make, in one line, so that the next run is not refused for another."""
     rules = model_rules(model)
     if not rules.known:  # a typo, or a model newer than this table: the Models API says which (at start)
         return None
-    if rules.sampling == "none" and (temperature != DEFAULT_TEMPERATURE or top_p < 1.0):
-        asked = "greedy decoding (T=0)" if temperature == 0 else \
-            f"temperature {temperature:g}" if temperature != DEFAULT_TEMPERATURE else f"top-p {top_p:g}"
-        fix = "--no-greedy" if temperature == 0 else \
-            f"--temperatures {DEFAULT_TEMPERATURE:g}" if temperature != DEFAULT_TEMPERATURE else "--top-p 1.0"
+    temperatures = list(dict.fromkeys(temperatures))
+    if rules.sampling == "none":
+        sampled = [t for t in temperatures if t not in (0, DEFAULT_TEMPERATURE)]
+        asked, fixes = [], []
+        if sampled:
+            asked.append(f"temperature{'s' if len(sampled) > 1 else ''} {', '.join(f'{t:g}' for t in sampled)}")
+            fixes.append(f"--temperatures {DEFAULT_TEMPERATURE:g}")
+        if 0 in temperatures:
+            asked.append("greedy decoding (T=0)")
+            fixes.append("--no-greedy")
+        if top_p < 1.0:
+            asked.append(f"top-p {top_p:g}")
+            fixes.append("--top-p 1.0")
+        if not fixes:
+            return None
         return (f"{model} takes no temperature, top_p or top_k (Anthropic's docs: sampling parameters removed); "
-                f"it samples at its default, temperature {DEFAULT_TEMPERATURE:g}, so {asked} cannot be sent: "
-                f"give {fix}")
-    if rules.sampling == "temperature_or_top_p" and top_p < 1.0 and temperature != DEFAULT_TEMPERATURE:
+                f"it samples at its default, temperature {DEFAULT_TEMPERATURE:g}, so {' and '.join(asked)} cannot "
+                f"be sent: give {' '.join(fixes)}")
+    if rules.sampling == "temperature_or_top_p" and top_p < 1.0 and any(t != DEFAULT_TEMPERATURE for t in temperatures):
         return (f"{model} takes temperature or top_p, not both (Anthropic's docs: a 400 if both): give --top-p 1.0 "
                 f"or --temperatures {DEFAULT_TEMPERATURE:g}")
     return None

@@ -27,7 +27,7 @@ def get_task(name_or_path: str, **options: Any) -> Task:
         return Task(*load_spec(builtin[name_or_path]), **options)
     path = Path(name_or_path).expanduser()
     if path.suffix in (".yaml", ".yml", ".toml"):
-        if not path.is_file():
+        if not path.exists():  # a directory, a FIFO or a device: load_spec says which, never reads it
             raise DataError(f"task config file {name_or_path} not found")
         task = Task(*load_spec(path), **options)
         task.config_file = path

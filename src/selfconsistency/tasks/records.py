@@ -5,12 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..safe_files import UnreadableFile, read_regular_file
 from .base import DataError
 
 Located = tuple[str, dict[str, Any]]
@@ -19,26 +18,12 @@ MAX_EXEMPLARS_BYTES = 1_000_000  # an exemplars file is a few worked examples
 
 
 def read_file(path: Path, limit: int, what: str) -> bytes:
-    """A regular file's bytes, at most `limit` of them; DataError otherwise (`/dev/zero`, a FIFO, a directory
-    would read for ever, block, or fail mid-way)."""
+    """A regular file's bytes, at most `limit` of them (`safe_files.read_regular_file`); DataError otherwise
+    (`/dev/zero`, a FIFO, a directory would read for ever, block, or fail mid-way)."""
     try:
-        info = os.stat(path)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise DataError(f"{path}: is a directory, not {what}")
-    if not stat.S_ISREG(info.st_mode):
-        raise DataError(f"{path}: is not a regular file (a device, a pipe or a socket), not {what}")
-    if info.st_size > limit:
-        raise DataError(f"{path}: {info.st_size:,} bytes, more than {what} may hold ({limit:,})")
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(data) > limit:  # it grew while read
-        raise DataError(f"{path}: more than {what} may hold ({limit:,} bytes)")
-    return data
+        return read_regular_file(path, limit, what)
+    except UnreadableFile as exc:
+        raise DataError(str(exc)) from None
 
 
 def read_records(path: Path, fmt: str | None = None) -> Iterator[Located]:

@@ -169,14 +169,16 @@ class _AliasRefused(Exception):
 
 
 def _read_config(path: Path) -> str:
+    from .records import read_file
+
+    size = path.stat().st_size if path.is_file() else 0
+    if size > MAX_CONFIG_BYTES:
+        raise DataError(f"{path}: task config larger than {MAX_CONFIG_BYTES:,} bytes; put data and exemplars in "
+                        "their own files")
+    data = read_file(path, MAX_CONFIG_BYTES, "a task config")  # a regular file, bounded: never a FIFO or device
     try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_CONFIG_BYTES + 1)
-        if len(data) > MAX_CONFIG_BYTES:
-            raise DataError(f"{path}: task config larger than {MAX_CONFIG_BYTES:,} bytes; put data and "
-                            "exemplars in their own files")
         return data.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise DataError(f"{path}: cannot read task config: {exc}") from None
 
 
