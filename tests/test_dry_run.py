@@ -122,3 +122,37 @@ def test_the_dry_run_refuses_what_the_run_refuses_a_model_without_sampling_param
     assert not (tmp_path / "run").exists()
     taken = run_cli(*args[:-len(extra)], "--temperatures", "1", "--no-greedy", "--dry-run")
     assert taken.returncode == 0 and "dry run: gsm8k on claude-haiku-5-5" in taken.stdout, taken.stderr
+
+
+def test_a_dry_run_refuses_what_the_run_would_in_the_same_words(tmp_path, scripted_backend):
+    """The dry run goes through the run's own checks (experiment.preflight) before pricing anything: a
+    budget below a path a question, an amount below the first batch wave's least cost, and a run directory
+    that holds another run's paths are refused as the run refuses them, and nothing is made."""
+    from selfconsistency.store import StoreMismatch
+    from selfconsistency.tasks import DataError
+
+    def both(settings, run_dir, error):
+        refusals = []
+        for attempt in (lambda: dry_run(settings, run_dir), lambda: run_experiment(settings, run_dir)):
+            with pytest.raises(error) as caught:
+                attempt()
+            refusals.append(str(caught.value))
+        assert refusals[0] == refusals[1]
+        return refusals[0]
+
+    small = RunSettings(data=str(GSM8K_TEST), limit=10, paths=4, budget_paths=5, backend="scripted", model="m")
+    assert "less than 1 per question" in both(small, tmp_path / "a", DataError)
+    assert not (tmp_path / "a").exists()
+    batch = RunSettings(data=str(GSM8K_TEST), limit=20, paths=4, backend="anthropic-batch", model="claude-haiku-4-5",
+                        prompt_format="chat", allocate="blend-asc", max_cost=0.01)
+    assert "cannot pay the first wave" in both(batch, tmp_path / "b", DataError)
+    assert not (tmp_path / "b").exists()
+    made = RunSettings(data=str(GSM8K_TEST), limit=3, paths=2, backend="scripted", model="m")
+    run_experiment(made, tmp_path / "c")
+    other = made.model_copy(update={"max_tokens": 99})
+    assert "holds a run made with different settings (max_tokens)" in both(other, tmp_path / "c", StoreMismatch)
+    assert dry_run(made, tmp_path / "c").stored == 3 * 3  # the run's own settings: priced, its paths counted
+    printed = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "3", "--paths", "2", "--backend",
+                      "scripted", "--model", "m", "--max-tokens", "99", "--run-dir", str(tmp_path / "c"), "--dry-run")
+    assert printed.returncode == 2 and "different settings (max_tokens)" in printed.stderr
+    assert len(printed.stderr.strip().splitlines()) == 1 and "Traceback" not in printed.stderr

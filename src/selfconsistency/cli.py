@@ -172,7 +172,7 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
 
         try:
             out.print("\n".join(plan_only(config, run_dir).lines()), highlight=False)
-        except (DataError, ModelError, BackendError, ValueError) as exc:
+        except (DataError, ModelError, BackendError, StoreMismatch, RunDirError, ValueError) as exc:
             raise _fail(str(exc)) from None
         return
     if show_prompt:

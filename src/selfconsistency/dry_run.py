@@ -18,7 +18,7 @@ from .backends.base import BackendError, GenerationRequest, dollars
 from .backends.batch_ledger import Estimate, estimate, run_means
 from .backends.batch_plan import PlanError, Quotas, Record, split_jobs
 from .costs import Price
-from .experiment import check_backend_settings, plan_requests
+from .experiment import plan_requests, preflight
 from .prompts import PromptFormat
 from .settings import RunSettings
 from .store import STORE_FILENAME, SampleStore
@@ -74,11 +74,11 @@ class DryRun:
 
 def dry_run(config: RunSettings, run_dir: Path | None = None) -> DryRun:
     """Plan, pack and price the run (DataError, BackendError for what a run would refuse)."""
-    check_backend_settings(config)  # refused as the run refuses it (a temperature the model cannot take)
     task = config.get_task()
     data = config.load(task)
-    requests = plan_requests(config, task, data, _budget_spread(config, [q.id for q in data.questions]))
     directory = Path(run_dir) if run_dir else config.default_run_dir(task)
+    preflight(config, task, data, directory)  # what the run would refuse is refused here, in the same words
+    requests = plan_requests(config, task, data, _budget_spread(config, [q.id for q in data.questions]))
     store = SampleStore.open_readonly(directory) if (directory / STORE_FILENAME).is_file() else None
     try:
         stored = store.stored_keys() if store is not None else set()

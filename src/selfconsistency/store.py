@@ -468,16 +468,25 @@ class SampleStore:
             self._db.execute("COMMIT")
             stored = None
         if stored is not None and stored != identity:
-            changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
-            raise StoreMismatch(
-                f"{self.path.parent} holds a run made with different settings ({', '.join(changed)}); "
-                "use another --run-dir or the original settings")
+            raise self._mismatch(stored, identity)
         self._db.execute("BEGIN IMMEDIATE")
         self._put_meta("identity", identity)
         self._put_meta("config", config)
         if self.get_meta("run_nonce") is None:
             self._put_meta("run_nonce", secrets.token_hex(8))
         self._db.execute("COMMIT")
+
+    def check_identity(self, identity: dict[str, Any]) -> None:
+        """What `bind_config` would refuse, read only: StoreMismatch when the store holds paths generated
+        under another `identity` (`run --dry-run` and the checks before a run's directory is touched)."""
+        stored = self.get_meta("identity")
+        if stored is not None and stored != identity and not self._holds_nothing_generated():
+            raise self._mismatch(stored, identity)
+
+    def _mismatch(self, stored: dict[str, Any], identity: dict[str, Any]) -> StoreMismatch:
+        changed = sorted(k for k in identity.keys() | stored.keys() if identity.get(k) != stored.get(k))
+        return StoreMismatch(f"{self.path.parent} holds a run made with different settings ({', '.join(changed)}); "
+                             "use another --run-dir or the original settings")
 
     def record_import(self, source: dict[str, Any]) -> None:
         """Where an imported run's paths came from: the tool, file, what it ran and what the import assumed."""
