@@ -26,7 +26,7 @@ import numpy as np
 
 from selfconsistency.collector import collector_paused
 from selfconsistency.frontier import stored_frontier
-from selfconsistency.report import frontier_markdown
+from selfconsistency.report_tables import frontier_markdown
 from selfconsistency.results import sampled_answers
 from selfconsistency.store import SampleStore
 

@@ -39,12 +39,12 @@ from .report import (
     PLOT_FILE,
     RESULTS_FILE,
     TABLE_FILE,
-    frontier_markdown,
     markdown_table,
     write_frontier,
     write_report,
 )
 from .report_html import HTML_FILE
+from .report_tables import frontier_markdown
 from .results import build_results
 from .runlock import RunDirError
 from .safe_files import UnsafeRunFile

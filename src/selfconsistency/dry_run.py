@@ -18,7 +18,8 @@ from .backends.base import BackendError, GenerationRequest, dollars
 from .backends.batch_ledger import Estimate, estimate, run_means
 from .backends.batch_plan import PlanError, Quotas, Record, split_jobs
 from .costs import Price
-from .experiment import plan_requests, preflight
+from .experiment import plan_requests
+from .preflight import preflight
 from .prompts import PromptFormat
 from .settings import RunSettings
 from .store import STORE_FILENAME, SampleStore

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .backends.base import GenerationRequest, show_body
-from .experiment import check_backend_settings, plan_requests
+from .experiment import plan_requests
+from .preflight import check_backend_settings
 from .prompts import PromptFormat
 from .settings import RunSettings
 

@@ -241,35 +241,6 @@ def _import_matplotlib() -> None:
     import matplotlib.pyplot  # noqa: F401
 
 
-def frontier_markdown(frontier: Frontier) -> str:
-    """The frontier as `simulate` prints it: one row per rule (then per allocator and budget) with its
-    accuracy's 95% interval over questions, its paired difference from fixed N at N, and fixed N's
-    accuracy at the rule's own mean paths (the fixed-N curve between its two nearest k)."""
-    questions = f"{frontier.questions} question" + ("" if frontier.questions == 1 else "s")
-    at_n = frontier.fixed_accuracy
-    header = ("| {what} | mean paths | accuracy [95% interval] | change vs fixed N = {n} ({at_n:.1%}) [95% interval] "
-              "| fixed N at the same paths | paths saved |").format
-    lines = [f"{questions}, N = {frontier.paths} stored paths at T={frontier.temperature:g}, {frontier.runs} random "
-             "orders"]
-
-    def row(name: str, result) -> str:
-        low, high = frontier.interval(result)
-        versus = frontier.versus_fixed(result)
-        change = (f"{100 * versus.difference:+.1f} pp [{100 * versus.low:+.1f}, {100 * versus.high:+.1f}]"
-                  if versus else "")
-        return (f"| {name} | {result.mean_paths:.2f} | {result.accuracy:.1%} [{low:.1%}, {high:.1%}] | {change} | "
-                f"{frontier.fixed_at(result.mean_paths):.1%} | {frontier.paths / result.mean_paths:.2f}x |")
-
-    if frontier.rules:
-        lines += ["", header(what="rule", n=frontier.paths, at_n=at_n), "|---|---:|---:|---:|---:|---:|"]
-        lines += [row(result.rule, result) for result in frontier.rules]
-    if frontier.allocations:
-        lines += ["", f"Budgets (mean paths per question; waves of {frontier.wave} paths):", "",
-                  header(what="allocator @ budget", n=frontier.paths, at_n=at_n), "|---|---:|---:|---:|---:|---:|"]
-        lines += [row(f"{a.allocator} @ {a.budget:g}", a) for a in frontier.allocations]
-    return "\n".join(lines)
-
-
 def write_frontier(run_dir: Path, frontier: Frontier) -> None:
     """frontier.json and frontier.png in the run directory."""
     check_run_dir(run_dir)
