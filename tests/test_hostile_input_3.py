@@ -328,6 +328,7 @@ def test_no_filter_rebuilds_prompt_structure_from_data(name, question, hint):
 ESCAPES = ["\x1b[2J\x1b[H", "\x1b]0;pwned\x07", "\x1b]8;;http://evil/\x1b\\link\x1b]8;;\x1b\\", "\x9b31m", "\x07"]
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # matplotlib warns of a control character in a plot's title
 @pytest.mark.parametrize("escape", ESCAPES)
 def test_terminal_control_sequences_in_data_never_reach_the_terminal(tmp_path, scripted_backend, escape):
     """An id, a task name and a question text carrying escape sequences: every command prints them clean."""

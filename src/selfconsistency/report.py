@@ -25,6 +25,7 @@ from .report_tables import (
 )
 from .results import build_results
 from .safe_files import check_run_dir, save_figure, write_text
+from .sanitize import for_terminal
 from .sources.base import IMPORT_TOOLS
 from .store import SampleStore
 
@@ -164,7 +165,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("number of sampled reasoning paths (k)")
     ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"Self-consistency on {results['task']}: {results['model']}, {results['questions']} questions")
+    # names come from data and config files: no control character reaches the figure (or a font warning)
+    ax.set_title(for_terminal(f"Self-consistency on {results['task']}: {results['model']}, "
+                              f"{results['questions']} questions"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -190,7 +193,7 @@ def runtime_plot(results: dict[str, Any], path: Path) -> None:
     right.set_title("per path")
     for axis in (left, right):
         axis.tick_params(axis="x", rotation=45)
-    fig.suptitle(f"Batch inference runtime: {results['model']}")
+    fig.suptitle(for_terminal(f"Batch inference runtime: {results['model']}"))
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
