@@ -59,7 +59,8 @@ def main() -> None:
     print(frontier_markdown(frontier))
     print()
     at_n = frontier.fixed_accuracy  # the vote of all N paths, tie-broken as the replays are
-    print(f"Smallest budget within {TOLERANCE:.1%} of fixed N = {n} ({at_n:.1%}), searched to 0.25 paths per question:")
+    print(f"Smallest budget within {100 * TOLERANCE:.1f} pp of fixed N = {n} ({at_n:.1%}), searched to 0.25 paths "
+          "per question:")
     print()
     print("| allocator | budget (mean paths) | accuracy [95% interval] | change vs fixed N [95% paired interval] "
           "| fewer paths than fixed N |")
