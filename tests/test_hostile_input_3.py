@@ -100,6 +100,14 @@ def _bad_run_dir(tmp_path, case):
     elif case == "a file in its path":
         (tmp_path / "passwd").write_text("root:x:0:0\n")
         path = tmp_path / "passwd" / "run"
+    elif case == "an empty store file":
+        path = tmp_path / "zero"
+        path.mkdir()
+        (path / "samples.sqlite").touch()
+    elif case == "text as its store":
+        path = tmp_path / "text"
+        path.mkdir()
+        (path / "samples.sqlite").write_text("hello\n")
     else:  # a directory without a store
         path = tmp_path / "empty"
         path.mkdir()
@@ -108,7 +116,9 @@ def _bad_run_dir(tmp_path, case):
 
 @pytest.mark.parametrize("case, says", [("a file", "(a file)"), ("missing", "(it does not exist)"),
                                         ("a file in its path", "(a file is in its path)"),
-                                        ("empty", "(it holds no sample store, samples.sqlite)")])
+                                        ("empty", "(it holds no sample store, samples.sqlite)"),
+                                        ("an empty store file", "(samples.sqlite is an empty file, not a sample "
+                                                                "store)")])
 @pytest.mark.parametrize("command", ALL_READERS, ids=" ".join)
 def test_a_path_that_is_no_run_directory_is_one_line_and_nothing_is_made(tmp_path, command, case, says):
     path = _bad_run_dir(tmp_path, case)
@@ -118,6 +128,18 @@ def test_a_path_that_is_no_run_directory_is_one_line_and_nothing_is_made(tmp_pat
                                                        *args[1 + (args[0] == "jobs"):]]
     assert_one_line_error(invoke(*args), f"{path} is not a run directory {says}")
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # no lock, no store, no directory
+
+
+@pytest.mark.parametrize("command", ALL_READERS, ids=" ".join)
+def test_a_store_that_is_not_a_database_is_one_line_and_nothing_is_made(tmp_path, command):
+    """`upgrade` too: it checks what the file is before taking the run's lock, so it leaves no run.lock."""
+    path = _bad_run_dir(tmp_path, "text as its store")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    args = [a.format(run=path) for a in command]
+    args = args if "{run}" in " ".join(command) else [*args[:1 + (args[0] == "jobs")], path,
+                                                       *args[1 + (args[0] == "jobs"):]]
+    assert_one_line_error(invoke(*args), "is not a sample store")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
 
 
 @pytest.mark.parametrize("command", READERS[:3], ids=" ".join)

@@ -731,9 +731,13 @@ def import_inspect(
 def upgrade(run_dir: Annotated[Path, typer.Argument(help="A run directory whose store an older version wrote.")]
             ) -> None:
     """Bring a run's sample store to this version's schema (under the run's lock); reading commands never do."""
-    from .store import writer
+    from .store import OlderStore, SampleStore, writer
 
     try:
+        try:  # what is not a store of any version is refused before the run's lock file is made
+            SampleStore.open_readonly(run_dir).close()
+        except OlderStore:
+            pass  # what this command is for
         with writer(run_dir):
             pass
     except (OSError, ValueError, RunDirError) as exc:

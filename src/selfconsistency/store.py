@@ -226,6 +226,11 @@ def check_existing_run_dir(run_dir: Path) -> None:
         raise NotRunDirectory(f"{run_dir} is not a run directory (a file)")
     if not os.path.lexists(run_dir / STORE_FILENAME):
         raise FileNotFoundError(f"{run_dir} is not a run directory (it holds no sample store, {STORE_FILENAME})")
+    store, wal = run_dir / STORE_FILENAME, run_dir / f"{STORE_FILENAME}-wal"
+    if store.is_file() and not store.is_symlink() and store.stat().st_size == 0 and not (
+            wal.is_file() and wal.stat().st_size > 0):  # SQLite would read it as a new store of no version
+        raise NotRunDirectory(f"{run_dir} is not a run directory ({STORE_FILENAME} is an empty file, not a sample "
+                              "store)")
 
 
 def _check_files(path: Path, must_exist: bool) -> None:
@@ -256,6 +261,10 @@ class StoreWriteError(OSError):
 
 class StoreVersionError(ValueError):
     """The store's schema is not this version's: an older one to upgrade, or something else entirely."""
+
+
+class OlderStore(StoreVersionError):
+    """A store an older version wrote: `selfconsistency upgrade` migrates it; readers refuse it as it is."""
 
 
 @dataclass(frozen=True)
@@ -400,7 +409,7 @@ class SampleStore:
             raise StoreVersionError(f"{self.path} was written by a newer version of selfconsistency; upgrade the "
                                     "package to read it")
         if version < len(_MIGRATIONS) and not writable:
-            raise StoreVersionError(f"{self.path} was written by an older version; `selfconsistency upgrade "
+            raise OlderStore(f"{self.path} was written by an older version; `selfconsistency upgrade "
                                     f"{self.path.parent}` brings it to this version (reading never writes)")
 
     def _connect_read_only(self) -> sqlite3.Connection:
