@@ -58,15 +58,21 @@ def test_the_dry_run_expects_the_measured_mean_and_checks_the_cap_against_the_wo
     assert (more.planned, more.stored, more.estimate.paths) == (4 * 7, 4 * 4, 4 * 3)
     assert more.estimate.output_mean.tokens == 8.0 and "16 stored paths" in more.estimate.output_mean.source
     assert more.estimate.expected_output_tokens == 4 * 3 * 8
-    bedrock = dry_run(RunSettings(data=str(GSM8K_TEST), limit=20, paths=6, backend="bedrock-batch",
-                                  model="anthropic.claude-3-haiku-20240307-v1:0", bucket="b-bucket", role_arn=ROLE,
-                                  mean_output_tokens=50, max_cost=0.02))
+    on_bedrock = RunSettings(data=str(GSM8K_TEST), limit=20, paths=6, backend="bedrock-batch",
+                             model="anthropic.claude-3-haiku-20240307-v1:0", bucket="b-bucket", role_arn=ROLE,
+                             mean_output_tokens=50, max_cost=0.2)
+    bedrock = dry_run(on_bedrock)
     e = bedrock.estimate
     assert e.worst_output_tokens == 20 * 7 * 256 and e.expected_output_tokens == 20 * 7 * 50
-    assert e.expected(bedrock.price) < 0.02 < e.worst(bedrock.price)
+    assert e.expected(bedrock.price) < 0.02 < e.worst(bedrock.price) < 0.2
     lines = "\n".join(bedrock.lines())
-    assert "the worst case is above it: the run would stop before sending" in lines
+    assert "--max-cost $0.2: the worst case is within it" in lines
     assert "2 jobs" not in lines and "1 job" in lines
+    # a cap between the expected cost and the worst case: the run would submit nothing, and says so first
+    from selfconsistency.tasks import DataError
+
+    with pytest.raises(DataError, match=r"^--max-cost \$0.02 cannot pay the worst case of its jobs, \$0\.0"):
+        dry_run(on_bedrock.model_copy(update={"max_cost": 0.02}))
 
 
 def test_a_dry_run_of_an_application_profile_prices_it_as_base_model_without_asking(tmp_path):
@@ -156,3 +162,21 @@ def test_a_dry_run_refuses_what_the_run_would_in_the_same_words(tmp_path, script
                       "scripted", "--model", "m", "--max-tokens", "99", "--run-dir", str(tmp_path / "c"), "--dry-run")
     assert printed.returncode == 2 and "different settings (max_tokens)" in printed.stderr
     assert len(printed.stderr.strip().splitlines()) == 1 and "Traceback" not in printed.stderr
+
+
+def test_a_cap_that_cannot_pay_anything_is_refused_before_the_run_directory(tmp_path):
+    """--max-cost as a cap (no budget): a new run whose jobs' worst case (batch) or whose cheapest request's
+    worst case (request by request) is above it would send nothing; the run and its dry run both refuse
+    before a run directory exists. A cap that pays some requests runs, and stops at the cap."""
+    from selfconsistency.tasks import DataError
+
+    base = dict(data=str(GSM8K_TEST), limit=20, paths=4, model="claude-haiku-4-5", prompt_format="chat")
+    for backend, cap, says in (("anthropic-batch", 0.01, "the worst case of its jobs, $0.1"),
+                               ("anthropic", 0.001, "the worst case of its cheapest request, $0.002")):
+        settings = RunSettings(backend=backend, max_cost=cap, **base)
+        for attempt in (dry_run, run_experiment):
+            with pytest.raises(DataError, match=rf"^--max-cost \${cap:g} cannot pay {re.escape(says)}"):
+                attempt(settings, tmp_path / backend)
+        assert not (tmp_path / backend).exists()
+    some = dry_run(RunSettings(backend="anthropic", max_cost=0.05, **base), tmp_path / "some")
+    assert any("the run stops when the next request's worst case would pass it" in line for line in some.lines())

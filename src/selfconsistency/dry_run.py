@@ -68,7 +68,9 @@ class DryRun:
                        f"planned above; {bought}")
             return out
         if cap is not None:
-            verdict = "within it" if e.worst(self.price) <= cap else "above it: the run would stop before sending"
+            verdict = "within it" if e.worst(self.price) <= cap else (
+                "above it: the run stops when the next request's worst case would pass it" if not self.batch
+                else "above it: the run would stop before sending")
             out.append(f"  --max-cost {dollars(cap)}: the worst case is {verdict}")
         return out
 
@@ -178,6 +180,33 @@ def check_first_wave(config: RunSettings, requests: list[GenerationRequest], run
                         f"question's first paths) need at least {dollars(least)} (their prompts, and the last one "
                         f"booked at its worst case, with --max-tokens {config.sampling.max_tokens:,}); raise it, or "
                         "ask fewer questions or fewer --max-tokens. Nothing was sent")
+
+
+def check_cap(config: RunSettings, requests: list[GenerationRequest], run_dir: Path) -> None:
+    """--max-cost as a cap (no budget): DataError, before the run directory is made, when a new run could
+    send nothing under it: on a batch backend, the worst case of its jobs (every record's prompt and every
+    path at --max-tokens), which the run checks before submitting any; on a backend called request by
+    request, the worst case of its cheapest request, which it books before sending it. A resumed run's
+    ledger checks what is left as it goes."""
+    from .costs import RESERVED_CHARS_PER_TOKEN
+
+    price, cap = config.price(), config.budget.max_cost
+    if price is None or cap is None or (run_dir / STORE_FILENAME).exists() or not requests:
+        return
+    spec = backend_spec(config.backend)
+    backend_config = config.backend_config()
+    tokens = f"--max-tokens {config.sampling.max_tokens:,}"
+    if spec.batch:
+        records = spec.plan_records(backend_config, requests) if spec.plan_records else _one_a_path(requests)
+        worst = estimate(records).worst(price)
+        what = f"the worst case of its jobs, {dollars(worst)} ({len(records):,} records, every path at {tokens})"
+    else:
+        worst = min(price.cost(len(_body(spec, backend_config, r)) // RESERVED_CHARS_PER_TOKEN, r.params.max_tokens)
+                    for r in requests)
+        what = f"the worst case of its cheapest request, {dollars(worst)} (its prompt and {tokens})"
+    if worst > cap + 1e-12:
+        raise DataError(f"--max-cost {dollars(cap)} cannot pay {what}: nothing would be sent; raise it, or ask "
+                        "fewer questions, fewer paths or fewer --max-tokens")
 
 
 def _check_first_batch_wave(config: RunSettings, spec, backend_config, pending: list[GenerationRequest],

@@ -33,7 +33,8 @@ def preflight(config: RunSettings, task: Task, data: TaskData, run_dir: Path) ->
     `run --dry-run`, which then refuses what the run would): chat turns in a completion prompt, too many
     paths, a budget the questions or the first wave cannot take, a backend's own refusals, and a run
     directory holding another run's settings."""
-    from .dry_run import check_first_wave  # both plan with experiment.plan_requests, which runs call this from
+    # dry_run's checks plan with experiment.plan_requests, and experiment calls this: imported here
+    from .dry_run import check_cap, check_first_wave
     from .experiment import plan_requests, prompt_digest
 
     e = config.experiment
@@ -61,6 +62,8 @@ def preflight(config: RunSettings, task: Task, data: TaskData, run_dir: Path) ->
                 store.check_identity({**config.identity(task), "prompt": prompt_digest(config, task, data)})
         except StoreVersionError:  # an older store: the run upgrades it, then binds its settings
             pass
+    if config.budget.max_cost is not None and budget is None:  # a cap that cannot pay one request or job
+        check_cap(config, plan_requests(config, task, data), run_dir)
     if budget is not None and config.stopping.budget_paths is None:
         wanted = {**({(q.id, GREEDY_TEMPERATURE): 1 for q in data.questions} if config.sampling.greedy else {}),
                   **{(q.id, t): budget.min_paths for q in data.questions for t in config.sampling.temperatures}}
