@@ -112,8 +112,8 @@ def _json_log(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[str, 
 
 def _top_level_lines(path: Path, text: str) -> tuple[dict[str, int], list[int]]:
     """The line each key of the top-level object is on, and the line each element of its "samples" list
-    starts on (the text is known to be valid JSON): walks the top-level object with raw_decode, value by
-    value. A key given twice (JSON keeps the last) is refused: the log is not one inspect_ai wrote."""
+    starts on (the text is known to be valid JSON, each object's keys distinct: `parse_json`): walks the
+    top-level object with raw_decode, value by value."""
     decoder, space = json.JSONDecoder(), re.compile(r"\s*")
     keys: dict[str, int] = {}
     lines, counted, line = [], 0, 1
@@ -130,11 +130,7 @@ def _top_level_lines(path: Path, text: str) -> tuple[dict[str, int], list[int]]:
     i = skip(0) + 1
     while text[skip(i)] != "}":
         key, i = decoder.raw_decode(text, skip(i))
-        at = line_at(i)
-        if key in keys:
-            raise SourceError(f"{path}:{at}: {key!r} again (first on line {keys[key]}): JSON keeps the last, "
-                              "inspect_ai writes each once; not a log inspect_ai wrote")
-        keys[key] = at
+        keys[key] = line_at(i)
         i = skip(skip(i) + 1)  # past the colon
         if key == "samples" and text[i] == "[":
             i += 1
