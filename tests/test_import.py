@@ -28,6 +28,10 @@ SECOND = next(i for i, line in enumerate(map(json.loads, LM_EVAL.read_text().spl
 
 FIRST_DOC = json.loads(LM_EVAL.read_text().splitlines()[0])["doc_id"]
 
+# the inspect log's first sample id, and the index of the last of its epochs in the .json log's samples
+FIRST_ID = json.loads(INSPECT_JSON.read_text())["samples"][0]["id"]
+LAST_OF_FIRST_ID = max(i for i, s in enumerate(json.loads(INSPECT_JSON.read_text())["samples"]) if s["id"] == FIRST_ID)
+
 
 def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
@@ -309,12 +313,16 @@ CASES = {  # name: (tool, make the file, where the error is: a line number or ar
                               "sample id 1000000000000000000000000000000 is"),
     "an epoch too large": ("inspect", _sample(0, epoch=10**30), "sample 0",
                            "epoch 1000000000000000000000000000000 is"),
+    "an id as text and as an integer": ("inspect", _sample(LAST_OF_FIRST_ID, id=str(FIRST_ID)),
+                                        f"sample {LAST_OF_FIRST_ID}", "are one id as text"),
+    "more epochs than a run's paths": ("inspect", _edit_log(lambda log: log["eval"]["config"].update(epochs=10**30)),
+                                       1, "more paths per question than a run holds"),
     "results that are a number": ("inspect", _edit_log(lambda log: log.update(results=5)), "results",
                                   "results are int, not an object"),
     "a score that is a number": ("inspect", _edit_log(lambda log: log["results"].update(scores=[5])), "results",
-                                 "scorer 0 is int, not an object"),
+                                 "scorer 0 is 5, not an object"),
     "a score that is null": ("inspect", _edit_log(lambda log: log["results"].update(scores=[None])), "results",
-                             "scorer 0 is NoneType, not an object"),
+                             "scorer 0 is null, not an object"),
     "a score without metrics": ("inspect", _edit_log(lambda log: log["results"]["scores"][0].update(metrics=[1])),
                                 "results", "scorer 0's metrics"),
     "a metric without a value": ("inspect", _edit_log(lambda log: log["results"]["scores"][0]["metrics"][
