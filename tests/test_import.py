@@ -28,6 +28,10 @@ SECOND = next(i for i, line in enumerate(map(json.loads, LM_EVAL.read_text().spl
 
 FIRST_DOC = json.loads(LM_EVAL.read_text().splitlines()[0])["doc_id"]
 
+# the inspect log's first sample id, and the index of the last of its epochs in the .json log's samples
+FIRST_ID = json.loads(INSPECT_JSON.read_text())["samples"][0]["id"]
+LAST_OF_FIRST_ID = max(i for i, s in enumerate(json.loads(INSPECT_JSON.read_text())["samples"]) if s["id"] == FIRST_ID)
+
 
 def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
@@ -223,6 +227,39 @@ def _drop(key):
     return lambda record: record.pop(key)
 
 
+def _twice_in_json(after: str, again: str):
+    """The .json log with `again` (a key and value) put on the line of `after`'s first occurrence in the
+    samples or results (a key inspect_ai wrote once, now twice: JSON would keep the second)."""
+    def make(tmp_path: Path) -> Path:
+        text = INSPECT_JSON.read_text()
+        start = text.index(after, text.index('"samples": [') if '"value"' not in after else 0)
+        path = tmp_path / INSPECT_JSON.name
+        path.write_text(text[:start + len(after)] + f" {again}," + text[start + len(after):])
+        return path
+    return make
+
+
+def _twice_in_eval_member(tmp_path: Path) -> Path:
+    """The .eval log with sample 1 epoch 1's member saying its epoch twice (every member rewritten deflated,
+    which the import reads as it reads inspect_ai's zstd)."""
+    from selfconsistency.sources.zip_members import read_member
+
+    data = INSPECT_EVAL.read_bytes()
+    path = tmp_path / INSPECT_EVAL.name
+    with zipfile.ZipFile(INSPECT_EVAL) as archive, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in archive.infolist():
+            content = read_member(INSPECT_EVAL, data, info)
+            if info.filename == "samples/1_epoch_1.json":
+                assert content.startswith(b'{"id":1,"epoch":1,')
+                content = content.replace(b'{"id":1,"epoch":1,', b'{"id":1,"epoch":1,"epoch":1,', 1)
+            out.writestr(info.filename, content)
+    return path
+
+
+def _sample(index: int, **changes):
+    return _edit_log(lambda log: log["samples"][index].update(changes))
+
+
 CASES = {  # name: (tool, make the file, where the error is: a line number or archive member, what it says)
     "not json": ("lm-eval", lambda t: _rewrite_lines(t, lambda ls: [ls[0], "{not json", *ls[2:]]), 2,
                  "malformed JSON"),
@@ -264,6 +301,32 @@ CASES = {  # name: (tool, make the file, where the error is: a line number or ar
     "a second samples key": ("inspect", lambda t: (t / "twice.json").write_text(
         INSPECT_JSON.read_text().rstrip().removesuffix("}") + ',\n  "samples": []\n}\n') and t / "twice.json",
         "second samples", "'samples' again"),
+    "a forged gold: target twice in a sample": ("inspect", _twice_in_json('"target": "18",', '"target": "26"'),
+                                                'line of "target": "26"', "'target' again"),
+    "epoch twice in a sample": ("inspect", _twice_in_json('"epoch": 1,', '"epoch": 1'), 'line of "epoch": 1, "epoch"',
+                                "'epoch' again"),
+    "a key twice deep in the results": ("inspect", _twice_in_json('"value": 0.2,', '"value": 0.9'),
+                                        'line of "value": 0.9', "'value' again"),
+    "epoch twice in an .eval member": ("inspect", _twice_in_eval_member, "samples/1_epoch_1.json", "'epoch' again"),
+    "a sample id that is a list": ("inspect", _sample(0, id=[1]), "sample 0", "sample id [1] is"),
+    "a sample id too large": ("inspect", _sample(0, id=10**30), "sample 0",
+                              "sample id 1000000000000000000000000000000 is"),
+    "an epoch too large": ("inspect", _sample(0, epoch=10**30), "sample 0",
+                           "epoch 1000000000000000000000000000000 is"),
+    "an id as text and as an integer": ("inspect", _sample(LAST_OF_FIRST_ID, id=str(FIRST_ID)),
+                                        f"sample {LAST_OF_FIRST_ID}", "are one id as text"),
+    "more epochs than a run's paths": ("inspect", _edit_log(lambda log: log["eval"]["config"].update(epochs=10**30)),
+                                       1, "more paths per question than a run holds"),
+    "results that are a number": ("inspect", _edit_log(lambda log: log.update(results=5)), "results",
+                                  "results are int, not an object"),
+    "a score that is a number": ("inspect", _edit_log(lambda log: log["results"].update(scores=[5])), "results",
+                                 "scorer 0 is 5, not an object"),
+    "a score that is null": ("inspect", _edit_log(lambda log: log["results"].update(scores=[None])), "results",
+                             "scorer 0 is null, not an object"),
+    "a score without metrics": ("inspect", _edit_log(lambda log: log["results"]["scores"][0].update(metrics=[1])),
+                                "results", "scorer 0's metrics"),
+    "a metric without a value": ("inspect", _edit_log(lambda log: log["results"]["scores"][0]["metrics"][
+        "accuracy"].update(value="high")), "results", "scorer 0's metric 'accuracy'"),
 }
 
 
@@ -276,8 +339,11 @@ def test_a_malformed_or_foreign_file_is_one_line_naming_the_file_and_line(tmp_pa
     result = invoke("import", tool, path, "--run-dir", tmp_path / "run")
     assert result.exit_code == 2, result.output
     (line,) = result.stderr.splitlines()
-    if where == "sample 3":
-        where = _sample_line(path, 3)
+    if isinstance(where, str) and where.startswith("sample "):
+        where = _sample_line(path, int(where.split()[1]))
+    if isinstance(where, str) and where.startswith("line of "):  # the line holding this text
+        text = path.read_text()
+        where = text.count("\n", 0, text.index(where.removeprefix("line of "))) + 1
     if where in ("results", "second samples"):  # the line of the top-level key (the last one of its name)
         text = path.read_text()
         where = text.count("\n", 0, text.rindex(f'\n  "{where.split()[-1]}": ')) + 2

@@ -99,10 +99,35 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+class _KeyTwice(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs as a dict, refusing a key given twice (which `json` would keep the last of: a second
+    "target" in a sample would replace its gold unseen). Costs one length comparison per object."""
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _KeyTwice(key)
+            seen.add(key)
+    return value
+
+
 def parse_json(where: str, text: str | bytes, document: bool = False) -> Any:
-    """One JSON value; SourceError naming `where` (and, for a `document` over many lines, the line)."""
+    """One JSON value, each object's keys distinct; SourceError naming `where` (and, for a `document` over
+    many lines, the line)."""
     try:
-        value = json.loads(text, parse_constant=_no_constant)
+        value = json.loads(text, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except _KeyTwice as twice:
+        found = _key_twice(text) if document else None
+        key, line, first = found or (twice.key, None, None)
+        raise SourceError(f"{where}{f':{line}' if line else ''}: {key!r} again"
+                          f"{f' (first on line {first})' if first else ' in one object'}: JSON keeps the last, the "
+                          "tool writes each key once; not a file the tool wrote") from None
     except json.JSONDecodeError as exc:
         raise SourceError(f"{where}{f':{exc.lineno}' if document else ''}: malformed JSON: {exc.msg}") from None
     except RecursionError:
@@ -127,6 +152,32 @@ def _deep_line(text: str | bytes) -> int | None:
         depth += {"[": 1, "{": 1, "]": -1, "}": -1}.get(token.group(), 0)
         if depth > _DEEP:
             return text.count("\n", 0, token.start()) + 1
+    return None
+
+
+_JSON_KEY_TOKEN = re.compile(r'("(?:[^"\\]|\\.)*")(\s*:)?|[\[\]{}]')
+
+
+def _key_twice(text: str | bytes) -> tuple[str, int, int] | None:
+    """The first key given twice in one object of a valid JSON text (keys compared as decoded), the line
+    it is on again and the line it was first on: read only once `_unique_keys` has found one."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    stack: list[dict[str, int] | None] = []  # per open object, its keys' positions; None for a list
+    for token in _JSON_KEY_TOKEN.finditer(text):
+        if token.group(2):  # a string followed by a colon: a key of the innermost object
+            raw = token.group(1)
+            key, keys = json.loads(raw) if "\\" in raw else raw[1:-1], stack[-1] if stack else None
+            if keys is not None:
+                if key in keys:
+                    return key, text.count("\n", 0, token.start()) + 1, text.count("\n", 0, keys[key]) + 1
+                keys[key] = token.start()
+        elif not token.group(1):
+            bracket = token.group()
+            if bracket in "{[":
+                stack.append({} if bracket == "{" else None)
+            elif stack:
+                stack.pop()
     return None
 
 

@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from ..settings import MAX_PATHS
 from .base import (
     Source,
     SourceError,
@@ -35,6 +36,7 @@ from .base import (
     read_source_file,
     text_of,
 )
+from .lm_eval import MAX_DOC_ID
 from .zip_members import read_member
 
 _SAMPLE = re.compile(r"samples/(.+)_epoch_(\d+)\.json$")
@@ -56,9 +58,12 @@ def read_inspect(path: Path) -> Source:
     if not isinstance(epochs, int) or epochs < 2:
         raise SourceError(f"{where}: an eval log with {epochs or 1} epoch: each sample has one path; "
                           "self-consistency needs several (inspect eval --epochs N)")
+    if epochs > MAX_PATHS:
+        raise SourceError(f"{where}: an eval log with {epochs:,} epochs, more paths per question than a run holds "
+                          f"({MAX_PATHS:,})")
     generate = {**_dict(header.get("plan"), "config"), **_dict(spec, "model_generate_config")}
     order = spec.get("dataset", {}).get("sample_ids") if isinstance(spec.get("dataset"), dict) else None
-    questions, skipped = _questions(samples, order if isinstance(order, list) else [])
+    questions, skipped = _questions(samples, order if isinstance(order, list) else [], epochs)
     check_sizes(str(path), questions)
     notes = [f"inspect_ai has no greedy path: the {epochs} epochs of a sample are its paths, in epoch order"]
     if skipped:
@@ -112,8 +117,8 @@ def _json_log(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[str, 
 
 def _top_level_lines(path: Path, text: str) -> tuple[dict[str, int], list[int]]:
     """The line each key of the top-level object is on, and the line each element of its "samples" list
-    starts on (the text is known to be valid JSON): walks the top-level object with raw_decode, value by
-    value. A key given twice (JSON keeps the last) is refused: the log is not one inspect_ai wrote."""
+    starts on (the text is known to be valid JSON, each object's keys distinct: `parse_json`): walks the
+    top-level object with raw_decode, value by value."""
     decoder, space = json.JSONDecoder(), re.compile(r"\s*")
     keys: dict[str, int] = {}
     lines, counted, line = [], 0, 1
@@ -130,11 +135,7 @@ def _top_level_lines(path: Path, text: str) -> tuple[dict[str, int], list[int]]:
     i = skip(0) + 1
     while text[skip(i)] != "}":
         key, i = decoder.raw_decode(text, skip(i))
-        at = line_at(i)
-        if key in keys:
-            raise SourceError(f"{path}:{at}: {key!r} again (first on line {keys[key]}): JSON keeps the last, "
-                              "inspect_ai writes each once; not a log inspect_ai wrote")
-        keys[key] = at
+        keys[key] = line_at(i)
         i = skip(skip(i) + 1)  # past the colon
         if key == "samples" and text[i] == "[":
             i += 1
@@ -151,10 +152,29 @@ def _top_level_lines(path: Path, text: str) -> tuple[dict[str, int], list[int]]:
 
 
 def _results(where: str, results: Any) -> Any:
-    """The log's results, whose scores (inspect_ai's own figures) must be a list of scorers if given."""
-    scores = results.get("scores") if isinstance(results, dict) else None
+    """The log's results (none in a log that did not finish): an object whose scores (inspect_ai's own
+    figures), if given, are a list of scorers, each with a name and its metrics, each metric a number."""
+    if results is None:
+        return None
+    if not isinstance(results, dict):
+        raise SourceError(f"{where}: the results are {type(results).__name__}, not an object (inspect_ai's scores)")
+    scores = results.get("scores")
     if scores is not None and not isinstance(scores, list):
         raise SourceError(f"{where}: the results' scores are {type(scores).__name__}, not a list of scorers")
+    for index, score in enumerate(scores or []):
+        if not isinstance(score, dict):
+            raise SourceError(f"{where}: the results' scorer {index} is {json.dumps(score)[:40]}, not an object "
+                              "(a scorer's name and metrics)")
+        if not isinstance(score.get("name"), str):
+            raise SourceError(f"{where}: the results' scorer {index} has no name (text)")
+        metrics = score.get("metrics", {})
+        if not isinstance(metrics, dict):
+            raise SourceError(f"{where}: the results' scorer {index}'s metrics are {type(metrics).__name__}, not an "
+                              "object of metrics")
+        for name, metric in metrics.items():
+            if not isinstance(metric, dict) or number_of(metric.get("value")) is None:
+                raise SourceError(f"{where}: the results' scorer {index}'s metric {name!r} has no value that is a "
+                                  "finite number")
     return results
 
 
@@ -186,17 +206,21 @@ def _eval_archive(path: Path, data: bytes) -> tuple[dict[str, Any], list[tuple[s
 # -- samples -----------------------------------------------------------------------------------------------
 
 
-def _questions(samples: list[tuple[str, Any]], order: list[Any]) -> tuple[list[SourceQuestion], list[str]]:
+def _questions(samples: list[tuple[str, Any]], order: list[Any],
+               epochs: int) -> tuple[list[SourceQuestion], list[str]]:
     """Each sample id's epochs as its paths, in epoch order; the samples ordered as the dataset lists them."""
     by_id: dict[str, dict[str, Any]] = {}
     skipped = []
     for where, sample in samples:
         if not isinstance(sample, dict) or "id" not in sample or "epoch" not in sample:
             raise SourceError(f"{where}: not an inspect_ai sample (no id and epoch)")
-        qid, epoch = str(sample["id"]), sample["epoch"]
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-            raise SourceError(f"{where}: epoch {epoch!r} is not an epoch number")
+        qid, epoch = _sample_id(where, sample["id"]), sample["epoch"]
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or not 1 <= epoch <= epochs:
+            raise SourceError(f"{where}: epoch {json.dumps(epoch)[:40]} is not an epoch of this log (1 to {epochs})")
         entry = by_id.setdefault(qid, {"where": where, "id": sample["id"], "epochs": {}, "sample": sample})
+        if entry["id"] != sample["id"]:
+            raise SourceError(f"{where}: sample id {json.dumps(sample['id'])} and {json.dumps(entry['id'])} (at "
+                              f"{entry['where']}) are one id as text: not one log's samples")
         if epoch in entry["epochs"]:
             raise SourceError(f"{where}: sample {qid} epoch {epoch} again (first at {entry['where']})")
         if sample.get("error"):
@@ -220,6 +244,16 @@ def _questions(samples: list[tuple[str, Any]], order: list[Any]) -> tuple[list[S
                                         source={"target": record["target"], "epochs": epochs}, where=where,
                                         plain_gold=True))
     return questions, skipped
+
+
+def _sample_id(where: str, value: Any) -> str:
+    """A sample's id as the question's id: inspect_ai's ids are text or integers."""
+    if isinstance(value, str):
+        return text_of(where, value, "the sample id")
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_DOC_ID:
+        raise SourceError(f"{where}: sample id {json.dumps(value)[:40]} is neither text nor an integer of at most "
+                          f"{len(str(MAX_DOC_ID))} digits (inspect_ai's sample ids)")
+    return str(value)
 
 
 def _path(where: str, sample: dict[str, Any]) -> SourcePath:
