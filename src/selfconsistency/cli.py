@@ -423,6 +423,8 @@ def export(
             write_lines(output, lines)
         else:
             sys.stdout.writelines(lines)
+    except BrokenPipeError:  # the reader stopped reading (`| head`): not an error of the export's
+        raise
     except (OSError, ValueError, RunDirError) as exc:
         raise _fail(str(exc)) from None
 
