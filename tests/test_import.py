@@ -419,6 +419,7 @@ def test_repeats_of_one_text_are_warned_of(tmp_path):
     ("--temperature", "-0.5", "--temperature -0.5 is not a sampling temperature"),
     ("--temperature", "2.5", "--temperature 2.5 is not a sampling temperature"),
     ("--model", "evil\x1b]0;title\x07\x1b[31mred", "--model holds control characters"),
+    ("--model", b"\x9b31m".decode("utf-8", "surrogateescape"), "--model is not UTF-8 text"),  # as a shell gives it
 ])
 def test_a_bad_option_is_one_line_naming_the_option_not_the_file(tmp_path, option, value, message):
     result = invoke("import", "lm-eval", LM_EVAL, "--run-dir", tmp_path / "run", option, value)

@@ -184,6 +184,8 @@ def _check_options(temperature: float | None, model: str | None) -> None:
         why = " (greedy decoding: its repeats are one path, not samples)" if temperature == 0 else ""
         raise BadOption(f"--temperature {temperature:g} is not a sampling temperature{why}: give the one the paths "
                         "were sampled at, in (0, 2]")
+    if model is not None and any("\ud800" <= ch <= "\udfff" for ch in model):  # bytes the shell gave undecoded
+        raise BadOption("--model is not UTF-8 text: give the model's name as plain text")
     if model is not None and has_control(model):
         raise BadOption(f"--model holds control characters (escape sequences, line breaks, bidirectional "
                         f"overrides): give the model's name as plain text, such as {plain_name(model)!r}")
