@@ -54,12 +54,12 @@ def test_small_plans_are_refused_with_advice(aws, tmp_path):
 
 
 def test_max_cost_below_the_estimate_submits_nothing(aws, tmp_path):
-    from selfconsistency.backends.base import BudgetExceeded
+    from selfconsistency.tasks import DataError
 
     run_dir = tmp_path / "run"
-    with pytest.raises(BudgetExceeded, match="nothing was submitted"):
+    with pytest.raises(DataError, match="cannot pay the worst case of its jobs"):
         run_experiment(batch_config("cohere.command-text-v14", "bucket-cost", max_cost=0.01), run_dir)
-    assert aws.jobs == {} and stored_rows(run_dir) == []
+    assert aws.jobs == {} and not run_dir.exists()  # refused before the run directory
     s3 = boto3.client("s3")
     assert "bucket-cost" not in [b["Name"] for b in s3.list_buckets()["Buckets"]]  # not even uploaded
     run_experiment(batch_config("cohere.command-text-v14", "bucket-cost", max_cost=50.0), run_dir)

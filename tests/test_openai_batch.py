@@ -115,8 +115,8 @@ def test_a_cap_under_a_cent_is_shown_as_given(batch_api, tmp_path):
     proc = run_cli(*cli_args(url, tmp_path / "run", 2), "--max-cost", "0.0001")
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr
-    assert "above --max-cost $0.0001;" in errors[0] and not emulator.batches
-    assert "the worst case $0.000" in errors[0] and "the worst case $0.00 " not in errors[0]  # digits a cent hides
+    assert "--max-cost $0.0001 cannot pay" in errors[0] and not emulator.batches  # refused before any upload
+    assert "of its jobs, $0.000" in errors[0] and "of its jobs, $0.00 " not in errors[0]  # digits a cent hides
 
 
 def test_result_lines_holding_unicode_line_separators_are_read_whole():
