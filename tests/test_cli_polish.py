@@ -88,6 +88,23 @@ def test_show_prompt_prints_the_completion_prompt_and_makes_no_store(tmp_path):
     assert not run_dir.exists()
 
 
+def test_show_prompt_into_a_run_directory_of_other_settings_is_refused_as_the_run_is(tmp_path):
+    """--show-prompt shows what `run` would send into that directory: into an imported run (or any run of
+    other settings) the run sends nothing, and --show-prompt and --dry-run refuse in the run's own line."""
+    imported = tmp_path / "imported"
+    (samples,) = (Path(__file__).resolve().parent / "data" / "import").glob("lm-eval/*/samples_*.jsonl")
+    assert run_cli("import", "lm-eval", str(samples), "--run-dir", str(imported)).returncode == 0
+    before = (imported / "samples.sqlite").read_bytes()
+    base = ("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--run-dir", str(imported))
+    lines = []
+    for extra in ((), ("--dry-run",), ("--show-prompt",)):
+        proc = run_cli(*base, *extra)
+        assert proc.returncode == 2 and proc.stdout == "", (extra, proc.stdout)
+        lines.append(proc.stderr.strip())
+    assert len(set(lines)) == 1 and lines[0].startswith("error: ") and "\n" not in lines[0], lines
+    assert (imported / "samples.sqlite").read_bytes() == before
+
+
 def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
     # nothing listens on port 9: the body is printed without a request
     proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "openai",

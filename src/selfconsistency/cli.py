@@ -178,8 +178,8 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
     if show_prompt:
         try:
             # verbatim (no markup, emoji codes or wrapping), but nothing a terminal would act on
-            sys.stdout.write(for_terminal(rendered_prompt(config)) + "\n")
-        except (DataError, ModelError, BackendError, ValueError) as exc:
+            sys.stdout.write(for_terminal(rendered_prompt(config, run_dir)) + "\n")
+        except (DataError, ModelError, BackendError, StoreMismatch, RunDirError, ValueError) as exc:
             raise _fail(str(exc)) from None
         return
     progress, on_start, on_path = _sampling_progress(quiet, verbose)
