@@ -294,3 +294,19 @@ def test_every_numeric_option_has_an_upper_bound():
                 assert bounded, f"--{name.replace('_', '-')} ({model.__name__}) has no upper bound"
     with pytest.raises(ValidationError, match="less than or equal to 10000"):
         RunSettings(paths=100_000_000)
+
+
+def test_the_local_models_default_threads_are_the_cores_this_process_may_use():
+    """Not os.cpu_count(): under taskset or a container's cpuset a thread per machine core would wait on
+    cores it never gets."""
+    import os
+
+    from selfconsistency.backends.llama_cpp import usable_cores
+
+    every_core = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(every_core)})
+        assert usable_cores() == 1
+    finally:
+        os.sched_setaffinity(0, every_core)
+    assert usable_cores() == len(every_core)

@@ -119,6 +119,13 @@ class TokenFeed:
         return [split[id(request)] for request in self._feed.more(tokens_fit)]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (taskset, a container's cpuset), not the machine's: llama.cpp's
+    threads wait for each other at every layer, so one thread more than the cores it gets runs several
+    times slower."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 class LlamaCppBackend:
     name = "local"
 
@@ -128,7 +135,7 @@ class LlamaCppBackend:
             raise BackendError("batch size must be at least 1")
         self.model = model
         self.model_path = resolve_model_path(model)
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self.batch_size = batch_size
         self._n_ctx_request = n_ctx
         self.verbose = verbose
@@ -326,7 +333,7 @@ class LocalOptions(BackendOptions):
     identity_defaults = {}  # the local backend never recorded a server
 
     threads: Annotated[int | None, Field(ge=1, le=1024), Cli("CPU threads for the local model.", LOCAL,
-                                                    default_shown="all cores")] = None
+                                                    default_shown="the cores this process may use")] = None
     batch_size: Annotated[int, Field(ge=1, le=128), Cli(
         "Paths the local model decodes together (continuous batching). 1 decodes one path at a time: "
         "slower, but a resumed run then reproduces an uninterrupted one bit for bit.", LOCAL)] = 8
