@@ -95,7 +95,42 @@ SMALL_MODEL = "qwen2.5-coder-0.5b"
 NO_MODEL_GUARD = Path(__file__).resolve().parent / "no_model"  # a sitecustomize refusing llama.cpp
 NO_MODEL_EXIT = 97  # its exit code
 MODEL_FIXTURES = {"reference_run", "llama_server", "small_model", "loaded_model"}  # fixtures that load the 0.5B model
-MODEL_THREADS = 1  # threads a test's model decodes on: on two cores the test runner keeps the other
+
+
+def _the_workers_core() -> set[int] | None:
+    """Under pytest-xdist (`-n auto`, pyproject's addopts), the core this worker's model tests run on: one
+    per worker, so that two workers' models never share one (None without xdist)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... (set before conftest is imported)
+    cores = sorted(os.sched_getaffinity(0))
+    if not worker or len(cores) < 2:
+        return None
+    return {cores[int(worker.removeprefix("gw")) % len(cores)]}
+
+
+MODEL_CORE = _the_workers_core()
+MODEL_THREADS = 1 if MODEL_CORE else len(os.sched_getaffinity(0))  # threads a test's model decodes on
+
+
+def pytest_collection_modifyitems(items):
+    """Files with model tests first (each file's own order kept): xdist hands out files in this order, so
+    the long ones start at once and the short ones even out the workers' ends."""
+    model_files = {item.path for item in items if item.get_closest_marker("model")}
+    items.sort(key=lambda item: item.path not in model_files)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """A model test, and every process it starts, runs on its worker's own core: llama.cpp's threads
+    busy-wait for each other, so a model on two threads (the product's default on this machine) beside the
+    other worker ran the README's answer command in 289 s instead of 23 s. Other tests use every core."""
+    if MODEL_CORE is None or item.get_closest_marker("model") is None:
+        return (yield)
+    every_core = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, MODEL_CORE)
+    try:
+        return (yield)
+    finally:
+        os.sched_setaffinity(0, every_core)
 
 
 def _model_fixtures_marked(item) -> None:
@@ -277,8 +312,11 @@ def cli(*args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProce
     return proc
 
 
-def small_run_args(run_dir: Path, *extra: str, batch_size: int = 1) -> list[str]:
-    return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--paths", "3",
+def small_run_args(run_dir: Path, *extra: str, batch_size: int = 1, second_only: bool = False) -> list[str]:
+    """The reference run's command: 2 questions x (greedy + 3 paths at T=0.7) on the 0.5B model, one path at
+    a time. `second_only`: its second question alone (its paths are half as long as the first's)."""
+    questions = ["--offset", "1", "--limit", "1"] if second_only else ["--limit", "2"]
+    return ["run", "gsm8k", "--data", str(GSM8K_TEST), *questions, "--paths", "3",
             "--temperatures", "0.7", "--model", SMALL_MODEL, "--batch-size", str(batch_size),
             "--threads", str(MODEL_THREADS), "--run-dir", str(run_dir), "--quiet", *extra]
 
@@ -389,8 +427,10 @@ def small_model():
 @contextlib.contextmanager
 def _sharing(llm):
     """Every LlamaCppBackend of the 0.5B model takes `llm` where it would load the model (a context it
-    fits), on MODEL_THREADS threads; closing one leaves `llm` loaded. A new backend starts from an empty
-    cache (its first prompt resets it), as after its own load."""
+    fits), on MODEL_THREADS threads; closing one leaves `llm` loaded. A new backend takes over the shared
+    block (the exemplars) the last one left at the start of the cache, computed as it computes it (from an
+    empty cache, in one eval): a prompt with that block skips its prefill (~10 s on one thread), and the
+    runs that compare a path with one made in a fresh process check the two are the same."""
     from selfconsistency.backends.llama_cpp import LlamaCppBackend
 
     load, close = LlamaCppBackend._load, LlamaCppBackend.close
@@ -402,9 +442,13 @@ def _sharing(llm):
         if self.llm is not llm:
             close(self)
             self.llm, self.threads = llm, MODEL_THREADS
+            left = getattr(llm, "tests_shared_block", None)
+            if left and llm.n_tokens >= len(left) and llm.input_ids[:len(left)].tolist() == left:
+                self._shared_tokens = left
 
     def shared_close(self):
         if self.llm is llm:
+            llm.tests_shared_block = self._shared_tokens
             self.llm = None
         close(self)
 
@@ -424,11 +468,26 @@ def loaded_model(small_model):
 @pytest.fixture(scope="session")
 def reference_run(tmp_path_factory, small_model) -> Path:
     """One uninterrupted real run of the 0.5B model, one path at a time: 2 questions x (greedy + 3 paths
-    at T=0.7); in this process, on the session's loaded model."""
+    at T=0.7); in this process, on the session's loaded model. Made once a session: under xdist the first
+    worker to need it makes it while the others wait, and each works on a copy of its own."""
+    import fcntl
+
+    def make(run_dir: Path) -> None:
+        with _sharing(small_model):
+            proc = run_cli(*small_run_args(run_dir))
+        assert proc.returncode == 0, proc.stderr
+
     run_dir = tmp_path_factory.mktemp("reference")
-    with _sharing(small_model):
-        proc = run_cli(*small_run_args(run_dir))
-    assert proc.returncode == 0, proc.stderr
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        make(run_dir)
+        return run_dir
+    made = tmp_path_factory.getbasetemp().parent / "reference"  # the session's, beside the workers' own
+    with open(f"{made}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (made / "results.json").exists():
+            shutil.rmtree(made, ignore_errors=True)  # a worker's attempt that failed
+            make(made)
+    shutil.copytree(made, run_dir, dirs_exist_ok=True)
     return run_dir
 
 

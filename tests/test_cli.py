@@ -79,7 +79,8 @@ def test_answer_and_serve_help_lists_only_what_they_use(command):
     assert _lists(_offered("answer"), "--data") and _lists(_offered("answer"), "--limit")
 
 
-@pytest.mark.parametrize("command,flag,value", [(c, f, v) for c, given in sorted(IGNORED.items()) for f, v in given])
+@pytest.mark.parametrize("command,flag,value", [(c, f, v) for c, given in sorted(IGNORED.items()) for f, v in given],
+                         ids=lambda v: "file" if v == str(GSM8K_TEST) else None)  # ids alike in every process
 def test_a_setting_the_command_ignores_is_refused_in_one_line(tmp_path, command, flag, value):
     run_dir = tmp_path / "run"
     where = ["--data", str(GSM8K_TEST)] if command == "answer" else ["--port", "1"]  # runnable otherwise
