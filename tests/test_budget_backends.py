@@ -97,7 +97,7 @@ def test_bedrock_on_demand(aws, tmp_path):
 
 @pytest.mark.model
 def test_embedded_model(loaded_model, tmp_path):
-    settings = budgeted(model="qwen2.5-coder-0.5b", max_tokens=24, threads=1)
+    settings = budgeted(model="qwen2.5-coder-0.5b", max_tokens=12, threads=1)  # counting paths, not answers
     run_experiment(settings, tmp_path / "run")
     with SampleStore.open_readonly(tmp_path / "run") as store:
         generated = len(store.stored_keys())

@@ -17,6 +17,7 @@ from selfconsistency.store import SampleStore
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_import_fixtures.py"
 COMMITTED = REPO / "tests" / "data" / "import"
+REPEATS = 4  # lm-eval's repeats a question (its maj@k filter's k): fewer than the committed fixture's 8, faster
 MODEL_TURN = Path("/work/tools/model_turn.sh")  # serialises model work on the project's machine, where it exists
 
 
@@ -49,7 +50,8 @@ def test_regenerated_fixtures_import_like_the_committed_ones(tmp_path):
     out = tmp_path / "fixtures"
     turn = [str(MODEL_TURN)] if MODEL_TURN.exists() else []
     made = subprocess.run([*turn, sys.executable, str(SCRIPT), "--out", str(out), "--questions", "2", "--repeats",
-                           "8", "--epochs", "2", "--max-tokens", "64"], capture_output=True, text=True, timeout=3600,
+                           str(REPEATS), "--epochs", "2", "--max-tokens", "64"], capture_output=True, text=True,
+                          timeout=3600,
                           env={**os.environ, "COLUMNS": "120"})
     assert made.returncode == 0, made.stderr[-3000:]
     (samples,) = out.glob("lm-eval/*/samples_*.jsonl")
@@ -57,11 +59,11 @@ def test_regenerated_fixtures_import_like_the_committed_ones(tmp_path):
     (archive,) = out.glob("inspect/*.eval")
     committed_line = json.loads(next(COMMITTED.glob("lm-eval/*/samples_*.jsonl")).read_text().splitlines()[0])
     lines = [json.loads(line) for line in samples.read_text().splitlines()]
-    assert set(lines[0]) == set(committed_line) and {x["filter"] for x in lines} == {"score-first", "maj@8"}
+    assert set(lines[0]) == set(committed_line) and {x["filter"] for x in lines} == {"score-first", f"maj@{REPEATS}"}
     assert json.loads(log.read_text())["version"] == json.loads(next(COMMITTED.glob("inspect/*.json")).read_text())[
         "version"]
     runner = CliRunner()
-    for tool, path, paths in (("lm-eval", samples, 2 * 8), ("inspect", log, 2 * 2), ("inspect", archive, 2 * 2)):
+    for tool, path, paths in (("lm-eval", samples, 2 * REPEATS), ("inspect", log, 2 * 2), ("inspect", archive, 2 * 2)):
         run_dir = tmp_path / f"run-{path.suffix}"
         result = runner.invoke(app, ["import", tool, str(path), "--run-dir", str(run_dir)], env={"COLUMNS": "200"})
         assert result.exit_code == 0, result.output
@@ -71,7 +73,7 @@ def test_regenerated_fixtures_import_like_the_committed_ones(tmp_path):
         if tool == "lm-eval":
             texts = {x["doc_id"]: x["resps"][0] for x in lines}
             assert sorted(p.text for p in stored) == sorted(t for texts_of in texts.values() for t in texts_of)
-            assert "maj@8" in result.stdout and "first 8 of 8, voted" in result.stdout
+            assert f"maj@{REPEATS}" in result.stdout and f"first {REPEATS} of {REPEATS}, voted" in result.stdout
         else:
             samples_in_log = json.loads(log.read_text())["samples"]
             assert sorted((p.text, p.source_answer) for p in stored) == sorted(

@@ -57,9 +57,10 @@ def test_export_jsonl(reference_run, tmp_path):
 
 
 def test_same_seed_same_paths_and_rerun_generates_nothing(reference_run, loaded_model, tmp_path):
-    proc = run_cli(*small_run_args(tmp_path / "again"))
+    proc = run_cli(*small_run_args(tmp_path / "again", second_only=True))
     assert proc.returncode == 0, proc.stderr
-    assert [r[:5] for r in stored_rows(tmp_path / "again")] == [r[:5] for r in stored_rows(reference_run)]
+    again = [r[:5] for r in stored_rows(tmp_path / "again")]
+    assert len(again) == 4 and again == [r[:5] for r in stored_rows(reference_run) if r[0] == "test-00001"]
     before = stored_rows(reference_run)
     proc = run_cli(*small_run_args(reference_run)[:-1])  # the same command again, not quiet
     assert proc.returncode == 0 and "resuming: 8 paths already stored, 0 to generate" in proc.stderr
@@ -67,7 +68,7 @@ def test_same_seed_same_paths_and_rerun_generates_nothing(reference_run, loaded_
 
 
 def test_sigkill_at_random_points_resumes_to_the_same_results(reference_run, loaded_model, tmp_path):
-    """Killed with SIGKILL several times at random moments (a random number of stored paths, plus a
+    """Killed with SIGKILL twice at random moments (a random number of stored paths, plus a
     random delay so the kill also lands mid-path and mid-commit), the run still ends with every path
     exactly once and the same results as the uninterrupted run."""
     rng = random.Random()
@@ -75,7 +76,7 @@ def test_sigkill_at_random_points_resumes_to_the_same_results(reference_run, loa
     rng.seed(seed)
     run_dir = tmp_path / "killed"
     kept: set = set()
-    for target in sorted(rng.sample(range(0, 6), 3)):  # at least 3 of 8 paths left to kill into
+    for target in sorted(rng.sample(range(0, 6), 2)):  # at least 3 of 8 paths left to kill into
         survivors = kill_when_stored(small_run_args(run_dir), run_dir, at_least=target,
                                      extra_delay=rng.uniform(0.0, 1.5))
         assert kept <= set(survivors), f"seed {seed}: a stored path changed or vanished"
@@ -95,11 +96,11 @@ def test_batched_same_batch_size_same_paths(reference_run, loaded_model, tmp_pat
     """Batched decoding: the same seed and batch size reproduce the same texts; every path is there."""
     first, second = tmp_path / "b1", tmp_path / "b2"
     for run_dir in (first, second):
-        proc = run_cli(*small_run_args(run_dir, batch_size=4))
+        proc = run_cli(*small_run_args(run_dir, batch_size=4, second_only=True))  # its 4 paths in one batch
         assert proc.returncode == 0, proc.stderr
     rows = stored_rows(first)
     assert [r[:5] for r in rows] == [r[:5] for r in stored_rows(second)]
-    assert [r[:3] for r in rows] == [r[:3] for r in stored_rows(reference_run)]
+    assert [r[:3] for r in rows] == [r[:3] for r in stored_rows(reference_run) if r[0] == "test-00001"]
 
 
 def test_batched_run_killed_mid_batch_resumes_without_regenerating(loaded_model, tmp_path):
@@ -155,13 +156,13 @@ def test_stop_at_answer_cuts_each_path_short_of_the_same_text(reference_run, loa
 
     pattern = answer_complete_pattern("The answer is {answer}.", "number")
     run_dir = tmp_path / "at-answer"
-    proc = run_cli(*small_run_args(run_dir, "--stop-at-answer"))
+    proc = run_cli(*small_run_args(run_dir, "--stop-at-answer", second_only=True))
     assert proc.returncode == 0, proc.stderr
     db = sqlite3.connect(run_dir / "samples.sqlite")
     reasons = {(q, t, i): r for q, t, i, r in db.execute(
         "SELECT question_id, temperature, path_index, finish_reason FROM paths")}
     db.close()
-    reference = {row[:3]: row for row in stored_rows(reference_run)}
+    reference = {row[:3]: row for row in stored_rows(reference_run) if row[0] == "test-00001"}
     rows = stored_rows(run_dir)
     assert [row[:3] for row in rows] == list(reference)
     for key, text, answer in ((row[:3], row[3], row[4]) for row in rows):
@@ -169,6 +170,6 @@ def test_stop_at_answer_cuts_each_path_short_of_the_same_text(reference_run, loa
         end = complete_end(whole, pattern)
         assert text == whole[:end] and answer == reference[key][4]
         assert (reasons[key] == "answer") == (end is not None)
-    refused = run_cli(*small_run_args(run_dir))  # the same run without the option
+    refused = run_cli(*small_run_args(run_dir, second_only=True))  # the same run without the option
     assert refused.returncode == 2 and "stop_at_answer" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1

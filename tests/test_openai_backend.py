@@ -16,7 +16,7 @@ from selfconsistency.settings import RunSettings
 def openai_args(run_dir: Path, url: str, *extra: str) -> list[str]:
     return ["run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "2", "--paths", "3", "--temperatures", "0.7",
             "--backend", "openai", "--base-url", url, "--model", "qwen-0.5b", "--concurrency", "2",
-            "--run-dir", str(run_dir), "--quiet", *extra]
+            "--max-tokens", "40", "--run-dir", str(run_dir), "--quiet", *extra]  # plumbing, not answers: short paths
 
 
 @pytest.mark.model
