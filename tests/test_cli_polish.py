@@ -105,6 +105,36 @@ def test_show_prompt_into_a_run_directory_of_other_settings_is_refused_as_the_ru
     assert (imported / "samples.sqlite").read_bytes() == before
 
 
+@pytest.mark.parametrize("what", ["a file", "a directory of other files", "a store of a newer version",
+                                  "a store that is not one"])
+def test_show_prompt_and_dry_run_refuse_a_run_directory_the_run_refuses(tmp_path, what):
+    run_dir = tmp_path / "run"
+    if what == "a file":
+        run_dir.write_text("hi\n")
+    elif what == "a directory of other files":
+        run_dir.mkdir()
+        (run_dir / "notes.txt").write_text("mine\n")
+    else:
+        ok = run_cli("import", "lm-eval", str(next((Path(__file__).resolve().parent / "data" / "import").glob(
+            "lm-eval/*/samples_*.jsonl"))), "--run-dir", str(run_dir))
+        assert ok.returncode == 0, ok.stderr
+        if what == "a store of a newer version":
+            db = sqlite3.connect(run_dir / "samples.sqlite")
+            db.execute("PRAGMA user_version = 999")
+            db.commit()
+            db.close()
+        else:
+            (run_dir / "samples.sqlite").write_text("not a database\n")
+    base = ("run", "gsm8k", "--data", str(GSM8K_TEST), "--limit", "1", "--run-dir", str(run_dir), "--quiet")
+    lines = []
+    for extra in ((), ("--dry-run",), ("--show-prompt",)):
+        proc = run_cli(*base, *extra)
+        assert proc.returncode == 2 and proc.stdout == "", (extra, proc.stdout, proc.stderr)
+        lines.append(proc.stderr.strip())
+    assert len(set(lines)) == 1 and lines[0].startswith("error: ") and "\n" not in lines[0], lines
+    assert str(run_dir) in lines[0]  # refused for the directory, not for anything else
+
+
 def test_show_prompt_of_a_remote_chat_api_is_its_request_body(tmp_path):
     # nothing listens on port 9: the body is printed without a request
     proc = run_cli("run", "gsm8k", "--data", str(GSM8K_TEST), "--show-prompt", "--backend", "openai",

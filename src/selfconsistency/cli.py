@@ -51,7 +51,7 @@ from .safe_files import UnsafeRunFile
 from .sanitize import for_terminal
 from .settings import ExperimentSettings, RunSettings, SamplingSettings, StoppingSettings, one_temperature
 from .settings import declared_settings as declared_options
-from .store import STORE_FILENAME, SampleStore, StoreMismatch
+from .store import STORE_FILENAME, SampleStore, StoreMismatch, StoreVersionError
 from .tasks import DataError, builtin_task_files, get_task
 
 app = typer.Typer(help="Self-consistency for language models: sample many chain-of-thought paths, "
@@ -191,7 +191,7 @@ def _run(settings: dict, run_dir: Path | None, verbose: bool, quiet: bool, show_
         directory = run_dir or config.default_run_dir(config.get_task())
         _write_report(directory)  # what was paid for is reported, complete questions only
         raise _fail(f"{exc} (report of the stored paths in {directory})") from None
-    except (DataError, ModelError, StoreMismatch, BackendError, RunDirError) as exc:
+    except (DataError, ModelError, StoreMismatch, StoreVersionError, BackendError, RunDirError) as exc:
         raise _fail(str(exc)) from None
     except OSError as exc:  # a full disk, a file-size limit: the store keeps every path committed before
         where = f"cannot write {exc.filename}: {exc.strerror}" if exc.filename else str(exc)

@@ -10,8 +10,9 @@ from . import waves
 from .backends import backend_spec
 from .backends.base import BackendSpec
 from .prompts import PromptFormat
+from .runlock import check_usable_run_dir
 from .settings import GREEDY_TEMPERATURE, MAX_PLANNED_PATHS, RunSettings
-from .store import STORE_FILENAME, SampleStore, StoreVersionError
+from .store import STORE_FILENAME, OlderStore, SampleStore
 from .tasks import DataError, Task, TaskData
 from .tasks.base import CHAT_CONTEXT
 
@@ -56,11 +57,12 @@ def preflight(config: RunSettings, task: Task, data: TaskData, run_dir: Path) ->
         raise DataError(f"--max-cost as the amount to spend needs a price for {config.model}: give a price file "
                         "(--prices), or spend --budget-paths")
     check_backend_settings(config)
+    check_usable_run_dir(run_dir)  # a file, a directory of other files: refused before anything is sent
     if (run_dir / STORE_FILENAME).is_file():  # another run's settings: refused before anything is sent
         try:
             with SampleStore.open_readonly(run_dir) as store:
                 store.check_identity({**config.identity(task), "prompt": prompt_digest(config, task, data)})
-        except StoreVersionError:  # an older store: the run upgrades it, then binds its settings
+        except OlderStore:  # the run upgrades it, then binds its settings
             pass
     if config.budget.max_cost is not None and budget is None:  # a cap that cannot pay one request or job
         check_cap(config, plan_requests(config, task, data), run_dir)

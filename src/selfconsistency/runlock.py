@@ -28,14 +28,34 @@ class RunLocked(RunDirError):
     """Another process is running in this run directory."""
 
 
-def prepare_run_dir(run_dir: Path) -> None:
-    """A new or empty directory becomes a run directory (it gets the run marker); one that has the marker is
-    a run to resume. Any other directory is refused: the run would write its results among its files."""
-    from .safe_files import RUN_MARKER, check_run_dir, open_no_follow
+def check_usable_run_dir(run_dir: Path) -> None:
+    """What prepare_run_dir refuses of a directory that exists, without changing anything (RunDirError): a
+    file, a directory it cannot write, one with files but no run marker, a marker that is not a file.
+    `run --dry-run` and `--show-prompt` refuse through it too, in the run's words."""
+    from .safe_files import RUN_MARKER
+    from .safe_files import check_run_dir as check_marked
 
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
+    if not run_dir.exists():
+        return
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"run directory {run_dir} is not writable; 'report' and 'export' read it as it is")
+    if (run_dir / RUN_MARKER).exists() or (run_dir / RUN_MARKER).is_symlink():
+        check_marked(run_dir)
+    elif any(run_dir.iterdir()):
+        raise RunDirError(f"--run-dir {run_dir} holds files but is not a run directory (no {RUN_MARKER}); "
+                          "give a new or empty directory")
+
+
+def prepare_run_dir(run_dir: Path) -> None:
+    """A new or empty directory becomes a run directory (it gets the run marker); one that has the marker is
+    a run to resume. Any other directory is refused: the run would write its results among its files."""
+    from .safe_files import RUN_MARKER, open_no_follow
+
+    run_dir = Path(run_dir)
+    check_usable_run_dir(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -43,11 +63,7 @@ def prepare_run_dir(run_dir: Path) -> None:
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunDirError(f"run directory {run_dir} is not writable; 'report' and 'export' read it as it is")
     if (run_dir / RUN_MARKER).exists() or (run_dir / RUN_MARKER).is_symlink():
-        check_run_dir(run_dir)
         return
-    if any(run_dir.iterdir()):
-        raise RunDirError(f"--run-dir {run_dir} holds files but is not a run directory (no {RUN_MARKER}); "
-                          "give a new or empty directory")
     with open_no_follow(run_dir / RUN_MARKER, "w", encoding="utf-8") as marker:
         marker.write("A selfconsistency run directory: samples.sqlite holds its paths.\n")
 
