@@ -17,6 +17,7 @@ does, for tests about processes, signals or the entry point (marked slow).
 """
 
 import atexit
+import collections
 import contextlib
 import io
 import json
@@ -107,22 +108,28 @@ def _the_workers_core() -> set[int] | None:
     return {cores[int(worker.removeprefix("gw")) % len(cores)]}
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: a worker per core this process may use (xdist would count the machine's, with psutil)."""
+    return len(os.sched_getaffinity(0))
+
+
 MODEL_CORE = _the_workers_core()
 MODEL_THREADS = 1 if MODEL_CORE else len(os.sched_getaffinity(0))  # threads a test's model decodes on
 
 
 def pytest_collection_modifyitems(items):
-    """Files with model tests first (each file's own order kept): xdist hands out files in this order, so
-    the long ones start at once and the short ones even out the workers' ends."""
-    model_files = {item.path for item in items if item.get_closest_marker("model")}
-    items.sort(key=lambda item: item.path not in model_files)
+    """Files with the most model tests first (each file's own order kept): xdist hands out files in this
+    order, so the long ones start at once and the short ones even out the workers' ends."""
+    model_tests = collections.Counter(item.path for item in items if item.get_closest_marker("model"))
+    items.sort(key=lambda item: -model_tests[item.path])
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """A model test, and every process it starts, runs on its worker's own core: llama.cpp's threads
     busy-wait for each other, so a model on two threads (the product's default on this machine) beside the
-    other worker ran the README's answer command in 289 s instead of 23 s. Other tests use every core."""
+    other worker ran the README's answer command in 289 s instead of 23 s. Other tests use every core (a
+    thread or process a model test leaves running keeps its core: slower later, never wrong)."""
     if MODEL_CORE is None or item.get_closest_marker("model") is None:
         return (yield)
     every_core = os.sched_getaffinity(0)
@@ -484,9 +491,10 @@ def reference_run(tmp_path_factory, small_model) -> Path:
     made = tmp_path_factory.getbasetemp().parent / "reference"  # the session's, beside the workers' own
     with open(f"{made}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (made / "results.json").exists():
+        if not Path(f"{made}.ok").exists():
             shutil.rmtree(made, ignore_errors=True)  # a worker's attempt that failed
             make(made)
+            Path(f"{made}.ok").touch()
     shutil.copytree(made, run_dir, dirs_exist_ok=True)
     return run_dir
 
