@@ -28,6 +28,11 @@ class RunLocked(RunDirError):
     """Another process is running in this run directory."""
 
 
+def _check_writable(run_dir: Path) -> None:
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunDirError(f"run directory {run_dir} is not writable; 'report' and 'export' read it as it is")
+
+
 def check_usable_run_dir(run_dir: Path) -> None:
     """What prepare_run_dir refuses of a directory that exists, without changing anything (RunDirError): a
     file, a directory it cannot write, one with files but no run marker, a marker that is not a file.
@@ -40,8 +45,7 @@ def check_usable_run_dir(run_dir: Path) -> None:
         raise RunDirError(f"--run-dir {run_dir} is a file, not a directory")
     if not run_dir.exists():
         return
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise RunDirError(f"run directory {run_dir} is not writable; 'report' and 'export' read it as it is")
+    _check_writable(run_dir)
     if (run_dir / RUN_MARKER).exists() or (run_dir / RUN_MARKER).is_symlink():
         check_marked(run_dir)
     elif any(run_dir.iterdir()):
@@ -60,8 +64,7 @@ def prepare_run_dir(run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise RunDirError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise RunDirError(f"run directory {run_dir} is not writable; 'report' and 'export' read it as it is")
+    _check_writable(run_dir)  # again: a directory just made under a umask that bars its owner
     if (run_dir / RUN_MARKER).exists() or (run_dir / RUN_MARKER).is_symlink():
         return
     with open_no_follow(run_dir / RUN_MARKER, "w", encoding="utf-8") as marker:

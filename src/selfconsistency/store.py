@@ -410,7 +410,7 @@ class SampleStore:
                                     "package to read it")
         if version < len(_MIGRATIONS) and not writable:
             raise OlderStore(f"{self.path} was written by an older version; `selfconsistency upgrade "
-                                    f"{self.path.parent}` brings it to this version (reading never writes)")
+                             f"{self.path.parent}` brings it to this version (reading never writes)")
 
     def _connect_read_only(self) -> sqlite3.Connection:
         """A store the user may not write (archived, shared, read-only mount): read as it is.
